@@ -1,0 +1,330 @@
+"""The hot-path Redis adapter: the only code that changes task state, one method per Lua script.
+
+Every transition is atomic in Redis; nothing here uses WATCH/MULTI. Methods take the encoded
+``TaskMessage`` bytes where a script stores a message, so callers encode once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from framework.keys import Schema, day_stamp
+from framework.scripts import SCRIPTS, run_pipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from redis.asyncio import Redis
+
+    from framework.clock import Clock
+    from framework.keys import QueueKeys
+
+__all__ = (
+    "ARCHIVE_MAX_AGE",
+    "ARCHIVE_MAX_SIZE",
+    "LEASE_SECONDS",
+    "Broker",
+    "EnqueueCall",
+    "RedisBroker",
+)
+
+LEASE_SECONDS = 30
+"""asynq's fixed lease length; Go recoverers rely on it."""
+ARCHIVE_MAX_SIZE = 10_000
+ARCHIVE_MAX_AGE = 90 * 24 * 3600
+_DAY_TTL = 90 * 24 * 3600
+MINUTE_TTL = 26 * 3600
+"""How long the per-minute counters are kept."""
+
+
+class EnqueueCall(Protocol):
+    """One prepared enqueue: which script, keys and args (built by :meth:`RedisBroker.prepare_enqueue`)."""
+
+
+class Broker(Protocol):
+    """The operations the worker and client need; :class:`RedisBroker` is the implementation.
+
+    A Protocol so a fault-injecting broker can wrap the real one in tests.
+    """
+
+    schema: Schema
+
+    async def register_queues(self, queues: Iterable[str]) -> None: ...  # noqa: D102
+    async def enqueue(  # noqa: D102
+        self,
+        queue: str,
+        task_id: str,
+        data: bytes,
+        *,
+        process_at: int | None = ...,
+        unique_key: str = ...,
+        unique_ttl: int = ...,
+        group: str = ...,
+    ) -> int: ...
+    async def dequeue(self, queue: str, count: int) -> list[bytes]: ...  # noqa: D102
+    async def done(self, queue: str, tasks: Sequence[tuple[str, str]]) -> list[int]: ...  # noqa: D102
+    async def mark_complete(  # noqa: D102
+        self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str
+    ) -> int: ...
+    async def requeue(self, queue: str, task_id: str) -> int: ...  # noqa: D102
+    async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int: ...  # noqa: D102
+    async def archive(self, queue: str, task_id: str, data: bytes) -> int: ...  # noqa: D102
+
+
+class RedisBroker:
+    """The Redis implementation of :class:`Broker`.
+
+    Args:
+        redis: an asyncio Redis client (a pool).
+        schema: the key schema.
+        clock: where time comes from.
+        wakeup: publish on the wake-up channel when a queue goes from empty to non-empty.
+    """
+
+    def __init__(self, redis: Redis, schema: Schema, clock: Clock, *, wakeup: bool = True) -> None:
+        self.redis = redis
+        self.schema = schema
+        self.clock = clock
+        self._channel = schema.wakeup_channel if wakeup else ""
+        self._known_queues: set[str] = set()
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _stat_keys(self, qk: QueueKeys, now: float, kind: str) -> list[str]:
+        day = day_stamp(int(now))
+        if kind == "processed":
+            return [qk.processed, qk.processed_day(day), qk.minute_stats("processed", int(now) // 60)]
+        return [qk.failed, qk.failed_day(day), qk.minute_stats("failed", int(now) // 60)]
+
+    @staticmethod
+    def _day_expireat(now: float) -> int:
+        return int(now) + _DAY_TTL
+
+    async def register_queues(self, queues: Iterable[str]) -> None:
+        """``SADD <ns>:queues`` for queues not yet registered by this process (Go caches the same way)."""
+        new = [q for q in queues if q not in self._known_queues]
+        if new:
+            await self.redis.sadd(self.schema.all_queues, *new)
+            self._known_queues.update(new)
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def prepare_enqueue(
+        self,
+        queue: str,
+        task_id: str,
+        data: bytes,
+        *,
+        process_at: int | None = None,
+        unique_key: str = "",
+        unique_ttl: int = 0,
+        group: str = "",
+    ) -> tuple[Any, list[str], list[Any]]:
+        """Choose the script and build its keys and args for one enqueue (no I/O)."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        tkey = qk.task(task_id)
+        if group:
+            keys = [tkey, qk.group(group), qk.groups]
+            args: list[Any] = [data, task_id, int(now), group]
+            if unique_key:
+                return SCRIPTS["add_to_group_unique"], [*keys, unique_key], [*args, unique_ttl]
+            return SCRIPTS["add_to_group"], keys, args
+        if process_at is not None:
+            if unique_key:
+                return SCRIPTS["schedule_unique"], [tkey, qk.scheduled, unique_key], [data, process_at, task_id, unique_ttl]
+            return SCRIPTS["schedule"], [tkey, qk.scheduled], [data, process_at, task_id]
+        now_ns = int(now * 1e9)
+        if unique_key:
+            return (
+                SCRIPTS["enqueue_unique"],
+                [tkey, qk.pending, unique_key],
+                [data, task_id, now_ns, unique_ttl, self._channel, queue],
+            )
+        return SCRIPTS["enqueue"], [tkey, qk.pending], [data, task_id, now_ns, self._channel, queue]
+
+    async def enqueue(
+        self,
+        queue: str,
+        task_id: str,
+        data: bytes,
+        *,
+        process_at: int | None = None,
+        unique_key: str = "",
+        unique_ttl: int = 0,
+        group: str = "",
+    ) -> int:
+        """Store one task: pending, scheduled (``process_at``) or aggregating (``group``).
+
+        Returns:
+            1 stored, 0 task id conflict, -1 duplicate (uniqueness lock held).
+        """
+        script, keys, args = self.prepare_enqueue(
+            queue, task_id, data, process_at=process_at, unique_key=unique_key, unique_ttl=unique_ttl, group=group
+        )
+        if queue not in self._known_queues:
+            await self.register_queues([queue])
+        return int(await script(self.redis, keys, args))
+
+    async def enqueue_many(self, calls: Sequence[tuple[Any, list[str], list[Any]]], queues: Iterable[str]) -> list[Any]:
+        """Run prepared enqueues in one round trip; returns each result (int, or the exception)."""
+        new = [q for q in set(queues) if q not in self._known_queues]
+        if new:
+            await self.register_queues(new)
+        return await run_pipeline(self.redis, calls)
+
+    # -- worker transitions ------------------------------------------------------------------------
+
+    async def dequeue(self, queue: str, count: int) -> list[bytes]:
+        """Take up to ``count`` pending tasks of ``queue`` (none when paused); leases them for 30 s."""
+        qk = self.schema.queue(queue)
+        lease_until = int(self.clock.now()) + LEASE_SECONDS
+        result: list[bytes] = await SCRIPTS["dequeue"](
+            self.redis, [qk.pending, qk.active, qk.lease, qk.paused], [qk.task_prefix, lease_until, count]
+        )
+        return result
+
+    async def done(self, queue: str, tasks: Sequence[tuple[str, str]]) -> list[int]:
+        """Finish succeeded tasks (no retention): ``tasks`` is (id, unique lock key or "") pairs.
+
+        Returns:
+            Per task, 1 done or 0 not found (the task is no longer active here).
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        args: list[Any] = [qk.task_prefix, self._day_expireat(now), MINUTE_TTL]
+        for task_id, unique_key in tasks:
+            args += (task_id, unique_key)
+        keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
+        result: list[int] = await SCRIPTS["done"](self.redis, keys, args)
+        return result
+
+    async def mark_complete(self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str) -> int:
+        """Finish a succeeded task that has a retention: keep it as completed until ``expires_at``."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.completed, *self._stat_keys(qk, now, "processed")]
+        args = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
+        return int(await SCRIPTS["mark_complete"](self.redis, keys, args))
+
+    async def requeue(self, queue: str, task_id: str) -> int:
+        """Put an unfinished active task back at the head of its queue (no retry spent)."""
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
+        return int(await SCRIPTS["requeue"](self.redis, keys, [task_id]))
+
+    def _failure_keys(self, qk: QueueKeys, now: float) -> list[str]:
+        return [*self._stat_keys(qk, now, "processed"), *self._stat_keys(qk, now, "failed")]
+
+    async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int:
+        """Move a failed active task to the retry set until ``retry_at``."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.retry, *self._failure_keys(qk, now)]
+        args = [task_id, data, retry_at, 1 if failure else 0, self._day_expireat(now), MINUTE_TTL]
+        return int(await SCRIPTS["retry"](self.redis, keys, args))
+
+    async def archive(self, queue: str, task_id: str, data: bytes) -> int:
+        """Move a failed active task to the archive (kept 90 days, at most 10,000 per queue)."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.archived, *self._failure_keys(qk, now)]
+        args = [
+            task_id,
+            data,
+            int(now),
+            int(now) - ARCHIVE_MAX_AGE,
+            ARCHIVE_MAX_SIZE,
+            qk.task_prefix,
+            self._day_expireat(now),
+            MINUTE_TTL,
+        ]
+        return int(await SCRIPTS["archive"](self.redis, keys, args))
+
+    async def extend_leases(self, queue: str, task_ids: Sequence[str]) -> None:
+        """Extend the leases of in-flight tasks to now + 30 s (``ZADD XX``: never re-adds a lost lease)."""
+        if not task_ids:
+            return
+        until = int(self.clock.now()) + LEASE_SECONDS
+        mapping = dict.fromkeys(task_ids, until)
+        await self.redis.zadd(self.schema.queue(queue).lease, mapping, xx=True)  # type: ignore[arg-type]
+
+    async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
+        """Store a running task's result bytes (``HSET result``)."""
+        await self.redis.hset(self.schema.queue(queue).task(task_id), "result", data)  # type: ignore[misc]
+
+    # -- maintenance -------------------------------------------------------------------------------
+
+    async def forward(self, queue: str) -> tuple[int, float | None]:
+        """Move due scheduled and retry tasks of ``queue`` to pending (or back to their group).
+
+        Returns:
+            (tasks moved, the earliest due time left in either set or None).
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        args = [int(now), qk.task_prefix, int(now * 1e9), qk.prefix + "g:", self._channel, queue]
+        moved = 0
+        earliest: float | None = None
+        for source in (qk.scheduled, qk.retry):
+            while True:
+                n, nxt = await SCRIPTS["forward"](self.redis, [source, qk.pending, qk.groups], args)
+                moved += int(n)
+                if int(n) < 100:
+                    break
+            if float(nxt) >= 0 and (earliest is None or float(nxt) < earliest):
+                earliest = float(nxt)
+        return moved, earliest
+
+    async def list_lease_expired(self, queue: str, cutoff: float, limit: int = 100) -> list[bytes]:
+        """Messages of tasks in ``queue`` whose lease ended before ``cutoff``."""
+        qk = self.schema.queue(queue)
+        result: list[bytes] = await SCRIPTS["list_lease_expired"](
+            self.redis, [qk.lease], [int(cutoff), qk.task_prefix, limit]
+        )
+        return result
+
+    async def recover(self, queue: str, task_id: str, newest_dead_lease: float, max_recoveries: int) -> Any:
+        """Requeue a task of a dead worker; see ``recover.lua`` for the answers."""
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
+        return await SCRIPTS["recover"](
+            self.redis, keys, [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue]
+        )
+
+    async def repair_orphans(self, queue: str) -> int:
+        """Give already-expired leases to active tasks that have none, so recovery finds them."""
+        qk = self.schema.queue(queue)
+        expired = int(self.clock.now()) - 2 * LEASE_SECONDS
+        return int(await SCRIPTS["repair_orphans"](self.redis, [qk.active, qk.lease], [expired]))
+
+    async def delete_expired_completed(self, queue: str, batch: int = 100) -> int:
+        """Delete completed tasks of ``queue`` whose retention ran out; returns how many."""
+        qk = self.schema.queue(queue)
+        total = 0
+        while True:
+            n = int(
+                await SCRIPTS["delete_expired_completed"](
+                    self.redis, [qk.completed], [int(self.clock.now()), qk.task_prefix, batch]
+                )
+            )
+            total += n
+            if n < batch:
+                return total
+
+    async def cron_enqueue(
+        self, queue: str, entry_id: str, tick: int, task_id: str, data: bytes, claim_ttl: int
+    ) -> int:
+        """Claim tick ``tick`` of a cron entry and enqueue its task atomically; 1 fired, 0 already claimed."""
+        qk = self.schema.queue(queue)
+        if queue not in self._known_queues:
+            await self.register_queues([queue])
+        keys = [qk.cron_claim(entry_id, tick), qk.task(task_id), qk.pending]
+        args = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
+        return int(await SCRIPTS["cron_enqueue"](self.redis, keys, args))
+
+
+def now_seconds() -> int:
+    """Integer Unix seconds of the wall clock."""
+    return int(time.time())

@@ -1,0 +1,89 @@
+"""The framework's exception hierarchy.
+
+Every error the framework raises derives from :class:`FrameworkError`. Two exceptions are control
+flow for handlers: :class:`SkipRetry` archives the task at once and :class:`RevokeTask` drops it.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "ConfigError",
+    "DuplicateTask",
+    "FrameworkError",
+    "InvalidOption",
+    "LeaseExpired",
+    "PayloadTypeError",
+    "PluginError",
+    "RedisUnavailable",
+    "RetryAfter",
+    "RevokeTask",
+    "SkipRetry",
+    "TaskIdConflict",
+    "TaskNotFound",
+    "UnknownTaskType",
+)
+
+
+class FrameworkError(Exception):
+    """Root of every error raised by the framework."""
+
+
+class ConfigError(FrameworkError):
+    """A setting has a value that is not allowed. The message names the setting, value and what is allowed."""
+
+
+class PluginError(FrameworkError):
+    """A plugin failed to load or contributed something invalid."""
+
+
+class InvalidOption(FrameworkError, ValueError):
+    """An enqueue option is invalid (negative delay, deadline in the past, empty queue name, ...)."""
+
+
+class PayloadTypeError(FrameworkError, TypeError):
+    """A payload does not match the payload type of its task definition."""
+
+
+class DuplicateTask(FrameworkError):
+    """A unique task with the same type and payload is already queued (its lock is held)."""
+
+
+class TaskIdConflict(FrameworkError):
+    """A task with the same id already exists in the queue."""
+
+
+class TaskNotFound(FrameworkError, LookupError):
+    """No task with that id exists in that queue."""
+
+
+class UnknownTaskType(FrameworkError, LookupError):
+    """No handler is registered for a task type."""
+
+
+class LeaseExpired(FrameworkError):
+    """The worker's lease on a task ran out; the recoverer owns the task now."""
+
+
+class RedisUnavailable(FrameworkError, ConnectionError):
+    """Redis could not be reached. The message names the URL without its password."""
+
+
+class SkipRetry(FrameworkError):
+    """Raised by a handler for a permanent failure: the task is archived at once, without retries."""
+
+
+class RevokeTask(FrameworkError):
+    """Raised by a handler to drop the task: it is neither retried nor archived."""
+
+
+class RetryAfter(FrameworkError):
+    """Raised by a handler to retry the task after ``delay`` seconds (for example a provider's Retry-After).
+
+    Args:
+        delay: seconds to wait before the next attempt; must not be negative.
+        message: the error text recorded on the task.
+    """
+
+    def __init__(self, delay: float, message: str = "") -> None:
+        super().__init__(message or f"retry after {delay:g}s")
+        self.delay = max(0.0, float(delay))

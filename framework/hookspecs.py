@@ -1,0 +1,252 @@
+"""Every hook a plugin can implement: the plugin author's reference.
+
+Mark implementations with :data:`hookimpl` and point a ``framework`` entry point at the module::
+
+    [project.entry-points.framework]
+    myplugin = "framework_myplugin.hooks"
+
+Naming: ``register_*`` returns a list of contributions and is called once at assembly; ``prepare_*``
+mutates the object it is given; ``startup``/``shutdown`` are lifecycle; ``task_*`` are events;
+``*_for`` is a first-result lookup. Assembly hooks are synchronous. Lifecycle and event hooks may
+return an awaitable, which the framework awaits. Hooks only ever gain arguments; an implementation
+may accept any subset of a hook's arguments.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from pathlib import Path
+
+    import click
+    import jinja2
+
+    from framework.context import TaskContext
+    from framework.cron_entry import CronEntry
+    from framework.middleware import Middleware
+    from framework.services import Services
+    from framework.settings import Settings
+    from framework.task import TaskDef
+
+__all__ = ("PROJECT", "hookimpl", "hookspec")
+
+PROJECT = "framework"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- assembly: called once while an app, worker or scheduler is built ----------------------------
+
+
+@hookspec
+def register_task_types(settings: Settings) -> list[TaskDef[Any]]:  # type: ignore[empty-body]
+    """Contribute task types.
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        The plugin's :class:`~framework.task.TaskDef` objects. A type string contributed twice
+        stops start-up with an error naming both plugins.
+
+    Kind: collect. Fires: once, when the worker, web app or scheduler is assembled.
+    """
+
+
+@hookspec
+def register_cron_entries(settings: Settings) -> list[CronEntry]:  # type: ignore[empty-body]
+    """Contribute periodic tasks to the scheduler.
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        :class:`~framework.cron_entry.CronEntry` objects. An invalid spec, unknown task type or a
+        payload that does not fit its task stops start-up naming the entry and this plugin.
+
+    Kind: collect. Fires: once, when the scheduler is assembled (and for ``framework cron ls``).
+    """
+
+
+@hookspec
+def register_middleware(settings: Settings) -> list[Middleware]:  # type: ignore[empty-body]
+    """Contribute task middleware: ``(handler) -> handler`` wrappers around every task run.
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        Middleware in the order this plugin wants them, outermost first. The chain is: built-in
+        logging and counters (outermost), then plugins in load order (built-ins, then third-party,
+        each plugin's list in order), then the handler (innermost).
+
+    Kind: collect. Fires: once per worker process, when the worker is assembled.
+    """
+
+
+@hookspec
+def register_routes(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+    """Contribute Litestar route handlers, controllers or routers to the web app.
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        Litestar ``ControllerRouterHandler`` values; they are mounted as given.
+
+    Kind: collect. Fires: once, when ``create_app()`` builds the app.
+    """
+
+
+@hookspec
+def register_template_dirs(settings: Settings) -> list[Path]:  # type: ignore[empty-body]
+    """Contribute Jinja template folders beyond the plugin's own ``templates/`` (found automatically).
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        Folders to add to the template loader chain, after the app's own folder, so the app can
+        override any template (and extend the original through the ``default:`` prefix).
+
+    Kind: collect. Fires: once, when the Jinja environment is built.
+    """
+
+
+@hookspec
+def register_static_dirs(settings: Settings) -> list[tuple[str, Path]]:  # type: ignore[empty-body]
+    """Contribute static file folders beyond the plugin's own ``static/`` (served at ``/static/<plugin>``).
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        ``(url_path, folder)`` pairs, served as static files by the web app.
+
+    Kind: collect. Fires: once, when ``create_app()`` builds the app.
+    """
+
+
+@hookspec
+def prepare_jinja2_environment(env: jinja2.Environment, settings: Settings) -> None:
+    """Adjust the Jinja environment: add filters, globals or extensions.
+
+    Args:
+        env: the one Jinja environment used by the web app and by plugins that render templates.
+        settings: the app's settings.
+
+    Kind: mutate. Fires: once, after the environment is created and before any template renders.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``framework`` command line.
+
+    Args:
+        cli: the root click group; call ``cli.add_command(...)`` or decorate with ``@cli.command()``.
+
+    Kind: mutate. Fires: once, when the ``framework`` command starts.
+    """
+
+
+@hookspec
+def register_aggregators(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+    """Contribute group aggregators that turn a group's tasks into one task.
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        :class:`~framework.aggregator.Aggregator` objects (group name or task type, limits, function).
+
+    Kind: collect. Fires: once per worker process, when the worker is assembled.
+    """
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+@hookspec
+def startup(services: Services) -> Awaitable[None] | None:
+    """Set up what the plugin needs (connections, backends) when a process starts.
+
+    Args:
+        services: the process's shared services; ``services.role`` says which process this is.
+
+    Kind: fire (awaitable allowed). Fires: once per process, after Redis is connected and before the
+    first request or task. An exception stops start-up, naming the plugin.
+    """
+
+
+@hookspec
+def shutdown(services: Services) -> Awaitable[None] | None:
+    """Release what :func:`startup` acquired.
+
+    Args:
+        services: the process's shared services.
+
+    Kind: fire (awaitable allowed). Fires: once per process, after the last request or task;
+    exceptions are logged with the plugin's name and do not stop the other plugins' shutdown.
+    """
+
+
+# -- task events (exceptions are logged with the plugin name, never propagated) -------------------
+
+
+@hookspec
+def task_succeeded(ctx: TaskContext) -> Awaitable[None] | None:
+    """A task's handler returned.
+
+    Args:
+        ctx: the task's context.
+
+    Kind: fire (awaitable allowed). Fires: in the worker, after the task is marked done.
+    """
+
+
+@hookspec
+def task_retried(ctx: TaskContext, error: BaseException) -> Awaitable[None] | None:
+    """A task failed and will be retried.
+
+    Args:
+        ctx: the task's context.
+        error: the exception the handler raised (or a timeout).
+
+    Kind: fire (awaitable allowed). Fires: in the worker, after the retry is scheduled.
+    """
+
+
+@hookspec
+def task_archived(ctx: TaskContext, error: BaseException) -> Awaitable[None] | None:
+    """A task failed for good and was archived.
+
+    Args:
+        ctx: the task's context.
+        error: the exception that ended it (``SkipRetry``, retries exhausted, undecodable payload).
+
+    Kind: fire (awaitable allowed). Fires: in the worker, after the task is archived.
+    """
+
+
+# -- policy ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def retry_delay_for(ctx: TaskContext, error: BaseException) -> float | None:
+    """Choose how long to wait before retrying a failed task.
+
+    Args:
+        ctx: the failed task's context (``ctx.retried`` counts earlier retries).
+        error: the exception the handler raised.
+
+    Returns:
+        Seconds to wait, or ``None`` to leave the choice to the next plugin, then the task type's
+        ``retry_delay``, then the default exponential backoff with jitter.
+
+    Kind: first result. Fires: in the worker, for each failure that will be retried.
+    """

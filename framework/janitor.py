@@ -1,0 +1,52 @@
+"""The janitor: deletes completed tasks whose retention has run out (asynq: every 8 s, batches of 100)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import structlog
+
+    from framework.broker import RedisBroker
+
+__all__ = ("Janitor",)
+
+
+class Janitor:
+    """Sweeps expired completed tasks of ``queues`` every ``interval`` seconds."""
+
+    def __init__(
+        self, broker: RedisBroker, queues: Iterable[str], interval: float, logger: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        self.broker = broker
+        self.queues = list(queues)
+        self.interval = interval
+        self.log = logger
+        self._stop = asyncio.Event()
+
+    async def sweep(self) -> int:
+        """Delete expired completed tasks in every queue; returns how many."""
+        total = 0
+        for queue in self.queues:
+            total += await self.broker.delete_expired_completed(queue)
+        return total
+
+    async def run(self) -> None:
+        """Sweep until stopped."""
+        while not self._stop.is_set():
+            try:
+                await self.sweep()
+            except (RedisError, OSError) as exc:
+                self.log.warning("janitor_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    def stop(self) -> None:
+        """Stop after the current sweep."""
+        self._stop.set()

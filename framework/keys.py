@@ -1,0 +1,181 @@
+"""The Redis key schema: every key the framework reads or writes is built here and nowhere else.
+
+The layout is Go asynq v0.26's (``asynq:{<queue>}:...``), so Go services, the ``asynq`` CLI and
+asynqmon share our queues. Every per-queue key carries the hash tag ``{<queue>}``, so all keys of one
+queue live in one Redis Cluster slot and every Lua script touches one slot only.
+
+Keys for features asynq lacks live under a prefix of our own (``framework``), still hash-tagged by
+queue where they are per queue, and never change the meaning of an asynq key.
+
+The namespace is configurable only so that tests can isolate themselves; production uses ``asynq``.
+Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import lru_cache
+
+__all__ = (
+    "DEFAULT_EXT",
+    "DEFAULT_NS",
+    "QueueKeys",
+    "Schema",
+    "day_stamp",
+    "unique_digest",
+)
+
+DEFAULT_NS = "asynq"
+DEFAULT_EXT = "framework"
+
+
+def unique_digest(payload: bytes | None) -> str:
+    """Return the suffix asynq uses for a uniqueness key: md5 hex of the payload, "" for no payload."""
+    if payload is None:
+        return ""
+    return hashlib.md5(payload, usedforsecurity=False).hexdigest()
+
+
+class QueueKeys:
+    """All keys of one queue. Built once per queue and cached by :class:`Schema`.
+
+    Attributes hold the fixed per-queue keys (Redis type in the comment); methods build the
+    keys that carry a task id, a date or a group.
+    """
+
+    __slots__ = (
+        "active",
+        "aggregation_sets",
+        "archived",
+        "completed",
+        "failed",
+        "groups",
+        "lease",
+        "name",
+        "paused",
+        "pending",
+        "prefix",
+        "processed",
+        "retry",
+        "scheduled",
+        "task_prefix",
+        "xprefix",
+    )
+
+    def __init__(self, ns: str, ext: str, queue: str) -> None:
+        self.name = queue
+        self.prefix = f"{ns}:{{{queue}}}:"
+        self.xprefix = f"{ext}:{{{queue}}}:"
+        p = self.prefix
+        self.task_prefix = p + "t:"
+        self.pending = p + "pending"  # LIST of task ids (LPUSH in, RPOP out)
+        self.active = p + "active"  # LIST of task ids being processed
+        self.lease = p + "lease"  # ZSET id -> lease expiry (unix s)
+        self.scheduled = p + "scheduled"  # ZSET id -> process_at
+        self.retry = p + "retry"  # ZSET id -> retry_at
+        self.archived = p + "archived"  # ZSET id -> archived_at
+        self.completed = p + "completed"  # ZSET id -> completed_at + retention
+        self.paused = p + "paused"  # STRING, exists => paused
+        self.processed = p + "processed"  # STRING int, all-time total
+        self.failed = p + "failed"  # STRING int, all-time total
+        self.groups = p + "groups"  # SET of group names
+        self.aggregation_sets = p + "aggregation_sets"  # ZSET set key -> deadline
+
+    def task(self, task_id: str) -> str:
+        """HASH ``<ns>:{q}:t:<id>``: the task record (msg, state, pending_since, ...; ``fw_recoveries`` is ours)."""
+        return self.task_prefix + task_id
+
+    def processed_day(self, day: str) -> str:
+        """STRING ``<ns>:{q}:processed:<YYYY-MM-DD>``: daily processed counter."""
+        return f"{self.processed}:{day}"
+
+    def failed_day(self, day: str) -> str:
+        """STRING ``<ns>:{q}:failed:<YYYY-MM-DD>``: daily failed counter."""
+        return f"{self.failed}:{day}"
+
+    def unique(self, task_type: str, payload: bytes | None) -> str:
+        """STRING ``<ns>:{q}:unique:<type>:<md5(payload)>``: uniqueness lock holding the owner's id."""
+        return f"{self.prefix}unique:{task_type}:{unique_digest(payload)}"
+
+    def group(self, group: str) -> str:
+        """ZSET ``<ns>:{q}:g:<group>``: aggregating task ids scored by time added."""
+        return f"{self.prefix}g:{group}"
+
+    def aggregation_set(self, group: str, set_id: str) -> str:
+        """ZSET ``<ns>:{q}:g:<group>:<set id>``: tasks staged for one aggregation."""
+        return f"{self.prefix}g:{group}:{set_id}"
+
+    # -- our own keys (features asynq lacks) -------------------------------------------------
+
+    def minute_stats(self, kind: str, minute: int) -> str:
+        """STRING ``<ext>:{q}:<kind>:m:<unix minute>``: per-minute processed/failed counter (expires)."""
+        return f"{self.xprefix}{kind}:m:{minute}"
+
+    def cron_claim(self, entry_id: str, tick: int) -> str:
+        """STRING ``<ext>:{q}:cron:<entry id>:<tick>``: claim of one cron tick (exactly-once firing)."""
+        return f"{self.xprefix}cron:{entry_id}:{tick}"
+
+
+class Schema:
+    """Global keys and a cache of :class:`QueueKeys`, for one namespace.
+
+    Args:
+        ns: the asynq namespace; ``asynq`` for anything shared with Go.
+        ext: the prefix of the framework's own keys (default ``framework``, or ``<ns>:fw`` for
+            another namespace, so one namespace's keys never mix with another's).
+    """
+
+    def __init__(self, ns: str = DEFAULT_NS, ext: str | None = None) -> None:
+        if ext is None:
+            ext = DEFAULT_EXT if ns == DEFAULT_NS else f"{ns}:fw"
+        self.ns = ns
+        self.ext = ext
+        self.all_queues = f"{ns}:queues"  # SET of every queue name
+        self.servers = f"{ns}:servers"  # ZSET server key -> expiry
+        self.workers = f"{ns}:workers"  # ZSET workers key -> expiry
+        self.schedulers = f"{ns}:schedulers"  # ZSET scheduler entries key -> expiry
+        self.cancel_channel = f"{ns}:cancel"  # Pub/Sub channel of task ids to cancel
+        self.wakeup_channel = f"{ext}:wakeup"  # Pub/Sub channel: queue names with new work
+        self.cron_entries = f"{ext}:cron:entries"  # HASH entry id -> our entry record
+        self.cron_last = f"{ext}:cron:last"  # HASH entry id -> last fired tick (Unix s)
+        self.alive = f"{ext}:alive"  # ZSET server id -> time of its last heartbeat (Unix s)
+        self.cleanup_results = f"{ext}:cleanup:last"  # HASH sweeper -> last result JSON
+        self._queues: dict[str, QueueKeys] = {}
+
+    def queue(self, name: str) -> QueueKeys:
+        """Return the (cached) keys of queue ``name``."""
+        qk = self._queues.get(name)
+        if qk is None:
+            qk = self._queues[name] = QueueKeys(self.ns, self.ext, name)
+        return qk
+
+    def server(self, host: str, pid: int, server_id: str) -> str:
+        """STRING ``<ns>:servers:{<host>:<pid>:<id>}``: ServerInfo protobuf."""
+        return f"{self.servers}:{{{host}:{pid}:{server_id}}}"
+
+    def worker_set(self, host: str, pid: int, server_id: str) -> str:
+        """HASH ``<ns>:workers:{<host>:<pid>:<id>}``: task id -> WorkerInfo protobuf."""
+        return f"{self.workers}:{{{host}:{pid}:{server_id}}}"
+
+    def scheduler_entries(self, host: str, pid: int, scheduler_id: str) -> str:
+        """LIST ``<ns>:schedulers:{<host>:<pid>:<id>}``: SchedulerEntry protobufs."""
+        return f"{self.schedulers}:{{{host}:{pid}:{scheduler_id}}}"
+
+    def scheduler_history(self, entry_id: str) -> str:
+        """ZSET ``<ns>:scheduler_history:<entry id>``: SchedulerEnqueueEvent protobufs by time."""
+        return f"{self.ns}:scheduler_history:{entry_id}"
+
+    def inflight(self, server_id: str) -> str:
+        """HASH ``<ext>:inflight:<server id>``: task id -> queue, the tasks one worker process runs."""
+        return f"{self.ext}:inflight:{server_id}"
+
+    def token(self, purpose: str, digest: str) -> str:
+        """STRING ``<ext>:token:<purpose>:<sha256>``: a one-time token record (expires)."""
+        return f"{self.ext}:token:{purpose}:{digest}"
+
+
+@lru_cache(maxsize=4096)
+def day_stamp(unix_seconds: int) -> str:
+    """Return the UTC date ``YYYY-MM-DD`` of a Unix time, as asynq's daily counters use."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%d")

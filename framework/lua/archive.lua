@@ -1,0 +1,39 @@
+-- archive: move a failed active task to the archive, trimming the archive to its caps.
+-- KEYS[1] task hash       <ns>:{q}:t:<id>
+-- KEYS[2] active          <ns>:{q}:active
+-- KEYS[3] lease           <ns>:{q}:lease
+-- KEYS[4] archived        <ns>:{q}:archived
+-- KEYS[5] processed total, KEYS[6] processed day, KEYS[7] processed minute ("" = none)
+-- KEYS[8] failed total,    KEYS[9] failed day,    KEYS[10] failed minute ("" = none)
+-- ARGV[1] task id
+-- ARGV[2] encoded TaskMessage (error_msg, last_failed_at updated)
+-- ARGV[3] now, Unix seconds
+-- ARGV[4] cutoff: archived before this are deleted (now - 90 days)
+-- ARGV[5] most archived tasks kept (10000)
+-- ARGV[6] task key prefix <ns>:{q}:t:
+-- ARGV[7] day counter EXPIREAT (Unix s)
+-- ARGV[8] minute counter TTL (s)
+-- returns 1 archived, 0 not found
+if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
+  return 0
+end
+redis.call("ZREM", KEYS[3], ARGV[1])
+redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
+local old = redis.call("ZRANGE", KEYS[4], "-inf", ARGV[4], "BYSCORE")
+for _, id in ipairs(old) do
+  redis.call("DEL", ARGV[6] .. id)
+end
+if #old > 0 then
+  redis.call("ZREMRANGEBYSCORE", KEYS[4], "-inf", ARGV[4])
+end
+local excess = redis.call("ZRANGE", KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
+for _, id in ipairs(excess) do
+  redis.call("DEL", ARGV[6] .. id)
+end
+if #excess > 0 then
+  redis.call("ZREMRANGEBYRANK", KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
+end
+redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
+bump(KEYS[5], KEYS[6], KEYS[7], 1, ARGV[7], ARGV[8])
+bump(KEYS[8], KEYS[9], KEYS[10], 1, ARGV[7], ARGV[8])
+return 1

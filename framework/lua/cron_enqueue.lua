@@ -1,0 +1,23 @@
+-- cron_enqueue: claim one tick of one cron entry and enqueue its task, atomically, so any number of
+-- schedulers enqueue each tick exactly once. The claim key carries the queue's hash tag.
+-- KEYS[1] claim     <ext>:{q}:cron:<entry id>:<tick>
+-- KEYS[2] task hash <ns>:{q}:t:<id>
+-- KEYS[3] pending   <ns>:{q}:pending
+-- ARGV[1] claim TTL, seconds
+-- ARGV[2] encoded TaskMessage
+-- ARGV[3] task id (derived from the entry and the tick)
+-- ARGV[4] now, nanoseconds (pending_since)
+-- ARGV[5] wake-up channel ("" = do not publish)
+-- ARGV[6] queue name
+-- returns 1 fired, 0 this tick was already claimed
+if not redis.call("SET", KEYS[1], ARGV[3], "NX", "EX", ARGV[1]) then
+  return 0
+end
+if redis.call("EXISTS", KEYS[2]) == 1 then
+  return 0
+end
+redis.call("HSET", KEYS[2], "msg", ARGV[2], "state", "pending", "pending_since", ARGV[4])
+if redis.call("LPUSH", KEYS[3], ARGV[3]) == 1 and ARGV[5] ~= "" then
+  redis.call("PUBLISH", ARGV[5], ARGV[6])
+end
+return 1

@@ -1,0 +1,36 @@
+-- dequeue: move up to N tasks from pending to active and lease them (skipped when the queue is paused).
+-- KEYS[1] pending <ns>:{q}:pending
+-- KEYS[2] active  <ns>:{q}:active
+-- KEYS[3] lease   <ns>:{q}:lease
+-- KEYS[4] paused  <ns>:{q}:paused
+-- ARGV[1] task key prefix <ns>:{q}:t:
+-- ARGV[2] lease expiry, Unix seconds (now + 30)
+-- ARGV[3] N, the most tasks to take
+-- returns the encoded TaskMessages taken (empty when paused or nothing is pending)
+if redis.call("EXISTS", KEYS[4]) == 1 then
+  return {}
+end
+local out = {}
+local lease = {}
+for _ = 1, tonumber(ARGV[3]) do
+  local id = redis.call("LMOVE", KEYS[1], KEYS[2], "RIGHT", "LEFT")
+  if not id then
+    break
+  end
+  local key = ARGV[1] .. id
+  local msg = redis.call("HGET", key, "msg")
+  if msg then
+    redis.call("HSET", key, "state", "active")
+    redis.call("HDEL", key, "pending_since")
+    lease[#lease + 1] = ARGV[2]
+    lease[#lease + 1] = id
+    out[#out + 1] = msg
+  else
+    -- an id without a task record cannot run; drop it rather than block the queue
+    redis.call("LREM", KEYS[2], 1, id)
+  end
+end
+if #lease > 0 then
+  redis.call("ZADD", KEYS[3], unpack(lease))
+end
+return out

@@ -1,0 +1,33 @@
+-- recover: put back a task whose worker died (found by the worker heartbeats), spending no retry.
+-- Counts recoveries on the task record; past the limit the caller archives it as a poison pill.
+-- KEYS[1] task hash <ns>:{q}:t:<id>
+-- KEYS[2] active    <ns>:{q}:active
+-- KEYS[3] lease     <ns>:{q}:lease
+-- KEYS[4] pending   <ns>:{q}:pending
+-- ARGV[1] task id
+-- ARGV[2] newest lease expiry a dead owner can have left (Unix s); a later one means a live owner
+-- ARGV[3] most recoveries before the task counts as a poison pill
+-- ARGV[4] wake-up channel ("" = do not publish)
+-- ARGV[5] queue name
+-- returns 1 requeued, 0 no longer leased (finished or already recovered), -1 lease still fresh
+-- (a live owner, or one that died a moment ago: ask again later), {2, msg} recovered too often (caller archives)
+local score = redis.call("ZSCORE", KEYS[3], ARGV[1])
+if not score then
+  return 0
+end
+if tonumber(score) > tonumber(ARGV[2]) then
+  return -1
+end
+local n = redis.call("HINCRBY", KEYS[1], "fw_recoveries", 1)
+if n > tonumber(ARGV[3]) then
+  return {2, redis.call("HGET", KEYS[1], "msg")}
+end
+if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
+  return 0
+end
+redis.call("ZREM", KEYS[3], ARGV[1])
+if redis.call("RPUSH", KEYS[4], ARGV[1]) == 1 and ARGV[4] ~= "" then
+  redis.call("PUBLISH", ARGV[4], ARGV[5])
+end
+redis.call("HSET", KEYS[1], "state", "pending")
+return 1

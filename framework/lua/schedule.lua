@@ -1,0 +1,13 @@
+-- schedule: add a task to process at a later time.
+-- KEYS[1] task hash <ns>:{q}:t:<id>
+-- KEYS[2] scheduled <ns>:{q}:scheduled
+-- ARGV[1] encoded TaskMessage
+-- ARGV[2] process_at, Unix seconds (integer)
+-- ARGV[3] task id
+-- returns 1 scheduled, 0 task id conflict
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return 0
+end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled")
+redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
+return 1

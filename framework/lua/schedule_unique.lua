@@ -1,0 +1,19 @@
+-- schedule_unique: schedule unless the uniqueness lock is held.
+-- KEYS[1] task hash   <ns>:{q}:t:<id>
+-- KEYS[2] scheduled   <ns>:{q}:scheduled
+-- KEYS[3] unique lock <ns>:{q}:unique:<type>:<md5(payload)>
+-- ARGV[1] encoded TaskMessage
+-- ARGV[2] process_at, Unix seconds (integer)
+-- ARGV[3] task id
+-- ARGV[4] lock TTL, whole seconds
+-- returns 1 scheduled, 0 task id conflict, -1 duplicate
+if not redis.call("SET", KEYS[3], ARGV[3], "NX", "EX", ARGV[4]) then
+  return -1
+end
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  redis.call("DEL", KEYS[3])
+  return 0
+end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "scheduled", "unique_key", KEYS[3])
+redis.call("ZADD", KEYS[2], ARGV[2], ARGV[3])
+return 1

@@ -1,0 +1,68 @@
+"""Retry policy: how long to wait, and whether a failure is retried, archived or dropped. Pure."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from framework.errors import RetryAfter, RevokeTask, SkipRetry
+
+__all__ = ("Archive", "Done", "Drop", "Retry", "asynq_retry_delay", "decide", "default_retry_delay")
+
+
+def default_retry_delay(retried: int, error: BaseException | None = None, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: about 10 s, 20 s, 40 s, ... capped at 1 hour, each scaled by 0.5-1.5.
+
+    Args:
+        retried: retries so far (0 before the first retry).
+        error: the failure (unused by this policy).
+        rng: the random source (injected for tests).
+    """
+    base = min(3600.0, 10.0 * (2.0 ** min(retried, 20)))
+    return base * (0.5 + (rng or random).random())
+
+
+def asynq_retry_delay(retried: int, error: BaseException | None = None, rng: random.Random | None = None) -> float:
+    """Go asynq's default: ``n**4 + 15 + rand(0..29) * (n + 1)`` seconds, n = retries so far."""
+    return float(retried**4 + 15 + (rng or random).randint(0, 29) * (retried + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The task succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retry after ``delay`` seconds; ``failure`` says whether it counts (stats, retried+1)."""
+
+    delay: float
+    failure: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """Archive the task (permanent failure or retries exhausted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Drop the task without archiving (``RevokeTask``)."""
+
+
+def decide(retried: int, max_retry: int, error: BaseException, delay: float) -> Retry | Archive | Drop:
+    """Choose the outcome of a failed run.
+
+    Args:
+        retried: retries so far.
+        max_retry: retries allowed.
+        error: what the handler raised.
+        delay: the policy's delay for a retry.
+    """
+    if isinstance(error, RevokeTask):
+        return Drop()
+    if isinstance(error, SkipRetry) or retried >= max_retry:
+        return Archive()
+    if isinstance(error, RetryAfter):
+        return Retry(error.delay)
+    return Retry(delay)

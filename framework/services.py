@@ -1,0 +1,58 @@
+"""Shared services of one running process: settings, Redis, the client, storage, and a typed stash.
+
+One :class:`Services` exists per process role (web app, worker, scheduler). Handlers reach it through
+``ctx.services``; route handlers get it injected. Plugins keep their own singletons (an email backend,
+say) in :attr:`Services.stash` under a :class:`~framework.context.StashKey`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from framework.context import _Stash
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from framework.client import Client
+    from framework.keys import Schema
+    from framework.registry import Registry
+    from framework.settings import Settings
+    from framework.storage import Storage
+
+__all__ = ("Services",)
+
+
+@dataclass(slots=True, eq=False)
+class Services:
+    """The process's shared services. Set up by the framework; read by plugins and handlers.
+
+    Attributes:
+        settings: the app's settings.
+        redis: the shared asyncio Redis connection pool.
+        schema: the Redis key schema in use.
+        client: the enqueue client.
+        registry: every registered task type.
+        role: ``web``, ``worker``, ``scheduler`` or ``run`` (all three in one process).
+        stash: typed per-plugin singletons.
+    """
+
+    settings: Settings
+    redis: Redis
+    schema: Schema
+    client: Client
+    registry: Registry
+    role: str = "worker"
+    stash: _Stash = field(default_factory=_Stash)
+    _storage: Storage | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def storage(self) -> Storage:
+        """The object storage service, created on first use from ``settings.storage``."""
+        if self._storage is None:
+            from framework.storage import open_storage  # noqa: PLC0415 - optional backends load lazily
+
+            self._storage = open_storage(self.settings)
+        return self._storage

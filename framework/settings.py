@@ -1,0 +1,336 @@
+"""The :class:`Settings` object: one typed place for every setting, read from TOML and the environment.
+
+Sources, later ones winning:
+
+1. defaults declared on the Structs below;
+2. a TOML file: ``$FRAMEWORK_CONFIG`` or ``./framework.toml`` when it exists;
+3. environment variables ``FRAMEWORK_<SETTING>`` (for example ``FRAMEWORK_CONCURRENCY=20``), plus the
+   conventional ``REDIS_URL``. Mappings take ``name=value,name=value`` (``FRAMEWORK_QUEUES=critical=6,low=1``)
+   or JSON; lists take comma-separated words or JSON.
+
+Each plugin has its own section (``[plugins.email]`` in TOML), decoded into that plugin's own Struct by
+:meth:`Settings.plugin_config`. A wrong value raises :class:`~framework.errors.ConfigError` naming the
+setting, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from framework.errors import ConfigError
+
+__all__ = (
+    "CronEntrySettings",
+    "QueueLimit",
+    "Settings",
+    "StorageSettings",
+    "TaskDefaults",
+    "load_settings",
+)
+
+T = TypeVar("T")
+
+_ENV_PREFIX = "FRAMEWORK_"
+
+
+class QueueLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Slots a queue may use in one worker process (beyond asynq).
+
+    Attributes:
+        max: at most this many of the worker's slots run tasks of this queue (0 = no cap).
+        reserved: this many slots are kept for this queue alone; other queues cannot take them.
+    """
+
+    max: int = 0
+    reserved: int = 0
+
+
+class TaskDefaults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Enqueue defaults for the tasks of one queue, below per-task-type defaults.
+
+    Attributes:
+        max_retry: retries before a task is archived (asynq's default is 25).
+        timeout: seconds a handler may run (asynq's default is 1800).
+        retention: seconds a completed task is kept (0 = deleted at once).
+    """
+
+    max_retry: int | None = None
+    timeout: float | None = None
+    retention: float | None = None
+
+
+class CronEntrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A cron entry declared in settings (plugins declare theirs through a hook).
+
+    Attributes:
+        name: a stable name; it identifies the entry across restarts.
+        spec: five-field cron spec, ``@daily``-style macro or ``@every 30s``.
+        task: the task type to enqueue.
+        payload: the payload, as JSON-compatible data checked against the task's payload type.
+        tz: IANA time zone the spec is read in.
+        queue: queue to enqueue into (default: the task type's).
+        run_missed: after downtime, run the most recent missed tick once.
+    """
+
+    name: str
+    spec: str
+    task: str
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    tz: str = "UTC"
+    queue: str | None = None
+    run_missed: bool = False
+
+
+class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The object storage service used by plugins (uploads, thumbnails, attachments).
+
+    Attributes:
+        backend: ``local`` (a folder in the data directory) or ``s3`` (any S3-compatible server).
+        local_dir: folder for the local backend; relative paths are inside the data directory.
+        endpoint: S3 endpoint ``host:port``.
+        bucket: S3 bucket name.
+        access_key: S3 access key (or env ``AWS_ACCESS_KEY_ID``).
+        secret_key: S3 secret key (or env ``AWS_SECRET_ACCESS_KEY``).
+        region: S3 region.
+        secure: use TLS to reach the endpoint.
+        public_url: base URL under which the local backend's files are served.
+    """
+
+    backend: Literal["local", "s3"] = "local"
+    local_dir: str = "storage"
+    endpoint: str = ""
+    bucket: str = "framework"
+    access_key: str = ""
+    secret_key: str = ""
+    region: str | None = None
+    secure: bool = True
+    public_url: str = "/storage"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of an app. Set by the user (TOML, environment); read by the framework.
+
+    Attributes:
+        env: ``development`` (embedded servers, generated admin token) or ``production``.
+        redis_url: Redis to use (``redis://``, ``rediss://``, ``unix://``); none starts embedded Valkey.
+        namespace: key prefix of the queues; keep ``asynq`` to share them with Go asynq.
+        data_dir: where embedded Valkey, the outbox and local storage keep their files.
+        queues: queue name -> weight for weighted selection.
+        strict_priority: always drain higher-weight queues first.
+        queue_limits: optional per-queue slot caps and reservations.
+        queue_defaults: enqueue defaults per queue.
+        concurrency: handlers one worker process runs at once.
+        shutdown_timeout: seconds to let running tasks finish on shutdown before requeueing them.
+        heartbeat_interval: seconds between lease extensions and server heartbeats.
+        forward_interval: seconds between checks for due scheduled and retry tasks.
+        janitor_interval: seconds between sweeps of expired completed tasks.
+        recoverer_interval: seconds between looks for tasks of dead workers.
+        dequeue_batch: tasks one dequeue call may take from a queue.
+        cron: cron entries declared in settings.
+        plugins: per-plugin sections, decoded by :meth:`plugin_config`.
+        load_plugins: only these plugins load (names); none means all.
+        block_plugins: these plugins never load.
+        host: address the web server binds.
+        port: port the web server binds.
+        log_level: structlog level.
+        log_format: ``console`` or ``json``.
+        storage: the object storage service.
+    """
+
+    env: Literal["development", "production"] = "development"
+    redis_url: str | None = None
+    namespace: str = "asynq"
+    data_dir: str = ".data"
+    queues: dict[str, int] = msgspec.field(default_factory=lambda: {"critical": 6, "default": 3, "low": 1})
+    strict_priority: bool = False
+    queue_limits: dict[str, QueueLimit] = msgspec.field(default_factory=dict)
+    queue_defaults: dict[str, TaskDefaults] = msgspec.field(default_factory=dict)
+    concurrency: int = 10
+    shutdown_timeout: float = 8.0
+    heartbeat_interval: float = 5.0
+    forward_interval: float = 1.0
+    janitor_interval: float = 8.0
+    recoverer_interval: float = 5.0
+    dequeue_batch: int = 16
+    cron: list[CronEntrySettings] = msgspec.field(default_factory=list)
+    plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    load_plugins: list[str] | None = None
+    block_plugins: list[str] = msgspec.field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    def plugin_config(self, name: str, config_type: type[T]) -> T:
+        """Decode the ``[plugins.<name>]`` section into the plugin's own Struct.
+
+        Args:
+            name: the plugin's section name.
+            config_type: the plugin's config Struct type; its defaults fill missing fields.
+
+        Raises:
+            ConfigError: a value in the section does not fit ``config_type``.
+        """
+        raw = self.plugins.get(name, {})
+        try:
+            return msgspec.convert(raw, config_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid setting in [plugins.{name}]: {exc}") from exc
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return msgspec.structs.replace(self, **changes)
+
+
+def _validate(s: Settings) -> None:
+    """Check the rules msgspec types cannot express; raise ConfigError naming the setting."""
+    if s.concurrency < 1:
+        raise ConfigError(f"setting concurrency={s.concurrency!r} is invalid: must be an integer >= 1")
+    if not s.queues:
+        raise ConfigError("setting queues={} is invalid: at least one queue with a weight >= 1 is needed")
+    for name, weight in s.queues.items():
+        if not name.strip():
+            raise ConfigError(f"setting queues has an empty queue name: {s.queues!r}")
+        if weight < 1:
+            raise ConfigError(f"setting queues[{name!r}]={weight!r} is invalid: weights must be integers >= 1")
+    for name, limit in s.queue_limits.items():
+        if limit.max < 0 or limit.reserved < 0:
+            raise ConfigError(f"setting queue_limits[{name!r}]={limit!r} is invalid: max and reserved must be >= 0")
+    reserved = sum(limit.reserved for limit in s.queue_limits.values())
+    if reserved > s.concurrency:
+        raise ConfigError(
+            f"setting queue_limits reserves {reserved} slots but concurrency={s.concurrency}: "
+            "reservations must not exceed the concurrency"
+        )
+    for field_name in ("shutdown_timeout", "heartbeat_interval", "forward_interval", "janitor_interval"):
+        value = getattr(s, field_name)
+        if value <= 0:
+            raise ConfigError(f"setting {field_name}={value!r} is invalid: must be a number of seconds > 0")
+    if s.heartbeat_interval >= 15:
+        raise ConfigError(
+            f"setting heartbeat_interval={s.heartbeat_interval!r} is invalid: must be < 15 s so 30 s leases stay valid"
+        )
+    if s.dequeue_batch < 1:
+        raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
+    if s.redis_url is not None and not s.redis_url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
+        raise ConfigError(
+            f"setting redis_url={_redact(s.redis_url)!r} is invalid: use redis://, rediss:// or unix://"
+        )
+
+
+def _redact(url: str) -> str:
+    """Hide the password in a URL."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+_FIELD_TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+
+def _parse_env_value(name: str, raw: str) -> Any:
+    """Turn an environment string into data msgspec can convert for setting ``name``."""
+    text = raw.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"setting {name} from the environment is not valid JSON: {raw!r} ({exc})") from exc
+    annotation = str(_FIELD_TYPES.get(name, ""))
+    if annotation.startswith("dict"):
+        out: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigError(
+                    f"setting {name}={raw!r} is invalid: expected name=value pairs separated by commas"
+                )
+            out[key.strip()] = value.strip()
+        return out
+    if annotation.startswith("list"):
+        return [p.strip() for p in text.split(",") if p.strip()]
+    if annotation.endswith("None") and text == "":
+        return None
+    return text
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if environ.get("REDIS_URL"):
+        data["redis_url"] = environ["REDIS_URL"]
+    for key, raw in environ.items():
+        if not key.startswith(_ENV_PREFIX):
+            continue
+        name = key[len(_ENV_PREFIX) :].lower()
+        if name in _FIELD_TYPES:
+            data[name] = _parse_env_value(name, raw)
+    return data
+
+
+def _describe_error(exc: msgspec.ValidationError, data: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    text = str(exc)
+    path = text.rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in text else ""
+    top = path.split(".", 1)[0].split("[", 1)[0]
+    if top:
+        value = data.get(top)
+        where = sources.get(top, "settings")
+        return f"setting {top}={value!r} (from {where}) is invalid: {text}"
+    return f"invalid settings: {text}"
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build :class:`Settings` from a TOML file, the environment and keyword overrides.
+
+    Args:
+        path: a TOML file; default ``$FRAMEWORK_CONFIG`` or ``./framework.toml`` if present.
+        environ: the environment to read (default ``os.environ``).
+        **overrides: values that win over every other source.
+
+    Raises:
+        ConfigError: a value is not allowed; the message names the setting, the value and the rule.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    toml_path = Path(path) if path else Path(env.get("FRAMEWORK_CONFIG", "framework.toml"))
+    if toml_path.is_file():
+        try:
+            file_data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {toml_path} is not valid TOML: {exc}") from exc
+        data.update(file_data)
+        sources.update(dict.fromkeys(file_data, str(toml_path)))
+    elif path:
+        raise ConfigError(f"settings file {toml_path} does not exist")
+    env_data = _from_env(env)
+    data.update(env_data)
+    sources.update({k: ("REDIS_URL" if k == "redis_url" and "REDIS_URL" in env else _ENV_PREFIX + k.upper()) for k in env_data})
+    data.update(overrides)
+    sources.update(dict.fromkeys(overrides, "arguments"))
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe_error(exc, data, sources)) from exc

@@ -1,0 +1,132 @@
+"""Task definitions: :class:`TaskDef` binds a stable type string, a payload type, a handler and defaults.
+
+A payload is a frozen, kw-only ``msgspec.Struct`` that travels as JSON, so Go services can produce and
+read it. ``bytes`` is accepted as a payload type for opaque payloads (binary data shared with Go).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+
+import msgspec
+
+from framework.errors import PayloadTypeError
+
+if TYPE_CHECKING:
+    from framework.client import Client, SyncClient, TaskInfo
+    from framework.context import TaskContext
+
+__all__ = ("Handler", "PayloadDecodeError", "RetryDelay", "TaskDef")
+
+P = TypeVar("P")
+
+Handler: TypeAlias = Callable[["TaskContext", P], "Awaitable[None] | None"]
+"""A handler: ``async def h(ctx, payload) -> None`` (runs on the loop) or a plain function (runs in a thread)."""
+
+RetryDelay: TypeAlias = Callable[[int, BaseException], float]
+"""A retry policy: (retries so far, the error) -> seconds to wait."""
+
+_encoder = msgspec.json.Encoder()
+
+
+class PayloadDecodeError(PayloadTypeError):
+    """A payload's bytes do not decode into the task's payload type. The message names the field."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TaskDef(Generic[P]):
+    """A task type: its stable name, payload type, handler and default options.
+
+    Attributes:
+        type: the public, stable type string (``"email:send"``); Go services route by it.
+        payload: the payload type, a ``msgspec.Struct`` subclass (or ``bytes`` for opaque payloads).
+        handler: the function that runs the task.
+        queue: default queue.
+        max_retry: default retries before archiving (asynq: 25).
+        timeout: default seconds the handler may run (asynq: 1800).
+        retention: default seconds to keep a completed task (0 = delete at once).
+        unique: default uniqueness TTL in seconds (0 = not unique).
+        retry_delay: this task type's retry policy; default is the worker's.
+        description: one line shown by ``framework plugins`` and the dashboard.
+    """
+
+    type: str
+    payload: type[P]
+    handler: Handler[P]
+    queue: str = "default"
+    max_retry: int | None = None
+    timeout: float | None = None
+    retention: float | None = None
+    unique: float | None = None
+    retry_delay: RetryDelay | None = None
+    description: str = ""
+    _decoder: Any = field(default=None, repr=False)
+    is_async: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.type or not self.type.strip():
+            raise ValueError("a task type must be a non-blank string")
+        if self.payload is not bytes and not (
+            isinstance(self.payload, type) and issubclass(self.payload, msgspec.Struct)
+        ):
+            raise TypeError(f"task {self.type!r}: payload type must be a msgspec.Struct subclass or bytes")
+        decoder = None if self.payload is bytes else msgspec.json.Decoder(self.payload)
+        object.__setattr__(self, "_decoder", decoder)
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
+
+    def encode(self, payload: P) -> bytes:
+        """Encode a payload to the bytes stored in the task message.
+
+        Raises:
+            PayloadTypeError: ``payload`` is not an instance of this task's payload type.
+        """
+        if type(payload) is not self.payload and not isinstance(payload, self.payload):
+            raise PayloadTypeError(
+                f"task {self.type!r} takes a {self.payload.__name__} payload, got {type(payload).__name__}"
+            )
+        if self.payload is bytes:
+            return bytes(payload)  # type: ignore[call-overload]
+        return _encoder.encode(payload)
+
+    def decode(self, data: bytes) -> P:
+        """Decode stored bytes into the payload type.
+
+        Raises:
+            PayloadDecodeError: the bytes are not valid for the payload type; the message names the field.
+        """
+        if self._decoder is None:
+            return data  # type: ignore[return-value]
+        try:
+            return self._decoder.decode(data)  # type: ignore[no-any-return]
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise PayloadDecodeError(
+                f"payload of task {self.type!r} does not decode into {self.payload.__name__}: {exc}"
+            ) from exc
+
+    def convert(self, data: Any) -> P:
+        """Build a payload from JSON-compatible data (CLI, cron settings), checked against the type.
+
+        Raises:
+            PayloadDecodeError: ``data`` does not fit the payload type; the message names the field.
+        """
+        if self.payload is bytes:
+            if isinstance(data, bytes):
+                return data  # type: ignore[return-value]
+            return _encoder.encode(data)  # type: ignore[return-value]
+        try:
+            return msgspec.convert(data, self.payload)
+        except msgspec.ValidationError as exc:
+            raise PayloadDecodeError(
+                f"payload of task {self.type!r} does not fit {self.payload.__name__}: {exc}"
+            ) from exc
+
+    async def enqueue(self, client: Client, payload: P, **options: Any) -> TaskInfo:
+        """Enqueue ``payload`` through ``client``; see :meth:`framework.client.Client.enqueue` for options."""
+        return await client.enqueue(self, payload, **options)
+
+    def enqueue_sync(self, client: SyncClient, payload: P, **options: Any) -> TaskInfo:
+        """Enqueue from code without an event loop; see :class:`framework.client.SyncClient`."""
+        return client.enqueue(self, payload, **options)

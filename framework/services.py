@@ -7,7 +7,6 @@ say) in :attr:`Services.stash` under a :class:`~framework.context.StashKey`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from framework.context import _Stash
@@ -24,9 +23,11 @@ if TYPE_CHECKING:
 __all__ = ("Services",)
 
 
-@dataclass(slots=True, eq=False)
 class Services:
     """The process's shared services. Set up by the framework; read by plugins and handlers.
+
+    A plain class rather than a dataclass, so web frameworks that validate injected values by their
+    annotations treat it as an opaque object.
 
     Attributes:
         settings: the app's settings.
@@ -36,17 +37,48 @@ class Services:
         registry: every registered task type.
         role: ``web``, ``worker``, ``scheduler`` or ``run`` (all three in one process).
         stash: typed per-plugin singletons.
+        plugin_manager: the pluggy plugin manager (None when no plugins are loaded).
+        jinja: the shared Jinja environment (app templates override plugin templates).
+        extra: free-form values shared inside the process (the Redis URL, an inspector, ...).
     """
 
-    settings: Settings
-    redis: Redis
-    schema: Schema
-    client: Client
-    registry: Registry
-    role: str = "worker"
-    stash: _Stash = field(default_factory=_Stash)
-    _storage: Storage | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = (
+        "_storage",
+        "client",
+        "extra",
+        "jinja",
+        "plugin_manager",
+        "redis",
+        "registry",
+        "role",
+        "schema",
+        "settings",
+        "stash",
+    )
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        redis: Redis,
+        schema: Schema,
+        client: Client,
+        registry: Registry,
+        role: str = "worker",
+        plugin_manager: Any = None,
+        jinja: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.schema = schema
+        self.client = client
+        self.registry = registry
+        self.role = role
+        self.plugin_manager = plugin_manager
+        self.jinja = jinja
+        self.stash = _Stash()
+        self.extra: dict[str, Any] = {}
+        self._storage: Storage | None = None
 
     @property
     def storage(self) -> Storage:

@@ -142,6 +142,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         log_level: structlog level.
         log_format: ``console`` or ``json``.
         storage: the object storage service.
+        app: import path of the app's own hook module (``myapp.hooks``), registered as the last plugin;
+            none serves the built-in demo.
+        templates_dir: the app's own templates folder; it overrides every plugin's templates.
+        admin_token: token (or password) that opens the admin dashboard and API.
+        admin_readonly_token: token for read-only access to the admin.
     """
 
     env: Literal["development", "production"] = "development"
@@ -168,6 +173,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    app: str | None = None
+    templates_dir: str | None = None
+    admin_token: str | None = None
+    admin_readonly_token: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)

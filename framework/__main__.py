@@ -1,0 +1,5 @@
+"""``python -m framework`` runs the command line."""
+
+from framework.cli import main
+
+main()

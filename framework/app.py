@@ -1,0 +1,232 @@
+"""App assembly: the only bridge between the framework and Litestar.
+
+:class:`FrameworkPlugin` gathers plugin routes, static folders, the shared Jinja environment,
+dependency providers (``services``, ``client``, ``settings``, ``inspector``) and the lifespan that
+opens Redis, runs plugin ``startup``/``shutdown`` hooks and, for ``framework run``, the worker and
+the scheduler in the same process. :func:`create_app` is the factory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.plugins import InitPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from framework.client import Client
+from framework.clock import SystemClock
+from framework.connection import check_connection, open_redis, resolve_redis_url
+from framework.errors import PluginError
+from framework.events import await_me_maybe
+from framework.jinja import build_environment
+from framework.keys import Schema
+from framework.logging import configure_logging, get_logger
+from framework.plugins import collect_task_types, get_plugin_manager, plugin_dirs
+from framework.registry import Registry
+from framework.services import Services
+from framework.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import pluggy
+
+__all__ = ("FrameworkPlugin", "app_plugins", "create_app", "start_services", "stop_services")
+
+
+def app_plugins(settings: Settings | None = None) -> list[tuple[str, object]]:
+    """The app's own hook module (``settings.app`` or ``$FRAMEWORK_APP``), or the built-in demo."""
+    path = settings.app if settings is not None else None
+    path = path or os.environ.get("FRAMEWORK_APP")
+    if not path:
+        from framework import demo  # noqa: PLC0415
+
+        return [("demo", demo)]
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise PluginError(f"the app module {path!r} (setting app) cannot be imported: {exc}") from exc
+    return [("app", module)]
+
+
+async def start_services(settings: Settings, pm: pluggy.PluginManager | None, role: str) -> Services:
+    """Open Redis (embedded when no URL is set), build the shared services and fire ``startup`` hooks."""
+    import asyncio  # noqa: PLC0415
+
+    url = await asyncio.to_thread(resolve_redis_url, settings)
+    redis = open_redis(url)
+    await check_connection(redis, url)
+    registry = Registry()
+    if pm is not None:
+        collect_task_types(pm, settings, registry)
+    schema = Schema(settings.namespace)
+    client = Client(redis, schema=schema, settings=settings, registry=registry, clock=SystemClock(), url=url)
+    services = Services(
+        settings=settings, redis=redis, schema=schema, client=client, registry=registry, role=role, plugin_manager=pm
+    )
+    services.jinja = build_environment(settings, pm)
+    services.extra["redis_url"] = url
+    if pm is not None:
+        for impl in reversed(pm.hook.startup.get_hookimpls()):
+            try:
+                await await_me_maybe(impl.function(services=services))
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r} failed in startup: {type(exc).__name__}: {exc}") from exc
+    return services
+
+
+async def stop_services(services: Services) -> None:
+    """Fire ``shutdown`` hooks (errors logged, never raised) and close Redis."""
+    log = get_logger("framework.app")
+    pm = services.plugin_manager
+    if pm is not None:
+        for impl in pm.hook.shutdown.get_hookimpls():
+            try:
+                await await_me_maybe(impl.function(services=services))
+            except Exception as exc:  # noqa: BLE001 - one plugin must not stop the others' shutdown
+                log.error("plugin_hook_failed", hook="shutdown", plugin=impl.plugin_name, error=str(exc))
+    await services.redis.aclose()
+
+
+def _services(state: State) -> Services:
+    services: Services = state.framework_services
+    return services
+
+
+def _client(state: State) -> Client:
+    return _services(state).client
+
+
+def _settings(state: State) -> Settings:
+    return _services(state).settings
+
+
+def _inspector(state: State) -> Any:
+    from framework.inspector import Inspector  # noqa: PLC0415
+
+    services = _services(state)
+    inspector = services.extra.get("inspector")
+    if inspector is None:
+        inspector = services.extra["inspector"] = Inspector(services.redis, services.schema)
+    return inspector
+
+
+class FrameworkPlugin(InitPlugin):
+    """The Litestar plugin that mounts the framework and its plugins into an app.
+
+    Args:
+        settings: the app's settings.
+        plugin_manager: the plugin manager (default: built from the settings).
+        run_worker: run a worker inside the web process (``framework run``).
+        run_scheduler: run the cron scheduler inside the web process.
+    """
+
+    __slots__ = ("pm", "run_scheduler", "run_worker", "settings")
+
+    def __init__(
+        self,
+        settings: Settings,
+        plugin_manager: pluggy.PluginManager | None = None,
+        *,
+        run_worker: bool = False,
+        run_scheduler: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.pm = plugin_manager or get_plugin_manager(settings, extra=app_plugins(settings))
+        self.run_worker = run_worker
+        self.run_scheduler = run_scheduler
+
+    def _static_routers(self) -> list[Any]:
+        routers: list[Any] = []
+        for name, folder in plugin_dirs(self.pm, "static"):
+            routers.append(create_static_files_router(path=f"/static/{name}", directories=[folder], name=f"static-{name}"))
+        for contributed in self.pm.hook.register_static_dirs(settings=self.settings):
+            for url_path, folder in contributed or []:
+                routers.append(create_static_files_router(path=url_path, directories=[Path(folder)]))
+        storage = self.settings.storage
+        if storage.backend == "local" and storage.public_url.startswith("/"):
+            folder = Path(storage.local_dir)
+            if not folder.is_absolute():
+                folder = self.settings.data_path / folder
+            folder.mkdir(parents=True, exist_ok=True)
+            routers.append(create_static_files_router(path=storage.public_url, directories=[folder], name="storage"))
+        return routers
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Add routes, templates, dependencies and the lifespan to the app's config."""
+        settings, pm = self.settings, self.pm
+        for contributed in pm.hook.register_routes(settings=settings):
+            app_config.route_handlers.extend(contributed or [])
+        app_config.route_handlers.extend(self._static_routers())
+        env = build_environment(settings, pm)
+        app_config.template_config = TemplateConfig(engine=JinjaTemplateEngine.from_environment(env))
+        app_config.dependencies.update(
+            {
+                "services": Provide(_services, sync_to_thread=False),
+                "client": Provide(_client, sync_to_thread=False),
+                "settings": Provide(_settings, sync_to_thread=False),
+                "inspector": Provide(_inspector, sync_to_thread=False),
+            }
+        )
+        app_config.signature_namespace.update({"Client": Client, "Services": Services, "Settings": Settings})
+        app_config.lifespan.append(self._lifespan)
+        app_config.state.framework_settings = settings
+        return app_config
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        role = "run" if (self.run_worker or self.run_scheduler) else "web"
+        services = await start_services(self.settings, self.pm, role)
+        app.state.framework_services = services
+        parts: list[Any] = []
+        try:
+            if self.run_worker:
+                from framework.worker import Worker  # noqa: PLC0415
+
+                worker = Worker(self.settings, plugin_manager=self.pm, services=services)
+                await worker.start()
+                parts.append(worker)
+            if self.run_scheduler:
+                from framework.scheduler import Scheduler  # noqa: PLC0415
+
+                scheduler = Scheduler(self.settings, plugin_manager=self.pm, registry=services.registry, redis=services.redis)
+                await scheduler.start()
+                parts.append(scheduler)
+            yield
+        finally:
+            for part in reversed(parts):
+                await part.stop()
+            await stop_services(services)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plugin_manager: pluggy.PluginManager | None = None,
+    run_worker: bool = False,
+    run_scheduler: bool = False,
+    **litestar_options: Any,
+) -> Litestar:
+    """Build the Litestar app from settings and plugins.
+
+    Args:
+        settings: the app's settings (default: loaded from ``framework.toml`` and the environment).
+        plugin_manager: a prepared plugin manager (default: built from the settings).
+        run_worker: also run a worker in this process.
+        run_scheduler: also run the cron scheduler in this process.
+        **litestar_options: passed to :class:`litestar.Litestar` (extra route handlers, middleware, ...).
+    """
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    plugin = FrameworkPlugin(settings, plugin_manager, run_worker=run_worker, run_scheduler=run_scheduler)
+    plugins = [plugin, *litestar_options.pop("plugins", [])]
+    return Litestar(plugins=plugins, debug=settings.env == "development" and settings.log_level == "debug", **litestar_options)

@@ -1,0 +1,103 @@
+"""The ``framework`` command line: the root group, shared context, and plugin-contributed commands.
+
+Each sub-module adds its commands: ``run`` (run, web, worker, scheduler), ``jobs`` (inspect and steer
+queues), ``cron``, ``generate`` (new, generate job, generate plugin), ``plugins`` and ``doctor``.
+Plugins add theirs through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from framework.errors import FrameworkError
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from framework.settings import Settings
+
+__all__ = ("CliContext", "cli", "main", "pass_cli")
+
+_SUBMODULES = ("run", "jobs", "cron", "generate", "plugins", "doctor")
+
+
+class CliContext:
+    """Lazily loaded settings and plugin manager shared by every command.
+
+    Args:
+        config: the ``--config`` TOML file, if given.
+    """
+
+    def __init__(self, config: str | None = None) -> None:
+        self.config = config
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The app's settings (TOML file and environment)."""
+        from framework.settings import load_settings  # noqa: PLC0415
+
+        return load_settings(self.config)
+
+    @cached_property
+    def pm(self) -> pluggy.PluginManager:
+        """The plugin manager, with the app's own plugin (``FRAMEWORK_APP``) registered last."""
+        from framework.app import app_plugins  # noqa: PLC0415
+        from framework.plugins import get_plugin_manager  # noqa: PLC0415
+
+        return get_plugin_manager(self.settings, extra=app_plugins())
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help="Settings TOML file.")
+@click.version_option(package_name="framework")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """framework: web app, background jobs, cron and a jobs dashboard."""
+    ctx.obj = CliContext(config)
+
+
+def _load_commands() -> None:
+    for name in _SUBMODULES:
+        try:
+            importlib.import_module(f"framework.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"framework.cli.{name}":
+                raise
+
+
+def _load_plugin_commands() -> None:
+    """Let plugins add commands; a broken plugin must not hide the built-in commands."""
+    try:
+        ctx = CliContext(_config_from_argv())
+        ctx.pm.hook.register_commands(cli=cli)
+    except FrameworkError as exc:
+        click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+
+
+def _config_from_argv() -> str | None:
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    _load_commands()
+    _load_plugin_commands()
+    try:
+        return cli.main(args=argv, prog_name="framework")
+    except FrameworkError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,75 @@
+"""``framework plugins``: every loaded plugin, its distribution, version, hooks and contributions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from framework.cli import CliContext, cli, pass_cli
+
+__all__ = ("plugins",)
+
+
+def _contributions(ctx: CliContext) -> dict[str, dict[str, list[str]]]:
+    from framework.plugins import _results_by_plugin  # noqa: PLC0415
+
+    settings = ctx.settings
+    out: dict[str, dict[str, list[str]]] = {}
+
+    def add(plugin: str, kind: str, items: list[str]) -> None:
+        if items:
+            out.setdefault(plugin, {}).setdefault(kind, []).extend(items)
+
+    for plugin, tasks in _results_by_plugin(ctx.pm, "register_task_types", settings=settings):
+        add(plugin, "task_types", [t.type for t in tasks or []])
+    for plugin, entries in _results_by_plugin(ctx.pm, "register_cron_entries", settings=settings):
+        add(plugin, "cron_entries", [f"{e.name} ({e.spec})" for e in entries or []])
+    for plugin, routes in _results_by_plugin(ctx.pm, "register_routes", settings=settings):
+        add(plugin, "routes", [_route_label(r) for r in routes or []])
+    return out
+
+
+def _route_label(route: Any) -> str:
+    paths = getattr(route, "paths", None) or [getattr(route, "path", "")]
+    methods = sorted(getattr(route, "http_methods", []) or [])
+    return f"{'|'.join(methods)} {', '.join(sorted(paths))}".strip()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_cli
+def plugins(ctx: CliContext, as_json: bool) -> None:
+    """List every loaded plugin: distribution, version, hooks and what it contributes."""
+    from framework.plugins import get_plugins  # noqa: PLC0415
+
+    infos = get_plugins(ctx.pm, ctx.settings)
+    contributions = _contributions(ctx)
+    rows = []
+    for info in infos:
+        rows.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "builtin": info.builtin,
+                "hooks": info.hooks,
+                "templates": info.templates_dir,
+                "static": info.static_dir,
+                "contributes": contributions.get(info.name, {}),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="Plugins")
+    for col in ("name", "distribution", "version", "hooks", "contributes"):
+        table.add_column(col)
+    for row in rows:
+        contributes = "\n".join(f"{k}: {', '.join(v)}" for k, v in row["contributes"].items())
+        table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]), contributes)
+    Console().print(table)

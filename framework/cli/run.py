@@ -1,0 +1,124 @@
+"""``framework run`` (web + worker + scheduler in one process), ``web``, ``worker`` and ``scheduler``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import click
+
+from framework.cli import CliContext, cli, pass_cli
+from framework.connection import redact_url
+
+if TYPE_CHECKING:
+    from framework.settings import Settings
+
+__all__ = ("run", "scheduler", "web", "worker")
+
+
+def _banner(ctx: CliContext, host: str, port: int, parts: str) -> None:
+    settings = ctx.settings
+    base = f"http://{host}:{port}"
+    names = {name for name, _ in ctx.pm.list_name_plugin()}
+    redis = redact_url(settings.redis_url) if settings.redis_url else f"embedded Valkey in {settings.data_path / 'valkey'}"
+    lines = [
+        f"framework {parts}",
+        f"  App:        {base}/",
+    ]
+    if "admin" in names:
+        lines.append(f"  Dashboard:  {base}/admin")
+    lines += [f"  Data:       {settings.data_path}", f"  Redis:      {redis}", "  Stop with Ctrl-C."]
+    click.echo("\n".join(lines), err=True)
+
+
+def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool, scheduler: bool, label: str) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    from framework.app import create_app  # noqa: PLC0415
+
+    settings = ctx.settings
+    host = host or settings.host
+    port = port or settings.port
+    app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
+    _banner(ctx, host, port, label)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the signal after its graceful shutdown has finished
+        click.echo("stopped", err=True)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind (default: settings host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default: settings port, 8000).")
+@click.option("--no-worker", is_flag=True, help="Do not run a worker in this process.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the cron scheduler in this process.")
+@pass_cli
+def run(ctx: CliContext, host: str | None, port: int | None, no_worker: bool, no_scheduler: bool) -> None:
+    """Serve the app with a worker and the scheduler in the same process (development default)."""
+    parts = ["web"] + (["worker"] if not no_worker else []) + (["scheduler"] if not no_scheduler else [])
+    _serve(ctx, host, port, worker=not no_worker, scheduler=not no_scheduler, label="run: " + " + ".join(parts))
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind.")
+@click.option("--port", type=int, default=None, help="Port to bind.")
+@pass_cli
+def web(ctx: CliContext, host: str | None, port: int | None) -> None:
+    """Serve the web app only."""
+    _serve(ctx, host, port, worker=False, scheduler=False, label="web")
+
+
+def _worker_settings(settings: Settings, concurrency: int | None, queues: tuple[str, ...]) -> Settings:
+    changes: dict[str, object] = {}
+    if concurrency:
+        changes["concurrency"] = concurrency
+    if queues:
+        weights: dict[str, int] = {}
+        for spec in queues:
+            name, _, weight = spec.partition("=")
+            weights[name] = int(weight) if weight else 1
+        changes["queues"] = weights
+    return settings.replace(**changes) if changes else settings
+
+
+@cli.command()
+@click.option("--processes", "-p", type=int, default=1, show_default=True, help="Worker processes to run.")
+@click.option("--concurrency", "-c", type=int, default=None, help="Handlers at once per process.")
+@click.option("--queue", "-q", "queues", multiple=True, help="Queue to serve, as NAME or NAME=WEIGHT (repeatable).")
+@pass_cli
+def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tuple[str, ...]) -> None:
+    """Run worker processes until SIGTERM/SIGINT (a second signal exits at once)."""
+    settings = _worker_settings(ctx.settings, concurrency, queues)
+    if processes < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--processes")
+    if processes > 1:
+        from framework.supervisor import supervise  # noqa: PLC0415
+
+        raise SystemExit(supervise(settings, processes))
+    from framework.worker import Worker  # noqa: PLC0415
+
+    configure(settings)
+    asyncio.run(_run_worker(Worker(settings, plugin_manager=ctx.pm)))
+
+
+async def _run_worker(w: object) -> None:
+    await w.run()  # type: ignore[attr-defined]
+
+
+def configure(settings: Settings) -> None:
+    """Set up logging for a command."""
+    from framework.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@cli.command()
+@pass_cli
+def scheduler(ctx: CliContext) -> None:
+    """Run the cron scheduler alone (safe to run in any number of replicas)."""
+    from framework.scheduler import Scheduler  # noqa: PLC0415
+
+    configure(ctx.settings)
+    asyncio.run(_run_worker(Scheduler(ctx.settings, plugin_manager=ctx.pm)))

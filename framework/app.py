@@ -80,6 +80,7 @@ async def start_services(settings: Settings, pm: pluggy.PluginManager | None, ro
             try:
                 await await_me_maybe(impl.function(services=services))
             except Exception as exc:
+                await redis.aclose()
                 raise PluginError(f"plugin {impl.plugin_name!r} failed in startup: {type(exc).__name__}: {exc}") from exc
     return services
 

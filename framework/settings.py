@@ -259,7 +259,7 @@ _FIELD_TYPES = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 def _parse_env_value(name: str, raw: str) -> Any:
     """Turn an environment string into data msgspec can convert for setting ``name``."""
     text = raw.strip()
-    if text[:1] in "[{":
+    if text[:1] and text[0] in "[{":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:

@@ -1,0 +1,60 @@
+"""The ``outbox`` backend (the development default): each email becomes an ``.eml`` file.
+
+Files go to ``<data_dir>/outbox/`` (see ``outbox_dir``), named after the email's key (the task id), so a
+retry rewrites the same file instead of adding a second one. Open them with any mail client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from framework_email.backends.base import safe_token
+
+if TYPE_CHECKING:
+    from framework.settings import Settings
+    from framework_email.backends.base import OutboundEmail
+    from framework_email.config import EmailConfig
+
+__all__ = ("OutboxBackend",)
+
+
+class OutboxBackend:
+    """Writes each email as ``<key>.eml`` into a folder instead of sending it.
+
+    Args:
+        directory: the folder; it is created on first use.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    @classmethod
+    def from_config(cls, config: EmailConfig, settings: Settings) -> OutboxBackend:
+        """Build the backend for ``config.outbox_dir``, relative to the data directory.
+
+        Args:
+            config: the plugin's config.
+            settings: the app's settings (for the data directory).
+        """
+        return cls(settings.data_path / config.outbox_dir)
+
+    async def send(self, email: OutboundEmail) -> str:
+        """Write ``email`` to ``<directory>/<key>.eml``, replacing an earlier attempt's file.
+
+        Returns:
+            The file's path.
+        """
+        path = self.directory / f"{safe_token(email.key)}.eml"
+        await asyncio.to_thread(_write_atomically, path, email.message.as_bytes())
+        return str(path)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

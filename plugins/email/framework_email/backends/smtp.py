@@ -1,0 +1,111 @@
+"""The ``smtp`` backend: delivery to an SMTP server with aiosmtplib (plain, STARTTLS or TLS; optional login).
+
+Works with Mailhog-style catchers (``security = "none"``, no credentials: login is skipped). The
+``Message-ID`` the handler derives from the task id travels with the message, so a receiving system can
+drop a copy that a retry sent after an ambiguous failure (a connection lost after the data was sent).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiosmtplib
+import structlog
+
+from framework.errors import ConfigError, FrameworkError, SkipRetry
+from framework_email.backends.base import EmailDeliveryError
+
+if TYPE_CHECKING:
+    from framework.settings import Settings
+    from framework_email.backends.base import OutboundEmail
+    from framework_email.config import EmailConfig, SmtpConfig
+
+__all__ = ("SmtpBackend", "classify_smtp_error")
+
+_DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+
+
+class SmtpBackend:
+    """Sends each email over one SMTP connection.
+
+    Args:
+        config: the server, security mode and optional credentials.
+    """
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self.port = config.port or _DEFAULT_PORTS[config.security]
+
+    @classmethod
+    def from_config(cls, config: EmailConfig, settings: Settings) -> SmtpBackend:
+        """Build the backend from ``[plugins.email.smtp]``.
+
+        Raises:
+            ConfigError: no sender is configured.
+        """
+        if not config.mail_from:
+            raise ConfigError("the smtp email backend needs a sender: set MAIL_FROM or [plugins.email] mail_from")
+        return cls(config.smtp)
+
+    async def send(self, email: OutboundEmail) -> str:
+        """Send ``email``; ``Bcc`` recipients get it without seeing the header.
+
+        Returns:
+            The message's ``Message-ID``.
+
+        Raises:
+            SkipRetry: the server refused for good (5xx: bad address, bad credentials) or lacks a
+                feature the configuration needs (STARTTLS, AUTH).
+            EmailDeliveryError: a temporary failure (4xx, connection refused or lost, timeout).
+        """
+        cfg = self.config
+        login = bool(cfg.username)
+        try:
+            refused, _ = await aiosmtplib.send(
+                email.message,
+                hostname=cfg.host,
+                port=self.port,
+                username=cfg.username if login else None,
+                password=cfg.password if login else None,
+                use_tls=cfg.security == "tls",
+                start_tls=cfg.security == "starttls",
+                validate_certs=cfg.validate_certs,
+                timeout=cfg.timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise classify_smtp_error(exc) from exc
+        if refused:
+            structlog.get_logger().warning(
+                "email_recipients_refused",
+                message_id=str(email.message["Message-ID"]),
+                refused={address: f"{reply.code} {reply.message}" for address, reply in refused.items()},
+            )
+        return str(email.message["Message-ID"])
+
+
+def classify_smtp_error(exc: BaseException) -> FrameworkError:
+    """Turn an SMTP failure into the task outcome it calls for.
+
+    Args:
+        exc: what aiosmtplib (or the socket) raised.
+
+    Returns:
+        :class:`~framework.errors.SkipRetry` for permanent refusals (5xx replies, every recipient refused
+        for good, a server feature the settings need: AUTH, STARTTLS, SMTPUTF8), otherwise
+        :class:`EmailDeliveryError` (4xx replies, connection and timeout errors).
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        if exc.recipients and all(r.code >= 500 for r in exc.recipients):
+            return SkipRetry(f"SMTP server refused every recipient: {detail}")
+        return EmailDeliveryError(f"SMTP server refused the recipients for now: {detail}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        text = f"SMTP server replied {exc.code} {exc.message}"
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+            text = f"SMTP login refused: {exc.code} {exc.message}"
+        return SkipRetry(text) if 500 <= exc.code < 600 else EmailDeliveryError(text)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported) or type(exc) is aiosmtplib.SMTPException:
+        # aiosmtplib raises the bare base class for a mismatch between the settings and the server
+        # (no AUTH, no STARTTLS): retrying cannot fix that.
+        return SkipRetry(f"SMTP server does not support what the configuration asks for: {exc}")
+    return EmailDeliveryError(f"SMTP delivery failed: {type(exc).__name__}: {exc}")

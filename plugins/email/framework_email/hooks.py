@@ -1,0 +1,53 @@
+"""What the email plugin contributes to the framework: the entry point's target.
+
+- ``register_task_types``: the ``email:send`` task (:mod:`framework_email.tasks`).
+- ``startup``: builds the email service (config, renderer, backend) in processes that run tasks, so a
+  configuration error stops start-up instead of failing the first email.
+- ``shutdown``: releases the backend.
+
+Templates live in ``templates/email/``. ``framework_hookspecs`` points the plugin manager at
+:mod:`framework_email.hookspecs`, through which other plugins add delivery backends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from framework.hookspecs import hookimpl
+from framework_email import hookspecs
+from framework_email.service import EMAIL_SERVICE, EmailService
+from framework_email.tasks import send_email_task
+
+if TYPE_CHECKING:
+    from framework.services import Services
+    from framework.settings import Settings
+    from framework.task import TaskDef
+
+__all__ = ("framework_hookspecs", "register_task_types", "shutdown", "startup")
+
+framework_hookspecs = hookspecs
+"""The hooks this plugin offers other plugins; the plugin manager adds them before registering plugins."""
+
+_TASK_ROLES = frozenset({"worker", "run"})
+"""Process roles that run tasks and so need a backend; the web app only enqueues."""
+
+
+@hookimpl
+def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
+    """Contribute the ``email:send`` task."""
+    return [send_email_task]
+
+
+@hookimpl
+def startup(services: Services) -> None:
+    """Build the email service once, in processes that run tasks."""
+    if services.role in _TASK_ROLES and EMAIL_SERVICE not in services.stash:
+        services.stash[EMAIL_SERVICE] = EmailService.from_services(services)
+
+
+@hookimpl
+async def shutdown(services: Services) -> None:
+    """Release the backend's resources, if the service was built."""
+    service = services.stash.get(EMAIL_SERVICE)
+    if service is not None:
+        await service.aclose()

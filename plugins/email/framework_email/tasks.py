@@ -1,0 +1,212 @@
+"""The ``email:send`` task: its type, payload, enqueue helper, handler and task definition.
+
+The payload's ``to``, ``subject``, ``template`` and ``data`` fields match Grit's ``EmailPayload``, so a Go
+service using Grit's job client can hand its emails to this worker unchanged::
+
+    {"to": "ada@example.com", "subject": "Welcome", "template": "welcome", "data": {"name": "Ada"}}
+
+From Python::
+
+    await send_email(client, "ada@example.com", "Welcome", "welcome", {"name": "Ada"})
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from framework.errors import SkipRetry
+from framework.storage.base import InvalidKey, ObjectNotFound
+from framework.task import TaskDef
+from framework_email.backends.base import OutboundEmail
+from framework_email.message import AttachmentFile, build_message
+from framework_email.service import get_email_service
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from framework.client import Client, TaskInfo
+    from framework.context import TaskContext
+    from framework.services import Services
+
+__all__ = (
+    "MAX_INLINE_ATTACHMENT_BYTES",
+    "SEND_EMAIL",
+    "Attachment",
+    "SendEmail",
+    "handle_send_email",
+    "send_email",
+    "send_email_task",
+)
+
+SEND_EMAIL = "email:send"
+"""The task type: a public, stable contract shared with Go services."""
+
+MAX_INLINE_ATTACHMENT_BYTES = 256 * 1024
+"""The largest attachment :func:`send_email` carries inside the payload; larger files go by storage key."""
+
+
+class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A file to attach: small inline bytes, or a key in the app's object storage. Set by the caller.
+
+    Attributes:
+        filename: the name the recipient sees.
+        content: the bytes themselves (base64 in the JSON payload); for small files only.
+        key: a key in ``services.storage``; the file is read when the email is sent.
+        content_type: ``type/subtype``; empty means guessed from ``filename``.
+    """
+
+    filename: str
+    content: bytes | None = None
+    key: str | None = None
+    content_type: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.content is None) == (self.key is None):
+            raise ValueError(f"attachment {self.filename!r} needs exactly one of content or key")
+
+
+class SendEmail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The ``email:send`` payload. Set by the caller; fields are only ever added, with defaults.
+
+    Attributes:
+        to: the recipient, or several; ``Name <address>`` is accepted.
+        subject: the subject line (templates see it as ``subject``).
+        template: the template's name: ``welcome``, ``password-reset``, ``verify-email``,
+            ``notification`` or one the app adds.
+        data: the template's variables (``null`` from Go is accepted).
+        sender: the ``From`` address (JSON ``from``); empty means the configured ``mail_from``.
+        cc: copy recipients.
+        bcc: blind copy recipients.
+        reply_to: where replies go.
+        tags: name/value pairs for the provider's analytics (Resend tags).
+        attachments: files to attach.
+    """
+
+    to: str | list[str]
+    subject: str
+    template: str
+    data: dict[str, Any] | None = None
+    sender: str = msgspec.field(default="", name="from")
+    cc: list[str] = msgspec.field(default_factory=list)
+    bcc: list[str] = msgspec.field(default_factory=list)
+    reply_to: str | list[str] | None = None
+    tags: dict[str, str] = msgspec.field(default_factory=dict)
+    attachments: list[Attachment] = msgspec.field(default_factory=list)
+
+
+async def send_email(
+    client: Client,
+    to: str | Sequence[str],
+    subject: str,
+    template: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    sender: str = "",
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    attachments: Sequence[Attachment] = (),
+    **options: Any,
+) -> TaskInfo:
+    """Enqueue an email: the worker renders ``template`` with ``data`` and delivers it.
+
+    Args:
+        client: the enqueue client.
+        to: the recipient, or several.
+        subject: the subject line.
+        template: the template's name (``welcome``, ``password-reset``, ...).
+        data: the template's variables; they must be JSON-compatible.
+        sender: the ``From`` address; empty means the configured ``mail_from``.
+        cc: copy recipients.
+        bcc: blind copy recipients.
+        reply_to: where replies go.
+        tags: name/value pairs for the provider's analytics.
+        attachments: files to attach; inline ones must not exceed :data:`MAX_INLINE_ATTACHMENT_BYTES`.
+        **options: enqueue options (``queue``, ``process_in``, ``task_id``, ``unique``, ...).
+
+    Returns:
+        The enqueued task's info.
+
+    Raises:
+        ValueError: an inline attachment is too large; store it and attach it by ``key``.
+    """
+    for attachment in attachments:
+        if attachment.content is not None and len(attachment.content) > MAX_INLINE_ATTACHMENT_BYTES:
+            raise ValueError(
+                f"attachment {attachment.filename!r} is {len(attachment.content)} bytes, more than the "
+                f"{MAX_INLINE_ATTACHMENT_BYTES} a payload may carry: put it in storage and attach it by key"
+            )
+    payload = SendEmail(
+        to=to if isinstance(to, str) else list(to),
+        subject=subject,
+        template=template,
+        data=dict(data) if data is not None else None,
+        sender=sender,
+        cc=list(cc),
+        bcc=list(bcc),
+        reply_to=reply_to if reply_to is None or isinstance(reply_to, str) else list(reply_to),
+        tags=dict(tags or {}),
+        attachments=list(attachments),
+    )
+    return await send_email_task.enqueue(client, payload, **options)
+
+
+async def handle_send_email(ctx: TaskContext, payload: SendEmail) -> None:
+    """Render the payload's template, build the message and deliver it with the configured backend.
+
+    Raises:
+        SkipRetry: the template is missing or needs data the payload lacks, an address is invalid, an
+            attachment's storage key does not exist, or the provider refused the email for good.
+        RetryAfter: the provider asked to wait (rate limit).
+        EmailDeliveryError: a temporary delivery failure; retried with backoff.
+    """
+    service = get_email_service(ctx.services)
+    bodies = await service.renderer.render(payload.template, {**(payload.data or {}), "subject": payload.subject})
+    files = [await _load_attachment(ctx.services, attachment) for attachment in payload.attachments]
+    message = build_message(
+        sender=payload.sender or service.config.mail_from or "noreply@localhost",
+        to=payload.to,
+        subject=payload.subject,
+        bodies=bodies,
+        key=ctx.id,
+        cc=payload.cc,
+        bcc=payload.bcc,
+        reply_to=payload.reply_to or (),
+        attachments=files,
+    )
+    provider_id = await service.backend.send(OutboundEmail(message=message, key=ctx.id, tags=payload.tags))
+    ctx.logger.info(
+        "email_sent",
+        template=payload.template,
+        backend=service.config.backend,
+        provider_id=provider_id,
+    )
+
+
+async def _load_attachment(services: Services, attachment: Attachment) -> AttachmentFile:
+    """The attachment's bytes: inline, or read from storage (a missing or invalid key is permanent)."""
+    if attachment.content is not None:
+        return AttachmentFile(attachment.filename, attachment.content, attachment.content_type)
+    key = attachment.key or ""
+    try:
+        data = await services.storage.get(key)
+    except ObjectNotFound as exc:
+        raise SkipRetry(f"attachment {attachment.filename!r}: storage key {key!r} does not exist") from exc
+    except InvalidKey as exc:
+        raise SkipRetry(f"attachment {attachment.filename!r}: {exc}") from exc
+    return AttachmentFile(attachment.filename, data, attachment.content_type)
+
+
+send_email_task: TaskDef[SendEmail] = TaskDef(
+    type=SEND_EMAIL,
+    payload=SendEmail,
+    handler=handle_send_email,
+    queue="default",
+    max_retry=3,
+    timeout=120.0,
+    description="Render an email template and deliver it (outbox, SMTP or Resend).",
+)
+"""The task definition the plugin registers; enqueue with :func:`send_email` or ``send_email_task.enqueue``."""

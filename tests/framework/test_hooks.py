@@ -1,0 +1,415 @@
+"""One test per hook: each hook's contributions take effect in a real app, worker or CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import jinja2
+import msgspec
+import pytest
+from litestar import get
+from litestar.response import Template
+from litestar.testing import AsyncTestClient
+
+from framework.app import create_app
+from framework.cron_entry import CronEntry
+from framework.errors import SkipRetry
+from framework.hookspecs import hookimpl
+from framework.plugins import collect_cron_entries, get_plugin_manager
+from framework.task import TaskDef
+from framework.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class N(msgspec.Struct, frozen=True, kw_only=True):
+    n: int = 0
+
+
+def pm_with(settings: Any, *plugins: object) -> Any:
+    return get_plugin_manager(settings, extra=[(f"p{i}", p) for i, p in enumerate(plugins)])
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def isolated(settings: Any) -> Any:
+    """Settings that load no entry-point plugins, so only the plugins under test are registered."""
+    return settings.replace(load_plugins=[])
+
+
+async def run_worker(settings: Any, pm: Any, until: Any) -> None:
+    worker = Worker(settings, plugin_manager=pm)
+    await worker.start()
+    try:
+        await wait_for(until)
+    finally:
+        await worker.stop()
+
+
+async def test_hook_register_task_types(isolated: Any, client: Any) -> None:
+    seen: list[int] = []
+
+    async def handle(ctx: Any, p: N) -> None:
+        seen.append(p.n)
+
+    task = TaskDef("hooks:count", N, handle)
+
+    class Plugin:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [task]
+
+    pm = pm_with(isolated, Plugin())
+    await client.enqueue(task, N(n=7))
+    await run_worker(isolated, pm, lambda: seen == [7])
+
+
+def test_hook_register_cron_entries(isolated: Any) -> None:
+    class Plugin:
+        @hookimpl
+        def register_cron_entries(self, settings: Any) -> list[CronEntry]:
+            return [CronEntry(name="nightly", spec="@daily", task="hooks:count")]
+
+    entries = collect_cron_entries(pm_with(isolated, Plugin()), isolated)
+    assert [(e.name, e.spec, e.source) for e in entries] == [("nightly", "@daily", "p0")]
+
+
+async def test_hook_register_middleware(isolated: Any, client: Any) -> None:
+    calls: list[str] = []
+
+    def tracer(label: str) -> Any:
+        def middleware(run: Any) -> Any:
+            async def wrapped(ctx: Any, payload: Any) -> None:
+                calls.append(f"{label}>")
+                await run(ctx, payload)
+                calls.append(f"<{label}")
+
+            return wrapped
+
+        return middleware
+
+    async def handle(ctx: Any, p: N) -> None:
+        calls.append("handler")
+
+    task = TaskDef("hooks:mw", N, handle)
+
+    class First:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [task]
+
+        @hookimpl
+        def register_middleware(self, settings: Any) -> list[Any]:
+            return [tracer("a"), tracer("b")]
+
+    class Second:
+        @hookimpl
+        def register_middleware(self, settings: Any) -> list[Any]:
+            return [tracer("c")]
+
+    pm = pm_with(isolated, First(), Second())
+    await client.enqueue(task, N())
+    await run_worker(isolated, pm, lambda: "<a" in calls)
+    # plugins in registration order, each plugin's list in order, handler innermost
+    assert calls == ["a>", "b>", "c>", "handler", "<c", "<b", "<a"]
+
+
+async def test_hook_register_routes(isolated: Any) -> None:
+    @get("/hello", sync_to_thread=False)
+    def hello() -> dict[str, str]:
+        return {"hello": "plugin"}
+
+    class Plugin:
+        @hookimpl
+        def register_routes(self, settings: Any) -> list[Any]:
+            return [hello]
+
+    app = create_app(isolated, plugin_manager=pm_with(isolated, Plugin()))
+    async with AsyncTestClient(app) as tc:
+        assert (await tc.get("/hello")).json() == {"hello": "plugin"}
+
+
+def _template_plugin(folder: Path) -> Any:
+    @get("/page", sync_to_thread=False)
+    def page() -> Template:
+        return Template(template_name="hooktest/page.html", context={"name": "<b>Ann</b>"})
+
+    class Plugin:
+        @hookimpl
+        def register_routes(self, settings: Any) -> list[Any]:
+            return [page]
+
+        @hookimpl
+        def register_template_dirs(self, settings: Any) -> list[Path]:
+            return [folder]
+
+    return Plugin()
+
+
+async def test_hook_register_template_dirs(isolated: Any, tmp_path: Path) -> None:
+    (tmp_path / "hooktest").mkdir()
+    (tmp_path / "hooktest" / "page.html").write_text("<p>Hi {{ name }}</p>")
+    app = create_app(isolated, plugin_manager=pm_with(isolated, _template_plugin(tmp_path)))
+    async with AsyncTestClient(app) as tc:
+        assert (await tc.get("/page")).text == "<p>Hi &lt;b&gt;Ann&lt;/b&gt;</p>"
+
+
+async def test_app_templates_override_and_extend_plugin_templates(isolated: Any, tmp_path: Path) -> None:
+    plugin_dir, app_dir = tmp_path / "plugin", tmp_path / "app"
+    (plugin_dir / "hooktest").mkdir(parents=True)
+    (app_dir / "hooktest").mkdir(parents=True)
+    (plugin_dir / "hooktest" / "page.html").write_text("<p>{% block body %}plugin {{ name }}{% endblock %}</p>")
+    (app_dir / "hooktest" / "page.html").write_text(
+        '{% extends "default:hooktest/page.html" %}{% block body %}app, then {{ super() }}{% endblock %}'
+    )
+    settings = isolated.replace(templates_dir=str(app_dir))
+    app = create_app(settings, plugin_manager=pm_with(settings, _template_plugin(plugin_dir)))
+    async with AsyncTestClient(app) as tc:
+        assert (await tc.get("/page")).text == "<p>app, then plugin &lt;b&gt;Ann&lt;/b&gt;</p>"
+
+
+async def test_hook_register_static_dirs(isolated: Any, tmp_path: Path) -> None:
+    (tmp_path / "app.css").write_text("body{}")
+
+    class Plugin:
+        @hookimpl
+        def register_static_dirs(self, settings: Any) -> list[tuple[str, Path]]:
+            return [("/assets", tmp_path)]
+
+    app = create_app(isolated, plugin_manager=pm_with(isolated, Plugin()))
+    async with AsyncTestClient(app) as tc:
+        response = await tc.get("/assets/app.css")
+        assert response.status_code == 200
+        assert response.text == "body{}"
+
+
+async def test_hook_prepare_jinja2_environment(isolated: Any, tmp_path: Path) -> None:
+    (tmp_path / "hooktest").mkdir()
+    (tmp_path / "hooktest" / "page.html").write_text("{{ name | shout }}")
+    base = _template_plugin(tmp_path)
+
+    class Filters:
+        @hookimpl
+        def prepare_jinja2_environment(self, env: jinja2.Environment, settings: Any) -> None:
+            env.filters["shout"] = lambda value: str(value).upper() + "!"
+
+    app = create_app(isolated, plugin_manager=pm_with(isolated, base, Filters()))
+    async with AsyncTestClient(app) as tc:
+        assert (await tc.get("/page")).text == "&lt;B&gt;ANN&lt;/B&gt;!"
+
+
+def test_hook_register_commands(settings: Any) -> None:
+    env = {
+        **os.environ,
+        "FRAMEWORK_APP": "tests.framework.hook_app",
+        "FRAMEWORK_REDIS_URL": settings.redis_url,
+        "FRAMEWORK_LOAD_PLUGINS": "",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "framework", "greet", "Ann"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hello Ann from a plugin command"
+    listed = subprocess.run(
+        [sys.executable, "-m", "framework", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "greet" in listed.stdout
+
+
+async def test_hook_startup_and_shutdown_fire_once_with_services(isolated: Any) -> None:
+    events: list[tuple[str, str]] = []
+
+    class Plugin:
+        @hookimpl
+        async def startup(self, services: Any) -> None:
+            await asyncio.sleep(0)
+            events.append(("startup", services.role))
+
+        @hookimpl
+        def shutdown(self, services: Any) -> None:
+            events.append(("shutdown", services.role))
+
+    app = create_app(isolated, plugin_manager=pm_with(isolated, Plugin()))
+    async with AsyncTestClient(app):
+        assert events == [("startup", "web")]
+    assert events == [("startup", "web"), ("shutdown", "web")]
+
+
+def test_hook_startup(isolated: Any) -> None:
+    """A failing startup hook stops start-up with an error naming the plugin."""
+
+    class Broken:
+        @hookimpl
+        def startup(self, services: Any) -> None:
+            raise RuntimeError("no backend")
+
+    app = create_app(isolated, plugin_manager=pm_with(isolated, Broken()))
+
+    async def start() -> None:
+        async with AsyncTestClient(app):
+            pass
+
+    with pytest.raises(BaseException) as info:
+        asyncio.run(start())
+    assert "plugin 'p0' failed in startup: RuntimeError: no backend" in _messages(info.value)
+
+
+def _messages(exc: BaseException) -> str:
+    """Every message in an exception, its causes and the members of exception groups."""
+    out = [str(exc)]
+    for inner in getattr(exc, "exceptions", ()):
+        out.append(_messages(inner))
+    if exc.__cause__ is not None:
+        out.append(_messages(exc.__cause__))
+    return "\n".join(out)
+
+
+def test_hook_shutdown(isolated: Any) -> None:
+    """An error in one shutdown hook is logged and the other plugins still shut down."""
+    events: list[str] = []
+
+    class Broken:
+        @hookimpl
+        def shutdown(self, services: Any) -> None:
+            raise RuntimeError("boom")
+
+    class Fine:
+        @hookimpl
+        def shutdown(self, services: Any) -> None:
+            events.append("fine")
+
+    app = create_app(isolated, plugin_manager=pm_with(isolated, Broken(), Fine()))
+
+    async def cycle() -> None:
+        async with AsyncTestClient(app):
+            pass
+
+    asyncio.run(cycle())
+    assert events == ["fine"]
+
+
+class EventRecorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    @hookimpl
+    def task_succeeded(self, ctx: Any) -> None:
+        self.events.append(("succeeded", ctx.type, ""))
+
+    @hookimpl
+    async def task_retried(self, ctx: Any, error: BaseException) -> None:
+        self.events.append(("retried", ctx.type, str(error)))
+
+    @hookimpl
+    def task_archived(self, ctx: Any, error: BaseException) -> None:
+        self.events.append(("archived", ctx.type, str(error)))
+
+
+class BrokenEvents:
+    @hookimpl
+    def task_succeeded(self, ctx: Any) -> None:
+        raise RuntimeError("event hook bug")
+
+    @hookimpl
+    def task_retried(self, ctx: Any, error: BaseException) -> None:
+        raise RuntimeError("event hook bug")
+
+    @hookimpl
+    def task_archived(self, ctx: Any, error: BaseException) -> None:
+        raise RuntimeError("event hook bug")
+
+
+async def _events_for(isolated: Any, client: Any, behaviour: str) -> list[tuple[str, str, str]]:
+    async def handle(ctx: Any, p: N) -> None:
+        if behaviour == "fail":
+            raise ValueError("try again")
+        if behaviour == "skip":
+            raise SkipRetry("permanent")
+
+    task = TaskDef(f"hooks:{behaviour}", N, handle, max_retry=3)
+    recorder = EventRecorder()
+
+    class Tasks:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [task]
+
+    pm = pm_with(isolated, Tasks(), BrokenEvents(), recorder)
+    await client.enqueue(task, N())
+    await run_worker(isolated, pm, lambda: bool(recorder.events))
+    return recorder.events
+
+
+async def test_hook_task_succeeded(isolated: Any, client: Any) -> None:
+    assert await _events_for(isolated, client, "ok") == [("succeeded", "hooks:ok", "")]
+
+
+async def test_hook_task_retried(isolated: Any, client: Any) -> None:
+    assert await _events_for(isolated, client, "fail") == [("retried", "hooks:fail", "try again")]
+
+
+async def test_hook_task_archived(isolated: Any, client: Any) -> None:
+    assert await _events_for(isolated, client, "skip") == [("archived", "hooks:skip", "permanent")]
+
+
+async def test_hook_retry_delay_for(isolated: Any, client: Any, redis: Any, schema: Any) -> None:
+    async def handle(ctx: Any, p: N) -> None:
+        raise ValueError("later")
+
+    task = TaskDef("hooks:delay", N, handle)
+
+    class Policy:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [task]
+
+        @hookimpl
+        def retry_delay_for(self, ctx: Any, error: BaseException) -> float | None:
+            return 1000.0 if isinstance(error, ValueError) else None
+
+    pm = pm_with(isolated, Policy())
+    info = await client.enqueue(task, N())
+    retry_key = schema.queue("default").retry
+
+    async def scheduled() -> float | None:
+        score: float | None = await redis.zscore(retry_key, info.id)
+        return score
+
+    worker = Worker(isolated, plugin_manager=pm)
+    await worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        score = None
+        while score is None and time.monotonic() < deadline:
+            score = await scheduled()
+            await asyncio.sleep(0.02)
+    finally:
+        await worker.stop()
+    assert score is not None
+    assert 995 <= score - time.time() <= 1001
+
+
+def test_hook_register_aggregators(isolated: Any) -> None:
+    marker = object()
+
+    class Plugin:
+        @hookimpl
+        def register_aggregators(self, settings: Any) -> list[Any]:
+            return [marker]
+
+    pm = pm_with(isolated, Plugin())
+    assert pm.hook.register_aggregators(settings=isolated) == [[marker]]

@@ -1,0 +1,191 @@
+"""Plugin loading: entry points, order and override, allow/block lists, failures, the listing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framework.errors import PluginError
+from framework.plugins import collect_task_types, get_plugin_manager, get_plugins
+from framework.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_distribution(where: Path, dist: str, module: str, body: str, ep_name: str | None = None) -> None:
+    """Write an installed-looking distribution (package + .dist-info with an entry point) into ``where``.
+
+    ``importlib.metadata`` finds it on ``sys.path`` exactly as it finds a pip-installed one.
+    """
+    pkg = where / module
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""Test plugin."""\n')
+    (pkg / "hooks.py").write_text(textwrap.dedent(body))
+    info = where / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[framework]\n{ep_name or module} = {module}.hooks\n")
+    (info / "RECORD").write_text("")
+
+
+TASK_PLUGIN = """
+    import msgspec
+    from framework.hookspecs import hookimpl
+    from framework.task import TaskDef
+
+    class P(msgspec.Struct, frozen=True):
+        pass
+
+    async def handle(ctx, p):
+        pass
+
+    TASK = TaskDef("{type}", P, handle)
+
+    @hookimpl
+    def register_task_types(settings):
+        return [TASK]
+
+    @hookimpl
+    def retry_delay_for(ctx, error):
+        return {delay}
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in list(sys.modules):
+        if name.startswith(("fwtest_", "framework_fwtest")):
+            del sys.modules[name]
+
+
+def test_third_party_plugins_load_after_builtins_and_override_first_result_hooks(site: Path, settings: Any) -> None:
+    make_distribution(site, "framework-fwtest-a", "fwtest_a", TASK_PLUGIN.format(type="a:task", delay=11.0))
+    pm = get_plugin_manager(settings)
+    names = [name for name, _ in pm.list_name_plugin()]
+    assert "fwtest_a" in names
+    for builtin in ("email",):
+        if builtin in names:
+            assert names.index(builtin) < names.index("fwtest_a")
+    # the most recently registered (third-party) implementation answers a first-result hook
+    assert pm.hook.retry_delay_for(ctx=None, error=None) == 11.0
+    registry = Registry()
+    collect_task_types(pm, settings, registry)
+    assert registry.source("a:task") == "plugin 'fwtest_a'"
+
+
+def test_allow_and_block_lists(site: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_distribution(site, "framework-fwtest-a", "fwtest_a", TASK_PLUGIN.format(type="a:task", delay=1))
+    make_distribution(site, "framework-fwtest-b", "fwtest_b", TASK_PLUGIN.format(type="b:task", delay=2))
+
+    def loaded(s: Any) -> set[str]:
+        return {name for name, _ in get_plugin_manager(s).list_name_plugin()} & {"fwtest_a", "fwtest_b"}
+
+    assert loaded(settings) == {"fwtest_a", "fwtest_b"}
+    assert loaded(settings.replace(load_plugins=["fwtest_b"])) == {"fwtest_b"}
+    assert loaded(settings.replace(block_plugins=["fwtest_b"])) == {"fwtest_a"}
+    monkeypatch.setenv("FRAMEWORK_LOAD_PLUGINS", "fwtest_a")
+    assert loaded(settings) == {"fwtest_a"}
+    monkeypatch.setenv("FRAMEWORK_LOAD_PLUGINS", "")
+    assert loaded(settings) == set()
+    monkeypatch.delenv("FRAMEWORK_LOAD_PLUGINS")
+    monkeypatch.setenv("FRAMEWORK_BLOCK_PLUGINS", "fwtest_a,fwtest_b")
+    assert loaded(settings) == set()
+
+
+def test_a_plugin_that_fails_to_import_stops_startup_naming_it(site: Path, settings: Any) -> None:
+    make_distribution(site, "framework-fwtest-broken", "fwtest_broken", "import no_such_module_anywhere\n")
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager(settings)
+    message = str(info.value)
+    assert "framework-fwtest-broken" in message
+    assert "No module named 'no_such_module_anywhere'" in message
+
+
+def test_a_plugin_with_a_misspelt_hook_is_rejected(site: Path, settings: Any) -> None:
+    body = """
+        from framework.hookspecs import hookimpl
+
+        @hookimpl
+        def register_task_typez(settings):
+            return []
+    """
+    make_distribution(site, "framework-fwtest-typo", "fwtest_typo", body)
+    with pytest.raises(PluginError, match="register_task_typez"):
+        get_plugin_manager(settings)
+
+
+def test_duplicate_task_type_names_both_plugins(site: Path, settings: Any) -> None:
+    make_distribution(site, "framework-fwtest-a", "fwtest_a", TASK_PLUGIN.format(type="same:type", delay=1))
+    make_distribution(site, "framework-fwtest-b", "fwtest_b", TASK_PLUGIN.format(type="same:type", delay=2))
+    pm = get_plugin_manager(settings)
+    with pytest.raises(PluginError) as info:
+        collect_task_types(pm, settings, Registry())
+    assert "'same:type'" in str(info.value)
+    assert "fwtest_a" in str(info.value)
+    assert "fwtest_b" in str(info.value)
+
+
+def test_get_plugins_reports_distribution_version_hooks_and_assets(site: Path, settings: Any) -> None:
+    make_distribution(site, "framework-fwtest-a", "fwtest_a", TASK_PLUGIN.format(type="a:task", delay=1))
+    (site / "fwtest_a" / "templates").mkdir()
+    infos = {i.name: i for i in get_plugins(get_plugin_manager(settings))}
+    info = infos["fwtest_a"]
+    assert info.distribution == "framework-fwtest-a"
+    assert info.version == "1.2.3"
+    assert info.hooks == ["register_task_types", "retry_delay_for"]
+    assert info.templates_dir == str((site / "fwtest_a" / "templates").resolve())
+    assert not info.builtin
+
+
+@pytest.mark.slow
+def test_a_throwaway_plugin_wheel_installed_with_pip_is_picked_up(tmp_path: Path, settings: Any) -> None:
+    src = tmp_path / "src"
+    pkg = src / "framework_fwwheel"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""A throwaway plugin."""\n')
+    (pkg / "hooks.py").write_text(textwrap.dedent(TASK_PLUGIN.format(type="wheel:task", delay=3)))
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+
+            [project]
+            name = "framework-fwwheel"
+            version = "0.0.1"
+
+            [project.entry-points.framework]
+            fwwheel = "framework_fwwheel.hooks"
+
+            [tool.hatch.build.targets.wheel]
+            packages = ["framework_fwwheel"]
+            """
+        )
+    )
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", str(src)], check=True, timeout=180)
+    try:
+        env = {**os.environ, "FRAMEWORK_REDIS_URL": settings.redis_url}
+        listed = subprocess.run(
+            [sys.executable, "-m", "framework", "plugins", "--json"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        rows = {row["name"]: row for row in json.loads(listed.stdout)}
+        assert rows["fwwheel"]["distribution"] == "framework-fwwheel"
+        assert rows["fwwheel"]["version"] == "0.0.1"
+        assert rows["fwwheel"]["contributes"]["task_types"] == ["wheel:task"]
+    finally:
+        subprocess.run([*pip, "uninstall", "-y", "framework-fwwheel"], check=True, timeout=120)

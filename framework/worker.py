@@ -113,8 +113,17 @@ class Worker:
         schema = Schema(self.settings.namespace)
         client = Client(self._redis, schema=schema, settings=self.settings, registry=self.registry, clock=self.clock)
         self._services = Services(
-            settings=self.settings, redis=self._redis, schema=schema, client=client, registry=self.registry
+            settings=self.settings,
+            redis=self._redis,
+            schema=schema,
+            client=client,
+            registry=self.registry,
+            plugin_manager=self.pm,
         )
+        if self.pm is not None:
+            from framework.jinja import build_environment  # noqa: PLC0415
+
+            self._services.jinja = build_environment(self.settings, self.pm)
         return self._services
 
     async def start(self) -> None:

@@ -120,6 +120,18 @@ class Client:
         """Create a client with its own connection pool to ``url``."""
         return cls(open_redis(url), url=url, **kwargs)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Client:
+        """Create a client for the app's Redis: ``settings.redis_url``, or the embedded Valkey.
+
+        The embedded server is started (or found running) in the data directory when no URL is set,
+        so scripts share the queues of ``framework run`` in the same directory.
+        """
+        from framework.connection import resolve_redis_url  # noqa: PLC0415
+
+        url = resolve_redis_url(settings)
+        return cls(open_redis(url), url=url, schema=Schema(settings.namespace), settings=settings, **kwargs)
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self.redis.aclose()

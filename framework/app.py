@@ -81,7 +81,9 @@ async def start_services(settings: Settings, pm: pluggy.PluginManager | None, ro
                 await await_me_maybe(impl.function(services=services))
             except Exception as exc:
                 await redis.aclose()
-                raise PluginError(f"plugin {impl.plugin_name!r} failed in startup: {type(exc).__name__}: {exc}") from exc
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in startup: {type(exc).__name__}: {exc}"
+                ) from exc
     return services
 
 
@@ -149,7 +151,9 @@ class FrameworkPlugin(InitPlugin):
     def _static_routers(self) -> list[Any]:
         routers: list[Any] = []
         for name, folder in plugin_dirs(self.pm, "static"):
-            routers.append(create_static_files_router(path=f"/static/{name}", directories=[folder], name=f"static-{name}"))
+            routers.append(
+                create_static_files_router(path=f"/static/{name}", directories=[folder], name=f"static-{name}")
+            )
         for contributed in self.pm.hook.register_static_dirs(settings=self.settings):
             for url_path, folder in contributed or []:
                 routers.append(create_static_files_router(path=url_path, directories=[Path(folder)]))
@@ -199,7 +203,9 @@ class FrameworkPlugin(InitPlugin):
             if self.run_scheduler:
                 from framework.scheduler import Scheduler  # noqa: PLC0415
 
-                scheduler = Scheduler(self.settings, plugin_manager=self.pm, registry=services.registry, redis=services.redis)
+                scheduler = Scheduler(
+                    self.settings, plugin_manager=self.pm, registry=services.registry, redis=services.redis
+                )
                 await scheduler.start()
                 parts.append(scheduler)
             yield
@@ -230,4 +236,6 @@ def create_app(
     configure_logging(settings.log_level, settings.log_format)
     plugin = FrameworkPlugin(settings, plugin_manager, run_worker=run_worker, run_scheduler=run_scheduler)
     plugins = [plugin, *litestar_options.pop("plugins", [])]
-    return Litestar(plugins=plugins, debug=settings.env == "development" and settings.log_level == "debug", **litestar_options)
+    return Litestar(
+        plugins=plugins, debug=settings.env == "development" and settings.log_level == "debug", **litestar_options
+    )

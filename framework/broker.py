@@ -133,7 +133,11 @@ class RedisBroker:
             return SCRIPTS["add_to_group"], keys, args
         if process_at is not None:
             if unique_key:
-                return SCRIPTS["schedule_unique"], [tkey, qk.scheduled, unique_key], [data, process_at, task_id, unique_ttl]
+                return (
+                    SCRIPTS["schedule_unique"],
+                    [tkey, qk.scheduled, unique_key],
+                    [data, process_at, task_id, unique_ttl],
+                )
             return SCRIPTS["schedule"], [tkey, qk.scheduled], [data, process_at, task_id]
         now_ns = int(now * 1e9)
         if unique_key:

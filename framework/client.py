@@ -160,7 +160,9 @@ class Client:
             return task, None, bytes(payload)
         return task, None, _json.encode(payload)
 
-    def _build(self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any]) -> tuple[EnqueueOptions, Any, TaskInfo]:
+    def _build(
+        self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any]
+    ) -> tuple[EnqueueOptions, Any, TaskInfo]:
         task_type, taskdef, data = self._resolve(task, payload)
         now = self.clock.now()
         opts = resolve_options(taskdef, options, self.settings, now)
@@ -249,7 +251,7 @@ class Client:
         """
         opts, (script, keys, args), info = self._build(task, payload, options)
         try:
-            if opts.queue not in self.broker._known_queues:  # noqa: SLF001
+            if opts.queue not in self.broker._known_queues:
                 await self.broker.register_queues([opts.queue])
             code = await script(self.redis, keys, args)
         except (ConnectionError, TimeoutError, OSError) as exc:

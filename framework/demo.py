@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody
 from litestar.response import Template
 
-from framework.client import Client  # noqa: TC001 - Litestar resolves handler annotations at run time
+from framework.client import Client
 from framework.hookspecs import hookimpl
-from framework.services import Services  # noqa: TC001
+from framework.services import Services
 from framework.task import TaskDef
 
 if TYPE_CHECKING:
@@ -50,7 +50,13 @@ async def handle_hello(ctx: TaskContext, payload: Hello) -> None:
 
 
 hello_task: TaskDef[Hello] = TaskDef(
-    DEMO_HELLO, Hello, handle_hello, queue="default", max_retry=3, timeout=60, retention=3600,
+    DEMO_HELLO,
+    Hello,
+    handle_hello,
+    queue="default",
+    max_retry=3,
+    timeout=60,
+    retention=3600,
     description="Greets someone after a short pause (the demo task).",
 )
 

@@ -14,6 +14,7 @@ __all__ = (
     "LeaseExpired",
     "PayloadTypeError",
     "PluginError",
+    "QueueNotFound",
     "RedisUnavailable",
     "RetryAfter",
     "RevokeTask",
@@ -54,6 +55,10 @@ class TaskIdConflict(FrameworkError):
 
 class TaskNotFound(FrameworkError, LookupError):
     """No task with that id exists in that queue."""
+
+
+class QueueNotFound(FrameworkError, LookupError):
+    """No queue with that name exists (it is not in the ``<ns>:queues`` set)."""
 
 
 class UnknownTaskType(FrameworkError, LookupError):

@@ -131,7 +131,9 @@ def resolve_options(
     """
     unknown = set(options) - _ALLOWED
     if unknown:
-        raise InvalidOption(f"unknown enqueue option(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_ALLOWED))}")
+        raise InvalidOption(
+            f"unknown enqueue option(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_ALLOWED))}"
+        )
     queue = options.get("queue") or (task.queue if task else "default")
     if not isinstance(queue, str) or not queue.strip():
         raise InvalidOption(f"option queue={queue!r} is invalid: a queue name must be a non-blank string")

@@ -110,7 +110,9 @@ def _entry_points() -> list[md.EntryPoint]:
     return unique
 
 
-def get_plugin_manager(settings: Settings | None = None, *, extra: list[tuple[str, object]] | None = None) -> pluggy.PluginManager:
+def get_plugin_manager(
+    settings: Settings | None = None, *, extra: list[tuple[str, object]] | None = None
+) -> pluggy.PluginManager:
     """Build the plugin manager: specs, then entry-point plugins in order, then ``extra`` plugins.
 
     Args:
@@ -130,7 +132,7 @@ def get_plugin_manager(settings: Settings | None = None, *, extra: list[tuple[st
         dist = ep.dist.name if ep.dist is not None else "?"
         try:
             module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure must name the plugin; re-raised below
+        except Exception as exc:
             raise PluginError(
                 f"plugin {ep.name!r} from distribution {dist} failed to load ({ep.value}): {type(exc).__name__}: {exc}"
             ) from exc
@@ -140,7 +142,7 @@ def get_plugin_manager(settings: Settings | None = None, *, extra: list[tuple[st
             pm.add_hookspecs(specs)
     for name, module, ep in loaded:
         pm.register(module, name=name)
-        pm._framework_dists = {**getattr(pm, "_framework_dists", {}), name: ep.dist}  # type: ignore[attr-defined]  # noqa: SLF001
+        pm._framework_dists = {**getattr(pm, "_framework_dists", {}), name: ep.dist}  # type: ignore[attr-defined]
     for name, plugin in extra or []:
         specs = getattr(plugin, "framework_hookspecs", None)
         if specs is not None:
@@ -151,7 +153,7 @@ def get_plugin_manager(settings: Settings | None = None, *, extra: list[tuple[st
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
     if os.environ.get("FRAMEWORK_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
+        pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     return pm
 
@@ -167,8 +169,10 @@ def _results_by_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) 
         args = {k: v for k, v in kwargs.items() if k in impl.argnames}
         try:
             result = impl.function(**args)
-        except Exception as exc:  # noqa: BLE001 - name the plugin in the error; re-raised below
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
         out.append((impl.plugin_name, result))
     return out
 

@@ -25,8 +25,12 @@ _NAMES = (
     "add_to_group",
     "add_to_group_unique",
     "archive",
+    "archive_all",
+    "archive_task",
     "cron_enqueue",
+    "delete_all",
     "delete_expired_completed",
+    "delete_task",
     "dequeue",
     "done",
     "enqueue",
@@ -35,9 +39,12 @@ _NAMES = (
     "list_lease_expired",
     "mark_complete",
     "recover",
+    "remove_queue",
     "repair_orphans",
     "requeue",
     "retry",
+    "run_all",
+    "run_task",
     "schedule",
     "schedule_unique",
 )
@@ -101,7 +108,9 @@ async def run_pipeline(client: Redis, calls: Sequence[tuple[LuaScript, Sequence[
 def _load() -> dict[str, LuaScript]:
     folder = resources.files("framework") / "lua"
     prelude = (folder / "_lib.lua").read_text(encoding="utf-8")
-    return {name: LuaScript(name, prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")) for name in _NAMES}
+    return {
+        name: LuaScript(name, prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")) for name in _NAMES
+    }
 
 
 SCRIPTS: dict[str, LuaScript] = _load()

@@ -238,9 +238,7 @@ def _validate(s: Settings) -> None:
     if s.dequeue_batch < 1:
         raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
     if s.redis_url is not None and not s.redis_url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
-        raise ConfigError(
-            f"setting redis_url={_redact(s.redis_url)!r} is invalid: use redis://, rediss:// or unix://"
-        )
+        raise ConfigError(f"setting redis_url={_redact(s.redis_url)!r} is invalid: use redis://, rediss:// or unix://")
 
 
 def _redact(url: str) -> str:
@@ -270,9 +268,7 @@ def _parse_env_value(name: str, raw: str) -> Any:
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
             if not sep:
-                raise ConfigError(
-                    f"setting {name}={raw!r} is invalid: expected name=value pairs separated by commas"
-                )
+                raise ConfigError(f"setting {name}={raw!r} is invalid: expected name=value pairs separated by commas")
             out[key.strip()] = value.strip()
         return out
     if annotation.startswith("list"):
@@ -336,7 +332,9 @@ def load_settings(
         raise ConfigError(f"settings file {toml_path} does not exist")
     env_data = _from_env(env)
     data.update(env_data)
-    sources.update({k: ("REDIS_URL" if k == "redis_url" and "REDIS_URL" in env else _ENV_PREFIX + k.upper()) for k in env_data})
+    sources.update(
+        {k: ("REDIS_URL" if k == "redis_url" and "REDIS_URL" in env else _ENV_PREFIX + k.upper()) for k in env_data}
+    )
     data.update(overrides)
     sources.update(dict.fromkeys(overrides, "arguments"))
     try:

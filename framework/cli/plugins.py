@@ -71,5 +71,7 @@ def plugins(ctx: CliContext, as_json: bool) -> None:
         table.add_column(col)
     for row in rows:
         contributes = "\n".join(f"{k}: {', '.join(v)}" for k, v in row["contributes"].items())
-        table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]), contributes)
+        table.add_row(
+            row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]), contributes
+        )
     Console().print(table)

@@ -20,7 +20,9 @@ def _banner(ctx: CliContext, host: str, port: int, parts: str) -> None:
     settings = ctx.settings
     base = f"http://{host}:{port}"
     names = {name for name, _ in ctx.pm.list_name_plugin()}
-    redis = redact_url(settings.redis_url) if settings.redis_url else f"embedded Valkey in {settings.data_path / 'valkey'}"
+    redis = (
+        redact_url(settings.redis_url) if settings.redis_url else f"embedded Valkey in {settings.data_path / 'valkey'}"
+    )
     lines = [
         f"framework {parts}",
         f"  App:        {base}/",

@@ -54,7 +54,7 @@ async def test_create_app_served_by_uvicorn_enqueues_and_runs_tasks(settings: An
 
 
 def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test server
+    with urllib.request.urlopen(url, timeout=5) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
 
@@ -66,7 +66,11 @@ def test_framework_run_serves_processes_and_stops_cleanly_on_sigint(tmp_path: Pa
     env["FRAMEWORK_LOAD_PLUGINS"] = ""
     proc = subprocess.Popen(
         [sys.executable, "-m", "framework", "run", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     out = ""
     try:
@@ -83,7 +87,7 @@ def test_framework_run_serves_processes_and_stops_cleanly_on_sigint(tmp_path: Pa
         request = urllib.request.Request(
             f"{base}/demo/tasks", data=b'{"name":"run","work_seconds":0}', headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:
             task_id = json.loads(response.read())["id"]
         deadline = time.monotonic() + 15
         while _get(f"{base}/demo/tasks/{task_id}")["state"] != "completed":

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import click
 import jinja2
 import msgspec
 import pytest
@@ -220,7 +219,12 @@ def test_hook_register_commands(settings: Any) -> None:
         "FRAMEWORK_LOAD_PLUGINS": "",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "framework", "greet", "Ann"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "framework", "greet", "Ann"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello Ann from a plugin command"

@@ -12,9 +12,7 @@ from framework import hookspecs
 
 TESTS = Path(__file__).resolve().parents[1]
 HOOKS = sorted(
-    name
-    for name, fn in vars(hookspecs).items()
-    if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
+    name for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 )
 
 
@@ -27,7 +25,7 @@ def test_hook_is_documented(name: str) -> None:
     fn = getattr(hookspecs, name)
     doc = inspect.getdoc(fn) or ""
     assert doc.splitlines()[0].strip(), f"hook {name} has no summary line"
-    params = [p for p in inspect.signature(fn).parameters]
+    params = list(inspect.signature(fn).parameters)
     assert "Args:" in doc, f"hook {name} does not describe its arguments"
     for param in params:
         assert re.search(rf"^\s+{param}:", doc, re.MULTILINE), f"hook {name} does not describe argument {param!r}"

@@ -180,7 +180,11 @@ def test_a_throwaway_plugin_wheel_installed_with_pip_is_picked_up(tmp_path: Path
         env = {**os.environ, "FRAMEWORK_REDIS_URL": settings.redis_url}
         listed = subprocess.run(
             [sys.executable, "-m", "framework", "plugins", "--json"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert listed.returncode == 0, listed.stderr
         rows = {row["name"]: row for row in json.loads(listed.stdout)}

@@ -1,0 +1,330 @@
+"""Benchmark of the framework's queue on the workload the Python peer benchmark uses.
+
+    python bench/harness.py [--redis-url URL] [--reps 3] [--n 20000] [--out results.json]
+
+Phases per repetition, each from an empty Redis (FLUSHALL):
+
+* bulk: enqueue N no-op tasks through the fastest path (``Client.enqueue_many``, pipelined) -> tasks/s;
+* process: spawn ONE ``framework worker`` process (default settings: concurrency 10) and time it from
+  spawn until all N (+1 warm-up) tasks ran -> tasks/s wall and steady (from the first finished task),
+  Redis commands per task (``INFO commandstats``, Lua-internal calls included, the handler's own INCR
+  and the harness's polling subtracted), worker RSS;
+* seq: S tasks enqueued one at a time, each awaited -> tasks/s;
+* latency: a warm idle worker, L tasks enqueued 5 ms apart; the handler records start - enqueue time.
+
+Without ``--redis-url`` a server is started on a free loopback port: Debian's ``redis-server`` when
+installed (the peers' server kind), else the embedded Valkey binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis as redis_sync
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.noop_app import DONE_KEY, LAT_KEY, Noop, noop  # noqa: E402
+from framework.client import Client, Job  # noqa: E402
+from framework.connection import open_redis  # noqa: E402
+from framework.embedded import free_port, start_test_server  # noqa: E402
+from framework.settings import Settings  # noqa: E402
+
+OWN = {"info", "config|resetstat", "flushall", "get"}
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--redis-url", default="")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--seq", type=int, default=5000)
+    ap.add_argument("--lat", type=int, default=500)
+    ap.add_argument("--concurrency", type=int, default=0, help="worker concurrency (0 = the default setting)")
+    ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--phases", default="bulk,process,seq,latency")
+    ap.add_argument("--out", default="")
+    return ap.parse_args()
+
+
+class Server:
+    """A Redis for the benchmark: Debian's redis-server if installed, else the embedded Valkey."""
+
+    def __init__(self, folder: Path) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.valkey: Any = None
+        binary = shutil.which("redis-server")
+        if binary:
+            port = free_port()
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                stdout=subprocess.DEVNULL,
+            )
+            self.url = f"redis://127.0.0.1:{port}/0"
+            self.kind = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout.split()[2]
+            client = redis_sync.Redis.from_url(self.url)
+            for _ in range(100):
+                try:
+                    client.ping()
+                    break
+                except redis_sync.ConnectionError:
+                    time.sleep(0.05)
+            client.close()
+        else:
+            self.valkey = start_test_server(folder)
+            self.url = self.valkey.url
+            self.kind = "valkey (embedded)"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.valkey is not None:
+            self.valkey.stop()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, url: str) -> None:
+        self.args = args
+        self.url = url
+        self.ctl = redis_sync.Redis.from_url(url)
+        self.settings = Settings(redis_url=url, log_level="warning")
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def cmdstats(self) -> dict[str, int]:
+        return {k.replace("cmdstat_", ""): v["calls"] for k, v in self.ctl.info("commandstats").items()}
+
+    @staticmethod
+    def lib_commands(stats: dict[str, int], own_incr: int = 0, own_rpush: int = 0) -> dict[str, int]:
+        out = {k: v for k, v in stats.items() if k not in OWN}
+        out["incrby"] = out.get("incrby", 0) - own_incr
+        out["rpush"] = out.get("rpush", 0) - own_rpush
+        return {k: v for k, v in out.items() if v > 0}
+
+    def start_worker(self, log: Path) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "REDIS_URL": self.url,
+                "FRAMEWORK_APP": "bench.noop_app",
+                "FRAMEWORK_LOAD_PLUGINS": "",
+                "FRAMEWORK_LOG_LEVEL": "warning",
+            }
+        )
+        cmd = [sys.executable, "-m", "framework", "worker", "--processes", str(self.args.processes)]
+        if self.args.concurrency:
+            cmd += ["--concurrency", str(self.args.concurrency)]
+        with log.open("w") as f:
+            return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @staticmethod
+    def stop_worker(p: subprocess.Popen[bytes]) -> None:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                p.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    @staticmethod
+    def rss_mb(pid: int) -> float:
+        total = 0
+        try:
+            children = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+        except FileNotFoundError:
+            children = [str(pid)]
+        for child in children or [str(pid)]:
+            try:
+                for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
+
+    def done(self) -> int:
+        return int(self.ctl.get(DONE_KEY) or 0)
+
+    def wait_done(self, target: int, timeout: float) -> tuple[int, tuple[float, int] | None, int]:
+        start = time.perf_counter()
+        first: tuple[float, int] | None = None
+        polls = 0
+        while True:
+            count = self.done()
+            polls += 1
+            now = time.perf_counter()
+            if count >= 1 and first is None:
+                first = (now, count)
+            if count >= target or now - start > timeout:
+                return count, first, polls
+            time.sleep(0.005)
+
+    async def _client(self) -> Client:
+        return Client(open_redis(self.url), settings=self.settings)
+
+    # -- phases ------------------------------------------------------------------------------------
+
+    async def bulk(self) -> dict[str, Any]:
+        self.ctl.flushall()
+        client = await self._client()
+        await noop.enqueue(client, Noop())  # warm-up: connects, loads scripts, registers the queue
+        self.ctl.config_resetstat()
+        t = time.perf_counter()
+        chunk = 1000
+        for i in range(0, self.args.n, chunk):
+            await client.enqueue_many([Job(noop, Noop()) for _ in range(min(chunk, self.args.n - i))])
+        dt = time.perf_counter() - t
+        stats = self.lib_commands(self.cmdstats())
+        await client.close()
+        return {
+            "bulk_enqueue_rate": self.args.n / dt,
+            "bulk_cmds_per_task": sum(stats.values()) / self.args.n,
+            "bulk_cmds": stats,
+        }
+
+    def process(self, log_dir: Path, rep: int) -> dict[str, Any]:
+        self.ctl.config_resetstat()
+        total = self.args.n + 1
+        t0 = time.perf_counter()
+        worker = self.start_worker(log_dir / f"process-{rep}.log")
+        try:
+            count, first, polls = self.wait_done(total, 150.0)
+            t_end = time.perf_counter()
+            rss = self.rss_mb(worker.pid)
+        finally:
+            self.stop_worker(worker)
+        stats = self.lib_commands(self.cmdstats(), own_incr=count)
+        stats["get"] = 0
+        stats = {k: v for k, v in stats.items() if v > 0}
+        wall = t_end - t0
+        steady = (count - first[1]) / (t_end - first[0]) if first and t_end > first[0] else 0.0
+        idle_cmds = {k: v for k, v in stats.items() if k in ("evalsha", "zadd", "set", "publish")}
+        return {
+            "processed": count,
+            "process_rate_wall": count / wall,
+            "process_rate_steady": steady,
+            "startup_s": (first[0] - t0) if first else None,
+            "process_cmds_per_task": sum(stats.values()) / max(count, 1),
+            "process_cmds": stats,
+            "client_evalsha_per_task": idle_cmds.get("evalsha", 0) / max(count, 1),
+            "worker_rss_mb": rss,
+        }
+
+    async def seq(self) -> dict[str, Any]:
+        self.ctl.flushall()
+        client = await self._client()
+        await noop.enqueue(client, Noop())
+        self.ctl.config_resetstat()
+        t = time.perf_counter()
+        for _ in range(self.args.seq):
+            await noop.enqueue(client, Noop())
+        dt = time.perf_counter() - t
+        stats = self.lib_commands(self.cmdstats())
+        await client.close()
+        return {"seq_enqueue_rate": self.args.seq / dt, "seq_cmds_per_task": sum(stats.values()) / self.args.seq}
+
+    async def latency(self, log_dir: Path, rep: int) -> dict[str, Any]:
+        self.ctl.flushall()
+        worker = self.start_worker(log_dir / f"latency-{rep}.log")
+        client = await self._client()
+        try:
+            await noop.enqueue(client, Noop())
+            self.wait_done(1, 60.0)
+            await asyncio.sleep(0.5)
+            self.ctl.config_resetstat()
+            idle_start = self.cmdstats()
+            await asyncio.sleep(2.0)
+            idle = self.lib_commands(self.cmdstats())
+            idle = {k: v - idle_start.get(k, 0) for k, v in idle.items() if v - idle_start.get(k, 0) > 0}
+            for _ in range(self.args.lat):
+                await noop.enqueue(client, Noop(t0=time.time()))
+                await asyncio.sleep(0.005)
+            self.wait_done(self.args.lat + 1, 60.0)
+            lat = [float(x) for x in self.ctl.lrange(LAT_KEY, 0, -1)]
+        finally:
+            await client.close()
+            self.stop_worker(worker)
+        lat.sort()
+
+        def pct(p: float) -> float:
+            k = (len(lat) - 1) * p / 100
+            lo, hi = int(k), min(int(k) + 1, len(lat) - 1)
+            return lat[lo] + (lat[hi] - lat[lo]) * (k - lo)
+
+        return {
+            "latency_p50_ms": pct(50),
+            "latency_p99_ms": pct(99),
+            "latency_max_ms": lat[-1],
+            "idle_cmds_per_s": sum(idle.values()) / 2.0,
+        }
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = {k for r in runs for k, v in r.items() if isinstance(v, int | float)}
+    return {k: statistics.median(r[k] for r in runs if isinstance(r.get(k), int | float)) for k in sorted(keys)}
+
+
+def main() -> None:
+    args = parse_args()
+    phases = set(args.phases.split(","))
+    work = Path(tempfile.mkdtemp(prefix="framework-bench-"))
+    server = None
+    url = args.redis_url
+    if not url:
+        server = Server(work)
+        url = server.url
+    bench = Bench(args, url)
+    runs = []
+    try:
+        for rep in range(args.reps):
+            result: dict[str, Any] = {}
+            if "bulk" in phases or "process" in phases:
+                result.update(asyncio.run(bench.bulk()))
+            if "process" in phases:
+                result.update(bench.process(work, rep))
+            if "seq" in phases:
+                result.update(asyncio.run(bench.seq()))
+            if "latency" in phases:
+                result.update(asyncio.run(bench.latency(work, rep)))
+            print(json.dumps({"rep": rep, **{k: v for k, v in result.items() if not isinstance(v, dict)}}), file=sys.stderr)
+            runs.append(result)
+    finally:
+        bench.ctl.close()
+        if server is not None:
+            server.stop()
+    summary = {
+        "library": "framework",
+        "server": server.kind if server else url,
+        "processes": args.processes,
+        "concurrency": args.concurrency or Settings().concurrency,
+        "n": args.n,
+        "median": median_of(runs),
+        "runs": runs,
+    }
+    text = json.dumps(summary, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

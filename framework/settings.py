@@ -159,7 +159,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     queue_defaults: dict[str, TaskDefaults] = msgspec.field(default_factory=dict)
     concurrency: int = 10
     shutdown_timeout: float = 8.0
-    heartbeat_interval: float = 5.0
+    heartbeat_interval: float = 2.0
     forward_interval: float = 1.0
     janitor_interval: float = 8.0
     recoverer_interval: float = 5.0
@@ -200,7 +200,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         try:
             return msgspec.convert(raw, config_type, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid setting in [plugins.{name}]: {exc}") from exc
+            path = _error_path(str(exc))
+            if not path:
+                raise ConfigError(f"invalid setting in [plugins.{name}]: {exc}") from exc
+            setting, value = _lookup(raw, path)
+            raise ConfigError(f"setting plugins.{name}.{setting}={_mask(setting, value)!r} is invalid: {exc}") from exc
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (validated again)."""
@@ -211,6 +215,23 @@ def _validate(s: Settings) -> None:
     """Check the rules msgspec types cannot express; raise ConfigError naming the setting."""
     if s.concurrency < 1:
         raise ConfigError(f"setting concurrency={s.concurrency!r} is invalid: must be an integer >= 1")
+    _validate_queues(s)
+    _validate_intervals(s)
+    if s.dequeue_batch < 1:
+        raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"setting port={s.port!r} is invalid: must be an integer from 0 to 65535")
+    if s.redis_url is not None and not s.redis_url.startswith(_URL_SCHEMES):
+        raise ConfigError(
+            f"setting redis_url={_redact(s.redis_url)!r} is invalid: use redis://, rediss://, unix://, "
+            "redis+cluster:// or redis+sentinel://"
+        )
+
+
+_URL_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "redis+cluster://", "redis+sentinel://")
+
+
+def _validate_queues(s: Settings) -> None:
     if not s.queues:
         raise ConfigError("setting queues={} is invalid: at least one queue with a weight >= 1 is needed")
     for name, weight in s.queues.items():
@@ -227,7 +248,17 @@ def _validate(s: Settings) -> None:
             f"setting queue_limits reserves {reserved} slots but concurrency={s.concurrency}: "
             "reservations must not exceed the concurrency"
         )
-    for field_name in ("shutdown_timeout", "heartbeat_interval", "forward_interval", "janitor_interval"):
+    _validate_queue_defaults(s.queue_defaults)
+
+
+def _validate_intervals(s: Settings) -> None:
+    for field_name in (
+        "shutdown_timeout",
+        "heartbeat_interval",
+        "forward_interval",
+        "janitor_interval",
+        "recoverer_interval",
+    ):
         value = getattr(s, field_name)
         if value <= 0:
             raise ConfigError(f"setting {field_name}={value!r} is invalid: must be a number of seconds > 0")
@@ -235,10 +266,70 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"setting heartbeat_interval={s.heartbeat_interval!r} is invalid: must be < 15 s so 30 s leases stay valid"
         )
-    if s.dequeue_batch < 1:
-        raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
-    if s.redis_url is not None and not s.redis_url.startswith(("redis://", "rediss://", "unix://", "valkey://")):
-        raise ConfigError(f"setting redis_url={_redact(s.redis_url)!r} is invalid: use redis://, rediss:// or unix://")
+
+
+def _validate_queue_defaults(defaults: Mapping[str, TaskDefaults]) -> None:
+    for name, d in defaults.items():
+        if d.max_retry is not None and d.max_retry < 0:
+            raise ConfigError(f"setting queue_defaults[{name!r}].max_retry={d.max_retry!r} is invalid: must be >= 0")
+        if d.timeout is not None and d.timeout <= 0:
+            raise ConfigError(
+                f"setting queue_defaults[{name!r}].timeout={d.timeout!r} is invalid: must be a number of seconds > 0"
+            )
+        if d.retention is not None and d.retention < 0:
+            raise ConfigError(
+                f"setting queue_defaults[{name!r}].retention={d.retention!r} is invalid: must be seconds >= 0"
+            )
+
+
+_SECRET_WORDS = ("password", "secret", "token", "api_key", "access_key")
+
+
+def _mask(name: str, value: Any) -> Any:
+    """``value`` as it may appear in an error: secrets as ``***``, passwords in URLs hidden."""
+    if isinstance(value, Mapping):
+        return {k: _mask(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(name, v) for v in value]
+    if value not in (None, "") and any(word in name.lower() for word in _SECRET_WORDS):
+        return "***"
+    if isinstance(value, str):
+        return _redact(value)
+    return value
+
+
+def _error_path(text: str) -> list[str | int]:
+    """The location of a msgspec validation error, ``at `$.a[0].b``` -> ["a", 0, "b"]; [...] ends it."""
+    if "at `$" not in text:
+        return []
+    raw = text.rsplit("at `$", 1)[1].rstrip("`")
+    path: list[str | int] = []
+    for part in raw.replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            inner = part[1:-1]
+            if not inner.isdigit():
+                break
+            path.append(int(inner))
+        else:
+            path.append(part)
+    return path
+
+
+def _lookup(data: Any, path: list[str | int]) -> tuple[str, Any]:
+    """The dotted name of ``path`` and the value found there in ``data`` (None when absent)."""
+    name = ""
+    value = data
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else part)
+        if isinstance(part, int) and isinstance(value, list) and part < len(value):
+            value = value[part]
+        elif isinstance(part, str) and isinstance(value, Mapping):
+            value = value.get(part)
+        else:
+            value = None
+    return name, value
 
 
 def _redact(url: str) -> str:
@@ -293,12 +384,15 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def _describe_error(exc: msgspec.ValidationError, data: Mapping[str, Any], sources: Mapping[str, str]) -> str:
     text = str(exc)
-    path = text.rsplit("at `$.", 1)[-1].rstrip("`") if "at `$." in text else ""
-    top = path.split(".", 1)[0].split("[", 1)[0]
-    if top:
-        value = data.get(top)
-        where = sources.get(top, "settings")
-        return f"setting {top}={value!r} (from {where}) is invalid: {text}"
+    path = _error_path(text)
+    if path:
+        name, value = _lookup(data, path)
+        where = sources.get(str(path[0]), "settings")
+        return f"setting {name}={_mask(name, value)!r} (from {where}) is invalid: {text}"
+    if text.startswith("Object contains unknown field `"):
+        unknown = text.split("`")[1]
+        where = sources.get(unknown, "settings")
+        return f"unknown setting {unknown!r} (from {where}); allowed settings: {', '.join(sorted(_FIELD_TYPES))}"
     return f"invalid settings: {text}"
 
 
@@ -320,7 +414,8 @@ def load_settings(
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    toml_path = Path(path) if path else Path(env.get("FRAMEWORK_CONFIG", "framework.toml"))
+    explicit = path or env.get("FRAMEWORK_CONFIG")
+    toml_path = Path(explicit) if explicit else Path("framework.toml")
     if toml_path.is_file():
         try:
             file_data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
@@ -328,13 +423,14 @@ def load_settings(
             raise ConfigError(f"settings file {toml_path} is not valid TOML: {exc}") from exc
         data.update(file_data)
         sources.update(dict.fromkeys(file_data, str(toml_path)))
-    elif path:
-        raise ConfigError(f"settings file {toml_path} does not exist")
+    elif explicit:
+        where = "" if path else " (FRAMEWORK_CONFIG)"
+        raise ConfigError(f"settings file {toml_path}{where} does not exist")
     env_data = _from_env(env)
     data.update(env_data)
-    sources.update(
-        {k: ("REDIS_URL" if k == "redis_url" and "REDIS_URL" in env else _ENV_PREFIX + k.upper()) for k in env_data}
-    )
+    sources.update({k: _ENV_PREFIX + k.upper() for k in env_data})
+    if "redis_url" in env_data and not env.get(_ENV_PREFIX + "REDIS_URL"):
+        sources["redis_url"] = "REDIS_URL"
     data.update(overrides)
     sources.update(dict.fromkeys(overrides, "arguments"))
     try:

@@ -1,0 +1,266 @@
+"""The ``local`` storage backend: objects are files in a folder of the data directory (the development default).
+
+Layout of the folder (``settings.data_path / settings.storage.local_dir``)::
+
+    <key>                        the object's bytes; the web app serves the folder at ``storage.public_url``
+    .local-storage/meta/<key>    a JSON sidecar: content type and user metadata
+    .local-storage/tmp/          files being written; each is moved into place with ``os.replace``
+
+Writes are atomic: a reader sees the old object or the new one, never a partial file. Keys whose
+first segment is ``.local-storage`` are reserved, and listings skip that folder. Because objects
+are files, one key cannot be both an object and the prefix of other objects (``a/b`` and
+``a/b/c``); S3 allows that, this backend raises :class:`~framework.storage.base.InvalidKey`.
+URLs are ``<public_url>/<key>`` and do not expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import mimetypes
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from urllib.parse import quote
+
+import msgspec
+
+from framework.storage.base import (
+    DEFAULT_CONTENT_TYPE,
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageUnavailable,
+    validate_key,
+    validate_metadata,
+    validate_prefix,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+
+    from framework.settings import Settings
+
+__all__ = ("LocalStorage", "local_objects_dir")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _Sidecar(msgspec.Struct, frozen=True, kw_only=True):
+    content_type: str = DEFAULT_CONTENT_TYPE
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+_encode_sidecar = msgspec.json.Encoder().encode
+_decode_sidecar = msgspec.json.Decoder(_Sidecar).decode
+
+
+_INTERNAL = ".local-storage"
+
+
+def local_objects_dir(settings: Settings) -> Path:
+    """The folder the web app serves at ``settings.storage.public_url`` for the local backend."""
+    return settings.data_path / settings.storage.local_dir
+
+
+class LocalStorage:
+    """Objects as files under ``root`` (see the module docstring for the layout).
+
+    Args:
+        root: the backend's folder; created on first write.
+        public_url: base URL under which the app serves ``root``.
+    """
+
+    def __init__(self, root: Path, *, public_url: str = "/storage") -> None:
+        self.root = root
+        self.objects_dir = root
+        self._meta_dir = root / _INTERNAL / "meta"
+        self._tmp_dir = root / _INTERNAL / "tmp"
+        self._public_url = public_url.rstrip("/")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalStorage:
+        """Build the backend from ``settings.storage`` (``local_dir`` inside ``settings.data_path``)."""
+        return cls(local_objects_dir(settings), public_url=settings.storage.public_url)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    # -- the Storage protocol ---------------------------------------------------------------------
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Store ``data`` under ``key`` atomically; see :meth:`framework.storage.Storage.put`."""
+        self._check(key)
+        sidecar = _Sidecar(content_type=content_type or DEFAULT_CONTENT_TYPE, metadata=validate_metadata(metadata))
+        return await self._in_thread(self._put_sync, key, bytes(data), sidecar)
+
+    async def get(self, key: str) -> bytes:
+        """Return the object's bytes; see :meth:`framework.storage.Storage.get`."""
+        self._check(key)
+        return await self._in_thread(self._get_sync, key)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """Return the object's info; see :meth:`framework.storage.Storage.stat`."""
+        self._check(key)
+        return await self._in_thread(self._stat_sync, key)
+
+    async def delete(self, key: str) -> bool:
+        """Delete the object and its sidecar; see :meth:`framework.storage.Storage.delete`."""
+        self._check(key)
+        return await self._in_thread(self._delete_sync, key)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Iterate over objects under ``prefix`` in key order; see :meth:`framework.storage.Storage.list`."""
+        validate_prefix(prefix)
+        for info in await self._in_thread(self._list_sync, prefix):
+            yield info
+
+    async def url(self, key: str, *, expires: float = 3600) -> str:
+        """Return ``<public_url>/<key>`` (percent-encoded); ``expires`` is ignored."""
+        self._check(key)
+        return f"{self._public_url}/{quote(key, safe='/')}"
+
+    async def check(self) -> None:
+        """Check that the root folder exists (creating it) and is writable."""
+        await self._in_thread(self._check_sync)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    # -- blocking parts, run in a worker thread ---------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (ObjectNotFound, InvalidKey):
+            raise
+        except OSError as exc:
+            raise StorageUnavailable(f"local storage at {self.root} failed: {exc}") from exc
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.objects_dir / key, self._meta_dir / key
+
+    @staticmethod
+    def _check(key: str) -> str:
+        validate_key(key)
+        if key.split("/", 1)[0] == _INTERNAL:
+            raise InvalidKey(f"invalid object key {key!r}: {_INTERNAL}/ is reserved by the local backend")
+        return key
+
+    def _put_sync(self, key: str, data: bytes, sidecar: _Sidecar) -> ObjectInfo:
+        path, meta_path = self._paths(key)
+        for folder in (self.objects_dir, self._meta_dir, self._tmp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise InvalidKey(f"invalid object key {key!r}: it is also the prefix of other objects (local backend)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise InvalidKey(f"invalid object key {key!r}: a prefix of it is an object (local backend)") from exc
+        self._write_atomic(meta_path, _encode_sidecar(sidecar))
+        self._write_atomic(path, data)
+        st = path.stat()
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=sidecar.content_type,
+            modified=st.st_mtime,
+            metadata=dict(sidecar.metadata),
+        )
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def _get_sync(self, key: str) -> bytes:
+        path, _ = self._paths(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
+
+    def _stat_sync(self, key: str) -> ObjectInfo:
+        path, meta_path = self._paths(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self!r}")
+        try:
+            sidecar = _decode_sidecar(meta_path.read_bytes())
+        except (FileNotFoundError, NotADirectoryError, msgspec.DecodeError):
+            guessed = mimetypes.guess_type(key)[0]
+            sidecar = _Sidecar(content_type=guessed or DEFAULT_CONTENT_TYPE)
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=sidecar.content_type,
+            modified=st.st_mtime,
+            metadata=dict(sidecar.metadata),
+        )
+
+    def _delete_sync(self, key: str) -> bool:
+        path, meta_path = self._paths(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+        meta_path.unlink(missing_ok=True)
+        self._prune(path.parent, self.objects_dir)
+        self._prune(meta_path.parent, self._meta_dir)
+        return True
+
+    @staticmethod
+    def _prune(folder: Path, top: Path) -> None:
+        """Remove empty folders from ``folder`` up to (not including) ``top``."""
+        while folder != top and top in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def _list_sync(self, prefix: str) -> builtins.list[ObjectInfo]:
+        if prefix.split("/", 1)[0] == _INTERNAL and "/" in prefix:
+            return []
+        # Walk only the deepest folder the prefix names in full, then filter by the string prefix.
+        start = self.objects_dir.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.objects_dir
+        found: builtins.list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            base = Path(dirpath).relative_to(self.objects_dir).as_posix()
+            if base == ".":
+                dirnames[:] = [name for name in dirnames if name != _INTERNAL]
+            for name in filenames:
+                key = name if base == "." else f"{base}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:  # deleted while listing
+                    continue
+                found.append(ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime))
+        found.sort(key=lambda info: info.key.encode("utf-8"))
+        return found
+
+    def _check_sync(self) -> None:
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.objects_dir, os.W_OK | os.X_OK):
+            raise PermissionError(f"{self.objects_dir} is not writable")

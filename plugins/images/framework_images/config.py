@@ -1,0 +1,108 @@
+"""Settings of the images plugin: the ``[plugins.images]`` section, decoded into :class:`ImagesConfig`.
+
+Example (``framework.toml``)::
+
+    [plugins.images]
+    sizes = { thumb = 200, medium = 800 }
+    formats = ["webp", "jpeg"]
+    max_upload_bytes = 10485760
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+
+if TYPE_CHECKING:
+    from framework.settings import Settings
+
+__all__ = ("MIB", "ImageFormat", "ImagesConfig", "load_config")
+
+MIB = 1024 * 1024
+
+ImageFormat = Literal["webp", "jpeg"]
+"""An output format of thumbnails."""
+
+_SIZE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_RESERVED_NAMES = frozenset({"original", "record"})
+
+
+def _default_sizes() -> dict[str, int]:
+    return {"small": 320, "medium": 800, "large": 1600}
+
+
+class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How uploads are accepted and thumbnails made. Set by the user; read by the plugin.
+
+    Attributes:
+        sizes: thumbnail name -> width in pixels. The height follows the aspect ratio. An image
+            narrower than a width is not enlarged: that thumbnail keeps the original width.
+            Names are lower-case letters, digits, ``-`` and ``_`` (they are part of object keys);
+            ``original`` and ``record`` are taken.
+        formats: output formats, each size is written in each; the first is the one the uploads
+            route lists under ``thumbnails``.
+        webp_quality: lossy WebP quality, 1-100.
+        webp_method: WebP encoder effort, 0 (fast) to 6 (small files).
+        jpeg_quality: JPEG quality, 1-100.
+        reducing_gap: Pillow's two-step resize factor (JPEG draft decoding and ``reduce`` first,
+            then resampling); 2.0 is Pillow's default, bigger is closer to a plain resample, and
+            none resamples the full image.
+        max_upload_bytes: the largest upload the route accepts (413 above).
+        max_pixels: the largest image (width x height) the task decodes; above, it is archived as
+            a possible decompression bomb. Pillow's own limit (``Image.MAX_IMAGE_PIXELS``) applies too.
+        max_parallel: at most this many images are decoded at once per process (0 = one per CPU).
+        path: URL path of the uploads route.
+    """
+
+    sizes: dict[str, int] = msgspec.field(default_factory=_default_sizes)
+    formats: list[ImageFormat] = msgspec.field(default_factory=lambda: ["webp"])
+    webp_quality: int = 80
+    webp_method: int = 4
+    jpeg_quality: int = 85
+    reducing_gap: float | None = 2.0
+    max_upload_bytes: int = 20 * MIB
+    max_pixels: int = 50_000_000
+    max_parallel: int = 0
+    path: str = "/uploads"
+
+    def __post_init__(self) -> None:
+        _check_sizes(self.sizes)
+        if not self.formats or len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats={self.formats!r} is invalid: give one or more of 'webp', 'jpeg', once each")
+        for name in ("webp_quality", "jpeg_quality"):
+            if not 1 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: use 1 to 100")
+        if not 0 <= self.webp_method <= 6:
+            raise ValueError(f"webp_method={self.webp_method!r} is invalid: use 0 to 6")
+        if self.reducing_gap is not None and self.reducing_gap <= 1.0:
+            raise ValueError(f"reducing_gap={self.reducing_gap!r} is invalid: use a number > 1.0, or none")
+        for name in ("max_upload_bytes", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
+        if self.max_parallel < 0:
+            raise ValueError(f"max_parallel={self.max_parallel!r} is invalid: must be >= 0")
+        if not self.path.startswith("/"):
+            raise ValueError(f"path={self.path!r} is invalid: it must start with '/'")
+
+
+def _check_sizes(sizes: dict[str, int]) -> None:
+    if not sizes:
+        raise ValueError("sizes={} is invalid: give at least one name = width")
+    for name, width in sizes.items():
+        if not _SIZE_NAME.match(name) or name in _RESERVED_NAMES:
+            raise ValueError(
+                f"sizes[{name!r}] is invalid: names are 1-32 of a-z, 0-9, '-', '_' and not 'original' or 'record'"
+            )
+        if width < 1:
+            raise ValueError(f"sizes[{name!r}]={width!r} is invalid: widths must be >= 1 pixel")
+
+
+def load_config(settings: Settings) -> ImagesConfig:
+    """Decode ``[plugins.images]`` from ``settings``.
+
+    Raises:
+        framework.errors.ConfigError: a value is invalid; the message names it.
+    """
+    return settings.plugin_config("images", ImagesConfig)

@@ -1,0 +1,496 @@
+"""The storage service: key rules, the local backend, and the S3 backend against a real SeaweedFS server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from framework.errors import ConfigError, FrameworkError
+from framework.settings import Settings, StorageSettings
+from framework.storage import (
+    InvalidKey,
+    InvalidMetadata,
+    LocalStorage,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    local_objects_dir,
+    open_storage,
+    validate_key,
+    validate_metadata,
+    validate_prefix,
+)
+from framework.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from tests.fixtures.s3 import S3Server
+
+
+# -- key rules ------------------------------------------------------------------------------------
+
+VALID_KEYS = [
+    "a",
+    "uploads/1/original.jpg",
+    "with space/été.png",
+    "a..b/c",
+    ".hidden/x",
+    "x/..y/z.",
+    "ü" * 512,  # 1024 bytes
+]
+
+INVALID_KEYS = [
+    ("", "empty"),
+    ("/etc/passwd", "absolute"),
+    ("a//b", "empty segment"),
+    ("a/", "empty segment"),
+    ("../x", "traversal"),
+    ("a/../../b", "traversal"),
+    ("./a", "traversal"),
+    ("a/.", "traversal"),
+    ("a\\b", "backslash"),
+    ("a\x00b", "control"),
+    ("a\nb", "control"),
+    ("\ud800x", "UTF-8"),
+    ("x" * 1025, "1025 bytes"),
+    ("é" * 513, "1026 bytes"),
+]
+
+
+@pytest.mark.parametrize("key", VALID_KEYS)
+def test_validate_key_accepts(key: str) -> None:
+    assert validate_key(key) == key
+
+
+@pytest.mark.parametrize(("key", "problem"), INVALID_KEYS)
+def test_validate_key_rejects_naming_the_problem(key: str, problem: str) -> None:
+    with pytest.raises(InvalidKey) as info:
+        validate_key(key)
+    assert problem in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, FrameworkError)
+
+
+def test_validate_key_rejects_non_strings() -> None:
+    with pytest.raises(InvalidKey, match="must be a string"):
+        validate_key(b"a")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prefix", ["", "uploads/", "uploads/ab", "a/b/", ".", "a/..", "a/.h"])
+def test_validate_prefix_accepts(prefix: str) -> None:
+    assert validate_prefix(prefix) == prefix
+
+
+@pytest.mark.parametrize("prefix", ["/", "/a", "../", "a//", "a/../", "a\\", "a/b\x00", "../x"])
+def test_validate_prefix_rejects(prefix: str) -> None:
+    with pytest.raises(InvalidKey, match="invalid list prefix"):
+        validate_prefix(prefix)
+
+
+def test_validate_metadata_lowercases_names() -> None:
+    assert validate_metadata({"Upload-ID": "42", "x_y": ""}) == {"upload-id": "42", "x_y": ""}
+    assert validate_metadata(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"bad name": "v"}, "invalid metadata name"),
+        ({"": "v"}, "invalid metadata name"),
+        ({"k": "é"}, "not printable ASCII"),
+        ({"k": "a\nb"}, "not printable ASCII"),
+        ({"k": "x" * 3000}, "at most 2048"),
+    ],
+)
+def test_validate_metadata_rejects(metadata: dict[str, str], problem: str) -> None:
+    with pytest.raises(InvalidMetadata, match=problem):
+        validate_metadata(metadata)
+
+
+# -- open_storage ---------------------------------------------------------------------------------
+
+
+def test_open_storage_defaults_to_local_in_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=str(tmp_path))
+    storage = open_storage(settings)
+    assert isinstance(storage, LocalStorage)
+    assert storage.root == tmp_path / "storage"
+    assert local_objects_dir(settings) == tmp_path / "storage"
+
+
+def test_open_storage_s3(s3_server: S3Server) -> None:
+    storage = open_storage(s3_server.settings("some-bucket"))
+    assert isinstance(storage, S3Storage)
+    assert (storage.endpoint, storage.bucket) == (s3_server.endpoint, "some-bucket")
+
+
+def test_open_storage_s3_needs_an_endpoint() -> None:
+    with pytest.raises(ConfigError, match=r"storage\.endpoint"):
+        open_storage(Settings(storage=StorageSettings(backend="s3")))
+
+
+def test_open_storage_s3_rejects_a_bad_bucket_name() -> None:
+    settings = Settings(storage=StorageSettings(backend="s3", endpoint="127.0.0.1:1", bucket="x"))
+    with pytest.raises(ConfigError, match=r"storage\.bucket"):
+        open_storage(settings)
+
+
+def test_s3_credentials_fall_back_to_the_environment() -> None:
+    settings = Settings(
+        storage=StorageSettings(backend="s3", endpoint="https://s3.example.com:9443", bucket="env-bucket")
+    )
+    env = {"AWS_ACCESS_KEY_ID": "from-env", "AWS_SECRET_ACCESS_KEY": "secret-env", "AWS_REGION": "eu-west-3"}
+    storage = S3Storage.from_settings(settings, environ=env)
+    creds = storage._client._provider.retrieve()  # type: ignore[union-attr]
+    assert (creds.access_key, creds.secret_key) == ("from-env", "secret-env")
+    assert storage._region == "eu-west-3"
+    assert storage.endpoint == "s3.example.com:9443"  # the URL's scheme chose TLS
+    assert storage._client._base_url.is_https
+    explicit = Settings(storage=StorageSettings(backend="s3", endpoint="h:1", access_key="a", secret_key="b"))
+    creds = S3Storage.from_settings(explicit, environ=env)._client._provider.retrieve()  # type: ignore[union-attr]
+    assert (creds.access_key, creds.secret_key) == ("a", "b")
+
+
+# -- the contract, on both backends ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["local", "s3"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    store: Storage
+    if request.param == "local":
+        store = LocalStorage(tmp_path / "store", public_url="/files/")
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        bucket: str = request.getfixturevalue("s3_bucket")
+        store = S3Storage(
+            endpoint=server.endpoint,
+            bucket=bucket,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            region=server.region,
+            secure=False,
+        )
+    yield store
+    await store.close()
+
+
+async def test_put_get_stat(storage: Storage) -> None:
+    before = time.time() - 5
+    info = await storage.put(
+        "docs/a.txt", b"hello", content_type="text/plain", metadata={"Origin": "test", "upload-id": "7"}
+    )
+    assert (info.key, info.size, info.content_type) == ("docs/a.txt", 5, "text/plain")
+    assert info.metadata == {"origin": "test", "upload-id": "7"}
+    assert await storage.get("docs/a.txt") == b"hello"
+    stat = await storage.stat("docs/a.txt")
+    assert (stat.key, stat.size, stat.content_type) == ("docs/a.txt", 5, "text/plain")
+    assert stat.metadata == {"origin": "test", "upload-id": "7"}
+    assert before <= stat.modified <= time.time() + 5
+
+
+async def test_put_replaces_and_defaults_the_content_type(storage: Storage) -> None:
+    await storage.put("k", b"one", content_type="text/plain", metadata={"a": "1"})
+    await storage.put("k", b"second")
+    assert await storage.get("k") == b"second"
+    stat = await storage.stat("k")
+    assert (stat.size, stat.content_type, stat.metadata) == (6, "application/octet-stream", {})
+
+
+async def test_binary_and_empty_objects(storage: Storage) -> None:
+    payload = bytes(range(256)) * 1000
+    await storage.put("bin/all-bytes", payload)
+    await storage.put("bin/empty", b"")
+    assert await storage.get("bin/all-bytes") == payload
+    assert await storage.get("bin/empty") == b""
+    assert (await storage.stat("bin/empty")).size == 0
+
+
+async def test_missing_objects(storage: Storage) -> None:
+    with pytest.raises(ObjectNotFound, match="nope/x"):
+        await storage.get("nope/x")
+    with pytest.raises(ObjectNotFound):
+        await storage.stat("nope/x")
+    assert await storage.delete("nope/x") is False
+    assert [info async for info in storage.list()] == []
+
+
+async def test_delete(storage: Storage) -> None:
+    await storage.put("d/1", b"1")
+    await storage.put("d/2", b"2")
+    assert await storage.delete("d/1") is True
+    assert await storage.delete("d/1") is False
+    with pytest.raises(ObjectNotFound):
+        await storage.get("d/1")
+    assert await storage.get("d/2") == b"2"
+
+
+async def test_list_by_prefix_in_key_order(storage: Storage) -> None:
+    keys = ["uploads/b/1.webp", "uploads/a/original.jpg", "uploads/ab/x", "other/z", "uploads/a/small.webp", "top"]
+    for key in keys:
+        await storage.put(key, key.encode())
+    everything = [info.key async for info in storage.list()]
+    assert everything == sorted(keys)
+    assert [info.key async for info in storage.list("uploads/a/")] == ["uploads/a/original.jpg", "uploads/a/small.webp"]
+    assert [info.key async for info in storage.list("uploads/a")] == [
+        "uploads/a/original.jpg",
+        "uploads/a/small.webp",
+        "uploads/ab/x",
+    ]
+    assert [info.key async for info in storage.list("uploads/zzz/")] == []
+    infos = [info async for info in storage.list("other/")]
+    assert [(info.key, info.size) for info in infos] == [("other/z", 7)]
+    assert infos[0].modified > 0
+
+
+async def test_every_method_validates_the_key(storage: Storage) -> None:
+    for bad in ("../x", "/abs", "a//b", ""):
+        with pytest.raises(InvalidKey):
+            await storage.put(bad, b"x")
+        with pytest.raises(InvalidKey):
+            await storage.get(bad)
+        with pytest.raises(InvalidKey):
+            await storage.stat(bad)
+        with pytest.raises(InvalidKey):
+            await storage.delete(bad)
+        with pytest.raises(InvalidKey):
+            await storage.url(bad)
+    with pytest.raises(InvalidKey):
+        [info async for info in storage.list("../")]
+    with pytest.raises(InvalidMetadata):
+        await storage.put("ok", b"x", metadata={"k": "\u00e9"})
+
+
+async def test_check(storage: Storage) -> None:
+    await storage.check()
+
+
+async def test_concurrent_puts_of_one_key_leave_one_whole_object(storage: Storage) -> None:
+    payloads = [bytes([n]) * 200_000 for n in range(8)]
+    await asyncio.gather(*(storage.put("race", p) for p in payloads))
+    assert await storage.get("race") in payloads
+
+
+# -- local backend --------------------------------------------------------------------------------
+
+
+async def test_local_layout_is_atomic_and_served_as_is(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path, public_url="/storage")
+    await store.put("uploads/1/original.jpg", b"jpeg", content_type="image/jpeg", metadata={"a": "b"})
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [".local-storage/meta/uploads/1/original.jpg", "uploads/1/original.jpg"]  # no temp file left
+    assert (tmp_path / "uploads/1/original.jpg").read_bytes() == b"jpeg"
+    assert oct((tmp_path / "uploads/1/original.jpg").stat().st_mode & 0o777) == oct(0o644)
+    assert store.objects_dir == tmp_path
+
+
+async def test_local_internal_folder_is_reserved_and_not_listed(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    await store.put("a", b"1", metadata={"k": "v"})
+    for key in (".local-storage/meta/a", ".local-storage"):
+        with pytest.raises(InvalidKey, match="reserved"):
+            await store.get(key)
+        with pytest.raises(InvalidKey, match="reserved"):
+            await store.put(key, b"x")
+    assert [info.key async for info in store.list()] == ["a"]
+    assert [info.key async for info in store.list(".local-storage/")] == []
+    assert [info.key async for info in store.list(".local")] == []
+    await store.put(".local-storage2/x", b"ok")  # only the exact segment is reserved
+    assert [info.key async for info in store.list(".")] == [".local-storage2/x"]
+
+
+async def test_local_delete_prunes_empty_folders(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    await store.put("a/b/c/d.txt", b"x")
+    await store.put("a/keep.txt", b"y")
+    assert await store.delete("a/b/c/d.txt")
+    assert not (tmp_path / "a" / "b").exists()
+    assert (tmp_path / "a" / "keep.txt").exists()
+    assert not (tmp_path / ".local-storage" / "meta" / "a" / "b").exists()
+
+
+async def test_local_key_and_prefix_conflicts_are_reported(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    await store.put("a/b", b"file")
+    with pytest.raises(InvalidKey, match="a prefix of it is an object"):
+        await store.put("a/b/c", b"x")
+    await store.put("x/y/z", b"file")
+    with pytest.raises(InvalidKey, match="also the prefix of other objects"):
+        await store.put("x/y", b"x")
+    with pytest.raises(ObjectNotFound):
+        await store.get("x/y")
+
+
+async def test_local_stat_without_sidecar_guesses_the_type(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    (tmp_path / "pics").mkdir(parents=True)
+    (tmp_path / "pics" / "p.png").write_bytes(b"png")
+    info = await store.stat("pics/p.png")
+    assert (info.size, info.content_type, info.metadata) == (3, "image/png", {})
+
+
+async def test_local_url_is_the_public_url_and_percent_encoded(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path, public_url="https://cdn.example.com/media/")
+    assert await store.url("a b/é.png") == "https://cdn.example.com/media/a%20b/%C3%A9.png"
+
+
+async def test_local_root_that_is_a_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    store = LocalStorage(tmp_path / "file")
+    with pytest.raises(StorageUnavailable, match="local storage"):
+        await store.put("a", b"x")
+    with pytest.raises(StorageUnavailable):
+        await store.check()
+
+
+# -- S3 backend -----------------------------------------------------------------------------------
+
+
+def _s3(server: S3Server, bucket: str, **kwargs: object) -> S3Storage:
+    options: dict[str, object] = {
+        "endpoint": server.endpoint,
+        "bucket": bucket,
+        "access_key": server.access_key,
+        "secret_key": server.secret_key,
+        "region": server.region,
+        "secure": False,
+    }
+    options.update(kwargs)
+    return S3Storage(**options)  # type: ignore[arg-type]
+
+
+def _fetch(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), ""
+
+
+async def test_s3_creates_the_bucket_on_first_write(s3_server: S3Server, s3_bucket: str) -> None:
+    client = s3_server.client()
+    assert not client.bucket_exists(s3_bucket)
+    store = _s3(s3_server, s3_bucket)
+    assert [info async for info in store.list()] == []  # a missing bucket lists as empty
+    with pytest.raises(ObjectNotFound, match="bucket does not exist"):
+        await store.get("a")
+    await store.put("a", b"1")
+    assert client.bucket_exists(s3_bucket)
+    assert await store.get("a") == b"1"
+    await store.close()
+
+
+async def test_s3_without_bucket_creation(s3_server: S3Server, s3_bucket: str) -> None:
+    store = _s3(s3_server, s3_bucket, create_bucket=False)
+    with pytest.raises(ObjectNotFound, match="bucket does not exist"):
+        await store.put("a", b"1")
+    await store.close()
+
+
+async def test_s3_presigned_url_downloads_over_http(s3_server: S3Server, s3_bucket: str) -> None:
+    store = _s3(s3_server, s3_bucket)
+    await store.put("pics/p.webp", b"RIFF-webp-bytes", content_type="image/webp")
+    url = await store.url("pics/p.webp", expires=120)
+    assert url.startswith(f"http://{s3_server.endpoint}/{s3_bucket}/pics/p.webp?")
+    assert "X-Amz-Expires=120" in url
+    status, body, content_type = await asyncio.to_thread(_fetch, url)
+    assert (status, body, content_type) == (200, b"RIFF-webp-bytes", "image/webp")
+    tampered = url.replace("pics/p.webp", "pics/other.webp")
+    assert (await asyncio.to_thread(_fetch, tampered))[0] == 403
+    with pytest.raises(ValueError, match="7 days"):
+        await store.url("pics/p.webp", expires=8 * 24 * 3600)
+    await store.close()
+
+
+async def test_s3_many_objects_list_in_pages(s3_server: S3Server, s3_bucket: str) -> None:
+    store = _s3(s3_server, s3_bucket)
+    keys = [f"many/{n:04d}" for n in range(1005)]
+    await asyncio.gather(*(store.put(key, b"") for key in keys))
+    assert [info.key async for info in store.list("many/")] == keys
+    await store.close()
+
+
+async def test_s3_wrong_secret_is_a_storage_error_not_unavailable(s3_server: S3Server, s3_bucket: str) -> None:
+    store = _s3(s3_server, s3_bucket, secret_key="wrong-secret")
+    with pytest.raises(StorageError, match="SignatureDoesNotMatch") as info:
+        await store.put("a", b"1")
+    assert not isinstance(info.value, StorageUnavailable)
+    await store.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_s3_unreachable_server_is_unavailable_quickly(s3_bucket: str) -> None:
+    store = S3Storage(endpoint=f"127.0.0.1:{_closed_port()}", bucket=s3_bucket, secure=False, region="us-east-1")
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match="failed"):
+        await store.get("a")
+    with pytest.raises(StorageUnavailable):
+        await store.put("a", b"1")
+    with pytest.raises(StorageUnavailable):
+        await store.check()
+    with pytest.raises(StorageUnavailable):
+        [info async for info in store.list()]
+    assert time.monotonic() - started < 10
+    await store.close()
+
+
+class _Always5xx(BaseHTTPRequestHandler):
+    status = 503
+    hits = 0
+
+    def _answer(self) -> None:
+        type(self).hits += 1
+        body = b"<?xml version='1.0'?><Error><Code>ServiceUnavailable</Code><Message>busy</Message></Error>"
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = do_DELETE = _answer  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def failing_s3() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Always5xx)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Always5xx.hits = 0
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("pool_retries", [True, False])
+async def test_s3_server_errors_are_unavailable(failing_s3: str, pool_retries: bool) -> None:
+    store = S3Storage(
+        endpoint=failing_s3, bucket="some-bucket", secure=False, region="us-east-1", access_key="k", secret_key="s"
+    )
+    if not pool_retries:  # the 5xx answer then reaches minio, which raises S3Error instead of urllib3's MaxRetryError
+        store._http.connection_pool_kw["retries"] = 0
+    with pytest.raises(StorageUnavailable, match=r"ServiceUnavailable|too many 503"):
+        await store.get("a")
+    with pytest.raises(StorageUnavailable):
+        await store.put("a", b"x")
+    assert _Always5xx.hits == (6 if pool_retries else 2)
+    await store.close()

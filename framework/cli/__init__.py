@@ -49,7 +49,7 @@ class CliContext:
         from framework.app import app_plugins  # noqa: PLC0415
         from framework.plugins import get_plugin_manager  # noqa: PLC0415
 
-        return get_plugin_manager(self.settings, extra=app_plugins())
+        return get_plugin_manager(self.settings, extra=app_plugins(self.settings))
 
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)

@@ -89,24 +89,58 @@ def _worker_settings(settings: Settings, concurrency: int | None, queues: tuple[
 @click.option("--processes", "-p", type=int, default=1, show_default=True, help="Worker processes to run.")
 @click.option("--concurrency", "-c", type=int, default=None, help="Handlers at once per process.")
 @click.option("--queue", "-q", "queues", multiple=True, help="Queue to serve, as NAME or NAME=WEIGHT (repeatable).")
+@click.option(
+    "--scheduler/--no-scheduler",
+    default=False,
+    show_default=True,
+    help="Also run the cron scheduler in this process (safe in every replica: each tick fires once).",
+)
 @pass_cli
-def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tuple[str, ...]) -> None:
+def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tuple[str, ...], scheduler: bool) -> None:
     """Run worker processes until SIGTERM/SIGINT (a second signal exits at once)."""
     settings = _worker_settings(ctx.settings, concurrency, queues)
     if processes < 1:
         raise click.BadParameter("must be at least 1", param_hint="--processes")
+    configure(settings)
     if processes > 1:
         from framework.supervisor import supervise  # noqa: PLC0415
 
-        raise SystemExit(supervise(settings, processes))
+        raise SystemExit(supervise(settings, processes, scheduler=scheduler))
     from framework.worker import Worker  # noqa: PLC0415
 
-    configure(settings)
-    asyncio.run(_run_worker(Worker(settings, plugin_manager=ctx.pm)))
+    parts: list[object] = [Worker(settings, plugin_manager=ctx.pm)]
+    if scheduler:
+        from framework.scheduler import Scheduler  # noqa: PLC0415
+
+        parts.append(Scheduler(settings, plugin_manager=ctx.pm))
+    asyncio.run(_run_parts(parts))
 
 
-async def _run_worker(w: object) -> None:
-    await w.run()  # type: ignore[attr-defined]
+async def _run_parts(parts: list[object]) -> None:
+    """Start every part, wait for SIGTERM/SIGINT, stop them in reverse order; a second signal exits at once."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    for part in parts:
+        await part.start()  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(130)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await stop.wait()
+    finally:
+        for part in reversed(parts):
+            await part.stop()  # type: ignore[attr-defined]
 
 
 def configure(settings: Settings) -> None:
@@ -123,4 +157,4 @@ def scheduler(ctx: CliContext) -> None:
     from framework.scheduler import Scheduler  # noqa: PLC0415
 
     configure(ctx.settings)
-    asyncio.run(_run_worker(Scheduler(ctx.settings, plugin_manager=ctx.pm)))
+    asyncio.run(_run_parts([Scheduler(ctx.settings, plugin_manager=ctx.pm)]))

@@ -1,0 +1,366 @@
+"""The generator behind ``framework new`` and ``framework generate``: naming rules, rendering, writing.
+
+:func:`plan` is pure: it derives nothing from the disk but the templates and returns the files to write.
+:func:`apply` writes them and refuses to overwrite. The naming rules live here so every generated
+name is derived one way: kebab case for distributions (``framework-slack``, ``my-app``), snake case for
+modules and functions (``send_report``), Pascal case for payloads (``SendReport``), upper snake case for
+type constants (``SEND_REPORT``), and ``"<app>:<job>"`` for task types.
+
+Templates are Jinja files (``*.jinja``; file and folder names are templates too) under ``app/``,
+``job/`` and ``plugin/``; ``_shared/`` holds partials that are only included. They live in the
+top-level ``scaffold/`` folder of the source tree, which the core wheel ships as the package data
+``framework/_scaffold`` (hatch ``force-include``). :func:`template_root` reads the packaged copy
+through :mod:`importlib.resources`; an editable install has no packaged copy (hatch adds the source
+tree to ``sys.path`` instead), so it falls back to ``scaffold/`` next to the ``framework`` package
+when that folder sits in a source tree (beside a ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import keyword
+import re
+import sys
+import tomllib
+import unicodedata
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import jinja2
+
+from framework.errors import FrameworkError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = (
+    "BUILTIN_PLUGINS",
+    "AppLocation",
+    "FileToWrite",
+    "Job",
+    "Kind",
+    "Names",
+    "ScaffoldError",
+    "apply",
+    "check_name",
+    "find_app",
+    "plan",
+    "suggest_name",
+    "template_root",
+)
+
+Kind = Literal["app", "job", "plugin"]
+BUILTIN_PLUGINS = ("email", "images", "cleanup", "admin")
+"""The first-party plugins ``framework new --plugins`` chooses from (distributions ``framework-<name>``)."""
+
+MAX_NAME_LENGTH = 30
+_SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+_TEMPLATE_SUFFIX = ".jinja"
+# Names the generated code itself uses: a job or app called like one of them would shadow it.
+_TEMPLATE_NAMES = frozenset(
+    {"annotations", "any", "client", "conftest", "cron_entry", "framework", "helpers", "hooks", "jobs", "msgspec"}
+    | {"pytest", "redis", "registry", "schema", "services", "settings", "skip_retry", "task_context", "task_def"}
+    | {"task_info", "tests", "typing", "worker"}
+)
+_RESERVED = {
+    "app": frozenset(sys.stdlib_module_names) | _TEMPLATE_NAMES,
+    "job": frozenset(sys.stdlib_module_names) | frozenset(dir(builtins)) | _TEMPLATE_NAMES,
+    "plugin": frozenset({*BUILTIN_PLUGINS, "app", "demo"}),
+}
+
+
+class ScaffoldError(FrameworkError, ValueError):
+    """A name is invalid, a target is not empty, or a file would be overwritten; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileToWrite:
+    """One file of a plan.
+
+    Attributes:
+        path: where it goes (``Names.root`` joined with its path in the project).
+        content: its text.
+    """
+
+    path: Path
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """How one job is named and configured. Built by the CLI from ``generate job`` options.
+
+    Attributes:
+        module: snake-case module, enqueue-helper and handler stem (``send_report``).
+        prefix: the task type's prefix: the app's package or the plugin's name.
+        queue: default queue.
+        max_retry: default retries before archiving (None: the framework's default).
+        timeout: default seconds a run may take (None: the framework's default).
+        unique: uniqueness TTL in seconds (None: not unique).
+        cron: a schedule for a module-level ``CronEntry`` (None: no cron entry).
+        tz: the time zone the cron spec is read in.
+    """
+
+    module: str
+    prefix: str
+    queue: str = "default"
+    max_retry: int | None = None
+    timeout: float | None = None
+    unique: int | None = None
+    cron: str | None = None
+    tz: str = "UTC"
+
+    @property
+    def type(self) -> str:
+        """The task type string, a stable public contract: ``"<prefix>:<module>"``."""
+        return f"{self.prefix}:{self.module}"
+
+    @property
+    def payload(self) -> str:
+        """The payload Struct's name, in Pascal case."""
+        return pascal(self.module)
+
+    @property
+    def constant(self) -> str:
+        """The type constant's name, in upper snake case."""
+        return self.module.upper()
+
+    @property
+    def exports(self) -> list[str]:
+        """The job module's ``__all__``, sorted as ruff's RUF022 wants (constants, classes, the rest)."""
+        names = [self.constant, self.payload, f"handle_{self.module}", self.module, f"{self.module}_task"]
+        if self.cron:
+            names.append(f"{self.module}_cron")
+        return sorted(names, key=lambda n: (0 if n.isupper() else 1 if n[0].isupper() else 2, n))
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """What a template sees: every name of the project it renders into, derived once.
+
+    Attributes:
+        root: the project folder the files go into.
+        package: the import package (``my_app``, ``framework_slack``).
+        plugin: the plugin's name (entry point, settings section, template folder); "" for an app.
+        plugins: the built-in plugins an app depends on.
+        job: the job a ``job`` plan writes (and the example job of ``app`` and ``plugin`` plans).
+        framework_version: the framework version the project asks for, at least.
+    """
+
+    root: Path
+    package: str
+    plugin: str = ""
+    plugins: tuple[str, ...] = ()
+    job: Job | None = None
+    framework_version: str = "0.1.0"
+
+    @property
+    def distribution(self) -> str:
+        """The distribution name, in kebab case (``my-app``, ``framework-slack``)."""
+        return self.package.replace("_", "-")
+
+    @property
+    def title(self) -> str:
+        """A human title (``My App``, ``Slack``)."""
+        return (self.plugin or self.package).replace("_", " ").title()
+
+    def context(self) -> dict[str, object]:
+        """The template variables."""
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(distribution=self.distribution, title=self.title)
+        return values
+
+
+def pascal(snake: str) -> str:
+    """``send_report`` -> ``SendReport``."""
+    return "".join(part[:1].upper() + part[1:] for part in snake.split("_"))
+
+
+def suggest_name(name: str, kind: Kind = "app") -> str:
+    """A valid name close to ``name``: ASCII snake case, starting with a letter, not reserved.
+
+    Args:
+        name: what the user typed.
+        kind: ``app`` (a package), ``job`` (a module) or ``plugin``.
+    """
+    text = unicodedata.normalize("NFKD", name.strip()).encode("ascii", "ignore").decode()
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
+    text = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
+    suffix = {"app": "app", "job": "job", "plugin": "plugin"}[kind]
+    if not text:
+        return f"my_{suffix}"
+    if text[0].isdigit():
+        text = f"{suffix}_{text}"
+    text = text[:MAX_NAME_LENGTH].rstrip("_")
+    if keyword.iskeyword(text) or keyword.issoftkeyword(text) or text in _RESERVED[kind]:
+        text = f"{text}_{suffix}"
+    return text
+
+
+def check_name(name: str, kind: Kind) -> str:
+    """Validate a name and return its snake-case form.
+
+    An app name must already be a valid, snake-case package name. Job and plugin names may use
+    hyphens for underscores (``send-report``).
+
+    Args:
+        name: what the user typed.
+        kind: ``app``, ``job`` or ``plugin``.
+
+    Raises:
+        ScaffoldError: the name is not valid; the message proposes one that is.
+    """
+    snake = name if kind == "app" else name.replace("-", "_")
+    problem = ""
+    if not _SNAKE.fullmatch(snake):
+        problem = "use lowercase letters, digits and underscores, starting with a letter"
+    elif len(snake) > MAX_NAME_LENGTH:
+        problem = f"keep it to {MAX_NAME_LENGTH} characters"
+    elif keyword.iskeyword(snake) or keyword.issoftkeyword(snake):
+        problem = "it is a Python keyword"
+    elif snake in _RESERVED[kind]:
+        problem = "it would shadow a name Python, the framework or the generated code already uses"
+    if problem:
+        what = {"app": "Python package name", "job": "job name", "plugin": "plugin name"}[kind]
+        raise ScaffoldError(f"{name!r} is not a valid {what}: {problem}; try {suggest_name(name, kind)!r}")
+    return snake
+
+
+@dataclass(frozen=True, slots=True)
+class AppLocation:
+    """An app found on disk by :func:`find_app`.
+
+    Attributes:
+        root: the folder holding its ``framework.toml``.
+        package: its import package (the first part of the ``app`` setting).
+        queues: the queue names its ``framework.toml`` lists (None: the framework's defaults).
+    """
+
+    root: Path
+    package: str
+    queues: tuple[str, ...] | None
+
+
+def find_app(start: Path) -> AppLocation:
+    """Find the app ``start`` is in: the nearest ``framework.toml`` in it or a parent, and its ``app`` setting.
+
+    Raises:
+        ScaffoldError: no ``framework.toml``, no ``app`` setting, or no ``<package>/jobs/`` package.
+    """
+    start = start.resolve()
+    config = next((d / "framework.toml" for d in (start, *start.parents) if (d / "framework.toml").is_file()), None)
+    if config is None:
+        raise ScaffoldError(f"no framework.toml in {start} or its parents: run this inside an app (`framework new`)")
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScaffoldError(f"{config} is not valid TOML: {exc}") from exc
+    app = data.get("app")
+    if not isinstance(app, str) or not app.strip():
+        raise ScaffoldError(f'{config} has no `app` setting: set it to the app hook module, like app = "my_app.hooks"')
+    package = app.strip().split(".")[0]
+    if not (config.parent / package / "jobs" / "__init__.py").is_file():
+        raise ScaffoldError(
+            f"{config.parent / package / 'jobs'} is not a package: jobs go there, collected by {package}.hooks "
+            "(an app made by `framework new` has both)"
+        )
+    queues = data.get("queues")
+    return AppLocation(config.parent, package, tuple(queues) if isinstance(queues, dict) else None)
+
+
+def template_root() -> Traversable:
+    """The folder holding the ``app``, ``job`` and ``plugin`` templates.
+
+    Raises:
+        ScaffoldError: neither the packaged templates nor a source checkout's ``scaffold/`` exist.
+    """
+    packaged = resources.files("framework") / "_scaffold"
+    if packaged.is_dir():
+        return packaged
+    source_tree = Path(str(resources.files("framework"))).resolve().parent
+    if (source_tree / "pyproject.toml").is_file() and (source_tree / "scaffold").is_dir():
+        return source_tree / "scaffold"
+    raise ScaffoldError("the scaffold templates are missing from this installation of framework; reinstall it")
+
+
+def _walk(folder: Traversable, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            out.extend(_walk(entry, f"{prefix}{entry.name}/"))
+        elif entry.name.endswith(_TEMPLATE_SUFFIX):
+            out.append(prefix + entry.name)
+    return out
+
+
+def _py(value: object) -> str:
+    """A Python (and TOML) literal: double-quoted strings, as ruff format writes them."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _environment(root: Traversable) -> jinja2.Environment:
+    def load(name: str) -> str:
+        node = root
+        for part in name.split("/"):
+            node = node / part
+        return node.read_text(encoding="utf-8")
+
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # renders source files (Python, TOML, Markdown), not pages
+    )
+    env.filters["py"] = _py
+    return env
+
+
+def plan(kind: Kind, names: Names) -> list[FileToWrite]:
+    """Render the templates of ``kind`` for ``names``. Pure: nothing is written.
+
+    Args:
+        kind: ``app`` (a project), ``job`` (a job module and its test) or ``plugin`` (a distribution).
+        names: the project's names; ``job`` and ``plugin`` plans need ``names.job``.
+
+    Returns:
+        The files, sorted by path.
+    """
+    if kind in ("job", "plugin") and names.job is None:
+        raise ScaffoldError(f"a {kind} plan needs names.job")
+    root = template_root()
+    env = _environment(root)
+    context = names.context()
+    files = []
+    for relative in _walk(root / kind):
+        target = env.from_string(relative).render(context).removesuffix(_TEMPLATE_SUFFIX)
+        content = env.get_template(f"{kind}/{relative}").render(context)
+        files.append(FileToWrite(names.root / target, content))
+    return sorted(files, key=lambda f: f.path.as_posix())
+
+
+def apply(files: list[FileToWrite], force: bool = False) -> list[Path]:
+    """Write a plan. Checks every path first, so a refused plan writes nothing.
+
+    Args:
+        files: the plan.
+        force: overwrite files that exist.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ScaffoldError: a file exists (and ``force`` is false); the message lists them.
+    """
+    existing = [f.path for f in files if f.path.exists()]
+    if existing and not force:
+        listed = ", ".join(str(p) for p in existing)
+        raise ScaffoldError(f"refusing to overwrite existing files: {listed}")
+    for f in files:
+        f.path.parent.mkdir(parents=True, exist_ok=True)
+        f.path.write_text(f.content, encoding="utf-8")
+    return [f.path for f in files]

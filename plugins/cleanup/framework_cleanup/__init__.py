@@ -1,0 +1,6 @@
+"""framework-cleanup: scheduled sweepers that remove expired tokens, stale uploads and old outbox files.
+
+Plugins and apps contribute sweepers through the ``register_sweepers`` hook
+(:mod:`framework_cleanup.hookspecs`); each runs as a ``cleanup:run`` task on its own cron entry. The
+entry point is :mod:`framework_cleanup.hooks`.
+"""

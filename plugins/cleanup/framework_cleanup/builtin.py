@@ -1,0 +1,233 @@
+"""The built-in sweepers: expired tokens, temporary uploads, abandoned uploads and orphan thumbnails, old outbox mail.
+
+=========  ===============  =======  ==========================================================
+name       schedule         grace    removes
+=========  ===============  =======  ==========================================================
+tokens     ``@hourly``      1 min    index entries (and leftovers) of expired one-time tokens
+tmp        ``30 * * * *``   24 h     storage objects under ``tmp/`` older than the grace period
+uploads    ``0 2 * * *``    1 h      uploads whose record never reached ``done`` within
+                                     ``abandoned_after`` (24 h), and the thumbnails and record of
+                                     uploads whose original is gone
+outbox     ``0 3 * * *``    7 days   ``.eml`` files in the email outbox older than the grace period
+=========  ===============  =======  ==========================================================
+
+Uploads follow the images plugin's layout (``uploads/<id>/original.<ext>``, thumbnails next to it,
+``uploads/<id>/record.json`` with ``state`` and ``created``); the record is read as plain JSON, so this
+plugin does not need ``framework-images`` installed. An upload with any object younger than the grace
+period is left alone (it is being written), so is one whose record cannot be read (reported as an
+error), and an upload's record is removed last, so a run cut off halfway finds the rest next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from framework.storage import InvalidKey, ObjectNotFound
+from framework.tokens import Tokens
+from framework_cleanup.config import outbox_path
+from framework_cleanup.sweepers import Sweeper, SweepFn
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from framework.settings import Settings
+    from framework.storage import ObjectInfo
+    from framework.tokens import IndexEntry
+    from framework_cleanup.config import CleanupConfig
+    from framework_cleanup.sweepers import SweepContext, SweepResult
+
+__all__ = ("builtin_sweepers", "sweep_outbox", "sweep_tmp", "sweep_tokens", "sweep_uploads")
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+_TOKEN_BATCH = 500
+_RECORD = "record.json"
+_OUTBOX_SUFFIXES = (".eml", ".eml.tmp")
+
+
+def builtin_sweepers(settings: Settings, config: CleanupConfig) -> list[Sweeper]:
+    """The plugin's own sweepers, with their default schedules and grace periods."""
+    return [
+        Sweeper("tokens", "@hourly", sweep_tokens, grace=60.0, description="expired one-time tokens"),
+        Sweeper("tmp", "30 * * * *", sweep_tmp(config.tmp_prefix), grace=DAY, description="temporary uploads"),
+        Sweeper(
+            "uploads",
+            "0 2 * * *",
+            sweep_uploads(config.uploads_prefix, config.abandoned_seconds),
+            grace=HOUR,
+            description="abandoned uploads and thumbnails whose original is gone",
+        ),
+        Sweeper(
+            "outbox",
+            "0 3 * * *",
+            sweep_outbox(outbox_path(settings, config)),
+            grace=7 * DAY,
+            description="old .eml files in the email outbox",
+        ),
+    ]
+
+
+async def sweep_tokens(ctx: SweepContext) -> SweepResult:
+    """Remove the index entries and any leftover records of tokens that expired before the cutoff."""
+    tokens = Tokens(ctx.services.redis, ctx.services.schema)
+    offset = 0
+    while True:
+        batch = await tokens.expired(ctx.cutoff, offset=offset, limit=_TOKEN_BATCH)
+        if ctx.dry_run:
+            await _count_tokens(ctx, batch)
+            offset += len(batch)  # nothing was removed, so page on
+        else:
+            for entry in batch:
+                size = await tokens.discard(entry)
+                if size is not None:  # None: a consume or another run removed it first
+                    ctx.result.add(entry.key, size)
+        if len(batch) < _TOKEN_BATCH:
+            return ctx.result
+
+
+async def _count_tokens(ctx: SweepContext, batch: list[IndexEntry]) -> None:
+    async with ctx.services.redis.pipeline(transaction=False) as pipe:
+        for entry in batch:
+            pipe.strlen(entry.key)
+        sizes = await pipe.execute()
+    for entry, size in zip(batch, sizes, strict=True):
+        ctx.result.add(entry.key, int(size))
+
+
+def sweep_tmp(prefix: str) -> SweepFn:
+    """A sweep removing every object under ``prefix`` last modified before the cutoff."""
+
+    async def sweep(ctx: SweepContext) -> SweepResult:
+        async for info in ctx.services.storage.list(prefix):
+            if info.modified < ctx.cutoff:
+                await ctx.remove_object(info)
+        return ctx.result
+
+    return sweep
+
+
+class _Record(msgspec.Struct, kw_only=True):
+    """The fields of the images plugin's upload record this sweeper reads."""
+
+    state: str = ""
+    original: str = ""
+    created: float = 0.0
+
+
+_decode_record = msgspec.json.Decoder(_Record).decode
+
+
+def sweep_uploads(prefix: str, abandoned_after: float) -> SweepFn:
+    """A sweep removing abandoned uploads and orphan thumbnails under ``prefix`` (see the module docstring)."""
+
+    async def sweep(ctx: SweepContext) -> SweepResult:
+        group: list[ObjectInfo] = []
+        current = ""
+        async for info in ctx.services.storage.list(prefix):  # key order: one upload's objects are adjacent
+            upload, sep, _ = info.key[len(prefix) :].partition("/")
+            if not sep:
+                continue
+            if upload != current and group:
+                await _sweep_upload(ctx, f"{prefix}{current}/", group, abandoned_after)
+                group = []
+            current = upload
+            group.append(info)
+        if group:
+            await _sweep_upload(ctx, f"{prefix}{current}/", group, abandoned_after)
+        return ctx.result
+
+    return sweep
+
+
+async def _read_record(ctx: SweepContext, key: str) -> _Record | None:
+    try:
+        return _decode_record(await ctx.services.storage.get(key))
+    except ObjectNotFound:
+        return None
+
+
+async def _sweep_upload(ctx: SweepContext, folder: str, objects: list[ObjectInfo], abandoned_after: float) -> None:
+    """Decide about one upload's objects: keep them, or remove them all (the record last)."""
+    if any(info.modified >= ctx.cutoff for info in objects):
+        return  # something was written within the grace period: the upload is in progress
+    names = {info.key[len(folder) :]: info for info in objects}
+    record = None
+    if _RECORD in names:
+        try:
+            record = await _read_record(ctx, folder + _RECORD)
+        except msgspec.DecodeError as exc:
+            ctx.result.error(f"{folder}{_RECORD}: unreadable upload record, upload left alone ({exc})")
+            return
+    has_original = await _has_original(ctx, folder, names, record)
+    started = record.created if record is not None and record.created > 0 else min(i.modified for i in objects)
+    abandoned = (record is None or record.state != "done") and started < ctx.now - abandoned_after
+    if not abandoned and has_original:
+        return
+    why = "abandoned" if abandoned else "original gone"
+    ctx.logger.debug("cleanup_upload_removed", upload=folder, reason=why)
+    for info in sorted(objects, key=_removal_order):
+        await ctx.remove_object(info)
+
+
+async def _has_original(ctx: SweepContext, folder: str, names: dict[str, ObjectInfo], record: _Record | None) -> bool:
+    if any(name.startswith("original.") for name in names):
+        return True
+    if record is None or not record.original:
+        return False
+    if record.original.startswith(folder):
+        return record.original[len(folder) :] in names
+    try:  # the record names an original kept elsewhere
+        await ctx.services.storage.stat(record.original)
+    except (ObjectNotFound, InvalidKey):
+        return False
+    return True
+
+
+def _removal_order(info: ObjectInfo) -> tuple[int, str]:
+    name = info.key.rsplit("/", 1)[-1]
+    rank = 2 if name == _RECORD else 1 if name.startswith("original.") else 0
+    return rank, info.key
+
+
+def sweep_outbox(directory: Path) -> SweepFn:
+    """A sweep removing ``.eml`` files (and abandoned ``.eml.tmp`` files) in ``directory`` older than the cutoff."""
+
+    async def sweep(ctx: SweepContext) -> SweepResult:
+        stale = await asyncio.to_thread(_stale_files, directory, ctx.cutoff)
+        for path, size in stale:
+            if ctx.dry_run or await asyncio.to_thread(_unlink, path):
+                ctx.result.add(str(path), size)
+        return ctx.result
+
+    return sweep
+
+
+def _stale_files(directory: Path, cutoff: float) -> list[tuple[Path, int]]:
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not entry.name.endswith(_OUTBOX_SUFFIXES):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        if entry.is_file(follow_symlinks=False) and st.st_mtime < cutoff:
+            found.append((directory / entry.name, st.st_size))
+    return found
+
+
+def _unlink(path: Path) -> bool:
+    """Remove ``path``; False if it was already gone (another run removed it)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

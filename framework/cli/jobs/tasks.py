@@ -1,0 +1,173 @@
+"""``framework jobs ls|show|retry|archive|delete|cancel``: commands on tasks."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING
+
+import click
+
+from framework.cli import CliContext, pass_cli
+from framework.cli.jobs._common import (
+    emit_json,
+    jobs,
+    json_option,
+    payload_text,
+    print_table,
+    run_inspector,
+    run_redis,
+    table,
+    when_text,
+)
+from framework.message import TaskState
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from redis.asyncio import Redis
+
+    from framework.inspector import Inspector, TaskDetails
+
+__all__ = ("archive", "cancel", "delete", "ls", "retry", "show")
+
+
+def _info(t: TaskDetails) -> str:
+    if t.state in (TaskState.SCHEDULED, TaskState.RETRY):
+        return f"next {when_text(t.next_process_at)}" + (f"; {t.error}" if t.error else "")
+    if t.state is TaskState.AGGREGATING:
+        return f"group {t.group}"
+    return t.error
+
+
+@jobs.command("ls")
+@click.argument("queue")
+@click.argument("state", type=click.Choice([s.value for s in TaskState]), metavar="STATE")
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True, help="Page number, from 1.")
+@click.option("--size", type=click.IntRange(1, 1000), default=20, show_default=True, help="Tasks per page.")
+@click.option("--group", default=None, help="For aggregating tasks: only this group.")
+@json_option
+@pass_cli
+def ls(ctx: CliContext, queue: str, state: str, page: int, size: int, group: str | None, as_json: bool) -> None:
+    """List the tasks of QUEUE in STATE, next to be processed first, one page at a time.
+
+    STATE is pending, active, scheduled, retry, archived, completed or aggregating.
+    """
+    result = run_inspector(ctx, lambda ins: ins.list_tasks(queue, state, page=page, size=size, group=group))
+    if as_json:
+        emit_json(result)
+        return
+    tbl = table(f"{state} tasks of queue {queue!r}", "id", "type", "payload", "retried", "info")
+    for t in result.tasks:
+        tbl.add_row(t.id, t.type, payload_text(t.payload), f"{t.retried}/{t.max_retry}", _info(t))
+    pages = max(1, math.ceil(result.total / size))
+    tbl.caption = f"page {page} of {pages}, {result.total} task(s)"
+    print_table(tbl)
+
+
+def _rows(t: TaskDetails) -> list[tuple[str, str]]:
+    if t.payload_is_json:
+        payload = json.dumps(t.payload_json, indent=2, ensure_ascii=False)
+    else:
+        payload = payload_text(t.payload, None) or "-"
+    return [
+        ("id", t.id),
+        ("queue", t.queue),
+        ("type", t.type),
+        ("state", t.state.value),
+        ("payload", payload),
+        ("headers", ", ".join(f"{k}={v}" for k, v in sorted(t.headers.items())) or "-"),
+        ("retried", f"{t.retried} of {t.max_retry}"),
+        ("last error", t.error or "-"),
+        ("last failed at", when_text(t.last_failed_at)),
+        ("next process at", when_text(t.next_process_at)),
+        ("timeout", f"{t.timeout}s" if t.timeout else "-"),
+        ("deadline", when_text(t.deadline)),
+        ("retention", f"{t.retention}s" if t.retention else "-"),
+        ("completed at", when_text(t.completed_at)),
+        ("result", payload_text(t.result, None) if t.result is not None else "-"),
+        ("group", t.group or "-"),
+        ("unique key", t.unique_key or "-"),
+    ]
+
+
+@jobs.command()
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@pass_cli
+def show(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
+    """Show one task of QUEUE in full."""
+    t = run_inspector(ctx, lambda ins: ins.get_task(queue, task_id))
+    if as_json:
+        emit_json(t)
+        return
+    tbl = table(f"task {t.id}", "field", "value")
+    for name, value in _rows(t):
+        tbl.add_row(name, value)
+    print_table(tbl)
+
+
+def _single(ctx: CliContext, queue: str, task_id: str, as_json: bool, action: str, done: str) -> None:
+    calls: dict[str, Callable[[Inspector], Awaitable[None]]] = {
+        "run": lambda ins: ins.run_task(queue, task_id),
+        "archive": lambda ins: ins.archive_task(queue, task_id),
+        "delete": lambda ins: ins.delete_task(queue, task_id),
+    }
+    run_inspector(ctx, calls[action])
+    if as_json:
+        emit_json({"queue": queue, "id": task_id, "action": action, "ok": True})
+    else:
+        click.echo(f"task {task_id} of queue {queue!r} {done}")
+
+
+@jobs.command()
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@pass_cli
+def retry(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
+    """Run a scheduled, retry, archived, completed or aggregating task now (make it pending)."""
+    _single(ctx, queue, task_id, as_json, "run", "is pending now")
+
+
+@jobs.command()
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@pass_cli
+def archive(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
+    """Archive a task that is not active: it stays visible but will not run."""
+    _single(ctx, queue, task_id, as_json, "archive", "is archived")
+
+
+@jobs.command()
+@click.argument("queue")
+@click.argument("task_id")
+@json_option
+@pass_cli
+def delete(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
+    """Delete a task that is not active (its uniqueness lock is released)."""
+    _single(ctx, queue, task_id, as_json, "delete", "is deleted")
+
+
+@jobs.command()
+@click.argument("task_id")
+@json_option
+@pass_cli
+def cancel(ctx: CliContext, task_id: str, as_json: bool) -> None:
+    """Ask the workers to cancel the active task TASK_ID."""
+    from framework.keys import Schema  # noqa: PLC0415
+
+    async def go(redis: Redis) -> int:
+        from framework.inspector import Inspector  # noqa: PLC0415
+
+        return await Inspector(redis, Schema(ctx.settings.namespace)).cancel(task_id)
+
+    receivers = run_redis(ctx, go)
+    if as_json:
+        emit_json({"id": task_id, "receivers": receivers})
+    elif receivers:
+        click.echo(f"cancel request for task {task_id} sent to {receivers} worker process(es)")
+    else:
+        click.echo(f"cancel request for task {task_id} sent, but no worker is listening")

@@ -1,0 +1,243 @@
+"""Task actions: run now, archive and delete one task or every task of a state, cancel, delete a queue.
+
+Each change is a Lua script (``run_task``, ``archive_task``, ``delete_task``; ``run_all``,
+``archive_all``, ``delete_all`` one batch at a time; ``remove_queue``), so it is atomic and never
+touches an active task: active tasks belong to their worker, and are stopped with :meth:`cancel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from framework.broker import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
+from framework.errors import QueueNotFound, TaskNotFound
+from framework.inspector._base import InspectorBase, as_state, text
+from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
+from framework.message import TaskState
+from framework.scripts import SCRIPTS
+
+if TYPE_CHECKING:
+    from framework.keys import QueueKeys
+
+__all__ = ("BATCH_SIZE", "ActionsMixin", "Progress")
+
+Progress = Callable[[int, int], None]
+"""A progress callback: (tasks handled so far, tasks there were at the start)."""
+
+BATCH_SIZE = 1000
+"""Tasks one bulk-script call handles."""
+
+_S = TaskState
+_RUNNABLE = frozenset({_S.SCHEDULED, _S.RETRY, _S.ARCHIVED, _S.COMPLETED, _S.AGGREGATING})
+_ARCHIVABLE = frozenset({_S.PENDING, _S.SCHEDULED, _S.RETRY, _S.COMPLETED, _S.AGGREGATING})
+_DELETABLE = _RUNNABLE | {_S.PENDING}
+
+
+def _single_keys(qk: QueueKeys, task_id: str) -> list[str]:
+    return [qk.task(task_id), qk.pending, qk.scheduled, qk.retry, qk.archived, qk.completed, qk.groups]
+
+
+def _allowed(action: str, state: TaskState, allowed: frozenset[TaskState]) -> None:
+    if state not in allowed:
+        names = ", ".join(sorted(s.value for s in allowed))
+        raise InvalidTaskState(f"cannot {action} {state.value} tasks; {action} works on: {names}")
+
+
+class ActionsMixin(InspectorBase):
+    """Changes to tasks and queues."""
+
+    def _single_error(self, code: int, queue: str, task_id: str, what: str) -> None:
+        if code == 0:
+            raise TaskNotFound(f"queue {queue!r} has no task {task_id!r}")
+        if code == -1:
+            raise InvalidTaskState(f"task {task_id!r} is active; cancel it instead (a worker is running it)")
+        if code == -2:
+            raise InvalidTaskState(f"task {task_id!r} is already {what}")
+
+    async def run_task(self, queue: str, task_id: str) -> None:
+        """Make a scheduled, retry, archived, completed or aggregating task pending now.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            TaskNotFound: the queue has no such task.
+            InvalidTaskState: the task is active or already pending.
+        """
+        qk = await self._queue_keys(queue)
+        args: list[Any] = [task_id, qk.group_prefix(), int(self._now() * 1e9), self.schema.wakeup_channel, queue]
+        code = int(await SCRIPTS["run_task"](self.redis, _single_keys(qk, task_id), args))
+        self._single_error(code, queue, task_id, "pending")
+
+    async def archive_task(self, queue: str, task_id: str) -> None:
+        """Archive a non-active task now (it will not run unless run again).
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            TaskNotFound: the queue has no such task.
+            InvalidTaskState: the task is active or already archived.
+        """
+        qk = await self._queue_keys(queue)
+        now = int(self._now())
+        args: list[Any] = [task_id, qk.group_prefix(), now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, qk.task_prefix]
+        code = int(await SCRIPTS["archive_task"](self.redis, _single_keys(qk, task_id), args))
+        self._single_error(code, queue, task_id, "archived")
+
+    async def delete_task(self, queue: str, task_id: str) -> None:
+        """Delete a non-active task and its record; its uniqueness lock is released if it holds it.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            TaskNotFound: the queue has no such task.
+            InvalidTaskState: the task is active.
+        """
+        qk = await self._queue_keys(queue)
+        code = int(await SCRIPTS["delete_task"](self.redis, _single_keys(qk, task_id), [task_id, qk.group_prefix()]))
+        self._single_error(code, queue, task_id, "deleted")
+
+    async def cancel(self, task_id: str) -> int:
+        """Ask every worker to cancel the active task ``task_id`` (``PUBLISH <ns>:cancel``).
+
+        Returns:
+            How many subscribers (worker processes) received the request.
+        """
+        return int(await self.redis.publish(self.schema.cancel_channel, task_id))
+
+    # -- bulk ---------------------------------------------------------------------------------------
+
+    async def _sources(self, qk: QueueKeys, state: TaskState, group: str | None) -> list[tuple[str, str, str]]:
+        """(key, "list"/"zset", group name) of each collection holding ``state`` tasks."""
+        if state is TaskState.PENDING:
+            return [(qk.pending, "list", "")]
+        if state is TaskState.AGGREGATING:
+            names = [group] if group else sorted(text(g) for g in await self.redis.smembers(qk.groups))
+            return [(qk.group(g), "zset", g) for g in names]
+        return [(getattr(qk, state.value), "zset", "")]
+
+    async def _count(self, sources: list[tuple[str, str, str]]) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, kind, _ in sources:
+                if kind == "list":
+                    pipe.llen(key)
+                else:
+                    pipe.zcard(key)
+            return sum(int(n) for n in await pipe.execute())
+
+    async def _bulk(
+        self,
+        queue: str,
+        state: TaskState | str,
+        group: str | None,
+        allowed: tuple[str, frozenset[TaskState]],
+        call: Callable[[QueueKeys, str, str, str], Any],
+        progress: Progress | None,
+    ) -> int:
+        st = as_state(state)
+        _allowed(allowed[0], st, allowed[1])
+        qk = await self._queue_keys(queue)
+        sources = await self._sources(qk, st, group)
+        total = await self._count(sources)
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        for key, kind, name in sources:
+            while True:
+                taken, changed = await call(qk, key, kind, name)
+                done += int(changed)
+                if progress is not None:
+                    progress(done, total)
+                if int(taken) < BATCH_SIZE:
+                    break
+        return done
+
+    async def run_all(
+        self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
+    ) -> int:
+        """Make every task of ``state`` (scheduled, retry, archived, completed, aggregating) pending now.
+
+        Args:
+            queue: the queue name.
+            state: the state to empty.
+            group: for aggregating tasks, only this group (default: every group).
+            progress: called after each batch with (done, total).
+
+        Returns:
+            How many tasks were made pending.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            InvalidTaskState: ``state`` cannot be run (pending, active).
+        """
+
+        async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
+            now_ns = int(self._now() * 1e9)
+            args: list[Any] = [qk.task_prefix, BATCH_SIZE, name, now_ns, self.schema.wakeup_channel, queue]
+            return await SCRIPTS["run_all"](self.redis, [key, qk.pending, qk.groups], args)
+
+        return await self._bulk(queue, state, group, ("run", _RUNNABLE), call, progress)
+
+    async def archive_all(
+        self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
+    ) -> int:
+        """Archive every task of ``state`` (pending, scheduled, retry, completed, aggregating).
+
+        The archive keeps its caps (90 days, 10,000 tasks per queue): the oldest archived tasks beyond
+        them are deleted, as on every archive.
+
+        Returns:
+            How many tasks were archived.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            InvalidTaskState: ``state`` cannot be archived (active, archived).
+        """
+
+        async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
+            now = int(self._now())
+            args: list[Any] = [qk.task_prefix, BATCH_SIZE, kind, name, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE]
+            return await SCRIPTS["archive_all"](self.redis, [key, qk.archived, qk.groups], args)
+
+        return await self._bulk(queue, state, group, ("archive", _ARCHIVABLE), call, progress)
+
+    async def delete_all(
+        self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
+    ) -> int:
+        """Delete every task of ``state`` (any but active) and release the uniqueness locks they hold.
+
+        Returns:
+            How many task records were deleted.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            InvalidTaskState: ``state`` is active.
+        """
+
+        async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
+            args: list[Any] = [qk.task_prefix, BATCH_SIZE, kind, name]
+            return await SCRIPTS["delete_all"](self.redis, [key, qk.groups], args)
+
+        return await self._bulk(queue, state, group, ("delete", _DELETABLE), call, progress)
+
+    async def delete_queue(self, queue: str, *, force: bool = False, progress: Progress | None = None) -> None:
+        """Remove a queue: its keys and its name. Only an empty queue, unless ``force``.
+
+        With ``force``, every task that is not active is deleted first; a queue with active tasks is
+        never removed.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            QueueNotEmpty: the queue has tasks (and not ``force``), or active tasks.
+        """
+        qk = await self._queue_keys(queue)
+        if force:
+            for state in sorted(_DELETABLE):
+                await self.delete_all(queue, state, progress=progress)
+        keys = [qk.pending, qk.active, qk.groups, qk.aggregation_sets, qk.scheduled, qk.retry, qk.archived]
+        keys += [qk.completed, qk.lease, qk.paused, qk.processed, qk.failed]
+        code = int(await SCRIPTS["remove_queue"](self.redis, keys, []))
+        if code == -2:
+            raise QueueNotEmpty(f"queue {queue!r} has active tasks; wait for them or cancel them first")
+        if code == -1:
+            hint = "" if force else "; use force to delete its tasks too"
+            raise QueueNotEmpty(f"queue {queue!r} has tasks{hint}")
+        if not await self.redis.srem(self.schema.all_queues, queue):
+            raise QueueNotFound(f"queue {queue!r} does not exist (namespace {self.schema.ns!r})")

@@ -1,0 +1,187 @@
+"""Task queries: list the tasks of a queue in one state, page by page, and read one task.
+
+A page costs one range read (``LRANGE``/``ZRANGE`` of exactly the page) and one pipelined ``HMGET``
+per task on it, whatever the size of the queue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from framework.errors import TaskNotFound
+from framework.inspector._base import InspectorBase, as_state, text
+from framework.inspector.details import FIELDS, SCORED, TaskDetails, task_details
+from framework.message import TaskState
+
+if TYPE_CHECKING:
+    from framework.keys import QueueKeys
+
+__all__ = ("MAX_PAGE_SIZE", "GroupInfo", "TaskPage", "TasksMixin")
+
+MAX_PAGE_SIZE = 1000
+"""The largest page :meth:`TasksMixin.list_tasks` returns."""
+
+_LISTS = (TaskState.PENDING, TaskState.ACTIVE)
+
+
+class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of the tasks of a queue in one state.
+
+    Attributes:
+        queue: the queue name.
+        state: the state listed.
+        group: the group listed, for aggregating tasks ("" = every group).
+        page: the page number, from 1.
+        size: the page size asked for.
+        total: tasks in that state (in that group) altogether.
+        tasks: the tasks on this page, next to be processed first.
+    """
+
+    queue: str
+    state: TaskState
+    group: str
+    page: int
+    size: int
+    total: int
+    tasks: list[TaskDetails]
+
+
+class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An aggregation group of a queue.
+
+    Attributes:
+        group: the group name.
+        size: tasks in it.
+    """
+
+    group: str
+    size: int
+
+
+def _check_page(page: int, size: int) -> None:
+    if page < 1:
+        raise ValueError(f"page={page!r} is invalid: pages are numbered from 1")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ValueError(f"size={size!r} is invalid: must be between 1 and {MAX_PAGE_SIZE}")
+
+
+class TasksMixin(InspectorBase):
+    """Reads of tasks: pages of one state, groups, and single tasks."""
+
+    async def list_tasks(
+        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20, group: str | None = None
+    ) -> TaskPage:
+        """One page of the tasks of ``queue`` in ``state``, the next to be processed first.
+
+        Pending and active tasks are in processing order (oldest first); scheduled and retry tasks by
+        due time; archived by time archived; completed by expiry; aggregating by group, then time added.
+
+        Args:
+            queue: the queue name.
+            state: the state to list.
+            page: the page number, from 1.
+            size: tasks per page (at most :data:`MAX_PAGE_SIZE`).
+            group: for aggregating tasks, only this group.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            ValueError: an unknown state, or a bad page or size.
+        """
+        st = as_state(state)
+        _check_page(page, size)
+        qk = await self._queue_keys(queue)
+        start = (page - 1) * size
+        if st in _LISTS:
+            ids, total = await self._list_page(qk.pending if st is TaskState.PENDING else qk.active, start, size)
+            scored: list[tuple[str, float | None]] = [(i, None) for i in ids]
+        elif st is TaskState.AGGREGATING:
+            scored, total = await self._group_page(qk, group, start, size)
+        else:
+            scored, total = await self._zset_page(getattr(qk, st.value), start, size)
+        tasks = await self._fetch(qk, queue, scored)
+        return TaskPage(queue=queue, state=st, group=group or "", page=page, size=size, total=total, tasks=tasks)
+
+    async def _list_page(self, key: str, start: int, size: int) -> tuple[list[str], int]:
+        """A page of a list read from the right (the oldest end), with the list's length."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(key)
+            pipe.lrange(key, -(start + size), -(start + 1))
+            total, ids = await pipe.execute()
+        return [text(i) for i in reversed(ids)], int(total)
+
+    async def _zset_page(self, key: str, start: int, size: int) -> tuple[list[tuple[str, float | None]], int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrange(key, start, start + size - 1, withscores=True)
+            total, items = await pipe.execute()
+        return [(text(i), float(s)) for i, s in items], int(total)
+
+    async def _group_page(
+        self, qk: QueueKeys, group: str | None, start: int, size: int
+    ) -> tuple[list[tuple[str, float | None]], int]:
+        """A page across the groups in name order (or of one group)."""
+        groups = [group] if group else [g.group for g in await self._groups(qk)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for g in groups:
+                pipe.zcard(qk.group(g))
+            sizes = [int(n) for n in await pipe.execute()]
+        out: list[tuple[str, float | None]] = []
+        offset = start
+        for g, n in zip(groups, sizes, strict=True):
+            if len(out) >= size:
+                break
+            if offset >= n:
+                offset -= n
+                continue
+            stop = offset + size - len(out) - 1
+            items: list[Any] = await self.redis.zrange(qk.group(g), offset, stop, withscores=True)
+            out += [(text(i), float(s)) for i, s in items]
+            offset = 0
+        return out, sum(sizes)
+
+    async def _fetch(self, qk: QueueKeys, queue: str, scored: list[tuple[str, float | None]]) -> list[TaskDetails]:
+        """The task records of ``scored`` ids; ids without a record are left out."""
+        if not scored:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id, _ in scored:
+                pipe.hmget(qk.task(task_id), FIELDS)
+            rows = await pipe.execute()
+        return [
+            task_details(queue, i, f, s) for (i, s), f in zip(scored, rows, strict=True) if f[0] is not None and f[1]
+        ]
+
+    async def _groups(self, qk: QueueKeys) -> list[GroupInfo]:
+        names = sorted(text(g) for g in await self.redis.smembers(qk.groups))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(qk.group(name))
+            sizes = await pipe.execute()
+        return [GroupInfo(group=n, size=int(s)) for n, s in zip(names, sizes, strict=True)]
+
+    async def list_groups(self, queue: str) -> list[GroupInfo]:
+        """The aggregation groups of ``queue`` and their sizes, by name.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+        """
+        return await self._groups(await self._queue_keys(queue))
+
+    async def get_task(self, queue: str, task_id: str) -> TaskDetails:
+        """One task of ``queue``, in whatever state it is.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            TaskNotFound: the queue has no task ``task_id``.
+        """
+        qk = await self._queue_keys(queue)
+        fields = await self.redis.hmget(qk.task(task_id), FIELDS)
+        if fields[0] is None or not fields[1]:
+            raise TaskNotFound(f"queue {queue!r} has no task {task_id!r}")
+        state = text(fields[1])
+        score = None
+        if state in SCORED:
+            score = await self.redis.zscore(getattr(qk, state), task_id)
+        return task_details(queue, task_id, list(fields), score)

@@ -1,0 +1,39 @@
+-- delete_task: delete one non-active task and its record (Inspector "delete"), releasing its
+-- uniqueness lock when this task holds it.
+-- KEYS[1] task hash  <ns>:{q}:t:<id>
+-- KEYS[2] pending    <ns>:{q}:pending
+-- KEYS[3] scheduled  <ns>:{q}:scheduled
+-- KEYS[4] retry      <ns>:{q}:retry
+-- KEYS[5] archived   <ns>:{q}:archived
+-- KEYS[6] completed  <ns>:{q}:completed
+-- KEYS[7] groups set <ns>:{q}:groups
+-- ARGV[1] task id
+-- ARGV[2] group key prefix <ns>:{q}:g:
+-- returns 1 deleted, 0 not found, -1 the task is active
+local id = ARGV[1]
+local fields = redis.call("HMGET", KEYS[1], "msg", "state", "group", "unique_key")
+local state = fields[2]
+if not fields[1] or not state then
+  return 0
+end
+if state == "active" then
+  return -1
+end
+if state == "pending" then
+  redis.call("LREM", KEYS[2], 0, id)
+elseif state == "aggregating" then
+  local group = fields[3] or ""
+  local gkey = ARGV[2] .. group
+  redis.call("ZREM", gkey, id)
+  if redis.call("ZCARD", gkey) == 0 then
+    redis.call("SREM", KEYS[7], group)
+  end
+else
+  local sources = {scheduled = KEYS[3], retry = KEYS[4], archived = KEYS[5], completed = KEYS[6]}
+  if sources[state] then
+    redis.call("ZREM", sources[state], id)
+  end
+end
+redis.call("DEL", KEYS[1])
+release_unique(fields[4] or "", id)
+return 1

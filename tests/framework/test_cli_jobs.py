@@ -1,0 +1,282 @@
+"""``framework jobs`` as a user runs it: subprocesses against the test Valkey, on Go's golden data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from framework.broker import RedisBroker
+from framework.clock import SystemClock
+from framework.keys import day_stamp
+from framework.message import decode_message, encode_message, encode_server_info, new_message
+from tests.framework.golden import golden, golden_ids, load_golden
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis
+
+    from framework.keys import Schema
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+TODAY = day_stamp(int(time.time()))
+
+
+def cli_env(redis_url: str, namespace: str, data_dir: Path) -> dict[str, str]:
+    """The environment of a ``framework`` subprocess: this test's Valkey and namespace, no entry-point plugins."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
+    env.update(
+        FRAMEWORK_REDIS_URL=redis_url,
+        REDIS_URL=redis_url,
+        FRAMEWORK_NAMESPACE=namespace,
+        FRAMEWORK_LOAD_PLUGINS="",  # only the built-in demo plugin (demo:hello): independent of installed plugins
+        FRAMEWORK_DATA_DIR=str(data_dir),
+        COLUMNS="200",
+        PYTHONIOENCODING="utf-8",
+        NO_COLOR="1",
+    )
+    return env
+
+
+@pytest.fixture
+def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
+    env = cli_env(redis_url, namespace, tmp_path / "data")
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        return subprocess.run(
+            [sys.executable, "-m", "framework", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            **feed,
+        )
+
+    return run
+
+
+def run_all(cli: Cli, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """Run independent (read-only) commands side by side; results in order."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda argv: cli(*argv), commands))
+
+
+@pytest.fixture
+async def gold(redis: Redis, namespace: str) -> None:
+    await load_golden(redis, namespace, day=TODAY)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(ok(result))
+
+
+def failed(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+async def test_stats(cli: Cli, gold: None) -> None:
+    as_data, as_table = run_all(cli, ("jobs", "stats", "--json"), ("jobs", "stats"))
+    stats = {q["queue"]: q for q in as_json(as_data)}
+    assert sorted(stats) == sorted(golden()["keys"]["asynq:queues"]["items"])
+    for queue, info in stats.items():
+        for state in ("pending", "scheduled", "retry", "archived", "completed"):
+            assert info[state] == len(golden_ids(queue, state)), (queue, state)
+    assert (stats["default"]["aggregating"], stats["default"]["groups"]) == (1, 1)
+    assert (stats["t_retry"]["processed_today"], stats["t_retry"]["failed_today"]) == (1, 1)
+    assert stats["default"]["latency"] > 0
+    assert stats["t_retry"]["latency"] is None
+    table = ok(as_table)
+    for needle in ("Queues", "pending", "processed today", "weird:name {x}", "t_completed"):
+        assert needle in table
+    row = next(line for line in table.splitlines() if "│ default" in line)
+    assert [c.strip() for c in row.split("│")[2:9]] == ["2", "0", "1", "0", "0", "0", "1"]
+
+
+async def test_empty_namespace(cli: Cli) -> None:
+    assert ok(cli("jobs", "stats")).strip() == "no queues"
+
+
+async def test_ls_and_show(cli: Cli, gold: None) -> None:
+    page, second, retry, shown, details = run_all(
+        cli,
+        ("jobs", "ls", "default", "pending", "--json"),
+        ("jobs", "ls", "default", "pending", "--page", "2", "--size", "1"),
+        ("jobs", "ls", "t_retry", "retry"),
+        ("jobs", "show", "critical", "golden-options"),
+        ("jobs", "show", "critical", "golden-options", "--json"),
+    )
+    data = as_json(page)
+    assert [t["id"] for t in data["tasks"]] == ["golden-plain", "golden-unique"]
+    assert data["total"] == 2
+    assert data["tasks"][0]["payload_json"]["data"] == {"Name": "Ann"}
+    assert "golden-unique" in ok(second)
+    assert "golden-plain" not in ok(second)
+    assert "page 2 of 2, 2 task(s)" in ok(second)
+    assert "next 2026-11-22 04:55:05 UTC" in ok(retry)
+    assert "1/3" in ok(retry)
+    for needle in ("report:generate", "ünï=cödé", "2100-01-01 00:00:00 UTC", '"user_id": 7', "0 of 5", "30s"):
+        assert needle in ok(shown), needle
+    assert as_json(details)["headers"] == {"trace": "abc", "empty": "", "ünï": "cödé"}
+    assert as_json(details)["deadline"] == "2100-01-01T00:00:00Z"
+
+
+async def test_exit_codes(cli: Cli, gold: None) -> None:
+    no_task, no_queue, bad_state = run_all(
+        cli,
+        ("jobs", "show", "default", "nope"),
+        ("jobs", "retry", "nope", "golden-plain"),
+        ("jobs", "ls", "default", "bogus"),
+    )
+    failed(no_task, 1, "queue 'default' has no task 'nope'")
+    failed(no_queue, 1, "queue 'nope' does not exist")
+    failed(bad_state, 2, "'bogus' is not one of")
+
+
+async def test_single_task_actions(cli: Cli, gold: None, redis: Redis, schema: Schema, namespace: str) -> None:
+    default = schema.queue("default")
+    lock = f"{namespace}:{{default}}:unique:email:send:a64cf318e15f3ff4697d9a55ea753855"
+    broker = RedisBroker(redis, schema, SystemClock(), wakeup=False)
+    [(active_id, _)] = await broker.dequeue("critical", 1)
+    retried, archived, deleted, refused = run_all(
+        cli,
+        ("jobs", "retry", "t_retry", "golden-retry"),
+        ("jobs", "archive", "default", "golden-plain", "--json"),
+        ("jobs", "delete", "default", "golden-unique"),
+        ("jobs", "delete", "critical", active_id),
+    )
+    assert "task golden-retry of queue 't_retry' is pending now" in ok(retried)
+    assert await redis.lrange(schema.queue("t_retry").pending, 0, -1) == [b"golden-retry"]
+    assert as_json(archived) == {"queue": "default", "id": "golden-plain", "action": "archive", "ok": True}
+    assert await redis.zscore(default.archived, "golden-plain") is not None
+    assert "is deleted" in ok(deleted)
+    assert not await redis.exists(lock)
+    assert not await redis.exists(default.task("golden-unique"))
+    failed(refused, 1, "is active; cancel it instead")
+
+
+async def test_bulk_actions(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
+    default = schema.queue("default")
+    refused = cli("jobs", "delete-all", "default", "pending", stdin="n\n")
+    failed(refused, 1, "Delete 2 pending task(s) of queue 'default'?", "Aborted")
+    assert await redis.llen(default.pending) == 2
+    deleted = cli("jobs", "delete-all", "default", "pending", "--yes")
+    assert "2 pending task(s) of queue 'default' deleted" in ok(deleted)
+    assert "delete pending tasks of default" in deleted.stderr  # the progress bar, on stderr
+    assert await redis.llen(default.pending) == 0
+    confirmed = cli("jobs", "archive-all", "default", "scheduled", "--json", stdin="y\n")
+    assert "Archive 1 scheduled task(s) of queue 'default'?" in confirmed.stderr
+    result = as_json(confirmed)
+    assert result == {"queue": "default", "state": "scheduled", "action": "archive", "count": 1}
+    result = as_json(cli("jobs", "run-all", "default", "archived", "--json"))
+    assert result["count"] == 1
+    assert await redis.lrange(default.pending, 0, -1) == [b"golden-scheduled"]
+
+
+async def test_pause_unpause_and_cancel(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
+    assert ok(cli("jobs", "pause", "default")).strip() == "queue 'default' paused"
+    assert await redis.exists(schema.queue("default").paused)
+    assert as_json(cli("jobs", "pause", "default", "--json")) == {"queue": "default", "paused": True, "changed": False}
+    assert ok(cli("jobs", "unpause", "default")).strip() == "queue 'default' resumed"
+    assert not await redis.exists(schema.queue("default").paused)
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(schema.cancel_channel)
+        assert (await pubsub.get_message(timeout=2.0))["type"] == "subscribe"
+        assert as_json(cli("jobs", "cancel", "task-123", "--json")) == {"id": "task-123", "receivers": 1}
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+        assert message is not None
+        assert message["data"] == b"task-123"
+
+
+async def test_servers_and_history(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
+    key = schema.server("go-host", 99, "srv-1")
+    info = encode_server_info(
+        host="go-host",
+        pid=99,
+        server_id="srv-1",
+        concurrency=8,
+        queues={"default": 1},
+        strict_priority=False,
+        status="active",
+        start_time=time.time() - 60,
+        active_worker_count=0,
+    )
+    await redis.zadd(schema.servers, {key: int(time.time()) + 30})
+    await redis.set(key, info)
+    table, data, history = run_all(
+        cli,
+        ("jobs", "servers"),
+        ("jobs", "servers", "--json"),
+        ("jobs", "history", "--days", "2", "-q", "t_retry", "-q", "t_archive", "--json"),
+    )
+    for needle in ("go-host", "default=1", "0/8", "srv-1", "active"):
+        assert needle in ok(table), needle
+    [server] = as_json(data)
+    assert (server["server"]["server_id"], server["server"]["concurrency"], server["workers"]) == ("srv-1", 8, [])
+    rows = as_json(history)
+    assert len(rows) == 4
+    assert [(r["queue"], r["processed"], r["failed"]) for r in rows if r["date"] == TODAY] == [
+        ("t_retry", 1, 1),
+        ("t_archive", 1, 1),
+    ]
+
+
+async def test_enqueue(cli: Cli, redis: Redis, schema: Schema) -> None:
+    default = schema.queue("default")
+    bad_payload, bad_in = run_all(
+        cli,
+        ("jobs", "enqueue", "demo:hello", "--payload", '{"name": 5}'),
+        ("jobs", "enqueue", "x:y", "--in", "soon"),
+    )
+    failed(bad_payload, 2, "$.name")
+    failed(bad_in, 2, "Go duration")
+    info, later, at, first = run_all(
+        cli,
+        ("jobs", "enqueue", "demo:hello", "--payload", '{"name": "Ann"}', "--json"),
+        ("jobs", "enqueue", "demo:hello", "--in", "1h30m", "--json"),
+        ("jobs", "enqueue", "x:y", "--at", "2100-01-01T00:00:00", "-q", "low", "--header", "k=v", "--timeout", "30s"),
+        ("jobs", "enqueue", "x:y", "--payload", '{"a": 1}', "--unique", "1h", "--task-id", "u1", "--max-retry", "2"),
+    )
+    data = as_json(info)
+    assert (data["type"], data["queue"], data["state"], data["max_retry"]) == ("demo:hello", "default", "pending", 3)
+    msg = decode_message(await redis.hget(default.task(data["id"]), "msg"))
+    assert json.loads(msg.payload) == {"name": "Ann", "work_seconds": 0.5}
+    scheduled = as_json(later)
+    assert scheduled["state"] == "scheduled"
+    assert await redis.zscore(default.scheduled, scheduled["id"]) == pytest.approx(time.time() + 5400, abs=60)
+    assert "in queue 'low': scheduled at 2100-01-01 00:00:00 UTC" in ok(at)
+    assert "no loaded plugin handles task type 'x:y'" in at.stderr
+    assert "enqueued x:y task u1 in queue 'default': pending" in ok(first)
+    stored = decode_message(await redis.hget(default.task("u1"), "msg"))
+    assert (stored.payload, stored.retry) == (b'{"a": 1}', 2)
+    failed(cli("jobs", "enqueue", "x:y", "--payload", '{"a": 1}', "--unique", "3600"), 1, "unique lock held")
+
+
+async def test_delete_queue(cli: Cli, redis: Redis, schema: Schema) -> None:
+    msg = new_message(type="t", payload=b"", id="t1", queue="doomed", retry=1, timeout=60, deadline=0)
+    broker = RedisBroker(redis, schema, SystemClock(), wakeup=False)
+    await broker.enqueue("doomed", "t1", encode_message(msg))
+    failed(cli("jobs", "delete-queue", "doomed"), 1, "has tasks")
+    assert as_json(cli("jobs", "delete-queue", "doomed", "--force", "--yes", "--json")) == {
+        "queue": "doomed",
+        "deleted": True,
+        "tasks": 1,
+    }
+    assert not await redis.sismember(schema.all_queues, "doomed")

@@ -9,8 +9,6 @@ the scheduler in the same process. :func:`create_app` is the factory.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,7 @@ from framework.events import await_me_maybe
 from framework.jinja import build_environment
 from framework.keys import Schema
 from framework.logging import configure_logging, get_logger
-from framework.plugins import collect_task_types, get_plugin_manager, plugin_dirs
+from framework.plugins import app_plugins, collect_task_types, get_plugin_manager, plugin_dirs
 from framework.registry import Registry
 from framework.services import Services
 from framework.settings import Settings, load_settings
@@ -41,21 +39,6 @@ if TYPE_CHECKING:
     import pluggy
 
 __all__ = ("FrameworkPlugin", "app_plugins", "create_app", "start_services", "stop_services")
-
-
-def app_plugins(settings: Settings | None = None) -> list[tuple[str, object]]:
-    """The app's own hook module (``settings.app`` or ``$FRAMEWORK_APP``), or the built-in demo."""
-    path = settings.app if settings is not None else None
-    path = path or os.environ.get("FRAMEWORK_APP")
-    if not path:
-        from framework import demo  # noqa: PLC0415
-
-        return [("demo", demo)]
-    try:
-        module = importlib.import_module(path)
-    except ImportError as exc:
-        raise PluginError(f"the app module {path!r} (setting app) cannot be imported: {exc}") from exc
-    return [("app", module)]
 
 
 async def start_services(settings: Settings, pm: pluggy.PluginManager | None, role: str) -> Services:

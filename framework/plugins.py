@@ -16,6 +16,7 @@ A plugin may declare hooks of its own for other plugins: its entry-point module 
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 import sys
@@ -38,8 +39,10 @@ __all__ = (
     "BUILTIN_DISTRIBUTIONS",
     "ENTRY_POINT_GROUP",
     "PluginInfo",
+    "app_plugins",
     "collect_cron_entries",
     "collect_task_types",
+    "get_app_plugin_manager",
     "get_plugin_manager",
     "get_plugins",
     "plugin_dirs",
@@ -71,6 +74,26 @@ class PluginInfo:
     static_dir: str | None = None
     builtin: bool = False
     contributes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def app_plugins(settings: Settings | None = None) -> list[tuple[str, object]]:
+    """The app's own hook module (``settings.app`` or ``$FRAMEWORK_APP``), or the built-in demo."""
+    path = settings.app if settings is not None else None
+    path = path or os.environ.get("FRAMEWORK_APP")
+    if not path:
+        from framework import demo  # noqa: PLC0415
+
+        return [("demo", demo)]
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise PluginError(f"the app module {path!r} (setting app) cannot be imported: {exc}") from exc
+    return [("app", module)]
+
+
+def get_app_plugin_manager(settings: Settings) -> pluggy.PluginManager:
+    """The plugin manager of an app: installed plugins, then the app's own hook module (or the demo)."""
+    return get_plugin_manager(settings, extra=app_plugins(settings))
 
 
 def _env_list(name: str) -> list[str] | None:

@@ -46,10 +46,9 @@ class CliContext:
     @cached_property
     def pm(self) -> pluggy.PluginManager:
         """The plugin manager, with the app's own plugin (``FRAMEWORK_APP``) registered last."""
-        from framework.app import app_plugins  # noqa: PLC0415
-        from framework.plugins import get_plugin_manager  # noqa: PLC0415
+        from framework.plugins import get_app_plugin_manager  # noqa: PLC0415
 
-        return get_plugin_manager(self.settings, extra=app_plugins(self.settings))
+        return get_app_plugin_manager(self.settings)
 
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)

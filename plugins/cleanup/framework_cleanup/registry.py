@@ -98,7 +98,7 @@ def plugin_manager_for(settings: Settings) -> pluggy.PluginManager:
     Assembly hooks receive only the settings; this is how the cleanup plugin's
     ``register_cron_entries`` finds the sweepers of every other plugin.
     """
-    from framework.app import app_plugins  # noqa: PLC0415 - the web stack loads only when needed
+    from framework.plugins import app_plugins  # noqa: PLC0415
     from framework.plugins import get_plugin_manager  # noqa: PLC0415
 
     return get_plugin_manager(settings, extra=app_plugins(settings))

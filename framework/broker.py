@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from framework.keys import QueueKeys
 
 __all__ = (
+    "AGGREGATION_SET_TTL",
     "ARCHIVE_MAX_AGE",
     "ARCHIVE_MAX_SIZE",
+    "INFLIGHT_TTL",
     "LEASE_SECONDS",
     "Broker",
     "EnqueueCall",
@@ -36,6 +38,10 @@ ARCHIVE_MAX_AGE = 90 * 24 * 3600
 _DAY_TTL = 90 * 24 * 3600
 MINUTE_TTL = 26 * 3600
 """How long the per-minute counters are kept."""
+INFLIGHT_TTL = 24 * 3600
+"""Seconds a worker's per-queue in-flight set outlives its last dequeue or heartbeat."""
+AGGREGATION_SET_TTL = 120
+"""Seconds an aggregation set may stay staged before it is put back in its group (asynq: 2 min)."""
 
 
 class EnqueueCall(Protocol):
@@ -62,7 +68,7 @@ class Broker(Protocol):
         unique_ttl: int = ...,
         group: str = ...,
     ) -> int: ...
-    async def dequeue(self, queue: str, count: int) -> list[bytes]: ...  # noqa: D102
+    async def dequeue(self, queue: str, count: int, inflight_key: str = ...) -> list[tuple[str, bytes]]: ...  # noqa: D102
     async def done(self, queue: str, tasks: Sequence[tuple[str, str]]) -> list[int]: ...  # noqa: D102
     async def mark_complete(  # noqa: D102
         self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str
@@ -121,24 +127,28 @@ class RedisBroker:
         unique_ttl: int = 0,
         group: str = "",
     ) -> tuple[Any, list[str], list[Any]]:
-        """Choose the script and build its keys and args for one enqueue (no I/O)."""
+        """Choose the script and build its keys and args for one enqueue (no I/O).
+
+        A ``process_at`` wins over ``group``, as in asynq: the task is scheduled, and the forwarder adds
+        it to its group when it is due.
+        """
         qk = self.schema.queue(queue)
         now = self.clock.now()
         tkey = qk.task(task_id)
+        if process_at is not None:
+            if unique_key:
+                return (
+                    SCRIPTS["schedule_unique"],
+                    [tkey, qk.scheduled, unique_key],
+                    [data, process_at, task_id, unique_ttl, group],
+                )
+            return SCRIPTS["schedule"], [tkey, qk.scheduled], [data, process_at, task_id, group]
         if group:
             keys = [tkey, qk.group(group), qk.groups]
             args: list[Any] = [data, task_id, int(now), group]
             if unique_key:
                 return SCRIPTS["add_to_group_unique"], [*keys, unique_key], [*args, unique_ttl]
             return SCRIPTS["add_to_group"], keys, args
-        if process_at is not None:
-            if unique_key:
-                return (
-                    SCRIPTS["schedule_unique"],
-                    [tkey, qk.scheduled, unique_key],
-                    [data, process_at, task_id, unique_ttl],
-                )
-            return SCRIPTS["schedule"], [tkey, qk.scheduled], [data, process_at, task_id]
         now_ns = int(now * 1e9)
         if unique_key:
             return (
@@ -159,7 +169,7 @@ class RedisBroker:
         unique_ttl: int = 0,
         group: str = "",
     ) -> int:
-        """Store one task: pending, scheduled (``process_at``) or aggregating (``group``).
+        """Store one task: scheduled (``process_at``), else aggregating (``group``), else pending.
 
         Returns:
             1 stored, 0 task id conflict, -1 duplicate (uniqueness lock held).
@@ -180,14 +190,34 @@ class RedisBroker:
 
     # -- worker transitions ------------------------------------------------------------------------
 
-    async def dequeue(self, queue: str, count: int) -> list[bytes]:
-        """Take up to ``count`` pending tasks of ``queue`` (none when paused); leases them for 30 s."""
+    async def dequeue(self, queue: str, count: int, inflight_key: str = "") -> list[tuple[str, bytes]]:
+        """Take up to ``count`` pending tasks of ``queue`` (none when paused); leases them for 30 s.
+
+        Args:
+            queue: the queue.
+            count: the most tasks to take.
+            inflight_key: the dequeuing worker's in-flight set of this queue (``QueueKeys.inflight``);
+                the ids taken are added to it atomically. "" records nothing.
+
+        Returns:
+            (task id, encoded TaskMessage) of each task taken, oldest first.
+        """
         qk = self.schema.queue(queue)
         lease_until = int(self.clock.now()) + LEASE_SECONDS
-        result: list[bytes] = await SCRIPTS["dequeue"](
-            self.redis, [qk.pending, qk.active, qk.lease, qk.paused], [qk.task_prefix, lease_until, count]
+        keys = [qk.pending, qk.active, qk.lease, qk.paused]
+        if inflight_key:
+            keys.append(inflight_key)
+        flat: list[bytes] = await SCRIPTS["dequeue"](
+            self.redis, keys, [qk.task_prefix, lease_until, count, INFLIGHT_TTL]
         )
-        return result
+        return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def pending_counts(self, queues: Sequence[str]) -> list[int]:
+        """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(self.schema.queue(queue).pending)
+            return [int(n) for n in await pipe.execute()]
 
     async def done(self, queue: str, tasks: Sequence[tuple[str, str]]) -> list[int]:
         """Finish succeeded tasks (no retention): ``tasks`` is (id, unique lock key or "") pairs.
@@ -209,7 +239,7 @@ class RedisBroker:
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.completed, *self._stat_keys(qk, now, "processed")]
-        args = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
+        args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
         return int(await SCRIPTS["mark_complete"](self.redis, keys, args))
 
     async def requeue(self, queue: str, task_id: str) -> int:
@@ -226,7 +256,7 @@ class RedisBroker:
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.retry, *self._failure_keys(qk, now)]
-        args = [task_id, data, retry_at, 1 if failure else 0, self._day_expireat(now), MINUTE_TTL]
+        args: list[Any] = [task_id, data, retry_at, 1 if failure else 0, self._day_expireat(now), MINUTE_TTL]
         return int(await SCRIPTS["retry"](self.redis, keys, args))
 
     async def archive(self, queue: str, task_id: str, data: bytes) -> int:
@@ -234,7 +264,7 @@ class RedisBroker:
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.archived, *self._failure_keys(qk, now)]
-        args = [
+        args: list[Any] = [
             task_id,
             data,
             int(now),
@@ -252,11 +282,11 @@ class RedisBroker:
             return
         until = int(self.clock.now()) + LEASE_SECONDS
         mapping = dict.fromkeys(task_ids, until)
-        await self.redis.zadd(self.schema.queue(queue).lease, mapping, xx=True)  # type: ignore[arg-type]
+        await self.redis.zadd(self.schema.queue(queue).lease, mapping, xx=True)
 
     async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
         """Store a running task's result bytes (``HSET result``)."""
-        await self.redis.hset(self.schema.queue(queue).task(task_id), "result", data)  # type: ignore[misc]
+        await self.redis.hset(self.schema.queue(queue).task(task_id), "result", data)
 
     # -- maintenance -------------------------------------------------------------------------------
 
@@ -268,7 +298,7 @@ class RedisBroker:
         """
         qk = self.schema.queue(queue)
         now = self.clock.now()
-        args = [int(now), qk.task_prefix, int(now * 1e9), qk.prefix + "g:", self._channel, queue]
+        args: list[Any] = [int(now), qk.task_prefix, int(now * 1e9), qk.prefix + "g:", self._channel, queue]
         moved = 0
         earliest: float | None = None
         for source in (qk.scheduled, qk.retry):
@@ -289,13 +319,18 @@ class RedisBroker:
         )
         return result
 
-    async def recover(self, queue: str, task_id: str, newest_dead_lease: float, max_recoveries: int) -> Any:
-        """Requeue a task of a dead worker; see ``recover.lua`` for the answers."""
+    async def recover(
+        self, queue: str, task_id: str, newest_dead_lease: float, max_recoveries: int, *, count: bool = True
+    ) -> Any:
+        """Requeue a task of a dead worker; see ``recover.lua`` for the answers.
+
+        ``count=False``: the owner gives back a task whose lease it lost (a Redis outage, not a crash), so
+        the recovery does not count toward the poison-pill limit.
+        """
         qk = self.schema.queue(queue)
         keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
-        return await SCRIPTS["recover"](
-            self.redis, keys, [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue]
-        )
+        args: list[Any] = [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue, 1 if count else 0]
+        return await SCRIPTS["recover"](self.redis, keys, args)
 
     async def repair_orphans(self, queue: str) -> int:
         """Give already-expired leases to active tasks that have none, so recovery finds them."""
@@ -317,6 +352,72 @@ class RedisBroker:
             if n < batch:
                 return total
 
+    async def next_due(self, queues: Sequence[str]) -> list[float | None]:
+        """Earliest score in each queue's scheduled and retry sets (None when both are empty), one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                qk = self.schema.queue(queue)
+                pipe.zrange(qk.scheduled, 0, 0, withscores=True)
+                pipe.zrange(qk.retry, 0, 0, withscores=True)
+            replies = await pipe.execute()
+        out: list[float | None] = []
+        for i in range(0, len(replies), 2):
+            scores = [float(r[0][1]) for r in replies[i : i + 2] if r]
+            out.append(min(scores) if scores else None)
+        return out
+
+    # -- aggregation -------------------------------------------------------------------------------
+
+    async def groups(self, queue: str) -> list[str]:
+        """Names of the groups of ``queue`` that hold aggregating tasks."""
+        members = await self.redis.smembers(self.schema.queue(queue).groups)
+        return sorted(_text(g) for g in members)
+
+    async def first_in_group(self, queue: str, group: str) -> bytes | None:
+        """The encoded message of the oldest task of a group (to find the aggregator by task type)."""
+        qk = self.schema.queue(queue)
+        ids = await self.redis.zrange(qk.group(group), 0, 0)
+        if not ids:
+            return None
+        data = await self.redis.hget(qk.task(_text(ids[0])), "msg")
+        return data if isinstance(data, bytes) else None
+
+    async def aggregation_check(
+        self, queue: str, group: str, set_id: str, *, max_size: int, max_delay: float, grace_period: float
+    ) -> str | None:
+        """Stage a ready group's tasks (up to ``max_size``) in a new aggregation set.
+
+        Returns:
+            The aggregation set key, or None when the group is not ready.
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        set_key = qk.aggregation_set(group, set_id)
+        keys = [qk.group(group), set_key, qk.aggregation_sets, qk.groups]
+        args: list[Any] = [max_size, max_delay, grace_period, int(now) + AGGREGATION_SET_TTL, now, group]
+        created = int(await SCRIPTS["aggregation_check"](self.redis, keys, args))
+        return set_key if created else None
+
+    async def read_aggregation_set(self, queue: str, set_key: str) -> tuple[list[tuple[str, bytes]], float | None]:
+        """The (id, encoded message) of each task staged in an aggregation set, and the set's deadline."""
+        qk = self.schema.queue(queue)
+        flat = await SCRIPTS["read_aggregation_set"](self.redis, [set_key, qk.aggregation_sets], [qk.task_prefix])
+        deadline = float(flat[0]) if int(flat[0]) >= 0 else None
+        return [(flat[i].decode(), flat[i + 1]) for i in range(1, len(flat), 2)], deadline
+
+    async def delete_aggregation_set(self, queue: str, set_key: str) -> int:
+        """Delete an aggregation set and its member tasks (after the aggregated task was enqueued)."""
+        qk = self.schema.queue(queue)
+        keys = [set_key, qk.aggregation_sets]
+        return int(await SCRIPTS["delete_aggregation_set"](self.redis, keys, [qk.task_prefix]))
+
+    async def reclaim_stale_aggregation_sets(self, queue: str) -> int:
+        """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets."""
+        qk = self.schema.queue(queue)
+        keys = [qk.aggregation_sets, qk.groups]
+        args: list[Any] = [int(self.clock.now()), qk.group_prefix()]
+        return int(await SCRIPTS["reclaim_stale_aggregation_sets"](self.redis, keys, args))
+
     async def cron_enqueue(
         self, queue: str, entry_id: str, tick: int, task_id: str, data: bytes, claim_ttl: int
     ) -> int:
@@ -325,8 +426,13 @@ class RedisBroker:
         if queue not in self._known_queues:
             await self.register_queues([queue])
         keys = [qk.cron_claim(entry_id, tick), qk.task(task_id), qk.pending]
-        args = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
+        args: list[Any] = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
         return int(await SCRIPTS["cron_enqueue"](self.redis, keys, args))
+
+
+def _text(value: Any) -> str:
+    """A reply (bytes from a decode_responses=False client) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def now_seconds() -> int:

@@ -113,7 +113,7 @@ class Client:
         self.registry = registry
         self.clock = clock or SystemClock()
         self.broker = RedisBroker(redis, self.schema, self.clock)
-        self._url = url or _describe_connection(redis)
+        self._url = redact_url(url) if url else _describe_connection(redis)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Client:
@@ -158,7 +158,10 @@ class Client:
             return task, None, b""
         if isinstance(payload, bytes | bytearray | memoryview):
             return task, None, bytes(payload)
-        return task, None, _json.encode(payload)
+        try:
+            return task, None, _json.encode(payload)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise PayloadTypeError(f"the payload of a {task!r} task cannot be encoded as JSON: {exc}") from exc
 
     def _build(
         self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any]
@@ -168,7 +171,9 @@ class Client:
         opts = resolve_options(taskdef, options, self.settings, now)
         task_id = opts.task_id or str(uuid.uuid4())
         qk = self.schema.queue(opts.queue)
-        unique_key = qk.unique(task_type, data) if opts.unique_ttl else ""
+        # Go's nil payload (no payload at all) locks ``...:unique:<type>:``; an empty one locks md5("")
+        no_payload = taskdef is None and payload is None
+        unique_key = qk.unique(task_type, None if no_payload else data) if opts.unique_ttl else ""
         msg = new_message(
             type=task_type,
             payload=data,
@@ -190,15 +195,15 @@ class Client:
             opts.queue,
             task_id,
             encode_message(msg),
-            process_at=None if opts.group else opts.process_at,
+            process_at=opts.process_at,
             unique_key=unique_key,
             unique_ttl=unique_ttl,
             group=opts.group,
         )
-        if opts.group:
-            state = TaskState.AGGREGATING
-        elif opts.process_at is not None:
+        if opts.process_at is not None:
             state = TaskState.SCHEDULED
+        elif opts.group:
+            state = TaskState.AGGREGATING
         else:
             state = TaskState.PENDING
         info = TaskInfo(
@@ -267,7 +272,9 @@ class Client:
 
         Raises:
             PayloadTypeError, InvalidOption: a job is invalid (nothing was sent).
-            RedisUnavailable: Redis cannot be reached.
+            RedisUnavailable: Redis cannot be reached. When the link drops mid-batch, the jobs Redis ran
+                are stored whole and the rest not at all; sending the batch again with the same
+                ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
         """
         built = [self._build(job.task, job.payload, job.options) for job in jobs]
         if not built:

@@ -1,7 +1,10 @@
-"""The forwarder: moves due scheduled and retry tasks to pending, for every queue it serves.
+"""The forwarder: moves due scheduled and retry tasks to pending (or back to their group), for every queue it serves.
 
-It sleeps until the earliest due task (at most ``forward_interval``), so a scheduled or retried task
-starts within a second of its due time while an idle worker sends one small script per queue per interval.
+Each pass first asks, in one round trip, for the earliest score in each queue's scheduled and retry
+sets; only queues with a due task run ``forward.lua`` (which publishes a wake-up, so an idle worker
+starts the task at once). It then sleeps until the earliest due time or ``interval`` seconds, whichever
+is sooner, so a task starts within a second of its due time while an idle worker sends one small
+round trip per ``interval``. Any one worker can forward for everyone, Go workers included.
 """
 
 from __future__ import annotations
@@ -18,29 +21,49 @@ if TYPE_CHECKING:
     import structlog
 
     from framework.broker import RedisBroker
+    from framework.health import RedisHealth
 
 __all__ = ("Forwarder",)
 
+_MIN_WAIT = 0.05
+
 
 class Forwarder:
-    """Forwards due tasks of ``queues`` every ``interval`` seconds (sooner when one is due)."""
+    """Forwards due tasks of ``queues`` every ``interval`` seconds (sooner when one is due).
+
+    Args:
+        broker: the Redis broker.
+        queues: the queues to forward.
+        interval: the longest sleep between passes.
+        logger: the worker's logger.
+        health: where Redis faults are reported.
+    """
 
     def __init__(
-        self, broker: RedisBroker, queues: Iterable[str], interval: float, logger: structlog.typing.FilteringBoundLogger
+        self,
+        broker: RedisBroker,
+        queues: Iterable[str],
+        interval: float,
+        logger: structlog.typing.FilteringBoundLogger,
+        health: RedisHealth,
     ) -> None:
         self.broker = broker
         self.queues = list(queues)
         self.interval = interval
         self.log = logger
+        self.health = health
         self._stop = asyncio.Event()
 
     async def forward_once(self) -> tuple[int, float | None]:
-        """Forward every queue once; returns (tasks moved, earliest due time left)."""
+        """Forward every queue with due tasks; returns (tasks moved, earliest due time left or None)."""
+        now = self.broker.clock.now()
         moved = 0
         earliest: float | None = None
-        for queue in self.queues:
-            n, nxt = await self.broker.forward(queue)
-            moved += n
+        for queue, due in zip(self.queues, await self.broker.next_due(self.queues), strict=True):
+            nxt = due
+            if due is not None and due <= now:
+                n, nxt = await self.broker.forward(queue)
+                moved += n
             if nxt is not None and (earliest is None or nxt < earliest):
                 earliest = nxt
         return moved, earliest
@@ -50,11 +73,15 @@ class Forwarder:
         while not self._stop.is_set():
             wait = self.interval
             try:
-                _, earliest = await self.forward_once()
-                if earliest is not None:
-                    wait = min(wait, max(0.05, earliest - self.broker.clock.now()))
+                moved, earliest = await self.forward_once()
             except (RedisError, OSError) as exc:
-                self.log.warning("forward_failed", error=f"{type(exc).__name__}: {exc}")
+                self.health.failed("forwarder", exc)
+            else:
+                self.health.ok("forwarder")
+                if moved:
+                    self.log.debug("tasks_forwarded", tasks=moved)
+                if earliest is not None:
+                    wait = min(wait, max(_MIN_WAIT, earliest - self.broker.clock.now()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
 

@@ -1,39 +1,53 @@
 """The heartbeat: extends the leases of in-flight tasks and tells the world this worker is alive.
 
-Every ``heartbeat_interval`` it extends leases (``ZADD XX``), records the worker as alive in the
-framework's own zset together with the tasks it runs (so a dead worker's tasks are recovered within
-seconds instead of after the 30 s lease), and every 5 s writes asynq's server and worker records, so
-``asynq server ls`` and asynqmon show our workers.
+It runs in a thread of its own with its own (blocking) Redis connection, so a worker whose event loop
+is busy (a CPU-bound handler, a handler that blocks) still beats: it is *slow*, not dead. Only a worker
+whose process is gone, or that cannot reach Redis, stops beating. Every ``heartbeat_interval`` one
+pipelined round trip:
+
+* extends the Redis leases of in-flight tasks (``ZADD XX`` to now + 30 s, as asynq's heartbeat does),
+  except for tasks more than 30 s past their deadline (their handler is stuck; the lease lapses and
+  asynq's lease-expiry recovery takes over);
+* records the worker in the framework's liveness zset (``<ext>:alive``, server id -> time);
+* removes finished tasks from this worker's per-queue in-flight sets (``dequeue.lua`` adds them).
+
+Every 5 s it also writes asynq's ``servers``/``workers`` records (TTL 10 s), so ``asynq server ls``
+and asynqmon show our workers. After a successful beat the in-memory leases are extended to
+``beat start + lease_ttl``. ``lease_ttl`` is shorter than ``dead_after`` (see
+:mod:`framework.recoverer`), so by the time a recoverer may judge this worker dead, every lease it holds
+has lapsed in memory and it writes nothing for those tasks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import redis as redis_sync
 from redis.exceptions import RedisError
 
-from framework.broker import LEASE_SECONDS
+from framework.broker import INFLIGHT_TTL, LEASE_SECONDS
 from framework.message import encode_server_info, encode_worker_info
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     import structlog
+    from redis.asyncio import Redis
 
-    from framework.processor import InFlight, Processor
+    from framework.health import RedisHealth
+    from framework.outcomes import InFlight
+    from framework.processor import Processor
 
-__all__ = ("Heartbeat", "ServerIdentity")
+__all__ = ("Heartbeat", "ServerIdentity", "sync_redis")
 
-_SERVER_INFO_EVERY = 5.0
+SERVER_INFO_EVERY = 5.0
+"""Seconds between writes of asynq's server and worker records (as Go does)."""
 _SERVER_TTL = 10
 
 
 class ServerIdentity:
-    """Who this worker process is, as asynq names servers."""
+    """Who this worker process is, as asynq names servers (``<host>:<pid>:<server id>``)."""
 
     __slots__ = ("host", "pid", "server_id", "started")
 
@@ -44,8 +58,43 @@ class ServerIdentity:
         self.started = time.time()
 
 
+_SYNC_KEYS = ("host", "port", "db", "username", "password", "client_name", "protocol", "path")
+
+
+def sync_redis(url: str, like: Redis | None = None) -> redis_sync.Redis:
+    """A blocking Redis client for the heartbeat thread: from ``url``, or with the settings of ``like``."""
+    timeouts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+    if url:
+        return redis_sync.Redis.from_url(url, **timeouts)
+    if like is None:
+        raise ValueError("a Redis URL or client is needed")
+    source = like.connection_pool.connection_kwargs
+    kwargs = {k: source[k] for k in _SYNC_KEYS if k in source}
+    conn_class: Any = redis_sync.connection.Connection
+    if "path" in kwargs:
+        conn_class = redis_sync.connection.UnixDomainSocketConnection
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+    elif type(like.connection_pool.connection_class).__name__ == "SSLConnection" or any(
+        k.startswith("ssl_") for k in source
+    ):
+        conn_class = redis_sync.connection.SSLConnection
+        kwargs.update({k: v for k, v in source.items() if k.startswith("ssl_")})
+    pool = redis_sync.ConnectionPool(connection_class=conn_class, **kwargs, **timeouts)
+    return redis_sync.Redis(connection_pool=pool)
+
+
 class Heartbeat:
-    """Keeps leases and liveness records fresh for one :class:`~framework.processor.Processor`."""
+    """Keeps leases and liveness records fresh for one :class:`~framework.processor.Processor`.
+
+    Args:
+        processor: the processor whose in-flight tasks it covers.
+        identity: this worker's identity.
+        interval: seconds between beats.
+        logger: the worker's logger.
+        client: a blocking Redis client, used only by this heartbeat (closed by :meth:`close`).
+        health: where Redis faults are reported.
+    """
 
     def __init__(
         self,
@@ -53,63 +102,90 @@ class Heartbeat:
         identity: ServerIdentity,
         interval: float,
         logger: structlog.typing.FilteringBoundLogger,
+        client: redis_sync.Redis,
+        health: RedisHealth,
     ) -> None:
         self.p = processor
         self.id = identity
         self.interval = interval
         self.log = logger
+        self.redis = client
+        self.health = health
         self.status = "active"
+        self.beats = 0
+        self._schema = processor.broker.schema
         self._last_info = 0.0
-        self._pending_inflight: list[InFlight] = []
-        self._stop = asyncio.Event()
-        processor.on_dequeued = self.record_dequeued
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    @property
-    def _redis(self):  # type: ignore[no-untyped-def]  # noqa: ANN202
-        return self.p.broker.redis
+    def start(self) -> None:
+        """Start beating in the background (call :meth:`beat` once first to register at once)."""
+        self._thread = threading.Thread(target=self._loop, name="framework-heartbeat", daemon=True)
+        self._thread.start()
 
-    def record_dequeued(self, infs: Iterable[InFlight]) -> None:
-        """Write newly started tasks to this worker's in-flight record (in the background)."""
-        mapping = {i.msg.id: i.queue for i in infs}
-        if mapping:
-            key = self.p.broker.schema.inflight(self.id.server_id)
-            task = asyncio.get_running_loop().create_task(self._record(key, mapping))
-            task.add_done_callback(_ignore)
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.safe_beat()
 
-    async def _record(self, key: str, mapping: dict[str, str]) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.hset(key, mapping=mapping)
+    def safe_beat(self) -> bool:
+        """One beat; Redis faults are reported, never raised. Returns whether it succeeded."""
+        try:
+            self.beat()
+        except (RedisError, OSError) as exc:
+            self.health.failed("heartbeat", exc)
+            return False
+        except Exception as exc:
+            self.log.exception("heartbeat_error", error=f"{type(exc).__name__}: {exc}")
+            return False
+        self.health.ok("heartbeat")
+        return True
 
-    async def beat(self) -> None:
-        """One heartbeat: extend leases, refresh liveness, and now and then asynq's server records."""
-        p = self.p
-        schema = p.broker.schema
+    def _leases_to_extend(self, now: float) -> dict[str, list[InFlight]]:
         by_queue: dict[str, list[InFlight]] = defaultdict(list)
-        for inf in list(p.inflight.values()):
-            if inf.lease.is_valid():
+        for inf in list(self.p.inflight.values()):
+            if inf.lease.is_valid() and now <= inf.deadline + LEASE_SECONDS:
                 by_queue[inf.queue].append(inf)
-        now = p.clock.now()
-        for queue, infs in by_queue.items():
-            await p.broker.extend_leases(queue, [i.msg.id for i in infs])
-            for i in infs:
-                i.lease.extend(now + LEASE_SECONDS)
-        inflight_key = schema.inflight(self.id.server_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(schema.alive, {self.id.server_id: int(now)})
-            pipe.delete(inflight_key)
-            mapping = {i.msg.id: i.queue for infs in by_queue.values() for i in infs}
-            if mapping:
-                pipe.hset(inflight_key, mapping=mapping)
-            await pipe.execute()
-        if now - self._last_info >= _SERVER_INFO_EVERY:
-            await self.write_server_info(now)
-            self._last_info = now
+        return by_queue
 
-    async def write_server_info(self, now: float) -> None:
-        """Write asynq's ``servers`` and ``workers`` records (TTL 10 s)."""
-        p, ident, schema = self.p, self.id, self.p.broker.schema
+    def beat(self) -> None:
+        """One heartbeat (blocking): leases, liveness, in-flight sets, and now and then asynq's records."""
+        p, schema = self.p, self._schema
+        now = p.clock.now()
+        by_queue = self._leases_to_extend(now)
+        finished, p.finished = p.finished, []
+        done_by_queue: dict[str, list[str]] = defaultdict(list)
+        for queue, task_id in finished:
+            done_by_queue[queue].append(task_id)
+        write_info = now - self._last_info >= SERVER_INFO_EVERY
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(schema.alive, {self.id.server_id: now})
+                until = int(now) + LEASE_SECONDS
+                for queue, infs in by_queue.items():
+                    qk = schema.queue(queue)
+                    pipe.zadd(qk.lease, dict.fromkeys((i.id for i in infs), until), xx=True)
+                    pipe.expire(qk.inflight(self.id.server_id), INFLIGHT_TTL)
+                for queue, ids in done_by_queue.items():
+                    pipe.srem(schema.queue(queue).inflight(self.id.server_id), *ids)
+                if write_info:
+                    self._server_info(pipe, now)
+                pipe.execute()
+        except BaseException:
+            p.finished.extend(finished)
+            raise
+        for infs in by_queue.values():
+            for inf in infs:
+                inf.lease.extend(now + p.lease_ttl)
+        if write_info:
+            self._last_info = now
+        self.beats += 1
+
+    def _server_info(self, pipe: Any, now: float) -> None:
+        """Queue asynq's ``servers`` and ``workers`` records (TTL 10 s) on ``pipe``."""
+        p, ident, schema = self.p, self.id, self._schema
         server_key = schema.server(ident.host, ident.pid, ident.server_id)
         workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
+        infs = list(p.inflight.values())
         info = encode_server_info(
             host=ident.host,
             pid=ident.pid,
@@ -119,60 +195,56 @@ class Heartbeat:
             strict_priority=p.settings.strict_priority,
             status=self.status,
             start_time=ident.started,
-            active_worker_count=len(p.inflight),
+            active_worker_count=len(infs),
         )
         workers = {
-            inf.msg.id: encode_worker_info(
+            inf.id: encode_worker_info(
                 host=ident.host,
                 pid=ident.pid,
                 server_id=ident.server_id,
-                task_id=inf.msg.id,
+                task_id=inf.id,
                 task_type=inf.msg.type,
                 task_payload=inf.msg.payload,
                 queue=inf.queue,
                 start_time=inf.started,
-                deadline=p._deadline(inf.msg),  # noqa: SLF001
+                deadline=inf.deadline,
             )
-            for inf in list(p.inflight.values())
+            for inf in infs
         }
-        expires = int(now) + _SERVER_TTL
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(schema.servers, {server_key: expires})
-            pipe.zadd(schema.workers, {workers_key: expires})
-            pipe.set(server_key, info, ex=_SERVER_TTL)
-            pipe.delete(workers_key)
-            if workers:
-                pipe.hset(workers_key, mapping=workers)
-                pipe.expire(workers_key, _SERVER_TTL)
-            await pipe.execute()
-
-    async def clear(self) -> None:
-        """Remove this worker's records (clean shutdown)."""
-        ident, schema = self.id, self.p.broker.schema
-        server_key = schema.server(ident.host, ident.pid, ident.server_id)
-        workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(schema.servers, server_key)
-            pipe.zrem(schema.workers, workers_key)
-            pipe.delete(server_key, workers_key, schema.inflight(ident.server_id))
-            pipe.zrem(schema.alive, ident.server_id)
-            await pipe.execute()
-
-    async def run(self) -> None:
-        """Beat every ``interval`` seconds until stopped; Redis faults are logged and retried."""
-        while not self._stop.is_set():
-            try:
-                await self.beat()
-            except (RedisError, OSError) as exc:
-                self.log.warning("heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+        ttl = max(_SERVER_TTL, int(2 * self.interval) + 1)
+        expires = int(now) + ttl
+        pipe.zadd(schema.servers, {server_key: expires})
+        pipe.zadd(schema.workers, {workers_key: expires})
+        pipe.set(server_key, info, ex=ttl)
+        pipe.delete(workers_key)
+        if workers:
+            pipe.hset(workers_key, mapping=workers)
+            pipe.expire(workers_key, ttl)
 
     def stop(self) -> None:
-        """Stop after the current beat."""
+        """Stop beating and wait for the thread (blocking; at most one beat's time)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
+    def clear(self) -> None:
+        """Remove this worker's records (clean shutdown; blocking).
 
-def _ignore(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
+        The liveness entry and in-flight sets stay when tasks are still in flight (an outcome or requeue
+        could not be written), so the recoverer brings those tasks back.
+        """
+        ident, schema = self.id, self._schema
+        server_key = schema.server(ident.host, ident.pid, ident.server_id)
+        workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(schema.servers, server_key)
+            pipe.zrem(schema.workers, workers_key)
+            pipe.delete(server_key, workers_key)
+            if not self.p.inflight:
+                pipe.zrem(schema.alive, ident.server_id)
+                pipe.delete(*(schema.queue(q).inflight(ident.server_id) for q in self.p.weights))
+            pipe.execute()
+
+    def close(self) -> None:
+        """Close the heartbeat's Redis connection."""
+        self.redis.close()

@@ -1,4 +1,4 @@
-"""The janitor: deletes completed tasks whose retention has run out (asynq: every 8 s, batches of 100)."""
+"""The janitor: deletes completed tasks whose retention has run out (as asynq: every 8 s, batches of 100)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,35 @@ if TYPE_CHECKING:
     import structlog
 
     from framework.broker import RedisBroker
+    from framework.health import RedisHealth
 
 __all__ = ("Janitor",)
 
 
 class Janitor:
-    """Sweeps expired completed tasks of ``queues`` every ``interval`` seconds."""
+    """Sweeps expired completed tasks of ``queues`` every ``interval`` seconds.
+
+    Args:
+        broker: the Redis broker.
+        queues: the queues to sweep.
+        interval: seconds between sweeps (``janitor_interval``).
+        logger: the worker's logger.
+        health: where Redis faults are reported.
+    """
 
     def __init__(
-        self, broker: RedisBroker, queues: Iterable[str], interval: float, logger: structlog.typing.FilteringBoundLogger
+        self,
+        broker: RedisBroker,
+        queues: Iterable[str],
+        interval: float,
+        logger: structlog.typing.FilteringBoundLogger,
+        health: RedisHealth,
     ) -> None:
         self.broker = broker
         self.queues = list(queues)
         self.interval = interval
         self.log = logger
+        self.health = health
         self._stop = asyncio.Event()
 
     async def sweep(self) -> int:
@@ -35,6 +50,8 @@ class Janitor:
         total = 0
         for queue in self.queues:
             total += await self.broker.delete_expired_completed(queue)
+        if total:
+            self.log.debug("completed_tasks_deleted", tasks=total)
         return total
 
     async def run(self) -> None:
@@ -43,7 +60,9 @@ class Janitor:
             try:
                 await self.sweep()
             except (RedisError, OSError) as exc:
-                self.log.warning("janitor_failed", error=f"{type(exc).__name__}: {exc}")
+                self.health.failed("janitor", exc)
+            else:
+                self.health.ok("janitor")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
 

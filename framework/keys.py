@@ -112,6 +112,18 @@ class QueueKeys:
         """STRING ``<ext>:{q}:<kind>:m:<unix minute>``: per-minute processed/failed counter (expires)."""
         return f"{self.xprefix}{kind}:m:{minute}"
 
+    def inflight(self, server_id: str) -> str:
+        """SET ``<ext>:{q}:inflight:<server id>``: ids of this queue's tasks one worker process took (dequeue adds).
+
+        Per queue, so the dequeue script records it atomically in the queue's slot. The recoverer reads it
+        for workers whose heartbeat stopped; entries of finished tasks are removed by the next heartbeat.
+        """
+        return f"{self.xprefix}inflight:{server_id}"
+
+    def group_prefix(self) -> str:
+        """The prefix ``<ns>:{q}:g:`` of group and aggregation-set keys (scripts append the group name)."""
+        return f"{self.prefix}g:"
+
     def cron_claim(self, entry_id: str, tick: int) -> str:
         """STRING ``<ext>:{q}:cron:<entry id>:<tick>``: claim of one cron tick (exactly-once firing)."""
         return f"{self.xprefix}cron:{entry_id}:{tick}"
@@ -173,6 +185,15 @@ class Schema:
     def token(self, purpose: str, digest: str) -> str:
         """STRING ``<ext>:token:<purpose>:<sha256>``: a one-time token record (expires)."""
         return f"{self.ext}:token:{purpose}:{digest}"
+
+    def token_index(self) -> str:
+        """ZSET ``<ext>:tokens:index``: ``<purpose>:<sha256>`` of every live one-time token -> its expiry (Unix s)."""
+        return f"{self.ext}:tokens:index"
+
+    def cleanup_claim(self, sweeper: str, item: str) -> str:
+        """STRING ``<ext>:cleanup:claim:<sweeper>:<sha1(item)>``: a sweeper run's short claim on one item (expires)."""
+        digest = hashlib.sha1(item.encode("utf-8"), usedforsecurity=False).hexdigest()
+        return f"{self.ext}:cleanup:claim:{sweeper}:{digest}"
 
 
 @lru_cache(maxsize=4096)

@@ -23,6 +23,8 @@ __all__ = ("DEFAULT_MAX_RETRY", "DEFAULT_TIMEOUT", "EnqueueOptions", "resolve_op
 
 DEFAULT_MAX_RETRY = 25
 DEFAULT_TIMEOUT = 1800
+_MAX_INT32 = 2**31 - 1  # TaskMessage.retry is an int32
+_MAX_SECONDS = 2**62  # far beyond any real time, well inside TaskMessage's int64 fields
 
 _Seconds = float | int | timedelta
 _Instant = float | int | datetime
@@ -77,10 +79,12 @@ def _seconds(name: str, value: _Seconds | None) -> float | None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise InvalidOption(f"option {name}={value!r} is invalid: expected seconds (a number or timedelta)")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidOption(f"option {name}={value!r} is invalid: expected seconds (a finite number or timedelta)")
     if value < 0:
         raise InvalidOption(f"option {name}={value!r} is invalid: must not be negative")
+    if value > _MAX_SECONDS:
+        raise InvalidOption(f"option {name}={value!r} is invalid: must be at most {_MAX_SECONDS} seconds")
     return float(value)
 
 
@@ -91,8 +95,10 @@ def _instant(name: str, value: _Instant | None) -> float | None:
         if value.tzinfo is None:
             raise InvalidOption(f"option {name}={value!r} is invalid: use a timezone-aware datetime")
         return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidOption(f"option {name}={value!r} is invalid: expected a datetime or Unix seconds")
+    if abs(value) > _MAX_SECONDS:
+        raise InvalidOption(f"option {name}={value!r} is invalid: not a usable Unix time")
     return float(value)
 
 
@@ -110,6 +116,69 @@ def _pick(call: Any, *fallbacks: Any) -> Any:
         if value is not None:
             return value
     return None
+
+
+def _queue(task: TaskDef[Any] | None, options: Mapping[str, Any]) -> str:
+    queue = options.get("queue")
+    if queue is None:
+        queue = task.queue if task else "default"
+    if not isinstance(queue, str) or not queue.strip():
+        raise InvalidOption(f"option queue={queue!r} is invalid: a queue name must be a non-blank string")
+    return queue
+
+
+def _max_retry(value: Any) -> int:
+    max_retry = DEFAULT_MAX_RETRY if value is None else value
+    if isinstance(max_retry, bool) or not isinstance(max_retry, int) or not 0 <= max_retry <= _MAX_INT32:
+        raise InvalidOption(f"option max_retry={max_retry!r} is invalid: must be an integer from 0 to {_MAX_INT32}")
+    return max_retry
+
+
+def _timeout_deadline(timeout_value: Any, deadline_value: Any, now: float) -> tuple[int, int]:
+    """Whole-second timeout and Unix-second deadline; asynq's 1800 s timeout when neither is given."""
+    timeout = _seconds("timeout", timeout_value)
+    deadline = _instant("deadline", deadline_value)
+    if deadline is not None and deadline <= now:
+        raise InvalidOption(f"option deadline={deadline_value!r} is invalid: it is in the past")
+    if timeout is None and deadline is None:
+        timeout = DEFAULT_TIMEOUT
+    if timeout == 0 and deadline is None:
+        raise InvalidOption("option timeout=0 is invalid without a deadline: a task needs a timeout or a deadline")
+    return _whole("timeout", timeout) or 0, int(deadline) if deadline is not None else 0
+
+
+def _process_at(options: Mapping[str, Any], now: float) -> int | None:
+    """Unix seconds (rounded up) when the task becomes ready; None when that is now or in the past."""
+    process_at = _instant("process_at", options.get("process_at"))
+    process_in = _seconds("process_in", options.get("process_in"))
+    if process_at is not None and process_in is not None:
+        raise InvalidOption("options process_at and process_in cannot both be given")
+    if process_in is not None:
+        process_at = now + process_in
+    if process_at is not None and process_at > now:
+        return math.ceil(process_at)
+    return None
+
+
+def _unique_ttl(unique: Any) -> int:
+    """Whole seconds of the uniqueness lock (rounded up); None, False or 0 mean not unique."""
+    if unique is None or unique is False or (type(unique) in (int, float) and unique == 0):
+        return 0
+    ttl = _whole("unique", _seconds("unique", unique))
+    if not ttl:
+        raise InvalidOption(f"option unique={unique!r} is invalid: the uniqueness TTL must be at least 1 second")
+    return ttl
+
+
+def _headers(value: Any) -> dict[str, str]:
+    raw = value or {}
+    if not isinstance(raw, Mapping):
+        raise InvalidOption(f"option headers={raw!r} is invalid: must be a mapping of strings to strings")
+    headers = dict(raw)
+    for key, item in headers.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise InvalidOption(f"option headers has a non-string entry {key!r}: {item!r}")
+    return headers
 
 
 def resolve_options(
@@ -134,44 +203,19 @@ def resolve_options(
         raise InvalidOption(
             f"unknown enqueue option(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_ALLOWED))}"
         )
-    queue = options.get("queue") or (task.queue if task else "default")
-    if not isinstance(queue, str) or not queue.strip():
-        raise InvalidOption(f"option queue={queue!r} is invalid: a queue name must be a non-blank string")
+    queue = _queue(task, options)
     qdef = settings.queue_defaults.get(queue) if settings else None
-
-    max_retry = _pick(options.get("max_retry"), task.max_retry if task else None, qdef.max_retry if qdef else None)
-    max_retry = DEFAULT_MAX_RETRY if max_retry is None else max_retry
-    if isinstance(max_retry, bool) or not isinstance(max_retry, int) or max_retry < 0:
-        raise InvalidOption(f"option max_retry={max_retry!r} is invalid: must be an integer >= 0")
-
-    timeout = _seconds(
-        "timeout", _pick(options.get("timeout"), task.timeout if task else None, qdef.timeout if qdef else None)
+    max_retry = _max_retry(
+        _pick(options.get("max_retry"), task.max_retry if task else None, qdef.max_retry if qdef else None)
     )
-    deadline = _instant("deadline", options.get("deadline"))
-    if deadline is not None and deadline <= now:
-        raise InvalidOption(f"option deadline={options.get('deadline')!r} is invalid: it is in the past")
-    if timeout is None and deadline is None:
-        timeout = DEFAULT_TIMEOUT
-    if timeout == 0 and deadline is None:
-        raise InvalidOption("option timeout=0 is invalid without a deadline: a task needs a timeout or a deadline")
-
-    process_at = _instant("process_at", options.get("process_at"))
-    process_in = _seconds("process_in", options.get("process_in"))
-    if process_at is not None and process_in is not None:
-        raise InvalidOption("options process_at and process_in cannot both be given")
-    if process_in is not None:
-        process_at = now + process_in
-    at: int | None = None
-    if process_at is not None and process_at > now:
-        at = math.ceil(process_at)
-
+    timeout, deadline = _timeout_deadline(
+        _pick(options.get("timeout"), task.timeout if task else None, qdef.timeout if qdef else None),
+        options.get("deadline"),
+        now,
+    )
     unique = options.get("unique")
     if unique is None and task is not None:
         unique = task.unique
-    unique_ttl = 0 if unique in (None, False) else _whole("unique", _seconds("unique", unique))
-    if unique is not None and unique is not False and not unique_ttl:
-        raise InvalidOption(f"option unique={unique!r} is invalid: the uniqueness TTL must be at least 1 second")
-
     retention = _seconds(
         "retention",
         _pick(options.get("retention"), task.retention if task else None, qdef.retention if qdef else None),
@@ -179,22 +223,18 @@ def resolve_options(
     task_id = options.get("task_id")
     if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
         raise InvalidOption(f"option task_id={task_id!r} is invalid: must be a non-blank string")
-    headers = dict(options.get("headers") or {})
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidOption(f"option headers has a non-string entry {key!r}: {value!r}")
     group = options.get("group") or ""
     if not isinstance(group, str):
         raise InvalidOption(f"option group={group!r} is invalid: must be a string")
     return EnqueueOptions(
         queue=queue,
         max_retry=max_retry,
-        timeout=_whole("timeout", timeout) or 0,
-        deadline=int(deadline) if deadline is not None else 0,
-        process_at=at,
-        unique_ttl=unique_ttl or 0,
+        timeout=timeout,
+        deadline=deadline,
+        process_at=_process_at(options, now),
+        unique_ttl=_unique_ttl(unique),
         retention=_whole("retention", retention) or 0,
         task_id=task_id,
-        headers=headers,
+        headers=_headers(options.get("headers")),
         group=group,
     )

@@ -1,35 +1,49 @@
 """The hot loop: take free slots, dequeue in weighted order, run handlers, write outcomes under leases.
 
 One :class:`Processor` per worker process. Async handlers run on the event loop; plain functions run
-in a thread pool so a blocking handler does not stall the others. Successful tasks are acknowledged
-in batches (one script call for every task that finished in the same loop iteration). No write is
-made for a task whose lease has run out: the recoverer owns it then.
+in daemon threads (:mod:`framework.threads`) so a blocking handler does not stall the others.
+
+* **Fetching.** While slots are free, queues are tried in :func:`~framework.queues.order_queues` order
+  (per-queue ``max``/``reserved`` limits applied) and up to ``dequeue_batch`` tasks are taken from the
+  first queue that has any; ``dequeue.lua`` leases them and records them in this worker's in-flight set
+  in the same step. An idle worker sleeps until the wake-up channel says a queue got work (our clients
+  and the forwarder publish), checking the pending lists with one cheap ``LLEN`` round trip a second
+  for tasks enqueued by Go clients, which do not publish.
+* **Running.** The middleware chain runs under the task's deadline, ``min(now + timeout, deadline)``.
+  A deadline already past at dequeue fails the task without running it.
+* **Outcomes.** Written by :class:`~framework.outcomes.OutcomeWriter` under the task's lease: done
+  (batched), completed, retried, archived, or requeued at shutdown. Timeouts, deadlines and cancellation
+  (``asynq:cancel``) count as failures; a payload that does not decode is archived at once.
+
+A sync handler cannot be stopped: on timeout or cancellation its slot is freed and the failure written,
+but its thread runs on until the function returns (see :mod:`framework.threads`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
+import inspect
 import random
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from framework.broker import LEASE_SECONDS
 from framework.context import TaskContext
-from framework.errors import PayloadTypeError, RetryAfter, UnknownTaskType
-from framework.events import fire_event, has_impls
+from framework.errors import PayloadTypeError, UnknownTaskType
+from framework.health import RedisHealth
 from framework.lease import Lease
-from framework.message import decode_message, encode_message
+from framework.message import decode_message
 from framework.middleware import Middleware, Run, build_chain
+from framework.outcomes import InFlight, OutcomeWriter, error_text
 from framework.queues import order_queues
-from framework.retry import Archive, Drop, decide, default_retry_delay
+from framework.retry import default_retry_delay
+from framework.threads import HandlerThreads
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pluggy
     import structlog
 
@@ -41,33 +55,15 @@ if TYPE_CHECKING:
     from framework.settings import Settings
     from framework.task import RetryDelay, TaskDef
 
-__all__ = ("InFlight", "Processor")
+__all__ = ("IDLE_CHECK", "Processor", "TaskCancelled")
 
-_IDLE_POLL = 1.0
-"""Seconds an idle worker waits between checks when no wake-up arrives (tasks enqueued by Go clients)."""
-
-
-class _Cancelled(Exception):
-    """The task was cancelled through the cancel channel."""
+IDLE_CHECK = 1.0
+"""Seconds between an idle worker's pending-list checks (for tasks of Go clients, which publish no wake-up)."""
+_MAX_BACKOFF = 5.0
 
 
-class InFlight:
-    """A task this process is running."""
-
-    __slots__ = ("cancel_reason", "lease", "msg", "queue", "runner", "started")
-
-    def __init__(self, msg: TaskMessage, queue: str, lease: Lease) -> None:
-        self.msg = msg
-        self.queue = queue
-        self.lease = lease
-        self.started = time.time()
-        self.runner: asyncio.Task[None] | None = None
-        self.cancel_reason = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(queue, id): task ids are unique per queue only."""
-        return (self.queue, self.msg.id)
+class TaskCancelled(Exception):
+    """The task was cancelled through the ``asynq:cancel`` channel (a failure: it is retried)."""
 
 
 class Processor:
@@ -76,14 +72,17 @@ class Processor:
     Args:
         broker: the Redis broker.
         registry: task types and their handlers.
-        settings: concurrency, queues, limits, shutdown timeout.
+        settings: concurrency, queues, limits, batch size.
         services: what handlers see as ``ctx.services``.
         middleware: the middleware chain, outermost first (built-ins included by the caller).
         hook: the plugin hook relay, for task events and ``retry_delay_for`` (optional).
         clock: where time comes from.
         logger: the worker's logger.
-        retry_delay: the global retry policy.
+        retry_delay: the global retry policy (default :func:`~framework.retry.default_retry_delay`).
         rng: random source for queue order.
+        server_id: this worker's id; names its in-flight sets ("" records none).
+        lease_ttl: seconds an in-memory lease lasts from its last extension (at most 30 s, the Redis lease).
+        health: where Redis faults are reported.
     """
 
     def __init__(
@@ -96,8 +95,12 @@ class Processor:
         hook: pluggy.HookRelay | None,
         clock: Clock,
         logger: structlog.typing.FilteringBoundLogger,
+        *,
         retry_delay: RetryDelay | None = None,
         rng: random.Random | None = None,
+        server_id: str = "",
+        lease_ttl: float = LEASE_SECONDS,
+        health: RedisHealth | None = None,
     ) -> None:
         self.broker = broker
         self.registry = registry
@@ -110,32 +113,40 @@ class Processor:
         self.rng = rng or random.Random()
         self.concurrency = settings.concurrency
         self.weights = dict(settings.queues)
+        self.server_id = server_id
+        self.lease_ttl = min(float(LEASE_SECONDS), lease_ttl)
+        self.health = health or RedisHealth(logger)
         self.inflight: dict[tuple[str, str], InFlight] = {}
         self.running_per_queue: Counter[str] = Counter()
-        self.executor = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="framework-task")
-        self.on_dequeued: Any = None
+        self.finished: list[tuple[str, str]] = []
+        """(queue, id) of tasks released since the heartbeat last took this list (it trims the in-flight sets)."""
+        self.threads = HandlerThreads()
+        self._inflight_keys = {q: broker.schema.queue(q).inflight(server_id) if server_id else "" for q in self.weights}
         self._middleware = middleware
         self._chains: dict[str, Run] = {}
         self._slot_free = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._acks: dict[str, list[InFlight]] = {}
-        self._flush_pending = False
-        self._events = {name: has_impls(hook, name) for name in ("task_succeeded", "task_retried", "task_archived")}
-        self._delay_hook = has_impls(hook, "retry_delay_for")
+        self._fetch_done = asyncio.Event()
+        self._fetch_started = False
+        self._limited = False
+        self.outcomes = OutcomeWriter(broker, clock, logger, self.health, hook, self.retry_delay, self._release)
+        self.lost = self.outcomes.lost
+        """(queue, id, when) of tasks whose lease lapsed here; this worker's recoverer gives them back."""
 
     # -- signals from outside --------------------------------------------------------------------
 
     def wake(self) -> None:
-        """New work may be pending (wake-up channel)."""
+        """New work may be pending (wake-up channel, reconnection)."""
         self._wakeup.set()
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the running task with this id (cancel channel); returns whether it runs here."""
-        for inf in self.inflight.values():
-            if inf.msg.id == task_id and inf.runner is not None and not inf.runner.done():
+        for inf in list(self.inflight.values()):
+            if inf.id == task_id and inf.runner is not None and not inf.writing and not inf.runner.done():
                 inf.cancel_reason = "cancel"
-                inf.runner.cancel()
+                if inf.ctx is not None:  # started; one that has not sees the reason when it starts
+                    inf.runner.cancel()
                 return True
         return False
 
@@ -158,31 +169,42 @@ class Processor:
 
     async def _fetch(self, free: int) -> int:
         batch = self.settings.dequeue_batch
+        self._limited = False
         for queue in order_queues(self.weights, self.settings.strict_priority, self.rng):
             n = self._allowed(queue, free)
             if n <= 0:
+                self._limited = True
                 continue
-            msgs = await self.broker.dequeue(queue, min(n, batch))
-            if msgs:
-                self._start(queue, msgs)
-                return len(msgs)
+            taken = await self.broker.dequeue(queue, min(n, batch), self._inflight_keys[queue])
+            if taken:
+                self._start(queue, taken)
+                return len(taken)
         return 0
 
-    def _start(self, queue: str, msgs: list[bytes]) -> None:
-        lease_until = self.clock.now() + LEASE_SECONDS
-        started = []
-        for data in msgs:
-            msg = decode_message(data)
-            inf = InFlight(msg, queue, Lease(self.clock, lease_until))
+    def _start(self, queue: str, taken: list[tuple[str, bytes]]) -> None:
+        now = self.clock.now()
+        for task_id, data in taken:
+            try:
+                msg = decode_message(data)
+            except ValueError as exc:
+                self.outcomes.spawn(self._archive_undecodable(queue, task_id, data, exc))
+                if self.server_id:
+                    self.finished.append((queue, task_id))
+                continue
+            inf = InFlight(task_id, msg, queue, Lease(self.clock, now + self.lease_ttl), self._deadline(msg, now))
             self.inflight[inf.key] = inf
             self.running_per_queue[queue] += 1
-            inf.runner = asyncio.create_task(self._execute(inf))
-            started.append(inf)
-        if self.on_dequeued is not None:
-            self.on_dequeued(started)
+            inf.runner = asyncio.create_task(self._execute(inf), name=f"task:{queue}:{task_id}")
 
     async def run(self) -> None:
         """Fetch and start tasks until :meth:`stop` is called."""
+        self._fetch_started = True
+        try:
+            await self._fetch_loop()
+        finally:
+            self._fetch_done.set()
+
+    async def _fetch_loop(self) -> None:
         backoff = 0.1
         while not self._stopping:
             free = self.concurrency - len(self.inflight)
@@ -193,19 +215,43 @@ class Processor:
             self._wakeup.clear()
             try:
                 got = await self._fetch(free)
-                backoff = 0.1
             except (RedisError, OSError) as exc:
-                self.log.warning("dequeue_failed", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
-                await self._sleep_unless_stopping(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self.health.failed("processor", exc, retry_in=backoff)
+                await self._wait_wakeup(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
-            if got == 0 and not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), _IDLE_POLL)
+            self.health.ok("processor")
+            backoff = 0.1
+            if got == 0:
+                await self._idle()
 
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
+    async def _wait_wakeup(self, seconds: float) -> bool:
+        """Wait for a wake-up for at most ``seconds``; returns whether one came."""
+        try:
             await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _idle(self) -> None:
+        """Sleep until a wake-up, or until the once-a-second ``LLEN`` check finds pending work."""
+        while not self._stopping and not await self._wait_wakeup(IDLE_CHECK):
+            if self._limited:
+                return  # tasks may be waiting for a limited queue's slot: look again
+            try:
+                counts = await self.broker.pending_counts(list(self.weights))
+            except (RedisError, OSError):
+                return  # the fetch reports it and backs off
+            if any(counts):
+                return
+
+    async def _archive_undecodable(self, queue: str, task_id: str, data: bytes, exc: ValueError) -> None:
+        """A stored message that is not a TaskMessage cannot run: archive it as it is."""
+        self.log.error("task_message_invalid", task_id=task_id, queue=queue, error=str(exc))
+        try:
+            await self.broker.archive(queue, task_id, data)
+        except (RedisError, OSError) as err:
+            self.health.failed("processor", err)
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -216,43 +262,44 @@ class Processor:
         return chain
 
     def _invoker(self, taskdef: TaskDef[Any]) -> Run:
-        handler = taskdef.handler
+        handler: Callable[..., Any] = taskdef.handler
         if taskdef.is_async:
 
             async def call_async(ctx: TaskContext, payload: Any) -> None:
-                await handler(ctx, payload)  # type: ignore[misc]
+                await handler(ctx, payload)
 
             return call_async
-        executor = self.executor
+        threads = self.threads
 
         async def call_in_thread(ctx: TaskContext, payload: Any) -> None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(executor, functools.partial(handler, ctx, payload))
+            result = await asyncio.get_running_loop().run_in_executor(threads, handler, ctx, payload)
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine
+                await result
 
         return call_in_thread
 
-    def _context(self, inf: InFlight, deadline: float) -> TaskContext:
-        msg = inf.msg
-        broker, queue, task_id = self.broker, inf.queue, msg.id
+    def _context(self, inf: InFlight) -> TaskContext:
+        msg, broker, queue, task_id = inf.msg, self.broker, inf.queue, inf.id
 
         async def write_result(data: bytes) -> None:
             await broker.write_result(queue, task_id, data)
 
         return TaskContext(
-            id=msg.id,
+            id=msg.id or task_id,
             type=msg.type,
-            queue=inf.queue,
+            queue=queue,
             retried=msg.retried,
             max_retry=msg.retry,
-            deadline=deadline,
-            headers=msg.headers,
-            logger=self.log.bind(task_id=msg.id, type=msg.type, queue=inf.queue, retried=msg.retried),
+            deadline=inf.deadline,
+            headers=dict(msg.headers),
+            logger=self.log.bind(task_id=task_id, type=msg.type, queue=queue, retried=msg.retried),
             services=self.services,
             _write_result=write_result,
         )
 
-    def _deadline(self, msg: TaskMessage) -> float:
-        now = self.clock.now()
+    @staticmethod
+    def _deadline(msg: TaskMessage, now: float) -> float:
+        """``min(now + timeout, deadline)``; 30 minutes when neither is set (as Go does)."""
         candidates = []
         if msg.timeout > 0:
             candidates.append(now + msg.timeout)
@@ -260,189 +307,99 @@ class Processor:
             candidates.append(float(msg.deadline))
         return min(candidates) if candidates else now + 1800
 
-    async def _execute(self, inf: InFlight) -> None:
+    def _timeout_error(self, inf: InFlight) -> TimeoutError:
         msg = inf.msg
-        deadline = self._deadline(msg)
-        ctx = self._context(inf, deadline)
-        try:
-            taskdef = self.registry.get(msg.type)
-            if taskdef is None:
-                raise UnknownTaskType(f"no handler is registered for task type {msg.type!r} in this worker")
-            payload = taskdef.decode(msg.payload)
-            loop_deadline = asyncio.get_running_loop().time() + max(0.0, deadline - self.clock.now())
-            try:
-                async with asyncio.timeout_at(loop_deadline):
-                    await self._chain(taskdef)(ctx, payload)
-            except TimeoutError:
-                what = "deadline" if msg.deadline and deadline >= msg.deadline else f"timeout of {msg.timeout}s"
-                raise TimeoutError(f"task exceeded its {what}") from None
-        except asyncio.CancelledError:
-            if inf.cancel_reason == "shutdown":
-                await self._requeue(inf)
-                return
-            if inf.cancel_reason == "cancel":
-                await self._fail(inf, ctx, _Cancelled("task was cancelled"), None)
-                return
-            raise
-        except PayloadTypeError as exc:
-            await self._fail(inf, ctx, exc, None, permanent=True)
-        except Exception as exc:  # noqa: BLE001 - a handler exception becomes an outcome, never escapes
-            taskdef_or_none = self.registry.get(msg.type)
-            await self._fail(inf, ctx, exc, taskdef_or_none)
-        else:
-            await self._succeed(inf, ctx)
+        if msg.deadline > 0 and inf.deadline >= msg.deadline:
+            return TimeoutError(f"task deadline exceeded (deadline {msg.deadline}, Unix s)")
+        return TimeoutError(f"task timed out after {msg.timeout}s")
 
-    # -- outcomes ----------------------------------------------------------------------------------
+    async def _execute(self, inf: InFlight) -> None:
+        try:
+            await self._execute_inner(inf)
+        except asyncio.CancelledError:
+            self._release(inf)  # cancelled from outside the processor: the recoverer owns the task
+            raise
+        except Exception as exc:
+            self.log.exception("task_outcome_error", task_id=inf.id, queue=inf.queue, error=error_text(exc))
+            self._release(inf)
+
+    async def _execute_inner(self, inf: InFlight) -> None:
+        ctx = inf.ctx = self._context(inf)
+        taskdef = self.registry.get(inf.msg.type)
+        try:
+            if inf.cancel_reason:
+                raise asyncio.CancelledError  # cancelled before it started
+            if taskdef is None:
+                raise UnknownTaskType(f"no handler is registered for task type {inf.msg.type!r} in this worker")
+            try:
+                payload = taskdef.decode(inf.msg.payload)
+            except PayloadTypeError as exc:
+                inf.writing = True
+                await self.outcomes.fail(inf, exc, taskdef, permanent=True)
+                return
+            await self._run_handler(inf, ctx, taskdef, payload)
+        except asyncio.CancelledError:
+            inf.writing = True
+            if inf.cancel_reason == "shutdown":
+                await self.outcomes.requeue(inf)
+            elif inf.cancel_reason == "cancel":
+                await self.outcomes.fail(inf, TaskCancelled("task cancelled through the asynq:cancel channel"), taskdef)
+            else:
+                self._release(inf)
+                raise
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a handler exception becomes an outcome, never escapes
+            inf.writing = True
+            await self.outcomes.fail(inf, exc, taskdef)
+        else:
+            inf.writing = True
+            await self.outcomes.succeed(inf, ctx)
+
+    async def _run_handler(self, inf: InFlight, ctx: TaskContext, taskdef: TaskDef[Any], payload: Any) -> None:
+        remaining = inf.deadline - self.clock.now()
+        if remaining <= 0:
+            raise self._timeout_error(inf)
+        timeout = asyncio.timeout(remaining)
+        try:
+            async with timeout:
+                await self._chain(taskdef)(ctx, payload)
+        except TimeoutError:
+            if timeout.expired():
+                raise self._timeout_error(inf) from None
+            raise
+        if timeout.expired():  # the handler swallowed the cancellation and returned
+            raise self._timeout_error(inf)
 
     def _release(self, inf: InFlight) -> None:
         if self.inflight.pop(inf.key, None) is not None:
             self.running_per_queue[inf.queue] -= 1
+            if self.server_id:
+                self.finished.append(inf.key)
             self._slot_free.set()
-
-    def _lease_lost(self, inf: InFlight) -> bool:
-        if inf.lease.is_valid():
-            return False
-        self.log.warning("lease_expired", task_id=inf.msg.id, queue=inf.queue, note="outcome not written")
-        self._release(inf)
-        return True
-
-    async def _succeed(self, inf: InFlight, ctx: TaskContext) -> None:
-        msg = inf.msg
-        if msg.retention > 0:
-            if not self._lease_lost(inf):
-                now = int(self.clock.now())
-                msg.completed_at = now
-                data = encode_message(msg)
-                await self._write_retrying(
-                    inf,
-                    lambda: self.broker.mark_complete(inf.queue, msg.id, data, now + msg.retention, msg.unique_key),
-                )
-        else:
-            self._acks.setdefault(inf.queue, []).append(inf)
-            if not self._flush_pending:
-                self._flush_pending = True
-                asyncio.get_running_loop().call_soon(self._start_flush)
-        if self._events["task_succeeded"] and self.hook is not None:
-            await fire_event(self.hook, "task_succeeded", self.log, ctx=ctx)
-
-    def _start_flush(self) -> None:
-        asyncio.create_task(self._flush())  # noqa: RUF006 - tracked through self.inflight until released
-
-    async def _flush(self) -> None:
-        self._flush_pending = False
-        batches, self._acks = self._acks, {}
-        for queue, infs in batches.items():
-            live = [i for i in infs if not self._lease_lost(i)]
-            if live:
-                await self._write_many(queue, live)
-
-    async def _write_many(self, queue: str, infs: list[InFlight]) -> None:
-        backoff = 0.1
-        while True:
-            infs = [i for i in infs if not self._lease_lost(i)]
-            if not infs:
-                return
-            try:
-                await self.broker.done(queue, [(i.msg.id, i.msg.unique_key) for i in infs])
-            except (RedisError, OSError) as exc:
-                self.log.warning("ack_failed", queue=queue, tasks=len(infs), error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            for i in infs:
-                self._release(i)
-            return
-
-    async def _requeue(self, inf: InFlight) -> None:
-        if not self._lease_lost(inf):
-            try:
-                await self.broker.requeue(inf.queue, inf.msg.id)
-            except (RedisError, OSError) as exc:
-                self.log.error("requeue_failed", task_id=inf.msg.id, error=str(exc), note="recovered by lease")
-            self.log.info("task_requeued", task_id=inf.msg.id, queue=inf.queue)
-        self._release(inf)
-
-    def _delay_for(self, ctx: TaskContext, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
-        if isinstance(error, RetryAfter):
-            return error.delay
-        if self._delay_hook and self.hook is not None:
-            chosen = self.hook.retry_delay_for(ctx=ctx, error=error)
-            if chosen is not None:
-                return float(chosen)
-        if taskdef is not None and taskdef.retry_delay is not None:
-            return float(taskdef.retry_delay(ctx.retried, error))
-        return float(self.retry_delay(ctx.retried, error))
-
-    async def _fail(
-        self,
-        inf: InFlight,
-        ctx: TaskContext,
-        error: BaseException,
-        taskdef: TaskDef[Any] | None,
-        *,
-        permanent: bool = False,
-    ) -> None:
-        msg = inf.msg
-        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        outcome = decide(msg.retried, msg.retry, error, 0.0)
-        if permanent:
-            outcome = Archive()
-        if isinstance(outcome, Drop):
-            self._acks.setdefault(inf.queue, []).append(inf)
-            if not self._flush_pending:
-                self._flush_pending = True
-                asyncio.get_running_loop().call_soon(self._start_flush)
-            return
-        if self._lease_lost(inf):
-            return
-        now = int(self.clock.now())
-        msg.error_msg = text
-        msg.last_failed_at = now
-        if isinstance(outcome, Archive):
-            data = encode_message(msg)
-            await self._write_retrying(inf, lambda: self.broker.archive(inf.queue, msg.id, data))
-            if self._events["task_archived"] and self.hook is not None:
-                await fire_event(self.hook, "task_archived", self.log, ctx=ctx, error=error)
-            return
-        delay = self._delay_for(ctx, taskdef, error)
-        msg.retried += 1
-        data = encode_message(msg)
-        retry_at = int(now + max(0.0, delay) + 0.999)
-        await self._write_retrying(inf, lambda: self.broker.retry(inf.queue, msg.id, data, retry_at, failure=True))
-        if self._events["task_retried"] and self.hook is not None:
-            await fire_event(self.hook, "task_retried", self.log, ctx=ctx, error=error)
-
-    async def _write_retrying(self, inf: InFlight, make_call: Any) -> None:
-        """Run ``make_call()`` (a broker write), retrying through Redis faults while the lease holds."""
-        backoff = 0.1
-        while True:
-            try:
-                await make_call()
-                break
-            except (RedisError, OSError) as exc:
-                self.log.warning("write_failed", task_id=inf.msg.id, error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                if self._lease_lost(inf):
-                    return
-        self._release(inf)
+            if self._limited:
+                self._wakeup.set()
 
     # -- shutdown ----------------------------------------------------------------------------------
 
     async def stop(self, timeout: float) -> None:
-        """Stop fetching, let running tasks finish for ``timeout`` seconds, then requeue the rest."""
+        """Stop fetching, let running tasks finish for ``timeout`` seconds, then requeue the rest.
+
+        Tasks still running then are cancelled and put back at the head of their queue without spending
+        a retry. Outcome writes in progress get until their lease lapses.
+        """
         self._stopping = True
         self._wakeup.set()
         self._slot_free.set()
-        runners = [i.runner for i in self.inflight.values() if i.runner is not None]
+        if self._fetch_started:
+            await self._fetch_done.wait()  # a dequeue in flight starts its tasks first
+        runners = {i.runner for i in self.inflight.values() if i.runner is not None}
         if runners:
             _done, pending = await asyncio.wait(runners, timeout=timeout)
             for inf in list(self.inflight.values()):
-                if inf.runner in pending:
+                if inf.runner in pending and not inf.writing:
                     inf.cancel_reason = "shutdown"
                     inf.runner.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
-        if self._acks:
-            await self._flush()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        left = {i.runner for i in self.inflight.values() if i.runner is not None and not i.runner.done()}
+        left |= self.outcomes.background
+        if left:
+            await asyncio.wait(left, timeout=self.lease_ttl + 1)
+        self.threads.shutdown(wait=False, cancel_futures=True)

@@ -1,21 +1,39 @@
-"""The recoverer: brings back tasks whose worker died.
+"""The recoverer: brings back tasks whose worker died, and puts stale aggregation sets back in their group.
 
-Two paths:
+Paths, on the queues this worker serves:
 
-* **Dead workers (fast).** Our workers record themselves as alive every heartbeat, with the tasks they
-  run. A worker silent for ``dead_after`` seconds is dead: its tasks go back to the head of their queue
-  within seconds, spending no retry. A task that keeps killing its worker (a poison pill) is archived
-  after ``max_recoveries``.
-* **Expired leases (asynq's).** Any task whose lease ended more than 30 s ago (a Go worker, or one of
-  ours that died before recording its tasks) is retried as a failure, or archived when out of retries.
+* **Dead workers (fast; ours).** Each worker's heartbeat thread records it in ``<ext>:alive`` every
+  ``heartbeat_interval``, and ``dequeue.lua`` records the ids it takes in the worker's per-queue in-flight
+  set. A worker silent for ``dead_after`` seconds is dead (a busy event loop does not silence it, see
+  :mod:`framework.heartbeat`). Its tasks whose Redis lease was not extended for ``dead_after`` seconds
+  either go back to the head of their queue, **spending no retry** (``recover.lua``), or, after
+  ``max_recoveries`` recoveries, are archived as a poison pill (a task that kills its worker again and
+  again). With the default heartbeat of 2 s, ``dead_after`` is 8 s and a killed worker's tasks run again
+  within about 15 s.
+* **Expired leases (asynq's).** A task whose lease ended more than 30 s ago (a Go worker died, or one of
+  ours could not record its tasks) is retried as a failure with ``"asynq: task lease expired"``, or
+  archived when out of retries, exactly as Go's recoverer does. Checked every 6 passes.
+* **Orphans.** Active tasks without a lease entry (left by a crash outside a script, or by old clients)
+  get an already-expired lease so the path above picks them up. Checked every 12 passes.
+* **Lost leases (ours).** A task whose in-memory lease lapsed in this worker (Redis was unreachable for
+  longer than the lease) is given back to the head of its queue by this worker's recoverer, spending no
+  retry and not counted as a crash, as soon as its Redis lease is as stale as a dead worker's would be
+  (``recover.lua``; when another worker has re-leased it meanwhile, nothing happens).
+* **Stale aggregation sets.** Sets staged longer than 2 minutes (their aggregator died) are put back into
+  their group (asynq does this in its recoverer too).
 
-Tasks left active without a lease entry are given an expired lease so the second path finds them.
+Why it is safe: the fast path requeues a task only when its Redis lease was last set at least
+``dead_after`` seconds ago, and a worker's in-memory leases last ``dead_after - 1`` seconds from their
+last extension, so the old owner, should it still be alive after all, has already stopped writing for
+that task. ``dead_after`` defaults to ``max(6, 4 * heartbeat_interval)``: three missed beats, and more
+than Go's 5 s lease-extension period, so a task that a Go worker re-leased is never taken from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -30,12 +48,19 @@ if TYPE_CHECKING:
     import structlog
 
     from framework.broker import RedisBroker
+    from framework.health import RedisHealth
     from framework.task import RetryDelay
 
-__all__ = ("LEASE_EXPIRED_ERROR", "Recoverer")
+__all__ = ("LEASE_EXPIRED_ERROR", "Recoverer", "default_dead_after")
 
 LEASE_EXPIRED_ERROR = "asynq: task lease expired"
-_REPAIR_EVERY = 60.0
+FORGET_DEAD_AFTER = 600.0
+"""Seconds after its last beat a dead worker's liveness entry is dropped (every recoverer had its chance)."""
+
+
+def default_dead_after(heartbeat_interval: float) -> float:
+    """Seconds of silence after which a worker counts as dead: ``max(6, 4 * heartbeat_interval)``."""
+    return max(6.0, 4.0 * heartbeat_interval)
 
 
 class Recoverer:
@@ -46,9 +71,11 @@ class Recoverer:
         queues: the queues this worker serves.
         interval: seconds between passes.
         logger: the worker's logger.
+        health: where Redis faults are reported.
         dead_after: seconds without a heartbeat after which a worker counts as dead.
         max_recoveries: recoveries after which a task is archived as a poison pill.
         retry_delay: the retry policy for expired leases.
+        lost: this worker's processor's list of tasks whose lease lapsed (``Processor.lost``).
     """
 
     def __init__(
@@ -57,66 +84,112 @@ class Recoverer:
         queues: Iterable[str],
         interval: float,
         logger: structlog.typing.FilteringBoundLogger,
+        health: RedisHealth,
         *,
-        dead_after: float = 10.0,
+        dead_after: float = 8.0,
         max_recoveries: int = 3,
         retry_delay: RetryDelay | None = None,
+        lost: list[tuple[str, str, float]] | None = None,
     ) -> None:
         self.broker = broker
         self.queues = list(queues)
         self.interval = interval
         self.log = logger
+        self.health = health
         self.dead_after = dead_after
         self.max_recoveries = max_recoveries
         self.retry_delay = retry_delay or default_retry_delay
+        self.lost = lost if lost is not None else []
         self._stop = asyncio.Event()
-        self._last_repair = 0.0
+        self._passes = 0
 
     @property
     def _redis(self) -> Any:
         return self.broker.redis
 
     async def recover_dead_workers(self) -> int:
-        """Requeue the tasks of workers whose heartbeat stopped; returns how many tasks moved."""
+        """Requeue (or archive as poison pills) the tasks of workers whose heartbeat stopped; returns how many."""
         schema = self.broker.schema
         now = self.broker.clock.now()
-        dead = await self._redis.zrangebyscore(schema.alive, "-inf", now - self.dead_after)
+        dead = await self._redis.zrangebyscore(schema.alive, "-inf", now - self.dead_after, withscores=True)
+        if not dead:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for raw_sid, _ in dead:
+                for queue in self.queues:
+                    pipe.smembers(schema.queue(queue).inflight(raw_sid.decode()))
+            members = await pipe.execute()
+        # a lease set (int seconds) at or before now - dead_after: never one a live worker still holds
+        newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
         moved = 0
-        newest_dead_lease = now + LEASE_SECONDS - self.dead_after
-        for raw_sid in dead:
+        i = 0
+        for raw_sid, last_seen in dead:
             sid = raw_sid.decode()
-            key = schema.inflight(sid)
-            tasks = await self._redis.hgetall(key)
             settled = True
-            for raw_id, raw_queue in tasks.items():
-                task_id, queue = raw_id.decode(), raw_queue.decode()
-                result = await self.broker.recover(queue, task_id, newest_dead_lease, self.max_recoveries)
-                if isinstance(result, list):
-                    await self._archive_poison(queue, result[1])
-                elif result == 1:
-                    moved += 1
-                    self.log.info("task_recovered", task_id=task_id, queue=queue, dead_worker=sid)
-                elif result == -1:
-                    settled = False
-            if settled:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(key)
-                    pipe.zrem(schema.alive, sid)
-                    await pipe.execute()
+            for queue in self.queues:
+                ids = members[i]
+                i += 1
+                queue_settled = True
+                for raw_id in ids:
+                    result = await self._recover_one(queue, raw_id.decode(), sid, newest_dead_lease)
+                    moved += result == 1
+                    queue_settled &= result != -1
+                if ids and queue_settled:
+                    await self._redis.delete(schema.queue(queue).inflight(sid))
+                settled &= queue_settled
+            if settled and last_seen < now - FORGET_DEAD_AFTER:
+                await self._redis.zrem(schema.alive, sid)
         return moved
+
+    async def _recover_one(self, queue: str, task_id: str, sid: str, newest_dead_lease: float) -> int:
+        """Recover one task of a dead worker; returns 1 requeued, 2 archived, 0 nothing to do, -1 try later."""
+        result = await self.broker.recover(queue, task_id, newest_dead_lease, self.max_recoveries)
+        if isinstance(result, list):
+            await self._archive_poison(queue, result[1])
+            return 2
+        if result == 1:
+            self.log.warning("task_recovered", task_id=task_id, queue=queue, dead_worker=sid, note="no retry spent")
+        return int(result)
+
+    async def give_back_lost(self) -> int:
+        """Requeue tasks whose lease lapsed in this worker once nobody can hold them; returns how many."""
+        if not self.lost:
+            return 0
+        now = self.broker.clock.now()
+        newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
+        keep: list[tuple[str, str, float]] = []
+        given = 0
+        pending, self.lost[:] = list(self.lost), []
+        try:
+            while pending:
+                queue, task_id, lost_at = pending[0]
+                result = 0
+                if now >= lost_at + 1.0:
+                    result = await self.broker.recover(
+                        queue, task_id, newest_dead_lease, self.max_recoveries, count=False
+                    )
+                if result == 1:
+                    given += 1
+                    self.log.info("task_given_back", task_id=task_id, queue=queue, note="lease lost; no retry spent")
+                elif now < lost_at + 1.0 or (result == -1 and now < lost_at + self.dead_after + 5.0):
+                    keep.append((queue, task_id, lost_at))  # too early to tell: try again next pass
+                pending.pop(0)
+        finally:
+            self.lost.extend(keep + pending)
+        return given
 
     async def _archive_poison(self, queue: str, data: bytes) -> None:
         msg = decode_message(data)
         msg.error_msg = (
-            f"worker died {self.max_recoveries + 1} times while running this task; archived as a poison pill "
-            "(a crash, out-of-memory kill or os._exit in the handler?)"
+            f"poison pill: the worker running this task died {self.max_recoveries + 1} times "
+            "(killed, out of memory, or the handler crashed the process); archived"
         )
         msg.last_failed_at = int(self.broker.clock.now())
         await self.broker.archive(queue, msg.id, encode_message(msg))
-        self.log.error("task_poison_pill", task_id=msg.id, queue=queue, type=msg.type)
+        self.log.error("task_poison_pill", task_id=msg.id, queue=queue, type=msg.type, error=msg.error_msg)
 
     async def recover_expired_leases(self) -> int:
-        """Retry (or archive) tasks whose lease ended more than 30 s ago, as asynq does."""
+        """Retry (or archive) tasks whose lease ended more than 30 s ago, as asynq's recoverer does."""
         now = self.broker.clock.now()
         count = 0
         for queue in self.queues:
@@ -129,34 +202,49 @@ class Recoverer:
                 else:
                     delay = self.retry_delay(msg.retried, RuntimeError(LEASE_EXPIRED_ERROR))
                     msg.retried += 1
-                    await self.broker.retry(queue, msg.id, encode_message(msg), int(now + delay), failure=True)
+                    await self.broker.retry(queue, msg.id, encode_message(msg), math.ceil(now + delay), failure=True)
                 count += 1
-                self.log.warning("task_lease_expired", task_id=msg.id, queue=queue)
+                self.log.warning("task_lease_expired", task_id=msg.id, queue=queue, retried=msg.retried)
         return count
 
     async def repair(self) -> int:
-        """Give expired leases to active tasks that have none."""
+        """Give expired leases to active tasks that have none; returns how many."""
         total = 0
         for queue in self.queues:
             total += await self.broker.repair_orphans(queue)
+        if total:
+            self.log.warning("orphans_repaired", tasks=total)
+        return total
+
+    async def reclaim_aggregation_sets(self) -> int:
+        """Put stale aggregation sets back into their groups; returns how many sets."""
+        total = 0
+        for queue in self.queues:
+            total += await self.broker.reclaim_stale_aggregation_sets(queue)
+        if total:
+            self.log.warning("aggregation_sets_reclaimed", sets=total)
         return total
 
     async def recover_once(self) -> None:
-        """One pass of every path."""
+        """One pass: lost leases and dead workers always; leases and stale sets every 6th pass, orphans every 12th."""
+        await self.give_back_lost()
         await self.recover_dead_workers()
-        await self.recover_expired_leases()
-        now = self.broker.clock.now()
-        if now - self._last_repair >= _REPAIR_EVERY:
-            self._last_repair = now
+        if self._passes % 6 == 0:
+            await self.recover_expired_leases()
+            await self.reclaim_aggregation_sets()
+        if self._passes % 12 == 0:
             await self.repair()
+        self._passes += 1
 
     async def run(self) -> None:
-        """Recover until stopped."""
+        """Recover until stopped; Redis faults are reported and the pass is tried again later."""
         while not self._stop.is_set():
             try:
                 await self.recover_once()
             except (RedisError, OSError) as exc:
-                self.log.warning("recoverer_failed", error=f"{type(exc).__name__}: {exc}")
+                self.health.failed("recoverer", exc)
+            else:
+                self.health.ok("recoverer")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval)
 

@@ -1,17 +1,33 @@
-"""Retry policy: how long to wait, and whether a failure is retried, archived or dropped. Pure."""
+"""Retry policy: how long to wait, and whether a failure is retried, archived or dropped. Pure.
+
+Policies are ``(retried, error) -> seconds`` (:data:`~framework.task.RetryDelay`). The worker chooses
+one per failure in this order: a :class:`~framework.errors.RetryAfter` raised by the handler, the
+``retry_delay_for`` plugin hook, the task type's ``retry_delay``, then the worker's ``retry_delay``
+(default :func:`default_retry_delay`; pass :func:`asynq_retry_delay` to match Go workers).
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from framework.errors import RetryAfter, RevokeTask, SkipRetry
 
-__all__ = ("Archive", "Done", "Drop", "Retry", "asynq_retry_delay", "decide", "default_retry_delay")
+__all__ = (
+    "Archive",
+    "Done",
+    "Drop",
+    "Retry",
+    "asynq_retry_delay",
+    "decide",
+    "default_retry_delay",
+    "exponential_backoff",
+)
 
 
 def default_retry_delay(retried: int, error: BaseException | None = None, rng: random.Random | None = None) -> float:
-    """Exponential backoff with jitter: about 10 s, 20 s, 40 s, ... capped at 1 hour, each scaled by 0.5-1.5.
+    """Exponential backoff with jitter: 10 s, 20 s, 40 s, ... capped at 1 hour, each scaled by 0.5-1.5.
 
     Args:
         retried: retries so far (0 before the first retry).
@@ -20,6 +36,26 @@ def default_retry_delay(retried: int, error: BaseException | None = None, rng: r
     """
     base = min(3600.0, 10.0 * (2.0 ** min(retried, 20)))
     return base * (0.5 + (rng or random).random())
+
+
+def exponential_backoff(
+    base: float = 10.0, cap: float = 3600.0, jitter: float = 0.5, rng: random.Random | None = None
+) -> Callable[[int, BaseException], float]:
+    """Build an exponential policy: ``min(cap, base * 2**retried)``, scaled by ``1 ± jitter`` at random.
+
+    Args:
+        base: seconds before the first retry.
+        cap: the longest delay.
+        jitter: relative jitter (0 = none, 0.5 = from 0.5x to 1.5x).
+        rng: the random source (injected for tests).
+    """
+    source = rng or random
+
+    def delay(retried: int, error: BaseException) -> float:
+        value = min(cap, base * (2.0 ** min(retried, 62)))
+        return value * (1.0 - jitter + 2.0 * jitter * source.random())
+
+    return delay
 
 
 def asynq_retry_delay(retried: int, error: BaseException | None = None, rng: random.Random | None = None) -> float:
@@ -47,7 +83,7 @@ class Archive:
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    """Drop the task without archiving (``RevokeTask``)."""
+    """Finish the task without retrying or archiving it (``RevokeTask``; written as done, as asynq does)."""
 
 
 def decide(retried: int, max_retry: int, error: BaseException, delay: float) -> Retry | Archive | Drop:
@@ -57,7 +93,7 @@ def decide(retried: int, max_retry: int, error: BaseException, delay: float) -> 
         retried: retries so far.
         max_retry: retries allowed.
         error: what the handler raised.
-        delay: the policy's delay for a retry.
+        delay: the policy's delay for a retry (a ``RetryAfter`` error's own delay wins).
     """
     if isinstance(error, RevokeTask):
         return Drop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -333,7 +334,8 @@ def _lookup(data: Any, path: list[str | int]) -> tuple[str, Any]:
 
 
 def _redact(url: str) -> str:
-    """Hide the password in a URL."""
+    """Hide the password in a URL (``user:password@`` and a ``?password=`` query parameter)."""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)

@@ -1,9 +1,22 @@
 """Worker assembly and lifecycle.
 
-:class:`Worker` builds the registry, the middleware chain and the components (processor, heartbeat,
-forwarder, recoverer, janitor, and a listener for the wake-up and cancel channels), starts them in
-one task group, and shuts down gracefully: stop fetching, wait up to ``shutdown_timeout`` for running
-tasks, then put the unfinished ones back at the head of their queue without spending a retry.
+:class:`Worker` builds the registry, the middleware chain and the components, starts them, and shuts
+down gracefully. Components, in start order:
+
+1. the heartbeat (a thread: leases, liveness, asynq's server records), which beats once before anything
+   else so the worker is on record before it takes a task;
+2. the forwarder, the recoverer, the janitor and, when aggregators are registered, the group aggregator;
+3. a listener on the wake-up channel (new work) and on ``asynq:cancel`` (cancel a running task);
+4. the processor's fetch loop.
+
+Shutdown (:meth:`Worker.stop`, or SIGTERM/SIGINT under :meth:`Worker.run`): stop fetching, wait up to
+``shutdown_timeout`` for running tasks, then put the unfinished ones back at the head of their queue
+without spending a retry, stop the components (the heartbeat last, so leases stay fresh meanwhile) and
+remove the worker's records. Under :meth:`Worker.run` a second signal exits at once; the tasks still
+running are then recovered by another worker (see :mod:`framework.recoverer`).
+
+Redis faults: every component logs through one :class:`~framework.health.RedisHealth` (one
+``redis_unavailable`` warning, one ``redis_reconnected``), backs off and carries on.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import uuid
@@ -18,18 +32,20 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from framework.broker import RedisBroker
+from framework.aggregator import Aggregator, GroupAggregator, collect_aggregators
+from framework.broker import LEASE_SECONDS, RedisBroker
 from framework.client import Client
 from framework.clock import Clock, SystemClock
 from framework.connection import check_connection, open_redis, resolve_redis_url
 from framework.forwarder import Forwarder
-from framework.heartbeat import Heartbeat, ServerIdentity
+from framework.health import RedisHealth
+from framework.heartbeat import Heartbeat, ServerIdentity, sync_redis
 from framework.janitor import Janitor
 from framework.keys import Schema
 from framework.logging import configure_logging, get_logger
 from framework.middleware import Middleware, logging_middleware
 from framework.processor import Processor
-from framework.recoverer import Recoverer
+from framework.recoverer import Recoverer, default_dead_after
 from framework.registry import Registry
 from framework.services import Services
 
@@ -44,6 +60,9 @@ if TYPE_CHECKING:
 
 __all__ = ("Worker",)
 
+EXIT_SECOND_SIGNAL = 130
+"""Exit status after a second SIGTERM/SIGINT (no graceful shutdown)."""
+
 
 class Worker:
     """A worker process: runs tasks of the configured queues until stopped.
@@ -51,12 +70,18 @@ class Worker:
     Args:
         settings: the app's settings.
         tasks: task definitions to serve (in addition to the plugins').
-        middleware: app middleware, innermost after the plugins'.
-        plugin_manager: the plugin manager (task types, middleware and events from plugins).
+        middleware: app middleware, innermost after the plugins' (see :mod:`framework.middleware`).
+        aggregators: group aggregators (in addition to the plugins', see :mod:`framework.aggregator`).
+        plugin_manager: the plugin manager (task types, middleware, aggregators and events from plugins).
         redis: an existing Redis client to use (default: opened from the settings).
         clock: where time comes from.
-        retry_delay: the global retry policy (default exponential backoff with jitter).
+        retry_delay: the global retry policy (default exponential backoff with jitter;
+            :func:`framework.retry.asynq_retry_delay` is Go's).
         services: share the services of a web app in the same process.
+        dead_after: seconds of heartbeat silence after which a worker counts as dead (default
+            ``max(6, 4 * heartbeat_interval)``; lower it only when no Go worker serves these queues).
+        max_recoveries: crash recoveries after which a task is archived as a poison pill.
+        rng: random source for weighted queue order.
     """
 
     def __init__(
@@ -65,11 +90,15 @@ class Worker:
         *,
         tasks: Iterable[TaskDef[Any]] = (),
         middleware: Iterable[Middleware] = (),
+        aggregators: Iterable[Aggregator] = (),
         plugin_manager: pluggy.PluginManager | None = None,
         redis: Redis | None = None,
         clock: Clock | None = None,
         retry_delay: RetryDelay | None = None,
         services: Services | None = None,
+        dead_after: float | None = None,
+        max_recoveries: int = 3,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.pm = plugin_manager
@@ -83,17 +112,28 @@ class Worker:
             from framework.plugins import collect_task_types  # noqa: PLC0415
 
             collect_task_types(plugin_manager, settings, self.registry)
+        self.aggregators = list(aggregators)
+        if plugin_manager is not None:
+            self.aggregators += collect_aggregators(plugin_manager, settings)
+        self.dead_after = dead_after if dead_after is not None else default_dead_after(settings.heartbeat_interval)
+        if self.dead_after <= 2 * settings.heartbeat_interval or self.dead_after < 2:
+            raise ValueError(f"dead_after={self.dead_after} must be at least 2 s and more than 2 heartbeat intervals")
+        self.max_recoveries = max_recoveries
+        self.health = RedisHealth(self.log)
+        self.processor: Processor | None = None
+        self.heartbeat: Heartbeat | None = None
         self._app_middleware = list(middleware)
         self._redis = redis
         self._owns_redis = redis is None and services is None
         self._services = services
         self._retry_delay = retry_delay
-        self._url = ""
-        self.processor: Processor | None = None
+        self._rng = rng
+        self._url = services.extra.get("redis_url", "") if services is not None else ""
         self._components: list[Any] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
+        self._started = False
         self._stopping = False
-        self._group_tasks: list[asyncio.Task[Any]] = []
 
     def _middleware(self) -> list[Middleware]:
         chain: list[Middleware] = [logging_middleware]
@@ -120,6 +160,8 @@ class Worker:
             registry=self.registry,
             plugin_manager=self.pm,
         )
+        if self._url:
+            self._services.extra["redis_url"] = self._url
         if self.pm is not None:
             from framework.jinja import build_environment  # noqa: PLC0415
 
@@ -134,27 +176,75 @@ class Worker:
         await broker.register_queues(s.queues)
         hook = self.pm.hook if self.pm is not None else None
         self.processor = Processor(
-            broker, self.registry, s, services, self._middleware(), hook, self.clock, self.log, self._retry_delay
+            broker,
+            self.registry,
+            s,
+            services,
+            self._middleware(),
+            hook,
+            self.clock,
+            self.log,
+            retry_delay=self._retry_delay,
+            rng=self._rng,
+            server_id=self.identity.server_id,
+            lease_ttl=min(float(LEASE_SECONDS), self.dead_after - 1.0),
+            health=self.health,
         )
-        heartbeat = Heartbeat(self.processor, self.identity, s.heartbeat_interval, self.log)
-        self._heartbeat = heartbeat
+        client = sync_redis(self._url, services.redis)
+        self.heartbeat = Heartbeat(self.processor, self.identity, s.heartbeat_interval, self.log, client, self.health)
+        try:
+            await asyncio.to_thread(self.heartbeat.beat)
+        except BaseException:
+            self.heartbeat.close()
+            raise
+        self.heartbeat.start()
         self._components = [
-            heartbeat,
-            Forwarder(broker, s.queues, s.forward_interval, self.log),
-            Recoverer(broker, s.queues, s.recoverer_interval, self.log, retry_delay=self._retry_delay),
-            Janitor(broker, s.queues, s.janitor_interval, self.log),
+            Forwarder(broker, s.queues, s.forward_interval, self.log, self.health),
+            Recoverer(
+                broker,
+                s.queues,
+                s.recoverer_interval,
+                self.log,
+                self.health,
+                dead_after=self.dead_after,
+                max_recoveries=self.max_recoveries,
+                retry_delay=self._retry_delay,
+                lost=self.processor.lost,
+            ),
+            Janitor(broker, s.queues, s.janitor_interval, self.log, self.health),
         ]
-        await heartbeat.beat()
-        self._listener = asyncio.create_task(self._listen(services))
-        self._group_tasks = [asyncio.create_task(c.run()) for c in self._components]
-        self._group_tasks.append(asyncio.create_task(self.processor.run()))
+        if self.aggregators:
+            self._components.append(
+                GroupAggregator(
+                    broker, services.client, self.registry, self.aggregators, list(s.queues), self.log, self.health
+                )
+            )
+        self._tasks = [self._spawn(c.run(), type(c).__name__) for c in self._components]
+        self._tasks.append(self._spawn(self._listen(services), "Listener"))
+        self._tasks.append(self._spawn(self.processor.run(), "Processor"))
+        self._started = True
         self.log.info(
             "worker_started",
             server_id=self.identity.server_id,
+            pid=self.identity.pid,
             queues=dict(s.queues),
             concurrency=s.concurrency,
             task_types=sorted(t.type for t in self.registry),
+            dead_after=self.dead_after,
         )
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"framework-{name}")
+        task.add_done_callback(self._component_done)
+        return task
+
+    def _component_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.log.error("worker_component_crashed", component=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+            asyncio.get_running_loop().create_task(self.stop())
 
     async def _listen(self, services: Services) -> None:
         """Follow the wake-up and cancel channels; reconnect with backoff when Redis goes away."""
@@ -164,18 +254,19 @@ class Worker:
             pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(schema.wakeup_channel, schema.cancel_channel)
+                self.health.ok("listener")
                 backoff = 0.2
                 if self.processor is not None:
-                    self.processor.wake()
+                    self.processor.wake()  # anything enqueued while we were not listening
                 async for message in pubsub.listen():
                     self._on_message(schema, message)
             except (RedisError, OSError) as exc:
-                self.log.warning("listener_disconnected", error=f"{type(exc).__name__}: {exc}", retry_in=backoff)
+                self.health.failed("listener", exc, retry_in=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _on_message(self, schema: Schema, message: dict[str, Any]) -> None:
         p = self.processor
@@ -191,49 +282,62 @@ class Worker:
 
     async def stop(self) -> None:
         """Graceful shutdown: stop fetching, wait ``shutdown_timeout``, requeue what is still running."""
-        if self._stopping:
+        if self._stopping or not self._started:
             return
         self._stopping = True
-        self.log.info("worker_stopping", running=len(self.processor.inflight) if self.processor else 0)
-        if self.processor is not None:
-            self._heartbeat.status = "stopped"
-            await self.processor.stop(self.settings.shutdown_timeout)
+        p = self.processor
+        self.log.info("worker_stopping", running=len(p.inflight) if p else 0, timeout=self.settings.shutdown_timeout)
+        if p is not None:
+            if self.heartbeat is not None:
+                self.heartbeat.status = "stopped"
+            await p.stop(self.settings.shutdown_timeout)
         for c in self._components:
             c.stop()
-        for t in self._group_tasks:
+        for t in self._tasks:
             t.cancel()
-        self._listener.cancel()
-        await asyncio.gather(*self._group_tasks, self._listener, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
-            await self._heartbeat.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.heartbeat is not None:
+            hb = self.heartbeat
+            await asyncio.to_thread(hb.stop)
+            try:
+                await asyncio.to_thread(hb.clear)
+            except (RedisError, OSError) as exc:
+                self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
+            hb.close()
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
         self._stopped.set()
-        self.log.info("worker_stopped")
+        self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0)
 
     async def wait(self) -> None:
         """Wait until the worker has stopped."""
         await self._stopped.wait()
 
     async def run(self) -> None:
-        """Start, run until SIGTERM/SIGINT, then stop gracefully; a second signal exits at once."""
+        """Start, run until SIGTERM/SIGINT, then stop gracefully; a second signal exits at once (status 130)."""
         configure_logging(self.settings.log_level, self.settings.log_format)
-        await self.start()
+        # loggers bound before logging was configured keep structlog's defaults: bind them again
+        self.log = self.health.log = get_logger("framework.worker")
         loop = asyncio.get_running_loop()
         signals = 0
 
-        def on_signal() -> None:
+        def on_signal(signum: int) -> None:
             nonlocal signals
             signals += 1
             if signals == 1:
-                loop.create_task(self.stop())  # noqa: RUF006 - awaited through self.wait()
+                self.log.info("worker_signal", signal=signal.Signals(signum).name, note="graceful shutdown")
+                if self._started:
+                    loop.create_task(self.stop())  # noqa: RUF006 - awaited through self.wait()
             else:
-                self.log.warning("worker_exit_now", note="second signal")
-                os._exit(130)
+                self.log.warning("worker_exit_now", signal=signal.Signals(signum).name, note="second signal")
+                os._exit(EXIT_SECOND_SIGNAL)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
+            await self.start()
+            if signals:  # a signal came while starting
+                await self.stop()
             await self.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

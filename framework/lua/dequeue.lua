@@ -1,17 +1,22 @@
 -- dequeue: move up to N tasks from pending to active and lease them (skipped when the queue is paused).
--- KEYS[1] pending <ns>:{q}:pending
--- KEYS[2] active  <ns>:{q}:active
--- KEYS[3] lease   <ns>:{q}:lease
--- KEYS[4] paused  <ns>:{q}:paused
+-- KEYS[1] pending  <ns>:{q}:pending
+-- KEYS[2] active   <ns>:{q}:active
+-- KEYS[3] lease    <ns>:{q}:lease
+-- KEYS[4] paused   <ns>:{q}:paused
+-- KEYS[5] optional: in-flight set of the dequeuing worker <ext>:{q}:inflight:<server id> (framework's own
+--         key); the ids taken are added to it in the same step, so a worker killed at any moment after
+--         this script has its tasks on record for the recoverer
 -- ARGV[1] task key prefix <ns>:{q}:t:
 -- ARGV[2] lease expiry, Unix seconds (now + 30)
 -- ARGV[3] N, the most tasks to take
--- returns the encoded TaskMessages taken (empty when paused or nothing is pending)
+-- ARGV[4] TTL of the in-flight set, seconds (when KEYS[5] is given)
+-- returns a flat list id1, msg1, id2, msg2, ... of the tasks taken (empty when paused or nothing is pending)
 if redis.call("EXISTS", KEYS[4]) == 1 then
   return {}
 end
 local out = {}
 local lease = {}
+local ids = {}
 for _ = 1, tonumber(ARGV[3]) do
   local id = redis.call("LMOVE", KEYS[1], KEYS[2], "RIGHT", "LEFT")
   if not id then
@@ -24,6 +29,8 @@ for _ = 1, tonumber(ARGV[3]) do
     redis.call("HDEL", key, "pending_since")
     lease[#lease + 1] = ARGV[2]
     lease[#lease + 1] = id
+    ids[#ids + 1] = id
+    out[#out + 1] = id
     out[#out + 1] = msg
   else
     -- an id without a task record cannot run; drop it rather than block the queue
@@ -32,5 +39,9 @@ for _ = 1, tonumber(ARGV[3]) do
 end
 if #lease > 0 then
   redis.call("ZADD", KEYS[3], unpack(lease))
+  if KEYS[5] then
+    redis.call("SADD", KEYS[5], unpack(ids))
+    redis.call("EXPIRE", KEYS[5], ARGV[4])
+  end
 end
 return out

@@ -8,13 +8,16 @@
 -- ARGV[4] group key prefix <ns>:{q}:g:
 -- ARGV[5] wake-up channel ("" = do not publish)
 -- ARGV[6] queue name
--- returns {tasks moved (at most 100), score of the earliest task left or -1}
+-- returns {ids taken (at most 100), score of the earliest task left or -1}
+-- An id without a task record is dropped from the source rather than given a record without a msg.
 local ids = redis.call("ZRANGE", KEYS[1], "-inf", ARGV[1], "BYSCORE", "LIMIT", 0, 100)
 local to_pending = 0
 for _, id in ipairs(ids) do
   local key = ARGV[2] .. id
   local group = redis.call("HGET", key, "group")
-  if group and group ~= "" then
+  if redis.call("HEXISTS", key, "msg") == 0 then
+    -- dangling id: nothing to run
+  elseif group and group ~= "" then
     redis.call("ZADD", ARGV[4] .. group, ARGV[1], id)
     redis.call("SADD", KEYS[3], group)
     redis.call("HSET", key, "state", "aggregating")

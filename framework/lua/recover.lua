@@ -9,7 +9,9 @@
 -- ARGV[3] most recoveries before the task counts as a poison pill
 -- ARGV[4] wake-up channel ("" = do not publish)
 -- ARGV[5] queue name
--- returns 1 requeued, 0 no longer leased (finished or already recovered), -1 lease still fresh
+-- ARGV[6] optional: "0" = do not count this recovery toward the poison-pill limit (the owner itself gives
+--         back a task whose lease it lost to a Redis outage: not a crash)
+-- returns 1 requeued, 0 no longer leased or active (finished or already recovered), -1 lease still fresh
 -- (a live owner, or one that died a moment ago: ask again later), {2, msg} recovered too often (caller archives)
 local score = redis.call("ZSCORE", KEYS[3], ARGV[1])
 if not score then
@@ -18,13 +20,20 @@ end
 if tonumber(score) > tonumber(ARGV[2]) then
   return -1
 end
-local n = redis.call("HINCRBY", KEYS[1], "fw_recoveries", 1)
-if n > tonumber(ARGV[3]) then
-  return {2, redis.call("HGET", KEYS[1], "msg")}
-end
-if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
+if not redis.call("LPOS", KEYS[2], ARGV[1]) or redis.call("HEXISTS", KEYS[1], "msg") == 0 then
+  -- a lease without an active task, or an id without a task record (left by a crash outside a
+  -- script): drop them, there is nothing to recover
+  redis.call("LREM", KEYS[2], 0, ARGV[1])
+  redis.call("ZREM", KEYS[3], ARGV[1])
   return 0
 end
+if ARGV[6] ~= "0" then
+  local n = redis.call("HINCRBY", KEYS[1], "fw_recoveries", 1)
+  if n > tonumber(ARGV[3]) then
+    return {2, redis.call("HGET", KEYS[1], "msg")}
+  end
+end
+redis.call("LREM", KEYS[2], 0, ARGV[1])
 redis.call("ZREM", KEYS[3], ARGV[1])
 if redis.call("RPUSH", KEYS[4], ARGV[1]) == 1 and ARGV[4] ~= "" then
   redis.call("PUBLISH", ARGV[4], ARGV[5])

@@ -1,0 +1,274 @@
+"""Writing a task's outcome under its lease: done, completed, retry, archive or requeue, then the task events.
+
+:class:`OutcomeWriter` serves the :class:`~framework.processor.Processor`:
+
+* **Success.** Without a retention, ``done`` is acknowledged in batches: one ``done.lua`` call for every
+  task of a queue that finished in the same event-loop iteration. With a retention, ``mark_complete``.
+* **Failure.** Retried after the retry policy's delay, or archived (retries exhausted,
+  :class:`~framework.errors.SkipRetry`, a payload that does not decode); a
+  :class:`~framework.errors.RevokeTask` is acknowledged as done, as asynq does. The error stored is
+  ``"<ExceptionType>: <message>"``.
+* **Shutdown.** ``requeue`` puts the task back at the head of its queue, spending no retry.
+* **Leases.** A write is made only while the task's lease is valid; it is retried through Redis faults
+  while the lease stays valid and dropped once it lapses. The task is then remembered in :attr:`lost`, so
+  the worker's recoverer can give it back once that is safe.
+* **Events.** ``task_succeeded``/``task_retried``/``task_archived`` fire after the write, and only when it
+  changed the task; plugin errors are logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from framework.errors import RetryAfter
+from framework.events import fire_event, has_impls
+from framework.message import encode_message
+from framework.retry import Archive, Drop, decide
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import pluggy
+    import structlog
+
+    from framework.broker import RedisBroker
+    from framework.clock import Clock
+    from framework.context import TaskContext
+    from framework.health import RedisHealth
+    from framework.lease import Lease
+    from framework.message import TaskMessage
+    from framework.task import RetryDelay, TaskDef
+
+__all__ = ("InFlight", "OutcomeWriter", "error_text")
+
+_MAX_BACKOFF = 5.0
+
+
+def error_text(error: BaseException) -> str:
+    """The error stored on a failed task: ``"<ExceptionType>: <message>"`` (just the type without a message)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class InFlight:
+    """A task this process is running (or writing the outcome of).
+
+    Attributes:
+        id: the task id (as stored in Redis).
+        msg: the decoded message.
+        queue: its queue.
+        lease: the in-memory lease; no write once it lapsed.
+        deadline: Unix time by which the handler must finish.
+        started: when it was taken.
+        runner: the asyncio task running it.
+        ctx: its context, once it started.
+        cancel_reason: ``"cancel"`` (cancel channel) or ``"shutdown"`` when cancelled by the worker.
+        writing: the handler is done and the outcome is being written (no longer cancellable).
+    """
+
+    __slots__ = ("cancel_reason", "ctx", "deadline", "id", "lease", "msg", "queue", "runner", "started", "writing")
+
+    def __init__(self, task_id: str, msg: TaskMessage, queue: str, lease: Lease, deadline: float) -> None:
+        self.id = task_id
+        self.msg = msg
+        self.queue = queue
+        self.lease = lease
+        self.deadline = deadline
+        self.started = time.time()
+        self.runner: asyncio.Task[None] | None = None
+        self.ctx: TaskContext | None = None
+        self.cancel_reason = ""
+        self.writing = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(queue, id): task ids are unique per queue only."""
+        return (self.queue, self.id)
+
+
+class OutcomeWriter:
+    """Writes outcomes for one processor; see the module docstring.
+
+    Args:
+        broker: the Redis broker.
+        clock: where time comes from.
+        logger: the worker's logger.
+        health: where Redis faults are reported.
+        hook: the plugin hook relay (events, ``retry_delay_for``), or None.
+        retry_delay: the worker's retry policy.
+        release: frees the task's slot in the processor (called once per task).
+    """
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        clock: Clock,
+        logger: structlog.typing.FilteringBoundLogger,
+        health: RedisHealth,
+        hook: pluggy.HookRelay | None,
+        retry_delay: RetryDelay,
+        release: Callable[[InFlight], None],
+    ) -> None:
+        self.broker = broker
+        self.clock = clock
+        self.log = logger
+        self.health = health
+        self.hook = hook
+        self.retry_delay = retry_delay
+        self.release = release
+        self.lost: list[tuple[str, str, float]] = []
+        """(queue, id, when) of tasks whose lease lapsed here; the worker's recoverer gives them back."""
+        self.background: set[asyncio.Task[Any]] = set()
+        self._acks: dict[str, list[tuple[InFlight, asyncio.Future[bool]]]] = {}
+        self._flush_scheduled = False
+        self._events = {name: has_impls(hook, name) for name in ("task_succeeded", "task_retried", "task_archived")}
+        self._delay_hook = has_impls(hook, "retry_delay_for")
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` in the background, tracked until it ends (the processor waits for these on stop)."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def lease_lost(self, inf: InFlight) -> bool:
+        """True (and the slot released, the task remembered in :attr:`lost`) when ``inf``'s lease lapsed."""
+        if inf.lease.is_valid():
+            return False
+        self.log.warning("task_lease_lost", task_id=inf.id, queue=inf.queue, note="outcome not written")
+        self.lost.append((inf.queue, inf.id, self.clock.now()))
+        self.release(inf)
+        return True
+
+    async def _fire(self, name: str, ctx: TaskContext | None, error: BaseException | None = None) -> None:
+        if self._events[name] and self.hook is not None and ctx is not None:
+            kwargs: dict[str, Any] = {"ctx": ctx} if error is None else {"ctx": ctx, "error": error}
+            await fire_event(self.hook, name, self.log, **kwargs)
+
+    async def succeed(self, inf: InFlight, ctx: TaskContext) -> None:
+        """The handler returned: done (batched), or completed when the task has a retention."""
+        msg = inf.msg
+        if msg.retention > 0:
+            if self.lease_lost(inf):
+                return
+            now = int(self.clock.now())
+            msg.completed_at = now
+            data = encode_message(msg)
+            expires = now + msg.retention
+            unique = msg.unique_key
+            ok = await self._write(inf, lambda: self.broker.mark_complete(inf.queue, inf.id, data, expires, unique))
+        else:
+            ok = await self._ack(inf)
+        if ok:
+            await self._fire("task_succeeded", ctx)
+
+    def _ack(self, inf: InFlight) -> asyncio.Future[bool]:
+        """Queue a ``done`` for the batch written at the end of this loop iteration."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acks.setdefault(inf.queue, []).append((inf, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        return future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        batches, self._acks = self._acks, {}
+        for queue, items in batches.items():
+            self.spawn(self._write_acks(queue, items))
+
+    async def _write_acks(self, queue: str, items: list[tuple[InFlight, asyncio.Future[bool]]]) -> None:
+        backoff = 0.1
+        while True:
+            live = []
+            for inf, future in items:
+                if self.lease_lost(inf):
+                    future.set_result(False)
+                else:
+                    live.append((inf, future))
+            if not live:
+                return
+            try:
+                found = await self.broker.done(queue, [(i.id, i.msg.unique_key) for i, _ in live])
+            except (RedisError, OSError) as exc:
+                self.health.failed("processor", exc, tasks=len(live), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                items = live
+                continue
+            self.health.ok("processor")
+            for (inf, future), n in zip(live, found, strict=True):
+                if not n:
+                    self.log.warning("task_not_active", task_id=inf.id, queue=queue, note="finished elsewhere")
+                self.release(inf)
+                future.set_result(bool(n))
+            return
+
+    async def _write(self, inf: InFlight, make_call: Callable[[], Awaitable[int]]) -> bool:
+        """Run a broker write for ``inf``, retrying through Redis faults while its lease holds.
+
+        Returns whether the write changed the task (False: lease lost, or the task is no longer active).
+        """
+        backoff = 0.1
+        while True:
+            if self.lease_lost(inf):
+                return False
+            try:
+                found = await make_call()
+            except (RedisError, OSError) as exc:
+                self.health.failed("processor", exc, task_id=inf.id, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            self.health.ok("processor")
+            if not found:
+                self.log.warning("task_not_active", task_id=inf.id, queue=inf.queue, note="finished elsewhere")
+            self.release(inf)
+            return bool(found)
+
+    async def requeue(self, inf: InFlight) -> None:
+        """Put an unfinished task back at the head of its queue (shutdown), spending no retry."""
+        if await self._write(inf, lambda: self.broker.requeue(inf.queue, inf.id)):
+            self.log.info("task_requeued", task_id=inf.id, queue=inf.queue, reason="shutdown")
+
+    def _delay_for(self, inf: InFlight, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
+        """``RetryAfter``, then the ``retry_delay_for`` hook, then the task type's policy, then the worker's."""
+        if isinstance(error, RetryAfter):
+            return error.delay
+        retried = inf.msg.retried
+        if self._delay_hook and self.hook is not None and inf.ctx is not None:
+            chosen = self.hook.retry_delay_for(ctx=inf.ctx, error=error)
+            if chosen is not None:
+                return float(chosen)
+        if taskdef is not None and taskdef.retry_delay is not None:
+            return float(taskdef.retry_delay(retried, error))
+        return float(self.retry_delay(retried, error))
+
+    async def fail(
+        self, inf: InFlight, error: BaseException, taskdef: TaskDef[Any] | None, *, permanent: bool = False
+    ) -> None:
+        """The handler failed: retry, archive (``permanent`` or exhausted) or, for ``RevokeTask``, done."""
+        msg = inf.msg
+        outcome = Archive() if permanent else decide(msg.retried, msg.retry, error, 0.0)
+        if isinstance(outcome, Drop):
+            self.log.info("task_revoked", task_id=inf.id, queue=inf.queue, error=error_text(error))
+            await self._ack(inf)
+            return
+        now = self.clock.now()
+        msg.error_msg = error_text(error)
+        msg.last_failed_at = int(now)
+        if isinstance(outcome, Archive):
+            data = encode_message(msg)
+            if await self._write(inf, lambda: self.broker.archive(inf.queue, inf.id, data)):
+                await self._fire("task_archived", inf.ctx, error)
+            return
+        delay = self._delay_for(inf, taskdef, error)
+        msg.retried += 1
+        data = encode_message(msg)
+        retry_at = math.ceil(now + max(0.0, delay))
+        if await self._write(inf, lambda: self.broker.retry(inf.queue, inf.id, data, retry_at, failure=True)):
+            await self._fire("task_retried", inf.ctx, error)

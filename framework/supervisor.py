@@ -1,0 +1,265 @@
+"""Multi-process mode: one supervisor runs N worker processes, restarts a crashed one and stops them together.
+
+:func:`run_worker` is what ``framework worker --processes N`` calls: one process runs the worker in
+place; more start :func:`supervise`. Each child is a fresh interpreter (``python -m framework.supervisor
+--child``) that receives the parent's settings as JSON (so command-line overrides reach it), builds its
+worker with a *factory* (default: the app's plugins, as the ``worker`` command does) and runs
+:meth:`Worker.run <framework.worker.Worker.run>`.
+
+* **Crashes.** A child that exits while the supervisor is not stopping (killed, out of memory, a
+  handler that called ``os._exit``) is logged and started again after a back-off that grows from 1 s
+  to 30 s while it keeps dying within 10 s of starting. Its tasks are recovered by the other workers
+  (see :mod:`framework.recoverer`). After 20 quick deaths in a row of the same child slot the supervisor
+  gives up, stops the rest and exits with status 1.
+* **Signals.** Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the
+  supervisor. The first SIGTERM/SIGINT is passed to every child as SIGTERM (each shuts down gracefully:
+  requeue after ``shutdown_timeout``); a second one SIGKILLs them all and exits at once (status 130).
+  A child that outlives ``shutdown_timeout + 15`` s is killed.
+* **Scheduler.** With ``scheduler=True`` the first child also runs the cron scheduler (any number of
+  schedulers fire each tick once, so one per supervisor is enough; it restarts with its child).
+* **Supervisor death.** Children ask the kernel (Linux ``PR_SET_PDEATHSIG``) for a SIGTERM when the
+  supervisor dies, so a SIGKILLed supervisor does not leave orphaned workers behind.
+
+Run it directly with ``python -m framework.supervisor --processes N [--factory module:function]``
+(settings from ``framework.toml`` and the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from framework.logging import configure_logging, get_logger
+from framework.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pluggy
+
+    from framework.worker import Worker
+
+__all__ = ("default_factory", "main", "run_worker", "supervise")
+
+_SETTINGS_ENV = "FRAMEWORK_SUPERVISOR_SETTINGS"
+_PARENT_ENV = "FRAMEWORK_SUPERVISOR_PID"
+_DEFAULT_FACTORY = "framework.supervisor:default_factory"
+_QUICK_DEATH = 10.0
+_GIVE_UP_AFTER = 20
+_POLL = 0.1
+_EXIT_SECOND_SIGNAL = 130
+
+
+def default_factory(settings: Settings) -> Worker:
+    """The worker the ``worker`` command runs: task types, middleware and aggregators from the app's plugins."""
+    from framework.app import app_plugins  # noqa: PLC0415
+    from framework.plugins import get_plugin_manager  # noqa: PLC0415
+    from framework.worker import Worker  # noqa: PLC0415
+
+    pm: pluggy.PluginManager = get_plugin_manager(settings, extra=app_plugins(settings))
+    return Worker(settings, plugin_manager=pm)
+
+
+def _load_factory(path: str) -> Callable[[Settings], Worker]:
+    module, _, name = path.partition(":")
+    if not module or not name:
+        raise ValueError(f"a worker factory must be 'module:function', got {path!r}")
+    factory: Callable[[Settings], Worker] = getattr(importlib.import_module(module), name)
+    return factory
+
+
+def run_worker(settings: Settings, processes: int = 1, *, factory: str | None = None, scheduler: bool = False) -> int:
+    """Run workers until SIGTERM/SIGINT; returns the exit status.
+
+    Args:
+        settings: the settings (already including command-line overrides).
+        processes: worker processes; 1 runs the worker in this process, more start a supervisor.
+        factory: ``module:function`` building a worker from settings (default :func:`default_factory`).
+        scheduler: also run the cron scheduler (in this process, or in the first child).
+    """
+    if processes < 1:
+        raise ValueError(f"processes={processes} must be at least 1")
+    if processes > 1:
+        return supervise(settings, processes, factory=factory, scheduler=scheduler)
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_run_one(_load_factory(factory or _DEFAULT_FACTORY)(settings), scheduler=scheduler))
+    return 0
+
+
+async def _run_one(worker: Worker, *, scheduler: bool) -> None:
+    """Run ``worker`` (it handles the signals) and, if asked, a scheduler beside it until the worker stops."""
+    if not scheduler:
+        await worker.run()
+        return
+    from framework.scheduler import Scheduler  # noqa: PLC0415
+
+    cron = Scheduler(worker.settings, plugin_manager=worker.pm, registry=worker.registry)
+    await cron.start()
+    try:
+        await worker.run()
+    finally:
+        await cron.stop()
+
+
+class _Child:
+    """One worker slot: its current process and its crash history."""
+
+    __slots__ = ("index", "proc", "quick_deaths", "restart_at", "started")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.quick_deaths = 0
+        self.restart_at = 0.0
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings, processes: int, factory: str, *, scheduler: bool) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.scheduler = scheduler
+        self.children = [_Child(i) for i in range(processes)]
+        self.log = get_logger("framework.supervisor")
+        self.signals = 0
+        self.failed = False
+
+    def _spawn(self, child: _Child) -> None:
+        env = dict(os.environ)
+        env[_SETTINGS_ENV] = msgspec.json.encode(self.settings).decode()
+        env[_PARENT_ENV] = str(os.getpid())
+        cmd = [sys.executable, "-m", "framework.supervisor", "--child", "--factory", self.factory]
+        if self.scheduler and child.index == 0:
+            cmd.append("--scheduler")
+        child.proc = subprocess.Popen(cmd, env=env, process_group=0)
+        child.started = time.monotonic()
+        self.log.info("worker_process_started", slot=child.index, pid=child.proc.pid)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.log.info("supervisor_stopping", signal=signal.Signals(signum).name, processes=len(self.children))
+            self._send(signal.SIGTERM)
+        else:
+            self.log.warning("supervisor_exit_now", signal=signal.Signals(signum).name)
+            self._send(signal.SIGKILL)
+            os._exit(_EXIT_SECOND_SIGNAL)
+
+    def _send(self, sig: signal.Signals) -> None:
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(sig)
+
+    def _reap(self, child: _Child, now: float) -> None:
+        """A child exited while we are not stopping: schedule its restart."""
+        if child.proc is None:
+            return
+        code = child.proc.returncode
+        lived = now - child.started
+        child.quick_deaths = child.quick_deaths + 1 if lived < _QUICK_DEATH else 0
+        delay = min(30.0, 2.0 ** max(0, child.quick_deaths - 1)) if child.quick_deaths else 0.5
+        self.log.error("worker_process_died", slot=child.index, pid=child.proc.pid, status=code, restart_in=delay)
+        child.proc = None
+        child.restart_at = now + delay
+        if child.quick_deaths >= _GIVE_UP_AFTER:
+            self.log.error("worker_process_crash_loop", slot=child.index, deaths=child.quick_deaths, note="giving up")
+            self.failed = True
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                self._reap(child, now)
+            if child.proc is None and not self.signals and not self.failed and now >= child.restart_at:
+                self._spawn(child)
+
+    def _drain(self) -> None:
+        """Wait for every child to exit after SIGTERM; kill the ones that take too long."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout + 15.0
+        while any(c.proc is not None and c.proc.poll() is None for c in self.children):
+            if time.monotonic() > deadline:
+                self.log.error("worker_process_kill", note="did not stop in time")
+                self._send(signal.SIGKILL)
+                break
+            time.sleep(_POLL)
+        for child in self.children:
+            if child.proc is not None:
+                child.proc.wait()
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for child in self.children:
+                self._spawn(child)
+            while not self.signals and not self.failed:
+                self._tick()
+                time.sleep(_POLL)
+            if self.failed and not self.signals:
+                self._send(signal.SIGTERM)
+            self._drain()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.log.info("supervisor_stopped")
+        return 1 if self.failed else 0
+
+
+def supervise(settings: Settings, processes: int, *, factory: str | None = None, scheduler: bool = False) -> int:
+    """Run ``processes`` worker processes until SIGTERM/SIGINT; returns the exit status (see the module doc).
+
+    Args:
+        settings: the settings every child runs with.
+        processes: how many worker processes.
+        factory: ``module:function`` building a worker from settings (default :func:`default_factory`).
+        scheduler: the first child also runs the cron scheduler.
+    """
+    configure_logging(settings.log_level, settings.log_format)
+    _load_factory(factory or _DEFAULT_FACTORY)  # fail here, once, rather than in every child
+    return _Supervisor(settings, processes, factory or _DEFAULT_FACTORY, scheduler=scheduler).run()
+
+
+def _die_with_parent() -> None:
+    """Ask for SIGTERM when the supervisor dies (Linux); exit if it is already gone."""
+    parent = int(os.environ.get(_PARENT_ENV, "0") or 0)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def _child_main(factory: str, *, scheduler: bool) -> int:
+    _die_with_parent()
+    settings = msgspec.json.decode(os.environ[_SETTINGS_ENV].encode(), type=Settings)
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_run_one(_load_factory(factory)(settings), scheduler=scheduler))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m framework.supervisor``: a supervisor (default) or, with ``--child``, one worker process."""
+    parser = argparse.ArgumentParser(prog="python -m framework.supervisor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--processes", "-p", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--factory", default=_DEFAULT_FACTORY, help="module:function building a Worker from settings")
+    parser.add_argument("--scheduler", action="store_true", help="also run the cron scheduler (in the first child)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child_main(args.factory, scheduler=args.scheduler)
+    return run_worker(load_settings(), args.processes, factory=args.factory, scheduler=args.scheduler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Group aggregation: grace period, max size, max delay, task-type aggregators, failures, stale sets, Go tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from structlog.testing import capture_logs
+
+from framework.aggregator import Aggregator, GroupedTask
+from framework.broker import RedisBroker
+from framework.clock import SystemClock
+from framework.errors import PluginError
+from framework.hookspecs import hookimpl
+from framework.plugins import get_plugin_manager
+from framework.task import TaskDef
+from framework.worker import Worker
+from tests.framework.worker_app import wait_until
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "asynq-golden.json"
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True):
+    n: int
+
+
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    ns: list[int]
+    group: str = ""
+
+
+def never(ctx: Any, item: Item) -> None:
+    raise AssertionError("a grouped task must not run on its own")
+
+
+ITEM = TaskDef("agg:item", Item, never)
+
+
+@pytest.fixture
+async def setup(settings: Any) -> AsyncIterator[Any]:
+    """Start a worker whose aggregated ``agg:batch`` tasks are recorded in the returned list."""
+    workers: list[Worker] = []
+    batches: list[Batch] = []
+
+    async def handle(ctx: Any, batch: Batch) -> None:
+        batches.append(batch)
+
+    batch_task = TaskDef("agg:batch", Batch, handle)
+
+    async def start(*aggregators: Aggregator, **kwargs: Any) -> list[Batch]:
+        worker = Worker(settings, tasks=[ITEM, batch_task], aggregators=aggregators, **kwargs)
+        await worker.start()
+        workers.append(worker)
+        return batches
+
+    yield start
+    for worker in workers:
+        await worker.stop()
+
+
+def to_batch(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
+    return "agg:batch", Batch(ns=[t.payload.n for t in tasks], group=group)
+
+
+async def group_empty(redis: Any, schema: Any, group: str) -> bool:
+    qk = schema.queue("default")
+    return not await redis.exists(qk.group(group)) and not await redis.sismember(qk.groups, group)
+
+
+async def test_a_group_is_aggregated_after_its_grace_period(setup: Any, client: Any, redis: Any, schema: Any) -> None:
+    batches = await setup(Aggregator(group="g1", grace_period=0.5, aggregate=to_batch))
+    infos = [await client.enqueue(ITEM, Item(n=i), group="g1") for i in range(3)]
+    last = time.monotonic()
+
+    async def aggregated() -> bool:
+        return len(batches) == 1
+
+    await wait_until(aggregated)
+    assert 0.5 <= time.monotonic() - last < 2.5  # at least the grace period (join times are whole seconds)
+    # tasks that joined in the same second come in id order: the scores are whole seconds, as in asynq
+    assert [sorted(b.ns) for b in batches] == [[0, 1, 2]]
+    assert batches[0].group == "g1"
+    qk = schema.queue("default")
+    for info in infos:
+        assert not await redis.exists(qk.task(info.id))
+    assert await group_empty(redis, schema, "g1")
+    assert await redis.zcard(qk.aggregation_sets) == 0
+
+
+async def test_max_size_aggregates_at_once_and_caps_each_batch(
+    setup: Any, client: Any, redis: Any, schema: Any
+) -> None:
+    batches = await setup(Aggregator(task_type="agg:item", grace_period=60, max_size=3, aggregate=to_batch))
+    for i in range(7):
+        await client.enqueue(ITEM, Item(n=i), group="sized")
+
+    async def two() -> bool:
+        return len(batches) == 2
+
+    await wait_until(two, timeout=5)
+    assert [len(b.ns) for b in batches] == [3, 3]
+    assert len(set(batches[0].ns + batches[1].ns)) == 6
+    assert await redis.zcard(schema.queue("default").group("sized")) == 1  # waits for more, or its grace
+
+
+async def test_max_delay_bounds_the_wait_of_a_busy_group(setup: Any, client: Any) -> None:
+    batches = await setup(Aggregator(group="busy", grace_period=60, max_delay=1, aggregate=to_batch))
+    first = time.monotonic()
+    n = 0
+    while not batches and time.monotonic() - first < 10:
+        await client.enqueue(ITEM, Item(n=n), group="busy")  # never quiet for the grace period
+        n += 1
+        await asyncio.sleep(0.2)
+    assert batches
+    assert 0.9 <= time.monotonic() - first < 4
+    assert sorted(batches[0].ns) == list(range(len(batches[0].ns)))
+
+
+async def test_an_async_aggregate_may_set_options(setup: Any, client: Any, redis: Any, schema: Any) -> None:
+    async def aggregate(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch, dict[str, Any]]:
+        await asyncio.sleep(0)
+        return "agg:batch", Batch(ns=[t.payload.n for t in tasks]), {"queue": "low", "retention": 600}
+
+    batches = await setup(Aggregator(group="opts", grace_period=0.2, aggregate=aggregate))
+    await client.enqueue(ITEM, Item(n=9), group="opts")
+
+    async def ran() -> bool:
+        return bool(batches)
+
+    await wait_until(ran)
+    assert batches == [Batch(ns=[9])]
+
+    async def completed() -> bool:
+        return await redis.zcard(schema.queue("low").completed) == 1
+
+    await wait_until(completed)
+
+
+async def test_a_failing_aggregate_is_retried_after_the_set_is_reclaimed(
+    setup: Any, client: Any, redis: Any, schema: Any
+) -> None:
+    calls = 0
+
+    def flaky(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("downstream not ready")
+        return to_batch(group, tasks)
+
+    qk = schema.queue("default")
+    with capture_logs() as logs:
+        batches = await setup(Aggregator(group="retry", grace_period=0.2, aggregate=flaky))
+        await client.enqueue(ITEM, Item(n=1), group="retry")
+
+        async def failed_once() -> bool:
+            return calls == 1 and await redis.zcard(qk.aggregation_sets) == 1
+
+        await wait_until(failed_once)
+    failure = next(e for e in logs if e["event"] == "group_aggregation_failed")
+    assert failure["error"] == "ValueError: downstream not ready"
+    set_key = (await redis.zrange(qk.aggregation_sets, 0, -1))[0]
+    await redis.zadd(qk.aggregation_sets, {set_key: int(time.time()) - 1})  # as if its 2 minutes had passed
+    broker = RedisBroker(redis, schema, SystemClock())
+    assert await broker.reclaim_stale_aggregation_sets("default") == 1
+    assert await redis.sismember(qk.groups, "retry")
+
+    async def aggregated() -> bool:
+        return bool(batches)
+
+    await wait_until(aggregated)
+    assert batches == [Batch(ns=[1], group="retry")]
+
+
+async def test_stale_sets_are_reclaimed_into_their_group_by_the_script(redis: Any, schema: Any) -> None:
+    broker = RedisBroker(redis, schema, SystemClock())
+    qk = schema.queue("default")
+    group = "a:b"  # group names may hold colons; set ids do not
+    stale = qk.aggregation_set(group, "11111111-2222")
+    fresh = qk.aggregation_set(group, "33333333-4444")
+    await redis.zadd(stale, {"x": 100, "y": 101})
+    await redis.zadd(fresh, {"z": 102})
+    now = int(time.time())
+    await redis.zadd(qk.aggregation_sets, {stale: now - 5, fresh: now + 100})
+    assert await broker.reclaim_stale_aggregation_sets("default") == 1
+    assert await redis.zrange(qk.group(group), 0, -1, withscores=True) == [(b"x", 100.0), (b"y", 101.0)]
+    assert await redis.smembers(qk.groups) == {group.encode()}
+    assert not await redis.exists(stale)
+    assert await redis.zrange(qk.aggregation_sets, 0, -1) == [fresh.encode()]
+
+
+async def test_deleting_a_set_releases_the_unique_locks_its_members_hold(client: Any, redis: Any, schema: Any) -> None:
+    broker = RedisBroker(redis, schema, SystemClock())
+    qk = schema.queue("default")
+    info = await client.enqueue(ITEM, Item(n=1), group="u", unique=300)
+    lock = qk.unique("agg:item", ITEM.encode(Item(n=1)))
+    assert await redis.get(lock) == info.id.encode()
+    set_key = await broker.aggregation_check("default", "u", "set-1", max_size=1, max_delay=0, grace_period=60)
+    assert set_key == qk.aggregation_set("u", "set-1")
+    members, deadline = await broker.read_aggregation_set("default", set_key)
+    assert [m[0] for m in members] == [info.id]
+    assert deadline is not None and deadline > time.time() + 100
+    assert await broker.delete_aggregation_set("default", set_key) == 1
+    assert not await redis.exists(lock, qk.task(info.id), set_key)
+    assert await redis.zcard(qk.aggregation_sets) == 0
+
+
+async def test_a_go_written_grouped_task_is_aggregated(setup: Any, redis: Any, schema: Any) -> None:
+    keys = json.loads(GOLDEN.read_text(encoding="utf-8"))["keys"]
+    go_msg = bytes.fromhex(keys["asynq:{default}:t:golden-group"]["fields_hex"]["msg"])
+    qk = schema.queue("default")
+    await redis.hset(qk.task("golden-group"), mapping={"msg": go_msg, "state": "aggregating", "group": "g1"})
+    await redis.zadd(qk.group("g1"), {"golden-group": int(time.time()) - 5})
+    await redis.sadd(qk.groups, "g1")
+    seen: list[GroupedTask] = []
+
+    def aggregate(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
+        seen.extend(tasks)
+        return "agg:batch", Batch(ns=[len(tasks)], group=group)
+
+    batches = await setup(Aggregator(group="g1", grace_period=1, aggregate=aggregate))
+
+    async def aggregated() -> bool:
+        return bool(batches)
+
+    await wait_until(aggregated)
+    assert [(t.id, t.type, t.payload, t.group) for t in seen] == [("golden-group", "notify:batch", b'{"n":1}', "g1")]
+    assert batches == [Batch(ns=[1], group="g1")]
+
+
+async def test_plugins_register_aggregators(settings: Any, client: Any) -> None:
+    batches: list[Batch] = []
+
+    async def handle(ctx: Any, batch: Batch) -> None:
+        batches.append(batch)
+
+    class Plugin:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [ITEM, TaskDef("agg:batch", Batch, handle)]
+
+        @hookimpl
+        def register_aggregators(self, settings: Any) -> list[Any]:
+            return [Aggregator(task_type="agg:item", grace_period=0.2, aggregate=to_batch)]
+
+    isolated = settings.replace(load_plugins=[])
+    worker = Worker(isolated, plugin_manager=get_plugin_manager(isolated, extra=[("agg", Plugin())]))
+    await worker.start()
+    try:
+        await client.enqueue(ITEM, Item(n=4), group="plugged")
+
+        async def aggregated() -> bool:
+            return bool(batches)
+
+        await wait_until(aggregated)
+    finally:
+        await worker.stop()
+    assert batches == [Batch(ns=[4], group="plugged")]
+
+
+def test_invalid_aggregators_are_refused(settings: Any) -> None:
+    class Wrong:
+        @hookimpl
+        def register_aggregators(self, settings: Any) -> list[Any]:
+            return ["not an aggregator"]
+
+    isolated = settings.replace(load_plugins=[])
+    with pytest.raises(PluginError, match="plugin 'wrong' contributed 'not an aggregator'"):
+        Worker(isolated, plugin_manager=get_plugin_manager(isolated, extra=[("wrong", Wrong())]))
+    with pytest.raises(ValueError, match="exactly one of group= or task_type="):
+        Aggregator(aggregate=to_batch)
+    with pytest.raises(ValueError, match="must not be negative"):
+        Aggregator(group="g", grace_period=-1, aggregate=to_batch)

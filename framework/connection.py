@@ -14,7 +14,7 @@ on a single Cluster slot.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError  # noqa: A004
@@ -101,7 +101,7 @@ def _open_sentinel(url: str, max_connections: int | None) -> Redis:
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
     if "sentinel_password" in query:
         sentinel_kwargs["password"] = query["sentinel_password"][0]
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         _hosts(hosts, 26379),
         sentinel_kwargs=sentinel_kwargs,
         username=user,

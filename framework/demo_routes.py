@@ -42,8 +42,8 @@ async def enqueue_demo(data: JSONBody[EnqueueForm], client: NamedDependency[Clie
 async def demo_task(task_id: FromPath[str], services: NamedDependency[Services]) -> dict[str, Any]:
     """The state of a demo task, and its result once completed."""
     qk = services.schema.queue(hello_task.queue)
-    state, result = await services.redis.hmget(qk.task(task_id), ["state", "result"])  # type: ignore[misc]
-    if state is None:
+    state, result = await services.redis.hmget(qk.task(task_id), ["state", "result"])
+    if not isinstance(state, bytes):
         raise NotFoundException(f"no demo task {task_id!r}")
     out: dict[str, Any] = {"id": task_id, "state": state.decode()}
     if result:

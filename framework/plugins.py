@@ -211,7 +211,7 @@ def collect_cron_entries(pm: pluggy.PluginManager, settings: Settings) -> list[C
     """Every plugin's cron entries, each marked with its source plugin."""
     from dataclasses import replace  # noqa: PLC0415
 
-    entries = []
+    entries: list[CronEntry] = []
     for plugin, contributed in _results_by_plugin(pm, "register_cron_entries", settings=settings):
         entries.extend(replace(e, source=e.source or plugin) for e in contributed or [])
     return entries

@@ -6,6 +6,7 @@ read it. ``bytes`` is accepted as a payload type for opaque payloads (binary dat
 
 from __future__ import annotations
 
+import builtins
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class TaskDef(Generic[P]):
     """
 
     type: str
-    payload: type[P]
+    payload: builtins.type[P]
     handler: Handler[P]
     queue: str = "default"
     max_retry: int | None = None
@@ -73,7 +74,9 @@ class TaskDef(Generic[P]):
             isinstance(self.payload, type) and issubclass(self.payload, msgspec.Struct)
         ):
             raise TypeError(f"task {self.type!r}: payload type must be a msgspec.Struct subclass or bytes")
-        decoder = None if self.payload is bytes else msgspec.json.Decoder(self.payload)
+        decoder: msgspec.json.Decoder[Any] | None = (
+            None if self.payload is bytes else msgspec.json.Decoder(self.payload)
+        )
         object.__setattr__(self, "_decoder", decoder)
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
 
@@ -88,7 +91,7 @@ class TaskDef(Generic[P]):
                 f"task {self.type!r} takes a {self.payload.__name__} payload, got {type(payload).__name__}"
             )
         if self.payload is bytes:
-            return bytes(payload)  # type: ignore[call-overload]
+            return bytes(payload)  # type: ignore[call-overload,no-any-return]
         return _encoder.encode(payload)
 
     def decode(self, data: bytes) -> P:

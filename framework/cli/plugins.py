@@ -46,7 +46,7 @@ def plugins(ctx: CliContext, as_json: bool) -> None:
 
     infos = get_plugins(ctx.pm, ctx.settings)
     contributions = _contributions(ctx)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for info in infos:
         rows.append(
             {

@@ -1,0 +1,207 @@
+"""The dashboard's forms: sign in and out, and the task and queue actions (each redirects back with a message).
+
+Forms post ordinary ``application/x-www-form-urlencoded`` bodies, so the dashboard works without
+JavaScript; the script only adds a confirmation before destructive ones. Every form carries the CSRF
+token in ``_csrf``; the action handlers are behind :func:`~framework_admin.auth.require_admin_role`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, get, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from framework.inspector import Inspector
+from framework.logging import get_logger
+from framework_admin import actions, queries
+from framework_admin.auth import (
+    SESSION_COOKIE,
+    AdminDisabled,
+    AdminLoginRequired,
+    check_csrf,
+    current_actor,
+    get_credentials,
+    recorded_actor,
+    require_admin_role,
+)
+from framework_admin.config import Mount
+from framework_admin.layout import admin_template, flash_cookie, mount_of, render_admin, secure_cookies
+from framework_admin.session import sign_session
+
+__all__ = (
+    "ACTION_HANDLERS",
+    "PUBLIC_HANDLERS",
+    "disabled_page",
+    "error_page",
+    "login_redirect",
+    "safe_next",
+)
+
+_W = [require_admin_role]
+_NAME = re.compile(r"[^\w .@+-]")
+_LOGIN_DELAY = 0.25
+
+
+def safe_next(value: Any, mount: Mount, default: str | None = None) -> str:
+    """``value`` when it is a path inside the admin, else ``default`` (the admin's home): no open redirects."""
+    text = value if isinstance(value, str) else ""
+    inside = text == mount.path or text.startswith((mount.path + "/", mount.path + "?"))
+    if inside and "//" not in text and "\\" not in text and text.isprintable():
+        return text
+    return default or mount.path
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    form = await request.form()
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+@post("/login", include_in_schema=False, status_code=303)
+async def login_submit(request: Request[Any, Any, Any]) -> Redirect | Template:
+    """Check the token and start a signed session (a wrong token gets the form again, with a 401)."""
+    mount = mount_of(request)
+    creds = get_credentials(request)
+    if not creds.enabled:
+        raise AdminDisabled("the admin is off: no admin credential is configured")
+    await check_csrf(request)
+    form = await _form(request)
+    target = safe_next(form.get("next"), mount)
+    role = creds.role_for(form.get("token", ""))
+    client = request.client.host if request.client else ""
+    if role is None:
+        await asyncio.sleep(_LOGIN_DELAY)
+        get_logger("framework_admin").warning("admin_login_failed", client=client)
+        context = {"error": "That token is not valid.", "next": target}
+        return await admin_template(request, "admin/login.html", context, status_code=401, public=True)
+    name = _NAME.sub("", form.get("name", "")).strip()[:40] or ("admin" if role == "admin" else "viewer")
+    hours = mount.config.session_hours
+    value = sign_session(role, name, creds.tokens[role], time.time() + hours * 3600)
+    get_logger("framework_admin").info("admin_login", actor=name, role=role, client=client)
+    cookie = Cookie(
+        key=SESSION_COOKIE,
+        value=value,
+        path="/",
+        max_age=int(hours * 3600),
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request, mount.config),
+    )
+    return Redirect(target, status_code=303, cookies=[cookie])
+
+
+@post("/logout", include_in_schema=False, status_code=303)
+async def logout(request: Request[Any, Any, Any]) -> Redirect:
+    """End the session."""
+    mount = mount_of(request)
+    await check_csrf(request)
+    cookie = Cookie(key=SESSION_COOKIE, value="", path="/", max_age=0, httponly=True, samesite="lax")
+    return Redirect(f"{mount.path}/login", status_code=303, cookies=[cookie])
+
+
+def _back(request: Request[Any, Any, Any], mount: Mount, target: str, message: str, *, error: bool = False) -> Redirect:
+    secure = secure_cookies(request, mount.config)
+    return Redirect(target, status_code=303, cookies=[flash_cookie(mount, message, error=error, secure=secure)])
+
+
+@post("/tasks/{queue:str}/{task_id:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def task_form(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    queue: FromPath[str],
+    task_id: FromPath[str],
+    action: FromPath[str],
+) -> Redirect:
+    """Run now, archive, delete or cancel one task, then go back."""
+    mount = mount_of(request)
+    form = await _form(request)
+    target = safe_next(form.get("next"), mount, f"{mount.path}/tasks/{quote(queue, safe='')}/{quote(task_id, safe='')}")
+    if action not in actions.TASK_ACTIONS:
+        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+    try:
+        result = await actions.task_action(inspector, await current_actor(request), action, task_id, queue)  # type: ignore[arg-type]
+    except HTTPException as exc:
+        return _back(request, mount, target, str(exc.detail), error=True)
+    return _back(request, mount, target, result.message)
+
+
+@post("/queues/{queue:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def queue_form(
+    request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str], action: FromPath[str]
+) -> Redirect:
+    """Pause or unpause a queue, then go back."""
+    mount = mount_of(request)
+    form = await _form(request)
+    target = safe_next(form.get("next"), mount, f"{mount.path}/queues/{quote(queue, safe='')}")
+    if action not in actions.QUEUE_ACTIONS:
+        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+    try:
+        result = await actions.queue_action(inspector, await current_actor(request), action, queue)  # type: ignore[arg-type]
+    except HTTPException as exc:
+        return _back(request, mount, target, str(exc.detail), error=True)
+    return _back(request, mount, target, result.message)
+
+
+@post("/queues/{queue:str}/{task_state:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def bulk_form(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    queue: FromPath[str],
+    task_state: FromPath[str],
+    action: FromPath[str],
+) -> Redirect:
+    """Run, archive or delete every task of one state of a queue, then go back."""
+    mount = mount_of(request)
+    form = await _form(request)
+    target = safe_next(form.get("next"), mount, f"{mount.path}/queues/{quote(queue, safe='')}")
+    if action not in actions.BULK_ACTIONS:
+        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+    try:
+        st = queries.parse_state(task_state).value
+        result = await actions.bulk_action(inspector, await current_actor(request), action, queue, st)  # type: ignore[arg-type]
+    except HTTPException as exc:
+        return _back(request, mount, target, str(exc.detail), error=True)
+    return _back(request, mount, target, result.message)
+
+
+@get("/login", include_in_schema=False)
+async def login_page(request: Request[Any, Any, Any], next_path: FromQuery[str | None] = None) -> Template:
+    """The sign-in form (or the "admin is off" page when no credential is configured)."""
+    if not get_credentials(request).enabled:
+        return disabled_page(request, AdminDisabled())
+    context = {"next": safe_next(next_path, mount_of(request)), "error": ""}
+    return await admin_template(request, "admin/login.html", context, public=True)
+
+
+def login_redirect(request: Request[Any, Any, Any], _: AdminLoginRequired) -> Redirect:
+    """Send someone who is not signed in to the sign-in form, coming back here afterwards."""
+    mount = mount_of(request)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect(f"{mount.path}/login", status_code=303, query_params={"next_path": safe_next(here, mount)})
+
+
+def disabled_page(request: Request[Any, Any, Any], _: AdminDisabled) -> Template:
+    """403: the admin is off in production until a credential is configured."""
+    return render_admin(request, "admin/disabled.html", {}, status_code=403)
+
+
+def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Template:
+    """An HTML error page inside the layout (404, 409, 403 for read-only users or a bad CSRF token)."""
+    context = {"status": exc.status_code, "detail": exc.detail}
+    return render_admin(
+        request, "admin/error.html", context, status_code=exc.status_code, actor=recorded_actor(request)
+    )
+
+
+PUBLIC_HANDLERS = (login_page, login_submit, logout)
+"""Handlers reachable without signing in."""
+ACTION_HANDLERS = (task_form, queue_form, bulk_form)
+"""The form actions (behind the admin's guards and ``require_admin_role``)."""

@@ -1,0 +1,86 @@
+"""The Prometheus endpoint: a custom ``prometheus_client`` collector over an inspector snapshot.
+
+Each scrape reads every queue once through the inspector (counts are O(1) per queue) and the live
+servers, then renders these metrics in the text exposition format:
+
+=======================================  =======  ===================================================
+metric                                   type     labels / meaning
+=======================================  =======  ===================================================
+``framework_queue_tasks``                gauge    ``queue``, ``state``: tasks in each state
+``framework_queue_size``                 gauge    ``queue``: tasks in every state
+``framework_queue_latency_seconds``      gauge    ``queue``: how long the oldest pending task waits
+``framework_queue_paused``               gauge    ``queue``: 1 when paused
+``framework_tasks_processed_total``      counter  ``queue``: tasks processed (succeeded or failed)
+``framework_tasks_failed_total``         counter  ``queue``: tasks that failed
+``framework_servers``                    gauge    live worker processes
+``framework_worker_slots``               gauge    ``state`` = ``busy``/``total``: task slots of live servers
+=======================================  =======  ===================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from framework.inspector import Inspector, QueueInfo, ServerStatus
+
+__all__ = ("QueueCollector", "render_metrics")
+
+_STATES = ("pending", "active", "scheduled", "retry", "archived", "completed", "aggregating")
+
+
+class QueueCollector:
+    """A Prometheus collector over one inspector snapshot (queues and servers).
+
+    Args:
+        queues: every queue's snapshot.
+        servers: the live servers.
+    """
+
+    def __init__(self, queues: list[QueueInfo], servers: list[ServerStatus]) -> None:
+        self.queues = queues
+        self.servers = servers
+
+    @classmethod
+    async def read(cls, inspector: Inspector) -> QueueCollector:
+        """Take a snapshot through ``inspector``."""
+        return cls(await inspector.all_queue_info(memory=False), await inspector.servers())
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families (called by the registry while rendering)."""
+        tasks = GaugeMetricFamily("framework_queue_tasks", "Tasks in a queue, by state.", labels=["queue", "state"])
+        size = GaugeMetricFamily("framework_queue_size", "Tasks in a queue, in every state.", labels=["queue"])
+        latency = GaugeMetricFamily(
+            "framework_queue_latency_seconds", "Seconds the oldest pending task has waited.", labels=["queue"]
+        )
+        paused = GaugeMetricFamily("framework_queue_paused", "1 when the queue is paused.", labels=["queue"])
+        processed = CounterMetricFamily(
+            "framework_tasks_processed", "Tasks processed (succeeded or failed).", labels=["queue"]
+        )
+        failed = CounterMetricFamily("framework_tasks_failed", "Tasks that failed.", labels=["queue"])
+        for q in self.queues:
+            for state in _STATES:
+                tasks.add_metric([q.queue, state], getattr(q, state))
+            size.add_metric([q.queue], q.size)
+            latency.add_metric([q.queue], q.latency or 0.0)
+            paused.add_metric([q.queue], 1.0 if q.paused else 0.0)
+            processed.add_metric([q.queue], q.processed_total)
+            failed.add_metric([q.queue], q.failed_total)
+        yield from (tasks, size, latency, paused, processed, failed)
+        yield GaugeMetricFamily("framework_servers", "Live worker processes.", value=len(self.servers))
+        slots = GaugeMetricFamily("framework_worker_slots", "Task slots of live worker processes.", labels=["state"])
+        slots.add_metric(["busy"], sum(len(s.workers) for s in self.servers))
+        slots.add_metric(["total"], sum(s.server.concurrency for s in self.servers))
+        yield slots
+
+
+async def render_metrics(inspector: Inspector) -> bytes:
+    """The metrics in Prometheus' text format, read now through ``inspector``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(await QueueCollector.read(inspector))
+    return generate_latest(registry)

@@ -1,0 +1,186 @@
+"""Recent runs: a task middleware that records each run's outcome and duration, and the reader for it.
+
+asynq's records keep no start time, so a completed task's duration is unknown from the queue alone.
+The admin therefore contributes a middleware (outermost of the plugins') that appends one small JSON
+record per run to a capped Redis list, ``<ext>:admin:runs`` (newest first, at most :data:`MAX_RUNS`).
+One pipelined ``LPUSH``/``LTRIM`` per run; Redis errors are swallowed, so recording never fails a task.
+Turn it off with ``record_runs = false`` in ``[plugins.admin]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from redis.exceptions import RedisError
+
+from framework_admin.schemas import RunOut
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from framework.context import TaskContext
+    from framework.inspector import Inspector
+    from framework.keys import Schema
+    from framework.middleware import Run
+    from framework.services import Services
+
+__all__ = ("MAX_RUNS", "read_runs", "recent_runs", "record_runs_middleware", "runs_key")
+
+MAX_RUNS = 200
+"""Runs kept in the list."""
+_ERROR_CHARS = 500
+
+
+def runs_key(schema: Schema) -> str:
+    """LIST ``<ext>:admin:runs``: JSON records of the latest runs, newest first (the admin's only key)."""
+    return f"{schema.ext}:admin:runs"
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    queue: str
+    type: str
+    status: str
+    attempt: int
+    started: float
+    finished: float
+    error: str = ""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_Record)
+
+
+async def _save(ctx: TaskContext, record: _Record) -> None:
+    key = runs_key(ctx.services.schema)
+    with contextlib.suppress(RedisError, OSError):
+        async with ctx.services.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, _encoder.encode(record))
+            pipe.ltrim(key, 0, MAX_RUNS - 1)
+            await pipe.execute()
+
+
+def _record(ctx: TaskContext, started: float, status: str, error: str = "") -> _Record:
+    return _Record(
+        id=ctx.id,
+        queue=ctx.queue,
+        type=ctx.type,
+        status=status,
+        attempt=ctx.attempt,
+        started=started,
+        finished=time.time(),
+        error=error[:_ERROR_CHARS],
+    )
+
+
+def record_runs_middleware(run: Run) -> Run:
+    """Wrap a handler so that each run's outcome and duration is recorded for the dashboard.
+
+    A run stopped by cancellation (shutdown, ``cancel``) is not recorded here: the processor decides
+    what becomes of it.
+    """
+
+    async def recorded(ctx: TaskContext, payload: Any) -> None:
+        started = time.time()
+        try:
+            await run(ctx, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _save(ctx, _record(ctx, started, "failed", f"{type(exc).__name__}: {exc}"))
+            raise
+        await _save(ctx, _record(ctx, started, "succeeded"))
+
+    return recorded
+
+
+def _when(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+async def read_runs(redis: Redis, schema: Schema, limit: int = 50) -> list[RunOut]:
+    """The latest recorded runs, newest first; records that cannot be read are skipped."""
+    raw: list[Any] = await redis.lrange(runs_key(schema), 0, max(0, limit - 1))
+    out = []
+    for item in raw:
+        try:
+            r = _decoder.decode(item)
+        except msgspec.DecodeError:
+            continue
+        out.append(
+            RunOut(
+                id=r.id,
+                queue=r.queue,
+                type=r.type,
+                status=r.status,
+                attempt=r.attempt,
+                started_at=_when(r.started),
+                finished_at=_when(r.finished),
+                duration=round(max(0.0, r.finished - r.started), 6),
+                error=r.error,
+            )
+        )
+    return out
+
+
+async def _from_lists(inspector: Inspector, limit: int) -> list[RunOut]:
+    """Finished runs as the queue alone knows them (no durations): completed and archived tasks."""
+    out = []
+    for queue in await inspector.queues():
+        done = await inspector.list_tasks(queue, "completed", size=limit)
+        failed = await inspector.list_tasks(queue, "archived", size=limit)
+        out += [
+            RunOut(
+                id=t.id,
+                queue=t.queue,
+                type=t.type,
+                status="completed",
+                attempt=t.retried + 1,
+                finished_at=t.completed_at,
+            )
+            for t in done.tasks
+        ]
+        out += [
+            RunOut(
+                id=t.id,
+                queue=t.queue,
+                type=t.type,
+                status="archived",
+                attempt=t.retried + 1,
+                finished_at=t.last_failed_at,
+                error=t.error,
+            )
+            for t in failed.tasks
+        ]
+    epoch = datetime.fromtimestamp(0, UTC)
+    return sorted(out, key=lambda r: r.finished_at or epoch, reverse=True)[:limit]
+
+
+async def recent_runs(inspector: Inspector, services: Services, limit: int = 20) -> list[RunOut]:
+    """Tasks running now (with their time so far), then the latest finished runs, newest first.
+
+    Finished runs come from the recorded list; when nothing was recorded (``record_runs`` off, or only
+    Go workers), from the completed and archived tasks instead, without durations.
+    """
+    now = datetime.now(UTC)
+    active = [
+        RunOut(
+            id=w.task_id,
+            queue=w.queue,
+            type=w.task_type,
+            status="active",
+            started_at=w.start_time,
+            duration=round((now - w.start_time).total_seconds(), 3) if w.start_time else None,
+        )
+        for server in await inspector.servers()
+        for w in server.workers
+    ]
+    finished = await read_runs(services.redis, services.schema, limit)
+    if not finished:
+        finished = await _from_lists(inspector, limit)
+    return active + finished

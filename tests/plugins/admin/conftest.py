@@ -1,0 +1,185 @@
+"""Fixtures for the admin plugin's tests: test task types, an app with a worker, seeded tasks, Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from framework.app import create_app
+from framework.errors import RetryAfter
+from framework.hookspecs import hookimpl
+from framework.plugins import get_plugin_manager
+from framework.task import TaskDef
+
+TOKEN = "admin-token-for-tests-0123456789"
+READONLY = "readonly-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RO_AUTH = {"Authorization": f"Bearer {READONLY}"}
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """Payload of the test tasks."""
+
+    text: str = ""
+    fail_times: int = 0
+    sleep: float = 0.0
+
+
+FAILS: Counter[str] = Counter()
+"""Failures so far per task id (the flaky task fails ``fail_times`` times, then succeeds)."""
+
+
+async def _ok(ctx: Any, p: Job) -> None:
+    await asyncio.sleep(p.sleep)
+    await ctx.write_result(msgspec.json.encode({"echo": p.text}))
+
+
+async def _flaky(ctx: Any, p: Job) -> None:
+    if FAILS[ctx.id] < p.fail_times:
+        FAILS[ctx.id] += 1
+        raise RuntimeError(f"boom {p.text}")
+    await ctx.write_result(b'{"ok": true}')
+
+
+async def _later(ctx: Any, p: Job) -> None:
+    raise RetryAfter(3600, f"not yet: {p.text}")
+
+
+async def _block(ctx: Any, p: Job) -> None:
+    await asyncio.sleep(p.sleep or 60)
+
+
+OK = TaskDef("admin-test:ok", Job, _ok, queue="default", retention=3600)
+FLAKY = TaskDef("admin-test:flaky", Job, _flaky, queue="default", max_retry=0, retention=3600)
+LATER = TaskDef("admin-test:later", Job, _later, queue="default", max_retry=5)
+BLOCK = TaskDef("admin-test:block", Job, _block, queue="critical", timeout=120)
+
+
+class TestTasks:
+    """A plugin contributing the test task types."""
+
+    @hookimpl
+    def register_task_types(self, settings: Any) -> list[Any]:
+        return [OK, FLAKY, LATER, BLOCK]
+
+
+def admin_pm(settings: Any, *extra: tuple[str, object]) -> Any:
+    """A plugin manager with the admin (and email) plugins, the test tasks and ``extra`` plugins."""
+    return get_plugin_manager(settings, extra=[("admin_tests", TestTasks()), *extra])
+
+
+@pytest.fixture
+def admin_settings(settings: Any) -> Any:
+    """Settings with both admin tokens, the admin and email plugins, and quick worker loops."""
+    return settings.replace(
+        admin_token=TOKEN,
+        admin_readonly_token=READONLY,
+        load_plugins=["admin", "email"],
+        shutdown_timeout=0.3,
+        forward_interval=0.2,
+        heartbeat_interval=0.5,
+    )
+
+
+@pytest.fixture
+async def api(admin_settings: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app (with a worker in-process) behind a test client."""
+    app = create_app(admin_settings, plugin_manager=admin_pm(admin_settings), run_worker=True)
+    async with AsyncTestClient(app) as tc:
+        yield tc
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll the async ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def stats(tc: AsyncTestClient[Any]) -> dict[str, Any]:
+    response = await tc.get("/api/admin/jobs/stats", headers=AUTH)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+@pytest.fixture
+async def seeded(api: AsyncTestClient[Any], client: Any) -> AsyncTestClient[Any]:
+    """Tasks in every state but active: 2 completed, 1 archived (markup in payload and error), 1 retry,
+    1 scheduled (all in ``default``) and 1 pending in ``parked`` (a queue no worker serves)."""
+    FAILS.clear()
+    await client.enqueue(OK, Job(text="one"), task_id="ok-1")
+    await client.enqueue(OK, Job(text="two"), task_id="ok-2")
+    await client.enqueue(FLAKY, Job(text=XSS, fail_times=1), task_id="bad-1")
+    await client.enqueue(LATER, Job(text="later"), task_id="later-1")
+    await client.enqueue(OK, Job(text="sched"), task_id="sched-1", process_in=3600)
+    await client.enqueue(OK, Job(text="parked"), task_id="park-1", queue="parked")
+
+    async def ready() -> bool:
+        t = (await stats(api))["totals"]
+        return t["completed"] >= 2 and t["archived"] >= 1 and t["retry"] >= 1 and t["scheduled"] >= 1
+
+    await wait_for(ready)
+    return api
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+async def login(tc: Any, token: str = TOKEN, name: str = "ada") -> str:
+    """Sign in through the form; returns the CSRF token."""
+    page = await tc.get("/admin/login")
+    assert page.status_code == 200
+    csrf = csrf_of(page.text)
+    r = await tc.post(
+        "/admin/login", data={"token": token, "name": name, "_csrf": csrf, "next": "/admin"}, follow_redirects=False
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/admin"
+    return csrf
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's Chromium, headless, with no background network traffic (the tests run offline)."""
+    return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium", "args": CHROMIUM_ARGS}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run browser tests last in the session.
+
+    pytest-playwright's sync API starts its event loop on the main thread in a session-scoped fixture
+    and keeps it until the session ends; pytest-asyncio cannot run an async test after that. Moving
+    every test that uses the ``page`` fixture to the end keeps both kinds in one run.
+    """
+    browser = [item for item in items if "page" in getattr(item, "fixturenames", ())]
+    if browser:
+        chosen = set(browser)
+        items[:] = [item for item in items if item not in chosen] + browser

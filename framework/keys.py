@@ -182,6 +182,10 @@ class Schema:
         """HASH ``<ext>:inflight:<server id>``: task id -> queue, the tasks one worker process runs."""
         return f"{self.ext}:inflight:{server_id}"
 
+    def admin_runs(self) -> str:
+        """LIST ``<ext>:admin:runs``: JSON records of the latest task runs, newest first (admin dashboard)."""
+        return f"{self.ext}:admin:runs"
+
     def token(self, purpose: str, digest: str) -> str:
         """STRING ``<ext>:token:<purpose>:<sha256>``: a one-time token record (expires)."""
         return f"{self.ext}:token:{purpose}:{digest}"

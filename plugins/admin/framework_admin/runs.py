@@ -3,7 +3,8 @@
 asynq's records keep no start time, so a completed task's duration is unknown from the queue alone.
 The admin therefore contributes a middleware (outermost of the plugins') that appends one small JSON
 record per run to a capped Redis list, ``<ext>:admin:runs`` (newest first, at most :data:`MAX_RUNS`).
-One pipelined ``LPUSH``/``LTRIM`` per run; Redis errors are swallowed, so recording never fails a task.
+Records are buffered for a quarter second and written in batches (one pipelined
+``LPUSH``/``LTRIM``); Redis errors are swallowed, so recording never fails a task.
 Turn it off with ``record_runs = false`` in ``[plugins.admin]``.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.exceptions import RedisError
 
+from framework.context import StashKey
 from framework_admin.schemas import RunOut
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from framework.middleware import Run
     from framework.services import Services
 
-__all__ = ("MAX_RUNS", "read_runs", "recent_runs", "record_runs_middleware", "runs_key")
+__all__ = ("MAX_RUNS", "flush_runs", "read_runs", "recent_runs", "record_runs_middleware", "runs_key")
 
 MAX_RUNS = 200
 """Runs kept in the list."""
@@ -37,8 +39,8 @@ _ERROR_CHARS = 500
 
 
 def runs_key(schema: Schema) -> str:
-    """LIST ``<ext>:admin:runs``: JSON records of the latest runs, newest first (the admin's only key)."""
-    return f"{schema.ext}:admin:runs"
+    """The list of recorded runs (built by the core key schema)."""
+    return schema.admin_runs()
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,13 +58,55 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Record)
 
 
+_FLUSH_AFTER = 0.25
+"""Seconds records wait in memory, so a busy worker writes one LPUSH per batch instead of one per task."""
+
+
+class _Recorder:
+    """Buffers run records of one process and writes them in batches (one pipelined LPUSH + LTRIM)."""
+
+    def __init__(self, redis: Redis, key: str) -> None:
+        self.redis = redis
+        self.key = key
+        self.buffer: list[bytes] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    def add(self, record: _Record) -> None:
+        self.buffer.append(_encoder.encode(record))
+        if len(self.buffer) > MAX_RUNS:
+            del self.buffer[: len(self.buffer) - MAX_RUNS]
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(_FLUSH_AFTER)
+        batch, self.buffer = self.buffer, []
+        if not batch:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(self.key, *batch)
+                pipe.ltrim(self.key, 0, MAX_RUNS - 1)
+                await pipe.execute()
+
+
+_RECORDER: StashKey[_Recorder] = StashKey("admin-runs-recorder")
+
+
+async def flush_runs(services: Services) -> None:
+    """Wait until the records buffered in this process are written (tests, shutdown)."""
+    recorder = services.stash.get(_RECORDER)
+    if recorder is not None and recorder.flushing is not None:
+        await recorder.flushing
+
+
 async def _save(ctx: TaskContext, record: _Record) -> None:
-    key = runs_key(ctx.services.schema)
-    with contextlib.suppress(RedisError, OSError):
-        async with ctx.services.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(key, _encoder.encode(record))
-            pipe.ltrim(key, 0, MAX_RUNS - 1)
-            await pipe.execute()
+    services = ctx.services
+    recorder = services.stash.get(_RECORDER)
+    if recorder is None:
+        recorder = _Recorder(services.redis, runs_key(services.schema))
+        services.stash[_RECORDER] = recorder
+    recorder.add(record)
 
 
 def _record(ctx: TaskContext, started: float, status: str, error: str = "") -> _Record:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import structlog
-from framework_admin.runs import MAX_RUNS, read_runs, record_runs_middleware, runs_key
+from framework_admin.runs import MAX_RUNS, flush_runs, read_runs, record_runs_middleware, runs_key
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from framework.context import TaskContext
@@ -37,6 +37,7 @@ async def test_records_successes_and_failures_newest_first(services: Any) -> Non
     await record_runs_middleware(ok)(ctx(services, "a"), None)
     with pytest.raises(ValueError, match="nope"):
         await record_runs_middleware(bad)(ctx(services, "b", retried=2), None)
+    await flush_runs(services)
     runs = await read_runs(services.redis, services.schema)
     assert [(r.id, r.status, r.attempt) for r in runs] == [("b", "failed", 3), ("a", "succeeded", 1)]
     assert runs[0].error == "ValueError: <b>nope</b>"
@@ -52,6 +53,7 @@ async def test_the_list_is_capped_and_unreadable_records_are_skipped(services: A
     for i in range(MAX_RUNS + 5):
         await run(ctx(services, f"t{i}"), None)
     key = runs_key(services.schema)
+    await flush_runs(services)
     assert await services.redis.llen(key) == MAX_RUNS
     await services.redis.lpush(key, b"not json")
     runs = await read_runs(services.redis, services.schema, limit=3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
+from framework.aggregator import Aggregator
 from framework.client import Client, Job, SyncClient, TaskInfo
 from framework.context import StashKey, TaskContext
 from framework.cron_entry import CronEntry
@@ -45,6 +46,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0"
 
 __all__ = (
+    "Aggregator",
     "Client",
     "ConfigError",
     "CronEntry",

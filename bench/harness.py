@@ -70,11 +70,25 @@ class Server:
         if binary:
             port = free_port()
             self.proc = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(folder),
+                ],
                 stdout=subprocess.DEVNULL,
             )
             self.url = f"redis://127.0.0.1:{port}/0"
-            self.kind = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout.split()[2]
+            self.kind = subprocess.run(
+                [binary, "--version"], capture_output=True, text=True, check=False
+            ).stdout.split()[2]
             client = redis_sync.Redis.from_url(self.url)
             for _ in range(100):
                 try:
@@ -149,7 +163,9 @@ class Bench:
     def rss_mb(pid: int) -> float:
         total = 0
         try:
-            children = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+            children = subprocess.run(
+                ["pgrep", "-g", str(pid)], capture_output=True, text=True, check=False
+            ).stdout.split()
         except FileNotFoundError:
             children = [str(pid)]
         for child in children or [str(pid)]:
@@ -207,7 +223,7 @@ class Bench:
         t0 = time.perf_counter()
         worker = self.start_worker(log_dir / f"process-{rep}.log")
         try:
-            count, first, polls = self.wait_done(total, 150.0)
+            count, first, _polls = self.wait_done(total, 150.0)
             t_end = time.perf_counter()
             rss = self.rss_mb(worker.pid)
         finally:
@@ -305,7 +321,10 @@ def main() -> None:
                 result.update(asyncio.run(bench.seq()))
             if "latency" in phases:
                 result.update(asyncio.run(bench.latency(work, rep)))
-            print(json.dumps({"rep": rep, **{k: v for k, v in result.items() if not isinstance(v, dict)}}), file=sys.stderr)
+            print(
+                json.dumps({"rep": rep, **{k: v for k, v in result.items() if not isinstance(v, dict)}}),
+                file=sys.stderr,
+            )
             runs.append(result)
     finally:
         bench.ctl.close()

@@ -98,8 +98,7 @@ def plugin_manager_for(settings: Settings) -> pluggy.PluginManager:
     Assembly hooks receive only the settings; this is how the cleanup plugin's
     ``register_cron_entries`` finds the sweepers of every other plugin.
     """
-    from framework.plugins import app_plugins  # noqa: PLC0415
-    from framework.plugins import get_plugin_manager  # noqa: PLC0415
+    from framework.plugins import app_plugins, get_plugin_manager  # noqa: PLC0415 - avoids an import cycle
 
     return get_plugin_manager(settings, extra=app_plugins(settings))
 

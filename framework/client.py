@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 
 from framework.broker import RedisBroker
 from framework.clock import Clock, SystemClock
-from framework.connection import open_redis, redact_url
+from framework.connection import describe_redis, open_redis, redact_url
 from framework.errors import DuplicateTask, FrameworkError, PayloadTypeError, RedisUnavailable, TaskIdConflict
 from framework.keys import Schema
 from framework.message import TaskState, encode_message, new_message
@@ -293,10 +293,7 @@ class Client:
 
 
 def _describe_connection(redis: Redis) -> str:
-    kwargs = redis.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return redact_url(f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}")
+    return describe_redis(redis)  # a single server, a Cluster (no connection_pool) or a Sentinel primary
 
 
 class SyncClient:

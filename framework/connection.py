@@ -8,7 +8,12 @@ URL forms:
   sentinels name (the password is the data servers'; ``?sentinel_password=`` gives the sentinels' own).
 
 Every Lua script touches the keys of one queue only, all under the queue's ``{hash tag}``, so each runs
-on a single Cluster slot.
+on a single Cluster slot; work that spans queues is done queue by queue.
+
+Failover: a Cluster client refreshes its slot map on MOVED and connection errors, and reports a node
+going away as :class:`ConnectionError` (:mod:`framework.cluster`); a Sentinel-managed client follows the
+primary to its new server within a second (:mod:`framework.sentinel`). The worker's heartbeat thread uses a
+blocking client built the same way (:func:`open_sync_redis`).
 """
 
 from __future__ import annotations
@@ -16,18 +21,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
+import redis as redis_sync
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError  # noqa: A004
 
+from framework.cluster import cluster_auth, is_cluster, open_cluster, open_listener, open_sync_cluster
 from framework.errors import ConfigError, RedisUnavailable
+from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_pool, sentinel_setup
 
 if TYPE_CHECKING:
     from framework.settings import Settings
 
-__all__ = ("check_connection", "open_redis", "redact_url", "resolve_redis_url")
+__all__ = (
+    "check_connection",
+    "describe_redis",
+    "is_cluster",
+    "open_listener",
+    "open_redis",
+    "open_sync_redis",
+    "redact_url",
+    "resolve_redis_url",
+    "sync_redis_like",
+)
 
 _CLUSTER = "redis+cluster://"
 _SENTINEL = "redis+sentinel://"
+_SYNC_KEYS = ("host", "port", "db", "username", "password", "client_name", "protocol", "path")
+_SYNC_TIMEOUTS: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 
 
 def redact_url(url: str) -> str:
@@ -73,60 +93,40 @@ def _split_multi_host(url: str, scheme: str) -> tuple[str | None, str | None, st
     return user, password, hosts, path, parse_qs(query)
 
 
-def _open_cluster(url: str, max_connections: int | None) -> Any:
-    from redis.asyncio.cluster import ClusterNode, RedisCluster  # noqa: PLC0415
-
+def _cluster_args(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """(seed nodes, credentials) of a ``redis+cluster://`` URL."""
     user, password, hosts, _, _ = _split_multi_host(url, _CLUSTER)
-    nodes = [ClusterNode(host, port) for host, port in _hosts(hosts, 6379)]
+    nodes = _hosts(hosts, 6379)
     if not nodes:
         raise ConfigError(f"setting redis_url={redact_url(url)!r} names no cluster seed node")
-    return RedisCluster(
-        startup_nodes=nodes,
-        username=user,
-        password=password,
-        decode_responses=False,
-        max_connections=max_connections or 100,
-        socket_connect_timeout=5,
-    )
+    return nodes, {"username": user, "password": password}
 
 
-def _open_sentinel(url: str, max_connections: int | None) -> Redis:
-    from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415
-
+def _sentinel_args(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any], dict[str, Any]]:
+    """(sentinel addresses, service name, sentinel kwargs, data-server kwargs) of a ``redis+sentinel://`` URL."""
     user, password, hosts, path, query = _split_multi_host(url, _SENTINEL)
     parts = [p for p in path.split("/") if p]
     if not parts:
         raise ConfigError(f"setting redis_url={redact_url(url)!r} needs the primary's name: {_SENTINEL}host:26379/NAME")
-    service, db = parts[0], int(parts[1]) if len(parts) > 1 else 0
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
     if "sentinel_password" in query:
         sentinel_kwargs["password"] = query["sentinel_password"][0]
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        _hosts(hosts, 26379),
-        sentinel_kwargs=sentinel_kwargs,
-        username=user,
-        password=password,
-        db=db,
-        socket_connect_timeout=5,
-    )
-    kwargs: dict[str, Any] = {"decode_responses": False}
-    if max_connections:
-        kwargs["max_connections"] = max_connections
-    master: Redis = sentinel.master_for(service, **kwargs)
-    return master
+    server = {"username": user, "password": password, "db": int(parts[1]) if len(parts) > 1 else 0}
+    return _hosts(hosts, 26379), parts[0], sentinel_kwargs, server
 
 
 def open_redis(url: str, *, max_connections: int | None = None) -> Redis:
     """Create an asyncio Redis client for ``url`` (bytes replies; connections open lazily).
 
-    Returns a :class:`redis.asyncio.RedisCluster` for ``redis+cluster://`` URLs (it offers the same
-    command methods) and a Sentinel-managed client for ``redis+sentinel://`` URLs.
+    Returns a :class:`~framework.cluster.ClusterClient` (a ``redis.asyncio.RedisCluster``, with the same
+    command methods) for ``redis+cluster://`` URLs and a Sentinel-managed client for ``redis+sentinel://``
+    URLs. ``max_connections`` caps each pool (per node on a Cluster); a full pool raises, it does not wait.
     """
     if url.startswith(_CLUSTER):
-        cluster: Redis = _open_cluster(url, max_connections)
+        cluster: Redis = open_cluster(*_cluster_args(url), max_connections)  # type: ignore[assignment]
         return cluster
     if url.startswith(_SENTINEL):
-        return _open_sentinel(url, max_connections)
+        return open_sentinel(*_sentinel_args(url), max_connections)
     return Redis.from_url(
         url,
         decode_responses=False,
@@ -134,6 +134,57 @@ def open_redis(url: str, *, max_connections: int | None = None) -> Redis:
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+
+
+def describe_redis(redis: Any) -> str:
+    """Where ``redis`` connects, as a URL without password (for error messages)."""
+    if is_cluster(redis):
+        return _CLUSTER + ",".join(f"{n.host}:{n.port}" for n in redis.get_nodes())
+    pool = sentinel_pool(redis)
+    if pool is not None:
+        hosts, service, _, _ = sentinel_setup(pool)
+        return _SENTINEL + ",".join(f"{h}:{p}" for h, p in hosts) + f"/{service}"
+    kwargs = redis.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return redact_url(f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}")
+
+
+def open_sync_redis(url: str) -> redis_sync.Redis:
+    """A blocking client for ``url`` (any of the three forms), with 5 s socket timeouts.
+
+    For threads that must not depend on the event loop (the worker's heartbeat). A ``redis+cluster://``
+    URL gives a :class:`redis.cluster.RedisCluster` (same command methods; pipelines are split by node,
+    and a pipelined DEL takes one key).
+    """
+    if url.startswith(_CLUSTER):
+        return open_sync_cluster(*_cluster_args(url), **_SYNC_TIMEOUTS)
+    if url.startswith(_SENTINEL):
+        return open_sync_sentinel(*_sentinel_args(url), **_SYNC_TIMEOUTS)
+    return redis_sync.Redis.from_url(url, **_SYNC_TIMEOUTS)
+
+
+def sync_redis_like(redis: Any) -> redis_sync.Redis:
+    """A blocking client for the server (or Cluster, or Sentinel primary) an asyncio client ``redis`` uses."""
+    if is_cluster(redis):
+        return open_sync_cluster([(n.host, n.port) for n in redis.get_nodes()], cluster_auth(redis), **_SYNC_TIMEOUTS)
+    pool = sentinel_pool(redis)
+    if pool is not None:
+        return open_sync_sentinel(*sentinel_setup(pool), **_SYNC_TIMEOUTS)
+    source = redis.connection_pool.connection_kwargs
+    kwargs = {k: source[k] for k in _SYNC_KEYS if k in source}
+    conn_class: Any = redis_sync.connection.Connection
+    if "path" in kwargs:
+        conn_class = redis_sync.connection.UnixDomainSocketConnection
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+    elif redis.connection_pool.connection_class.__name__ == "SSLConnection" or any(
+        k.startswith("ssl_") for k in source
+    ):
+        conn_class = redis_sync.connection.SSLConnection
+        kwargs.update({k: v for k, v in source.items() if k.startswith("ssl_")})
+    pool = redis_sync.ConnectionPool(connection_class=conn_class, **kwargs, **_SYNC_TIMEOUTS)
+    return redis_sync.Redis(connection_pool=pool)
 
 
 async def check_connection(redis: Redis, url: str) -> None:

@@ -25,13 +25,15 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import redis as redis_sync
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from framework.broker import INFLIGHT_TTL, LEASE_SECONDS
+from framework.connection import open_sync_redis, sync_redis_like
 from framework.message import encode_server_info, encode_worker_info
 
 if TYPE_CHECKING:
+    import redis as redis_sync
     import structlog
     from redis.asyncio import Redis
 
@@ -58,30 +60,16 @@ class ServerIdentity:
         self.started = time.time()
 
 
-_SYNC_KEYS = ("host", "port", "db", "username", "password", "client_name", "protocol", "path")
-
-
 def sync_redis(url: str, like: Redis | None = None) -> redis_sync.Redis:
-    """A blocking Redis client for the heartbeat thread: from ``url``, or with the settings of ``like``."""
-    timeouts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+    """A blocking Redis client for the heartbeat thread: from ``url``, or for the server ``like`` uses.
+
+    Single server, Redis Cluster or Sentinel-managed primary alike (see :mod:`framework.connection`).
+    """
     if url:
-        return redis_sync.Redis.from_url(url, **timeouts)
+        return open_sync_redis(url)
     if like is None:
         raise ValueError("a Redis URL or client is needed")
-    source = like.connection_pool.connection_kwargs
-    kwargs = {k: source[k] for k in _SYNC_KEYS if k in source}
-    conn_class: Any = redis_sync.connection.Connection
-    if "path" in kwargs:
-        conn_class = redis_sync.connection.UnixDomainSocketConnection
-        kwargs.pop("host", None)
-        kwargs.pop("port", None)
-    elif type(like.connection_pool.connection_class).__name__ == "SSLConnection" or any(
-        k.startswith("ssl_") for k in source
-    ):
-        conn_class = redis_sync.connection.SSLConnection
-        kwargs.update({k: v for k, v in source.items() if k.startswith("ssl_")})
-    pool = redis_sync.ConnectionPool(connection_class=conn_class, **kwargs, **timeouts)
-    return redis_sync.Redis(connection_pool=pool)
+    return sync_redis_like(like)
 
 
 class Heartbeat:
@@ -131,7 +119,7 @@ class Heartbeat:
         """One beat; Redis faults are reported, never raised. Returns whether it succeeded."""
         try:
             self.beat()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:  # a Cluster node away: RedisClusterException
             self.health.failed("heartbeat", exc)
             return False
         except Exception as exc:
@@ -233,16 +221,24 @@ class Heartbeat:
         The liveness entry and in-flight sets stay when tasks are still in flight (an outcome or requeue
         could not be written), so the recoverer brings those tasks back.
         """
+        try:
+            self._clear()
+        except RedisClusterException as exc:  # a Cluster node away: a Redis fault like any other for the caller
+            raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _clear(self) -> None:
         ident, schema = self.id, self._schema
         server_key = schema.server(ident.host, ident.pid, ident.server_id)
         workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(schema.servers, server_key)
             pipe.zrem(schema.workers, workers_key)
-            pipe.delete(server_key, workers_key)
+            pipe.delete(server_key)  # one key per DEL: redis-py's Cluster pipeline refuses more
+            pipe.delete(workers_key)
             if not self.p.inflight:
                 pipe.zrem(schema.alive, ident.server_id)
-                pipe.delete(*(schema.queue(q).inflight(ident.server_id) for q in self.p.weights))
+                for q in self.p.weights:  # one DEL per queue: each in-flight set is in its queue's Cluster slot
+                    pipe.delete(schema.queue(q).inflight(ident.server_id))
             pipe.execute()
 
     def close(self) -> None:

@@ -81,8 +81,12 @@ class LuaScript:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     def queue(self, pipe: Pipeline, keys: Sequence[_Key], args: Sequence[_Arg]) -> None:
-        """Add an EVALSHA of this script to a pipeline; run it with :func:`run_pipeline`."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        """Add an EVALSHA of this script to a pipeline; run it with :func:`run_pipeline`.
+
+        Sent as a raw command: redis-py's Cluster pipeline blocks its ``evalsha`` method, yet routes a raw
+        EVALSHA by its first key like any other command.
+        """
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 async def run_pipeline(client: Redis, calls: Sequence[tuple[LuaScript, Sequence[_Key], Sequence[_Arg]]]) -> list[Any]:

@@ -30,13 +30,13 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from framework.aggregator import Aggregator, GroupAggregator, collect_aggregators
 from framework.broker import LEASE_SECONDS, RedisBroker
 from framework.client import Client
 from framework.clock import Clock, SystemClock
-from framework.connection import check_connection, open_redis, resolve_redis_url
+from framework.connection import check_connection, open_listener, open_redis, resolve_redis_url
 from framework.forwarder import Forwarder
 from framework.health import RedisHealth
 from framework.heartbeat import Heartbeat, ServerIdentity, sync_redis
@@ -247,12 +247,20 @@ class Worker:
             asyncio.get_running_loop().create_task(self.stop())
 
     async def _listen(self, services: Services) -> None:
-        """Follow the wake-up and cancel channels; reconnect with backoff when Redis goes away."""
+        """Follow the wake-up and cancel channels; reconnect with backoff when Redis goes away.
+
+        On a Redis Cluster, PUBLISH (from a script on any primary) reaches the subscribers of every node,
+        so one connection to one node hears every queue's wake-ups and every cancel request.
+        """
         schema = services.schema
         backoff = 0.2
+        attempt = 0
         while True:
-            pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+            own: Redis | None = None
+            pubsub: Any = None
             try:
+                own = await open_listener(services.redis, attempt)  # a Cluster: any node hears every PUBLISH
+                pubsub = (own or services.redis).pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(schema.wakeup_channel, schema.cancel_channel)
                 self.health.ok("listener")
                 backoff = 0.2
@@ -260,13 +268,18 @@ class Worker:
                     self.processor.wake()  # anything enqueued while we were not listening
                 async for message in pubsub.listen():
                     self._on_message(schema, message)
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self.health.failed("listener", exc, retry_in=backoff)
+                attempt += 1
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    if own is not None:
+                        await own.aclose()
 
     def _on_message(self, schema: Schema, message: dict[str, Any]) -> None:
         p = self.processor

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from framework.broker import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
+from framework.connection import is_cluster
 from framework.errors import QueueNotFound, TaskNotFound
 from framework.inspector._base import InspectorBase, as_state, text
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
@@ -98,9 +99,15 @@ class ActionsMixin(InspectorBase):
         """Ask every worker to cancel the active task ``task_id`` (``PUBLISH <ns>:cancel``).
 
         Returns:
-            How many subscribers (worker processes) received the request.
+            How many subscribers (worker processes) received the request. On a Redis Cluster, where
+            PUBLISH counts the subscribers of one node only, the subscribers of every node are counted.
         """
-        return int(await self.redis.publish(self.schema.cancel_channel, task_id))
+        channel = self.schema.cancel_channel
+        receivers = int(await self.redis.publish(channel, task_id))
+        if is_cluster(self.redis):
+            replies = await self.redis.pubsub_numsub(channel, target_nodes="all")
+            receivers = sum(int(n) for _, n in replies)
+        return receivers
 
     # -- bulk ---------------------------------------------------------------------------------------
 

@@ -128,12 +128,13 @@ class QueuesMixin(InspectorBase):
             for state in _STATES:
                 (pipe.llen if state in ("pending", "active") else pipe.zcard)(getattr(qk, state))
             pipe.smembers(qk.groups)
-            pipe.mget(qk.processed_day(day), qk.failed_day(day), qk.processed, qk.failed)
+            for counter in (qk.processed_day(day), qk.failed_day(day), qk.processed, qk.failed):
+                pipe.get(counter)  # not MGET: redis-py's Cluster pipeline refuses it
             pipe.exists(qk.paused)
             pipe.lindex(qk.pending, -1)
             replies = await pipe.execute()
         counts = dict(zip(_STATES, (int(n) for n in replies), strict=False))
-        group_names, counters, paused, oldest = replies[len(_STATES) :]
+        group_names, *counters, paused, oldest = replies[len(_STATES) :]
         groups = sorted(text(g) for g in group_names)
         async with self.redis.pipeline(transaction=False) as pipe:
             for group in groups:

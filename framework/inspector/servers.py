@@ -42,7 +42,10 @@ class ServersMixin(InspectorBase):
         if not keys:
             return []
         infos: list[ServerInfo] = []
-        records: list[Any] = await self.redis.mget(keys)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:  # one GET each: every server record is in a Cluster slot of its own
+                pipe.get(key)
+            records: list[Any] = await pipe.execute()
         for raw in records:
             if raw is None:
                 continue

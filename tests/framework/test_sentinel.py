@@ -1,0 +1,234 @@
+"""A Sentinel-managed primary that fails over in the middle of a run: every replicated task is processed.
+
+The fixture runs a primary, a replica and three sentinels (down-after 1 s). A worker, a scheduler and a
+client use the ``redis+sentinel://`` URL. Mid-run the primary is killed (a crash) or switched over
+(``SENTINEL FAILOVER``, a planned change); the sentinels promote the replica and every process finds the
+new primary on its own.
+
+What is guaranteed (docs/deployment.md): replication is asynchronous, so a write the old primary
+acknowledged but had not yet sent to the replica is lost in a crash. So the tasks enqueued before the
+crash are confirmed replicated (the replica's offset caught up) before the kill; a lost state change (a dequeue, an
+acknowledgement) can only make a task run again, never lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+from redis.exceptions import RedisError
+
+from framework.client import Client
+from framework.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
+from framework.cron_entry import CronEntry
+from framework.errors import RedisUnavailable, TaskIdConflict
+from framework.inspector import Inspector
+from framework.keys import Schema
+from framework.registry import Registry
+from framework.scheduler import Scheduler
+from framework.settings import Settings
+from framework.task import TaskDef
+from framework.worker import Worker
+from tests.fixtures.cluster import replicated
+from tests.framework.test_cli_jobs import cli_env
+from tests.framework.worker_app import wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis
+
+    from tests.fixtures.cluster import SentinelInfo
+
+BEFORE = 200
+"""Tasks enqueued (and replicated) before the failover."""
+DURING = 60
+"""Tasks enqueued from the moment of the failover on, each retried until the new primary takes it."""
+
+
+class P(msgspec.Struct, frozen=True, kw_only=True):
+    n: int = 0
+    sleep: float = 0.0
+
+
+@pytest.fixture
+def ssettings(valkey_sentinel: SentinelInfo, namespace: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=valkey_sentinel.url,
+        namespace=namespace,
+        data_dir=str(tmp_path / "data"),
+        queues={"a": 2, "b": 1},
+        heartbeat_interval=0.5,
+        forward_interval=0.2,
+        recoverer_interval=0.5,
+        shutdown_timeout=1.0,
+        load_plugins=[],
+    )
+
+
+@pytest.fixture
+async def sredis(valkey_sentinel: SentinelInfo) -> AsyncIterator[Redis]:
+    redis = open_redis(valkey_sentinel.url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+class Run:
+    """A worker, a scheduler and a client on the Sentinel URL.
+
+    Runs are recorded in memory, not in Redis, whose writes a crash may lose.
+    """
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.runs: Counter[str] = Counter()
+        self.cron_runs: list[str] = []
+        self.task = TaskDef("sentinel:t", P, self._handle, max_retry=25, retry_delay=lambda retried, error: 0.2)
+        self.tick = TaskDef("sentinel:tick", P, self._tick)
+        self.settings = settings
+        self.client = Client(redis, schema=Schema(settings.namespace), settings=settings, url=settings.redis_url or "")
+        self.worker = Worker(settings, tasks=[self.task, self.tick])
+        every = CronEntry("every-second", "@every 1s", self.tick, P(), options={"queue": "b"})
+        self.scheduler = Scheduler(settings, registry=Registry([self.task, self.tick]), entries=[every])
+
+    async def _handle(self, ctx: Any, p: P) -> None:
+        await asyncio.sleep(p.sleep)
+        self.runs[ctx.id] += 1
+
+    async def _tick(self, ctx: Any, p: P) -> None:
+        self.cron_runs.append(ctx.id)
+
+    async def enqueue_until_accepted(self, n: int) -> str:
+        """Enqueue task ``n`` with a fixed id, retrying through the failover (a conflict: it got in)."""
+        task_id = f"task-{n}"
+        while True:
+            try:
+                await self.client.enqueue(self.task, P(n=n, sleep=0.02), queue="ab"[n % 2], task_id=task_id)
+            except TaskIdConflict:
+                return task_id
+            except (RedisUnavailable, RedisError, OSError):
+                await asyncio.sleep(0.1)
+            else:
+                return task_id
+
+    async def all_ran(self, ids: list[str]) -> bool:
+        return all(i in self.runs for i in ids)
+
+
+async def _failover_mid_run(
+    info: SentinelInfo, settings: Settings, redis: Any, fail_over: Any
+) -> tuple[Run, list[str], float, float]:
+    run = Run(settings, redis)
+    async with run.worker, run.scheduler:
+        ids = [
+            (await run.client.enqueue(run.task, P(n=n, sleep=0.05), queue="ab"[n % 2], task_id=f"task-{n}")).id
+            for n in range(BEFORE)
+        ]
+        await asyncio.to_thread(replicated, info.primary_port, info.replica_port)  # the replica has all of them
+        await wait_until(lambda: _started(run.runs, 20))  # tasks are in flight when the primary goes
+        fail_over()
+        failed_at = time.monotonic()
+        ids += [await run.enqueue_until_accepted(n) for n in range(BEFORE, BEFORE + DURING)]
+        accepted_in = time.monotonic() - failed_at
+        await wait_until(lambda: run.all_ran(ids), timeout=40)
+        recovered_in = time.monotonic() - failed_at
+        ticks = len(run.cron_runs)
+        await wait_until(lambda: _started(run.cron_runs, ticks + 2), timeout=10)  # fired on the new primary
+        inspector = Inspector(redis, Schema(settings.namespace))
+        servers = await inspector.servers()
+        assert [s.server.server_id for s in servers] == [run.worker.identity.server_id]  # the heartbeat is back
+    assert info.current_primary() == info.replica_port
+    return run, ids, accepted_in, recovered_in
+
+
+async def _started(runs: Counter[str] | list[str], n: int) -> bool:
+    return len(runs) >= n
+
+
+async def test_the_primary_killed_mid_run_every_replicated_task_is_processed(
+    valkey_sentinel: SentinelInfo, ssettings: Settings, sredis: Any
+) -> None:
+    run, ids, accepted_in, recovered_in = await _failover_mid_run(
+        valkey_sentinel, ssettings, sredis, valkey_sentinel.procs["primary"].kill
+    )
+    assert len(ids) == len(set(ids)) == BEFORE + DURING
+    assert set(run.runs) >= set(ids)  # none lost; some may have run twice (at-least-once)
+    assert sum(run.runs.values()) - len(ids) < 40, run.runs.most_common(5)
+    assert accepted_in < 20, accepted_in
+    assert recovered_in < 40, recovered_in
+    assert len(run.cron_runs) == len(set(run.cron_runs))  # each cron tick once, across the failover
+
+
+async def test_a_coordinated_switchover_mid_run_loses_nothing(
+    valkey_sentinel: SentinelInfo, ssettings: Settings, sredis: Any, tmp_path: Path
+) -> None:
+    def switch() -> None:
+        with _sync(valkey_sentinel.sentinel_ports[0]) as sentinel:
+            assert sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster", "COORDINATED")
+
+    run, ids, accepted_in, _ = await _failover_mid_run(valkey_sentinel, ssettings, sredis, switch)
+    assert set(run.runs) >= set(ids)
+    assert sum(run.runs.values()) - len(ids) < 40
+    assert accepted_in < 20, accepted_in
+    # a new process (the CLI) finds the new primary too
+    env = cli_env(ssettings.redis_url or "", ssettings.namespace, tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "framework", "jobs", "enqueue", "sentinel:t", "--payload", '{"n": 1}', "-q", "a"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    with _sync(valkey_sentinel.replica_port) as new_primary:
+        assert new_primary.llen(Schema(ssettings.namespace).queue("a").pending) == 1
+
+
+async def test_pooled_connections_follow_the_sentinels_to_the_new_primary_within_seconds(
+    valkey_sentinel: SentinelInfo, sredis: Any, namespace: str
+) -> None:
+    key = f"{namespace}:probe"
+    await sredis.set(key, "before")  # a pooled connection to the first primary
+    with _sync(valkey_sentinel.sentinel_ports[0]) as sentinel:
+        assert sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")  # plain: the old primary stays up
+    await asyncio.to_thread(_wait_for_switch, valkey_sentinel)
+    switched = time.monotonic()
+    with _sync(valkey_sentinel.replica_port) as new, _sync(valkey_sentinel.primary_port) as old:
+        while new.get(key) != b"after":
+            assert time.monotonic() - switched < 3, "still writing to the old primary"
+            await sredis.set(key, "after")
+            await asyncio.sleep(0.1)
+        # the sentinels demote the old primary only ~10 s later: until then it would take (and lose) writes
+        assert old.execute_command("ROLE")[0] == b"master"
+        # the heartbeat thread's blocking clients, from the URL or from this client, go to the new primary too
+        for sync in (open_sync_redis(valkey_sentinel.url), sync_redis_like(sredis)):
+            try:
+                sync.set(key, "sync")
+                assert new.get(key) == b"sync"
+            finally:
+                sync.close()
+    assert describe_redis(sredis) == valkey_sentinel.url
+
+
+def _wait_for_switch(info: SentinelInfo) -> None:
+    deadline = time.monotonic() + 15
+    while info.current_primary() != info.replica_port:
+        assert time.monotonic() < deadline, "the sentinels did not switch"
+        time.sleep(0.05)
+
+
+def _sync(port: int) -> Any:
+    import redis as redis_sync
+
+    return redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)

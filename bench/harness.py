@@ -4,13 +4,20 @@
 
 Phases per repetition, each from an empty Redis (FLUSHALL):
 
-* bulk: enqueue N no-op tasks through the fastest path (``Client.enqueue_many``, pipelined) -> tasks/s;
-* process: spawn ONE ``framework worker`` process (default settings: concurrency 10) and time it from
-  spawn until all N (+1 warm-up) tasks ran -> tasks/s wall and steady (from the first finished task),
-  Redis commands per task (``INFO commandstats``, Lua-internal calls included, the handler's own INCR
-  and the harness's polling subtracted), worker RSS;
+* bulk: enqueue N no-op tasks through the fastest path (``Client.enqueue_many``, 1,000 per call)
+  -> tasks/s, and Redis memory per pending task (``INFO memory`` before and after);
+* process: spawn ONE ``framework worker`` process (serving one queue, as the peers' workers do; default
+  settings otherwise, or ``--concurrency``/``--processes``/``--loop``) and time it from spawn until all
+  N (+1 warm-up) tasks ran -> tasks/s wall and steady (from the first finished task), Redis commands per
+  task (``INFO commandstats``, Lua-internal calls included, the handler's own INCR and the harness's
+  polling subtracted), worker RSS now and at its peak;
 * seq: S tasks enqueued one at a time, each awaited -> tasks/s;
-* latency: a warm idle worker, L tasks enqueued 5 ms apart; the handler records start - enqueue time.
+* latency: a warm idle worker, L tasks enqueued 5 ms apart; the handler records start - enqueue time;
+* census: 5,000 tasks processed under ``redis-cli monitor`` -> commands per task sent by the worker and
+  run inside its Lua scripts.
+
+The handler sends its INCR through redis-py (``ctx.services.redis``), as the peers' handlers do, or
+with ``BENCH_HANDLER_CLIENT=resp`` through the framework's auto-pipelining connection.
 
 Without ``--redis-url`` a server is started on a free loopback port: Debian's ``redis-server`` when
 installed (the peers' server kind), else the embedded Valkey binary.
@@ -55,7 +62,18 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lat", type=int, default=500)
     ap.add_argument("--concurrency", type=int, default=0, help="worker concurrency (0 = the default setting)")
     ap.add_argument("--processes", type=int, default=1)
-    ap.add_argument("--phases", default="bulk,process,seq,latency")
+    ap.add_argument(
+        "--queues",
+        default="default=1",
+        help="queues the worker serves (FRAMEWORK_QUEUES); the peers' workers serve one queue, so do we by default",
+    )
+    ap.add_argument("--phases", default="bulk,process,seq,latency,census")
+    ap.add_argument(
+        "--loop",
+        choices=("default", "uvloop"),
+        default="default",
+        help="event loop of the worker and of the harness's client: asyncio's default, or uvloop",
+    )
     ap.add_argument("--out", default="")
     return ap.parse_args()
 
@@ -138,9 +156,15 @@ class Bench:
                 "FRAMEWORK_APP": "bench.noop_app",
                 "FRAMEWORK_LOAD_PLUGINS": "",
                 "FRAMEWORK_LOG_LEVEL": "warning",
+                "FRAMEWORK_QUEUES": self.args.queues,
             }
         )
-        cmd = [sys.executable, "-m", "framework", "worker", "--processes", str(self.args.processes)]
+        if self.args.loop == "uvloop":
+            boot = "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+            cmd = [sys.executable, "-c", boot + "from framework.cli import main; main()"]
+        else:
+            cmd = [sys.executable, "-m", "framework"]
+        cmd += ["worker", "--processes", str(self.args.processes)]
         if self.args.concurrency:
             cmd += ["--concurrency", str(self.args.concurrency)]
         with log.open("w") as f:
@@ -160,7 +184,8 @@ class Bench:
                 continue
 
     @staticmethod
-    def rss_mb(pid: int) -> float:
+    def rss_mb(pid: int, field: str = "VmRSS:") -> float:
+        """Resident memory of the worker's process group; ``VmHWM:`` gives each process's peak."""
         total = 0
         try:
             children = subprocess.run(
@@ -171,7 +196,7 @@ class Bench:
         for child in children or [str(pid)]:
             try:
                 for line in Path(f"/proc/{child}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
             except OSError:
                 continue
@@ -204,14 +229,17 @@ class Bench:
         client = await self._client()
         await noop.enqueue(client, Noop())  # warm-up: connects, loads scripts, registers the queue
         self.ctl.config_resetstat()
+        used_before = int(self.ctl.info("memory")["used_memory"])
         t = time.perf_counter()
         chunk = 1000
         for i in range(0, self.args.n, chunk):
             await client.enqueue_many([Job(noop, Noop()) for _ in range(min(chunk, self.args.n - i))])
         dt = time.perf_counter() - t
         stats = self.lib_commands(self.cmdstats())
+        used_after = int(self.ctl.info("memory")["used_memory"])
         await client.close()
         return {
+            "redis_bytes_per_pending_task": (used_after - used_before) / self.args.n,
             "bulk_enqueue_rate": self.args.n / dt,
             "bulk_cmds_per_task": sum(stats.values()) / self.args.n,
             "bulk_cmds": stats,
@@ -226,6 +254,7 @@ class Bench:
             count, first, _polls = self.wait_done(total, 150.0)
             t_end = time.perf_counter()
             rss = self.rss_mb(worker.pid)
+            peak = self.rss_mb(worker.pid, "VmHWM:")
         finally:
             self.stop_worker(worker)
         stats = self.lib_commands(self.cmdstats(), own_incr=count)
@@ -243,6 +272,7 @@ class Bench:
             "process_cmds": stats,
             "client_evalsha_per_task": idle_cmds.get("evalsha", 0) / max(count, 1),
             "worker_rss_mb": rss,
+            "worker_peak_rss_mb": peak,
         }
 
     async def seq(self) -> dict[str, Any]:
@@ -294,6 +324,55 @@ class Bench:
         }
 
 
+def census(bench: Bench, log_dir: Path, n: int = 5000) -> dict[str, Any]:
+    """Commands per processed task from a MONITOR log: sent by the worker vs run inside its Lua scripts."""
+    if not shutil.which("redis-cli"):
+        return {}
+    bench.ctl.flushall()
+    saved = bench.args.n
+    bench.args.n = n
+    try:
+        asyncio.run(bench.bulk())
+    finally:
+        bench.args.n = saved
+    host, port = bench.url.removeprefix("redis://").split("/")[0].split(":")
+    path = log_dir / "monitor.txt"
+    with path.open("w") as out:
+        mon = subprocess.Popen(["redis-cli", "-h", host, "-p", port, "monitor"], stdout=out, start_new_session=True)
+    try:
+        time.sleep(0.5)
+        bench.ctl.echo("bench:mark:start")
+        worker = bench.start_worker(log_dir / "census.log")
+        try:
+            bench.wait_done(n + 1, 120.0)
+            time.sleep(0.5)
+            bench.ctl.echo("bench:mark:end")
+        finally:
+            bench.stop_worker(worker)
+    finally:
+        os.killpg(mon.pid, signal.SIGTERM)
+        mon.wait(10)
+    client: dict[str, int] = {}
+    lua: dict[str, int] = {}
+    on = False
+    for line in path.read_text(errors="replace").splitlines():
+        if "bench:mark:" in line:
+            on = "bench:mark:start" in line
+            continue
+        if not on or "] " not in line or "bench:done" in line or "bench:lat" in line:
+            continue
+        src, rest = line.split("] ", 1)
+        name = rest.split('"')[1].lower() if '"' in rest else rest.split()[0].lower()
+        into = lua if src.endswith(" lua") else client
+        into[name] = into.get(name, 0) + 1
+    return {
+        "census_client_per_task": sum(client.values()) / n,
+        "census_lua_per_task": sum(lua.values()) / n,
+        "census_client": client,
+        "census_lua": lua,
+    }
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = {k for r in runs for k, v in r.items() if isinstance(v, int | float)}
     return {k: statistics.median(r[k] for r in runs if isinstance(r.get(k), int | float)) for k in sorted(keys)}
@@ -301,6 +380,10 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     args = parse_args()
+    if args.loop == "uvloop":  # the harness's own client too: an ASGI app under uvicorn enqueues from uvloop
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     phases = set(args.phases.split(","))
     work = Path(tempfile.mkdtemp(prefix="framework-bench-"))
     server = None
@@ -321,6 +404,8 @@ def main() -> None:
                 result.update(asyncio.run(bench.seq()))
             if "latency" in phases:
                 result.update(asyncio.run(bench.latency(work, rep)))
+            if "census" in phases:
+                result.update(census(bench, work))
             print(
                 json.dumps({"rep": rep, **{k: v for k, v in result.items() if not isinstance(v, dict)}}),
                 file=sys.stderr,

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from framework.keys import Schema, day_stamp
+from framework.resp import RespClient, fast_path_for
 from framework.scripts import SCRIPTS, run_pipeline
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ __all__ = (
     "AGGREGATION_SET_TTL",
     "ARCHIVE_MAX_AGE",
     "ARCHIVE_MAX_SIZE",
+    "ENQUEUE_BATCH",
     "INFLIGHT_TTL",
     "LEASE_SECONDS",
     "Broker",
@@ -42,6 +44,8 @@ INFLIGHT_TTL = 24 * 3600
 """Seconds a worker's per-queue in-flight set outlives its last dequeue or heartbeat."""
 AGGREGATION_SET_TTL = 120
 """Seconds an aggregation set may stay staged before it is put back in its group (asynq: 2 min)."""
+ENQUEUE_BATCH = 64
+"""Most tasks one ``enqueue_many.lua`` call stores (a batch of more is several calls in the same round trip)."""
 
 
 class EnqueueCall(Protocol):
@@ -86,14 +90,26 @@ class RedisBroker:
         schema: the key schema.
         clock: where time comes from.
         wakeup: publish on the wake-up channel when a queue goes from empty to non-empty.
+        fast: run the hot paths (enqueue, dequeue, done) on a lean auto-pipelining connection
+            (:mod:`framework.resp`) when ``redis`` talks to a single server over TCP or a Unix socket.
+
+    Attributes:
+        hot: what the hot paths run on: a :class:`~framework.resp.RespClient`, or ``redis`` itself.
     """
 
-    def __init__(self, redis: Redis, schema: Schema, clock: Clock, *, wakeup: bool = True) -> None:
+    def __init__(self, redis: Redis, schema: Schema, clock: Clock, *, wakeup: bool = True, fast: bool = True) -> None:
         self.redis = redis
         self.schema = schema
         self.clock = clock
         self._channel = schema.wakeup_channel if wakeup else ""
         self._known_queues: set[str] = set()
+        self._fast = fast_path_for(redis) if fast else None
+        self.hot: Redis | RespClient = self._fast or redis
+
+    def close(self) -> None:
+        """Close the hot-path connection, if any (the redis-py client is the caller's to close)."""
+        if self._fast is not None:
+            self._fast.close()
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -179,14 +195,55 @@ class RedisBroker:
         )
         if queue not in self._known_queues:
             await self.register_queues([queue])
-        return int(await script(self.redis, keys, args))
+        return int(await script(self.hot, keys, args))
 
     async def enqueue_many(self, calls: Sequence[tuple[Any, list[str], list[Any]]], queues: Iterable[str]) -> list[Any]:
-        """Run prepared enqueues in one round trip; returns each result (int, or the exception)."""
+        """Run prepared enqueues in one round trip; returns each result (int, or the exception).
+
+        On the hot-path connection, consecutive plain enqueues into the same queue go to Redis as one
+        ``enqueue_many.lua`` call per :data:`ENQUEUE_BATCH` tasks (each task stored as ``enqueue.lua`` stores
+        it); the others, and every call on a redis-py client, run one script call per task.
+        """
         new = [q for q in set(queues) if q not in self._known_queues]
         if new:
             await self.register_queues(new)
-        return await run_pipeline(self.redis, calls)
+        if self._fast is None:  # redis-py (Cluster, Sentinel, TLS, ...): one script call per task, as always
+            return await run_pipeline(self.redis, calls)
+        grouped, spans = self._group_plain_enqueues(calls)
+        results = await run_pipeline(self._fast, grouped)
+        out: list[Any] = []
+        for result, span in zip(results, spans, strict=True):
+            if span == 0:
+                out.append(result)
+            elif isinstance(result, BaseException):
+                out.extend([result] * span)
+            else:
+                out.extend(result)
+        return out
+
+    def _group_plain_enqueues(
+        self, calls: Sequence[tuple[Any, list[str], list[Any]]]
+    ) -> tuple[list[tuple[Any, list[str], list[Any]]], list[int]]:
+        """The calls with runs of plain enqueues merged; per merged call, how many tasks it holds (0 = as it was)."""
+        plain, many = SCRIPTS["enqueue"], SCRIPTS["enqueue_many"]
+        grouped: list[tuple[Any, list[str], list[Any]]] = []
+        spans: list[int] = []
+        run_pending = ""
+        for call in calls:
+            script, keys, args = call
+            if script is not plain:
+                grouped.append(call)
+                spans.append(0)
+                run_pending = ""
+                continue
+            data, task_id, now_ns, channel, queue = args
+            if keys[1] != run_pending or spans[-1] >= ENQUEUE_BATCH:
+                run_pending = keys[1]
+                grouped.append((many, [run_pending], [self.schema.queue(queue).task_prefix, now_ns, channel, queue]))
+                spans.append(0)
+            grouped[-1][2].extend((task_id, data))
+            spans[-1] += 1
+        return grouped, spans
 
     # -- worker transitions ------------------------------------------------------------------------
 
@@ -207,13 +264,17 @@ class RedisBroker:
         keys = [qk.pending, qk.active, qk.lease, qk.paused]
         if inflight_key:
             keys.append(inflight_key)
-        flat: list[bytes] = await SCRIPTS["dequeue"](
-            self.redis, keys, [qk.task_prefix, lease_until, count, INFLIGHT_TTL]
-        )
+        flat: list[bytes] = await SCRIPTS["dequeue"](self.hot, keys, [qk.task_prefix, lease_until, count, INFLIGHT_TTL])
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def pending_counts(self, queues: Sequence[str]) -> list[int]:
         """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
+        if self._fast is not None:
+            lengths = await self._fast.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues])
+            for n in lengths:
+                if isinstance(n, Exception):
+                    raise n
+            return [int(n) for n in lengths]
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(self.schema.queue(queue).pending)
@@ -231,7 +292,7 @@ class RedisBroker:
         for task_id, unique_key in tasks:
             args += (task_id, unique_key)
         keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
-        result: list[int] = await SCRIPTS["done"](self.redis, keys, args)
+        result: list[int] = await SCRIPTS["done"](self.hot, keys, args)
         return result
 
     async def mark_complete(self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str) -> int:

@@ -7,8 +7,8 @@ frameworks) by running a client on a private loop in a background thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,18 @@ if TYPE_CHECKING:
 __all__ = ("Client", "Job", "SyncClient", "TaskInfo")
 
 _json = msgspec.json.Encoder()
+_DEFAULTS_CACHE = 1024
+_VARIANT = "89ab"
+
+
+def _new_task_ids(n: int) -> list[str]:
+    """``n`` random task ids in UUID version 4 text form (Go's ``uuid.NewString()``), from one ``urandom`` call."""
+    raw = os.urandom(16 * n)
+    out = []
+    for i in range(0, 16 * n, 16):
+        h = raw[i : i + 16].hex()
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[raw[i + 8] >> 4 & 3]}{h[17:20]}-{h[20:]}")
+    return out
 
 
 class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +125,7 @@ class Client:
         self.registry = registry
         self.clock = clock or SystemClock()
         self.broker = RedisBroker(redis, self.schema, self.clock)
+        self._defaults: dict[TaskDef[Any], EnqueueOptions] = {}
         self._url = redact_url(url) if url else _describe_connection(redis)
 
     @classmethod
@@ -133,7 +146,8 @@ class Client:
         return cls(open_redis(url), url=url, schema=Schema(settings.namespace), settings=settings, **kwargs)
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the hot-path connection)."""
+        self.broker.close()
         await self.redis.aclose()
 
     async def __aenter__(self) -> Client:
@@ -163,13 +177,25 @@ class Client:
         except (TypeError, msgspec.EncodeError) as exc:
             raise PayloadTypeError(f"the payload of a {task!r} task cannot be encoded as JSON: {exc}") from exc
 
+    def _options(self, taskdef: TaskDef[Any] | None, options: Mapping[str, Any], now: float) -> EnqueueOptions:
+        """Resolved options; a registered task type's defaults (no call-site options) are resolved once."""
+        if options or taskdef is None:
+            return resolve_options(taskdef, options, self.settings, now)
+        opts = self._defaults.get(taskdef)
+        if opts is None:
+            if len(self._defaults) >= _DEFAULTS_CACHE:
+                self._defaults.clear()
+            # without call-site options nothing depends on ``now`` (no deadline, no process_at)
+            opts = self._defaults[taskdef] = resolve_options(taskdef, options, self.settings, now)
+        return opts
+
     def _build(
-        self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any]
+        self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any], task_id: str = ""
     ) -> tuple[EnqueueOptions, Any, TaskInfo]:
         task_type, taskdef, data = self._resolve(task, payload)
         now = self.clock.now()
-        opts = resolve_options(taskdef, options, self.settings, now)
-        task_id = opts.task_id or str(uuid.uuid4())
+        opts = self._options(taskdef, options, now)
+        task_id = opts.task_id or task_id or _new_task_ids(1)[0]
         qk = self.schema.queue(opts.queue)
         # Go's nil payload (no payload at all) locks ``...:unique:<type>:``; an empty one locks md5("")
         no_payload = taskdef is None and payload is None
@@ -217,7 +243,7 @@ class Client:
             deadline=opts.deadline,
             retention=opts.retention,
             group=opts.group,
-            headers=opts.headers,
+            headers=dict(opts.headers),
             payload=data,
         )
         return opts, call, info
@@ -258,7 +284,7 @@ class Client:
         try:
             if opts.queue not in self.broker._known_queues:
                 await self.broker.register_queues([opts.queue])
-            code = await script(self.redis, keys, args)
+            code = await script(self.broker.hot, keys, args)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         return self._check(code, info)
@@ -276,7 +302,11 @@ class Client:
                 are stored whole and the rest not at all; sending the batch again with the same
                 ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
         """
-        built = [self._build(job.task, job.payload, job.options) for job in jobs]
+        jobs = list(jobs)
+        ids = _new_task_ids(len(jobs))
+        built = [
+            self._build(job.task, job.payload, job.options, task_id) for job, task_id in zip(jobs, ids, strict=True)
+        ]
         if not built:
             return []
         try:

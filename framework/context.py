@@ -11,9 +11,49 @@ if TYPE_CHECKING:
 
     from framework.services import Services
 
-__all__ = ("StashKey", "TaskContext")
+__all__ = ("StashKey", "TaskContext", "lazy_logger")
 
 T = TypeVar("T")
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}
+_LEVELS.update({f"a{name}": level for name, level in list(_LEVELS.items())})
+
+
+class _LazyLogger:
+    """A structlog logger that binds the task's fields on first use: most tasks never log a line.
+
+    A level method that the logger filters out is handed over from the unbound logger (a no-op), so
+    checking ``debug`` costs no binding either.
+    """
+
+    __slots__ = ("_base", "_bound", "_fields")
+
+    def __init__(self, base: Any, fields: dict[str, Any]) -> None:
+        self._base = base
+        self._fields = fields
+        self._bound: Any = None
+
+    def _logger(self) -> Any:
+        bound = self._bound
+        if bound is None:
+            bound = self._bound = self._base.bind(**self._fields)
+        return bound
+
+    def __getattr__(self, name: str) -> Any:
+        level = _LEVELS.get(name)
+        if level is not None and self._bound is None:
+            enabled = getattr(self._base, "is_enabled_for", None)
+            if enabled is not None and not enabled(level):
+                return getattr(self._base, name)
+        return getattr(self._logger(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._logger())
+
+
+def lazy_logger(base: structlog.typing.FilteringBoundLogger, **fields: Any) -> structlog.typing.FilteringBoundLogger:
+    """``base.bind(**fields)``, done only when the logger is first used (see :class:`TaskContext`)."""
+    return cast("structlog.typing.FilteringBoundLogger", _LazyLogger(base, fields))
 
 
 class StashKey(Generic[T]):

@@ -102,19 +102,19 @@ def new_message(
     Raises:
         ValueError: If a number does not fit its field (int32 or int64).
     """
-    return TaskMessage(
-        type=type,
-        payload=payload,
-        id=id,
-        queue=queue,
-        retry=retry,
-        timeout=timeout,
-        deadline=deadline,
-        unique_key=unique_key,
-        retention=retention,
-        group_key=group_key,
-        headers=headers,
-    )
+    # only the fields that are set: the protobuf constructor costs per keyword, and zero values are not written
+    msg = TaskMessage(type=type, payload=payload, id=id, queue=queue, retry=retry, timeout=timeout)
+    if deadline:
+        msg.deadline = deadline
+    if unique_key:
+        msg.unique_key = unique_key
+    if retention:
+        msg.retention = retention
+    if group_key:
+        msg.group_key = group_key
+    if headers:
+        msg.headers.update(headers)
+    return msg
 
 
 def encode_message(msg: TaskMessage) -> bytes:

@@ -23,11 +23,12 @@ state-transition scripts themselves, so they count every outcome exactly once, w
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import structlog
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX, bind_contextvars, reset_contextvars
 
 if TYPE_CHECKING:
     from framework.context import TaskContext
@@ -40,29 +41,50 @@ Middleware: TypeAlias = Callable[[Run], Run]
 """A wrapper: takes the next step, returns a step."""
 
 
+def _structlog_vars(*names: str) -> tuple[contextvars.ContextVar[Any], ...]:
+    """Structlog's own context variables for ``names`` (what ``bind_contextvars`` sets), to set them directly.
+
+    Setting four variables directly costs a third of ``bind_contextvars``/``reset_contextvars``, and this
+    runs for every task.
+    """
+    tokens = bind_contextvars(**dict.fromkeys(names, Ellipsis))  # creates structlog's variables if needed
+    try:
+        found = {v.name: v for v in contextvars.copy_context() if v.name.startswith(STRUCTLOG_KEY_PREFIX)}
+    finally:
+        reset_contextvars(**tokens)
+    return tuple(found[STRUCTLOG_KEY_PREFIX + name] for name in names)
+
+
+_TASK_ID, _TYPE, _QUEUE, _RETRIED = _structlog_vars("task_id", "type", "queue", "retried")
+
+
 def logging_middleware(run: Run) -> Run:
     """Bind the task's identity into structlog's context and log each run's outcome and duration."""
 
     async def logged(ctx: TaskContext, payload: Any) -> None:
         start = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
-            task_id=ctx.id, type=ctx.type, queue=ctx.queue, retried=ctx.retried
-        ):
-            try:
-                await run(ctx, payload)
-            except asyncio.CancelledError:
-                ctx.logger.info("task_interrupted", attempt=ctx.attempt, duration_ms=_ms(start))
-                raise
-            except BaseException as exc:
-                ctx.logger.warning(
-                    "task_failed",
-                    attempt=ctx.attempt,
-                    duration_ms=_ms(start),
-                    outcome="failed",
-                    error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                )
-                raise
+        tokens = (_TASK_ID.set(ctx.id), _TYPE.set(ctx.type), _QUEUE.set(ctx.queue), _RETRIED.set(ctx.retried))
+        try:
+            await run(ctx, payload)
+        except asyncio.CancelledError:
+            ctx.logger.info("task_interrupted", attempt=ctx.attempt, duration_ms=_ms(start))
+            raise
+        except BaseException as exc:
+            ctx.logger.warning(
+                "task_failed",
+                attempt=ctx.attempt,
+                duration_ms=_ms(start),
+                outcome="failed",
+                error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            )
+            raise
+        else:
             ctx.logger.debug("task_finished", attempt=ctx.attempt, duration_ms=_ms(start), outcome="succeeded")
+        finally:
+            _TASK_ID.reset(tokens[0])
+            _TYPE.reset(tokens[1])
+            _QUEUE.reset(tokens[2])
+            _RETRIED.reset(tokens[3])
 
     return logged
 

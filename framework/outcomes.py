@@ -3,7 +3,9 @@
 :class:`OutcomeWriter` serves the :class:`~framework.processor.Processor`:
 
 * **Success.** Without a retention, ``done`` is acknowledged in batches: one ``done.lua`` call for every
-  task of a queue that finished in the same event-loop iteration. With a retention, ``mark_complete``.
+  task of a queue that finished in the same event-loop iteration, written in the background (tracked in
+  :attr:`OutcomeWriter.background`; the task's runner waits for it only when a ``task_succeeded`` hook
+  needs to know it was written). With a retention, ``mark_complete``.
 * **Failure.** Retried after the retry policy's delay, or archived (retries exhausted,
   :class:`~framework.errors.SkipRetry`, a payload that does not decode); a
   :class:`~framework.errors.RevokeTask` is acknowledged as done, as asynq does. The error stored is
@@ -64,26 +66,45 @@ class InFlight:
         queue: its queue.
         lease: the in-memory lease; no write once it lapsed.
         deadline: Unix time by which the handler must finish.
-        started: when it was taken.
+        started: when it was taken (Unix s).
         runner: the asyncio task running it.
         ctx: its context, once it started.
-        cancel_reason: ``"cancel"`` (cancel channel) or ``"shutdown"`` when cancelled by the worker.
+        cancel_reason: ``"cancel"`` (cancel channel), ``"shutdown"`` or ``"timeout"`` when cancelled by the worker.
         writing: the handler is done and the outcome is being written (no longer cancellable).
+        holds_slot: the task counts against the worker's concurrency (until its handler is done).
+        expires: event-loop time of its deadline, once its handler started.
     """
 
-    __slots__ = ("cancel_reason", "ctx", "deadline", "id", "lease", "msg", "queue", "runner", "started", "writing")
+    __slots__ = (
+        "cancel_reason",
+        "ctx",
+        "deadline",
+        "expires",
+        "holds_slot",
+        "id",
+        "lease",
+        "msg",
+        "queue",
+        "runner",
+        "started",
+        "writing",
+    )
 
-    def __init__(self, task_id: str, msg: TaskMessage, queue: str, lease: Lease, deadline: float) -> None:
+    def __init__(
+        self, task_id: str, msg: TaskMessage, queue: str, lease: Lease, deadline: float, started: float | None = None
+    ) -> None:
         self.id = task_id
         self.msg = msg
         self.queue = queue
         self.lease = lease
         self.deadline = deadline
-        self.started = time.time()
+        self.started = time.time() if started is None else started
         self.runner: asyncio.Task[None] | None = None
         self.ctx: TaskContext | None = None
         self.cancel_reason = ""
         self.writing = False
+        self.holds_slot = True
+        self.expires = math.inf
 
     @property
     def key(self) -> tuple[str, str]:
@@ -124,7 +145,7 @@ class OutcomeWriter:
         self.lost: list[tuple[str, str, float]] = []
         """(queue, id, when) of tasks whose lease lapsed here; the worker's recoverer gives them back."""
         self.background: set[asyncio.Task[Any]] = set()
-        self._acks: dict[str, list[tuple[InFlight, asyncio.Future[bool]]]] = {}
+        self._acks: dict[str, list[tuple[InFlight, asyncio.Future[bool] | None]]] = {}
         self._flush_scheduled = False
         self._events = {name: has_impls(hook, name) for name in ("task_succeeded", "task_retried", "task_archived")}
         self._delay_hook = has_impls(hook, "retry_delay_for")
@@ -161,19 +182,33 @@ class OutcomeWriter:
             expires = now + msg.retention
             unique = msg.unique_key
             ok = await self._write(inf, lambda: self.broker.mark_complete(inf.queue, inf.id, data, expires, unique))
+        elif self._events["task_succeeded"]:
+            written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._ack(inf, written)
+            ok = await written
         else:
-            ok = await self._ack(inf)
+            self._ack(inf)  # nothing waits for the write: the batch is written, and tracked, in the background
+            return
         if ok:
             await self._fire("task_succeeded", ctx)
 
-    def _ack(self, inf: InFlight) -> asyncio.Future[bool]:
-        """Queue a ``done`` for the batch written at the end of this loop iteration."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._acks.setdefault(inf.queue, []).append((inf, future))
+    def _ack(self, inf: InFlight, written: asyncio.Future[bool] | None = None) -> None:
+        """Queue a ``done`` for the batch written at the end of this loop iteration.
+
+        ``written``, if given, gets whether the write changed the task.
+        """
+        batch = self._acks.get(inf.queue)
+        if batch is None:
+            batch = self._acks[inf.queue] = []
+        batch.append((inf, written))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
-        return future
+
+    def flush(self) -> None:
+        """Start writing the acknowledgements queued so far now (shutdown), rather than at the end of the iteration."""
+        if self._acks:
+            self._start_flush()
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
@@ -181,13 +216,14 @@ class OutcomeWriter:
         for queue, items in batches.items():
             self.spawn(self._write_acks(queue, items))
 
-    async def _write_acks(self, queue: str, items: list[tuple[InFlight, asyncio.Future[bool]]]) -> None:
+    async def _write_acks(self, queue: str, items: list[tuple[InFlight, asyncio.Future[bool] | None]]) -> None:
         backoff = 0.1
         while True:
             live = []
             for inf, future in items:
                 if self.lease_lost(inf):
-                    future.set_result(False)
+                    if future is not None:
+                        future.set_result(False)
                 else:
                     live.append((inf, future))
             if not live:
@@ -205,7 +241,8 @@ class OutcomeWriter:
                 if not n:
                     self.log.warning("task_not_active", task_id=inf.id, queue=queue, note="finished elsewhere")
                 self.release(inf)
-                future.set_result(bool(n))
+                if future is not None:
+                    future.set_result(bool(n))
             return
 
     async def _write(self, inf: InFlight, make_call: Callable[[], Awaitable[int]]) -> bool:
@@ -256,7 +293,7 @@ class OutcomeWriter:
         outcome = Archive() if permanent else decide(msg.retried, msg.retry, error, 0.0)
         if isinstance(outcome, Drop):
             self.log.info("task_revoked", task_id=inf.id, queue=inf.queue, error=error_text(error))
-            await self._ack(inf)
+            self._ack(inf)
             return
         now = self.clock.now()
         msg.error_msg = error_text(error)

@@ -6,14 +6,19 @@ in daemon threads (:mod:`framework.threads`) so a blocking handler does not stal
 * **Fetching.** While slots are free, queues are tried in :func:`~framework.queues.order_queues` order
   (per-queue ``max``/``reserved`` limits applied) and up to ``dequeue_batch`` tasks are taken from the
   first queue that has any; ``dequeue.lua`` leases them and records them in this worker's in-flight set
-  in the same step. An idle worker sleeps until the wake-up channel says a queue got work (our clients
-  and the forwarder publish), checking the pending lists with one cheap ``LLEN`` round trip a second
-  for tasks enqueued by Go clients, which do not publish.
-* **Running.** The middleware chain runs under the task's deadline, ``min(now + timeout, deadline)``.
-  A deadline already past at dequeue fails the task without running it.
+  in the same step. A queue found empty goes to the end of the order for 50 ms (or until a wake-up names
+  it), so a busy worker spends no round trips on empty queues. An idle worker sleeps until the wake-up
+  channel says a queue got work (our clients and the forwarder publish), checking the pending lists with
+  one cheap ``LLEN`` round trip a second for tasks enqueued by Go clients, which do not publish.
+* **Running.** One asyncio task per task runs the middleware chain under the task's deadline,
+  ``min(now + timeout, deadline)``, enforced by one timer for all running tasks, armed for the earliest
+  deadline (no timer per task). A deadline already past at dequeue fails the task without running it.
+  ``concurrency`` caps running handlers: a task whose handler finished frees its slot while its outcome
+  is still being written; it stays in :attr:`Processor.inflight` (leases extended) until then.
 * **Outcomes.** Written by :class:`~framework.outcomes.OutcomeWriter` under the task's lease: done
   (batched), completed, retried, archived, or requeued at shutdown. Timeouts, deadlines and cancellation
-  (``asynq:cancel``) count as failures; a payload that does not decode is archived at once.
+  (``asynq:cancel``) count as failures; a payload that does not decode is archived at once. Nothing is
+  acknowledged before its handler returned, so a worker killed at any point loses no task.
 
 A sync handler cannot be stopped: on timeout or cancellation its slot is freed and the failure written,
 but its thread runs on until the function returns (see :mod:`framework.threads`).
@@ -23,14 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 from collections import Counter
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from framework.broker import LEASE_SECONDS
-from framework.context import TaskContext
+from framework.context import TaskContext, lazy_logger
 from framework.errors import PayloadTypeError, UnknownTaskType
 from framework.health import RedisHealth
 from framework.lease import Lease
@@ -60,6 +67,13 @@ __all__ = ("IDLE_CHECK", "Processor", "TaskCancelled")
 IDLE_CHECK = 1.0
 """Seconds between an idle worker's pending-list checks (for tasks of Go clients, which publish no wake-up)."""
 _MAX_BACKOFF = 5.0
+_EMPTY_RECHECK = 0.05
+"""Seconds a queue found empty goes to the end of the fetch order (unless a wake-up comes first)."""
+
+
+def _timed_out(inf: InFlight) -> bool:
+    """Whether the processor cancelled ``inf``'s handler at its deadline (read after an await)."""
+    return inf.cancel_reason == "timeout"
 
 
 class TaskCancelled(Exception):
@@ -117,6 +131,9 @@ class Processor:
         self.lease_ttl = min(float(LEASE_SECONDS), lease_ttl)
         self.health = health or RedisHealth(logger)
         self.inflight: dict[tuple[str, str], InFlight] = {}
+        """Tasks taken and not yet finished: running, or with their outcome being written."""
+        self.running = 0
+        """Handlers running now (what ``concurrency`` caps; a task whose outcome is being written has none)."""
         self.running_per_queue: Counter[str] = Counter()
         self.finished: list[tuple[str, str]] = []
         """(queue, id) of tasks released since the heartbeat last took this list (it trims the in-flight sets)."""
@@ -130,14 +147,20 @@ class Processor:
         self._fetch_done = asyncio.Event()
         self._fetch_started = False
         self._limited = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._empty_until: dict[str, float] = {}
         self.outcomes = OutcomeWriter(broker, clock, logger, self.health, hook, self.retry_delay, self._release)
         self.lost = self.outcomes.lost
         """(queue, id, when) of tasks whose lease lapsed here; this worker's recoverer gives them back."""
 
     # -- signals from outside --------------------------------------------------------------------
 
-    def wake(self) -> None:
-        """New work may be pending (wake-up channel, reconnection)."""
+    def wake(self, queue: str | None = None) -> None:
+        """New work may be pending: in ``queue`` (wake-up channel), or anywhere (reconnection)."""
+        if queue is None:
+            self._empty_until.clear()
+        else:
+            self._empty_until.pop(queue, None)
         self._wakeup.set()
 
     def cancel(self, task_id: str) -> bool:
@@ -170,7 +193,14 @@ class Processor:
     async def _fetch(self, free: int) -> int:
         batch = self.settings.dequeue_batch
         self._limited = False
-        for queue in order_queues(self.weights, self.settings.strict_priority, self.rng):
+        order = order_queues(self.weights, self.settings.strict_priority, self.rng)
+        empty = self._empty_until
+        if empty:
+            now = asyncio.get_running_loop().time()
+            if len(order) > 1:
+                # queues found empty a moment ago go last: no round trip is spent on them while others have work
+                order = [q for q in order if empty.get(q, 0.0) <= now] + [q for q in order if empty.get(q, 0.0) > now]
+        for queue in order:
             n = self._allowed(queue, free)
             if n <= 0:
                 self._limited = True
@@ -179,10 +209,16 @@ class Processor:
             if taken:
                 self._start(queue, taken)
                 return len(taken)
+            empty[queue] = asyncio.get_running_loop().time() + _EMPTY_RECHECK
+        for queue in order:  # nothing anywhere: each queue goes last until a wake-up names it
+            empty[queue] = math.inf
         return 0
 
     def _start(self, queue: str, taken: list[tuple[str, bytes]]) -> None:
         now = self.clock.now()
+        lease_until = now + self.lease_ttl
+        clock, inflight, execute, create_task = self.clock, self.inflight, self._execute, asyncio.create_task
+        started = 0
         for task_id, data in taken:
             try:
                 msg = decode_message(data)
@@ -191,10 +227,12 @@ class Processor:
                 if self.server_id:
                     self.finished.append((queue, task_id))
                 continue
-            inf = InFlight(task_id, msg, queue, Lease(self.clock, now + self.lease_ttl), self._deadline(msg, now))
-            self.inflight[inf.key] = inf
-            self.running_per_queue[queue] += 1
-            inf.runner = asyncio.create_task(self._execute(inf), name=f"task:{queue}:{task_id}")
+            inf = InFlight(task_id, msg, queue, Lease(clock, lease_until), self._deadline(msg, now), now)
+            inflight[inf.key] = inf
+            inf.runner = create_task(execute(inf))
+            started += 1
+        self.running += started
+        self.running_per_queue[queue] += started
 
     async def run(self) -> None:
         """Fetch and start tasks until :meth:`stop` is called."""
@@ -207,7 +245,7 @@ class Processor:
     async def _fetch_loop(self) -> None:
         backoff = 0.1
         while not self._stopping:
-            free = self.concurrency - len(self.inflight)
+            free = self.concurrency - self.running
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -224,11 +262,16 @@ class Processor:
             backoff = 0.1
             if got == 0:
                 await self._idle()
+            else:
+                await asyncio.sleep(0)  # the tasks just taken start before the next dequeue is sent
 
     async def _wait_wakeup(self, seconds: float) -> bool:
         """Wait for a wake-up for at most ``seconds``; returns whether one came."""
+        if self._wakeup.is_set():
+            return True
         try:
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
         except TimeoutError:
             return False
         return True
@@ -243,6 +286,7 @@ class Processor:
             except (RedisError, OSError):
                 return  # the fetch reports it and backs off
             if any(counts):
+                self._empty_until.clear()
                 return
 
     async def _archive_undecodable(self, queue: str, task_id: str, data: bytes, exc: ValueError) -> None:
@@ -262,13 +306,10 @@ class Processor:
         return chain
 
     def _invoker(self, taskdef: TaskDef[Any]) -> Run:
-        handler: Callable[..., Any] = taskdef.handler
         if taskdef.is_async:
-
-            async def call_async(ctx: TaskContext, payload: Any) -> None:
-                await handler(ctx, payload)
-
-            return call_async
+            run: Run = taskdef.handler  # type: ignore[assignment] # an async handler is a Run as it is
+            return run
+        handler: Callable[..., Any] = taskdef.handler
         threads = self.threads
 
         async def call_in_thread(ctx: TaskContext, payload: Any) -> None:
@@ -279,33 +320,29 @@ class Processor:
         return call_in_thread
 
     def _context(self, inf: InFlight) -> TaskContext:
-        msg, broker, queue, task_id = inf.msg, self.broker, inf.queue, inf.id
-
-        async def write_result(data: bytes) -> None:
-            await broker.write_result(queue, task_id, data)
-
+        msg, task_id = inf.msg, inf.id
         return TaskContext(
             id=msg.id or task_id,
             type=msg.type,
-            queue=queue,
+            queue=inf.queue,
             retried=msg.retried,
             max_retry=msg.retry,
             deadline=inf.deadline,
-            headers=dict(msg.headers),
-            logger=self.log.bind(task_id=task_id, type=msg.type, queue=queue, retried=msg.retried),
+            headers=dict(msg.headers) if msg.headers else {},
+            logger=lazy_logger(self.log, task_id=task_id, type=msg.type, queue=inf.queue, retried=msg.retried),
             services=self.services,
-            _write_result=write_result,
+            _write_result=partial(self.broker.write_result, inf.queue, task_id),
         )
 
     @staticmethod
     def _deadline(msg: TaskMessage, now: float) -> float:
         """``min(now + timeout, deadline)``; 30 minutes when neither is set (as Go does)."""
-        candidates = []
-        if msg.timeout > 0:
-            candidates.append(now + msg.timeout)
-        if msg.deadline > 0:
-            candidates.append(float(msg.deadline))
-        return min(candidates) if candidates else now + 1800
+        timeout, deadline = msg.timeout, msg.deadline
+        if deadline <= 0:
+            return now + (timeout if timeout > 0 else 1800)
+        if timeout > 0:
+            return min(now + timeout, float(deadline))
+        return float(deadline)
 
     def _timeout_error(self, inf: InFlight) -> TimeoutError:
         msg = inf.msg
@@ -334,44 +371,90 @@ class Processor:
             try:
                 payload = taskdef.decode(inf.msg.payload)
             except PayloadTypeError as exc:
-                inf.writing = True
+                self._handler_done(inf)
                 await self.outcomes.fail(inf, exc, taskdef, permanent=True)
                 return
-            await self._run_handler(inf, ctx, taskdef, payload)
+            remaining = inf.deadline - self.clock.now()
+            if remaining <= 0:
+                raise self._timeout_error(inf)
+            self._watch(inf, remaining)
+            await self._chain(taskdef)(ctx, payload)
+            if _timed_out(inf):  # the handler swallowed the cancellation and returned
+                self._uncancel()
+                raise self._timeout_error(inf)
         except asyncio.CancelledError:
-            inf.writing = True
-            if inf.cancel_reason == "shutdown":
+            self._handler_done(inf)
+            reason = inf.cancel_reason
+            if reason == "shutdown":
                 await self.outcomes.requeue(inf)
-            elif inf.cancel_reason == "cancel":
+            elif reason == "timeout":
+                self._uncancel()
+                await self.outcomes.fail(inf, self._timeout_error(inf), taskdef)
+            elif reason == "cancel":
                 await self.outcomes.fail(inf, TaskCancelled("task cancelled through the asynq:cancel channel"), taskdef)
             else:
                 self._release(inf)
                 raise
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a handler exception becomes an outcome, never escapes
-            inf.writing = True
+            self._handler_done(inf)
             await self.outcomes.fail(inf, exc, taskdef)
         else:
-            inf.writing = True
+            self._handler_done(inf)
             await self.outcomes.succeed(inf, ctx)
 
-    async def _run_handler(self, inf: InFlight, ctx: TaskContext, taskdef: TaskDef[Any], payload: Any) -> None:
-        remaining = inf.deadline - self.clock.now()
-        if remaining <= 0:
-            raise self._timeout_error(inf)
-        timeout = asyncio.timeout(remaining)
-        try:
-            async with timeout:
-                await self._chain(taskdef)(ctx, payload)
-        except TimeoutError:
-            if timeout.expired():
-                raise self._timeout_error(inf) from None
-            raise
-        if timeout.expired():  # the handler swallowed the cancellation and returned
-            raise self._timeout_error(inf)
+    @staticmethod
+    def _uncancel() -> None:
+        """Withdraw the processor's own cancellation request, so later awaits of this task run normally."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    # -- timeouts: one timer for all running tasks, armed for the earliest deadline -----------------
+
+    def _watch(self, inf: InFlight, remaining: float) -> None:
+        loop = asyncio.get_running_loop()
+        inf.expires = when = loop.time() + remaining
+        if self._timer is None or when < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """Cancel every running handler past its deadline; arm the timer for the next deadline."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest = math.inf
+        for inf in self.inflight.values():
+            if inf.writing or inf.cancel_reason or inf.runner is None:
+                continue
+            if inf.expires <= now:
+                inf.cancel_reason = "timeout"
+                inf.runner.cancel()
+            elif inf.expires < earliest:
+                earliest = inf.expires
+        if earliest < math.inf:
+            self._timer = loop.call_at(earliest, self._on_timer)
+
+    # -- slots -------------------------------------------------------------------------------------
+
+    def _handler_done(self, inf: InFlight) -> None:
+        """The handler returned or failed: its slot is free; the task stays in flight until its outcome is written."""
+        inf.writing = True
+        if inf.holds_slot:
+            inf.holds_slot = False
+            self.running -= 1
+            self.running_per_queue[inf.queue] -= 1
+            self._slot_free.set()
+            if self._limited:
+                self._wakeup.set()
 
     def _release(self, inf: InFlight) -> None:
         if self.inflight.pop(inf.key, None) is not None:
-            self.running_per_queue[inf.queue] -= 1
+            if inf.holds_slot:
+                inf.holds_slot = False
+                self.running -= 1
+                self.running_per_queue[inf.queue] -= 1
             if self.server_id:
                 self.finished.append(inf.key)
             self._slot_free.set()
@@ -398,8 +481,13 @@ class Processor:
                 if inf.runner in pending and not inf.writing:
                     inf.cancel_reason = "shutdown"
                     inf.runner.cancel()
+        self.outcomes.flush()
         left = {i.runner for i in self.inflight.values() if i.runner is not None and not i.runner.done()}
         left |= self.outcomes.background
         if left:
             await asyncio.wait(left, timeout=self.lease_ttl + 1)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.threads.shutdown(wait=False, cancel_futures=True)
+        self.broker.close()  # the hot-path connection (reopened should anything still use it)

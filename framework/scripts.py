@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
 
+from framework.resp import RespClient
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -36,6 +38,7 @@ _NAMES = (
     "dequeue",
     "done",
     "enqueue",
+    "enqueue_many",
     "enqueue_unique",
     "forward",
     "list_lease_expired",
@@ -72,8 +75,18 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, client: Redis, keys: Sequence[_Key], args: Sequence[_Arg]) -> Any:
-        """Run the script on ``client`` (EVALSHA, loading it once on NOSCRIPT)."""
+    async def __call__(self, client: Redis | RespClient, keys: Sequence[_Key], args: Sequence[_Arg]) -> Any:
+        """Run the script on ``client`` (EVALSHA, loading it once on NOSCRIPT).
+
+        ``client`` is a redis-py client or, on the hot paths, a :class:`~framework.resp.RespClient`.
+        """
+        if isinstance(client, RespClient):
+            conn = client.connection()
+            try:
+                return await conn.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await conn.execute("SCRIPT", "LOAD", self.source)
+                return await conn.execute("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -89,12 +102,16 @@ class LuaScript:
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-async def run_pipeline(client: Redis, calls: Sequence[tuple[LuaScript, Sequence[_Key], Sequence[_Arg]]]) -> list[Any]:
+async def run_pipeline(
+    client: Redis | RespClient, calls: Sequence[tuple[LuaScript, Sequence[_Key], Sequence[_Arg]]]
+) -> list[Any]:
     """Run many script calls in one round trip (non-transactional pipeline).
 
     Calls answered NOSCRIPT did not run; their scripts are loaded and only those calls are sent again.
     Other errors are returned in place, as exceptions, for the caller to raise or inspect.
     """
+    if isinstance(client, RespClient):
+        return await _run_pipeline_fast(client, calls)
     async with client.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
             script.queue(pipe, keys, args)
@@ -108,6 +125,29 @@ async def run_pipeline(client: Redis, calls: Sequence[tuple[LuaScript, Sequence[
                 script, keys, args = calls[i]
                 script.queue(pipe, keys, args)
             again = await pipe.execute(raise_on_error=False)
+        for i, r in zip(missing, again, strict=True):
+            results[i] = r
+    return results
+
+
+async def _run_pipeline_fast(
+    client: RespClient, calls: Sequence[tuple[LuaScript, Sequence[_Key], Sequence[_Arg]]]
+) -> list[Any]:
+    conn = client.connection()
+    # scripts this connection has not loaded yet are loaded ahead of the batch, in the same write, so a
+    # batch is never split (and reordered) by a NOSCRIPT answer
+    load = {s.sha: s for s, _, _ in calls if s.sha not in conn.scripts}
+    commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", s.source) for s in load.values()]
+    commands += [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
+    results = (await conn.execute_many(commands))[len(load) :]
+    conn.scripts.update(load)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+            await conn.execute("SCRIPT", "LOAD", script.source)
+        again = await conn.execute_many(
+            [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing]
+        )
         for i, r in zip(missing, again, strict=True):
             results[i] = r
     return results

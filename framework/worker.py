@@ -289,7 +289,7 @@ class Worker:
         data = message["data"].decode()
         if channel == schema.wakeup_channel:
             if data in p.weights:
-                p.wake()
+                p.wake(data)
         elif channel == schema.cancel_channel and p.cancel(data):
             self.log.info("task_cancel_requested", task_id=data)
 
@@ -306,9 +306,11 @@ class Worker:
             await p.stop(self.settings.shutdown_timeout)
         for c in self._components:
             c.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:  # a component may swallow a cancellation (redis-py's pubsub while it connects): cancel again
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         if self.heartbeat is not None:
             hb = self.heartbeat
             await asyncio.to_thread(hb.stop)

@@ -11,20 +11,23 @@
 -- ARGV[3] N, the most tasks to take
 -- ARGV[4] TTL of the in-flight set, seconds (when KEYS[5] is given)
 -- returns a flat list id1, msg1, id2, msg2, ... of the tasks taken (empty when paused or nothing is pending)
+-- The same transition as N times asynq's RPOPLPUSH + HSET/HDEL + ZADD, with the list and lease writes of
+-- the whole batch done once: RPOP with a count (Redis >= 6.2), one LPUSH (same resulting order), one ZADD.
 if redis.call("EXISTS", KEYS[4]) == 1 then
+  return {}
+end
+local popped = redis.call("RPOP", KEYS[1], ARGV[3])
+if not popped then
   return {}
 end
 local out = {}
 local lease = {}
 local ids = {}
-for _ = 1, tonumber(ARGV[3]) do
-  local id = redis.call("LMOVE", KEYS[1], KEYS[2], "RIGHT", "LEFT")
-  if not id then
-    break
-  end
+for _, id in ipairs(popped) do
   local key = ARGV[1] .. id
   local msg = redis.call("HGET", key, "msg")
   if msg then
+    -- an id without a task record cannot run: it is dropped rather than left to block the queue
     redis.call("HSET", key, "state", "active")
     redis.call("HDEL", key, "pending_since")
     lease[#lease + 1] = ARGV[2]
@@ -32,12 +35,10 @@ for _ = 1, tonumber(ARGV[3]) do
     ids[#ids + 1] = id
     out[#out + 1] = id
     out[#out + 1] = msg
-  else
-    -- an id without a task record cannot run; drop it rather than block the queue
-    redis.call("LREM", KEYS[2], 1, id)
   end
 end
-if #lease > 0 then
+if #ids > 0 then
+  redis.call("LPUSH", KEYS[2], unpack(ids))
   redis.call("ZADD", KEYS[3], unpack(lease))
   if KEYS[5] then
     redis.call("SADD", KEYS[5], unpack(ids))

@@ -28,6 +28,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError 
 from framework.cluster import cluster_auth, is_cluster, open_cluster, open_listener, open_sync_cluster
 from framework.errors import ConfigError, RedisUnavailable
 from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_pool, sentinel_setup
+from framework.settings import redact_url
 
 if TYPE_CHECKING:
     from framework.settings import Settings
@@ -48,16 +49,6 @@ _CLUSTER = "redis+cluster://"
 _SENTINEL = "redis+sentinel://"
 _SYNC_KEYS = ("host", "port", "db", "username", "password", "client_name", "protocol", "path")
 _SYNC_TIMEOUTS: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}" if user else f"{scheme}://***@{host}"
 
 
 def resolve_redis_url(settings: Settings) -> str:

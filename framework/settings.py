@@ -34,6 +34,7 @@ __all__ = (
     "StorageSettings",
     "TaskDefaults",
     "load_settings",
+    "redact_url",
 )
 
 T = TypeVar("T")
@@ -224,7 +225,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"setting port={s.port!r} is invalid: must be an integer from 0 to 65535")
     if s.redis_url is not None and not s.redis_url.startswith(_URL_SCHEMES):
         raise ConfigError(
-            f"setting redis_url={_redact(s.redis_url)!r} is invalid: use redis://, rediss://, unix://, "
+            f"setting redis_url={redact_url(s.redis_url)!r} is invalid: use redis://, rediss://, unix://, "
             "redis+cluster:// or redis+sentinel://"
         )
 
@@ -295,7 +296,7 @@ def _mask(name: str, value: Any) -> Any:
     if value not in (None, "") and any(word in name.lower() for word in _SECRET_WORDS):
         return "***"
     if isinstance(value, str):
-        return _redact(value)
+        return redact_url(value)
     return value
 
 
@@ -333,7 +334,7 @@ def _lookup(data: Any, path: list[str | int]) -> tuple[str, Any]:
     return name, value
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """Hide the password in a URL (``user:password@`` and a ``?password=`` query parameter)."""
     url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
     if "@" not in url or "://" not in url:

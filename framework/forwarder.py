@@ -10,10 +10,9 @@ round trip per ``interval``. Any one worker can forward for everyone, Go workers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
+from framework.periodic import Periodic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -28,7 +27,7 @@ __all__ = ("Forwarder",)
 _MIN_WAIT = 0.05
 
 
-class Forwarder:
+class Forwarder(Periodic):
     """Forwards due tasks of ``queues`` every ``interval`` seconds (sooner when one is due).
 
     Args:
@@ -68,23 +67,13 @@ class Forwarder:
                 earliest = nxt
         return moved, earliest
 
-    async def run(self) -> None:
-        """Forward until stopped."""
-        while not self._stop.is_set():
-            wait = self.interval
-            try:
-                moved, earliest = await self.forward_once()
-            except (RedisError, OSError) as exc:
-                self.health.failed("forwarder", exc)
-            else:
-                self.health.ok("forwarder")
-                if moved:
-                    self.log.debug("tasks_forwarded", tasks=moved)
-                if earliest is not None:
-                    wait = min(wait, max(_MIN_WAIT, earliest - self.broker.clock.now()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+    component = "forwarder"
 
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
+    async def tick(self) -> float | None:
+        """Forward due tasks; wake again when the earliest task left is due, if that is sooner."""
+        moved, earliest = await self.forward_once()
+        if moved:
+            self.log.debug("tasks_forwarded", tasks=moved)
+        if earliest is None:
+            return None
+        return max(_MIN_WAIT, earliest - self.broker.clock.now())

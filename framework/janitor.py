@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
+from framework.periodic import Periodic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ("Janitor",)
 
 
-class Janitor:
+class Janitor(Periodic):
     """Sweeps expired completed tasks of ``queues`` every ``interval`` seconds.
 
     Args:
@@ -54,18 +53,9 @@ class Janitor:
             self.log.debug("completed_tasks_deleted", tasks=total)
         return total
 
-    async def run(self) -> None:
-        """Sweep until stopped."""
-        while not self._stop.is_set():
-            try:
-                await self.sweep()
-            except (RedisError, OSError) as exc:
-                self.health.failed("janitor", exc)
-            else:
-                self.health.ok("janitor")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+    component = "janitor"
 
-    def stop(self) -> None:
-        """Stop after the current sweep."""
-        self._stop.set()
+    async def tick(self) -> float | None:
+        """One sweep."""
+        await self.sweep()
+        return None

@@ -32,14 +32,12 @@ than Go's 5 s lease-extension period, so a task that a Go worker re-leased is ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from framework.broker import LEASE_SECONDS
 from framework.message import decode_message, encode_message
+from framework.periodic import Periodic
 from framework.retry import default_retry_delay
 
 if TYPE_CHECKING:
@@ -63,7 +61,7 @@ def default_dead_after(heartbeat_interval: float) -> float:
     return max(6.0, 4.0 * heartbeat_interval)
 
 
-class Recoverer:
+class Recoverer(Periodic):
     """Recovers tasks of dead workers and of expired leases on ``queues``.
 
     Args:
@@ -236,18 +234,9 @@ class Recoverer:
             await self.repair()
         self._passes += 1
 
-    async def run(self) -> None:
-        """Recover until stopped; Redis faults are reported and the pass is tried again later."""
-        while not self._stop.is_set():
-            try:
-                await self.recover_once()
-            except (RedisError, OSError) as exc:
-                self.health.failed("recoverer", exc)
-            else:
-                self.health.ok("recoverer")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+    component = "recoverer"
 
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop.set()
+    async def tick(self) -> float | None:
+        """One recovery pass."""
+        await self.recover_once()
+        return None

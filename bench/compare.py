@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import Server  # noqa: E402 - the same server start-up as our own harness
 
 # each peer's best configuration from the peers' run.sh (BEST): peer, concurrency, variant
 PEER_BEST = [
@@ -67,52 +69,6 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--no-ceiling", action="store_true", help="skip redis-benchmark")
     ap.add_argument("--out", default="")
     return ap.parse_args()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """Debian's redis-server on a free loopback port (the peers' server kind)."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        if not binary:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server), or pass --redis-url")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(folder),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.version = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, check=False
-        ).stdout.split()[2]
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def ceiling(port: int) -> dict[str, float]:
@@ -235,6 +191,13 @@ def table(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _start_server(work: Path) -> Server:
+    """Debian's redis-server, the peers' server kind (our harness would fall back to Valkey without it)."""
+    if not shutil.which("redis-server"):
+        raise SystemExit("redis-server is not installed (apt-get install redis-server), or pass --redis-url")
+    return Server(work)
+
+
 def main() -> None:
     args = parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -247,7 +210,7 @@ def main() -> None:
     server = None
     url = args.redis_url
     if not url:
-        server = RedisServer(work)
+        server = _start_server(work)
         url = server.url
     results: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -271,7 +234,7 @@ def main() -> None:
     peer_rows = [r for r in rows if r["library"] != "framework"]
     text = table(rows, peer_rows)
     header = [
-        f"Machine: {os.cpu_count()} cores, {platform_line()}; Redis {server.version if server else url}; "
+        f"Machine: {os.cpu_count()} cores, {platform_line()}; Redis {server.kind if server else url}; "
         f"{args.rounds} interleaved rounds, medians; {time.strftime('%Y-%m-%d')}.",
     ]
     if limits:

@@ -135,6 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         janitor_interval: seconds between sweeps of expired completed tasks.
         recoverer_interval: seconds between looks for tasks of dead workers.
         dequeue_batch: tasks one dequeue call may take from a queue.
+        event_loop: the event loop of ``framework worker``/``scheduler``: ``auto`` (uvloop when installed),
+            ``uvloop`` or ``asyncio``.
         cron: cron entries declared in settings.
         plugins: per-plugin sections, decoded by :meth:`plugin_config`.
         load_plugins: only these plugins load (names); none means all.
@@ -166,6 +168,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     janitor_interval: float = 8.0
     recoverer_interval: float = 5.0
     dequeue_batch: int = 16
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     cron: list[CronEntrySettings] = msgspec.field(default_factory=list)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     load_plugins: list[str] | None = None

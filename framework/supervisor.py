@@ -27,7 +27,6 @@ Run it directly with ``python -m framework.supervisor --processes N [--factory m
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ctypes
 import importlib
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from framework.logging import configure_logging, get_logger
+from framework.loop import run as run_loop
 from framework.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def run_worker(settings: Settings, processes: int = 1, *, factory: str | None = 
     if processes > 1:
         return supervise(settings, processes, factory=factory, scheduler=scheduler)
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_run_one(_load_factory(factory or _DEFAULT_FACTORY)(settings), scheduler=scheduler))
+    run_loop(_run_one(_load_factory(factory or _DEFAULT_FACTORY)(settings), scheduler=scheduler), settings.event_loop)
     return 0
 
 
@@ -244,7 +244,7 @@ def _child_main(factory: str, *, scheduler: bool) -> int:
     _die_with_parent()
     settings = msgspec.json.decode(os.environ[_SETTINGS_ENV].encode(), type=Settings)
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_run_one(_load_factory(factory)(settings), scheduler=scheduler))
+    run_loop(_run_one(_load_factory(factory)(settings), scheduler=scheduler), settings.event_loop)
     return 0
 
 

@@ -9,6 +9,7 @@ import click
 
 from framework.cli import CliContext, cli, pass_cli
 from framework.connection import redact_url
+from framework.loop import run as run_loop
 
 if TYPE_CHECKING:
     from framework.settings import Settings
@@ -43,7 +44,8 @@ def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool,
     port = port or settings.port
     app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
     _banner(ctx, host, port, label)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+    loop = {"auto": "auto", "uvloop": "uvloop", "asyncio": "asyncio"}[settings.event_loop]
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=loop)
     try:
         uvicorn.Server(config).run()
     except KeyboardInterrupt:
@@ -113,7 +115,7 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
         from framework.scheduler import Scheduler  # noqa: PLC0415
 
         parts.append(Scheduler(settings, plugin_manager=ctx.pm))
-    asyncio.run(_run_parts(parts))
+    run_loop(_run_parts(parts), settings.event_loop)
 
 
 async def _run_parts(parts: list[object]) -> None:
@@ -157,4 +159,4 @@ def scheduler(ctx: CliContext) -> None:
     from framework.scheduler import Scheduler  # noqa: PLC0415
 
     configure(ctx.settings)
-    asyncio.run(_run_parts([Scheduler(ctx.settings, plugin_manager=ctx.pm)]))
+    run_loop(_run_parts([Scheduler(ctx.settings, plugin_manager=ctx.pm)]), ctx.settings.event_loop)

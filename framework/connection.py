@@ -27,6 +27,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError 
 
 from framework.cluster import cluster_auth, is_cluster, open_cluster, open_listener, open_sync_cluster
 from framework.errors import ConfigError, RedisUnavailable
+from framework.fastredis import FastRedis
 from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_pool, sentinel_setup
 from framework.settings import redact_url
 
@@ -112,13 +113,16 @@ def open_redis(url: str, *, max_connections: int | None = None) -> Redis:
     Returns a :class:`~framework.cluster.ClusterClient` (a ``redis.asyncio.RedisCluster``, with the same
     command methods) for ``redis+cluster://`` URLs and a Sentinel-managed client for ``redis+sentinel://``
     URLs. ``max_connections`` caps each pool (per node on a Cluster); a full pool raises, it does not wait.
+    A ``redis://`` or ``unix://`` URL gives a :class:`~framework.fastredis.FastRedis`: redis-py's client, with
+    its ordinary commands on one auto-pipelining connection (the pool keeps blocking and stateful commands).
     """
     if url.startswith(_CLUSTER):
         cluster: Redis = open_cluster(*_cluster_args(url), max_connections)  # type: ignore[assignment]
         return cluster
     if url.startswith(_SENTINEL):
         return open_sentinel(*_sentinel_args(url), max_connections)
-    return Redis.from_url(
+    client_class = FastRedis if url.startswith(("redis://", "unix://")) else Redis
+    return client_class.from_url(
         url,
         decode_responses=False,
         max_connections=max_connections,

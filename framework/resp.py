@@ -17,6 +17,9 @@ single server over plain TCP or a Unix socket with RESP2 and no socket timeout; 
 Cluster, Sentinel, custom connection classes, credential providers) it returns ``None`` and callers keep
 using redis-py. The socket is closed by :meth:`RespClient.close`, or when the connection is garbage
 collected (after its event loop is closed), so an unclosed client leaks nothing and warns about nothing.
+
+A connection speaks RESP2 unless told ``protocol=3``: :class:`~framework.fastredis.FastRedis` runs redis-py's
+ordinary commands over one that speaks RESP3, as redis-py does, so redis-py's reply handling applies unchanged.
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from redis.asyncio import Redis
 
-__all__ = ("RespClient", "RespConnection", "fast_path_for")
+__all__ = ("ReplyError", "RespClient", "RespConnection", "connection_options", "error_of", "fast_path_for")
 
 _READ_SIZE = 256 * 1024
+_NOT_ENOUGH_DATA: Any = object()  # what the reader returns when no complete reply is buffered (False is a RESP3 reply)
+_PUSH: Any = getattr(hiredis, "PushNotification", _NOT_ENOUGH_DATA)
 _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
     ("NOSCRIPT", NoScriptError),
     ("READONLY", ReadOnlyError),
@@ -57,8 +62,18 @@ _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
 )
 
 
-class _ReplyError(Exception):
+class ReplyError(Exception):
     """An error reply as hiredis hands it over; turned into redis-py's exception by :func:`error_of`."""
+
+
+def _counting_errors(count: list[int]) -> Callable[[str], ReplyError]:
+    """The ``replyError`` for ``hiredis.Reader``: makes a :class:`ReplyError`, counting them in ``count[0]``."""
+
+    def make(text: str) -> ReplyError:
+        count[0] += 1
+        return ReplyError(text)
+
+    return make
 
 
 class _Batch:
@@ -90,6 +105,8 @@ class RespConnection:
         password: password (None = no AUTH).
         db: database number (SELECT when not 0).
         connect_timeout: seconds to wait for the TCP connection and the handshake.
+        protocol: 2 (RESP2), or 3 (RESP3, negotiated with HELLO: maps, doubles and booleans as such).
+        client_name: CLIENT SETNAME when given.
     """
 
     def __init__(
@@ -100,15 +117,21 @@ class RespConnection:
         password: str | None = None,
         db: int = 0,
         connect_timeout: float | None = 5.0,
+        protocol: int = 2,
+        client_name: str | None = None,
     ) -> None:
         self.address = address
+        self.protocol = protocol
+        self._client_name = client_name
         self._username = username
         self._password = password
         self._db = db
         self._connect_timeout = connect_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
-        self._reader = hiredis.Reader(replyError=_ReplyError)
+        self._errors = [0]
+        self._make_error = _counting_errors(self._errors)
+        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=_NOT_ENOUGH_DATA)
         self._waiting: collections.deque[asyncio.Future[Any] | _Batch] = collections.deque()
         self._wbuf: list[bytes] = []
         self._pending_out = b""
@@ -123,6 +146,14 @@ class RespConnection:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop this connection is bound to (None before the first command)."""
         return self._loop
+
+    @property
+    def error_replies(self) -> int:
+        """How many error replies, top-level or nested, this connection has parsed.
+
+        A reply parsed while this did not change holds no error.
+        """
+        return self._errors[0]
 
     @property
     def connected(self) -> bool:
@@ -162,19 +193,24 @@ class RespConnection:
         self._loop = loop
         self._sock = sock
         self.scripts = set()  # the server may have been restarted: its script cache is gone
-        self._reader = hiredis.Reader(replyError=_ReplyError)
+        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=_NOT_ENOUGH_DATA)
         self._finalizer = weakref.finalize(self, sock.close)
         loop.add_reader(sock.fileno(), self._on_readable)
         handshake: list[tuple[Any, ...]] = []
-        if self._password is not None:
+        if self.protocol == 3:
+            auth = ("AUTH", self._username or "default", self._password) if self._password is not None else ()
+            handshake.append(("HELLO", 3, *auth))
+        elif self._password is not None:
             handshake.append(("AUTH", self._username, self._password) if self._username else ("AUTH", self._password))
+        if self._client_name:
+            handshake.append(("CLIENT", "SETNAME", self._client_name))
         if self._db:
             handshake.append(("SELECT", self._db))
         if handshake:
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     for reply in await asyncio.gather(*(self._send(cmd) for cmd in handshake)):
-                        if isinstance(reply, _ReplyError):
+                        if isinstance(reply, ReplyError):
                             err = error_of(reply)
                             raise err if isinstance(err, AuthenticationError) else ConnectionError(str(reply))
             except BaseException:
@@ -220,11 +256,14 @@ class RespConnection:
     # -- I/O ---------------------------------------------------------------------------------------
 
     def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue one packed command; the future gets the raw reply (error replies as ``_ReplyError``)."""
+        """Queue one command; the future gets the raw reply (error replies as ``ReplyError``)."""
+        return self._send_packed(hiredis.pack_command(args))
+
+    def _send_packed(self, data: bytes) -> asyncio.Future[Any]:
+        """Queue one command packed by ``hiredis.pack_command``; the future gets the raw reply."""
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
-        data = hiredis.pack_command(args)
         if self._waiting or self._pending_out:
             self._wbuf.append(data)
             if not self._flush_scheduled:
@@ -293,7 +332,10 @@ class RespConnection:
         reader.feed(data)
         try:
             reply = reader.gets()
-            while reply is not False:
+            while reply is not _NOT_ENOUGH_DATA:
+                if type(reply) is _PUSH:  # RESP3 out-of-band data (none is asked for): not a reply
+                    reply = reader.gets()
+                    continue
                 head = waiting[0]
                 if type(head) is _Batch:
                     head.replies.append(reply)
@@ -342,9 +384,18 @@ class RespConnection:
         if self._sock is None:
             await self._ensure()
         reply = await self._send(args)
-        if isinstance(reply, _ReplyError):
+        if isinstance(reply, ReplyError):
             raise error_of(reply)
         return reply
+
+    async def execute_raw(self, data: bytes) -> Any:
+        """Run one command packed by ``hiredis.pack_command``; returns the reply as hiredis parsed it.
+
+        Error replies, top-level or nested, are :class:`ReplyError` instances, neither raised nor converted.
+        """
+        if self._sock is None:
+            await self._ensure()
+        return await self._send_packed(data)
 
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one write; returns each reply, error replies as redis-py exception instances."""
@@ -366,7 +417,7 @@ class RespConnection:
             self._write(data)
         self._waiting.append(_Batch(future, len(commands)))
         replies = await future
-        return [error_of(r) if isinstance(r, _ReplyError) else r for r in replies]
+        return [error_of(r) if isinstance(r, ReplyError) else r for r in replies]
 
 
 class RespClient:
@@ -394,9 +445,9 @@ class RespClient:
 
     @staticmethod
     def _drop(conn: RespConnection) -> None:
-        """Close a connection of another loop, on that loop when it still runs elsewhere."""
+        """Close a connection now, or on its loop when that loop runs in another thread."""
         loop = conn.loop
-        if loop is not None and loop.is_running() and not loop.is_closed():
+        if loop is not None and loop.is_running() and not loop.is_closed() and loop is not _running_loop():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(conn.close)
                 return
@@ -417,19 +468,36 @@ class RespClient:
             self._drop(conn)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def fast_path_for(redis: Redis | Any) -> RespClient | None:
     """A :class:`RespClient` to the server a redis-py asyncio client uses, or None when it does not qualify.
 
-    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2,
-    no ``socket_timeout``, no credential provider. Anything else keeps to redis-py.
+    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2
+    (or the protocol left unset), no ``socket_timeout``, no credential provider. Anything else keeps to redis-py.
+    """
+    found = connection_options(redis)
+    if found is None or found[2] not in (None, 2, "2"):
+        return None
+    return RespClient(found[0], **found[1])
+
+
+def connection_options(redis: Redis | Any) -> tuple[tuple[str, int] | str, dict[str, Any], Any] | None:
+    """(address, :class:`RespConnection` options, redis-py's ``protocol`` setting) of a client's server.
+
+    None unless the client is redis-py's with a plain ``ConnectionPool`` of ``Connection`` (TCP) or
+    ``UnixDomainSocketConnection``, no ``socket_timeout`` and no credential provider.
     """
     pool = getattr(redis, "connection_pool", None)
     if type(pool) is not ConnectionPool:
         return None
     kwargs: dict[str, Any] = pool.connection_kwargs
-    if kwargs.get("protocol") not in (None, 2, "2") or kwargs.get("socket_timeout") is not None:
-        return None
-    if kwargs.get("credential_provider") is not None:
+    if kwargs.get("socket_timeout") is not None or kwargs.get("credential_provider") is not None:
         return None
     options: dict[str, Any] = {
         "username": kwargs.get("username"),
@@ -438,7 +506,9 @@ def fast_path_for(redis: Redis | Any) -> RespClient | None:
         "connect_timeout": kwargs.get("socket_connect_timeout") or 5.0,
     }
     if pool.connection_class is Connection:
-        return RespClient((kwargs.get("host", "localhost"), int(kwargs.get("port", 6379))), **options)
-    if pool.connection_class is UnixDomainSocketConnection:
-        return RespClient(kwargs["path"], **options)
-    return None
+        address: tuple[str, int] | str = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
+    elif pool.connection_class is UnixDomainSocketConnection:
+        address = kwargs["path"]
+    else:
+        return None
+    return address, options, kwargs.get("protocol")

@@ -77,7 +77,7 @@ class Broker(Protocol):
     async def mark_complete(  # noqa: D102
         self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str
     ) -> int: ...
-    async def requeue(self, queue: str, task_id: str) -> int: ...  # noqa: D102
+    async def requeue(self, queue: str, task_id: str, *, wake: bool = ...) -> int: ...  # noqa: D102
     async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int: ...  # noqa: D102
     async def archive(self, queue: str, task_id: str, data: bytes) -> int: ...  # noqa: D102
 
@@ -105,6 +105,10 @@ class RedisBroker:
         self._known_queues: set[str] = set()
         self._fast = fast_path_for(redis) if fast else None
         self.hot: Redis | RespClient = self._fast or redis
+        self.fast = self._fast
+        """The lean connection's client, or None (redis-py serves everything)."""
+        self.handoff = self._fast is not None
+        """Whether plain enqueues offer their task to an idle worker (single server; not Cluster or Sentinel)."""
 
     def close(self) -> None:
         """Close the hot-path connection, if any (the redis-py client is the caller's to close)."""
@@ -172,7 +176,15 @@ class RedisBroker:
                 [tkey, qk.pending, unique_key],
                 [data, task_id, now_ns, unique_ttl, self._channel, queue],
             )
-        return SCRIPTS["enqueue"], [tkey, qk.pending], [data, task_id, now_ns, self._channel, queue]
+        keys, args = [tkey, qk.pending], [data, task_id, now_ns, self._channel, queue]
+        if self.handoff:
+            keys += (qk.waiters, qk.paused, qk.active, qk.lease)
+            args += self._handoff_args(qk, now)
+        return SCRIPTS["enqueue"], keys, args
+
+    def _handoff_args(self, qk: QueueKeys, now: float) -> list[Any]:
+        """Lease expiry, in-flight prefix, handoff channel prefix and in-flight TTL: what a handoff writes."""
+        return [int(now) + LEASE_SECONDS, qk.inflight_prefix(), self.schema.handoff_prefix, INFLIGHT_TTL]
 
     async def enqueue(
         self,
@@ -236,10 +248,12 @@ class RedisBroker:
                 spans.append(0)
                 run_pending = ""
                 continue
-            data, task_id, now_ns, channel, queue = args
+            data, task_id, now_ns, channel, queue = args[:5]
             if keys[1] != run_pending or spans[-1] >= ENQUEUE_BATCH:
                 run_pending = keys[1]
-                grouped.append((many, [run_pending], [self.schema.queue(queue).task_prefix, now_ns, channel, queue]))
+                head = [self.schema.queue(queue).task_prefix, now_ns, channel, queue]
+                # the handoff keys and args when the single call had them, else blanks (nothing is offered)
+                grouped.append((many, [run_pending, *keys[2:]], [*head, *(args[5:] or ("", "", "", ""))]))
                 spans.append(0)
             grouped[-1][2].extend((task_id, data))
             spans[-1] += 1
@@ -247,7 +261,9 @@ class RedisBroker:
 
     # -- worker transitions ------------------------------------------------------------------------
 
-    async def dequeue(self, queue: str, count: int, inflight_key: str = "") -> list[tuple[str, bytes]]:
+    async def dequeue(
+        self, queue: str, count: int, inflight_key: str = "", waiter: str = ""
+    ) -> list[tuple[str, bytes]]:
         """Take up to ``count`` pending tasks of ``queue`` (none when paused); leases them for 30 s.
 
         Args:
@@ -255,6 +271,9 @@ class RedisBroker:
             count: the most tasks to take.
             inflight_key: the dequeuing worker's in-flight set of this queue (``QueueKeys.inflight``);
                 the ids taken are added to it atomically. "" records nothing.
+            waiter: this worker's server id, listening on its handoff channel: when nothing is pending it
+                is registered in the queue's waiters, so the next enqueue hands its task straight to it
+                (needs ``inflight_key``). "" registers nothing.
 
         Returns:
             (task id, encoded TaskMessage) of each task taken, oldest first.
@@ -262,10 +281,27 @@ class RedisBroker:
         qk = self.schema.queue(queue)
         lease_until = int(self.clock.now()) + LEASE_SECONDS
         keys = [qk.pending, qk.active, qk.lease, qk.paused]
+        args: list[Any] = [qk.task_prefix, lease_until, count, INFLIGHT_TTL]
         if inflight_key:
             keys.append(inflight_key)
-        flat: list[bytes] = await SCRIPTS["dequeue"](self.hot, keys, [qk.task_prefix, lease_until, count, INFLIGHT_TTL])
+            if waiter:
+                keys.append(qk.waiters)
+                args.append(waiter)
+        flat: list[bytes] = await SCRIPTS["dequeue"](self.hot, keys, args)
         return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    async def withdraw(self, queues: Sequence[str], waiter: str) -> None:
+        """Take ``waiter`` out of the queues' waiters: no enqueue hands it a task after this returns."""
+        commands = [("LREM", self.schema.queue(q).waiters, 0, waiter) for q in queues]
+        if self._fast is not None:
+            for reply in await self._fast.execute_many(commands):
+                if isinstance(reply, Exception):
+                    raise reply
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            await pipe.execute()
 
     async def pending_counts(self, queues: Sequence[str]) -> list[int]:
         """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
@@ -303,11 +339,17 @@ class RedisBroker:
         args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
         return int(await SCRIPTS["mark_complete"](self.redis, keys, args))
 
-    async def requeue(self, queue: str, task_id: str) -> int:
-        """Put an unfinished active task back at the head of its queue (no retry spent)."""
+    async def requeue(self, queue: str, task_id: str, *, wake: bool = False) -> int:
+        """Put an unfinished active task back at the head of its queue (no retry spent).
+
+        ``wake``: also publish a wake-up for the queue, so an idle worker takes the task at once.
+        """
         qk = self.schema.queue(queue)
         keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
-        return int(await SCRIPTS["requeue"](self.redis, keys, [task_id]))
+        found = int(await SCRIPTS["requeue"](self.redis, keys, [task_id]))
+        if found and wake and self._channel:
+            await self.redis.publish(self._channel, queue)
+        return found
 
     def _failure_keys(self, qk: QueueKeys, now: float) -> list[str]:
         return [*self._stat_keys(qk, now, "processed"), *self._stat_keys(qk, now, "failed")]

@@ -60,6 +60,7 @@ class QueueKeys:
         "retry",
         "scheduled",
         "task_prefix",
+        "waiters",
         "xprefix",
     )
 
@@ -81,6 +82,7 @@ class QueueKeys:
         self.failed = p + "failed"  # STRING int, all-time total
         self.groups = p + "groups"  # SET of group names
         self.aggregation_sets = p + "aggregation_sets"  # ZSET set key -> deadline
+        self.waiters = self.xprefix + "waiters"  # LIST of idle worker server ids (ours): enqueue hands tasks to them
 
     def task(self, task_id: str) -> str:
         """HASH ``<ns>:{q}:t:<id>``: the task record (msg, state, pending_since, ...; ``fw_recoveries`` is ours)."""
@@ -118,7 +120,11 @@ class QueueKeys:
         Per queue, so the dequeue script records it atomically in the queue's slot. The recoverer reads it
         for workers whose heartbeat stopped; entries of finished tasks are removed by the next heartbeat.
         """
-        return f"{self.xprefix}inflight:{server_id}"
+        return f"{self.inflight_prefix()}{server_id}"
+
+    def inflight_prefix(self) -> str:
+        """The prefix ``<ext>:{q}:inflight:`` of in-flight sets (the enqueue script appends a waiter's id)."""
+        return f"{self.xprefix}inflight:"
 
     def group_prefix(self) -> str:
         """The prefix ``<ns>:{q}:g:`` of group and aggregation-set keys (scripts append the group name)."""
@@ -149,6 +155,7 @@ class Schema:
         self.schedulers = f"{ns}:schedulers"  # ZSET scheduler entries key -> expiry
         self.cancel_channel = f"{ns}:cancel"  # Pub/Sub channel of task ids to cancel
         self.wakeup_channel = f"{ext}:wakeup"  # Pub/Sub channel: queue names with new work
+        self.handoff_prefix = f"{ext}:handoff:"  # + server id: Pub/Sub channel of tasks handed to an idle worker
         self.cron_entries = f"{ext}:cron:entries"  # HASH entry id -> our entry record
         self.cron_last = f"{ext}:cron:last"  # HASH entry id -> last fired tick (Unix s)
         self.alive = f"{ext}:alive"  # ZSET server id -> time of its last heartbeat (Unix s)
@@ -181,6 +188,10 @@ class Schema:
     def inflight(self, server_id: str) -> str:
         """HASH ``<ext>:inflight:<server id>``: task id -> queue, the tasks one worker process runs."""
         return f"{self.ext}:inflight:{server_id}"
+
+    def handoff_channel(self, server_id: str) -> str:
+        """Pub/Sub channel ``<ext>:handoff:<server id>``: tasks an enqueue handed straight to this idle worker."""
+        return self.handoff_prefix + server_id
 
     def admin_runs(self) -> str:
         """LIST ``<ext>:admin:runs``: JSON records of the latest task runs, newest first (admin dashboard)."""

@@ -149,6 +149,11 @@ class Processor:
         self._limited = False
         self._timer: asyncio.TimerHandle | None = None
         self._empty_until: dict[str, float] = {}
+        self.handed_off = 0
+        """Tasks started through a handoff (for stats and tests)."""
+        self.handoff_ready = False
+        """Set by the worker while its subscriber listens on this worker's handoff channel: an empty dequeue
+        then registers the worker as a waiter, and the next enqueue hands its task straight here."""
         self.outcomes = OutcomeWriter(broker, clock, logger, self.health, hook, self.retry_delay, self._release)
         self.lost = self.outcomes.lost
         """(queue, id, when) of tasks whose lease lapsed here; this worker's recoverer gives them back."""
@@ -205,7 +210,8 @@ class Processor:
             if n <= 0:
                 self._limited = True
                 continue
-            taken = await self.broker.dequeue(queue, min(n, batch), self._inflight_keys[queue])
+            waiter = self.server_id if self.handoff_ready else ""
+            taken = await self.broker.dequeue(queue, min(n, batch), self._inflight_keys[queue], waiter)
             if taken:
                 self._start(queue, taken)
                 return len(taken)
@@ -213,6 +219,29 @@ class Processor:
         for queue in order:  # nothing anywhere: each queue goes last until a wake-up names it
             empty[queue] = math.inf
         return 0
+
+    def handoff(self, queue: str, task_id: str, data: bytes) -> None:
+        """A task an enqueue handed straight to this worker (leased to it and on its in-flight record).
+
+        Started at once when a slot is free; otherwise (the worker got busy since it registered, or is
+        stopping) it goes back to the head of its queue for any worker to take. Either way the fetch loop
+        wakes up, to register again or to take what else is pending.
+        """
+        free = self.concurrency - self.running
+        if not self._stopping and queue in self.weights and free > 0 and self._allowed(queue, free) > 0:
+            self.handed_off += 1
+            self._start(queue, [(task_id, data)])
+        else:
+            self.outcomes.spawn(self._give_back(queue, task_id))
+        self.wake(queue)
+
+    async def _give_back(self, queue: str, task_id: str) -> None:
+        if self.server_id:
+            self.finished.append((queue, task_id))
+        try:
+            await self.broker.requeue(queue, task_id, wake=True)
+        except (RedisError, OSError) as exc:  # the lease lapses and the recoverer brings the task back
+            self.health.failed("processor", exc, task_id=task_id)
 
     def _start(self, queue: str, taken: list[tuple[str, bytes]]) -> None:
         now = self.clock.now()

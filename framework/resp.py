@@ -48,11 +48,19 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-__all__ = ("ReplyError", "RespClient", "RespConnection", "connection_options", "error_of", "fast_path_for")
+__all__ = (
+    "NOT_ENOUGH_DATA",
+    "ReplyError",
+    "RespClient",
+    "RespConnection",
+    "connection_options",
+    "error_of",
+    "fast_path_for",
+)
 
 _READ_SIZE = 256 * 1024
-_NOT_ENOUGH_DATA: Any = object()  # what the reader returns when no complete reply is buffered (False is a RESP3 reply)
-_PUSH: Any = getattr(hiredis, "PushNotification", _NOT_ENOUGH_DATA)
+NOT_ENOUGH_DATA: Any = object()  # what the reader returns when no complete reply is buffered (False is a RESP3 reply)
+_PUSH: Any = getattr(hiredis, "PushNotification", NOT_ENOUGH_DATA)
 _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
     ("NOSCRIPT", NoScriptError),
     ("READONLY", ReadOnlyError),
@@ -131,7 +139,7 @@ class RespConnection:
         self._sock: socket.socket | None = None
         self._errors = [0]
         self._make_error = _counting_errors(self._errors)
-        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=_NOT_ENOUGH_DATA)
+        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
         self._waiting: collections.deque[asyncio.Future[Any] | _Batch] = collections.deque()
         self._wbuf: list[bytes] = []
         self._pending_out = b""
@@ -193,7 +201,7 @@ class RespConnection:
         self._loop = loop
         self._sock = sock
         self.scripts = set()  # the server may have been restarted: its script cache is gone
-        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=_NOT_ENOUGH_DATA)
+        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
         self._finalizer = weakref.finalize(self, sock.close)
         loop.add_reader(sock.fileno(), self._on_readable)
         handshake: list[tuple[Any, ...]] = []
@@ -314,25 +322,31 @@ class RespConnection:
         if not self._pending_out:
             self._loop.remove_writer(sock.fileno())  # type: ignore[union-attr]
 
-    def _on_readable(self) -> None:
+    def _receive(self) -> bool:
+        """Feed what the socket has to the reader; False when there was nothing (or the connection failed)."""
         sock = self._sock
         if sock is None:
-            return
+            return False
         try:
             data = sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
-            return
+            return False
         if not data:
             self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
+            return False
+        self._reader.feed(data)
+        return True
+
+    def _on_readable(self) -> None:
+        if not self._receive():
             return
         reader, waiting = self._reader, self._waiting
-        reader.feed(data)
         try:
             reply = reader.gets()
-            while reply is not _NOT_ENOUGH_DATA:
+            while reply is not NOT_ENOUGH_DATA:
                 if type(reply) is _PUSH:  # RESP3 out-of-band data (none is asked for): not a reply
                     reply = reader.gets()
                     continue
@@ -432,6 +446,11 @@ class RespClient:
         self.address = address
         self._options = options
         self._conn: RespConnection | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The connection options (credentials, database, protocol, ...) every connection of this client uses."""
+        return dict(self._options)
 
     def connection(self) -> RespConnection:
         """The connection for the running loop (a new one when the loop changed)."""

@@ -48,6 +48,7 @@ from framework.processor import Processor
 from framework.recoverer import Recoverer, default_dead_after
 from framework.registry import Registry
 from framework.services import Services
+from framework.subscriber import Subscriber
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -220,7 +221,8 @@ class Worker:
                 )
             )
         self._tasks = [self._spawn(c.run(), type(c).__name__) for c in self._components]
-        self._tasks.append(self._spawn(self._listen(services), "Listener"))
+        listen = self._listen_lean(services, broker) if broker.handoff else self._listen(services)
+        self._tasks.append(self._spawn(listen, "Listener"))
         self._tasks.append(self._spawn(self.processor.run(), "Processor"))
         self._started = True
         self.log.info(
@@ -281,6 +283,50 @@ class Worker:
                     if own is not None:
                         await own.aclose()
 
+    async def _listen_lean(self, services: Services, broker: RedisBroker) -> None:
+        """The same channels on a lean subscriber (single server), plus this worker's handoff channel.
+
+        While subscribed, the processor registers as a waiter when it finds its queues empty, and an
+        enqueue then hands its task straight to it: one hop from the client to the handler's start.
+        """
+        schema = services.schema
+        handoff = schema.handoff_channel(self.identity.server_id).encode()
+        channels = (schema.wakeup_channel.encode(), schema.cancel_channel.encode())
+
+        def on_message(channel: bytes, data: bytes) -> None:
+            p = self.processor
+            if p is None:
+                return
+            if channel == handoff:
+                queue, task_id, msg = _split_handoff(data)
+                p.handoff(queue, task_id, msg)
+            else:
+                self._on_message(schema, {"type": "message", "channel": channel, "data": data})
+
+        backoff = 0.2
+        assert broker.fast is not None
+        while True:
+            sub = Subscriber(broker.fast, on_message)
+            try:
+                await sub.subscribe([*channels, handoff])
+                self.health.ok("listener")
+                backoff = 0.2
+                if self.processor is not None:
+                    self.processor.handoff_ready = True
+                    self.processor.wake()  # anything enqueued while we were not listening
+                reason = await sub.wait_closed()
+                raise reason
+            except (RedisError, OSError) as exc:
+                if self.processor is not None:
+                    self.processor.handoff_ready = False
+                self.health.failed("listener", exc, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                if self.processor is not None:
+                    self.processor.handoff_ready = False
+                sub.close()
+
     def _on_message(self, schema: Schema, message: dict[str, Any]) -> None:
         p = self.processor
         if p is None or message.get("type") != "message":
@@ -303,6 +349,7 @@ class Worker:
         if p is not None:
             if self.heartbeat is not None:
                 self.heartbeat.status = "stopped"
+            await self._withdraw(p)
             await p.stop(self.settings.shutdown_timeout)
         for c in self._components:
             c.stop()
@@ -323,6 +370,16 @@ class Worker:
             await self._redis.aclose()
         self._stopped.set()
         self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0)
+
+    async def _withdraw(self, p: Processor) -> None:
+        """Stop being a waiter: after this no enqueue hands a task here (one already on its way is given back)."""
+        if not p.handoff_ready:
+            return
+        p.handoff_ready = False
+        try:
+            await p.broker.withdraw(list(p.weights), self.identity.server_id)
+        except (RedisError, OSError) as exc:  # a stale registration is dropped by the next enqueue
+            self.log.warning("worker_withdraw_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def wait(self) -> None:
         """Wait until the worker has stopped."""
@@ -364,3 +421,13 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _split_handoff(data: bytes) -> tuple[str, str, bytes]:
+    """(queue, task id, encoded message) of a handoff note: ``<len>:<queue><len>:<id><message>``."""
+    colon = data.index(b":")
+    end = colon + 1 + int(data[:colon])
+    queue = data[colon + 1 : end].decode()
+    colon = data.index(b":", end)
+    start = colon + 1 + int(data[end:colon])
+    return queue, data[colon + 1 : start].decode(), data[start:]

@@ -6,10 +6,13 @@
 -- KEYS[5] optional: in-flight set of the dequeuing worker <ext>:{q}:inflight:<server id> (framework's own
 --         key); the ids taken are added to it in the same step, so a worker killed at any moment after
 --         this script has its tasks on record for the recoverer
+-- KEYS[6] optional, with KEYS[5]: waiters <ext>:{q}:waiters (framework's own key); when nothing is pending
+--         the worker's id is put at its head, so the next enqueue hands its task straight to this worker
 -- ARGV[1] task key prefix <ns>:{q}:t:
 -- ARGV[2] lease expiry, Unix seconds (now + 30)
 -- ARGV[3] N, the most tasks to take
 -- ARGV[4] TTL of the in-flight set, seconds (when KEYS[5] is given)
+-- ARGV[5] the worker's server id (when KEYS[6] is given)
 -- returns a flat list id1, msg1, id2, msg2, ... of the tasks taken (empty when paused or nothing is pending)
 -- The same transition as N times asynq's RPOPLPUSH + HSET/HDEL + ZADD, with the list and lease writes of
 -- the whole batch done once: RPOP with a count (Redis >= 6.2), one LPUSH (same resulting order), one ZADD.
@@ -18,6 +21,11 @@ if redis.call("EXISTS", KEYS[4]) == 1 then
 end
 local popped = redis.call("RPOP", KEYS[1], ARGV[3])
 if not popped then
+  if KEYS[6] then
+    redis.call("LREM", KEYS[6], 0, ARGV[5])
+    redis.call("LPUSH", KEYS[6], ARGV[5])
+    redis.call("EXPIRE", KEYS[6], ARGV[4])
+  end
   return {}
 end
 local out = {}

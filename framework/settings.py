@@ -161,13 +161,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     strict_priority: bool = False
     queue_limits: dict[str, QueueLimit] = msgspec.field(default_factory=dict)
     queue_defaults: dict[str, TaskDefaults] = msgspec.field(default_factory=dict)
-    concurrency: int = 10
+    concurrency: int = 100
     shutdown_timeout: float = 8.0
     heartbeat_interval: float = 2.0
     forward_interval: float = 1.0
     janitor_interval: float = 8.0
     recoverer_interval: float = 5.0
-    dequeue_batch: int = 16
+    dequeue_batch: int = 64
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     cron: list[CronEntrySettings] = msgspec.field(default_factory=list)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)

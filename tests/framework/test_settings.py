@@ -41,7 +41,7 @@ def test_defaults() -> None:
     assert s.redis_url is None
     assert s.namespace == "asynq"
     assert s.queues == {"critical": 6, "default": 3, "low": 1}
-    assert s.concurrency == 10
+    assert s.concurrency == 100
     assert s.shutdown_timeout == 8.0  # asynq's
     assert 0 < s.heartbeat_interval < 15  # well inside the 30 s lease
     assert s.plugins == {}

@@ -7,7 +7,7 @@ Phases per repetition, each from an empty Redis (FLUSHALL):
 * bulk: enqueue N no-op tasks through the fastest path (``Client.enqueue_many``, 1,000 per call)
   -> tasks/s, and Redis memory per pending task (``INFO memory`` before and after);
 * process: spawn ONE ``framework worker`` process (serving one queue, as the peers' workers do; default
-  settings otherwise, or ``--concurrency``/``--processes``/``--loop``) and time it from spawn until all
+  settings otherwise, or ``--concurrency``/``--processes``) and time it from spawn until all
   N (+1 warm-up) tasks ran -> tasks/s wall and steady (from the first finished task), Redis commands per
   task (``INFO commandstats``, Lua-internal calls included, the handler's own INCR and the harness's
   polling subtracted), worker RSS now and at its peak;
@@ -16,8 +16,10 @@ Phases per repetition, each from an empty Redis (FLUSHALL):
 * census: 5,000 tasks processed under ``redis-cli monitor`` -> commands per task sent by the worker and
   run inside its Lua scripts.
 
-The handler sends its INCR through redis-py (``ctx.services.redis``), as the peers' handlers do, or
-with ``BENCH_HANDLER_CLIENT=resp`` through the framework's auto-pipelining connection.
+The handler sends its INCR with redis-py's API through ``ctx.services.redis``, as the peers' handlers do
+with their own redis-py client; on a single server that client runs ordinary commands on an
+auto-pipelining connection (:mod:`framework.fastredis`). ``BENCH_HANDLER_CLIENT=plain`` gives the
+handler a plain ``redis.asyncio.Redis`` instead, to show what redis-py alone costs.
 
 Without ``--redis-url`` a server is started on a free loopback port: Debian's ``redis-server`` when
 installed (the peers' server kind), else the embedded Valkey binary.
@@ -72,7 +74,8 @@ def parse_args() -> argparse.Namespace:
         "--loop",
         choices=("default", "uvloop"),
         default="default",
-        help="event loop of the worker and of the harness's client: asyncio's default, or uvloop",
+        help="event loop of the harness's enqueueing client: asyncio's default, or uvloop (the worker runs on "
+        "its default, event_loop = auto: uvloop when installed)",
     )
     ap.add_argument("--out", default="")
     return ap.parse_args()
@@ -159,12 +162,7 @@ class Bench:
                 "FRAMEWORK_QUEUES": self.args.queues,
             }
         )
-        if self.args.loop == "uvloop":
-            boot = "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-            cmd = [sys.executable, "-c", boot + "from framework.cli import main; main()"]
-        else:
-            cmd = [sys.executable, "-m", "framework"]
-        cmd += ["worker", "--processes", str(self.args.processes)]
+        cmd = [sys.executable, "-m", "framework", "worker", "--processes", str(self.args.processes)]
         if self.args.concurrency:
             cmd += ["--concurrency", str(self.args.concurrency)]
         with log.open("w") as f:

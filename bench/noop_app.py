@@ -14,8 +14,8 @@ import msgspec
 from framework import TaskDef, hookimpl
 
 DONE_KEY = "bench:done"
-HANDLER_CLIENT = os.environ.get("BENCH_HANDLER_CLIENT", "redis-py")
-"""How the handler sends its INCR: ``redis-py`` (``ctx.services.redis``, as the peers' handlers do) or ``resp``."""
+HANDLER_CLIENT = os.environ.get("BENCH_HANDLER_CLIENT", "services")
+"""The handler's Redis client: ``services`` (``ctx.services.redis``) or ``plain`` (a plain redis-py client)."""
 LAT_KEY = "bench:lat"
 
 
@@ -25,29 +25,28 @@ class Noop(msgspec.Struct, frozen=True, kw_only=True):
     t0: float = 0.0
 
 
-_FAST: dict[int, Any] = {}
+_PLAIN: dict[int, Any] = {}
 
 
-def _fast_redis(ctx: Any) -> Any:
-    from framework.resp import fast_path_for
+def _redis(ctx: Any) -> Any:
+    if HANDLER_CLIENT != "plain":
+        return ctx.services.redis
+    import asyncio
 
-    client = _FAST.get(id(ctx.services))
+    import redis.asyncio
+
+    loop = id(asyncio.get_running_loop())
+    client = _PLAIN.get(loop)
     if client is None:
-        client = _FAST[id(ctx.services)] = fast_path_for(ctx.services.redis)
+        url = ctx.services.extra.get("redis_url") or os.environ["REDIS_URL"]
+        client = _PLAIN[loop] = redis.asyncio.Redis.from_url(url)
     return client
 
 
 async def handle(ctx: Any, payload: Noop) -> None:
     """INCR the done counter; latency jobs also record enqueue-to-start milliseconds."""
     start = time.time()
-    if HANDLER_CLIENT == "resp":
-        fast = _fast_redis(ctx)
-        if payload.t0:
-            await fast.execute_many([("RPUSH", LAT_KEY, (start - payload.t0) * 1000.0), ("INCR", DONE_KEY)])
-        else:
-            await fast.execute("INCR", DONE_KEY)
-        return
-    redis = ctx.services.redis
+    redis = _redis(ctx)
     if payload.t0:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.rpush(LAT_KEY, (start - payload.t0) * 1000.0)

@@ -9,6 +9,7 @@ a script that writes anything else fails too. The expectations are those of the 
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from pathlib import Path
@@ -409,6 +410,232 @@ async def test_failed_counter_restarts_instead_of_overflowing(
     assert await broker.retry(Q, "a", msg("a2"), now + 60, failure=True) == 1
     assert await redis.get(qk.failed) == b"1"
     assert await redis.get(qk.processed) == str(MAX_INT64).encode()
+
+
+# --- done: the active list rewritten in one pass ------------------------------------------------------------
+
+
+def done_constant(name: str) -> int:
+    """A tuning constant of done.lua (``local NAME = 123``), so these cases follow the script's bounds."""
+    found = re.search(rf"^local {name} = (\d+)$", SCRIPTS["done"].source, re.MULTILINE)
+    assert found, f"done.lua has no {name}"
+    return int(found.group(1))
+
+
+REWRITE_MIN = done_constant("REWRITE_MIN")
+REWRITE_PER_ID = done_constant("REWRITE_PER_ID")
+
+
+def lrem_model(active: list[str], batch: list[str]) -> tuple[list[int], list[str]]:
+    """What one ``LREM active 0 id`` per task, in order, answers and leaves: the reference for done.lua."""
+    left = list(active)
+    replies = []
+    for task_id in batch:
+        if task_id in left:
+            left = [x for x in left if x != task_id]
+            replies.append(1)
+        else:
+            replies.append(0)
+    return replies, left
+
+
+async def seed_active_list(redis: Redis, qk: QueueKeys, active: list[str], lease: int) -> None:
+    """An active list in exactly this order (head first), each id with an active record and a lease."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for first in range(0, len(active), 1000):
+            pipe.rpush(qk.active, *active[first : first + 1000])
+        for task_id in dict.fromkeys(active):
+            pipe.hset(qk.task(task_id), mapping={"msg": msg(task_id), "state": "active"})
+            pipe.zadd(qk.lease, {task_id: lease})
+        await pipe.execute()
+
+
+async def done_as_lrem_would(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int, batch: list[tuple[str, str]]
+) -> list[int]:
+    """Run done on the seeded state and assert it answers and leaves exactly what per-task LREM does."""
+    before = await snapshot(redis, schema.ns)
+    active = before.get(qk.active, [])
+    replies, left = lrem_model(active, [task_id for task_id, _ in batch])
+    finished = {task_id for (task_id, _), n in zip(batch, replies, strict=True) if n}
+    expected = {k: v for k, v in before.items() if k not in {qk.active, qk.lease}}
+    for task_id in finished:
+        del expected[qk.task(task_id)]
+    for (task_id, lock), n in zip(batch, replies, strict=True):
+        if n and lock and before.get(lock) == task_id.encode():
+            del expected[lock]
+    if left:
+        expected[qk.active] = left
+    lease = [(m, s) for m, s in before.get(qk.lease, []) if m not in finished]
+    if lease:
+        expected[qk.lease] = lease
+    if finished:
+        for key in stat_keys(qk, now, "processed", 0):
+            expected[key] = str(int(before.get(key, 0)) + len(finished)).encode()
+
+    assert await broker.done(Q, batch) == replies
+    assert await snapshot(redis, schema.ns) == expected
+    return replies
+
+
+async def command_calls(redis: Redis) -> dict[str, int]:
+    """Calls per command since the last CONFIG RESETSTAT (commands run by scripts included)."""
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+async def test_done_rewrite_keeps_other_ids_in_order_and_drops_every_occurrence(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    batch = [f"b{i}" for i in range(32)]
+    others = [f"o{i}" for i in range(68)]  # other workers' tasks
+    active = []
+    for i, other in enumerate(others):
+        active.append(other)
+        if i % 2 == 0 and i // 2 < len(batch):
+            active.append(batch[i // 2])
+    active[10:10] = ["b3"]  # present twice: both go
+    active.append("b17")
+    await seed_active_list(redis, qk, active, now + 30)
+    assert len(active) == 102
+    assert await done_as_lrem_would(broker, redis, schema, qk, now, [(b, "") for b in batch]) == [1] * 32
+    assert await redis.lrange(qk.active, 0, -1) == [o.encode() for o in others]
+    assert await redis.zrange(qk.lease, 0, -1) == sorted(o.encode() for o in others)
+
+
+@pytest.mark.parametrize("where", ["head", "tail", "both-ends", "middle", "spread"])
+async def test_done_rewrite_matches_per_task_lrem_wherever_the_batch_sits(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int, where: str
+) -> None:
+    k = REWRITE_MIN * 2
+    others = [f"o{i}" for i in range(4 * k)]
+    batch = [f"b{i}" for i in range(k)]
+    if where == "head":
+        active = batch + others
+    elif where == "tail":
+        active = others + batch
+    elif where == "both-ends":
+        active = batch[: k // 2] + others + batch[k // 2 :]
+    elif where == "middle":
+        active = others[: 2 * k] + batch + others[2 * k :]
+    else:
+        active = [x for pair in zip(others[::4], batch, strict=True) for x in pair] + [
+            o for i, o in enumerate(others) if i % 4
+        ]
+    await seed_active_list(redis, qk, active, now + 30)
+    replies = await done_as_lrem_would(broker, redis, schema, qk, now, [(b, "") for b in reversed(batch)])
+    assert replies == [1] * k
+
+
+async def test_done_rewrite_mixes_found_and_not_found(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    active = [f"a{i}" for i in range(30 + REWRITE_MIN)]
+    await seed_active_list(redis, qk, active, now + 30)
+    own_lock, taken_lock, gone_lock = qk.unique("t", b"own"), qk.unique("t", b"taken"), qk.unique("t", b"gone")
+    await redis.set(own_lock, "a5", ex=100)  # held by a5: released
+    await redis.set(taken_lock, "someone-else", ex=100)  # a6 no longer holds it: kept
+    await redis.set(gone_lock, "gone", ex=100)  # its task is not active: not found, the lock is kept
+    await seed_task(redis, qk, "gone", "retry", unique_key=gone_lock)
+    await redis.zadd(qk.retry, {"gone": now + 60})
+    batch = [
+        ("a5", own_lock),
+        ("gone", gone_lock),
+        ("a6", taken_lock),
+        ("a0", ""),
+        ("a5", own_lock),  # the same id again: already done, not found
+        ("never-seen", ""),
+        *((f"a{i}", "") for i in range(20, 20 + REWRITE_MIN)),
+    ]
+    await redis.config_resetstat()
+    replies = await done_as_lrem_would(broker, redis, schema, qk, now, batch)
+    assert (await command_calls(redis)).get("lrem", 0) == 0
+    assert replies == [1, 0, 1, 1, 0, 0] + [1] * REWRITE_MIN
+    after = await snapshot(redis, schema.ns)
+    assert own_lock not in after
+    assert after[taken_lock] == b"someone-else"
+    assert after[gone_lock] == b"gone"
+    assert after[qk.task("gone")] == {"msg": msg("gone"), "state": b"retry", "unique_key": gone_lock.encode()}
+    assert after[qk.processed] == str(3 + REWRITE_MIN).encode()
+
+
+async def test_done_rewrite_with_nothing_found_writes_nothing(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    await seed_active_list(redis, qk, ["a", "b", "a"], now + 30)
+    before = await snapshot(redis, schema.ns)
+    assert await broker.done(Q, [(f"x{i}", "") for i in range(REWRITE_MIN)]) == [0] * REWRITE_MIN
+    assert await snapshot(redis, schema.ns) == before  # no counters either
+    await redis.delete(qk.active)
+    assert await broker.done(Q, [("a", ""), ("b", "")] * REWRITE_MIN) == [0] * (2 * REWRITE_MIN)
+
+
+async def test_done_single_id_removes_every_occurrence(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    await seed_active_list(redis, qk, ["x", "a", "y", "a", "z"], now + 30)
+    assert await done_as_lrem_would(broker, redis, schema, qk, now, [("a", "")]) == [1]
+    assert await redis.lrange(qk.active, 0, -1) == [b"x", b"y", b"z"]
+    assert await done_as_lrem_would(broker, redis, schema, qk, now, [("a", "")]) == [0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_done_matches_per_task_lrem_on_random_lists(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int, seed: int
+) -> None:
+    # small and large batches (both paths), repeated ids in the list and in the batch, unknown ids
+    rng = random.Random(seed)
+    pool = [f"t{i}" for i in range(rng.choice([10, 60, 300]))]
+    active = [rng.choice(pool) for _ in range(rng.randint(1, len(pool) * 2))]
+    await seed_active_list(redis, qk, active, now + 30)
+    for _ in range(4):
+        batch = [(rng.choice([*pool, "unknown"]), "") for _ in range(rng.choice([1, 3, REWRITE_MIN, 40]))]
+        await done_as_lrem_would(broker, redis, schema, qk, now, batch)
+
+
+async def test_done_rewrite_pushes_a_long_list_back_in_chunks(broker: RedisBroker, redis: Redis, now: int) -> None:
+    # most of a 9000-id list is pushed again (the batch is spread over it): more than one unpack can take
+    active = [f"t{i}" for i in range(9000)]
+    batch = active[5::60]
+    assert len(batch) >= REWRITE_MIN
+    assert len(active) <= REWRITE_PER_ID * len(batch)
+    for first in range(0, len(active), 1000):
+        await redis.rpush(broker.schema.queue(Q).active, *active[first : first + 1000])
+    await redis.config_resetstat()
+    assert await broker.done(Q, [(b, "") for b in batch]) == [1] * len(batch)
+    assert (await command_calls(redis)).get("lrem", 0) == 0
+    left = await redis.lrange(broker.schema.queue(Q).active, 0, -1)
+    assert [x.decode() for x in left] == lrem_model(active, batch)[1]
+
+
+async def test_done_batch_of_32_rewrites_the_list_without_lrem(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    assert REWRITE_MIN <= 32
+    batch = [f"b{i}" for i in range(32)]
+    active = [x for i in range(32) for x in (f"o{2 * i}", batch[i], f"o{2 * i + 1}")] + ["o64", "o65", "o66", "o67"]
+    await seed_active_list(redis, qk, active, now + 30)
+    await redis.config_resetstat()
+    assert await broker.done(Q, [(b, "") for b in batch]) == [1] * 32
+    calls = await command_calls(redis)
+    assert calls.get("lrem", 0) == 0
+    assert calls.get("lrange", 0) >= 1
+    assert await redis.lrange(qk.active, 0, -1) == [f"o{i}".encode() for i in range(68)]
+
+
+async def test_done_keeps_per_task_lrem_for_small_batches_and_long_lists(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    k = REWRITE_MIN
+    active = [f"t{i}" for i in range(REWRITE_PER_ID * k + 1)]  # one past the bound
+    await seed_active_list(redis, qk, active, now + 30)
+    await redis.config_resetstat()
+    assert await done_as_lrem_would(broker, redis, schema, qk, now, [(f"t{i}", "") for i in range(0, 10 * k, 10)])
+    assert (await command_calls(redis)).get("lrem", 0) >= k
+    await redis.config_resetstat()
+    small = [(f"t{i}", "") for i in range(1, 10 * (k - 1), 10)]  # one id short of a rewrite
+    assert await done_as_lrem_would(broker, redis, schema, qk, now, small) == [1] * (k - 1)
+    assert (await command_calls(redis)).get("lrem", 0) >= k - 1
 
 
 # --- mark_complete -------------------------------------------------------------------------------------------

@@ -1,3 +1,9 @@
 """Root conftest: the framework's own pytest plugin provides Redis fixtures; these add the other servers."""
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.smtp", "tests.fixtures.resend_api", "tests.fixtures.cluster"]
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.smtp",
+    "tests.fixtures.resend_api",
+    "tests.fixtures.cluster",
+    "tests.fixtures.workers",
+]

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -161,21 +160,6 @@ async def test_an_empty_dequeue_registers_the_worker_once(broker: RedisBroker, r
 
 async def _noop(ctx: Any, p: P) -> None:
     return None
-
-
-@pytest.fixture
-async def start(settings: Any) -> AsyncIterator[Any]:
-    workers: list[Worker] = []
-
-    async def run(*tasks: TaskDef[Any], **kwargs: Any) -> Worker:
-        worker = Worker(kwargs.pop("settings", settings), tasks=tasks, **kwargs)
-        await worker.start()
-        workers.append(worker)
-        return worker
-
-    yield run
-    for worker in workers:
-        await worker.stop()
 
 
 async def _registered(redis: Any, schema: Schema, worker: Worker) -> bool:

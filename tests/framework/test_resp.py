@@ -63,8 +63,8 @@ async def test_commands_errors_and_batches(redis_url: str, redis: Redis, namespa
         client.close()
 
 
-async def test_concurrent_commands_share_one_write(redis_url: str, namespace: str) -> None:
-    conn = RespConnection(_address(redis_url))
+def _count_writes(conn: RespConnection) -> list[int]:
+    """The sizes of the socket writes ``conn`` makes from now on."""
     writes: list[int] = []
     real_write = conn._write
 
@@ -73,6 +73,12 @@ async def test_concurrent_commands_share_one_write(redis_url: str, namespace: st
         real_write(data)
 
     conn._write = counting  # type: ignore[method-assign]
+    return writes
+
+
+async def test_concurrent_commands_share_one_write(redis_url: str, namespace: str) -> None:
+    conn = RespConnection(_address(redis_url))
+    writes = _count_writes(conn)
     try:
         await conn.execute("PING")
         writes.clear()
@@ -303,14 +309,7 @@ async def test_fast_redis_coalesces_concurrent_commands_and_keeps_blocking_ones_
         assert fast.resp_client is not None
         await fast.ping()
         conn = fast.resp_client.connection()
-        writes: list[int] = []
-        real_write = conn._write
-
-        def counting(data: bytes) -> None:
-            writes.append(len(data))
-            real_write(data)
-
-        conn._write = counting  # type: ignore[method-assign]
+        writes = _count_writes(conn)
         results = await asyncio.gather(*(fast.incr(f"{namespace}:c") for _ in range(100)))
         assert sorted(results) == list(range(1, 101))
         assert len(writes) == 2  # the first at once (idle connection), the other 99 together

@@ -9,7 +9,6 @@ import os
 import signal
 import statistics
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,6 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "asynq-golden.json"
 class T(msgspec.Struct, frozen=True, kw_only=True):
     t0: float = 0.0
     n: int = 0
-
-
-@pytest.fixture
-async def start(settings: Any) -> AsyncIterator[Any]:
-    workers: list[Worker] = []
-
-    async def run(*tasks: TaskDef[Any], **kwargs: Any) -> Worker:
-        worker = Worker(kwargs.pop("settings", settings), tasks=tasks, **kwargs)
-        await worker.start()
-        workers.append(worker)
-        return worker
-
-    yield run
-    for worker in workers:
-        await worker.stop()
 
 
 async def test_a_task_enqueued_to_an_idle_worker_starts_within_milliseconds(start: Any, client: Any) -> None:

@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import socket
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,11 @@ __all__ = (
 )
 
 _READ_SIZE = 256 * 1024
+SPIN_SECONDS = 100e-6
+"""How long a command sent on an idle connection polls for its reply before the event loop waits."""
+_SPIN_MISSES = 8
+_SPIN_PAUSE = 1000
+"""After this many windows in a row ran out, this many commands go without polling."""
 NOT_ENOUGH_DATA: Any = object()  # what the reader returns when no complete reply is buffered (False is a RESP3 reply)
 _PUSH: Any = getattr(hiredis, "PushNotification", NOT_ENOUGH_DATA)
 _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
@@ -115,6 +121,7 @@ class RespConnection:
         connect_timeout: seconds to wait for the TCP connection and the handshake.
         protocol: 2 (RESP2), or 3 (RESP3, negotiated with HELLO: maps, doubles and booleans as such).
         client_name: CLIENT SETNAME when given.
+        spin: poll the socket briefly for the reply of a command sent on an idle connection (:meth:`_spin`).
     """
 
     def __init__(
@@ -127,6 +134,7 @@ class RespConnection:
         connect_timeout: float | None = 5.0,
         protocol: int = 2,
         client_name: str | None = None,
+        spin: bool = True,
     ) -> None:
         self.address = address
         self.protocol = protocol
@@ -147,6 +155,12 @@ class RespConnection:
         self._connecting: asyncio.Future[None] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.closed = False
+        self.spin = spin
+        """Poll briefly for the reply of a command sent on an idle connection (see :meth:`_spin`)."""
+        self._spin_misses = 0
+        self._spin_off = 0
+        self.spun = 0
+        """Replies taken by polling (for tests and stats)."""
         self.scripts: set[str] = set()
         """SHA1s of the scripts loaded through this connection (cleared when it reconnects)."""
 
@@ -267,6 +281,31 @@ class RespConnection:
         """Queue one command; the future gets the raw reply (error replies as ``ReplyError``)."""
         return self._send_packed(hiredis.pack_command(args))
 
+    def _spin(self, fut: asyncio.Future[Any]) -> None:
+        """Poll the socket for ``fut``'s reply for up to :data:`SPIN_SECONDS` before the event loop waits.
+
+        Only for a command written on an idle connection (nothing else in flight: a lightly loaded
+        process). A reply that comes within the window is handled without the thread going to sleep
+        in ``epoll_wait`` and being woken again, which on virtual machines costs more than a loopback
+        round trip itself (measured here: 95 us per PING with a sleep, 30 us when polling). A window
+        that keeps running out (a distant server) turns polling off for a while; the cost of a miss is
+        bounded by the window, during which the event loop runs nothing else.
+        """
+        if self._spin_off:
+            self._spin_off -= 1
+            return
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while not self._receive():
+            if self._sock is None or time.perf_counter() > deadline:
+                self._spin_misses += 1
+                if self._spin_misses >= _SPIN_MISSES:
+                    self._spin_misses, self._spin_off = 0, _SPIN_PAUSE
+                return
+        self._dispatch()
+        if fut.done():
+            self._spin_misses = 0
+            self.spun += 1
+
     def _send_packed(self, data: bytes) -> asyncio.Future[Any]:
         """Queue one command packed by ``hiredis.pack_command``; the future gets the raw reply."""
         loop = self._loop
@@ -341,8 +380,11 @@ class RespConnection:
         return True
 
     def _on_readable(self) -> None:
-        if not self._receive():
-            return
+        if self._receive():
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand every complete reply in the reader to its waiter, in order."""
         reader, waiting = self._reader, self._waiting
         try:
             reply = reader.gets()
@@ -397,7 +439,11 @@ class RespConnection:
         """Run one command; error replies raise redis-py's exceptions."""
         if self._sock is None:
             await self._ensure()
-        reply = await self._send(args)
+        idle = not self._waiting
+        fut = self._send(args)
+        if idle and self.spin:
+            self._spin(fut)
+        reply = await fut
         if isinstance(reply, ReplyError):
             raise error_of(reply)
         return reply
@@ -409,7 +455,11 @@ class RespConnection:
         """
         if self._sock is None:
             await self._ensure()
-        return await self._send_packed(data)
+        idle = not self._waiting
+        fut = self._send_packed(data)
+        if idle and self.spin:
+            self._spin(fut)
+        return await fut
 
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one write; returns each reply, error replies as redis-py exception instances."""

@@ -63,10 +63,10 @@ class Subscriber(RespConnection):
             reader = self._reader
             reply: Any = reader.gets()
             while reply is not NOT_ENOUGH_DATA:
-                self._dispatch(reply)
+                self._deliver(reply)
                 reply = reader.gets()
 
-    def _dispatch(self, reply: Any) -> None:
+    def _deliver(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:
             return
         kind = reply[0]

@@ -466,3 +466,33 @@ async def test_fast_redis_closes_its_connection(redis_url: str, schema: Any) -> 
 def _address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("redis://").split("/")[0].rsplit(":", 1)
     return host, int(port)
+
+
+async def test_a_reply_on_an_idle_connection_is_polled_for_and_slow_replies_turn_polling_off(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framework import resp
+
+    monkeypatch.setattr(resp, "SPIN_SECONDS", 0.05)  # a window no reply misses on a loaded test machine
+    conn = RespConnection(_address(redis_url))
+    try:
+        await conn.execute("PING")
+        for _ in range(20):  # reads: the test server fsyncs every write, which takes longer than the window
+            assert await conn.execute("GET", f"{namespace}:spin") is None
+        assert conn.spun == 21  # the PING too
+        before = conn.spun
+        for _ in range(resp._SPIN_MISSES):  # replies that take longer than the window
+            assert await conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
+        assert conn._spin_off == resp._SPIN_PAUSE  # polling paused: a distant server costs nothing more
+        assert await conn.execute("GET", f"{namespace}:spin") is None
+        assert conn.spun == before
+        assert conn._spin_off == resp._SPIN_PAUSE - 1
+    finally:
+        conn.close()
+    quiet = RespConnection(_address(redis_url), spin=False)
+    try:
+        for _ in range(5):
+            await quiet.execute("PING")
+        assert quiet.spun == 0
+    finally:
+        quiet.close()

@@ -281,14 +281,25 @@ class RespConnection:
         """Queue one command; the future gets the raw reply (error replies as ``ReplyError``)."""
         return self._send_packed(hiredis.pack_command(args))
 
+    async def _poll_if_quiet(self, fut: asyncio.Future[Any]) -> None:
+        """Let ready tasks run once; if none of them sent a command here meanwhile, poll for the reply.
+
+        A busy process (a worker with many tasks in flight) pipelines the next commands during that
+        iteration, and then nothing blocks the loop; a sequential caller finds the connection quiet.
+        """
+        await asyncio.sleep(0)
+        if not fut.done() and len(self._waiting) == 1:
+            self._spin(fut)
+
     def _spin(self, fut: asyncio.Future[Any]) -> None:
         """Poll the socket for ``fut``'s reply for up to :data:`SPIN_SECONDS` before the event loop waits.
 
-        Only for a command written on an idle connection (nothing else in flight: a lightly loaded
-        process). A reply that comes within the window is handled without the thread going to sleep
-        in ``epoll_wait`` and being woken again, which on virtual machines costs more than a loopback
-        round trip itself (measured here: 95 us per PING with a sleep, 30 us when polling). A window
-        that keeps running out (a distant server) turns polling off for a while; the cost of a miss is
+        Only for a command written on an idle connection that stayed quiet for one loop iteration
+        (nothing else in flight: a lightly loaded process). A reply that comes within the window is
+        handled without the thread going to sleep in ``epoll_wait`` and being woken again, which on
+        virtual machines costs more than a loopback round trip itself (measured on one: 95 us per PING
+        with a sleep, 30 us when polling). A window that keeps running out (a distant server) turns
+        polling off for a while; the cost of a miss is
         bounded by the window, during which the event loop runs nothing else.
         """
         if self._spin_off:
@@ -442,7 +453,7 @@ class RespConnection:
         idle = not self._waiting
         fut = self._send(args)
         if idle and self.spin:
-            self._spin(fut)
+            await self._poll_if_quiet(fut)
         reply = await fut
         if isinstance(reply, ReplyError):
             raise error_of(reply)
@@ -458,7 +469,7 @@ class RespConnection:
         idle = not self._waiting
         fut = self._send_packed(data)
         if idle and self.spin:
-            self._spin(fut)
+            await self._poll_if_quiet(fut)
         return await fut
 
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -480,6 +480,8 @@ async def test_a_reply_on_an_idle_connection_is_polled_for_and_slow_replies_turn
         for _ in range(20):  # reads: the test server fsyncs every write, which takes longer than the window
             assert await conn.execute("GET", f"{namespace}:spin") is None
         assert conn.spun == 21  # the PING too
+        await asyncio.gather(*(conn.execute("GET", f"{namespace}:spin") for _ in range(50)))
+        assert conn.spun <= 22  # concurrent commands pipeline: the loop is busy, nothing polls (but maybe the first)
         before = conn.spun
         for _ in range(resp._SPIN_MISSES):  # replies that take longer than the window
             assert await conn.execute("BLPOP", f"{namespace}:never", 0.1) is None

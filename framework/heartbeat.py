@@ -242,5 +242,8 @@ class Heartbeat:
             pipe.execute()
 
     def close(self) -> None:
-        """Close the heartbeat's Redis connection."""
+        """Close the heartbeat's Redis connections (a client built on a given pool leaves them open itself)."""
         self.redis.close()
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()

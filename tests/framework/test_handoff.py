@@ -350,3 +350,48 @@ async def test_a_worker_whose_subscriber_was_cut_off_listens_again_and_takes_han
 
     await wait_until(ran_it)
     assert worker.processor is not None and worker.processor.handed_off == 1
+
+
+async def test_handoffs_work_on_a_password_protected_server_and_another_database(
+    tmp_path: Path, namespace: str
+) -> None:
+    from redis.asyncio import Redis
+
+    from framework.client import Client
+    from framework.connection import open_redis
+    from framework.embedded import start_test_server
+    from framework.settings import Settings
+
+    server = start_test_server(tmp_path / "valkey")
+    try:
+        admin = Redis.from_url(server.url)
+        await admin.config_set("requirepass", "pw")
+        await admin.aclose()
+        url = f"redis://:pw@127.0.0.1:{server.port}/3"
+        settings = Settings(redis_url=url, namespace=namespace, data_dir=str(tmp_path / "data"))
+        ran: list[int] = []
+
+        async def handle(ctx: Any, p: P) -> None:
+            ran.append(p.n)
+
+        task = TaskDef("h:auth", P, handle)
+        redis = open_redis(url)
+        schema = Schema(namespace)
+        client = Client(redis, schema=schema, settings=settings)
+        worker = Worker(settings, tasks=[task])
+        await worker.start()
+        try:
+            await wait_until(lambda: _registered(redis, schema, worker))
+            await client.enqueue(task, P(n=7))
+
+            async def done() -> bool:
+                return ran == [7]
+
+            await wait_until(done)
+            assert worker.processor is not None and worker.processor.handed_off == 1
+        finally:
+            await worker.stop()
+            await client.close()
+            await redis.aclose()
+    finally:
+        server.stop()

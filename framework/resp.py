@@ -448,13 +448,7 @@ class RespConnection:
 
     async def execute(self, *args: Any) -> Any:
         """Run one command; error replies raise redis-py's exceptions."""
-        if self._sock is None:
-            await self._ensure()
-        idle = not self._waiting
-        fut = self._send(args)
-        if idle and self.spin:
-            await self._poll_if_quiet(fut)
-        reply = await fut
+        reply = await self.execute_raw(hiredis.pack_command(args))
         if isinstance(reply, ReplyError):
             raise error_of(reply)
         return reply

@@ -477,15 +477,16 @@ async def test_a_reply_on_an_idle_connection_is_polled_for_and_slow_replies_turn
     conn = RespConnection(_address(redis_url))
     try:
         await conn.execute("PING")
-        slow = "for i = 1, 300000 do end return 1"  # a reply that takes a few ms: it cannot come during the yield
+        # a reply that takes a few ms comes after the one loop iteration the command yields first, and is
+        # polled for; on a loaded machine that iteration itself can take as long, so not every one is
+        slow = "for i = 1, 300000 do end return 1"
         spun = conn.spun
         for _ in range(5):
             assert await conn.execute("EVAL", slow, 0) == 1
-        assert (
-            conn.spun >= spun + 4
-        )  # the replies were polled for, not waited for in epoll (one may be missed on a loaded machine)
+        assert conn.spun > spun
+        spun = conn.spun
         await asyncio.gather(*(conn.execute("EVAL", slow, 0) for _ in range(10)))
-        assert conn.spun <= spun + 6  # concurrent commands pipeline: the loop is busy, nothing else polls
+        assert conn.spun <= spun + 1  # concurrent commands pipeline: the loop is busy, nothing else polls
         before = conn.spun
         for _ in range(resp._SPIN_MISSES):  # replies that take longer than the window
             assert await conn.execute("BLPOP", f"{namespace}:never", 0.1) is None

@@ -103,17 +103,16 @@ class RedisBroker:
         self.clock = clock
         self._channel = schema.wakeup_channel if wakeup else ""
         self._known_queues: set[str] = set()
-        self._fast = fast_path_for(redis) if fast else None
-        self.hot: Redis | RespClient = self._fast or redis
-        self.fast = self._fast
+        self.fast = fast_path_for(redis) if fast else None
         """The lean connection's client, or None (redis-py serves everything)."""
-        self.handoff = self._fast is not None
+        self.hot: Redis | RespClient = self.fast or redis
+        self.handoff = self.fast is not None
         """Whether plain enqueues offer their task to an idle worker (single server; not Cluster or Sentinel)."""
 
     def close(self) -> None:
         """Close the hot-path connection, if any (the redis-py client is the caller's to close)."""
-        if self._fast is not None:
-            self._fast.close()
+        if self.fast is not None:
+            self.fast.close()
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -219,10 +218,10 @@ class RedisBroker:
         new = [q for q in set(queues) if q not in self._known_queues]
         if new:
             await self.register_queues(new)
-        if self._fast is None:  # redis-py (Cluster, Sentinel, TLS, ...): one script call per task, as always
+        if self.fast is None:  # redis-py (Cluster, Sentinel, TLS, ...): one script call per task, as always
             return await run_pipeline(self.redis, calls)
         grouped, spans = self._group_plain_enqueues(calls)
-        results = await run_pipeline(self._fast, grouped)
+        results = await run_pipeline(self.fast, grouped)
         out: list[Any] = []
         for result, span in zip(results, spans, strict=True):
             if span == 0:
@@ -293,8 +292,8 @@ class RedisBroker:
     async def withdraw(self, queues: Sequence[str], waiter: str) -> None:
         """Take ``waiter`` out of the queues' waiters: no enqueue hands it a task after this returns."""
         commands = [("LREM", self.schema.queue(q).waiters, 0, waiter) for q in queues]
-        if self._fast is not None:
-            for reply in await self._fast.execute_many(commands):
+        if self.fast is not None:
+            for reply in await self.fast.execute_many(commands):
                 if isinstance(reply, Exception):
                     raise reply
             return
@@ -305,8 +304,8 @@ class RedisBroker:
 
     async def pending_counts(self, queues: Sequence[str]) -> list[int]:
         """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
-        if self._fast is not None:
-            lengths = await self._fast.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues])
+        if self.fast is not None:
+            lengths = await self.fast.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues])
             for n in lengths:
                 if isinstance(n, Exception):
                     raise n

@@ -317,15 +317,18 @@ class Worker:
                 reason = await sub.wait_closed()
                 raise reason
             except (RedisError, OSError) as exc:
-                if self.processor is not None:
-                    self.processor.handoff_ready = False
+                self._handoff_off(sub)
                 self.health.failed("listener", exc, retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                if self.processor is not None:
-                    self.processor.handoff_ready = False
-                sub.close()
+                self._handoff_off(sub)
+
+    def _handoff_off(self, sub: Subscriber) -> None:
+        """The subscriber is gone: stop registering as a waiter (stale registrations are dropped by enqueues)."""
+        if self.processor is not None:
+            self.processor.handoff_ready = False
+        sub.close()
 
     def _on_message(self, schema: Schema, message: dict[str, Any]) -> None:
         p = self.processor

@@ -270,4 +270,8 @@ async def test_a_valkey_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
     logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
     assert "redis_unavailable" in logs
     assert "redis_reconnected" in logs
-    assert "task_given_back" in logs  # leases lost in the outage: requeued by their own worker, no retry
+    # leases lost in the outage: each such task is requeued without a retry, by its own worker
+    # (task_given_back) or, when the other worker's recoverer gets there first, by that one
+    lost = logs.count("task_lease_lost")
+    assert lost > 0
+    assert logs.count("task_given_back") + logs.count("task_recovered") >= lost

@@ -298,22 +298,22 @@ class RespConnection:
         (nothing else in flight: a lightly loaded process). A reply that comes within the window is
         handled without the thread going to sleep in ``epoll_wait`` and being woken again, which on
         virtual machines costs more than a loopback round trip itself (measured on one: 95 us per PING
-        with a sleep, 30 us when polling). A window that keeps running out (a distant server) turns
-        polling off for a while; the cost of a miss is
-        bounded by the window, during which the event loop runs nothing else.
+        with a sleep, 30 us when polling). A miss costs at most the window, during which the event loop
+        runs nothing else; windows that keep running out (a distant server) turn polling off for a while.
         """
         if self._spin_off:
             self._spin_off -= 1
             return
         deadline = time.perf_counter() + SPIN_SECONDS
-        while not self._receive():
-            if self._sock is None or time.perf_counter() > deadline:
+        while not fut.done():  # a reply may come in pieces: poll until it is whole
+            if self._receive():
+                self._dispatch()
+            elif self._sock is None or time.perf_counter() > deadline:
                 self._spin_misses += 1
                 if self._spin_misses >= _SPIN_MISSES:
                     self._spin_misses, self._spin_off = 0, _SPIN_PAUSE
                 return
-        self._dispatch()
-        if fut.done():
+        if self._sock is not None:  # answered (not failed) while polling
             self._spin_misses = 0
             self.spun += 1
 

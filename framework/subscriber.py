@@ -56,15 +56,15 @@ class Subscriber(RespConnection):
         assert self._lost is not None, "subscribe() first"
         return await asyncio.shield(self._lost)
 
-    def _on_readable(self) -> None:
+    def _dispatch(self) -> None:
         if not self._subscribing:
-            super()._on_readable()  # the handshake's replies
-        elif self._receive():
-            reader = self._reader
-            reply: Any = reader.gets()
-            while reply is not NOT_ENOUGH_DATA:
-                self._deliver(reply)
-                reply = reader.gets()
+            super()._dispatch()  # the handshake's replies
+            return
+        reader = self._reader
+        reply: Any = reader.gets()
+        while reply is not NOT_ENOUGH_DATA:
+            self._deliver(reply)
+            reply = reader.gets()
 
     def _deliver(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 3:

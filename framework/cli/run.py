@@ -44,8 +44,9 @@ def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool,
     port = port or settings.port
     app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
     _banner(ctx, host, port, label)
-    loop = {"auto": "auto", "uvloop": "uvloop", "asyncio": "asyncio"}[settings.event_loop]
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=loop)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=settings.event_loop
+    )
     try:
         uvicorn.Server(config).run()
     except KeyboardInterrupt:

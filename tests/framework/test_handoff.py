@@ -24,7 +24,15 @@ from framework.message import encode_message, new_message
 from framework.subscriber import Subscriber
 from framework.task import TaskDef
 from framework.worker import Worker, _split_handoff
-from tests.framework.worker_app import JOB, Job, start_worker, stop_process, task_record, wait_until
+from tests.framework.worker_app import (
+    JOB,
+    Job,
+    require_password,
+    start_worker,
+    stop_process,
+    task_record,
+    wait_until,
+)
 
 
 class P(msgspec.Struct, frozen=True, kw_only=True):
@@ -355,8 +363,6 @@ async def test_a_worker_whose_subscriber_was_cut_off_listens_again_and_takes_han
 async def test_handoffs_work_on_a_password_protected_server_and_another_database(
     tmp_path: Path, namespace: str
 ) -> None:
-    from redis.asyncio import Redis
-
     from framework.client import Client
     from framework.connection import open_redis
     from framework.embedded import start_test_server
@@ -364,10 +370,7 @@ async def test_handoffs_work_on_a_password_protected_server_and_another_database
 
     server = start_test_server(tmp_path / "valkey")
     try:
-        admin = Redis.from_url(server.url)
-        await admin.config_set("requirepass", "pw")
-        await admin.aclose()
-        url = f"redis://:pw@127.0.0.1:{server.port}/3"
+        url = await require_password(server.url, "pw") + "/3"
         settings = Settings(redis_url=url, namespace=namespace, data_dir=str(tmp_path / "data"))
         ran: list[int] = []
 

@@ -24,6 +24,7 @@ from framework.fastredis import FastRedis
 from framework.message import encode_message, new_message
 from framework.resp import RespClient, RespConnection, fast_path_for
 from framework.scripts import SCRIPTS
+from tests.framework.worker_app import require_password
 
 
 def test_which_clients_get_a_fast_path(redis_url: str) -> None:
@@ -420,10 +421,7 @@ async def test_fast_redis_survives_a_server_restart(tmp_path: Path) -> None:
 async def test_fast_redis_authenticates_and_selects_its_database(tmp_path: Path) -> None:
     server = start_test_server(tmp_path / "valkey")
     try:
-        admin = Redis.from_url(server.url)
-        await admin.config_set("requirepass", "pw")
-        await admin.aclose()
-        base = f"redis://:pw@127.0.0.1:{server.port}"
+        base = await require_password(server.url, "pw")
         fast, plain = FastRedis.from_url(f"{base}/2"), Redis.from_url(f"{base}/2")
         try:
             assert fast.resp_client is not None

@@ -198,3 +198,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def require_password(server_url: str, password: str) -> str:
+    """Make a test server ask for ``password``; returns ``redis://:<password>@host:port`` (no database)."""
+    from redis.asyncio import Redis
+
+    admin = Redis.from_url(server_url)
+    try:
+        await admin.config_set("requirepass", password)
+    finally:
+        await admin.aclose()
+    host_port = server_url.removeprefix("redis://").split("/")[0]
+    return f"redis://:{password}@{host_port}"

@@ -547,17 +547,33 @@ class CuttingProxy:
         self.budget: int | None = None
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.handlers: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop listening and end every proxied connection (their sockets closed before the loop ends)."""
         if self.server is not None:
             self.server.close()
+        for task in list(self.handlers):
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        if self.server is not None:
             await self.server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            writer.close()
+            self.handlers.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
 
         async def upstream() -> None:
@@ -577,13 +593,16 @@ class CuttingProxy:
                 await writer.drain()
 
         tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(ConnectionError):
-                await w.wait_closed()
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in (writer, up_writer):
+                w.close()
+                with contextlib.suppress(ConnectionError):
+                    await w.wait_closed()
 
 
 async def assert_whole_or_absent(redis: Redis, schema: Schema, ids: list[str]) -> tuple[int, int]:

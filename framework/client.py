@@ -7,7 +7,6 @@ frameworks) by running a client on a private loop in a background thread.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from framework.errors import DuplicateTask, FrameworkError, PayloadTypeError, Re
 from framework.keys import Schema
 from framework.message import TaskState, encode_message, new_message
 from framework.options import EnqueueOptions, resolve_options
+from framework.plain_enqueue import PlainEnqueue, eligible, new_task_id, new_task_ids
+from framework.resp import ReplyError
 from framework.task import TaskDef
 
 if TYPE_CHECKING:
@@ -37,17 +38,6 @@ __all__ = ("Client", "Job", "SyncClient", "TaskInfo")
 
 _json = msgspec.json.Encoder()
 _DEFAULTS_CACHE = 1024
-_VARIANT = "89ab"
-
-
-def _new_task_ids(n: int) -> list[str]:
-    """``n`` random task ids in UUID version 4 text form (Go's ``uuid.NewString()``), from one ``urandom`` call."""
-    raw = os.urandom(16 * n)
-    out = []
-    for i in range(0, 16 * n, 16):
-        h = raw[i : i + 16].hex()
-        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[raw[i + 8] >> 4 & 3]}{h[17:20]}-{h[20:]}")
-    return out
 
 
 class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +116,7 @@ class Client:
         self.clock = clock or SystemClock()
         self.broker = RedisBroker(redis, self.schema, self.clock)
         self._defaults: dict[TaskDef[Any], EnqueueOptions] = {}
+        self._plain: dict[TaskDef[Any], PlainEnqueue | None] = {}
         self._url = redact_url(url) if url else _describe_connection(redis)
 
     @classmethod
@@ -195,7 +186,7 @@ class Client:
         task_type, taskdef, data = self._resolve(task, payload)
         now = self.clock.now()
         opts = self._options(taskdef, options, now)
-        task_id = opts.task_id or task_id or _new_task_ids(1)[0]
+        task_id = opts.task_id or task_id or new_task_id()
         qk = self.schema.queue(opts.queue)
         # Go's nil payload (no payload at all) locks ``...:unique:<type>:``; an empty one locks md5("")
         no_payload = taskdef is None and payload is None
@@ -280,11 +271,58 @@ class Client:
             TaskIdConflict: ``task_id`` is already used in the queue.
             RedisUnavailable: Redis cannot be reached.
         """
+        if not options and isinstance(task, TaskDef):
+            plain = self._plain[task] if task in self._plain else self._prepare_plain(task)
+            if plain is not None:
+                return await self._enqueue_plain(plain, payload)
         opts, (script, keys, args), info = self._build(task, payload, options)
         try:
             if opts.queue not in self.broker._known_queues:
                 await self.broker.register_queues([opts.queue])
             code = await script(self.broker.hot, keys, args)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        return self._check(code, info)
+
+    def _prepare_plain(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
+        """The fast path for ``taskdef`` without call-site options, or None when its defaults need the general one."""
+        plain = None
+        if self.broker.fast is not None:
+            opts = self._options(taskdef, {}, self.clock.now())
+            if eligible(opts):
+                plain = PlainEnqueue(self.broker, taskdef, opts)
+        if len(self._plain) >= _DEFAULTS_CACHE:
+            self._plain.clear()
+        self._plain[taskdef] = plain
+        return plain
+
+    async def _enqueue_plain(self, plain: PlainEnqueue, payload: Any) -> TaskInfo:
+        """Enqueue by the prepared fast path: the command is written first, the result built while it travels."""
+        data = plain.taskdef.encode(payload)
+        now = self.clock.now()
+        task_id = new_task_id()
+        command = plain.command(task_id, data, now)
+        try:
+            conn = plain.connection() or await plain.open()
+            fut, idle = conn.send_raw(command)
+            opts = plain.opts
+            info = TaskInfo(
+                id=task_id,
+                queue=opts.queue,
+                type=plain.taskdef.type,
+                state=TaskState.PENDING,
+                next_process_at=now,
+                max_retry=opts.max_retry,
+                timeout=opts.timeout,
+                deadline=0,
+                retention=opts.retention,
+                group="",
+                headers={},
+                payload=data,
+            )
+            code = await conn.reply(fut, idle)
+            if isinstance(code, ReplyError):
+                code = await plain.after_error(conn, code, command)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         return self._check(code, info)
@@ -303,7 +341,7 @@ class Client:
                 ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
         """
         jobs = list(jobs)
-        ids = _new_task_ids(len(jobs))
+        ids = new_task_ids(len(jobs))
         built = [
             self._build(job.task, job.payload, job.options, task_id) for job, task_id in zip(jobs, ids, strict=True)
         ]

@@ -184,7 +184,8 @@ class RespConnection:
 
     # -- connecting ------------------------------------------------------------------------------
 
-    async def _ensure(self) -> None:
+    async def open(self) -> None:
+        """Connect (and authenticate, select, ...) unless connected; a closed connection raises ``ConnectionError``."""
         if self._sock is not None:
             return
         if self.closed:
@@ -459,9 +460,23 @@ class RespConnection:
         Error replies, top-level or nested, are :class:`ReplyError` instances, neither raised nor converted.
         """
         if self._sock is None:
-            await self._ensure()
+            await self.open()
         idle = not self._waiting
         fut = self._send_packed(data)
+        if idle and self.spin:
+            await self._poll_if_quiet(fut)
+        return await fut
+
+    def send_raw(self, data: bytes) -> tuple[asyncio.Future[Any], bool]:
+        """Write one packed command now, on an open connection; returns its future and whether none was in flight.
+
+        For callers with work to do while the reply travels; pass both to :meth:`reply`.
+        """
+        idle = not self._waiting
+        return self._send_packed(data), idle
+
+    async def reply(self, fut: asyncio.Future[Any], idle: bool) -> Any:
+        """The reply of a command written by :meth:`send_raw` (polled for when the connection was idle)."""
         if idle and self.spin:
             await self._poll_if_quiet(fut)
         return await fut
@@ -471,7 +486,7 @@ class RespConnection:
         if not commands:
             return []
         if self._sock is None:
-            await self._ensure()
+            await self.open()
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[list[Any]] = loop.create_future()

@@ -42,7 +42,7 @@ class Subscriber(RespConnection):
 
     async def subscribe(self, channels: Sequence[str | bytes]) -> None:
         """Connect and subscribe to ``channels``; returns once the server confirmed every one."""
-        await self._ensure()
+        await self.open()
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         self._confirmed = loop.create_future()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
@@ -126,9 +126,9 @@ class TaskDef(Generic[P]):
                 f"payload of task {self.type!r} does not fit {self.payload.__name__}: {exc}"
             ) from exc
 
-    async def enqueue(self, client: Client, payload: P, **options: Any) -> TaskInfo:
-        """Enqueue ``payload`` through ``client``; see :meth:`framework.client.Client.enqueue` for options."""
-        return await client.enqueue(self, payload, **options)
+    def enqueue(self, client: Client, payload: P, **options: Any) -> Coroutine[Any, Any, TaskInfo]:
+        """Enqueue ``payload`` through ``client`` (await the result); see :meth:`framework.client.Client.enqueue`."""
+        return client.enqueue(self, payload, **options)
 
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Any) -> TaskInfo:
         """Enqueue from code without an event loop; see :class:`framework.client.SyncClient`."""

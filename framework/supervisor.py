@@ -63,8 +63,7 @@ _EXIT_SECOND_SIGNAL = 130
 
 def default_factory(settings: Settings) -> Worker:
     """The worker the ``worker`` command runs: task types, middleware and aggregators from the app's plugins."""
-    from framework.app import app_plugins  # noqa: PLC0415
-    from framework.plugins import get_plugin_manager  # noqa: PLC0415
+    from framework.plugins import app_plugins, get_plugin_manager  # noqa: PLC0415
     from framework.worker import Worker  # noqa: PLC0415
 
     pm: pluggy.PluginManager = get_plugin_manager(settings, extra=app_plugins(settings))

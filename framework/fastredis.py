@@ -22,7 +22,8 @@ Kept on redis-py's pool, unchanged:
   ``single_connection_client=True`` (as :meth:`~redis.asyncio.Redis.client` makes), TLS, a socket timeout,
   a credential provider, a custom connection or pool class (:func:`~framework.resp.connection_options`);
 * arguments of types other than ``bytes``, ``str``, ``int`` and ``float`` (redis-py encodes or rejects them);
-* ``pipeline()``, ``pubsub()``, ``monitor()``: their own objects, on the pool.
+* ``pubsub()``, ``monitor()``: their own objects, on the pool; ``pipeline()`` runs in one write on the shared
+  connection unless it watches keys (:mod:`framework.fastpipeline`).
 
 Connection failures: when the shared connection breaks (the server restarted, the connection was killed),
 every command in flight on it fails at once, and the next command reopens it. A command that failed so is
@@ -38,74 +39,20 @@ from __future__ import annotations
 
 import codecs
 import inspect
-from typing import Any, cast
+from typing import Any
 
-import hiredis
-from redis._parsers import BaseParser
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError, ResponseError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION
 
-from framework.resp import ReplyError, RespClient, connection_options
+from framework.fastpipeline import FastPipeline
+from framework.redis_wire import POOL_ONLY, packed, raise_errors
+from framework.resp import RespClient, connection_options
 
-__all__ = ("POOL_ONLY", "FastRedis")
-
-POOL_ONLY: frozenset[str] = frozenset(
-    {
-        # blocking: would stall every command queued behind them
-        "BLPOP",
-        "BRPOP",
-        "BLMOVE",
-        "BRPOPLPUSH",
-        "BLMPOP",
-        "BZPOPMIN",
-        "BZPOPMAX",
-        "BZMPOP",
-        "WAIT",
-        "WAITAOF",
-        # connection state: would change (or read) the state of a connection others share
-        "SELECT",
-        "AUTH",
-        "HELLO",
-        "CLIENT",
-        "RESET",
-        "QUIT",
-        "MULTI",
-        "EXEC",
-        "DISCARD",
-        "WATCH",
-        "UNWATCH",
-        "SUBSCRIBE",
-        "PSUBSCRIBE",
-        "SSUBSCRIBE",
-        "UNSUBSCRIBE",
-        "PUNSUBSCRIBE",
-        "SUNSUBSCRIBE",
-        "MONITOR",
-        "READONLY",
-        "READWRITE",
-        "ASKING",
-        "HIMPORT",  # redis-py prepares its field sets per connection
-        # replication streams and the end of the server
-        "SYNC",
-        "PSYNC",
-        "REPLCONF",
-        "SHUTDOWN",
-    }
-)
-"""Commands always sent through redis-py's pool (upper-case first word of the command)."""
-
-_POOL_ONLY_SUBCOMMANDS: dict[str, frozenset[str]] = {
-    # must not queue behind the busy script they are meant to stop
-    "SCRIPT": frozenset({"KILL"}),
-    "FUNCTION": frozenset({"KILL"}),
-}
-_BLOCK_OPTION = frozenset({"XREAD", "XREADGROUP"})  # blocking only with BLOCK
-_PACKABLE = frozenset({bytes, str, int, float})  # encoded by hiredis exactly as redis-py encodes them
-_parse_error = BaseParser.parse_error
-_pack = hiredis.pack_command
+__all__ = ("POOL_ONLY", "FastPipeline", "FastRedis")
 
 
 class FastRedis(Redis):
@@ -137,13 +84,13 @@ class FastRedis(Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Run a command and post-process its reply as redis-py does (on the shared connection when it may)."""
         client = self.resp_client
-        if client is not None and (data := _packed(args)) is not None:
+        if client is not None and (data := packed(args)) is not None:
             conn = client.connection()
             seen = conn.error_replies
             try:
                 reply = await conn.execute_raw(data)
                 if conn.error_replies != seen:  # an error reply: in this reply, or in another one meanwhile
-                    reply = _raise_errors(reply)
+                    reply = raise_errors(reply)
             except ResponseError:
                 if EMPTY_RESPONSE in options:
                     return options[EMPTY_RESPONSE]
@@ -162,84 +109,14 @@ class FastRedis(Redis):
                 return reply
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        """A pipeline that runs in one write on the shared connection when it may (:mod:`framework.fastpipeline`)."""
+        if self.resp_client is None:
+            return super().pipeline(transaction, shard_hint)
+        return FastPipeline(self.resp_client, self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         """Close the shared connection, then do what redis-py's ``aclose`` does (release, close the pool)."""
         if self.resp_client is not None:
             self.resp_client.close()
         await super().aclose(close_connection_pool)
-
-
-def _packed(args: tuple[Any, ...]) -> bytes | None:
-    """The command packed for the shared connection, or None to send it through the pool."""
-    wire = _wire(args)
-    if wire is None:
-        return None
-    try:
-        data: bytes = _pack(wire)
-    except (TypeError, ValueError):  # e.g. a str that UTF-8 cannot encode: the pool raises redis-py's error
-        return None
-    return data
-
-
-def _wire(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """The command's arguments as sent (a multi-word name split, as redis-py does), or None for the pool."""
-    name: Any = args[0] if args else None
-    kind = type(name)
-    if kind is str and name.isalpha():
-        word, wire = name.upper(), args
-    elif (kind is str or kind is bytes) and (
-        head := name.encode().split() if kind is str else name.split() if b" " in name else [name]
-    ):
-        word, wire = head[0].decode("latin-1").upper(), (*head, *args[1:])
-    else:
-        return None
-    if _pool_only(word, wire):
-        return None
-    for arg in wire:
-        if type(arg) not in _PACKABLE:
-            return None
-    return wire
-
-
-def _pool_only(word: str, wire: tuple[Any, ...]) -> bool:
-    if word in POOL_ONLY:
-        return True
-    subcommands = _POOL_ONLY_SUBCOMMANDS.get(word)
-    if subcommands is not None:
-        return len(wire) > 1 and _upper(wire[1]) in subcommands
-    return word in _BLOCK_OPTION and any(_upper(arg) == "BLOCK" for arg in wire)
-
-
-def _upper(arg: Any) -> str | None:
-    if type(arg) is str:
-        return arg.upper()
-    if type(arg) is bytes:
-        return arg.decode("latin-1").upper()
-    return None
-
-
-def _redis_error(text: str) -> Exception:
-    """The exception redis-py makes of an error reply (its class by the error code, the code cut off)."""
-    return cast("Exception", _parse_error(text))  # type: ignore[no-untyped-call]
-
-
-def _raise_errors(reply: Any) -> Any:
-    """Raise a top-level error reply as redis-py does; else ``reply`` with nested errors as exceptions."""
-    if type(reply) is ReplyError:
-        raise _redis_error(str(reply)) from None
-    reply = _with_errors(reply)
-    if type(reply) is list and reply and isinstance(reply[0], ConnectionError):  # as redis-py's hiredis parser does
-        raise reply[0]
-    return reply
-
-
-def _with_errors(reply: Any) -> Any:
-    """``reply`` with the error replies nested in it (arrays, RESP3 maps) as redis-py's exceptions."""
-    kind = type(reply)
-    if kind is ReplyError:
-        return _redis_error(str(reply))
-    if kind is list:
-        return [_with_errors(item) for item in reply]
-    if kind is dict:
-        return {key: _with_errors(value) for key, value in reply.items()}
-    return reply

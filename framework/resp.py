@@ -485,13 +485,22 @@ class RespConnection:
         """Run commands in one write; returns each reply, error replies as redis-py exception instances."""
         if not commands:
             return []
+        pack = hiredis.pack_command
+        replies = await self.execute_many_raw(b"".join([pack(cmd) for cmd in commands]), len(commands))
+        return [error_of(r) if isinstance(r, ReplyError) else r for r in replies]
+
+    async def execute_many_raw(self, data: bytes, n: int) -> list[Any]:
+        """Run ``n`` commands packed together in ``data`` in one write; the replies as hiredis parsed them.
+
+        The commands reach the server back to back, with no other command of this connection between them
+        (so a ``MULTI`` ... ``EXEC`` written together is a transaction of its own). Error replies are
+        :class:`ReplyError` instances.
+        """
         if self._sock is None:
             await self.open()
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[list[Any]] = loop.create_future()
-        pack = hiredis.pack_command
-        data = b"".join([pack(cmd) for cmd in commands])
         if self._waiting or self._pending_out:
             self._wbuf.append(data)
             if not self._flush_scheduled:
@@ -499,9 +508,8 @@ class RespConnection:
                 loop.call_soon(self._flush)
         else:
             self._write(data)
-        self._waiting.append(_Batch(future, len(commands)))
-        replies = await future
-        return [error_of(r) if isinstance(r, ReplyError) else r for r in replies]
+        self._waiting.append(_Batch(future, n))
+        return await future
 
 
 class RespClient:

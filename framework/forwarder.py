@@ -10,6 +10,7 @@ round trip per ``interval``. Any one worker can forward for everyone, Go workers
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from framework.periodic import Periodic
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ("Forwarder",)
 
 _MIN_WAIT = 0.05
+_EARLY_MARGIN = 0.002  # a timer may fire a little early; the task's whole-second score must be due by then
 
 
 class Forwarder(Periodic):
@@ -52,6 +54,8 @@ class Forwarder(Periodic):
         self.log = logger
         self.health = health
         self._stop = asyncio.Event()
+        self._early: asyncio.TimerHandle | None = None
+        self._early_at = 0.0
 
     async def forward_once(self) -> tuple[int, float | None]:
         """Forward every queue with due tasks; returns (tasks moved, earliest due time left or None)."""
@@ -68,6 +72,25 @@ class Forwarder(Periodic):
         return moved, earliest
 
     component = "forwarder"
+
+    def due_at(self, when: float) -> None:
+        """A task of this process becomes due at Unix time ``when``: pass then, if that is before the next pass.
+
+        The worker calls it for the retries it schedules, so a short retry delay is not stretched to the
+        forwarder's interval. One timer at most: the earliest such time.
+        """
+        delay = max(0.0, when - self.broker.clock.now()) + _EARLY_MARGIN
+        at = time.monotonic() + delay
+        if not self.next_pass or at >= self.next_pass or (self._early is not None and self._early_at <= at):
+            return
+        if self._early is not None:
+            self._early.cancel()
+        self._early_at = at
+        self._early = asyncio.get_running_loop().call_later(delay, self._early_pass)
+
+    def _early_pass(self) -> None:
+        self._early = None
+        self.nudge()
 
     async def tick(self) -> float | None:
         """Forward due tasks; wake again when the earliest task left is due, if that is sooner."""

@@ -144,6 +144,8 @@ class OutcomeWriter:
         self.release = release
         self.lost: list[tuple[str, str, float]] = []
         """(queue, id, when) of tasks whose lease lapsed here; the worker's recoverer gives them back."""
+        self.on_retry: Callable[[float], None] | None = None
+        """Told the Unix time a retry written here is due (the worker's forwarder, to pass by then)."""
         self.background: set[asyncio.Task[Any]] = set()
         self._acks: dict[str, list[tuple[InFlight, asyncio.Future[bool] | None]]] = {}
         self._flush_scheduled = False
@@ -308,4 +310,6 @@ class OutcomeWriter:
         data = encode_message(msg)
         retry_at = math.ceil(now + max(0.0, delay))
         if await self._write(inf, lambda: self.broker.retry(inf.queue, inf.id, data, retry_at, failure=True)):
+            if self.on_retry is not None:
+                self.on_retry(retry_at)
             await self._fire("task_retried", inf.ctx, error)

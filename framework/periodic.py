@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -25,6 +26,9 @@ class Periodic:
     interval: float
     health: RedisHealth
     _stop: asyncio.Event
+    _wake: asyncio.Event | None = None
+    next_pass: float = 0.0
+    """``time.monotonic()`` of the next pass while sleeping (0 before the first)."""
 
     async def tick(self) -> float | None:
         """One pass. Returns a wait shorter than ``interval`` when the next pass is due sooner, else None."""
@@ -32,6 +36,7 @@ class Periodic:
 
     async def run(self) -> None:
         """Run passes until stopped; a Redis fault is reported and the pass is tried again next time."""
+        wake = self._wake = asyncio.Event()
         while not self._stop.is_set():
             wait = self.interval
             try:
@@ -42,9 +47,19 @@ class Periodic:
                 self.health.ok(self.component)
                 if sooner is not None:
                     wait = min(wait, sooner)
+            if self._stop.is_set():
+                break
+            wake.clear()
+            self.next_pass = time.monotonic() + wait
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+                await asyncio.wait_for(wake.wait(), wait)
+
+    def nudge(self) -> None:
+        """Run the next pass now (no-op before :meth:`run` starts)."""
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self) -> None:
         """Stop after the current pass."""
         self._stop.set()
+        self.nudge()

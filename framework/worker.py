@@ -199,8 +199,10 @@ class Worker:
             self.heartbeat.close()
             raise
         self.heartbeat.start()
+        forwarder = Forwarder(broker, s.queues, s.forward_interval, self.log, self.health)
+        self.processor.outcomes.on_retry = forwarder.due_at
         self._components = [
-            Forwarder(broker, s.queues, s.forward_interval, self.log, self.health),
+            forwarder,
             Recoverer(
                 broker,
                 s.queues,

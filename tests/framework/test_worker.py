@@ -84,6 +84,34 @@ async def test_scheduled_and_retry_tasks_start_within_a_second_of_their_due_time
     assert 0 <= starts[2][1] - retry_at < 1.0, starts[2][1] - retry_at
 
 
+async def test_a_retry_the_worker_schedules_is_not_held_back_by_a_long_forward_interval(
+    start: Any, client: Any, redis: Any, schema: Any, settings: Settings
+) -> None:
+    starts: list[float] = []
+
+    async def handle(ctx: Any, p: T) -> None:
+        starts.append(time.time())
+        if ctx.retried == 0:
+            raise RetryAfter(1)
+
+    task = TaskDef("w:quick-retry", T, handle)
+    await start(task, settings=settings.replace(forward_interval=10.0))
+    await asyncio.sleep(0.3)  # the forwarder's first pass found nothing: its next one is 10 s away
+    info = await client.enqueue(task, T())
+
+    async def retry_scheduled() -> bool:
+        return await redis.zscore(schema.queue("default").retry, info.id) is not None
+
+    await wait_until(retry_scheduled)
+    retry_at = await redis.zscore(schema.queue("default").retry, info.id)
+
+    async def retried() -> bool:
+        return len(starts) == 2
+
+    await wait_until(retried, timeout=5)
+    assert 0 <= starts[1] - retry_at < 0.5, starts[1] - retry_at
+
+
 async def test_an_idle_worker_costs_next_to_no_redis_traffic_or_cpu(tmp_path: Path) -> None:
     server = start_test_server(tmp_path / "valkey")
     try:

@@ -137,6 +137,7 @@ class Bench:
         self.url = url
         self.ctl = redis_sync.Redis.from_url(url)
         self.settings = Settings(redis_url=url, log_level="warning")
+        self.app = "bench.noop_app"
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ class Bench:
             {
                 "PYTHONPATH": str(ROOT),
                 "REDIS_URL": self.url,
-                "FRAMEWORK_APP": "bench.noop_app",
+                "FRAMEWORK_APP": self.app,
                 "FRAMEWORK_LOAD_PLUGINS": "",
                 "FRAMEWORK_LOG_LEVEL": "warning",
                 "FRAMEWORK_QUEUES": self.args.queues,

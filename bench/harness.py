@@ -372,6 +372,14 @@ def census(bench: Bench, log_dir: Path, n: int = 5000) -> dict[str, Any]:
     }
 
 
+def open_server(args: argparse.Namespace, work: Path) -> tuple[Server | None, str]:
+    """The server to measure on: ``--redis-url``, or a private one started in ``work``."""
+    if args.redis_url:
+        return None, args.redis_url
+    server = Server(work)
+    return server, server.url
+
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = {k for r in runs for k, v in r.items() if isinstance(v, int | float)}
     return {k: statistics.median(r[k] for r in runs if isinstance(r.get(k), int | float)) for k in sorted(keys)}
@@ -385,11 +393,7 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     phases = set(args.phases.split(","))
     work = Path(tempfile.mkdtemp(prefix="framework-bench-"))
-    server = None
-    url = args.redis_url
-    if not url:
-        server = Server(work)
-        url = server.url
+    server, url = open_server(args, work)
     bench = Bench(args, url)
     runs = []
     try:

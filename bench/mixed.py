@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import Bench, Server, median_of  # noqa: E402
+from bench.harness import Bench, median_of, open_server  # noqa: E402
 from bench.mixed_app import LATE, OK, ORDER, RUNS, Mixed, mixed  # noqa: E402
 from framework.client import Job  # noqa: E402
 
@@ -159,11 +159,7 @@ def check(bench: Bench, tasks: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     args = parse_args()
     work = Path(tempfile.mkdtemp(prefix="framework-mixed-"))
-    server = None
-    url = args.redis_url
-    if not url:
-        server = Server(work)
-        url = server.url
+    server, url = open_server(args, work)
     bench = Bench(args, url)
     bench.app = "bench.mixed_app"
     tasks = plan(args)

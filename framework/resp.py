@@ -20,34 +20,30 @@ collected (after its event loop is closed), so an unclosed client leaks nothing 
 
 A connection speaks RESP2 unless told ``protocol=3``: :class:`~framework.fastredis.FastRedis` runs redis-py's
 ordinary commands over one that speaks RESP3, as redis-py does, so redis-py's reply handling applies unchanged.
+
+The pipelined I/O is :mod:`framework.resp_pipe`'s, the error mapping :mod:`framework.resp_errors`'s, and
+:class:`RespClient` with the choice of clients that qualify :mod:`framework.resp_client`'s; their names are
+importable from here as well.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import socket
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
-from redis.exceptions import (
-    AuthenticationError,
-    BusyLoadingError,
-    ConnectionError,  # noqa: A004
-    NoScriptError,
-    ReadOnlyError,
-    ResponseError,
-)
+from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+from framework.resp_client import RespClient, connection_options, fast_path_for
+from framework.resp_errors import ReplyError, error_of
+from framework.resp_pipe import NOT_ENOUGH_DATA, Batch, RespPipe
 
-    from redis.asyncio import Redis
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = (
     "NOT_ENOUGH_DATA",
@@ -59,58 +55,14 @@ __all__ = (
     "fast_path_for",
 )
 
-_READ_SIZE = 256 * 1024
 SPIN_SECONDS = 100e-6
 """How long a command sent on an idle connection polls for its reply before the event loop waits."""
 _SPIN_MISSES = 8
 _SPIN_PAUSE = 1000
 """After this many windows in a row ran out, this many commands go without polling."""
-NOT_ENOUGH_DATA: Any = object()  # what the reader returns when no complete reply is buffered (False is a RESP3 reply)
-_PUSH: Any = getattr(hiredis, "PushNotification", NOT_ENOUGH_DATA)
-_ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
-    ("NOSCRIPT", NoScriptError),
-    ("READONLY", ReadOnlyError),
-    ("LOADING", BusyLoadingError),
-    ("NOAUTH", AuthenticationError),
-    ("WRONGPASS", AuthenticationError),
-)
 
 
-class ReplyError(Exception):
-    """An error reply as hiredis hands it over; turned into redis-py's exception by :func:`error_of`."""
-
-
-def _counting_errors(count: list[int]) -> Callable[[str], ReplyError]:
-    """The ``replyError`` for ``hiredis.Reader``: makes a :class:`ReplyError`, counting them in ``count[0]``."""
-
-    def make(text: str) -> ReplyError:
-        count[0] += 1
-        return ReplyError(text)
-
-    return make
-
-
-class _Batch:
-    """Collects the replies of a batch of commands written together, for one future."""
-
-    __slots__ = ("future", "n", "replies")
-
-    def __init__(self, future: asyncio.Future[list[Any]], n: int) -> None:
-        self.future = future
-        self.n = n
-        self.replies: list[Any] = []
-
-
-def error_of(reply: BaseException) -> Exception:
-    """The redis-py exception for an error reply (``NOSCRIPT`` -> ``NoScriptError``, ...)."""
-    text = str(reply)
-    for prefix, cls in _ERRORS:
-        if text.startswith(prefix):
-            return cls(text)
-    return ResponseError(text)
-
-
-class RespConnection:
+class RespConnection(RespPipe):
     """One connection to one server, bound to the event loop that opened it.
 
     Args:
@@ -136,25 +88,14 @@ class RespConnection:
         client_name: str | None = None,
         spin: bool = True,
     ) -> None:
-        self.address = address
+        super().__init__(address)
         self.protocol = protocol
         self._client_name = client_name
         self._username = username
         self._password = password
         self._db = db
         self._connect_timeout = connect_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
-        self._errors = [0]
-        self._make_error = _counting_errors(self._errors)
-        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
-        self._waiting: collections.deque[asyncio.Future[Any] | _Batch] = collections.deque()
-        self._wbuf: list[bytes] = []
-        self._pending_out = b""
-        self._flush_scheduled = False
         self._connecting: asyncio.Future[None] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
-        self.closed = False
         self.spin = spin
         """Poll briefly for the reply of a command sent on an idle connection (see :meth:`_spin`)."""
         self._spin_misses = 0
@@ -163,24 +104,6 @@ class RespConnection:
         """Replies taken by polling (for tests and stats)."""
         self.scripts: set[str] = set()
         """SHA1s of the scripts loaded through this connection (cleared when it reconnects)."""
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop this connection is bound to (None before the first command)."""
-        return self._loop
-
-    @property
-    def error_replies(self) -> int:
-        """How many error replies, top-level or nested, this connection has parsed.
-
-        A reply parsed while this did not change holds no error.
-        """
-        return self._errors[0]
-
-    @property
-    def connected(self) -> bool:
-        """Whether a socket is open now."""
-        return self._sock is not None
 
     # -- connecting ------------------------------------------------------------------------------
 
@@ -273,15 +196,6 @@ class RespConnection:
             return sock
         raise error
 
-    def _describe(self) -> str:
-        return self.address if isinstance(self.address, str) else f"{self.address[0]}:{self.address[1]}"
-
-    # -- I/O ---------------------------------------------------------------------------------------
-
-    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue one command; the future gets the raw reply (error replies as ``ReplyError``)."""
-        return self._send_packed(hiredis.pack_command(args))
-
     async def _poll_if_quiet(self, fut: asyncio.Future[Any]) -> None:
         """Let ready tasks run once; if none of them sent a command here meanwhile, poll for the reply.
 
@@ -317,133 +231,6 @@ class RespConnection:
         if self._sock is not None:  # answered (not failed) while polling
             self._spin_misses = 0
             self.spun += 1
-
-    def _send_packed(self, data: bytes) -> asyncio.Future[Any]:
-        """Queue one command packed by ``hiredis.pack_command``; the future gets the raw reply."""
-        loop = self._loop
-        assert loop is not None
-        fut = loop.create_future()
-        if self._waiting or self._pending_out:
-            self._wbuf.append(data)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-        else:
-            self._write(data)
-        self._waiting.append(fut)
-        return fut
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._wbuf and self._sock is not None:
-            data = b"".join(self._wbuf)
-            self._wbuf.clear()
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        if self._pending_out:
-            self._pending_out += data
-            return
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._loop.call_soon(self._fail, ConnectionError(f"error writing to {self._describe()}: {exc}"))  # type: ignore[union-attr]
-            return
-        if sent < len(data):
-            self._pending_out = data[sent:]
-            self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
-
-    def _on_writable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            sent = sock.send(self._pending_out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail(ConnectionError(f"error writing to {self._describe()}: {exc}"))
-            return
-        self._pending_out = self._pending_out[sent:]
-        if not self._pending_out:
-            self._loop.remove_writer(sock.fileno())  # type: ignore[union-attr]
-
-    def _receive(self) -> bool:
-        """Feed what the socket has to the reader; False when there was nothing (or the connection failed)."""
-        sock = self._sock
-        if sock is None:
-            return False
-        try:
-            data = sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
-            return False
-        if not data:
-            self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
-            return False
-        self._reader.feed(data)
-        return True
-
-    def _on_readable(self) -> None:
-        if self._receive():
-            self._dispatch()
-
-    def _dispatch(self) -> None:
-        """Hand every complete reply in the reader to its waiter, in order."""
-        reader, waiting = self._reader, self._waiting
-        try:
-            reply = reader.gets()
-            while reply is not NOT_ENOUGH_DATA:
-                if type(reply) is _PUSH:  # RESP3 out-of-band data (none is asked for): not a reply
-                    reply = reader.gets()
-                    continue
-                head = waiting[0]
-                if type(head) is _Batch:
-                    head.replies.append(reply)
-                    if len(head.replies) == head.n:
-                        waiting.popleft()
-                        if not head.future.done():
-                            head.future.set_result(head.replies)
-                else:
-                    waiting.popleft()
-                    if not head.done():  # type: ignore[union-attr]
-                        head.set_result(reply)  # type: ignore[union-attr]
-                reply = reader.gets()
-        except (hiredis.ProtocolError, IndexError) as exc:
-            self._fail(ConnectionError(f"protocol error from {self._describe()}: {exc}"))
-
-    def _fail(self, exc: Exception) -> None:
-        """Drop the socket and fail every command in flight; the next command reconnects."""
-        sock, self._sock = self._sock, None
-        if sock is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
-            if self._pending_out:
-                self._loop.remove_writer(sock.fileno())
-        if self._finalizer is not None:
-            self._finalizer()  # closes the socket
-            self._finalizer = None
-        elif sock is not None:
-            sock.close()
-        self._pending_out = b""
-        self._wbuf.clear()
-        waiting, self._waiting = self._waiting, collections.deque()
-        for item in waiting:
-            fut = item.future if type(item) is _Batch else item
-            if not fut.done():  # type: ignore[union-attr]
-                fut.set_exception(exc)  # type: ignore[union-attr]
-                fut.exception()  # type: ignore[union-attr] # a caller that was cancelled meanwhile must not leave it unretrieved
-
-    def close(self) -> None:
-        """Close the socket (commands in flight fail); a closed connection cannot be used again."""
-        self.closed = True
-        self._fail(ConnectionError("connection closed"))
 
     # -- commands ----------------------------------------------------------------------------------
 
@@ -508,104 +295,5 @@ class RespConnection:
                 loop.call_soon(self._flush)
         else:
             self._write(data)
-        self._waiting.append(_Batch(future, n))
+        self._waiting.append(Batch(future, n))
         return await future
-
-
-class RespClient:
-    """Hands out one :class:`RespConnection` per event loop (the last loop used), opened lazily.
-
-    Args:
-        address: ``(host, port)`` or a Unix socket path.
-        **options: ``username``, ``password``, ``db``, ``connect_timeout`` for :class:`RespConnection`.
-    """
-
-    def __init__(self, address: tuple[str, int] | str, **options: Any) -> None:
-        self.address = address
-        self._options = options
-        self._conn: RespConnection | None = None
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The connection options (credentials, database, protocol, ...) every connection of this client uses."""
-        return dict(self._options)
-
-    def connection(self) -> RespConnection:
-        """The connection for the running loop (a new one when the loop changed)."""
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            if conn.loop is None or conn.loop is asyncio.get_running_loop():
-                return conn
-            self._drop(conn)
-        conn = self._conn = RespConnection(self.address, **self._options)
-        return conn
-
-    @staticmethod
-    def _drop(conn: RespConnection) -> None:
-        """Close a connection now, or on its loop when that loop runs in another thread."""
-        loop = conn.loop
-        if loop is not None and loop.is_running() and not loop.is_closed() and loop is not _running_loop():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(conn.close)
-                return
-        conn.close()
-
-    async def execute(self, *args: Any) -> Any:
-        """Run one command on this loop's connection."""
-        return await self.connection().execute(*args)
-
-    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Run commands in one write; error replies come back as exception instances."""
-        return await self.connection().execute_many(commands)
-
-    def close(self) -> None:
-        """Close the connection (a later command opens a new one)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self._drop(conn)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def fast_path_for(redis: Redis | Any) -> RespClient | None:
-    """A :class:`RespClient` to the server a redis-py asyncio client uses, or None when it does not qualify.
-
-    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2
-    (or the protocol left unset), no ``socket_timeout``, no credential provider. Anything else keeps to redis-py.
-    """
-    found = connection_options(redis)
-    if found is None or found[2] not in (None, 2, "2"):
-        return None
-    return RespClient(found[0], **found[1])
-
-
-def connection_options(redis: Redis | Any) -> tuple[tuple[str, int] | str, dict[str, Any], Any] | None:
-    """(address, :class:`RespConnection` options, redis-py's ``protocol`` setting) of a client's server.
-
-    None unless the client is redis-py's with a plain ``ConnectionPool`` of ``Connection`` (TCP) or
-    ``UnixDomainSocketConnection``, no ``socket_timeout`` and no credential provider.
-    """
-    pool = getattr(redis, "connection_pool", None)
-    if type(pool) is not ConnectionPool:
-        return None
-    kwargs: dict[str, Any] = pool.connection_kwargs
-    if kwargs.get("socket_timeout") is not None or kwargs.get("credential_provider") is not None:
-        return None
-    options: dict[str, Any] = {
-        "username": kwargs.get("username"),
-        "password": kwargs.get("password"),
-        "db": int(kwargs.get("db") or 0),
-        "connect_timeout": kwargs.get("socket_connect_timeout") or 5.0,
-    }
-    if pool.connection_class is Connection:
-        address: tuple[str, int] | str = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
-    elif pool.connection_class is UnixDomainSocketConnection:
-        address = kwargs["path"]
-    else:
-        return None
-    return address, options, kwargs.get("protocol")

@@ -1,0 +1,55 @@
+"""Error replies of the lean connection, and the redis-py exceptions they stand for.
+
+hiredis hands an error reply over as a :class:`ReplyError` (each connection counts them, so a caller can tell
+whether a reply held any); :func:`error_of` turns one into the exception redis-py raises for it
+(``NOSCRIPT`` -> ``NoScriptError``, ...), so callers handle them as they would redis-py's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,  # noqa: A004
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ("ReplyError", "counting_errors", "error_of")
+
+_ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
+    ("NOSCRIPT", NoScriptError),
+    ("READONLY", ReadOnlyError),
+    ("LOADING", BusyLoadingError),
+    ("NOAUTH", AuthenticationError),
+    ("WRONGPASS", AuthenticationError),
+)
+
+
+class ReplyError(Exception):
+    """An error reply as hiredis hands it over; turned into redis-py's exception by :func:`error_of`."""
+
+
+def counting_errors(count: list[int]) -> Callable[[str], ReplyError]:
+    """The ``replyError`` for ``hiredis.Reader``: makes a :class:`ReplyError`, counting them in ``count[0]``."""
+
+    def make(text: str) -> ReplyError:
+        count[0] += 1
+        return ReplyError(text)
+
+    return make
+
+
+def error_of(reply: BaseException) -> Exception:
+    """The redis-py exception for an error reply (``NOSCRIPT`` -> ``NoScriptError``, ...)."""
+    text = str(reply)
+    for prefix, cls in _ERRORS:
+        if text.startswith(prefix):
+            return cls(text)
+    return ResponseError(text)

@@ -131,7 +131,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         concurrency: handlers one worker process runs at once.
         shutdown_timeout: seconds to let running tasks finish on shutdown before requeueing them.
         heartbeat_interval: seconds between lease extensions and server heartbeats.
-        forward_interval: seconds between checks for due scheduled and retry tasks.
+        forward_interval: longest wait between checks for due scheduled and retry tasks (sooner when one is
+            due; a retry this worker schedules is forwarded when it is due).
         janitor_interval: seconds between sweeps of expired completed tasks.
         recoverer_interval: seconds between looks for tasks of dead workers.
         dequeue_batch: tasks one dequeue call may take from a queue.

@@ -288,12 +288,6 @@ class RespConnection(RespPipe):
         loop = self._loop
         assert loop is not None
         future: asyncio.Future[list[Any]] = loop.create_future()
-        if self._waiting or self._pending_out:
-            self._wbuf.append(data)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                loop.call_soon(self._flush)
-        else:
-            self._write(data)
+        self._out(loop, data)
         self._waiting.append(Batch(future, n))
         return await future

@@ -97,6 +97,12 @@ class RespPipe:
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
+        self._out(loop, data)
+        self._waiting.append(fut)
+        return fut
+
+    def _out(self, loop: asyncio.AbstractEventLoop, data: bytes) -> None:
+        """Write ``data`` now on a quiet connection, else after what is queued (one write per loop iteration)."""
         if self._waiting or self._pending_out:
             self._wbuf.append(data)
             if not self._flush_scheduled:
@@ -104,8 +110,6 @@ class RespPipe:
                 loop.call_soon(self._flush)
         else:
             self._write(data)
-        self._waiting.append(fut)
-        return fut
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -13,13 +13,17 @@ the sentinels.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Any
 
 import redis as redis_sync
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError as SyncMasterNotFoundError
 from redis.sentinel import Sentinel as SyncSentinel
 from redis.sentinel import SentinelConnectionPool as SyncSentinelConnectionPool
 
@@ -27,6 +31,62 @@ __all__ = ("FOLLOW_EVERY", "open_sentinel", "open_sync_sentinel", "sentinel_pool
 
 FOLLOW_EVERY = 1.0
 """Seconds between a Sentinel client's checks of which server the sentinels name as the primary."""
+
+
+def _found(manager: Any, sentinel: Any, masters: Any, service: str) -> tuple[str, int] | None:
+    """The primary's address if ``sentinel`` names a healthy one, moving it to the front of the list."""
+    state = masters.get(service)
+    if not state or not manager.check_master_state(state, service):
+        return None
+    sentinels = manager.sentinels
+    i = sentinels.index(sentinel)  # where it is now: another search may have reordered the list meanwhile
+    sentinels[0], sentinels[i] = sentinel, sentinels[0]
+    ip = manager._force_master_ip if manager._force_master_ip is not None else state["ip"]
+    return ip, state["port"]
+
+
+def _not_found(kind: type[RedisConnectionError], service: str, errors: list[str]) -> RedisConnectionError:
+    detail = f" : {', '.join(errors)}" if errors else ""
+    return kind(f"No master found for {service!r}{detail}")
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel manager, safe for concurrent searches (see the module docstring)."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors: list[str] = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            found = _found(self, sentinel, masters, service_name)
+            if found is not None:
+                return found
+        raise _not_found(MasterNotFoundError, service_name, errors)
+
+
+class _SyncSentinel(SyncSentinel):
+    """The blocking variant of :class:`_Sentinel` (threads sharing one client search concurrently too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._reorder = threading.Lock()
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors: list[str] = []
+        for sentinel in list(self.sentinels):
+            try:
+                masters = sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            with self._reorder:
+                found = _found(self, sentinel, masters, service_name)
+            if found is not None:
+                return found
+        raise _not_found(SyncMasterNotFoundError, service_name, errors)
 
 
 class _FollowingPool(SentinelConnectionPool):
@@ -61,19 +121,23 @@ class _SentinelPrimary(Redis):
     """The client of a Sentinel-managed primary: closing it closes its pool and its sentinel connections."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool=True)
-        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
-            await sentinel.aclose()
+        try:
+            await super().aclose(close_connection_pool=True)
+        finally:
+            for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+                await sentinel.aclose()
 
 
 class _SyncSentinelPrimary(redis_sync.Redis):
     """The blocking variant of :class:`_SentinelPrimary`."""
 
     def close(self) -> None:
-        super().close()
-        self.connection_pool.disconnect()
-        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
-            sentinel.close()
+        try:
+            super().close()
+            self.connection_pool.disconnect()
+        finally:
+            for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+                sentinel.close()
 
 
 def open_sentinel(
@@ -92,7 +156,7 @@ def open_sentinel(
         server: connection options for the data servers (username, password, db).
         max_connections: cap of the pool (default: unbounded).
     """
-    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **server, socket_connect_timeout=5)  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **server, socket_connect_timeout=5)  # type: ignore[no-untyped-call]
     kwargs: dict[str, Any] = {"decode_responses": False}
     if max_connections:
         kwargs["max_connections"] = max_connections
@@ -106,7 +170,7 @@ def open_sync_sentinel(
     hosts: list[tuple[str, int]], service: str, sentinel_kwargs: dict[str, Any], server: dict[str, Any], **timeouts: Any
 ) -> redis_sync.Redis:
     """The blocking variant of :func:`open_sentinel`."""
-    sentinel = SyncSentinel(hosts, sentinel_kwargs=sentinel_kwargs, **server, **timeouts)  # type: ignore[no-untyped-call]
+    sentinel = _SyncSentinel(hosts, sentinel_kwargs=sentinel_kwargs, **server, **timeouts)
     master: redis_sync.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         service, redis_class=_SyncSentinelPrimary, connection_pool_class=_SyncFollowingPool
     )

@@ -19,11 +19,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry as SyncRetry
 
 from framework.client import Client
 from framework.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
@@ -33,10 +38,12 @@ from framework.inspector import Inspector
 from framework.keys import Schema
 from framework.registry import Registry
 from framework.scheduler import Scheduler
+from framework.sentinel import open_sentinel, open_sync_sentinel
 from framework.settings import Settings
 from framework.task import TaskDef
 from framework.worker import Worker
 from tests.fixtures.cluster import replicated
+from tests.fixtures.smtp import free_port
 from tests.framework.test_cli_jobs import cli_env
 from tests.framework.worker_app import wait_until
 
@@ -232,3 +239,57 @@ def _sync(port: int) -> Any:
     import redis as redis_sync
 
     return redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+
+async def test_concurrent_primary_searches_keep_every_sentinel_and_closing_closes_them_all(
+    valkey_sentinel: SentinelInfo,
+) -> None:
+    # the first sentinel listed is down, so every search moves on to the second one: many at once, as
+    # connections opening together after a failover do; redis-py's own reordering then wrote one sentinel
+    # into two slots and dropped another, whose open connections closing the client no longer reached
+    down = free_port()
+    hosts = [("127.0.0.1", down)] + [("127.0.0.1", p) for p in valkey_sentinel.sentinel_ports]
+    primary = ("127.0.0.1", valkey_sentinel.primary_port)
+    # no reconnect attempts to the one that is down: the searches reach the second sentinel together
+    timeouts = {"socket_connect_timeout": 2, "socket_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+
+    def ports(manager: Any) -> list[int]:
+        return [s.connection_pool.connection_kwargs["port"] for s in manager.sentinels]
+
+    redis = open_sentinel(hosts, "mymaster", timeouts, {})
+    manager = redis.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+    try:
+        found = await asyncio.gather(*(manager.discover_master("mymaster") for _ in range(8)))
+        assert set(found) == {primary}
+        assert sorted(ports(manager)) == sorted(p for _, p in hosts)  # each sentinel once, none lost
+        assert ports(manager)[0] != down
+    finally:
+        await redis.aclose()
+    pools = [s.connection_pool for s in manager.sentinels]
+    assert [c for p in pools for c in (*p._available_connections, *p._in_use_connections) if c.is_connected] == []
+
+    def blocking() -> None:  # threads sharing one blocking client search concurrently too
+        sync = open_sync_sentinel(hosts, "mymaster", {**timeouts, "retry": SyncRetry(NoBackoff(), 0)}, {})
+        manager = sync.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                assert set(pool.map(lambda _: manager.discover_master("mymaster"), range(32))) == {primary}
+            assert sorted(ports(manager)) == sorted(p for _, p in hosts)
+        finally:
+            sync.close()
+
+    await asyncio.to_thread(blocking)
+
+
+async def test_no_sentinel_answering_names_every_sentinel_tried() -> None:
+    hosts = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
+    redis = open_sentinel(hosts, "mymaster", {"socket_connect_timeout": 2, "socket_timeout": 2}, {})
+    try:
+        with pytest.raises(MasterNotFoundError, match="No master found for 'mymaster'") as info:
+            await redis.connection_pool.sentinel_manager.discover_master("mymaster")  # type: ignore[attr-defined]
+        for _, port in hosts:
+            assert f"port={port}" in str(info.value)
+        with pytest.raises(MasterNotFoundError):  # the client's own commands raise the same
+            await redis.ping()
+    finally:
+        await redis.aclose()

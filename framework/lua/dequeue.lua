@@ -16,6 +16,9 @@
 -- returns a flat list id1, msg1, id2, msg2, ... of the tasks taken (empty when paused or nothing is pending)
 -- The same transition as N times asynq's RPOPLPUSH + HSET/HDEL + ZADD, with the list and lease writes of
 -- the whole batch done once: RPOP with a count (Redis >= 6.2), one LPUSH (same resulting order), one ZADD.
+-- The messages are read with one SORT ... GET <prefix>*->msg over the batch just pushed to the head of
+-- active (the pattern carries the queue's hash tag, so a Cluster accepts it); a queue name holding a "*"
+-- (which the pattern would substitute) or a server refusing the SORT reads them with one HGET each.
 if redis.call("EXISTS", KEYS[4]) == 1 then
   return {}
 end
@@ -28,14 +31,27 @@ if not popped then
   end
   return {}
 end
+local n = #popped
+redis.call("LPUSH", KEYS[2], unpack(popped))
+local msgs = false
+if not string.find(ARGV[1], "*", 1, true) then
+  local got = redis.pcall("SORT", KEYS[2], "BY", "nosort", "LIMIT", 0, n, "GET", ARGV[1] .. "*->msg")
+  if type(got) == "table" and not got.err and #got == n then
+    msgs = got -- the head of active: the last id popped first
+  end
+end
 local out = {}
 local lease = {}
 local ids = {}
-for _, id in ipairs(popped) do
+for j, id in ipairs(popped) do
   local key = ARGV[1] .. id
-  local msg = redis.call("HGET", key, "msg")
+  local msg
+  if msgs then
+    msg = msgs[n - j + 1]
+  else
+    msg = redis.call("HGET", key, "msg")
+  end
   if msg then
-    -- an id without a task record cannot run: it is dropped rather than left to block the queue
     redis.call("HSET", key, "state", "active")
     redis.call("HDEL", key, "pending_since")
     lease[#lease + 1] = ARGV[2]
@@ -43,10 +59,12 @@ for _, id in ipairs(popped) do
     ids[#ids + 1] = id
     out[#out + 1] = id
     out[#out + 1] = msg
+  else
+    -- an id without a task record cannot run: it is dropped rather than left to block the queue
+    redis.call("LREM", KEYS[2], 1, id)
   end
 end
 if #ids > 0 then
-  redis.call("LPUSH", KEYS[2], unpack(ids))
   redis.call("ZADD", KEYS[3], unpack(lease))
   if KEYS[5] then
     redis.call("SADD", KEYS[5], unpack(ids))

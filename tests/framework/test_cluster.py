@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+import redis as redis_sync
 from litestar.testing import AsyncTestClient
 from redis.exceptions import RedisError
 
 from framework.app import create_app
+from framework.broker import RedisBroker
 from framework.client import Client, Job
+from framework.clock import SystemClock
 from framework.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
 from framework.cron_entry import CronEntry
 from framework.errors import DuplicateTask, RedisUnavailable, TaskIdConflict
@@ -123,6 +126,29 @@ async def test_clients_built_from_the_url_or_from_an_asyncio_client_reach_every_
                 assert pipe.execute() == [1, 1] * 3
         finally:
             sync.close()
+
+
+async def test_a_batch_dequeue_reads_its_messages_with_one_sort_on_each_primary(
+    valkey_cluster: ClusterInfo, credis: Any, schema: Schema
+) -> None:
+    """SORT's GET pattern carries the queue's hash tag, so a Cluster node accepts it (no HGET per task)."""
+    broker = RedisBroker(credis, schema, SystemClock())
+    for queue, node in QUEUE_NODES.items():
+        for i in range(5):
+            await broker.enqueue(queue, f"{queue}-{i}", b"m%d" % i)
+        direct = redis_sync.Redis(port=valkey_cluster.ports[node])
+        try:
+            before = direct.info("commandstats")
+            taken = await broker.dequeue(queue, 5)
+            after = direct.info("commandstats")
+        finally:
+            direct.close()
+        assert taken == [(f"{queue}-{i}", b"m%d" % i) for i in range(5)], queue
+        delta = {
+            c: after.get(f"cmdstat_{c}", {}).get("calls", 0) - before.get(f"cmdstat_{c}", {}).get("calls", 0)
+            for c in ("sort", "hget")
+        }
+        assert delta == {"sort": 1, "hget": 0}, (queue, delta)
 
 
 async def test_enqueue_process_retry_schedule_unique_and_cancel_across_the_cluster(

@@ -335,6 +335,42 @@ async def test_dequeue_drops_a_dangling_id(
     }
 
 
+async def calls(redis: Redis, *commands: str) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {c: stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in commands}
+
+
+async def test_dequeue_reads_the_batch_with_one_sort(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    """The messages of a batch come from one SORT ... GET, not one HGET per task, in dequeue order."""
+    await seed_active_list(redis, qk, ["old"], now + 5)
+    for task_id in ("a", "b", "c", "d"):
+        await broker.enqueue(Q, task_id, msg(task_id))
+    before = await calls(redis, "sort", "hget")
+    assert await broker.dequeue(Q, 3) == [(t, msg(t)) for t in ("a", "b", "c")]
+    after = await calls(redis, "sort", "hget")
+    assert (after["sort"] - before["sort"], after["hget"] - before["hget"]) == (1, 0)
+    snap = await snapshot(redis, schema.ns)
+    assert snap[qk.active] == ["c", "b", "a", "old"]  # as N times RPOPLPUSH would leave it
+    assert snap[qk.pending] == ["d"]
+
+
+async def test_dequeue_of_a_queue_named_with_a_star(
+    broker: RedisBroker, redis: Redis, schema: Schema, now: int
+) -> None:
+    """A ``*`` in the queue name would be substituted by SORT's pattern: those messages are read one by one."""
+    qk = schema.queue("jobs*1")
+    await redis.lpush(qk.pending, "ghost")
+    for task_id in ("a", "b"):
+        await broker.enqueue("jobs*1", task_id, msg(task_id))
+    assert await broker.dequeue("jobs*1", 5) == [("a", msg("a")), ("b", msg("b"))]
+    snap = await snapshot(redis, schema.ns)
+    assert snap[qk.active] == ["b", "a"]
+    assert snap[qk.lease] == [("a", now + LEASE_SECONDS), ("b", now + LEASE_SECONDS)]
+    assert snap[qk.task("a")] == {"msg": msg("a"), "state": b"active"}
+
+
 async def test_dequeue_records_the_inflight_set(
     broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys
 ) -> None:

@@ -273,11 +273,16 @@ async def test_a_go_written_message_is_processed_and_re_encoded_without_loss(
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: take the signal's word
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def _server_pids(redis: Any, schema: Schema) -> set[int]:
@@ -286,8 +291,9 @@ async def _server_pids(redis: Any, schema: Schema) -> set[int]:
     return {int(m.decode().rsplit("{", 1)[1].split(":")[1]) for m in members}
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 async def test_multi_process_mode_supervises_restarts_and_stops_together(
-    settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path, start: str
 ) -> None:
     fast = settings.replace(
         concurrency=2,
@@ -296,7 +302,7 @@ async def test_multi_process_mode_supervises_restarts_and_stops_together(
         shutdown_timeout=2.0,
         cron=[CronEntrySettings(name="tick", spec="@every 1s", task="test:job")],
     )
-    supervisor = start_supervisor(fast, 2, tmp_path / "supervisor.log", scheduler=True)
+    supervisor = start_supervisor(fast, 2, tmp_path / "supervisor.log", scheduler=True, FRAMEWORK_PROCESS_START=start)
     try:
 
         async def two_up() -> bool:
@@ -337,3 +343,29 @@ async def test_multi_process_mode_supervises_restarts_and_stops_together(
     log = (tmp_path / "supervisor.log").read_text()
     assert "worker_process_died" in log
     assert "supervisor_stopped" in log
+    assert f"start={start}" in log or f'"start": "{start}"' in log
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+async def test_a_sigkilled_supervisor_takes_its_workers_down_gracefully(
+    settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path, start: str
+) -> None:
+    """The children get SIGTERM when the supervisor dies (no orphans) and leave no server records behind."""
+    fast = settings.replace(concurrency=2, heartbeat_interval=0.5, shutdown_timeout=1.0)
+    supervisor = start_supervisor(fast, 2, tmp_path / "supervisor.log", FRAMEWORK_PROCESS_START=start)
+    try:
+
+        async def two_up() -> bool:
+            return len(await _server_pids(redis, schema)) == 2
+
+        await wait_until(two_up, timeout=30)
+        children = await _server_pids(redis, schema)
+        supervisor.kill()
+        supervisor.wait(10)
+
+        async def all_gone() -> bool:
+            return not any(_pid_alive(pid) for pid in children) and not await _server_pids(redis, schema)
+
+        await wait_until(all_gone, timeout=20)
+    finally:
+        stop_process(supervisor)

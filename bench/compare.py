@@ -129,6 +129,8 @@ def run_ours(url: str, label: str, out: Path) -> dict[str, Any]:
         "steady": rep.get("process_rate_steady"),
         "p50": rep.get("latency_p50_ms"),
         "p99": rep.get("latency_p99_ms"),
+        "floor_p50": rep.get("floor_p50_ms"),
+        "floor_p99": rep.get("floor_p99_ms"),
         "cmds": rep.get("process_cmds_per_task"),
         "client_cmds": rep.get("census_client_per_task"),
         "lua_cmds": rep.get("census_lua_per_task"),
@@ -137,7 +139,10 @@ def run_ours(url: str, label: str, out: Path) -> dict[str, Any]:
     }
 
 
-METRICS = ("bulk", "seq", "wall", "steady", "p50", "p99", "cmds", "client_cmds", "lua_cmds", "rss", "redis_bytes")
+METRICS = (
+    *("bulk", "seq", "wall", "steady", "p50", "p99", "floor_p50", "floor_p99"),
+    *("cmds", "client_cmds", "lua_cmds", "rss", "redis_bytes"),
+)
 
 
 def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,6 +187,14 @@ def table(rows: list[dict[str, Any]], peers: list[dict[str, Any]]) -> str:
         cells = [fmt(r[k] / top[k], 2) + "x" if r.get(k) and top[k] else "-" for k in ("bulk", "seq", "wall", "steady")]
         lat = fmt(top_lat / r["p50"], 2) + "x" if r.get("p50") and top_lat else "-"
         lines.append(f"| {r['config']} | {' | '.join(cells)} | {lat} |")
+    floors = [r for r in rows if r.get("floor_p50")]
+    floor_cells = [f"p50 {fmt(r['floor_p50'], 2)} / p99 {fmt(r['floor_p99'], 2)} ms ({r['config']})" for r in floors]
+    if floors:
+        lines += [
+            "",
+            "Latency floor of the machine in the same runs (a bare PUBLISH reaching an idle subscriber process, "
+            "bench/wake_floor.py): " + ", ".join(floor_cells) + ".",
+        ]
     extras = [r for r in rows if r["library"] == "framework" and (r.get("rss") or r.get("redis_bytes"))]
     if extras:
         lines += ["", "| config | worker peak RSS MB | Redis bytes per pending task |", "|---|---:|---:|"]

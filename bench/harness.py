@@ -13,6 +13,8 @@ Phases per repetition, each from an empty Redis (FLUSHALL):
   polling subtracted), worker RSS now and at its peak;
 * seq: S tasks enqueued one at a time, each awaited -> tasks/s;
 * latency: a warm idle worker, L tasks enqueued 5 ms apart; the handler records start - enqueue time;
+  then the machine's floor for the same measurement (:mod:`bench.wake_floor`: a bare PUBLISH to an idle
+  subscriber process, no queue code on either side);
 * census: 5,000 tasks processed under ``redis-cli monitor`` -> commands per task sent by the worker and
   run inside its Lua scripts.
 
@@ -46,6 +48,7 @@ import redis as redis_sync
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import wake_floor  # noqa: E402
 from bench.noop_app import DONE_KEY, LAT_KEY, Noop, noop  # noqa: E402
 from framework.client import Client, Job  # noqa: E402
 from framework.connection import open_redis  # noqa: E402
@@ -407,6 +410,7 @@ def main() -> None:
                 result.update(asyncio.run(bench.seq()))
             if "latency" in phases:
                 result.update(asyncio.run(bench.latency(work, rep)))
+                result.update(wake_floor.measure(url, args.lat))
             if "census" in phases:
                 result.update(census(bench, work))
             print(

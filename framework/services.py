@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from framework.context import _Stash
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from redis.asyncio import Redis
 
     from framework.client import Client
@@ -38,15 +40,17 @@ class Services:
         role: ``web``, ``worker``, ``scheduler`` or ``run`` (all three in one process).
         stash: typed per-plugin singletons.
         plugin_manager: the pluggy plugin manager (None when no plugins are loaded).
-        jinja: the shared Jinja environment (app templates override plugin templates).
+        jinja: the shared Jinja environment (app templates override plugin templates); a worker builds
+            it on first use (see :meth:`jinja_from`), so one that renders nothing never imports Jinja.
         extra: free-form values shared inside the process (the Redis URL, an inspector, ...).
     """
 
     __slots__ = (
+        "_jinja",
+        "_jinja_factory",
         "_storage",
         "client",
         "extra",
-        "jinja",
         "plugin_manager",
         "redis",
         "registry",
@@ -75,10 +79,27 @@ class Services:
         self.registry = registry
         self.role = role
         self.plugin_manager = plugin_manager
-        self.jinja = jinja
+        self._jinja: Any = jinja
+        self._jinja_factory: Callable[[], Any] | None = None
         self.stash = _Stash()
         self.extra: dict[str, Any] = {}
         self._storage: Storage | None = None
+
+    @property
+    def jinja(self) -> Any:
+        """The shared Jinja environment (None when the process has none)."""
+        if self._jinja is None and self._jinja_factory is not None:
+            factory, self._jinja_factory = self._jinja_factory, None
+            self._jinja = factory()
+        return self._jinja
+
+    @jinja.setter
+    def jinja(self, env: Any) -> None:
+        self._jinja, self._jinja_factory = env, None
+
+    def jinja_from(self, factory: Callable[[], Any]) -> None:
+        """Build :attr:`jinja` with ``factory`` when it is first read."""
+        self._jinja, self._jinja_factory = None, factory
 
     @property
     def storage(self) -> Storage:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -164,9 +165,7 @@ class Worker:
         if self._url:
             self._services.extra["redis_url"] = self._url
         if self.pm is not None:
-            from framework.jinja import build_environment  # noqa: PLC0415
-
-            self._services.jinja = build_environment(self.settings, self.pm)
+            self._services.jinja_from(functools.partial(_build_jinja, self.settings, self.pm))
         return self._services
 
     async def start(self) -> None:
@@ -426,6 +425,13 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _build_jinja(settings: Settings, pm: pluggy.PluginManager) -> Any:
+    """The worker's Jinja environment, built when a handler first reads ``services.jinja``."""
+    from framework.jinja import build_environment  # noqa: PLC0415 - Jinja loads only for workers that render
+
+    return build_environment(settings, pm)
 
 
 def _split_handoff(data: bytes) -> tuple[str, str, bytes]:

@@ -211,6 +211,41 @@ async def test_hook_prepare_jinja2_environment(isolated: Any, tmp_path: Path) ->
         assert (await tc.get("/page")).text == "&lt;B&gt;ANN&lt;/B&gt;!"
 
 
+class _Render(msgspec.Struct, frozen=True):
+    name: str
+
+
+async def test_a_worker_builds_its_jinja_environment_when_a_handler_first_reads_it(
+    isolated: Any, tmp_path: Path
+) -> None:
+    """A worker that renders nothing never builds (or imports) Jinja; one that does gets the prepared one."""
+    (tmp_path / "hooktest").mkdir()
+    (tmp_path / "hooktest" / "page.html").write_text("{{ name | shout }}")
+    prepared: list[jinja2.Environment] = []
+    rendered: list[str] = []
+
+    class Filters:
+        @hookimpl
+        def prepare_jinja2_environment(self, env: jinja2.Environment, settings: Any) -> None:
+            env.filters["shout"] = lambda value: str(value).upper() + "!"
+            prepared.append(env)
+
+    async def render(ctx: Any, payload: _Render) -> None:
+        rendered.append(ctx.services.jinja.get_template("hooktest/page.html").render(name=payload.name))
+
+    task = TaskDef("hooks:render", _Render, render)
+    worker = Worker(isolated, tasks=[task], plugin_manager=pm_with(isolated, _template_plugin(tmp_path), Filters()))
+    async with worker:
+        await asyncio.sleep(0.2)
+        assert prepared == []  # started, nothing rendered: not built
+        await worker._services.client.enqueue(task, _Render(name="<b>Ann</b>"))
+        await wait_for(lambda: bool(rendered))
+        await worker._services.client.enqueue(task, _Render(name="Bo"))
+        await wait_for(lambda: len(rendered) == 2)
+    assert rendered == ["&lt;B&gt;ANN&lt;/B&gt;!", "BO!"]
+    assert len(prepared) == 1  # built once, shared by every task
+
+
 def test_hook_register_commands(settings: Any) -> None:
     env = {
         **os.environ,

@@ -98,8 +98,13 @@ class WorkerTransitions(BrokerBase):
                 pipe.llen(self.schema.queue(queue).pending)
             return [int(n) for n in await pipe.execute()]
 
-    async def done(self, queue: str, tasks: Sequence[tuple[str, str]]) -> list[int]:
-        """Finish succeeded tasks (no retention): ``tasks`` is (id, unique lock key or "") pairs.
+    async def done(self, queue: str, tasks: Sequence[tuple[str, str]], inflight: str = "") -> list[int]:
+        """Finish succeeded tasks (no retention).
+
+        Args:
+            queue: their queue.
+            tasks: (id, unique lock key or "") pairs.
+            inflight: the acknowledging worker's in-flight set of ``queue``; the ids leave it in the same step.
 
         Returns:
             Per task, 1 done or 0 not found (the task is no longer active here).
@@ -110,6 +115,8 @@ class WorkerTransitions(BrokerBase):
         for task_id, unique_key in tasks:
             args += (task_id, unique_key)
         keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
+        if inflight:
+            keys.append(inflight)
         result: list[int] = await SCRIPTS["done"](self.hot, keys, args)
         return result
 

@@ -230,7 +230,7 @@ class TaskExecution:
                 inf.holds_slot = False
                 self.running -= 1
                 self.running_per_queue[inf.queue] -= 1
-            if self.server_id:
+            if self.server_id and not inf.off_record:
                 self.finished.append(inf.key)
             self._slot_free.set()
             if self._limited:

@@ -33,7 +33,7 @@ from framework.message import encode_message
 from framework.retry import Archive, Drop, decide
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     import pluggy
     import structlog
@@ -73,6 +73,8 @@ class InFlight:
         writing: the handler is done and the outcome is being written (no longer cancellable).
         holds_slot: the task counts against the worker's concurrency (until its handler is done).
         expires: event-loop time of its deadline, once its handler started.
+        off_record: its id already left the worker's in-flight set (the acknowledgement removed it), so the
+            heartbeat has nothing to trim for it.
     """
 
     __slots__ = (
@@ -84,6 +86,7 @@ class InFlight:
         "id",
         "lease",
         "msg",
+        "off_record",
         "queue",
         "runner",
         "started",
@@ -105,6 +108,7 @@ class InFlight:
         self.writing = False
         self.holds_slot = True
         self.expires = math.inf
+        self.off_record = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -123,6 +127,8 @@ class OutcomeWriter:
         hook: the plugin hook relay (events, ``retry_delay_for``), or None.
         retry_delay: the worker's retry policy.
         release: frees the task's slot in the processor (called once per task).
+        inflight_keys: queue -> this worker's in-flight set there ("" or absent: none); batched
+            acknowledgements take their ids out of it.
     """
 
     def __init__(
@@ -134,8 +140,10 @@ class OutcomeWriter:
         hook: pluggy.HookRelay | None,
         retry_delay: RetryDelay,
         release: Callable[[InFlight], None],
+        inflight_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.broker = broker
+        self.inflight_keys = inflight_keys or {}
         self.clock = clock
         self.log = logger
         self.health = health
@@ -230,8 +238,9 @@ class OutcomeWriter:
                     live.append((inf, future))
             if not live:
                 return
+            inflight = self.inflight_keys.get(queue, "")
             try:
-                found = await self.broker.done(queue, [(i.id, i.msg.unique_key) for i, _ in live])
+                found = await self.broker.done(queue, [(i.id, i.msg.unique_key) for i, _ in live], inflight)
             except (RedisError, OSError) as exc:
                 self.health.failed("processor", exc, tasks=len(live), retry_in=backoff)
                 await asyncio.sleep(backoff)
@@ -242,6 +251,7 @@ class OutcomeWriter:
             for (inf, future), n in zip(live, found, strict=True):
                 if not n:
                     self.log.warning("task_not_active", task_id=inf.id, queue=queue, note="finished elsewhere")
+                inf.off_record = bool(inflight)
                 self.release(inf)
                 if future is not None:
                     future.set_result(bool(n))

@@ -142,7 +142,9 @@ class Processor(TaskExecution):
         self.handoff_ready = False
         """Set by the worker while its subscriber listens on this worker's handoff channel: an empty dequeue
         then registers the worker as a waiter, and the next enqueue hands its task straight here."""
-        self.outcomes = OutcomeWriter(broker, clock, logger, self.health, hook, self.retry_delay, self._release)
+        self.outcomes = OutcomeWriter(
+            broker, clock, logger, self.health, hook, self.retry_delay, self._release, self._inflight_keys
+        )
         self.lost = self.outcomes.lost
         """(queue, id, when) of tasks whose lease lapsed here; this worker's recoverer gives them back."""
 

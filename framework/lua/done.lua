@@ -4,6 +4,9 @@
 -- KEYS[3] processed total <ns>:{q}:processed
 -- KEYS[4] processed day   <ns>:{q}:processed:<YYYY-MM-DD>
 -- KEYS[5] processed minute (framework's own key; "" = none)
+-- KEYS[6] optional: in-flight set of the acknowledging worker <ext>:{q}:inflight:<server id> (framework's
+--         own key); every id of the batch leaves it here, so the set holds what the worker still runs
+--         instead of growing until the next heartbeat trims it in one large SREM
 -- ARGV[1] task key prefix <ns>:{q}:t:
 -- ARGV[2] day counter EXPIREAT (Unix s)
 -- ARGV[3] minute counter TTL (s)
@@ -146,5 +149,14 @@ if #ids > 0 then
     end
   end
   bump(KEYS[3], KEYS[4], KEYS[5], #ids, ARGV[2], ARGV[3])
+end
+if KEYS[6] then
+  local batch_ids = {}
+  for i = 4, #ARGV, 2 do
+    batch_ids[#batch_ids + 1] = ARGV[i]
+  end
+  for c = 1, #batch_ids, PUSH_CHUNK do
+    redis.call("SREM", KEYS[6], unpack(batch_ids, c, math.min(c + PUSH_CHUNK - 1, #batch_ids)))
+  end
 end
 return out

@@ -401,6 +401,22 @@ async def test_done_batch(broker: RedisBroker, redis: Redis, schema: Schema, qk:
     await assert_stat_expiry(redis, qk, now, "processed")
 
 
+async def test_done_takes_the_batch_out_of_the_workers_inflight_set(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    """Found or not, every acknowledged id leaves the in-flight set; the tasks still running stay in it."""
+    inflight = qk.inflight("server-1")
+    for task_id in ("a", "b", "running"):
+        await seed_active(redis, qk, task_id, now + 30)
+    await redis.sadd(inflight, "a", "b", "running", "gone")
+    assert await broker.done(Q, [("a", ""), ("b", ""), ("gone", "")], inflight) == [1, 1, 0]
+    snap = await snapshot(redis, schema.ns)
+    assert snap[inflight] == {"running"}
+    assert snap[qk.active] == ["running"]
+    assert await broker.done(Q, [("running", "")], inflight) == [1]
+    assert not await redis.exists(inflight)
+
+
 async def test_done_not_found_changes_nothing(
     broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
 ) -> None:

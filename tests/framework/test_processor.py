@@ -71,6 +71,38 @@ async def _exists_not(redis: Any, key: str) -> bool:
     return not await redis.exists(key)
 
 
+async def test_acknowledged_tasks_leave_the_inflight_set_without_waiting_for_a_heartbeat(
+    run: Any, client: Any, redis: Any, schema: Any, settings: Any
+) -> None:
+    """The set holds what the worker runs now: no heartbeat has to trim thousands of ids in one SREM."""
+    release = asyncio.Event()
+
+    async def handle(ctx: Any, p: N) -> None:
+        if p.n == 0:
+            await release.wait()
+
+    task = TaskDef("p:inflight", N, handle)
+    worker = await run(task, settings=settings.replace(heartbeat_interval=14.0))
+    inflight = schema.queue("default").inflight(worker.identity.server_id)
+    slow = await client.enqueue(task, N(n=0))
+    fast = [await client.enqueue(task, N(n=i)) for i in range(1, 41)]
+    qk = schema.queue("default")
+
+    async def fast_done() -> bool:
+        return int(await redis.get(qk.processed) or 0) == len(fast)
+
+    await wait_until(fast_done)
+    assert await redis.smembers(inflight) == {slow.id.encode()}  # only the task still running
+    assert worker.processor is not None
+    assert worker.processor.finished == []  # nothing left for the heartbeat to trim
+    release.set()
+
+    async def all_out() -> bool:
+        return not await redis.exists(inflight)
+
+    await wait_until(all_out)
+
+
 async def test_sync_handlers_run_in_threads_in_parallel(run: Any, client: Any, settings: Any) -> None:
     threads: list[str] = []
     done = asyncio.Event()
@@ -400,12 +432,12 @@ async def test_acks_are_retried_through_redis_faults(run: Any, client: Any, redi
     real_done = broker.done
     failures = 0
 
-    async def flaky_done(queue: str, tasks: Any) -> Any:
+    async def flaky_done(queue: str, tasks: Any, inflight: str = "") -> Any:
         nonlocal failures
         if failures < 2:
             failures += 1
             raise RedisConnectionError("simulated outage")
-        return await real_done(queue, tasks)
+        return await real_done(queue, tasks, inflight)
 
     broker.done = flaky_done  # type: ignore[method-assign]
     with capture_logs() as logs:

@@ -149,6 +149,8 @@ def register_commands(cli: click.Group) -> None:
 
     Args:
         cli: the root click group; call ``cli.add_command(...)`` or decorate with ``@cli.command()``.
+            Add to the root group itself: when a process command starts (``run``, ``web``, ``worker``,
+            ``scheduler``) the other built-in commands and groups are not loaded.
 
     Kind: mutate. Fires: once, when the ``framework`` command starts.
     """

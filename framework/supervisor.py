@@ -331,7 +331,6 @@ def _preload(settings: Settings, factory: str, *, scheduler: bool) -> None:
     loop_factory(settings.event_loop)
     import gc  # noqa: PLC0415
 
-    gc.collect()
     gc.freeze()  # what was imported stays shared with the children: no collection touches (copies) it
 
 

@@ -40,28 +40,32 @@ if not string.find(ARGV[1], "*", 1, true) then
     msgs = got -- the head of active: the last id popped first
   end
 end
-local out = {}
-local lease = {}
-local ids = {}
-for j, id in ipairs(popped) do
-  local key = ARGV[1] .. id
+local call = redis.call
+local prefix, expiry = ARGV[1], ARGV[2]
+local out, lease, ids = {}, {}, {}
+local nout, nids = 0, 0
+for j = 1, n do
+  local id = popped[j]
+  local key = prefix .. id
   local msg
   if msgs then
     msg = msgs[n - j + 1]
   else
-    msg = redis.call("HGET", key, "msg")
+    msg = call("HGET", key, "msg")
   end
   if msg then
-    redis.call("HSET", key, "state", "active")
-    redis.call("HDEL", key, "pending_since")
-    lease[#lease + 1] = ARGV[2]
-    lease[#lease + 1] = id
-    ids[#ids + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = msg
+    call("HSET", key, "state", "active")
+    call("HDEL", key, "pending_since")
+    nids = nids + 1
+    ids[nids] = id
+    lease[2 * nids - 1] = expiry
+    lease[2 * nids] = id
+    out[nout + 1] = id
+    out[nout + 2] = msg
+    nout = nout + 2
   else
     -- an id without a task record cannot run: it is dropped rather than left to block the queue
-    redis.call("LREM", KEYS[2], 1, id)
+    call("LREM", KEYS[2], 1, id)
   end
 end
 if #ids > 0 then

@@ -65,13 +65,12 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj = CliContext(config)
 
 
-def _load_commands(argv: list[str] | None = None) -> None:
+def _load_commands(command: str | None) -> None:
     """Import the built-in command modules: all of them, or only that of a process command being started.
 
     A worker (or web, scheduler) process then imports no dashboard, scaffold or inspector code, about
     0.1 s of its start-up; ``--help`` and every other command see them all.
     """
-    command = _command_name(sys.argv[1:] if argv is None else argv)
     wanted = (_PROCESS_COMMANDS[command],) if command in _PROCESS_COMMANDS else _SUBMODULES
     for name in wanted:
         try:
@@ -81,40 +80,33 @@ def _load_commands(argv: list[str] | None = None) -> None:
                 raise
 
 
-def _load_plugin_commands() -> None:
+def _load_plugin_commands(config: str | None) -> None:
     """Let plugins add commands; a broken plugin must not hide the built-in commands."""
     try:
-        ctx = CliContext(_config_from_argv())
+        ctx = CliContext(config)
         ctx.pm.hook.register_commands(cli=cli)
     except FrameworkError as exc:
         click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
 
 
-def _command_name(argv: list[str]) -> str | None:
-    """The sub-command ``argv`` names (after the root group's own options), or None."""
+def _root_options(argv: list[str]) -> tuple[str | None, str | None]:
+    """(the ``--config`` file, the sub-command) that ``argv`` names, before click parses it; None when absent."""
+    config = command = None
     args = iter(argv)
     for arg in args:
-        if arg == "--config":
-            next(args, None)
-        elif not arg.startswith("-"):
-            return arg
-    return None
-
-
-def _config_from_argv() -> str | None:
-    argv = sys.argv[1:]
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+        if arg == "--config" or arg.startswith("--config="):
+            value = next(args, None) if arg == "--config" else arg.split("=", 1)[1]
+            config = value if config is None else config
+        elif command is None and not arg.startswith("-"):
+            command = arg
+    return config, command
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
-    _load_commands(argv)
-    _load_plugin_commands()
+    config, command = _root_options(sys.argv[1:] if argv is None else argv)
+    _load_commands(command)
+    _load_plugin_commands(config)
     try:
         return cli.main(args=argv, prog_name="framework")
     except FrameworkError as exc:

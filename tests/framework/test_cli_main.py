@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from framework.cli import _command_name
+from framework.cli import _root_options
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
 import json, sys
-from framework.cli import _load_commands, cli
-_load_commands(sys.argv[1:])
+from framework.cli import _load_commands, _root_options, cli
+_load_commands(_root_options(sys.argv[1:])[1])
 loaded = sorted(m for m in sys.modules if m.startswith(("framework.cli.", "framework.scaffold", "framework.inspector")))
 print(json.dumps({"modules": loaded, "commands": sorted(cli.commands)}))
 """
@@ -31,18 +31,21 @@ def _load(*argv: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(
-    ("argv", "name"),
+    ("argv", "config", "name"),
     [
-        (["worker", "-c", "5"], "worker"),
-        (["--config", "app.toml", "worker"], "worker"),
-        (["--config=app.toml", "web"], "web"),
-        (["-h"], None),
-        ([], None),
-        (["jobs", "stats"], "jobs"),
+        (["worker", "-c", "5"], None, "worker"),
+        (["--config", "app.toml", "worker"], "app.toml", "worker"),
+        (["--config=app.toml", "web"], "app.toml", "web"),
+        (["-h"], None, None),
+        ([], None, None),
+        (["jobs", "stats"], None, "jobs"),
+        (["--config", "a.toml", "--config", "b.toml", "run"], "a.toml", "run"),
     ],
 )
-def test_the_command_name_is_found_after_the_root_options(argv: list[str], name: str | None) -> None:
-    assert _command_name(argv) == name
+def test_the_config_and_command_are_found_before_click_parses(
+    argv: list[str], config: str | None, name: str | None
+) -> None:
+    assert _root_options(argv) == (config, name)
 
 
 def test_a_worker_process_loads_only_the_process_commands() -> None:

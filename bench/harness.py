@@ -312,15 +312,9 @@ class Bench:
             await client.close()
             self.stop_worker(worker)
         lat.sort()
-
-        def pct(p: float) -> float:
-            k = (len(lat) - 1) * p / 100
-            lo, hi = int(k), min(int(k) + 1, len(lat) - 1)
-            return lat[lo] + (lat[hi] - lat[lo]) * (k - lo)
-
         return {
-            "latency_p50_ms": pct(50),
-            "latency_p99_ms": pct(99),
+            "latency_p50_ms": wake_floor.percentile(lat, 50),
+            "latency_p99_ms": wake_floor.percentile(lat, 99),
             "latency_max_ms": lat[-1],
             "idle_cmds_per_s": sum(idle.values()) / 2.0,
         }

@@ -24,11 +24,9 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+import hiredis
+
 CHANNEL = b"bench:wake-floor"
-
-
-def _command(*words: bytes) -> bytes:
-    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%b\r\n" % (len(w), w) for w in words)
 
 
 class _Subscriber(asyncio.Protocol):
@@ -64,7 +62,7 @@ async def _subscribe(host: str, port: int, n: int) -> list[float]:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[list[float]] = loop.create_future()
     transport, _ = await loop.create_connection(lambda: _Subscriber(n, done), host, port)
-    transport.write(_command(b"SUBSCRIBE", CHANNEL))
+    transport.write(hiredis.pack_command((b"SUBSCRIBE", CHANNEL)))
     try:
         return await done
     finally:
@@ -74,13 +72,14 @@ async def _subscribe(host: str, port: int, n: int) -> list[float]:
 async def _publish(host: str, port: int, n: int) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     for _ in range(n):
-        writer.write(_command(b"PUBLISH", CHANNEL, repr(time.time()).encode()))
+        writer.write(hiredis.pack_command((b"PUBLISH", CHANNEL, repr(time.time()).encode())))
         await reader.readline()
         await asyncio.sleep(0.005)
     writer.close()
 
 
-def _percentile(values: list[float], p: float) -> float:
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile of sorted ``values``, interpolated between the two nearest ranks."""
     k = (len(values) - 1) * p / 100
     lo, hi = int(k), min(int(k) + 1, len(values) - 1)
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
@@ -109,7 +108,7 @@ def measure(url: str, n: int = 500) -> dict[str, float]:
             sub.kill()
             sub.wait()
     lat = sorted(json.loads(out))
-    return {"floor_p50_ms": _percentile(lat, 50), "floor_p99_ms": _percentile(lat, 99)}
+    return {"floor_p50_ms": percentile(lat, 50), "floor_p99_ms": percentile(lat, 99)}
 
 
 def main() -> None:

@@ -19,20 +19,21 @@
 -- The messages are read with one SORT ... GET <prefix>*->msg over the batch just pushed to the head of
 -- active (the pattern carries the queue's hash tag, so a Cluster accepts it); a queue name holding a "*"
 -- (which the pattern would substitute) or a server refusing the SORT reads them with one HGET each.
-if redis.call("EXISTS", KEYS[4]) == 1 then
+local call = redis.call
+if call("EXISTS", KEYS[4]) == 1 then
   return {}
 end
-local popped = redis.call("RPOP", KEYS[1], ARGV[3])
+local popped = call("RPOP", KEYS[1], ARGV[3])
 if not popped then
   if KEYS[6] then
-    redis.call("LREM", KEYS[6], 0, ARGV[5])
-    redis.call("LPUSH", KEYS[6], ARGV[5])
-    redis.call("EXPIRE", KEYS[6], ARGV[4])
+    call("LREM", KEYS[6], 0, ARGV[5])
+    call("LPUSH", KEYS[6], ARGV[5])
+    call("EXPIRE", KEYS[6], ARGV[4])
   end
   return {}
 end
 local n = #popped
-redis.call("LPUSH", KEYS[2], unpack(popped))
+call("LPUSH", KEYS[2], unpack(popped))
 local msgs = false
 if not string.find(ARGV[1], "*", 1, true) then
   local got = redis.pcall("SORT", KEYS[2], "BY", "nosort", "LIMIT", 0, n, "GET", ARGV[1] .. "*->msg")
@@ -40,7 +41,6 @@ if not string.find(ARGV[1], "*", 1, true) then
     msgs = got -- the head of active: the last id popped first
   end
 end
-local call = redis.call
 local prefix, expiry = ARGV[1], ARGV[2]
 local out, lease, ids = {}, {}, {}
 local nout, nids = 0, 0
@@ -68,11 +68,11 @@ for j = 1, n do
     call("LREM", KEYS[2], 1, id)
   end
 end
-if #ids > 0 then
-  redis.call("ZADD", KEYS[3], unpack(lease))
+if nids > 0 then
+  call("ZADD", KEYS[3], unpack(lease))
   if KEYS[5] then
-    redis.call("SADD", KEYS[5], unpack(ids))
-    redis.call("EXPIRE", KEYS[5], ARGV[4])
+    call("SADD", KEYS[5], unpack(ids))
+    call("EXPIRE", KEYS[5], ARGV[4])
   end
 end
 return out

@@ -28,7 +28,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError 
 from framework.cluster import cluster_auth, is_cluster, open_cluster, open_listener, open_sync_cluster
 from framework.errors import ConfigError, RedisUnavailable
 from framework.fastredis import FastRedis
-from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_pool, sentinel_setup
+from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup
 from framework.settings import redact_url
 
 if TYPE_CHECKING:
@@ -135,10 +135,9 @@ def describe_redis(redis: Any) -> str:
     """Where ``redis`` connects, as a URL without password (for error messages)."""
     if is_cluster(redis):
         return _CLUSTER + ",".join(f"{n.host}:{n.port}" for n in redis.get_nodes())
-    pool = sentinel_pool(redis)
-    if pool is not None:
-        hosts, service, _, _ = sentinel_setup(pool)
-        return _SENTINEL + ",".join(f"{h}:{p}" for h, p in hosts) + f"/{service}"
+    setup = sentinel_setup(redis)
+    if setup is not None:
+        return _SENTINEL + ",".join(f"{h}:{p}" for h, p in setup.hosts) + f"/{setup.service}"
     kwargs = redis.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
@@ -163,9 +162,9 @@ def sync_redis_like(redis: Any) -> redis_sync.Redis:
     """A blocking client for the server (or Cluster, or Sentinel primary) an asyncio client ``redis`` uses."""
     if is_cluster(redis):
         return open_sync_cluster([(n.host, n.port) for n in redis.get_nodes()], cluster_auth(redis), **_SYNC_TIMEOUTS)
-    pool = sentinel_pool(redis)
-    if pool is not None:
-        return open_sync_sentinel(*sentinel_setup(pool), **_SYNC_TIMEOUTS)
+    setup = sentinel_setup(redis)
+    if setup is not None:
+        return open_sync_sentinel(*setup, **_SYNC_TIMEOUTS)
     source = redis.connection_pool.connection_kwargs
     kwargs = {k: source[k] for k in _SYNC_KEYS if k in source}
     conn_class: Any = redis_sync.connection.Connection

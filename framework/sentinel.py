@@ -8,6 +8,10 @@ sentinels demote it, and those writes are then lost. So the pools here ask the s
 :data:`FOLLOW_EVERY` seconds, when they hand out a connection, and close the connections to a former
 primary (idle ones at once, in-use ones when released). Closing a client also closes its connections to
 the sentinels.
+
+A client keeps the options it was opened with (:class:`SentinelSetup`), so that a blocking twin for the
+worker's heartbeat thread is built from those, never from what redis-py keeps in its pools (which holds
+asyncio-only objects, such as the retry policy, since redis-py 8.2).
 """
 
 from __future__ import annotations
@@ -15,22 +19,37 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis as redis_sync
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import MasterNotFoundError as SyncMasterNotFoundError
 from redis.sentinel import Sentinel as SyncSentinel
 from redis.sentinel import SentinelConnectionPool as SyncSentinelConnectionPool
 
-__all__ = ("FOLLOW_EVERY", "open_sentinel", "open_sync_sentinel", "sentinel_pool", "sentinel_setup")
+__all__ = ("FOLLOW_EVERY", "SentinelSetup", "open_sentinel", "open_sync_sentinel", "sentinel_setup")
 
 FOLLOW_EVERY = 1.0
 """Seconds between a Sentinel client's checks of which server the sentinels name as the primary."""
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a primary search may meet while the sentinels are away (no sentinel answered, or none names a primary)."""
+
+
+class SentinelSetup(NamedTuple):
+    """The options a Sentinel client was opened with (plain values only, so either client kind can use them)."""
+
+    hosts: list[tuple[str, int]]
+    """The sentinels' addresses."""
+    service: str
+    """The primary's name."""
+    sentinel_kwargs: dict[str, Any]
+    """Connection options for the sentinels (password, timeouts)."""
+    server: dict[str, Any]
+    """Connection options for the data servers (username, password, db)."""
 
 
 def _found(manager: Any, sentinel: Any, masters: Any, service: str) -> tuple[str, int] | None:
@@ -41,8 +60,7 @@ def _found(manager: Any, sentinel: Any, masters: Any, service: str) -> tuple[str
     sentinels = manager.sentinels
     i = sentinels.index(sentinel)  # where it is now: another search may have reordered the list meanwhile
     sentinels[0], sentinels[i] = sentinel, sentinels[0]
-    ip = manager._force_master_ip if manager._force_master_ip is not None else state["ip"]
-    return ip, state["port"]
+    return state["ip"], state["port"]
 
 
 def _not_found(kind: type[RedisConnectionError], service: str, errors: list[str]) -> RedisConnectionError:
@@ -71,7 +89,7 @@ class _SyncSentinel(SyncSentinel):
     """The blocking variant of :class:`_Sentinel` (threads sharing one client search concurrently too)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(*args, **kwargs)
         self._reorder = threading.Lock()
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
@@ -98,7 +116,7 @@ class _FollowingPool(SentinelConnectionPool):
         now = time.monotonic()
         if now - self._checked >= FOLLOW_EVERY:
             self._checked = now
-            with contextlib.suppress(RedisError, OSError):  # sentinels away: keep the primary we know
+            with contextlib.suppress(*_UNREACHABLE):  # sentinels away: keep the primary; anything else is raised
                 await self.get_master_address()  # type: ignore[no-untyped-call]
         return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
 
@@ -112,13 +130,15 @@ class _SyncFollowingPool(SyncSentinelConnectionPool):
         now = time.monotonic()
         if now - self._checked >= FOLLOW_EVERY:
             self._checked = now
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_UNREACHABLE):
                 self.get_master_address()  # type: ignore[no-untyped-call]
         return super().get_connection(*args, **kwargs)
 
 
 class _SentinelPrimary(Redis):
     """The client of a Sentinel-managed primary: closing it closes its pool and its sentinel connections."""
+
+    setup: SentinelSetup
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         try:
@@ -130,6 +150,8 @@ class _SentinelPrimary(Redis):
 
 class _SyncSentinelPrimary(redis_sync.Redis):
     """The blocking variant of :class:`_SentinelPrimary`."""
+
+    setup: SentinelSetup
 
     def close(self) -> None:
         try:
@@ -156,13 +178,14 @@ def open_sentinel(
         server: connection options for the data servers (username, password, db).
         max_connections: cap of the pool (default: unbounded).
     """
-    sentinel = _Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **server, socket_connect_timeout=5)  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(hosts, sentinel_kwargs=dict(sentinel_kwargs), **server, socket_connect_timeout=5)
     kwargs: dict[str, Any] = {"decode_responses": False}
     if max_connections:
         kwargs["max_connections"] = max_connections
-    master: Redis = sentinel.master_for(
+    master: _SentinelPrimary = sentinel.master_for(
         service, redis_class=_SentinelPrimary, connection_pool_class=_FollowingPool, **kwargs
     )
+    master.setup = SentinelSetup(list(hosts), service, dict(sentinel_kwargs), dict(server))
     return master
 
 
@@ -170,25 +193,16 @@ def open_sync_sentinel(
     hosts: list[tuple[str, int]], service: str, sentinel_kwargs: dict[str, Any], server: dict[str, Any], **timeouts: Any
 ) -> redis_sync.Redis:
     """The blocking variant of :func:`open_sentinel`."""
-    sentinel = _SyncSentinel(hosts, sentinel_kwargs=sentinel_kwargs, **server, **timeouts)
-    master: redis_sync.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    sentinel = _SyncSentinel(hosts, sentinel_kwargs=dict(sentinel_kwargs), **server, **timeouts)
+    master: _SyncSentinelPrimary = sentinel.master_for(
         service, redis_class=_SyncSentinelPrimary, connection_pool_class=_SyncFollowingPool
     )
+    master.setup = SentinelSetup(list(hosts), service, dict(sentinel_kwargs), dict(server))
     return master
 
 
-def sentinel_pool(redis: Any) -> Any:
-    """The Sentinel connection pool of ``redis``, or None when it is not a Sentinel-managed client."""
-    pool = getattr(redis, "connection_pool", None)
-    return pool if hasattr(pool, "sentinel_manager") else None
-
-
-def sentinel_setup(pool: Any) -> tuple[list[tuple[str, int]], str, dict[str, Any], dict[str, Any]]:
-    """(sentinel addresses, service name, sentinel options, data-server options) of a Sentinel pool."""
-    manager = pool.sentinel_manager
-    hosts = [
-        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
-        for s in manager.sentinels
-    ]
-    server = {k: pool.connection_kwargs[k] for k in ("username", "password", "db") if k in pool.connection_kwargs}
-    return hosts, pool.service_name, dict(manager.sentinel_kwargs), server
+def sentinel_setup(redis: Any) -> SentinelSetup | None:
+    """The options a Sentinel-managed client was opened with, or None when ``redis`` is not one of ours."""
+    if isinstance(redis, (_SentinelPrimary, _SyncSentinelPrimary)):
+        return redis.setup
+    return None

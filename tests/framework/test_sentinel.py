@@ -38,7 +38,7 @@ from framework.inspector import Inspector
 from framework.keys import Schema
 from framework.registry import Registry
 from framework.scheduler import Scheduler
-from framework.sentinel import open_sentinel, open_sync_sentinel
+from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup
 from framework.settings import Settings
 from framework.task import TaskDef
 from framework.worker import Worker
@@ -293,3 +293,27 @@ async def test_no_sentinel_answering_names_every_sentinel_tried() -> None:
             await redis.ping()
     finally:
         await redis.aclose()
+
+
+async def test_the_blocking_twin_is_built_from_the_options_the_client_was_opened_with(
+    valkey_sentinel: SentinelInfo, sredis: Any, namespace: str
+) -> None:
+    # redis-py 8.2 keeps an asyncio retry policy among its Sentinel options: a blocking client built from
+    # those never connected (its connect returned an un-awaited coroutine), so the twin uses our own record
+    setup = sentinel_setup(sredis)
+    assert setup is not None
+    assert setup.service == "mymaster"
+    assert setup.hosts == [("127.0.0.1", p) for p in valkey_sentinel.sentinel_ports]
+    assert all(isinstance(v, str | int | float | type(None)) for v in setup.sentinel_kwargs.values())
+    await sredis.set(f"{namespace}:twin", "async")
+    sync = sync_redis_like(sredis)
+    try:
+        assert sync.get(f"{namespace}:twin") == b"async"
+        assert sentinel_setup(sync) == setup
+    finally:
+        sync.close()
+    plain = open_redis(f"redis://127.0.0.1:{valkey_sentinel.primary_port}")
+    try:
+        assert sentinel_setup(plain) is None
+    finally:
+        await plain.aclose()

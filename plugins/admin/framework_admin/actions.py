@@ -40,9 +40,9 @@ __all__ = (
 TaskAction = Literal["run", "archive", "delete", "cancel"]
 QueueAction = Literal["pause", "unpause"]
 BulkAction = Literal["run-all", "archive-all", "delete-all"]
-TASK_ACTIONS: tuple[str, ...] = ("run", "archive", "delete", "cancel")
-QUEUE_ACTIONS: tuple[str, ...] = ("pause", "unpause")
-BULK_ACTIONS: tuple[str, ...] = ("run-all", "archive-all", "delete-all")
+TASK_ACTIONS: tuple[TaskAction, ...] = ("run", "archive", "delete", "cancel")
+QUEUE_ACTIONS: tuple[QueueAction, ...] = ("pause", "unpause")
+BULK_ACTIONS: tuple[BulkAction, ...] = ("run-all", "archive-all", "delete-all")
 
 
 class Conflict(ClientException):

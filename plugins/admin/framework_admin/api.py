@@ -47,6 +47,8 @@ __all__ = ("API_HANDLERS",)
 
 _W = [require_admin_role]
 _TAGS = ["admin"]
+# Deleting a task has its own route (DELETE /tasks/{task_id}).
+_TASK_ACTIONS: tuple[actions.TaskAction, ...] = ("run", "archive", "cancel")
 TypeFilter = Annotated[str | None, QueryParameter(name="type", description="only tasks of this task type")]
 QueueFilter = Annotated[
     str | None, QueryParameter(description="the task's queue (searched in every queue when absent)")
@@ -108,9 +110,9 @@ async def task_act(
     queue: QueueFilter = None,
 ) -> ActionResult:
     """``run``, ``archive`` or ``cancel`` one task (``cancel`` asks the worker running it to stop)."""
-    if action not in ("run", "archive", "cancel"):
+    if action not in _TASK_ACTIONS:
         raise NotFoundException(f"unknown task action {action!r}; use run, archive or cancel")
-    return await actions.task_action(inspector, await current_actor(request), action, task_id, queue)  # type: ignore[arg-type]
+    return await actions.task_action(inspector, await current_actor(request), action, task_id, queue)
 
 
 @delete("/tasks/{task_id:str}", tags=_TAGS, guards=_W, status_code=200)
@@ -145,7 +147,7 @@ async def queue_act(
     """``pause`` or ``unpause`` a queue."""
     if action not in actions.QUEUE_ACTIONS:
         raise NotFoundException(f"unknown queue action {action!r}; use pause or unpause")
-    return await actions.queue_action(inspector, await current_actor(request), action, queue)  # type: ignore[arg-type]
+    return await actions.queue_action(inspector, await current_actor(request), action, queue)
 
 
 @post("/queues/{queue:str}/{task_state:str}/{action:str}", tags=_TAGS, guards=_W, status_code=200)
@@ -160,7 +162,7 @@ async def queue_bulk(
     if action not in actions.BULK_ACTIONS:
         raise NotFoundException(f"unknown bulk action {action!r}; use run-all, archive-all or delete-all")
     st = queries.parse_state(task_state).value
-    return await actions.bulk_action(inspector, await current_actor(request), action, queue, st)  # type: ignore[arg-type]
+    return await actions.bulk_action(inspector, await current_actor(request), action, queue, st)
 
 
 @get("/servers", tags=_TAGS)

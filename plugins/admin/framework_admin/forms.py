@@ -127,7 +127,7 @@ async def task_form(
     if action not in actions.TASK_ACTIONS:
         return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
-        result = await actions.task_action(inspector, await current_actor(request), action, task_id, queue)  # type: ignore[arg-type]
+        result = await actions.task_action(inspector, await current_actor(request), action, task_id, queue)
     except HTTPException as exc:
         return _back(request, mount, target, str(exc.detail), error=True)
     return _back(request, mount, target, result.message)
@@ -144,7 +144,7 @@ async def queue_form(
     if action not in actions.QUEUE_ACTIONS:
         return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
-        result = await actions.queue_action(inspector, await current_actor(request), action, queue)  # type: ignore[arg-type]
+        result = await actions.queue_action(inspector, await current_actor(request), action, queue)
     except HTTPException as exc:
         return _back(request, mount, target, str(exc.detail), error=True)
     return _back(request, mount, target, result.message)
@@ -166,7 +166,7 @@ async def bulk_form(
         return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
         st = queries.parse_state(task_state).value
-        result = await actions.bulk_action(inspector, await current_actor(request), action, queue, st)  # type: ignore[arg-type]
+        result = await actions.bulk_action(inspector, await current_actor(request), action, queue, st)
     except HTTPException as exc:
         return _back(request, mount, target, str(exc.detail), error=True)
     return _back(request, mount, target, result.message)

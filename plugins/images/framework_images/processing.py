@@ -251,7 +251,8 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bytes | None]:
         return im, keep_icc
     if mode == "I" or mode.startswith("I;16"):
         im = im.convert("I")
-        if im.getextrema()[1] > 255:  # type: ignore[operator]
+        high = im.getextrema()[1]  # one band, so (min, max)
+        if isinstance(high, int | float) and high > 255:
             im = im.point(lambda value: value * (1 / 256))
         im = im.convert("L")
     elif mode == "F":

@@ -1,17 +1,58 @@
-"""structlog configuration, done once per process, and :func:`get_logger`."""
+"""structlog configuration, done once per process, and :func:`get_logger`.
+
+Log lines always go to standard error: standard output belongs to what a command prints (a table, or
+the JSON of ``--json``), so ``framework jobs stats --json | jq`` sees nothing but JSON.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 from typing import Any
 
 import structlog
 
-__all__ = ("configure_logging", "get_logger")
+__all__ = ("StderrLogger", "configure_logging", "get_logger")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _configured = False
+
+
+class StderrLogger:
+    """A structlog logger that writes each line to the *current* ``sys.stderr``.
+
+    The stream is looked up at every line rather than once at configuration, so a later redirection
+    of ``sys.stderr`` (pytest's capture, click's test runner) is followed and a replaced stream that
+    was closed is never written to. One ``write`` per line, under a lock: threads never interleave.
+    """
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        """Write ``message`` and a newline to standard error."""
+        stream = sys.stderr
+        if stream is None:  # no console at all (pythonw)
+            return
+        with self._lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    @classmethod
+    def _after_fork(cls) -> None:
+        cls._lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=StderrLogger._after_fork)
+_STDERR_LOGGER = StderrLogger()
+
+
+def _stderr_logger_factory(*_args: Any) -> StderrLogger:
+    return _STDERR_LOGGER
 
 
 def configure_logging(level: str = "info", fmt: str = "console", *, force: bool = False) -> None:
@@ -37,7 +78,7 @@ def configure_logging(level: str = "info", fmt: str = "console", *, force: bool 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=True,
     )
     _configured = True

@@ -80,13 +80,30 @@ def _load_commands(command: str | None) -> None:
                 raise
 
 
-def _load_plugin_commands(config: str | None) -> None:
+def _load_plugin_commands(ctx: CliContext) -> None:
     """Let plugins add commands; a broken plugin must not hide the built-in commands."""
     try:
-        ctx = CliContext(config)
         ctx.pm.hook.register_commands(cli=cli)
     except FrameworkError as exc:
         click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+
+
+def _configure_logging(ctx: CliContext) -> None:
+    """Send every command's log lines to stderr, at the app's ``log_level`` and ``log_format``.
+
+    Done before any command runs, so nothing (the embedded Valkey starting, a plugin loading) logs
+    through structlog's unconfigured default, which prints to stdout: stdout carries only what the
+    command itself prints, and the output of ``--json`` is JSON alone. Settings that do not load leave
+    the defaults; the command reports the error itself.
+    """
+    from framework.logging import configure_logging  # noqa: PLC0415
+
+    try:
+        settings = ctx.settings
+    except FrameworkError:
+        configure_logging()
+    else:
+        configure_logging(settings.log_level, settings.log_format)
 
 
 def _root_options(argv: list[str]) -> tuple[str | None, str | None]:
@@ -105,8 +122,10 @@ def _root_options(argv: list[str]) -> tuple[str | None, str | None]:
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
     config, command = _root_options(sys.argv[1:] if argv is None else argv)
+    ctx = CliContext(config)
+    _configure_logging(ctx)
     _load_commands(command)
-    _load_plugin_commands(config)
+    _load_plugin_commands(ctx)
     try:
         return cli.main(args=argv, prog_name="framework")
     except FrameworkError as exc:

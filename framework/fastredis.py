@@ -46,11 +46,11 @@ from redis.asyncio.client import Pipeline
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError, ResponseError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.utils import DEFAULT_RESP_VERSION
 
 from framework.fastpipeline import FastPipeline
 from framework.redis_wire import POOL_ONLY, packed, raise_errors
 from framework.resp import RespClient, connection_options
+from framework.thirdparty import redis_default_protocol
 
 __all__ = ("POOL_ONLY", "FastPipeline", "FastRedis")
 
@@ -77,7 +77,7 @@ class FastRedis(Redis):
         if conn_kwargs.get("decode_responses") or codecs.lookup(conn_kwargs.get("encoding") or "utf-8").name != "utf-8":
             return
         # the protocol redis-py speaks: the replies are then what its parser gets, its callbacks apply as they are
-        options["protocol"] = DEFAULT_RESP_VERSION if protocol is None else int(protocol)
+        options["protocol"] = redis_default_protocol() if protocol is None else int(protocol)
         options["client_name"] = conn_kwargs.get("client_name")
         self.resp_client = RespClient(address, **options)
 

@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata as md
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -50,6 +51,11 @@ __all__ = (
 
 ENTRY_POINT_GROUP = "framework"
 BUILTIN_DISTRIBUTIONS = ("framework-email", "framework-images", "framework-cleanup", "framework-admin")
+
+_DISTRIBUTIONS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, md.Distribution | None]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per plugin manager: the distribution of each plugin loaded from an entry point (by plugin name)."""
 
 
 @dataclass(slots=True)
@@ -163,9 +169,10 @@ def get_plugin_manager(
         specs = getattr(module, "framework_hookspecs", None)
         if specs is not None:
             pm.add_hookspecs(specs)
+    dists = _DISTRIBUTIONS.setdefault(pm, {})
     for name, module, ep in loaded:
         pm.register(module, name=name)
-        pm._framework_dists = {**getattr(pm, "_framework_dists", {}), name: ep.dist}  # type: ignore[attr-defined]
+        dists[name] = ep.dist
     for name, plugin in extra or []:
         specs = getattr(plugin, "framework_hookspecs", None)
         if specs is not None:
@@ -233,7 +240,7 @@ def plugin_dirs(pm: pluggy.PluginManager, kind: str) -> list[tuple[str, Path]]:
 
 def get_plugins(pm: pluggy.PluginManager, settings: Settings | None = None) -> list[PluginInfo]:
     """Describe every registered plugin: distribution, version, hooks and asset folders."""
-    dists: dict[str, Any] = getattr(pm, "_framework_dists", {})
+    dists = _DISTRIBUTIONS.get(pm, {})
     templates = dict(plugin_dirs(pm, "templates"))
     static = dict(plugin_dirs(pm, "static"))
     infos = []

@@ -5,13 +5,13 @@ Packing (as redis-py encodes them), and redis-py's exceptions for the error repl
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import hiredis
-from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError  # noqa: A004
 
 from framework.resp import ReplyError
+from framework.thirdparty import parse_redis_error
 
 __all__ = ("POOL_ONLY", "packed", "raise_errors", "redis_error", "with_errors")
 
@@ -67,7 +67,6 @@ _POOL_ONLY_SUBCOMMANDS: dict[str, frozenset[str]] = {
 }
 _BLOCK_OPTION = frozenset({"XREAD", "XREADGROUP"})  # blocking only with BLOCK
 _PACKABLE = frozenset({bytes, str, int, float})  # encoded by hiredis exactly as redis-py encodes them
-_parse_error = BaseParser.parse_error
 _pack = hiredis.pack_command
 
 
@@ -122,7 +121,7 @@ def _upper(arg: Any) -> str | None:
 
 def redis_error(text: str) -> Exception:
     """The exception redis-py makes of an error reply (its class by the error code, the code cut off)."""
-    return cast("Exception", _parse_error(text))  # type: ignore[no-untyped-call]
+    return parse_redis_error(text)
 
 
 def raise_errors(reply: Any) -> Any:

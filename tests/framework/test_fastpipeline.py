@@ -45,15 +45,22 @@ async def _run(r: Redis, ns: str, *, transaction: bool, raise_on_error: bool) ->
 @pytest.mark.parametrize("transaction", [True, False])
 @pytest.mark.parametrize("raise_on_error", [True, False])
 async def test_results_and_errors_equal_redis_pys(
-    redis_url: str, namespace: str, transaction: bool, raise_on_error: bool
+    redis_url: str, namespace: str, transaction: bool, raise_on_error: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plain, fast = Redis.from_url(redis_url), FastRedis.from_url(redis_url)
+    checkouts: list[Any] = []
+
+    async def checkout(*args: Any, **kwargs: Any) -> Any:
+        checkouts.append(args)
+        return await take(*args, **kwargs)
+
+    take = fast.connection_pool.get_connection
+    monkeypatch.setattr(fast.connection_pool, "get_connection", checkout)
     try:
         expected = await _run(plain, namespace, transaction=transaction, raise_on_error=raise_on_error)
         assert isinstance(fast.pipeline(transaction=transaction), FastPipeline)
         got = await _run(fast, namespace, transaction=transaction, raise_on_error=raise_on_error)
-        pool = fast.connection_pool
-        assert not pool._available_connections and not pool._in_use_connections  # never touched the pool
+        assert checkouts == []  # never touched the pool
     finally:
         await plain.aclose()
         await fast.aclose()

@@ -6,13 +6,17 @@ import inspect
 import re
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from framework import hookspecs
 
 TESTS = Path(__file__).resolve().parents[1]
+_PM = pluggy.PluginManager(hookspecs.PROJECT)
 HOOKS = sorted(
-    name for name, fn in vars(hookspecs).items() if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
+    name
+    for name, fn in vars(hookspecs).items()
+    if inspect.isfunction(fn) and _PM.parse_hookspec_opts(hookspecs, name) is not None
 )
 
 
@@ -33,8 +37,8 @@ def test_hook_is_documented(name: str) -> None:
     assert "Fires:" in doc, f"hook {name} does not say when it fires"
     if name.startswith("register_") and name != "register_commands":
         assert "Returns:" in doc, f"hook {name} does not say what to return"
-    spec_opts = getattr(fn, f"{hookspecs.PROJECT}_spec")
-    if spec_opts.get("firstresult"):
+    spec_opts = _PM.parse_hookspec_opts(hookspecs, name)
+    if spec_opts is not None and spec_opts.get("firstresult"):
         assert "first result" in doc.lower(), f"hook {name} is firstresult but its doc does not say so"
 
 

@@ -41,6 +41,7 @@ from framework.scheduler import Scheduler
 from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup
 from framework.settings import Settings
 from framework.task import TaskDef
+from framework.thirdparty import pool_connections
 from framework.worker import Worker
 from tests.fixtures.cluster import replicated
 from tests.fixtures.smtp import free_port
@@ -266,7 +267,7 @@ async def test_concurrent_primary_searches_keep_every_sentinel_and_closing_close
     finally:
         await redis.aclose()
     pools = [s.connection_pool for s in manager.sentinels]
-    assert [c for p in pools for c in (*p._available_connections, *p._in_use_connections) if c.is_connected] == []
+    assert [c for p in pools for c in pool_connections(p) if c.is_connected] == []
 
     def blocking() -> None:  # threads sharing one blocking client search concurrently too
         sync = open_sync_sentinel(hosts, "mymaster", {**timeouts, "retry": SyncRetry(NoBackoff(), 0)}, {})

@@ -8,11 +8,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from minio import Minio
 
 from framework.errors import ConfigError, FrameworkError
 from framework.settings import Settings, StorageSettings
@@ -146,20 +148,27 @@ def test_open_storage_s3_rejects_a_bad_bucket_name() -> None:
         open_storage(settings)
 
 
+def _signed_url(client: Minio) -> str:
+    """A presigned URL at a fixed time: endpoint, scheme, access key and region, signed with the secret key."""
+    return client.presigned_get_object("env-bucket", "k", request_date=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+
 def test_s3_credentials_fall_back_to_the_environment() -> None:
     settings = Settings(
         storage=StorageSettings(backend="s3", endpoint="https://s3.example.com:9443", bucket="env-bucket")
     )
     env = {"AWS_ACCESS_KEY_ID": "from-env", "AWS_SECRET_ACCESS_KEY": "secret-env", "AWS_REGION": "eu-west-3"}
     storage = S3Storage.from_settings(settings, environ=env)
-    creds = storage._client._provider.retrieve()  # type: ignore[union-attr]
-    assert (creds.access_key, creds.secret_key) == ("from-env", "secret-env")
     assert storage._region == "eu-west-3"
     assert storage.endpoint == "s3.example.com:9443"  # the URL's scheme chose TLS
-    assert storage._client._base_url.is_https
+    made = {"access_key": "from-env", "secret_key": "secret-env", "region": "eu-west-3", "secure": True}
+    url = _signed_url(storage._client)
+    assert url.startswith("https://s3.example.com:9443/") and "X-Amz-Credential=from-env" in url
+    assert url == _signed_url(Minio("s3.example.com:9443", **made))
+    assert url != _signed_url(Minio("s3.example.com:9443", **{**made, "secret_key": "other"}))  # the secret counts
     explicit = Settings(storage=StorageSettings(backend="s3", endpoint="h:1", access_key="a", secret_key="b"))
-    creds = S3Storage.from_settings(explicit, environ=env)._client._provider.retrieve()  # type: ignore[union-attr]
-    assert (creds.access_key, creds.secret_key) == ("a", "b")
+    url = _signed_url(S3Storage.from_settings(explicit, environ=env)._client)
+    assert url == _signed_url(Minio("h:1", access_key="a", secret_key="b", region="eu-west-3", secure=True))
 
 
 # -- the contract, on both backends ---------------------------------------------------------------

@@ -15,9 +15,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_readme_starts_with_the_two_commands() -> None:
     blocks = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
-    assert blocks[0].strip() == (
-        "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && .venv/bin/framework run"
-    )
+    assert blocks[0].strip() == "scripts/install && .venv/bin/framework run"
     assert blocks[1].strip() == "scripts/test"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "scripts/test" in ci

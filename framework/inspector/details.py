@@ -1,15 +1,22 @@
-"""One task as the inspector shows it: the stored message decoded, plus what its record adds."""
+"""One task as the inspector shows it: the stored message decoded, plus what its record adds.
+
+A stored message that cannot be read (not protobuf, cut short, empty, without a task type, or with
+times out of range) does not make the read fail: the task becomes a row with ``decode_error`` set and
+what the task record itself holds (id, queue, state, group, result, times), so it can still be seen,
+run, archived or deleted. The worker archives such a message as it is, so it does show up.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from framework.inspector._base import from_unix, text
-from framework.message import TaskState, decode_message
+from framework.message import TaskMessage, TaskState, decode_message
 
 __all__ = ("FIELDS", "SCORED", "TaskDetails", "task_details")
 
@@ -17,6 +24,7 @@ FIELDS = ("msg", "state", "result", "group", "unique_key", "pending_since")
 """The task-record fields read for each task."""
 SCORED = (TaskState.SCHEDULED, TaskState.RETRY)
 """States whose zset score is the time the task becomes pending."""
+_BAD_VALUE = (ValueError, OverflowError, OSError)  # what decoding, int() and datetime raise on bad stored values
 
 
 class TaskDetails(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +52,9 @@ class TaskDetails(msgspec.Struct, frozen=True, kw_only=True):
         group: its aggregation group ("" = none).
         unique_key: the uniqueness lock it took ("" = none).
         pending_since: when it last became pending (set while pending).
+        decode_error: why the stored message could not be read ("" when it could). The message's own
+            fields (type, payload, headers, retries, times) are then empty or zero; the rest comes
+            from the task record.
     """
 
     id: str
@@ -67,28 +78,69 @@ class TaskDetails(msgspec.Struct, frozen=True, kw_only=True):
     group: str
     unique_key: str
     pending_since: datetime | None
+    decode_error: str = ""
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    """What the task record and the task's zset say, apart from the message."""
+
+    state: TaskState
+    result: bytes | None
+    group: str
+    unique_key: str
+    next_process_at: datetime | None
+    pending_since: datetime | None
 
 
 def task_details(queue: str, task_id: str, fields: list[Any], score: float | None) -> TaskDetails:
     """Build a :class:`TaskDetails` from the ``HMGET`` of :data:`FIELDS` and the task's zset score.
 
+    A message that cannot be read gives a row with ``decode_error`` set rather than an error.
+
     Raises:
-        ValueError: the ``msg`` field is not a valid TaskMessage, or ``state`` is not a task state.
+        ValueError: ``state`` is not a task state.
     """
-    msg = decode_message(fields[0])
     state = TaskState(text(fields[1]))
+    record = _Record(
+        state=state,
+        result=bytes(fields[2]) if fields[2] is not None else None,
+        group=text(fields[3]),
+        unique_key=text(fields[4]),
+        next_process_at=_or_none(lambda: from_unix(score) if state in SCORED else None),
+        pending_since=_or_none(lambda: from_unix(int(fields[5]) / 1e9) if fields[5] else None),
+    )
+    try:
+        return _decoded(queue, task_id, _message(bytes(fields[0] or b"")), record)
+    except _BAD_VALUE as exc:
+        return _undecodable(queue, task_id, record, str(exc))
+
+
+def _message(data: bytes) -> TaskMessage:
+    """The task message in ``data``, which must at least name a task type (asynq's client requires one).
+
+    Raises:
+        ValueError: ``data`` is empty, is not a TaskMessage, or has no task type.
+    """
+    if not data:
+        raise ValueError("empty task message (0 bytes)")
+    msg = decode_message(data)
+    if not msg.type:
+        raise ValueError(f"invalid asynq.TaskMessage ({len(data)} bytes, starting {data[:16].hex()}): no task type")
+    return msg
+
+
+def _decoded(queue: str, task_id: str, msg: TaskMessage, record: _Record) -> TaskDetails:
     payload = bytes(msg.payload)
     parsed: Any = None
     is_json = False
     if payload:
         with contextlib.suppress(msgspec.DecodeError):
             parsed, is_json = msgspec.json.decode(payload), True
-    since = fields[5]
     return TaskDetails(
         id=task_id,
         queue=queue,
         type=msg.type,
-        state=state,
+        state=record.state,
         payload=payload,
         payload_json=parsed,
         payload_is_json=is_json,
@@ -97,13 +149,47 @@ def task_details(queue: str, task_id: str, fields: list[Any], score: float | Non
         retried=msg.retried,
         max_retry=msg.retry,
         last_failed_at=from_unix(msg.last_failed_at),
-        next_process_at=from_unix(score) if state in SCORED else None,
+        next_process_at=record.next_process_at,
         timeout=msg.timeout,
         deadline=from_unix(msg.deadline),
         retention=msg.retention,
         completed_at=from_unix(msg.completed_at),
-        result=bytes(fields[2]) if fields[2] is not None else None,
-        group=text(fields[3]) or msg.group_key,
-        unique_key=text(fields[4]) or msg.unique_key,
-        pending_since=from_unix(int(since) / 1e9) if since else None,
+        result=record.result,
+        group=record.group or msg.group_key,
+        unique_key=record.unique_key or msg.unique_key,
+        pending_since=record.pending_since,
     )
+
+
+def _undecodable(queue: str, task_id: str, record: _Record, error: str) -> TaskDetails:
+    """The row of a task whose message cannot be read: only what the task record holds."""
+    return TaskDetails(
+        id=task_id,
+        queue=queue,
+        type="",
+        state=record.state,
+        payload=b"",
+        headers={},
+        error="",
+        retried=0,
+        max_retry=0,
+        last_failed_at=None,
+        next_process_at=record.next_process_at,
+        timeout=0,
+        deadline=None,
+        retention=0,
+        completed_at=None,
+        result=record.result,
+        group=record.group,
+        unique_key=record.unique_key,
+        pending_since=record.pending_since,
+        decode_error=error,
+    )
+
+
+def _or_none(read: Callable[[], datetime | None]) -> datetime | None:
+    """``read()``, or ``None`` when the stored value is not a time (not a number, or out of range)."""
+    try:
+        return read()
+    except _BAD_VALUE:
+        return None

@@ -2,6 +2,10 @@
 
 A page costs one range read (``LRANGE``/``ZRANGE`` of exactly the page) and one pipelined ``HMGET``
 per task on it, whatever the size of the queue.
+
+A task whose stored message cannot be read is returned with ``decode_error`` set (see
+:mod:`framework.inspector.details`), and each read that meets such tasks logs one
+``task_message_undecodable`` warning naming them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import msgspec
 from framework.errors import TaskNotFound
 from framework.inspector._base import InspectorBase, as_state, text
 from framework.inspector.details import FIELDS, SCORED, TaskDetails, task_details
+from framework.logging import get_logger
 from framework.message import TaskState
 
 if TYPE_CHECKING:
@@ -24,6 +29,8 @@ MAX_PAGE_SIZE = 1000
 """The largest page :meth:`TasksMixin.list_tasks` returns."""
 
 _LISTS = (TaskState.PENDING, TaskState.ACTIVE)
+_LOGGED_IDS = 20
+"""Task ids one ``task_message_undecodable`` warning names at most."""
 
 
 class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +65,20 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
 
     group: str
     size: int
+
+
+def _warn_undecodable(queue: str, tasks: list[TaskDetails]) -> None:
+    """Log one warning for the tasks of one read whose message cannot be decoded (none: no warning)."""
+    bad = [t for t in tasks if t.decode_error]
+    if bad:
+        get_logger("framework.inspector").warning(
+            "task_message_undecodable",
+            queue=queue,
+            count=len(bad),
+            task_ids=[t.id for t in bad[:_LOGGED_IDS]],
+            states=sorted({t.state.value for t in bad}),
+            error=bad[0].decode_error,
+        )
 
 
 def _check_page(page: int, size: int) -> None:
@@ -101,7 +122,25 @@ class TasksMixin(InspectorBase):
         else:
             scored, total = await self._zset_page(getattr(qk, st.value), start, size)
         tasks = await self._fetch(qk, queue, scored)
+        _warn_undecodable(queue, tasks)
         return TaskPage(queue=queue, state=st, group=group or "", page=page, size=size, total=total, tasks=tasks)
+
+    async def count_tasks(self, queue: str, state: TaskState | str, *, group: str | None = None) -> int:
+        """How many tasks of ``queue`` are in ``state`` (in ``group``, for aggregating), reading none of them.
+
+        Raises:
+            QueueNotFound: the queue does not exist.
+            ValueError: an unknown state.
+        """
+        st = as_state(state)
+        qk = await self._queue_keys(queue)
+        if st in _LISTS:
+            return int(await self.redis.llen(qk.pending if st is TaskState.PENDING else qk.active))
+        if st is TaskState.AGGREGATING:
+            if group:
+                return int(await self.redis.zcard(qk.group(group)))
+            return sum(g.size for g in await self._groups(qk))
+        return int(await self.redis.zcard(getattr(qk, st.value)))
 
     async def _list_page(self, key: str, start: int, size: int) -> tuple[list[str], int]:
         """A page of a list read from the right (the oldest end), with the list's length."""
@@ -184,4 +223,6 @@ class TasksMixin(InspectorBase):
         score = None
         if state in SCORED:
             score = await self.redis.zscore(getattr(qk, state), task_id)
-        return task_details(queue, task_id, list(fields), score)
+        task = task_details(queue, task_id, list(fields), score)
+        _warn_undecodable(queue, [task])
+        return task

@@ -33,6 +33,8 @@ __all__ = ("archive", "cancel", "delete", "ls", "retry", "show")
 
 
 def _info(t: TaskDetails) -> str:
+    if t.decode_error:
+        return f"undecodable message: {t.decode_error}"
     if t.state in (TaskState.SCHEDULED, TaskState.RETRY):
         return f"next {when_text(t.next_process_at)}" + (f"; {t.error}" if t.error else "")
     if t.state is TaskState.AGGREGATING:
@@ -59,13 +61,24 @@ def ls(ctx: CliContext, queue: str, state: str, page: int, size: int, group: str
         return
     tbl = table(f"{state} tasks of queue {queue!r}", "id", "type", "payload", "retried", "info")
     for t in result.tasks:
-        tbl.add_row(t.id, t.type, payload_text(t.payload), f"{t.retried}/{t.max_retry}", _info(t))
+        tbl.add_row(t.id, t.type or "?", payload_text(t.payload), f"{t.retried}/{t.max_retry}", _info(t))
     pages = max(1, math.ceil(result.total / size))
     tbl.caption = f"page {page} of {pages}, {result.total} task(s)"
     print_table(tbl)
 
 
 def _rows(t: TaskDetails) -> list[tuple[str, str]]:
+    if t.decode_error:  # the message's own fields are unknown: show what the task record holds
+        return [
+            ("id", t.id),
+            ("queue", t.queue),
+            ("state", t.state.value),
+            ("decode error", t.decode_error),
+            ("next process at", when_text(t.next_process_at)),
+            ("result", payload_text(t.result, None) if t.result is not None else "-"),
+            ("group", t.group or "-"),
+            ("unique key", t.unique_key or "-"),
+        ]
     if t.payload_is_json:
         payload = json.dumps(t.payload_json, indent=2, ensure_ascii=False)
     else:

@@ -1,22 +1,25 @@
 """App assembly: the only bridge between the framework and Litestar.
 
-:class:`FrameworkPlugin` gathers plugin routes, static folders, the shared Jinja environment,
-dependency providers (``services``, ``client``, ``settings``, ``inspector``) and the lifespan that
-opens Redis, runs plugin ``startup``/``shutdown`` hooks and, for ``framework run``, the worker and
-the scheduler in the same process. :func:`create_app` is the factory.
+:class:`FrameworkPlugin` gathers plugin routes, static folders, the ``/storage`` route of the local
+storage backend, plugins' guards for the OpenAPI schema, the shared Jinja environment, dependency
+providers (``services``, ``client``, ``settings``, ``inspector``) and the lifespan that opens Redis,
+runs plugin ``startup``/``shutdown`` hooks and, for ``framework run``, the worker and the scheduler in
+the same process. :func:`create_app` is the factory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -34,6 +37,8 @@ from framework.plugins import app_plugins, collect_task_types, get_plugin_manage
 from framework.registry import Registry
 from framework.services import Services
 from framework.settings import Settings, load_settings
+from framework.storage import LocalStorage
+from framework.storage_routes import storage_router
 
 if TYPE_CHECKING:
     import pluggy
@@ -106,6 +111,26 @@ def _inspector(state: State) -> Any:
     return inspector
 
 
+def _guarded_schema(config: OpenAPIConfig, guards: list[Any]) -> OpenAPIConfig:
+    """A copy of ``config`` whose schema routes pass ``guards`` first (see ``register_schema_guards``)."""
+    guarded = copy.copy(config)  # not dataclasses.replace: that would re-run the deprecation checks
+    if config.openapi_controller is not None:  # deprecated by Litestar, still honoured
+        base = config.openapi_controller
+        guarded.openapi_controller = type(base.__name__, (base,), {"guards": [*(base.guards or []), *guards]})
+    elif config.openapi_router is not None:
+        config.openapi_router.guards.extend(guards)
+    else:
+        guarded.openapi_router = Router(
+            config.path or "/schema",
+            route_handlers=[],
+            guards=guards,
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+        )
+    return guarded
+
+
 class FrameworkPlugin(InitPlugin):
     """The Litestar plugin that mounts the framework and its plugins into an app.
 
@@ -142,11 +167,9 @@ class FrameworkPlugin(InitPlugin):
                 routers.append(create_static_files_router(path=url_path, directories=[Path(folder)]))
         storage = self.settings.storage
         if storage.backend == "local" and storage.public_url.startswith("/"):
-            folder = Path(storage.local_dir)
-            if not folder.is_absolute():
-                folder = self.settings.data_path / folder
-            folder.mkdir(parents=True, exist_ok=True)
-            routers.append(create_static_files_router(path=storage.public_url, directories=[folder], name="storage"))
+            store = LocalStorage.from_settings(self.settings)
+            store.objects_dir.mkdir(parents=True, exist_ok=True)
+            routers.append(storage_router(store, storage.public_url))
         return routers
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
@@ -155,6 +178,9 @@ class FrameworkPlugin(InitPlugin):
         for contributed in pm.hook.register_routes(settings=settings):
             app_config.route_handlers.extend(contributed or [])
         app_config.route_handlers.extend(self._static_routers())
+        schema_guards = [guard for found in pm.hook.register_schema_guards(settings=settings) for guard in found or []]
+        if schema_guards and app_config.openapi_config is not None:
+            app_config.openapi_config = _guarded_schema(app_config.openapi_config, schema_guards)
         env = build_environment(settings, pm)
         app_config.template_config = TemplateConfig(engine=JinjaTemplateEngine.from_environment(env))
         app_config.dependencies.update(

@@ -132,6 +132,24 @@ def register_static_dirs(settings: Settings) -> list[tuple[str, Path]]:  # type:
 
 
 @hookspec
+def register_schema_guards(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+    """Contribute Litestar guards in front of the app's OpenAPI schema (``/schema`` and every page under it).
+
+    The schema describes every route of the app, plugins' included, so a plugin whose routes are
+    private (the admin's JSON API) can keep the schema for the people allowed to use them.
+
+    Args:
+        settings: the app's settings.
+
+    Returns:
+        Litestar guards (``async def guard(connection, route_handler) -> None``, raising to refuse).
+        Every contributed guard must pass; when no plugin contributes one, the schema is public.
+
+    Kind: collect. Fires: once, when ``create_app()`` builds the app.
+    """
+
+
+@hookspec
 def prepare_jinja2_environment(env: jinja2.Environment, settings: Settings) -> None:
     """Adjust the Jinja environment: add filters, globals or extensions.
 

@@ -205,6 +205,10 @@ class Schema:
         """ZSET ``<ext>:tokens:index``: ``<purpose>:<sha256>`` of every live one-time token -> its expiry (Unix s)."""
         return f"{self.ext}:tokens:index"
 
+    def rate_limit(self, name: str, client: str) -> str:
+        """ZSET ``<ext>:ratelimit:<name>:<client>``: one client's recent events -> their time (Unix s; expires)."""
+        return f"{self.ext}:ratelimit:{name}:{client}"
+
     def cleanup_claim(self, sweeper: str, item: str) -> str:
         """STRING ``<ext>:cleanup:claim:<sweeper>:<sha1(item)>``: a sweeper run's short claim on one item (expires)."""
         digest = hashlib.sha1(item.encode("utf-8"), usedforsecurity=False).hexdigest()

@@ -2,14 +2,15 @@
 
 Layout of the folder (``settings.data_path / settings.storage.local_dir``)::
 
-    <key>                        the object's bytes; the web app serves the folder at ``storage.public_url``
+    <key>                        the object's bytes; the web app serves them at ``storage.public_url``
     .local-storage/meta/<key>    a JSON sidecar: content type and user metadata
     .local-storage/tmp/          files being written; each is moved into place with ``os.replace``
 
 Writes are atomic: a reader sees the old object or the new one, never a partial file. Keys whose
-first segment is ``.local-storage`` are reserved, and listings skip that folder. Because objects
-are files, one key cannot be both an object and the prefix of other objects (``a/b`` and
-``a/b/c``); S3 allows that, this backend raises :class:`~framework.storage.base.InvalidKey`.
+first segment is ``.local-storage`` are reserved: listings skip that folder and the web app never
+serves it (:mod:`framework.storage_routes`). Because objects are files, one key cannot be both an
+object and the prefix of other objects (``a/b`` and ``a/b/c``); S3 allows that, this backend raises
+:class:`~framework.storage.base.InvalidKey`.
 URLs are ``<public_url>/<key>`` and do not expire.
 """
 

@@ -13,7 +13,9 @@ from typing import Any
 import jinja2
 import msgspec
 import pytest
-from litestar import get
+from litestar import Router, get
+from litestar.exceptions import PermissionDeniedException
+from litestar.openapi.config import OpenAPIConfig
 from litestar.response import Template
 from litestar.testing import AsyncTestClient
 
@@ -452,3 +454,46 @@ def test_hook_register_aggregators(isolated: Any) -> None:
 
     pm = pm_with(isolated, Plugin())
     assert pm.hook.register_aggregators(settings=isolated) == [[marker]]
+
+
+async def _docs_pass(connection: Any, _: Any) -> None:
+    if connection.headers.get("x-docs") != "yes":
+        raise PermissionDeniedException("no docs for you")
+
+
+@get("/hello", sync_to_thread=False)
+def _hello() -> str:
+    return "hello"
+
+
+class _SchemaGuard:
+    @hookimpl
+    def register_schema_guards(self, settings: Any) -> list[Any]:
+        return [_docs_pass]
+
+    @hookimpl
+    def register_routes(self, settings: Any) -> list[Any]:
+        return [_hello]
+
+
+async def test_hook_register_schema_guards(isolated: Any) -> None:
+    async with AsyncTestClient(create_app(isolated, plugin_manager=pm_with(isolated))) as tc:
+        assert (await tc.get("/schema/openapi.json")).status_code == 200  # no guard contributed: public
+    app = create_app(isolated, plugin_manager=pm_with(isolated, _SchemaGuard()))
+    async with AsyncTestClient(app) as tc:
+        for path in ("/schema/openapi.json", "/schema", "/schema/elsewhere"):
+            assert (await tc.get(path)).status_code == 403, path
+        allowed = await tc.get("/schema/openapi.json", headers={"X-Docs": "yes"})
+        assert allowed.status_code == 200 and "/hello" in allowed.json()["paths"]
+        assert (await tc.get("/hello")).text == "hello"  # other routes are not guarded
+
+
+async def test_schema_guards_apply_to_an_apps_own_openapi_router(isolated: Any) -> None:
+    config = OpenAPIConfig(title="mine", version="1", path="/docs", openapi_router=Router("/docs", route_handlers=[]))
+    app = create_app(isolated, plugin_manager=pm_with(isolated, _SchemaGuard()), openapi_config=config)
+    async with AsyncTestClient(app) as tc:
+        assert (await tc.get("/docs/openapi.json")).status_code == 403
+        assert (await tc.get("/docs/openapi.json", headers={"X-Docs": "yes"})).json()["info"]["title"] == "mine"
+    off = create_app(isolated, plugin_manager=pm_with(isolated, _SchemaGuard()), openapi_config=None)
+    async with AsyncTestClient(off) as tc:
+        assert (await tc.get("/schema/openapi.json")).status_code == 404

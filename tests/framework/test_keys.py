@@ -79,6 +79,7 @@ ASYNQ_TABLE: list[tuple[Callable[[], str], str]] = [
     (lambda: S.queue("default").inflight("sid"), "framework:{default}:inflight:sid"),
     (lambda: S.queue("default").group_prefix(), "asynq:{default}:g:"),
     (S.token_index, "framework:tokens:index"),
+    (lambda: S.rate_limit("admin-auth", "::1"), "framework:ratelimit:admin-auth:::1"),
     (
         lambda: S.cleanup_claim("sweeper", "item"),
         "framework:cleanup:claim:sweeper:" + hashlib.sha1(b"item", usedforsecurity=False).hexdigest(),

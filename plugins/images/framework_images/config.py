@@ -6,6 +6,8 @@ Example (``framework.toml``)::
     sizes = { thumb = 200, medium = 800 }
     formats = ["webp", "jpeg"]
     max_upload_bytes = 10485760
+    upload_limit = 30      # uploads per client address per upload_window; 0 = no limit
+    upload_window = 600    # seconds
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             a possible decompression bomb. Pillow's own limit (``Image.MAX_IMAGE_PIXELS``) applies too.
         max_parallel: at most this many images are decoded at once per process (0 = one per CPU).
         path: URL path of the uploads route.
+        upload_limit: uploads one client address may make per ``upload_window`` seconds; above it the
+            route answers 429 with ``Retry-After``. The count is kept in Redis, shared by every web
+            process. 0 opens uploads to anyone without a limit (for an app that guards the route
+            itself, or a trusted network).
+        upload_window: the window of ``upload_limit``, in seconds.
     """
 
     sizes: dict[str, int] = msgspec.field(default_factory=_default_sizes)
@@ -66,6 +73,8 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_pixels: int = 50_000_000
     max_parallel: int = 0
     path: str = "/uploads"
+    upload_limit: int = 30
+    upload_window: float = 600.0
 
     def __post_init__(self) -> None:
         _check_sizes(self.sizes)
@@ -81,6 +90,10 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         for name in ("max_upload_bytes", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
+        if self.upload_limit < 0:
+            raise ValueError(f"upload_limit={self.upload_limit!r} is invalid: must be >= 0 (0 = no limit)")
+        if self.upload_window <= 0:
+            raise ValueError(f"upload_window={self.upload_window!r} is invalid: must be > 0 seconds")
         if self.max_parallel < 0:
             raise ValueError(f"max_parallel={self.max_parallel!r} is invalid: must be >= 0")
         if not self.path.startswith("/"):

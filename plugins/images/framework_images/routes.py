@@ -10,8 +10,14 @@ enqueues ``image:process`` and answers 202 at once::
 
     {"id": "...", "state": "done", "original": "...", "thumbnails": {"small": "...", ...}, ...}
 
-``state`` is ``processing``, ``done`` or ``failed`` (then ``error`` says why). The type of the file
-is read from its bytes; what the client claims is only passed along for logging.
+``state`` is ``processing``, ``done`` or ``failed`` (then ``error`` says why, and the original has been
+deleted, so ``original`` is empty). The type of the file is read from its bytes; what the client
+claims is only passed along for logging. A file whose first bytes are no known image type is refused
+at once (415) and never stored.
+
+Uploads are open to anyone, so by default each client address may make ``upload_limit`` of them per
+``upload_window`` seconds (429 with ``Retry-After`` above, checked before the body is read); the
+count is kept in Redis and shared by every web process. ``upload_limit = 0`` removes the limit.
 
 Handlers receive the process's :class:`~framework.services.Services` from the app's ``services``
 dependency and enqueue through ``services.client``.
@@ -19,22 +25,36 @@ dependency and enqueue through ``services.client``.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import ClientException, HTTPException, NotFoundException, ServiceUnavailableException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+)
 from litestar.params import Body, FromPath
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.status_codes import (
+    HTTP_202_ACCEPTED,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+)
 
+from framework.context import StashKey
 from framework.errors import RedisUnavailable
+from framework.logging import get_logger
+from framework.ratelimit import RateLimit
 from framework.services import Services
-from framework.storage import DEFAULT_CONTENT_TYPE, Storage
+from framework.storage import Storage
 from framework_images.config import ImagesConfig
 from framework_images.processing import sniff
 from framework_images.storage import (
@@ -48,12 +68,17 @@ from framework_images.storage import (
 )
 from framework_images.tasks import process_image
 
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+
 __all__ = ("STATUS_ROUTE", "ThumbnailURL", "UploadAccepted", "UploadForm", "UploadStatus", "upload_router")
 
 STATUS_ROUTE = "framework_images:upload"
 """Route name of ``GET <path>/{upload_id}``, for ``app.route_reverse``."""
 
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+_UPLOAD_LIMIT: StashKey[RateLimit] = StashKey("framework_images.uploads")
 
 
 @dataclass
@@ -107,7 +132,7 @@ class UploadStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     Attributes:
         id: the upload id.
         state: ``processing``, ``done`` or ``failed``.
-        original: download URL of the original.
+        original: download URL of the original; empty once the upload failed (the original is deleted).
         mime_type: the original's type (read from its bytes once processed).
         width: the original's displayed width (0 until processed).
         height: the original's displayed height.
@@ -153,7 +178,7 @@ async def _status(storage: Storage, record: UploadRecord, primary: str) -> Uploa
     return UploadStatus(
         id=record.id,
         state=record.state,
-        original=await storage.url(record.original),
+        original=await storage.url(record.original) if record.state != "failed" else "",
         mime_type=record.mime_type,
         width=record.width,
         height=record.height,
@@ -161,6 +186,16 @@ async def _status(storage: Storage, record: UploadRecord, primary: str) -> Uploa
         files=files,
         error=record.error,
     )
+
+
+def _upload_limit(services: Services, config: ImagesConfig) -> RateLimit:
+    limit = services.stash.get(_UPLOAD_LIMIT)
+    if limit is None:
+        limit = RateLimit(
+            services.redis, services.schema, "uploads", limit=config.upload_limit, window=config.upload_window
+        )
+        services.stash[_UPLOAD_LIMIT] = limit
+    return limit
 
 
 def upload_router(config: ImagesConfig) -> Router:
@@ -175,10 +210,26 @@ def upload_router(config: ImagesConfig) -> Router:
     limit = config.max_upload_bytes
     primary = config.formats[0]
 
+    async def throttle(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        """Count the upload for the client's address; 429 once it has made ``upload_limit`` in the window."""
+        if not config.upload_limit:
+            return
+        services: Services = connection.app.state.framework_services
+        client = connection.client.host if connection.client is not None else ""
+        wait = await _upload_limit(services, config).take(client)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            get_logger("framework_images").warning("upload_throttled", client=client, retry_after=seconds)
+            raise TooManyRequestsException(
+                detail=f"too many uploads from your address: try again in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+
     @post(
         "/",
         status_code=HTTP_202_ACCEPTED,
         request_max_body_size=limit + _MULTIPART_SLACK,
+        guards=[throttle],
         name="framework_images:create",
     )
     async def create_upload(
@@ -188,8 +239,14 @@ def upload_router(config: ImagesConfig) -> Router:
     ) -> Response[UploadAccepted]:
         """Store an uploaded image and queue its thumbnails."""
         content = await _read_limited(data.file, limit)
+        kind = sniff(content[:16])
+        if kind is None:
+            raise HTTPException(
+                status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail="not an image: the file's first bytes are none of the supported image types",
+            )
         upload_id = new_upload_id()
-        ext, mime = sniff(content[:16]) or ("bin", DEFAULT_CONTENT_TYPE)
+        ext, mime = kind
         key = original_key(upload_id, ext)
         storage = services.storage
         now = time.time()
@@ -208,6 +265,7 @@ def upload_router(config: ImagesConfig) -> Router:
         try:
             await process_image(services.client, upload_id, key, data.file.content_type or "")
         except RedisUnavailable as exc:
+            await storage.delete(key)
             failed = msgspec.structs.replace(record, state="failed", error=f"could not queue processing: {exc}")
             await write_record(storage, failed)
             raise ServiceUnavailableException(detail="the task queue is unavailable; try again later") from exc

@@ -8,7 +8,8 @@ Outcomes:
 
 - not an image, truncated or corrupt, too many pixels, the original missing, or a payload that
   cannot name objects: :class:`~framework.errors.SkipRetry` with a message saying which; the task
-  is archived at once and the upload record says ``failed`` with that message.
+  is archived at once and the upload record says ``failed`` with that message. An original that is
+  not a usable image is deleted first, so a rejected file is never left downloadable.
 - the store unreachable or answering 5xx: :class:`~framework.storage.StorageUnavailable`
   propagates and the task is retried (twice by default).
 - otherwise every thumbnail is stored under :func:`~framework_images.storage.thumbnail_key` and
@@ -126,9 +127,17 @@ async def _finish(storage: Storage, upload_id: str, key: str, **fields: Any) -> 
     return record
 
 
-async def _fail(ctx: TaskContext, storage: Storage, upload_id: str, key: str, message: str) -> SkipRetry:
+async def _fail(
+    ctx: TaskContext, storage: Storage, upload_id: str, key: str, message: str, *, delete: bool = False
+) -> SkipRetry:
+    """Mark the upload ``failed`` and return the error to raise.
+
+    With ``delete``, the original is deleted first, so a rejected file is not left downloadable.
+    """
+    if delete:
+        await storage.delete(key)
     await _finish(storage, upload_id, key, state="failed", error=message, thumbnails=[])
-    ctx.logger.warning("image_rejected", upload_id=upload_id, key=key, error=message)
+    ctx.logger.warning("image_rejected", upload_id=upload_id, key=key, error=message, deleted=delete)
     return SkipRetry(message)
 
 
@@ -155,7 +164,7 @@ async def handle_process_image(ctx: TaskContext, payload: ProcessImage) -> None:
         try:
             source, thumbnails = await asyncio.to_thread(_render, data, state.config)
         except ImageError as exc:
-            raise await _fail(ctx, storage, upload_id, key, str(exc)) from exc
+            raise await _fail(ctx, storage, upload_id, key, str(exc), delete=True) from exc
     if payload.mime_type and payload.mime_type != source.mime_type:
         ctx.logger.info("image_type_differs", upload_id=upload_id, claimed=payload.mime_type, real=source.mime_type)
     keys = [thumbnail_key(upload_id, t.name, t.format) for t in thumbnails]

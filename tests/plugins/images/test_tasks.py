@@ -39,6 +39,7 @@ from framework_images.tasks import (
     process_image_task,
 )
 from litestar import Litestar, Router
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.testing import AsyncTestClient
 from PIL import ExifTags, Image, ImageDraw
@@ -47,12 +48,15 @@ from framework.context import TaskContext
 from framework.errors import ConfigError, RedisUnavailable, SkipRetry
 from framework.services import Services
 from framework.settings import Settings
-from framework.storage import LocalStorage, Storage, StorageUnavailable
+from framework.storage import LocalStorage, ObjectNotFound, Storage, StorageUnavailable
 from framework.storage.s3 import S3Storage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from redis.asyncio import Redis
+
+    from framework.keys import Schema
     from tests.fixtures.s3 import S3Server
 
 
@@ -112,11 +116,18 @@ class RecordingClient:
         return msgspec.structs.replace  # any object; the route does not use the result
 
 
-def make_services(storage: Storage, settings: Settings, client: Any = None) -> Services:
+def make_services(
+    storage: Storage,
+    settings: Settings,
+    client: Any = None,
+    *,
+    redis: Redis | None = None,
+    schema: Schema | None = None,
+) -> Services:
     services = Services(
         settings=settings,
-        redis=None,  # type: ignore[arg-type]
-        schema=None,  # type: ignore[arg-type]
+        redis=redis,  # type: ignore[arg-type]
+        schema=schema,  # type: ignore[arg-type]
         client=client or RecordingClient(),  # type: ignore[arg-type]
         registry=None,  # type: ignore[arg-type]
     )
@@ -312,7 +323,7 @@ async def test_bad_input_is_archived_with_a_message(
     record = await read_record(storage, "bad")
     assert record is not None and record.state == "failed"
     assert record.error is not None and message in record.error
-    assert await keys_of(storage) == [key, record_key("bad")]  # no thumbnail written
+    assert await keys_of(storage) == [record_key("bad")]  # no thumbnail written, the rejected original deleted
 
 
 async def test_missing_original_is_archived(storage: LocalStorage, settings: Settings) -> None:
@@ -488,15 +499,22 @@ def test_entry_point_and_hooks() -> None:
 # -- the uploads route, feeding the handler -------------------------------------------------------
 
 
-@pytest.fixture
-async def web(storage: LocalStorage, tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Litestar], Services]]:
-    settings = Settings(data_dir=str(tmp_path), plugins={"images": {"max_upload_bytes": 300_000}})
-    services = make_services(storage, settings)
-    app = Litestar(
-        route_handlers=[upload_router(load_config(settings))],
+def upload_app(services: Services) -> Litestar:
+    """A bare app with the uploads route; its services carry real Redis (the upload limit) and the storage."""
+    return Litestar(
+        route_handlers=[upload_router(load_config(services.settings))],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        state=State({"framework_services": services}),
     )
-    async with AsyncTestClient(app) as client:
+
+
+@pytest.fixture
+async def web(
+    storage: LocalStorage, tmp_path: Path, redis: Redis, schema: Schema
+) -> AsyncIterator[tuple[AsyncTestClient[Litestar], Services]]:
+    settings = Settings(data_dir=str(tmp_path), plugins={"images": {"max_upload_bytes": 300_000}})
+    services = make_services(storage, settings, redis=redis, schema=schema)
+    async with AsyncTestClient(upload_app(services)) as client:
         yield client, services
 
 
@@ -547,17 +565,34 @@ async def test_upload_then_process_then_status(web: tuple[AsyncTestClient[Litest
     assert record is not None and record.filename == "IMG_1.JPG"
 
 
-async def test_upload_of_a_non_image_fails_in_the_task(web: tuple[AsyncTestClient[Litestar], Services]) -> None:
+async def test_upload_of_a_non_image_is_refused_and_not_stored(
+    web: tuple[AsyncTestClient[Litestar], Services],
+) -> None:
     client, services = web
-    response = await client.post("/uploads", files={"file": ("notes.txt", b"plain text", "image/png")})
+    response = await client.post("/uploads", files={"file": ("notes.html", b"<script>alert(1)</script>", "image/png")})
+    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+    assert await keys_of(services.storage) == []
+    assert services.client.calls == []  # type: ignore[attr-defined]
+
+
+async def test_a_rejected_upload_leaves_no_downloadable_original(
+    web: tuple[AsyncTestClient[Litestar], Services],
+) -> None:
+    client, services = web
+    truncated = photo_with_gps_rotated(600, 400)[:3000]  # starts like a JPEG, so the route takes it
+    response = await client.post("/uploads", files={"file": ("cut.jpg", truncated, "image/jpeg")})
     assert response.status_code == 202
     body = response.json()
-    assert body["original"].endswith("/original.bin")
+    original = body["original"].removeprefix("/storage/")
+    assert await services.storage.get(original) == truncated
     [(_, payload, _)] = services.client.calls  # type: ignore[attr-defined]
-    with pytest.raises(SkipRetry, match="not an image"):
+    with pytest.raises(SkipRetry, match="truncated"):
         await handle_process_image(make_ctx(services), payload)
     status = (await client.get(body["url"])).json()
-    assert status["state"] == "failed" and "not an image" in status["error"]
+    assert status["state"] == "failed" and "truncated" in status["error"] and status["original"] == ""
+    with pytest.raises(ObjectNotFound):
+        await services.storage.get(original)
+    assert await keys_of(services.storage) == [record_key(body["id"])]
 
 
 async def test_upload_size_limit(web: tuple[AsyncTestClient[Litestar], Services]) -> None:
@@ -568,8 +603,45 @@ async def test_upload_size_limit(web: tuple[AsyncTestClient[Litestar], Services]
     response = await client.post("/uploads", files={"file": ("huge.jpg", b"\xff" * 1_000_000, "image/jpeg")})
     assert response.status_code == 413
     assert await keys_of(services.storage) == []
-    response = await client.post("/uploads", files={"file": ("edge.jpg", b"\xff" * 300_000, "image/jpeg")})
+    edge = b"\xff\xd8\xff" + b"\xff" * 299_997  # a JPEG signature: the route takes it, the task judges the rest
+    response = await client.post("/uploads", files={"file": ("edge.jpg", edge, "image/jpeg")})
     assert response.status_code == 202
+
+
+async def test_uploads_are_limited_per_address_by_default(
+    storage: LocalStorage, tmp_path: Path, redis: Redis, schema: Schema
+) -> None:
+    assert (ImagesConfig().upload_limit, ImagesConfig().upload_window) == (30, 600.0)
+    settings = Settings(data_dir=str(tmp_path), plugins={"images": {"upload_limit": 2, "upload_window": 60}})
+    services = make_services(storage, settings, redis=redis, schema=schema)
+    image = _png(quadrants(40, 40))
+    async with AsyncTestClient(upload_app(services)) as client:
+        created = [await client.post("/uploads", files={"file": ("a.png", image, "image/png")}) for _ in range(2)]
+        assert [r.status_code for r in created] == [202, 202]
+        refused = await client.post("/uploads", files={"file": ("a.png", image, "image/png")})
+        assert refused.status_code == 429 and "too many uploads" in refused.json()["detail"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert (await client.get(created[0].headers["location"])).status_code == 200  # reading states is not limited
+    assert len(services.client.calls) == 2  # type: ignore[attr-defined]
+    assert len([k for k in await keys_of(storage) if k.endswith("record.json")]) == 2  # the third stored nothing
+    async with AsyncTestClient(upload_app(services)) as other_process:  # the count lives in Redis
+        again = await other_process.post("/uploads", files={"file": ("a.png", image, "image/png")})
+        assert again.status_code == 429
+
+
+async def test_upload_limit_zero_opens_uploads(storage: LocalStorage, tmp_path: Path) -> None:
+    settings = Settings(data_dir=str(tmp_path), plugins={"images": {"upload_limit": 0}})
+    services = make_services(storage, settings)  # no Redis needed: nothing is counted
+    image = _png(quadrants(40, 40))
+    async with AsyncTestClient(upload_app(services)) as client:
+        for _ in range(40):
+            assert (await client.post("/uploads", files={"file": ("a.png", image, "image/png")})).status_code == 202
+
+
+@pytest.mark.parametrize("section", [{"upload_limit": -1}, {"upload_window": 0}])
+def test_bad_upload_limit_settings(section: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="upload_"):
+        load_config(Settings(plugins={"images": section}))
 
 
 async def test_upload_needs_a_file(web: tuple[AsyncTestClient[Litestar], Services]) -> None:
@@ -593,3 +665,4 @@ async def test_upload_when_the_queue_is_down(web: tuple[AsyncTestClient[Litestar
     upload_id = record_key_.split("/")[1]
     status = (await client.get(f"/uploads/{upload_id}")).json()
     assert status["state"] == "failed" and "could not queue" in status["error"]
+    assert await keys_of(services.storage) == [record_key_]  # the original of the failed upload is gone

@@ -13,6 +13,10 @@ state, pause/unpause, queue detail with daily history, servers, cron entries wit
 throughput, recent runs, the email outbox and cleanup results. Every handler only reads or acts
 through the inspector (via :mod:`~framework_admin.queries` and :mod:`~framework_admin.actions`).
 Task ids are unique per queue: pass ``?queue=``; without it the id is looked up in every queue.
+
+One task is addressed as ``/task?id=<id>&queue=<queue>`` (``GET``, ``DELETE``) and
+``/task/<action>?id=...`` (``POST``), which works for every id (see :mod:`framework_admin.urls`);
+``/tasks/{id}`` and ``/jobs/{id}/retry`` work for ids that fit in a path segment.
 """
 
 from __future__ import annotations
@@ -42,12 +46,13 @@ from framework_admin.schemas import (
     ThroughputOut,
     task_out,
 )
+from framework_admin.urls import TaskIdQuery
 
 __all__ = ("API_HANDLERS",)
 
 _W = [require_admin_role]
 _TAGS = ["admin"]
-# Deleting a task has its own route (DELETE /tasks/{task_id}).
+# Deleting a task has its own route (DELETE /task?id=, DELETE /tasks/{task_id}).
 _TASK_ACTIONS: tuple[actions.TaskAction, ...] = ("run", "archive", "cancel")
 TypeFilter = Annotated[str | None, QueryParameter(name="type", description="only tasks of this task type")]
 QueueFilter = Annotated[
@@ -93,6 +98,43 @@ async def jobs_clear_completed(
     return await actions.bulk_action(inspector, await current_actor(request), "delete-all", queue, "completed")
 
 
+@get("/task", tags=_TAGS)
+async def task_get(inspector: NamedDependency[Inspector], task_id: TaskIdQuery, queue: QueueFilter = None) -> TaskOut:
+    """One task, by ``?id=`` (any id): payload, error, retries, times and result."""
+    return task_out(await actions.find_task(inspector, task_id, queue))
+
+
+@post("/task/{action:str}", tags=_TAGS, guards=_W, status_code=200)
+async def task_post(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    action: FromPath[str],
+    task_id: TaskIdQuery,
+    queue: QueueFilter = None,
+) -> ActionResult:
+    """``run``, ``archive`` or ``cancel`` the task ``?id=`` (any id)."""
+    return await _act(request, inspector, action, task_id, queue)
+
+
+@delete("/task", tags=_TAGS, guards=_W, status_code=200)
+async def task_remove(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    task_id: TaskIdQuery,
+    queue: QueueFilter = None,
+) -> ActionResult:
+    """Delete the task ``?id=`` (any id) when it is not active."""
+    return await actions.task_action(inspector, await current_actor(request), "delete", task_id, queue)
+
+
+async def _act(
+    request: Request[Any, Any, Any], inspector: Inspector, action: str, task_id: str, queue: str | None
+) -> ActionResult:
+    if action not in _TASK_ACTIONS:
+        raise NotFoundException(f"unknown task action {action!r}; use run, archive or cancel")
+    return await actions.task_action(inspector, await current_actor(request), action, task_id, queue)
+
+
 @get("/tasks/{task_id:str}", tags=_TAGS)
 async def task_detail(
     inspector: NamedDependency[Inspector], task_id: FromPath[str], queue: QueueFilter = None
@@ -110,9 +152,7 @@ async def task_act(
     queue: QueueFilter = None,
 ) -> ActionResult:
     """``run``, ``archive`` or ``cancel`` one task (``cancel`` asks the worker running it to stop)."""
-    if action not in _TASK_ACTIONS:
-        raise NotFoundException(f"unknown task action {action!r}; use run, archive or cancel")
-    return await actions.task_action(inspector, await current_actor(request), action, task_id, queue)
+    return await _act(request, inspector, action, task_id, queue)
 
 
 @delete("/tasks/{task_id:str}", tags=_TAGS, guards=_W, status_code=200)
@@ -243,6 +283,9 @@ API_HANDLERS = (
     jobs_list,
     jobs_retry,
     jobs_clear_completed,
+    task_get,
+    task_post,
+    task_remove,
     task_detail,
     task_act,
     task_delete,

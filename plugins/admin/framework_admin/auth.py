@@ -10,6 +10,9 @@ Without ``admin_token`` in development, a token is generated at start-up, logged
 ``<data_dir>/admin-token`` (reused across restarts). In production without any credential (and no
 hook) the admin is off: every page and endpoint answers 403 and says how to turn it on.
 
+Wrong tokens (in the sign-in form or as bearer tokens) are counted per client address; too many
+in a short time and that address gets 429 for a while (see :mod:`framework_admin.throttle`).
+
 State-changing requests also pass :func:`require_admin_role`: read-only actors get 403, and every
 request not authenticated by a bearer token must carry the double-submit CSRF token (the
 ``framework_admin_csrf`` cookie, repeated in the ``_csrf`` form field or the ``X-CSRF-Token`` header).
@@ -27,6 +30,7 @@ from framework.events import await_me_maybe
 from framework_admin.credentials import CREDENTIALS, Credentials, load_credentials
 from framework_admin.models import Actor
 from framework_admin.session import same_token, verify_session
+from framework_admin.throttle import record_failure, refuse_if_throttled
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -117,7 +121,8 @@ async def resolve_actor(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor
     """Who is calling, from the hooks, a bearer token or the session cookie; ``None`` if nobody valid.
 
     Raises:
-        AdminLoginRequired: a bearer token was sent but is not valid.
+        AdminLoginRequired: a bearer token was sent but is not valid (the failure is counted).
+        TooManyFailures: a bearer token was sent from an address with too many recent failures (429).
     """
     actor = await _from_hooks(connection)
     if actor is not None:
@@ -125,8 +130,10 @@ async def resolve_actor(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor
     creds = get_credentials(connection)
     token = _bearer(connection)
     if token is not None:
+        await refuse_if_throttled(connection)
         role = creds.role_for(token)
         if role is None:
+            await record_failure(connection)
             raise AdminLoginRequired("invalid bearer token", headers={"WWW-Authenticate": 'Bearer realm="admin"'})
         return Actor(name="token" if role == "admin" else "readonly-token", role=role, via="bearer")
     cookie = connection.cookies.get(SESSION_COOKIE, "")
@@ -209,6 +216,8 @@ async def metrics_guard(connection: ASGIConnection[Any, Any, Any, Any], handler:
     """
     creds = get_credentials(connection)
     token = _bearer(connection)
+    if token is not None:
+        await refuse_if_throttled(connection)
     if token is not None and creds.opens_metrics(token):
         set_actor(connection, Actor(name="metrics-token", role="readonly", via="bearer"))
         return

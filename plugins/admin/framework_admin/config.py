@@ -11,6 +11,9 @@ them too. Example ``framework.toml``::
     api_path = "/api/admin"    # where the JSON API lives
     metrics_path = "/metrics"  # "" turns the Prometheus endpoint off
     refresh_seconds = 3        # how often an open dashboard fetches fresh numbers
+    protect_schema = true      # /schema needs an admin credential too
+    failed_auth_limit = 10     # failed sign-ins / bad bearer tokens per address ...
+    failed_auth_window = 300   # ... in this many seconds, then 429
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class AdminConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         record_runs: record each task run's duration and outcome (a short, capped list in Redis written
             by the workers at most once a second) for the dashboard's "recent runs".
         secure_cookies: mark cookies ``Secure``; unset (the default) does it when the request came over HTTPS.
+        protect_schema: put the app's OpenAPI schema (``/schema`` and the pages under it), which lists
+            the admin's API, behind the admin's guard; false serves it to anyone.
+        failed_auth_limit: failed sign-ins and bad bearer tokens one client address may send within
+            ``failed_auth_window`` seconds before its attempts get 429 (0 = no limit).
+        failed_auth_window: the window of ``failed_auth_limit``, in seconds.
     """
 
     mount: bool = True
@@ -60,6 +68,9 @@ class AdminConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     session_hours: float = 12.0
     record_runs: bool = True
     secure_cookies: bool | None = None
+    protect_schema: bool = True
+    failed_auth_limit: int = 10
+    failed_auth_window: float = 300.0
 
     def __post_init__(self) -> None:
         from framework.errors import ConfigError  # noqa: PLC0415 - keep the module import-light
@@ -74,6 +85,10 @@ class AdminConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"setting plugins.admin.chart_hours={self.chart_hours!r} is invalid: use 1 to 24")
         if self.refresh_seconds < 0 or self.session_hours <= 0:
             raise ConfigError("settings plugins.admin.refresh_seconds and session_hours must be positive")
+        if self.failed_auth_limit < 0 or self.failed_auth_window <= 0:
+            raise ConfigError(
+                "settings plugins.admin.failed_auth_limit must be >= 0 and failed_auth_window > 0 (seconds)"
+            )
 
 
 def load_admin_config(settings: Settings, environ: Mapping[str, str] | None = None) -> AdminConfig:

@@ -11,7 +11,7 @@ import asyncio
 import re
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from litestar import Request, get, post
 from litestar.datastructures import Cookie
@@ -36,6 +36,8 @@ from framework_admin.auth import (
 from framework_admin.config import Mount
 from framework_admin.layout import admin_template, flash_cookie, mount_of, render_admin, secure_cookies
 from framework_admin.session import sign_session
+from framework_admin.throttle import client_address, failure_wait, record_failure, retry_after_seconds
+from framework_admin.urls import TaskIdQuery, task_page_url
 
 __all__ = (
     "ACTION_HANDLERS",
@@ -49,15 +51,47 @@ __all__ = (
 _W = [require_admin_role]
 _NAME = re.compile(r"[^\w .@+-]")
 _LOGIN_DELAY = 0.25
+_URL_SAFE = "/%:@!$&'()*+,;=-._~"
+
+
+def _remove_dot_segments(path: str) -> str | None:
+    """``path`` with its ``.`` and ``..`` segments resolved as a browser resolves them.
+
+    Returns None when a segment is a percent-encoded dot segment (``%2e``, ``.%2E``), which servers
+    and browsers disagree about.
+    """
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        if segment in (".", ".."):
+            if segment == ".." and out:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+        elif unquote(segment) in (".", ".."):
+            return None
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
 
 
 def safe_next(value: Any, mount: Mount, default: str | None = None) -> str:
-    """``value`` when it is a path inside the admin, else ``default`` (the admin's home): no open redirects."""
+    """Where to go after a form: ``value`` when it is a path inside the admin, else ``default`` (the admin's home).
+
+    The check is made on the path as the browser will resolve it, so no open redirect slips through:
+    only a path starting with ``/`` (no scheme, no ``//host``, no backslash, no control character)
+    whose dot segments, once resolved, leave it inside the admin's mount. Encoded dot segments are
+    refused. Characters that are not allowed in a URL (spaces, non-ASCII) are percent-encoded.
+    """
+    fallback = default or mount.path
     text = value if isinstance(value, str) else ""
-    inside = text == mount.path or text.startswith((mount.path + "/", mount.path + "?"))
-    if inside and "//" not in text and "\\" not in text and text.isprintable():
-        return text
-    return default or mount.path
+    if not text.startswith("/") or text.startswith("//") or "\\" in text or not text.isprintable():
+        return fallback
+    cut = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=len(text))
+    path = _remove_dot_segments(quote(text[:cut], safe=_URL_SAFE))
+    if path is None or "//" in path or not (path == mount.path or path.startswith(mount.path + "/")):
+        return fallback
+    return path + quote(text[cut:], safe=_URL_SAFE + "?#")
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -67,7 +101,11 @@ async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 @post("/login", include_in_schema=False, status_code=303)
 async def login_submit(request: Request[Any, Any, Any]) -> Redirect | Template:
-    """Check the token and start a signed session (a wrong token gets the form again, with a 401)."""
+    """Check the token and start a signed session (a wrong token gets the form again, with a 401).
+
+    An address with too many recent failures gets the form with a 429 and ``Retry-After``, without
+    its token being checked (see :mod:`framework_admin.throttle`).
+    """
     mount = mount_of(request)
     creds = get_credentials(request)
     if not creds.enabled:
@@ -75,9 +113,17 @@ async def login_submit(request: Request[Any, Any, Any]) -> Redirect | Template:
     await check_csrf(request)
     form = await _form(request)
     target = safe_next(form.get("next"), mount)
+    client = client_address(request)
+    wait = await failure_wait(request)
+    if wait:
+        seconds = retry_after_seconds(wait)
+        context = {"error": f"Too many failed attempts from your address. Try again in {seconds} s.", "next": target}
+        page = await admin_template(request, "admin/login.html", context, status_code=429, public=True)
+        page.set_header("Retry-After", str(seconds))
+        return page
     role = creds.role_for(form.get("token", ""))
-    client = request.client.host if request.client else ""
     if role is None:
+        await record_failure(request)
         await asyncio.sleep(_LOGIN_DELAY)
         get_logger("framework_admin").warning("admin_login_failed", client=client)
         context = {"error": "That token is not valid.", "next": target}
@@ -112,25 +158,43 @@ def _back(request: Request[Any, Any, Any], mount: Mount, target: str, message: s
     return Redirect(target, status_code=303, cookies=[flash_cookie(mount, message, error=error, secure=secure)])
 
 
-@post("/tasks/{queue:str}/{task_id:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def _task_action(
+    request: Request[Any, Any, Any], inspector: Inspector, queue: str, task_id: str, action: str
+) -> Redirect:
+    mount = mount_of(request)
+    form = await _form(request)
+    target = safe_next(form.get("next"), mount, task_page_url(mount.path, queue, task_id))
+    if action not in actions.TASK_ACTIONS:
+        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+    try:
+        result = await actions.task_action(inspector, await current_actor(request), action, task_id, queue or None)
+    except HTTPException as exc:
+        return _back(request, mount, target, str(exc.detail), error=True)
+    return _back(request, mount, target, result.message)
+
+
+@post("/task/{action:str}", guards=_W, include_in_schema=False, status_code=303)
 async def task_form(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    action: FromPath[str],
+    task_id: TaskIdQuery,
+    queue: FromQuery[str | None] = None,
+) -> Redirect:
+    """Run now, archive, delete or cancel one task (``?queue=&id=``, so any id works), then go back."""
+    return await _task_action(request, inspector, queue or "", task_id, action)
+
+
+@post("/tasks/{queue:str}/{task_id:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def task_path_form(
     request: Request[Any, Any, Any],
     inspector: NamedDependency[Inspector],
     queue: FromPath[str],
     task_id: FromPath[str],
     action: FromPath[str],
 ) -> Redirect:
-    """Run now, archive, delete or cancel one task, then go back."""
-    mount = mount_of(request)
-    form = await _form(request)
-    target = safe_next(form.get("next"), mount, f"{mount.path}/tasks/{quote(queue, safe='')}/{quote(task_id, safe='')}")
-    if action not in actions.TASK_ACTIONS:
-        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
-    try:
-        result = await actions.task_action(inspector, await current_actor(request), action, task_id, queue)
-    except HTTPException as exc:
-        return _back(request, mount, target, str(exc.detail), error=True)
-    return _back(request, mount, target, result.message)
+    """:func:`task_form` at the older address, for ids that fit in a path segment."""
+    return await _task_action(request, inspector, queue, task_id, action)
 
 
 @post("/queues/{queue:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
@@ -194,14 +258,20 @@ def disabled_page(request: Request[Any, Any, Any], _: AdminDisabled) -> Template
 
 
 def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Template:
-    """An HTML error page inside the layout (404, 409, 403 for read-only users or a bad CSRF token)."""
+    """An HTML error page inside the layout (404, 409, 403 for read-only users or a bad CSRF token, 429).
+
+    The exception's headers (``Retry-After`` of a 429) are kept.
+    """
     context = {"status": exc.status_code, "detail": exc.detail}
-    return render_admin(
+    page = render_admin(
         request, "admin/error.html", context, status_code=exc.status_code, actor=recorded_actor(request)
     )
+    for name, value in (exc.headers or {}).items():
+        page.set_header(name, value)
+    return page
 
 
 PUBLIC_HANDLERS = (login_page, login_submit, logout)
 """Handlers reachable without signing in."""
-ACTION_HANDLERS = (task_form, queue_form, bulk_form)
+ACTION_HANDLERS = (task_form, task_path_form, queue_form, bulk_form)
 """The form actions (behind the admin's guards and ``require_admin_role``)."""

@@ -2,6 +2,8 @@
 
 - ``register_routes``: the dashboard (``/admin``), the JSON API (``/api/admin``) and ``/metrics``
   (:func:`framework_admin.routes.admin_routes`), unless ``[plugins.admin] mount = false``.
+- ``register_schema_guards``: the OpenAPI schema (``/schema``) answers only to the admin's credentials
+  (:func:`framework_admin.auth.admin_guard`), unless ``protect_schema = false``.
 - ``register_middleware``: records each task run's outcome and duration for "recent runs"
   (:mod:`framework_admin.runs`), unless ``record_runs = false``.
 - ``prepare_jinja2_environment``: the ``admin_*`` filters the templates use.
@@ -24,6 +26,7 @@ from urllib.parse import quote
 from framework.hookspecs import hookimpl
 from framework.logging import get_logger
 from framework_admin import hookspecs
+from framework_admin.auth import admin_guard
 from framework_admin.config import load_admin_config
 from framework_admin.credentials import CREDENTIALS, load_credentials
 from framework_admin.routes import admin_routes
@@ -41,6 +44,7 @@ __all__ = (
     "prepare_jinja2_environment",
     "register_middleware",
     "register_routes",
+    "register_schema_guards",
     "startup",
 )
 
@@ -57,6 +61,12 @@ def register_routes(settings: Settings) -> list[Any]:
     if not config.mount:
         return []
     return admin_routes(config.path, config.api_path, settings=settings, config=config)
+
+
+@hookimpl
+def register_schema_guards(settings: Settings) -> list[Any]:
+    """The admin's guard in front of the OpenAPI schema, which lists the admin's API (``protect_schema``)."""
+    return [admin_guard] if load_admin_config(settings).protect_schema else []
 
 
 @hookimpl

@@ -22,6 +22,7 @@ from framework_admin.actions import find_task
 from framework_admin.layout import admin_template
 from framework_admin.runs import recent_runs
 from framework_admin.schemas import task_out
+from framework_admin.urls import TaskIdQuery
 
 __all__ = ("PAGE_HANDLERS",)
 
@@ -73,11 +74,23 @@ async def queue_page(
     return await admin_template(request, "admin/queue.html", {"detail": detail, "states": _STATES})
 
 
-@get("/tasks/{queue:str}/{task_id:str}", include_in_schema=False)
+@get("/task", include_in_schema=False)
 async def task_page(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    task_id: TaskIdQuery,
+    queue: FromQuery[str | None] = None,
+) -> Template:
+    """One task (``?queue=&id=``, so any id works): payload, error, retries, times, result and its actions."""
+    task = task_out(await find_task(inspector, task_id, queue or None))
+    return await admin_template(request, "admin/task.html", {"task": task})
+
+
+@get("/tasks/{queue:str}/{task_id:str}", include_in_schema=False)
+async def task_path_page(
     request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str], task_id: FromPath[str]
 ) -> Template:
-    """One task: payload, error, retries, times, result and its actions."""
+    """:func:`task_page` at the older address, for ids that fit in a path segment."""
     task = task_out(await find_task(inspector, task_id, queue))
     return await admin_template(request, "admin/task.html", {"task": task})
 
@@ -151,6 +164,7 @@ PAGE_HANDLERS = (
     jobs_page,
     queue_page,
     task_page,
+    task_path_page,
     servers_page,
     cron_page,
     outbox_page,

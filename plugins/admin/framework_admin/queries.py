@@ -106,7 +106,7 @@ async def _slice(inspector: Inspector, queue: str, state: TaskState, start: int,
 async def _unfiltered(
     inspector: Inspector, names: list[str], state: TaskState, page: int, size: int
 ) -> tuple[int, list[TaskDetails]]:
-    totals = [(await inspector.list_tasks(name, state, page=1, size=1)).total for name in names]
+    totals = [await inspector.count_tasks(name, state) for name in names]
     start = (page - 1) * size
     out: list[TaskDetails] = []
     for name, total in zip(names, totals, strict=True):

@@ -133,6 +133,8 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
         result_text: the result as text.
         group: its aggregation group.
         pending_since: when it last became pending.
+        decode_error: why its stored message could not be decoded ("" when it could); the message's
+            fields (type, payload, headers, retries, times) are then empty.
     """
 
     id: str
@@ -156,6 +158,7 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
     result_text: str
     group: str
     pending_since: datetime | None
+    decode_error: str = ""
 
 
 def task_out(task: TaskDetails) -> TaskOut:
@@ -183,6 +186,7 @@ def task_out(task: TaskDetails) -> TaskOut:
         result_text=result_text,
         group=task.group,
         pending_since=task.pending_since,
+        decode_error=task.decode_error,
     )
 
 

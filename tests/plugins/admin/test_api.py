@@ -5,9 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from tests.plugins.admin.conftest import AUTH, BLOCK, FAILS, OK, RO_AUTH, XSS, Job, login, stats, wait_for
+from framework.app import create_app
+from tests.plugins.admin.conftest import (
+    AUTH,
+    BLOCK,
+    FAILS,
+    OK,
+    RO_AUTH,
+    XSS,
+    Job,
+    admin_pm,
+    login,
+    stats,
+    wait_for,
+)
 
 API = "/api/admin"
 
@@ -246,14 +260,16 @@ async def test_readonly_token_reads_but_cannot_act(seeded: Any) -> None:
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
-async def test_no_valid_credential_gets_401(api: Any, headers: dict[str, str]) -> None:
-    for path in [*READS, "/outbox", "/cleanup"]:
-        r = await api.get(API + path, headers=headers)
-        assert r.status_code == 401, path
-        assert r.headers["www-authenticate"].startswith("Bearer")
-    for method, path in WRITES:
-        assert (await getattr(api, method)(API + path, headers=headers)).status_code == 401
-    assert (await api.get("/metrics", headers=headers)).status_code == 401
+async def test_no_valid_credential_gets_401(admin_settings: Any, headers: dict[str, str]) -> None:
+    settings = admin_settings.replace(plugins={"admin": {"failed_auth_limit": 0}})  # the limit: test_auth.py
+    async with AsyncTestClient(create_app(settings, plugin_manager=admin_pm(settings))) as api:
+        for path in [*READS, "/outbox", "/cleanup"]:
+            r = await api.get(API + path, headers=headers)
+            assert r.status_code == 401, path
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        for method, path in WRITES:
+            assert (await getattr(api, method)(API + path, headers=headers)).status_code == 401
+        assert (await api.get("/metrics", headers=headers)).status_code == 401
 
 
 async def test_session_cookie_without_csrf_token_cannot_act(api: Any) -> None:
@@ -268,7 +284,7 @@ async def test_session_cookie_without_csrf_token_cannot_act(api: Any) -> None:
 
 
 async def test_openapi_documents_the_api(api: Any) -> None:
-    response = await api.get("/schema/openapi.json")
+    response = await api.get("/schema/openapi.json", headers=AUTH)
     assert response.status_code == 200
     schema = response.json()
     paths = schema["paths"]

@@ -80,7 +80,7 @@ async def test_overview_shows_queues_failed_tasks_as_text(seeded: Any) -> None:
         assert part in page
     assert "<script>window.__pwned" not in page  # the payload is escaped, never markup
     assert "&lt;script&gt;window.__pwned" in page
-    assert 'data-id="bad-1"' in page and "/admin/tasks/default/bad-1/run" in page
+    assert 'data-id="bad-1"' in page and "/admin/task/run?queue=default&amp;id=bad-1" in page
     assert page.count("<script") == 1  # only the dashboard's own script
     assert re.search(r'<script src="/static/admin/admin/admin.js" defer></script>', page)
     js = await seeded.get("/static/admin/admin/admin.js")
@@ -98,6 +98,7 @@ async def test_every_page_renders(seeded: Any) -> None:
         "/jobs/completed?page=2",
         "/queues/default",
         "/tasks/default/bad-1",
+        "/task?queue=default&id=bad-1",
         "/servers",
         "/cron",
         "/outbox",
@@ -128,7 +129,7 @@ async def test_form_actions_need_csrf_and_redirect_with_a_message(seeded: Any) -
     assert 'id="flash"' in page.text and "archived" in page.text
     assert 'id="flash"' not in (await seeded.get(f"{ADMIN}/jobs/retry")).text  # shown once
     again = await seeded.post(url, data={"_csrf": csrf}, follow_redirects=False)
-    assert again.status_code == 303 and again.headers["location"] == f"{ADMIN}/tasks/default/later-1"
+    assert again.status_code == 303 and again.headers["location"] == f"{ADMIN}/task?queue=default&id=later-1"
     assert "flash-error" in (await seeded.get(again.headers["location"])).text
     header = await seeded.post(
         f"{ADMIN}/queues/parked/pending/delete-all", headers={"X-CSRF-Token": csrf}, follow_redirects=False
@@ -146,7 +147,7 @@ async def test_readonly_session_sees_pages_without_actions(seeded: Any) -> None:
     csrf = await login(seeded, READONLY, name="viewer")
     page = await seeded.get(ADMIN)
     assert page.status_code == 200 and 'data-can-act="false"' in page.text
-    assert "/admin/tasks/default/bad-1/run" not in page.text and "role-readonly" in page.text
+    assert "/admin/task/run?" not in page.text and "role-readonly" in page.text
     r = await seeded.post(f"{ADMIN}/tasks/default/bad-1/run", data={"_csrf": csrf}, follow_redirects=False)
     assert r.status_code == 403 and "read-only" in r.text
     assert (await stats(seeded))["totals"]["archived"] == 1

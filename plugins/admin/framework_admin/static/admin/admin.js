@@ -113,7 +113,20 @@
     return h("code", {"class": "snip", title: truncate(text, 2000)}, truncate(text, n));
   }
 
-  function taskUrl(queue, id) { return ADMIN + "/tasks/" + q(queue) + "/" + q(id); }
+  // A task's page, or with an action its form action: the queue and id go in the query, percent-encoded,
+  // since ids may hold "/" or be "." or "..", which a path cannot carry (see framework_admin.urls).
+  function taskUrl(queue, id, action) {
+    return ADMIN + "/task" + (action ? "/" + action : "") + "?queue=" + q(queue) + "&id=" + q(id);
+  }
+
+  // The task's type, or a word saying its stored message cannot be decoded.
+  function taskLabel(task) {
+    return task.decode_error ? [badge("undecodable"), " message"] : task.type;
+  }
+
+  function taskError(task, n) {
+    return snippet(task.decode_error ? "cannot decode the message: " + task.decode_error : task.error, n);
+  }
 
   function here() { return location.pathname + location.search; }
 
@@ -126,23 +139,23 @@
     return form;
   }
 
-  function taskActions(task, next) {
+  // The action forms of a task; they come back to `next`, but Delete to `gone` when given.
+  function taskActions(task, next, gone) {
     if (!CAN_ACT) return null;
-    var base = taskUrl(task.queue, task.id);
     var box = h("div", {"class": "actions", "data-actions-for": task.id});
     var st = task.state;
     if (st === "active") {
-      box.appendChild(actionForm(base + "/cancel", "Cancel", next, "Ask the worker to stop task " + task.id + "?", "warn"));
+      box.appendChild(actionForm(taskUrl(task.queue, task.id, "cancel"), "Cancel", next, "Ask the worker to stop task " + task.id + "?", "warn"));
       return box;
     }
     if (["scheduled", "retry", "archived", "completed", "aggregating"].indexOf(st) >= 0) {
-      box.appendChild(actionForm(base + "/run", st === "retry" || st === "archived" ? "Retry now" : "Run now", next, "", "primary"));
+      box.appendChild(actionForm(taskUrl(task.queue, task.id, "run"), st === "retry" || st === "archived" ? "Retry now" : "Run now", next, "", "primary"));
     }
     if (["pending", "scheduled", "retry", "completed", "aggregating"].indexOf(st) >= 0) {
-      box.appendChild(actionForm(base + "/archive", "Archive", next,
+      box.appendChild(actionForm(taskUrl(task.queue, task.id, "archive"), "Archive", next,
         "Archive task " + task.id + "? It will not run again unless retried.", ""));
     }
-    box.appendChild(actionForm(base + "/delete", "Delete", next, "Delete task " + task.id + " for good?", "danger"));
+    box.appendChild(actionForm(taskUrl(task.queue, task.id, "delete"), "Delete", gone || next, "Delete task " + task.id + " for good?", "danger"));
     return box;
   }
 
@@ -322,7 +335,7 @@
     fill(tbody, runs.map(function (r) {
       return h("tr", {"data-id": r.id, "data-status": r.status}, [
         td("Status", badge(r.status)),
-        td("Task", [h("a", {href: taskUrl(r.queue, r.id)}, r.type), h("br"), h("code", {"class": "id"}, r.id),
+        td("Task", [h("a", {href: taskUrl(r.queue, r.id)}, r.type || "(unknown type)"), h("br"), h("code", {"class": "id"}, r.id),
           r.error ? [h("br"), h("code", {"class": "snip err"}, truncate(r.error, 160))] : null]),
         td("Queue", r.queue),
         td("Duration", duration(r.duration)),
@@ -334,10 +347,10 @@
   function failedRow(task) {
     return h("tr", {"data-id": task.id, "data-state": task.state}, [
       td("Task", [badge(task.state === "archived" ? "failed" : task.state), " ",
-        h("a", {href: taskUrl(task.queue, task.id)}, task.type), h("br"), h("code", {"class": "id"}, task.id), " ",
+        h("a", {href: taskUrl(task.queue, task.id)}, taskLabel(task)), h("br"), h("code", {"class": "id"}, task.id), " ",
         h("span", {"class": "muted small"}, task.queue)]),
       td("Payload", snippet(task.payload_text, 80)),
-      td("Error", snippet(task.error, 120)),
+      td("Error", taskError(task, 120)),
       td("Retries", task.retried + "/" + task.max_retry),
       td("When", taskTime(task)),
       td("", taskActions(task, here()))
@@ -404,10 +417,10 @@
       if (total) total.textContent = String(listing.total);
       fill(document.querySelector("#tasks tbody"), listing.tasks.map(function (task) {
         return h("tr", {"data-id": task.id, "data-state": task.state}, [
-          td("Task", [h("a", {href: taskUrl(task.queue, task.id)}, task.type), h("br"), h("code", {"class": "id"}, task.id)]),
+          td("Task", [h("a", {href: taskUrl(task.queue, task.id)}, taskLabel(task)), h("br"), h("code", {"class": "id"}, task.id)]),
           td("Queue", task.queue),
           td("Payload", snippet(task.payload_text, 100)),
-          td("Error", snippet(task.error, 120)),
+          td("Error", taskError(task, 120)),
           td("Retries", task.retried + "/" + task.max_retry),
           td("When", taskTime(task)),
           td("", taskActions(task, here()))
@@ -417,7 +430,7 @@
   }
 
   function refreshTask() {
-    return getJSON("/tasks/" + q(D.task) + "?queue=" + q(D.queue)).then(function (task) {
+    return getJSON("/task?id=" + q(D.task) + "&queue=" + q(D.queue)).then(function (task) {
       if (!changed("task", task)) return;
       var state = document.getElementById("task-state");
       if (state) { state.setAttribute("data-state", task.state); state.replaceChildren(badge(task.state)); }
@@ -426,7 +439,8 @@
       var error = document.getElementById("task-error");
       if (error) error.textContent = task.error || "\u2014";
       var acts = document.getElementById("task-actions");
-      if (acts) acts.replaceChildren.apply(acts, [taskActions(task, here())].filter(Boolean));
+      var gone = ADMIN + "/jobs/" + task.state + "?queue=" + q(task.queue);  // the task page is gone after Delete
+      if (acts) acts.replaceChildren.apply(acts, [taskActions(task, here(), gone)].filter(Boolean));
     }, function (err) {
       if (err.status !== 404) throw err;
       var state = document.getElementById("task-state");

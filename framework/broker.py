@@ -61,7 +61,9 @@ class Broker(Protocol):
         unique_ttl: int = ...,
         group: str = ...,
     ) -> int: ...
-    async def dequeue(self, queue: str, count: int, inflight_key: str = ...) -> list[tuple[str, bytes]]: ...  # noqa: D102
+    async def dequeue(  # noqa: D102
+        self, queue: str, count: int, inflight_key: str = ..., waiter: str = ..., *, alone: bool = ...
+    ) -> list[tuple[str, bytes]]: ...
     async def done(self, queue: str, tasks: Sequence[tuple[str, str]], inflight: str = "") -> list[int]: ...  # noqa: D102
     async def mark_complete(  # noqa: D102
         self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str

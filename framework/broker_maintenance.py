@@ -14,10 +14,12 @@ from framework.scripts import SCRIPTS
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ("AGGREGATION_SET_TTL", "Maintenance")
+__all__ = ("AGGREGATION_SET_TTL", "SUSPECT_TTL", "Maintenance")
 
 AGGREGATION_SET_TTL = 120
 """Seconds an aggregation set may stay staged before it is put back in its group (asynq: 2 min)."""
+SUSPECT_TTL = 24 * 3600
+"""Seconds a queue's crash-suspect marks last after the last death (marks of deleted tasks fade with it)."""
 
 
 class Maintenance(BrokerBase):
@@ -55,17 +57,34 @@ class Maintenance(BrokerBase):
         return result
 
     async def recover(
-        self, queue: str, task_id: str, newest_dead_lease: float, max_recoveries: int, *, count: bool = True
+        self,
+        queue: str,
+        task_id: str,
+        newest_dead_lease: float,
+        max_recoveries: int,
+        *,
+        count: bool = True,
+        alone: bool = True,
     ) -> Any:
         """Requeue a task of a dead worker; see ``recover.lua`` for the answers.
 
-        ``count=False``: the owner gives back a task whose lease it lost (a Redis outage, not a crash), so
-        the recovery does not count toward the poison-pill limit.
+        ``alone``: the worker died holding only this task, so the death is charged to it (toward the
+        poison-pill limit); otherwise the task is marked a suspect, uncharged, and runs alone next time.
+        ``count=False``: the owner gives back a task whose lease it lost (a Redis outage, not a crash):
+        neither charged nor a suspect.
         """
         qk = self.schema.queue(queue)
-        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
-        args: list[Any] = [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue, 1 if count else 0]
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending, qk.suspects]
+        mode = 0 if not count else 1 if alone else 2
+        args: list[Any] = [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue, mode, SUSPECT_TTL]
         return await SCRIPTS["recover"](self.redis, keys, args)
+
+    async def leased(self, tasks: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each (queue, id) still holds a lease (in one round trip): the tasks a dead worker held."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, task_id in tasks:
+                pipe.zscore(self.schema.queue(queue).lease, task_id)
+            return [score is not None for score in await pipe.execute()]
 
     async def repair_orphans(self, queue: str) -> int:
         """Give already-expired leases to active tasks that have none, so recovery finds them."""

@@ -1,7 +1,8 @@
 """The worker side of :class:`~framework.broker.RedisBroker`: dequeueing, and every transition of an active task.
 
 Taking tasks (leased, recorded in the worker's in-flight set), finishing them (done, completed, retried,
-archived, requeued) with their processed and failed counters, extending leases and writing results.
+archived, requeued) with their processed and failed counters, deferring those whose type has no handler,
+extending leases and writing results.
 """
 
 from __future__ import annotations
@@ -17,13 +18,25 @@ if TYPE_CHECKING:
 
     from framework.keys import QueueKeys
 
-__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "WorkerTransitions")
+__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions")
 
 ARCHIVE_MAX_SIZE = 10_000
 ARCHIVE_MAX_AGE = 90 * 24 * 3600
 _DAY_TTL = 90 * 24 * 3600
 MINUTE_TTL = 26 * 3600
 """How long the per-minute counters are kept."""
+
+
+class Taken(list[tuple[str, bytes]]):
+    """The tasks one dequeue took: (task id, encoded TaskMessage) pairs, oldest first.
+
+    Attributes:
+        suspect: the one task taken is a crash suspect (``recover.lua``): it must run alone.
+        blocked: nothing was taken because a suspect is next and the worker holds tasks.
+    """
+
+    suspect = False
+    blocked = False
 
 
 class WorkerTransitions(BrokerBase):
@@ -44,8 +57,8 @@ class WorkerTransitions(BrokerBase):
     # -- worker transitions ------------------------------------------------------------------------
 
     async def dequeue(
-        self, queue: str, count: int, inflight_key: str = "", waiter: str = ""
-    ) -> list[tuple[str, bytes]]:
+        self, queue: str, count: int, inflight_key: str = "", waiter: str = "", *, alone: bool = False
+    ) -> Taken:
         """Take up to ``count`` pending tasks of ``queue`` (none when paused); leases them for 30 s.
 
         Args:
@@ -56,21 +69,34 @@ class WorkerTransitions(BrokerBase):
             waiter: this worker's server id, listening on its handoff channel: when nothing is pending it
                 is registered in the queue's waiters, so the next enqueue hands its task straight to it
                 (needs ``inflight_key``). "" registers nothing.
+            alone: the worker holds no task at all, so it may take a crash suspect, which then runs alone.
 
         Returns:
-            (task id, encoded TaskMessage) of each task taken, oldest first.
+            (task id, encoded TaskMessage) of each task taken, oldest first; see :class:`Taken` for the
+            suspect and blocked flags. A batch stops before the first suspect in it.
         """
         qk = self.schema.queue(queue)
         lease_until = int(self.clock.now()) + LEASE_SECONDS
-        keys = [qk.pending, qk.active, qk.lease, qk.paused]
-        args: list[Any] = [qk.task_prefix, lease_until, count, INFLIGHT_TTL]
+        keys = [qk.pending, qk.active, qk.lease, qk.paused, qk.suspects]
+        args: list[Any] = [qk.task_prefix, lease_until, count, INFLIGHT_TTL, 1 if alone else 0]
         if inflight_key:
             keys.append(inflight_key)
             if waiter:
                 keys.append(qk.waiters)
                 args.append(waiter)
-        flat: list[bytes] = await SCRIPTS["dequeue"](self.hot, keys, args)
-        return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+        flat: list[Any] = await SCRIPTS["dequeue"](self.hot, keys, args)
+        taken = Taken()
+        if len(flat) % 2:
+            if len(flat) == 1:
+                taken.blocked = True
+                return taken
+            taken.suspect = True
+        taken.extend((flat[i].decode(), flat[i + 1]) for i in range(0, len(flat) - 1, 2))
+        return taken
+
+    async def clear_suspect(self, queue: str, task_id: str) -> None:
+        """The task ran alone and its worker lived: it is no longer a crash suspect."""
+        await self.redis.srem(self.schema.queue(queue).suspects, task_id)
 
     async def withdraw(self, queues: Sequence[str], waiter: str) -> None:
         """Take ``waiter`` out of the queues' waiters: no enqueue hands it a task after this returns."""
@@ -167,6 +193,31 @@ class WorkerTransitions(BrokerBase):
             MINUTE_TTL,
         ]
         return int(await SCRIPTS["archive"](self.redis, keys, args))
+
+    async def defer(
+        self, queue: str, task_id: str, data: bytes, *, now: int, wait: float, delays: tuple[int, int]
+    ) -> int:
+        """Put back an active task whose type has no handler here, for a worker that has one (``defer.lua``).
+
+        It goes to the retry set without spending a retry or counting as a failure; the delay is the time
+        since its first deferral, bounded by ``delays`` (shortest, longest).
+
+        Args:
+            queue: its queue.
+            task_id: its id.
+            data: its encoded message (error text and failure time updated).
+            now: the time, Unix s.
+            wait: seconds from the first deferral after which it is no longer deferred.
+            delays: the shortest and longest delay, whole seconds.
+
+        Returns:
+            When it is due again (Unix s); 0 when it is no longer active; -1 when it has waited ``wait``
+            seconds (it is still active, for the caller to archive).
+        """
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.retry]
+        args: list[Any] = [task_id, data, now, wait, delays[0], delays[1]]
+        return int(await SCRIPTS["defer"](self.redis, keys, args))
 
     async def extend_leases(self, queue: str, task_ids: Sequence[str]) -> None:
         """Extend the leases of in-flight tasks to now + 30 s (``ZADD XX``: never re-adds a lost lease)."""

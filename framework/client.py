@@ -18,12 +18,20 @@ from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 from framework.broker import RedisBroker
 from framework.clock import Clock, SystemClock
 from framework.connection import describe_redis, open_redis, redact_url
-from framework.errors import DuplicateTask, FrameworkError, PayloadTypeError, RedisUnavailable, TaskIdConflict
+from framework.errors import (
+    DuplicateTask,
+    FrameworkError,
+    PayloadTooLarge,
+    PayloadTypeError,
+    RedisUnavailable,
+    TaskIdConflict,
+)
 from framework.keys import Schema
 from framework.message import TaskState, encode_message, new_message
 from framework.options import EnqueueOptions, resolve_options
 from framework.plain_enqueue import PlainEnqueue, eligible, new_task_id, new_task_ids
 from framework.resp import ReplyError
+from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import TaskDef
 
 if TYPE_CHECKING:
@@ -90,10 +98,13 @@ class Job:
 class Client:
     """Enqueues tasks.
 
+    Every enqueue refuses a payload larger than ``settings.max_payload_size`` bytes (4 MiB without
+    settings; 0 = no limit) with :class:`~framework.errors.PayloadTooLarge`, before anything is sent.
+
     Args:
         redis: an asyncio Redis client.
         schema: the key schema (default: asynq's).
-        settings: settings for queue defaults (optional).
+        settings: settings for queue defaults and the payload limit (optional).
         registry: known task types, used when a type is given as a string (optional).
         clock: where time comes from.
         url: the Redis URL, only used to name the server in errors.
@@ -115,6 +126,8 @@ class Client:
         self.registry = registry
         self.clock = clock or SystemClock()
         self.broker = RedisBroker(redis, self.schema, self.clock)
+        self.max_payload_size = settings.max_payload_size if settings is not None else MAX_PAYLOAD_SIZE
+        """Largest payload in bytes an enqueue accepts (0 = no limit)."""
         self._defaults: dict[TaskDef[Any], EnqueueOptions] = {}
         self._plain: dict[TaskDef[Any], PlainEnqueue | None] = {}
         self._url = redact_url(url) if url else _describe_connection(redis)
@@ -168,6 +181,15 @@ class Client:
         except (TypeError, msgspec.EncodeError) as exc:
             raise PayloadTypeError(f"the payload of a {task!r} task cannot be encoded as JSON: {exc}") from exc
 
+    def _check_size(self, task_type: str, data: bytes) -> None:
+        """Refuse a payload over the limit (:class:`~framework.errors.PayloadTooLarge`)."""
+        limit = self.max_payload_size
+        if limit and len(data) > limit:
+            raise PayloadTooLarge(
+                f"the payload of a {task_type!r} task is {len(data):,} bytes, over the limit of {limit:,} bytes "
+                "(setting max_payload_size; 0 = no limit)"
+            )
+
     def _options(self, taskdef: TaskDef[Any] | None, options: Mapping[str, Any], now: float) -> EnqueueOptions:
         """Resolved options; a registered task type's defaults (no call-site options) are resolved once."""
         if options or taskdef is None:
@@ -184,6 +206,7 @@ class Client:
         self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any], task_id: str = ""
     ) -> tuple[EnqueueOptions, Any, TaskInfo]:
         task_type, taskdef, data = self._resolve(task, payload)
+        self._check_size(task_type, data)
         now = self.clock.now()
         opts = self._options(taskdef, options, now)
         task_id = opts.task_id or task_id or new_task_id()
@@ -266,6 +289,7 @@ class Client:
 
         Raises:
             PayloadTypeError: the payload does not fit the task's payload type (nothing is sent).
+            PayloadTooLarge: the encoded payload is over ``max_payload_size`` (nothing is sent).
             InvalidOption: an option is invalid.
             DuplicateTask: ``unique`` and the same task is already queued.
             TaskIdConflict: ``task_id`` is already used in the queue.
@@ -299,6 +323,8 @@ class Client:
     async def _enqueue_plain(self, plain: PlainEnqueue, payload: Any) -> TaskInfo:
         """Enqueue by the prepared fast path: the command is written first, the result built while it travels."""
         data = plain.taskdef.encode(payload)
+        if self.max_payload_size and len(data) > self.max_payload_size:  # inline: no call for a payload in bounds
+            self._check_size(plain.taskdef.type, data)
         now = self.clock.now()
         task_id = new_task_id()
         command = plain.command(task_id, data, now)
@@ -335,7 +361,7 @@ class Client:
         job, or the :class:`DuplicateTask`/:class:`TaskIdConflict` error for that job.
 
         Raises:
-            PayloadTypeError, InvalidOption: a job is invalid (nothing was sent).
+            PayloadTypeError, PayloadTooLarge, InvalidOption: a job is invalid (nothing was sent).
             RedisUnavailable: Redis cannot be reached. When the link drops mid-batch, the jobs Redis ran
                 are stored whole and the rest not at all; sending the batch again with the same
                 ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).

@@ -12,6 +12,7 @@ __all__ = (
     "FrameworkError",
     "InvalidOption",
     "LeaseExpired",
+    "PayloadTooLarge",
     "PayloadTypeError",
     "PluginError",
     "QueueNotFound",
@@ -43,6 +44,13 @@ class InvalidOption(FrameworkError, ValueError):
 
 class PayloadTypeError(FrameworkError, TypeError):
     """A payload does not match the payload type of its task definition."""
+
+
+class PayloadTooLarge(FrameworkError, ValueError):
+    """A payload is larger than the ``max_payload_size`` setting allows; nothing was stored.
+
+    The message names the task type, the payload's size and the limit.
+    """
 
 
 class DuplicateTask(FrameworkError):

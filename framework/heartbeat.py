@@ -6,13 +6,19 @@ whose process is gone, or that cannot reach Redis, stops beating. Every ``heartb
 pipelined round trip:
 
 * extends the Redis leases of in-flight tasks (``ZADD XX`` to now + 30 s, as asynq's heartbeat does),
-  except for tasks more than 30 s past their deadline (their handler is stuck; the lease lapses and
-  asynq's lease-expiry recovery takes over);
+  except for tasks more than ``cancel_grace`` + 30 s past their deadline (a backstop: the processor
+  gives up on a handler ``cancel_grace`` s after its deadline and writes its outcome, after which the
+  task is no longer in flight; should that write never happen, the lease lapses and asynq's lease-expiry
+  recovery takes over). A handler given up on that still runs is not in flight: its lease is not
+  extended, whatever it does;
 * records the worker in the framework's liveness zset (``<ext>:alive``, server id -> time);
 * removes finished tasks from this worker's per-queue in-flight sets (``dequeue.lua`` adds them).
 
 Every 5 s it also writes asynq's ``servers``/``workers`` records (TTL 10 s), so ``asynq server ls``
-and asynqmon show our workers. After a successful beat the in-memory leases are extended to
+and asynqmon show our workers. A ``WorkerInfo`` carries at most the first :data:`WORKER_PAYLOAD_MAX`
+bytes of its task's payload: the record is rewritten whole on every write, and a few large payloads in
+flight would otherwise make it as large as they are (the fields are asynq's, so Go's tools still decode
+it; they just show the payload cut short). After a successful beat the in-memory leases are extended to
 ``beat start + lease_ttl``. ``lease_ttl`` is shorter than ``dead_after`` (see
 :mod:`framework.recoverer`), so by the time a recoverer may judge this worker dead, every lease it holds
 has lapsed in memory and it writes nothing for those tasks.
@@ -41,10 +47,12 @@ if TYPE_CHECKING:
     from framework.outcomes import InFlight
     from framework.processor import Processor
 
-__all__ = ("Heartbeat", "ServerIdentity", "sync_redis")
+__all__ = ("WORKER_PAYLOAD_MAX", "Heartbeat", "ServerIdentity", "sync_redis")
 
 SERVER_INFO_EVERY = 5.0
 """Seconds between writes of asynq's server and worker records (as Go does)."""
+WORKER_PAYLOAD_MAX = 1024
+"""Most payload bytes a task's ``WorkerInfo`` carries (the rest is cut off; the task itself is untouched)."""
 _SERVER_TTL = 10
 
 
@@ -130,8 +138,9 @@ class Heartbeat:
 
     def _leases_to_extend(self, now: float) -> dict[str, list[InFlight]]:
         by_queue: dict[str, list[InFlight]] = defaultdict(list)
+        horizon = LEASE_SECONDS + self.p.cancel_grace
         for inf in list(self.p.inflight.values()):
-            if inf.lease.is_valid() and now <= inf.deadline + LEASE_SECONDS:
+            if inf.lease.is_valid() and now <= inf.deadline + horizon:
                 by_queue[inf.queue].append(inf)
         return by_queue
 
@@ -192,7 +201,7 @@ class Heartbeat:
                 server_id=ident.server_id,
                 task_id=inf.id,
                 task_type=inf.msg.type,
-                task_payload=inf.msg.payload,
+                task_payload=inf.msg.payload[:WORKER_PAYLOAD_MAX],
                 queue=inf.queue,
                 start_time=inf.started,
                 deadline=inf.deadline,

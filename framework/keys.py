@@ -59,6 +59,7 @@ class QueueKeys:
         "processed",
         "retry",
         "scheduled",
+        "suspects",
         "task_prefix",
         "waiters",
         "xprefix",
@@ -83,9 +84,10 @@ class QueueKeys:
         self.groups = p + "groups"  # SET of group names
         self.aggregation_sets = p + "aggregation_sets"  # ZSET set key -> deadline
         self.waiters = self.xprefix + "waiters"  # LIST of idle worker server ids (ours): enqueue hands tasks to them
+        self.suspects = self.xprefix + "suspects"  # SET of ids recovered from a worker that died (ours): run alone
 
     def task(self, task_id: str) -> str:
-        """HASH ``<ns>:{q}:t:<id>``: the task record (msg, state, pending_since, ...; ``fw_recoveries`` is ours)."""
+        """HASH ``<ns>:{q}:t:<id>``: the task record (msg, state, pending_since, ...; ``fw_*`` fields are ours)."""
         return self.task_prefix + task_id
 
     def processed_day(self, day: str) -> str:
@@ -188,6 +190,10 @@ class Schema:
     def inflight(self, server_id: str) -> str:
         """HASH ``<ext>:inflight:<server id>``: task id -> queue, the tasks one worker process runs."""
         return f"{self.ext}:inflight:{server_id}"
+
+    def death(self, server_id: str) -> str:
+        """STRING ``<ext>:death:<server id>``: how many tasks a dead worker held, as first seen by a recoverer."""
+        return f"{self.ext}:death:{server_id}"
 
     def handoff_channel(self, server_id: str) -> str:
         """Pub/Sub channel ``<ext>:handoff:<server id>``: tasks an enqueue handed straight to this idle worker."""

@@ -10,7 +10,14 @@
   :class:`~framework.errors.SkipRetry`, a payload that does not decode); a
   :class:`~framework.errors.RevokeTask` is acknowledged as done, as asynq does. The error stored is
   ``"<ExceptionType>: <message>"``.
+* **Unknown type.** A task whose type has no handler in this worker is put back for a worker that has
+  one, spending no retry, and archived once no worker took it for ``unknown_type_wait`` seconds (see
+  :meth:`OutcomeWriter.unknown_type`).
 * **Shutdown.** ``requeue`` puts the task back at the head of its queue, spending no retry.
+* **Handlers given up on.** For a handler that ignores its cancellation the processor writes the outcome
+  without waiting for it, through these same calls (``fail`` for a timeout or ``asynq:cancel``,
+  ``requeue`` at shutdown), run in the background (:meth:`OutcomeWriter.spawn`); the handler's own end
+  writes nothing (see :mod:`framework.execution`).
 * **Leases.** A write is made only while the task's lease is valid; it is retried through Redis faults
   while the lease stays valid and dropped once it lapses. The task is then remembered in :attr:`lost`, so
   the worker's recoverer can give it back once that is safe.
@@ -27,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from framework.errors import RetryAfter
+from framework.errors import RetryAfter, UnknownTaskType
 from framework.events import fire_event, has_impls
 from framework.message import encode_message
 from framework.retry import Archive, Drop, decide
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
+    from concurrent.futures import Future
 
     import pluggy
     import structlog
@@ -46,9 +54,12 @@ if TYPE_CHECKING:
     from framework.message import TaskMessage
     from framework.task import RetryDelay, TaskDef
 
-__all__ = ("InFlight", "OutcomeWriter", "error_text")
+__all__ = ("UNKNOWN_TYPE_DELAYS", "InFlight", "OutcomeWriter", "error_text")
 
 _MAX_BACKOFF = 5.0
+UNKNOWN_TYPE_DELAYS = (5, 300)
+"""Shortest and longest delay (s) before a task whose type has no handler here is offered again; in between,
+the delay is the time since it was first put back, so it roughly doubles each time."""
 
 
 def error_text(error: BaseException) -> str:
@@ -65,23 +76,32 @@ class InFlight:
         msg: the decoded message.
         queue: its queue.
         lease: the in-memory lease; no write once it lapsed.
-        deadline: Unix time by which the handler must finish.
+        deadline: Unix time by which the handler must finish (moved on by ``extended``).
         started: when it was taken (Unix s).
         runner: the asyncio task running it.
         ctx: its context, once it started.
         cancel_reason: ``"cancel"`` (cancel channel), ``"shutdown"`` or ``"timeout"`` when cancelled by the worker.
         writing: the handler is done and the outcome is being written (no longer cancellable).
-        holds_slot: the task counts against the worker's concurrency (until its handler is done).
+        holds_slot: the task counts against the worker's concurrency (until its handler is done; a handler
+            that runs on after its outcome was decided hands its slot to the processor's ``overrun`` record).
         expires: event-loop time of its deadline, once its handler started.
         off_record: its id already left the worker's in-flight set (the acknowledgement removed it), so the
             heartbeat has nothing to trim for it.
+        give_up_at: event-loop time at which a cancelled handler that is still running is given up on.
+        abandoned: the worker gave up on the handler (it ignored its cancellation); the outcome was written
+            without it, and nothing it does later is written.
+        thread: the future of a sync handler's thread, once submitted.
+        extended: seconds the deadline was moved on for event-loop stalls other tasks caused.
     """
 
     __slots__ = (
+        "abandoned",
         "cancel_reason",
         "ctx",
         "deadline",
         "expires",
+        "extended",
+        "give_up_at",
         "holds_slot",
         "id",
         "lease",
@@ -90,6 +110,7 @@ class InFlight:
         "queue",
         "runner",
         "started",
+        "thread",
         "writing",
     )
 
@@ -109,6 +130,10 @@ class InFlight:
         self.holds_slot = True
         self.expires = math.inf
         self.off_record = False
+        self.give_up_at = math.inf
+        self.abandoned = False
+        self.thread: Future[Any] | None = None
+        self.extended = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -258,14 +283,26 @@ class OutcomeWriter:
             return
 
     async def _write(self, inf: InFlight, make_call: Callable[[], Awaitable[int]]) -> bool:
-        """Run a broker write for ``inf``, retrying through Redis faults while its lease holds.
+        """Run a broker write for ``inf``, retrying through Redis faults while its lease holds; then release it.
 
         Returns whether the write changed the task (False: lease lost, or the task is no longer active).
+        """
+        found = await self._attempt(inf, make_call)
+        if found is None:
+            return False
+        self.release(inf)
+        return bool(found)
+
+    async def _attempt(self, inf: InFlight, make_call: Callable[[], Awaitable[int]]) -> int | None:
+        """Run a broker write for ``inf``, retrying through Redis faults while its lease holds.
+
+        Returns the script's answer (0, logged: the task is no longer active), or None once the lease lapsed
+        (the task is released then). A task that is still leased stays in flight.
         """
         backoff = 0.1
         while True:
             if self.lease_lost(inf):
-                return False
+                return None
             try:
                 found = await make_call()
             except (RedisError, OSError) as exc:
@@ -276,13 +313,58 @@ class OutcomeWriter:
             self.health.ok("processor")
             if not found:
                 self.log.warning("task_not_active", task_id=inf.id, queue=inf.queue, note="finished elsewhere")
-            self.release(inf)
-            return bool(found)
+            return found
 
     async def requeue(self, inf: InFlight) -> None:
         """Put an unfinished task back at the head of its queue (shutdown), spending no retry."""
         if await self._write(inf, lambda: self.broker.requeue(inf.queue, inf.id)):
             self.log.info("task_requeued", task_id=inf.id, queue=inf.queue, reason="shutdown")
+
+    async def unknown_type(self, inf: InFlight, wait: float) -> None:
+        """No handler is registered here for the task's type: put it back for a worker that has one, or archive it.
+
+        A Go worker, or one of ours with other task types, may handle the type, and during a rolling deploy
+        new code may enqueue a type that old workers do not know yet. So the task is not failed: it goes to
+        the retry set (shown as *retry* by asynq's tools, with the reason as its error) without spending a
+        retry or counting as processed or failed, as asynq does with an error that is not a failure, and it
+        is logged (``task_type_unknown``, warning, ``outcome="deferred"``) each time. The delay starts at 5 s
+        and grows with the time since the task was first put back, up to 5 minutes
+        (:data:`UNKNOWN_TYPE_DELAYS`). Once ``wait`` seconds have passed since then (the worker's
+        ``unknown_type_wait``; 0 = at once), the worker that takes it archives it with the error
+        ``"UnknownTaskType: no worker registers task type '<type>'"``, logged at error level
+        (``outcome="archived"``), and ``task_archived`` fires. Run from the archive, it gets the full wait again.
+        """
+        msg = inf.msg
+        now = int(self.clock.now())
+        deferred = UnknownTaskType(
+            f"no handler is registered for task type {msg.type!r} in the worker that took it; "
+            "put back for a worker that registers it"
+        )
+        msg.error_msg = error_text(deferred)
+        msg.last_failed_at = now
+        data = encode_message(msg)
+        due = await self._attempt(
+            inf, lambda: self.broker.defer(inf.queue, inf.id, data, now=now, wait=wait, delays=UNKNOWN_TYPE_DELAYS)
+        )
+        if due is None:
+            return
+        fields = {"task_id": inf.id, "type": msg.type, "queue": inf.queue}
+        if due >= 0:
+            self.release(inf)
+            if due > 0:
+                self.log.warning(
+                    "task_type_unknown", **fields, error=msg.error_msg, outcome="deferred", retry_in=due - now
+                )
+                if self.on_retry is not None:
+                    self.on_retry(due)
+            return
+        waited = f" (none took it within {wait:g} s)" if wait > 0 else ""
+        error = UnknownTaskType(f"no worker registers task type {msg.type!r}{waited}")
+        msg.error_msg = error_text(error)
+        data = encode_message(msg)
+        self.log.error("task_type_unknown", **fields, error=msg.error_msg, outcome="archived")
+        if await self._write(inf, lambda: self.broker.archive(inf.queue, inf.id, data)):
+            await self._fire("task_archived", inf.ctx, error)
 
     def _delay_for(self, inf: InFlight, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
         """``RetryAfter``, then the ``retry_delay_for`` hook, then the task type's policy, then the worker's."""

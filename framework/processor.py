@@ -15,13 +15,22 @@ in daemon threads (:mod:`framework.threads`) so a blocking handler does not stal
   deadline (no timer per task). A deadline already past at dequeue fails the task without running it.
   ``concurrency`` caps running handlers: a task whose handler finished frees its slot while its outcome
   is still being written; it stays in :attr:`Processor.inflight` (leases extended) until then.
+* **Handlers that do not stop.** A handler still running ``cancel_grace`` s after it was cancelled is
+  given up on: its outcome is written without it and it leaves :attr:`Processor.inflight`, but it keeps
+  its slot in :attr:`Processor.overrun` until it really ends, and a copy of the same task dequeued here
+  meanwhile is put back for a few seconds without spending a retry (see :mod:`framework.execution`).
 * **Outcomes.** Written by :class:`~framework.outcomes.OutcomeWriter` under the task's lease: done
   (batched), completed, retried, archived, or requeued at shutdown. Timeouts, deadlines and cancellation
   (``asynq:cancel``) count as failures; a payload that does not decode is archived at once. Nothing is
   acknowledged before its handler returned, so a worker killed at any point loses no task.
 
-A sync handler cannot be stopped: on timeout or cancellation its slot is freed and the failure written,
-but its thread runs on until the function returns (see :mod:`framework.threads`).
+A sync handler cannot be stopped: on timeout or cancellation the failure is written at once, but its
+thread runs on until the function returns (see :mod:`framework.threads`), holding its slot meanwhile.
+
+**Shutdown** (:meth:`Processor.stop`) ends within ``shutdown_timeout + cancel_grace`` plus the time the
+last outcome writes take (bounded by the lease), whatever the handlers do: a handler that ignores the
+shutdown cancellation is given up on and its task put back at the head of its queue; the worker's process
+entry points then end the process (see :meth:`framework.worker.Worker.exit_if_abandoned`).
 
 Running the tasks taken (handlers, deadlines, slots) is :class:`~framework.execution.TaskExecution`'s, a
 base of :class:`Processor`.
@@ -58,14 +67,17 @@ if TYPE_CHECKING:
     from framework.services import Services
     from framework.settings import Settings
     from framework.task import RetryDelay
+    from framework.watchdog import LoopWatchdog
 
-__all__ = ("IDLE_CHECK", "Processor", "TaskCancelled")
+__all__ = ("DUPLICATE_DELAY", "IDLE_CHECK", "Processor", "TaskCancelled")
 
 IDLE_CHECK = 1.0
 """Seconds between an idle worker's pending-list checks (for tasks of Go clients, which publish no wake-up)."""
 _MAX_BACKOFF = 5.0
 _EMPTY_RECHECK = 0.05
 """Seconds a queue found empty goes to the end of the fetch order (unless a wake-up comes first)."""
+DUPLICATE_DELAY = 5
+"""Seconds a task dequeued while its previous run still runs here (given up on) waits in the retry set."""
 
 
 class Processor(TaskExecution):
@@ -126,6 +138,12 @@ class Processor(TaskExecution):
         self.finished: list[tuple[str, str]] = []
         """(queue, id) of tasks released since the heartbeat last took this list (it trims the in-flight sets)."""
         self.threads = HandlerThreads()
+        self.overrun: dict[tuple[str, str], InFlight] = {}
+        """Handlers given up on (or sync handlers whose thread outlived their coroutine) that still run, by
+        (queue, id): each holds its slot until it ends, and no second copy of its task starts here meanwhile."""
+        self.cancel_grace = settings.cancel_grace  # seconds a cancelled handler gets before it is given up on
+        self.watchdog: LoopWatchdog | None = None  # set by the worker: it tells stalls from time a task used
+        self._moved: list[tuple[InFlight, float]] = []
         self._inflight_keys = {q: broker.schema.queue(q).inflight(server_id) if server_id else "" for q in self.weights}
         self._middleware = middleware
         self._chains: dict[str, Run] = {}
@@ -137,6 +155,10 @@ class Processor(TaskExecution):
         self._limited = False
         self._timer: asyncio.TimerHandle | None = None
         self._empty_until: dict[str, float] = {}
+        self._suspect: tuple[str, str] | None = None
+        """(queue, id) of the crash suspect running alone here: nothing else is taken until it is released."""
+        self._isolate: str | None = None
+        """A queue whose next task is a crash suspect: once this worker holds nothing, it takes that alone."""
         self.handed_off = 0
         """Tasks started through a handoff (for stats and tests)."""
         self.handoff_ready = False
@@ -162,9 +184,9 @@ class Processor(TaskExecution):
         """Cancel the running task with this id (cancel channel); returns whether it runs here."""
         for inf in list(self.inflight.values()):
             if inf.id == task_id and inf.runner is not None and not inf.writing and not inf.runner.done():
-                inf.cancel_reason = "cancel"
-                if inf.ctx is not None:  # started; one that has not sees the reason when it starts
-                    inf.runner.cancel()
+                if not inf.cancel_reason:  # one already being cancelled keeps its reason
+                    self._cancel_handler(inf, "cancel")
+                    self._arm(asyncio.get_running_loop(), inf.give_up_at)
                 return True
         return False
 
@@ -186,6 +208,8 @@ class Processor(TaskExecution):
         return n
 
     async def _fetch(self, free: int) -> int:
+        if self._isolate is not None:
+            return await self._fetch_suspect(self._isolate)
         batch = self.settings.dequeue_batch
         self._limited = False
         order = order_queues(self.weights, self.settings.strict_priority, self.rng)
@@ -201,14 +225,38 @@ class Processor(TaskExecution):
                 self._limited = True
                 continue
             waiter = self.server_id if self.handoff_ready else ""
-            taken = await self.broker.dequeue(queue, min(n, batch), self._inflight_keys[queue], waiter)
+            taken = await self.broker.dequeue(
+                queue, min(n, batch), self._inflight_keys[queue], waiter, alone=not (self.inflight or self.overrun)
+            )
+            if taken.blocked:  # a crash suspect is next: finish what this worker holds, then take it alone
+                self._isolate = queue
+                self.log.info("suspect_waiting", queue=queue, note="finishing running tasks to run it alone")
+                return 0
             if taken:
-                self._start(queue, taken)
+                self._start(queue, taken, suspect=taken.suspect)
                 return len(taken)
             empty[queue] = asyncio.get_running_loop().time() + _EMPTY_RECHECK
         for queue in order:  # nothing anywhere: each queue goes last until a wake-up names it
             empty[queue] = math.inf
         return 0
+
+    async def _fetch_suspect(self, queue: str) -> int:
+        """Take the crash suspect at the head of ``queue`` alone (this worker holds nothing now).
+
+        Not while a handler given up on still runs here (it could take the process down too): another
+        worker takes the suspect, or this one asks again after its idle wait.
+        """
+        self._isolate = None
+        if self.overrun:
+            return 0
+        taken = await self.broker.dequeue(queue, 1, self._inflight_keys[queue], alone=True)
+        if taken:
+            self._start(queue, taken, suspect=taken.suspect)
+        return len(taken)
+
+    def _must_wait(self) -> bool:
+        """A crash suspect runs alone here, or waits for this worker to finish what it holds."""
+        return self._suspect is not None or (self._isolate is not None and bool(self.inflight))
 
     def handoff(self, queue: str, task_id: str, data: bytes) -> None:
         """A task an enqueue handed straight to this worker (leased to it and on its in-flight record).
@@ -218,7 +266,13 @@ class Processor(TaskExecution):
         wakes up, to register again or to take what else is pending.
         """
         free = self.concurrency - self.running
-        if not self._stopping and queue in self.weights and free > 0 and self._allowed(queue, free) > 0:
+        if (
+            not self._stopping
+            and not self._must_wait()
+            and queue in self.weights
+            and free > 0
+            and self._allowed(queue, free) > 0
+        ):
             self.handed_off += 1
             self._start(queue, [(task_id, data)])
         else:
@@ -233,21 +287,57 @@ class Processor(TaskExecution):
         except (RedisError, OSError) as exc:  # the lease lapses and the recoverer brings the task back
             self.health.failed("processor", exc, task_id=task_id)
 
-    def _start(self, queue: str, taken: list[tuple[str, bytes]]) -> None:
+    def _put_back_duplicate(self, queue: str, task_id: str, data: bytes) -> None:
+        """A task was dequeued while its previous run still runs here: put it back for later, unchanged.
+
+        It goes to the retry set for :data:`DUPLICATE_DELAY` seconds without spending a retry or counting
+        as a failure (the message is stored as it was taken), for this worker, once the previous run has
+        ended, or any other to take.
+        """
+        retry_at = math.ceil(self.clock.now()) + DUPLICATE_DELAY
+        self.log.warning(
+            "task_deferred",
+            task_id=task_id,
+            queue=queue,
+            retry_in=DUPLICATE_DELAY,
+            reason="its previous run, given up on, still runs in this process",
+        )
+        if self.server_id:
+            self.finished.append((queue, task_id))
+        self.outcomes.spawn(self._retry_later(queue, task_id, data, retry_at))
+
+    async def _retry_later(self, queue: str, task_id: str, data: bytes, retry_at: int) -> None:
+        try:
+            await self.broker.retry(queue, task_id, data, retry_at, failure=False)
+        except (RedisError, OSError) as exc:  # the lease lapses and the recoverer brings the task back
+            self.health.failed("processor", exc, task_id=task_id)
+            return
+        if self.outcomes.on_retry is not None:
+            self.outcomes.on_retry(retry_at)
+
+    def _start(self, queue: str, taken: list[tuple[str, bytes]], *, suspect: bool = False) -> None:
         now = self.clock.now()
         lease_until = now + self.lease_ttl
         clock, inflight, execute, create_task = self.clock, self.inflight, self._execute, asyncio.create_task
         started = 0
         for task_id, data in taken:
+            if (queue, task_id) in self.overrun or (queue, task_id) in inflight:
+                self._put_back_duplicate(queue, task_id, data)  # its previous run still runs here
+                continue
             try:
                 msg = decode_message(data)
             except ValueError as exc:
                 self.outcomes.spawn(self._archive_undecodable(queue, task_id, data, exc))
                 if self.server_id:
                     self.finished.append((queue, task_id))
+                if suspect:
+                    self.outcomes.spawn(self._clear_suspect(queue, task_id))
                 continue
             inf = InFlight(task_id, msg, queue, Lease(clock, lease_until), self._deadline(msg, now), now)
             inflight[inf.key] = inf
+            if suspect:
+                self._suspect = inf.key
+                self.log.warning("suspect_running_alone", task_id=task_id, queue=queue, type=msg.type)
             inf.runner = create_task(execute(inf))
             started += 1
         self.running += started
@@ -265,7 +355,7 @@ class Processor(TaskExecution):
         backoff = 0.1
         while not self._stopping:
             free = self.concurrency - self.running
-            if free <= 0:
+            if free <= 0 or self._must_wait():
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -279,7 +369,7 @@ class Processor(TaskExecution):
                 continue
             self.health.ok("processor")
             backoff = 0.1
-            if got == 0:
+            if got == 0 and self._isolate is None:
                 await self._idle()
             else:
                 await asyncio.sleep(0)  # the tasks just taken start before the next dequeue is sent
@@ -308,6 +398,18 @@ class Processor(TaskExecution):
                 self._empty_until.clear()
                 return
 
+    def _release(self, inf: InFlight) -> None:
+        super()._release(inf)
+        if self._suspect == inf.key:  # it ran alone and this worker lived: not the one that kills workers
+            self._suspect = None
+            self.outcomes.spawn(self._clear_suspect(inf.queue, inf.id))
+
+    async def _clear_suspect(self, queue: str, task_id: str) -> None:
+        try:
+            await self.broker.clear_suspect(queue, task_id)
+        except (RedisError, OSError) as exc:  # it runs alone once more: harmless
+            self.health.failed("processor", exc, task_id=task_id)
+
     async def _archive_undecodable(self, queue: str, task_id: str, data: bytes, exc: ValueError) -> None:
         """A stored message that is not a TaskMessage cannot run: archive it as it is."""
         self.log.error("task_message_invalid", task_id=task_id, queue=queue, error=str(exc))
@@ -322,22 +424,36 @@ class Processor(TaskExecution):
         """Stop fetching, let running tasks finish for ``timeout`` seconds, then requeue the rest.
 
         Tasks still running then are cancelled and put back at the head of their queue without spending
-        a retry. Outcome writes in progress get until their lease lapses.
+        a retry (one already cancelled, at its deadline or through ``asynq:cancel``, keeps that outcome). A
+        handler still running ``cancel_grace`` seconds later ignores its cancellation: it is given up on,
+        its task is put back all the same, and it is left running, holding nothing but its slot
+        (:attr:`overrun`; :meth:`~framework.worker.Worker.exit_if_abandoned` ends the process over it).
+        Outcome writes in progress get until their lease lapses. So this returns within ``timeout +
+        cancel_grace`` plus the time the last writes take, whatever the handlers do.
         """
         self._stopping = True
         self._wakeup.set()
         self._slot_free.set()
         if self._fetch_started:
             await self._fetch_done.wait()  # a dequeue in flight starts its tasks first
-        runners = {i.runner for i in self.inflight.values() if i.runner is not None}
+        runners = {i.runner for i in self.inflight.values() if i.runner is not None and not i.abandoned}
         if runners:
             _done, pending = await asyncio.wait(runners, timeout=timeout)
+            cancelled: set[asyncio.Task[None]] = set()
             for inf in list(self.inflight.values()):
                 if inf.runner in pending and not inf.writing:
-                    inf.cancel_reason = "shutdown"
-                    inf.runner.cancel()
+                    if not inf.cancel_reason:
+                        self._cancel_handler(inf, "shutdown")
+                    cancelled.add(inf.runner)
+            if cancelled:
+                await asyncio.wait(cancelled, timeout=self.cancel_grace)
+                for inf in list(self.inflight.values()):
+                    if inf.runner in cancelled and not inf.writing and not inf.runner.done():
+                        self._abandon(inf)
         self.outcomes.flush()
-        left = {i.runner for i in self.inflight.values() if i.runner is not None and not i.runner.done()}
+        left = {
+            i.runner for i in self.inflight.values() if i.runner is not None and not i.runner.done() and not i.abandoned
+        }
         left |= self.outcomes.background
         if left:
             await asyncio.wait(left, timeout=self.lease_ttl + 1)

@@ -6,10 +6,15 @@ Paths, on the queues this worker serves:
   ``heartbeat_interval``, and ``dequeue.lua`` records the ids it takes in the worker's per-queue in-flight
   set. A worker silent for ``dead_after`` seconds is dead (a busy event loop does not silence it, see
   :mod:`framework.heartbeat`). Its tasks whose Redis lease was not extended for ``dead_after`` seconds
-  either go back to the head of their queue, **spending no retry** (``recover.lua``), or, after
-  ``max_recoveries`` recoveries, are archived as a poison pill (a task that kills its worker again and
-  again). With the default heartbeat of 2 s, ``dead_after`` is 8 s and a killed worker's tasks run again
-  within about 15 s.
+  go back to the head of their queue, **spending no retry** (``recover.lua``). With the default heartbeat
+  of 2 s, ``dead_after`` is 8 s and a killed worker's tasks run again within about 15 s.
+* **Poison pills (ours).** Only a task that kills its worker is charged. A worker that died holding one
+  task charges that task with the death; after ``max_recoveries`` such deaths it is archived as a poison
+  pill. A worker that died holding several charges none of them: each is marked a *suspect*, and a
+  worker takes a suspect only when it holds nothing else and takes nothing else while it runs
+  (``dequeue.lua``), so the next death names its task and an innocent task completes and loses the mark.
+  The price is paid only after a crash: while suspects wait, a worker finishes what it holds before it
+  takes one. (A dead worker's tasks are counted on the queues this worker serves.)
 * **Expired leases (asynq's).** A task whose lease ended more than 30 s ago (a Go worker died, or one of
   ours could not record its tasks) is retried as a failure with ``"asynq: task lease expired"``, or
   archived when out of retries, exactly as Go's recoverer does. Checked every 6 passes.
@@ -124,12 +129,14 @@ class Recoverer(Periodic):
         for raw_sid, last_seen in dead:
             sid = raw_sid.decode()
             settled = True
+            held = [(q, raw.decode()) for k, q in enumerate(self.queues) for raw in members[i + k]]
+            alone = await self._died_alone(sid, held) if held else True
             for queue in self.queues:
                 ids = members[i]
                 i += 1
                 queue_settled = True
                 for raw_id in ids:
-                    result = await self._recover_one(queue, raw_id.decode(), sid, newest_dead_lease)
+                    result = await self._recover_one(queue, raw_id.decode(), sid, newest_dead_lease, alone=alone)
                     moved += result == 1
                     queue_settled &= result != -1
                 if ids and queue_settled:
@@ -139,14 +146,39 @@ class Recoverer(Periodic):
                 await self._redis.zrem(schema.alive, sid)
         return moved
 
-    async def _recover_one(self, queue: str, task_id: str, sid: str, newest_dead_lease: float) -> int:
-        """Recover one task of a dead worker; returns 1 requeued, 2 archived, 0 nothing to do, -1 try later."""
-        result = await self.broker.recover(queue, task_id, newest_dead_lease, self.max_recoveries)
+    async def _died_alone(self, sid: str, held: list[tuple[str, str]]) -> bool:
+        """Whether the dead worker ``sid`` held one task when it died (so that task is charged with it).
+
+        Counted once, by the first recoverer to look, from the tasks of its in-flight sets that are still
+        leased (the sets also name tasks that finished since the last trim), and kept in Redis: later
+        passes and other recoverers, which may find some of the tasks recovered already, use that count.
+        """
+        key = self.broker.schema.death(sid)
+        seen = sum(await self.broker.leased(held))
+        await self._redis.set(key, seen, nx=True, ex=int(FORGET_DEAD_AFTER))
+        first = await self._redis.get(key)
+        return int(first if first is not None else seen) == 1
+
+    async def _recover_one(
+        self, queue: str, task_id: str, sid: str, newest_dead_lease: float, *, alone: bool = True
+    ) -> int:
+        """Recover one task of a dead worker; returns 1 requeued, 2 archived, 0 nothing to do, -1 try later.
+
+        ``alone``: the worker died holding only this task, which is then charged with the death.
+        """
+        result = await self.broker.recover(queue, task_id, newest_dead_lease, self.max_recoveries, alone=alone)
         if isinstance(result, list):
             await self._archive_poison(queue, result[1])
             return 2
         if result == 1:
-            self.log.warning("task_recovered", task_id=task_id, queue=queue, dead_worker=sid, note="no retry spent")
+            self.log.warning(
+                "task_recovered",
+                task_id=task_id,
+                queue=queue,
+                dead_worker=sid,
+                charged=alone,
+                note="no retry spent" if alone else "no retry spent; runs alone next (a suspect)",
+            )
         return int(result)
 
     async def give_back_lost(self) -> int:
@@ -184,6 +216,7 @@ class Recoverer(Periodic):
         )
         msg.last_failed_at = int(self.broker.clock.now())
         await self.broker.archive(queue, msg.id, encode_message(msg))
+        await self.broker.clear_suspect(queue, msg.id)
         self.log.error("task_poison_pill", task_id=msg.id, queue=queue, type=msg.type, error=msg.error_msg)
 
     async def recover_expired_leases(self) -> int:

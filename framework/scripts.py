@@ -31,6 +31,7 @@ _NAMES = (
     "archive_all",
     "archive_task",
     "cron_enqueue",
+    "defer",
     "delete_aggregation_set",
     "delete_all",
     "delete_expired_completed",

@@ -28,6 +28,7 @@ import msgspec
 from framework.errors import ConfigError
 
 __all__ = (
+    "MAX_PAYLOAD_SIZE",
     "CronEntrySettings",
     "QueueLimit",
     "Settings",
@@ -40,6 +41,9 @@ __all__ = (
 T = TypeVar("T")
 
 _ENV_PREFIX = "FRAMEWORK_"
+
+MAX_PAYLOAD_SIZE = 4 * 1024 * 1024
+"""The default of ``max_payload_size`` (4 MiB), also the limit of a client built without settings."""
 
 
 class QueueLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -130,12 +134,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         queue_defaults: enqueue defaults per queue.
         concurrency: handlers one worker process runs at once.
         shutdown_timeout: seconds to let running tasks finish on shutdown before requeueing them.
+        cancel_grace: seconds a handler the worker cancelled (timeout, deadline, ``asynq:cancel``, shutdown)
+            gets to end before the worker gives up on it: its outcome is written then (a failure, or a
+            requeue at shutdown) and whatever it does later writes nothing (see :mod:`framework.execution`).
+        loop_block_threshold: seconds the event loop may be blocked (an async handler that does blocking
+            work) before the worker logs ``event_loop_blocked``; deadlines that pass during such a stall
+            are moved on for the tasks that did not cause it (0 = neither; see :mod:`framework.watchdog`).
         heartbeat_interval: seconds between lease extensions and server heartbeats.
         forward_interval: longest wait between checks for due scheduled and retry tasks (sooner when one is
             due; a retry this worker schedules is forwarded when it is due).
         janitor_interval: seconds between sweeps of expired completed tasks.
         recoverer_interval: seconds between looks for tasks of dead workers.
         dequeue_batch: tasks one dequeue call may take from a queue.
+        max_payload_size: largest payload, in bytes, a client enqueues (0 = no limit); a larger one raises
+            :class:`~framework.errors.PayloadTooLarge` and nothing is stored.
+        unknown_type_wait: seconds a task whose type the worker that took it has no handler for keeps being
+            put back for another worker (a Go worker, or one with other task types) before it is archived,
+            counted from the first time it was put back (0 = archive it at once); see
+            :meth:`~framework.outcomes.OutcomeWriter.unknown_type`.
         event_loop: the event loop of ``framework worker``/``scheduler``: ``auto`` (uvloop when installed),
             ``uvloop`` or ``asyncio``.
         cron: cron entries declared in settings.
@@ -164,11 +180,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     queue_defaults: dict[str, TaskDefaults] = msgspec.field(default_factory=dict)
     concurrency: int = 100
     shutdown_timeout: float = 8.0
+    cancel_grace: float = 2.0
+    loop_block_threshold: float = 1.0
     heartbeat_interval: float = 2.0
     forward_interval: float = 1.0
     janitor_interval: float = 8.0
     recoverer_interval: float = 5.0
     dequeue_batch: int = 64
+    max_payload_size: int = MAX_PAYLOAD_SIZE
+    unknown_type_wait: float = 3600.0
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     cron: list[CronEntrySettings] = msgspec.field(default_factory=list)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
@@ -225,6 +245,14 @@ def _validate(s: Settings) -> None:
     _validate_intervals(s)
     if s.dequeue_batch < 1:
         raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
+    if s.max_payload_size < 0:
+        raise ConfigError(
+            f"setting max_payload_size={s.max_payload_size!r} is invalid: must be a number of bytes >= 0 (0 = no limit)"
+        )
+    if s.unknown_type_wait < 0:
+        raise ConfigError(
+            f"setting unknown_type_wait={s.unknown_type_wait!r} is invalid: must be a number of seconds >= 0"
+        )
     if not 0 <= s.port <= 65535:
         raise ConfigError(f"setting port={s.port!r} is invalid: must be an integer from 0 to 65535")
     if s.redis_url is not None and not s.redis_url.startswith(_URL_SCHEMES):
@@ -260,6 +288,7 @@ def _validate_queues(s: Settings) -> None:
 def _validate_intervals(s: Settings) -> None:
     for field_name in (
         "shutdown_timeout",
+        "cancel_grace",
         "heartbeat_interval",
         "forward_interval",
         "janitor_interval",
@@ -268,6 +297,10 @@ def _validate_intervals(s: Settings) -> None:
         value = getattr(s, field_name)
         if value <= 0:
             raise ConfigError(f"setting {field_name}={value!r} is invalid: must be a number of seconds > 0")
+    if s.loop_block_threshold < 0:
+        raise ConfigError(
+            f"setting loop_block_threshold={s.loop_block_threshold!r} is invalid: must be seconds >= 0 (0 = off)"
+        )
     if s.heartbeat_interval >= 15:
         raise ConfigError(
             f"setting heartbeat_interval={s.heartbeat_interval!r} is invalid: must be < 15 s so 30 s leases stay valid"

@@ -21,7 +21,8 @@ and runs :meth:`Worker.run <framework.worker.Worker.run>`.
 * **Signals.** Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the
   supervisor. The first SIGTERM/SIGINT is passed to every child as SIGTERM (each shuts down gracefully:
   requeue after ``shutdown_timeout``); a second one SIGKILLs them all and exits at once (status 130).
-  A child that outlives ``shutdown_timeout + 15`` s is killed.
+  A child that outlives ``shutdown_timeout + cancel_grace + 15`` s is killed (a child ends within
+  ``shutdown_timeout + cancel_grace`` and a few seconds, even with handlers that ignore cancellation).
 * **Scheduler.** With ``scheduler=True`` the first child also runs the cron scheduler (any number of
   schedulers fire each tick once, so one per supervisor is enough; it restarts with its child).
 * **Supervisor death.** Children ask the kernel (Linux ``PR_SET_PDEATHSIG``) for a SIGTERM when the
@@ -107,7 +108,11 @@ def run_worker(settings: Settings, processes: int = 1, *, factory: str | None = 
 
 
 async def _run_one(worker: Worker, *, scheduler: bool) -> None:
-    """Run ``worker`` (it handles the signals) and, if asked, a scheduler beside it until the worker stops."""
+    """Run ``worker`` (it handles the signals) and, if asked, a scheduler beside it until the worker stops.
+
+    Handlers given up on at shutdown (they ignore cancellation) end the process once everything stopped
+    (:meth:`~framework.worker.Worker.exit_if_abandoned`); ``asyncio.run`` would wait for them forever.
+    """
     if not scheduler:
         await worker.run()
         return
@@ -116,9 +121,10 @@ async def _run_one(worker: Worker, *, scheduler: bool) -> None:
     cron = Scheduler(worker.settings, plugin_manager=worker.pm, registry=worker.registry)
     await cron.start()
     try:
-        await worker.run()
+        await worker.run(hard_exit=False)
     finally:
         await cron.stop()
+    worker.exit_if_abandoned()  # after the scheduler withdrew its records
 
 
 def start_method() -> str:
@@ -271,7 +277,7 @@ class _Supervisor:
 
     def _drain(self) -> None:
         """Wait for every child to exit after SIGTERM; kill the ones that take too long."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout + 15.0
+        deadline = time.monotonic() + self.settings.shutdown_timeout + self.settings.cancel_grace + 15.0
         while any(c.proc is not None and c.proc.poll() is None for c in self.children):
             if time.monotonic() > deadline:
                 self.log.error("worker_process_kill", note="did not stop in time")

@@ -5,12 +5,14 @@ overruns its timeout, or is cancelled, keeps running until it returns. In a fixe
 thread would hold a pool slot and starve later tasks, and since its threads are joined at interpreter
 exit it would also hold up the exit of a worker that is shutting down. Here every thread is a daemon,
 a new one starts whenever no idle thread is waiting, and idle threads end after ``idle_timeout``. So a
-stuck handler costs one thread and nothing else, and a worker process exits when its event loop is
-done, even while a stuck handler still runs (it dies with the process).
+stuck handler costs one thread (and its task's slot, below), and a worker process exits when its event
+loop is done, even while a stuck handler still runs (it dies with the process).
 
-The task's slot is freed when its timeout fires or it is cancelled (as Go's asynq does for a handler
-that ignores its context), so a stuck sync handler can make the process run more threads than
-``concurrency`` for a while.
+When its timeout fires or it is cancelled, the task's failure (or requeue, at shutdown) is written at
+once, as Go's asynq does for a handler that ignores its context, but the thread keeps the task's slot
+until the function returns (the processor is told through the call's future), and no second copy of
+the task starts in the process meanwhile (see :mod:`framework.execution`). So the threads running
+handlers never outnumber ``concurrency``.
 """
 
 from __future__ import annotations

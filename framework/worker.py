@@ -7,13 +7,23 @@ down gracefully. Components, in start order:
    else so the worker is on record before it takes a task;
 2. the forwarder, the recoverer, the janitor and, when aggregators are registered, the group aggregator;
 3. a listener on the wake-up channel (new work) and on ``asynq:cancel`` (cancel a running task);
-4. the processor's fetch loop.
+4. the processor's fetch loop;
+5. the event-loop watchdog (a thread, unless ``loop_block_threshold`` is 0; see :mod:`framework.watchdog`).
 
 Shutdown (:meth:`Worker.stop`, or SIGTERM/SIGINT under :meth:`Worker.run`): stop fetching, wait up to
-``shutdown_timeout`` for running tasks, then put the unfinished ones back at the head of their queue
-without spending a retry, stop the components (the heartbeat last, so leases stay fresh meanwhile) and
-remove the worker's records. Under :meth:`Worker.run` a second signal exits at once; the tasks still
-running are then recovered by another worker (see :mod:`framework.recoverer`).
+``shutdown_timeout`` for running tasks, then cancel the unfinished ones and put them back at the head of
+their queue without spending a retry, stop the components (the heartbeat last, so leases stay fresh
+meanwhile) and remove the worker's records. A handler that ignores its cancellation is given up on after
+``cancel_grace`` seconds: its task is put back all the same and the handler is left running. So
+:meth:`Worker.stop` returns within ``shutdown_timeout + cancel_grace`` plus a few seconds at most (the
+last outcome writes, the components' exit), whatever the handlers do. Such a handler would keep
+``asyncio.run`` from ever returning (it cancels what is left and waits for it), so the process entry
+points (:meth:`Worker.run`, ``framework worker``, the supervisor's children) then end the process with
+:meth:`Worker.exit_if_abandoned`. In-process (``async with Worker(...)``, ``framework run``'s worker),
+:meth:`Worker.stop` returns all the same and the handler stays a task on the caller's loop (listed by
+:attr:`Worker.abandoned`); whatever runs that loop decides whether to wait for it. Under
+:meth:`Worker.run` a second signal exits at once; the tasks still running are then recovered by another
+worker (see :mod:`framework.recoverer`).
 
 Redis faults: every component logs through one :class:`~framework.health.RedisHealth` (one
 ``redis_unavailable`` warning, one ``redis_reconnected``), backs off and carries on.
@@ -28,6 +38,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +61,7 @@ from framework.recoverer import Recoverer, default_dead_after
 from framework.registry import Registry
 from framework.services import Services
 from framework.subscriber import Subscriber
+from framework.watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -124,6 +136,7 @@ class Worker:
         self.health = RedisHealth(self.log)
         self.processor: Processor | None = None
         self.heartbeat: Heartbeat | None = None
+        self.watchdog: LoopWatchdog | None = None
         self._app_middleware = list(middleware)
         self._redis = redis
         self._owns_redis = redis is None and services is None
@@ -225,6 +238,12 @@ class Worker:
         listen = self._listen_lean(services, broker) if broker.handoff else self._listen(services)
         self._tasks.append(self._spawn(listen, "Listener"))
         self._tasks.append(self._spawn(self.processor.run(), "Processor"))
+        if s.loop_block_threshold > 0:
+            self.watchdog = LoopWatchdog(
+                asyncio.get_running_loop(), s.loop_block_threshold, self.log, self.processor.stall_report
+            )
+            self.processor.watchdog = self.watchdog
+            self.watchdog.start()
         self._started = True
         self.log.info(
             "worker_started",
@@ -344,7 +363,11 @@ class Worker:
             self.log.info("task_cancel_requested", task_id=data)
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop fetching, wait ``shutdown_timeout``, requeue what is still running."""
+        """Graceful shutdown: stop fetching, wait ``shutdown_timeout``, requeue what is still running.
+
+        Returns within ``shutdown_timeout + cancel_grace`` plus a few seconds, even when handlers ignore
+        their cancellation: those are left running (see :attr:`abandoned` and the module docstring).
+        """
         if self._stopping or not self._started:
             return
         self._stopping = True
@@ -372,8 +395,44 @@ class Worker:
             hb.close()
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self._stopped.set()
-        self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0)
+        self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0, abandoned=len(self.abandoned))
+
+    @property
+    def abandoned(self) -> list[str]:
+        """``type:id`` of the async handlers given up on that still run on the loop.
+
+        Each ignored its cancellation (at its deadline or at shutdown) past ``cancel_grace``; its task's
+        outcome is written already and nothing the handler does later is.
+        """
+        p = self.processor
+        if p is None:
+            return []
+        return [f"{i.msg.type}:{i.id}" for i in p.overrun.values() if i.runner is not None and not i.runner.done()]
+
+    def exit_if_abandoned(self) -> None:
+        """End the process now if handlers given up on still run on the loop (call after :meth:`stop`).
+
+        Their tasks are back in their queue (or failed) already, but ``asyncio.run`` cancels the tasks left
+        when its coroutine returns and waits for them: forever, for one that ignores cancellation. So the
+        process entry points call this last: it logs ``worker_exit_abandoned`` (warning, naming them) and
+        ends the process with ``os._exit(0)``. Log lines are written by then; ``atexit`` handlers do not run.
+        Sync handlers' threads do not count: they are daemon threads, which never hold up an exit.
+        """
+        abandoned = self.abandoned
+        if not abandoned:
+            return
+        self.log.warning(
+            "worker_exit_abandoned",
+            handlers=abandoned,
+            note="they ignore cancellation; their tasks were given back; exiting without waiting for them",
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        os._exit(0)
 
     async def _withdraw(self, p: Processor) -> None:
         """Stop being a waiter: after this no enqueue hands a task here (one already on its way is given back)."""
@@ -389,8 +448,13 @@ class Worker:
         """Wait until the worker has stopped."""
         await self._stopped.wait()
 
-    async def run(self) -> None:
-        """Start, run until SIGTERM/SIGINT, then stop gracefully; a second signal exits at once (status 130)."""
+    async def run(self, *, hard_exit: bool = True) -> None:
+        """Start, run until SIGTERM/SIGINT, then stop gracefully; a second signal exits at once (status 130).
+
+        Args:
+            hard_exit: end the process once stopped when handlers given up on still run
+                (:meth:`exit_if_abandoned`); pass False to clean up something else first, then call it.
+        """
         configure_logging(self.settings.log_level, self.settings.log_format)
         # loggers bound before logging was configured keep structlog's defaults: bind them again
         self.log = self.health.log = get_logger("framework.worker")
@@ -418,6 +482,8 @@ class Worker:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        if hard_exit:
+            self.exit_if_abandoned()
 
     async def __aenter__(self) -> Worker:
         await self.start()

@@ -120,7 +120,11 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
 
 
 async def _run_parts(parts: list[object]) -> None:
-    """Start every part, wait for SIGTERM/SIGINT, stop them in reverse order; a second signal exits at once."""
+    """Start every part, wait for SIGTERM/SIGINT, stop them in reverse order; a second signal exits at once.
+
+    A worker left with handlers that ignore cancellation then ends the process
+    (:meth:`~framework.worker.Worker.exit_if_abandoned`).
+    """
     import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
@@ -144,6 +148,10 @@ async def _run_parts(parts: list[object]) -> None:
     finally:
         for part in reversed(parts):
             await part.stop()  # type: ignore[attr-defined]
+    for part in parts:  # a worker whose handlers ignore cancellation ends the process (asyncio.run would wait)
+        exit_if_abandoned = getattr(part, "exit_if_abandoned", None)
+        if exit_if_abandoned is not None:
+            exit_if_abandoned()
 
 
 def configure(settings: Settings) -> None:

@@ -1,16 +1,21 @@
 -- recover: put back a task whose worker died (found by the worker heartbeats), spending no retry.
--- Counts recoveries on the task record; past the limit the caller archives it as a poison pill.
+-- A task its worker died running alone is charged with the death (fw_recoveries on the task record; past
+-- the limit the caller archives it as a poison pill). Tasks that died together are not charged: they are
+-- marked suspects, and each then runs alone (dequeue.lua), so the one that kills its worker is found.
 -- KEYS[1] task hash <ns>:{q}:t:<id>
 -- KEYS[2] active    <ns>:{q}:active
 -- KEYS[3] lease     <ns>:{q}:lease
 -- KEYS[4] pending   <ns>:{q}:pending
+-- KEYS[5] suspects  <ext>:{q}:suspects (framework's own key)
 -- ARGV[1] task id
 -- ARGV[2] newest lease expiry a dead owner can have left (Unix s); a later one means a live owner
 -- ARGV[3] most recoveries before the task counts as a poison pill
 -- ARGV[4] wake-up channel ("" = do not publish)
 -- ARGV[5] queue name
--- ARGV[6] optional: "0" = do not count this recovery toward the poison-pill limit (the owner itself gives
---         back a task whose lease it lost to a Redis outage: not a crash)
+-- ARGV[6] "1" = the worker died holding this task alone: charge it; "2" = it died holding several: mark
+--         this one a suspect, uncharged; "0" = not a death at all (the owner itself gives back a task whose
+--         lease it lost to a Redis outage): neither
+-- ARGV[7] seconds a suspect mark lasts (refreshed by each death)
 -- returns 1 requeued, 0 no longer leased or active (finished or already recovered), -1 lease still fresh
 -- (a live owner, or one that died a moment ago: ask again later), {2, msg} recovered too often (caller archives)
 local score = redis.call("ZSCORE", KEYS[3], ARGV[1])
@@ -27,11 +32,15 @@ if not redis.call("LPOS", KEYS[2], ARGV[1]) or redis.call("HEXISTS", KEYS[1], "m
   redis.call("ZREM", KEYS[3], ARGV[1])
   return 0
 end
-if ARGV[6] ~= "0" then
+if ARGV[6] == "1" then
   local n = redis.call("HINCRBY", KEYS[1], "fw_recoveries", 1)
   if n > tonumber(ARGV[3]) then
     return {2, redis.call("HGET", KEYS[1], "msg")}
   end
+end
+if ARGV[6] ~= "0" then
+  redis.call("SADD", KEYS[5], ARGV[1])
+  redis.call("EXPIRE", KEYS[5], ARGV[7])
 end
 redis.call("LREM", KEYS[2], 0, ARGV[1])
 redis.call("ZREM", KEYS[3], ARGV[1])

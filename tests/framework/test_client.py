@@ -26,13 +26,14 @@ from framework.errors import (
     DuplicateTask,
     FrameworkError,
     InvalidOption,
+    PayloadTooLarge,
     PayloadTypeError,
     RedisUnavailable,
     TaskIdConflict,
 )
 from framework.keys import Schema
 from framework.message import TaskMessage, TaskState, decode_message, encode_message
-from framework.settings import Settings, TaskDefaults
+from framework.settings import MAX_PAYLOAD_SIZE, Settings, TaskDefaults
 from framework.task import PayloadDecodeError, TaskDef
 from tests.framework.golden import GOLDEN_NS, golden, golden_keys, golden_tasks, rename
 from tests.framework.test_lua import snapshot
@@ -418,6 +419,116 @@ async def test_invalid_job_in_a_batch_sends_nothing(client: Client, redis: Redis
     with pytest.raises(PayloadTypeError):
         await client.enqueue_many([Job("x:y", b"1"), Job(SEND, Other(n=1))])
     assert await snapshot(redis, schema.ns) == {}
+
+
+# --- payload size ---------------------------------------------------------------------------------------------
+
+BLOB = TaskDef("blob:raw", bytes, _handler)
+LIMIT = 100
+
+
+@pytest.fixture
+def small(redis: Redis, schema: Schema, settings: Settings, registry: Registry) -> Client:
+    """A client whose settings allow payloads of at most ``LIMIT`` bytes."""
+    return Client(redis, schema=schema, settings=settings.replace(max_payload_size=LIMIT), registry=registry)
+
+
+def _too_large(task_type: str, size: int) -> str:
+    return (
+        f"the payload of a {task_type!r} task is {size:,} bytes, over the limit of {LIMIT:,} bytes "
+        "(setting max_payload_size; 0 = no limit)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "options"),
+    [
+        ("blob:raw", {}),
+        (BLOB, {"unique": 60}),
+        (BLOB, {"process_in": 60}),
+        (BLOB, {"process_in": 60, "unique": 60}),
+        (BLOB, {"group": "g"}),
+        (BLOB, {"queue": "low", "max_retry": 3}),
+    ],
+    ids=["type-string", "unique", "scheduled", "scheduled-unique", "group", "options"],
+)
+async def test_a_payload_over_the_limit_sends_nothing(
+    small: Client, redis: Redis, schema: Schema, task: Any, options: dict[str, Any]
+) -> None:
+    with pytest.raises(PayloadTooLarge) as err:
+        await small.enqueue(task, b"x" * (LIMIT + 1), **options)
+    assert str(err.value) == _too_large("blob:raw", LIMIT + 1)
+    assert await snapshot(redis, schema.ns) == {}  # no task, no unique lock, no queue registered
+
+
+async def test_a_payload_over_the_limit_on_the_fast_path_sends_nothing(
+    small: Client, redis: Redis, schema: Schema
+) -> None:
+    assert small.broker.fast is not None
+    with pytest.raises(PayloadTooLarge) as err:
+        await BLOB.enqueue(small, b"x" * (LIMIT + 1))
+    assert small._plain[BLOB] is not None  # the prepared fast path was the one taken
+    assert str(err.value) == _too_large("blob:raw", LIMIT + 1)
+    assert await snapshot(redis, schema.ns) == {}
+    info = await BLOB.enqueue(small, b"x" * LIMIT)  # at the limit: stored
+    _, msg = await stored(redis, schema, "default", info.id)
+    assert msg.payload == b"x" * LIMIT
+
+
+async def test_a_typed_payload_is_measured_encoded(small: Client, redis: Redis, schema: Schema) -> None:
+    address = "a" * 80 + "@example.com"
+    size = len(msgspec.json.encode(SendEmail(to=address)))
+    with pytest.raises(PayloadTooLarge, match=f"is {size} bytes"):
+        await SEND.enqueue(small, SendEmail(to=address))
+    with pytest.raises(PayloadTooLarge, match=f"is {size} bytes"):
+        await small.enqueue("json:untyped", {"to": address, "subject": ""})
+    assert await snapshot(redis, schema.ns) == {}
+
+
+async def test_a_batch_with_one_payload_over_the_limit_sends_nothing(
+    small: Client, redis: Redis, schema: Schema
+) -> None:
+    with pytest.raises(PayloadTooLarge) as err:
+        await small.enqueue_many([Job(BLOB, b"small"), Job("blob:raw", b"x" * 500, {"unique": 60})])
+    assert str(err.value) == _too_large("blob:raw", 500)
+    assert await snapshot(redis, schema.ns) == {}
+
+
+async def test_payload_limit_zero_means_no_limit_and_the_default_is_4_mib(
+    redis: Redis, schema: Schema, settings: Settings
+) -> None:
+    unlimited = Client(redis, schema=schema, settings=settings.replace(max_payload_size=0))
+    big = b"x" * (MAX_PAYLOAD_SIZE + 1)
+    info = await BLOB.enqueue(unlimited, big)
+    _, msg = await stored(redis, schema, "default", info.id)
+    assert msg.payload == big
+    assert MAX_PAYLOAD_SIZE == 4 * 1024 * 1024 == Settings().max_payload_size
+    for default in (Client(redis, schema=schema), Client(redis, schema=schema, settings=settings)):
+        assert default.max_payload_size == MAX_PAYLOAD_SIZE
+        with pytest.raises(PayloadTooLarge, match="is 4,194,305 bytes, over the limit of 4,194,304 bytes"):
+            await BLOB.enqueue(default, big)
+        with pytest.raises(PayloadTooLarge):
+            await default.enqueue_many([Job(BLOB, big)])
+    assert await redis.llen(schema.queue("default").pending) == 1
+
+
+def test_sync_client_refuses_a_payload_over_the_limit(redis_url: str, namespace: str) -> None:
+    schema = Schema(namespace)
+    settings = Settings(redis_url=redis_url, namespace=namespace, max_payload_size=LIMIT)
+    big = b"x" * (LIMIT + 1)
+    with SyncClient(redis_url, schema=schema, settings=settings) as client:
+        with pytest.raises(PayloadTooLarge, match="'blob:raw' task is 101 bytes"):
+            BLOB.enqueue_sync(client, big)
+        with pytest.raises(PayloadTooLarge):
+            client.enqueue("blob:raw", big, process_in=30)
+        with pytest.raises(PayloadTooLarge):
+            client.enqueue_many([Job(BLOB, b"ok"), Job(BLOB, big)])
+        info = BLOB.enqueue_sync(client, b"x" * LIMIT)
+    conn = redis_sync.Redis.from_url(redis_url)
+    try:
+        assert conn.lrange(schema.queue("default").pending, 0, -1) == [info.id.encode()]
+    finally:
+        conn.close()
 
 
 # --- the sync client ---------------------------------------------------------------------------------------------

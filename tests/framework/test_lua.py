@@ -787,6 +787,59 @@ async def test_retry_not_found(broker: RedisBroker, redis: Redis, schema: Schema
     assert await snapshot(redis, schema.ns) == before
 
 
+# --- defer (a task whose type has no handler in the worker that took it) ----------------------------------------
+
+
+async def test_defer_puts_the_task_back_spending_nothing_and_notes_when(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    lock = qk.unique("t", b"a")
+    await seed_active(redis, qk, "a", now + 30, unique_key=lock)
+    await redis.set(lock, "a")
+    assert await broker.defer(Q, "a", b"deferred-msg", now=now, wait=3600, delays=(5, 300)) == now + 5
+    assert await snapshot(redis, schema.ns) == {
+        qk.retry: [("a", now + 5)],
+        qk.task("a"): {
+            "msg": b"deferred-msg",
+            "state": b"retry",
+            "unique_key": lock.encode(),
+            "fw_unknown_since": str(now).encode(),
+        },
+        lock: b"a",  # kept, as on a retry
+    }
+
+
+async def test_defer_delay_is_the_time_since_the_first_deferral_within_bounds(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    await seed_active(redis, qk, "a", now + 30, fw_unknown_since=str(now - 40))
+    await seed_active(redis, qk, "b", now + 30, fw_unknown_since=str(now - 2000))
+    assert await broker.defer(Q, "a", b"m", now=now, wait=3600, delays=(5, 300)) == now + 40
+    assert await broker.defer(Q, "b", b"m", now=now, wait=3600, delays=(5, 300)) == now + 300
+    snap = await snapshot(redis, schema.ns)
+    assert snap[qk.retry] == [("a", now + 40), ("b", now + 300)]
+    assert snap[qk.task("a")]["fw_unknown_since"] == str(now - 40).encode()  # the first deferral's time stays
+
+
+@pytest.mark.parametrize(("wait", "since"), [(3600, -3600), (0, None)], ids=["waited", "no-wait"])
+async def test_defer_after_the_wait_leaves_the_task_active_for_the_caller_to_archive(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int, wait: int, since: int | None
+) -> None:
+    fields = {} if since is None else {"fw_unknown_since": str(now + since)}
+    await seed_active(redis, qk, "a", now + 30, **fields)
+    before = await snapshot(redis, schema.ns)
+    assert await broker.defer(Q, "a", b"m", now=now, wait=wait, delays=(5, 300)) == -1
+    before[qk.task("a")].pop("fw_unknown_since", None)  # cleared: run again from the archive, it waits afresh
+    assert await snapshot(redis, schema.ns) == before
+
+
+async def test_defer_not_found(broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int) -> None:
+    await seed_task(redis, qk, "a", "pending")
+    before = await snapshot(redis, schema.ns)
+    assert await broker.defer(Q, "a", b"m", now=now, wait=3600, delays=(5, 300)) == 0
+    assert await snapshot(redis, schema.ns) == before
+
+
 # --- archive ---------------------------------------------------------------------------------------------------
 
 
@@ -943,11 +996,55 @@ async def test_list_lease_expired(broker: RedisBroker, redis: Redis, schema: Sch
 
 async def test_recover_requeues(broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int) -> None:
     await seed_active(redis, qk, "a", now - 10)
-    assert await broker.recover(Q, "a", now, 3) == 1
+    assert await broker.recover(Q, "a", now, 3) == 1  # its worker died holding it alone: charged
     assert await snapshot(redis, schema.ns) == {
         qk.pending: ["a"],
+        qk.suspects: {"a"},
         qk.task("a"): {"msg": msg("a"), "state": b"pending", "fw_recoveries": b"1"},
     }
+    assert 0 < await redis.ttl(qk.suspects) <= 24 * 3600
+
+
+async def test_recover_of_a_worker_that_held_several_charges_none(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    await seed_active(redis, qk, "a", now - 10, fw_recoveries="3")  # at the limit: one more charge archives
+    assert await broker.recover(Q, "a", now, 3, alone=False) == 1
+    assert await snapshot(redis, schema.ns) == {
+        qk.pending: ["a"],
+        qk.suspects: {"a"},
+        qk.task("a"): {"msg": msg("a"), "state": b"pending", "fw_recoveries": b"3"},
+    }
+
+
+async def test_a_lost_lease_given_back_is_neither_charged_nor_a_suspect(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    await seed_active(redis, qk, "a", now - 10)
+    assert await broker.recover(Q, "a", now, 3, count=False) == 1
+    assert await snapshot(redis, schema.ns) == {qk.pending: ["a"], qk.task("a"): {"msg": msg("a"), "state": b"pending"}}
+
+
+async def test_a_suspect_is_taken_only_alone_and_a_batch_stops_before_it(
+    broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int
+) -> None:
+    for task_id in ("a", "b", "s", "c"):
+        await broker.enqueue(Q, task_id, msg(task_id))
+    await redis.sadd(qk.suspects, "s")
+    taken = await broker.dequeue(Q, 10)  # the batch stops before the suspect; the rest stays, in order
+    assert (taken, taken.suspect, taken.blocked) == ([("a", msg("a")), ("b", msg("b"))], False, False)
+    assert (await snapshot(redis, schema.ns))[qk.pending] == ["c", "s"]
+    before = await snapshot(redis, schema.ns)
+    taken = await broker.dequeue(Q, 10)  # a worker that holds tasks takes nothing: the suspect is next
+    assert (taken, taken.suspect, taken.blocked) == ([], False, True)
+    assert await snapshot(redis, schema.ns) == before
+    taken = await broker.dequeue(Q, 10, alone=True)  # one that holds nothing takes it, and only it
+    assert (taken, taken.suspect, taken.blocked) == ([("s", msg("s"))], True, False)
+    assert (await snapshot(redis, schema.ns))[qk.pending] == ["c"]
+    taken = await broker.dequeue(Q, 10, alone=True)  # not a suspect: an ordinary batch
+    assert (taken, taken.suspect) == ([("c", msg("c"))], False)
+    await broker.clear_suspect(Q, "s")
+    assert not await redis.exists(qk.suspects)
 
 
 async def test_recover_fresh_lease_is_left_alone(
@@ -985,6 +1082,7 @@ async def test_recover_poison_pill(broker: RedisBroker, redis: Redis, schema: Sc
         qk.lease: [("a", now - 10)],
         qk.task("a"): {"msg": msg("a"), "state": b"active", "fw_recoveries": b"4"},
     }
+    assert await broker.leased([(Q, "a"), (Q, "nothing")]) == [True, False]
 
 
 async def test_repair_orphans(broker: RedisBroker, redis: Redis, schema: Schema, qk: QueueKeys, now: int) -> None:

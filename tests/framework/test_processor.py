@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -268,28 +268,158 @@ async def test_undecodable_payload_is_archived_naming_the_field(run: Any, client
 
     task = TaskDef("p:typed", N, handle, max_retry=10)
     await run(task)
-    info = await client.enqueue("p:typed", b'{"n": "seven"}')
+    with capture_logs() as logs:
+        info = await client.enqueue("p:typed", b'{"n": "seven"}')
 
-    async def archived() -> bool:
-        return await state_of(redis, schema, info) == "archived"
+        async def archived() -> bool:
+            return await state_of(redis, schema, info) == "archived"
 
-    await wait_until(archived)
+        await wait_until(archived)
     error = (await task_record(redis, schema, "default", info.id))["msg"].error_msg
     assert error.startswith("PayloadDecodeError: payload of task 'p:typed' does not decode into N")
     assert "$.n" in error
     assert ran == []
+    logged = [e for e in logs if e["event"] == "task_payload_invalid"]
+    assert logged == [
+        {
+            "event": "task_payload_invalid",
+            "log_level": "error",
+            "logger": "framework.worker",
+            "task_id": info.id,
+            "type": "p:typed",
+            "queue": "default",
+            "error": error,
+            "outcome": "archived",
+        }
+    ]
 
 
-async def test_unknown_task_type_fails_saying_so(run: Any, client: Any, redis: Any, schema: Any) -> None:
+def _unknown_type_logs(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [e for e in logs if e["event"] == "task_type_unknown"]
+
+
+async def test_unknown_task_type_is_put_back_without_spending_a_retry(
+    run: Any, client: Any, redis: Any, schema: Any
+) -> None:
     await run()
-    info = await client.enqueue("p:nobody", b"{}")
+    with capture_logs() as logs:
+        info = await client.enqueue("p:nobody", b"{}", max_retry=3)
 
-    async def retrying() -> bool:
+        async def deferred() -> bool:
+            return await state_of(redis, schema, info) == "retry"
+
+        await wait_until(deferred)
+    record = await task_record(redis, schema, "default", info.id)
+    msg = record["msg"]
+    assert msg.retried == 0  # no retry spent: no attempt at running it was made
+    assert msg.error_msg == (
+        "UnknownTaskType: no handler is registered for task type 'p:nobody' in the worker that took it; "
+        "put back for a worker that registers it"
+    )
+    assert abs(msg.last_failed_at - time.time()) < 3
+    assert abs(int(record["fw_unknown_since"]) - time.time()) < 3
+    qk = schema.queue("default")
+    assert 3 <= await redis.zscore(qk.retry, info.id) - time.time() <= 6  # the shortest delay, 5 s
+    assert await redis.get(qk.processed) is None  # not a failure: nothing counted
+    assert await redis.get(qk.failed) is None
+    [entry] = _unknown_type_logs(logs)
+    assert entry == {
+        "event": "task_type_unknown",
+        "log_level": "warning",
+        "logger": "framework.worker",
+        "task_id": info.id,
+        "type": "p:nobody",
+        "queue": "default",
+        "error": msg.error_msg,
+        "outcome": "deferred",
+        "retry_in": 5,
+    }
+
+
+async def test_a_deferred_task_is_run_by_a_worker_that_registers_its_type(
+    run: Any, client: Any, redis: Any, schema: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("framework.outcomes.UNKNOWN_TYPE_DELAYS", (1, 1))
+    seen: list[tuple[int, int]] = []
+
+    async def handle(ctx: Any, p: N) -> None:
+        seen.append((p.n, ctx.retried))
+
+    task = TaskDef("p:later", N, handle)
+    without = await run()  # a worker of older code, say, that does not know the type yet
+    info = await client.enqueue(task, N(n=7))
+
+    async def deferred() -> bool:
         return await state_of(redis, schema, info) == "retry"
 
-    await wait_until(retrying)
-    error = (await task_record(redis, schema, "default", info.id))["msg"].error_msg
-    assert error == "UnknownTaskType: no handler is registered for task type 'p:nobody' in this worker"
+    await wait_until(deferred)
+    await without.stop()
+    await run(task)
+    await wait_until(lambda: _exists_not(redis, schema.queue("default").task(info.id)))
+    assert seen == [(7, 0)]
+
+
+async def test_unknown_task_type_is_archived_once_no_worker_took_it_for_the_wait(
+    run: Any, client: Any, redis: Any, schema: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framework.hookspecs import hookimpl
+    from framework.plugins import get_plugin_manager
+
+    monkeypatch.setattr("framework.outcomes.UNKNOWN_TYPE_DELAYS", (1, 1))
+    archived_errors: list[str] = []
+
+    class Events:
+        @hookimpl
+        def task_archived(self, ctx: Any, error: BaseException) -> None:
+            archived_errors.append(f"{type(error).__name__}: {error}")
+
+    isolated = settings.replace(load_plugins=[], unknown_type_wait=2.0)
+    await run(settings=isolated, plugin_manager=get_plugin_manager(isolated, extra=[("events", Events())]))
+    with capture_logs() as logs:
+        info = await client.enqueue("p:nobody", b"{}")
+
+        async def archived() -> bool:
+            return await state_of(redis, schema, info) == "archived"
+
+        await wait_until(archived)
+    record = await task_record(redis, schema, "default", info.id)
+    error = "UnknownTaskType: no worker registers task type 'p:nobody' (none took it within 2 s)"
+    assert record["msg"].error_msg == error
+    assert record["msg"].retried == 0
+    assert "fw_unknown_since" not in record  # run again from the archive, it gets the full wait again
+    qk = schema.queue("default")
+    assert await redis.get(qk.failed) == b"1"  # the archive counts once, the deferrals not at all
+    assert await redis.get(qk.processed) == b"1"
+    entries = _unknown_type_logs(logs)
+    assert [e["outcome"] for e in entries[:-1]] == ["deferred"] * (len(entries) - 1)
+    assert len(entries) >= 2
+    assert entries[-1] == {
+        "event": "task_type_unknown",
+        "log_level": "error",
+        "logger": "framework.worker",
+        "task_id": info.id,
+        "type": "p:nobody",
+        "queue": "default",
+        "error": error,
+        "outcome": "archived",
+    }
+    assert archived_errors == [error]
+
+
+async def test_unknown_task_type_with_no_wait_is_archived_at_once(
+    run: Any, client: Any, redis: Any, schema: Any, settings: Any
+) -> None:
+    await run(settings=settings.replace(unknown_type_wait=0))
+    with capture_logs() as logs:
+        info = await client.enqueue("p:nobody", b"{}")
+
+        async def archived() -> bool:
+            return await state_of(redis, schema, info) == "archived"
+
+        await wait_until(archived)
+    error = "UnknownTaskType: no worker registers task type 'p:nobody'"
+    assert (await task_record(redis, schema, "default", info.id))["msg"].error_msg == error
+    assert [(e["outcome"], e["error"]) for e in _unknown_type_logs(logs)] == [("archived", error)]
 
 
 async def test_timeout_cancels_an_async_handler_and_counts_as_failure(
@@ -320,10 +450,11 @@ async def test_timeout_cancels_an_async_handler_and_counts_as_failure(
     assert msg.retried == 1
 
 
-async def test_timeout_of_a_sync_handler_counts_as_failure_and_frees_the_slot(
+async def test_timeout_of_a_sync_handler_counts_as_failure_and_keeps_the_slot_until_the_thread_returns(
     run: Any, client: Any, redis: Any, schema: Any, settings: Any
 ) -> None:
-    """The thread of a timed-out sync handler runs on (Python cannot stop it), but the task fails at once."""
+    """The thread of a timed-out sync handler runs on (Python cannot stop it): the task fails at once, but
+    the thread holds its slot until it returns, so ``concurrency`` counts the threads really running."""
     release = threading.Event()
     quick_done = threading.Event()
 
@@ -345,12 +476,14 @@ async def test_timeout_of_a_sync_handler_counts_as_failure_and_frees_the_slot(
         await wait_until(retrying)
         error = (await task_record(redis, schema, "default", slow.id))["msg"].error_msg
         assert error == "TimeoutError: task timed out after 1s"
+        await asyncio.sleep(0.5)
+        assert not quick_done.is_set()  # the timed-out thread still sleeps in the only slot
+        release.set()
 
         async def quick() -> bool:
             return quick_done.is_set()
 
-        await wait_until(quick)  # ran while the timed-out thread still sleeps
-        assert not release.is_set()
+        await wait_until(quick)
     finally:
         release.set()
 

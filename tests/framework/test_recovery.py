@@ -115,6 +115,79 @@ async def test_a_poison_pill_is_archived_after_repeated_crashes(
     assert "task_poison_pill" in (tmp_path / "supervisor.log").read_text()
 
 
+INNOCENTS = 20
+
+
+async def _poison_among_innocents(client: Any) -> tuple[str, list[str]]:
+    """One task that kills its worker and 20 ordinary ones, enqueued together so one batch takes them all."""
+    innocents = [(await client.enqueue(JOB, Job(sleep=0.3 + (i % 3) * 0.2))).id for i in range(INNOCENTS)]
+    poison = (await client.enqueue(JOB, Job(crash=True))).id
+    innocents += [(await client.enqueue(JOB, Job(sleep=0.3))).id for _ in range(2)]
+    return poison, innocents
+
+
+async def _only_the_poison_is_archived(redis: Any, schema: Any, ns: str, poison: str, innocents: list[str]) -> None:
+    record = await task_record(redis, schema, "default", poison)
+    assert record["state"] == "archived"
+    assert record["msg"].error_msg.startswith("poison pill: the worker running this task died 3 times")
+    assert await _runs(redis, ns, poison) == 4  # died with the others (uncharged), then 3 times alone
+    done = [raw.decode() for raw in await redis.lrange(f"{ns}:test:done", 0, -1)]
+    assert sorted(done) == sorted(innocents)  # every ordinary task completed, once
+    qk = schema.queue("default")
+    assert await redis.zcard(qk.archived) == 1
+    assert not await redis.exists(qk.suspects)  # each innocent lost its mark when it ran alone
+
+
+async def test_only_the_task_that_kills_its_worker_is_archived_one_worker_restarted_after_each_death(
+    settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path
+) -> None:
+    s = settings.replace(heartbeat_interval=0.25, recoverer_interval=0.25)
+    poison, innocents = await _poison_among_innocents(client)
+    extra = {"TEST_DEAD_AFTER": 2.5, "TEST_MAX_RECOVERIES": 2}
+    log = tmp_path / "worker.log"
+    proc = start_worker(s, log, **extra)
+    deaths = 0
+    try:
+
+        async def settled() -> bool:
+            nonlocal proc, deaths
+            if proc.poll() is not None:  # died: restarted, as a process manager would
+                deaths += 1
+                proc = start_worker(s, log, **extra)
+            archived = (await task_record(redis, schema, "default", poison)).get("state") == "archived"
+            return archived and await redis.llen(f"{s.namespace}:test:done") >= len(innocents)
+
+        await wait_until(settled, timeout=150, interval=0.1)
+        await asyncio.sleep(0.5)
+    finally:
+        stop_process(proc)
+    assert deaths == 4
+    await _only_the_poison_is_archived(redis, schema, s.namespace, poison, innocents)
+    logs = log.read_text()
+    assert "suspect_running_alone" in logs
+    assert "task_poison_pill" in logs
+
+
+async def test_only_the_task_that_kills_its_worker_is_archived_with_two_processes(
+    settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path
+) -> None:
+    s = settings.replace(heartbeat_interval=0.25, recoverer_interval=0.25)
+    poison, innocents = await _poison_among_innocents(client)
+    log = tmp_path / "supervisor.log"
+    supervisor = start_supervisor(s, 2, log, TEST_DEAD_AFTER=2.5, TEST_MAX_RECOVERIES=2)
+    try:
+
+        async def settled() -> bool:
+            archived = (await task_record(redis, schema, "default", poison)).get("state") == "archived"
+            return archived and await redis.llen(f"{s.namespace}:test:done") >= len(innocents)
+
+        await wait_until(settled, timeout=150, interval=0.1)
+        await asyncio.sleep(0.5)
+    finally:
+        stop_process(supervisor)
+    await _only_the_poison_is_archived(redis, schema, s.namespace, poison, innocents)
+
+
 async def test_a_slow_worker_is_not_taken_for_a_dead_one(
     settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path
 ) -> None:
@@ -172,7 +245,9 @@ async def test_dead_worker_fast_path_requeues_without_a_retry_and_spares_fresh_l
     await redis.sadd(qk.inflight("live-sid"), "other")
     assert await rec.recover_dead_workers() == 1
     record = await task_record(redis, schema, "default", "stale")
-    assert (record["state"], record["msg"].retried, record["fw_recoveries"]) == ("pending", 0, b"1")
+    # it held two tasks when it died: neither is charged; the one recovered runs alone next (a suspect)
+    assert (record["state"], record["msg"].retried, record.get("fw_recoveries")) == ("pending", 0, None)
+    assert await redis.smembers(qk.suspects) == {b"stale"}
     assert await redis.lrange(qk.pending, -1, -1) == [b"stale"]  # at the head
     assert (await task_record(redis, schema, "default", "fresh"))["state"] == "active"
     assert await redis.smembers(qk.inflight("dead-sid")) == {b"stale", b"fresh"}  # asked again later

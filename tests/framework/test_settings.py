@@ -46,6 +46,8 @@ def test_defaults() -> None:
     assert 0 < s.heartbeat_interval < 15  # well inside the 30 s lease
     assert s.plugins == {}
     assert s.storage == StorageSettings()
+    assert s.max_payload_size == 4 * 1024 * 1024
+    assert s.unknown_type_wait == 3600.0
 
 
 def test_env_scalars() -> None:
@@ -58,6 +60,8 @@ def test_env_scalars() -> None:
             "FRAMEWORK_NAMESPACE": "myapp",
             "FRAMEWORK_ADMIN_TOKEN": "s3cret",
             "FRAMEWORK_TEMPLATES_DIR": "",  # empty = none for an optional setting
+            "FRAMEWORK_MAX_PAYLOAD_SIZE": "1048576",
+            "FRAMEWORK_UNKNOWN_TYPE_WAIT": "0",
         }
     )
     assert s.concurrency == 20
@@ -67,6 +71,8 @@ def test_env_scalars() -> None:
     assert s.namespace == "myapp"
     assert s.admin_token == "s3cret"
     assert s.templates_dir is None
+    assert s.max_payload_size == 1048576
+    assert s.unknown_type_wait == 0.0
 
 
 @pytest.mark.parametrize(
@@ -238,12 +244,16 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         ({}, {"queue_defaults": {"a": {"retention": -1}}}, "setting queue_defaults['a'].retention=-1.0 is invalid"),
         ({}, {"queue_defaults": {"a": {"retries": 1}}}, "Object contains unknown field `retries`"),
         ({}, {"shutdown_timeout": 0}, "setting shutdown_timeout=0.0 is invalid: must be a number of seconds > 0"),
+        ({}, {"cancel_grace": 0}, "setting cancel_grace=0.0 is invalid: must be a number of seconds > 0"),
+        ({}, {"loop_block_threshold": -1}, "setting loop_block_threshold=-1.0 is invalid: must be seconds >= 0"),
         ({}, {"heartbeat_interval": -1}, "setting heartbeat_interval=-1.0 is invalid"),
         ({}, {"heartbeat_interval": 15}, "setting heartbeat_interval=15.0 is invalid: must be < 15 s"),
         ({}, {"forward_interval": 0}, "setting forward_interval=0.0 is invalid"),
         ({}, {"janitor_interval": 0}, "setting janitor_interval=0.0 is invalid"),
         ({}, {"recoverer_interval": 0}, "setting recoverer_interval=0.0 is invalid"),
         ({}, {"dequeue_batch": 0}, "setting dequeue_batch=0 is invalid: must be an integer >= 1"),
+        ({}, {"max_payload_size": -1}, "setting max_payload_size=-1 is invalid: must be a number of bytes >= 0"),
+        ({}, {"unknown_type_wait": -1}, "setting unknown_type_wait=-1.0 is invalid: must be a number of seconds >= 0"),
         ({}, {"port": 70000}, "setting port=70000 is invalid: must be an integer from 0 to 65535"),
         ({}, {"redis_url": "http://h:1"}, "setting redis_url='http://h:1' is invalid: use redis://, rediss://"),
         (

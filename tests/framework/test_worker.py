@@ -18,6 +18,7 @@ import pytest
 from framework.connection import open_redis
 from framework.embedded import start_test_server
 from framework.errors import RetryAfter
+from framework.heartbeat import WORKER_PAYLOAD_MAX
 from framework.keys import Schema
 from framework.message import decode_message, decode_server_info, decode_worker_info, encode_message
 from framework.settings import CronEntrySettings, Settings
@@ -186,6 +187,41 @@ async def test_heartbeat_writes_asynq_server_and_worker_records(
     assert await redis.zcard(schema.workers) == 0
     assert await redis.zscore(schema.alive, ident.server_id) is None
     assert not await redis.exists(server_key, workers_key)
+
+
+async def test_worker_records_carry_a_bounded_payload_that_still_decodes(
+    start: Any, client: Any, redis: Any, schema: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five 3 MB payloads in flight: the record rewritten on every write stays a few KiB, not 15 MB."""
+    monkeypatch.setattr("framework.heartbeat.SERVER_INFO_EVERY", 0.1)
+    release = asyncio.Event()
+
+    async def handle(ctx: Any, p: bytes) -> None:
+        await release.wait()
+
+    task = TaskDef("w:big", bytes, handle)
+    worker = await start(task, settings=settings.replace(heartbeat_interval=0.2))
+    payloads = [bytes([65 + i]) * 16 + os.urandom(3_000_000) for i in range(5)]
+    infos = [await task.enqueue(client, payload) for payload in payloads]
+    ident = worker.identity
+    workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
+
+    async def all_recorded() -> bool:
+        return int(await redis.hlen(workers_key)) == len(infos)
+
+    await wait_until(all_recorded)
+    assert await redis.memory_usage(workers_key) < 16 * 1024
+    records = await redis.hgetall(workers_key)
+    for info, payload in zip(infos, payloads, strict=True):
+        raw = records[info.id.encode()]
+        assert len(raw) < WORKER_PAYLOAD_MAX + 256
+        running = decode_worker_info(raw)
+        assert (running.task_id, running.task_type, running.queue) == (info.id, "w:big", "default")
+        assert running.task_payload == payload[:WORKER_PAYLOAD_MAX]
+        assert running.start_time is not None and running.deadline is not None
+        stored = await task_record(redis, schema, "default", info.id)
+        assert stored["msg"].payload == payload  # only the record is cut short, never the task
+    release.set()
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])

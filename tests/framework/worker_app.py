@@ -6,10 +6,13 @@ see runs, the pid that ran a task, and completions, whatever process ran them:
 
 * ``runs`` HASH task id -> number of runs started;
 * ``pid`` HASH task id -> pid of the last process that started it;
-* ``done`` LIST ids of runs that completed (a task that ran twice to completion appears twice).
+* ``done`` LIST ids of runs that completed (a task that ran twice to completion appears twice);
+* ``live`` HASH task id -> runs of it going on now; ``overlap`` HASH task id -> runs that started while
+  another run of the same task was still going on (what a worker must never do in one process).
 
 ``TEST_DEAD_AFTER`` and ``TEST_MAX_RECOVERIES`` set the worker's ``dead_after``/``max_recoveries``.
-Also usable as a supervisor factory: ``tests.framework.worker_app:make_worker``.
+Also usable as a supervisor factory: ``tests.framework.worker_app:make_worker``, and as an app module
+(``FRAMEWORK_APP=tests.framework.worker_app``): ``framework worker`` then serves the same task types.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import msgspec
 import redis as redis_sync
 
+from framework.hookspecs import hookimpl
 from framework.message import decode_message
 from framework.settings import Settings, load_settings
 from framework.task import TaskDef
@@ -45,6 +49,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         fail: raise ``RuntimeError(fail)``.
         fail_runs: raise only on the first N runs (0 = on every run).
         block: seconds to block the event loop (``time.sleep`` in the async handler: a slow worker).
+        linger: seconds the async handler runs, swallowing every cancellation (a handler that ignores
+            its timeout and the shutdown).
+        slow_runs: sleep, block and linger on the first N runs only (0 = on every run).
     """
 
     sleep: float = 0.0
@@ -53,29 +60,55 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     fail: str = ""
     fail_runs: int = 0
     block: float = 0.0
+    linger: float = 0.0
+    slow_runs: int = 0
 
 
 def _keys(ns: str) -> tuple[str, str, str]:
     return f"{ns}:test:runs", f"{ns}:test:pid", f"{ns}:test:done"
 
 
+def _live_keys(ns: str) -> tuple[str, str]:
+    return f"{ns}:test:live", f"{ns}:test:overlap"
+
+
+async def _linger(seconds: float) -> None:
+    """Run for ``seconds``, whatever cancellation comes (what a handler must not do)."""
+    until = time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        try:
+            await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            continue
+
+
 async def handle(ctx: Any, job: Job) -> None:
     """The async variant: record, then behave as the payload says."""
     r = ctx.services.redis
     runs_key, pid_key, done_key = _keys(ctx.services.settings.namespace)
+    live_key, overlap_key = _live_keys(ctx.services.settings.namespace)
     async with r.pipeline(transaction=False) as pipe:
         pipe.hincrby(runs_key, ctx.id, 1)
         pipe.hset(pid_key, ctx.id, os.getpid())
-        runs, _ = await pipe.execute()
-    if job.crash or runs <= job.crash_runs:
-        os._exit(3)
-    if job.block:
-        time.sleep(job.block)  # blocks the whole event loop, as a CPU-bound handler would
-    if job.sleep:
-        await asyncio.sleep(job.sleep)
-    if job.fail and (not job.fail_runs or runs <= job.fail_runs):
-        raise RuntimeError(job.fail)
-    await r.rpush(done_key, ctx.id)
+        pipe.hincrby(live_key, ctx.id, 1)
+        runs, _, live = await pipe.execute()
+    if live > 1:
+        await r.hincrby(overlap_key, ctx.id, 1)
+    try:
+        if job.crash or runs <= job.crash_runs:
+            os._exit(3)
+        slow = not job.slow_runs or runs <= job.slow_runs
+        if job.block and slow:
+            time.sleep(job.block)  # blocks the whole event loop, as a CPU-bound handler would
+        if job.linger and slow:
+            await _linger(job.linger)
+        if job.sleep and slow:
+            await asyncio.sleep(job.sleep)
+        if job.fail and (not job.fail_runs or runs <= job.fail_runs):
+            raise RuntimeError(job.fail)
+        await r.rpush(done_key, ctx.id)
+    finally:
+        await asyncio.shield(r.hincrby(live_key, ctx.id, -1))
 
 
 _sync_clients: dict[str, redis_sync.Redis] = {}
@@ -88,15 +121,21 @@ def handle_sync(ctx: Any, job: Job) -> None:
     if r is None:
         r = _sync_clients[settings.redis_url] = redis_sync.Redis.from_url(settings.redis_url)
     runs_key, pid_key, done_key = _keys(settings.namespace)
+    live_key, overlap_key = _live_keys(settings.namespace)
     runs = r.hincrby(runs_key, ctx.id, 1)
     r.hset(pid_key, ctx.id, os.getpid())
-    if job.crash or int(runs) <= job.crash_runs:  # type: ignore[arg-type]
-        os._exit(3)
-    if job.sleep:
-        time.sleep(job.sleep)
-    if job.fail and (not job.fail_runs or int(runs) <= job.fail_runs):  # type: ignore[arg-type]
-        raise RuntimeError(job.fail)
-    r.rpush(done_key, ctx.id)
+    if int(r.hincrby(live_key, ctx.id, 1)) > 1:  # type: ignore[arg-type]
+        r.hincrby(overlap_key, ctx.id, 1)
+    try:
+        if job.crash or int(runs) <= job.crash_runs:  # type: ignore[arg-type]
+            os._exit(3)
+        if job.sleep and (not job.slow_runs or int(runs) <= job.slow_runs):  # type: ignore[arg-type]
+            time.sleep(job.sleep)
+        if job.fail and (not job.fail_runs or int(runs) <= job.fail_runs):  # type: ignore[arg-type]
+            raise RuntimeError(job.fail)
+        r.rpush(done_key, ctx.id)
+    finally:
+        r.hincrby(live_key, ctx.id, -1)
 
 
 def _fast_retry(retried: int, error: BaseException) -> float:
@@ -105,6 +144,12 @@ def _fast_retry(retried: int, error: BaseException) -> float:
 
 JOB = TaskDef("test:job", Job, handle, max_retry=5, retry_delay=_fast_retry)
 SYNC_JOB = TaskDef("test:sync", Job, handle_sync, max_retry=5, retry_delay=_fast_retry)
+
+
+@hookimpl
+def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
+    """The task types, for ``framework worker`` with this module as the app."""
+    return [JOB, SYNC_JOB]
 
 
 def make_worker(settings: Settings) -> Worker:

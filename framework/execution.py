@@ -378,16 +378,8 @@ class TaskExecution:
         inf.writing = True  # no longer cancellable; the timer passes it by
         self._keep_slot(inf)
         msg = inf.msg
-        self.log.error(
-            "task_overrun",
-            task_id=inf.id,
-            type=msg.type,
-            queue=inf.queue,
-            timeout=msg.timeout,
-            reason=reason,
-            grace=self.cancel_grace,
-            outcome="requeued" if reason == "shutdown" else "failed",
-            note="the handler ignored its cancellation: given up on, it runs on and nothing it does is written",
+        self._log_overrun(
+            inf, reason, "the handler ignored its cancellation: given up on, it runs on and nothing it does is written"
         )
         if reason == "shutdown":
             self.outcomes.spawn(self._write_for(inf, self.outcomes.requeue(inf)))
@@ -406,6 +398,19 @@ class TaskExecution:
             self.log.exception("task_outcome_error", task_id=inf.id, queue=inf.queue, error=error_text(exc))
             self._release(inf)
 
+    def _log_overrun(self, inf: InFlight, reason: str, note: str) -> None:
+        self.log.error(
+            "task_overrun",
+            task_id=inf.id,
+            type=inf.msg.type,
+            queue=inf.queue,
+            timeout=inf.msg.timeout,
+            reason=reason,
+            grace=self.cancel_grace,
+            outcome="requeued" if reason == "shutdown" else "failed",
+            note=note,
+        )
+
     def _keep_slot(self, inf: InFlight) -> None:
         """``inf``'s handler runs on: its slot passes to :attr:`overrun` until it ends (no second copy starts here)."""
         if inf.holds_slot:
@@ -415,16 +420,10 @@ class TaskExecution:
     def _thread_runs_on(self, inf: InFlight, thread: Future[Any]) -> None:
         """A sync handler's coroutine ended (cancelled) while its thread still runs: keep the slot until it returns."""
         self._keep_slot(inf)
-        msg = inf.msg
-        self.log.error(
-            "task_overrun",
-            task_id=inf.id,
-            type=msg.type,
-            queue=inf.queue,
-            timeout=msg.timeout,
-            reason=inf.cancel_reason or "cancelled",
-            outcome="requeued" if inf.cancel_reason == "shutdown" else "failed",
-            note="a thread cannot be stopped: its slot stays taken until the function returns",
+        self._log_overrun(
+            inf,
+            inf.cancel_reason or "cancelled",
+            "a thread cannot be stopped: its slot stays taken until the function returns",
         )
         loop = asyncio.get_running_loop()
 

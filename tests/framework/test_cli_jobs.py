@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from framework.broker import RedisBroker
 from framework.clock import SystemClock
 from framework.keys import day_stamp
 from framework.message import decode_message, encode_message, encode_server_info, new_message
+from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.golden import golden, golden_ids, load_golden
 
 if TYPE_CHECKING:
@@ -30,40 +30,10 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 TODAY = day_stamp(int(time.time()))
 
 
-def cli_env(redis_url: str, namespace: str, data_dir: Path) -> dict[str, str]:
-    """The environment of a ``framework`` subprocess: this test's Valkey and namespace, no entry-point plugins."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
-    env.update(
-        FRAMEWORK_REDIS_URL=redis_url,
-        REDIS_URL=redis_url,
-        FRAMEWORK_NAMESPACE=namespace,
-        FRAMEWORK_LOAD_PLUGINS="",  # only the built-in demo plugin (demo:hello): independent of installed plugins
-        FRAMEWORK_DATA_DIR=str(data_dir),
-        COLUMNS="200",
-        PYTHONIOENCODING="utf-8",
-        NO_COLOR="1",
-    )
-    return env
-
-
 @pytest.fixture
 def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
     env = cli_env(redis_url, namespace, tmp_path / "data")
-
-    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-        return subprocess.run(
-            [sys.executable, "-m", "framework", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            **feed,
-        )
-
-    return run
+    return functools.partial(run_framework, env, tmp_path)
 
 
 def run_all(cli: Cli, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:

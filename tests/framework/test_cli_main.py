@@ -21,6 +21,7 @@ from framework.logging import StderrLogger
 from framework.valkey_datadir import read_int
 from framework.valkey_launch import terminate_pid
 from framework.valkey_probe import pid_alive
+from tests.fixtures.cli import run_framework
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -160,16 +161,7 @@ def _framework(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``framework ARGS`` as a user runs it in ``cwd``: settings from its framework.toml, no REDIS_URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
     env.update(COLUMNS="200", PYTHONIOENCODING="utf-8", NO_COLOR="1")
-    return subprocess.run(
-        [sys.executable, "-m", "framework", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_framework(env, cwd, *args)
 
 
 def test_the_json_commands_are_found() -> None:

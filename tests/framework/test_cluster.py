@@ -41,8 +41,8 @@ from framework.scheduler import Scheduler
 from framework.settings import Settings
 from framework.task import TaskDef
 from framework.worker import Worker
+from tests.fixtures.cli import cli_env
 from tests.fixtures.cluster import QUEUE_NODES, replicated
-from tests.framework.test_cli_jobs import cli_env
 from tests.framework.worker_app import JOB, start_worker, stop_process, wait_until
 from tests.framework.worker_app import Job as AppJob
 

@@ -3,9 +3,9 @@ them as rows with the decode error, log it, and can still run, archive and delet
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +17,8 @@ from framework.clock import SystemClock
 from framework.errors import TaskNotFound
 from framework.inspector import Inspector, InvalidTaskState, TaskState
 from framework.message import encode_message, new_message
+from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.corrupt import GROUP, KINDS, STATES, seed_corrupt
-from tests.framework.test_cli_jobs import cli_env
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,21 +136,7 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
-    env = cli_env(redis_url, namespace, tmp_path / "data")
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "framework", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    return run
+    return functools.partial(run_framework, cli_env(redis_url, namespace, tmp_path / "data"), tmp_path)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

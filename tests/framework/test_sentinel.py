@@ -14,8 +14,6 @@ acknowledgement) can only make a task run again, never lose it.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -43,9 +41,9 @@ from framework.settings import Settings
 from framework.task import TaskDef
 from framework.thirdparty import pool_connections
 from framework.worker import Worker
+from tests.fixtures.cli import cli_env, run_framework
 from tests.fixtures.cluster import replicated
 from tests.fixtures.smtp import free_port
-from tests.framework.test_cli_jobs import cli_env
 from tests.framework.worker_app import wait_until
 
 if TYPE_CHECKING:
@@ -188,16 +186,7 @@ async def test_a_coordinated_switchover_mid_run_loses_nothing(
     assert accepted_in < 20, accepted_in
     # a new process (the CLI) finds the new primary too
     env = cli_env(ssettings.redis_url or "", ssettings.namespace, tmp_path / "data")
-    result = subprocess.run(
-        [sys.executable, "-m", "framework", "jobs", "enqueue", "sentinel:t", "--payload", '{"n": 1}', "-q", "a"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_framework(env, tmp_path, "jobs", "enqueue", "sentinel:t", "--payload", '{"n": 1}', "-q", "a")
     assert result.returncode == 0, result.stderr
     with _sync(valkey_sentinel.replica_port) as new_primary:
         assert new_primary.llen(Schema(ssettings.namespace).queue("a").pending) == 1

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from framework_cleanup.sweepers import SweepContext, Sweeper, SweepResult
 from framework.cli import CliContext
 from framework.hookspecs import hookimpl
 from framework.storage import LocalStorage
+from tests.fixtures.cli import run_framework
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -177,14 +177,7 @@ def test_the_framework_command_has_cleanup(settings: Settings, tmp_path: Path) -
         env.pop(name, None)
 
     def framework(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "framework", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_framework(env, tmp_path, *args)
 
     dry = framework("cleanup", "run", "tmp", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr

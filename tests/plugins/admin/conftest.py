@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -18,6 +18,7 @@ from framework.errors import RetryAfter
 from framework.hookspecs import hookimpl
 from framework.plugins import get_plugin_manager
 from framework.task import TaskDef
+from tests.plugins.admin.server import LiveServer
 
 TOKEN = "admin-token-for-tests-0123456789"
 READONLY = "readonly-token-for-tests-0123456789"
@@ -145,6 +146,27 @@ async def seeded(api: AsyncTestClient[Any], client: Any) -> AsyncTestClient[Any]
 
     await wait_for(ready)
     return api
+
+
+async def task_state(api: Any, task_id: str, queue: str) -> str | None:
+    """A task's state through the JSON API (None: no such task)."""
+    r = await api.get("/api/admin/task", params={"id": task_id, "queue": queue}, headers=AUTH)
+    if r.status_code == 404:
+        return None
+    assert r.status_code == 200, r.text
+    state: str = r.json()["state"]
+    return state
+
+
+@pytest.fixture
+def live(admin_settings: Any) -> Iterator[LiveServer]:
+    """The app with its worker, served by uvicorn; the dashboard refreshes every half second."""
+    settings = admin_settings.replace(plugins={"admin": {"refresh_seconds": 0.5}})
+    server = LiveServer(create_app(settings, plugin_manager=admin_pm(settings), run_worker=True)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def csrf_of(html: str) -> str:

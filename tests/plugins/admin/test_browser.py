@@ -9,23 +9,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from framework.app import create_app
-from tests.plugins.admin.conftest import FAILS, FLAKY, OK, TOKEN, XSS, Job, admin_pm
+from tests.plugins.admin.conftest import FAILS, FLAKY, OK, TOKEN, XSS, Job
 from tests.plugins.admin.server import LiveServer
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-@pytest.fixture
-def live(admin_settings: Any) -> Iterator[LiveServer]:
-    """The app with its worker, served by uvicorn; the dashboard refreshes every half second."""
-    settings = admin_settings.replace(plugins={"admin": {"refresh_seconds": 0.5}})
-    server = LiveServer(create_app(settings, plugin_manager=admin_pm(settings), run_worker=True)).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def enqueue(live: LiveServer, task: Any, payload: Job, **options: Any) -> str:

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from framework.message import TaskState
 from tests.framework.corrupt import GROUP, KINDS, STATES, seed_corrupt
-from tests.plugins.admin.conftest import AUTH, login
+from tests.plugins.admin.conftest import AUTH, login, task_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -41,12 +41,7 @@ def _form_actions(page: str) -> dict[str, str]:
 
 
 async def _state(api: Any, task_id: str) -> str | None:
-    r = await api.get(f"{API}/task", params={"id": task_id, "queue": QUEUE}, headers=AUTH)
-    if r.status_code == 404:
-        return None
-    assert r.status_code == 200, r.text
-    state: str = r.json()["state"]
-    return state
+    return await task_state(api, task_id, QUEUE)
 
 
 async def test_pages_api_and_metrics_show_every_broken_task(api: Any, broken: dict[tuple[str, TaskState], str]) -> None:

@@ -12,8 +12,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Page, expect
 
-from framework.app import create_app
-from tests.plugins.admin.conftest import AUTH, OK, Job, admin_pm, login
+from tests.plugins.admin.conftest import AUTH, OK, Job, login, task_state
 from tests.plugins.admin.server import LiveServer
 from tests.plugins.admin.test_browser import enqueue, sign_in
 
@@ -36,12 +35,7 @@ def _forms(page: str) -> dict[str, str]:
 
 
 async def _state(api: Any, task_id: str) -> str | None:
-    r = await api.get(f"{API}/task", params={"id": task_id, "queue": QUEUE}, headers=AUTH)
-    if r.status_code == 404:
-        return None
-    assert r.status_code == 200, r.text
-    state: str = r.json()["state"]
-    return state
+    return await task_state(api, task_id, QUEUE)
 
 
 async def test_odd_ids_open_run_archive_and_delete_from_the_pages(api: Any, client: Any) -> None:
@@ -107,17 +101,6 @@ async def test_odd_ids_through_the_json_api(api: Any, client: Any) -> None:
 
 
 # -- in Chromium ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def live(admin_settings: Any) -> Iterator[LiveServer]:
-    """The app with its worker, served by uvicorn; the dashboard refreshes every half second."""
-    settings = admin_settings.replace(plugins={"admin": {"refresh_seconds": 0.5}})
-    server = LiveServer(create_app(settings, plugin_manager=admin_pm(settings), run_worker=True)).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -307,6 +307,35 @@ async def _hget(redis: Any, ns: str, name: str, task_id: str) -> int:
     return int(await redis.hget(f"{ns}:test:{name}", task_id) or 0)
 
 
+async def _charged_then_done(redis: Any, schema: Any, ns: str, task_id: str) -> None:
+    """The overrunning first run is charged a timeout; then it ends (writing nothing) and its retry completes."""
+
+    async def charged() -> bool:
+        record = await task_record(redis, schema, "default", task_id)
+        return "msg" in record and record["msg"].retried == 1
+
+    await wait_until(charged, timeout=30)
+    msg = (await task_record(redis, schema, "default", task_id))["msg"]
+    assert msg.error_msg == "TimeoutError: task timed out after 1s"
+    assert await _hget(redis, ns, "runs", task_id) == 1  # still running: no second copy
+
+    async def done() -> bool:
+        return await redis.llen(f"{ns}:test:done") == 2
+
+    await wait_until(done, timeout=30)
+
+
+async def _ran_twice_never_at_once(redis: Any, schema: Any, ns: str, task_id: str, log: Path) -> str:
+    assert await _hget(redis, ns, "runs", task_id) == 2
+    assert await _hget(redis, ns, "overlap", task_id) == 0
+    assert not await redis.exists(schema.queue("default").task(task_id))
+    text = log.read_text()
+    assert "task_overrun" in text
+    assert "task_deferred" in text  # its retry came due while the first run still ran
+    assert "task_overrun_ended" in text
+    return text
+
+
 async def test_a_worker_process_charges_a_handler_that_swallows_its_timeout_and_never_runs_it_twice_at_once(
     settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path
 ) -> None:
@@ -315,29 +344,10 @@ async def test_a_worker_process_charges_a_handler_that_swallows_its_timeout_and_
     proc = start_worker(s, log)
     try:
         info = await client.enqueue(JOB, Job(linger=6, slow_runs=1), timeout=1)
-
-        async def charged() -> bool:
-            record = await task_record(redis, schema, "default", info.id)
-            return "msg" in record and record["msg"].retried == 1
-
-        await wait_until(charged, timeout=30)
-        msg = (await task_record(redis, schema, "default", info.id))["msg"]
-        assert msg.error_msg == "TimeoutError: task timed out after 1s"
-        assert await _hget(redis, s.namespace, "runs", info.id) == 1  # still lingering: no second copy
-
-        async def done() -> bool:  # the first run returns at last (writing nothing), then the retry runs
-            return await redis.llen(f"{s.namespace}:test:done") == 2
-
-        await wait_until(done, timeout=30)
+        await _charged_then_done(redis, schema, s.namespace, info.id)
     finally:
         stop_process(proc)
-    assert await _hget(redis, s.namespace, "runs", info.id) == 2
-    assert await _hget(redis, s.namespace, "overlap", info.id) == 0
-    assert not await redis.exists(schema.queue("default").task(info.id))
-    text = log.read_text()
-    assert "task_overrun" in text
-    assert "task_deferred" in text  # its retry came due while the first run lingered
-    assert "task_overrun_ended" in text
+    text = await _ran_twice_never_at_once(redis, schema, s.namespace, info.id, log)
     assert "task_lease_lost" not in text
 
 
@@ -423,28 +433,10 @@ async def test_a_sync_handler_past_its_timeout_does_not_overlap_its_retry_in_a_w
     proc = start_worker(settings, log)
     try:
         info = await client.enqueue(SYNC_JOB, Job(sleep=5, slow_runs=1), timeout=1)
-
-        async def charged() -> bool:
-            record = await task_record(redis, schema, "default", info.id)
-            return "msg" in record and record["msg"].retried == 1
-
-        await wait_until(charged, timeout=30)
-        msg = (await task_record(redis, schema, "default", info.id))["msg"]
-        assert msg.error_msg == "TimeoutError: task timed out after 1s"
-
-        async def done() -> bool:  # the first thread returns at last (writing nothing), then the retry runs
-            return await redis.llen(f"{settings.namespace}:test:done") == 2
-
-        await wait_until(done, timeout=30)
+        await _charged_then_done(redis, schema, settings.namespace, info.id)
     finally:
         stop_process(proc)
-    assert await _hget(redis, settings.namespace, "runs", info.id) == 2
-    assert await _hget(redis, settings.namespace, "overlap", info.id) == 0
-    assert not await redis.exists(schema.queue("default").task(info.id))
-    text = log.read_text()
-    assert "task_overrun" in text
-    assert "task_deferred" in text  # its retry came due while the first thread still slept
-    assert "task_overrun_ended" in text
+    await _ran_twice_never_at_once(redis, schema, settings.namespace, info.id, log)
 
 
 async def test_a_blocking_handler_is_reported_and_the_rest_of_its_batch_is_not_charged(

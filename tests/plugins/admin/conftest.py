@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
+from playwright.sync_api import Page
 
 from framework.app import create_app
 from framework.errors import RetryAfter
@@ -167,6 +168,16 @@ def live(admin_settings: Any) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def page_errors(page: Page) -> Iterator[list[str]]:
+    """JavaScript errors on the page; a test fails if there are any."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield errors
+    assert errors == []
 
 
 def csrf_of(html: str) -> str:

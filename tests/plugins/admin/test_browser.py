@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from tests.plugins.admin.conftest import FAILS, FLAKY, OK, TOKEN, XSS, Job
@@ -23,16 +21,6 @@ def enqueue(live: LiveServer, task: Any, payload: Job, **options: Any) -> str:
 
     result: str = live.call(work)
     return result
-
-
-@pytest.fixture
-def page_errors(page: Page) -> Iterator[list[str]]:
-    """JavaScript errors on the page; a test fails if there are any."""
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield errors
-    assert errors == []
 
 
 def sign_in(page: Page, live: LiveServer) -> None:

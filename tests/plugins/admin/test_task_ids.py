@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -101,16 +100,6 @@ async def test_odd_ids_through_the_json_api(api: Any, client: Any) -> None:
 
 
 # -- in Chromium ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def page_errors(page: Page) -> Iterator[list[str]]:
-    """JavaScript errors on the page; a test fails if there are any."""
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    yield errors
-    assert errors == []
 
 
 @pytest.mark.parametrize("task_id", ["..", "a/b", "?x=1#y"])

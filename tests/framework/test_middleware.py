@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -50,19 +49,14 @@ async def test_build_chain_puts_the_first_middleware_outermost() -> None:
 
 
 @pytest.fixture
-async def worker_with(settings: Any) -> AsyncIterator[Any]:
-    workers: list[Worker] = []
+def worker_with(start: Any, settings: Any) -> Any:
+    """Start a worker without entry-point plugins; each is stopped at the end of the test."""
 
-    async def start(*tasks: TaskDef[Any], **kwargs: Any) -> Worker:
-        isolated = settings.replace(load_plugins=[])
-        worker = Worker(isolated, tasks=tasks, **kwargs)
-        await worker.start()
-        workers.append(worker)
+    async def go(*tasks: TaskDef[Any], **kwargs: Any) -> Worker:
+        worker: Worker = await start(*tasks, settings=settings.replace(load_plugins=[]), **kwargs)
         return worker
 
-    yield start
-    for worker in workers:
-        await worker.stop()
+    return go
 
 
 async def test_chain_order_logging_then_plugins_then_app_then_handler(

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +63,14 @@ async def _deaf(release: asyncio.Event) -> None:
 
 
 @pytest.fixture
-async def run(settings: Any) -> AsyncIterator[Any]:
+def run(start: Any, settings: Any) -> Any:
     """Start workers in this process (fast grace); each is stopped at the end of the test."""
-    workers: list[Worker] = []
 
-    async def start(*tasks: TaskDef[Any], **changes: Any) -> Worker:
-        worker = Worker(settings.replace(cancel_grace=0.5, **changes), tasks=tasks)
-        await worker.start()
-        workers.append(worker)
+    async def go(*tasks: TaskDef[Any], **changes: Any) -> Worker:
+        worker: Worker = await start(*tasks, settings=settings.replace(cancel_grace=0.5, **changes))
         return worker
 
-    yield start
-    for worker in workers:
-        await worker.stop()
+    return go
 
 
 # -- in this process ---------------------------------------------------------------------------------

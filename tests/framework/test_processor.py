@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -17,7 +17,6 @@ from framework.client import SyncClient
 from framework.errors import RetryAfter, RevokeTask, SkipRetry
 from framework.message import decode_message, encode_message, new_message
 from framework.task import TaskDef
-from framework.worker import Worker
 from tests.framework.worker_app import task_record, wait_until
 
 
@@ -26,20 +25,9 @@ class N(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @pytest.fixture
-async def run(settings: Any) -> AsyncIterator[Any]:
+def run(start: Any) -> Any:
     """Start a worker for some task types; every worker started is stopped at the end of the test."""
-    workers: list[Worker] = []
-
-    async def start(*tasks: TaskDef[Any], **kwargs: Any) -> Worker:
-        worker_settings = kwargs.pop("settings", settings)
-        worker = Worker(worker_settings, tasks=tasks, **kwargs)
-        await worker.start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        await worker.stop()
+    return start
 
 
 async def state_of(redis: Any, schema: Any, info: Any) -> str | None:

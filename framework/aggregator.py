@@ -188,7 +188,11 @@ class GroupAggregator:
             data = await self.broker.first_in_group(queue, group)
             if data is None:
                 return None
-            task_type = decode_message(data).type
+            try:
+                task_type = decode_message(data).type
+            except ValueError as exc:  # its first task is not a TaskMessage: only a group aggregator can tell
+                self.log.warning("group_message_invalid", queue=queue, group=group, error=str(exc))
+                return None
             if len(self._types) > 10_000:
                 self._types.clear()
             self._types[(queue, group)] = task_type
@@ -234,13 +238,30 @@ class GroupAggregator:
             group=group,
         )
 
+    def _decodable(self, queue: str, group: str, members: list[tuple[str, bytes]]) -> list[GroupedTask]:
+        """The set's tasks; a member whose message does not decode is left out (and goes with the set), logged."""
+        tasks = []
+        for task_id, data in members:
+            try:
+                tasks.append(self._grouped(queue, group, task_id, data))
+            except ValueError as exc:
+                self.log.error(
+                    "task_message_invalid",
+                    task_id=task_id,
+                    queue=queue,
+                    group=group,
+                    error=str(exc),
+                    outcome="left out of its aggregation (deleted with the set)",
+                )
+        return tasks
+
     async def _aggregate(self, queue: str, group: str, set_id: str, set_key: str, agg: Aggregator) -> int:
         members, _deadline = await self.broker.read_aggregation_set(queue, set_key)
         if not members:
             await self.broker.delete_aggregation_set(queue, set_key)
             return 0
         try:
-            tasks = [self._grouped(queue, group, task_id, data) for task_id, data in members]
+            tasks = self._decodable(queue, group, members)
             task, payload, options = _normalize(await await_me_maybe(agg.aggregate(group, tasks)))
             options = {"queue": queue, "task_id": set_id, **options}
             try:

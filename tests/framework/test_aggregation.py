@@ -182,6 +182,25 @@ async def test_a_failing_aggregate_is_retried_after_the_set_is_reclaimed(
     assert batches == [Batch(ns=[1], group="retry")]
 
 
+async def test_a_member_whose_message_does_not_decode_is_left_out_and_logged(
+    setup: Any, client: Any, redis: Any, schema: Any
+) -> None:
+    qk = schema.queue("default")
+    infos = [await client.enqueue(ITEM, Item(n=i), group="g9") for i in range(3)]
+    await redis.hset(qk.task(infos[1].id), "msg", b"\xff\x00not a task message")
+    with capture_logs() as logs:
+        batches = await setup(Aggregator(group="g9", grace_period=0.3, aggregate=to_batch))
+        await wait_until(lambda: group_empty(redis, schema, "g9"), timeout=10)
+        await wait_until(lambda: _async_true(bool(batches)), timeout=10)
+    assert [b.ns for b in batches] == [[0, 2]]
+    invalid = [e for e in logs if e["event"] == "task_message_invalid"]
+    assert [e["task_id"] for e in invalid] == [infos[1].id]
+
+
+async def _async_true(value: bool) -> bool:
+    return value
+
+
 async def test_stale_sets_are_reclaimed_into_their_group_by_the_script(redis: Any, schema: Any) -> None:
     broker = RedisBroker(redis, schema, SystemClock())
     qk = schema.queue("default")

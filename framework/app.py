@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from framework.clock import SystemClock
 from framework.connection import check_connection, open_redis, resolve_redis_url
 from framework.errors import PluginError
 from framework.events import await_me_maybe
+from framework.favicon import favicon_route, serves_path
 from framework.jinja import build_environment
 from framework.keys import Schema
 from framework.logging import configure_logging, get_logger
@@ -139,9 +140,15 @@ class FrameworkPlugin(InitPlugin):
         plugin_manager: the plugin manager (default: built from the settings).
         run_worker: run a worker inside the web process (``framework run``).
         run_scheduler: run the cron scheduler inside the web process.
+
+    Attributes:
+        on_started: called once the lifespan has started everything (the CLI prints its banner then).
+        startup_error: what made the lifespan's start-up fail, for the CLI to report in one line (the
+            server only logs it, as an exception group from Litestar).
+        worker: the worker running in this process, while it runs.
     """
 
-    __slots__ = ("pm", "run_scheduler", "run_worker", "settings")
+    __slots__ = ("on_started", "pm", "run_scheduler", "run_worker", "settings", "startup_error", "worker")
 
     def __init__(
         self,
@@ -155,6 +162,9 @@ class FrameworkPlugin(InitPlugin):
         self.pm = plugin_manager or get_plugin_manager(settings, extra=app_plugins(settings))
         self.run_worker = run_worker
         self.run_scheduler = run_scheduler
+        self.on_started: Callable[[], object] | None = None
+        self.startup_error: Exception | None = None
+        self.worker: Any = None
 
     def _static_routers(self) -> list[Any]:
         routers: list[Any] = []
@@ -178,6 +188,8 @@ class FrameworkPlugin(InitPlugin):
         for contributed in pm.hook.register_routes(settings=settings):
             app_config.route_handlers.extend(contributed or [])
         app_config.route_handlers.extend(self._static_routers())
+        if not serves_path(app_config.route_handlers):
+            app_config.route_handlers.append(favicon_route)  # the app's own /favicon.ico wins
         schema_guards = [guard for found in pm.hook.register_schema_guards(settings=settings) for guard in found or []]
         if schema_guards and app_config.openapi_config is not None:
             app_config.openapi_config = _guarded_schema(app_config.openapi_config, schema_guards)
@@ -199,28 +211,40 @@ class FrameworkPlugin(InitPlugin):
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
         role = "run" if (self.run_worker or self.run_scheduler) else "web"
-        services = await start_services(self.settings, self.pm, role)
+        try:
+            services = await start_services(self.settings, self.pm, role)
+        except Exception as exc:
+            self.startup_error = exc
+            raise
         app.state.framework_services = services
         parts: list[Any] = []
         try:
-            if self.run_worker:
-                from framework.worker import Worker  # noqa: PLC0415
+            try:
+                if self.run_worker:
+                    from framework.worker import Worker  # noqa: PLC0415
 
-                worker = Worker(self.settings, plugin_manager=self.pm, services=services)
-                await worker.start()
-                parts.append(worker)
-            if self.run_scheduler:
-                from framework.scheduler import Scheduler  # noqa: PLC0415
+                    worker = Worker(self.settings, plugin_manager=self.pm, services=services)
+                    await worker.start()
+                    parts.append(worker)
+                    self.worker = worker
+                if self.run_scheduler:
+                    from framework.scheduler import Scheduler  # noqa: PLC0415
 
-                scheduler = Scheduler(
-                    self.settings, plugin_manager=self.pm, registry=services.registry, redis=services.redis
-                )
-                await scheduler.start()
-                parts.append(scheduler)
+                    scheduler = Scheduler(
+                        self.settings, plugin_manager=self.pm, registry=services.registry, redis=services.redis
+                    )
+                    await scheduler.start()
+                    parts.append(scheduler)
+            except Exception as exc:
+                self.startup_error = exc
+                raise
+            if self.on_started is not None:
+                self.on_started()
             yield
         finally:
             for part in reversed(parts):
                 await part.stop()
+            self.worker = None
             await stop_services(services)
 
 

@@ -145,7 +145,9 @@ class Client:
         so scripts share the queues of ``framework run`` in the same directory.
         """
         from framework.connection import resolve_redis_url  # noqa: PLC0415
+        from framework.logging import configure_default_logging  # noqa: PLC0415
 
+        configure_default_logging(settings.log_level, settings.log_format)  # a plain script's client
         url = resolve_redis_url(settings)
         return cls(open_redis(url), url=url, schema=Schema(settings.namespace), settings=settings, **kwargs)
 

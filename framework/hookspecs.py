@@ -7,9 +7,9 @@ Mark implementations with :data:`hookimpl` and point a ``framework`` entry point
 
 Naming: ``register_*`` returns a list of contributions and is called once at assembly; ``prepare_*``
 mutates the object it is given; ``startup``/``shutdown`` are lifecycle; ``task_*`` are events;
-``*_for`` is a first-result lookup. Assembly hooks are synchronous. Lifecycle and event hooks may
-return an awaitable, which the framework awaits. Hooks only ever gain arguments; an implementation
-may accept any subset of a hook's arguments.
+``*_for`` is a first-result lookup; ``check_*`` validates and changes nothing. Assembly hooks are
+synchronous. Lifecycle and event hooks may return an awaitable, which the framework awaits. Hooks only
+ever gain arguments; an implementation may accept any subset of a hook's arguments.
 """
 
 from __future__ import annotations
@@ -146,6 +146,25 @@ def register_schema_guards(settings: Settings) -> list[Any]:  # type: ignore[emp
         Every contributed guard must pass; when no plugin contributes one, the schema is public.
 
     Kind: collect. Fires: once, when ``create_app()`` builds the app.
+    """
+
+
+@hookspec
+def check_config(settings: Settings, plugin_manager: pluggy.PluginManager) -> None:
+    """Check this plugin's settings the way start-up would, without connecting to anything.
+
+    Decode the plugin's section (``settings.plugin_config(name, ConfigStruct)``) and check what the
+    plugin would otherwise only find when a process starts (a backend name, a required setting).
+
+    Args:
+        settings: the app's settings.
+        plugin_manager: the app's plugin manager, to look up what other plugins contribute.
+
+    Raises:
+        framework.errors.ConfigError: a setting is wrong; the message names it and what is allowed.
+            Any other exception is reported as a problem of this plugin too.
+
+    Kind: collect (each implementation is called on its own). Fires: for ``framework doctor``.
     """
 
 

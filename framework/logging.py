@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ("StderrLogger", "configure_logging", "get_logger")
+__all__ = ("StderrLogger", "configure_default_logging", "configure_logging", "get_logger")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _configured = False
@@ -82,6 +82,20 @@ def configure_logging(level: str = "info", fmt: str = "console", *, force: bool 
         cache_logger_on_first_use=True,
     )
     _configured = True
+
+
+def configure_default_logging(level: str = "info", fmt: str = "console") -> None:
+    """Configure logging unless it already is, by the framework or by the application itself.
+
+    A plain script that builds a :class:`~framework.Client` or :class:`~framework.Worker` never calls
+    :func:`configure_logging`, and structlog's own default prints every level, debug included, to
+    standard output. The client and the worker call this first, so such a script logs at the
+    settings' ``log_level`` (``info`` unless changed) to standard error, as the commands do; an
+    application that configured structlog itself keeps its configuration.
+    """
+    if _configured or structlog.is_configured():
+        return
+    configure_logging(level, fmt)
 
 
 def get_logger(name: str = "framework") -> structlog.typing.FilteringBoundLogger:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from framework import hookspecs
-from framework.errors import PluginError
+from framework.errors import FrameworkError, PluginError
 
 if TYPE_CHECKING:
     from framework.cron_entry import CronEntry
@@ -41,6 +41,7 @@ __all__ = (
     "ENTRY_POINT_GROUP",
     "PluginInfo",
     "app_plugins",
+    "check_plugin_configs",
     "collect_cron_entries",
     "collect_task_types",
     "get_app_plugin_manager",
@@ -212,6 +213,26 @@ def collect_task_types(pm: pluggy.PluginManager, settings: Settings, registry: R
     for plugin, tasks in _results_by_plugin(pm, "register_task_types", settings=settings):
         for task in tasks or []:
             registry.add(task, source=f"plugin {plugin!r}")
+
+
+def check_plugin_configs(pm: pluggy.PluginManager, settings: Settings) -> list[tuple[str, str | None]]:
+    """Let every plugin check its own settings (the ``check_config`` hook), each on its own.
+
+    Returns:
+        ``(plugin, problem)`` per plugin that implements the hook, in registration order; ``problem``
+        is ``None`` when its settings are fine, else what its check raised.
+    """
+    out: list[tuple[str, str | None]] = []
+    for impl in pm.hook.check_config.get_hookimpls():
+        args = {k: v for k, v in {"settings": settings, "plugin_manager": pm}.items() if k in impl.argnames}
+        try:
+            impl.function(**args)
+        except Exception as exc:  # noqa: BLE001 - any failure is this plugin's problem to report
+            problem = str(exc) if isinstance(exc, FrameworkError) else f"{type(exc).__name__}: {exc}"
+            out.append((impl.plugin_name, problem))
+        else:
+            out.append((impl.plugin_name, None))
+    return out
 
 
 def collect_cron_entries(pm: pluggy.PluginManager, settings: Settings) -> list[CronEntry]:

@@ -13,6 +13,12 @@ top-level ``scaffold/`` folder of the source tree, which the core wheel ships as
 through :mod:`importlib.resources`; an editable install has no packaged copy (hatch adds the source
 tree to ``sys.path`` instead), so it falls back to ``scaffold/`` next to the ``framework`` package
 when that folder sits in a source tree (beside a ``pyproject.toml``).
+
+The framework distributions need not be on a package index, so a generated project's
+``requirements.txt`` says where pip finds them: :func:`find_source` reads how each one was installed
+here (PEP 610's ``direct_url.json``: a checkout, editable or not, a wheel or sdist file, a VCS
+URL, or nothing for an index) and :class:`Source` turns that into pip requirement lines. The
+generated ``pyproject.toml`` keeps plain names, so the project stays publishable.
 """
 
 from __future__ import annotations
@@ -25,15 +31,17 @@ import sys
 import tomllib
 import unicodedata
 from dataclasses import dataclass, fields
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import jinja2
 
 from framework.errors import FrameworkError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
     from importlib.resources.abc import Traversable
 
 __all__ = (
@@ -44,15 +52,18 @@ __all__ = (
     "Kind",
     "Names",
     "ScaffoldError",
+    "Source",
     "apply",
     "check_name",
     "find_app",
+    "find_source",
     "plan",
     "suggest_name",
     "template_root",
 )
 
 Kind = Literal["app", "job", "plugin"]
+Origin = Literal["index", "checkout", "archive", "vcs"]
 BUILTIN_PLUGINS = ("email", "images", "cleanup", "admin")
 """The first-party plugins ``framework new --plugins`` chooses from (distributions ``framework-<name>``)."""
 
@@ -138,6 +149,129 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """Where a generated project's framework distributions come from: what its ``requirements.txt`` says.
+
+    Attributes:
+        origin: how framework itself was installed here: from a package ``index`` (no ``direct_url.json``),
+            a ``checkout`` (a local folder, editable or not), an ``archive`` (a wheel or sdist file) or
+            ``vcs`` (a repository).
+        location: the checkout folder, the archive's folder or the repository URL ("" for an index).
+        requirements: a pip requirement line for each distribution not on an index: ``-e URL`` for an
+            editable install, ``name @ URL`` otherwise.
+        missing: distributions found neither installed here nor beside framework.
+    """
+
+    origin: Origin = "index"
+    location: str = ""
+    requirements: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """Where, in words: ``the framework checkout at /src/framework``, ``your package index``."""
+        if self.origin == "checkout":
+            return f"the framework checkout at {self.location}"
+        if self.origin == "archive":
+            return f"the wheels in {self.location}"
+        if self.origin == "vcs":
+            return f"the repository {self.location}"
+        return "your package index"
+
+
+def installed_from(distribution: str) -> dict[str, Any] | None:
+    """How ``distribution`` was installed in this environment: its PEP 610 ``direct_url.json``.
+
+    Returns:
+        The parsed file; ``{}`` when it came from an index (no file, or one without a URL); None when
+        it is not installed.
+    """
+    try:
+        text = metadata.distribution(distribution).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        info = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return info if isinstance(info, dict) and isinstance(info.get("url"), str) else {}
+
+
+def _local_path(url: str) -> Path | None:
+    parts = urlsplit(url)
+    return Path(unquote(parts.path)) if parts.scheme == "file" and parts.netloc in ("", "localhost") else None
+
+
+def _beside(core: Mapping[str, Any], distribution: str) -> dict[str, Any] | None:
+    """Where ``distribution`` (a plugin, not installed here) is, from where framework is; None: not found.
+
+    A checkout holds the plugins under ``plugins/<name>``; a wheel's folder holds the plugins' wheels
+    (the newest ``framework_<name>-*.whl`` wins); a repository holds them under ``plugins/<name>``.
+    """
+    if not core:
+        return {}
+    short = distribution.removeprefix("framework-")
+    path = _local_path(core["url"])
+    if "vcs_info" in core:
+        subdirectory = "/".join(p for p in (core.get("subdirectory", ""), "plugins", short) if p)
+        return {**core, "subdirectory": subdirectory}
+    if path is None:
+        return None
+    if "dir_info" in core:
+        folder = path / "plugins" / short
+        found = folder if (folder / "pyproject.toml").is_file() else None
+        return {"url": found.as_uri(), "dir_info": core["dir_info"]} if found else None
+    wheels = sorted(path.parent.glob(f"{distribution.replace('-', '_')}-*.whl"), key=lambda p: p.stat().st_mtime)
+    return {"url": wheels[-1].as_uri(), "archive_info": {}} if wheels else None
+
+
+def _requirement(distribution: str, info: Mapping[str, Any]) -> str:
+    url = info["url"]
+    if "vcs_info" in info:
+        url = f"{info['vcs_info']['vcs']}+{url}@{info['vcs_info']['commit_id']}"
+    if info.get("subdirectory"):
+        url += f"#subdirectory={info['subdirectory']}"
+    if info.get("dir_info", {}).get("editable"):
+        return f"-e {url}"
+    return f"{distribution} @ {url}"
+
+
+def find_source(
+    distributions: Iterable[str], installed: Callable[[str], Mapping[str, Any] | None] = installed_from
+) -> Source:
+    """Where pip finds ``distributions`` (framework's own: ``framework``, ``framework-email``...).
+
+    Each one is looked up in this environment; one not installed here is looked for where framework
+    came from. What came from an index needs no line.
+
+    Args:
+        distributions: the framework distributions a generated project depends on.
+        installed: how a distribution was installed (:func:`installed_from`; a test passes its own).
+    """
+    core = installed("framework") or {}
+    lines: list[str] = []
+    missing: list[str] = []
+    for name in distributions:
+        info = installed(name)
+        if info is None:
+            info = _beside(core, name)
+        if info is None:
+            missing.append(name)
+        elif info:
+            lines.append(_requirement(name, info))
+    origin: Origin = "index"
+    location = ""
+    path = _local_path(core["url"]) if core else None
+    if "vcs_info" in core:
+        origin, location = "vcs", f"{core['vcs_info']['vcs']}+{core['url']}"
+    elif path is not None and "dir_info" in core:
+        origin, location = "checkout", str(path)
+    elif core:
+        origin, location = "archive", str(path.parent) if path else core["url"]
+    return Source(origin, location, tuple(lines), tuple(missing))
+
+
+@dataclass(frozen=True, slots=True)
 class Names:
     """What a template sees: every name of the project it renders into, derived once.
 
@@ -148,6 +282,7 @@ class Names:
         plugins: the built-in plugins an app depends on.
         job: the job a ``job`` plan writes (and the example job of ``app`` and ``plugin`` plans).
         framework_version: the framework version the project asks for, at least.
+        source: where pip finds the framework distributions (the generated ``requirements.txt``).
     """
 
     root: Path
@@ -156,6 +291,7 @@ class Names:
     plugins: tuple[str, ...] = ()
     job: Job | None = None
     framework_version: str = "0.1.0"
+    source: Source = Source()
 
     @property
     def distribution(self) -> str:

@@ -240,6 +240,13 @@ class _Supervisor:
         self.signals += 1
         if self.signals == 1:
             self.log.info("supervisor_stopping", signal=signal.Signals(signum).name, processes=len(self.children))
+            running = sum(1 for c in self.children if c.proc is not None and c.proc.poll() is None)
+            os.write(  # unbuffered: a signal handler must not re-enter a buffered stderr write
+                2,
+                f"stopping: waiting up to {self.settings.shutdown_timeout:g} s for {running} worker "
+                f"process{'' if running == 1 else 'es'} to finish their running tasks; "
+                "press Ctrl-C again to quit now\n".encode(),
+            )
             self._send(signal.SIGTERM)
         else:
             self.log.warning("supervisor_exit_now", signal=signal.Signals(signum).name)

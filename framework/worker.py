@@ -54,7 +54,7 @@ from framework.health import RedisHealth
 from framework.heartbeat import Heartbeat, ServerIdentity, sync_redis
 from framework.janitor import Janitor
 from framework.keys import Schema
-from framework.logging import configure_logging, get_logger
+from framework.logging import configure_default_logging, configure_logging, get_logger
 from framework.middleware import Middleware, logging_middleware
 from framework.processor import Processor
 from framework.recoverer import Recoverer, default_dead_after
@@ -114,6 +114,7 @@ class Worker:
         max_recoveries: int = 3,
         rng: random.Random | None = None,
     ) -> None:
+        configure_default_logging(settings.log_level, settings.log_format)  # a plain script's worker
         self.settings = settings
         self.pm = plugin_manager
         self.clock = clock or SystemClock()

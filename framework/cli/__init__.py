@@ -8,24 +8,41 @@ Plugins add theirs through the ``register_commands`` hook.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from framework.errors import FrameworkError
+from framework.errors import FrameworkError, RedisUnavailable
 
 if TYPE_CHECKING:
     import pluggy
 
     from framework.settings import Settings
 
-__all__ = ("CliContext", "cli", "main", "pass_cli")
+__all__ = ("CliContext", "StartupError", "cli", "main", "pass_cli")
 
 _SUBMODULES = ("run", "jobs", "cron", "generate", "plugins", "doctor")
 _PROCESS_COMMANDS = {"run": "run", "web": "run", "worker": "run", "scheduler": "run"}
 """The long-running commands and their module: starting one loads no other built-in command."""
+_ROOT_FLAGS = ("--debug",)
+_ROOT_VALUED = ("--config",)
+"""The root group's options; :func:`main` accepts them anywhere on the command line."""
+_REDIS_FIX = (
+    "start Redis at that address, or point REDIS_URL (setting redis_url) at one that runs; "
+    "leave both unset to use the embedded Valkey"
+)
+
+
+class StartupError(FrameworkError):
+    """A command cannot start; the message says what is wrong and ``fix`` what to do about it."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class CliContext:
@@ -33,10 +50,12 @@ class CliContext:
 
     Args:
         config: the ``--config`` TOML file, if given.
+        debug: ``--debug`` (or ``FRAMEWORK_DEBUG``): show full tracebacks of start-up faults.
     """
 
-    def __init__(self, config: str | None = None) -> None:
+    def __init__(self, config: str | None = None, *, debug: bool = False) -> None:
         self.config = config
+        self.debug = debug
 
     @cached_property
     def settings(self) -> Settings:
@@ -58,11 +77,20 @@ pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="Settings TOML file.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="FRAMEWORK_DEBUG",
+    help="Show full tracebacks of errors (also FRAMEWORK_DEBUG=1).",
+)
 @click.version_option(package_name="framework")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None) -> None:
-    """framework: web app, background jobs, cron and a jobs dashboard."""
-    ctx.obj = CliContext(config)
+def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
+    """framework: web app, background jobs, cron and a jobs dashboard.
+
+    --config and --debug are accepted before or after the command.
+    """
+    ctx.obj = CliContext(config, debug=debug)
 
 
 def _load_commands(command: str | None) -> None:
@@ -80,12 +108,16 @@ def _load_commands(command: str | None) -> None:
                 raise
 
 
-def _load_plugin_commands(ctx: CliContext) -> None:
-    """Let plugins add commands; a broken plugin must not hide the built-in commands."""
+def _load_plugin_commands(ctx: CliContext) -> FrameworkError | None:
+    """Let plugins add commands; a broken plugin must not hide the built-in commands.
+
+    Returns the error that kept them out: :func:`main` reports it once, after the command.
+    """
     try:
         ctx.pm.hook.register_commands(cli=cli)
     except FrameworkError as exc:
-        click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+        return exc
+    return None
 
 
 def _configure_logging(ctx: CliContext) -> None:
@@ -119,15 +151,65 @@ def _root_options(argv: list[str]) -> tuple[str | None, str | None]:
     return config, command
 
 
+def _hoist_root_options(argv: list[str]) -> list[str]:
+    """``argv`` with the root options (``--config FILE``, ``--debug``) moved before the sub-command.
+
+    So they are accepted anywhere: ``framework worker --config app.toml`` is ``framework --config app.toml
+    worker``. Nothing after ``--`` moves.
+    """
+    root: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            rest += [arg, *args]
+        elif arg in _ROOT_FLAGS or arg.split("=", 1)[0] in _ROOT_VALUED:
+            root.append(arg)
+            value = next(args, None) if arg in _ROOT_VALUED else None
+            if value is not None:
+                root.append(value)
+        else:
+            rest.append(arg)
+    return root + rest
+
+
+def _debug(argv: list[str]) -> bool:
+    """Whether ``--debug`` or ``FRAMEWORK_DEBUG`` asks for full tracebacks."""
+    env = os.environ.get("FRAMEWORK_DEBUG", "").strip().lower()
+    return "--debug" in argv or env in {"1", "true", "yes", "on"}
+
+
+def _report(exc: FrameworkError, *, debug: bool) -> None:
+    """Print ``exc`` as ``error: ...`` and, when known, ``fix: ...``; its traceback first with ``--debug``."""
+    if debug:
+        traceback.print_exception(exc)
+    click.echo(f"error: {exc}", err=True)
+    fix = exc.fix if isinstance(exc, StartupError) else _REDIS_FIX if isinstance(exc, RedisUnavailable) else None
+    if fix:
+        click.echo(f"fix: {fix}", err=True)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point."""
-    config, command = _root_options(sys.argv[1:] if argv is None else argv)
-    ctx = CliContext(config)
+    """Console-script entry point.
+
+    A :class:`~framework.errors.FrameworkError` (settings, Redis, plugins, a busy port) is reported in one
+    or two lines (:func:`_report`), with its traceback only under ``--debug``; the error that kept plugin
+    commands out is reported once, after the command, unless the command failed of it.
+    """
+    args = _hoist_root_options(sys.argv[1:] if argv is None else argv)
+    debug = _debug(args)
+    config, command = _root_options(args)
+    ctx = CliContext(config, debug=debug)
     _configure_logging(ctx)
     _load_commands(command)
-    _load_plugin_commands(ctx)
+    plugin_error = _load_plugin_commands(ctx)
+    failure: FrameworkError | None = None
     try:
-        return cli.main(args=argv, prog_name="framework")
+        return cli.main(args=args, prog_name="framework")
     except FrameworkError as exc:
-        click.echo(f"error: {exc}", err=True)
+        failure = exc
+        _report(exc, debug=debug)
         sys.exit(1)
+    finally:
+        if plugin_error is not None and str(plugin_error) != str(failure):
+            click.echo(f"warning: plugin commands not loaded: {plugin_error}", err=True)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ("cron", "ls")
 
 
-@cli.group()
+@cli.group(epilog="\b\nExamples:\n  framework cron ls")
 def cron() -> None:
     """Cron entries (from settings and plugins)."""
 
@@ -62,7 +62,7 @@ def _entry_rows(entries: list[ResolvedEntry], last: dict[str, int], now: float) 
     ]
 
 
-@cron.command()
+@cron.command(epilog="\b\nExamples:\n  framework cron ls\n  framework cron ls --json")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_cli
 def ls(ctx: CliContext, as_json: bool) -> None:
@@ -111,9 +111,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             _short(r["last_run"], r["tz"]) or "never",
             _short(r["next_run"], r["tz"]) or "-",
         )
+    from framework.cli._tables import fit_table  # noqa: PLC0415
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))  # piped: keep each entry on one line
+    fit_table(table, console.width)
     console.print(table)
 
 

@@ -8,6 +8,7 @@ before anything is written.
 from __future__ import annotations
 
 import re
+import shlex
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from framework.scaffold import (
     apply,
     check_name,
     find_app,
+    find_source,
     plan,
 )
 
@@ -34,6 +36,8 @@ EXAMPLE_JOB = "greet"
 PLUGIN_JOB = "hello"
 _QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,50}")
 _DEFAULT_QUEUES = ("critical", "default", "low")
+_INSTALL = ("python3 -m venv .venv", ".venv/bin/python -m pip install -r requirements.txt -e '.[dev]'")
+"""How a generated project installs into its own venv (its README says the same)."""
 
 
 def _framework_version() -> str:
@@ -64,6 +68,21 @@ def _write(files: list[FileToWrite]) -> None:
     for path in written:
         full = path.resolve()
         click.echo(f"  created {full.relative_to(cwd) if full.is_relative_to(cwd) else full}")
+
+
+def _next(names: Names, *commands: str) -> None:
+    """Say how to install and run the project, and which framework distribution pip will not find."""
+    source = names.source
+    for name in source.missing:
+        click.echo(
+            f"note: {name} is not installed here nor found beside framework ({source.summary}): "
+            f"build it and add `{name} @ <its wheel's file:// URL>` to {names.root / 'requirements.txt'}",
+            err=True,
+        )
+    if source.requirements:
+        click.echo(f"\nrequirements.txt installs framework from {source.summary}.")
+    lines = [f"cd {shlex.quote(str(names.root))}", *_INSTALL, ".venv/bin/python -m pytest", *commands]
+    click.echo("\nNext:\n" + "".join(f"  {line}\n" for line in lines), nl=False)
 
 
 def _plugins(value: str) -> tuple[str, ...]:
@@ -100,10 +119,11 @@ def new(app: str, plugins: str) -> None:
         plugins=chosen,
         job=Job(module=EXAMPLE_JOB, prefix=package),
         framework_version=_framework_version(),
+        source=find_source(["framework", *(f"framework-{p}" for p in chosen)]),
     )
     click.echo(f"Creating {package} in {target}")
     _write(sorted(plan("app", names) + plan("job", names), key=lambda f: f.path.as_posix()))
-    click.echo(f"\nNext:\n  cd {target}\n  python -m pip install -e '.[dev]' && python -m pytest\n  framework run")
+    _next(names, ".venv/bin/framework run")
 
 
 @cli.group()
@@ -178,9 +198,11 @@ def generate_plugin(name: str, directory: Path | None) -> None:
     """Start the plugin distribution framework-NAME: entry point, hooks, one job, templates, tests.
 
     Hyphens in NAME become underscores in the plugin's name (its entry point, settings section and
-    template folder) and its package, framework_NAME.
+    template folder) and its package, framework_NAME. A leading framework- or framework_ is dropped:
+    framework-acme and acme both make framework-acme.
     """
-    plugin = _name(name, "plugin", "NAME")
+    bare = name[len("framework-") :] if name.startswith(("framework-", "framework_")) else name
+    plugin = _name(bare, "plugin", "NAME")
     package = f"framework_{plugin}"
     target = directory if directory is not None else Path(package.replace("_", "-"))
     _require_empty(target)
@@ -190,7 +212,8 @@ def generate_plugin(name: str, directory: Path | None) -> None:
         plugin=plugin,
         job=Job(module=PLUGIN_JOB, prefix=plugin),
         framework_version=_framework_version(),
+        source=find_source(["framework"]),
     )
     click.echo(f"Creating the plugin {plugin} ({package.replace('_', '-')}) in {target}")
     _write(plan("plugin", names))
-    click.echo(f"\nNext:\n  cd {target}\n  python -m pip install -e '.[dev]' && python -m pytest\n  framework plugins")
+    _next(names, ".venv/bin/framework plugins")

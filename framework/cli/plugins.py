@@ -27,17 +27,39 @@ def _contributions(ctx: CliContext) -> dict[str, dict[str, list[str]]]:
     for plugin, entries in _results_by_plugin(ctx.pm, "register_cron_entries", settings=settings):
         add(plugin, "cron_entries", [f"{e.name} ({e.spec})" for e in entries or []])
     for plugin, routes in _results_by_plugin(ctx.pm, "register_routes", settings=settings):
-        add(plugin, "routes", [_route_label(r) for r in routes or []])
+        add(plugin, "routes", _route_labels(routes or []))
     return out
 
 
-def _route_label(route: Any) -> str:
-    paths = getattr(route, "paths", None) or [getattr(route, "path", "")]
-    methods = sorted(getattr(route, "http_methods", []) or [])
-    return f"{'|'.join(methods)} {', '.join(sorted(paths))}".strip()
+_IMPLICIT_METHODS = frozenset({"OPTIONS", "HEAD"})
+"""Methods the web framework answers on every route by itself; not worth listing."""
 
 
-@cli.command()
+def _route_labels(routes: list[Any]) -> list[str]:
+    """One label per route handler (``GET /healthz``) and per router prefix (``/admin/* (15 routes)``).
+
+    Routers mounted at the same prefix (public and guarded pages, say) count as one prefix; a label
+    appears once.
+    """
+    labels: list[str] = []
+    prefixes: dict[str, set[tuple[str, str]]] = {}
+    for route in routes:
+        inner = getattr(route, "routes", None)
+        if isinstance(inner, list):  # a router: summarise it by its prefix
+            endpoints = prefixes.setdefault(getattr(route, "path", "") or "/", set())
+            for r in inner:
+                endpoints.update((m, r.path) for m in set(getattr(r, "methods", ()) or ()) - _IMPLICIT_METHODS)
+            continue
+        paths = getattr(route, "paths", None) or [getattr(route, "path", "")]
+        methods = sorted(set(getattr(route, "http_methods", []) or []) - _IMPLICIT_METHODS)
+        label = f"{'|'.join(methods)} {', '.join(sorted(paths))}".strip()
+        if label and label not in labels:
+            labels.append(label)
+    summaries = [f"{prefix.rstrip('/')}/* ({len(found)} routes)" for prefix, found in prefixes.items()]
+    return summaries + labels
+
+
+@cli.command(epilog="\b\nExamples:\n  framework plugins\n  framework plugins --json")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_cli
 def plugins(ctx: CliContext, as_json: bool) -> None:
@@ -74,4 +96,8 @@ def plugins(ctx: CliContext, as_json: bool) -> None:
         table.add_row(
             row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]), contributes
         )
-    Console().print(table)
+    from framework.cli._tables import fit_table  # noqa: PLC0415
+
+    console = Console()
+    fit_table(table, console.width)
+    console.print(table)

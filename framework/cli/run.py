@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import errno
+import os
+import socket
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from framework.cli import CliContext, cli, pass_cli
-from framework.connection import redact_url
+from framework.cli import CliContext, StartupError, cli, pass_cli
+from framework.errors import ConfigError
 from framework.loop import run as run_loop
+from framework.settings import redact_url  # not framework.connection: that loads redis
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import uvicorn
+
     from framework.settings import Settings
 
 __all__ = ("run", "scheduler", "web", "worker")
+
+EXIT_NOW = 130
+"""Exit status after a second SIGTERM/SIGINT: no graceful shutdown (as :data:`framework.worker.EXIT_SECOND_SIGNAL`)."""
+_QUIT_NOW = "press Ctrl-C again to quit now"
 
 
 def _banner(ctx: CliContext, host: str, port: int, parts: str) -> None:
@@ -34,29 +46,116 @@ def _banner(ctx: CliContext, host: str, port: int, parts: str) -> None:
     click.echo("\n".join(lines), err=True)
 
 
-def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool, scheduler: bool, label: str) -> None:
+def _say(line: str) -> None:
+    """Write ``line`` to stderr from a signal handler (an unbuffered write: never a re-entrant one)."""
+    os.write(2, f"{line}\n".encode())
+
+
+def _stopping_message(settings: Settings, worker: Any, idle: str = "stopping") -> str:
+    """What a first SIGTERM/SIGINT waits for (``worker``'s running tasks, else ``idle``), and how to skip it."""
+    if worker is None:
+        return f"{idle}; {_QUIT_NOW}"
+    running = len(worker.processor.inflight) if worker.processor is not None else 0
+    tasks = f"{running} running task" + ("" if running == 1 else "s")
+    return f"stopping: waiting up to {settings.shutdown_timeout:g} s for {tasks}; {_QUIT_NOW}"
+
+
+def _bind(host: str, port: int, command: str) -> socket.socket:
+    """A socket bound to ``host:port`` for the server, or a one-line error naming the port and ``--port``.
+
+    Bound before anything starts (the worker, the scheduler, the embedded Valkey), and handed to the server
+    as is: no other process can take the port in between.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use",
+                f"stop what listens there, or choose another port: framework {command} --port {port + 1}",
+            ) from exc
+        raise StartupError(
+            f"cannot listen on {host}:{port}: {reason}",
+            f"choose another address or port: framework {command} --host 127.0.0.1 --port {port}",
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server(config: uvicorn.Config, stopping: Callable[[], str]) -> uvicorn.Server:
+    """A uvicorn server whose first SIGTERM/SIGINT says what it waits for and whose second exits at once.
+
+    uvicorn's own second Ctrl-C still waits for the lifespan's shutdown (the worker's ``shutdown_timeout``).
+    """
     import uvicorn  # noqa: PLC0415
 
-    from framework.app import create_app  # noqa: PLC0415
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                _say("stopped at once (second signal)")
+                os._exit(EXIT_NOW)
+            _say(stopping())
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
+def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool, scheduler: bool, label: str) -> None:
+    """Serve the app; start-up faults (busy port, Redis, plugins) raise, to be reported in one or two lines."""
+    import logging  # noqa: PLC0415
+
+    import uvicorn  # noqa: PLC0415
+
+    from framework.app import FrameworkPlugin, create_app  # noqa: PLC0415
 
     settings = ctx.settings
     host = host or settings.host
-    port = port or settings.port
-    app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
-    _banner(ctx, host, port, label)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=settings.event_loop
-    )
+    port = settings.port if port is None else port
+    sock = _bind(host, port, label.partition(":")[0])
     try:
-        uvicorn.Server(config).run()
-    except KeyboardInterrupt:
-        # uvicorn re-raises the signal after its graceful shutdown has finished
-        click.echo("stopped", err=True)
+        app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
+        plugin = app.plugins.get(FrameworkPlugin)
+        plugin.on_started = lambda: _banner(ctx, host, sock.getsockname()[1], label)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=settings.event_loop
+        )
+        server = _server(
+            config, lambda: _stopping_message(settings, plugin.worker, "stopping: waiting for open requests")
+        )
+        # the lifespan's failure is reported by main() (its traceback with --debug), not logged by uvicorn as
+        # Litestar's exception group
+        uvicorn_log = logging.getLogger("uvicorn.error")
+
+        def quiet(_record: logging.LogRecord) -> bool:
+            return plugin.startup_error is None
+
+        uvicorn_log.addFilter(quiet)
+        try:
+            server.run(sockets=[sock])
+        except SystemExit:
+            if plugin.startup_error is None:
+                raise
+        except KeyboardInterrupt:
+            # uvicorn re-raises the signal after its graceful shutdown has finished
+            click.echo("stopped", err=True)
+        finally:
+            uvicorn_log.removeFilter(quiet)
+    finally:
+        sock.close()
+    if plugin.startup_error is not None:  # raised here, not in the except clause: its own traceback and cause
+        raise plugin.startup_error
 
 
 @cli.command()
 @click.option("--host", default=None, help="Address to bind (default: settings host, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port to bind (default: settings port, 8000).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port to bind (default: settings port, 8000)."
+)
 @click.option("--no-worker", is_flag=True, help="Do not run a worker in this process.")
 @click.option("--no-scheduler", is_flag=True, help="Do not run the cron scheduler in this process.")
 @pass_cli
@@ -68,22 +167,37 @@ def run(ctx: CliContext, host: str | None, port: int | None, no_worker: bool, no
 
 @cli.command()
 @click.option("--host", default=None, help="Address to bind.")
-@click.option("--port", type=int, default=None, help="Port to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to bind.")
 @pass_cli
 def web(ctx: CliContext, host: str | None, port: int | None) -> None:
     """Serve the web app only."""
     _serve(ctx, host, port, worker=False, scheduler=False, label="web")
 
 
+def _at_least_one(value: int | None, option: str) -> None:
+    """Reject a count below 1 in one line naming ``option``, as the settings reject ``concurrency = 0``.
+
+    0 is a value, not "unset": ``--concurrency 0`` is an error, never the settings' concurrency.
+    """
+    if value is not None and value < 1:
+        raise ConfigError(f"option {option}={value!r} is invalid: must be an integer >= 1")
+
+
 def _worker_settings(settings: Settings, concurrency: int | None, queues: tuple[str, ...]) -> Settings:
     changes: dict[str, object] = {}
-    if concurrency:
+    _at_least_one(concurrency, "--concurrency")
+    if concurrency is not None:
         changes["concurrency"] = concurrency
     if queues:
         weights: dict[str, int] = {}
         for spec in queues:
             name, _, weight = spec.partition("=")
-            weights[name] = int(weight) if weight else 1
+            try:
+                weights[name] = int(weight) if weight else 1
+            except ValueError:
+                raise ConfigError(f"option --queue={spec!r} is invalid: the weight must be an integer >= 1") from None
+            if weights[name] < 1:
+                raise ConfigError(f"option --queue={spec!r} is invalid: the weight must be an integer >= 1")
         changes["queues"] = weights
     return settings.replace(**changes) if changes else settings
 
@@ -101,9 +215,8 @@ def _worker_settings(settings: Settings, concurrency: int | None, queues: tuple[
 @pass_cli
 def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tuple[str, ...], scheduler: bool) -> None:
     """Run worker processes until SIGTERM/SIGINT (a second signal exits at once)."""
+    _at_least_one(processes, "--processes")
     settings = _worker_settings(ctx.settings, concurrency, queues)
-    if processes < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--processes")
     configure(settings)
     if processes > 1:
         from framework.supervisor import supervise  # noqa: PLC0415
@@ -116,16 +229,17 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
         from framework.scheduler import Scheduler  # noqa: PLC0415
 
         parts.append(Scheduler(settings, plugin_manager=ctx.pm))
-    run_loop(_run_parts(parts), settings.event_loop)
+    run_loop(_run_parts(parts, lambda: _stopping_message(settings, parts[0])), settings.event_loop)
 
 
-async def _run_parts(parts: list[object]) -> None:
+async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
     """Start every part, wait for SIGTERM/SIGINT, stop them in reverse order; a second signal exits at once.
+
+    The first signal prints ``stopping()``: what the stop waits for, and that a second signal skips it.
 
     A worker left with handlers that ignore cancellation then ends the process
     (:meth:`~framework.worker.Worker.exit_if_abandoned`).
     """
-    import os  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
     for part in parts:
@@ -138,7 +252,9 @@ async def _run_parts(parts: list[object]) -> None:
         nonlocal signals
         signals += 1
         if signals > 1:
-            os._exit(130)
+            _say("stopped at once (second signal)")
+            os._exit(EXIT_NOW)
+        _say(stopping())
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -168,4 +284,6 @@ def scheduler(ctx: CliContext) -> None:
     from framework.scheduler import Scheduler  # noqa: PLC0415
 
     configure(ctx.settings)
-    run_loop(_run_parts([Scheduler(ctx.settings, plugin_manager=ctx.pm)]), ctx.settings.event_loop)
+    parts: list[object] = [Scheduler(ctx.settings, plugin_manager=ctx.pm)]
+    stopping = _stopping_message(ctx.settings, None, "stopping the scheduler")
+    run_loop(_run_parts(parts, lambda: stopping), ctx.settings.event_loop)

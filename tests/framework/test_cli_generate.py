@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import framework.cli.generate  # noqa: F401 - registers new and generate on the root group
 from framework.cli import cli
-from tests.framework.test_scaffold import clean_env, overlay_venv
+from tests.framework.test_scaffold import ROOT, clean_env, overlay_venv
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -114,6 +114,7 @@ def test_new_writes_a_project(generated: Generated) -> None:
         "README.md",
         "framework.toml",
         "pyproject.toml",
+        "requirements.txt",
         f"{APP}/__init__.py",
         f"{APP}/app.py",
         f"{APP}/hooks.py",
@@ -129,7 +130,11 @@ def test_new_writes_a_project(generated: Generated) -> None:
     }
     out = generated.new.output
     assert f"created {APP}/{APP}/hooks.py" in out
-    assert "python -m pip install -e '.[dev]' && python -m pytest" in out
+    assert f"Next:\n  cd {APP}\n  python3 -m venv .venv\n" in out
+    assert "  .venv/bin/python -m pip install -r requirements.txt -e '.[dev]'\n  .venv/bin/python -m pytest\n" in out
+    checkout = ROOT.as_uri()  # the test venv has the framework and its plugins editable from this checkout
+    assert f"-e {checkout}\n-e {checkout}/plugins/email\n" in generated.after_new["requirements.txt"]
+    assert f"-e {checkout}/plugins/admin\n" in generated.after_new["requirements.txt"]
     pyproject = generated.after_new["pyproject.toml"]
     for plugin in ("email", "images", "cleanup", "admin"):
         assert f'"framework-{plugin}",' in pyproject
@@ -173,6 +178,7 @@ def test_generate_plugin_writes_a_distribution(generated: Generated) -> None:
         ".gitignore",
         "README.md",
         "pyproject.toml",
+        "requirements.txt",
         f"{package}/__init__.py",
         f"{package}/hooks.py",
         f"{package}/py.typed",
@@ -395,3 +401,10 @@ def test_generate_plugin_where_and_refusals(tmp_path: Path) -> None:
     assert "'email' is not a valid plugin name" in result.output
     assert "try 'email_plugin'" in result.output
     assert "try 'web_hooks'" in run(tmp_path, "generate", "plugin", "web hooks").output
+
+
+@pytest.mark.parametrize("name", ["framework-acme", "framework_acme"])
+def test_generate_plugin_drops_a_framework_prefix(tmp_path: Path, name: str) -> None:
+    assert "Creating the plugin acme (framework-acme)" in ok(tmp_path, "generate", "plugin", name).output
+    assert (tmp_path / "framework-acme" / "framework_acme" / "hooks.py").is_file()
+    assert not (tmp_path / "framework-framework-acme").exists()

@@ -155,8 +155,8 @@ async def test_bulk_actions(cli: Cli, gold: None, redis: Redis, schema: Schema) 
     assert "Archive 1 scheduled task(s) of queue 'default'?" in confirmed.stderr
     result = as_json(confirmed)
     assert result == {"queue": "default", "state": "scheduled", "action": "archive", "count": 1}
-    result = as_json(cli("jobs", "run-all", "default", "archived", "--json"))
-    assert result["count"] == 1
+    result = as_json(cli("jobs", "run-all", "default", "failed", "--json"))  # the dashboard's word for archived
+    assert (result["state"], result["count"]) == ("archived", 1)
     assert await redis.lrange(default.pending, 0, -1) == [b"golden-scheduled"]
 
 
@@ -213,16 +213,17 @@ async def test_enqueue(cli: Cli, redis: Redis, schema: Schema) -> None:
     bad_payload, bad_in = run_all(
         cli,
         ("jobs", "enqueue", "demo:hello", "--payload", '{"name": 5}'),
-        ("jobs", "enqueue", "x:y", "--in", "soon"),
+        ("jobs", "enqueue", "x:y", "--force", "--in", "soon"),
     )
     failed(bad_payload, 2, "$.name")
     failed(bad_in, 2, "Go duration")
+    forced = ("jobs", "enqueue", "x:y", "--force")  # a type no loaded plugin registers
     info, later, at, first = run_all(
         cli,
         ("jobs", "enqueue", "demo:hello", "--payload", '{"name": "Ann"}', "--json"),
         ("jobs", "enqueue", "demo:hello", "--in", "1h30m", "--json"),
-        ("jobs", "enqueue", "x:y", "--at", "2100-01-01T00:00:00", "-q", "low", "--header", "k=v", "--timeout", "30s"),
-        ("jobs", "enqueue", "x:y", "--payload", '{"a": 1}', "--unique", "1h", "--task-id", "u1", "--max-retry", "2"),
+        (*forced, "--at", "2100-01-01T00:00:00", "-q", "low", "--header", "k=v", "--timeout", "30s"),
+        (*forced, "--payload", '{"a": 1}', "--unique", "1h", "--task-id", "u1", "--max-retry", "2"),
     )
     data = as_json(info)
     assert (data["type"], data["queue"], data["state"], data["max_retry"]) == ("demo:hello", "default", "pending", 3)
@@ -236,7 +237,69 @@ async def test_enqueue(cli: Cli, redis: Redis, schema: Schema) -> None:
     assert "enqueued x:y task u1 in queue 'default': pending" in ok(first)
     stored = decode_message(await redis.hget(default.task("u1"), "msg"))
     assert (stored.payload, stored.retry) == (b'{"a": 1}', 2)
-    failed(cli("jobs", "enqueue", "x:y", "--payload", '{"a": 1}', "--unique", "3600"), 1, "unique lock held")
+    failed(cli(*forced, "--payload", '{"a": 1}', "--unique", "3600"), 1, "unique lock held")
+
+
+async def test_enqueue_refuses_an_unknown_type(cli: Cli, redis: Redis, schema: Schema) -> None:
+    typo, unknown = run_all(cli, ("jobs", "enqueue", "demo:helo"), ("jobs", "enqueue", "x:y", "--payload", "{}"))
+    failed(typo, 2, "no loaded plugin registers task type 'demo:helo'", "did you mean 'demo:hello'?", "--force")
+    failed(unknown, 2, "Registered: demo:hello", "--force")
+    assert "did you mean" not in unknown.stderr
+    assert not await redis.exists(schema.queue("default").pending)
+
+
+async def test_failed_is_archived(cli: Cli, gold: None) -> None:
+    queue = next(q for q in golden()["keys"]["asynq:queues"]["items"] if golden_ids(q, "archived"))
+    failed_tasks, archived_tasks, help_text = run_all(
+        cli,
+        ("jobs", "ls", queue, "failed", "--json"),
+        ("jobs", "ls", queue, "archived", "--json"),
+        ("jobs", "ls", "--help"),
+    )
+    assert as_json(failed_tasks) == as_json(archived_tasks)
+    assert {t["id"] for t in as_json(failed_tasks)["tasks"]} == set(golden_ids(queue, "archived"))
+    assert "archived (or failed, as the dashboard says)" in " ".join(ok(help_text).split())
+    refused = cli("jobs", "archive-all", queue, "failed")  # archiving archived tasks makes no sense
+    failed(refused, 2, "'failed' is not one of")
+
+
+async def test_show_without_a_queue(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
+    broker = RedisBroker(redis, schema, SystemClock(), wakeup=False)
+    for queue in ("twin-a", "twin-b"):
+        msg = new_message(type="t", payload=b"", id="twin", queue=queue, retry=1, timeout=60, deadline=0)
+        await broker.enqueue(queue, "twin", encode_message(msg))
+    found, missing, ambiguous, chosen = run_all(
+        cli,
+        ("jobs", "show", "golden-options", "--json"),
+        ("jobs", "show", "nope"),
+        ("jobs", "show", "twin"),
+        ("jobs", "show", "twin-b", "twin", "--json"),
+    )
+    assert (as_json(found)["queue"], as_json(found)["type"]) == ("critical", "report:generate")
+    failed(missing, 1, "no queue has a task 'nope'")
+    failed(ambiguous, 2, "queues 'twin-a', 'twin-b' each have a task 'twin'", "framework jobs show twin-a twin")
+    assert as_json(chosen)["queue"] == "twin-b"
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    from click.testing import CliRunner
+
+    import framework.cli.cron
+    import framework.cli.doctor
+    import framework.cli.jobs
+    import framework.cli.plugins  # they add their commands to the root group
+    from framework.cli import cli as root
+
+    runner = CliRunner()
+    group = " ".join(runner.invoke(root, ["jobs", "--help"], terminal_width=200).output.split())
+    for name in ("ls", "run-all", "archive-all", "delete-all", "delete-queue", "show", "enqueue", "servers"):
+        assert name in group.split("Commands:")[0], name  # the summary names the real commands
+    assert "failed" in group
+    commands = [["jobs", name] for name in framework.cli.jobs.jobs.commands]
+    commands += [["doctor"], ["plugins"], ["cron"], ["cron", "ls"], ["jobs"]]
+    for argv in commands:
+        out = runner.invoke(root, [*argv, "--help"]).output
+        assert "Examples:\n    framework " in out, argv
 
 
 async def test_delete_queue(cli: Cli, redis: Redis, schema: Schema) -> None:

@@ -72,6 +72,8 @@ async def test_healthy_with_a_warning(
     assert redis_url in lines[1]
     assert "✓ plugins: 1 loaded: demo" in lines
     assert "✓ task types: 1 registered: demo:hello" in lines
+    assert "✓ plugin settings: no loaded plugin has settings to check" in lines
+    assert "✓ queues: every task type and cron entry uses a served queue" in lines
     assert "! queued task types: 'go:thing' tasks wait in 'go-only' pending (1) (sampled)" in result.stdout
     assert "another worker fleet" in result.stdout
     assert "demo:hello" not in "".join(line for line in lines if line.startswith("!"))
@@ -84,7 +86,8 @@ async def test_unhandled_types_in_served_queues(redis: Redis, redis_url: str, na
     assert text.returncode == 1
     assert "✗ queued task types: 'email:send' tasks wait in 'default' pending (2) (sampled)" in text.stdout
     assert "✗ queued task types: 'digest:weekly' tasks wait in 'default' scheduled (1)" in text.stdout
-    assert "`framework jobs delete-all 'default' pending`" in text.stdout
+    assert "delete-all" not in text.stdout  # only the unhandled tasks are named, never a whole state
+    assert "set just these tasks aside: `framework jobs archive default golden-plain`" in text.stdout
     assert "! queued task types: 'fail:retry' tasks wait in 't_retry' retry (1)" in text.stdout
     assert text.stdout.splitlines()[-1] == "some checks failed"
     assert data.returncode == 1
@@ -111,6 +114,73 @@ async def test_broken_settings_redis_and_plugins(redis_url: str, namespace: str,
     assert plugin.returncode == 1
     assert "✗ plugins: the app module 'no_such_module_for_doctor'" in plugin.stdout
     assert "✓ redis" in plugin.stdout
+
+
+_APP = """
+import msgspec
+
+from framework.hookspecs import hookimpl
+from framework.task import TaskDef
+
+
+class Report(msgspec.Struct):
+    name: str = "daily"
+
+
+async def handle(ctx, payload):
+    return None
+
+
+report = TaskDef("report:build", Report, handle, queue="reports")
+
+
+@hookimpl
+def register_task_types(settings):
+    return [report]
+"""
+
+_BROKEN = """
+[plugins.email]
+backend = "smtpp"
+
+[plugins.emial]
+app_name = "Acme"
+
+[[cron]]
+name = "nightly-report"
+spec = "@daily"
+task = "report:build"
+queue = "nightly"
+"""
+
+
+async def test_plugin_settings_and_unserved_queues(redis_url: str, namespace: str, tmp_path: Path) -> None:
+    (tmp_path / "doctor_app.py").write_text(_APP, encoding="utf-8")
+    (tmp_path / "framework.toml").write_text(_BROKEN, encoding="utf-8")
+    smtp = tmp_path / "smtp.toml"
+    smtp.write_text('[plugins.email]\nbackend = "smtp"\n\n[plugins.email.smtp]\nhots = "mail.test"\n', "utf-8")
+    env = {"FRAMEWORK_LOAD_PLUGINS": "email", "FRAMEWORK_APP": "doctor_app", "PYTHONPATH": str(tmp_path)}
+    text, data, unknown_key = side_by_side(
+        ((), env),
+        (("--json",), env),
+        ((), {**env, "FRAMEWORK_CONFIG": str(smtp)}),
+        base=(redis_url, namespace, tmp_path),
+    )
+    assert text.returncode == 1, (text.stdout, text.stderr)
+    assert "✗ plugin settings: email: setting [plugins.email] backend='smtpp' is invalid" in text.stdout
+    assert "did you mean [plugins.email]?" in text.stdout
+    assert "✗ queues: task type 'report:build' uses queue 'reports', which no worker serves" in text.stdout
+    assert "✗ queues: cron entry 'nightly-report' uses queue 'nightly'" in text.stdout
+    assert "FRAMEWORK_QUEUES=critical=6,default=3,low=1,nightly=1" in text.stdout
+    assert text.stdout.splitlines()[-1] == "some checks failed"
+    report = json.loads(data.stdout)
+    assert data.returncode == 1
+    assert report["ok"] is False
+    assert {c["name"] for c in report["checks"] if c["status"] == "fail"} == {"plugin settings", "queues"}
+    assert unknown_key.returncode == 1
+    assert "✗ plugin settings: email: setting plugins.email.smtp" in unknown_key.stdout
+    assert "unknown field `hots`" in unknown_key.stdout
+    assert "✓ queues" not in unknown_key.stdout  # the app's 'reports' queue is still unserved
 
 
 def test_server_version_parsing() -> None:

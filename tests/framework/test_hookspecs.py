@@ -53,7 +53,7 @@ def test_hook_names_follow_the_naming_scheme() -> None:
     lifecycle = {"startup", "shutdown"}
     for name in HOOKS:
         assert (
-            name.startswith(("register_", "prepare_", "task_"))
+            name.startswith(("register_", "prepare_", "task_", "check_"))
             or name.endswith(("_for", "_from_request"))
             or name in lifecycle
-        ), f"hook {name} does not follow register_/prepare_/task_/*_for/lifecycle naming"
+        ), f"hook {name} does not follow register_/prepare_/task_/check_/*_for/lifecycle naming"

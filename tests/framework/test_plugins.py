@@ -193,3 +193,53 @@ def test_a_throwaway_plugin_wheel_installed_with_pip_is_picked_up(tmp_path: Path
         assert rows["fwwheel"]["contributes"]["task_types"] == ["wheel:task"]
     finally:
         subprocess.run([*pip, "uninstall", "-y", "framework-fwwheel"], check=True, timeout=120)
+
+
+CONFIG_PLUGIN = """
+    import msgspec
+    from framework.hookspecs import hookimpl
+
+    class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+        channel: str = "#general"
+
+    @hookimpl
+    def check_config(settings):
+        settings.plugin_config("fwtest_conf", Config)
+"""
+
+
+def test_hook_check_config(site: Path, settings: Any) -> None:
+    """Each plugin checks its own settings section, as its start-up would decode it."""
+    from framework.plugins import check_plugin_configs
+
+    make_distribution(site, "framework-fwtest-conf", "fwtest_conf", CONFIG_PLUGIN)
+    good = settings.replace(plugins={"fwtest_conf": {"channel": "#ops"}, "email": {"backend": "smtp"}})
+    bad = settings.replace(plugins={"fwtest_conf": {"chanel": "#ops"}, "email": {"backend": "smtpp"}})
+    results = dict(check_plugin_configs(get_plugin_manager(good), good))
+    assert results["fwtest_conf"] is None
+    assert "sender" in (results["email"] or "")  # smtp needs mail_from, as start-up would say
+    problems = dict(check_plugin_configs(get_plugin_manager(bad), bad))
+    assert "unknown field `chanel`" in (problems["fwtest_conf"] or "")
+    assert "backend='smtpp' is invalid: choose one of outbox, resend, smtp" in (problems["email"] or "")
+
+
+def test_the_listing_summarises_routers_once_per_prefix() -> None:
+    from litestar import Router, get, post
+
+    from framework.cli.plugins import _route_labels
+
+    @get("/")
+    async def page() -> str:
+        return ""
+
+    @post("/act")
+    async def act() -> str:
+        return ""
+
+    @get("/metrics")
+    async def metrics() -> str:
+        return ""
+
+    public = Router(path="/admin", route_handlers=[act])
+    guarded = Router(path="/admin", route_handlers=[page])
+    assert _route_labels([public, guarded, metrics, metrics]) == ["/admin/* (2 routes)", "GET /metrics"]

@@ -37,3 +37,7 @@ def test_enqueue_your_first_task_runs_as_written(tmp_path: Path, redis_url: str)
     assert "enqueued " in done.stdout
     assert "Hello, Ann! (task " in done.stdout
     assert "Hello, Bob! (task " in done.stdout
+    # info by default, on stderr: no task's debug line (task_finished, tasks_forwarded), no log on stdout
+    assert "[debug" not in done.stderr and "task_finished" not in done.stderr, done.stderr
+    assert "worker_started" in done.stderr, done.stderr
+    assert "worker_" not in done.stdout and "[info" not in done.stdout, done.stdout

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,13 +24,18 @@ from framework.scaffold import (
     Job,
     Names,
     ScaffoldError,
+    Source,
     apply,
     check_name,
     find_app,
+    find_source,
     plan,
     suggest_name,
     template_root,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,6 +181,7 @@ def test_app_plan_file_set(tmp_path: Path) -> None:
         "README.md",
         "framework.toml",
         "pyproject.toml",
+        "requirements.txt",
         "shop/__init__.py",
         "shop/app.py",
         "shop/hooks.py",
@@ -211,7 +219,12 @@ def test_app_plan_content(tmp_path: Path) -> None:
     assert "MAIL_FROM=" in files[".env.example"]
     assert "FRAMEWORK_ADMIN_TOKEN=" in files[".env.example"]
     assert "AWS_ACCESS_KEY_ID" not in files[".env.example"]
-    assert files["README.md"].count("```sh\npython -m pip install -e ") == 2
+    assert (
+        "```sh\npython3 -m venv .venv\n.venv/bin/python -m pip install -r requirements.txt -e '.[dev]'\n"
+        in (files["README.md"])
+    )
+    assert "Framework and its plugins install from your package index." in files["README.md"]
+    assert requirement_lines(files["requirements.txt"]) == []
     assert "pkgutil.iter_modules(jobs.__path__)" in files["shop/hooks.py"]
     assert "from shop.jobs.greet import Greet, greet" in files["shop/routes.py"]
     none = {f.path.name: f.content for f in plan("app", Names(root=tmp_path, package="shop", job=Job("greet", "shop")))}
@@ -256,6 +269,7 @@ def test_plugin_plan(tmp_path: Path) -> None:
         ".gitignore",
         "README.md",
         "pyproject.toml",
+        "requirements.txt",
         "framework_acme_notify/__init__.py",
         "framework_acme_notify/hooks.py",
         "framework_acme_notify/py.typed",
@@ -272,6 +286,81 @@ def test_plugin_plan(tmp_path: Path) -> None:
     assert 'HELLO = "acme_notify:hello"' in content["framework_acme_notify/tasks.py"]
     assert 'get_template("acme_notify/hello.txt")' in content["framework_acme_notify/tasks.py"]
     assert content["framework_acme_notify/templates/acme_notify/hello.txt"] == "Hello, {{ name }}!\n"
+
+
+def requirement_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_the_source_goes_into_requirements_and_the_readme(tmp_path: Path) -> None:
+    lines = ("-e file:///src/fw", "-e file:///src/fw/plugins/email")
+    source = Source("checkout", "/src/fw", lines, ("framework-admin",))
+    files = {f.path.name: f.content for f in plan("app", replace(app_names(tmp_path), source=source))}
+    assert requirement_lines(files["requirements.txt"]) == list(lines)
+    assert "# framework-admin was not found beside framework" in files["requirements.txt"]
+    assert "no package index serves: the framework checkout at /src/fw." in files["README.md"]
+    job = Job("hello", "x")
+    plugin = Names(root=tmp_path, package="framework_x", plugin="x", job=job, source=Source("vcs", "git+u", ("l",)))
+    files = {f.path.name: f.content for f in plan("plugin", plugin)}
+    assert requirement_lines(files["requirements.txt"]) == ["l"]
+    assert "pip where to find framework, which no package index serves: the repository git+u." in files["README.md"]
+
+
+def fake_installed(table: Mapping[str, Mapping[str, object]]) -> Callable[[str], Mapping[str, object] | None]:
+    """What :func:`find_source` reads: each distribution's direct_url.json ({}: from an index; absent: not here)."""
+    return table.get
+
+
+def test_find_source_from_a_checkout() -> None:
+    checkout = ROOT.as_uri()
+    editable = {"url": checkout, "dir_info": {"editable": True}}
+    # Plugins not installed here are found under plugins/<name>; an installed one says where it came from.
+    installed = {"framework": editable, "framework-email": {"url": "file:///elsewhere", "dir_info": {}}}
+    source = find_source(["framework", "framework-email", "framework-admin"], fake_installed(installed))
+    assert (source.origin, source.location, source.missing) == ("checkout", str(ROOT), ())
+    assert source.requirements == (
+        f"-e {checkout}",
+        "framework-email @ file:///elsewhere",
+        f"-e {checkout}/plugins/admin",
+    )
+    assert source.summary == f"the framework checkout at {ROOT}"
+    plain = find_source(
+        ["framework", "framework-images"], fake_installed({"framework": {"url": checkout, "dir_info": {}}})
+    )
+    assert plain.requirements == (f"framework @ {checkout}", f"framework-images @ {checkout}/plugins/images")
+    nowhere = find_source(["framework", "framework-slack"], fake_installed(installed))
+    assert nowhere.missing == ("framework-slack",)  # no plugins/slack in the checkout
+
+
+def test_find_source_from_wheels(tmp_path: Path) -> None:
+    dist = tmp_path / "my dist"
+    dist.mkdir()
+    for name in ("framework-0.1.0-py3-none-any.whl", "framework_email-0.1.0-py3-none-any.whl"):
+        (dist / name).write_bytes(b"")
+    newer = dist / "framework_email-0.2.0-py3-none-any.whl"
+    newer.write_bytes(b"")
+    os.utime(newer, (2e9, 2e9))
+    wheel = {"url": (dist / "framework-0.1.0-py3-none-any.whl").as_uri(), "archive_info": {"hashes": {}}}
+    source = find_source(["framework", "framework-email", "framework-admin"], fake_installed({"framework": wheel}))
+    assert source.origin == "archive"
+    assert source.summary == f"the wheels in {dist}"
+    assert source.requirements == (f"framework @ {wheel['url']}", f"framework-email @ {newer.as_uri()}")
+    assert "%20" in source.requirements[0]  # a URL: pip reads it whatever the path holds
+    assert source.missing == ("framework-admin",)
+
+
+def test_find_source_from_a_repository_or_an_index() -> None:
+    vcs = {"url": "https://example.org/fw.git", "vcs_info": {"vcs": "git", "commit_id": "abc123"}}
+    source = find_source(["framework", "framework-admin"], fake_installed({"framework": vcs}))
+    assert (source.origin, source.location) == ("vcs", "git+https://example.org/fw.git")
+    assert source.requirements == (
+        "framework @ git+https://example.org/fw.git@abc123",
+        "framework-admin @ git+https://example.org/fw.git@abc123#subdirectory=plugins/admin",
+    )
+    from_index: list[dict[str, dict[str, object]]] = [{"framework": {}, "framework-admin": {}}, {"framework": {}}, {}]
+    for installed in from_index:
+        source = find_source(["framework", "framework-admin"], fake_installed(installed))
+        assert source == Source() and source.summary == "your package index"
 
 
 def test_job_and_plugin_plans_need_a_job(tmp_path: Path) -> None:
@@ -403,3 +492,9 @@ def test_the_core_wheel_ships_the_templates_and_new_works_from_it(tmp_path: Path
     assert (project / "from_wheel" / "jobs" / "greet.py").is_file()
     assert 'app = "from_wheel.hooks"' in (project / "framework.toml").read_text()
     assert '"framework-email",\n]' in (project / "pyproject.toml").read_text()
+    # framework came from the wheel; framework-email is installed editable in the venv underneath
+    assert requirement_lines((project / "requirements.txt").read_text()) == [
+        f"framework @ {wheel.as_uri()}",
+        f"-e {(ROOT / 'plugins' / 'email').as_uri()}",
+    ]
+    assert f"framework from the wheels in {dist}" in done.stdout

@@ -186,7 +186,9 @@ async def test_a_coordinated_switchover_mid_run_loses_nothing(
     assert accepted_in < 20, accepted_in
     # a new process (the CLI) finds the new primary too
     env = cli_env(ssettings.redis_url or "", ssettings.namespace, tmp_path / "data")
-    result = run_framework(env, tmp_path, "jobs", "enqueue", "sentinel:t", "--payload", '{"n": 1}', "-q", "a")
+    result = run_framework(
+        env, tmp_path, "jobs", "enqueue", "sentinel:t", "--payload", '{"n": 1}', "-q", "a", "--force"
+    )
     assert result.returncode == 0, result.stderr
     with _sync(valkey_sentinel.replica_port) as new_primary:
         assert new_primary.llen(Schema(ssettings.namespace).queue("a").pending) == 1

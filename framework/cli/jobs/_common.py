@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,14 +19,17 @@ from framework.errors import (
     TaskIdConflict,
     TaskNotFound,
 )
-from framework.inspector import Inspector, InvalidTaskState, QueueNotEmpty
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from rich.console import Console
     from rich.table import Table
 
+    from framework.inspector import Inspector
+
 __all__ = (
+    "FAILED",
+    "StateChoice",
     "emit_json",
     "jobs",
     "json_option",
@@ -41,16 +44,53 @@ __all__ = (
 
 T = TypeVar("T")
 
+
+def examples(*commands: str) -> str:
+    """A command's help epilog listing example invocations, kept line by line (click's no-rewrap marker)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+FAILED = "failed"
+"""What the dashboard calls archived tasks; every STATE argument takes it for ``archived``."""
+
+
+class StateChoice(click.Choice):  # type: ignore[type-arg]
+    """A task state among ``states``; ``failed`` is taken for ``archived`` when that is one of them."""
+
+    def __init__(self, states: Iterable[str]) -> None:
+        names = list(states)
+        super().__init__([*names, FAILED] if "archived" in names else names)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The state's name, with ``failed`` turned into ``archived``."""
+        state = super().convert(value, param, ctx)
+        return "archived" if state == FAILED else state
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 """The ``--json`` flag every command has (passed as ``as_json``)."""
 
-_LOOKUP_ERRORS = (QueueNotFound, TaskNotFound, InvalidTaskState, QueueNotEmpty, DuplicateTask, TaskIdConflict)
+_LOOKUP_ERRORS = (QueueNotFound, TaskNotFound, DuplicateTask, TaskIdConflict)
+"""Refusals that exit 1; the inspector's own (invalid state, queue not empty) are added when it loads."""
 _USAGE_ERRORS = (InvalidOption, PayloadTypeError)
 
 
-@cli.group()
+@cli.group(
+    epilog=examples(
+        "framework jobs stats",
+        "framework jobs ls default pending",
+        "framework jobs ls default failed      # 'failed' is the dashboard's word for archived",
+        "framework jobs show TASK_ID",
+    )
+)
 def jobs() -> None:
-    """Inspect and steer job queues: stats, list, show, run, archive, delete, pause, cancel."""
+    """Inspect and steer job queues.
+
+    Queues: stats, history, pause, unpause, delete-queue. Tasks: enqueue, ls, show, retry, archive,
+    delete, cancel. Every task of a state: run-all, archive-all, delete-all. Workers: servers.
+
+    A STATE argument also takes 'failed', the dashboard's name for archived tasks.
+    """
 
 
 async def _with_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
@@ -67,9 +107,11 @@ async def _with_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T
 
 def run_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
     """Run ``fn`` on the app's Redis; missing queues/tasks and refused actions exit 1, bad input exits 2."""
+    from framework.inspector import InvalidTaskState, QueueNotEmpty  # noqa: PLC0415 - loads redis
+
     try:
         return asyncio.run(_with_redis(ctx, fn))
-    except _LOOKUP_ERRORS as exc:
+    except (*_LOOKUP_ERRORS, InvalidTaskState, QueueNotEmpty) as exc:
         raise click.ClickException(str(exc)) from exc
     except _USAGE_ERRORS as exc:
         raise click.UsageError(str(exc)) from exc
@@ -77,6 +119,7 @@ def run_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
 
 def run_inspector(ctx: CliContext, fn: Callable[[Inspector], Awaitable[T]]) -> T:
     """Run ``fn`` with an :class:`Inspector` of the app's namespace; errors as :func:`run_redis`."""
+    from framework.inspector import Inspector  # noqa: PLC0415
     from framework.keys import Schema  # noqa: PLC0415
 
     async def go(redis: Redis) -> T:
@@ -101,10 +144,13 @@ def table(title: str, *columns: str) -> Table:
 
 
 def print_table(tbl: Table, *, err: bool = False) -> None:
-    """Print a rich table on stdout (or stderr)."""
+    """Print a rich table on stdout (or stderr), fitted to the terminal's width without breaking words."""
     from rich.console import Console  # noqa: PLC0415
 
+    from framework.cli._tables import fit_table  # noqa: PLC0415
+
     console: Console = Console(stderr=err)
+    fit_table(tbl, console.width)
     console.print(tbl)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from framework.cli import CliContext, pass_cli
-from framework.cli.jobs._common import emit_json, jobs, json_option, run_inspector
+from framework.cli.jobs._common import StateChoice, emit_json, examples, jobs, json_option, run_inspector
 
 if TYPE_CHECKING:
     from framework.inspector import Inspector, Progress
@@ -55,23 +55,28 @@ _group_option = click.option("--group", default=None, help="For aggregating task
 _yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
-@jobs.command("run-all")
+@jobs.command(
+    "run-all", epilog=examples("framework jobs run-all default failed", "framework jobs run-all low scheduled")
+)
 @click.argument("queue")
-@click.argument("state", type=click.Choice(_RUN), metavar="STATE")
+@click.argument("state", type=StateChoice(_RUN), metavar="STATE")
 @_group_option
 @json_option
 @pass_cli
 def run_all(ctx: CliContext, queue: str, state: str, group: str | None, as_json: bool) -> None:
     """Run every STATE task of QUEUE now (make them pending).
 
-    STATE is scheduled, retry, archived, completed or aggregating.
+    STATE is scheduled, retry, archived (or failed, as the dashboard says), completed or aggregating.
     """
     _bulk(ctx, "run", queue, state, group, yes=True, as_json=as_json)
 
 
-@jobs.command("archive-all")
+@jobs.command(
+    "archive-all",
+    epilog=examples("framework jobs archive-all default retry", "framework jobs archive-all low pending --yes"),
+)
 @click.argument("queue")
-@click.argument("state", type=click.Choice(_ARCHIVE), metavar="STATE")
+@click.argument("state", type=StateChoice(_ARCHIVE), metavar="STATE")
 @_group_option
 @_yes_option
 @json_option
@@ -84,9 +89,12 @@ def archive_all(ctx: CliContext, queue: str, state: str, group: str | None, yes:
     _bulk(ctx, "archive", queue, state, group, yes=yes, as_json=as_json)
 
 
-@jobs.command("delete-all")
+@jobs.command(
+    "delete-all",
+    epilog=examples("framework jobs delete-all default failed", "framework jobs delete-all low completed --yes"),
+)
 @click.argument("queue")
-@click.argument("state", type=click.Choice(_DELETE), metavar="STATE")
+@click.argument("state", type=StateChoice(_DELETE), metavar="STATE")
 @_group_option
 @_yes_option
 @json_option
@@ -94,6 +102,7 @@ def archive_all(ctx: CliContext, queue: str, state: str, group: str | None, yes:
 def delete_all(ctx: CliContext, queue: str, state: str, group: str | None, yes: bool, as_json: bool) -> None:
     """Delete every STATE task of QUEUE (asks first unless --yes).
 
-    STATE is any state but active: pending, scheduled, retry, archived, completed or aggregating.
+    STATE is any state but active: pending, scheduled, retry, archived (or failed, as the dashboard
+    says), completed or aggregating.
     """
     _bulk(ctx, "delete", queue, state, group, yes=yes, as_json=as_json)

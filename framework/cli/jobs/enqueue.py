@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framework.cli import CliContext, pass_cli
-from framework.cli.jobs._common import emit_json, jobs, json_option, run_redis, when_text
+from framework.cli.jobs._common import emit_json, examples, jobs, json_option, run_redis, when_text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -76,6 +77,24 @@ def _options(opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_type(task_type: str, registry: Registry, *, force: bool) -> None:
+    """Refuse a task type no loaded plugin registers (a typo, most often) unless ``--force``."""
+    if task_type in registry:
+        return
+    if force:
+        click.echo(f"warning: no loaded plugin handles task type {task_type!r}; the payload is not checked", err=True)
+        return
+    known = sorted(t.type for t in registry)
+    close = difflib.get_close_matches(task_type, known, n=3)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise click.BadParameter(
+        f"no loaded plugin registers task type {task_type!r}. {hint}"
+        f"Registered: {', '.join(known) or 'none'}. Use --force to enqueue it anyway (for a worker elsewhere, "
+        "e.g. a Go service).",
+        param_hint="TASK_TYPE",
+    )
+
+
 def _payload(text: str | None, task_type: str, registry: Registry) -> Any:
     """The payload: parsed JSON for a registered type (checked by the client; none = all defaults), else the bytes."""
     if text is None:
@@ -87,7 +106,13 @@ def _payload(text: str | None, task_type: str, registry: Registry) -> Any:
     return parsed if task_type in registry else text.encode()
 
 
-@jobs.command()
+@jobs.command(
+    epilog=examples(
+        """framework jobs enqueue demo:hello --payload '{"name": "Ann"}'""",
+        "framework jobs enqueue demo:hello --in 1h30m -q low",
+        """framework jobs enqueue go:report --force --payload '{"id": 7}'""",
+    )
+)
 @click.argument("task_type")
 @click.option("--payload", default=None, help="Payload as JSON (checked against the task type's payload).")
 @click.option("--queue", "-q", default=None, help="Queue (default: the task type's, or 'default').")
@@ -100,13 +125,15 @@ def _payload(text: str | None, task_type: str, registry: Registry) -> Any:
 @click.option("--retention", default=None, help="Keep the completed task this long.")
 @click.option("--group", default=None, help="Aggregation group.")
 @click.option("--header", multiple=True, help="Header NAME=VALUE (repeatable).")
+@click.option("--force", is_flag=True, help="Enqueue a task type no loaded plugin registers (payload stored as given).")
 @json_option
 @pass_cli
-def enqueue(ctx: CliContext, /, task_type: str, payload: str | None, as_json: bool, **opts: Any) -> None:
+def enqueue(ctx: CliContext, /, task_type: str, payload: str | None, force: bool, as_json: bool, **opts: Any) -> None:
     """Enqueue a task of type TASK_TYPE.
 
     When a loaded plugin registers TASK_TYPE, the payload is checked against its payload type and the
-    type's defaults (queue, retries, timeout) apply; otherwise the JSON is stored as given.
+    type's defaults (queue, retries, timeout) apply. Any other type is refused (it is most likely a
+    typo) unless --force, which stores the JSON as given for a worker elsewhere to run.
     """
     from framework.client import Client  # noqa: PLC0415
     from framework.keys import Schema  # noqa: PLC0415
@@ -115,10 +142,9 @@ def enqueue(ctx: CliContext, /, task_type: str, payload: str | None, as_json: bo
 
     registry = Registry()
     collect_task_types(ctx.pm, ctx.settings, registry)
+    _check_type(task_type, registry, force=force)
     data = _payload(payload, task_type, registry)
     options = _options(opts)
-    if task_type not in registry:
-        click.echo(f"warning: no loaded plugin handles task type {task_type!r}; the payload is not checked", err=True)
 
     async def go(redis: Redis) -> TaskInfo:
         client = Client(redis, schema=Schema(ctx.settings.namespace), settings=ctx.settings, registry=registry)

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framework.cli import CliContext, pass_cli
-from framework.cli.jobs._common import emit_json, jobs, json_option, print_table, run_inspector, size_text, table
+from framework.cli.jobs._common import (
+    emit_json,
+    examples,
+    jobs,
+    json_option,
+    print_table,
+    run_inspector,
+    size_text,
+    table,
+)
 
 if TYPE_CHECKING:
     from framework.inspector import DailyStats, Inspector, QueueInfo
@@ -17,12 +26,16 @@ __all__ = ("delete_queue", "history", "pause", "stats", "unpause")
 _COUNTS = ("pending", "active", "scheduled", "retry", "archived", "completed", "aggregating")
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs stats", "framework jobs stats --no-memory --json"))
 @click.option("--no-memory", is_flag=True, help="Skip the (sampled) memory estimate.")
 @json_option
 @pass_cli
 def stats(ctx: CliContext, no_memory: bool, as_json: bool) -> None:
-    """Counts, throughput today, latency and memory of every queue."""
+    """Counts, throughput today, latency and memory of every queue.
+
+    The archived column counts what the dashboard calls failed tasks (``ls QUEUE failed`` lists them);
+    "failed today" counts failed runs, retried or not.
+    """
     infos: list[QueueInfo] = run_inspector(ctx, lambda ins: ins.all_queue_info(memory=not no_memory))
     if as_json:
         emit_json(infos)
@@ -44,7 +57,7 @@ def stats(ctx: CliContext, no_memory: bool, as_json: bool) -> None:
     print_table(tbl)
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs history", "framework jobs history --days 30 -q default"))
 @click.option("--days", type=click.IntRange(1, 90), default=7, show_default=True, help="Days to show.")
 @click.option("--queue", "-q", "queues", multiple=True, help="Only this queue (repeatable; default: all).")
 @json_option
@@ -75,7 +88,7 @@ def _switch(ctx: CliContext, queue: str, as_json: bool, *, paused: bool) -> None
     click.echo(f"queue {queue!r} {word}" if changed else f"queue {queue!r} was already {word}")
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs pause low"))
 @click.argument("queue")
 @json_option
 @pass_cli
@@ -84,7 +97,7 @@ def pause(ctx: CliContext, queue: str, as_json: bool) -> None:
     _switch(ctx, queue, as_json, paused=True)
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs unpause low"))
 @click.argument("queue")
 @json_option
 @pass_cli
@@ -93,7 +106,9 @@ def unpause(ctx: CliContext, queue: str, as_json: bool) -> None:
     _switch(ctx, queue, as_json, paused=False)
 
 
-@jobs.command("delete-queue")
+@jobs.command(
+    "delete-queue", epilog=examples("framework jobs delete-queue old", "framework jobs delete-queue old --force")
+)
 @click.argument("queue")
 @click.option("--force", is_flag=True, help="Delete its tasks too (never active ones).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

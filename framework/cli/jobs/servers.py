@@ -5,13 +5,22 @@ from __future__ import annotations
 import click
 
 from framework.cli import CliContext, pass_cli
-from framework.cli.jobs._common import emit_json, jobs, json_option, payload_text, print_table, run_inspector, table
+from framework.cli.jobs._common import (
+    emit_json,
+    examples,
+    jobs,
+    json_option,
+    payload_text,
+    print_table,
+    run_inspector,
+    table,
+)
 from framework.cli.jobs._common import when_text as _when
 
 __all__ = ("servers",)
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs servers", "framework jobs servers --json"))
 @json_option
 @pass_cli
 def servers(ctx: CliContext, as_json: bool) -> None:

@@ -10,7 +10,9 @@ import click
 
 from framework.cli import CliContext, pass_cli
 from framework.cli.jobs._common import (
+    StateChoice,
     emit_json,
+    examples,
     jobs,
     json_option,
     payload_text,
@@ -42,9 +44,16 @@ def _info(t: TaskDetails) -> str:
     return t.error
 
 
-@jobs.command("ls")
+@jobs.command(
+    "ls",
+    epilog=examples(
+        "framework jobs ls default pending",
+        "framework jobs ls default failed --size 50",
+        "framework jobs ls default aggregating --group daily --json",
+    ),
+)
 @click.argument("queue")
-@click.argument("state", type=click.Choice([s.value for s in TaskState]), metavar="STATE")
+@click.argument("state", type=StateChoice(s.value for s in TaskState), metavar="STATE")
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True, help="Page number, from 1.")
 @click.option("--size", type=click.IntRange(1, 1000), default=20, show_default=True, help="Tasks per page.")
 @click.option("--group", default=None, help="For aggregating tasks: only this group.")
@@ -53,7 +62,8 @@ def _info(t: TaskDetails) -> str:
 def ls(ctx: CliContext, queue: str, state: str, page: int, size: int, group: str | None, as_json: bool) -> None:
     """List the tasks of QUEUE in STATE, next to be processed first, one page at a time.
 
-    STATE is pending, active, scheduled, retry, archived, completed or aggregating.
+    STATE is pending, active, scheduled, retry, archived (or failed, as the dashboard says), completed
+    or aggregating.
     """
     result = run_inspector(ctx, lambda ins: ins.list_tasks(queue, state, page=page, size=size, group=group))
     if as_json:
@@ -104,14 +114,48 @@ def _rows(t: TaskDetails) -> list[tuple[str, str]]:
     ]
 
 
-@jobs.command()
-@click.argument("queue")
-@click.argument("task_id")
+async def _find_task(ins: Inspector, task_id: str) -> TaskDetails:
+    """The task ``task_id`` of whichever queue has it; refused when none or several do."""
+    from framework.errors import TaskNotFound  # noqa: PLC0415
+
+    found = []
+    for queue in await ins.queues():
+        try:
+            found.append(await ins.get_task(queue, task_id))
+        except TaskNotFound:
+            continue
+    if not found:
+        raise TaskNotFound(f"no queue has a task {task_id!r}")
+    if len(found) > 1:
+        queues = ", ".join(repr(t.queue) for t in found)
+        raise click.UsageError(
+            f"queues {queues} each have a task {task_id!r}: name the queue, "
+            f"e.g. `framework jobs show {found[0].queue} {task_id}`"
+        )
+    return found[0]
+
+
+@jobs.command(
+    epilog=examples(
+        "framework jobs show 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # searches every queue",
+        "framework jobs show default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+    )
+)
+@click.argument("queue_or_id", metavar="[QUEUE] TASK_ID")
+@click.argument("task_id", required=False, metavar="")
 @json_option
 @pass_cli
-def show(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
-    """Show one task of QUEUE in full."""
-    t = run_inspector(ctx, lambda ins: ins.get_task(queue, task_id))
+def show(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) -> None:
+    """Show one task in full.
+
+    Without QUEUE, every queue is searched for TASK_ID; when several queues have a task with that id,
+    name the queue.
+    """
+    if task_id is None:
+        t = run_inspector(ctx, lambda ins: _find_task(ins, queue_or_id))
+    else:
+        queue, tid = queue_or_id, task_id
+        t = run_inspector(ctx, lambda ins: ins.get_task(queue, tid))
     if as_json:
         emit_json(t)
         return
@@ -134,17 +178,17 @@ def _single(ctx: CliContext, queue: str, task_id: str, as_json: bool, action: st
         click.echo(f"task {task_id} of queue {queue!r} {done}")
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs retry default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
 @click.argument("queue")
 @click.argument("task_id")
 @json_option
 @pass_cli
 def retry(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
-    """Run a scheduled, retry, archived, completed or aggregating task now (make it pending)."""
+    """Run a scheduled, retry, archived (failed), completed or aggregating task now (make it pending)."""
     _single(ctx, queue, task_id, as_json, "run", "is pending now")
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs archive default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
 @click.argument("queue")
 @click.argument("task_id")
 @json_option
@@ -154,7 +198,7 @@ def archive(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
     _single(ctx, queue, task_id, as_json, "archive", "is archived")
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs delete default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
 @click.argument("queue")
 @click.argument("task_id")
 @json_option
@@ -164,7 +208,7 @@ def delete(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
     _single(ctx, queue, task_id, as_json, "delete", "is deleted")
 
 
-@jobs.command()
+@jobs.command(epilog=examples("framework jobs cancel 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
 @click.argument("task_id")
 @json_option
 @pass_cli

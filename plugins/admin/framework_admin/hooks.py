@@ -5,7 +5,8 @@
 - ``register_schema_guards``: the OpenAPI schema (``/schema``) answers only to the admin's credentials
   (:func:`framework_admin.auth.admin_guard`), unless ``protect_schema = false``.
 - ``register_middleware``: records each task run's outcome and duration for "recent runs"
-  (:mod:`framework_admin.runs`), unless ``record_runs = false``.
+  (:mod:`framework_admin.runs`), unless ``record_runs = false``; ``task_retried`` and
+  ``task_archived`` record the runs the worker ended (timeouts, cancellations).
 - ``prepare_jinja2_environment``: the ``admin_*`` filters the templates use.
 - ``startup``: in web processes, loads the credentials; in development without ``admin_token`` it
   generates one, logs it (event ``admin_token``) and keeps it in ``<data_dir>/admin-token``. In
@@ -26,26 +27,29 @@ from urllib.parse import quote
 from framework.hookspecs import hookimpl
 from framework.logging import get_logger
 from framework_admin import hookspecs
-from framework_admin.auth import admin_guard
 from framework_admin.config import load_admin_config
-from framework_admin.credentials import CREDENTIALS, load_credentials
-from framework_admin.routes import admin_routes
-from framework_admin.runs import record_runs_middleware
+
+# The routes, the guard, the run recorder and the credentials are imported by the hooks that use them:
+# every ``framework`` command loads this module, and most never serve a page nor run a task.
 
 if TYPE_CHECKING:
     import jinja2
 
+    from framework.context import TaskContext
     from framework.middleware import Middleware
     from framework.services import Services
     from framework.settings import Settings
 
 __all__ = (
+    "check_config",
     "framework_hookspecs",
     "prepare_jinja2_environment",
     "register_middleware",
     "register_routes",
     "register_schema_guards",
     "startup",
+    "task_archived",
+    "task_retried",
 )
 
 framework_hookspecs = hookspecs
@@ -55,24 +59,59 @@ _WEB_ROLES = frozenset({"web", "run"})
 
 
 @hookimpl
+def check_config(settings: Settings) -> None:
+    """Decode ``[plugins.admin]`` as start-up does (for ``framework doctor``)."""
+    load_admin_config(settings)
+
+
+@hookimpl
 def register_routes(settings: Settings) -> list[Any]:
     """The dashboard, the JSON API and the metrics endpoint, where ``[plugins.admin]`` says."""
     config = load_admin_config(settings)
     if not config.mount:
         return []
+    from framework_admin.routes import admin_routes  # noqa: PLC0415
+
     return admin_routes(config.path, config.api_path, settings=settings, config=config)
 
 
 @hookimpl
 def register_schema_guards(settings: Settings) -> list[Any]:
     """The admin's guard in front of the OpenAPI schema, which lists the admin's API (``protect_schema``)."""
-    return [admin_guard] if load_admin_config(settings).protect_schema else []
+    if not load_admin_config(settings).protect_schema:
+        return []
+    from framework_admin.auth import admin_guard  # noqa: PLC0415
+
+    return [admin_guard]
 
 
 @hookimpl
 def register_middleware(settings: Settings) -> list[Middleware]:
     """Record each run's outcome and duration for the dashboard's "recent runs"."""
-    return [record_runs_middleware] if load_admin_config(settings).record_runs else []
+    if not load_admin_config(settings).record_runs:
+        return []
+    from framework_admin.runs import record_runs_middleware  # noqa: PLC0415
+
+    return [record_runs_middleware]
+
+
+@hookimpl
+async def task_retried(ctx: TaskContext, error: BaseException) -> None:
+    """Record a run the worker failed (a timeout, a cancellation) for "recent runs".
+
+    See :func:`framework_admin.runs.record_failed_run`.
+    """
+    from framework_admin.runs import record_failed_run  # noqa: PLC0415
+
+    await record_failed_run(ctx, error)
+
+
+@hookimpl
+async def task_archived(ctx: TaskContext, error: BaseException) -> None:
+    """As :func:`task_retried`, for a run whose failure archived its task."""
+    from framework_admin.runs import record_failed_run  # noqa: PLC0415
+
+    await record_failed_run(ctx, error)
 
 
 def _when(value: datetime | None) -> str:
@@ -139,6 +178,8 @@ def startup(services: Services) -> None:
     """Load the admin's credentials in web processes; generate and log a development token if there is none."""
     if services.role not in _WEB_ROLES:
         return
+    from framework_admin.credentials import CREDENTIALS, load_credentials  # noqa: PLC0415
+
     log = get_logger("framework_admin")
     creds = load_credentials(services.settings, generate=True)
     services.stash[CREDENTIALS] = creds

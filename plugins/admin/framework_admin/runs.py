@@ -3,6 +3,14 @@
 asynq's records keep no start time, so a completed task's duration is unknown from the queue alone.
 The admin therefore contributes a middleware (outermost of the plugins') that appends one small JSON
 record per run to a capped Redis list, ``<ext>:admin:runs`` (newest first, at most :data:`MAX_RUNS`).
+
+Every run the middleware started is recorded once, whatever ends it: ``succeeded``, ``failed`` (the
+handler raised), ``timeout`` (the worker cancelled it at its deadline) or ``cancelled`` (``asynq:cancel``).
+The last two are decided by the worker, not seen by the middleware: a cancelled handler may swallow the
+cancellation and return, or ignore it and be given up on after ``cancel_grace`` while it runs on. Those
+runs are recorded by the ``task_retried`` and ``task_archived`` hooks (:func:`record_failed_run`), when
+the worker writes their outcome, with the start time the middleware kept in the task's stash. A run
+interrupted by shutdown is put back in its queue and recorded when it runs again.
 Records are buffered for a quarter second and written in batches (one pipelined
 ``LPUSH``/``LTRIM``); Redis errors are swallowed, so recording never fails a task.
 Turn it off with ``record_runs = false`` in ``[plugins.admin]``.
@@ -31,7 +39,15 @@ if TYPE_CHECKING:
     from framework.middleware import Run
     from framework.services import Services
 
-__all__ = ("MAX_RUNS", "flush_runs", "read_runs", "recent_runs", "record_runs_middleware", "runs_key")
+__all__ = (
+    "MAX_RUNS",
+    "flush_runs",
+    "read_runs",
+    "recent_runs",
+    "record_failed_run",
+    "record_runs_middleware",
+    "runs_key",
+)
 
 MAX_RUNS = 200
 """Runs kept in the list."""
@@ -91,6 +107,8 @@ class _Recorder:
 
 
 _RECORDER: StashKey[_Recorder] = StashKey("admin-runs-recorder")
+_STARTED: StashKey[float | None] = StashKey("admin-run-started")
+"""In a task's stash: when the middleware started the run (Unix s); None once the run is recorded."""
 
 
 async def flush_runs(services: Services) -> None:
@@ -122,25 +140,64 @@ def _record(ctx: TaskContext, started: float, status: str, error: str = "") -> _
     )
 
 
+def _finish(ctx: TaskContext) -> float | None:
+    """When the run of ``ctx`` started, if it is still to be recorded (and from now on it is not)."""
+    started = ctx.stash.get(_STARTED)
+    if started is not None:
+        ctx.stash[_STARTED] = None
+    return started
+
+
+def _cancel_requested() -> bool:
+    """Whether this asyncio task was asked to cancel (the worker: a timeout, ``cancel``, shutdown)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def record_runs_middleware(run: Run) -> Run:
     """Wrap a handler so that each run's outcome and duration is recorded for the dashboard.
 
-    A run stopped by cancellation (shutdown, ``cancel``) is not recorded here: the processor decides
-    what becomes of it.
+    A run the worker cancelled (timeout, ``cancel``, shutdown) is left to :func:`record_failed_run`,
+    which records it when the worker writes its outcome, even if the handler swallowed the cancellation
+    and returned.
     """
 
     async def recorded(ctx: TaskContext, payload: Any) -> None:
-        started = time.time()
+        ctx.stash[_STARTED] = time.time()
         try:
             await run(ctx, payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await _save(ctx, _record(ctx, started, "failed", f"{type(exc).__name__}: {exc}"))
+            started = _finish(ctx)
+            if started is not None:
+                await _save(ctx, _record(ctx, started, "failed", f"{type(exc).__name__}: {exc}"))
             raise
-        await _save(ctx, _record(ctx, started, "succeeded"))
+        if not _cancel_requested():
+            started = _finish(ctx)
+            if started is not None:
+                await _save(ctx, _record(ctx, started, "succeeded"))
 
     return recorded
+
+
+async def record_failed_run(ctx: TaskContext, error: BaseException) -> None:
+    """Record a run whose failure the worker decided (a timeout, a cancellation), once it is written.
+
+    Runs the middleware recorded already, and tasks it never started (an undecodable payload, a
+    deadline passed before the handler began), are passed by.
+    """
+    started = _finish(ctx)
+    if started is None:
+        return
+    from framework.processor import TaskCancelled  # noqa: PLC0415
+
+    status = "failed"
+    if isinstance(error, TimeoutError):
+        status = "timeout"
+    elif isinstance(error, TaskCancelled):
+        status = "cancelled"
+    await _save(ctx, _record(ctx, started, status, f"{type(error).__name__}: {error}"))
 
 
 def _when(seconds: float) -> datetime:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from framework_cleanup.sweepers import Sweeper
 
 __all__ = (
+    "check_config",
     "framework_hookspecs",
     "register_commands",
     "register_cron_entries",
@@ -39,6 +40,12 @@ __all__ = (
 
 framework_hookspecs = hookspecs
 """The hooks this plugin offers other plugins; the plugin manager adds them before registering plugins."""
+
+
+@hookimpl
+def check_config(settings: Settings) -> None:
+    """Decode ``[plugins.cleanup]`` as start-up does (for ``framework doctor``)."""
+    load_config(settings)
 
 
 @hookimpl

@@ -4,6 +4,7 @@
 - ``startup``: builds the email service (config, renderer, backend) in processes that run tasks, so a
   configuration error stops start-up instead of failing the first email.
 - ``shutdown``: releases the backend.
+- ``check_config``: builds the service the way ``startup`` does, for ``framework doctor``.
 
 Templates live in ``templates/email/``. ``framework_hookspecs`` points the plugin manager at
 :mod:`framework_email.hookspecs`, through which other plugins add delivery backends.
@@ -15,15 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from framework.hookspecs import hookimpl
 from framework_email import hookspecs
-from framework_email.service import EMAIL_SERVICE, EmailService
-from framework_email.tasks import send_email_task
+
+# The service (and its backends) and the task are imported by the hooks that use them: every
+# ``framework`` command loads this module, and most never send an email.
 
 if TYPE_CHECKING:
+    import pluggy
+
     from framework.services import Services
     from framework.settings import Settings
     from framework.task import TaskDef
 
-__all__ = ("framework_hookspecs", "register_task_types", "shutdown", "startup")
+__all__ = ("check_config", "framework_hookspecs", "register_task_types", "shutdown", "startup")
 
 framework_hookspecs = hookspecs
 """The hooks this plugin offers other plugins; the plugin manager adds them before registering plugins."""
@@ -33,21 +37,41 @@ _TASK_ROLES = frozenset({"worker", "run"})
 
 
 @hookimpl
+def check_config(settings: Settings, plugin_manager: pluggy.PluginManager) -> None:
+    """Build the service from ``[plugins.email]`` as ``startup`` does: the section, the backend and its settings.
+
+    Building connects to nothing; backends contributed by other plugins count.
+    """
+    from framework_email.service import EmailService  # noqa: PLC0415
+
+    backends = plugin_manager.hook.register_email_backends(settings=settings)
+    EmailService.from_settings(settings, backends=backends)
+
+
+@hookimpl
 def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
     """Contribute the ``email:send`` task."""
+    from framework_email.tasks import send_email_task  # noqa: PLC0415
+
     return [send_email_task]
 
 
 @hookimpl
 def startup(services: Services) -> None:
     """Build the email service once, in processes that run tasks."""
-    if services.role in _TASK_ROLES and EMAIL_SERVICE not in services.stash:
+    if services.role not in _TASK_ROLES:
+        return
+    from framework_email.service import EMAIL_SERVICE, EmailService  # noqa: PLC0415
+
+    if EMAIL_SERVICE not in services.stash:
         services.stash[EMAIL_SERVICE] = EmailService.from_services(services)
 
 
 @hookimpl
 async def shutdown(services: Services) -> None:
     """Release the backend's resources, if the service was built."""
+    from framework_email.service import EMAIL_SERVICE  # noqa: PLC0415
+
     service = services.stash.get(EMAIL_SERVICE)
     if service is not None:
         await service.aclose()

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
 from framework_admin.runs import MAX_RUNS, flush_runs, read_runs, record_runs_middleware, runs_key
+from litestar.testing import AsyncTestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from framework.app import create_app
 from framework.context import TaskContext
+from framework.hookspecs import hookimpl
+from framework.inspector import Inspector
+from framework.keys import Schema
+from framework.task import TaskDef
+from tests.plugins.admin.conftest import AUTH, FLAKY, OK, Job, admin_pm, wait_for
 
 
 def ctx(services: Any, task_id: str, retried: int = 0) -> TaskContext:
@@ -64,7 +72,10 @@ async def test_cancelled_runs_are_not_recorded_and_redis_errors_are_swallowed(se
     async def slow(c: Any, p: Any) -> None:
         await asyncio.sleep(10)
 
-    task = asyncio.create_task(record_runs_middleware(slow)(ctx(services, "c"), None))
+    async def recorded_slow() -> None:
+        await record_runs_middleware(slow)(ctx(services, "c"), None)
+
+    task = asyncio.create_task(recorded_slow())
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -84,3 +95,78 @@ async def test_cancelled_runs_are_not_recorded_and_redis_errors_are_swallowed(se
         await record_runs_middleware(ok)(ctx(services, "d"), None)  # no exception
     finally:
         services.redis = real
+
+
+class Slow(msgspec.Struct, frozen=True, kw_only=True):
+    """Payload of the tasks below: how the handler takes its cancellation."""
+
+    on_cancel: str = "stop"  # stop, return (swallow it and return), or run-on (swallow it and sleep on)
+
+
+STARTED: set[str] = set()
+
+
+async def _slow(ctx: Any, p: Slow) -> None:
+    STARTED.add(ctx.id)
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        if p.on_cancel == "stop":
+            raise
+        if p.on_cancel == "run-on":
+            await asyncio.sleep(1.5)
+
+
+SLOW = TaskDef("admin-test:slow", Slow, _slow, queue="default", max_retry=0, timeout=1)
+
+
+class SlowTasks:
+    @hookimpl
+    def register_task_types(self, settings: Any) -> list[Any]:
+        return [SLOW]
+
+
+async def test_a_real_worker_records_timeouts_and_cancellations(admin_settings: Any, client: Any, redis: Any) -> None:
+    """Every run is recorded once, with the outcome the worker wrote: the handlers cancelled at their
+    deadline (stopping, swallowing the cancellation, or running on until given up on) and through
+    ``asynq:cancel`` included."""
+    settings = admin_settings.replace(cancel_grace=0.3)
+    app = create_app(settings, plugin_manager=admin_pm(settings, ("slow_tasks", SlowTasks())), run_worker=True)
+    STARTED.clear()
+    async with AsyncTestClient(app) as api:
+        for on_cancel in ("stop", "return", "run-on"):
+            await client.enqueue(SLOW, Slow(on_cancel=on_cancel), task_id=f"timeout-{on_cancel}")
+        await client.enqueue(SLOW, Slow(), task_id="cancel-me", timeout=30)
+
+        async def running() -> bool:
+            return "cancel-me" in STARTED
+
+        await wait_for(running)
+        await Inspector(redis, Schema(settings.namespace)).cancel("cancel-me")
+        await client.enqueue(OK, Job(text="fine"), task_id="fine")
+        await client.enqueue(FLAKY, Job(text="bad", fail_times=1), task_id="bad")
+
+        async def recorded() -> dict[str, Any] | None:
+            runs = (await api.get("/api/admin/runs", headers=AUTH)).json()
+            finished = {r["id"]: r for r in runs if r["status"] != "active"}
+            return finished if len(finished) == 6 else None
+
+        runs = await wait_for(recorded, timeout=15)
+        await asyncio.sleep(2)  # the handler that ran on has ended since: nothing more is recorded
+        again = (await api.get("/api/admin/runs", headers=AUTH)).json()
+    assert sorted(r["id"] for r in again if r["status"] != "active") == sorted(runs)
+    assert {i: r["status"] for i, r in runs.items()} == {
+        "timeout-stop": "timeout",
+        "timeout-return": "timeout",
+        "timeout-run-on": "timeout",
+        "cancel-me": "cancelled",
+        "fine": "succeeded",
+        "bad": "failed",
+    }
+    assert runs["timeout-stop"]["error"] == "TimeoutError: task timed out after 1s"
+    assert runs["cancel-me"]["error"].startswith("TaskCancelled: ")
+    assert runs["bad"]["error"] == "RuntimeError: boom bad"
+    for run in runs.values():
+        assert run["duration"] is not None
+    assert 0.9 <= runs["timeout-stop"]["duration"] < 5
+    assert 1.2 <= runs["timeout-run-on"]["duration"] < 5  # given up on after the grace, not when it ended

@@ -10,9 +10,10 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 __all__ = ("StderrLogger", "configure_default_logging", "configure_logging", "get_logger")
 
@@ -66,6 +67,8 @@ def configure_logging(level: str = "info", fmt: str = "console", *, force: bool 
     global _configured  # noqa: PLW0603 - configuration is process-wide by nature
     if _configured and not force:
         return
+    import structlog  # noqa: PLC0415 - a command that only prints help never imports it (a fifth of its start-up)
+
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -93,12 +96,36 @@ def configure_default_logging(level: str = "info", fmt: str = "console") -> None
     settings' ``log_level`` (``info`` unless changed) to standard error, as the commands do; an
     application that configured structlog itself keeps its configuration.
     """
+    import structlog  # noqa: PLC0415
+
     if _configured or structlog.is_configured():
         return
     configure_logging(level, fmt)
 
 
+class _LazyLogger:
+    """A logger built at its first use: modules may take one at import time without importing structlog.
+
+    Built then, it also follows the configuration made after the import (``framework`` configures logging
+    when a command starts, after the plugins' modules were imported). Each method is looked up once.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            import structlog  # noqa: PLC0415
+
+            logger = self._logger = structlog.get_logger(self._name).bind(logger=self._name)
+        value = getattr(logger, attr)
+        if callable(value) and attr not in {"bind", "new", "unbind", "try_unbind"}:
+            self.__dict__[attr] = value  # the next call finds it directly
+        return value
+
+
 def get_logger(name: str = "framework") -> structlog.typing.FilteringBoundLogger:
-    """Return a structlog logger bound to ``logger=name``."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name).bind(logger=name)
-    return logger
+    """Return a structlog logger bound to ``logger=name`` (built at its first use)."""
+    return cast("structlog.typing.FilteringBoundLogger", _LazyLogger(name))

@@ -2,7 +2,8 @@
 
 Each sub-module adds its commands: ``run`` (run, web, worker, scheduler), ``jobs`` (inspect and steer
 queues), ``cron``, ``generate`` (new, generate job, generate plugin), ``plugins`` and ``doctor``.
-Plugins add theirs through the ``register_commands`` hook.
+Plugins add theirs through the ``register_commands`` hook; :func:`examples` gives a command's help the
+examples every command ends with.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from framework.settings import Settings
 
-__all__ = ("CliContext", "StartupError", "cli", "main", "pass_cli")
+__all__ = ("CliContext", "StartupError", "cli", "examples", "main", "pass_cli")
 
 _SUBMODULES = ("run", "jobs", "cron", "generate", "plugins", "doctor")
 _PROCESS_COMMANDS = {"run": "run", "web": "run", "worker": "run", "scheduler": "run"}
@@ -75,7 +76,18 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def examples(*commands: str) -> str:
+    """A command's help epilog listing example invocations, kept line by line (click's no-rewrap marker).
+
+    Every command's ``--help`` ends with at least one: ``@cli.command(epilog=examples("framework x --y"))``.
+    """
+    return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples("framework run", "framework jobs stats", "framework --config prod.toml doctor"),
+)
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="Settings TOML file.")
 @click.option(
     "--debug",
@@ -138,6 +150,9 @@ def _configure_logging(ctx: CliContext) -> None:
         configure_logging(settings.log_level, settings.log_format)
 
 
+_HELP_WORDS = frozenset({"-h", "--help", "--version"})
+
+
 def _root_options(argv: list[str]) -> tuple[str | None, str | None]:
     """(the ``--config`` file, the sub-command) that ``argv`` names, before click parses it; None when absent."""
     config = command = None
@@ -173,6 +188,12 @@ def _hoist_root_options(argv: list[str]) -> list[str]:
     return root + rest
 
 
+def _only_help(argv: list[str], command: str | None) -> bool:
+    """Whether the command line only asks for help or the version (nothing runs, so nothing logs)."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return command is None or any(w in _HELP_WORDS for w in words)
+
+
 def _debug(argv: list[str]) -> bool:
     """Whether ``--debug`` or ``FRAMEWORK_DEBUG`` asks for full tracebacks."""
     env = os.environ.get("FRAMEWORK_DEBUG", "").strip().lower()
@@ -200,7 +221,8 @@ def main(argv: list[str] | None = None) -> Any:
     debug = _debug(args)
     config, command = _root_options(args)
     ctx = CliContext(config, debug=debug)
-    _configure_logging(ctx)
+    if not _only_help(args, command):  # help alone skips structlog's import (a fifth of the start-up)
+        _configure_logging(ctx)
     _load_commands(command)
     plugin_error = _load_plugin_commands(ctx)
     failure: FrameworkError | None = None

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from framework.cli import CliContext, cli, pass_cli
+from framework.cli import CliContext, cli, examples, pass_cli
 
 if TYPE_CHECKING:
     from framework.scheduler import ResolvedEntry
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ("cron", "ls")
 
 
-@cli.group(epilog="\b\nExamples:\n  framework cron ls")
+@cli.group(epilog=examples("framework cron ls"))
 def cron() -> None:
     """Cron entries (from settings and plugins)."""
 
@@ -62,7 +62,7 @@ def _entry_rows(entries: list[ResolvedEntry], last: dict[str, int], now: float) 
     ]
 
 
-@cron.command(epilog="\b\nExamples:\n  framework cron ls\n  framework cron ls --json")
+@cron.command(epilog=examples("framework cron ls", "framework cron ls --json"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_cli
 def ls(ctx: CliContext, as_json: bool) -> None:

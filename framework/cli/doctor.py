@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 import msgspec
 
-from framework.cli import CliContext, cli, pass_cli
+from framework.cli import CliContext, cli, examples, pass_cli
 from framework.errors import FrameworkError
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ async def _run_checks(ctx: CliContext) -> list[Check]:
     return checks
 
 
-@cli.command(epilog="\b\nExamples:\n  framework doctor\n  framework --config prod.toml doctor --json")
+@cli.command(epilog=examples("framework doctor", "framework --config prod.toml doctor --json"))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @pass_cli
 def doctor(ctx: CliContext, as_json: bool) -> None:

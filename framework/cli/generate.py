@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from framework.cli import cli
+from framework.cli import cli, examples
 from framework.cron import CronSpecError, parse_schedule
 from framework.scaffold import (
     BUILTIN_PLUGINS,
@@ -96,7 +96,11 @@ def _plugins(value: str) -> tuple[str, ...]:
     return chosen
 
 
-@cli.command()
+@cli.command(
+    epilog=examples(
+        "framework new shop", "framework new shop --plugins email,cleanup", "framework new tiny --plugins ''"
+    )
+)
 @click.argument("app")
 @click.option(
     "--plugins",
@@ -126,12 +130,19 @@ def new(app: str, plugins: str) -> None:
     _next(names, ".venv/bin/framework run")
 
 
-@cli.group()
+@cli.group(epilog=examples("framework generate job send_invoice", "framework generate plugin acme"))
 def generate() -> None:
     """Add a job to an app, or start a plugin distribution."""
 
 
-@generate.command("job")
+@generate.command(
+    "job",
+    epilog=examples(
+        "framework generate job send_invoice",
+        "framework generate job nightly_report --queue low --max-retry 2 --cron '0 3 * * *' --tz Europe/Paris",
+        "framework generate job sync_user --unique 300 --timeout 30",
+    ),
+)
 @click.argument("name")
 @click.option("--queue", default="default", show_default=True, help="The queue its tasks go to.")
 @click.option(
@@ -185,7 +196,10 @@ def generate_job(
         )
 
 
-@generate.command("plugin")
+@generate.command(
+    "plugin",
+    epilog=examples("framework generate plugin acme", "framework generate plugin acme --dir ../framework-acme"),
+)
 @click.argument("name")
 @click.option(
     "--dir",

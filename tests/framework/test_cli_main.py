@@ -206,3 +206,25 @@ def test_the_stderr_logger_writes_to_the_current_stderr(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stderr", second)
     logger.error("two")
     assert (first.getvalue(), second.getvalue()) == ("one\n", "two\n")
+
+
+_MAIN_PROBE = """
+import sys
+from framework.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+sys.stderr.write("structlog" if "structlog" in sys.modules else "-")
+"""
+
+
+@pytest.mark.parametrize("argv", [(), ("--help",), ("jobs", "--help"), ("worker", "-h"), ("--version",)])
+def test_help_alone_configures_no_logging(argv: tuple[str, ...], tmp_path: Path) -> None:
+    """Help prints without importing structlog (about a fifth of the CLI's start-up)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", _MAIN_PROBE, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stderr.endswith("-"), done.stderr
+    assert "framework" in done.stdout + done.stderr  # no arguments: click prints the help to stderr

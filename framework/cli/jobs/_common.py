@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from framework.cli import CliContext, cli
+from framework.cli import CliContext, cli, examples
 from framework.errors import (
     DuplicateTask,
     InvalidOption,
@@ -43,11 +43,6 @@ __all__ = (
 )
 
 T = TypeVar("T")
-
-
-def examples(*commands: str) -> str:
-    """A command's help epilog listing example invocations, kept line by line (click's no-rewrap marker)."""
-    return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
 
 
 FAILED = "failed"

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from framework.cli import CliContext, pass_cli
-from framework.cli.jobs._common import StateChoice, emit_json, examples, jobs, json_option, run_inspector
+from framework.cli import CliContext, examples, pass_cli
+from framework.cli.jobs._common import StateChoice, emit_json, jobs, json_option, run_inspector
 
 if TYPE_CHECKING:
     from framework.inspector import Inspector, Progress

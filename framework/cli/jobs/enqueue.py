@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from framework.cli import CliContext, pass_cli
-from framework.cli.jobs._common import emit_json, examples, jobs, json_option, run_redis, when_text
+from framework.cli import CliContext, examples, pass_cli
+from framework.cli.jobs._common import emit_json, jobs, json_option, run_redis, when_text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

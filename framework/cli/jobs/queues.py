@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from framework.cli import CliContext, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 from framework.cli.jobs._common import (
     emit_json,
-    examples,
     jobs,
     json_option,
     print_table,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from framework.cli import CliContext, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 from framework.cli.jobs._common import (
     emit_json,
-    examples,
     jobs,
     json_option,
     payload_text,

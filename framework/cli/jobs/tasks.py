@@ -1,4 +1,8 @@
-"""``framework jobs ls|show|retry|archive|delete|cancel``: commands on tasks."""
+"""``framework jobs ls|show|retry|archive|delete|cancel``: commands on tasks.
+
+``show``, ``retry``, ``archive`` and ``delete`` take ``[QUEUE] TASK_ID``: without QUEUE, the queue that has
+the task is found (:func:`_find_task`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from framework.cli import CliContext, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 from framework.cli.jobs._common import (
     StateChoice,
     emit_json,
-    examples,
     jobs,
     json_option,
     payload_text,
@@ -114,8 +117,22 @@ def _rows(t: TaskDetails) -> list[tuple[str, str]]:
     ]
 
 
+def _task_argument(fn: Callable[..., None]) -> Callable[..., None]:
+    """The ``[QUEUE] TASK_ID`` arguments, passed as ``queue_or_id`` and ``task_id`` (see :func:`_queue_and_id`)."""
+    fn = click.argument("task_id", required=False, metavar="")(fn)
+    return click.argument("queue_or_id", metavar="[QUEUE] TASK_ID")(fn)
+
+
+def _queue_and_id(queue_or_id: str, task_id: str | None) -> tuple[str | None, str]:
+    """(QUEUE or None when not given, TASK_ID) of the ``[QUEUE] TASK_ID`` arguments."""
+    return (None, queue_or_id) if task_id is None else (queue_or_id, task_id)
+
+
 async def _find_task(ins: Inspector, task_id: str) -> TaskDetails:
-    """The task ``task_id`` of whichever queue has it; refused when none or several do."""
+    """The task ``task_id`` of whichever queue has it; refused when none (exit 1) or several (exit 2) do.
+
+    The refusal names the running command: ``framework jobs <command> QUEUE TASK_ID`` is what to type.
+    """
     from framework.errors import TaskNotFound  # noqa: PLC0415
 
     found = []
@@ -128,9 +145,10 @@ async def _find_task(ins: Inspector, task_id: str) -> TaskDetails:
         raise TaskNotFound(f"no queue has a task {task_id!r}")
     if len(found) > 1:
         queues = ", ".join(repr(t.queue) for t in found)
+        command = click.get_current_context().info_name  # show, retry, archive or delete
         raise click.UsageError(
             f"queues {queues} each have a task {task_id!r}: name the queue, "
-            f"e.g. `framework jobs show {found[0].queue} {task_id}`"
+            f"e.g. `framework jobs {command} {found[0].queue} {task_id}`"
         )
     return found[0]
 
@@ -141,8 +159,7 @@ async def _find_task(ins: Inspector, task_id: str) -> TaskDetails:
         "framework jobs show default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
     )
 )
-@click.argument("queue_or_id", metavar="[QUEUE] TASK_ID")
-@click.argument("task_id", required=False, metavar="")
+@_task_argument
 @json_option
 @pass_cli
 def show(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) -> None:
@@ -151,11 +168,8 @@ def show(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) 
     Without QUEUE, every queue is searched for TASK_ID; when several queues have a task with that id,
     name the queue.
     """
-    if task_id is None:
-        t = run_inspector(ctx, lambda ins: _find_task(ins, queue_or_id))
-    else:
-        queue, tid = queue_or_id, task_id
-        t = run_inspector(ctx, lambda ins: ins.get_task(queue, tid))
+    queue, tid = _queue_and_id(queue_or_id, task_id)
+    t = run_inspector(ctx, lambda ins: _find_task(ins, tid) if queue is None else ins.get_task(queue, tid))
     if as_json:
         emit_json(t)
         return
@@ -165,47 +179,76 @@ def show(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) 
     print_table(tbl)
 
 
-def _single(ctx: CliContext, queue: str, task_id: str, as_json: bool, action: str, done: str) -> None:
-    calls: dict[str, Callable[[Inspector], Awaitable[None]]] = {
-        "run": lambda ins: ins.run_task(queue, task_id),
-        "archive": lambda ins: ins.archive_task(queue, task_id),
-        "delete": lambda ins: ins.delete_task(queue, task_id),
+def _single(ctx: CliContext, queue_or_id: str, tid: str | None, as_json: bool, action: str, done: str) -> None:
+    """Run ``action`` on one task; without QUEUE, on the task of whichever queue has it (:func:`_find_task`)."""
+    given, task_id = _queue_and_id(queue_or_id, tid)
+    calls: dict[str, Callable[[Inspector, str], Awaitable[None]]] = {
+        "run": lambda ins, queue: ins.run_task(queue, task_id),
+        "archive": lambda ins, queue: ins.archive_task(queue, task_id),
+        "delete": lambda ins, queue: ins.delete_task(queue, task_id),
     }
-    run_inspector(ctx, calls[action])
+
+    async def go(ins: Inspector) -> str:
+        queue = given if given is not None else (await _find_task(ins, task_id)).queue
+        await calls[action](ins, queue)
+        return queue
+
+    queue = run_inspector(ctx, go)
     if as_json:
         emit_json({"queue": queue, "id": task_id, "action": action, "ok": True})
     else:
         click.echo(f"task {task_id} of queue {queue!r} {done}")
 
 
-@jobs.command(epilog=examples("framework jobs retry default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
-@click.argument("queue")
-@click.argument("task_id")
+@jobs.command(
+    epilog=examples(
+        "framework jobs retry 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
+        "framework jobs retry default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+    )
+)
+@_task_argument
 @json_option
 @pass_cli
-def retry(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
-    """Run a scheduled, retry, archived (failed), completed or aggregating task now (make it pending)."""
-    _single(ctx, queue, task_id, as_json, "run", "is pending now")
+def retry(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) -> None:
+    """Run a scheduled, retry, archived (failed), completed or aggregating task now (make it pending).
+
+    Without QUEUE, the queue that has TASK_ID is found; when several do, name the queue.
+    """
+    _single(ctx, queue_or_id, task_id, as_json, "run", "is pending now")
 
 
-@jobs.command(epilog=examples("framework jobs archive default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
-@click.argument("queue")
-@click.argument("task_id")
+@jobs.command(
+    epilog=examples(
+        "framework jobs archive 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
+        "framework jobs archive default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+    )
+)
+@_task_argument
 @json_option
 @pass_cli
-def archive(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
-    """Archive a task that is not active: it stays visible but will not run."""
-    _single(ctx, queue, task_id, as_json, "archive", "is archived")
+def archive(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) -> None:
+    """Archive a task that is not active: it stays visible but will not run.
+
+    Without QUEUE, the queue that has TASK_ID is found; when several do, name the queue.
+    """
+    _single(ctx, queue_or_id, task_id, as_json, "archive", "is archived")
 
 
-@jobs.command(epilog=examples("framework jobs delete default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
-@click.argument("queue")
-@click.argument("task_id")
+@jobs.command(
+    epilog=examples(
+        "framework jobs delete 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
+        "framework jobs delete default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+    )
+)
+@_task_argument
 @json_option
 @pass_cli
-def delete(ctx: CliContext, queue: str, task_id: str, as_json: bool) -> None:
-    """Delete a task that is not active (its uniqueness lock is released)."""
-    _single(ctx, queue, task_id, as_json, "delete", "is deleted")
+def delete(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) -> None:
+    """Delete a task that is not active (its uniqueness lock is released).
+
+    Without QUEUE, the queue that has TASK_ID is found; when several do, name the queue.
+    """
+    _single(ctx, queue_or_id, task_id, as_json, "delete", "is deleted")
 
 
 @jobs.command(epilog=examples("framework jobs cancel 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))

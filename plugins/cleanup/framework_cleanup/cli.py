@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from framework.cli import CliContext, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 from framework.logging import configure_logging
 from framework_cleanup.config import load_config
 from framework_cleanup.registry import collect_sweepers
@@ -68,7 +68,7 @@ def _with_services(ctx: CliContext, work: Callable[[Services], Awaitable[_T]]) -
     return asyncio.run(main())
 
 
-@click.group()
+@click.group(epilog=examples("framework cleanup ls", "framework cleanup run --dry-run"))
 def cleanup() -> None:
     """Run and list cleanup sweepers (expired tokens, stale uploads, old outbox mail, ...)."""
 
@@ -98,7 +98,12 @@ def _print_report(report: SweepReport) -> None:
         click.echo(f"  error: {error}")
 
 
-@cleanup.command("run")
+@cleanup.command(
+    "run",
+    epilog=examples(
+        "framework cleanup run", "framework cleanup run tmp --dry-run", "framework cleanup run tokens --json"
+    ),
+)
 @click.argument("sweeper", required=False)
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
@@ -133,7 +138,7 @@ def _last_run(report: SweepReport | None, now: float) -> str:
     return text
 
 
-@cleanup.command("ls")
+@cleanup.command("ls", epilog=examples("framework cleanup ls", "framework cleanup ls --json"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_cli
 def ls_command(ctx: CliContext, as_json: bool) -> None:

@@ -248,8 +248,6 @@ async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
     """
     import signal  # noqa: PLC0415
 
-    for part in parts:
-        await part.start()  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -263,12 +261,16 @@ async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
         _say(stopping())
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the parts start: a signal meanwhile is a clean stop
         loop.add_signal_handler(sig, on_signal)
+    started: list[object] = []
     try:
+        for part in parts:
+            await part.start()  # type: ignore[attr-defined]
+            started.append(part)
         await stop.wait()
     finally:
-        for part in reversed(parts):
+        for part in reversed(started):
             await part.stop()  # type: ignore[attr-defined]
     for part in parts:  # a worker whose handlers ignore cancellation ends the process (asyncio.run would wait)
         exit_if_abandoned = getattr(part, "exit_if_abandoned", None)

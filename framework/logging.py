@@ -70,7 +70,9 @@ def configure_logging(level: str = "info", fmt: str = "console", *, force: bool 
     import structlog  # noqa: PLC0415 - a command that only prints help never imports it (a fifth of its start-up)
 
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

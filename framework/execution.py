@@ -438,11 +438,8 @@ class TaskExecution:
         if self.overrun.get(inf.key) is not inf:
             return
         del self.overrun[inf.key]
-        self.running -= 1
-        self.running_per_queue[inf.queue] -= 1
-        self._slot_free.set()
-        if self._limited:
-            self._wakeup.set()
+        self._uncount(inf.queue)
+        self._signal_free()
         self.log.warning(
             "task_overrun_ended",
             task_id=inf.id,
@@ -490,21 +487,26 @@ class TaskExecution:
                 self._thread_runs_on(inf, thread)
                 return True
             inf.holds_slot = False
-            self.running -= 1
-            self.running_per_queue[inf.queue] -= 1
-            self._slot_free.set()
-            if self._limited:
-                self._wakeup.set()
+            self._uncount(inf.queue)
+            self._signal_free()
         return True
 
     def _release(self, inf: InFlight) -> None:
         if self.inflight.pop(inf.key, None) is not None:
             if inf.holds_slot:
                 inf.holds_slot = False
-                self.running -= 1
-                self.running_per_queue[inf.queue] -= 1
+                self._uncount(inf.queue)
             if self.server_id and not inf.off_record:
                 self.finished.append(inf.key)
-            self._slot_free.set()
-            if self._limited:
-                self._wakeup.set()
+            self._signal_free()
+
+    def _uncount(self, queue: str) -> None:
+        """One running handler fewer (in ``queue``): a slot is free."""
+        self.running -= 1
+        self.running_per_queue[queue] -= 1
+
+    def _signal_free(self) -> None:
+        """Wake the fetch loop: a slot (or a queue's limited share) may be free now."""
+        self._slot_free.set()
+        if self._limited:
+            self._wakeup.set()

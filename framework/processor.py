@@ -57,6 +57,8 @@ from framework.retry import default_retry_delay
 from framework.threads import HandlerThreads
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     import pluggy
     import structlog
 
@@ -282,10 +284,7 @@ class Processor(TaskExecution):
     async def _give_back(self, queue: str, task_id: str) -> None:
         if self.server_id:
             self.finished.append((queue, task_id))
-        try:
-            await self.broker.requeue(queue, task_id, wake=True)
-        except (RedisError, OSError) as exc:  # the lease lapses and the recoverer brings the task back
-            self.health.failed("processor", exc, task_id=task_id)
+        await self._try(self.broker.requeue(queue, task_id, wake=True), task_id)
 
     def _put_back_duplicate(self, queue: str, task_id: str, data: bytes) -> None:
         """A task was dequeued while its previous run still runs here: put it back for later, unchanged.
@@ -307,13 +306,22 @@ class Processor(TaskExecution):
         self.outcomes.spawn(self._retry_later(queue, task_id, data, retry_at))
 
     async def _retry_later(self, queue: str, task_id: str, data: bytes, retry_at: int) -> None:
-        try:
-            await self.broker.retry(queue, task_id, data, retry_at, failure=False)
-        except (RedisError, OSError) as exc:  # the lease lapses and the recoverer brings the task back
-            self.health.failed("processor", exc, task_id=task_id)
-            return
-        if self.outcomes.on_retry is not None:
+        written = await self._try(self.broker.retry(queue, task_id, data, retry_at, failure=False), task_id)
+        if written and self.outcomes.on_retry is not None:
             self.outcomes.on_retry(retry_at)
+
+    async def _try(self, write: Awaitable[object], task_id: str) -> bool:
+        """Run a background write for ``task_id``; a Redis fault is reported, and the write given up.
+
+        Given up safely: the task's lease lapses and the recoverer brings it back (a suspect mark left
+        behind only makes the task run alone once more).
+        """
+        try:
+            await write
+        except (RedisError, OSError) as exc:
+            self.health.failed("processor", exc, task_id=task_id)
+            return False
+        return True
 
     def _start(self, queue: str, taken: list[tuple[str, bytes]], *, suspect: bool = False) -> None:
         now = self.clock.now()
@@ -405,18 +413,12 @@ class Processor(TaskExecution):
             self.outcomes.spawn(self._clear_suspect(inf.queue, inf.id))
 
     async def _clear_suspect(self, queue: str, task_id: str) -> None:
-        try:
-            await self.broker.clear_suspect(queue, task_id)
-        except (RedisError, OSError) as exc:  # it runs alone once more: harmless
-            self.health.failed("processor", exc, task_id=task_id)
+        await self._try(self.broker.clear_suspect(queue, task_id), task_id)
 
     async def _archive_undecodable(self, queue: str, task_id: str, data: bytes, exc: ValueError) -> None:
         """A stored message that is not a TaskMessage cannot run: archive it as it is."""
         self.log.error("task_message_invalid", task_id=task_id, queue=queue, error=str(exc))
-        try:
-            await self.broker.archive(queue, task_id, data)
-        except (RedisError, OSError) as err:
-            self.health.failed("processor", err)
+        await self._try(self.broker.archive(queue, task_id, data), task_id)
 
     # -- shutdown ----------------------------------------------------------------------------------
 

@@ -154,10 +154,14 @@ class Recoverer(Periodic):
         passes and other recoverers, which may find some of the tasks recovered already, use that count.
         """
         key = self.broker.schema.death(sid)
-        seen = sum(await self.broker.leased(held))
-        await self._redis.set(key, seen, nx=True, ex=int(FORGET_DEAD_AFTER))
         first = await self._redis.get(key)
-        return int(first if first is not None else seen) == 1
+        if first is None:  # counted only by the first look, not again at every pass
+            seen = sum(await self.broker.leased(held))
+            await self._redis.set(key, seen, nx=True, ex=int(FORGET_DEAD_AFTER))
+            first = await self._redis.get(key)
+            if first is None:
+                return seen == 1
+        return int(first) == 1
 
     async def _recover_one(
         self, queue: str, task_id: str, sid: str, newest_dead_lease: float, *, alone: bool = True

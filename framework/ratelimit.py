@@ -26,8 +26,9 @@ does not (a sign-in) should not fail because the limiter is down.
 
 from __future__ import annotations
 
+import math
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -35,13 +36,25 @@ from framework.clock import Clock, SystemClock
 from framework.logging import get_logger
 
 if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
     from redis.asyncio import Redis
 
     from framework.keys import Schema
 
-__all__ = ("RateLimit",)
+__all__ = ("RateLimit", "client_address", "retry_after_seconds")
 
 _MAX_CLIENT_CHARS = 128
+
+
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The address a request came from, as the ASGI server reports it (the usual client of a limit)."""
+    client = connection.client
+    return client.host if client is not None and client.host else "unknown"
+
+
+def retry_after_seconds(wait: float) -> int:
+    """A wait in seconds as the whole number a ``Retry-After`` header gives (rounded up, at least 1)."""
+    return max(1, math.ceil(wait))
 
 
 class RateLimit:

@@ -22,6 +22,7 @@ from litestar.response import Redirect, Template
 
 from framework.inspector import Inspector
 from framework.logging import get_logger
+from framework.ratelimit import client_address, retry_after_seconds
 from framework_admin import actions, queries
 from framework_admin.auth import (
     SESSION_COOKIE,
@@ -36,7 +37,7 @@ from framework_admin.auth import (
 from framework_admin.config import Mount
 from framework_admin.layout import admin_template, flash_cookie, mount_of, render_admin, secure_cookies
 from framework_admin.session import sign_session
-from framework_admin.throttle import client_address, failure_wait, record_failure, retry_after_seconds
+from framework_admin.throttle import failure_wait, record_failure
 from framework_admin.urls import TaskIdQuery, task_page_url
 
 __all__ = (

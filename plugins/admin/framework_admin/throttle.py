@@ -16,14 +16,13 @@ shares the proxy's address.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import TooManyRequestsException
 
 from framework.context import StashKey
 from framework.logging import get_logger
-from framework.ratelimit import RateLimit
+from framework.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework_admin.config import load_admin_config
 
 if TYPE_CHECKING:
@@ -33,11 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = (
     "TooManyFailures",
-    "client_address",
     "failure_wait",
     "record_failure",
     "refuse_if_throttled",
-    "retry_after_seconds",
 )
 
 _LIMIT: StashKey[RateLimit] = StashKey("framework_admin.failed-auth")
@@ -52,17 +49,6 @@ class TooManyFailures(TooManyRequestsException):
             detail=f"too many failed sign-in attempts from your address: try again in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
-
-
-def retry_after_seconds(wait: float) -> int:
-    """``wait`` as a whole number of seconds for ``Retry-After`` (rounded up, at least 1)."""
-    return max(1, math.ceil(wait))
-
-
-def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The address the request came from, as the ASGI server reports it."""
-    client = connection.client
-    return client.host if client is not None and client.host else "unknown"
 
 
 def _limit(connection: ASGIConnection[Any, Any, Any, Any]) -> RateLimit:

@@ -25,7 +25,6 @@ dependency and enqueue through ``services.client``.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -49,10 +48,9 @@ from litestar.status_codes import (
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 )
 
-from framework.context import StashKey
 from framework.errors import RedisUnavailable
 from framework.logging import get_logger
-from framework.ratelimit import RateLimit
+from framework.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework.services import Services
 from framework.storage import Storage
 from framework_images.config import ImagesConfig
@@ -78,7 +76,6 @@ STATUS_ROUTE = "framework_images:upload"
 """Route name of ``GET <path>/{upload_id}``, for ``app.route_reverse``."""
 
 _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
-_UPLOAD_LIMIT: StashKey[RateLimit] = StashKey("framework_images.uploads")
 
 
 @dataclass
@@ -188,16 +185,6 @@ async def _status(storage: Storage, record: UploadRecord, primary: str) -> Uploa
     )
 
 
-def _upload_limit(services: Services, config: ImagesConfig) -> RateLimit:
-    limit = services.stash.get(_UPLOAD_LIMIT)
-    if limit is None:
-        limit = RateLimit(
-            services.redis, services.schema, "uploads", limit=config.upload_limit, window=config.upload_window
-        )
-        services.stash[_UPLOAD_LIMIT] = limit
-    return limit
-
-
 def upload_router(config: ImagesConfig) -> Router:
     """Build the uploads routes for ``config`` (path, size limit, formats).
 
@@ -215,10 +202,13 @@ def upload_router(config: ImagesConfig) -> Router:
         if not config.upload_limit:
             return
         services: Services = connection.app.state.framework_services
-        client = connection.client.host if connection.client is not None else ""
-        wait = await _upload_limit(services, config).take(client)
+        client = client_address(connection)
+        uploads = RateLimit(
+            services.redis, services.schema, "uploads", limit=config.upload_limit, window=config.upload_window
+        )
+        wait = await uploads.take(client)
         if wait:
-            seconds = max(1, math.ceil(wait))
+            seconds = retry_after_seconds(wait)
             get_logger("framework_images").warning("upload_throttled", client=client, retry_after=seconds)
             raise TooManyRequestsException(
                 detail=f"too many uploads from your address: try again in {seconds} s",

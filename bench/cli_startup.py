@@ -58,7 +58,7 @@ def measure(runs: int, redis_url: str | None) -> dict[str, dict[str, float]]:
         if redis_url:
             env["REDIS_URL"] = redis_url
         else:
-            from framework.embedded import EmbeddedValkey
+            from framework.embedded.server import EmbeddedValkey
 
             valkey = EmbeddedValkey(cwd / "data" / "valkey")
             valkey.ensure()

@@ -20,7 +20,7 @@ Phases per repetition, each from an empty Redis (FLUSHALL):
 
 The handler sends its INCR with redis-py's API through ``ctx.services.redis``, as the peers' handlers do
 with their own redis-py client; on a single server that client runs ordinary commands on an
-auto-pipelining connection (:mod:`framework.fastredis`). ``BENCH_HANDLER_CLIENT=plain`` gives the
+auto-pipelining connection (:mod:`framework.transport.lean.fastredis`). ``BENCH_HANDLER_CLIENT=plain`` gives the
 handler a plain ``redis.asyncio.Redis`` instead, to show what redis-py alone costs.
 
 Without ``--redis-url`` a server is started on a free loopback port: Debian's ``redis-server`` when
@@ -50,10 +50,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench import wake_floor  # noqa: E402
 from bench.noop_app import DONE_KEY, LAT_KEY, Noop, noop  # noqa: E402
-from framework.client import Client, Job  # noqa: E402
-from framework.connection import open_redis  # noqa: E402
-from framework.embedded import free_port, start_test_server  # noqa: E402
+from framework.client.client import Client, Job  # noqa: E402
+from framework.embedded.launch import free_port  # noqa: E402
+from framework.embedded.process import start_test_server  # noqa: E402
 from framework.settings import Settings  # noqa: E402
+from framework.transport.connection import open_redis  # noqa: E402
 
 OWN = {"info", "config|resetstat", "flushall", "get"}
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import Bench, median_of, open_server  # noqa: E402
 from bench.mixed_app import LATE, OK, ORDER, RUNS, Mixed, mixed  # noqa: E402
-from framework.client import Job  # noqa: E402
+from framework.client.client import Job  # noqa: E402
 
 QUEUES = {"critical": 6, "default": 3, "low": 1}
 SHARES = {"critical": 0.2, "default": 0.5, "low": 0.3}

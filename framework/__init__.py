@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from framework import _compat
+
+_compat.install()
+
 if TYPE_CHECKING:
-    from framework.aggregator import Aggregator
-    from framework.app import create_app
-    from framework.client import Client, Job, SyncClient, TaskInfo
+    from framework.client.client import Client, Job, SyncClient, TaskInfo
     from framework.context import StashKey, TaskContext
-    from framework.cron_entry import CronEntry
     from framework.errors import (
         ConfigError,
         DuplicateTask,
@@ -35,10 +36,13 @@ if TYPE_CHECKING:
     )
     from framework.hookspecs import hookimpl
     from framework.inspector import Inspector
-    from framework.scheduler import Scheduler
+    from framework.scheduler.entry import CronEntry
+    from framework.scheduler.scheduler import Scheduler
     from framework.settings import Settings, load_settings
     from framework.task import TaskDef
-    from framework.worker import Worker
+    from framework.web.app import create_app
+    from framework.worker.background.aggregator import Aggregator
+    from framework.worker.worker import Worker
 
 __all__ = (
     "Aggregator",
@@ -76,47 +80,49 @@ __all__ = (
 )
 
 _LAZY = {
-    "Aggregator": "framework.aggregator",
-    "Client": "framework.client",
-    "CronEntry": "framework.cron_entry",
+    "Aggregator": "framework.worker.background.aggregator",
+    "Client": "framework.client.client",
+    "CronEntry": "framework.scheduler.entry",
     "Inspector": "framework.inspector",
-    "Job": "framework.client",
-    "Scheduler": "framework.scheduler",
+    "Job": "framework.client.client",
+    "Scheduler": "framework.scheduler.scheduler",
     "Settings": "framework.settings",
     "StashKey": "framework.context",
-    "SyncClient": "framework.client",
+    "SyncClient": "framework.client.client",
     "TaskContext": "framework.context",
     "TaskDef": "framework.task",
-    "TaskInfo": "framework.client",
-    "Worker": "framework.worker",
-    "create_app": "framework.app",
+    "TaskInfo": "framework.client.client",
+    "Worker": "framework.worker.worker",
+    "create_app": "framework.web.app",
     "hookimpl": "framework.hookspecs",
     "load_settings": "framework.settings",
 }
 """Where each public name lives; the exceptions are the names ``framework.errors`` exports."""
 
 
-def __getattr__(name: str) -> Any:
-    """Import each part of the public API on first use, so ``import framework.x`` loads only what ``x`` needs.
+if not TYPE_CHECKING:  # type checkers see the imports above, so a misspelt name is an error there
 
-    A worker process, the supervisor and the command line start faster this way (the whole facade costs
-    about 0.4 s of imports, the version lookup alone 60 ms).
-    """
-    if name == "__version__":
-        from importlib import metadata  # noqa: PLC0415
+    def __getattr__(name: str) -> Any:
+        """Import each part of the public API on first use, so ``import framework.x`` loads only what ``x`` needs.
 
-        try:
-            version = metadata.version("framework")
-        except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-            version = "0.0.0"
-        globals()["__version__"] = version
-        return version
-    module = _LAZY.get(name)
-    if module is None:
-        errors = importlib.import_module("framework.errors")
-        if name not in errors.__all__:
-            raise AttributeError(f"module 'framework' has no attribute {name!r}")
-        module = errors.__name__
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+        A worker process, the supervisor and the command line start faster this way (the whole facade costs
+        about 0.4 s of imports, the version lookup alone 60 ms).
+        """
+        if name == "__version__":
+            from importlib import metadata  # noqa: PLC0415
+
+            try:
+                version = metadata.version("framework")
+            except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+                version = "0.0.0"
+            globals()["__version__"] = version
+            return version
+        module = _LAZY.get(name)
+        if module is None:
+            errors = importlib.import_module("framework.errors")
+            if name not in errors.__all__:
+                raise AttributeError(f"module 'framework' has no attribute {name!r}")
+            module = errors.__name__
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value

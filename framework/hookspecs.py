@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     import jinja2
 
     from framework.context import TaskContext
-    from framework.cron_entry import CronEntry
-    from framework.middleware import Middleware
+    from framework.scheduler.entry import CronEntry
     from framework.services import Services
     from framework.settings import Settings
     from framework.task import TaskDef
+    from framework.worker.middleware import Middleware
 
 __all__ = ("PROJECT", "hookimpl", "hookspec")
 
@@ -65,7 +65,7 @@ def register_cron_entries(settings: Settings) -> list[CronEntry]:  # type: ignor
         settings: the app's settings.
 
     Returns:
-        :class:`~framework.cron_entry.CronEntry` objects. An invalid spec, unknown task type or a
+        :class:`~framework.scheduler.entry.CronEntry` objects. An invalid spec, unknown task type or a
         payload that does not fit its task stops start-up naming the entry and this plugin.
 
     Kind: collect. Fires: once, when the scheduler is assembled (and for ``framework cron ls``).
@@ -201,7 +201,7 @@ def register_aggregators(settings: Settings) -> list[Any]:  # type: ignore[empty
         settings: the app's settings.
 
     Returns:
-        :class:`~framework.aggregator.Aggregator` objects (group name or task type, limits, function).
+        :class:`~framework.worker.background.aggregator.Aggregator` objects (group name or task type, limits, function).
 
     Kind: collect. Fires: once per worker process, when the worker is assembled.
     """

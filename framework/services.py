@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.client import Client
-    from framework.keys import Schema
+    from framework.client.client import Client
+    from framework.protocol.keys import Schema
     from framework.registry import Registry
     from framework.settings import Settings
     from framework.storage import Storage

@@ -136,10 +136,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         shutdown_timeout: seconds to let running tasks finish on shutdown before requeueing them.
         cancel_grace: seconds a handler the worker cancelled (timeout, deadline, ``asynq:cancel``, shutdown)
             gets to end before the worker gives up on it: its outcome is written then (a failure, or a
-            requeue at shutdown) and whatever it does later writes nothing (see :mod:`framework.execution`).
+            requeue at shutdown) and whatever it does later writes nothing (see :mod:`framework.worker.execution`).
         loop_block_threshold: seconds the event loop may be blocked (an async handler that does blocking
             work) before the worker logs ``event_loop_blocked``; deadlines that pass during such a stall
-            are moved on for the tasks that did not cause it (0 = neither; see :mod:`framework.watchdog`).
+            are moved on for the tasks that did not cause it (0 = neither; see :mod:`framework.worker.watchdog`).
         heartbeat_interval: seconds between lease extensions and server heartbeats.
         forward_interval: longest wait between checks for due scheduled and retry tasks (sooner when one is
             due; a retry this worker schedules is forwarded when it is due).
@@ -151,7 +151,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         unknown_type_wait: seconds a task whose type the worker that took it has no handler for keeps being
             put back for another worker (a Go worker, or one with other task types) before it is archived,
             counted from the first time it was put back (0 = archive it at once); see
-            :meth:`~framework.outcomes.OutcomeWriter.unknown_type`.
+            :meth:`~framework.worker.outcomes.OutcomeWriter.unknown_type`.
         event_loop: the event loop of ``framework worker``/``scheduler``: ``auto`` (uvloop when installed),
             ``uvloop`` or ``asyncio``.
         cron: cron entries declared in settings.

@@ -17,7 +17,7 @@ import msgspec
 from framework.errors import PayloadTypeError
 
 if TYPE_CHECKING:
-    from framework.client import Client, SyncClient, TaskInfo
+    from framework.client.client import Client, SyncClient, TaskInfo
     from framework.context import TaskContext
 
 __all__ = ("Handler", "PayloadDecodeError", "RetryDelay", "TaskDef")
@@ -127,9 +127,9 @@ class TaskDef(Generic[P]):
             ) from exc
 
     def enqueue(self, client: Client, payload: P, **options: Any) -> Coroutine[Any, Any, TaskInfo]:
-        """Enqueue ``payload`` through ``client`` (await the result); see :meth:`framework.client.Client.enqueue`."""
+        """Enqueue ``payload`` through ``client`` (await the result); see ``Client.enqueue``."""
         return client.enqueue(self, payload, **options)
 
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Any) -> TaskInfo:
-        """Enqueue from code without an event loop; see :class:`framework.client.SyncClient`."""
+        """Enqueue from code without an event loop; see :class:`framework.client.client.SyncClient`."""
         return client.enqueue(self, payload, **options)

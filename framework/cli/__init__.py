@@ -68,7 +68,7 @@ class CliContext:
     @cached_property
     def pm(self) -> pluggy.PluginManager:
         """The plugin manager, with the app's own plugin (``FRAMEWORK_APP``) registered last."""
-        from framework.plugins import get_app_plugin_manager  # noqa: PLC0415
+        from framework.plugins.manager import get_app_plugin_manager  # noqa: PLC0415
 
         return get_app_plugin_manager(self.settings)
 

@@ -13,7 +13,7 @@ import click
 from framework.cli import CliContext, cli, examples, pass_cli
 
 if TYPE_CHECKING:
-    from framework.scheduler import ResolvedEntry
+    from framework.scheduler.scheduler import ResolvedEntry
     from framework.settings import Settings
 
 __all__ = ("cron", "ls")
@@ -26,8 +26,8 @@ def cron() -> None:
 
 async def _last_ticks(settings: Settings, ids: list[str]) -> dict[str, int]:
     """The last fired tick of each entry, from ``<ext>:cron:last``."""
-    from framework.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
-    from framework.keys import Schema  # noqa: PLC0415
+    from framework.protocol.keys import Schema  # noqa: PLC0415
+    from framework.transport.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
 
     url = await asyncio.to_thread(resolve_redis_url, settings)
     redis = open_redis(url)
@@ -69,9 +69,9 @@ def ls(ctx: CliContext, as_json: bool) -> None:
     """List every cron entry: source plugin, spec, time zone, last and next run."""
     from framework.clock import SystemClock  # noqa: PLC0415
     from framework.errors import RedisUnavailable  # noqa: PLC0415
-    from framework.plugins import collect_task_types  # noqa: PLC0415
+    from framework.plugins.manager import collect_task_types  # noqa: PLC0415
     from framework.registry import Registry  # noqa: PLC0415
-    from framework.scheduler import load_entries  # noqa: PLC0415
+    from framework.scheduler.scheduler import load_entries  # noqa: PLC0415
 
     settings, pm = ctx.settings, ctx.pm
     registry = Registry()

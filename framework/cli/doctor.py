@@ -69,7 +69,7 @@ def _version(info: dict[str, object]) -> tuple[str, tuple[int, ...]]:
 async def _check_redis(settings: Settings) -> tuple[list[Check], Redis | None]:
     from redis.exceptions import RedisError  # noqa: PLC0415 - redis loads only for the checks
 
-    from framework.connection import check_connection, open_redis, redact_url, resolve_redis_url  # noqa: PLC0415
+    from framework.transport.connection import check_connection, open_redis, redact_url, resolve_redis_url  # noqa: PLC0415
 
     try:
         url = await asyncio.to_thread(resolve_redis_url, settings)
@@ -99,7 +99,7 @@ async def _check_redis(settings: Settings) -> tuple[list[Check], Redis | None]:
 
 
 def _check_plugins(ctx: CliContext) -> tuple[list[Check], Registry | None]:
-    from framework.plugins import collect_task_types, get_plugins  # noqa: PLC0415
+    from framework.plugins.manager import collect_task_types, get_plugins  # noqa: PLC0415
     from framework.registry import Registry  # noqa: PLC0415
 
     try:
@@ -119,7 +119,7 @@ def _check_plugins(ctx: CliContext) -> tuple[list[Check], Registry | None]:
 
 def _check_plugin_settings(pm: pluggy.PluginManager, settings: Settings) -> list[Check]:
     """Each plugin decodes its own section; a section no loaded plugin owns is a likely typo."""
-    from framework.plugins import check_plugin_configs  # noqa: PLC0415
+    from framework.plugins.manager import check_plugin_configs  # noqa: PLC0415
 
     checks = []
     results = check_plugin_configs(pm, settings)
@@ -148,7 +148,7 @@ def _check_plugin_settings(pm: pluggy.PluginManager, settings: Settings) -> list
 
 def _check_queues(pm: pluggy.PluginManager, registry: Registry, settings: Settings) -> list[Check]:
     """Queues that task types (their default queue) or cron entries send tasks to, but no worker here serves."""
-    from framework.cron_loader import load_entries  # noqa: PLC0415
+    from framework.scheduler.loader import load_entries  # noqa: PLC0415
 
     users: dict[str, list[str]] = defaultdict(list)
     for task in registry:
@@ -183,7 +183,7 @@ Found = dict[str, dict[tuple[str, str], list[str]]]
 async def _queued_types(redis: Redis, settings: Settings) -> Found:
     """The types of the sampled pending, scheduled and retry tasks, with where they wait and their ids."""
     from framework.inspector import Inspector, QueueNotFound  # noqa: PLC0415
-    from framework.keys import Schema  # noqa: PLC0415
+    from framework.protocol.keys import Schema  # noqa: PLC0415
 
     inspector = Inspector(redis, Schema(settings.namespace))
     found: Found = defaultdict(lambda: defaultdict(list))

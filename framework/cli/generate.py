@@ -1,7 +1,7 @@
 """``framework new`` and ``framework generate job|plugin``: start a project, add a job, start a plugin.
 
 The commands read the command line and the disk (which folder, which app); naming rules, rendering and
-the refusal to overwrite live in :mod:`framework.scaffold`. Names are checked and cron specs parsed
+the refusal to overwrite live in :mod:`framework.cli.scaffold`. Names are checked and cron specs parsed
 before anything is written.
 """
 
@@ -15,8 +15,7 @@ from pathlib import Path
 import click
 
 from framework.cli import cli, examples
-from framework.cron import CronSpecError, parse_schedule
-from framework.scaffold import (
+from framework.cli.scaffold import (
     BUILTIN_PLUGINS,
     FileToWrite,
     Job,
@@ -29,6 +28,7 @@ from framework.scaffold import (
     find_source,
     plan,
 )
+from framework.scheduler.cron import CronSpecError, parse_schedule
 
 __all__ = ("generate", "generate_job", "generate_plugin", "new")
 

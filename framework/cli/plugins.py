@@ -13,7 +13,7 @@ __all__ = ("plugins",)
 
 
 def _contributions(ctx: CliContext) -> dict[str, dict[str, list[str]]]:
-    from framework.plugins import _results_by_plugin  # noqa: PLC0415
+    from framework.plugins.manager import _results_by_plugin  # noqa: PLC0415
 
     settings = ctx.settings
     out: dict[str, dict[str, list[str]]] = {}
@@ -64,7 +64,7 @@ def _route_labels(routes: list[Any]) -> list[str]:
 @pass_cli
 def plugins(ctx: CliContext, as_json: bool) -> None:
     """List every loaded plugin: distribution, version, hooks and what it contributes."""
-    from framework.plugins import get_plugins  # noqa: PLC0415
+    from framework.plugins.manager import get_plugins  # noqa: PLC0415
 
     infos = get_plugins(ctx.pm, ctx.settings)
     contributions = _contributions(ctx)

@@ -13,7 +13,7 @@ import click
 from framework.cli import CliContext, StartupError, cli, examples, pass_cli
 from framework.errors import ConfigError
 from framework.loop import run as run_loop
-from framework.settings import redact_url  # not framework.connection: that loads redis
+from framework.settings import redact_url  # not framework.transport.connection: that loads redis
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ("run", "scheduler", "web", "worker")
 
 EXIT_NOW = 130
-"""Exit status after a second SIGTERM/SIGINT: no graceful shutdown (as :data:`framework.worker.EXIT_SECOND_SIGNAL`)."""
+"""Exit status after a second SIGTERM/SIGINT: no graceful shutdown (the worker's ``EXIT_SECOND_SIGNAL``)."""
 _QUIT_NOW = "press Ctrl-C again to quit now"
 
 
@@ -111,7 +111,7 @@ def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool,
 
     import uvicorn  # noqa: PLC0415
 
-    from framework.app import FrameworkPlugin, create_app  # noqa: PLC0415
+    from framework.web.app import FrameworkPlugin, create_app  # noqa: PLC0415
 
     settings = ctx.settings
     host = host or settings.host
@@ -225,14 +225,14 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
     settings = _worker_settings(ctx.settings, concurrency, queues)
     configure(settings)
     if processes > 1:
-        from framework.supervisor import supervise  # noqa: PLC0415
+        from framework.worker.supervisor import supervise  # noqa: PLC0415
 
         raise SystemExit(supervise(settings, processes, scheduler=scheduler))
-    from framework.worker import Worker  # noqa: PLC0415
+    from framework.worker.worker import Worker  # noqa: PLC0415
 
     parts: list[object] = [Worker(settings, plugin_manager=ctx.pm)]
     if scheduler:
-        from framework.scheduler import Scheduler  # noqa: PLC0415
+        from framework.scheduler.scheduler import Scheduler  # noqa: PLC0415
 
         parts.append(Scheduler(settings, plugin_manager=ctx.pm))
     run_loop(_run_parts(parts, lambda: _stopping_message(settings, parts[0])), settings.event_loop)
@@ -244,7 +244,7 @@ async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
     The first signal prints ``stopping()``: what the stop waits for, and that a second signal skips it.
 
     A worker left with handlers that ignore cancellation then ends the process
-    (:meth:`~framework.worker.Worker.exit_if_abandoned`).
+    (:meth:`~framework.worker.worker.Worker.exit_if_abandoned`).
     """
     import signal  # noqa: PLC0415
 
@@ -289,7 +289,7 @@ def configure(settings: Settings) -> None:
 @pass_cli
 def scheduler(ctx: CliContext) -> None:
     """Run the cron scheduler alone (safe to run in any number of replicas)."""
-    from framework.scheduler import Scheduler  # noqa: PLC0415
+    from framework.scheduler.scheduler import Scheduler  # noqa: PLC0415
 
     configure(ctx.settings)
     parts: list[object] = [Scheduler(ctx.settings, plugin_manager=ctx.pm)]

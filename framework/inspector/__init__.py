@@ -16,7 +16,7 @@ from framework.inspector.memory import MEMORY_SAMPLE
 from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
 from framework.inspector.servers import ServerStatus
 from framework.inspector.tasks import MAX_PAGE_SIZE, GroupInfo, TaskPage
-from framework.message import SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, TaskState, WorkerInfo
+from framework.protocol.message import SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, TaskState, WorkerInfo
 
 __all__ = (
     "BATCH_SIZE",

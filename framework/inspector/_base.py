@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from framework.clock import SystemClock
 from framework.errors import QueueNotFound
-from framework.keys import Schema
-from framework.message import TaskState
+from framework.protocol.keys import Schema
+from framework.protocol.message import TaskState
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from framework.clock import Clock
-    from framework.keys import QueueKeys
+    from framework.protocol.keys import QueueKeys
 
 __all__ = ("InspectorBase", "as_state", "from_unix", "text")
 

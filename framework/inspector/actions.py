@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from framework.broker import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
-from framework.connection import is_cluster
+from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
 from framework.errors import QueueNotFound, TaskNotFound
 from framework.inspector._base import InspectorBase, as_state, text
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
-from framework.message import TaskState
-from framework.scripts import SCRIPTS
+from framework.protocol.message import TaskState
+from framework.protocol.scripts import SCRIPTS
+from framework.transport.connection import is_cluster
 
 if TYPE_CHECKING:
-    from framework.keys import QueueKeys
+    from framework.protocol.keys import QueueKeys
 
 __all__ = ("BATCH_SIZE", "ActionsMixin", "Progress")
 

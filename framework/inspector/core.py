@@ -18,7 +18,7 @@ class Inspector(QueuesMixin, TasksMixin, ActionsMixin, ServersMixin, SchedulersM
     so it stays cheap on queues of any size; every change to a task is one atomic Lua script.
 
     Args:
-        redis: an asyncio Redis client (bytes replies, as :func:`framework.connection.open_redis` makes).
+        redis: an asyncio Redis client (bytes replies, as :func:`framework.transport.connection.open_redis` makes).
         schema: the key schema (default: asynq's namespace).
         clock: where "now" comes from (default: the wall clock).
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.keys import QueueKeys
+    from framework.protocol.keys import QueueKeys
 
 __all__ = ("MAX_GROUPS_SAMPLED", "MEMORY_SAMPLE", "estimate_memory")
 

@@ -13,7 +13,7 @@ import msgspec
 
 from framework.inspector._base import InspectorBase, text
 from framework.inspector.memory import estimate_memory
-from framework.keys import day_stamp
+from framework.protocol.keys import day_stamp
 
 __all__ = ("DailyStats", "MinuteStats", "QueueInfo", "QueuesMixin")
 

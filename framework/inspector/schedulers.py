@@ -11,7 +11,7 @@ from typing import Any
 
 from framework.inspector._base import InspectorBase, text
 from framework.inspector.tasks import MAX_PAGE_SIZE
-from framework.message import (
+from framework.protocol.message import (
     SchedulerEnqueueEvent,
     SchedulerEntry,
     decode_enqueue_event,

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from framework.inspector._base import InspectorBase, text
-from framework.message import ServerInfo, WorkerInfo, decode_server_info, decode_worker_info
+from framework.protocol.message import ServerInfo, WorkerInfo, decode_server_info, decode_worker_info
 
 __all__ = ("ServerStatus", "ServersMixin")
 

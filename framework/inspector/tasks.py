@@ -18,10 +18,10 @@ from framework.errors import TaskNotFound
 from framework.inspector._base import InspectorBase, as_state, text
 from framework.inspector.details import FIELDS, SCORED, TaskDetails, task_details
 from framework.logging import get_logger
-from framework.message import TaskState
+from framework.protocol.message import TaskState
 
 if TYPE_CHECKING:
-    from framework.keys import QueueKeys
+    from framework.protocol.keys import QueueKeys
 
 __all__ = ("MAX_PAGE_SIZE", "GroupInfo", "TaskPage", "TasksMixin")
 

@@ -5,7 +5,7 @@ The backend is chosen by ``settings.storage.backend``:
 - ``local`` (the development default): files in ``<data_dir>/<storage.local_dir>``, served by the
   web app at ``storage.public_url``; see :mod:`framework.storage.local`. User content is served so it
   cannot act as the app: downloads unless it is a raster image, with ``nosniff`` and a sandboxing
-  CSP (see :mod:`framework.storage_routes`).
+  CSP (see :mod:`framework.web.storage_routes`).
 - ``s3``: a bucket on AWS S3, MinIO or another S3-compatible server, through the ``minio`` client
   (``pip install "framework[s3]"``); see :mod:`framework.storage.s3`.
 

@@ -8,7 +8,7 @@ Layout of the folder (``settings.data_path / settings.storage.local_dir``)::
 
 Writes are atomic: a reader sees the old object or the new one, never a partial file. Keys whose
 first segment is ``.local-storage`` are reserved: listings skip that folder and the web app never
-serves it (:mod:`framework.storage_routes`). Because objects are files, one key cannot be both an
+serves it (:mod:`framework.web.storage_routes`). Because objects are files, one key cannot be both an
 object and the prefix of other objects (``a/b`` and ``a/b/c``); S3 allows that, this backend raises
 :class:`~framework.storage.base.InvalidKey`.
 URLs are ``<public_url>/<key>`` and do not expire.

@@ -12,12 +12,12 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from framework.message import TaskState, decode_message, encode_message, new_message
+from framework.protocol.message import TaskState, decode_message, encode_message, new_message
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 __all__ = ("GROUP", "KINDS", "STATES", "broken_messages", "corrupt_id", "seed_corrupt")
 

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framework.message import decode_message
+from framework.protocol.message import decode_message
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

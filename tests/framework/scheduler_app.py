@@ -5,7 +5,7 @@ As a program::
     python -m tests.framework.scheduler_app REDIS_URL NAMESPACE [--spec "@every 1s"] [--offset SECONDS]
         [--die-before-call N] [--die-after-win]
 
-runs one :class:`~framework.scheduler.Scheduler` with a single entry ``tick`` (task ``test:tick``, queue
+runs one :class:`~framework.scheduler.scheduler.Scheduler` with a single entry ``tick`` (task ``test:tick``, queue
 ``cron``) until SIGTERM. ``--offset`` skews its clock; ``--die-before-call N`` makes it SIGKILL itself just
 before its N-th ``cron_enqueue`` call and ``--die-after-win`` just after its first enqueue that won, before
 it writes the history: a scheduler dying mid-tick. Logs are JSON lines on stderr.
@@ -25,11 +25,11 @@ from typing import Any
 
 import msgspec
 
-from framework.broker import RedisBroker
-from framework.cron_entry import CronEntry
+from framework.broker.broker import RedisBroker
 from framework.hookspecs import hookimpl
 from framework.registry import Registry
-from framework.scheduler import Scheduler
+from framework.scheduler.entry import CronEntry
+from framework.scheduler.scheduler import Scheduler
 from framework.settings import CronEntrySettings, Settings
 from framework.task import TaskDef
 

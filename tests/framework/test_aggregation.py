@@ -13,14 +13,14 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from framework.aggregator import Aggregator, GroupedTask
-from framework.broker import RedisBroker
+from framework.broker.broker import RedisBroker
 from framework.clock import SystemClock
 from framework.errors import PluginError
 from framework.hookspecs import hookimpl
-from framework.plugins import get_plugin_manager
+from framework.plugins.manager import get_plugin_manager
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.worker.background.aggregator import Aggregator, GroupedTask
+from framework.worker.worker import Worker
 from tests.framework.worker_app import wait_until
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "asynq-golden.json"

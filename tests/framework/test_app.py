@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from framework.app import create_app
-from framework.embedded import free_port
+from framework.embedded.launch import free_port
+from framework.web.app import create_app
 
 
 async def _poll_state(http: httpx.AsyncClient, task_id: str, want: str, timeout: float = 15.0) -> dict[str, Any]:

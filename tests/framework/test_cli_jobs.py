@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from framework.broker import RedisBroker
+from framework.broker.broker import RedisBroker
 from framework.clock import SystemClock
-from framework.keys import day_stamp
-from framework.message import decode_message, encode_message, encode_server_info, new_message
+from framework.protocol.keys import day_stamp
+from framework.protocol.message import decode_message, encode_message, encode_server_info, new_message
 from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.golden import golden, golden_ids, load_golden
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 TODAY = day_stamp(int(time.time()))

@@ -15,12 +15,12 @@ import click
 import pytest
 
 from framework.cli import _load_commands, _root_options, cli
-from framework.client import Client
-from framework.embedded import EmbeddedValkey
+from framework.client.client import Client
+from framework.embedded.datadir import read_int
+from framework.embedded.launch import terminate_pid
+from framework.embedded.probe import pid_alive
+from framework.embedded.server import EmbeddedValkey
 from framework.logging import StderrLogger
-from framework.valkey_datadir import read_int
-from framework.valkey_launch import terminate_pid
-from framework.valkey_probe import pid_alive
 from tests.fixtures.cli import run_framework
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ _PROBE = """
 import json, sys
 from framework.cli import _load_commands, _root_options, cli
 _load_commands(_root_options(sys.argv[1:])[1])
-loaded = sorted(m for m in sys.modules if m.startswith(("framework.cli.", "framework.scaffold", "framework.inspector")))
+loaded = sorted(m for m in sys.modules if m.startswith(("framework.cli.", "framework.inspector")))
 print(json.dumps({"modules": loaded, "commands": sorted(cli.commands)}))
 """
 

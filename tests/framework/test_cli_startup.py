@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from framework.cli import _hoist_root_options
-from framework.client import Client
+from framework.client.client import Client
 from tests.fixtures.cli import cli_env, run_framework
 from tests.fixtures.smtp import free_port
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 _HOOKS = """
 import msgspec

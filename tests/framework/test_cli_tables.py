@@ -12,7 +12,7 @@ from rich.console import Console
 
 from framework.cli._tables import fit_table
 from framework.cli.jobs._common import table
-from framework.keys import day_stamp
+from framework.protocol.keys import day_stamp
 from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.golden import load_golden
 

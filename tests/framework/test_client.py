@@ -19,9 +19,9 @@ import redis as redis_sync
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
 
-from framework.client import Client, Job, SyncClient, TaskInfo
-from framework.connection import open_redis
-from framework.embedded import free_port, start_test_server
+from framework.client.client import Client, Job, SyncClient, TaskInfo
+from framework.embedded.launch import free_port
+from framework.embedded.process import start_test_server
 from framework.errors import (
     DuplicateTask,
     FrameworkError,
@@ -31,10 +31,11 @@ from framework.errors import (
     RedisUnavailable,
     TaskIdConflict,
 )
-from framework.keys import Schema
-from framework.message import TaskMessage, TaskState, decode_message, encode_message
+from framework.protocol.keys import Schema
+from framework.protocol.message import TaskMessage, TaskState, decode_message, encode_message
 from framework.settings import MAX_PAYLOAD_SIZE, Settings, TaskDefaults
 from framework.task import PayloadDecodeError, TaskDef
+from framework.transport.connection import open_redis
 from tests.framework.golden import GOLDEN_NS, golden, golden_keys, golden_tasks, rename
 from tests.framework.test_lua import snapshot
 

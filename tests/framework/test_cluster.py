@@ -26,21 +26,21 @@ import redis as redis_sync
 from litestar.testing import AsyncTestClient
 from redis.exceptions import RedisError
 
-from framework.app import create_app
-from framework.broker import RedisBroker
-from framework.client import Client, Job
+from framework.broker.broker import RedisBroker
+from framework.client.client import Client, Job
 from framework.clock import SystemClock
-from framework.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
-from framework.cron_entry import CronEntry
 from framework.errors import DuplicateTask, RedisUnavailable, TaskIdConflict
 from framework.hookspecs import hookimpl
 from framework.inspector import Inspector
-from framework.keys import Schema
-from framework.plugins import get_plugin_manager
-from framework.scheduler import Scheduler
+from framework.plugins.manager import get_plugin_manager
+from framework.protocol.keys import Schema
+from framework.scheduler.entry import CronEntry
+from framework.scheduler.scheduler import Scheduler
 from framework.settings import Settings
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.transport.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
+from framework.web.app import create_app
+from framework.worker.worker import Worker
 from tests.fixtures.cli import cli_env
 from tests.fixtures.cluster import QUEUE_NODES, replicated
 from tests.framework.worker_app import JOB, start_worker, stop_process, wait_until

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from structlog.testing import capture_logs
 
-from framework.broker import RedisBroker
+from framework.broker.broker import RedisBroker
 from framework.clock import SystemClock
 from framework.errors import TaskNotFound
 from framework.inspector import Inspector, InvalidTaskState, TaskState
-from framework.message import encode_message, new_message
+from framework.protocol.message import encode_message, new_message
 from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.corrupt import GROUP, KINDS, STATES, seed_corrupt
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 QUEUE = "broken"
 _ARCHIVABLE = {TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY, TaskState.COMPLETED, TaskState.AGGREGATING}

@@ -1,4 +1,4 @@
-"""Tests for framework.cron: parsing, next/previous fire times, @every alignment and DST handling."""
+"""Tests for framework.scheduler.cron: parsing, next/previous fire times, @every alignment and DST handling."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter, croniter_range
 
-from framework.cron import CronSpecError, Schedule, parse_duration, parse_schedule
 from framework.errors import FrameworkError
+from framework.scheduler.cron import CronSpecError, Schedule, parse_duration, parse_schedule
 
 
 def ts(iso: str) -> float:

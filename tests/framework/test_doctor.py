@@ -9,11 +9,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from framework.broker import RedisBroker
+from framework.broker.broker import RedisBroker
 from framework.cli.doctor import MIN_REDIS, _version
 from framework.clock import SystemClock
-from framework.embedded import free_port
-from framework.message import encode_message, new_message
+from framework.embedded.launch import free_port
+from framework.protocol.message import encode_message, new_message
 from tests.framework.golden import load_golden
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 Result = subprocess.CompletedProcess[str]
 

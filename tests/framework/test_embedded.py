@@ -1,4 +1,4 @@
-"""framework.embedded against real valkey-server processes: start, reuse, crash cleanup, owner death, AOF."""
+"""framework.embedded.server against real valkey-server processes: start, reuse, crash cleanup, owner death, AOF."""
 
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ import pytest
 import redis
 
 import framework
-from framework.embedded import (
-    EmbeddedValkey,
-    EmbeddedValkeyError,
-    ValkeyProcess,
-    find_server_binary,
-    free_port,
-    start_test_server,
-)
+from framework.embedded.binary import find_server_binary
+from framework.embedded.errors import EmbeddedValkeyError
+from framework.embedded.launch import free_port
+from framework.embedded.process import ValkeyProcess, start_test_server
+from framework.embedded.server import EmbeddedValkey
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -39,7 +36,7 @@ _ROOT = Path(framework.__file__).resolve().parents[1]
 _CHILD = """
 import json, os, sys, time
 from pathlib import Path
-from framework.embedded import EmbeddedValkey
+from framework.embedded.server import EmbeddedValkey
 data_dir, go, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 while go and not Path(go).exists():
     time.sleep(0.002)

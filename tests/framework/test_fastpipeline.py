@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
 
-from framework.fastpipeline import FastPipeline
-from framework.fastredis import FastRedis
+from framework.transport.lean.fastredis import FastRedis
+from framework.transport.lean.pipeline import FastPipeline
 from tests.framework.test_resp import _comparable, _count_writes
 
 

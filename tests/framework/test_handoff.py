@@ -16,14 +16,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.broker import INFLIGHT_TTL, LEASE_SECONDS, RedisBroker
-from framework.client import Job as Enqueue
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.broker.broker import RedisBroker
+from framework.client.client import Job as Enqueue
 from framework.clock import SystemClock
-from framework.keys import Schema
-from framework.message import encode_message, new_message
-from framework.subscriber import Subscriber
+from framework.protocol.keys import Schema
+from framework.protocol.message import encode_message, new_message
 from framework.task import TaskDef
-from framework.worker import Worker, _split_handoff
+from framework.transport.lean.subscriber import Subscriber
+from framework.worker.worker import Worker, _split_handoff
 from tests.framework.worker_app import (
     JOB,
     Job,
@@ -363,10 +364,10 @@ async def test_a_worker_whose_subscriber_was_cut_off_listens_again_and_takes_han
 async def test_handoffs_work_on_a_password_protected_server_and_another_database(
     tmp_path: Path, namespace: str
 ) -> None:
-    from framework.client import Client
-    from framework.connection import open_redis
-    from framework.embedded import start_test_server
+    from framework.client.client import Client
+    from framework.embedded.process import start_test_server
     from framework.settings import Settings
+    from framework.transport.connection import open_redis
 
     server = start_test_server(tmp_path / "valkey")
     try:

@@ -19,13 +19,13 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.response import Template
 from litestar.testing import AsyncTestClient
 
-from framework.app import create_app
-from framework.cron_entry import CronEntry
 from framework.errors import SkipRetry
 from framework.hookspecs import hookimpl
-from framework.plugins import collect_cron_entries, get_plugin_manager
+from framework.plugins.manager import collect_cron_entries, get_plugin_manager
+from framework.scheduler.entry import CronEntry
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.web.app import create_app
+from framework.worker.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 

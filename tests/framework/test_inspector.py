@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis.asyncio.client import Pipeline, Redis
 
-from framework.broker import RedisBroker
+from framework.broker.broker import RedisBroker
 from framework.clock import SimulatedClock
 from framework.errors import QueueNotFound, TaskNotFound
 from framework.inspector import (
@@ -19,8 +19,8 @@ from framework.inspector import (
     QueueNotEmpty,
     TaskState,
 )
-from framework.keys import day_stamp
-from framework.message import (
+from framework.protocol.keys import day_stamp
+from framework.protocol.message import (
     decode_message,
     encode_enqueue_event,
     encode_message,
@@ -34,8 +34,8 @@ from tests.framework.golden import GOLDEN_TIME, golden, golden_ids, golden_keys,
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from framework.client import Client
-    from framework.keys import Schema
+    from framework.client.client import Client
+    from framework.protocol.keys import Schema
 
 NOW = GOLDEN_TIME + 10
 GOLDEN_QUEUES = sorted(golden()["keys"]["asynq:queues"]["items"])

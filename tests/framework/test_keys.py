@@ -1,4 +1,4 @@
-"""The key schema is the wire contract: a golden table of exact key strings (``framework.keys``).
+"""The key schema is the wire contract: a golden table of exact key strings (``framework.protocol.keys``).
 
 Pure tests, no Redis. The asynq names are checked against the spec (asynq-wire.md §1) and against the
 key names the real Go asynq v0.26 wrote in ``tests/data/asynq-golden.json``.
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from framework.keys import DEFAULT_EXT, DEFAULT_NS, Schema, day_stamp, unique_digest
-from framework.message import decode_message
+from framework.protocol.keys import DEFAULT_EXT, DEFAULT_NS, Schema, day_stamp, unique_digest
+from framework.protocol.message import decode_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable

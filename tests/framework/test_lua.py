@@ -1,7 +1,7 @@
 """Every state transition is one Lua script: seed exact Redis state, act, assert the exact result.
 
-Each case writes the keys a transition reads (through :mod:`framework.keys`), calls the broker method
-(or the script itself through :data:`framework.scripts.SCRIPTS` where small caps make a case cheap),
+Each case writes the keys a transition reads (through :mod:`framework.protocol.keys`), calls the broker method
+(or the script itself through :data:`framework.protocol.scripts.SCRIPTS` where small caps make a case cheap),
 and compares a snapshot of the **whole** test namespace with the expected keys, types and values, so
 a script that writes anything else fails too. The expectations are those of the wire contract
 (asynq-wire.md §1 and §3).
@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import framework
-from framework.broker import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, LEASE_SECONDS, MINUTE_TTL, RedisBroker
+from framework.broker.base import LEASE_SECONDS
+from framework.broker.broker import RedisBroker
+from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, MINUTE_TTL
 from framework.clock import SimulatedClock
-from framework.keys import day_stamp
-from framework.scripts import SCRIPTS
+from framework.protocol.keys import day_stamp
+from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from framework.keys import QueueKeys, Schema
+    from framework.protocol.keys import QueueKeys, Schema
 
 Q = "q"
 DAY = 24 * 3600
@@ -1158,7 +1160,7 @@ async def test_cron_enqueue_existing_task_is_not_overwritten(
 
 # --- the scripts themselves -------------------------------------------------------------------------------------
 
-LUA_DIR = Path(framework.__file__).parent / "lua"
+LUA_DIR = Path(framework.__file__).parent / "protocol" / "lua"
 LUA_FILES = sorted(p for p in LUA_DIR.glob("*.lua") if p.name != "_lib.lua")
 
 
@@ -1187,7 +1189,7 @@ def test_script_has_a_header_naming_keys_argv_and_returns(path: Path) -> None:
 
 @pytest.mark.parametrize("path", LUA_FILES, ids=[p.stem for p in LUA_FILES])
 def test_script_is_loaded_and_used(path: Path) -> None:
-    assert path.stem in SCRIPTS, f"{path.name} is not loaded by framework.scripts"
+    assert path.stem in SCRIPTS, f"{path.name} is not loaded by framework.protocol.scripts"
     users = [
         py
         for py in Path(framework.__file__).parent.rglob("*.py")

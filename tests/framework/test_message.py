@@ -1,4 +1,4 @@
-"""Golden tests for the asynq wire messages (``framework.message``, ``framework.proto``).
+"""Golden tests for the asynq wire messages (``framework.protocol.message``, ``framework.protocol.proto``).
 
 ``tests/data/asynq-golden.json`` is a Redis snapshot written by the real Go asynq v0.26. Header map
 entries there are in Go's random order, so messages with headers are compared with the headers as
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-import framework.proto
-from framework.message import (
+import framework.protocol.proto
+from framework.protocol.message import (
     SchedulerEnqueueEvent,
     SchedulerEntry,
     ServerInfo,
@@ -36,7 +36,7 @@ from framework.message import (
     encode_worker_info,
     new_message,
 )
-from framework.proto.asynq import SCHEMA, file_descriptor_proto
+from framework.protocol.proto.asynq import SCHEMA, file_descriptor_proto
 
 GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "asynq-golden.json").read_text(encoding="utf-8"))
 GOLDEN_MSGS = {
@@ -575,7 +575,7 @@ def _parse_proto(text: str) -> dict[str, tuple[tuple[str, int, str], ...]]:
 
 
 def test_proto_file_and_python_schema_agree() -> None:
-    proto = (Path(framework.proto.__file__).parent / "asynq.proto").read_text(encoding="utf-8")
+    proto = (Path(framework.protocol.proto.__file__).parent / "asynq.proto").read_text(encoding="utf-8")
     assert 'syntax = "proto3";' in proto
     assert "package asynq;" in proto
     assert 'import "google/protobuf/timestamp.proto";' in proto
@@ -585,7 +585,7 @@ def test_proto_file_and_python_schema_agree() -> None:
 def test_descriptor_matches_schema() -> None:
     file = file_descriptor_proto()
     assert (file.name, file.package, file.syntax, list(file.dependency)) == (
-        "framework/proto/asynq.proto",
+        "framework/protocol/proto/asynq.proto",
         "asynq",
         "proto3",
         ["google/protobuf/timestamp.proto"],

@@ -1,6 +1,6 @@
 """Enqueue options: the merge rule (call site > task type > queue > asynq) and every validation rule.
 
-Pure tests of :func:`framework.options.resolve_options`; no Redis.
+Pure tests of :func:`framework.client.options.resolve_options`; no Redis.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from framework.client.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT, EnqueueOptions, resolve_options
 from framework.errors import InvalidOption
-from framework.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT, EnqueueOptions, resolve_options
 from framework.settings import Settings, TaskDefaults
 from framework.task import TaskDef
 

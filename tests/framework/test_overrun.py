@@ -20,9 +20,9 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from framework.client import Job as Enqueue
+from framework.client.client import Job as Enqueue
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.worker.worker import Worker
 from tests.framework.worker_app import (
     JOB,
     ROOT,

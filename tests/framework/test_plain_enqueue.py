@@ -16,17 +16,17 @@ import msgspec
 import pytest
 import redis as redis_sync
 
-from framework.broker import RedisBroker
-from framework.client import Client
+from framework.broker.broker import RedisBroker
+from framework.client.client import Client
+from framework.client.options import EnqueueOptions
+from framework.client.prepared import SCRIPT, PlainEnqueue, eligible, new_task_id
 from framework.clock import SimulatedClock
-from framework.connection import open_redis
-from framework.embedded import start_test_server
+from framework.embedded.process import start_test_server
 from framework.errors import DuplicateTask, PayloadTypeError, RedisUnavailable
-from framework.keys import Schema
-from framework.message import decode_message, encode_message, new_message
-from framework.options import EnqueueOptions
-from framework.plain_enqueue import SCRIPT, PlainEnqueue, eligible, new_task_id
+from framework.protocol.keys import Schema
+from framework.protocol.message import decode_message, encode_message, new_message
 from framework.task import TaskDef
+from framework.transport.connection import open_redis
 
 if TYPE_CHECKING:
     from pathlib import Path

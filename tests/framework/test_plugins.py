@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from framework.errors import PluginError
-from framework.plugins import collect_task_types, get_plugin_manager, get_plugins
+from framework.plugins.manager import collect_task_types, get_plugin_manager, get_plugins
 from framework.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +210,7 @@ CONFIG_PLUGIN = """
 
 def test_hook_check_config(site: Path, settings: Any) -> None:
     """Each plugin checks its own settings section, as its start-up would decode it."""
-    from framework.plugins import check_plugin_configs
+    from framework.plugins.manager import check_plugin_configs
 
     make_distribution(site, "framework-fwtest-conf", "fwtest_conf", CONFIG_PLUGIN)
     good = settings.replace(plugins={"fwtest_conf": {"channel": "#ops"}, "email": {"backend": "smtp"}})

@@ -13,9 +13,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
-from framework.client import SyncClient
+from framework.client.client import SyncClient
 from framework.errors import RetryAfter, RevokeTask, SkipRetry
-from framework.message import decode_message, encode_message, new_message
+from framework.protocol.message import decode_message, encode_message, new_message
 from framework.task import TaskDef
 from tests.framework.worker_app import task_record, wait_until
 
@@ -272,7 +272,7 @@ async def test_undecodable_payload_is_archived_naming_the_field(run: Any, client
         {
             "event": "task_payload_invalid",
             "log_level": "error",
-            "logger": "framework.worker",
+            "logger": "framework.worker.worker",
             "task_id": info.id,
             "type": "p:typed",
             "queue": "default",
@@ -314,7 +314,7 @@ async def test_unknown_task_type_is_put_back_without_spending_a_retry(
     assert entry == {
         "event": "task_type_unknown",
         "log_level": "warning",
-        "logger": "framework.worker",
+        "logger": "framework.worker.worker",
         "task_id": info.id,
         "type": "p:nobody",
         "queue": "default",
@@ -327,7 +327,7 @@ async def test_unknown_task_type_is_put_back_without_spending_a_retry(
 async def test_a_deferred_task_is_run_by_a_worker_that_registers_its_type(
     run: Any, client: Any, redis: Any, schema: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("framework.outcomes.UNKNOWN_TYPE_DELAYS", (1, 1))
+    monkeypatch.setattr("framework.worker.outcomes.UNKNOWN_TYPE_DELAYS", (1, 1))
     seen: list[tuple[int, int]] = []
 
     async def handle(ctx: Any, p: N) -> None:
@@ -351,9 +351,9 @@ async def test_unknown_task_type_is_archived_once_no_worker_took_it_for_the_wait
     run: Any, client: Any, redis: Any, schema: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from framework.hookspecs import hookimpl
-    from framework.plugins import get_plugin_manager
+    from framework.plugins.manager import get_plugin_manager
 
-    monkeypatch.setattr("framework.outcomes.UNKNOWN_TYPE_DELAYS", (1, 1))
+    monkeypatch.setattr("framework.worker.outcomes.UNKNOWN_TYPE_DELAYS", (1, 1))
     archived_errors: list[str] = []
 
     class Events:
@@ -384,7 +384,7 @@ async def test_unknown_task_type_is_archived_once_no_worker_took_it_for_the_wait
     assert entries[-1] == {
         "event": "task_type_unknown",
         "log_level": "error",
-        "logger": "framework.worker",
+        "logger": "framework.worker.worker",
         "task_id": info.id,
         "type": "p:nobody",
         "queue": "default",
@@ -579,7 +579,7 @@ async def test_event_hook_errors_are_logged_and_never_break_the_worker(
     run: Any, client: Any, redis: Any, schema: Any, settings: Any
 ) -> None:
     from framework.hookspecs import hookimpl
-    from framework.plugins import get_plugin_manager
+    from framework.plugins.manager import get_plugin_manager
 
     class Broken:
         @hookimpl

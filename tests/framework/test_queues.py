@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.client import Job
-from framework.queues import order_queues
+from framework.client.client import Job
 from framework.settings import QueueLimit
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.worker.queues import order_queues
+from framework.worker.worker import Worker
 from tests.framework.worker_app import wait_until
 
 WEIGHTS = {"critical": 6, "default": 3, "low": 1}

@@ -12,11 +12,11 @@ from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
 from framework.clock import SimulatedClock
-from framework.embedded import free_port
-from framework.ratelimit import RateLimit
+from framework.embedded.launch import free_port
+from framework.web.ratelimit import RateLimit
 
 if TYPE_CHECKING:
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 
 def limiter(redis: Redis, schema: Schema, clock: SimulatedClock, *, limit: int = 3, window: float = 10) -> RateLimit:

@@ -15,18 +15,19 @@ import pytest
 from redis.exceptions import RedisError
 from structlog.testing import capture_logs
 
-from framework.broker import LEASE_SECONDS, RedisBroker
-from framework.client import Client
-from framework.client import Job as Enqueue
+from framework.broker.base import LEASE_SECONDS
+from framework.broker.broker import RedisBroker
+from framework.client.client import Client
+from framework.client.client import Job as Enqueue
 from framework.clock import SystemClock
-from framework.connection import open_redis
-from framework.embedded import start_test_server
-from framework.health import RedisHealth
-from framework.keys import Schema
+from framework.embedded.process import start_test_server
 from framework.logging import get_logger
-from framework.message import encode_message, new_message
-from framework.recoverer import LEASE_EXPIRED_ERROR, Recoverer, default_dead_after
+from framework.protocol.keys import Schema
+from framework.protocol.message import encode_message, new_message
 from framework.settings import Settings
+from framework.transport.connection import open_redis
+from framework.transport.health import RedisHealth
+from framework.worker.background.recoverer import LEASE_EXPIRED_ERROR, Recoverer, default_dead_after
 from tests.framework.worker_app import JOB, Job, start_supervisor, start_worker, stop_process, task_record, wait_until
 
 FAST = {"heartbeat_interval": 0.5, "recoverer_interval": 0.5}

@@ -18,15 +18,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.client import Client
-from framework.connection import open_redis
-from framework.embedded import free_port
+from framework.client.client import Client
+from framework.embedded.launch import free_port
 from framework.errors import DuplicateTask, SkipRetry
 from framework.inspector import Inspector
-from framework.keys import Schema
+from framework.protocol.keys import Schema
 from framework.settings import Settings
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.transport.connection import open_redis
+from framework.worker.worker import Worker
 
 REDIS = shutil.which("redis-server")
 if REDIS is None:

@@ -16,14 +16,16 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import AuthenticationError, DataError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from framework.broker import ENQUEUE_BATCH, RedisBroker
+from framework.broker.broker import RedisBroker
+from framework.broker.enqueue import ENQUEUE_BATCH
 from framework.clock import SystemClock
-from framework.connection import open_redis
-from framework.embedded import start_test_server
-from framework.fastredis import FastRedis
-from framework.message import encode_message, new_message
-from framework.resp import RespClient, RespConnection, fast_path_for
-from framework.scripts import SCRIPTS
+from framework.embedded.process import start_test_server
+from framework.protocol.message import encode_message, new_message
+from framework.protocol.scripts import SCRIPTS
+from framework.transport.connection import open_redis
+from framework.transport.lean.client import RespClient, fast_path_for
+from framework.transport.lean.connection import RespConnection
+from framework.transport.lean.fastredis import FastRedis
 from tests.framework.worker_app import require_password
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from framework.scaffold import (
+from framework.cli.scaffold import (
     FileToWrite,
     Job,
     Names,
@@ -248,7 +248,7 @@ def test_job_plan_renders_each_option(tmp_path: Path) -> None:
     assert "CronEntry" not in plain
     full = job_module(tmp_path, Job("send_report", "shop", "reports", 5, 2.5, 300, "*/5 * * * *", "Europe/Berlin"))
     assert 'queue="reports",\n    max_retry=5,\n    timeout=2.5,\n    unique=300,\n' in full
-    assert "from framework.cron_entry import CronEntry" in full
+    assert "from framework import CronEntry, SkipRetry, TaskDef" in full
     assert 'send_report_cron = CronEntry(\n    name="shop:send_report",\n    spec="*/5 * * * *",' in full
     assert 'tz="Europe/Berlin",' in full
     assert "DuplicateTask" in full
@@ -469,7 +469,7 @@ def test_the_core_wheel_ships_the_templates_and_new_works_from_it(tmp_path: Path
     work.mkdir()
     env = clean_env(FRAMEWORK_LOAD_PLUGINS="")
     where = subprocess.run(
-        [str(python), "-c", "import framework.scaffold as s; print(s.__file__); print(s.template_root())"],
+        [str(python), "-c", "import framework.cli.scaffold as s; print(s.__file__); print(s.template_root())"],
         cwd=work,
         env=env,
         check=True,

@@ -1,4 +1,4 @@
-"""Tests for framework.scheduler: entry validation, exactly-once firing, missed ticks, DST and asynq's records.
+"""Tests for the scheduler: entry validation, exactly-once firing, missed ticks, DST and asynq's records.
 
 The multi-process tests run real scheduler processes (tests/framework/scheduler_app.py) against the
 session Valkey: three at once, with one killed mid-tick, and with skewed clocks.
@@ -27,12 +27,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from framework import hookspecs
 from framework.clock import SimulatedClock
-from framework.cron_entry import CronEntry
 from framework.errors import ConfigError, PluginError
 from framework.hookspecs import hookimpl
-from framework.message import decode_enqueue_event, decode_message, decode_scheduler_entry
+from framework.protocol.message import decode_enqueue_event, decode_message, decode_scheduler_entry
 from framework.registry import Registry
-from framework.scheduler import HISTORY_MAX, MISSED_AFTER, Scheduler, entry_id, load_entries
+from framework.scheduler.entry import CronEntry
+from framework.scheduler.scheduler import HISTORY_MAX, MISSED_AFTER, Scheduler, entry_id, load_entries
 from framework.settings import CronEntrySettings, Settings
 from framework.task import TaskDef
 from tests.framework.scheduler_app import QUEUE, TICK, Tick, tick_task
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_040.0  # a multiple of 60
@@ -211,7 +211,7 @@ def test_bad_plugin_entry_fails_naming_entry_and_plugin(
 
 
 def test_plugin_returning_something_else_fails(settings: Settings, reg: Registry) -> None:
-    with pytest.raises(PluginError, match=r"from plugin .myplugin.: is not a framework\.cron_entry\.CronEntry"):
+    with pytest.raises(PluginError, match=r"from plugin .myplugin.: is not a framework\.scheduler\.entry\.CronEntry"):
         load_entries(settings, plugin_manager({"name": "x"}), reg)
 
 

@@ -28,19 +28,19 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry as SyncRetry
 
-from framework.client import Client
-from framework.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
-from framework.cron_entry import CronEntry
+from framework.client.client import Client
 from framework.errors import RedisUnavailable, TaskIdConflict
 from framework.inspector import Inspector
-from framework.keys import Schema
+from framework.protocol.keys import Schema
 from framework.registry import Registry
-from framework.scheduler import Scheduler
-from framework.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup
+from framework.scheduler.entry import CronEntry
+from framework.scheduler.scheduler import Scheduler
 from framework.settings import Settings
 from framework.task import TaskDef
 from framework.thirdparty import pool_connections
-from framework.worker import Worker
+from framework.transport.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
+from framework.transport.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup
+from framework.worker.worker import Worker
 from tests.fixtures.cli import cli_env, run_framework
 from tests.fixtures.cluster import replicated
 from tests.fixtures.smtp import free_port

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framework.client import Job as Enqueue
+from framework.client.client import Job as Enqueue
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.worker.worker import Worker
 from tests.framework.worker_app import JOB, SYNC_JOB, Job, start_worker, stop_process, task_record, wait_until
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from framework.app import create_app
 from framework.storage import LocalStorage, local_objects_dir
-from framework.storage_routes import INLINE_TYPES, STORAGE_CSP
+from framework.web.app import create_app
+from framework.web.storage_routes import INLINE_TYPES, STORAGE_CSP
 from tests.fixtures.web import serve
 
 HTML = b"<script>alert(document.domain)</script>"

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from framework.clock import SimulatedClock
-from framework.tokens import MAX_TOKEN_CHARS, Tokens, token_digest
+from framework.web.tokens import MAX_TOKEN_CHARS, Tokens, token_digest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
     from framework.services import Services
 
 

@@ -15,15 +15,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.connection import open_redis
-from framework.embedded import start_test_server
+from framework.embedded.process import start_test_server
 from framework.errors import RetryAfter
-from framework.heartbeat import WORKER_PAYLOAD_MAX
-from framework.keys import Schema
-from framework.message import decode_message, decode_server_info, decode_worker_info, encode_message
+from framework.protocol.keys import Schema
+from framework.protocol.message import decode_message, decode_server_info, decode_worker_info, encode_message
 from framework.settings import CronEntrySettings, Settings
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.transport.connection import open_redis
+from framework.worker.heartbeat import WORKER_PAYLOAD_MAX
+from framework.worker.worker import Worker
 from tests.framework.worker_app import JOB, Job, start_supervisor, stop_process, task_record, wait_until
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "asynq-golden.json"
@@ -145,7 +145,7 @@ async def test_an_idle_worker_costs_next_to_no_redis_traffic_or_cpu(tmp_path: Pa
 async def test_heartbeat_writes_asynq_server_and_worker_records(
     start: Any, client: Any, redis: Any, schema: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("framework.heartbeat.SERVER_INFO_EVERY", 0.1)
+    monkeypatch.setattr("framework.worker.heartbeat.SERVER_INFO_EVERY", 0.1)
     release = asyncio.Event()
 
     async def handle(ctx: Any, p: T) -> None:
@@ -193,7 +193,7 @@ async def test_worker_records_carry_a_bounded_payload_that_still_decodes(
     start: Any, client: Any, redis: Any, schema: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Five 3 MB payloads in flight: the record rewritten on every write stays a few KiB, not 15 MB."""
-    monkeypatch.setattr("framework.heartbeat.SERVER_INFO_EVERY", 0.1)
+    monkeypatch.setattr("framework.worker.heartbeat.SERVER_INFO_EVERY", 0.1)
     release = asyncio.Event()
 
     async def handle(ctx: Any, p: bytes) -> None:

@@ -31,10 +31,10 @@ import msgspec
 import redis as redis_sync
 
 from framework.hookspecs import hookimpl
-from framework.message import decode_message
+from framework.protocol.message import decode_message
 from framework.settings import Settings, load_settings
 from framework.task import TaskDef
-from framework.worker import Worker
+from framework.worker.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -192,11 +192,11 @@ def start_worker(settings: Settings, log: Path, **extra: Any) -> subprocess.Pope
 def start_supervisor(
     settings: Settings, processes: int, log: Path, *, scheduler: bool = False, **extra: Any
 ) -> subprocess.Popen[bytes]:
-    """Launch ``python -m framework.supervisor`` with this program's workers."""
+    """Launch ``python -m framework.worker.supervisor`` with this program's workers."""
     args = ["--processes", str(processes), "--factory", "tests.framework.worker_app:make_worker"]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "framework.supervisor", *args, *(["--scheduler"] if scheduler else [])],
+            [sys.executable, "-m", "framework.worker.supervisor", *args, *(["--scheduler"] if scheduler else [])],
             cwd=ROOT,
             env=env_for(settings, **extra),
             stdout=out,

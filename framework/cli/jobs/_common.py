@@ -89,7 +89,7 @@ def jobs() -> None:
 
 
 async def _with_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
-    from framework.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
+    from framework.transport.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
 
     url = await asyncio.to_thread(resolve_redis_url, ctx.settings)
     redis = open_redis(url)
@@ -115,7 +115,7 @@ def run_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
 def run_inspector(ctx: CliContext, fn: Callable[[Inspector], Awaitable[T]]) -> T:
     """Run ``fn`` with an :class:`Inspector` of the app's namespace; errors as :func:`run_redis`."""
     from framework.inspector import Inspector  # noqa: PLC0415
-    from framework.keys import Schema  # noqa: PLC0415
+    from framework.protocol.keys import Schema  # noqa: PLC0415
 
     async def go(redis: Redis) -> T:
         return await fn(Inspector(redis, Schema(ctx.settings.namespace)))

@@ -16,7 +16,7 @@ from framework.cli.jobs._common import emit_json, jobs, json_option, run_redis, 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from framework.client import TaskInfo
+    from framework.client.client import TaskInfo
     from framework.registry import Registry
 
 __all__ = ("enqueue",)
@@ -24,7 +24,7 @@ __all__ = ("enqueue",)
 
 def _seconds(text: str, name: str) -> float:
     """Seconds from a number or a Go duration (``90``, ``1m30s``, ``2h``)."""
-    from framework.cron import parse_duration  # noqa: PLC0415
+    from framework.scheduler.cron import parse_duration  # noqa: PLC0415
 
     try:
         value = float(text)
@@ -135,9 +135,9 @@ def enqueue(ctx: CliContext, /, task_type: str, payload: str | None, force: bool
     type's defaults (queue, retries, timeout) apply. Any other type is refused (it is most likely a
     typo) unless --force, which stores the JSON as given for a worker elsewhere to run.
     """
-    from framework.client import Client  # noqa: PLC0415
-    from framework.keys import Schema  # noqa: PLC0415
-    from framework.plugins import collect_task_types  # noqa: PLC0415
+    from framework.client.client import Client  # noqa: PLC0415
+    from framework.plugins.manager import collect_task_types  # noqa: PLC0415
+    from framework.protocol.keys import Schema  # noqa: PLC0415
     from framework.registry import Registry  # noqa: PLC0415
 
     registry = Registry()

@@ -25,7 +25,7 @@ from framework.cli.jobs._common import (
     table,
     when_text,
 )
-from framework.message import TaskState
+from framework.protocol.message import TaskState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -257,7 +257,7 @@ def delete(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool
 @pass_cli
 def cancel(ctx: CliContext, task_id: str, as_json: bool) -> None:
     """Ask the workers to cancel the active task TASK_ID."""
-    from framework.keys import Schema  # noqa: PLC0415
+    from framework.protocol.keys import Schema  # noqa: PLC0415
 
     async def go(redis: Redis) -> int:
         from framework.inspector import Inspector  # noqa: PLC0415

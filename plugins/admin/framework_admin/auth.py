@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.connection import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
-from framework.events import await_me_maybe
+from framework.plugins.events import await_me_maybe
 from framework_admin.credentials import CREDENTIALS, Credentials, load_credentials
 from framework_admin.models import Actor
 from framework_admin.session import same_token, verify_session

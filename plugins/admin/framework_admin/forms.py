@@ -22,7 +22,7 @@ from litestar.response import Redirect, Template
 
 from framework.inspector import Inspector
 from framework.logging import get_logger
-from framework.ratelimit import client_address, retry_after_seconds
+from framework.web.ratelimit import client_address, retry_after_seconds
 from framework_admin import actions, queries
 from framework_admin.auth import (
     SESSION_COOKIE,

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     import jinja2
 
     from framework.context import TaskContext
-    from framework.middleware import Middleware
     from framework.services import Services
     from framework.settings import Settings
+    from framework.worker.middleware import Middleware
 
 __all__ = (
     "check_config",

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
     from framework.context import TaskContext
     from framework.inspector import Inspector
-    from framework.keys import Schema
-    from framework.middleware import Run
+    from framework.protocol.keys import Schema
     from framework.services import Services
+    from framework.worker.middleware import Run
 
 __all__ = (
     "MAX_RUNS",
@@ -190,7 +190,7 @@ async def record_failed_run(ctx: TaskContext, error: BaseException) -> None:
     started = _finish(ctx)
     if started is None:
         return
-    from framework.processor import TaskCancelled  # noqa: PLC0415
+    from framework.worker.processor import TaskCancelled  # noqa: PLC0415
 
     status = "failed"
     if isinstance(error, TimeoutError):

@@ -16,7 +16,7 @@ from framework.inspector import DailyStats, QueueInfo
 
 if TYPE_CHECKING:
     from framework.inspector import ServerStatus, TaskDetails
-    from framework.message import SchedulerEnqueueEvent, SchedulerEntry, WorkerInfo
+    from framework.protocol.message import SchedulerEnqueueEvent, SchedulerEntry, WorkerInfo
 
 __all__ = (
     "ActionResult",

@@ -2,7 +2,7 @@
 
 Each failure (a wrong token in the sign-in form, or an ``Authorization: Bearer`` token that opens
 nothing) is counted for the client's address in a sliding window kept in Redis
-(:class:`framework.ratelimit.RateLimit`, key ``<ext>:ratelimit:admin-auth:<address>``), so every web
+(:class:`framework.web.ratelimit.RateLimit`, key ``<ext>:ratelimit:admin-auth:<address>``), so every web
 process of the app shares the count. Once an address has ``failed_auth_limit`` failures within
 ``failed_auth_window`` seconds, every attempt from it to present a credential (the sign-in form, any
 bearer token, even a valid one, so the answer tells nothing about the guess) gets 429 with
@@ -22,7 +22,7 @@ from litestar.exceptions import TooManyRequestsException
 
 from framework.context import StashKey
 from framework.logging import get_logger
-from framework.ratelimit import RateLimit, client_address, retry_after_seconds
+from framework.web.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework_admin.config import load_admin_config
 
 if TYPE_CHECKING:

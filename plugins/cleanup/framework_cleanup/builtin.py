@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from framework.storage import InvalidKey, ObjectNotFound
-from framework.tokens import Tokens
+from framework.web.tokens import Tokens
 from framework_cleanup.config import outbox_path
 from framework_cleanup.sweepers import Sweeper, SweepFn
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from framework.settings import Settings
     from framework.storage import ObjectInfo
-    from framework.tokens import IndexEntry
+    from framework.web.tokens import IndexEntry
     from framework_cleanup.config import CleanupConfig
     from framework_cleanup.sweepers import SweepContext, SweepResult
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from framework.cron import parse_duration
+from framework.scheduler.cron import parse_duration
 
 if TYPE_CHECKING:
     from framework.settings import Settings

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.cron_entry import CronEntry
 from framework.hookspecs import hookimpl
 from framework.logging import get_logger
+from framework.scheduler.entry import CronEntry
 from framework_cleanup import hookspecs
 from framework_cleanup.builtin import builtin_sweepers
 from framework_cleanup.config import load_config

@@ -11,8 +11,8 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from framework.context import StashKey
-from framework.cron import CronSpecError, parse_schedule
 from framework.errors import ConfigError, PluginError
+from framework.scheduler.cron import CronSpecError, parse_schedule
 from framework_cleanup.config import CleanupConfig, load_config
 from framework_cleanup.sweepers import Sweeper
 
@@ -98,7 +98,7 @@ def plugin_manager_for(settings: Settings) -> pluggy.PluginManager:
     Assembly hooks receive only the settings; this is how the cleanup plugin's
     ``register_cron_entries`` finds the sweepers of every other plugin.
     """
-    from framework.plugins import app_plugins, get_plugin_manager  # noqa: PLC0415 - avoids an import cycle
+    from framework.plugins.manager import app_plugins, get_plugin_manager  # noqa: PLC0415 - avoids an import cycle
 
     return get_plugin_manager(settings, extra=app_plugins(settings))
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import structlog
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
     from framework.services import Services
 
 __all__ = (

@@ -22,7 +22,7 @@ from framework_cleanup.registry import sweepers_for
 from framework_cleanup.sweepers import SweepFailed, run_sweeper
 
 if TYPE_CHECKING:
-    from framework.client import Client, TaskInfo
+    from framework.client.client import Client, TaskInfo
     from framework.context import TaskContext
 
 __all__ = ("CLEANUP_RUN", "CleanupRun", "cleanup_task", "handle_cleanup_run", "run_cleanup")

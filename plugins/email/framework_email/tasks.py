@@ -26,7 +26,7 @@ from framework_email.service import get_email_service
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from framework.client import Client, TaskInfo
+    from framework.client.client import Client, TaskInfo
     from framework.context import TaskContext
     from framework.services import Services
 

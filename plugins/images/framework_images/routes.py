@@ -50,9 +50,9 @@ from litestar.status_codes import (
 
 from framework.errors import RedisUnavailable
 from framework.logging import get_logger
-from framework.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework.services import Services
 from framework.storage import Storage
+from framework.web.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework_images.config import ImagesConfig
 from framework_images.processing import sniff
 from framework_images.storage import (

@@ -41,7 +41,7 @@ from framework_images.storage import (
 )
 
 if TYPE_CHECKING:
-    from framework.client import Client, TaskInfo
+    from framework.client.client import Client, TaskInfo
     from framework.context import TaskContext
     from framework.services import Services
     from framework.storage import Storage

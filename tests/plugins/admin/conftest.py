@@ -14,11 +14,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 from playwright.sync_api import Page
 
-from framework.app import create_app
 from framework.errors import RetryAfter
 from framework.hookspecs import hookimpl
-from framework.plugins import get_plugin_manager
+from framework.plugins.manager import get_plugin_manager
 from framework.task import TaskDef
+from framework.web.app import create_app
 from tests.plugins.admin.server import LiveServer
 
 TOKEN = "admin-token-for-tests-0123456789"

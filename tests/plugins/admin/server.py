@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 
-from framework.embedded import free_port
+from framework.embedded.launch import free_port
 
 __all__ = ("LiveServer",)
 

@@ -8,7 +8,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from framework.app import create_app
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import (
     AUTH,
     BLOCK,
@@ -297,8 +297,8 @@ async def test_openapi_documents_the_api(api: Any) -> None:
 async def test_cron_entries_with_last_and_next_run_and_history(admin_settings: Any) -> None:
     from litestar.testing import AsyncTestClient
 
-    from framework.app import create_app
     from framework.settings import CronEntrySettings
+    from framework.web.app import create_app
     from tests.plugins.admin.conftest import admin_pm
 
     entry = CronEntrySettings(name="tick", spec="@every 1s", task="admin-test:ok", payload={"text": "<tick>"})

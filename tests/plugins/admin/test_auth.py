@@ -13,8 +13,8 @@ from framework_admin.session import sign_session, verify_session
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from framework.app import create_app
 from framework.errors import ConfigError
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import READONLY, RO_AUTH, admin_pm, login
 
 

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from structlog.testing import capture_logs
 
-from framework.message import TaskState
+from framework.protocol.message import TaskState
 from tests.framework.corrupt import GROUP, KINDS, STATES, seed_corrupt
 from tests.plugins.admin.conftest import AUTH, login, task_state
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
 
 ADMIN = "/admin"
 API = "/api/admin"

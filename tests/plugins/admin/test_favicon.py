@@ -9,7 +9,7 @@ from typing import Any
 from litestar import get
 from litestar.testing import AsyncTestClient
 
-from framework.app import create_app
+from framework.web.app import create_app
 from tests.plugins.admin.server import LiveServer
 
 

@@ -17,8 +17,8 @@ from litestar.response import Template
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from framework.app import create_app
 from framework.hookspecs import hookimpl
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import AUTH, admin_pm, login
 
 

@@ -13,7 +13,7 @@ from framework_admin.forms import safe_next
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from framework.app import create_app
+from framework.web.app import create_app
 from tests.fixtures.web import serve
 from tests.plugins.admin.conftest import AUTH, READONLY, RO_AUTH, TOKEN, admin_pm, csrf_of, login
 

@@ -7,7 +7,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from framework.app import create_app
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import AUTH, RO_AUTH, admin_pm
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 from litestar.testing import AsyncTestClient
 
-from framework.app import create_app
-from framework.keys import Schema
+from framework.protocol.keys import Schema
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import AUTH, admin_pm, wait_for
 
 

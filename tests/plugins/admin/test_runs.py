@@ -12,12 +12,12 @@ from framework_admin.runs import MAX_RUNS, flush_runs, read_runs, record_runs_mi
 from litestar.testing import AsyncTestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from framework.app import create_app
 from framework.context import TaskContext
 from framework.hookspecs import hookimpl
 from framework.inspector import Inspector
-from framework.keys import Schema
+from framework.protocol.keys import Schema
 from framework.task import TaskDef
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import AUTH, FLAKY, OK, Job, admin_pm, wait_for
 
 

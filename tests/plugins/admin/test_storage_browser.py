@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Dialog, Download, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
-from framework.app import create_app
+from framework.web.app import create_app
 from tests.plugins.admin.conftest import TOKEN, admin_pm
 from tests.plugins.admin.server import LiveServer
 

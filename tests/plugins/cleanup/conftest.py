@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from framework_cleanup.sweepers import Sweeper
     from redis.asyncio import Redis
 
-    from framework.client import Client
-    from framework.keys import Schema
+    from framework.client.client import Client
+    from framework.protocol.keys import Schema
     from framework.registry import Registry
     from framework.settings import Settings
     from tests.fixtures.s3 import S3Server

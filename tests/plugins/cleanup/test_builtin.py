@@ -16,7 +16,7 @@ from framework_cleanup.sweepers import SweepReport, run_sweeper
 
 from framework.clock import SimulatedClock
 from framework.storage import StorageUnavailable
-from framework.tokens import Tokens
+from framework.web.tokens import Tokens
 from tests.plugins.cleanup.conftest import Store, builtin
 
 if TYPE_CHECKING:

@@ -15,12 +15,12 @@ from framework_cleanup.registry import collect_sweepers, plugin_manager_for, swe
 from framework_cleanup.sweepers import SweepContext, Sweeper, SweepResult, run_sweeper
 from framework_cleanup.tasks import CLEANUP_RUN
 
-from framework.cron import parse_schedule
 from framework.errors import ConfigError, PluginError
 from framework.hookspecs import hookimpl
-from framework.plugins import collect_task_types, get_plugin_manager
+from framework.plugins.manager import collect_task_types, get_plugin_manager
 from framework.registry import Registry
-from framework.scheduler import Scheduler, load_entries
+from framework.scheduler.cron import parse_schedule
+from framework.scheduler.scheduler import Scheduler, load_entries
 
 if TYPE_CHECKING:
     from framework.services import Services

@@ -15,10 +15,10 @@ from framework.context import TaskContext
 from framework.errors import SkipRetry
 from framework.hookspecs import hookimpl
 from framework.logging import get_logger
-from framework.worker import Worker
+from framework.worker.worker import Worker
 
 if TYPE_CHECKING:
-    from framework.client import Client
+    from framework.client.client import Client
     from framework.services import Services
     from framework.settings import Settings
 

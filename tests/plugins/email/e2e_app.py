@@ -10,7 +10,7 @@ from litestar import post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from framework.client import Client
+from framework.client.client import Client
 from framework.hookspecs import hookimpl
 
 

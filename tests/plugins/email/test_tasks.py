@@ -30,8 +30,8 @@ from framework_email.tasks import (
 from framework.context import TaskContext
 from framework.errors import ConfigError, PluginError, RetryAfter, SkipRetry
 from framework.hookspecs import hookimpl
-from framework.jinja import build_environment
-from framework.plugins import get_plugin_manager
+from framework.plugins.manager import get_plugin_manager
+from framework.plugins.templates import build_environment
 from framework.services import Services
 from framework.settings import Settings
 from framework.storage.local import LocalStorage

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from framework.app import create_app
+from framework.web.app import create_app
 from tests.fixtures.web import serve
 
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.keys import Schema
+    from framework.protocol.keys import Schema
     from tests.fixtures.s3 import S3Server
 
 
@@ -104,7 +104,7 @@ def assert_upright_quadrants(data: bytes) -> Image.Image:
 
 @dataclass
 class RecordingClient:
-    """Stands in for framework.client.Client: records enqueues, or fails like Redis being down."""
+    """Stands in for framework.client.client.Client: records enqueues, or fails like Redis being down."""
 
     calls: list[tuple[Any, Any, dict[str, Any]]] = field(default_factory=list)
     fail: bool = False

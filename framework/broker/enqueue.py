@@ -1,0 +1,170 @@
+"""The enqueue side of :class:`~framework.broker.broker.RedisBroker`: registering queues, choosing and batching scripts.
+
+:meth:`EnqueueSide.prepare_enqueue` picks the script for one task (scheduled, aggregating, unique, plain
+with a handoff offer) without I/O; :meth:`EnqueueSide.enqueue_many` runs prepared calls in one round trip,
+merging runs of plain enqueues into ``enqueue_many.lua`` calls. Cron ticks are enqueued here too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerBase
+from framework.protocol.scripts import SCRIPTS, run_pipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from framework.protocol.keys import QueueKeys
+
+__all__ = ("ENQUEUE_BATCH", "EnqueueSide")
+
+ENQUEUE_BATCH = 64
+"""Most tasks one ``enqueue_many.lua`` call stores (a batch of more is several calls in the same round trip)."""
+
+
+class EnqueueSide(BrokerBase):
+    """Storing new tasks: what clients, the scheduler and the aggregator call."""
+
+    async def register_queues(self, queues: Iterable[str]) -> None:
+        """``SADD <ns>:queues`` for queues not yet registered by this process (Go caches the same way)."""
+        new = [q for q in queues if q not in self._known_queues]
+        if new:
+            await self.redis.sadd(self.schema.all_queues, *new)
+            self._known_queues.update(new)
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def prepare_enqueue(
+        self,
+        queue: str,
+        task_id: str,
+        data: bytes,
+        *,
+        process_at: int | None = None,
+        unique_key: str = "",
+        unique_ttl: int = 0,
+        group: str = "",
+    ) -> tuple[Any, list[str], list[Any]]:
+        """Choose the script and build its keys and args for one enqueue (no I/O).
+
+        A ``process_at`` wins over ``group``, as in asynq: the task is scheduled, and the forwarder adds
+        it to its group when it is due.
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        tkey = qk.task(task_id)
+        if process_at is not None:
+            if unique_key:
+                return (
+                    SCRIPTS["schedule_unique"],
+                    [tkey, qk.scheduled, unique_key],
+                    [data, process_at, task_id, unique_ttl, group],
+                )
+            return SCRIPTS["schedule"], [tkey, qk.scheduled], [data, process_at, task_id, group]
+        if group:
+            keys = [tkey, qk.group(group), qk.groups]
+            args: list[Any] = [data, task_id, int(now), group]
+            if unique_key:
+                return SCRIPTS["add_to_group_unique"], [*keys, unique_key], [*args, unique_ttl]
+            return SCRIPTS["add_to_group"], keys, args
+        now_ns = int(now * 1e9)
+        if unique_key:
+            return (
+                SCRIPTS["enqueue_unique"],
+                [tkey, qk.pending, unique_key],
+                [data, task_id, now_ns, unique_ttl, self._channel, queue],
+            )
+        keys, args = [tkey, qk.pending], [data, task_id, now_ns, self._channel, queue]
+        if self.handoff:
+            keys += (qk.waiters, qk.paused, qk.active, qk.lease)
+            args += self._handoff_args(qk, now)
+        return SCRIPTS["enqueue"], keys, args
+
+    def _handoff_args(self, qk: QueueKeys, now: float) -> list[Any]:
+        """Lease expiry, in-flight prefix, handoff channel prefix and in-flight TTL: what a handoff writes."""
+        return [int(now) + LEASE_SECONDS, qk.inflight_prefix(), self.schema.handoff_prefix, INFLIGHT_TTL]
+
+    async def enqueue(
+        self,
+        queue: str,
+        task_id: str,
+        data: bytes,
+        *,
+        process_at: int | None = None,
+        unique_key: str = "",
+        unique_ttl: int = 0,
+        group: str = "",
+    ) -> int:
+        """Store one task: scheduled (``process_at``), else aggregating (``group``), else pending.
+
+        Returns:
+            1 stored, 0 task id conflict, -1 duplicate (uniqueness lock held).
+        """
+        script, keys, args = self.prepare_enqueue(
+            queue, task_id, data, process_at=process_at, unique_key=unique_key, unique_ttl=unique_ttl, group=group
+        )
+        if queue not in self._known_queues:
+            await self.register_queues([queue])
+        return int(await script(self.hot, keys, args))
+
+    async def enqueue_many(self, calls: Sequence[tuple[Any, list[str], list[Any]]], queues: Iterable[str]) -> list[Any]:
+        """Run prepared enqueues in one round trip; returns each result (int, or the exception).
+
+        On the hot-path connection, consecutive plain enqueues into the same queue go to Redis as one
+        ``enqueue_many.lua`` call per :data:`ENQUEUE_BATCH` tasks (each task stored as ``enqueue.lua`` stores
+        it); the others, and every call on a redis-py client, run one script call per task.
+        """
+        new = [q for q in set(queues) if q not in self._known_queues]
+        if new:
+            await self.register_queues(new)
+        if self.fast is None:  # redis-py (Cluster, Sentinel, TLS, ...): one script call per task, as always
+            return await run_pipeline(self.redis, calls)
+        grouped, spans = self._group_plain_enqueues(calls)
+        results = await run_pipeline(self.fast, grouped)
+        out: list[Any] = []
+        for result, span in zip(results, spans, strict=True):
+            if span == 0:
+                out.append(result)
+            elif isinstance(result, BaseException):
+                out.extend([result] * span)
+            else:
+                out.extend(result)
+        return out
+
+    def _group_plain_enqueues(
+        self, calls: Sequence[tuple[Any, list[str], list[Any]]]
+    ) -> tuple[list[tuple[Any, list[str], list[Any]]], list[int]]:
+        """The calls with runs of plain enqueues merged; per merged call, how many tasks it holds (0 = as it was)."""
+        plain, many = SCRIPTS["enqueue"], SCRIPTS["enqueue_many"]
+        grouped: list[tuple[Any, list[str], list[Any]]] = []
+        spans: list[int] = []
+        run_pending = ""
+        for call in calls:
+            script, keys, args = call
+            if script is not plain:
+                grouped.append(call)
+                spans.append(0)
+                run_pending = ""
+                continue
+            data, task_id, now_ns, channel, queue = args[:5]
+            if keys[1] != run_pending or spans[-1] >= ENQUEUE_BATCH:
+                run_pending = keys[1]
+                head = [self.schema.queue(queue).task_prefix, now_ns, channel, queue]
+                # the handoff keys and args when the single call had them, else blanks (nothing is offered)
+                grouped.append((many, [run_pending, *keys[2:]], [*head, *(args[5:] or ("", "", "", ""))]))
+                spans.append(0)
+            grouped[-1][2].extend((task_id, data))
+            spans[-1] += 1
+        return grouped, spans
+
+    async def cron_enqueue(
+        self, queue: str, entry_id: str, tick: int, task_id: str, data: bytes, claim_ttl: int
+    ) -> int:
+        """Claim tick ``tick`` of a cron entry and enqueue its task atomically; 1 fired, 0 already claimed."""
+        qk = self.schema.queue(queue)
+        if queue not in self._known_queues:
+            await self.register_queues([queue])
+        keys = [qk.cron_claim(entry_id, tick), qk.task(task_id), qk.pending]
+        args: list[Any] = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
+        return int(await SCRIPTS["cron_enqueue"](self.redis, keys, args))

@@ -1,0 +1,178 @@
+"""The broker's maintenance side: forwarding, recovery, the janitor, aggregation.
+
+Moving due scheduled and retry tasks to pending, recovering the tasks of dead workers, deleting expired
+completed tasks, and staging, reading and reclaiming the aggregation sets of task groups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from framework.broker.base import LEASE_SECONDS, BrokerBase
+from framework.protocol.scripts import SCRIPTS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ("AGGREGATION_SET_TTL", "SUSPECT_TTL", "Maintenance")
+
+AGGREGATION_SET_TTL = 120
+"""Seconds an aggregation set may stay staged before it is put back in its group (asynq: 2 min)."""
+SUSPECT_TTL = 24 * 3600
+"""Seconds a queue's crash-suspect marks last after the last death (marks of deleted tasks fade with it)."""
+
+
+class Maintenance(BrokerBase):
+    """What the forwarder, recoverer, janitor and aggregator call."""
+
+    # -- maintenance -------------------------------------------------------------------------------
+
+    async def forward(self, queue: str) -> tuple[int, float | None]:
+        """Move due scheduled and retry tasks of ``queue`` to pending (or back to their group).
+
+        Returns:
+            (tasks moved, the earliest due time left in either set or None).
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        args: list[Any] = [int(now), qk.task_prefix, int(now * 1e9), qk.prefix + "g:", self._channel, queue]
+        moved = 0
+        earliest: float | None = None
+        for source in (qk.scheduled, qk.retry):
+            while True:
+                n, nxt = await SCRIPTS["forward"](self.redis, [source, qk.pending, qk.groups], args)
+                moved += int(n)
+                if int(n) < 100:
+                    break
+            if float(nxt) >= 0 and (earliest is None or float(nxt) < earliest):
+                earliest = float(nxt)
+        return moved, earliest
+
+    async def list_lease_expired(self, queue: str, cutoff: float, limit: int = 100) -> list[bytes]:
+        """Messages of tasks in ``queue`` whose lease ended before ``cutoff``."""
+        qk = self.schema.queue(queue)
+        result: list[bytes] = await SCRIPTS["list_lease_expired"](
+            self.redis, [qk.lease], [int(cutoff), qk.task_prefix, limit]
+        )
+        return result
+
+    async def recover(
+        self,
+        queue: str,
+        task_id: str,
+        newest_dead_lease: float,
+        max_recoveries: int,
+        *,
+        count: bool = True,
+        alone: bool = True,
+    ) -> Any:
+        """Requeue a task of a dead worker; see ``recover.lua`` for the answers.
+
+        ``alone``: the worker died holding only this task, so the death is charged to it (toward the
+        poison-pill limit); otherwise the task is marked a suspect, uncharged, and runs alone next time.
+        ``count=False``: the owner gives back a task whose lease it lost (a Redis outage, not a crash):
+        neither charged nor a suspect.
+        """
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending, qk.suspects]
+        mode = 0 if not count else 1 if alone else 2
+        args: list[Any] = [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue, mode, SUSPECT_TTL]
+        return await SCRIPTS["recover"](self.redis, keys, args)
+
+    async def leased(self, tasks: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether each (queue, id) still holds a lease (in one round trip): the tasks a dead worker held."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, task_id in tasks:
+                pipe.zscore(self.schema.queue(queue).lease, task_id)
+            return [score is not None for score in await pipe.execute()]
+
+    async def repair_orphans(self, queue: str) -> int:
+        """Give already-expired leases to active tasks that have none, so recovery finds them."""
+        qk = self.schema.queue(queue)
+        expired = int(self.clock.now()) - 2 * LEASE_SECONDS
+        return int(await SCRIPTS["repair_orphans"](self.redis, [qk.active, qk.lease], [expired]))
+
+    async def delete_expired_completed(self, queue: str, batch: int = 100) -> int:
+        """Delete completed tasks of ``queue`` whose retention ran out; returns how many."""
+        qk = self.schema.queue(queue)
+        total = 0
+        while True:
+            n = int(
+                await SCRIPTS["delete_expired_completed"](
+                    self.redis, [qk.completed], [int(self.clock.now()), qk.task_prefix, batch]
+                )
+            )
+            total += n
+            if n < batch:
+                return total
+
+    async def next_due(self, queues: Sequence[str]) -> list[float | None]:
+        """Earliest score in each queue's scheduled and retry sets (None when both are empty), one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                qk = self.schema.queue(queue)
+                pipe.zrange(qk.scheduled, 0, 0, withscores=True)
+                pipe.zrange(qk.retry, 0, 0, withscores=True)
+            replies = await pipe.execute()
+        out: list[float | None] = []
+        for i in range(0, len(replies), 2):
+            scores = [float(r[0][1]) for r in replies[i : i + 2] if r]
+            out.append(min(scores) if scores else None)
+        return out
+
+    # -- aggregation -------------------------------------------------------------------------------
+
+    async def groups(self, queue: str) -> list[str]:
+        """Names of the groups of ``queue`` that hold aggregating tasks."""
+        members = await self.redis.smembers(self.schema.queue(queue).groups)
+        return sorted(_text(g) for g in members)
+
+    async def first_in_group(self, queue: str, group: str) -> bytes | None:
+        """The encoded message of the oldest task of a group (to find the aggregator by task type)."""
+        qk = self.schema.queue(queue)
+        ids = await self.redis.zrange(qk.group(group), 0, 0)
+        if not ids:
+            return None
+        data = await self.redis.hget(qk.task(_text(ids[0])), "msg")
+        return data if isinstance(data, bytes) else None
+
+    async def aggregation_check(
+        self, queue: str, group: str, set_id: str, *, max_size: int, max_delay: float, grace_period: float
+    ) -> str | None:
+        """Stage a ready group's tasks (up to ``max_size``) in a new aggregation set.
+
+        Returns:
+            The aggregation set key, or None when the group is not ready.
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        set_key = qk.aggregation_set(group, set_id)
+        keys = [qk.group(group), set_key, qk.aggregation_sets, qk.groups]
+        args: list[Any] = [max_size, max_delay, grace_period, int(now) + AGGREGATION_SET_TTL, now, group]
+        created = int(await SCRIPTS["aggregation_check"](self.redis, keys, args))
+        return set_key if created else None
+
+    async def read_aggregation_set(self, queue: str, set_key: str) -> tuple[list[tuple[str, bytes]], float | None]:
+        """The (id, encoded message) of each task staged in an aggregation set, and the set's deadline."""
+        qk = self.schema.queue(queue)
+        flat = await SCRIPTS["read_aggregation_set"](self.redis, [set_key, qk.aggregation_sets], [qk.task_prefix])
+        deadline = float(flat[0]) if int(flat[0]) >= 0 else None
+        return [(flat[i].decode(), flat[i + 1]) for i in range(1, len(flat), 2)], deadline
+
+    async def delete_aggregation_set(self, queue: str, set_key: str) -> int:
+        """Delete an aggregation set and its member tasks (after the aggregated task was enqueued)."""
+        qk = self.schema.queue(queue)
+        keys = [set_key, qk.aggregation_sets]
+        return int(await SCRIPTS["delete_aggregation_set"](self.redis, keys, [qk.task_prefix]))
+
+    async def reclaim_stale_aggregation_sets(self, queue: str) -> int:
+        """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets."""
+        qk = self.schema.queue(queue)
+        keys = [qk.aggregation_sets, qk.groups]
+        args: list[Any] = [int(self.clock.now()), qk.group_prefix()]
+        return int(await SCRIPTS["reclaim_stale_aggregation_sets"](self.redis, keys, args))
+
+
+def _text(value: Any) -> str:
+    """A reply (bytes from a decode_responses=False client) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

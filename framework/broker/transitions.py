@@ -1,0 +1,232 @@
+"""The worker side of :class:`~framework.broker.broker.RedisBroker`: dequeueing, and every transition of an active task.
+
+Taking tasks (leased, recorded in the worker's in-flight set), finishing them (done, completed, retried,
+archived, requeued) with their processed and failed counters, deferring those whose type has no handler,
+extending leases and writing results.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerBase
+from framework.protocol.keys import day_stamp
+from framework.protocol.scripts import SCRIPTS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from framework.protocol.keys import QueueKeys
+
+__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions")
+
+ARCHIVE_MAX_SIZE = 10_000
+ARCHIVE_MAX_AGE = 90 * 24 * 3600
+_DAY_TTL = 90 * 24 * 3600
+MINUTE_TTL = 26 * 3600
+"""How long the per-minute counters are kept."""
+
+
+class Taken(list[tuple[str, bytes]]):
+    """The tasks one dequeue took: (task id, encoded TaskMessage) pairs, oldest first.
+
+    Attributes:
+        suspect: the one task taken is a crash suspect (``recover.lua``): it must run alone.
+        blocked: nothing was taken because a suspect is next and the worker holds tasks.
+    """
+
+    suspect = False
+    blocked = False
+
+
+class WorkerTransitions(BrokerBase):
+    """What a worker's processor and heartbeat call for the tasks they take."""
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _stat_keys(self, qk: QueueKeys, now: float, kind: str) -> list[str]:
+        day = day_stamp(int(now))
+        if kind == "processed":
+            return [qk.processed, qk.processed_day(day), qk.minute_stats("processed", int(now) // 60)]
+        return [qk.failed, qk.failed_day(day), qk.minute_stats("failed", int(now) // 60)]
+
+    @staticmethod
+    def _day_expireat(now: float) -> int:
+        return int(now) + _DAY_TTL
+
+    # -- worker transitions ------------------------------------------------------------------------
+
+    async def dequeue(
+        self, queue: str, count: int, inflight_key: str = "", waiter: str = "", *, alone: bool = False
+    ) -> Taken:
+        """Take up to ``count`` pending tasks of ``queue`` (none when paused); leases them for 30 s.
+
+        Args:
+            queue: the queue.
+            count: the most tasks to take.
+            inflight_key: the dequeuing worker's in-flight set of this queue (``QueueKeys.inflight``);
+                the ids taken are added to it atomically. "" records nothing.
+            waiter: this worker's server id, listening on its handoff channel: when nothing is pending it
+                is registered in the queue's waiters, so the next enqueue hands its task straight to it
+                (needs ``inflight_key``). "" registers nothing.
+            alone: the worker holds no task at all, so it may take a crash suspect, which then runs alone.
+
+        Returns:
+            (task id, encoded TaskMessage) of each task taken, oldest first; see :class:`Taken` for the
+            suspect and blocked flags. A batch stops before the first suspect in it.
+        """
+        qk = self.schema.queue(queue)
+        lease_until = int(self.clock.now()) + LEASE_SECONDS
+        keys = [qk.pending, qk.active, qk.lease, qk.paused, qk.suspects]
+        args: list[Any] = [qk.task_prefix, lease_until, count, INFLIGHT_TTL, 1 if alone else 0]
+        if inflight_key:
+            keys.append(inflight_key)
+            if waiter:
+                keys.append(qk.waiters)
+                args.append(waiter)
+        flat: list[Any] = await SCRIPTS["dequeue"](self.hot, keys, args)
+        taken = Taken()
+        if len(flat) % 2:
+            if len(flat) == 1:
+                taken.blocked = True
+                return taken
+            taken.suspect = True
+        taken.extend((flat[i].decode(), flat[i + 1]) for i in range(0, len(flat) - 1, 2))
+        return taken
+
+    async def clear_suspect(self, queue: str, task_id: str) -> None:
+        """The task ran alone and its worker lived: it is no longer a crash suspect."""
+        await self.redis.srem(self.schema.queue(queue).suspects, task_id)
+
+    async def withdraw(self, queues: Sequence[str], waiter: str) -> None:
+        """Take ``waiter`` out of the queues' waiters: no enqueue hands it a task after this returns."""
+        commands = [("LREM", self.schema.queue(q).waiters, 0, waiter) for q in queues]
+        if self.fast is not None:
+            for reply in await self.fast.execute_many(commands):
+                if isinstance(reply, Exception):
+                    raise reply
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            await pipe.execute()
+
+    async def pending_counts(self, queues: Sequence[str]) -> list[int]:
+        """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
+        if self.fast is not None:
+            lengths = await self.fast.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues])
+            for n in lengths:
+                if isinstance(n, Exception):
+                    raise n
+            return [int(n) for n in lengths]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(self.schema.queue(queue).pending)
+            return [int(n) for n in await pipe.execute()]
+
+    async def done(self, queue: str, tasks: Sequence[tuple[str, str]], inflight: str = "") -> list[int]:
+        """Finish succeeded tasks (no retention).
+
+        Args:
+            queue: their queue.
+            tasks: (id, unique lock key or "") pairs.
+            inflight: the acknowledging worker's in-flight set of ``queue``; the ids leave it in the same step.
+
+        Returns:
+            Per task, 1 done or 0 not found (the task is no longer active here).
+        """
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        args: list[Any] = [qk.task_prefix, self._day_expireat(now), MINUTE_TTL]
+        for task_id, unique_key in tasks:
+            args += (task_id, unique_key)
+        keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
+        if inflight:
+            keys.append(inflight)
+        result: list[int] = await SCRIPTS["done"](self.hot, keys, args)
+        return result
+
+    async def mark_complete(self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str) -> int:
+        """Finish a succeeded task that has a retention: keep it as completed until ``expires_at``."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.completed, *self._stat_keys(qk, now, "processed")]
+        args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
+        return int(await SCRIPTS["mark_complete"](self.redis, keys, args))
+
+    async def requeue(self, queue: str, task_id: str, *, wake: bool = False) -> int:
+        """Put an unfinished active task back at the head of its queue (no retry spent).
+
+        ``wake``: also publish a wake-up for the queue, so an idle worker takes the task at once.
+        """
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
+        found = int(await SCRIPTS["requeue"](self.redis, keys, [task_id]))
+        if found and wake and self._channel:
+            await self.redis.publish(self._channel, queue)
+        return found
+
+    def _failure_keys(self, qk: QueueKeys, now: float) -> list[str]:
+        return [*self._stat_keys(qk, now, "processed"), *self._stat_keys(qk, now, "failed")]
+
+    async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int:
+        """Move a failed active task to the retry set until ``retry_at``."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.retry, *self._failure_keys(qk, now)]
+        args: list[Any] = [task_id, data, retry_at, 1 if failure else 0, self._day_expireat(now), MINUTE_TTL]
+        return int(await SCRIPTS["retry"](self.redis, keys, args))
+
+    async def archive(self, queue: str, task_id: str, data: bytes) -> int:
+        """Move a failed active task to the archive (kept 90 days, at most 10,000 per queue)."""
+        qk = self.schema.queue(queue)
+        now = self.clock.now()
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.archived, *self._failure_keys(qk, now)]
+        args: list[Any] = [
+            task_id,
+            data,
+            int(now),
+            int(now) - ARCHIVE_MAX_AGE,
+            ARCHIVE_MAX_SIZE,
+            qk.task_prefix,
+            self._day_expireat(now),
+            MINUTE_TTL,
+        ]
+        return int(await SCRIPTS["archive"](self.redis, keys, args))
+
+    async def defer(
+        self, queue: str, task_id: str, data: bytes, *, now: int, wait: float, delays: tuple[int, int]
+    ) -> int:
+        """Put back an active task whose type has no handler here, for a worker that has one (``defer.lua``).
+
+        It goes to the retry set without spending a retry or counting as a failure; the delay is the time
+        since its first deferral, bounded by ``delays`` (shortest, longest).
+
+        Args:
+            queue: its queue.
+            task_id: its id.
+            data: its encoded message (error text and failure time updated).
+            now: the time, Unix s.
+            wait: seconds from the first deferral after which it is no longer deferred.
+            delays: the shortest and longest delay, whole seconds.
+
+        Returns:
+            When it is due again (Unix s); 0 when it is no longer active; -1 when it has waited ``wait``
+            seconds (it is still active, for the caller to archive).
+        """
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.retry]
+        args: list[Any] = [task_id, data, now, wait, delays[0], delays[1]]
+        return int(await SCRIPTS["defer"](self.redis, keys, args))
+
+    async def extend_leases(self, queue: str, task_ids: Sequence[str]) -> None:
+        """Extend the leases of in-flight tasks to now + 30 s (``ZADD XX``: never re-adds a lost lease)."""
+        if not task_ids:
+            return
+        until = int(self.clock.now()) + LEASE_SECONDS
+        mapping = dict.fromkeys(task_ids, until)
+        await self.redis.zadd(self.schema.queue(queue).lease, mapping, xx=True)
+
+    async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
+        """Store a running task's result bytes (``HSET result``)."""
+        await self.redis.hset(self.schema.queue(queue).task(task_id), "result", data)

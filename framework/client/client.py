@@ -1,0 +1,437 @@
+"""The enqueue client: builds task messages from task definitions and options, and stores them.
+
+:class:`Client` is async; :class:`SyncClient` serves code without an event loop (scripts, other
+frameworks) by running a client on a private loop in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
+
+from framework.broker.broker import RedisBroker
+from framework.client.options import EnqueueOptions, resolve_options
+from framework.client.prepared import PlainEnqueue, eligible, new_task_id, new_task_ids
+from framework.clock import Clock, SystemClock
+from framework.errors import (
+    DuplicateTask,
+    FrameworkError,
+    PayloadTooLarge,
+    PayloadTypeError,
+    RedisUnavailable,
+    TaskIdConflict,
+)
+from framework.protocol.keys import Schema
+from framework.protocol.message import TaskState, encode_message, new_message
+from framework.settings import MAX_PAYLOAD_SIZE
+from framework.task import TaskDef
+from framework.transport.connection import describe_redis, open_redis, redact_url
+from framework.transport.lean.errors import ReplyError
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from redis.asyncio import Redis
+
+    from framework.registry import Registry
+    from framework.settings import Settings
+
+__all__ = ("Client", "Job", "SyncClient", "TaskInfo")
+
+_json = msgspec.json.Encoder()
+_DEFAULTS_CACHE = 1024
+
+
+class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What the client stored. Returned by every enqueue.
+
+    Attributes:
+        id: the task id.
+        queue: its queue.
+        type: its task type.
+        state: pending, scheduled or aggregating.
+        next_process_at: Unix seconds when it becomes ready.
+        max_retry: retries allowed.
+        timeout: seconds the handler may run (0 = deadline only).
+        deadline: Unix seconds by which it must finish (0 = none).
+        retention: seconds a completed task is kept.
+        group: aggregation group ("" = none).
+        headers: its headers.
+        payload: the payload bytes as stored.
+    """
+
+    id: str
+    queue: str
+    type: str
+    state: TaskState
+    next_process_at: float
+    max_retry: int
+    timeout: int
+    deadline: int
+    retention: int
+    group: str
+    headers: dict[str, str]
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One task for :meth:`Client.enqueue_many`.
+
+    Attributes:
+        task: a :class:`TaskDef` or a type string.
+        payload: the payload.
+        options: enqueue options, as for :meth:`Client.enqueue`.
+    """
+
+    task: TaskDef[Any] | str
+    payload: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Client:
+    """Enqueues tasks.
+
+    Every enqueue refuses a payload larger than ``settings.max_payload_size`` bytes (4 MiB without
+    settings; 0 = no limit) with :class:`~framework.errors.PayloadTooLarge`, before anything is sent.
+
+    Args:
+        redis: an asyncio Redis client.
+        schema: the key schema (default: asynq's).
+        settings: settings for queue defaults and the payload limit (optional).
+        registry: known task types, used when a type is given as a string (optional).
+        clock: where time comes from.
+        url: the Redis URL, only used to name the server in errors.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        schema: Schema | None = None,
+        settings: Settings | None = None,
+        registry: Registry | None = None,
+        clock: Clock | None = None,
+        url: str = "",
+    ) -> None:
+        self.redis = redis
+        self.schema = schema or Schema()
+        self.settings = settings
+        self.registry = registry
+        self.clock = clock or SystemClock()
+        self.broker = RedisBroker(redis, self.schema, self.clock)
+        self.max_payload_size = settings.max_payload_size if settings is not None else MAX_PAYLOAD_SIZE
+        """Largest payload in bytes an enqueue accepts (0 = no limit)."""
+        self._defaults: dict[TaskDef[Any], EnqueueOptions] = {}
+        self._plain: dict[TaskDef[Any], PlainEnqueue | None] = {}
+        self._url = redact_url(url) if url else _describe_connection(redis)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Client:
+        """Create a client with its own connection pool to ``url``."""
+        return cls(open_redis(url), url=url, **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Client:
+        """Create a client for the app's Redis: ``settings.redis_url``, or the embedded Valkey.
+
+        The embedded server is started (or found running) in the data directory when no URL is set,
+        so scripts share the queues of ``framework run`` in the same directory.
+        """
+        from framework.logging import configure_default_logging  # noqa: PLC0415
+        from framework.transport.connection import resolve_redis_url  # noqa: PLC0415
+
+        configure_default_logging(settings.log_level, settings.log_format)  # a plain script's client
+        url = resolve_redis_url(settings)
+        return cls(open_redis(url), url=url, schema=Schema(settings.namespace), settings=settings, **kwargs)
+
+    async def close(self) -> None:
+        """Close the connection pool (and the hot-path connection)."""
+        self.broker.close()
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _resolve(self, task: TaskDef[Any] | str, payload: Any) -> tuple[str, TaskDef[Any] | None, bytes]:
+        if isinstance(task, TaskDef):
+            return task.type, task, task.encode(payload)
+        if not isinstance(task, str) or not task.strip():
+            raise PayloadTypeError(f"a task must be a TaskDef or a non-blank type string, got {task!r}")
+        taskdef = self.registry.get(task) if self.registry is not None else None
+        if taskdef is not None:
+            if not isinstance(payload, taskdef.payload):
+                payload = taskdef.convert(payload)
+            return task, taskdef, taskdef.encode(payload)
+        if payload is None:
+            return task, None, b""
+        if isinstance(payload, bytes | bytearray | memoryview):
+            return task, None, bytes(payload)
+        try:
+            return task, None, _json.encode(payload)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise PayloadTypeError(f"the payload of a {task!r} task cannot be encoded as JSON: {exc}") from exc
+
+    def _check_size(self, task_type: str, data: bytes) -> None:
+        """Refuse a payload over the limit (:class:`~framework.errors.PayloadTooLarge`)."""
+        limit = self.max_payload_size
+        if limit and len(data) > limit:
+            raise PayloadTooLarge(
+                f"the payload of a {task_type!r} task is {len(data):,} bytes, over the limit of {limit:,} bytes "
+                "(setting max_payload_size; 0 = no limit)"
+            )
+
+    def _options(self, taskdef: TaskDef[Any] | None, options: Mapping[str, Any], now: float) -> EnqueueOptions:
+        """Resolved options; a registered task type's defaults (no call-site options) are resolved once."""
+        if options or taskdef is None:
+            return resolve_options(taskdef, options, self.settings, now)
+        opts = self._defaults.get(taskdef)
+        if opts is None:
+            if len(self._defaults) >= _DEFAULTS_CACHE:
+                self._defaults.clear()
+            # without call-site options nothing depends on ``now`` (no deadline, no process_at)
+            opts = self._defaults[taskdef] = resolve_options(taskdef, options, self.settings, now)
+        return opts
+
+    def _build(
+        self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any], task_id: str = ""
+    ) -> tuple[EnqueueOptions, Any, TaskInfo]:
+        task_type, taskdef, data = self._resolve(task, payload)
+        self._check_size(task_type, data)
+        now = self.clock.now()
+        opts = self._options(taskdef, options, now)
+        task_id = opts.task_id or task_id or new_task_id()
+        qk = self.schema.queue(opts.queue)
+        # Go's nil payload (no payload at all) locks ``...:unique:<type>:``; an empty one locks md5("")
+        no_payload = taskdef is None and payload is None
+        unique_key = qk.unique(task_type, None if no_payload else data) if opts.unique_ttl else ""
+        msg = new_message(
+            type=task_type,
+            payload=data,
+            id=task_id,
+            queue=opts.queue,
+            retry=opts.max_retry,
+            timeout=opts.timeout,
+            deadline=opts.deadline,
+            unique_key=unique_key,
+            retention=opts.retention,
+            group_key=opts.group,
+            headers=opts.headers,
+        )
+        unique_ttl = opts.unique_ttl
+        if unique_ttl and opts.process_at is not None:
+            # asynq holds the lock until the task could have run and then for the TTL
+            unique_ttl = max(1, int(opts.process_at - now) + unique_ttl)
+        call = self.broker.prepare_enqueue(
+            opts.queue,
+            task_id,
+            encode_message(msg),
+            process_at=opts.process_at,
+            unique_key=unique_key,
+            unique_ttl=unique_ttl,
+            group=opts.group,
+        )
+        if opts.process_at is not None:
+            state = TaskState.SCHEDULED
+        elif opts.group:
+            state = TaskState.AGGREGATING
+        else:
+            state = TaskState.PENDING
+        info = TaskInfo(
+            id=task_id,
+            queue=opts.queue,
+            type=task_type,
+            state=state,
+            next_process_at=float(opts.process_at) if opts.process_at is not None else now,
+            max_retry=opts.max_retry,
+            timeout=opts.timeout,
+            deadline=opts.deadline,
+            retention=opts.retention,
+            group=opts.group,
+            headers=dict(opts.headers),
+            payload=data,
+        )
+        return opts, call, info
+
+    def _check(self, code: Any, info: TaskInfo) -> TaskInfo:
+        if isinstance(code, ConnectionError | TimeoutError | OSError):
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {code}") from code
+        if isinstance(code, BaseException):
+            raise FrameworkError(f"enqueue of task {info.id!r} failed: {code}") from code
+        if code == 1:
+            return info
+        if code == 0:
+            raise TaskIdConflict(f"a task with id {info.id!r} already exists in queue {info.queue!r}")
+        raise DuplicateTask(
+            f"a {info.type!r} task with the same payload is already queued in {info.queue!r} (unique lock held)"
+        )
+
+    # -- enqueueing ------------------------------------------------------------------------------
+
+    async def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Any) -> TaskInfo:
+        """Enqueue one task.
+
+        Args:
+            task: a :class:`TaskDef` (typed payload) or a type string (registered, or raw bytes/JSON).
+            payload: the payload; for a TaskDef, an instance of its payload type.
+            **options: ``queue``, ``max_retry``, ``timeout`` (s), ``deadline`` (datetime or Unix s),
+                ``process_at`` (datetime or Unix s), ``process_in`` (s or timedelta), ``unique`` (TTL),
+                ``task_id``, ``retention`` (s), ``headers`` (dict), ``group``.
+
+        Raises:
+            PayloadTypeError: the payload does not fit the task's payload type (nothing is sent).
+            PayloadTooLarge: the encoded payload is over ``max_payload_size`` (nothing is sent).
+            InvalidOption: an option is invalid.
+            DuplicateTask: ``unique`` and the same task is already queued.
+            TaskIdConflict: ``task_id`` is already used in the queue.
+            RedisUnavailable: Redis cannot be reached.
+        """
+        if not options and isinstance(task, TaskDef):
+            plain = self._plain[task] if task in self._plain else self._prepare_plain(task)
+            if plain is not None:
+                return await self._enqueue_plain(plain, payload)
+        opts, (script, keys, args), info = self._build(task, payload, options)
+        try:
+            if opts.queue not in self.broker._known_queues:
+                await self.broker.register_queues([opts.queue])
+            code = await script(self.broker.hot, keys, args)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        return self._check(code, info)
+
+    def _prepare_plain(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
+        """The fast path for ``taskdef`` without call-site options, or None when its defaults need the general one."""
+        plain = None
+        if self.broker.fast is not None:
+            opts = self._options(taskdef, {}, self.clock.now())
+            if eligible(opts):
+                plain = PlainEnqueue(self.broker, taskdef, opts)
+        if len(self._plain) >= _DEFAULTS_CACHE:
+            self._plain.clear()
+        self._plain[taskdef] = plain
+        return plain
+
+    async def _enqueue_plain(self, plain: PlainEnqueue, payload: Any) -> TaskInfo:
+        """Enqueue by the prepared fast path: the command is written first, the result built while it travels."""
+        data = plain.taskdef.encode(payload)
+        if self.max_payload_size and len(data) > self.max_payload_size:  # inline: no call for a payload in bounds
+            self._check_size(plain.taskdef.type, data)
+        now = self.clock.now()
+        task_id = new_task_id()
+        command = plain.command(task_id, data, now)
+        try:
+            conn = plain.connection() or await plain.open()
+            fut, idle = conn.send_raw(command)
+            opts = plain.opts
+            info = TaskInfo(
+                id=task_id,
+                queue=opts.queue,
+                type=plain.taskdef.type,
+                state=TaskState.PENDING,
+                next_process_at=now,
+                max_retry=opts.max_retry,
+                timeout=opts.timeout,
+                deadline=0,
+                retention=opts.retention,
+                group="",
+                headers={},
+                payload=data,
+            )
+            code = await conn.reply(fut, idle)
+            if isinstance(code, ReplyError):
+                code = await plain.after_error(conn, code, command)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        return self._check(code, info)
+
+    async def enqueue_many(self, jobs: Iterable[Job]) -> list[TaskInfo | FrameworkError]:
+        """Enqueue many tasks in one round trip.
+
+        Every job is validated before anything is sent; a bad payload or option raises at once and
+        stores nothing. Each stored job is atomic on its own; the result lists a :class:`TaskInfo` per
+        job, or the :class:`DuplicateTask`/:class:`TaskIdConflict` error for that job.
+
+        Raises:
+            PayloadTypeError, PayloadTooLarge, InvalidOption: a job is invalid (nothing was sent).
+            RedisUnavailable: Redis cannot be reached. When the link drops mid-batch, the jobs Redis ran
+                are stored whole and the rest not at all; sending the batch again with the same
+                ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
+        """
+        jobs = list(jobs)
+        ids = new_task_ids(len(jobs))
+        built = [
+            self._build(job.task, job.payload, job.options, task_id) for job, task_id in zip(jobs, ids, strict=True)
+        ]
+        if not built:
+            return []
+        try:
+            codes = await self.broker.enqueue_many([b[1] for b in built], {b[0].queue for b in built})
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        out: list[TaskInfo | FrameworkError] = []
+        for code, (_, _, info) in zip(codes, built, strict=True):
+            try:
+                out.append(self._check(code, info))
+            except (DuplicateTask, TaskIdConflict) as exc:
+                out.append(exc)
+        return out
+
+
+def _describe_connection(redis: Redis) -> str:
+    return describe_redis(redis)  # a single server, a Cluster (no connection_pool) or a Sentinel primary
+
+
+class SyncClient:
+    """A blocking client for code without an event loop; runs a :class:`Client` on a private loop.
+
+    Args:
+        url: the Redis URL.
+        **kwargs: passed to :class:`Client` (schema, settings, registry, clock).
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="framework-sync-client", daemon=True)
+        self._thread.start()
+        self._client: Client = self._run(self._make(url, kwargs))
+
+    @staticmethod
+    async def _make(url: str, kwargs: dict[str, Any]) -> Client:
+        return Client.from_url(url, **kwargs)
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Any) -> TaskInfo:
+        """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
+        result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
+        return result
+
+    def enqueue_many(self, jobs: Iterable[Job]) -> list[TaskInfo | FrameworkError]:
+        """Enqueue many tasks in one round trip; see :meth:`Client.enqueue_many`."""
+        result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(jobs)))
+        return result
+
+    def close(self) -> None:
+        """Close the connection pool and stop the background loop."""
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,289 @@
+"""The plugin manager: finds plugins through the ``framework`` entry-point group and collects their work.
+
+Order: the framework's own default plugins, then the built-in distributions (``framework-email``,
+``framework-images``, ``framework-cleanup``, ``framework-admin``), then third-party plugins. pluggy
+calls the most recently registered implementation first, so a third-party plugin can override a
+built-in one for first-result hooks.
+
+Which plugins load: ``settings.load_plugins`` / ``FRAMEWORK_LOAD_PLUGINS`` (an allow-list of names;
+empty means none) and ``settings.block_plugins`` / ``FRAMEWORK_BLOCK_PLUGINS`` (a block-list).
+``FRAMEWORK_TRACE_PLUGINS=1`` logs every hook call.
+
+A plugin may declare hooks of its own for other plugins: its entry-point module sets
+``framework_hookspecs`` to a module of ``@hookspec`` functions (for example
+``framework_email.hookspecs``); they are added before any plugin is registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+import sys
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from framework import hookspecs
+from framework.errors import FrameworkError, PluginError
+
+if TYPE_CHECKING:
+    from framework.registry import Registry
+    from framework.scheduler.entry import CronEntry
+    from framework.settings import Settings
+
+__all__ = (
+    "BUILTIN_DISTRIBUTIONS",
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "app_plugins",
+    "check_plugin_configs",
+    "collect_cron_entries",
+    "collect_task_types",
+    "get_app_plugin_manager",
+    "get_plugin_manager",
+    "get_plugins",
+    "plugin_dirs",
+)
+
+ENTRY_POINT_GROUP = "framework"
+BUILTIN_DISTRIBUTIONS = ("framework-email", "framework-images", "framework-cleanup", "framework-admin")
+
+_DISTRIBUTIONS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, md.Distribution | None]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per plugin manager: the distribution of each plugin loaded from an entry point (by plugin name)."""
+
+
+@dataclass(slots=True)
+class PluginInfo:
+    """One loaded plugin, for ``framework plugins`` and the dashboard.
+
+    Attributes:
+        name: the plugin's registered name (its entry-point name).
+        distribution: the distribution that provides it ("" for plugins registered in code).
+        version: the distribution's version.
+        hooks: names of the hooks it implements.
+        templates_dir: its ``templates/`` folder, if any.
+        static_dir: its ``static/`` folder, if any.
+        builtin: whether it ships with the framework.
+    """
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str]
+    templates_dir: str | None = None
+    static_dir: str | None = None
+    builtin: bool = False
+    contributes: dict[str, list[str]] = field(default_factory=dict)
+
+
+DEMO_APP = "framework.web.demo"
+"""The hook module used when no app is configured: the demo page and its task."""
+
+
+def app_plugins(settings: Settings | None = None) -> list[tuple[str, object]]:
+    """The app's own hook module (``settings.app`` or ``$FRAMEWORK_APP``), or the built-in demo app.
+
+    The demo is loaded by its import path like any app module, so this layer does not import the web layer.
+    """
+    path = settings.app if settings is not None else None
+    path = path or os.environ.get("FRAMEWORK_APP")
+    name = "app" if path else "demo"
+    path = path or DEMO_APP
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise PluginError(f"the app module {path!r} (setting app) cannot be imported: {exc}") from exc
+    return [(name, module)]
+
+
+def get_app_plugin_manager(settings: Settings) -> pluggy.PluginManager:
+    """The plugin manager of an app: installed plugins, then the app's own hook module (or the demo)."""
+    return get_plugin_manager(settings, extra=app_plugins(settings))
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _wanted(name: str, settings: Settings | None) -> bool:
+    allow = _env_list("FRAMEWORK_LOAD_PLUGINS")
+    if allow is None and settings is not None:
+        allow = settings.load_plugins
+    block = set(_env_list("FRAMEWORK_BLOCK_PLUGINS") or [])
+    if settings is not None:
+        block.update(settings.block_plugins)
+    if name in block:
+        return False
+    return allow is None or name in allow
+
+
+def _entry_points() -> list[md.EntryPoint]:
+    eps = list(md.entry_points(group=ENTRY_POINT_GROUP))
+
+    def rank(ep: md.EntryPoint) -> tuple[int, int, str]:
+        dist = ep.dist.name if ep.dist is not None else ""
+        if dist in BUILTIN_DISTRIBUTIONS:
+            return (0, BUILTIN_DISTRIBUTIONS.index(dist), ep.name)
+        return (1, 0, dist + ":" + ep.name)
+
+    seen: set[str] = set()
+    unique = []
+    for ep in sorted(eps, key=rank):
+        if ep.name not in seen:
+            seen.add(ep.name)
+            unique.append(ep)
+    return unique
+
+
+def get_plugin_manager(
+    settings: Settings | None = None, *, extra: list[tuple[str, object]] | None = None
+) -> pluggy.PluginManager:
+    """Build the plugin manager: specs, then entry-point plugins in order, then ``extra`` plugins.
+
+    Args:
+        settings: decides which plugins load (allow/block lists).
+        extra: (name, plugin object) pairs registered last (an app's own hook implementations).
+
+    Raises:
+        PluginError: a plugin failed to import (names the distribution and the error) or implements a
+            hook that does not exist.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    loaded: list[tuple[str, ModuleType, md.EntryPoint]] = []
+    for ep in _entry_points():
+        if not _wanted(ep.name, settings):
+            continue
+        dist = ep.dist.name if ep.dist is not None else "?"
+        try:
+            module = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {ep.name!r} from distribution {dist} failed to load ({ep.value}): {type(exc).__name__}: {exc}"
+            ) from exc
+        loaded.append((ep.name, module, ep))
+        specs = getattr(module, "framework_hookspecs", None)
+        if specs is not None:
+            pm.add_hookspecs(specs)
+    dists = _DISTRIBUTIONS.setdefault(pm, {})
+    for name, module, ep in loaded:
+        pm.register(module, name=name)
+        dists[name] = ep.dist
+    for name, plugin in extra or []:
+        specs = getattr(plugin, "framework_hookspecs", None)
+        if specs is not None:
+            pm.add_hookspecs(specs)
+        pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
+    if os.environ.get("FRAMEWORK_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
+    return pm
+
+
+def _results_by_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call each implementation of a collect hook separately, so contributions know their plugin.
+
+    Built-ins come first, then third-party plugins, in registration order.
+    """
+    caller = getattr(pm.hook, hook_name)
+    out = []
+    for impl in caller.get_hookimpls():
+        args = {k: v for k, v in kwargs.items() if k in impl.argnames}
+        try:
+            result = impl.function(**args)
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        out.append((impl.plugin_name, result))
+    return out
+
+
+def collect_task_types(pm: pluggy.PluginManager, settings: Settings, registry: Registry) -> None:
+    """Add every plugin's task types to ``registry``; a duplicate type names both plugins."""
+    for plugin, tasks in _results_by_plugin(pm, "register_task_types", settings=settings):
+        for task in tasks or []:
+            registry.add(task, source=f"plugin {plugin!r}")
+
+
+def check_plugin_configs(pm: pluggy.PluginManager, settings: Settings) -> list[tuple[str, str | None]]:
+    """Let every plugin check its own settings (the ``check_config`` hook), each on its own.
+
+    Returns:
+        ``(plugin, problem)`` per plugin that implements the hook, in registration order; ``problem``
+        is ``None`` when its settings are fine, else what its check raised.
+    """
+    out: list[tuple[str, str | None]] = []
+    for impl in pm.hook.check_config.get_hookimpls():
+        args = {k: v for k, v in {"settings": settings, "plugin_manager": pm}.items() if k in impl.argnames}
+        try:
+            impl.function(**args)
+        except Exception as exc:  # noqa: BLE001 - any failure is this plugin's problem to report
+            problem = str(exc) if isinstance(exc, FrameworkError) else f"{type(exc).__name__}: {exc}"
+            out.append((impl.plugin_name, problem))
+        else:
+            out.append((impl.plugin_name, None))
+    return out
+
+
+def collect_cron_entries(pm: pluggy.PluginManager, settings: Settings) -> list[CronEntry]:
+    """Every plugin's cron entries, each marked with its source plugin."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    entries: list[CronEntry] = []
+    for plugin, contributed in _results_by_plugin(pm, "register_cron_entries", settings=settings):
+        entries.extend(replace(e, source=e.source or plugin) for e in contributed or [])
+    return entries
+
+
+def plugin_dirs(pm: pluggy.PluginManager, kind: str) -> list[tuple[str, Path]]:
+    """The ``templates`` or ``static`` folders next to each plugin's module, in call order."""
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        module = sys.modules.get(getattr(plugin, "__name__", ""), None) if isinstance(plugin, ModuleType) else None
+        file = getattr(module, "__file__", None)
+        if file is None:
+            continue
+        folder = Path(file).resolve().parent / kind
+        if folder.is_dir():
+            out.append((name, folder))
+    return out
+
+
+def get_plugins(pm: pluggy.PluginManager, settings: Settings | None = None) -> list[PluginInfo]:
+    """Describe every registered plugin: distribution, version, hooks and asset folders."""
+    dists = _DISTRIBUTIONS.get(pm, {})
+    templates = dict(plugin_dirs(pm, "templates"))
+    static = dict(plugin_dirs(pm, "static"))
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is hookspecs:
+            continue
+        dist = dists.get(name)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        infos.append(
+            PluginInfo(
+                name=name,
+                distribution=dist.name if dist is not None else "",
+                version=dist.version if dist is not None else "",
+                hooks=hooks,
+                templates_dir=str(templates[name]) if name in templates else None,
+                static_dir=str(static[name]) if name in static else None,
+                builtin=dist is not None and dist.name in BUILTIN_DISTRIBUTIONS,
+            )
+        )
+    return infos

@@ -1,0 +1,117 @@
+"""A scheduler's records in Redis: its entries for ``asynq cron ls``, the enqueue history and the last fired ticks.
+
+**Visibility** (asynq's format): every 10 s each scheduler writes its entries as ``SchedulerEntry``
+protobufs to ``<ns>:schedulers:{<host>:<pid>:<uuid>}`` (TTL 20 s, ``<ns>:schedulers`` score = expiry), and
+the scheduler that enqueued a tick adds a ``SchedulerEnqueueEvent`` to ``<ns>:scheduler_history:<entry
+id>`` (at most 1000 kept). History and ``cron:last`` are written after the enqueue, so a scheduler killed
+in between leaves the task enqueued without its history event.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from framework.protocol.message import encode_enqueue_event, encode_scheduler_entry
+from framework.scheduler.resolved import CLAIM_TTL_MIN
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from redis.asyncio import Redis
+
+    from framework.protocol.keys import Schema
+    from framework.scheduler.resolved import ResolvedEntry
+
+__all__ = ("ENTRIES_TTL", "HISTORY_MAX", "SchedulerRecords")
+
+HISTORY_MAX = 1000
+"""Enqueue events kept per entry, as asynq keeps."""
+ENTRIES_TTL = 20
+
+
+class SchedulerRecords:
+    """What one scheduler writes to Redis, under the keys of ``schema``.
+
+    Args:
+        schema: the key names of the namespace.
+        key: this scheduler's ``SchedulerEntry`` list (``<ns>:schedulers:{<host>:<pid>:<uuid>}``).
+    """
+
+    def __init__(self, schema: Schema, key: str) -> None:
+        self.schema = schema
+        self.key = key
+
+    async def record(self, redis: Redis, e: ResolvedEntry, tick: int, task_id: str, now: float) -> None:
+        """Write the enqueue event to asynq's history (capped at 1000) and the entry's last fired tick."""
+        history = self.schema.scheduler_history(e.id)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyrank(history, 0, -HISTORY_MAX)
+            pipe.zadd(history, {encode_enqueue_event(task_id, now): int(now)})
+            pipe.hset(self.schema.cron_last, e.id, tick)
+            await pipe.execute()
+
+    async def last_ticks(self, redis: Redis, ids: list[str]) -> dict[str, int]:
+        """The last fired tick of each entry of ``ids`` that has fired."""
+        if not ids:
+            return {}
+        values = await redis.hmget(self.schema.cron_last, ids)
+        return {i: int(v) for i, v in zip(ids, values, strict=True) if v is not None}
+
+    async def publish(
+        self, redis: Redis, entries: Sequence[ResolvedEntry], next_ticks: Mapping[str, float], now: float
+    ) -> None:
+        """Write ``entries`` as asynq ``SchedulerEntry`` records (TTL 20 s), for ``asynq cron ls``.
+
+        Args:
+            redis: the client to write with.
+            entries: the scheduler's entries.
+            next_ticks: the next tick to handle of each entry id (computed from ``now`` where missing).
+            now: the current Unix time.
+        """
+        last = await self.last_ticks(redis, [e.id for e in entries])
+        records = [
+            encode_scheduler_entry(
+                id=e.id,
+                spec=e.go_spec,
+                task_type=e.task_type,
+                task_payload=e.payload,
+                enqueue_options=e.go_options,
+                next_enqueue_time=next_ticks.get(e.id) or e.schedule.next_after(now),
+                prev_enqueue_time=last.get(e.id),
+            )
+            for e in entries
+        ]
+        ours: dict[Any, bytes] = {e.id: msgspec.json.encode(describe(e, now)) for e in entries}
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.schema.schedulers, {self.key: int(now) + ENTRIES_TTL})
+            pipe.zremrangebyscore(self.schema.schedulers, "-inf", int(now) - CLAIM_TTL_MIN)  # long-dead schedulers
+            pipe.delete(self.key)
+            if records:
+                pipe.lpush(self.key, *records)
+                pipe.expire(self.key, ENTRIES_TTL)
+                pipe.hset(self.schema.cron_entries, mapping=ours)
+            await pipe.execute()
+
+    async def withdraw(self, redis: Redis) -> None:
+        """Remove this scheduler's ``SchedulerEntry`` records (the history and last ticks stay)."""
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.schema.schedulers, self.key)
+            pipe.delete(self.key)
+            await pipe.execute()
+
+
+def describe(e: ResolvedEntry, now: float) -> dict[str, Any]:
+    """Our own record of an entry (name, source, time zone: what asynq's record lacks)."""
+    return {
+        "id": e.id,
+        "name": e.name,
+        "spec": e.spec,
+        "tz": e.tz,
+        "task_type": e.task_type,
+        "queue": e.options.queue,
+        "source": e.source,
+        "run_missed": e.run_missed,
+        "seen_at": int(now),
+    }

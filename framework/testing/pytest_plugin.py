@@ -1,0 +1,120 @@
+"""pytest fixtures for apps and plugins built on the framework (a ``pytest11`` entry point).
+
+Every test gets a real Valkey (started once per session from the embedded binary on a free loopback
+port) and a namespace of its own, so tests never see each other's keys and never need FLUSHALL.
+
+Fixtures: ``valkey_server``, ``redis_url``, ``namespace``, ``schema``, ``settings``, ``redis``,
+``client``, ``registry``, ``services``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from framework.client.client import Client
+    from framework.embedded.process import ValkeyProcess
+    from framework.protocol.keys import Schema
+    from framework.registry import Registry
+    from framework.services import Services
+    from framework.settings import Settings
+
+__all__ = (
+    "client",
+    "namespace",
+    "redis",
+    "redis_url",
+    "registry",
+    "schema",
+    "services",
+    "settings",
+    "valkey_server",
+)
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
+    """A real Valkey for the whole session, on a free 127.0.0.1 port, with AOF so it can be restarted."""
+    from framework.embedded.process import start_test_server  # noqa: PLC0415
+
+    server = start_test_server(tmp_path_factory.mktemp("valkey"), appendonly=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(valkey_server: ValkeyProcess) -> str:
+    """The session Valkey's URL."""
+    return valkey_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A key namespace unique to this test."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def schema(namespace: str) -> Schema:
+    """The key schema of this test's namespace."""
+    from framework.protocol.keys import Schema  # noqa: PLC0415
+
+    return Schema(namespace)
+
+
+@pytest.fixture
+def settings(redis_url: str, namespace: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the session Valkey, this test's namespace and a temporary data dir."""
+    from framework.settings import Settings  # noqa: PLC0415
+
+    return Settings(redis_url=redis_url, namespace=namespace, data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio Redis client on the session Valkey."""
+    from framework.transport.connection import open_redis  # noqa: PLC0415
+
+    conn = open_redis(redis_url)
+    try:
+        yield conn
+    finally:
+        await conn.aclose()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """An empty task registry; tests add their task types."""
+    from framework.registry import Registry  # noqa: PLC0415
+
+    return Registry()
+
+
+@pytest.fixture
+def client(redis: Redis, schema: Schema, settings: Settings, registry: Registry) -> Client:
+    """An enqueue client for this test's namespace."""
+    from framework.client.client import Client  # noqa: PLC0415
+
+    return Client(redis, schema=schema, settings=settings, registry=registry, url=settings.redis_url or "")
+
+
+@pytest.fixture
+def services(settings: Settings, redis: Redis, schema: Schema, client: Client, registry: Registry) -> Services:
+    """The shared services object handlers see as ``ctx.services``."""
+    from framework.services import Services  # noqa: PLC0415
+
+    return Services(settings=settings, redis=redis, schema=schema, client=client, registry=registry)
+
+
+def pytest_configure(config: Any) -> None:
+    """Register the markers the fixtures use."""
+    config.addinivalue_line("markers", "slow: a test that takes several seconds")

@@ -1,0 +1,128 @@
+"""The per-loop :class:`RespClient`, and which redis-py clients may use one (:func:`fast_path_for`).
+
+A :class:`RespClient` hands out one :class:`~framework.transport.lean.connection.RespConnection` per event loop. It is
+derived
+from a redis-py client that talks to a single server over plain TCP or a Unix socket with RESP2 and no
+socket timeout; for anything else (TLS, Cluster, Sentinel, custom connection classes, credential
+providers) :func:`fast_path_for` returns ``None`` and callers keep using redis-py. Everything here is also
+importable from :mod:`framework.transport.lean.connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+
+    from framework.transport.lean.connection import RespConnection
+
+__all__ = ("RespClient", "connection_options", "fast_path_for")
+
+
+class RespClient:
+    """Hands out one :class:`RespConnection` per event loop (the last loop used), opened lazily.
+
+    Args:
+        address: ``(host, port)`` or a Unix socket path.
+        **options: ``username``, ``password``, ``db``, ``connect_timeout`` for
+        :class:`~framework.transport.lean.connection.RespConnection`.
+    """
+
+    def __init__(self, address: tuple[str, int] | str, **options: Any) -> None:
+        self.address = address
+        self._options = options
+        self._conn: RespConnection | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The connection options (credentials, database, protocol, ...) every connection of this client uses."""
+        return dict(self._options)
+
+    def connection(self) -> RespConnection:
+        """The connection for the running loop (a new one when the loop changed)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            if conn.loop is None or conn.loop is asyncio.get_running_loop():
+                return conn
+            self._drop(conn)
+        from framework.transport.lean.connection import RespConnection  # noqa: PLC0415 - framework.transport.lean.connection imports this module
+
+        conn = self._conn = RespConnection(self.address, **self._options)
+        return conn
+
+    @staticmethod
+    def _drop(conn: RespConnection) -> None:
+        """Close a connection now, or on its loop when that loop runs in another thread."""
+        loop = conn.loop
+        if loop is not None and loop.is_running() and not loop.is_closed() and loop is not _running_loop():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(conn.close)
+                return
+        conn.close()
+
+    async def execute(self, *args: Any) -> Any:
+        """Run one command on this loop's connection."""
+        return await self.connection().execute(*args)
+
+    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run commands in one write; error replies come back as exception instances."""
+        return await self.connection().execute_many(commands)
+
+    def close(self) -> None:
+        """Close the connection (a later command opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._drop(conn)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def fast_path_for(redis: Redis | Any) -> RespClient | None:
+    """A :class:`RespClient` to the server a redis-py asyncio client uses, or None when it does not qualify.
+
+    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2
+    (or the protocol left unset), no ``socket_timeout``, no credential provider. Anything else keeps to redis-py.
+    """
+    found = connection_options(redis)
+    if found is None or found[2] not in (None, 2, "2"):
+        return None
+    return RespClient(found[0], **found[1])
+
+
+def connection_options(redis: Redis | Any) -> tuple[tuple[str, int] | str, dict[str, Any], Any] | None:
+    """(address, :class:`RespConnection` options, redis-py's ``protocol`` setting) of a client's server.
+
+    None unless the client is redis-py's with a plain ``ConnectionPool`` of ``Connection`` (TCP) or
+    ``UnixDomainSocketConnection``, no ``socket_timeout`` and no credential provider.
+    """
+    pool = getattr(redis, "connection_pool", None)
+    if type(pool) is not ConnectionPool:
+        return None
+    kwargs: dict[str, Any] = pool.connection_kwargs
+    if kwargs.get("socket_timeout") is not None or kwargs.get("credential_provider") is not None:
+        return None
+    options: dict[str, Any] = {
+        "username": kwargs.get("username"),
+        "password": kwargs.get("password"),
+        "db": int(kwargs.get("db") or 0),
+        "connect_timeout": kwargs.get("socket_connect_timeout") or 5.0,
+    }
+    if pool.connection_class is Connection:
+        address: tuple[str, int] | str = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
+    elif pool.connection_class is UnixDomainSocketConnection:
+        address = kwargs["path"]
+    else:
+        return None
+    return address, options, kwargs.get("protocol")

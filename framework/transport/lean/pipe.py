@@ -1,0 +1,225 @@
+"""The auto-pipelining I/O of a ``RespConnection``: buffering, writing, parsing, matching.
+
+Commands issued while replies are outstanding are buffered and written together at the next loop
+iteration, so the concurrent commands of many tasks cost one ``send``; a command issued on an idle
+connection is written at once. Replies are parsed with ``hiredis.Reader`` and handed to their callers in
+order. A broken connection fails every command in flight with ``ConnectionError``.
+
+:class:`RespPipe` is the base of :class:`~framework.transport.lean.connection.RespConnection`, which connects, polls
+and runs
+the commands; everything here is also importable from :mod:`framework.transport.lean.connection`.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Any
+
+import hiredis
+from redis.exceptions import ConnectionError  # noqa: A004
+
+from framework.transport.lean.errors import counting_errors
+
+if TYPE_CHECKING:
+    import asyncio
+    import socket
+    import weakref
+
+__all__ = ("NOT_ENOUGH_DATA", "Batch", "RespPipe")
+
+_READ_SIZE = 256 * 1024
+NOT_ENOUGH_DATA: Any = object()  # what the reader returns when no complete reply is buffered (False is a RESP3 reply)
+_PUSH: Any = getattr(hiredis, "PushNotification", NOT_ENOUGH_DATA)
+
+
+class Batch:
+    """Collects the replies of a batch of commands written together, for one future."""
+
+    __slots__ = ("future", "n", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], n: int) -> None:
+        self.future = future
+        self.n = n
+        self.replies: list[Any] = []
+
+
+class RespPipe:
+    """The socket of one connection and the commands in flight on it, bound to the event loop that opened it.
+
+    It writes, reads and matches replies; connecting is :class:`~framework.transport.lean.connection.RespConnection`'s.
+
+    Args:
+        address: ``(host, port)`` or a Unix socket path.
+    """
+
+    def __init__(self, address: tuple[str, int] | str) -> None:
+        self.address = address
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._errors = [0]
+        self._make_error = counting_errors(self._errors)
+        self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
+        self._waiting: collections.deque[asyncio.Future[Any] | Batch] = collections.deque()
+        self._wbuf: list[bytes] = []
+        self._pending_out = b""
+        self._flush_scheduled = False
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self.closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop this connection is bound to (None before the first command)."""
+        return self._loop
+
+    @property
+    def error_replies(self) -> int:
+        """How many error replies, top-level or nested, this connection has parsed.
+
+        A reply parsed while this did not change holds no error.
+        """
+        return self._errors[0]
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket is open now."""
+        return self._sock is not None
+
+    def _describe(self) -> str:
+        return self.address if isinstance(self.address, str) else f"{self.address[0]}:{self.address[1]}"
+
+    # -- I/O ---------------------------------------------------------------------------------------
+
+    def _send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue one command; the future gets the raw reply (error replies as ``ReplyError``)."""
+        return self._send_packed(hiredis.pack_command(args))
+
+    def _send_packed(self, data: bytes) -> asyncio.Future[Any]:
+        """Queue one command packed by ``hiredis.pack_command``; the future gets the raw reply."""
+        loop = self._loop
+        assert loop is not None
+        fut = loop.create_future()
+        self._out(loop, data)
+        self._waiting.append(fut)
+        return fut
+
+    def _out(self, loop: asyncio.AbstractEventLoop, data: bytes) -> None:
+        """Write ``data`` now on a quiet connection, else after what is queued (one write per loop iteration)."""
+        if self._waiting or self._pending_out:
+            self._wbuf.append(data)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        else:
+            self._write(data)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._wbuf and self._sock is not None:
+            data = b"".join(self._wbuf)
+            self._wbuf.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if self._pending_out:
+            self._pending_out += data
+            return
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._loop.call_soon(self._fail, ConnectionError(f"error writing to {self._describe()}: {exc}"))  # type: ignore[union-attr]
+            return
+        if sent < len(data):
+            self._pending_out = data[sent:]
+            self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
+
+    def _on_writable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sent = sock.send(self._pending_out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fail(ConnectionError(f"error writing to {self._describe()}: {exc}"))
+            return
+        self._pending_out = self._pending_out[sent:]
+        if not self._pending_out:
+            self._loop.remove_writer(sock.fileno())  # type: ignore[union-attr]
+
+    def _receive(self) -> bool:
+        """Feed what the socket has to the reader; False when there was nothing (or the connection failed)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
+            return False
+        if not data:
+            self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
+            return False
+        self._reader.feed(data)
+        return True
+
+    def _on_readable(self) -> None:
+        if self._receive():
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand every complete reply in the reader to its waiter, in order."""
+        reader, waiting = self._reader, self._waiting
+        try:
+            reply = reader.gets()
+            while reply is not NOT_ENOUGH_DATA:
+                if type(reply) is _PUSH:  # RESP3 out-of-band data (none is asked for): not a reply
+                    reply = reader.gets()
+                    continue
+                head = waiting[0]
+                if type(head) is Batch:
+                    head.replies.append(reply)
+                    if len(head.replies) == head.n:
+                        waiting.popleft()
+                        if not head.future.done():
+                            head.future.set_result(head.replies)
+                else:
+                    waiting.popleft()
+                    if not head.done():  # type: ignore[union-attr]
+                        head.set_result(reply)  # type: ignore[union-attr]
+                reply = reader.gets()
+        except (hiredis.ProtocolError, IndexError) as exc:
+            self._fail(ConnectionError(f"protocol error from {self._describe()}: {exc}"))
+
+    def _fail(self, exc: Exception) -> None:
+        """Drop the socket and fail every command in flight; the next command reconnects."""
+        sock, self._sock = self._sock, None
+        if sock is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+            if self._pending_out:
+                self._loop.remove_writer(sock.fileno())
+        if self._finalizer is not None:
+            self._finalizer()  # closes the socket
+            self._finalizer = None
+        elif sock is not None:
+            sock.close()
+        self._pending_out = b""
+        self._wbuf.clear()
+        waiting, self._waiting = self._waiting, collections.deque()
+        for item in waiting:
+            fut = item.future if type(item) is Batch else item
+            if not fut.done():  # type: ignore[union-attr]
+                fut.set_exception(exc)  # type: ignore[union-attr]
+                fut.exception()  # type: ignore[union-attr] # a caller that was cancelled meanwhile must not leave it unretrieved
+
+    def close(self) -> None:
+        """Close the socket (commands in flight fail); a closed connection cannot be used again."""
+        self.closed = True
+        self._fail(ConnectionError("connection closed"))

@@ -1,0 +1,274 @@
+"""App assembly: the only bridge between the framework and Litestar.
+
+:class:`FrameworkPlugin` gathers plugin routes, static folders, the ``/storage`` route of the local
+storage backend, plugins' guards for the OpenAPI schema, the shared Jinja environment, dependency
+providers (``services``, ``client``, ``settings``, ``inspector``) and the lifespan that opens Redis,
+runs plugin ``startup``/``shutdown`` hooks and, for ``framework run``, the worker and the scheduler in
+the same process. :func:`create_app` is the factory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from litestar import Litestar, Router
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins import InitPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from framework.client.client import Client
+from framework.clock import SystemClock
+from framework.errors import PluginError
+from framework.logging import configure_logging, get_logger
+from framework.plugins.events import await_me_maybe
+from framework.plugins.manager import app_plugins, collect_task_types, get_plugin_manager, plugin_dirs
+from framework.plugins.templates import build_environment
+from framework.protocol.keys import Schema
+from framework.registry import Registry
+from framework.services import Services
+from framework.settings import Settings, load_settings
+from framework.storage import LocalStorage
+from framework.transport.connection import check_connection, open_redis, resolve_redis_url
+from framework.web.favicon import favicon_route, serves_path
+from framework.web.storage_routes import storage_router
+
+if TYPE_CHECKING:
+    import pluggy
+
+__all__ = ("FrameworkPlugin", "app_plugins", "create_app", "start_services", "stop_services")
+
+
+async def start_services(settings: Settings, pm: pluggy.PluginManager | None, role: str) -> Services:
+    """Open Redis (embedded when no URL is set), build the shared services and fire ``startup`` hooks."""
+    import asyncio  # noqa: PLC0415
+
+    url = await asyncio.to_thread(resolve_redis_url, settings)
+    redis = open_redis(url)
+    await check_connection(redis, url)
+    registry = Registry()
+    if pm is not None:
+        collect_task_types(pm, settings, registry)
+    schema = Schema(settings.namespace)
+    client = Client(redis, schema=schema, settings=settings, registry=registry, clock=SystemClock(), url=url)
+    services = Services(
+        settings=settings, redis=redis, schema=schema, client=client, registry=registry, role=role, plugin_manager=pm
+    )
+    services.jinja = build_environment(settings, pm)
+    services.extra["redis_url"] = url
+    if pm is not None:
+        for impl in reversed(pm.hook.startup.get_hookimpls()):
+            try:
+                await await_me_maybe(impl.function(services=services))
+            except Exception as exc:
+                await redis.aclose()
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in startup: {type(exc).__name__}: {exc}"
+                ) from exc
+    return services
+
+
+async def stop_services(services: Services) -> None:
+    """Fire ``shutdown`` hooks (errors logged, never raised) and close Redis."""
+    log = get_logger("framework.web.app")
+    pm = services.plugin_manager
+    if pm is not None:
+        for impl in pm.hook.shutdown.get_hookimpls():
+            try:
+                await await_me_maybe(impl.function(services=services))
+            except Exception as exc:  # noqa: BLE001 - one plugin must not stop the others' shutdown
+                log.error("plugin_hook_failed", hook="shutdown", plugin=impl.plugin_name, error=str(exc))
+    await services.redis.aclose()
+
+
+def _services(state: State) -> Services:
+    services: Services = state.framework_services
+    return services
+
+
+def _client(state: State) -> Client:
+    return _services(state).client
+
+
+def _settings(state: State) -> Settings:
+    return _services(state).settings
+
+
+def _inspector(state: State) -> Any:
+    from framework.inspector import Inspector  # noqa: PLC0415
+
+    services = _services(state)
+    inspector = services.extra.get("inspector")
+    if inspector is None:
+        inspector = services.extra["inspector"] = Inspector(services.redis, services.schema)
+    return inspector
+
+
+def _guarded_schema(config: OpenAPIConfig, guards: list[Any]) -> OpenAPIConfig:
+    """A copy of ``config`` whose schema routes pass ``guards`` first (see ``register_schema_guards``)."""
+    guarded = copy.copy(config)  # not dataclasses.replace: that would re-run the deprecation checks
+    if config.openapi_controller is not None:  # deprecated by Litestar, still honoured
+        base = config.openapi_controller
+        guarded.openapi_controller = type(base.__name__, (base,), {"guards": [*(base.guards or []), *guards]})
+    elif config.openapi_router is not None:
+        config.openapi_router.guards.extend(guards)
+    else:
+        guarded.openapi_router = Router(
+            config.path or "/schema",
+            route_handlers=[],
+            guards=guards,
+            include_in_schema=False,
+            dto=None,
+            return_dto=None,
+        )
+    return guarded
+
+
+class FrameworkPlugin(InitPlugin):
+    """The Litestar plugin that mounts the framework and its plugins into an app.
+
+    Args:
+        settings: the app's settings.
+        plugin_manager: the plugin manager (default: built from the settings).
+        run_worker: run a worker inside the web process (``framework run``).
+        run_scheduler: run the cron scheduler inside the web process.
+
+    Attributes:
+        on_started: called once the lifespan has started everything (the CLI prints its banner then).
+        startup_error: what made the lifespan's start-up fail, for the CLI to report in one line (the
+            server only logs it, as an exception group from Litestar).
+        worker: the worker running in this process, while it runs.
+    """
+
+    __slots__ = ("on_started", "pm", "run_scheduler", "run_worker", "settings", "startup_error", "worker")
+
+    def __init__(
+        self,
+        settings: Settings,
+        plugin_manager: pluggy.PluginManager | None = None,
+        *,
+        run_worker: bool = False,
+        run_scheduler: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.pm = plugin_manager or get_plugin_manager(settings, extra=app_plugins(settings))
+        self.run_worker = run_worker
+        self.run_scheduler = run_scheduler
+        self.on_started: Callable[[], object] | None = None
+        self.startup_error: Exception | None = None
+        self.worker: Any = None
+
+    def _static_routers(self) -> list[Any]:
+        routers: list[Any] = []
+        for name, folder in plugin_dirs(self.pm, "static"):
+            routers.append(
+                create_static_files_router(path=f"/static/{name}", directories=[folder], name=f"static-{name}")
+            )
+        for contributed in self.pm.hook.register_static_dirs(settings=self.settings):
+            for url_path, folder in contributed or []:
+                routers.append(create_static_files_router(path=url_path, directories=[Path(folder)]))
+        storage = self.settings.storage
+        if storage.backend == "local" and storage.public_url.startswith("/"):
+            store = LocalStorage.from_settings(self.settings)
+            store.objects_dir.mkdir(parents=True, exist_ok=True)
+            routers.append(storage_router(store, storage.public_url))
+        return routers
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Add routes, templates, dependencies and the lifespan to the app's config."""
+        settings, pm = self.settings, self.pm
+        for contributed in pm.hook.register_routes(settings=settings):
+            app_config.route_handlers.extend(contributed or [])
+        app_config.route_handlers.extend(self._static_routers())
+        if not serves_path(app_config.route_handlers):
+            app_config.route_handlers.append(favicon_route)  # the app's own /favicon.ico wins
+        schema_guards = [guard for found in pm.hook.register_schema_guards(settings=settings) for guard in found or []]
+        if schema_guards and app_config.openapi_config is not None:
+            app_config.openapi_config = _guarded_schema(app_config.openapi_config, schema_guards)
+        env = build_environment(settings, pm)
+        app_config.template_config = TemplateConfig(engine=JinjaTemplateEngine.from_environment(env))
+        app_config.dependencies.update(
+            {
+                "services": Provide(_services, sync_to_thread=False),
+                "client": Provide(_client, sync_to_thread=False),
+                "settings": Provide(_settings, sync_to_thread=False),
+                "inspector": Provide(_inspector, sync_to_thread=False),
+            }
+        )
+        app_config.signature_namespace.update({"Client": Client, "Services": Services, "Settings": Settings})
+        app_config.lifespan.append(self._lifespan)
+        app_config.state.framework_settings = settings
+        return app_config
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        role = "run" if (self.run_worker or self.run_scheduler) else "web"
+        try:
+            services = await start_services(self.settings, self.pm, role)
+        except Exception as exc:
+            self.startup_error = exc
+            raise
+        app.state.framework_services = services
+        parts: list[Any] = []
+        try:
+            try:
+                if self.run_worker:
+                    from framework.worker.worker import Worker  # noqa: PLC0415
+
+                    worker = Worker(self.settings, plugin_manager=self.pm, services=services)
+                    await worker.start()
+                    parts.append(worker)
+                    self.worker = worker
+                if self.run_scheduler:
+                    from framework.scheduler.scheduler import Scheduler  # noqa: PLC0415
+
+                    scheduler = Scheduler(
+                        self.settings, plugin_manager=self.pm, registry=services.registry, redis=services.redis
+                    )
+                    await scheduler.start()
+                    parts.append(scheduler)
+            except Exception as exc:
+                self.startup_error = exc
+                raise
+            if self.on_started is not None:
+                self.on_started()
+            yield
+        finally:
+            for part in reversed(parts):
+                await part.stop()
+            self.worker = None
+            await stop_services(services)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    plugin_manager: pluggy.PluginManager | None = None,
+    run_worker: bool = False,
+    run_scheduler: bool = False,
+    **litestar_options: Any,
+) -> Litestar:
+    """Build the Litestar app from settings and plugins.
+
+    Args:
+        settings: the app's settings (default: loaded from ``framework.toml`` and the environment).
+        plugin_manager: a prepared plugin manager (default: built from the settings).
+        run_worker: also run a worker in this process.
+        run_scheduler: also run the cron scheduler in this process.
+        **litestar_options: passed to :class:`litestar.Litestar` (extra route handlers, middleware, ...).
+    """
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    plugin = FrameworkPlugin(settings, plugin_manager, run_worker=run_worker, run_scheduler=run_scheduler)
+    plugins = [plugin, *litestar_options.pop("plugins", [])]
+    return Litestar(
+        plugins=plugins, debug=settings.env == "development" and settings.log_level == "debug", **litestar_options
+    )

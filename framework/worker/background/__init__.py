@@ -1,0 +1,10 @@
+"""The worker's periodic background jobs, each on its own timer.
+
+* :mod:`~framework.worker.background.periodic`: the shared loop (interval, jitter, back-off on errors).
+* :mod:`~framework.worker.background.forwarder`: due scheduled and retry tasks to pending.
+* :mod:`~framework.worker.background.recoverer`: tasks whose lease expired (a worker died) back to work.
+* :mod:`~framework.worker.background.janitor`: completed tasks past their retention.
+* :mod:`~framework.worker.background.aggregator`: groups turned into one aggregated task.
+
+May import: the worker's lower parts, the broker, the protocol and the model. Talks to Redis through the broker.
+"""

@@ -1,0 +1,279 @@
+"""The recoverer: brings back tasks whose worker died, and puts stale aggregation sets back in their group.
+
+Paths, on the queues this worker serves:
+
+* **Dead workers (fast; ours).** Each worker's heartbeat thread records it in ``<ext>:alive`` every
+  ``heartbeat_interval``, and ``dequeue.lua`` records the ids it takes in the worker's per-queue in-flight
+  set. A worker silent for ``dead_after`` seconds is dead (a busy event loop does not silence it, see
+  :mod:`framework.worker.heartbeat`). Its tasks whose Redis lease was not extended for ``dead_after`` seconds
+  go back to the head of their queue, **spending no retry** (``recover.lua``). With the default heartbeat
+  of 2 s, ``dead_after`` is 8 s and a killed worker's tasks run again within about 15 s.
+* **Poison pills (ours).** Only a task that kills its worker is charged. A worker that died holding one
+  task charges that task with the death; after ``max_recoveries`` such deaths it is archived as a poison
+  pill. A worker that died holding several charges none of them: each is marked a *suspect*, and a
+  worker takes a suspect only when it holds nothing else and takes nothing else while it runs
+  (``dequeue.lua``), so the next death names its task and an innocent task completes and loses the mark.
+  The price is paid only after a crash: while suspects wait, a worker finishes what it holds before it
+  takes one. (A dead worker's tasks are counted on the queues this worker serves.)
+* **Expired leases (asynq's).** A task whose lease ended more than 30 s ago (a Go worker died, or one of
+  ours could not record its tasks) is retried as a failure with ``"asynq: task lease expired"``, or
+  archived when out of retries, exactly as Go's recoverer does. Checked every 6 passes.
+* **Orphans.** Active tasks without a lease entry (left by a crash outside a script, or by old clients)
+  get an already-expired lease so the path above picks them up. Checked every 12 passes.
+* **Lost leases (ours).** A task whose in-memory lease lapsed in this worker (Redis was unreachable for
+  longer than the lease) is given back to the head of its queue by this worker's recoverer, spending no
+  retry and not counted as a crash, as soon as its Redis lease is as stale as a dead worker's would be
+  (``recover.lua``; when another worker has re-leased it meanwhile, nothing happens).
+* **Stale aggregation sets.** Sets staged longer than 2 minutes (their aggregator died) are put back into
+  their group (asynq does this in its recoverer too).
+
+Why it is safe: the fast path requeues a task only when its Redis lease was last set at least
+``dead_after`` seconds ago, and a worker's in-memory leases last ``dead_after - 1`` seconds from their
+last extension, so the old owner, should it still be alive after all, has already stopped writing for
+that task. ``dead_after`` defaults to ``max(6, 4 * heartbeat_interval)``: three missed beats, and more
+than Go's 5 s lease-extension period, so a task that a Go worker re-leased is never taken from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, Any
+
+from framework.broker.base import LEASE_SECONDS
+from framework.protocol.message import decode_message, encode_message
+from framework.retry import default_retry_delay
+from framework.worker.background.periodic import Periodic
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import structlog
+
+    from framework.broker.broker import RedisBroker
+    from framework.task import RetryDelay
+    from framework.transport.health import RedisHealth
+
+__all__ = ("LEASE_EXPIRED_ERROR", "Recoverer", "default_dead_after")
+
+LEASE_EXPIRED_ERROR = "asynq: task lease expired"
+FORGET_DEAD_AFTER = 600.0
+"""Seconds after its last beat a dead worker's liveness entry is dropped (every recoverer had its chance)."""
+
+
+def default_dead_after(heartbeat_interval: float) -> float:
+    """Seconds of silence after which a worker counts as dead: ``max(6, 4 * heartbeat_interval)``."""
+    return max(6.0, 4.0 * heartbeat_interval)
+
+
+class Recoverer(Periodic):
+    """Recovers tasks of dead workers and of expired leases on ``queues``.
+
+    Args:
+        broker: the Redis broker.
+        queues: the queues this worker serves.
+        interval: seconds between passes.
+        logger: the worker's logger.
+        health: where Redis faults are reported.
+        dead_after: seconds without a heartbeat after which a worker counts as dead.
+        max_recoveries: recoveries after which a task is archived as a poison pill.
+        retry_delay: the retry policy for expired leases.
+        lost: this worker's processor's list of tasks whose lease lapsed (``Processor.lost``).
+    """
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        queues: Iterable[str],
+        interval: float,
+        logger: structlog.typing.FilteringBoundLogger,
+        health: RedisHealth,
+        *,
+        dead_after: float = 8.0,
+        max_recoveries: int = 3,
+        retry_delay: RetryDelay | None = None,
+        lost: list[tuple[str, str, float]] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.queues = list(queues)
+        self.interval = interval
+        self.log = logger
+        self.health = health
+        self.dead_after = dead_after
+        self.max_recoveries = max_recoveries
+        self.retry_delay = retry_delay or default_retry_delay
+        self.lost = lost if lost is not None else []
+        self._stop = asyncio.Event()
+        self._passes = 0
+
+    @property
+    def _redis(self) -> Any:
+        return self.broker.redis
+
+    async def recover_dead_workers(self) -> int:
+        """Requeue (or archive as poison pills) the tasks of workers whose heartbeat stopped; returns how many."""
+        schema = self.broker.schema
+        now = self.broker.clock.now()
+        dead = await self._redis.zrangebyscore(schema.alive, "-inf", now - self.dead_after, withscores=True)
+        if not dead:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for raw_sid, _ in dead:
+                for queue in self.queues:
+                    pipe.smembers(schema.queue(queue).inflight(raw_sid.decode()))
+            members = await pipe.execute()
+        # a lease set (int seconds) at or before now - dead_after: never one a live worker still holds
+        newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
+        moved = 0
+        i = 0
+        for raw_sid, last_seen in dead:
+            sid = raw_sid.decode()
+            settled = True
+            held = [(q, raw.decode()) for k, q in enumerate(self.queues) for raw in members[i + k]]
+            alone = await self._died_alone(sid, held) if held else True
+            for queue in self.queues:
+                ids = members[i]
+                i += 1
+                queue_settled = True
+                for raw_id in ids:
+                    result = await self._recover_one(queue, raw_id.decode(), sid, newest_dead_lease, alone=alone)
+                    moved += result == 1
+                    queue_settled &= result != -1
+                if ids and queue_settled:
+                    await self._redis.delete(schema.queue(queue).inflight(sid))
+                settled &= queue_settled
+            if settled and last_seen < now - FORGET_DEAD_AFTER:
+                await self._redis.zrem(schema.alive, sid)
+        return moved
+
+    async def _died_alone(self, sid: str, held: list[tuple[str, str]]) -> bool:
+        """Whether the dead worker ``sid`` held one task when it died (so that task is charged with it).
+
+        Counted once, by the first recoverer to look, from the tasks of its in-flight sets that are still
+        leased (the sets also name tasks that finished since the last trim), and kept in Redis: later
+        passes and other recoverers, which may find some of the tasks recovered already, use that count.
+        """
+        key = self.broker.schema.death(sid)
+        first = await self._redis.get(key)
+        if first is None:  # counted only by the first look, not again at every pass
+            seen = sum(await self.broker.leased(held))
+            await self._redis.set(key, seen, nx=True, ex=int(FORGET_DEAD_AFTER))
+            first = await self._redis.get(key)
+            if first is None:
+                return seen == 1
+        return int(first) == 1
+
+    async def _recover_one(
+        self, queue: str, task_id: str, sid: str, newest_dead_lease: float, *, alone: bool = True
+    ) -> int:
+        """Recover one task of a dead worker; returns 1 requeued, 2 archived, 0 nothing to do, -1 try later.
+
+        ``alone``: the worker died holding only this task, which is then charged with the death.
+        """
+        result = await self.broker.recover(queue, task_id, newest_dead_lease, self.max_recoveries, alone=alone)
+        if isinstance(result, list):
+            await self._archive_poison(queue, result[1])
+            return 2
+        if result == 1:
+            self.log.warning(
+                "task_recovered",
+                task_id=task_id,
+                queue=queue,
+                dead_worker=sid,
+                charged=alone,
+                note="no retry spent" if alone else "no retry spent; runs alone next (a suspect)",
+            )
+        return int(result)
+
+    async def give_back_lost(self) -> int:
+        """Requeue tasks whose lease lapsed in this worker once nobody can hold them; returns how many."""
+        if not self.lost:
+            return 0
+        now = self.broker.clock.now()
+        newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
+        keep: list[tuple[str, str, float]] = []
+        given = 0
+        pending, self.lost[:] = list(self.lost), []
+        try:
+            while pending:
+                queue, task_id, lost_at = pending[0]
+                result = 0
+                if now >= lost_at + 1.0:
+                    result = await self.broker.recover(
+                        queue, task_id, newest_dead_lease, self.max_recoveries, count=False
+                    )
+                if result == 1:
+                    given += 1
+                    self.log.info("task_given_back", task_id=task_id, queue=queue, note="lease lost; no retry spent")
+                elif now < lost_at + 1.0 or (result == -1 and now < lost_at + self.dead_after + 5.0):
+                    keep.append((queue, task_id, lost_at))  # too early to tell: try again next pass
+                pending.pop(0)
+        finally:
+            self.lost.extend(keep + pending)
+        return given
+
+    async def _archive_poison(self, queue: str, data: bytes) -> None:
+        msg = decode_message(data)
+        msg.error_msg = (
+            f"poison pill: the worker running this task died {self.max_recoveries + 1} times "
+            "(killed, out of memory, or the handler crashed the process); archived"
+        )
+        msg.last_failed_at = int(self.broker.clock.now())
+        await self.broker.archive(queue, msg.id, encode_message(msg))
+        await self.broker.clear_suspect(queue, msg.id)
+        self.log.error("task_poison_pill", task_id=msg.id, queue=queue, type=msg.type, error=msg.error_msg)
+
+    async def recover_expired_leases(self) -> int:
+        """Retry (or archive) tasks whose lease ended more than 30 s ago, as asynq's recoverer does."""
+        now = self.broker.clock.now()
+        count = 0
+        for queue in self.queues:
+            for data in await self.broker.list_lease_expired(queue, now - LEASE_SECONDS):
+                msg = decode_message(data)
+                msg.error_msg = LEASE_EXPIRED_ERROR
+                msg.last_failed_at = int(now)
+                if msg.retried >= msg.retry:
+                    await self.broker.archive(queue, msg.id, encode_message(msg))
+                else:
+                    delay = self.retry_delay(msg.retried, RuntimeError(LEASE_EXPIRED_ERROR))
+                    msg.retried += 1
+                    await self.broker.retry(queue, msg.id, encode_message(msg), math.ceil(now + delay), failure=True)
+                count += 1
+                self.log.warning("task_lease_expired", task_id=msg.id, queue=queue, retried=msg.retried)
+        return count
+
+    async def repair(self) -> int:
+        """Give expired leases to active tasks that have none; returns how many."""
+        total = 0
+        for queue in self.queues:
+            total += await self.broker.repair_orphans(queue)
+        if total:
+            self.log.warning("orphans_repaired", tasks=total)
+        return total
+
+    async def reclaim_aggregation_sets(self) -> int:
+        """Put stale aggregation sets back into their groups; returns how many sets."""
+        total = 0
+        for queue in self.queues:
+            total += await self.broker.reclaim_stale_aggregation_sets(queue)
+        if total:
+            self.log.warning("aggregation_sets_reclaimed", sets=total)
+        return total
+
+    async def recover_once(self) -> None:
+        """One pass: lost leases and dead workers always; leases and stale sets every 6th pass, orphans every 12th."""
+        await self.give_back_lost()
+        await self.recover_dead_workers()
+        if self._passes % 6 == 0:
+            await self.recover_expired_leases()
+            await self.reclaim_aggregation_sets()
+        if self._passes % 12 == 0:
+            await self.repair()
+        self._passes += 1
+
+    component = "recoverer"
+
+    async def tick(self) -> float | None:
+        """One recovery pass."""
+        await self.recover_once()
+        return None

@@ -1,0 +1,512 @@
+"""Running the tasks a :class:`~framework.worker.processor.Processor` took: handlers, deadlines, slots.
+
+One asyncio task per task runs the middleware chain under the task's deadline, ``min(now + timeout,
+deadline)``, enforced by one timer for all running tasks, armed for the earliest deadline (no timer per
+task). A handler that returns or fails frees its slot at once; the task stays in flight until its outcome
+is written by the :class:`~framework.worker.outcomes.OutcomeWriter`. Timeouts and cancellation (``asynq:cancel``)
+become failures, a cancellation at shutdown a requeue. Two outcomes are decided before the middleware chain
+runs, so each is logged here: a payload that does not decode into the task's payload type is archived
+(``task_payload_invalid``), and a task whose type has no handler here is put back for another worker
+(``task_type_unknown``, see :meth:`~framework.worker.outcomes.OutcomeWriter.unknown_type`).
+
+**Handlers that do not stop.** A handler past its deadline, or cancelled (``asynq:cancel``, shutdown), is
+cancelled and gets ``cancel_grace`` seconds (a setting, default 2 s) to end. One that ends in time has its
+outcome written as usual: a failure (timeout, cancellation) even when it swallowed the cancellation and
+returned, a requeue at shutdown. One that is still running then (it caught ``CancelledError`` and goes on)
+is *given up on*: ``task_overrun`` is logged (error) and its outcome is written at once, through the
+same :class:`~framework.worker.outcomes.OutcomeWriter` calls (a timeout spends a retry, or archives the task once
+its retries are exhausted; at shutdown it is put back at the head of its queue, spending none). The task
+leaves the in-flight map, so its lease is no longer extended, and whatever the handler later returns or
+raises writes nothing. Its slot stays taken until it really ends, so ``concurrency`` stays honest, and
+while it runs this process starts no second copy of the same (queue, id): a retry dequeued here meanwhile is
+put back for a few seconds, spending no retry (``task_deferred``). Its end is logged
+(``task_overrun_ended``, with its duration) and frees the slot. A sync handler cannot be cancelled at all:
+at its deadline its coroutine is cancelled at once and its outcome written, but its thread runs on, and it
+keeps its slot and blocks a second copy in the same way until the function returns (``task_overrun`` then
+``task_overrun_ended``).
+
+**Stalls.** An async handler that blocks the event loop delays everything, the deadline timer included.
+With the loop watchdog on (``loop_block_threshold``, see :mod:`framework.worker.watchdog`), a timer that fires
+later than that threshold means the loop was stalled: the tasks whose deadline passed meanwhile have it
+moved on by the stall's length (``task_deadline_extended``, warning), except the task the watchdog saw
+blocking the loop, which times out as usual. A task's deadline is moved on by at most its own time budget
+(``min(timeout, deadline)`` from its start) or 60 s, whichever is more, in total; past that a stall counts
+against it like time it used.
+
+:class:`TaskExecution` is a base of :class:`~framework.worker.processor.Processor`, which holds the state declared
+here; :class:`TaskCancelled` is importable from :mod:`framework.worker.processor` as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+from contextvars import ContextVar
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from framework.context import TaskContext, lazy_logger
+from framework.errors import PayloadTypeError
+from framework.worker.middleware import Middleware, Run, build_chain
+from framework.worker.outcomes import error_text
+
+if TYPE_CHECKING:
+    from collections import Counter
+    from collections.abc import Awaitable, Callable
+    from concurrent.futures import Future
+
+    import structlog
+
+    from framework.broker.broker import RedisBroker
+    from framework.clock import Clock
+    from framework.protocol.message import TaskMessage
+    from framework.registry import Registry
+    from framework.services import Services
+    from framework.settings import Settings
+    from framework.task import TaskDef
+    from framework.worker.outcomes import InFlight, OutcomeWriter
+    from framework.worker.threads import HandlerThreads
+    from framework.worker.watchdog import LoopWatchdog
+
+__all__ = ("TaskCancelled", "TaskExecution")
+
+_RUNNING: ContextVar[InFlight | None] = ContextVar("framework_running_task", default=None)
+"""The task a runner runs, set in the runner's own context (a sync handler's invoker records its thread there)."""
+_MIN_STALL_ALLOWANCE = 60.0
+"""Seconds of stalls caused by other tasks a task's deadline may always be moved on by (more for longer tasks)."""
+_STALL_SLACK = 0.5
+"""Seconds a task whose deadline was moved on after a stall has at least, to take up what it was waiting for."""
+
+
+def _timed_out(inf: InFlight) -> bool:
+    """Whether the processor cancelled ``inf``'s handler at its deadline (read after an await)."""
+    return inf.cancel_reason == "timeout"
+
+
+class TaskCancelled(Exception):
+    """The task was cancelled through the ``asynq:cancel`` channel (a failure: it is retried)."""
+
+
+class TaskExecution:
+    """Runs taken tasks to their outcome, watches their deadlines and frees their slots."""
+
+    broker: RedisBroker
+    registry: Registry
+    settings: Settings
+    services: Services
+    clock: Clock
+    log: structlog.typing.FilteringBoundLogger
+    server_id: str
+    threads: HandlerThreads
+    outcomes: OutcomeWriter
+    inflight: dict[tuple[str, str], InFlight]
+    running: int
+    running_per_queue: Counter[str]
+    finished: list[tuple[str, str]]
+    overrun: dict[tuple[str, str], InFlight]
+    cancel_grace: float
+    watchdog: LoopWatchdog | None
+    _moved: list[tuple[InFlight, float]]
+    _middleware: list[Middleware]
+    _chains: dict[str, Run]
+    _slot_free: asyncio.Event
+    _wakeup: asyncio.Event
+    _limited: bool
+    _timer: asyncio.TimerHandle | None
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def _chain(self, taskdef: TaskDef[Any]) -> Run:
+        chain = self._chains.get(taskdef.type)
+        if chain is None:
+            chain = self._chains[taskdef.type] = build_chain(self._invoker(taskdef), self._middleware)
+        return chain
+
+    def _invoker(self, taskdef: TaskDef[Any]) -> Run:
+        if taskdef.is_async:
+            run: Run = taskdef.handler  # type: ignore[assignment] # an async handler is a Run as it is
+            return run
+        handler: Callable[..., Any] = taskdef.handler
+        threads = self.threads
+
+        async def call_in_thread(ctx: TaskContext, payload: Any) -> None:
+            future = threads.submit(handler, ctx, payload)
+            inf = _RUNNING.get()
+            if inf is not None:
+                inf.thread = future  # a thread that runs on past a cancellation keeps the slot (see _handler_done)
+            result = await asyncio.wrap_future(future)
+            if inspect.isawaitable(result):  # a plain function that returned a coroutine
+                await result
+
+        return call_in_thread
+
+    def _context(self, inf: InFlight) -> TaskContext:
+        msg, task_id = inf.msg, inf.id
+        return TaskContext(
+            id=msg.id or task_id,
+            type=msg.type,
+            queue=inf.queue,
+            retried=msg.retried,
+            max_retry=msg.retry,
+            deadline=inf.deadline,
+            headers=dict(msg.headers) if msg.headers else {},
+            logger=lazy_logger(self.log, task_id=task_id, type=msg.type, queue=inf.queue, retried=msg.retried),
+            services=self.services,
+            _write_result=partial(self.broker.write_result, inf.queue, task_id),
+        )
+
+    @staticmethod
+    def _deadline(msg: TaskMessage, now: float) -> float:
+        """``min(now + timeout, deadline)``; 30 minutes when neither is set (as Go does)."""
+        timeout, deadline = msg.timeout, msg.deadline
+        if deadline <= 0:
+            return now + (timeout if timeout > 0 else 1800)
+        if timeout > 0:
+            return min(now + timeout, float(deadline))
+        return float(deadline)
+
+    def _timeout_error(self, inf: InFlight) -> TimeoutError:
+        msg = inf.msg
+        if msg.deadline > 0 and inf.deadline >= msg.deadline:
+            return TimeoutError(f"task deadline exceeded (deadline {msg.deadline}, Unix s)")
+        return TimeoutError(f"task timed out after {msg.timeout}s")
+
+    async def _execute(self, inf: InFlight) -> None:
+        try:
+            await self._execute_inner(inf)
+        except asyncio.CancelledError:
+            self._release(inf)  # cancelled from outside the processor: the recoverer owns the task
+            raise
+        except Exception as exc:
+            self.log.exception("task_outcome_error", task_id=inf.id, queue=inf.queue, error=error_text(exc))
+            self._release(inf)
+
+    async def _execute_inner(self, inf: InFlight) -> None:
+        ctx = inf.ctx = self._context(inf)
+        taskdef = self.registry.get(inf.msg.type)
+        try:
+            if inf.cancel_reason:
+                raise asyncio.CancelledError  # cancelled before it started
+            if taskdef is None:
+                self._handler_done(inf)
+                await self.outcomes.unknown_type(inf, self.settings.unknown_type_wait)
+                return
+            try:
+                payload = taskdef.decode(inf.msg.payload)
+            except PayloadTypeError as exc:
+                self._handler_done(inf)
+                self.log.error(
+                    "task_payload_invalid",
+                    task_id=inf.id,
+                    type=inf.msg.type,
+                    queue=inf.queue,
+                    error=error_text(exc),
+                    outcome="archived",
+                )
+                await self.outcomes.fail(inf, exc, taskdef, permanent=True)
+                return
+            remaining = self._time_left(inf)
+            if remaining <= 0:
+                raise self._timeout_error(inf)
+            _RUNNING.set(inf)
+            self._watch(inf, remaining)
+            await self._chain(taskdef)(ctx, payload)
+            if _timed_out(inf):  # the handler swallowed the cancellation and returned
+                self._uncancel()
+                raise self._timeout_error(inf)
+        except asyncio.CancelledError as exc:
+            await self._cancelled(inf, taskdef, exc)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a handler exception becomes an outcome, never escapes
+            if self._handler_done(inf):
+                await self.outcomes.fail(inf, exc, taskdef)
+        else:
+            if self._handler_done(inf):
+                await self.outcomes.succeed(inf, ctx)
+
+    async def _cancelled(self, inf: InFlight, taskdef: TaskDef[Any] | None, exc: asyncio.CancelledError) -> None:
+        """The handler ended with a cancellation: write the outcome its reason calls for (or re-raise ``exc``)."""
+        if not self._handler_done(inf):
+            return  # given up on earlier: its outcome is written already
+        reason = inf.cancel_reason
+        if reason == "shutdown":
+            await self.outcomes.requeue(inf)
+        elif reason == "timeout":
+            self._uncancel()
+            await self.outcomes.fail(inf, self._timeout_error(inf), taskdef)
+        elif reason == "cancel":
+            await self.outcomes.fail(inf, TaskCancelled("task cancelled through the asynq:cancel channel"), taskdef)
+        else:  # cancelled from outside the processor: the recoverer owns the task
+            self._release(inf)
+            raise exc
+
+    @staticmethod
+    def _uncancel() -> None:
+        """Withdraw the processor's own cancellation request, so later awaits of this task run normally."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    # -- timeouts: one timer for all running tasks, armed for the earliest deadline -----------------
+
+    def _watch(self, inf: InFlight, remaining: float) -> None:
+        loop = asyncio.get_running_loop()
+        inf.expires = when = loop.time() + remaining
+        self._arm(loop, when)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Make sure the timer fires by ``when`` (event-loop time)."""
+        if self._timer is None or when < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(when, self._on_timer)
+
+    def _cancel_handler(self, inf: InFlight, reason: str) -> None:
+        """Cancel ``inf``'s handler for ``reason``; it is given up on if still running ``cancel_grace`` s later.
+
+        The caller arms the timer for :attr:`InFlight.give_up_at` (:meth:`_on_timer` arms it itself).
+        """
+        inf.cancel_reason = reason
+        inf.give_up_at = asyncio.get_running_loop().time() + self.cancel_grace
+        if inf.ctx is not None and inf.runner is not None:  # one that has not started sees the reason when it starts
+            inf.runner.cancel()
+
+    def _on_timer(self) -> None:
+        """Cancel the handlers past their deadline, give up on cancelled ones past their grace; arm the timer again.
+
+        When the timer fires late by more than the watchdog's threshold, the loop was stalled: deadlines that
+        passed meanwhile are moved on instead, for the tasks that did not cause the stall (see the module
+        docstring).
+        """
+        timer, self._timer = self._timer, None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        stall = self._stall(timer, now)
+        culprits = self.watchdog.culprits if stall and self.watchdog is not None else set()
+        moved: list[InFlight] = []
+        earliest = math.inf
+        for inf in list(self.inflight.values()):
+            runner = inf.runner
+            if inf.writing or runner is None or runner.done():
+                continue
+            if inf.cancel_reason:
+                if inf.give_up_at <= now:
+                    if stall and runner not in culprits and self._allow_stall(inf, stall):
+                        inf.give_up_at = max(inf.give_up_at + stall, now + _STALL_SLACK)
+                        inf.deadline += stall
+                        moved.append(inf)
+                    else:
+                        self._abandon(inf)
+                        continue
+                earliest = min(earliest, inf.give_up_at)
+                continue
+            if inf.expires <= now:
+                if stall and runner not in culprits and self._allow_stall(inf, stall):
+                    inf.expires = max(inf.expires + stall, now + _STALL_SLACK)
+                    inf.deadline += stall  # the heartbeat extends the lease up to the deadline (plus 30 s)
+                    moved.append(inf)
+                else:
+                    self._cancel_handler(inf, "timeout")
+                    earliest = min(earliest, inf.give_up_at)
+                    continue
+            earliest = min(earliest, inf.expires)
+        for inf in moved:
+            self._note_moved(inf, stall)
+        if earliest < math.inf:
+            self._arm(loop, earliest)
+
+    def _time_left(self, inf: InFlight) -> float:
+        """Seconds left before ``inf``'s deadline as its handler starts.
+
+        A task that had time left when it was taken, but whose deadline passed while it waited for a stalled
+        loop to start it, has its deadline moved on by the stall first (same cap as in :meth:`_on_timer`).
+        """
+        now = self.clock.now()
+        remaining = inf.deadline - now
+        watchdog = self.watchdog
+        if remaining > 0 or watchdog is None or inf.deadline <= inf.started:
+            return remaining
+        stall = min(now - inf.started, watchdog.stall_length())
+        if stall <= watchdog.threshold or not self._allow_stall(inf, stall):
+            return remaining
+        inf.deadline += stall
+        self._note_moved(inf, stall)
+        return max(inf.deadline - now, _STALL_SLACK)
+
+    def _note_moved(self, inf: InFlight, stall: float) -> None:
+        """Record a deadline moved on for a stall; one ``task_deadline_extended`` line per loop iteration."""
+        if not self._moved:
+            asyncio.get_running_loop().call_soon(self._log_moved)
+        self._moved.append((inf, stall))
+
+    def _log_moved(self) -> None:
+        moved, self._moved = self._moved, []
+        self.log.warning(
+            "task_deadline_extended",
+            tasks=[f"{inf.msg.type}:{inf.id}" for inf, _ in moved[:20]],
+            count=len(moved),
+            by=round(max(stall for _, stall in moved), 3),
+            note="the event loop was blocked by another task when their deadline passed: not charged to them",
+        )
+
+    def _stall(self, timer: asyncio.TimerHandle | None, now: float) -> float:
+        """Seconds the loop was stalled, when ``timer`` fired late by more than the watchdog's threshold (else 0)."""
+        watchdog = self.watchdog
+        if watchdog is None or timer is None:
+            return 0.0
+        late = now - timer.when()
+        if late <= watchdog.threshold:
+            return 0.0
+        return max(late, watchdog.stall_length())
+
+    @staticmethod
+    def _allow_stall(inf: InFlight, stall: float) -> bool:
+        """Whether ``inf`` may have ``stall`` more seconds (and count them); see the module docstring for the cap."""
+        budget = inf.deadline - inf.extended - inf.started
+        if inf.extended + stall > max(budget, _MIN_STALL_ALLOWANCE):
+            return False
+        inf.extended += stall
+        return True
+
+    # -- handlers that do not stop -----------------------------------------------------------------
+
+    def _abandon(self, inf: InFlight) -> None:
+        """Give up on a cancelled handler that is still running: write its outcome now, keep its slot until it ends."""
+        reason = inf.cancel_reason
+        inf.abandoned = True
+        inf.writing = True  # no longer cancellable; the timer passes it by
+        self._keep_slot(inf)
+        msg = inf.msg
+        self._log_overrun(
+            inf, reason, "the handler ignored its cancellation: given up on, it runs on and nothing it does is written"
+        )
+        if reason == "shutdown":
+            self.outcomes.spawn(self._write_for(inf, self.outcomes.requeue(inf)))
+            return
+        if reason == "timeout":
+            error: Exception = self._timeout_error(inf)
+        else:
+            error = TaskCancelled("task cancelled through the asynq:cancel channel")
+        self.outcomes.spawn(self._write_for(inf, self.outcomes.fail(inf, error, self.registry.get(msg.type))))
+
+    async def _write_for(self, inf: InFlight, write: Awaitable[None]) -> None:
+        """Write the outcome of a handler given up on (in the background), as :meth:`_execute` would."""
+        try:
+            await write
+        except Exception as exc:
+            self.log.exception("task_outcome_error", task_id=inf.id, queue=inf.queue, error=error_text(exc))
+            self._release(inf)
+
+    def _log_overrun(self, inf: InFlight, reason: str, note: str) -> None:
+        self.log.error(
+            "task_overrun",
+            task_id=inf.id,
+            type=inf.msg.type,
+            queue=inf.queue,
+            timeout=inf.msg.timeout,
+            reason=reason,
+            grace=self.cancel_grace,
+            outcome="requeued" if reason == "shutdown" else "failed",
+            note=note,
+        )
+
+    def _keep_slot(self, inf: InFlight) -> None:
+        """``inf``'s handler runs on: its slot passes to :attr:`overrun` until it ends (no second copy starts here)."""
+        if inf.holds_slot:
+            inf.holds_slot = False
+            self.overrun[inf.key] = inf
+
+    def _thread_runs_on(self, inf: InFlight, thread: Future[Any]) -> None:
+        """A sync handler's coroutine ended (cancelled) while its thread still runs: keep the slot until it returns."""
+        self._keep_slot(inf)
+        self._log_overrun(
+            inf,
+            inf.cancel_reason or "cancelled",
+            "a thread cannot be stopped: its slot stays taken until the function returns",
+        )
+        loop = asyncio.get_running_loop()
+
+        def ended(_future: Future[Any]) -> None:  # in the handler's thread (or here, if it already ended)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+                loop.call_soon_threadsafe(self._overrun_ended, inf)
+
+        thread.add_done_callback(ended)
+
+    def _overrun_ended(self, inf: InFlight) -> None:
+        """A handler given up on has ended at last: log it and free its slot."""
+        if self.overrun.get(inf.key) is not inf:
+            return
+        del self.overrun[inf.key]
+        self._uncount(inf.queue)
+        self._signal_free()
+        self.log.warning(
+            "task_overrun_ended",
+            task_id=inf.id,
+            type=inf.msg.type,
+            queue=inf.queue,
+            duration=round(self.clock.now() - inf.started, 3),
+            note="slot freed; nothing written",
+        )
+
+    def stall_report(self, task: asyncio.Task[Any] | None) -> dict[str, Any]:
+        """Log fields for the watchdog: the task the loop runs (if ``task`` is a runner), the async handlers running.
+
+        Called from the watchdog's thread; it only copies and reads.
+        """
+        fields: dict[str, Any] = {}
+        running: list[str] = []
+        registry = self.registry
+        for inf in [*self.inflight.values(), *self.overrun.values()]:
+            if task is not None and inf.runner is task:
+                fields.update(task_id=inf.id, type=inf.msg.type, queue=inf.queue)
+            taskdef = registry.get(inf.msg.type)
+            if taskdef is not None and taskdef.is_async and inf.ctx is not None and (inf.abandoned or not inf.writing):
+                running.append(f"{inf.msg.type}:{inf.id}")
+        fields["running"] = running[:20]
+        if len(running) > 20:
+            fields["running_count"] = len(running)
+        return fields
+
+    # -- slots -------------------------------------------------------------------------------------
+
+    def _handler_done(self, inf: InFlight) -> bool:
+        """The handler returned or failed: its slot is free; the task stays in flight until its outcome is written.
+
+        Returns False when there is nothing more to do: the handler was given up on earlier (its outcome is
+        written already; its slot is freed now). A sync handler whose coroutine was cancelled while its thread
+        runs on keeps its slot until the thread's function returns.
+        """
+        if inf.abandoned:
+            self._overrun_ended(inf)
+            return False
+        inf.writing = True
+        if inf.holds_slot:
+            thread = inf.thread
+            if thread is not None and not thread.done():
+                self._thread_runs_on(inf, thread)
+                return True
+            inf.holds_slot = False
+            self._uncount(inf.queue)
+            self._signal_free()
+        return True
+
+    def _release(self, inf: InFlight) -> None:
+        if self.inflight.pop(inf.key, None) is not None:
+            if inf.holds_slot:
+                inf.holds_slot = False
+                self._uncount(inf.queue)
+            if self.server_id and not inf.off_record:
+                self.finished.append(inf.key)
+            self._signal_free()
+
+    def _uncount(self, queue: str) -> None:
+        """One running handler fewer (in ``queue``): a slot is free."""
+        self.running -= 1
+        self.running_per_queue[queue] -= 1
+
+    def _signal_free(self) -> None:
+        """Wake the fetch loop: a slot (or a queue's limited share) may be free now."""
+        self._slot_free.set()
+        if self._limited:
+            self._wakeup.set()

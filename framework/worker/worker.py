@@ -1,0 +1,512 @@
+"""Worker assembly and lifecycle.
+
+:class:`Worker` builds the registry, the middleware chain and the components, starts them, and shuts
+down gracefully. Components, in start order:
+
+1. the heartbeat (a thread: leases, liveness, asynq's server records), which beats once before anything
+   else so the worker is on record before it takes a task;
+2. the forwarder, the recoverer, the janitor and, when aggregators are registered, the group aggregator;
+3. a listener on the wake-up channel (new work) and on ``asynq:cancel`` (cancel a running task);
+4. the processor's fetch loop;
+5. the event-loop watchdog (a thread, unless ``loop_block_threshold`` is 0; see :mod:`framework.worker.watchdog`).
+
+Shutdown (:meth:`Worker.stop`, or SIGTERM/SIGINT under :meth:`Worker.run`): stop fetching, wait up to
+``shutdown_timeout`` for running tasks, then cancel the unfinished ones and put them back at the head of
+their queue without spending a retry, stop the components (the heartbeat last, so leases stay fresh
+meanwhile) and remove the worker's records. A handler that ignores its cancellation is given up on after
+``cancel_grace`` seconds: its task is put back all the same and the handler is left running. So
+:meth:`Worker.stop` returns within ``shutdown_timeout + cancel_grace`` plus a few seconds at most (the
+last outcome writes, the components' exit), whatever the handlers do. Such a handler would keep
+``asyncio.run`` from ever returning (it cancels what is left and waits for it), so the process entry
+points (:meth:`Worker.run`, ``framework worker``, the supervisor's children) then end the process with
+:meth:`Worker.exit_if_abandoned`. In-process (``async with Worker(...)``, ``framework run``'s worker),
+:meth:`Worker.stop` returns all the same and the handler stays a task on the caller's loop (listed by
+:attr:`Worker.abandoned`); whatever runs that loop decides whether to wait for it. Under
+:meth:`Worker.run` a second signal exits at once; the tasks still running are then recovered by another
+worker (see :mod:`framework.worker.background.recoverer`).
+
+Redis faults: every component logs through one :class:`~framework.transport.health.RedisHealth` (one
+``redis_unavailable`` warning, one ``redis_reconnected``), backs off and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import random
+import signal
+import socket
+import sys
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisClusterException, RedisError
+
+from framework.broker.base import LEASE_SECONDS
+from framework.broker.broker import RedisBroker
+from framework.client.client import Client
+from framework.clock import Clock, SystemClock
+from framework.logging import configure_default_logging, configure_logging, get_logger
+from framework.protocol.keys import Schema
+from framework.registry import Registry
+from framework.services import Services
+from framework.transport.connection import check_connection, open_listener, open_redis, resolve_redis_url
+from framework.transport.health import RedisHealth
+from framework.transport.lean.subscriber import Subscriber
+from framework.worker.background.aggregator import Aggregator, GroupAggregator, collect_aggregators
+from framework.worker.background.forwarder import Forwarder
+from framework.worker.background.janitor import Janitor
+from framework.worker.background.recoverer import Recoverer, default_dead_after
+from framework.worker.heartbeat import Heartbeat, ServerIdentity, sync_redis
+from framework.worker.middleware import Middleware, logging_middleware
+from framework.worker.processor import Processor
+from framework.worker.watchdog import LoopWatchdog
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import pluggy
+    from redis.asyncio import Redis
+
+    from framework.settings import Settings
+    from framework.task import RetryDelay, TaskDef
+
+__all__ = ("Worker",)
+
+EXIT_SECOND_SIGNAL = 130
+"""Exit status after a second SIGTERM/SIGINT (no graceful shutdown)."""
+
+
+class Worker:
+    """A worker process: runs tasks of the configured queues until stopped.
+
+    Args:
+        settings: the app's settings.
+        tasks: task definitions to serve (in addition to the plugins').
+        middleware: app middleware, innermost after the plugins' (see :mod:`framework.worker.middleware`).
+        aggregators: group aggregators (in addition to the plugins', see :mod:`framework.worker.background.aggregator`).
+        plugin_manager: the plugin manager (task types, middleware, aggregators and events from plugins).
+        redis: an existing Redis client to use (default: opened from the settings).
+        clock: where time comes from.
+        retry_delay: the global retry policy (default exponential backoff with jitter;
+            :func:`framework.retry.asynq_retry_delay` is Go's).
+        services: share the services of a web app in the same process.
+        dead_after: seconds of heartbeat silence after which a worker counts as dead (default
+            ``max(6, 4 * heartbeat_interval)``; lower it only when no Go worker serves these queues).
+        max_recoveries: crash recoveries after which a task is archived as a poison pill.
+        rng: random source for weighted queue order.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tasks: Iterable[TaskDef[Any]] = (),
+        middleware: Iterable[Middleware] = (),
+        aggregators: Iterable[Aggregator] = (),
+        plugin_manager: pluggy.PluginManager | None = None,
+        redis: Redis | None = None,
+        clock: Clock | None = None,
+        retry_delay: RetryDelay | None = None,
+        services: Services | None = None,
+        dead_after: float | None = None,
+        max_recoveries: int = 3,
+        rng: random.Random | None = None,
+    ) -> None:
+        configure_default_logging(settings.log_level, settings.log_format)  # a plain script's worker
+        self.settings = settings
+        self.pm = plugin_manager
+        self.clock = clock or SystemClock()
+        self.log = get_logger("framework.worker.worker")
+        self.identity = ServerIdentity(socket.gethostname(), os.getpid(), str(uuid.uuid4()))
+        self.registry = services.registry if services is not None else Registry()
+        for task in tasks:
+            self.registry.add(task)
+        if plugin_manager is not None and services is None:
+            from framework.plugins.manager import collect_task_types  # noqa: PLC0415
+
+            collect_task_types(plugin_manager, settings, self.registry)
+        self.aggregators = list(aggregators)
+        if plugin_manager is not None:
+            self.aggregators += collect_aggregators(plugin_manager, settings)
+        self.dead_after = dead_after if dead_after is not None else default_dead_after(settings.heartbeat_interval)
+        if self.dead_after <= 2 * settings.heartbeat_interval or self.dead_after < 2:
+            raise ValueError(f"dead_after={self.dead_after} must be at least 2 s and more than 2 heartbeat intervals")
+        self.max_recoveries = max_recoveries
+        self.health = RedisHealth(self.log)
+        self.processor: Processor | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.watchdog: LoopWatchdog | None = None
+        self._app_middleware = list(middleware)
+        self._redis = redis
+        self._owns_redis = redis is None and services is None
+        self._services = services
+        self._retry_delay = retry_delay
+        self._rng = rng
+        self._url = services.extra.get("redis_url", "") if services is not None else ""
+        self._components: list[Any] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+        self._started = False
+        self._stopping = False
+
+    def _middleware(self) -> list[Middleware]:
+        chain: list[Middleware] = [logging_middleware]
+        if self.pm is not None:
+            for contributed in self.pm.hook.register_middleware(settings=self.settings)[::-1]:
+                chain.extend(contributed or [])
+        chain.extend(self._app_middleware)
+        return chain
+
+    async def _connect(self) -> Services:
+        if self._services is not None:
+            return self._services
+        if self._redis is None:
+            self._url = await asyncio.to_thread(resolve_redis_url, self.settings)
+            self._redis = open_redis(self._url, max_connections=None)
+        await check_connection(self._redis, self._url or "redis")
+        schema = Schema(self.settings.namespace)
+        client = Client(self._redis, schema=schema, settings=self.settings, registry=self.registry, clock=self.clock)
+        self._services = Services(
+            settings=self.settings,
+            redis=self._redis,
+            schema=schema,
+            client=client,
+            registry=self.registry,
+            plugin_manager=self.pm,
+        )
+        if self._url:
+            self._services.extra["redis_url"] = self._url
+        if self.pm is not None:
+            self._services.jinja_from(functools.partial(_build_jinja, self.settings, self.pm))
+        return self._services
+
+    async def start(self) -> None:
+        """Connect, build the components and start them in the background."""
+        services = await self._connect()
+        s = self.settings
+        broker = RedisBroker(services.redis, services.schema, self.clock)
+        await broker.register_queues(s.queues)
+        hook = self.pm.hook if self.pm is not None else None
+        self.processor = Processor(
+            broker,
+            self.registry,
+            s,
+            services,
+            self._middleware(),
+            hook,
+            self.clock,
+            self.log,
+            retry_delay=self._retry_delay,
+            rng=self._rng,
+            server_id=self.identity.server_id,
+            lease_ttl=min(float(LEASE_SECONDS), self.dead_after - 1.0),
+            health=self.health,
+        )
+        client = sync_redis(self._url, services.redis)
+        self.heartbeat = Heartbeat(self.processor, self.identity, s.heartbeat_interval, self.log, client, self.health)
+        try:
+            await asyncio.to_thread(self.heartbeat.beat)
+        except BaseException:
+            self.heartbeat.close()
+            raise
+        self.heartbeat.start()
+        forwarder = Forwarder(broker, s.queues, s.forward_interval, self.log, self.health)
+        self.processor.outcomes.on_retry = forwarder.due_at
+        self._components = [
+            forwarder,
+            Recoverer(
+                broker,
+                s.queues,
+                s.recoverer_interval,
+                self.log,
+                self.health,
+                dead_after=self.dead_after,
+                max_recoveries=self.max_recoveries,
+                retry_delay=self._retry_delay,
+                lost=self.processor.lost,
+            ),
+            Janitor(broker, s.queues, s.janitor_interval, self.log, self.health),
+        ]
+        if self.aggregators:
+            self._components.append(
+                GroupAggregator(
+                    broker, services.client, self.registry, self.aggregators, list(s.queues), self.log, self.health
+                )
+            )
+        self._tasks = [self._spawn(c.run(), type(c).__name__) for c in self._components]
+        listen = self._listen_lean(services, broker) if broker.handoff else self._listen(services)
+        self._tasks.append(self._spawn(listen, "Listener"))
+        self._tasks.append(self._spawn(self.processor.run(), "Processor"))
+        if s.loop_block_threshold > 0:
+            self.watchdog = LoopWatchdog(
+                asyncio.get_running_loop(), s.loop_block_threshold, self.log, self.processor.stall_report
+            )
+            self.processor.watchdog = self.watchdog
+            self.watchdog.start()
+        self._started = True
+        self.log.info(
+            "worker_started",
+            server_id=self.identity.server_id,
+            pid=self.identity.pid,
+            queues=dict(s.queues),
+            concurrency=s.concurrency,
+            task_types=sorted(t.type for t in self.registry),
+            dead_after=self.dead_after,
+        )
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"framework-{name}")
+        task.add_done_callback(self._component_done)
+        return task
+
+    def _component_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.log.error("worker_component_crashed", component=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+            asyncio.get_running_loop().create_task(self.stop())
+
+    async def _listen(self, services: Services) -> None:
+        """Follow the wake-up and cancel channels; reconnect with backoff when Redis goes away.
+
+        On a Redis Cluster, PUBLISH (from a script on any primary) reaches the subscribers of every node,
+        so one connection to one node hears every queue's wake-ups and every cancel request.
+        """
+        schema = services.schema
+        backoff = 0.2
+        attempt = 0
+        while True:
+            own: Redis | None = None
+            pubsub: Any = None
+            try:
+                own = await open_listener(services.redis, attempt)  # a Cluster: any node hears every PUBLISH
+                pubsub = (own or services.redis).pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(schema.wakeup_channel, schema.cancel_channel)
+                self.health.ok("listener")
+                backoff = 0.2
+                if self.processor is not None:
+                    self.processor.wake()  # anything enqueued while we were not listening
+                async for message in pubsub.listen():
+                    self._on_message(schema, message)
+            except (RedisError, RedisClusterException, OSError) as exc:
+                self.health.failed("listener", exc, retry_in=backoff)
+                attempt += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    if own is not None:
+                        await own.aclose()
+
+    async def _listen_lean(self, services: Services, broker: RedisBroker) -> None:
+        """The same channels on a lean subscriber (single server), plus this worker's handoff channel.
+
+        While subscribed, the processor registers as a waiter when it finds its queues empty, and an
+        enqueue then hands its task straight to it: one hop from the client to the handler's start.
+        """
+        schema = services.schema
+        handoff = schema.handoff_channel(self.identity.server_id).encode()
+        channels = (schema.wakeup_channel.encode(), schema.cancel_channel.encode())
+
+        def on_message(channel: bytes, data: bytes) -> None:
+            p = self.processor
+            if p is None:
+                return
+            if channel == handoff:
+                queue, task_id, msg = _split_handoff(data)
+                p.handoff(queue, task_id, msg)
+            else:
+                self._on_message(schema, {"type": "message", "channel": channel, "data": data})
+
+        backoff = 0.2
+        assert broker.fast is not None
+        while True:
+            sub = Subscriber(broker.fast, on_message)
+            try:
+                await sub.subscribe([*channels, handoff])
+                self.health.ok("listener")
+                backoff = 0.2
+                if self.processor is not None:
+                    self.processor.handoff_ready = True
+                    self.processor.wake()  # anything enqueued while we were not listening
+                reason = await sub.wait_closed()
+                raise reason
+            except (RedisError, OSError) as exc:
+                self._handoff_off(sub)
+                self.health.failed("listener", exc, retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                self._handoff_off(sub)
+
+    def _handoff_off(self, sub: Subscriber) -> None:
+        """The subscriber is gone: stop registering as a waiter (stale registrations are dropped by enqueues)."""
+        if self.processor is not None:
+            self.processor.handoff_ready = False
+        sub.close()
+
+    def _on_message(self, schema: Schema, message: dict[str, Any]) -> None:
+        p = self.processor
+        if p is None or message.get("type") != "message":
+            return
+        channel = message["channel"].decode()
+        data = message["data"].decode()
+        if channel == schema.wakeup_channel:
+            if data in p.weights:
+                p.wake(data)
+        elif channel == schema.cancel_channel and p.cancel(data):
+            self.log.info("task_cancel_requested", task_id=data)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop fetching, wait ``shutdown_timeout``, requeue what is still running.
+
+        Returns within ``shutdown_timeout + cancel_grace`` plus a few seconds, even when handlers ignore
+        their cancellation: those are left running (see :attr:`abandoned` and the module docstring).
+        """
+        if self._stopping or not self._started:
+            return
+        self._stopping = True
+        p = self.processor
+        self.log.info("worker_stopping", running=len(p.inflight) if p else 0, timeout=self.settings.shutdown_timeout)
+        if p is not None:
+            if self.heartbeat is not None:
+                self.heartbeat.status = "stopped"
+            await self._withdraw(p)
+            await p.stop(self.settings.shutdown_timeout)
+        for c in self._components:
+            c.stop()
+        pending = set(self._tasks)
+        while pending:  # a component may swallow a cancellation (redis-py's pubsub while it connects): cancel again
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+        if self.heartbeat is not None:
+            hb = self.heartbeat
+            await asyncio.to_thread(hb.stop)
+            try:
+                await asyncio.to_thread(hb.clear)
+            except (RedisError, OSError) as exc:
+                self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
+            hb.close()
+        if self._owns_redis and self._redis is not None:
+            await self._redis.aclose()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        self._stopped.set()
+        self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0, abandoned=len(self.abandoned))
+
+    @property
+    def abandoned(self) -> list[str]:
+        """``type:id`` of the async handlers given up on that still run on the loop.
+
+        Each ignored its cancellation (at its deadline or at shutdown) past ``cancel_grace``; its task's
+        outcome is written already and nothing the handler does later is.
+        """
+        p = self.processor
+        if p is None:
+            return []
+        return [f"{i.msg.type}:{i.id}" for i in p.overrun.values() if i.runner is not None and not i.runner.done()]
+
+    def exit_if_abandoned(self) -> None:
+        """End the process now if handlers given up on still run on the loop (call after :meth:`stop`).
+
+        Their tasks are back in their queue (or failed) already, but ``asyncio.run`` cancels the tasks left
+        when its coroutine returns and waits for them: forever, for one that ignores cancellation. So the
+        process entry points call this last: it logs ``worker_exit_abandoned`` (warning, naming them) and
+        ends the process with ``os._exit(0)``. Log lines are written by then; ``atexit`` handlers do not run.
+        Sync handlers' threads do not count: they are daemon threads, which never hold up an exit.
+        """
+        abandoned = self.abandoned
+        if not abandoned:
+            return
+        self.log.warning(
+            "worker_exit_abandoned",
+            handlers=abandoned,
+            note="they ignore cancellation; their tasks were given back; exiting without waiting for them",
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        os._exit(0)
+
+    async def _withdraw(self, p: Processor) -> None:
+        """Stop being a waiter: after this no enqueue hands a task here (one already on its way is given back)."""
+        if not p.handoff_ready:
+            return
+        p.handoff_ready = False
+        try:
+            await p.broker.withdraw(list(p.weights), self.identity.server_id)
+        except (RedisError, OSError) as exc:  # a stale registration is dropped by the next enqueue
+            self.log.warning("worker_withdraw_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def wait(self) -> None:
+        """Wait until the worker has stopped."""
+        await self._stopped.wait()
+
+    async def run(self, *, hard_exit: bool = True) -> None:
+        """Start, run until SIGTERM/SIGINT, then stop gracefully; a second signal exits at once (status 130).
+
+        Args:
+            hard_exit: end the process once stopped when handlers given up on still run
+                (:meth:`exit_if_abandoned`); pass False to clean up something else first, then call it.
+        """
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        # loggers bound before logging was configured keep structlog's defaults: bind them again
+        self.log = self.health.log = get_logger("framework.worker.worker")
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                self.log.info("worker_signal", signal=signal.Signals(signum).name, note="graceful shutdown")
+                if self._started:
+                    loop.create_task(self.stop())  # noqa: RUF006 - awaited through self.wait()
+            else:
+                self.log.warning("worker_exit_now", signal=signal.Signals(signum).name, note="second signal")
+                os._exit(EXIT_SECOND_SIGNAL)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self.start()
+            if signals:  # a signal came while starting
+                await self.stop()
+            await self.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        if hard_exit:
+            self.exit_if_abandoned()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _build_jinja(settings: Settings, pm: pluggy.PluginManager) -> Any:
+    """The worker's Jinja environment, built when a handler first reads ``services.jinja``."""
+    from framework.plugins.templates import build_environment  # noqa: PLC0415 - Jinja loads only for workers that render
+
+    return build_environment(settings, pm)
+
+
+def _split_handoff(data: bytes) -> tuple[str, str, bytes]:
+    """(queue, task id, encoded message) of a handoff note: ``<len>:<queue><len>:<id><message>``."""
+    colon = data.index(b":")
+    end = colon + 1 + int(data[:colon])
+    queue = data[colon + 1 : end].decode()
+    colon = data.index(b":", end)
+    start = colon + 1 + int(data[end:colon])
+    return queue, data[colon + 1 : start].decode(), data[start:]

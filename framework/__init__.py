@@ -16,7 +16,7 @@ _compat.install()
 
 if TYPE_CHECKING:
     from framework.client.client import Client, Job, SyncClient, TaskInfo
-    from framework.context import StashKey, TaskContext
+    from framework.context import TaskContext
     from framework.errors import (
         ConfigError,
         DuplicateTask,
@@ -36,10 +36,10 @@ if TYPE_CHECKING:
     )
     from framework.hookspecs import hookimpl
     from framework.inspector import Inspector
-    from framework.scheduler.entry import CronEntry
     from framework.scheduler.scheduler import Scheduler
+    from framework.services import StashKey
     from framework.settings import Settings, load_settings
-    from framework.task import TaskDef
+    from framework.task import CronEntry, TaskDef
     from framework.web.app import create_app
     from framework.worker.background.aggregator import Aggregator
     from framework.worker.worker import Worker
@@ -82,12 +82,12 @@ __all__ = (
 _LAZY = {
     "Aggregator": "framework.worker.background.aggregator",
     "Client": "framework.client.client",
-    "CronEntry": "framework.scheduler.entry",
+    "CronEntry": "framework.task",
     "Inspector": "framework.inspector",
     "Job": "framework.client.client",
     "Scheduler": "framework.scheduler.scheduler",
     "Settings": "framework.settings",
-    "StashKey": "framework.context",
+    "StashKey": "framework.services",
     "SyncClient": "framework.client.client",
     "TaskContext": "framework.context",
     "TaskDef": "framework.task",

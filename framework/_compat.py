@@ -61,7 +61,7 @@ MOVED: dict[str, str] = {
     "framework.aggregator": "framework.worker.background.aggregator",
     "framework.periodic": "framework.worker.background.periodic",
     "framework.cron": "framework.scheduler.cron",
-    "framework.cron_entry": "framework.scheduler.entry",
+    "framework.cron_entry": "framework.task",
     "framework.cron_loader": "framework.scheduler.loader",
     "framework.resolved_entry": "framework.scheduler.resolved",
     "framework.scheduler_ticks": "framework.scheduler.ticks",

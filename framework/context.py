@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from framework.services import Stash
 
 if TYPE_CHECKING:
     import structlog
 
     from framework.services import Services
 
-__all__ = ("StashKey", "TaskContext", "lazy_logger")
+__all__ = ("TaskContext", "lazy_logger")
 
 T = TypeVar("T")
 
@@ -56,44 +58,6 @@ def lazy_logger(base: structlog.typing.FilteringBoundLogger, **fields: Any) -> s
     return cast("structlog.typing.FilteringBoundLogger", _LazyLogger(base, fields))
 
 
-class StashKey(Generic[T]):
-    """A typed key into :attr:`TaskContext.stash`, so plugins share values without name clashes.
-
-    Args:
-        name: a readable name, used only in ``repr``.
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"StashKey({self.name!r})"
-
-
-class _Stash:
-    """A dict keyed by :class:`StashKey` whose values keep their type."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self) -> None:
-        self._data: dict[StashKey[Any], Any] = {}
-
-    def __getitem__(self, key: StashKey[T]) -> T:
-        return cast("T", self._data[key])
-
-    def __setitem__(self, key: StashKey[T], value: T) -> None:
-        self._data[key] = value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def get(self, key: StashKey[T], default: T | None = None) -> T | None:
-        """Return the value under ``key`` or ``default``."""
-        return cast("T | None", self._data.get(key, default))
-
-
 @dataclass(slots=True)
 class TaskContext:
     """The running task, as seen by its handler and the middleware.
@@ -110,7 +74,7 @@ class TaskContext:
         headers: the task's headers.
         logger: a structlog logger bound to task_id, type, queue and attempt.
         services: the process's shared services (settings, client, storage, plugin singletons).
-        stash: typed per-plugin values set by middleware (see :class:`StashKey`).
+        stash: typed per-plugin values set by middleware (see :class:`~framework.services.StashKey`).
     """
 
     id: str
@@ -123,7 +87,7 @@ class TaskContext:
     logger: structlog.typing.FilteringBoundLogger
     services: Services
     _write_result: Callable[[bytes], Awaitable[None]] | None = None
-    stash: _Stash = field(default_factory=_Stash)
+    stash: Stash = field(default_factory=Stash)
 
     @property
     def attempt(self) -> int:

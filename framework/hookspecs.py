@@ -26,11 +26,9 @@ if TYPE_CHECKING:
     import jinja2
 
     from framework.context import TaskContext
-    from framework.scheduler.entry import CronEntry
     from framework.services import Services
     from framework.settings import Settings
-    from framework.task import TaskDef
-    from framework.worker.middleware import Middleware
+    from framework.task import CronEntry, Middleware, TaskDef
 
 __all__ = ("PROJECT", "hookimpl", "hookspec")
 
@@ -65,7 +63,7 @@ def register_cron_entries(settings: Settings) -> list[CronEntry]:  # type: ignor
         settings: the app's settings.
 
     Returns:
-        :class:`~framework.scheduler.entry.CronEntry` objects. An invalid spec, unknown task type or a
+        :class:`~framework.task.CronEntry` objects. An invalid spec, unknown task type or a
         payload that does not fit its task stops start-up naming the entry and this plugin.
 
     Kind: collect. Fires: once, when the scheduler is assembled (and for ``framework cron ls``).

@@ -7,9 +7,7 @@ say) in :attr:`Services.stash` under a :class:`~framework.context.StashKey`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from framework.context import _Stash
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,7 +20,47 @@ if TYPE_CHECKING:
     from framework.settings import Settings
     from framework.storage import Storage
 
-__all__ = ("Services",)
+__all__ = ("Services", "Stash", "StashKey")
+
+T = TypeVar("T")
+
+
+class StashKey(Generic[T]):
+    """A typed key into a :class:`Stash` (``ctx.stash``, ``services.stash``), so plugins share values without clashes.
+
+    Args:
+        name: a readable name, used only in ``repr``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StashKey({self.name!r})"
+
+
+class Stash:
+    """A dict keyed by :class:`StashKey` whose values keep their type."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[StashKey[Any], Any] = {}
+
+    def __getitem__(self, key: StashKey[T]) -> T:
+        return cast("T", self._data[key])
+
+    def __setitem__(self, key: StashKey[T], value: T) -> None:
+        self._data[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: StashKey[T], default: T | None = None) -> T | None:
+        """Return the value under ``key`` or ``default``."""
+        return cast("T | None", self._data.get(key, default))
 
 
 class Services:
@@ -81,7 +119,7 @@ class Services:
         self.plugin_manager = plugin_manager
         self._jinja: Any = jinja
         self._jinja_factory: Callable[[], Any] | None = None
-        self.stash = _Stash()
+        self.stash = Stash()
         self.extra: dict[str, Any] = {}
         self._storage: Storage | None = None
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from framework.client.client import Client, SyncClient, TaskInfo
     from framework.context import TaskContext
 
-__all__ = ("Handler", "PayloadDecodeError", "RetryDelay", "TaskDef")
+__all__ = ("CronEntry", "Handler", "Middleware", "PayloadDecodeError", "RetryDelay", "Run", "TaskDef")
 
 P = TypeVar("P")
 
@@ -29,6 +29,12 @@ Handler: TypeAlias = Callable[["TaskContext", P], "Awaitable[None] | None"]
 
 RetryDelay: TypeAlias = Callable[[int, BaseException], float]
 """A retry policy: (retries so far, the error) -> seconds to wait."""
+
+Run: TypeAlias = Callable[["TaskContext", Any], Awaitable[None]]
+"""One run of a task as middleware sees it: ``async (ctx, payload) -> None``."""
+
+Middleware: TypeAlias = Callable[[Run], Run]
+"""Wraps a run in another (see :mod:`framework.worker.middleware` for the order the chain is built in)."""
 
 _encoder = msgspec.json.Encoder()
 
@@ -133,3 +139,33 @@ class TaskDef(Generic[P]):
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Any) -> TaskInfo:
         """Enqueue from code without an event loop; see :class:`framework.client.client.SyncClient`."""
         return client.enqueue(self, payload, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class CronEntry:
+    """A periodic task. Declared by plugins (``register_cron_entries``) or in settings.
+
+    Attributes:
+        name: stable name; with the spec it identifies the entry across restarts and replicas.
+        spec: five-field cron spec, ``@hourly``/``@daily``/``@weekly``/``@monthly`` or ``@every <duration>``.
+        task: the task type to enqueue (a :class:`TaskDef` or its type string).
+        payload: the payload (an instance of the task's payload type, or JSON-compatible data).
+        tz: IANA time zone the spec is read in.
+        options: enqueue options (queue, max_retry, timeout, ...).
+        run_missed: after downtime, run the most recent missed tick once (default: skip missed ticks).
+        source: the plugin that declared it; set by the framework.
+    """
+
+    name: str
+    spec: str
+    task: TaskDef[Any] | str
+    payload: Any = None
+    tz: str = "UTC"
+    options: dict[str, Any] = field(default_factory=dict)
+    run_missed: bool = False
+    source: str = ""
+
+    @property
+    def task_type(self) -> str:
+        """The task type string."""
+        return self.task if isinstance(self.task, str) else self.task.type

@@ -33,7 +33,7 @@ from framework.errors import FrameworkError, PluginError
 
 if TYPE_CHECKING:
     from framework.registry import Registry
-    from framework.scheduler.entry import CronEntry
+    from framework.task import CronEntry
     from framework.settings import Settings
 
 __all__ = (

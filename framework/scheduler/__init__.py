@@ -2,7 +2,7 @@
 
 * :mod:`~framework.scheduler.scheduler`: ``Scheduler``, the loop and leadership.
 * :mod:`~framework.scheduler.cron`: cron expressions and next fire times (pure).
-* :mod:`~framework.scheduler.entry`: ``CronEntry``; :mod:`~framework.scheduler.loader`: entries from settings
+* :mod:`~framework.scheduler.loader`: entries from settings
   and plugins; :mod:`~framework.scheduler.resolved`: an entry bound to its task.
 * :mod:`~framework.scheduler.ticks`: one tick's enqueue; :mod:`~framework.scheduler.records`: history asynq reads.
 

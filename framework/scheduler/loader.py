@@ -17,7 +17,7 @@ from framework.clock import SystemClock
 from framework.errors import ConfigError, FrameworkError, InvalidOption, PayloadTypeError, PluginError
 from framework.registry import Registry
 from framework.scheduler.cron import CronSpecError, parse_schedule
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework.scheduler.resolved import ResolvedEntry, entry_id
 from framework.task import TaskDef
 
@@ -105,7 +105,7 @@ def _resolve(
     entry: Any, source: str, plugin: str | None, registry: Registry, settings: Settings, now: float
 ) -> ResolvedEntry:
     if not isinstance(entry, CronEntry):
-        raise _entry_error(repr(entry)[:60], source, plugin, "is not a framework.scheduler.entry.CronEntry")
+        raise _entry_error(repr(entry)[:60], source, plugin, "is not a framework.task.CronEntry")
     name = entry.name
 
     def fail(problem: str) -> FrameworkError:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import pluggy
     from redis.asyncio import Redis
 
-    from framework.scheduler.entry import CronEntry
+    from framework.task import CronEntry
     from framework.settings import Settings
 
 __all__ = (

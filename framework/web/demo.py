@@ -7,51 +7,16 @@ the worker in the same process runs it, and the page polls the task's state.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from framework.hookspecs import hookimpl
 from framework.task import TaskDef
+from framework.web.demo_task import hello_task
 
 if TYPE_CHECKING:
-    from framework.context import TaskContext
     from framework.settings import Settings
 
-__all__ = ("DEMO_HELLO", "Hello", "hello_task")
-
-DEMO_HELLO = "demo:hello"
-
-
-class Hello(msgspec.Struct, frozen=True, kw_only=True):
-    """Payload of ``demo:hello``.
-
-    Attributes:
-        name: who to greet.
-        work_seconds: how long the task pretends to work.
-    """
-
-    name: str = "world"
-    work_seconds: float = 0.5
-
-
-async def handle_hello(ctx: TaskContext, payload: Hello) -> None:
-    """Pretend to work, then store a greeting as the task's result."""
-    await asyncio.sleep(max(0.0, min(payload.work_seconds, 10.0)))
-    await ctx.write_result(msgspec.json.encode({"greeting": f"Hello, {payload.name}!", "attempt": ctx.attempt}))
-
-
-hello_task: TaskDef[Hello] = TaskDef(
-    DEMO_HELLO,
-    Hello,
-    handle_hello,
-    queue="default",
-    max_retry=3,
-    timeout=60,
-    retention=3600,
-    description="Greets someone after a short pause (the demo task).",
-)
+__all__ = ("register_routes", "register_task_types")
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""The demo's Litestar routes: the page, enqueue and poll endpoints (see :mod:`framework.web.demo`)."""
+"""The demo's Litestar routes: the page, enqueue and poll endpoints (registered by :mod:`framework.web.demo`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from litestar.response import Template
 
 from framework.client.client import Client
 from framework.services import Services
-from framework.web.demo import Hello, hello_task
+from framework.web.demo_task import Hello, hello_task
 
 __all__ = ("ROUTES",)
 

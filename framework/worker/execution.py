@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from framework.context import TaskContext, lazy_logger
 from framework.errors import PayloadTypeError
-from framework.worker.middleware import Middleware, Run, build_chain
+from framework.task import Middleware, Run
+from framework.worker.middleware import build_chain
 from framework.worker.outcomes import error_text
 
 if TYPE_CHECKING:

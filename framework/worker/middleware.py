@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from framework.task import Middleware, Run
 from framework.thirdparty import structlog_context_vars
 
 if TYPE_CHECKING:
     from framework.context import TaskContext
 
-__all__ = ("Middleware", "Run", "build_chain", "logging_middleware")
-
-Run: TypeAlias = Callable[["TaskContext", Any], Awaitable[None]]
-"""One step of the chain: ``async (ctx, payload) -> None``."""
-Middleware: TypeAlias = Callable[[Run], Run]
-"""A wrapper: takes the next step, returns a step."""
+__all__ = ("build_chain", "logging_middleware")
 
 
 # structlog's own variables, set directly: four ``set`` calls cost a third of ``bind_contextvars`` and

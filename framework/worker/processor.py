@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from framework.services import Services
     from framework.settings import Settings
     from framework.task import RetryDelay
-    from framework.worker.middleware import Middleware, Run
+    from framework.task import Middleware, Run
     from framework.worker.watchdog import LoopWatchdog
 
 __all__ = ("DUPLICATE_DELAY", "IDLE_CHECK", "Processor", "TaskCancelled")

@@ -52,6 +52,7 @@ from framework.logging import configure_default_logging, configure_logging, get_
 from framework.protocol.keys import Schema
 from framework.registry import Registry
 from framework.services import Services
+from framework.task import Middleware
 from framework.transport.connection import check_connection, open_listener, open_redis, resolve_redis_url
 from framework.transport.health import RedisHealth
 from framework.transport.lean.subscriber import Subscriber
@@ -60,7 +61,7 @@ from framework.worker.background.forwarder import Forwarder
 from framework.worker.background.janitor import Janitor
 from framework.worker.background.recoverer import Recoverer, default_dead_after
 from framework.worker.heartbeat import Heartbeat, ServerIdentity, sync_redis
-from framework.worker.middleware import Middleware, logging_middleware
+from framework.worker.middleware import logging_middleware
 from framework.worker.processor import Processor
 from framework.worker.watchdog import LoopWatchdog
 

@@ -28,7 +28,7 @@ import msgspec
 from framework.broker.broker import RedisBroker
 from framework.hookspecs import hookimpl
 from framework.registry import Registry
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework.scheduler.scheduler import Scheduler
 from framework.settings import CronEntrySettings, Settings
 from framework.task import TaskDef

@@ -34,7 +34,7 @@ from framework.hookspecs import hookimpl
 from framework.inspector import Inspector
 from framework.plugins.manager import get_plugin_manager
 from framework.protocol.keys import Schema
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework.scheduler.scheduler import Scheduler
 from framework.settings import Settings
 from framework.task import TaskDef

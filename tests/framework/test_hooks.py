@@ -22,7 +22,7 @@ from litestar.testing import AsyncTestClient
 from framework.errors import SkipRetry
 from framework.hookspecs import hookimpl
 from framework.plugins.manager import collect_cron_entries, get_plugin_manager
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework.task import TaskDef
 from framework.web.app import create_app
 from framework.worker.worker import Worker

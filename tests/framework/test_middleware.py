@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from framework.hookspecs import hookimpl
 from framework.plugins.manager import get_plugin_manager
-from framework.task import TaskDef
-from framework.worker.middleware import Run, build_chain, logging_middleware
+from framework.task import Run, TaskDef
+from framework.worker.middleware import build_chain, logging_middleware
 from framework.worker.worker import Worker
 from tests.framework.worker_app import task_record, wait_until
 

@@ -31,7 +31,7 @@ from framework.errors import ConfigError, PluginError
 from framework.hookspecs import hookimpl
 from framework.protocol.message import decode_enqueue_event, decode_message, decode_scheduler_entry
 from framework.registry import Registry
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework.scheduler.scheduler import HISTORY_MAX, MISSED_AFTER, Scheduler, entry_id, load_entries
 from framework.settings import CronEntrySettings, Settings
 from framework.task import TaskDef

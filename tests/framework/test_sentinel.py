@@ -33,7 +33,7 @@ from framework.errors import RedisUnavailable, TaskIdConflict
 from framework.inspector import Inspector
 from framework.protocol.keys import Schema
 from framework.registry import Registry
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework.scheduler.scheduler import Scheduler
 from framework.settings import Settings
 from framework.task import TaskDef

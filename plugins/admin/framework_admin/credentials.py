@@ -12,7 +12,7 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
-from framework.context import StashKey
+from framework import StashKey
 from framework_admin.config import load_admin_config
 from framework_admin.session import digest, tokens_match
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from framework.context import TaskContext
     from framework.services import Services
     from framework.settings import Settings
-    from framework.worker.middleware import Middleware
+    from framework.task import Middleware
 
 __all__ = (
     "check_config",

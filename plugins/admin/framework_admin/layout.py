@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.datastructures import Cookie
 from litestar.response import Template
 
-from framework.context import StashKey
+from framework import StashKey
 from framework_admin import panels
 from framework_admin.auth import CSRF_COOKIE, current_actor, services_of
 from framework_admin.config import MOUNT_OPT, PLUGIN_NAME, AdminConfig, Mount, load_admin_config

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from redis.exceptions import RedisError
 
-from framework.context import StashKey
+from framework import StashKey
 from framework_admin.schemas import RunOut
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from framework.inspector import Inspector
     from framework.protocol.keys import Schema
     from framework.services import Services
-    from framework.worker.middleware import Run
+    from framework.task import Run
 
 __all__ = (
     "MAX_RUNS",

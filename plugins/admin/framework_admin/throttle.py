@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import TooManyRequestsException
 
-from framework.context import StashKey
+from framework import StashKey
 from framework.logging import get_logger
 from framework.web.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework_admin.config import load_admin_config

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from framework.hookspecs import hookimpl
 from framework.logging import get_logger
-from framework.scheduler.entry import CronEntry
+from framework.task import CronEntry
 from framework_cleanup import hookspecs
 from framework_cleanup.builtin import builtin_sweepers
 from framework_cleanup.config import load_config

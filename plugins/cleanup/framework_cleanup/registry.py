@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from framework.context import StashKey
+from framework import StashKey
 from framework.errors import ConfigError, PluginError
 from framework.scheduler.cron import CronSpecError, parse_schedule
 from framework_cleanup.config import CleanupConfig, load_config

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import jinja2
 import structlog
 
-from framework.context import StashKey
+from framework import StashKey
 from framework.errors import ConfigError, PluginError
 from framework_email.backends import OutboxBackend, ResendBackend, SmtpBackend
 from framework_email.config import EmailConfig, load_email_config

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.context import StashKey
+from framework import StashKey
 from framework.errors import SkipRetry
 from framework.storage import ObjectNotFound, validate_key
 from framework.task import TaskDef

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 from google.protobuf.message import DecodeError, Message
 
-from framework.protocol.proto import asynq as _pb
-from framework.protocol.proto.asynq import TaskMessage
+from framework.protocol.proto import asynq_pb2 as _pb
+from framework.protocol.proto.asynq_pb2 import TaskMessage
 from framework.protocol.proto.gotime import from_timestamp, to_timestamp
 from framework.protocol.proto.wire import sort_map_entries
 

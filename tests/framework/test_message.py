@@ -8,13 +8,16 @@ protobuf encoding rules (and, where a field also occurs in the Go snapshot, chec
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 import framework.protocol.proto
 from framework.protocol.message import (
@@ -36,7 +39,7 @@ from framework.protocol.message import (
     encode_worker_info,
     new_message,
 )
-from framework.protocol.proto.asynq import SCHEMA, file_descriptor_proto
+from framework.protocol.proto import asynq_pb2
 
 GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "asynq-golden.json").read_text(encoding="utf-8"))
 GOLDEN_MSGS = {
@@ -574,26 +577,78 @@ def _parse_proto(text: str) -> dict[str, tuple[tuple[str, int, str], ...]]:
     return messages
 
 
-def test_proto_file_and_python_schema_agree() -> None:
+_SCALAR_NAMES = {
+    descriptor_pb2.FieldDescriptorProto.TYPE_STRING: "string",
+    descriptor_pb2.FieldDescriptorProto.TYPE_BYTES: "bytes",
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32: "int32",
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT64: "int64",
+    descriptor_pb2.FieldDescriptorProto.TYPE_BOOL: "bool",
+}
+
+
+def _spell(message: descriptor_pb2.DescriptorProto, field: descriptor_pb2.FieldDescriptorProto) -> str:
+    """A field's type as ``asynq.proto`` spells it, read from a compiled descriptor."""
+    if field.type == field.TYPE_MESSAGE:
+        entries = {f".asynq.{message.name}.{nested.name}": nested for nested in message.nested_type}
+        entry = entries.get(field.type_name)
+        if entry is not None and entry.options.map_entry:
+            key, value = (_spell(entry, f) for f in entry.field)
+            return f"map<{key}, {value}>"
+        return field.type_name.removeprefix(".")
+    kind = _SCALAR_NAMES[field.type]
+    return f"repeated {kind}" if field.label == field.LABEL_REPEATED else kind
+
+
+def _generated_schema() -> tuple[descriptor_pb2.FileDescriptorProto, dict[str, tuple[tuple[str, int, str], ...]]]:
+    """The file descriptor serialized into the checked-in ``asynq_pb2.py``, and its messages as in ``_parse_proto``."""
+    file = descriptor_pb2.FileDescriptorProto.FromString(asynq_pb2.DESCRIPTOR.serialized_pb)
+    schema = {
+        message.name: tuple((field.name, field.number, _spell(message, field)) for field in message.field)
+        for message in file.message_type
+    }
+    return file, schema
+
+
+def test_generated_code_matches_the_proto_file() -> None:
     proto = (Path(framework.protocol.proto.__file__).parent / "asynq.proto").read_text(encoding="utf-8")
     assert 'syntax = "proto3";' in proto
     assert "package asynq;" in proto
     assert 'import "google/protobuf/timestamp.proto";' in proto
-    assert _parse_proto(proto) == SCHEMA
-
-
-def test_descriptor_matches_schema() -> None:
-    file = file_descriptor_proto()
+    file, schema = _generated_schema()
     assert (file.name, file.package, file.syntax, list(file.dependency)) == (
         "framework/protocol/proto/asynq.proto",
         "asynq",
         "proto3",
         ["google/protobuf/timestamp.proto"],
     )
-    assert [message.name for message in file.message_type] == list(SCHEMA)
-    for message in file.message_type:
-        assert [(field.name, field.number) for field in message.field] == [
-            (name, number) for name, number, _ in SCHEMA[message.name]
-        ]
+    parsed = _parse_proto(proto)
+    assert list(parsed) == ["TaskMessage", "ServerInfo", "WorkerInfo", "SchedulerEntry", "SchedulerEnqueueEvent"]
+    assert schema == parsed
+    # no field has explicit presence (a oneof, or proto3 "optional"): zero values stay unwritten, as in Go
+    assert not [field.name for message in file.message_type for field in message.field if field.HasField("oneof_index")]
     assert TaskMessage.DESCRIPTOR.full_name == "asynq.TaskMessage"
+    assert TaskMessage.DESCRIPTOR.file is asynq_pb2.DESCRIPTOR
     assert [field.number for field in TaskMessage.DESCRIPTOR.fields] == list(range(1, 16))
+
+
+def test_generated_types_match_the_generated_code() -> None:
+    # mypy trusts asynq_pb2.pyi: each class there declares the fields of the message it stands for
+    stub = ast.parse(Path(asynq_pb2.__file__).with_suffix(".pyi").read_text(encoding="utf-8"))
+    slots = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            (value,) = (
+                s.value for s in node.body if isinstance(s, ast.Assign) and ast.unparse(s.targets[0]) == "__slots__"
+            )
+            slots[node.name] = ast.literal_eval(value)
+    _, schema = _generated_schema()
+    assert slots == {name: tuple(field for field, _, _ in fields) for name, fields in schema.items()}
+
+
+def test_generated_code_loads_on_the_protobuf_floor() -> None:
+    # generated code refuses a protobuf runtime older than the protoc that wrote it (pinned in scripts/protoc)
+    generated = Path(asynq_pb2.__file__).read_text(encoding="utf-8")
+    (gencode,) = re.findall(r"^# Protobuf Python Version: ([\d.]+)$", generated, flags=re.MULTILINE)
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    (floor,) = (dep.removeprefix("protobuf>=") for dep in pyproject["project"]["dependencies"] if "protobuf" in dep)
+    assert tuple(map(int, gencode.split("."))) <= tuple(map(int, floor.split(".")))

@@ -29,6 +29,8 @@ MOVED: dict[str, str] = {
     "framework.message": "framework.protocol.message",
     "framework.scripts": "framework.protocol.scripts",
     "framework.proto": "framework.protocol.proto",
+    "framework.proto.gotime": "framework.protocol.proto.gotime",
+    "framework.proto.wire": "framework.protocol.proto.wire",
     "framework.connection": "framework.transport.connection",
     "framework.cluster": "framework.transport.cluster",
     "framework.sentinel": "framework.transport.sentinel",
@@ -114,7 +116,9 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
 def install() -> None:
     """Make the old paths importable (once per process)."""
     if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
-        sys.meta_path.append(_MovedFinder())
+        # first, so an old path inside a moved package (framework.proto.wire) is never loaded a second time
+        # from the package's folder under its old name; every other import costs one dict lookup here
+        sys.meta_path.insert(0, _MovedFinder())
 
 
 def lend_names(package: str, module: str) -> Callable[[str], Any]:

@@ -6,6 +6,9 @@ SIGKILL; it runs in its own session, so a Ctrl-C in the terminal does not reach 
 
 PDEATHSIG is Linux-only. Elsewhere the server outlives a killed owner, and the next ``ensure()``
 reuses it through the pid file and socket.
+
+:func:`spawn` is the starting half alone, for servers whose readiness the caller checks itself (the
+test fixtures' cluster nodes and sentinels).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ("LOOPBACK", "PORT_ATTEMPTS", "free_port", "launch", "stop_process", "terminate_pid")
+__all__ = ("LOOPBACK", "PORT_ATTEMPTS", "free_port", "launch", "spawn", "stop_process", "terminate_pid")
 
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 5
@@ -73,7 +76,7 @@ def launch(
         *aof,
         *("--dir", str(directory), "--logfile", str(log_file), "--daemonize", "no"),
     ]
-    proc = _spawn(args, directory, log_file)
+    proc = spawn(args, directory, log_file)
     _wait_ready(proc, url, log_file, offset, timeout)
     return proc
 
@@ -94,12 +97,25 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_file: Path, offset:
         raise EmbeddedValkeyError(f"valkey-server for {url} {what}; last lines of {log_file}:\n{tail}")
 
 
-def _spawn(args: list[str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
-    """Start ``args`` from a dedicated thread that then waits for (and reaps) the child.
+def spawn(args: list[str], cwd: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """Start ``args`` in ``cwd`` as a server that stops when this process dies, without waiting for it to answer.
 
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process. Forking from
-    a short-lived thread (``asyncio.to_thread``, a pool) would kill the server when that thread ends.
-    The forking thread here lives as long as the server, or until this process exits.
+    The child gets ``PR_SET_PDEATHSIG=SIGTERM`` and its own session, and its stdout and stderr are
+    appended to ``log_file``. It is forked from a dedicated thread that then waits for (and reaps) it:
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process, so forking
+    from a short-lived thread (``asyncio.to_thread``, a pool) would kill the server when that thread
+    ends. The forking thread here lives as long as the server, or until this process exits.
+
+    :func:`launch` uses it for a plain server; the test fixtures use it for cluster nodes and sentinels,
+    which they configure and wait for themselves.
+
+    Args:
+        args: the command line, the executable first.
+        cwd: the child's working directory.
+        log_file: where its output goes (opened for appending).
+
+    Returns:
+        The child process.
     """
     result: Future[subprocess.Popen[bytes]] = Future()
     thread = threading.Thread(

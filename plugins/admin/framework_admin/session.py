@@ -7,6 +7,15 @@ everyone out), and someone holding the read-only token cannot forge an admin ses
 
 Tokens are compared as SHA-256 digests with :func:`hmac.compare_digest`, so the comparison takes the
 same time whatever the input and leaks nothing about the token's length.
+
+Why not Litestar's session middleware (``litestar.middleware.session``, Litestar 2.25): its cookie
+backend encrypts under one fixed secret (and needs ``cryptography``), so it could neither sign each
+role with a key derived from that role's token (changing one token signs out that role only; the
+read-only token cannot mint an admin session) nor be keyed by a token generated at start-up, and it
+re-issues the cookie with a later expiry on every response, where ours ends ``session_hours`` after
+sign-in. Its server-side backend adds a store read per request. Either one keeps the session in the
+single ``scope["session"]`` slot, which the app's own session middleware may already use, and only
+runs where it is mounted, while the admin's session also opens ``/schema`` and ``/metrics``.
 """
 
 from __future__ import annotations

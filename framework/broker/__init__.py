@@ -1,10 +1,14 @@
 """The only code that changes task state: one method per Lua script, atomic in Redis.
 
-* :mod:`~framework.broker.broker`: ``RedisBroker``, put together from its sides on shared state
-  (:mod:`~framework.broker.base`).
+* :mod:`~framework.broker.broker`: ``RedisBroker``, which holds its parts on their shared state
+  (:mod:`~framework.broker.base`) and answers for them, and ``Broker``, the seam the worker's parts are typed
+  against.
 * :mod:`~framework.broker.enqueue`: enqueue, schedule, unique and batch enqueue.
-* :mod:`~framework.broker.transitions`: the worker's moves (dequeue, done, retry, archive, requeue, leases).
-* :mod:`~framework.broker.maintenance`: forward due tasks, recover expired leases, trim, aggregate.
+* :mod:`~framework.broker.transitions`: the worker's moves (dequeue, done, retry, archive, requeue, defer).
+* :mod:`~framework.broker.maintenance`: forward due tasks, recover dead workers' tasks and expired leases,
+  trim, aggregate.
+* :mod:`~framework.broker.liveness`: a worker's own records, written from its heartbeat thread (leases,
+  liveness, in-flight sets, asynq's server records).
 
 May import: the top-level task model, :mod:`framework.protocol`, :mod:`framework.transport`.
 """

@@ -1,6 +1,6 @@
-"""What every side of :class:`~framework.broker.broker.RedisBroker` shares: its clients, schema, clock, queues seen.
+"""What every part of :class:`~framework.broker.broker.RedisBroker` shares: its clients, schema, clock, queues seen.
 
-Also the lease constants the enqueue, worker and maintenance sides all use. Everything here is importable
+Also the lease constants the enqueue, worker and maintenance parts all use. Everything here is importable
 from :mod:`framework.broker.broker`.
 """
 
@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from framework.transport.lean.client import RespClient, fast_path_for
+from framework.transport.commands import RedisCommands
+from framework.transport.lean.client import fast_path_for
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from framework.clock import Clock
     from framework.protocol.keys import Schema
+    from framework.transport.commands import Commands
+    from framework.transport.lean.client import RespClient
 
-__all__ = ("INFLIGHT_TTL", "LEASE_SECONDS", "BrokerBase")
+__all__ = ("INFLIGHT_TTL", "LEASE_SECONDS", "BrokerState")
 
 LEASE_SECONDS = 30
 """asynq's fixed lease length; Go recoverers rely on it."""
@@ -24,22 +27,35 @@ INFLIGHT_TTL = 24 * 3600
 """Seconds a worker's per-queue in-flight set outlives its last dequeue or heartbeat."""
 
 
-class BrokerBase:
-    """The state of a :class:`~framework.broker.broker.RedisBroker` (see there for the arguments), and closing it."""
+class BrokerState:
+    """The state a :class:`~framework.broker.broker.RedisBroker`'s parts share (see there for the arguments).
+
+    Attributes:
+        redis: the redis-py client, for the commands whose replies its response callbacks parse.
+        schema: the key schema.
+        clock: where time comes from.
+        channel: the wake-up channel scripts publish on ("" when wake-ups are off).
+        known_queues: queues this process registered (``SADD <ns>:queues``) already.
+        fast: the lean connection's client, or None (redis-py serves everything).
+        hot: what the hot paths (enqueue, dequeue, done) run on: ``fast`` when there is one, else ``pool``.
+        pool: redis-py's pool, as :class:`~framework.transport.commands.Commands`: the other scripts run there.
+        handoff: whether plain enqueues offer their task to an idle worker (single server; not Cluster or
+            Sentinel): the lean connection's subscriber is what hears the offer.
+    """
+
+    __slots__ = ("channel", "clock", "fast", "handoff", "hot", "known_queues", "pool", "redis", "schema")
 
     def __init__(self, redis: Redis, schema: Schema, clock: Clock, *, wakeup: bool = True, fast: bool = True) -> None:
         self.redis = redis
         self.schema = schema
         self.clock = clock
-        self._channel = schema.wakeup_channel if wakeup else ""
-        self._known_queues: set[str] = set()
-        self.fast = fast_path_for(redis) if fast else None
-        """The lean connection's client, or None (redis-py serves everything)."""
-        self.hot: Redis | RespClient = self.fast or redis
+        self.channel = schema.wakeup_channel if wakeup else ""
+        self.known_queues: set[str] = set()
+        self.fast: RespClient | None = fast_path_for(redis) if fast else None
+        self.pool: Commands = RedisCommands(redis)
+        self.hot: Commands = self.fast if self.fast is not None else self.pool
         self.handoff = self.fast is not None
-        """Whether plain enqueues offer their task to an idle worker (single server; not Cluster or Sentinel)."""
 
     def close(self) -> None:
-        """Close the hot-path connection, if any (the redis-py client is the caller's to close)."""
-        if self.fast is not None:
-            self.fast.close()
+        """Close the hot-path connection, if it is ours (the redis-py client is the caller's to close)."""
+        self.hot.close()

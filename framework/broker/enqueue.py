@@ -1,20 +1,22 @@
-"""The enqueue side of :class:`~framework.broker.broker.RedisBroker`: registering queues, choosing and batching scripts.
+"""The enqueue part of :class:`~framework.broker.broker.RedisBroker`: registering queues, choosing and batching scripts.
 
 :meth:`EnqueueSide.prepare_enqueue` picks the script for one task (scheduled, aggregating, unique, plain
 with a handoff offer) without I/O; :meth:`EnqueueSide.enqueue_many` runs prepared calls in one round trip,
-merging runs of plain enqueues into ``enqueue_many.lua`` calls. Cron ticks are enqueued here too.
+merging runs of plain enqueues into ``enqueue_many.lua`` calls on the lean connection. Cron ticks are enqueued
+here too.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerBase
-from framework.protocol.scripts import SCRIPTS, run_pipeline
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+    from framework.broker.base import BrokerState
     from framework.protocol.keys import QueueKeys
 
 __all__ = ("ENQUEUE_BATCH", "EnqueueSide")
@@ -23,8 +25,30 @@ ENQUEUE_BATCH = 64
 """Most tasks one ``enqueue_many.lua`` call stores (a batch of more is several calls in the same round trip)."""
 
 
-class EnqueueSide(BrokerBase):
-    """Storing new tasks: what clients, the scheduler and the aggregator call."""
+_Call = tuple[Any, list[str], list[Any]]
+
+
+class EnqueueSide:
+    """Storing new tasks: what clients, the scheduler and the aggregator call.
+
+    Args:
+        state: what the broker's parts share.
+    """
+
+    def __init__(self, state: BrokerState) -> None:
+        self.redis = state.redis
+        self.schema = state.schema
+        self.clock = state.clock
+        self.hot = state.hot
+        self.pool = state.pool
+        self.handoff = state.handoff
+        self._channel = state.channel
+        self._known_queues = state.known_queues
+        # chosen once: runs of plain enqueues are merged on the lean connection; redis-py clients (Cluster,
+        # Sentinel, TLS...) run one script call per task, as they always did
+        self._run_calls: Callable[[Sequence[_Call]], Awaitable[list[Any]]] = (
+            self._run_merged if state.fast is not None else self.hot.evalsha_many
+        )
 
     async def register_queues(self, queues: Iterable[str]) -> None:
         """``SADD <ns>:queues`` for queues not yet registered by this process (Go caches the same way)."""
@@ -106,22 +130,24 @@ class EnqueueSide(BrokerBase):
         )
         if queue not in self._known_queues:
             await self.register_queues([queue])
-        return int(await script(self.hot, keys, args))
+        return int(await self.hot.evalsha(script, keys, args))
 
-    async def enqueue_many(self, calls: Sequence[tuple[Any, list[str], list[Any]]], queues: Iterable[str]) -> list[Any]:
+    async def enqueue_many(self, calls: Sequence[_Call], queues: Iterable[str]) -> list[Any]:
         """Run prepared enqueues in one round trip; returns each result (int, or the exception).
 
-        On the hot-path connection, consecutive plain enqueues into the same queue go to Redis as one
+        On the lean connection, consecutive plain enqueues into the same queue go to Redis as one
         ``enqueue_many.lua`` call per :data:`ENQUEUE_BATCH` tasks (each task stored as ``enqueue.lua`` stores
         it); the others, and every call on a redis-py client, run one script call per task.
         """
         new = [q for q in set(queues) if q not in self._known_queues]
         if new:
             await self.register_queues(new)
-        if self.fast is None:  # redis-py (Cluster, Sentinel, TLS, ...): one script call per task, as always
-            return await run_pipeline(self.redis, calls)
+        return await self._run_calls(calls)
+
+    async def _run_merged(self, calls: Sequence[_Call]) -> list[Any]:
+        """The calls in one round trip, runs of plain enqueues merged; each call's result, as if run alone."""
         grouped, spans = self._group_plain_enqueues(calls)
-        results = await run_pipeline(self.fast, grouped)
+        results = await self.hot.evalsha_many(grouped)
         out: list[Any] = []
         for result, span in zip(results, spans, strict=True):
             if span == 0:
@@ -132,12 +158,10 @@ class EnqueueSide(BrokerBase):
                 out.extend(result)
         return out
 
-    def _group_plain_enqueues(
-        self, calls: Sequence[tuple[Any, list[str], list[Any]]]
-    ) -> tuple[list[tuple[Any, list[str], list[Any]]], list[int]]:
+    def _group_plain_enqueues(self, calls: Sequence[_Call]) -> tuple[list[_Call], list[int]]:
         """The calls with runs of plain enqueues merged; per merged call, how many tasks it holds (0 = as it was)."""
         plain, many = SCRIPTS["enqueue"], SCRIPTS["enqueue_many"]
-        grouped: list[tuple[Any, list[str], list[Any]]] = []
+        grouped: list[_Call] = []
         spans: list[int] = []
         run_pending = ""
         for call in calls:
@@ -167,4 +191,4 @@ class EnqueueSide(BrokerBase):
             await self.register_queues([queue])
         keys = [qk.cron_claim(entry_id, tick), qk.task(task_id), qk.pending]
         args: list[Any] = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
-        return int(await SCRIPTS["cron_enqueue"](self.redis, keys, args))
+        return int(await self.pool.evalsha(SCRIPTS["cron_enqueue"], keys, args))

@@ -1,18 +1,20 @@
-"""The broker's maintenance side: forwarding, recovery, the janitor, aggregation.
+"""The broker's maintenance part: forwarding, recovery, the janitor, aggregation.
 
-Moving due scheduled and retry tasks to pending, recovering the tasks of dead workers, deleting expired
-completed tasks, and staging, reading and reclaiming the aggregation sets of task groups.
+Moving due scheduled and retry tasks to pending, finding dead workers and recovering their tasks, deleting
+expired completed tasks, and staging, reading and reclaiming the aggregation sets of task groups.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from framework.broker.base import LEASE_SECONDS, BrokerBase
+from framework.broker.base import LEASE_SECONDS
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from framework.broker.base import BrokerState
 
 __all__ = ("AGGREGATION_SET_TTL", "SUSPECT_TTL", "Maintenance")
 
@@ -22,8 +24,19 @@ SUSPECT_TTL = 24 * 3600
 """Seconds a queue's crash-suspect marks last after the last death (marks of deleted tasks fade with it)."""
 
 
-class Maintenance(BrokerBase):
-    """What the forwarder, recoverer, janitor and aggregator call."""
+class Maintenance:
+    """What the forwarder, recoverer, janitor and aggregator call.
+
+    Args:
+        state: what the broker's parts share.
+    """
+
+    def __init__(self, state: BrokerState) -> None:
+        self.redis = state.redis
+        self.schema = state.schema
+        self.clock = state.clock
+        self.pool = state.pool
+        self._channel = state.channel
 
     # -- maintenance -------------------------------------------------------------------------------
 
@@ -40,7 +53,7 @@ class Maintenance(BrokerBase):
         earliest: float | None = None
         for source in (qk.scheduled, qk.retry):
             while True:
-                n, nxt = await SCRIPTS["forward"](self.redis, [source, qk.pending, qk.groups], args)
+                n, nxt = await self.pool.evalsha(SCRIPTS["forward"], [source, qk.pending, qk.groups], args)
                 moved += int(n)
                 if int(n) < 100:
                     break
@@ -51,8 +64,8 @@ class Maintenance(BrokerBase):
     async def list_lease_expired(self, queue: str, cutoff: float, limit: int = 100) -> list[bytes]:
         """Messages of tasks in ``queue`` whose lease ended before ``cutoff``."""
         qk = self.schema.queue(queue)
-        result: list[bytes] = await SCRIPTS["list_lease_expired"](
-            self.redis, [qk.lease], [int(cutoff), qk.task_prefix, limit]
+        result: list[bytes] = await self.pool.evalsha(
+            SCRIPTS["list_lease_expired"], [qk.lease], [int(cutoff), qk.task_prefix, limit]
         )
         return result
 
@@ -77,7 +90,7 @@ class Maintenance(BrokerBase):
         keys = [qk.task(task_id), qk.active, qk.lease, qk.pending, qk.suspects]
         mode = 0 if not count else 1 if alone else 2
         args: list[Any] = [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue, mode, SUSPECT_TTL]
-        return await SCRIPTS["recover"](self.redis, keys, args)
+        return await self.pool.evalsha(SCRIPTS["recover"], keys, args)
 
     async def leased(self, tasks: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether each (queue, id) still holds a lease (in one round trip): the tasks a dead worker held."""
@@ -86,11 +99,53 @@ class Maintenance(BrokerBase):
                 pipe.zscore(self.schema.queue(queue).lease, task_id)
             return [score is not None for score in await pipe.execute()]
 
+    # -- dead workers ------------------------------------------------------------------------------
+
+    async def dead_workers(self, silent_since: float) -> list[tuple[str, float]]:
+        """(server id, last beat) of each worker whose last heartbeat (``<ext>:alive``) is ``silent_since`` or older."""
+        dead = await self.redis.zrangebyscore(self.schema.alive, "-inf", silent_since, withscores=True)
+        return [(_text(pair[0]), float(pair[1])) for pair in cast("list[tuple[bytes, float]]", dead)]
+
+    async def inflight_of(self, server_ids: Sequence[str], queues: Sequence[str]) -> list[dict[str, list[str]]]:
+        """Per worker, queue -> the ids its in-flight set there names (one round trip); ``queues`` in order.
+
+        The sets name what the worker took and had not finished at its last trim: the tasks it may have held.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in server_ids:
+                for queue in queues:
+                    pipe.smembers(self.schema.queue(queue).inflight(sid))
+            replies = iter(await pipe.execute())
+        return [{queue: [_text(m) for m in next(replies)] for queue in queues} for _ in server_ids]
+
+    async def drop_inflight(self, queue: str, server_id: str) -> None:
+        """Delete a dead worker's in-flight set of ``queue`` (every task it names is settled)."""
+        await self.redis.delete(self.schema.queue(queue).inflight(server_id))
+
+    async def forget_worker(self, server_id: str) -> None:
+        """Drop a dead worker's liveness entry (every recoverer had its chance)."""
+        await self.redis.zrem(self.schema.alive, server_id)
+
+    async def tasks_at_death(self, server_id: str) -> int | None:
+        """How many tasks a dead worker held when it died, as first counted (None: not counted yet)."""
+        stored = await self.redis.get(self.schema.death(server_id))
+        return None if stored is None else int(stored)
+
+    async def record_tasks_at_death(self, server_id: str, count: int, ttl: int) -> int:
+        """Store ``count`` for :meth:`tasks_at_death` unless a count is stored already; returns the one that stands.
+
+        The first count stored wins (``SET NX``), so every recoverer charges the same tasks; kept ``ttl`` s.
+        """
+        key = self.schema.death(server_id)
+        await self.redis.set(key, count, nx=True, ex=ttl)
+        stored = await self.redis.get(key)
+        return count if stored is None else int(stored)
+
     async def repair_orphans(self, queue: str) -> int:
         """Give already-expired leases to active tasks that have none, so recovery finds them."""
         qk = self.schema.queue(queue)
         expired = int(self.clock.now()) - 2 * LEASE_SECONDS
-        return int(await SCRIPTS["repair_orphans"](self.redis, [qk.active, qk.lease], [expired]))
+        return int(await self.pool.evalsha(SCRIPTS["repair_orphans"], [qk.active, qk.lease], [expired]))
 
     async def delete_expired_completed(self, queue: str, batch: int = 100) -> int:
         """Delete completed tasks of ``queue`` whose retention ran out; returns how many."""
@@ -98,8 +153,8 @@ class Maintenance(BrokerBase):
         total = 0
         while True:
             n = int(
-                await SCRIPTS["delete_expired_completed"](
-                    self.redis, [qk.completed], [int(self.clock.now()), qk.task_prefix, batch]
+                await self.pool.evalsha(
+                    SCRIPTS["delete_expired_completed"], [qk.completed], [int(self.clock.now()), qk.task_prefix, batch]
                 )
             )
             total += n
@@ -149,13 +204,15 @@ class Maintenance(BrokerBase):
         set_key = qk.aggregation_set(group, set_id)
         keys = [qk.group(group), set_key, qk.aggregation_sets, qk.groups]
         args: list[Any] = [max_size, max_delay, grace_period, int(now) + AGGREGATION_SET_TTL, now, group]
-        created = int(await SCRIPTS["aggregation_check"](self.redis, keys, args))
+        created = int(await self.pool.evalsha(SCRIPTS["aggregation_check"], keys, args))
         return set_key if created else None
 
     async def read_aggregation_set(self, queue: str, set_key: str) -> tuple[list[tuple[str, bytes]], float | None]:
         """The (id, encoded message) of each task staged in an aggregation set, and the set's deadline."""
         qk = self.schema.queue(queue)
-        flat = await SCRIPTS["read_aggregation_set"](self.redis, [set_key, qk.aggregation_sets], [qk.task_prefix])
+        flat = await self.pool.evalsha(
+            SCRIPTS["read_aggregation_set"], [set_key, qk.aggregation_sets], [qk.task_prefix]
+        )
         deadline = float(flat[0]) if int(flat[0]) >= 0 else None
         return [(flat[i].decode(), flat[i + 1]) for i in range(1, len(flat), 2)], deadline
 
@@ -163,14 +220,14 @@ class Maintenance(BrokerBase):
         """Delete an aggregation set and its member tasks (after the aggregated task was enqueued)."""
         qk = self.schema.queue(queue)
         keys = [set_key, qk.aggregation_sets]
-        return int(await SCRIPTS["delete_aggregation_set"](self.redis, keys, [qk.task_prefix]))
+        return int(await self.pool.evalsha(SCRIPTS["delete_aggregation_set"], keys, [qk.task_prefix]))
 
     async def reclaim_stale_aggregation_sets(self, queue: str) -> int:
         """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets."""
         qk = self.schema.queue(queue)
         keys = [qk.aggregation_sets, qk.groups]
         args: list[Any] = [int(self.clock.now()), qk.group_prefix()]
-        return int(await SCRIPTS["reclaim_stale_aggregation_sets"](self.redis, keys, args))
+        return int(await self.pool.evalsha(SCRIPTS["reclaim_stale_aggregation_sets"], keys, args))
 
 
 def _text(value: Any) -> str:

@@ -1,21 +1,22 @@
-"""The worker side of :class:`~framework.broker.broker.RedisBroker`: dequeueing, and every transition of an active task.
+"""The worker part of :class:`~framework.broker.broker.RedisBroker`: dequeueing, and every transition of an active task.
 
 Taking tasks (leased, recorded in the worker's in-flight set), finishing them (done, completed, retried,
 archived, requeued) with their processed and failed counters, deferring those whose type has no handler,
-extending leases and writing results.
+and writing results. (Leases are extended by the worker's heartbeat thread: :mod:`framework.broker.liveness`.)
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerBase
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
 from framework.protocol.keys import day_stamp
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from framework.broker.base import BrokerState
     from framework.protocol.keys import QueueKeys
 
 __all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions")
@@ -39,8 +40,24 @@ class Taken(list[tuple[str, bytes]]):
     blocked = False
 
 
-class WorkerTransitions(BrokerBase):
-    """What a worker's processor and heartbeat call for the tasks they take."""
+_DEQUEUE = SCRIPTS["dequeue"]
+_DONE = SCRIPTS["done"]
+
+
+class WorkerTransitions:
+    """What a worker's processor calls for the tasks it takes.
+
+    Args:
+        state: what the broker's parts share.
+    """
+
+    def __init__(self, state: BrokerState) -> None:
+        self.redis = state.redis
+        self.schema = state.schema
+        self.clock = state.clock
+        self.hot = state.hot
+        self.pool = state.pool
+        self._channel = state.channel
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -84,7 +101,7 @@ class WorkerTransitions(BrokerBase):
             if waiter:
                 keys.append(qk.waiters)
                 args.append(waiter)
-        flat: list[Any] = await SCRIPTS["dequeue"](self.hot, keys, args)
+        flat: list[Any] = await self.hot.evalsha(_DEQUEUE, keys, args)
         taken = Taken()
         if len(flat) % 2:
             if len(flat) == 1:
@@ -100,29 +117,12 @@ class WorkerTransitions(BrokerBase):
 
     async def withdraw(self, queues: Sequence[str], waiter: str) -> None:
         """Take ``waiter`` out of the queues' waiters: no enqueue hands it a task after this returns."""
-        commands = [("LREM", self.schema.queue(q).waiters, 0, waiter) for q in queues]
-        if self.fast is not None:
-            for reply in await self.fast.execute_many(commands):
-                if isinstance(reply, Exception):
-                    raise reply
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                pipe.execute_command(*command)
-            await pipe.execute()
+        _raise_first(await self.hot.execute_many([("LREM", self.schema.queue(q).waiters, 0, waiter) for q in queues]))
 
     async def pending_counts(self, queues: Sequence[str]) -> list[int]:
         """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
-        if self.fast is not None:
-            lengths = await self.fast.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues])
-            for n in lengths:
-                if isinstance(n, Exception):
-                    raise n
-            return [int(n) for n in lengths]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.llen(self.schema.queue(queue).pending)
-            return [int(n) for n in await pipe.execute()]
+        lengths = _raise_first(await self.hot.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues]))
+        return [int(n) for n in lengths]
 
     async def done(self, queue: str, tasks: Sequence[tuple[str, str]], inflight: str = "") -> list[int]:
         """Finish succeeded tasks (no retention).
@@ -143,7 +143,7 @@ class WorkerTransitions(BrokerBase):
         keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
         if inflight:
             keys.append(inflight)
-        result: list[int] = await SCRIPTS["done"](self.hot, keys, args)
+        result: list[int] = await self.hot.evalsha(_DONE, keys, args)
         return result
 
     async def mark_complete(self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str) -> int:
@@ -152,7 +152,7 @@ class WorkerTransitions(BrokerBase):
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.completed, *self._stat_keys(qk, now, "processed")]
         args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
-        return int(await SCRIPTS["mark_complete"](self.redis, keys, args))
+        return int(await self.pool.evalsha(SCRIPTS["mark_complete"], keys, args))
 
     async def requeue(self, queue: str, task_id: str, *, wake: bool = False) -> int:
         """Put an unfinished active task back at the head of its queue (no retry spent).
@@ -161,7 +161,7 @@ class WorkerTransitions(BrokerBase):
         """
         qk = self.schema.queue(queue)
         keys = [qk.task(task_id), qk.active, qk.lease, qk.pending]
-        found = int(await SCRIPTS["requeue"](self.redis, keys, [task_id]))
+        found = int(await self.pool.evalsha(SCRIPTS["requeue"], keys, [task_id]))
         if found and wake and self._channel:
             await self.redis.publish(self._channel, queue)
         return found
@@ -175,7 +175,7 @@ class WorkerTransitions(BrokerBase):
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.retry, *self._failure_keys(qk, now)]
         args: list[Any] = [task_id, data, retry_at, 1 if failure else 0, self._day_expireat(now), MINUTE_TTL]
-        return int(await SCRIPTS["retry"](self.redis, keys, args))
+        return int(await self.pool.evalsha(SCRIPTS["retry"], keys, args))
 
     async def archive(self, queue: str, task_id: str, data: bytes) -> int:
         """Move a failed active task to the archive (kept 90 days, at most 10,000 per queue)."""
@@ -192,7 +192,7 @@ class WorkerTransitions(BrokerBase):
             self._day_expireat(now),
             MINUTE_TTL,
         ]
-        return int(await SCRIPTS["archive"](self.redis, keys, args))
+        return int(await self.pool.evalsha(SCRIPTS["archive"], keys, args))
 
     async def defer(
         self, queue: str, task_id: str, data: bytes, *, now: int, wait: float, delays: tuple[int, int]
@@ -217,16 +217,16 @@ class WorkerTransitions(BrokerBase):
         qk = self.schema.queue(queue)
         keys = [qk.task(task_id), qk.active, qk.lease, qk.retry]
         args: list[Any] = [task_id, data, now, wait, delays[0], delays[1]]
-        return int(await SCRIPTS["defer"](self.redis, keys, args))
-
-    async def extend_leases(self, queue: str, task_ids: Sequence[str]) -> None:
-        """Extend the leases of in-flight tasks to now + 30 s (``ZADD XX``: never re-adds a lost lease)."""
-        if not task_ids:
-            return
-        until = int(self.clock.now()) + LEASE_SECONDS
-        mapping = dict.fromkeys(task_ids, until)
-        await self.redis.zadd(self.schema.queue(queue).lease, mapping, xx=True)
+        return int(await self.pool.evalsha(SCRIPTS["defer"], keys, args))
 
     async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
         """Store a running task's result bytes (``HSET result``)."""
         await self.redis.hset(self.schema.queue(queue).task(task_id), "result", data)
+
+
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """``replies``, unless one is an error: then that error is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

@@ -2,7 +2,8 @@
 
 * :mod:`~framework.worker.worker`: ``Worker``, assembly and lifecycle (start, signals, graceful shutdown).
 * :mod:`~framework.worker.processor`: the fetch loop; :mod:`~framework.worker.execution`: one task run under
-  its timeout and deadline; :mod:`~framework.worker.outcomes`: writing what happened (done, retry, archive).
+  its timeout and deadline; :mod:`~framework.worker.outcomes`: writing what happened (done, retry, archive);
+  :mod:`~framework.worker.ledger`: the tasks held, and what the heartbeat and watchdog threads may see of them.
 * :mod:`~framework.worker.lease`, :mod:`~framework.worker.queues`, :mod:`~framework.worker.middleware`,
   :mod:`~framework.worker.threads`, :mod:`~framework.worker.watchdog`, :mod:`~framework.worker.heartbeat`.
 * :mod:`~framework.worker.supervisor`: several worker processes under one parent.

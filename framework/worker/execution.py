@@ -33,8 +33,9 @@ blocking the loop, which times out as usual. A task's deadline is moved on by at
 (``min(timeout, deadline)`` from its start) or 60 s, whichever is more, in total; past that a stall counts
 against it like time it used.
 
-:class:`TaskExecution` is a base of :class:`~framework.worker.processor.Processor`, which holds the state declared
-here; :class:`TaskCancelled` is importable from :mod:`framework.worker.processor` as well.
+:class:`TaskExecution` is a part the :class:`~framework.worker.processor.Processor` holds: it is given what it
+works with (the processor's :class:`~framework.worker.ledger.Ledger`, its outcome writer, the handlers) and owns
+the deadline timer; :class:`TaskCancelled` is importable from :mod:`framework.worker.processor` as well.
 """
 
 from __future__ import annotations
@@ -54,24 +55,22 @@ from framework.worker.middleware import build_chain
 from framework.worker.outcomes import error_text
 
 if TYPE_CHECKING:
-    from collections import Counter
     from collections.abc import Awaitable, Callable
     from concurrent.futures import Future
 
     import structlog
 
-    from framework.broker.broker import RedisBroker
     from framework.clock import Clock
     from framework.protocol.message import TaskMessage
     from framework.registry import Registry
     from framework.services import Services
-    from framework.settings import Settings
     from framework.task import TaskDef
+    from framework.worker.ledger import Ledger
     from framework.worker.outcomes import InFlight, OutcomeWriter
     from framework.worker.threads import HandlerThreads
     from framework.worker.watchdog import LoopWatchdog
 
-__all__ = ("TaskCancelled", "TaskExecution")
+__all__ = ("TaskCancelled", "TaskExecution", "deadline_of")
 
 _RUNNING: ContextVar[InFlight | None] = ContextVar("framework_running_task", default=None)
 """The task a runner runs, set in the runner's own context (a sync handler's invoker records its thread there)."""
@@ -86,36 +85,75 @@ def _timed_out(inf: InFlight) -> bool:
     return inf.cancel_reason == "timeout"
 
 
+def deadline_of(msg: TaskMessage, now: float) -> float:
+    """``min(now + timeout, deadline)``; 30 minutes when neither is set (as Go does)."""
+    timeout, deadline = msg.timeout, msg.deadline
+    if deadline <= 0:
+        return now + (timeout if timeout > 0 else 1800)
+    if timeout > 0:
+        return min(now + timeout, float(deadline))
+    return float(deadline)
+
+
 class TaskCancelled(Exception):
     """The task was cancelled through the ``asynq:cancel`` channel (a failure: it is retried)."""
 
 
 class TaskExecution:
-    """Runs taken tasks to their outcome, watches their deadlines and frees their slots."""
+    """Runs taken tasks to their outcome, watches their deadlines and frees their slots.
 
-    broker: RedisBroker
-    registry: Registry
-    settings: Settings
-    services: Services
-    clock: Clock
-    log: structlog.typing.FilteringBoundLogger
-    server_id: str
-    threads: HandlerThreads
-    outcomes: OutcomeWriter
-    inflight: dict[tuple[str, str], InFlight]
-    running: int
-    running_per_queue: Counter[str]
-    finished: list[tuple[str, str]]
-    overrun: dict[tuple[str, str], InFlight]
-    cancel_grace: float
-    watchdog: LoopWatchdog | None
-    _moved: list[tuple[InFlight, float]]
-    _middleware: list[Middleware]
-    _chains: dict[str, Run]
-    _slot_free: asyncio.Event
-    _wakeup: asyncio.Event
-    _limited: bool
-    _timer: asyncio.TimerHandle | None
+    Args:
+        ledger: the tasks the processor holds, and their slots.
+        outcomes: writes what happened to each task.
+        registry: task types and their handlers.
+        services: what handlers see as ``ctx.services``.
+        middleware: the middleware chain, outermost first.
+        clock: where time comes from.
+        logger: the worker's logger.
+        threads: where sync handlers run.
+        write_result: stores a running task's result bytes (``ctx.write_result``): ``(queue, id, data)``.
+        release: lets a task go once its outcome is settled (the processor's, which also clears a crash
+            suspect's mark).
+        cancel_grace: seconds a cancelled handler gets to end before it is given up on.
+        unknown_type_wait: seconds a task whose type has no handler here is put back before it is archived.
+
+    Attributes:
+        watchdog: the loop watchdog, when the worker runs one (it tells stalls from time a task used).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        outcomes: OutcomeWriter,
+        registry: Registry,
+        services: Services,
+        middleware: list[Middleware],
+        clock: Clock,
+        logger: structlog.typing.FilteringBoundLogger,
+        threads: HandlerThreads,
+        *,
+        write_result: Callable[[str, str, bytes], Awaitable[None]],
+        release: Callable[[InFlight], None],
+        cancel_grace: float,
+        unknown_type_wait: float,
+    ) -> None:
+        self.ledger = ledger
+        self.outcomes = outcomes
+        self.registry = registry
+        self.services = services
+        self.clock = clock
+        self.log = logger
+        self.threads = threads
+        self.cancel_grace = cancel_grace
+        self.unknown_type_wait = unknown_type_wait
+        self.watchdog: LoopWatchdog | None = None
+        self._write_result = write_result
+        self._release = release
+        self._inflight = ledger.inflight  # read here on the loop's thread only; the ledger changes it
+        self._middleware = middleware
+        self._chains: dict[str, Run] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._moved: list[tuple[InFlight, float]] = []
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -155,18 +193,8 @@ class TaskExecution:
             headers=dict(msg.headers) if msg.headers else {},
             logger=lazy_logger(self.log, task_id=task_id, type=msg.type, queue=inf.queue, retried=msg.retried),
             services=self.services,
-            _write_result=partial(self.broker.write_result, inf.queue, task_id),
+            _write_result=partial(self._write_result, inf.queue, task_id),
         )
-
-    @staticmethod
-    def _deadline(msg: TaskMessage, now: float) -> float:
-        """``min(now + timeout, deadline)``; 30 minutes when neither is set (as Go does)."""
-        timeout, deadline = msg.timeout, msg.deadline
-        if deadline <= 0:
-            return now + (timeout if timeout > 0 else 1800)
-        if timeout > 0:
-            return min(now + timeout, float(deadline))
-        return float(deadline)
 
     def _timeout_error(self, inf: InFlight) -> TimeoutError:
         msg = inf.msg
@@ -174,7 +202,8 @@ class TaskExecution:
             return TimeoutError(f"task deadline exceeded (deadline {msg.deadline}, Unix s)")
         return TimeoutError(f"task timed out after {msg.timeout}s")
 
-    async def _execute(self, inf: InFlight) -> None:
+    async def execute(self, inf: InFlight) -> None:
+        """Run ``inf`` to its outcome (the body of its runner task)."""
         try:
             await self._execute_inner(inf)
         except asyncio.CancelledError:
@@ -192,7 +221,7 @@ class TaskExecution:
                 raise asyncio.CancelledError  # cancelled before it started
             if taskdef is None:
                 self._handler_done(inf)
-                await self.outcomes.unknown_type(inf, self.settings.unknown_type_wait)
+                await self.outcomes.unknown_type(inf, self.unknown_type_wait)
                 return
             try:
                 payload = taskdef.decode(inf.msg.payload)
@@ -263,10 +292,21 @@ class TaskExecution:
                 self._timer.cancel()
             self._timer = loop.call_at(when, self._on_timer)
 
-    def _cancel_handler(self, inf: InFlight, reason: str) -> None:
-        """Cancel ``inf``'s handler for ``reason``; it is given up on if still running ``cancel_grace`` s later.
+    def cancel(self, inf: InFlight, reason: str) -> None:
+        """Cancel ``inf``'s handler for ``reason``, and give up on it if it still runs ``cancel_grace`` s later."""
+        self.cancel_handler(inf, reason)
+        self._arm(asyncio.get_running_loop(), inf.give_up_at)
 
-        The caller arms the timer for :attr:`InFlight.give_up_at` (:meth:`_on_timer` arms it itself).
+    def stop_timer(self) -> None:
+        """Disarm the deadline timer (the processor has stopped)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def cancel_handler(self, inf: InFlight, reason: str) -> None:
+        """Cancel ``inf``'s handler for ``reason``; the caller gives up on it if it still runs ``cancel_grace`` s later.
+
+        (:meth:`cancel` arms the timer for that; :meth:`_on_timer` arms it itself.)
         """
         inf.cancel_reason = reason
         inf.give_up_at = asyncio.get_running_loop().time() + self.cancel_grace
@@ -287,7 +327,7 @@ class TaskExecution:
         culprits = self.watchdog.culprits if stall and self.watchdog is not None else set()
         moved: list[InFlight] = []
         earliest = math.inf
-        for inf in list(self.inflight.values()):
+        for inf in list(self._inflight.values()):
             runner = inf.runner
             if inf.writing or runner is None or runner.done():
                 continue
@@ -298,7 +338,7 @@ class TaskExecution:
                         inf.deadline += stall
                         moved.append(inf)
                     else:
-                        self._abandon(inf)
+                        self.abandon(inf)
                         continue
                 earliest = min(earliest, inf.give_up_at)
                 continue
@@ -308,7 +348,7 @@ class TaskExecution:
                     inf.deadline += stall  # the heartbeat extends the lease up to the deadline (plus 30 s)
                     moved.append(inf)
                 else:
-                    self._cancel_handler(inf, "timeout")
+                    self.cancel_handler(inf, "timeout")
                     earliest = min(earliest, inf.give_up_at)
                     continue
             earliest = min(earliest, inf.expires)
@@ -372,12 +412,12 @@ class TaskExecution:
 
     # -- handlers that do not stop -----------------------------------------------------------------
 
-    def _abandon(self, inf: InFlight) -> None:
+    def abandon(self, inf: InFlight) -> None:
         """Give up on a cancelled handler that is still running: write its outcome now, keep its slot until it ends."""
         reason = inf.cancel_reason
         inf.abandoned = True
         inf.writing = True  # no longer cancellable; the timer passes it by
-        self._keep_slot(inf)
+        self.ledger.keep_slot(inf)
         msg = inf.msg
         self._log_overrun(
             inf, reason, "the handler ignored its cancellation: given up on, it runs on and nothing it does is written"
@@ -392,7 +432,7 @@ class TaskExecution:
         self.outcomes.spawn(self._write_for(inf, self.outcomes.fail(inf, error, self.registry.get(msg.type))))
 
     async def _write_for(self, inf: InFlight, write: Awaitable[None]) -> None:
-        """Write the outcome of a handler given up on (in the background), as :meth:`_execute` would."""
+        """Write the outcome of a handler given up on (in the background), as :meth:`execute` would."""
         try:
             await write
         except Exception as exc:
@@ -412,15 +452,9 @@ class TaskExecution:
             note=note,
         )
 
-    def _keep_slot(self, inf: InFlight) -> None:
-        """``inf``'s handler runs on: its slot passes to :attr:`overrun` until it ends (no second copy starts here)."""
-        if inf.holds_slot:
-            inf.holds_slot = False
-            self.overrun[inf.key] = inf
-
     def _thread_runs_on(self, inf: InFlight, thread: Future[Any]) -> None:
         """A sync handler's coroutine ended (cancelled) while its thread still runs: keep the slot until it returns."""
-        self._keep_slot(inf)
+        self.ledger.keep_slot(inf)  # no second copy of the task starts here meanwhile
         self._log_overrun(
             inf,
             inf.cancel_reason or "cancelled",
@@ -436,11 +470,8 @@ class TaskExecution:
 
     def _overrun_ended(self, inf: InFlight) -> None:
         """A handler given up on has ended at last: log it and free its slot."""
-        if self.overrun.get(inf.key) is not inf:
+        if not self.ledger.end_overrun(inf):
             return
-        del self.overrun[inf.key]
-        self._uncount(inf.queue)
-        self._signal_free()
         self.log.warning(
             "task_overrun_ended",
             task_id=inf.id,
@@ -453,12 +484,13 @@ class TaskExecution:
     def stall_report(self, task: asyncio.Task[Any] | None) -> dict[str, Any]:
         """Log fields for the watchdog: the task the loop runs (if ``task`` is a runner), the async handlers running.
 
-        Called from the watchdog's thread; it only copies and reads.
+        Called from the watchdog's thread: it reads a copy of the ledger, and of each task only what the
+        ledger's rules allow (see :mod:`framework.worker.ledger`).
         """
         fields: dict[str, Any] = {}
         running: list[str] = []
         registry = self.registry
-        for inf in [*self.inflight.values(), *self.overrun.values()]:
+        for inf in self.ledger.snapshot(overrun=True):
             if task is not None and inf.runner is task:
                 fields.update(task_id=inf.id, type=inf.msg.type, queue=inf.queue)
             taskdef = registry.get(inf.msg.type)
@@ -487,27 +519,5 @@ class TaskExecution:
             if thread is not None and not thread.done():
                 self._thread_runs_on(inf, thread)
                 return True
-            inf.holds_slot = False
-            self._uncount(inf.queue)
-            self._signal_free()
+            self.ledger.free_slot(inf)
         return True
-
-    def _release(self, inf: InFlight) -> None:
-        if self.inflight.pop(inf.key, None) is not None:
-            if inf.holds_slot:
-                inf.holds_slot = False
-                self._uncount(inf.queue)
-            if self.server_id and not inf.off_record:
-                self.finished.append(inf.key)
-            self._signal_free()
-
-    def _uncount(self, queue: str) -> None:
-        """One running handler fewer (in ``queue``): a slot is free."""
-        self.running -= 1
-        self.running_per_queue[queue] -= 1
-
-    def _signal_free(self) -> None:
-        """Wake the fetch loop: a slot (or a queue's limited share) may be free now."""
-        self._slot_free.set()
-        if self._limited:
-            self._wakeup.set()

@@ -3,7 +3,7 @@
 It runs in a thread of its own with its own (blocking) Redis connection, so a worker whose event loop
 is busy (a CPU-bound handler, a handler that blocks) still beats: it is *slow*, not dead. Only a worker
 whose process is gone, or that cannot reach Redis, stops beating. Every ``heartbeat_interval`` one
-pipelined round trip:
+pipelined round trip, written through the broker's :class:`~framework.broker.liveness.Liveness`:
 
 * extends the Redis leases of in-flight tasks (``ZADD XX`` to now + 30 s, as asynq's heartbeat does),
   except for tasks more than ``cancel_grace`` + 30 s past their deadline (a backstop: the processor
@@ -21,8 +21,16 @@ flight would otherwise make it as large as they are (the fields are asynq's, so 
 it; they just show the payload cut short). After a successful beat the in-memory leases are extended to
 ``beat start + lease_ttl``. ``lease_ttl`` is shorter than ``dead_after`` (see
 :mod:`framework.worker.background.recoverer`), so by the time a recoverer may judge this worker dead, every lease it
-holds
-has lapsed in memory and it writes nothing for those tasks.
+holds has lapsed in memory and it writes nothing for those tasks.
+
+**What the thread shares with the event loop.** Nothing by accident. What it needs of the processor that does
+not change (queues and weights, concurrency, strict priority, ``cancel_grace``, ``lease_ttl``, the clock) is
+copied when the heartbeat is built, on the loop's thread. The tasks come from the processor's
+:class:`~framework.worker.ledger.Ledger`: a copy of the tasks in flight, taken under the ledger's lock, and the
+tasks finished since the last beat, handed over under the same lock (and handed back when the beat fails, so the
+next one trims them). Of a task it reads only what the ledger's rules allow: fields fixed when the task was taken,
+its ``deadline`` and its lease, whose expiry only this thread moves on. :attr:`Heartbeat.status` is set by the
+loop and read here: one attribute, one writer. None of this relies on the GIL: it holds on free-threaded CPython.
 """
 
 from __future__ import annotations
@@ -30,20 +38,24 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.broker.base import LEASE_SECONDS
+from framework.broker.liveness import ServerRecords
 from framework.protocol.message import encode_server_info, encode_worker_info
 from framework.transport.connection import open_sync_redis, sync_redis_like
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import redis as redis_sync
     import structlog
     from redis.asyncio import Redis
 
+    from framework.broker.liveness import Liveness
     from framework.transport.health import RedisHealth
     from framework.worker.outcomes import InFlight
     from framework.worker.processor import Processor
@@ -84,13 +96,20 @@ def sync_redis(url: str, like: Redis | None = None) -> redis_sync.Redis:
 class Heartbeat:
     """Keeps leases and liveness records fresh for one :class:`~framework.worker.processor.Processor`.
 
+    Build it on the event loop's thread: it copies what it needs of the processor then (see the module
+    docstring) and from then on sees its tasks only through the processor's ledger.
+
     Args:
         processor: the processor whose in-flight tasks it covers.
         identity: this worker's identity.
         interval: seconds between beats.
         logger: the worker's logger.
-        client: a blocking Redis client, used only by this heartbeat (closed by :meth:`close`).
+        records: where it writes (the broker's blocking part, on a client of its own; closed by :meth:`close`).
         health: where Redis faults are reported.
+
+    Attributes:
+        status: asynq's server status, ``"active"`` or ``"stopped"`` (set by the worker as it stops).
+        beats: beats written so far.
     """
 
     def __init__(
@@ -99,18 +118,23 @@ class Heartbeat:
         identity: ServerIdentity,
         interval: float,
         logger: structlog.typing.FilteringBoundLogger,
-        client: redis_sync.Redis,
+        records: Liveness,
         health: RedisHealth,
     ) -> None:
-        self.p = processor
         self.id = identity
         self.interval = interval
         self.log = logger
-        self.redis = client
+        self.records = records
         self.health = health
         self.status = "active"
         self.beats = 0
-        self._schema = processor.broker.schema
+        self._ledger = processor.ledger
+        self._clock = processor.clock
+        self._queues = dict(processor.weights)
+        self._concurrency = processor.concurrency
+        self._strict_priority = processor.settings.strict_priority
+        self._horizon = LEASE_SECONDS + processor.cancel_grace
+        self._lease_ttl = processor.lease_ttl
         self._last_info = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,63 +161,54 @@ class Heartbeat:
         self.health.ok("heartbeat")
         return True
 
-    def _leases_to_extend(self, now: float) -> dict[str, list[InFlight]]:
+    def _leases_to_extend(self, held: Sequence[InFlight], now: float) -> dict[str, list[InFlight]]:
         by_queue: dict[str, list[InFlight]] = defaultdict(list)
-        horizon = LEASE_SECONDS + self.p.cancel_grace
-        for inf in list(self.p.inflight.values()):
+        horizon = self._horizon
+        for inf in held:
             if inf.lease.is_valid() and now <= inf.deadline + horizon:
                 by_queue[inf.queue].append(inf)
         return by_queue
 
     def beat(self) -> None:
         """One heartbeat (blocking): leases, liveness, in-flight sets, and now and then asynq's records."""
-        p, schema = self.p, self._schema
-        now = p.clock.now()
-        by_queue = self._leases_to_extend(now)
-        finished, p.finished = p.finished, []
+        now = self._clock.now()
+        held = self._ledger.snapshot()
+        by_queue = self._leases_to_extend(held, now)
+        finished = self._ledger.take_finished()
         done_by_queue: dict[str, list[str]] = defaultdict(list)
         for queue, task_id in finished:
             done_by_queue[queue].append(task_id)
         write_info = now - self._last_info >= SERVER_INFO_EVERY
         try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(schema.alive, {self.id.server_id: now})
-                until = int(now) + LEASE_SECONDS
-                for queue, infs in by_queue.items():
-                    qk = schema.queue(queue)
-                    pipe.zadd(qk.lease, dict.fromkeys((i.id for i in infs), until), xx=True)
-                    pipe.expire(qk.inflight(self.id.server_id), INFLIGHT_TTL)
-                for queue, ids in done_by_queue.items():
-                    pipe.srem(schema.queue(queue).inflight(self.id.server_id), *ids)
-                if write_info:
-                    self._server_info(pipe, now)
-                pipe.execute()
+            self.records.beat(
+                now,
+                {queue: [i.id for i in infs] for queue, infs in by_queue.items()},
+                done_by_queue,
+                self._server_records(held) if write_info else None,
+            )
         except BaseException:
-            p.finished.extend(finished)
+            self._ledger.return_finished(finished)
             raise
         for infs in by_queue.values():
             for inf in infs:
-                inf.lease.extend(now + p.lease_ttl)
+                inf.lease.extend(now + self._lease_ttl)
         if write_info:
             self._last_info = now
         self.beats += 1
 
-    def _server_info(self, pipe: Any, now: float) -> None:
-        """Queue asynq's ``servers`` and ``workers`` records (TTL 10 s) on ``pipe``."""
-        p, ident, schema = self.p, self.id, self._schema
-        server_key = schema.server(ident.host, ident.pid, ident.server_id)
-        workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
-        infs = list(p.inflight.values())
+    def _server_records(self, held: Sequence[InFlight]) -> ServerRecords:
+        """The ``servers`` and ``workers`` records (asynq's) of this worker and the tasks it holds."""
+        ident = self.id
         info = encode_server_info(
             host=ident.host,
             pid=ident.pid,
             server_id=ident.server_id,
-            concurrency=p.concurrency,
-            queues=p.weights,
-            strict_priority=p.settings.strict_priority,
+            concurrency=self._concurrency,
+            queues=self._queues,
+            strict_priority=self._strict_priority,
             status=self.status,
             start_time=ident.started,
-            active_worker_count=len(infs),
+            active_worker_count=len(held),
         )
         workers = {
             inf.id: encode_worker_info(
@@ -207,17 +222,9 @@ class Heartbeat:
                 start_time=inf.started,
                 deadline=inf.deadline,
             )
-            for inf in infs
+            for inf in held
         }
-        ttl = max(_SERVER_TTL, int(2 * self.interval) + 1)
-        expires = int(now) + ttl
-        pipe.zadd(schema.servers, {server_key: expires})
-        pipe.zadd(schema.workers, {workers_key: expires})
-        pipe.set(server_key, info, ex=ttl)
-        pipe.delete(workers_key)
-        if workers:
-            pipe.hset(workers_key, mapping=workers)
-            pipe.expire(workers_key, ttl)
+        return ServerRecords(info, workers, max(_SERVER_TTL, int(2 * self.interval) + 1))
 
     def stop(self) -> None:
         """Stop beating and wait for the thread (blocking; at most one beat's time)."""
@@ -232,28 +239,10 @@ class Heartbeat:
         could not be written), so the recoverer brings those tasks back.
         """
         try:
-            self._clear()
+            self.records.clear(self._queues, holding=self._ledger.holding())
         except RedisClusterException as exc:  # a Cluster node away: a Redis fault like any other for the caller
             raise RedisConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _clear(self) -> None:
-        ident, schema = self.id, self._schema
-        server_key = schema.server(ident.host, ident.pid, ident.server_id)
-        workers_key = schema.worker_set(ident.host, ident.pid, ident.server_id)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrem(schema.servers, server_key)
-            pipe.zrem(schema.workers, workers_key)
-            pipe.delete(server_key)  # one key per DEL: redis-py's Cluster pipeline refuses more
-            pipe.delete(workers_key)
-            if not self.p.inflight:
-                pipe.zrem(schema.alive, ident.server_id)
-                for q in self.p.weights:  # one DEL per queue: each in-flight set is in its queue's Cluster slot
-                    pipe.delete(schema.queue(q).inflight(ident.server_id))
-            pipe.execute()
-
     def close(self) -> None:
-        """Close the heartbeat's Redis connections (a client built on a given pool leaves them open itself)."""
-        self.redis.close()
-        pool = getattr(self.redis, "connection_pool", None)
-        if pool is not None:
-            pool.disconnect()
+        """Close the heartbeat's Redis connections."""
+        self.records.close()

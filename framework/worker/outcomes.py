@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from framework.errors import RetryAfter, UnknownTaskType
-from framework.plugins.events import fire_event, has_impls
+from framework.plugins.events import event_callers, fire_callers, has_impls
 from framework.protocol.message import encode_message
 from framework.retry import Archive, Drop, decide
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import pluggy
     import structlog
 
-    from framework.broker.broker import RedisBroker
+    from framework.broker.broker import Broker
     from framework.clock import Clock
     from framework.context import TaskContext
     from framework.protocol.message import TaskMessage
@@ -145,7 +145,7 @@ class OutcomeWriter:
     """Writes outcomes for one processor; see the module docstring.
 
     Args:
-        broker: the Redis broker.
+        broker: the broker.
         clock: where time comes from.
         logger: the worker's logger.
         health: where Redis faults are reported.
@@ -158,7 +158,7 @@ class OutcomeWriter:
 
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: Broker,
         clock: Clock,
         logger: structlog.typing.FilteringBoundLogger,
         health: RedisHealth,
@@ -184,6 +184,8 @@ class OutcomeWriter:
         self._flush_scheduled = False
         self._events = {name: has_impls(hook, name) for name in ("task_succeeded", "task_retried", "task_archived")}
         self._delay_hook = has_impls(hook, "retry_delay_for")
+        self._callers = {name: event_callers(hook, name) for name, on in self._events.items() if on and hook}
+        """Each event's per-plugin callers, built once (the plugins of a running worker do not change)."""
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background, tracked until it ends (the processor waits for these on stop)."""
@@ -203,7 +205,7 @@ class OutcomeWriter:
     async def _fire(self, name: str, ctx: TaskContext | None, error: BaseException | None = None) -> None:
         if self._events[name] and self.hook is not None and ctx is not None:
             kwargs: dict[str, Any] = {"ctx": ctx} if error is None else {"ctx": ctx, "error": error}
-            await fire_event(self.hook, name, self.log, **kwargs)
+            await fire_callers(self._callers[name], name, self.log, **kwargs)
 
     async def succeed(self, inf: InFlight, ctx: TaskContext) -> None:
         """The handler returned: done (batched), or completed when the task has a retention."""

@@ -33,7 +33,8 @@ shutdown cancellation is given up on and its task put back at the head of its qu
 entry points then end the process (see :meth:`framework.worker.worker.Worker.exit_if_abandoned`).
 
 Running the tasks taken (handlers, deadlines, slots) is :class:`~framework.worker.execution.TaskExecution`'s, a
-base of :class:`Processor`.
+part the processor holds; the tasks held and their slots are kept in a :class:`~framework.worker.ledger.Ledger`,
+the only state the heartbeat and watchdog threads see (through copies; see :mod:`framework.worker.ledger`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -50,8 +50,9 @@ from framework.broker.base import LEASE_SECONDS
 from framework.protocol.message import decode_message
 from framework.retry import default_retry_delay
 from framework.transport.health import RedisHealth
-from framework.worker.execution import TaskCancelled, TaskExecution
+from framework.worker.execution import TaskCancelled, TaskExecution, deadline_of
 from framework.worker.lease import Lease
+from framework.worker.ledger import Ledger
 from framework.worker.outcomes import InFlight, OutcomeWriter
 from framework.worker.queues import order_queues
 from framework.worker.threads import HandlerThreads
@@ -62,14 +63,12 @@ if TYPE_CHECKING:
     import pluggy
     import structlog
 
-    from framework.broker.broker import RedisBroker
+    from framework.broker.broker import Broker
     from framework.clock import Clock
     from framework.registry import Registry
     from framework.services import Services
     from framework.settings import Settings
-    from framework.task import RetryDelay
-    from framework.task import Middleware, Run
-    from framework.worker.watchdog import LoopWatchdog
+    from framework.task import Middleware, RetryDelay
 
 __all__ = ("DUPLICATE_DELAY", "IDLE_CHECK", "Processor", "TaskCancelled")
 
@@ -82,11 +81,11 @@ DUPLICATE_DELAY = 5
 """Seconds a task dequeued while its previous run still runs here (given up on) waits in the retry set."""
 
 
-class Processor(TaskExecution):
+class Processor:
     """Dequeues and runs tasks.
 
     Args:
-        broker: the Redis broker.
+        broker: the broker (:class:`~framework.broker.broker.RedisBroker`, or a stand-in).
         registry: task types and their handlers.
         settings: concurrency, queues, limits, batch size.
         services: what handlers see as ``ctx.services``.
@@ -99,11 +98,17 @@ class Processor(TaskExecution):
         server_id: this worker's id; names its in-flight sets ("" records none).
         lease_ttl: seconds an in-memory lease lasts from its last extension (at most 30 s, the Redis lease).
         health: where Redis faults are reported.
+
+    Attributes:
+        ledger: the tasks held and their slots (:class:`~framework.worker.ledger.Ledger`); ``inflight``,
+            ``overrun`` are its maps, for the loop's thread.
+        execution: runs the tasks taken (:class:`~framework.worker.execution.TaskExecution`).
+        outcomes: writes their outcomes (:class:`~framework.worker.outcomes.OutcomeWriter`).
     """
 
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: Broker,
         registry: Registry,
         settings: Settings,
         services: Services,
@@ -132,30 +137,21 @@ class Processor(TaskExecution):
         self.server_id = server_id
         self.lease_ttl = min(float(LEASE_SECONDS), lease_ttl)
         self.health = health or RedisHealth(logger)
-        self.inflight: dict[tuple[str, str], InFlight] = {}
-        """Tasks taken and not yet finished: running, or with their outcome being written."""
-        self.running = 0
-        """Handlers running now (what ``concurrency`` caps; a task whose outcome is being written has none)."""
-        self.running_per_queue: Counter[str] = Counter()
-        self.finished: list[tuple[str, str]] = []
-        """(queue, id) of tasks released since the heartbeat last took this list (it trims the in-flight sets)."""
-        self.threads = HandlerThreads()
-        self.overrun: dict[tuple[str, str], InFlight] = {}
+        self.cancel_grace = settings.cancel_grace  # seconds a cancelled handler gets before it is given up on
+        self.ledger = Ledger(self._signal_free, record=bool(server_id))
+        self.inflight = self.ledger.inflight
+        """Tasks taken and not yet finished: running, or with their outcome being written (the ledger's)."""
+        self.overrun = self.ledger.overrun
         """Handlers given up on (or sync handlers whose thread outlived their coroutine) that still run, by
         (queue, id): each holds its slot until it ends, and no second copy of its task starts here meanwhile."""
-        self.cancel_grace = settings.cancel_grace  # seconds a cancelled handler gets before it is given up on
-        self.watchdog: LoopWatchdog | None = None  # set by the worker: it tells stalls from time a task used
-        self._moved: list[tuple[InFlight, float]] = []
+        self.threads = HandlerThreads()
         self._inflight_keys = {q: broker.schema.queue(q).inflight(server_id) if server_id else "" for q in self.weights}
-        self._middleware = middleware
-        self._chains: dict[str, Run] = {}
         self._slot_free = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._fetch_done = asyncio.Event()
         self._fetch_started = False
         self._limited = False
-        self._timer: asyncio.TimerHandle | None = None
         self._empty_until: dict[str, float] = {}
         self._suspect: tuple[str, str] | None = None
         """(queue, id) of the crash suspect running alone here: nothing else is taken until it is released."""
@@ -171,6 +167,26 @@ class Processor(TaskExecution):
         )
         self.lost = self.outcomes.lost
         """(queue, id, when) of tasks whose lease lapsed here; this worker's recoverer gives them back."""
+        self.execution = TaskExecution(
+            self.ledger,
+            self.outcomes,
+            registry,
+            services,
+            middleware,
+            clock,
+            logger,
+            self.threads,
+            write_result=broker.write_result,
+            release=self._release,
+            cancel_grace=self.cancel_grace,
+            unknown_type_wait=settings.unknown_type_wait,
+        )
+        self._execute = self.execution.execute
+
+    @property
+    def running(self) -> int:
+        """Handlers running now (what ``concurrency`` caps; a task whose outcome is being written has none)."""
+        return self.ledger.running
 
     # -- signals from outside --------------------------------------------------------------------
 
@@ -187,8 +203,7 @@ class Processor(TaskExecution):
         for inf in list(self.inflight.values()):
             if inf.id == task_id and inf.runner is not None and not inf.writing and not inf.runner.done():
                 if not inf.cancel_reason:  # one already being cancelled keeps its reason
-                    self._cancel_handler(inf, "cancel")
-                    self._arm(asyncio.get_running_loop(), inf.give_up_at)
+                    self.execution.cancel(inf, "cancel")
                 return True
         return False
 
@@ -199,7 +214,7 @@ class Processor(TaskExecution):
         limits = self.settings.queue_limits
         if not limits:
             return free
-        running = self.running_per_queue
+        running = self.ledger.running_per_queue
         held_for_others = sum(
             max(0, lim.reserved - running[q]) for q, lim in limits.items() if q != queue and q in self.weights
         )
@@ -282,8 +297,7 @@ class Processor(TaskExecution):
         self.wake(queue)
 
     async def _give_back(self, queue: str, task_id: str) -> None:
-        if self.server_id:
-            self.finished.append((queue, task_id))
+        self.ledger.forget((queue, task_id))
         await self._try(self.broker.requeue(queue, task_id, wake=True), task_id)
 
     def _put_back_duplicate(self, queue: str, task_id: str, data: bytes) -> None:
@@ -301,8 +315,7 @@ class Processor(TaskExecution):
             retry_in=DUPLICATE_DELAY,
             reason="its previous run, given up on, still runs in this process",
         )
-        if self.server_id:
-            self.finished.append((queue, task_id))
+        self.ledger.forget((queue, task_id))
         self.outcomes.spawn(self._retry_later(queue, task_id, data, retry_at))
 
     async def _retry_later(self, queue: str, task_id: str, data: bytes, retry_at: int) -> None:
@@ -326,30 +339,30 @@ class Processor(TaskExecution):
     def _start(self, queue: str, taken: list[tuple[str, bytes]], *, suspect: bool = False) -> None:
         now = self.clock.now()
         lease_until = now + self.lease_ttl
-        clock, inflight, execute, create_task = self.clock, self.inflight, self._execute, asyncio.create_task
-        started = 0
+        clock, inflight, overrun = self.clock, self.inflight, self.overrun
+        held: list[InFlight] = []
         for task_id, data in taken:
-            if (queue, task_id) in self.overrun or (queue, task_id) in inflight:
+            if (queue, task_id) in overrun or (queue, task_id) in inflight:
                 self._put_back_duplicate(queue, task_id, data)  # its previous run still runs here
                 continue
             try:
                 msg = decode_message(data)
             except ValueError as exc:
                 self.outcomes.spawn(self._archive_undecodable(queue, task_id, data, exc))
-                if self.server_id:
-                    self.finished.append((queue, task_id))
+                self.ledger.forget((queue, task_id))
                 if suspect:
                     self.outcomes.spawn(self._clear_suspect(queue, task_id))
                 continue
-            inf = InFlight(task_id, msg, queue, Lease(clock, lease_until), self._deadline(msg, now), now)
-            inflight[inf.key] = inf
+            held.append(InFlight(task_id, msg, queue, Lease(clock, lease_until), deadline_of(msg, now), now))
+        if not held:
+            return
+        self.ledger.hold(queue, held)
+        execute, create_task = self._execute, asyncio.create_task
+        for inf in held:
             if suspect:
                 self._suspect = inf.key
-                self.log.warning("suspect_running_alone", task_id=task_id, queue=queue, type=msg.type)
+                self.log.warning("suspect_running_alone", task_id=inf.id, queue=queue, type=inf.msg.type)
             inf.runner = create_task(execute(inf))
-            started += 1
-        self.running += started
-        self.running_per_queue[queue] += started
 
     async def run(self) -> None:
         """Fetch and start tasks until :meth:`stop` is called."""
@@ -407,10 +420,17 @@ class Processor(TaskExecution):
                 return
 
     def _release(self, inf: InFlight) -> None:
-        super()._release(inf)
+        """Let ``inf`` go (see :meth:`Ledger.release <framework.worker.ledger.Ledger.release>`)."""
+        self.ledger.release(inf)
         if self._suspect == inf.key:  # it ran alone and this worker lived: not the one that kills workers
             self._suspect = None
             self.outcomes.spawn(self._clear_suspect(inf.queue, inf.id))
+
+    def _signal_free(self) -> None:
+        """Wake the fetch loop: a slot (or a queue's limited share) may be free now."""
+        self._slot_free.set()
+        if self._limited:
+            self._wakeup.set()
 
     async def _clear_suspect(self, queue: str, task_id: str) -> None:
         await self._try(self.broker.clear_suspect(queue, task_id), task_id)
@@ -445,13 +465,13 @@ class Processor(TaskExecution):
             for inf in list(self.inflight.values()):
                 if inf.runner in pending and not inf.writing:
                     if not inf.cancel_reason:
-                        self._cancel_handler(inf, "shutdown")
+                        self.execution.cancel_handler(inf, "shutdown")
                     cancelled.add(inf.runner)
             if cancelled:
                 await asyncio.wait(cancelled, timeout=self.cancel_grace)
                 for inf in list(self.inflight.values()):
                     if inf.runner in cancelled and not inf.writing and not inf.runner.done():
-                        self._abandon(inf)
+                        self.execution.abandon(inf)
         self.outcomes.flush()
         left = {
             i.runner for i in self.inflight.values() if i.runner is not None and not i.runner.done() and not i.abandoned
@@ -459,8 +479,6 @@ class Processor(TaskExecution):
         left |= self.outcomes.background
         if left:
             await asyncio.wait(left, timeout=self.lease_ttl + 1)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.execution.stop_timer()
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.broker.close()  # the hot-path connection (reopened should anything still use it)

@@ -46,6 +46,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from framework.broker.base import LEASE_SECONDS
 from framework.broker.broker import RedisBroker
+from framework.broker.liveness import Liveness
 from framework.client.client import Client
 from framework.clock import Clock, SystemClock
 from framework.logging import configure_default_logging, configure_logging, get_logger
@@ -59,6 +60,7 @@ from framework.transport.lean.subscriber import Subscriber
 from framework.worker.background.aggregator import Aggregator, GroupAggregator, collect_aggregators
 from framework.worker.background.forwarder import Forwarder
 from framework.worker.background.janitor import Janitor
+from framework.worker.background.periodic import Periodic
 from framework.worker.background.recoverer import Recoverer, default_dead_after
 from framework.worker.heartbeat import Heartbeat, ServerIdentity, sync_redis
 from framework.worker.middleware import logging_middleware
@@ -66,7 +68,7 @@ from framework.worker.processor import Processor
 from framework.worker.watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     import pluggy
     from redis.asyncio import Redis
@@ -98,6 +100,8 @@ class Worker:
             ``max(6, 4 * heartbeat_interval)``; lower it only when no Go worker serves these queues).
         max_recoveries: crash recoveries after which a task is archived as a poison pill.
         rng: random source for weighted queue order.
+        wrap_broker: called with each broker the worker builds (its components' and its client's), returns the
+            one to use instead; tests wrap it to inject faults (:class:`framework.testing.FaultyBroker`).
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class Worker:
         dead_after: float | None = None,
         max_recoveries: int = 3,
         rng: random.Random | None = None,
+        wrap_broker: Callable[[RedisBroker], RedisBroker] | None = None,
     ) -> None:
         configure_default_logging(settings.log_level, settings.log_format)  # a plain script's worker
         self.settings = settings
@@ -146,8 +151,9 @@ class Worker:
         self._services = services
         self._retry_delay = retry_delay
         self._rng = rng
+        self.wrap_broker = wrap_broker
         self._url = services.extra.get("redis_url", "") if services is not None else ""
-        self._components: list[Any] = []
+        self._components: list[Periodic] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._started = False
@@ -169,7 +175,14 @@ class Worker:
             self._redis = open_redis(self._url, max_connections=None)
         await check_connection(self._redis, self._url or "redis")
         schema = Schema(self.settings.namespace)
-        client = Client(self._redis, schema=schema, settings=self.settings, registry=self.registry, clock=self.clock)
+        client = Client(
+            self._redis,
+            schema=schema,
+            settings=self.settings,
+            registry=self.registry,
+            clock=self.clock,
+            wrap_broker=self.wrap_broker,
+        )
         self._services = Services(
             settings=self.settings,
             redis=self._redis,
@@ -189,6 +202,8 @@ class Worker:
         services = await self._connect()
         s = self.settings
         broker = RedisBroker(services.redis, services.schema, self.clock)
+        if self.wrap_broker is not None:
+            broker = self.wrap_broker(broker)
         await broker.register_queues(s.queues)
         hook = self.pm.hook if self.pm is not None else None
         self.processor = Processor(
@@ -206,46 +221,47 @@ class Worker:
             lease_ttl=min(float(LEASE_SECONDS), self.dead_after - 1.0),
             health=self.health,
         )
-        client = sync_redis(self._url, services.redis)
-        self.heartbeat = Heartbeat(self.processor, self.identity, s.heartbeat_interval, self.log, client, self.health)
+        ident = self.identity
+        records = Liveness(
+            sync_redis(self._url, services.redis), services.schema, ident.server_id, ident.host, ident.pid
+        )
+        self.heartbeat = Heartbeat(self.processor, ident, s.heartbeat_interval, self.log, records, self.health)
         try:
             await asyncio.to_thread(self.heartbeat.beat)
         except BaseException:
             self.heartbeat.close()
             raise
         self.heartbeat.start()
-        forwarder = Forwarder(broker, s.queues, s.forward_interval, self.log, self.health)
-        self.processor.outcomes.on_retry = forwarder.due_at
+        forwarding = Periodic(Forwarder(broker, s.queues, self.log), s.forward_interval, self.health, self.clock)
+        self.processor.outcomes.on_retry = forwarding.due_at
+        recoverer = Recoverer(
+            broker,
+            s.queues,
+            self.log,
+            dead_after=self.dead_after,
+            max_recoveries=self.max_recoveries,
+            retry_delay=self._retry_delay,
+            lost=self.processor.lost,
+        )
         self._components = [
-            forwarder,
-            Recoverer(
-                broker,
-                s.queues,
-                s.recoverer_interval,
-                self.log,
-                self.health,
-                dead_after=self.dead_after,
-                max_recoveries=self.max_recoveries,
-                retry_delay=self._retry_delay,
-                lost=self.processor.lost,
-            ),
-            Janitor(broker, s.queues, s.janitor_interval, self.log, self.health),
+            forwarding,
+            Periodic(recoverer, s.recoverer_interval, self.health, self.clock),
+            Periodic(Janitor(broker, s.queues, self.log), s.janitor_interval, self.health, self.clock),
         ]
         if self.aggregators:
-            self._components.append(
-                GroupAggregator(
-                    broker, services.client, self.registry, self.aggregators, list(s.queues), self.log, self.health
-                )
+            aggregator = GroupAggregator(
+                broker, services.client, self.registry, self.aggregators, list(s.queues), self.log
             )
-        self._tasks = [self._spawn(c.run(), type(c).__name__) for c in self._components]
+            self._components.append(Periodic(aggregator, aggregator.interval, self.health, self.clock))
+        self._tasks = [self._spawn(c.run(), c.name) for c in self._components]
         listen = self._listen_lean(services, broker) if broker.handoff else self._listen(services)
         self._tasks.append(self._spawn(listen, "Listener"))
         self._tasks.append(self._spawn(self.processor.run(), "Processor"))
         if s.loop_block_threshold > 0:
             self.watchdog = LoopWatchdog(
-                asyncio.get_running_loop(), s.loop_block_threshold, self.log, self.processor.stall_report
+                asyncio.get_running_loop(), s.loop_block_threshold, self.log, self.processor.execution.stall_report
             )
-            self.processor.watchdog = self.watchdog
+            self.processor.execution.watchdog = self.watchdog
             self.watchdog.start()
         self._started = True
         self.log.info(

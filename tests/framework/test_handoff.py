@@ -18,7 +18,7 @@ import pytest
 
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
 from framework.broker.broker import RedisBroker
-from framework.client.client import Job as Enqueue
+from framework.client.client import TaskCall
 from framework.clock import SystemClock
 from framework.protocol.keys import Schema
 from framework.protocol.message import encode_message, new_message
@@ -148,7 +148,7 @@ async def test_a_batch_hands_its_first_tasks_to_the_waiters_and_queues_the_rest_
     qk = schema.queue("default")
     async with Listener(redis, schema, "w-1") as one, Listener(redis, schema, "w-2") as two:
         await redis.lpush(qk.waiters, "w-1", "w-2")
-        infos = await client.enqueue_many([Enqueue(task, P(n=i)) for i in range(5)])
+        infos = await client.enqueue_many([TaskCall(task, P(n=i)) for i in range(5)])
         first, second = await two.next(), await one.next()
     assert first is not None and second is not None
     assert [first[1], second[1]] == [infos[0].id, infos[1].id]

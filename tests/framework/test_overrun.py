@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from framework.client.client import Job as Enqueue
+from framework.client.client import TaskCall
 from framework.task import TaskDef
 from framework.worker.worker import Worker
 from tests.framework.worker_app import (
@@ -258,7 +258,7 @@ async def test_a_blocked_loop_is_reported_and_the_tasks_it_held_up_are_not_charg
     task = TaskDef("o:block", N, handle, retry_delay=_never)
     # enqueued before the worker starts, so one dequeue takes them all and the blocker runs first
     blocker, *others = await client.enqueue_many(
-        [Enqueue(task, N(n=3), {"timeout": 1})] + [Enqueue(task, N(), {"timeout": 1}) for _ in range(3)]
+        [TaskCall(task, N(n=3), {"timeout": 1})] + [TaskCall(task, N(), {"timeout": 1}) for _ in range(3)]
     )
     with capture_logs() as logs:
         await run(task, loop_block_threshold=0.5)
@@ -291,7 +291,7 @@ async def test_a_blocked_loop_is_reported_and_the_tasks_it_held_up_are_not_charg
 async def test_the_watchdog_is_off_with_a_zero_threshold(run: Any) -> None:
     worker = await run(loop_block_threshold=0)
     assert worker.watchdog is None
-    assert worker.processor.watchdog is None
+    assert worker.processor.execution.watchdog is None
 
 
 # -- real worker processes -----------------------------------------------------------------------------

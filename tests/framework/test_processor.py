@@ -82,7 +82,7 @@ async def test_acknowledged_tasks_leave_the_inflight_set_without_waiting_for_a_h
     await wait_until(fast_done)
     assert await redis.smembers(inflight) == {slow.id.encode()}  # only the task still running
     assert worker.processor is not None
-    assert worker.processor.finished == []  # nothing left for the heartbeat to trim
+    assert worker.processor.ledger.finished == []  # nothing left for the heartbeat to trim
     release.set()
 
     async def all_out() -> bool:

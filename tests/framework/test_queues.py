@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.client.client import Job
+from framework.client.client import TaskCall
 from framework.settings import QueueLimit
 from framework.task import TaskDef
 from framework.worker.queues import order_queues
@@ -64,8 +64,8 @@ async def worker_for(settings: Any) -> AsyncIterator[Any]:
 
 
 async def fill(client: Any, task: TaskDef[Any], queues: dict[str, int], **payload: Any) -> None:
-    jobs = [Job(task, Q(i=i, **payload), {"queue": q}) for q, n in queues.items() for i in range(n)]
-    await client.enqueue_many(jobs)
+    calls = [TaskCall(task, Q(i=i, **payload), {"queue": q}) for q, n in queues.items() for i in range(n)]
+    await client.enqueue_many(calls)
 
 
 async def test_weighted_selection_over_many_tasks(worker_for: Any, client: Any) -> None:

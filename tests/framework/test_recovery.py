@@ -17,8 +17,7 @@ from structlog.testing import capture_logs
 
 from framework.broker.base import LEASE_SECONDS
 from framework.broker.broker import RedisBroker
-from framework.client.client import Client
-from framework.client.client import Job as Enqueue
+from framework.client.client import Client, TaskCall
 from framework.clock import SystemClock
 from framework.embedded.process import start_test_server
 from framework.logging import get_logger
@@ -26,7 +25,6 @@ from framework.protocol.keys import Schema
 from framework.protocol.message import encode_message, new_message
 from framework.settings import Settings
 from framework.transport.connection import open_redis
-from framework.transport.health import RedisHealth
 from framework.worker.background.recoverer import LEASE_EXPIRED_ERROR, Recoverer, default_dead_after
 from tests.framework.worker_app import JOB, Job, start_supervisor, start_worker, stop_process, task_record, wait_until
 
@@ -220,7 +218,7 @@ async def test_a_slow_worker_is_not_taken_for_a_dead_one(
 async def recoverer(redis: Any, schema: Any) -> AsyncIterator[tuple[Recoverer, RedisBroker]]:
     broker = RedisBroker(redis, schema, SystemClock())
     log = get_logger("test")
-    yield Recoverer(broker, ["default"], 1.0, log, RedisHealth(log), dead_after=6.0, max_recoveries=1), broker
+    yield Recoverer(broker, ["default"], log, dead_after=6.0, max_recoveries=1), broker
 
 
 async def _seed_active(redis: Any, schema: Any, task_id: str, lease: float | None, retried: int = 0) -> None:
@@ -310,7 +308,7 @@ async def test_a_valkey_restart_mid_run_loses_no_task(tmp_path: Path) -> None:
             return await _alive_count(redis, schema) == 2
 
         await wait_until(both_alive, timeout=30)
-        infos = await client.enqueue_many([Enqueue(JOB, Job(sleep=0.2)) for _ in range(80)])
+        infos = await client.enqueue_many([TaskCall(JOB, Job(sleep=0.2)) for _ in range(80)])
         ids = {i.id for i in infos}  # type: ignore[union-attr]
         done_key = "restart:test:done"
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framework.client.client import Job as Enqueue
+from framework.client.client import TaskCall
 from framework.task import TaskDef
 from framework.worker.worker import Worker
 from tests.framework.worker_app import JOB, SYNC_JOB, Job, start_worker, stop_process, task_record, wait_until
@@ -111,7 +111,7 @@ async def test_stop_lets_short_tasks_finish_and_requeues_the_rest(
     task = TaskDef("sd:mixed", Job, handle)
     worker = Worker(settings.replace(shutdown_timeout=0.5), tasks=[task])
     await worker.start()
-    short, long = await client.enqueue_many([Enqueue(task, Job(sleep=0.2)), Enqueue(task, Job(sleep=30))])
+    short, long = await client.enqueue_many([TaskCall(task, Job(sleep=0.2)), TaskCall(task, Job(sleep=30))])
 
     async def both_running() -> bool:
         return worker.processor is not None and len(worker.processor.inflight) == 2

@@ -1,10 +1,10 @@
 """The per-loop :class:`RespClient`, and which redis-py clients may use one (:func:`fast_path_for`).
 
-A :class:`RespClient` hands out one :class:`~framework.transport.lean.connection.RespConnection` per event loop. It is
-derived
-from a redis-py client that talks to a single server over plain TCP or a Unix socket with RESP2 and no
-socket timeout; for anything else (TLS, Cluster, Sentinel, custom connection classes, credential
-providers) :func:`fast_path_for` returns ``None`` and callers keep using redis-py. Everything here is also
+A :class:`RespClient` hands out one :class:`~framework.transport.lean.connection.RespConnection` per event loop, and
+is the lean implementation of :class:`~framework.transport.commands.Commands` (scripts and batches of commands on
+that connection). It is derived from a redis-py client that talks to a single server over plain TCP or a Unix
+socket with RESP2 and no socket timeout; for anything else (TLS, Cluster, Sentinel, custom connection classes,
+credential providers) :func:`fast_path_for` returns ``None`` and callers keep using redis-py. Everything here is also
 importable from :mod:`framework.transport.lean.connection`.
 """
 
@@ -15,12 +15,14 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
+from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio import Redis
 
+    from framework.transport.commands import Arg, Key, Script, ScriptCall
     from framework.transport.lean.connection import RespConnection
 
 __all__ = ("RespClient", "connection_options", "fast_path_for")
@@ -74,6 +76,38 @@ class RespClient:
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one write; error replies come back as exception instances."""
         return await self.connection().execute_many(commands)
+
+    async def evalsha(self, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
+        """Run a Lua script on this loop's connection (EVALSHA, loading it once on NOSCRIPT)."""
+        conn = self.connection()
+        try:
+            return await conn.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await conn.execute("SCRIPT", "LOAD", script.source)
+            return await conn.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def evalsha_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run many script calls in one write; see :meth:`~framework.transport.commands.Commands.evalsha_many`.
+
+        Scripts this connection has not loaded yet are loaded ahead of the batch, in the same write, so a
+        batch is never split (and reordered) by a NOSCRIPT answer.
+        """
+        conn = self.connection()
+        load = {s.sha: s for s, _, _ in calls if s.sha not in conn.scripts}
+        commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", s.source) for s in load.values()]
+        commands += [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
+        results = (await conn.execute_many(commands))[len(load) :]
+        conn.scripts.update(load)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+                await conn.execute("SCRIPT", "LOAD", script.source)
+            again = await conn.execute_many(
+                [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing]
+            )
+            for i, r in zip(missing, again, strict=True):
+                results[i] = r
+        return results
 
     def close(self) -> None:
         """Close the connection (a later command opens a new one)."""

@@ -1,6 +1,7 @@
 """The worker's periodic background jobs, each on its own timer.
 
-* :mod:`~framework.worker.background.periodic`: the shared loop (interval, jitter, back-off on errors).
+* :mod:`~framework.worker.background.periodic`: ``Periodic``, the runner each job gets (its interval, earlier
+  passes on demand, Redis faults reported); a job is an object with a ``run_once`` pass.
 * :mod:`~framework.worker.background.forwarder`: due scheduled and retry tasks to pending.
 * :mod:`~framework.worker.background.recoverer`: tasks whose lease expired (a worker died) back to work.
 * :mod:`~framework.worker.background.janitor`: completed tasks past their retention.

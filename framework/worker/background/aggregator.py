@@ -23,17 +23,17 @@ services that enqueue grouped tasks are served alike (the keys are asynq's).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 from redis.exceptions import RedisError
 
 from framework.errors import PayloadTypeError, PluginError, TaskIdConflict
+from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.events import await_me_maybe
 from framework.protocol.message import decode_message
 
@@ -41,12 +41,11 @@ if TYPE_CHECKING:
     import pluggy
     import structlog
 
-    from framework.broker.broker import RedisBroker
+    from framework.broker.broker import Broker
     from framework.client.client import Client
     from framework.registry import Registry
     from framework.settings import Settings
     from framework.task import TaskDef
-    from framework.transport.health import RedisHealth
 
 __all__ = ("AggregateFn", "Aggregator", "GroupAggregator", "GroupedTask", "collect_aggregators")
 
@@ -115,14 +114,10 @@ def collect_aggregators(pm: pluggy.PluginManager, settings: Settings) -> list[Ag
         PluginError: a plugin contributed something that is not an :class:`Aggregator`, naming it.
     """
     out: list[Aggregator] = []
-    for impl in pm.hook.register_aggregators.get_hookimpls():
-        args = {"settings": settings} if "settings" in impl.argnames else {}
-        contributed: Iterable[Any] = cast("Iterable[Any]", impl.function(**args) or [])
+    for plugin, contributed in contributions_by_plugin(pm, "register_aggregators", settings=settings):
         for item in contributed:
             if not isinstance(item, Aggregator):
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} contributed {item!r} to register_aggregators, not an Aggregator"
-                )
+                raise PluginError(f"plugin {plugin!r} contributed {item!r} to register_aggregators, not an Aggregator")
             out.append(item)
     return out
 
@@ -135,28 +130,33 @@ def _normalize(result: Any) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]]:
 
 
 class GroupAggregator:
-    """The worker component that checks groups and enqueues aggregated tasks.
+    """The worker's job that checks groups and enqueues aggregated tasks.
+
+    A job for :class:`~framework.worker.background.periodic.Periodic`, run every :attr:`interval` seconds.
 
     Args:
-        broker: the Redis broker.
+        broker: the broker.
         client: enqueues the aggregated tasks.
         registry: decodes group members' payloads.
         aggregators: the aggregators (duplicates of a group or task type are refused).
         queues: the queues this worker serves.
         logger: the worker's logger.
-        health: where Redis faults are reported.
         interval: seconds between checks (default: half the shortest grace period, between 0.1 and 1 s).
+
+    Attributes:
+        interval: seconds between checks.
     """
+
+    component = "aggregator"
 
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: Broker,
         client: Client,
         registry: Registry,
         aggregators: Iterable[Aggregator],
         queues: Sequence[str],
         logger: structlog.typing.FilteringBoundLogger,
-        health: RedisHealth,
         interval: float | None = None,
     ) -> None:
         self.broker = broker
@@ -164,7 +164,6 @@ class GroupAggregator:
         self.registry = registry
         self.queues = list(queues)
         self.log = logger
-        self.health = health
         self.by_group: dict[str, Aggregator] = {}
         self.by_type: dict[str, Aggregator] = {}
         for agg in aggregators:
@@ -177,7 +176,6 @@ class GroupAggregator:
         graces = [a.grace_period for a in (*self.by_group.values(), *self.by_type.values())]
         self.interval = interval if interval is not None else max(0.1, min([1.0, *(g / 2 for g in graces)]))
         self._types: dict[tuple[str, str], str] = {}
-        self._stop = asyncio.Event()
 
     async def _aggregator_for(self, queue: str, group: str) -> Aggregator | None:
         agg = self.by_group.get(group)
@@ -285,18 +283,6 @@ class GroupAggregator:
         self.log.info("group_aggregated", queue=queue, group=group, tasks=len(members), task_id=task_id)
         return 1
 
-    async def run(self) -> None:
-        """Check groups until stopped."""
-        while not self._stop.is_set():
-            try:
-                await self.check_once()
-            except (RedisError, OSError) as exc:
-                self.health.failed("aggregator", exc)
-            else:
-                self.health.ok("aggregator")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-
-    def stop(self) -> None:
-        """Stop after the current check."""
-        self._stop.set()
+    async def run_once(self) -> None:
+        """Check every group once (:meth:`check_once`)."""
+        await self.check_once()

@@ -9,53 +9,39 @@ round trip per ``interval``. Any one worker can forward for everyone, Go workers
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING
-
-from framework.worker.background.periodic import Periodic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import structlog
 
-    from framework.broker.broker import RedisBroker
-    from framework.transport.health import RedisHealth
+    from framework.broker.broker import Broker
 
 __all__ = ("Forwarder",)
 
 _MIN_WAIT = 0.05
-_EARLY_MARGIN = 0.002  # a timer may fire a little early; the task's whole-second score must be due by then
 
 
-class Forwarder(Periodic):
-    """Forwards due tasks of ``queues`` every ``interval`` seconds (sooner when one is due).
+class Forwarder:
+    """Forwards due tasks of ``queues`` (a job for :class:`~framework.worker.background.periodic.Periodic`).
+
+    Run it every ``forward_interval`` seconds; each pass asks for the next one sooner when a task left is due
+    before then, and the worker has its runner pass at the due time of each retry it schedules
+    (:meth:`~framework.worker.background.periodic.Periodic.due_at`).
 
     Args:
-        broker: the Redis broker.
+        broker: the broker.
         queues: the queues to forward.
-        interval: the longest sleep between passes.
         logger: the worker's logger.
-        health: where Redis faults are reported.
     """
 
-    def __init__(
-        self,
-        broker: RedisBroker,
-        queues: Iterable[str],
-        interval: float,
-        logger: structlog.typing.FilteringBoundLogger,
-        health: RedisHealth,
-    ) -> None:
+    component = "forwarder"
+
+    def __init__(self, broker: Broker, queues: Iterable[str], logger: structlog.typing.FilteringBoundLogger) -> None:
         self.broker = broker
         self.queues = list(queues)
-        self.interval = interval
         self.log = logger
-        self.health = health
-        self._stop = asyncio.Event()
-        self._early: asyncio.TimerHandle | None = None
-        self._early_at = 0.0
 
     async def forward_once(self) -> tuple[int, float | None]:
         """Forward every queue with due tasks; returns (tasks moved, earliest due time left or None)."""
@@ -71,29 +57,8 @@ class Forwarder(Periodic):
                 earliest = nxt
         return moved, earliest
 
-    component = "forwarder"
-
-    def due_at(self, when: float) -> None:
-        """A task of this process becomes due at Unix time ``when``: pass then, if that is before the next pass.
-
-        The worker calls it for the retries it schedules, so a short retry delay is not stretched to the
-        forwarder's interval. One timer at most: the earliest such time.
-        """
-        delay = max(0.0, when - self.broker.clock.now()) + _EARLY_MARGIN
-        at = time.monotonic() + delay
-        if not self.next_pass or at >= self.next_pass or (self._early is not None and self._early_at <= at):
-            return
-        if self._early is not None:
-            self._early.cancel()
-        self._early_at = at
-        self._early = asyncio.get_running_loop().call_later(delay, self._early_pass)
-
-    def _early_pass(self) -> None:
-        self._early = None
-        self.nudge()
-
-    async def tick(self) -> float | None:
-        """Forward due tasks; wake again when the earliest task left is due, if that is sooner."""
+    async def run_once(self) -> float | None:
+        """Forward due tasks; returns the wait until the earliest task left is due (None when none is left)."""
         moved, earliest = await self.forward_once()
         if moved:
             self.log.debug("tasks_forwarded", tasks=moved)

@@ -2,47 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
-
-from framework.worker.background.periodic import Periodic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import structlog
 
-    from framework.broker.broker import RedisBroker
-    from framework.transport.health import RedisHealth
+    from framework.broker.broker import Broker
 
 __all__ = ("Janitor",)
 
 
-class Janitor(Periodic):
-    """Sweeps expired completed tasks of ``queues`` every ``interval`` seconds.
+class Janitor:
+    """Sweeps expired completed tasks of ``queues`` (a job for :class:`~framework.worker.background.periodic.Periodic`).
+
+    Run it every ``janitor_interval`` seconds.
 
     Args:
-        broker: the Redis broker.
+        broker: the broker.
         queues: the queues to sweep.
-        interval: seconds between sweeps (``janitor_interval``).
         logger: the worker's logger.
-        health: where Redis faults are reported.
     """
 
-    def __init__(
-        self,
-        broker: RedisBroker,
-        queues: Iterable[str],
-        interval: float,
-        logger: structlog.typing.FilteringBoundLogger,
-        health: RedisHealth,
-    ) -> None:
+    component = "janitor"
+
+    def __init__(self, broker: Broker, queues: Iterable[str], logger: structlog.typing.FilteringBoundLogger) -> None:
         self.broker = broker
         self.queues = list(queues)
-        self.interval = interval
         self.log = logger
-        self.health = health
-        self._stop = asyncio.Event()
 
     async def sweep(self) -> int:
         """Delete expired completed tasks in every queue; returns how many."""
@@ -53,9 +41,6 @@ class Janitor(Periodic):
             self.log.debug("completed_tasks_deleted", tasks=total)
         return total
 
-    component = "janitor"
-
-    async def tick(self) -> float | None:
+    async def run_once(self) -> None:
         """One sweep."""
         await self.sweep()
-        return None

@@ -36,23 +36,20 @@ than Go's 5 s lease-extension period, so a task that a Go worker re-leased is ne
 
 from __future__ import annotations
 
-import asyncio
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from framework.broker.base import LEASE_SECONDS
 from framework.protocol.message import decode_message, encode_message
 from framework.retry import default_retry_delay
-from framework.worker.background.periodic import Periodic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import structlog
 
-    from framework.broker.broker import RedisBroker
+    from framework.broker.broker import Broker
     from framework.task import RetryDelay
-    from framework.transport.health import RedisHealth
 
 __all__ = ("LEASE_EXPIRED_ERROR", "Recoverer", "default_dead_after")
 
@@ -66,28 +63,28 @@ def default_dead_after(heartbeat_interval: float) -> float:
     return max(6.0, 4.0 * heartbeat_interval)
 
 
-class Recoverer(Periodic):
+class Recoverer:
     """Recovers tasks of dead workers and of expired leases on ``queues``.
 
+    A job for :class:`~framework.worker.background.periodic.Periodic`, run every ``recoverer_interval`` seconds.
+
     Args:
-        broker: the Redis broker.
+        broker: the broker.
         queues: the queues this worker serves.
-        interval: seconds between passes.
         logger: the worker's logger.
-        health: where Redis faults are reported.
         dead_after: seconds without a heartbeat after which a worker counts as dead.
         max_recoveries: recoveries after which a task is archived as a poison pill.
         retry_delay: the retry policy for expired leases.
         lost: this worker's processor's list of tasks whose lease lapsed (``Processor.lost``).
     """
 
+    component = "recoverer"
+
     def __init__(
         self,
-        broker: RedisBroker,
+        broker: Broker,
         queues: Iterable[str],
-        interval: float,
         logger: structlog.typing.FilteringBoundLogger,
-        health: RedisHealth,
         *,
         dead_after: float = 8.0,
         max_recoveries: int = 3,
@@ -96,54 +93,39 @@ class Recoverer(Periodic):
     ) -> None:
         self.broker = broker
         self.queues = list(queues)
-        self.interval = interval
         self.log = logger
-        self.health = health
         self.dead_after = dead_after
         self.max_recoveries = max_recoveries
         self.retry_delay = retry_delay or default_retry_delay
         self.lost = lost if lost is not None else []
-        self._stop = asyncio.Event()
         self._passes = 0
-
-    @property
-    def _redis(self) -> Any:
-        return self.broker.redis
 
     async def recover_dead_workers(self) -> int:
         """Requeue (or archive as poison pills) the tasks of workers whose heartbeat stopped; returns how many."""
-        schema = self.broker.schema
-        now = self.broker.clock.now()
-        dead = await self._redis.zrangebyscore(schema.alive, "-inf", now - self.dead_after, withscores=True)
+        broker = self.broker
+        now = broker.clock.now()
+        dead = await broker.dead_workers(now - self.dead_after)
         if not dead:
             return 0
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for raw_sid, _ in dead:
-                for queue in self.queues:
-                    pipe.smembers(schema.queue(queue).inflight(raw_sid.decode()))
-            members = await pipe.execute()
+        held_by = await broker.inflight_of([sid for sid, _ in dead], self.queues)
         # a lease set (int seconds) at or before now - dead_after: never one a live worker still holds
         newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
         moved = 0
-        i = 0
-        for raw_sid, last_seen in dead:
-            sid = raw_sid.decode()
+        for (sid, last_seen), held in zip(dead, held_by, strict=True):
             settled = True
-            held = [(q, raw.decode()) for k, q in enumerate(self.queues) for raw in members[i + k]]
-            alone = await self._died_alone(sid, held) if held else True
-            for queue in self.queues:
-                ids = members[i]
-                i += 1
+            tasks = [(q, task_id) for q, ids in held.items() for task_id in ids]
+            alone = await self._died_alone(sid, tasks) if tasks else True
+            for queue, ids in held.items():
                 queue_settled = True
-                for raw_id in ids:
-                    result = await self._recover_one(queue, raw_id.decode(), sid, newest_dead_lease, alone=alone)
+                for task_id in ids:
+                    result = await self._recover_one(queue, task_id, sid, newest_dead_lease, alone=alone)
                     moved += result == 1
                     queue_settled &= result != -1
                 if ids and queue_settled:
-                    await self._redis.delete(schema.queue(queue).inflight(sid))
+                    await broker.drop_inflight(queue, sid)
                 settled &= queue_settled
             if settled and last_seen < now - FORGET_DEAD_AFTER:
-                await self._redis.zrem(schema.alive, sid)
+                await broker.forget_worker(sid)
         return moved
 
     async def _died_alone(self, sid: str, held: list[tuple[str, str]]) -> bool:
@@ -153,15 +135,11 @@ class Recoverer(Periodic):
         leased (the sets also name tasks that finished since the last trim), and kept in Redis: later
         passes and other recoverers, which may find some of the tasks recovered already, use that count.
         """
-        key = self.broker.schema.death(sid)
-        first = await self._redis.get(key)
-        if first is None:  # counted only by the first look, not again at every pass
+        count = await self.broker.tasks_at_death(sid)
+        if count is None:  # counted only by the first look, not again at every pass
             seen = sum(await self.broker.leased(held))
-            await self._redis.set(key, seen, nx=True, ex=int(FORGET_DEAD_AFTER))
-            first = await self._redis.get(key)
-            if first is None:
-                return seen == 1
-        return int(first) == 1
+            count = await self.broker.record_tasks_at_death(sid, seen, int(FORGET_DEAD_AFTER))
+        return count == 1
 
     async def _recover_one(
         self, queue: str, task_id: str, sid: str, newest_dead_lease: float, *, alone: bool = True
@@ -271,9 +249,6 @@ class Recoverer(Periodic):
             await self.repair()
         self._passes += 1
 
-    component = "recoverer"
-
-    async def tick(self) -> float | None:
-        """One recovery pass."""
+    async def run_once(self) -> None:
+        """One recovery pass (:meth:`recover_once`)."""
         await self.recover_once()
-        return None

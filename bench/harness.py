@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import wake_floor  # noqa: E402
 from bench.noop_app import DONE_KEY, LAT_KEY, Noop, noop  # noqa: E402
-from framework.client.client import Client, Job  # noqa: E402
+from framework.client.client import Client, TaskCall  # noqa: E402
 from framework.embedded.launch import free_port  # noqa: E402
 from framework.embedded.process import start_test_server  # noqa: E402
 from framework.settings import Settings  # noqa: E402
@@ -236,7 +236,7 @@ class Bench:
         t = time.perf_counter()
         chunk = 1000
         for i in range(0, self.args.n, chunk):
-            await client.enqueue_many([Job(noop, Noop()) for _ in range(min(chunk, self.args.n - i))])
+            await client.enqueue_many([TaskCall(noop, Noop()) for _ in range(min(chunk, self.args.n - i))])
         dt = time.perf_counter() - t
         stats = self.lib_commands(self.cmdstats())
         used_after = int(self.ctl.info("memory")["used_memory"])

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import Bench, median_of, open_server  # noqa: E402
 from bench.mixed_app import LATE, OK, ORDER, RUNS, Mixed, mixed  # noqa: E402
-from framework.client.client import Job  # noqa: E402
+from framework.client.client import TaskCall  # noqa: E402
 
 QUEUES = {"critical": 6, "default": 3, "low": 1}
 SHARES = {"critical": 0.2, "default": 0.5, "low": 0.3}
@@ -82,15 +82,15 @@ async def enqueue(bench: Bench, tasks: list[dict[str, Any]]) -> dict[str, Any]:
     t = time.perf_counter()
     try:
         for start in range(0, len(tasks), 500):
-            jobs = []
+            calls = []
             now = time.time()
             for i, task in enumerate(tasks[start : start + 500], start):
                 options: dict[str, Any] = {"queue": task["queue"]}
                 if task["delay"]:
                     options["process_in"] = task["delay"]
                 due = now + task["delay"] if task["delay"] else 0.0
-                jobs.append(Job(mixed, Mixed(i=i, fail=task["fail"], due=due, blob="x" * task["size"]), options))
-            await client.enqueue_many(jobs)
+                calls.append(TaskCall(mixed, Mixed(i=i, fail=task["fail"], due=due, blob="x" * task["size"]), options))
+            await client.enqueue_many(calls)
     finally:
         await client.close()
     dt = time.perf_counter() - t

@@ -1,4 +1,4 @@
-"""framework: a Python application framework with a background-job battery wire-compatible with Go asynq.
+"""framework: a Python application framework with a task queue wire-compatible with Go asynq.
 
 Import the public API from here::
 
@@ -15,17 +15,17 @@ from framework import _compat
 _compat.install()
 
 if TYPE_CHECKING:
-    from framework.client.client import Client, Job, SyncClient, TaskInfo
+    from framework.client.client import Client, Job, SyncClient, TaskCall, TaskInfo
     from framework.context import TaskContext
     from framework.errors import (
         ConfigError,
         DuplicateTask,
         FrameworkError,
         InvalidOption,
-        LeaseExpired,
         PayloadTooLarge,
         PayloadTypeError,
         PluginError,
+        QueueNotFound,
         RedisUnavailable,
         RetryAfter,
         RevokeTask,
@@ -36,66 +36,101 @@ if TYPE_CHECKING:
     )
     from framework.hookspecs import hookimpl
     from framework.inspector import Inspector
+    from framework.plugins.calls import contributions_by_plugin, plugin_callers
+    from framework.plugins.events import await_me_maybe
+    from framework.protocol.keys import Schema
     from framework.scheduler.scheduler import Scheduler
-    from framework.services import StashKey
+    from framework.services import Services, StashKey
     from framework.settings import Settings, load_settings
-    from framework.task import CronEntry, TaskDef
-    from framework.web.app import create_app
+    from framework.task import CronEntry, CronOptions, EnqueueOptions, Middleware, Run, TaskDef
+    from framework.web.app import create_app, start_services, stop_services
+    from framework.web.tokens import Tokens
     from framework.worker.background.aggregator import Aggregator
+    from framework.worker.execution import TaskCancelled
     from framework.worker.worker import Worker
+
+    __version__: str  # the installed distribution's version, looked up on first use
 
 __all__ = (
     "Aggregator",
     "Client",
     "ConfigError",
     "CronEntry",
+    "CronOptions",
     "DuplicateTask",
+    "EnqueueOptions",
     "FrameworkError",
     "Inspector",
     "InvalidOption",
     "Job",
-    "LeaseExpired",
+    "Middleware",
     "PayloadTooLarge",
     "PayloadTypeError",
     "PluginError",
+    "QueueNotFound",
     "RedisUnavailable",
     "RetryAfter",
     "RevokeTask",
+    "Run",
     "Scheduler",
+    "Schema",
+    "Services",
     "Settings",
     "SkipRetry",
     "StashKey",
     "SyncClient",
+    "TaskCall",
+    "TaskCancelled",
     "TaskContext",
     "TaskDef",
     "TaskIdConflict",
     "TaskInfo",
     "TaskNotFound",
+    "Tokens",
     "UnknownTaskType",
     "Worker",
     "__version__",
+    "await_me_maybe",
+    "contributions_by_plugin",
     "create_app",
     "hookimpl",
     "load_settings",
+    "plugin_callers",
+    "start_services",
+    "stop_services",
 )
 
 _LAZY = {
     "Aggregator": "framework.worker.background.aggregator",
     "Client": "framework.client.client",
     "CronEntry": "framework.task",
+    "CronOptions": "framework.task",
+    "EnqueueOptions": "framework.task",
     "Inspector": "framework.inspector",
-    "Job": "framework.client.client",
+    "Job": "framework.client.client",  # deprecated: the old name of TaskCall
+    "Middleware": "framework.task",
+    "Run": "framework.task",
     "Scheduler": "framework.scheduler.scheduler",
+    "Schema": "framework.protocol.keys",
+    "Services": "framework.services",
     "Settings": "framework.settings",
     "StashKey": "framework.services",
     "SyncClient": "framework.client.client",
+    "TaskCall": "framework.client.client",
+    "TaskCancelled": "framework.worker.execution",
     "TaskContext": "framework.context",
     "TaskDef": "framework.task",
     "TaskInfo": "framework.client.client",
+    "Tokens": "framework.web.tokens",
     "Worker": "framework.worker.worker",
+    "await_me_maybe": "framework.plugins.events",
+    "contributions_by_plugin": "framework.plugins.calls",
     "create_app": "framework.web.app",
     "hookimpl": "framework.hookspecs",
     "load_settings": "framework.settings",
+    "plugin_callers": "framework.plugins.calls",
+    "start_services": "framework.web.app",
+    "stop_services": "framework.web.app",
 }
 """Where each public name lives; the exceptions are the names ``framework.errors`` exports."""
 

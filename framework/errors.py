@@ -11,7 +11,6 @@ __all__ = (
     "DuplicateTask",
     "FrameworkError",
     "InvalidOption",
-    "LeaseExpired",
     "PayloadTooLarge",
     "PayloadTypeError",
     "PluginError",
@@ -71,10 +70,6 @@ class QueueNotFound(FrameworkError, LookupError):
 
 class UnknownTaskType(FrameworkError, LookupError):
     """No handler is registered for a task type."""
-
-
-class LeaseExpired(FrameworkError):
-    """The worker's lease on a task ran out; the recoverer owns the task now."""
 
 
 class RedisUnavailable(FrameworkError, ConnectionError):

@@ -16,7 +16,6 @@ from framework.errors import RetryAfter, RevokeTask, SkipRetry
 
 __all__ = (
     "Archive",
-    "Done",
     "Drop",
     "Retry",
     "asynq_retry_delay",
@@ -61,11 +60,6 @@ def exponential_backoff(
 def asynq_retry_delay(retried: int, error: BaseException | None = None, rng: random.Random | None = None) -> float:
     """Go asynq's default: ``n**4 + 15 + rand(0..29) * (n + 1)`` seconds, n = retries so far."""
     return float(retried**4 + 15 + (rng or random).randint(0, 29) * (retried + 1))
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The task succeeded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,15 +2,19 @@
 
 A payload is a frozen, kw-only ``msgspec.Struct`` that travels as JSON, so Go services can produce and
 read it. ``bytes`` is accepted as a payload type for opaque payloads (binary data shared with Go).
+
+:class:`EnqueueOptions` names the options an enqueue may give (:class:`CronOptions` those of a cron entry),
+so a type checker rejects a misspelt one; :mod:`framework.client.options` checks and merges them.
 """
 
 from __future__ import annotations
 
 import builtins
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack
 
 import msgspec
 
@@ -20,7 +24,17 @@ if TYPE_CHECKING:
     from framework.client.client import Client, SyncClient, TaskInfo
     from framework.context import TaskContext
 
-__all__ = ("CronEntry", "Handler", "Middleware", "PayloadDecodeError", "RetryDelay", "Run", "TaskDef")
+__all__ = (
+    "CronEntry",
+    "CronOptions",
+    "EnqueueOptions",
+    "Handler",
+    "Middleware",
+    "PayloadDecodeError",
+    "RetryDelay",
+    "Run",
+    "TaskDef",
+)
 
 P = TypeVar("P")
 
@@ -41,6 +55,52 @@ _encoder = msgspec.json.Encoder()
 
 class PayloadDecodeError(PayloadTypeError):
     """A payload's bytes do not decode into the task's payload type. The message names the field."""
+
+
+class CronOptions(TypedDict, total=False):
+    """The enqueue options of a cron entry: how each of its tasks runs. Every key is optional.
+
+    ``None`` means "not given": the task type's default applies, then the queue's (settings), then asynq's.
+
+    Attributes:
+        queue: the queue.
+        max_retry: retries before the task is archived (asynq: 25).
+        timeout: seconds (or a timedelta) the handler may run (asynq: 1800).
+        retention: seconds (or a timedelta) a completed task is kept (0 = deleted on success).
+        headers: string headers carried with the task.
+    """
+
+    queue: str | None
+    max_retry: int | None
+    timeout: float | timedelta | None
+    retention: float | timedelta | None
+    headers: Mapping[str, str] | None
+
+
+class EnqueueOptions(CronOptions, total=False):
+    """The options of one enqueue (``client.enqueue(task, payload, **options)``). Every key is optional.
+
+    Those of :class:`CronOptions`, and those that only make sense for a single task. A type checker rejects
+    a name not listed here; at run time an unknown name raises :class:`~framework.errors.InvalidOption`.
+    ``None`` means "not given", as for :class:`CronOptions`.
+
+    Attributes:
+        deadline: when the task must have finished: a timezone-aware datetime or Unix seconds. With a
+            deadline, ``timeout=0`` means only the deadline applies.
+        process_at: when the task becomes ready: a timezone-aware datetime or Unix seconds (default: now).
+        process_in: seconds (or a timedelta) from now until the task becomes ready; not with ``process_at``.
+        unique: seconds (or a timedelta) a lock on the task's type and payload holds, refusing a duplicate
+            (0 or False = not unique, even when the task type's default is).
+        task_id: the task's id, unique in its queue (default: a new UUID4).
+        group: the aggregation group (empty = none).
+    """
+
+    deadline: datetime | float | None
+    process_at: datetime | float | None
+    process_in: float | timedelta | None
+    unique: float | timedelta | None
+    task_id: str | None
+    group: str | None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -70,8 +130,9 @@ class TaskDef(Generic[P]):
     unique: float | None = None
     retry_delay: RetryDelay | None = None
     description: str = ""
-    _decoder: Any = field(default=None, repr=False)
-    is_async: bool = field(default=False, repr=False)
+    _decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
+    is_async: bool = field(init=False, repr=False)
+    """Whether the handler is a coroutine function (it runs on the loop; a plain function runs in a thread)."""
 
     def __post_init__(self) -> None:
         if not self.type or not self.type.strip():
@@ -80,10 +141,8 @@ class TaskDef(Generic[P]):
             isinstance(self.payload, type) and issubclass(self.payload, msgspec.Struct)
         ):
             raise TypeError(f"task {self.type!r}: payload type must be a msgspec.Struct subclass or bytes")
-        decoder: msgspec.json.Decoder[Any] | None = (
-            None if self.payload is bytes else msgspec.json.Decoder(self.payload)
-        )
-        object.__setattr__(self, "_decoder", decoder)
+        # derived from the fields, not constructor arguments: set once here (the dataclass is frozen)
+        object.__setattr__(self, "_decoder", None if self.payload is bytes else msgspec.json.Decoder(self.payload))
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
 
     def encode(self, payload: P) -> bytes:
@@ -132,11 +191,11 @@ class TaskDef(Generic[P]):
                 f"payload of task {self.type!r} does not fit {self.payload.__name__}: {exc}"
             ) from exc
 
-    def enqueue(self, client: Client, payload: P, **options: Any) -> Coroutine[Any, Any, TaskInfo]:
+    def enqueue(self, client: Client, payload: P, **options: Unpack[EnqueueOptions]) -> Coroutine[Any, Any, TaskInfo]:
         """Enqueue ``payload`` through ``client`` (await the result); see ``Client.enqueue``."""
         return client.enqueue(self, payload, **options)
 
-    def enqueue_sync(self, client: SyncClient, payload: P, **options: Any) -> TaskInfo:
+    def enqueue_sync(self, client: SyncClient, payload: P, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue from code without an event loop; see :class:`framework.client.client.SyncClient`."""
         return client.enqueue(self, payload, **options)
 
@@ -151,7 +210,7 @@ class CronEntry:
         task: the task type to enqueue (a :class:`TaskDef` or its type string).
         payload: the payload (an instance of the task's payload type, or JSON-compatible data).
         tz: IANA time zone the spec is read in.
-        options: enqueue options (queue, max_retry, timeout, ...).
+        options: enqueue options of every tick (:class:`CronOptions`: queue, max_retry, timeout, ...).
         run_missed: after downtime, run the most recent missed tick once (default: skip missed ticks).
         source: the plugin that declared it; set by the framework.
     """
@@ -161,7 +220,7 @@ class CronEntry:
     task: TaskDef[Any] | str
     payload: Any = None
     tz: str = "UTC"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: CronOptions = field(default_factory=CronOptions)
     run_missed: bool = False
     source: str = ""
 

@@ -1,6 +1,6 @@
 """The producer side: :class:`~framework.client.client.Client` and its enqueue options.
 
-* :mod:`~framework.client.client`: ``Client``/``SyncClient``, ``TaskInfo``, ``Job`` (one item of a batch).
+* :mod:`~framework.client.client`: ``Client``/``SyncClient``, ``TaskInfo``, ``TaskCall`` (one task of a batch).
 * :mod:`~framework.client.options`: the options a call may give, checked and merged (call, task, settings).
 * :mod:`~framework.client.prepared`: the hot enqueue path, a message packed once into ready ``EVALSHA`` pieces.
 

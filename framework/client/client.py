@@ -10,13 +10,13 @@ import asyncio
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
 from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
-from framework.client.options import EnqueueOptions, resolve_options
+from framework.client.options import ResolvedOptions, resolve_options
 from framework.client.prepared import PlainEnqueue, eligible, new_task_id, new_task_ids
 from framework.clock import Clock, SystemClock
 from framework.errors import (
@@ -30,19 +30,19 @@ from framework.errors import (
 from framework.protocol.keys import Schema
 from framework.protocol.message import TaskState, encode_message, new_message
 from framework.settings import MAX_PAYLOAD_SIZE
-from framework.task import TaskDef
+from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
 from framework.transport.lean.errors import ReplyError
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
     from redis.asyncio import Redis
 
     from framework.registry import Registry
     from framework.settings import Settings
 
-__all__ = ("Client", "Job", "SyncClient", "TaskInfo")
+__all__ = ("Client", "Job", "SyncClient", "TaskCall", "TaskInfo")
 
 _json = msgspec.json.Encoder()
 _DEFAULTS_CACHE = 1024
@@ -81,8 +81,12 @@ class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    """One task for :meth:`Client.enqueue_many`.
+class TaskCall:
+    """One task for :meth:`Client.enqueue_many`: what one :meth:`Client.enqueue` call takes, held as a value.
+
+    Example::
+
+        await client.enqueue_many([TaskCall(send_email, SendEmail(to=to), {"queue": "low"}) for to in people])
 
     Attributes:
         task: a :class:`TaskDef` or a type string.
@@ -92,7 +96,11 @@ class Job:
 
     task: TaskDef[Any] | str
     payload: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: EnqueueOptions = field(default_factory=EnqueueOptions)
+
+
+Job = TaskCall
+"""Deprecated: the old name of :class:`TaskCall`, kept for one release (it will be removed in the next)."""
 
 
 class Client:
@@ -108,6 +116,8 @@ class Client:
         registry: known task types, used when a type is given as a string (optional).
         clock: where time comes from.
         url: the Redis URL, only used to name the server in errors.
+        wrap_broker: called with the broker the client builds, returns the one to use instead; tests wrap it
+            to inject faults (:class:`framework.testing.FaultyBroker`).
     """
 
     def __init__(
@@ -119,6 +129,7 @@ class Client:
         registry: Registry | None = None,
         clock: Clock | None = None,
         url: str = "",
+        wrap_broker: Callable[[RedisBroker], RedisBroker] | None = None,
     ) -> None:
         self.redis = redis
         self.schema = schema or Schema()
@@ -126,9 +137,11 @@ class Client:
         self.registry = registry
         self.clock = clock or SystemClock()
         self.broker = RedisBroker(redis, self.schema, self.clock)
+        if wrap_broker is not None:
+            self.broker = wrap_broker(self.broker)
         self.max_payload_size = settings.max_payload_size if settings is not None else MAX_PAYLOAD_SIZE
         """Largest payload in bytes an enqueue accepts (0 = no limit)."""
-        self._defaults: dict[TaskDef[Any], EnqueueOptions] = {}
+        self._defaults: dict[TaskDef[Any], ResolvedOptions] = {}
         self._plain: dict[TaskDef[Any], PlainEnqueue | None] = {}
         self._url = redact_url(url) if url else _describe_connection(redis)
 
@@ -192,7 +205,7 @@ class Client:
                 "(setting max_payload_size; 0 = no limit)"
             )
 
-    def _options(self, taskdef: TaskDef[Any] | None, options: Mapping[str, Any], now: float) -> EnqueueOptions:
+    def _options(self, taskdef: TaskDef[Any] | None, options: Mapping[str, Any], now: float) -> ResolvedOptions:
         """Resolved options; a registered task type's defaults (no call-site options) are resolved once."""
         if options or taskdef is None:
             return resolve_options(taskdef, options, self.settings, now)
@@ -206,7 +219,7 @@ class Client:
 
     def _build(
         self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any], task_id: str = ""
-    ) -> tuple[EnqueueOptions, Any, TaskInfo]:
+    ) -> tuple[ResolvedOptions, Any, TaskInfo]:
         task_type, taskdef, data = self._resolve(task, payload)
         self._check_size(task_type, data)
         now = self.clock.now()
@@ -279,20 +292,22 @@ class Client:
 
     # -- enqueueing ------------------------------------------------------------------------------
 
-    async def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Any) -> TaskInfo:
+    async def enqueue(
+        self, task: TaskDef[Any] | str, payload: Any = None, **options: Unpack[EnqueueOptions]
+    ) -> TaskInfo:
         """Enqueue one task.
 
         Args:
             task: a :class:`TaskDef` (typed payload) or a type string (registered, or raw bytes/JSON).
             payload: the payload; for a TaskDef, an instance of its payload type.
-            **options: ``queue``, ``max_retry``, ``timeout`` (s), ``deadline`` (datetime or Unix s),
-                ``process_at`` (datetime or Unix s), ``process_in`` (s or timedelta), ``unique`` (TTL),
-                ``task_id``, ``retention`` (s), ``headers`` (dict), ``group``.
+            **options: :class:`~framework.task.EnqueueOptions`: ``queue``, ``max_retry``, ``timeout`` (s),
+                ``deadline`` (datetime or Unix s), ``process_at`` (datetime or Unix s), ``process_in`` (s or
+                timedelta), ``unique`` (TTL), ``retention`` (s), ``task_id``, ``group``, ``headers`` (dict).
 
         Raises:
             PayloadTypeError: the payload does not fit the task's payload type (nothing is sent).
             PayloadTooLarge: the encoded payload is over ``max_payload_size`` (nothing is sent).
-            InvalidOption: an option is invalid.
+            InvalidOption: an option is invalid, or unknown (its name is in the message).
             DuplicateTask: ``unique`` and the same task is already queued.
             TaskIdConflict: ``task_id`` is already used in the queue.
             RedisUnavailable: Redis cannot be reached.
@@ -305,7 +320,7 @@ class Client:
         try:
             if opts.queue not in self.broker._known_queues:
                 await self.broker.register_queues([opts.queue])
-            code = await script(self.broker.hot, keys, args)
+            code = await self.broker.hot.evalsha(script, keys, args)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         return self._check(code, info)
@@ -355,23 +370,27 @@ class Client:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         return self._check(code, info)
 
-    async def enqueue_many(self, jobs: Iterable[Job]) -> list[TaskInfo | FrameworkError]:
+    async def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
         """Enqueue many tasks in one round trip.
 
-        Every job is validated before anything is sent; a bad payload or option raises at once and
-        stores nothing. Each stored job is atomic on its own; the result lists a :class:`TaskInfo` per
-        job, or the :class:`DuplicateTask`/:class:`TaskIdConflict` error for that job.
+        Every task is validated before anything is sent; a bad payload or option raises at once and
+        stores nothing. Each stored task is atomic on its own; the result lists a :class:`TaskInfo` per
+        task, or the :class:`DuplicateTask`/:class:`TaskIdConflict` error for that task.
+
+        Args:
+            tasks: the tasks, one :class:`TaskCall` each.
 
         Raises:
-            PayloadTypeError, PayloadTooLarge, InvalidOption: a job is invalid (nothing was sent).
-            RedisUnavailable: Redis cannot be reached. When the link drops mid-batch, the jobs Redis ran
+            PayloadTypeError, PayloadTooLarge, InvalidOption: a task is invalid (nothing was sent).
+            RedisUnavailable: Redis cannot be reached. When the link drops mid-batch, the tasks Redis ran
                 are stored whole and the rest not at all; sending the batch again with the same
                 ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
         """
-        jobs = list(jobs)
-        ids = new_task_ids(len(jobs))
+        calls = list(tasks)
+        ids = new_task_ids(len(calls))
         built = [
-            self._build(job.task, job.payload, job.options, task_id) for job, task_id in zip(jobs, ids, strict=True)
+            self._build(call.task, call.payload, call.options, task_id)
+            for call, task_id in zip(calls, ids, strict=True)
         ]
         if not built:
             return []
@@ -413,14 +432,14 @@ class SyncClient:
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Any) -> TaskInfo:
+    def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
         result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
         return result
 
-    def enqueue_many(self, jobs: Iterable[Job]) -> list[TaskInfo | FrameworkError]:
+    def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
         """Enqueue many tasks in one round trip; see :meth:`Client.enqueue_many`."""
-        result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(jobs)))
+        result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(tasks)))
         return result
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
-"""Enqueue options as one frozen value, and the rule that merges them.
+"""Enqueue options: the ones a call gives, checked and merged into one frozen value.
 
-Precedence: the call site, then the task type's defaults, then the queue's defaults in settings, then
-asynq's defaults (25 retries, 30 minute timeout).
+A call names its options as :class:`~framework.task.EnqueueOptions` lists them; :func:`resolve_options`
+validates them and merges them into :class:`ResolvedOptions`. Precedence: the call site, then the task
+type's defaults, then the queue's defaults in settings, then asynq's defaults (25 retries, 30 minute timeout).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from framework.errors import InvalidOption
+from framework.task import EnqueueOptions
 
 if TYPE_CHECKING:
     from framework.settings import Settings
     from framework.task import TaskDef
 
-__all__ = ("DEFAULT_MAX_RETRY", "DEFAULT_TIMEOUT", "EnqueueOptions", "resolve_options")
+__all__ = ("DEFAULT_MAX_RETRY", "DEFAULT_TIMEOUT", "ResolvedOptions", "resolve_options")
 
 DEFAULT_MAX_RETRY = 25
 DEFAULT_TIMEOUT = 1800
@@ -29,25 +31,12 @@ _MAX_SECONDS = 2**62  # far beyond any real time, well inside TaskMessage's int6
 _Seconds = float | int | timedelta
 _Instant = float | int | datetime
 
-_ALLOWED = frozenset(
-    {
-        "queue",
-        "max_retry",
-        "timeout",
-        "deadline",
-        "process_at",
-        "process_in",
-        "unique",
-        "retention",
-        "task_id",
-        "headers",
-        "group",
-    }
-)
+_ALLOWED = EnqueueOptions.__optional_keys__
+"""The option names a call may give; a caller without a type checker learns of a misspelt one at run time."""
 
 
-class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Resolved options of one enqueue. Built by :func:`resolve_options`; read by the client.
+class ResolvedOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Resolved options of one enqueue. Built by :func:`resolve_options`; read by the client and the scheduler.
 
     Attributes:
         queue: queue name.
@@ -186,12 +175,13 @@ def resolve_options(
     options: Mapping[str, Any],
     settings: Settings | None,
     now: float,
-) -> EnqueueOptions:
+) -> ResolvedOptions:
     """Merge call-site options with the task's and the queue's defaults, and validate them.
 
     Args:
         task: the task definition, when the type is registered.
-        options: keyword options given at the call site.
+        options: the options given at the call site (:class:`~framework.task.EnqueueOptions`; checked here,
+            since a caller without a type checker may give any name or value).
         settings: the app's settings (queue defaults), if any.
         now: the current Unix time.
 
@@ -226,7 +216,7 @@ def resolve_options(
     group = options.get("group") or ""
     if not isinstance(group, str):
         raise InvalidOption(f"option group={group!r} is invalid: must be a string")
-    return EnqueueOptions(
+    return ResolvedOptions(
         queue=queue,
         max_retry=max_retry,
         timeout=timeout,

@@ -36,7 +36,7 @@ SCRIPT = SCRIPTS["enqueue"]
 
 if TYPE_CHECKING:
     from framework.broker.broker import RedisBroker
-    from framework.client.options import EnqueueOptions
+    from framework.client.options import ResolvedOptions
     from framework.task import TaskDef
     from framework.transport.lean.connection import RespConnection
 
@@ -83,7 +83,7 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def eligible(opts: EnqueueOptions) -> bool:
+def eligible(opts: ResolvedOptions) -> bool:
     """Whether resolved options leave nothing to the general path (plain pending task, generated id)."""
     return not (
         opts.unique_ttl or opts.process_at is not None or opts.group or opts.deadline or opts.headers or opts.task_id
@@ -101,7 +101,7 @@ class PlainEnqueue:
 
     __slots__ = ("_broker", "_fast", "_format", "_handoff", "_msg_head", "_msg_tail", "opts", "taskdef")
 
-    def __init__(self, broker: RedisBroker, taskdef: TaskDef[Any], opts: EnqueueOptions) -> None:
+    def __init__(self, broker: RedisBroker, taskdef: TaskDef[Any], opts: ResolvedOptions) -> None:
         assert broker.fast is not None
         self._broker = broker
         self._fast = broker.fast

@@ -8,7 +8,7 @@ Everything the server of :mod:`framework.embedded.server` needs lives in that di
 - ``valkey.pid``: the server's pid, written by the process that started it.
 - ``valkey.lock``: an ``flock`` that serializes discovery, start and stop across processes.
 - ``valkey.log`` and ``appendonlydir/``: the log and the AOF (``appendfsync everysec``, no RDB
-  snapshots), so queued dev jobs survive restarts.
+  snapshots), so queued dev tasks survive restarts.
 
 :meth:`ValkeyDataDir.discover` checks that the server the files point to answers for this directory, and
 :meth:`ValkeyDataDir.clear_stale` removes what a crashed one left behind; the embedded server calls both

@@ -2,7 +2,7 @@
 
 :class:`EmbeddedValkey` manages one ``valkey-server`` per application data directory. Everything it
 needs lives in that directory: the socket (or recorded port), the pid file, the lock, the log and the
-AOF, so queued dev jobs survive restarts (:mod:`framework.embedded.datadir` lists the files).
+AOF, so queued dev tasks survive restarts (:mod:`framework.embedded.datadir` lists the files).
 
 Ownership and lifetime:
 

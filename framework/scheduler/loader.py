@@ -17,9 +17,8 @@ from framework.clock import SystemClock
 from framework.errors import ConfigError, FrameworkError, InvalidOption, PayloadTypeError, PluginError
 from framework.registry import Registry
 from framework.scheduler.cron import CronSpecError, parse_schedule
-from framework.task import CronEntry
 from framework.scheduler.resolved import ResolvedEntry, entry_id
-from framework.task import TaskDef
+from framework.task import CronEntry, CronOptions, TaskDef
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -30,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ("load_entries",)
 
-_CRON_OPTIONS = frozenset({"queue", "max_retry", "timeout", "retention", "headers"})
+_CRON_OPTIONS = CronOptions.__optional_keys__
+"""The enqueue options a cron entry may give (checked here for entries from settings and untyped code)."""
 
 
 def load_entries(
@@ -59,7 +59,7 @@ def load_entries(
     """
     raw: list[tuple[Any, str, str | None]] = []  # (entry, source, the plugin that contributed it)
     for cs in settings.cron:
-        options = {"queue": cs.queue} if cs.queue else {}
+        options: CronOptions = {"queue": cs.queue} if cs.queue else {}
         entry = CronEntry(cs.name, cs.spec, cs.task, cs.payload, cs.tz, options, cs.run_missed, "settings")
         raw.append((entry, "settings", None))
     if pm is not None:

@@ -20,7 +20,7 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from framework.client.options import EnqueueOptions
+from framework.client.options import ResolvedOptions
 from framework.protocol.message import encode_message, new_message
 from framework.scheduler.cron import Schedule
 
@@ -58,7 +58,7 @@ class ResolvedEntry:
     schedule: Schedule
     task_type: str
     payload: bytes
-    options: EnqueueOptions
+    options: ResolvedOptions
     run_missed: bool
     source: str
 

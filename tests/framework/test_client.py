@@ -19,7 +19,8 @@ import redis as redis_sync
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
 
-from framework.client.client import Client, Job, SyncClient, TaskInfo
+import framework
+from framework.client.client import Client, Job, SyncClient, TaskCall, TaskInfo
 from framework.embedded.launch import free_port
 from framework.embedded.process import start_test_server
 from framework.errors import (
@@ -383,7 +384,7 @@ async def test_batch_is_one_round_trip(redis_url: str, schema: Schema, redis: Re
         client = Client(conn, schema=schema)
         await client.enqueue("warm:up", b"")  # connect, register the queue, load the script
         writes.clear()
-        results = await client.enqueue_many(Job("batch:item", {"i": i}) for i in range(n))
+        results = await client.enqueue_many(TaskCall("batch:item", {"i": i}) for i in range(n))
         assert len(writes) == 1
         assert all(isinstance(r, TaskInfo) for r in results)
         assert await redis.llen(schema.queue("default").pending) == n + 1
@@ -391,15 +392,15 @@ async def test_batch_is_one_round_trip(redis_url: str, schema: Schema, redis: Re
         await conn.aclose()
 
 
-async def test_batch_results_per_job(client: Client, redis: Redis, schema: Schema) -> None:
+async def test_batch_results_per_task(client: Client, redis: Redis, schema: Schema) -> None:
     await client.enqueue("x:y", b"1", task_id="taken")
     results = await client.enqueue_many(
         [
-            Job("x:y", b"a", {"task_id": "j1"}),
-            Job("x:y", b"b", {"task_id": "taken"}),
-            Job(SEND, SendEmail(to="u@example.com"), {"unique": 60, "queue": "low"}),
-            Job(SEND, SendEmail(to="u@example.com"), {"unique": 60, "queue": "low"}),
-            Job("x:y", b"c", {"process_in": 60, "task_id": "j5"}),
+            TaskCall("x:y", b"a", {"task_id": "j1"}),
+            TaskCall("x:y", b"b", {"task_id": "taken"}),
+            TaskCall(SEND, SendEmail(to="u@example.com"), {"unique": 60, "queue": "low"}),
+            TaskCall(SEND, SendEmail(to="u@example.com"), {"unique": 60, "queue": "low"}),
+            TaskCall("x:y", b"c", {"process_in": 60, "task_id": "j5"}),
         ]
     )
     assert isinstance(results[0], TaskInfo)
@@ -414,12 +415,21 @@ async def test_batch_results_per_job(client: Client, redis: Redis, schema: Schem
     assert await client.enqueue_many([]) == []
 
 
-async def test_invalid_job_in_a_batch_sends_nothing(client: Client, redis: Redis, schema: Schema) -> None:
+async def test_invalid_task_in_a_batch_sends_nothing(client: Client, redis: Redis, schema: Schema) -> None:
     with pytest.raises(InvalidOption, match="process_in"):
-        await client.enqueue_many([Job("x:y", b"1"), Job("x:y", b"2", {"process_in": -5})])
+        await client.enqueue_many([TaskCall("x:y", b"1"), TaskCall("x:y", b"2", {"process_in": -5})])
     with pytest.raises(PayloadTypeError):
-        await client.enqueue_many([Job("x:y", b"1"), Job(SEND, Other(n=1))])
+        await client.enqueue_many([TaskCall("x:y", b"1"), TaskCall(SEND, Other(n=1))])
+    untyped: dict[str, Any] = {"priorty": 1}  # a caller without a type checker
+    with pytest.raises(InvalidOption, match=r"unknown enqueue option\(s\): priorty;"):
+        await client.enqueue_many([TaskCall("x:y", b"1"), TaskCall("x:y", b"2", untyped)])  # type: ignore[arg-type]
     assert await snapshot(redis, schema.ns) == {}
+
+
+def test_job_is_the_deprecated_name_of_task_call() -> None:
+    assert Job is TaskCall
+    assert framework.Job is framework.TaskCall is TaskCall
+    assert TaskCall("x:y").options == {}
 
 
 # --- payload size ---------------------------------------------------------------------------------------------
@@ -490,7 +500,7 @@ async def test_a_batch_with_one_payload_over_the_limit_sends_nothing(
     small: Client, redis: Redis, schema: Schema
 ) -> None:
     with pytest.raises(PayloadTooLarge) as err:
-        await small.enqueue_many([Job(BLOB, b"small"), Job("blob:raw", b"x" * 500, {"unique": 60})])
+        await small.enqueue_many([TaskCall(BLOB, b"small"), TaskCall("blob:raw", b"x" * 500, {"unique": 60})])
     assert str(err.value) == _too_large("blob:raw", 500)
     assert await snapshot(redis, schema.ns) == {}
 
@@ -509,7 +519,7 @@ async def test_payload_limit_zero_means_no_limit_and_the_default_is_4_mib(
         with pytest.raises(PayloadTooLarge, match="is 4,194,305 bytes, over the limit of 4,194,304 bytes"):
             await BLOB.enqueue(default, big)
         with pytest.raises(PayloadTooLarge):
-            await default.enqueue_many([Job(BLOB, big)])
+            await default.enqueue_many([TaskCall(BLOB, big)])
     assert await redis.llen(schema.queue("default").pending) == 1
 
 
@@ -523,7 +533,7 @@ def test_sync_client_refuses_a_payload_over_the_limit(redis_url: str, namespace:
         with pytest.raises(PayloadTooLarge):
             client.enqueue("blob:raw", big, process_in=30)
         with pytest.raises(PayloadTooLarge):
-            client.enqueue_many([Job(BLOB, b"ok"), Job(BLOB, big)])
+            client.enqueue_many([TaskCall(BLOB, b"ok"), TaskCall(BLOB, big)])
         info = BLOB.enqueue_sync(client, b"x" * LIMIT)
     conn = redis_sync.Redis.from_url(redis_url)
     try:
@@ -541,7 +551,7 @@ def test_sync_client_without_an_event_loop(redis_url: str, namespace: str) -> No
     schema = Schema(namespace)
     with SyncClient(redis_url, schema=schema) as client:
         info = SEND.enqueue_sync(client, SendEmail(to="s@example.com"), unique=60)
-        results = client.enqueue_many([Job("x:y", b"1"), Job("x:y", b"2")])
+        results = client.enqueue_many([TaskCall("x:y", b"1"), TaskCall("x:y", b"2")])
         with pytest.raises(DuplicateTask):
             client.enqueue(SEND, SendEmail(to="s@example.com"), unique=60)
         with pytest.raises(InvalidOption):
@@ -634,7 +644,7 @@ async def test_redis_unavailable_names_the_url_without_its_password() -> None:
         assert "hunter2" not in text
         assert isinstance(err.value, ConnectionError)  # the builtin, for callers that catch that
         with pytest.raises(RedisUnavailable) as err:
-            await client.enqueue_many([Job("x:y", b"1")])
+            await client.enqueue_many([TaskCall("x:y", b"1")])
         assert "hunter2" not in str(err.value)
     finally:
         await client.close()
@@ -748,7 +758,7 @@ async def test_connection_cut_mid_batch(redis_url: str, redis: Redis, schema: Sc
         ids = [f"cut-{i}" for i in range(200)]
         proxy.budget = 20_000  # about a third of the batch, ending inside a command
         with pytest.raises(RedisUnavailable):
-            await client.enqueue_many(Job("x:y", {"i": i, "pad": "x" * 40}, {"task_id": i}) for i in ids)
+            await client.enqueue_many(TaskCall("x:y", {"i": i, "pad": "x" * 40}, {"task_id": i}) for i in ids)
     finally:
         await client.close()
         await proxy.close()
@@ -764,7 +774,7 @@ async def test_server_killed_mid_batch(tmp_path: Path, namespace: str) -> None:
         client = Client.from_url(server.url, schema=schema)
         await client.enqueue("x:y", b"", task_id="warm")
         ids = [f"kill-{i}" for i in range(5000)]
-        batch = asyncio.create_task(client.enqueue_many(Job("x:y", b"p", {"task_id": i}) for i in ids))
+        batch = asyncio.create_task(client.enqueue_many(TaskCall("x:y", b"p", {"task_id": i}) for i in ids))
         probe = open_redis(server.url)
         try:
             while await probe.llen(schema.queue("default").pending) < 2 and not batch.done():

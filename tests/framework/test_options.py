@@ -12,10 +12,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.client.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT, EnqueueOptions, resolve_options
+from framework.client.options import DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT, ResolvedOptions, resolve_options
 from framework.errors import InvalidOption
 from framework.settings import Settings, TaskDefaults
-from framework.task import TaskDef
+from framework.task import CronOptions, EnqueueOptions, TaskDef
 
 NOW = 1_800_000_000.25
 
@@ -32,13 +32,13 @@ def taskdef(**defaults: Any) -> TaskDef[Payload]:
     return TaskDef("opt:test", Payload, _handler, **defaults)
 
 
-def resolve(task: TaskDef[Any] | None = None, settings: Settings | None = None, **options: Any) -> EnqueueOptions:
+def resolve(task: TaskDef[Any] | None = None, settings: Settings | None = None, **options: Any) -> ResolvedOptions:
     return resolve_options(task, options, settings, NOW)
 
 
 def test_asynq_defaults() -> None:
     assert (DEFAULT_MAX_RETRY, DEFAULT_TIMEOUT) == (25, 1800)
-    assert resolve() == EnqueueOptions(
+    assert resolve() == ResolvedOptions(
         queue="default",
         max_retry=25,
         timeout=1800,
@@ -181,3 +181,35 @@ def test_invalid_queue_default_is_reported_as_the_option() -> None:
     assert resolve(None, settings).timeout == 1800
     with pytest.raises(InvalidOption, match="max_retry=-2"):
         resolve(taskdef(max_retry=-2))
+
+
+def test_the_option_names() -> None:
+    assert EnqueueOptions.__optional_keys__ == {
+        "queue",
+        "max_retry",
+        "timeout",
+        "deadline",
+        "process_at",
+        "process_in",
+        "unique",
+        "retention",
+        "task_id",
+        "group",
+        "headers",
+    }
+    assert not EnqueueOptions.__required_keys__
+    # a cron entry gives what shapes every run of its task, never a time, a lock, an id or a group
+    assert CronOptions.__optional_keys__ == {"queue", "max_retry", "timeout", "retention", "headers"}
+
+
+def test_every_typed_option_is_accepted_and_none_means_not_given() -> None:
+    assert resolve(**dict.fromkeys(EnqueueOptions.__optional_keys__)) == resolve()
+    task = taskdef(queue="low", max_retry=3, unique=60)
+    assert resolve(task, **dict.fromkeys(EnqueueOptions.__optional_keys__)) == resolve(task)
+
+
+def test_an_untyped_caller_learns_the_misspelt_name() -> None:
+    with pytest.raises(InvalidOption) as err:
+        resolve(queu="low")
+    allowed = ", ".join(sorted(EnqueueOptions.__optional_keys__))
+    assert str(err.value) == f"unknown enqueue option(s): queu; allowed: {allowed}"

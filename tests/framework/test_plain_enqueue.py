@@ -18,7 +18,7 @@ import redis as redis_sync
 
 from framework.broker.broker import RedisBroker
 from framework.client.client import Client
-from framework.client.options import EnqueueOptions
+from framework.client.options import ResolvedOptions
 from framework.client.prepared import SCRIPT, PlainEnqueue, eligible, new_task_id
 from framework.clock import SimulatedClock
 from framework.embedded.process import start_test_server
@@ -46,7 +46,7 @@ BLOB = TaskDef("blob:é", Blob, _noop)
 RAW = TaskDef("raw", bytes, _noop)
 
 
-def _opts(**over: Any) -> EnqueueOptions:
+def _opts(**over: Any) -> ResolvedOptions:
     base: dict[str, Any] = {
         "queue": "default",
         "max_retry": 25,
@@ -59,7 +59,7 @@ def _opts(**over: Any) -> EnqueueOptions:
         "headers": {},
         "group": "",
     }
-    return EnqueueOptions(**(base | over))
+    return ResolvedOptions(**(base | over))
 
 
 OPTION_CASES = [
@@ -74,7 +74,7 @@ SIZES = [0, 1, 127, 128, 300, 16_383, 16_384, 70_000]
 
 @pytest.mark.parametrize("opts", OPTION_CASES)
 @pytest.mark.parametrize("size", SIZES)
-def test_message_is_what_encode_message_writes(opts: EnqueueOptions, size: int, redis_url: str) -> None:
+def test_message_is_what_encode_message_writes(opts: ResolvedOptions, size: int, redis_url: str) -> None:
     broker = RedisBroker(open_redis(redis_url), Schema("t"), SimulatedClock())
     plain = PlainEnqueue(broker, RAW, opts)
     data = os.urandom(size)

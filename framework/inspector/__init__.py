@@ -1,8 +1,12 @@
 """Admin queries and operations: queue stats, task listing and actions, servers and schedulers.
 
-Split by noun: :mod:`~framework.inspector.queues`, :mod:`~framework.inspector.tasks`,
-:mod:`~framework.inspector.actions`, :mod:`~framework.inspector.servers` and
-:mod:`~framework.inspector.schedulers` each add their methods to :class:`Inspector`.
+:class:`Inspector` (:mod:`~framework.inspector.core`) is the one entry point; it delegates to parts split by
+noun, each an object holding the :class:`~framework.inspector.namespace.Namespace` it reads:
+:mod:`~framework.inspector.queues`, :mod:`~framework.inspector.tasks`, :mod:`~framework.inspector.actions`,
+:mod:`~framework.inspector.servers` and :mod:`~framework.inspector.schedulers`.
+
+May import: the top-level model modules, :mod:`framework.transport`, :mod:`framework.protocol`,
+:mod:`framework.broker` (its constants).
 """
 
 from __future__ import annotations

@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
 from framework.errors import QueueNotFound, TaskNotFound
-from framework.inspector._base import InspectorBase, as_state, text
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
+from framework.inspector.namespace import as_state, text
 from framework.protocol.message import TaskState
 from framework.protocol.scripts import SCRIPTS
 from framework.transport.connection import is_cluster
 
 if TYPE_CHECKING:
+    from framework.inspector.namespace import Namespace
     from framework.protocol.keys import QueueKeys
 
-__all__ = ("BATCH_SIZE", "ActionsMixin", "Progress")
+__all__ = ("BATCH_SIZE", "Progress", "TaskActions")
 
 Progress = Callable[[int, int], None]
 """A progress callback: (tasks handled so far, tasks there were at the start)."""
@@ -45,8 +46,19 @@ def _allowed(action: str, state: TaskState, allowed: frozenset[TaskState]) -> No
         raise InvalidTaskState(f"cannot {action} {state.value} tasks; {action} works on: {names}")
 
 
-class ActionsMixin(InspectorBase):
-    """Changes to tasks and queues."""
+class TaskActions:
+    """The changes :class:`~framework.inspector.core.Inspector` makes to tasks and queues.
+
+    Args:
+        ns: the namespace it reads (shared with the inspector's other parts).
+    """
+
+    __slots__ = ("_ns", "_redis", "_schema")
+
+    def __init__(self, ns: Namespace) -> None:
+        self._ns = ns
+        self._redis = ns.redis
+        self._schema = ns.schema
 
     def _single_error(self, code: int, queue: str, task_id: str, what: str) -> None:
         if code == 0:
@@ -57,55 +69,32 @@ class ActionsMixin(InspectorBase):
             raise InvalidTaskState(f"task {task_id!r} is already {what}")
 
     async def run_task(self, queue: str, task_id: str) -> None:
-        """Make a scheduled, retry, archived, completed or aggregating task pending now.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            TaskNotFound: the queue has no such task.
-            InvalidTaskState: the task is active or already pending.
-        """
-        qk = await self._queue_keys(queue)
-        args: list[Any] = [task_id, qk.group_prefix(), int(self._now() * 1e9), self.schema.wakeup_channel, queue]
-        code = int(await SCRIPTS["run_task"](self.redis, _single_keys(qk, task_id), args))
+        """Make a scheduled, retry, archived, completed or aggregating task pending now."""
+        qk = await self._ns.queue_keys(queue)
+        args: list[Any] = [task_id, qk.group_prefix(), int(self._ns.now() * 1e9), self._schema.wakeup_channel, queue]
+        code = int(await SCRIPTS["run_task"](self._redis, _single_keys(qk, task_id), args))
         self._single_error(code, queue, task_id, "pending")
 
     async def archive_task(self, queue: str, task_id: str) -> None:
-        """Archive a non-active task now (it will not run unless run again).
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            TaskNotFound: the queue has no such task.
-            InvalidTaskState: the task is active or already archived.
-        """
-        qk = await self._queue_keys(queue)
-        now = int(self._now())
+        """Archive a non-active task now (it will not run unless run again)."""
+        qk = await self._ns.queue_keys(queue)
+        now = int(self._ns.now())
         args: list[Any] = [task_id, qk.group_prefix(), now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, qk.task_prefix]
-        code = int(await SCRIPTS["archive_task"](self.redis, _single_keys(qk, task_id), args))
+        code = int(await SCRIPTS["archive_task"](self._redis, _single_keys(qk, task_id), args))
         self._single_error(code, queue, task_id, "archived")
 
     async def delete_task(self, queue: str, task_id: str) -> None:
-        """Delete a non-active task and its record; its uniqueness lock is released if it holds it.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            TaskNotFound: the queue has no such task.
-            InvalidTaskState: the task is active.
-        """
-        qk = await self._queue_keys(queue)
-        code = int(await SCRIPTS["delete_task"](self.redis, _single_keys(qk, task_id), [task_id, qk.group_prefix()]))
+        """Delete a non-active task and its record; its uniqueness lock is released if it holds it."""
+        qk = await self._ns.queue_keys(queue)
+        code = int(await SCRIPTS["delete_task"](self._redis, _single_keys(qk, task_id), [task_id, qk.group_prefix()]))
         self._single_error(code, queue, task_id, "deleted")
 
     async def cancel(self, task_id: str) -> int:
-        """Ask every worker to cancel the active task ``task_id`` (``PUBLISH <ns>:cancel``).
-
-        Returns:
-            How many subscribers (worker processes) received the request. On a Redis Cluster, where
-            PUBLISH counts the subscribers of one node only, the subscribers of every node are counted.
-        """
-        channel = self.schema.cancel_channel
-        receivers = int(await self.redis.publish(channel, task_id))
-        if is_cluster(self.redis):
-            replies = await self.redis.pubsub_numsub(channel, target_nodes="all")
+        """Ask every worker to cancel the active task ``task_id`` (``PUBLISH <ns>:cancel``)."""
+        channel = self._schema.cancel_channel
+        receivers = int(await self._redis.publish(channel, task_id))
+        if is_cluster(self._redis):
+            replies = await self._redis.pubsub_numsub(channel, target_nodes="all")
             receivers = sum(int(n) for _, n in replies)
         return receivers
 
@@ -116,12 +105,12 @@ class ActionsMixin(InspectorBase):
         if state is TaskState.PENDING:
             return [(qk.pending, "list", "")]
         if state is TaskState.AGGREGATING:
-            names = [group] if group else sorted(text(g) for g in await self.redis.smembers(qk.groups))
+            names = [group] if group else sorted(text(g) for g in await self._redis.smembers(qk.groups))
             return [(qk.group(g), "zset", g) for g in names]
         return [(getattr(qk, state.value), "zset", "")]
 
     async def _count(self, sources: list[tuple[str, str, str]]) -> int:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for key, kind, _ in sources:
                 if kind == "list":
                     pipe.llen(key)
@@ -140,7 +129,7 @@ class ActionsMixin(InspectorBase):
     ) -> int:
         st = as_state(state)
         _allowed(allowed[0], st, allowed[1])
-        qk = await self._queue_keys(queue)
+        qk = await self._ns.queue_keys(queue)
         sources = await self._sources(qk, st, group)
         total = await self._count(sources)
         done = 0
@@ -159,92 +148,51 @@ class ActionsMixin(InspectorBase):
     async def run_all(
         self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
     ) -> int:
-        """Make every task of ``state`` (scheduled, retry, archived, completed, aggregating) pending now.
-
-        Args:
-            queue: the queue name.
-            state: the state to empty.
-            group: for aggregating tasks, only this group (default: every group).
-            progress: called after each batch with (done, total).
-
-        Returns:
-            How many tasks were made pending.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            InvalidTaskState: ``state`` cannot be run (pending, active).
-        """
+        """Make every task of ``state`` (scheduled, retry, archived, completed, aggregating) pending now."""
 
         async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
-            now_ns = int(self._now() * 1e9)
-            args: list[Any] = [qk.task_prefix, BATCH_SIZE, name, now_ns, self.schema.wakeup_channel, queue]
-            return await SCRIPTS["run_all"](self.redis, [key, qk.pending, qk.groups], args)
+            now_ns = int(self._ns.now() * 1e9)
+            args: list[Any] = [qk.task_prefix, BATCH_SIZE, name, now_ns, self._schema.wakeup_channel, queue]
+            return await SCRIPTS["run_all"](self._redis, [key, qk.pending, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("run", _RUNNABLE), call, progress)
 
     async def archive_all(
         self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
     ) -> int:
-        """Archive every task of ``state`` (pending, scheduled, retry, completed, aggregating).
-
-        The archive keeps its caps (90 days, 10,000 tasks per queue): the oldest archived tasks beyond
-        them are deleted, as on every archive.
-
-        Returns:
-            How many tasks were archived.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            InvalidTaskState: ``state`` cannot be archived (active, archived).
-        """
+        """Archive every task of ``state`` (pending, scheduled, retry, completed, aggregating)."""
 
         async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
-            now = int(self._now())
+            now = int(self._ns.now())
             args: list[Any] = [qk.task_prefix, BATCH_SIZE, kind, name, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE]
-            return await SCRIPTS["archive_all"](self.redis, [key, qk.archived, qk.groups], args)
+            return await SCRIPTS["archive_all"](self._redis, [key, qk.archived, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("archive", _ARCHIVABLE), call, progress)
 
     async def delete_all(
         self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
     ) -> int:
-        """Delete every task of ``state`` (any but active) and release the uniqueness locks they hold.
-
-        Returns:
-            How many task records were deleted.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            InvalidTaskState: ``state`` is active.
-        """
+        """Delete every task of ``state`` (any but active) and release the uniqueness locks they hold."""
 
         async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
             args: list[Any] = [qk.task_prefix, BATCH_SIZE, kind, name]
-            return await SCRIPTS["delete_all"](self.redis, [key, qk.groups], args)
+            return await SCRIPTS["delete_all"](self._redis, [key, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("delete", _DELETABLE), call, progress)
 
     async def delete_queue(self, queue: str, *, force: bool = False, progress: Progress | None = None) -> None:
-        """Remove a queue: its keys and its name. Only an empty queue, unless ``force``.
-
-        With ``force``, every task that is not active is deleted first; a queue with active tasks is
-        never removed.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            QueueNotEmpty: the queue has tasks (and not ``force``), or active tasks.
-        """
-        qk = await self._queue_keys(queue)
+        """Remove a queue: its keys and its name. Only an empty queue, unless ``force``."""
+        qk = await self._ns.queue_keys(queue)
         if force:
             for state in sorted(_DELETABLE):
                 await self.delete_all(queue, state, progress=progress)
         keys = [qk.pending, qk.active, qk.groups, qk.aggregation_sets, qk.scheduled, qk.retry, qk.archived]
         keys += [qk.completed, qk.lease, qk.paused, qk.processed, qk.failed]
-        code = int(await SCRIPTS["remove_queue"](self.redis, keys, []))
+        code = int(await SCRIPTS["remove_queue"](self._redis, keys, []))
         if code == -2:
             raise QueueNotEmpty(f"queue {queue!r} has active tasks; wait for them or cancel them first")
         if code == -1:
             hint = "" if force else "; use force to delete its tasks too"
             raise QueueNotEmpty(f"queue {queue!r} has tasks{hint}")
-        if not await self.redis.srem(self.schema.all_queues, queue):
-            raise QueueNotFound(f"queue {queue!r} does not exist (namespace {self.schema.ns!r})")
+        if not await self._redis.srem(self._schema.all_queues, queue):
+            raise QueueNotFound(f"queue {queue!r} does not exist (namespace {self._schema.ns!r})")

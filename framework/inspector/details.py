@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from framework.inspector._base import from_unix, text
+from framework.inspector.namespace import from_unix, text
 from framework.protocol.message import TaskMessage, TaskState, decode_message
 
 __all__ = ("FIELDS", "SCORED", "TaskDetails", "task_details")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.inspector._base import text
+from framework.inspector.namespace import text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

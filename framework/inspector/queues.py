@@ -7,15 +7,18 @@ collection, and memory is estimated from a sample of task records (:mod:`framewo
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.inspector._base import InspectorBase, text
 from framework.inspector.memory import estimate_memory
+from framework.inspector.namespace import text
 from framework.protocol.keys import day_stamp
 
-__all__ = ("DailyStats", "MinuteStats", "QueueInfo", "QueuesMixin")
+if TYPE_CHECKING:
+    from framework.inspector.namespace import Namespace
+
+__all__ = ("DailyStats", "MinuteStats", "QueueInfo", "QueueOps")
 
 _DAY = 86_400
 _STATES = ("pending", "active", "scheduled", "retry", "archived", "completed")
@@ -103,28 +106,31 @@ def _int(value: Any) -> int:
     return int(value) if value else 0
 
 
-class QueuesMixin(InspectorBase):
-    """Queue-level reads and the pause switch."""
+class QueueOps:
+    """The queue part of :class:`~framework.inspector.core.Inspector`: queue list, stats, history, pause switch.
+
+    Args:
+        ns: the namespace it reads (shared with the inspector's other parts).
+    """
+
+    __slots__ = ("_ns", "_redis", "_schema")
+
+    def __init__(self, ns: Namespace) -> None:
+        self._ns = ns
+        self._redis = ns.redis
+        self._schema = ns.schema
 
     async def queues(self) -> list[str]:
         """Every queue name, sorted."""
-        names = await self.redis.smembers(self.schema.all_queues)
+        names = await self._redis.smembers(self._schema.all_queues)
         return sorted(text(n) for n in names)
 
     async def queue_info(self, queue: str, *, memory: bool = True) -> QueueInfo:
-        """Counts, throughput, latency, memory and pause state of one queue.
-
-        Args:
-            queue: the queue name.
-            memory: estimate memory use (a few dozen extra commands); ``memory_usage`` is 0 otherwise.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-        """
-        qk = await self._queue_keys(queue)
-        now = self._now()
+        """Counts, throughput, latency, memory and pause state of one queue."""
+        qk = await self._ns.queue_keys(queue)
+        now = self._ns.now()
         day = day_stamp(int(now))
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for state in _STATES:
                 (pipe.llen if state in ("pending", "active") else pipe.zcard)(getattr(qk, state))
             pipe.smembers(qk.groups)
@@ -136,7 +142,7 @@ class QueuesMixin(InspectorBase):
         counts = dict(zip(_STATES, (int(n) for n in replies), strict=False))
         group_names, *counters, paused, oldest = replies[len(_STATES) :]
         groups = sorted(text(g) for g in group_names)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for group in groups:
                 pipe.zcard(qk.group(group))
             if oldest:
@@ -145,7 +151,7 @@ class QueuesMixin(InspectorBase):
         group_sizes = dict(zip(groups, (int(n) for n in replies), strict=False))
         since = replies[len(groups)] if oldest else None
         aggregating = sum(group_sizes.values())
-        usage = await estimate_memory(self.redis, qk, counts, group_sizes) if memory else 0
+        usage = await estimate_memory(self._redis, qk, counts, group_sizes) if memory else 0
         latency = max(0.0, now - int(since) / 1e9) if since else None
         return QueueInfo(
             queue=queue,
@@ -174,19 +180,14 @@ class QueuesMixin(InspectorBase):
         return out
 
     async def history(self, queue: str, days: int = 7) -> list[DailyStats]:
-        """Processed and failed counts per UTC day for the last ``days`` days, oldest first (today last).
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            ValueError: ``days`` is not between 1 and 90 (asynq keeps daily counters for 90 days).
-        """
+        """Processed and failed counts per UTC day for the last ``days`` days, oldest first (today last)."""
         if not 1 <= days <= 90:
             raise ValueError(f"days={days!r} is invalid: must be between 1 and 90")
-        qk = await self._queue_keys(queue)
-        today = int(self._now())
+        qk = await self._ns.queue_keys(queue)
+        today = int(self._ns.now())
         stamps = [day_stamp(today - i * _DAY) for i in range(days - 1, -1, -1)]
         keys = [k for d in stamps for k in (qk.processed_day(d), qk.failed_day(d))]
-        values = await self.redis.mget(keys)
+        values = await self._redis.mget(keys)
         return [
             DailyStats(
                 queue=queue, date=date.fromisoformat(d), processed=_int(values[2 * i]), failed=_int(values[2 * i + 1])
@@ -195,22 +196,14 @@ class QueuesMixin(InspectorBase):
         ]
 
     async def minute_stats(self, queue: str, hours: int = 1) -> list[MinuteStats]:
-        """Processed and failed counts per minute for the last ``hours`` hours, oldest first.
-
-        These are the framework's own counters (asynq keeps daily ones only), so minutes in which only
-        Go workers ran read as 0.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            ValueError: ``hours`` is not between 1 and 24.
-        """
+        """Processed and failed counts per minute for the last ``hours`` hours, oldest first."""
         if not 1 <= hours <= 24:
             raise ValueError(f"hours={hours!r} is invalid: must be between 1 and 24")
-        qk = await self._queue_keys(queue)
-        last = int(self._now()) // 60
+        qk = await self._ns.queue_keys(queue)
+        last = int(self._ns.now()) // 60
         minutes = list(range(last - hours * 60 + 1, last + 1))
         keys = [k for m in minutes for k in (qk.minute_stats("processed", m), qk.minute_stats("failed", m))]
-        values = await self.redis.mget(keys)
+        values = await self._redis.mget(keys)
         return [
             MinuteStats(
                 queue=queue,
@@ -222,25 +215,11 @@ class QueuesMixin(InspectorBase):
         ]
 
     async def pause(self, queue: str) -> bool:
-        """Pause ``queue``: workers stop taking its tasks (``SETNX paused <now>``).
-
-        Returns:
-            True if it was paused now, False if it already was.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-        """
-        qk = await self._queue_keys(queue)
-        return bool(await self.redis.setnx(qk.paused, int(self._now())))
+        """Pause ``queue``: workers stop taking its tasks (``SETNX paused <now>``)."""
+        qk = await self._ns.queue_keys(queue)
+        return bool(await self._redis.setnx(qk.paused, int(self._ns.now())))
 
     async def unpause(self, queue: str) -> bool:
-        """Resume ``queue``.
-
-        Returns:
-            True if it was paused, False if it was not.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-        """
-        qk = await self._queue_keys(queue)
-        return bool(await self.redis.delete(qk.paused))
+        """Resume ``queue``."""
+        qk = await self._ns.queue_keys(queue)
+        return bool(await self._redis.delete(qk.paused))

@@ -7,9 +7,9 @@ enqueue in ``<ns>:scheduler_history:<entry id>`` (score = enqueue time).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from framework.inspector._base import InspectorBase, text
+from framework.inspector.namespace import text
 from framework.inspector.tasks import MAX_PAGE_SIZE
 from framework.protocol.message import (
     SchedulerEnqueueEvent,
@@ -18,20 +18,34 @@ from framework.protocol.message import (
     decode_scheduler_entry,
 )
 
-__all__ = ("SchedulersMixin",)
+if TYPE_CHECKING:
+    from framework.inspector.namespace import Namespace
+
+__all__ = ("SchedulerReads",)
 
 
-class SchedulersMixin(InspectorBase):
-    """Reads of scheduler entries and their enqueue history."""
+class SchedulerReads:
+    """The scheduler reads of :class:`~framework.inspector.core.Inspector`: entries and their enqueue history.
+
+    Args:
+        ns: the namespace it reads (shared with the inspector's other parts).
+    """
+
+    __slots__ = ("_ns", "_redis", "_schema")
+
+    def __init__(self, ns: Namespace) -> None:
+        self._ns = ns
+        self._redis = ns.redis
+        self._schema = ns.schema
 
     async def scheduler_entries(self) -> list[SchedulerEntry]:
         """The entries of every live scheduler, by next enqueue time; undecodable entries are skipped."""
-        now = int(self._now())
-        members: list[Any] = await self.redis.zrangebyscore(self.schema.schedulers, now, "+inf")
+        now = int(self._ns.now())
+        members: list[Any] = await self._redis.zrangebyscore(self._schema.schedulers, now, "+inf")
         keys = [text(k) for k in members]
         if not keys:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.lrange(key, 0, -1)
             lists = await pipe.execute()
@@ -44,15 +58,12 @@ class SchedulersMixin(InspectorBase):
         return sorted(entries, key=lambda e: (e.next_enqueue_time is None, e.next_enqueue_time, e.id))
 
     async def scheduler_history(self, entry_id: str, *, page: int = 1, size: int = 20) -> list[SchedulerEnqueueEvent]:
-        """The enqueues of one scheduler entry, newest first, one page at a time.
-
-        Raises:
-            ValueError: a bad page or size.
-        """
+        """The enqueues of one scheduler entry, newest first, one page at a time."""
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
             raise ValueError(f"page={page!r}, size={size!r} is invalid: page >= 1, size 1..{MAX_PAGE_SIZE}")
         start = (page - 1) * size
-        values: list[Any] = await self.redis.zrevrange(self.schema.scheduler_history(entry_id), start, start + size - 1)
+        key = self._schema.scheduler_history(entry_id)
+        values: list[Any] = await self._redis.zrevrange(key, start, start + size - 1)
         events = []
         for raw in values:
             try:

@@ -6,14 +6,17 @@ their running tasks in ``<ns>:workers:{...}`` hashes of ``WorkerInfo``. Expired 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.inspector._base import InspectorBase, text
+from framework.inspector.namespace import text
 from framework.protocol.message import ServerInfo, WorkerInfo, decode_server_info, decode_worker_info
 
-__all__ = ("ServerStatus", "ServersMixin")
+if TYPE_CHECKING:
+    from framework.inspector.namespace import Namespace
+
+__all__ = ("ServerReads", "ServerStatus")
 
 
 class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,21 +31,29 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     workers: list[WorkerInfo]
 
 
-class ServersMixin(InspectorBase):
-    """Reads of live servers."""
+class ServerReads:
+    """The server reads of :class:`~framework.inspector.core.Inspector`: live servers and their running tasks.
+
+    Args:
+        ns: the namespace it reads (shared with the inspector's other parts).
+    """
+
+    __slots__ = ("_ns", "_redis", "_schema")
+
+    def __init__(self, ns: Namespace) -> None:
+        self._ns = ns
+        self._redis = ns.redis
+        self._schema = ns.schema
 
     async def servers(self) -> list[ServerStatus]:
-        """Every server whose heartbeat has not expired, by host, pid and id.
-
-        Records that are gone or cannot be decoded are skipped.
-        """
-        now = int(self._now())
-        members: list[Any] = await self.redis.zrangebyscore(self.schema.servers, now, "+inf")
+        """Every server whose heartbeat has not expired, by host, pid and id."""
+        now = int(self._ns.now())
+        members: list[Any] = await self._redis.zrangebyscore(self._schema.servers, now, "+inf")
         keys = [text(k) for k in members]
         if not keys:
             return []
         infos: list[ServerInfo] = []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:  # one GET each: every server record is in a Cluster slot of its own
                 pipe.get(key)
             records: list[Any] = await pipe.execute()
@@ -53,15 +64,15 @@ class ServersMixin(InspectorBase):
                 infos.append(decode_server_info(raw))
             except ValueError:
                 continue
-        live: list[Any] = await self.redis.zrangebyscore(self.schema.workers, now, "+inf")
+        live: list[Any] = await self._redis.zrangebyscore(self._schema.workers, now, "+inf")
         live_workers = {text(k) for k in live}
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for info in infos:
-                pipe.hvals(self.schema.worker_set(info.host, info.pid, info.server_id))
+                pipe.hvals(self._schema.worker_set(info.host, info.pid, info.server_id))
             worker_values = await pipe.execute()
         out = []
         for info, values in zip(infos, worker_values, strict=True):
-            key = self.schema.worker_set(info.host, info.pid, info.server_id)
+            key = self._schema.worker_set(info.host, info.pid, info.server_id)
             workers = _decode_workers(values) if key in live_workers else []
             out.append(ServerStatus(server=info, workers=workers))
         return sorted(out, key=lambda s: (s.server.host, s.server.pid, s.server.server_id))

@@ -15,18 +15,19 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from framework.errors import TaskNotFound
-from framework.inspector._base import InspectorBase, as_state, text
 from framework.inspector.details import FIELDS, SCORED, TaskDetails, task_details
+from framework.inspector.namespace import as_state, text
 from framework.logging import get_logger
 from framework.protocol.message import TaskState
 
 if TYPE_CHECKING:
+    from framework.inspector.namespace import Namespace
     from framework.protocol.keys import QueueKeys
 
-__all__ = ("MAX_PAGE_SIZE", "GroupInfo", "TaskPage", "TasksMixin")
+__all__ = ("MAX_PAGE_SIZE", "GroupInfo", "TaskPage", "TaskReads")
 
 MAX_PAGE_SIZE = 1000
-"""The largest page :meth:`TasksMixin.list_tasks` returns."""
+"""The largest page :meth:`Inspector.list_tasks <framework.inspector.core.Inspector.list_tasks>` returns."""
 
 _LISTS = (TaskState.PENDING, TaskState.ACTIVE)
 _LOGGED_IDS = 20
@@ -88,31 +89,27 @@ def _check_page(page: int, size: int) -> None:
         raise ValueError(f"size={size!r} is invalid: must be between 1 and {MAX_PAGE_SIZE}")
 
 
-class TasksMixin(InspectorBase):
-    """Reads of tasks: pages of one state, groups, and single tasks."""
+class TaskReads:
+    """The task reads of :class:`~framework.inspector.core.Inspector`: pages of one state, groups, and single tasks.
+
+    Args:
+        ns: the namespace it reads (shared with the inspector's other parts).
+    """
+
+    __slots__ = ("_ns", "_redis", "_schema")
+
+    def __init__(self, ns: Namespace) -> None:
+        self._ns = ns
+        self._redis = ns.redis
+        self._schema = ns.schema
 
     async def list_tasks(
         self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20, group: str | None = None
     ) -> TaskPage:
-        """One page of the tasks of ``queue`` in ``state``, the next to be processed first.
-
-        Pending and active tasks are in processing order (oldest first); scheduled and retry tasks by
-        due time; archived by time archived; completed by expiry; aggregating by group, then time added.
-
-        Args:
-            queue: the queue name.
-            state: the state to list.
-            page: the page number, from 1.
-            size: tasks per page (at most :data:`MAX_PAGE_SIZE`).
-            group: for aggregating tasks, only this group.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            ValueError: an unknown state, or a bad page or size.
-        """
+        """One page of the tasks of ``queue`` in ``state``, the next to be processed first."""
         st = as_state(state)
         _check_page(page, size)
-        qk = await self._queue_keys(queue)
+        qk = await self._ns.queue_keys(queue)
         start = (page - 1) * size
         if st in _LISTS:
             ids, total = await self._list_page(qk.pending if st is TaskState.PENDING else qk.active, start, size)
@@ -126,32 +123,27 @@ class TasksMixin(InspectorBase):
         return TaskPage(queue=queue, state=st, group=group or "", page=page, size=size, total=total, tasks=tasks)
 
     async def count_tasks(self, queue: str, state: TaskState | str, *, group: str | None = None) -> int:
-        """How many tasks of ``queue`` are in ``state`` (in ``group``, for aggregating), reading none of them.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            ValueError: an unknown state.
-        """
+        """How many tasks of ``queue`` are in ``state`` (in ``group``, for aggregating), reading none of them."""
         st = as_state(state)
-        qk = await self._queue_keys(queue)
+        qk = await self._ns.queue_keys(queue)
         if st in _LISTS:
-            return int(await self.redis.llen(qk.pending if st is TaskState.PENDING else qk.active))
+            return int(await self._redis.llen(qk.pending if st is TaskState.PENDING else qk.active))
         if st is TaskState.AGGREGATING:
             if group:
-                return int(await self.redis.zcard(qk.group(group)))
+                return int(await self._redis.zcard(qk.group(group)))
             return sum(g.size for g in await self._groups(qk))
-        return int(await self.redis.zcard(getattr(qk, st.value)))
+        return int(await self._redis.zcard(getattr(qk, st.value)))
 
     async def _list_page(self, key: str, start: int, size: int) -> tuple[list[str], int]:
         """A page of a list read from the right (the oldest end), with the list's length."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.llen(key)
             pipe.lrange(key, -(start + size), -(start + 1))
             total, ids = await pipe.execute()
         return [text(i) for i in reversed(ids)], int(total)
 
     async def _zset_page(self, key: str, start: int, size: int) -> tuple[list[tuple[str, float | None]], int]:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
             pipe.zrange(key, start, start + size - 1, withscores=True)
             total, items = await pipe.execute()
@@ -162,7 +154,7 @@ class TasksMixin(InspectorBase):
     ) -> tuple[list[tuple[str, float | None]], int]:
         """A page across the groups in name order (or of one group)."""
         groups = [group] if group else [g.group for g in await self._groups(qk)]
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for g in groups:
                 pipe.zcard(qk.group(g))
             sizes = [int(n) for n in await pipe.execute()]
@@ -175,7 +167,7 @@ class TasksMixin(InspectorBase):
                 offset -= n
                 continue
             stop = offset + size - len(out) - 1
-            items: list[Any] = await self.redis.zrange(qk.group(g), offset, stop, withscores=True)
+            items: list[Any] = await self._redis.zrange(qk.group(g), offset, stop, withscores=True)
             out += [(text(i), float(s)) for i, s in items]
             offset = 0
         return out, sum(sizes)
@@ -184,7 +176,7 @@ class TasksMixin(InspectorBase):
         """The task records of ``scored`` ids; ids without a record are left out."""
         if not scored:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for task_id, _ in scored:
                 pipe.hmget(qk.task(task_id), FIELDS)
             rows = await pipe.execute()
@@ -193,36 +185,27 @@ class TasksMixin(InspectorBase):
         ]
 
     async def _groups(self, qk: QueueKeys) -> list[GroupInfo]:
-        names = sorted(text(g) for g in await self.redis.smembers(qk.groups))
-        async with self.redis.pipeline(transaction=False) as pipe:
+        names = sorted(text(g) for g in await self._redis.smembers(qk.groups))
+        async with self._redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.zcard(qk.group(name))
             sizes = await pipe.execute()
         return [GroupInfo(group=n, size=int(s)) for n, s in zip(names, sizes, strict=True)]
 
     async def list_groups(self, queue: str) -> list[GroupInfo]:
-        """The aggregation groups of ``queue`` and their sizes, by name.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-        """
-        return await self._groups(await self._queue_keys(queue))
+        """The aggregation groups of ``queue`` and their sizes, by name."""
+        return await self._groups(await self._ns.queue_keys(queue))
 
     async def get_task(self, queue: str, task_id: str) -> TaskDetails:
-        """One task of ``queue``, in whatever state it is.
-
-        Raises:
-            QueueNotFound: the queue does not exist.
-            TaskNotFound: the queue has no task ``task_id``.
-        """
-        qk = await self._queue_keys(queue)
-        fields = await self.redis.hmget(qk.task(task_id), FIELDS)
+        """One task of ``queue``, in whatever state it is."""
+        qk = await self._ns.queue_keys(queue)
+        fields = await self._redis.hmget(qk.task(task_id), FIELDS)
         if fields[0] is None or not fields[1]:
             raise TaskNotFound(f"queue {queue!r} has no task {task_id!r}")
         state = text(fields[1])
         score = None
         if state in SCORED:
-            score = await self.redis.zscore(getattr(qk, state), task_id)
+            score = await self._redis.zscore(getattr(qk, state), task_id)
         task = task_details(queue, task_id, list(fields), score)
         _warn_undecodable(queue, [task])
         return task

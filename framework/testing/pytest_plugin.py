@@ -4,7 +4,9 @@ Every test gets a real Valkey (started once per session from the embedded binary
 port) and a namespace of its own, so tests never see each other's keys and never need FLUSHALL.
 
 Fixtures: ``valkey_server``, ``redis_url``, ``namespace``, ``schema``, ``settings``, ``redis``,
-``client``, ``registry``, ``services``.
+``client``, ``registry``, ``services``; and the helpers of :mod:`framework.testing` bound to them:
+``seeder`` (a :class:`~framework.testing.seed.Seeder` on ``client``) and ``faults`` (an empty
+:class:`~framework.testing.faults.Faults` plan).
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ if TYPE_CHECKING:
     from framework.registry import Registry
     from framework.services import Services
     from framework.settings import Settings
+    from framework.testing.faults import Faults
+    from framework.testing.seed import Seeder
 
 __all__ = (
     "client",
+    "faults",
     "namespace",
     "redis",
     "redis_url",
     "registry",
     "schema",
+    "seeder",
     "services",
     "settings",
     "valkey_server",
@@ -113,6 +119,22 @@ def services(settings: Settings, redis: Redis, schema: Schema, client: Client, r
     from framework.services import Services  # noqa: PLC0415
 
     return Services(settings=settings, redis=redis, schema=schema, client=client, registry=registry)
+
+
+@pytest.fixture
+def seeder(client: Client) -> Seeder:
+    """Seeds this test's namespace with tasks in any state, and reads them back."""
+    from framework.testing.seed import Seeder  # noqa: PLC0415
+
+    return Seeder(client)
+
+
+@pytest.fixture
+def faults() -> Faults:
+    """An empty fault plan: pass ``wrap_broker=faults.wrap`` to a worker or client, then fail or delay calls."""
+    from framework.testing.faults import Faults  # noqa: PLC0415
+
+    return Faults()
 
 
 def pytest_configure(config: Any) -> None:

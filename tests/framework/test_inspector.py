@@ -19,6 +19,10 @@ from framework.inspector import (
     QueueNotEmpty,
     TaskState,
 )
+from framework.inspector.actions import TaskActions
+from framework.inspector.namespace import Namespace
+from framework.inspector.queues import QueueOps
+from framework.inspector.tasks import TaskReads
 from framework.protocol.keys import day_stamp
 from framework.protocol.message import (
     decode_message,
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 
     from framework.client.client import Client
     from framework.protocol.keys import Schema
+    from framework.settings import Settings
 
 NOW = GOLDEN_TIME + 10
 GOLDEN_QUEUES = sorted(golden()["keys"]["asynq:queues"]["items"])
@@ -541,6 +546,42 @@ async def test_client_enqueued_tasks_read_back(inspector: Inspector, client: Cli
         60,
         2,
     )
+
+
+# -- assembly: from settings, and parts that stand on their own -----------------------------------
+
+
+async def _connections(redis: Redis) -> int:
+    return len(await redis.client_list())
+
+
+async def test_from_settings_opens_its_own_connection_and_closes_it(
+    settings: Settings, client: Client, redis: Redis
+) -> None:
+    await client.enqueue("test:json", {"a": 1}, queue="mail")
+    before = await _connections(redis)
+    async with Inspector.from_settings(settings) as inspector:
+        assert inspector.schema.ns == settings.namespace
+        assert await inspector.queues() == ["mail"]
+        assert (await inspector.queue_info("mail", memory=False)).pending == 1
+        assert await _connections(redis) == before + 1
+    assert await _connections(redis) == before
+
+
+async def test_each_part_works_on_its_own_namespace(
+    inspector: Inspector, broker: RedisBroker, redis: Redis, schema: Schema, clock: SimulatedClock
+) -> None:
+    await _enqueue(broker, "q", "t1")
+    await _enqueue(broker, "q", "t2", process_at=NOW + 30)
+    ns = Namespace(redis, schema, clock)
+    reads, actions, queues = TaskReads(ns), TaskActions(ns), QueueOps(ns)
+    assert [t.id for t in (await reads.list_tasks("q", "pending")).tasks] == ["t1"]
+    await actions.run_task("q", "t2")
+    assert await queues.pause("q")
+    info = await inspector.queue_info("q", memory=False)  # the inspector sees what its parts did
+    assert (info.pending, info.scheduled, info.paused) == (2, 0, True)
+    with pytest.raises(QueueNotFound, match=f"namespace {schema.ns!r}"):
+        await ns.queue_keys("nope")
 
 
 # -- scale: 100,000 tasks in one queue -----------------------------------------------------------

@@ -1,42 +1,43 @@
-"""The state every part of the inspector shares: the Redis client, the key schema and the clock."""
+"""What every part of the inspector reads through: one namespace of one Redis, and the decoding helpers they share."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from framework.clock import SystemClock
 from framework.errors import QueueNotFound
-from framework.protocol.keys import Schema
 from framework.protocol.message import TaskState
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from framework.clock import Clock
-    from framework.protocol.keys import QueueKeys
+    from framework.protocol.keys import QueueKeys, Schema
 
-__all__ = ("InspectorBase", "as_state", "from_unix", "text")
+__all__ = ("Namespace", "as_state", "from_unix", "text")
 
 
-class InspectorBase:
-    """Holds the connection, schema and clock; the query and action mixins build on it.
+class Namespace:
+    """One key namespace of one Redis, as the inspector's parts see it; each part holds the same one.
 
     Args:
         redis: an asyncio Redis client (bytes replies).
-        schema: the key schema (default: asynq's namespace).
-        clock: where "now" comes from (default: the wall clock).
+        schema: the namespace's key schema.
+        clock: where "now" comes from.
     """
 
-    def __init__(self, redis: Redis, schema: Schema | None = None, *, clock: Clock | None = None) -> None:
-        self.redis = redis
-        self.schema = schema or Schema()
-        self.clock: Clock = clock or SystemClock()
+    __slots__ = ("clock", "redis", "schema")
 
-    def _now(self) -> float:
+    def __init__(self, redis: Redis, schema: Schema, clock: Clock) -> None:
+        self.redis = redis
+        self.schema = schema
+        self.clock = clock
+
+    def now(self) -> float:
+        """The clock's Unix time."""
         return self.clock.now()
 
-    async def _queue_keys(self, queue: str) -> QueueKeys:
+    async def queue_keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue``, after checking that the queue exists.
 
         Raises:

@@ -9,7 +9,15 @@ Naming: ``register_*`` returns a list of contributions and is called once at ass
 mutates the object it is given; ``startup``/``shutdown`` are lifecycle; ``task_*`` are events;
 ``*_for`` is a first-result lookup; ``check_*`` validates and changes nothing. Assembly hooks are
 synchronous. Lifecycle and event hooks may return an awaitable, which the framework awaits. Hooks only
-ever gain arguments; an implementation may accept any subset of a hook's arguments.
+ever gain arguments; an implementation may accept any subset of a hook's arguments. Assembly hooks get
+``plugin_manager``, the manager calling them, to ask other plugins for what they contribute (the hooks
+those plugins declare); lifecycle hooks find it on ``services.plugin_manager``.
+
+Every hook is called through the plugin manager, so ``FRAMEWORK_TRACE_PLUGINS=1`` traces each call and
+``@hookimpl(wrapper=True)`` implementations wrap them. Collect hooks whose contributions are tagged with
+their plugin (task types, cron entries, aggregators), the ``check_config`` checks, ``startup``,
+``shutdown`` and the task events are called once per plugin (see :mod:`framework.plugins.calls`): a
+wrapper wraps each of those calls and sees that one plugin's results.
 """
 
 from __future__ import annotations
@@ -41,11 +49,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register_task_types(settings: Settings) -> list[TaskDef[Any]]:  # type: ignore[empty-body]
+def register_task_types(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[TaskDef[Any]]:  # type: ignore[empty-body]
     """Contribute task types.
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         The plugin's :class:`~framework.task.TaskDef` objects. A type string contributed twice
@@ -56,11 +65,12 @@ def register_task_types(settings: Settings) -> list[TaskDef[Any]]:  # type: igno
 
 
 @hookspec
-def register_cron_entries(settings: Settings) -> list[CronEntry]:  # type: ignore[empty-body]
+def register_cron_entries(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[CronEntry]:  # type: ignore[empty-body]
     """Contribute periodic tasks to the scheduler.
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         :class:`~framework.task.CronEntry` objects. An invalid spec, unknown task type or a
@@ -87,11 +97,12 @@ def register_middleware(settings: Settings) -> list[Middleware]:  # type: ignore
 
 
 @hookspec
-def register_routes(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+def register_routes(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[Any]:  # type: ignore[empty-body]
     """Contribute Litestar route handlers, controllers or routers to the web app.
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         Litestar ``ControllerRouterHandler`` values; they are mounted as given.
@@ -101,11 +112,12 @@ def register_routes(settings: Settings) -> list[Any]:  # type: ignore[empty-body
 
 
 @hookspec
-def register_template_dirs(settings: Settings) -> list[Path]:  # type: ignore[empty-body]
+def register_template_dirs(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[Path]:  # type: ignore[empty-body]
     """Contribute Jinja template folders beyond the plugin's own ``templates/`` (found automatically).
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         Folders to add to the template loader chain, after the app's own folder, so the app can
@@ -116,11 +128,12 @@ def register_template_dirs(settings: Settings) -> list[Path]:  # type: ignore[em
 
 
 @hookspec
-def register_static_dirs(settings: Settings) -> list[tuple[str, Path]]:  # type: ignore[empty-body]
+def register_static_dirs(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[tuple[str, Path]]:  # type: ignore[empty-body]
     """Contribute static file folders beyond the plugin's own ``static/`` (served at ``/static/<plugin>``).
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         ``(url_path, folder)`` pairs, served as static files by the web app.
@@ -130,7 +143,7 @@ def register_static_dirs(settings: Settings) -> list[tuple[str, Path]]:  # type:
 
 
 @hookspec
-def register_schema_guards(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+def register_schema_guards(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[Any]:  # type: ignore[empty-body]
     """Contribute Litestar guards in front of the app's OpenAPI schema (``/schema`` and every page under it).
 
     The schema describes every route of the app, plugins' included, so a plugin whose routes are
@@ -138,6 +151,7 @@ def register_schema_guards(settings: Settings) -> list[Any]:  # type: ignore[emp
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         Litestar guards (``async def guard(connection, route_handler) -> None``, raising to refuse).
@@ -167,12 +181,15 @@ def check_config(settings: Settings, plugin_manager: pluggy.PluginManager) -> No
 
 
 @hookspec
-def prepare_jinja2_environment(env: jinja2.Environment, settings: Settings) -> None:
+def prepare_jinja2_environment(
+    env: jinja2.Environment, settings: Settings, plugin_manager: pluggy.PluginManager
+) -> None:
     """Adjust the Jinja environment: add filters, globals or extensions.
 
     Args:
         env: the one Jinja environment used by the web app and by plugins that render templates.
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Kind: mutate. Fires: once, after the environment is created and before any template renders.
     """
@@ -184,19 +201,21 @@ def register_commands(cli: click.Group) -> None:
 
     Args:
         cli: the root click group; call ``cli.add_command(...)`` or decorate with ``@cli.command()``.
-            Add to the root group itself: when a process command starts (``run``, ``web``, ``worker``,
-            ``scheduler``) the other built-in commands and groups are not loaded.
+            Add to the root group itself (a built-in group loads only when it runs), under a name no
+            built-in command has: taking one raises ``PluginError``.
 
-    Kind: mutate. Fires: once, when the ``framework`` command starts.
+    Kind: mutate. Fires: once, when the ``framework`` command starts, unless the command line runs a
+    built-in command (``framework tasks stats`` needs no plugin's command, so none are loaded).
     """
 
 
 @hookspec
-def register_aggregators(settings: Settings) -> list[Any]:  # type: ignore[empty-body]
+def register_aggregators(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[Any]:  # type: ignore[empty-body]
     """Contribute group aggregators that turn a group's tasks into one task.
 
     Args:
         settings: the app's settings.
+        plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
         :class:`~framework.worker.background.aggregator.Aggregator` objects (group name or task type, limits, function).

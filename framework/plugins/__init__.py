@@ -2,6 +2,7 @@
 
 * :mod:`~framework.plugins.manager`: the plugin manager (entry points, allow/block lists, tracing,
   introspection).
+* :mod:`~framework.plugins.calls`: calling a hook once per plugin, through the manager, to know who gave what.
 * :mod:`~framework.plugins.events`: calling hooks that may return awaitables, errors logged not raised.
 * :mod:`~framework.plugins.templates`: the one Jinja environment over the app's and plugins' templates.
 

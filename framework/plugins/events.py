@@ -1,15 +1,18 @@
-"""Firing plugin hooks that may return awaitables, with errors logged and never propagated."""
+"""Firing plugin hooks that may return awaitables, each plugin on its own, errors logged and never propagated."""
 
 from __future__ import annotations
 
 import inspect
 from typing import TYPE_CHECKING, Any
 
+import pluggy
+
+from framework.plugins.calls import manager_of, plugin_callers
+
 if TYPE_CHECKING:
-    import pluggy
     import structlog
 
-__all__ = ("await_me_maybe", "fire_event", "has_impls")
+__all__ = ("await_me_maybe", "event_callers", "fire_callers", "fire_event", "has_impls")
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -27,14 +30,62 @@ def has_impls(hook: pluggy.HookRelay | None, name: str) -> bool:
     return bool(caller is not None and caller.get_hookimpls())
 
 
+def event_callers(plugins: pluggy.PluginManager | pluggy.HookRelay, name: str) -> list[tuple[str, pluggy.HookCaller]]:
+    """Per-plugin callers of event hook ``name`` in pluggy's call order (the most recently loaded plugin first).
+
+    Build them once where an event fires often (the worker fires ``task_succeeded`` per task) and pass them
+    to :func:`fire_callers`; the plugins of a running process do not change.
+    """
+    pm = plugins if isinstance(plugins, pluggy.PluginManager) else manager_of(plugins)
+    if pm is not None:
+        return plugin_callers(pm, name)[::-1]
+    caller: pluggy.HookCaller | None = getattr(plugins, name, None)
+    if caller is None:  # a relay of a manager built elsewhere: one call, errors named by every implementer
+        return []
+    names = ", ".join(dict.fromkeys(impl.plugin_name for impl in reversed(caller.get_hookimpls())))
+    return [(names, caller)] if names else []
+
+
 async def fire_event(
-    hook: pluggy.HookRelay, name: str, logger: structlog.typing.FilteringBoundLogger, **kwargs: Any
+    plugins: pluggy.PluginManager | pluggy.HookRelay,
+    name: str,
+    logger: structlog.typing.FilteringBoundLogger,
+    **kwargs: Any,
 ) -> None:
-    """Call every implementation of event hook ``name``; log (with the plugin name) and swallow errors."""
-    caller = getattr(hook, name)
-    for impl in reversed(caller.get_hookimpls()):
+    """Call event hook ``name`` through the plugin manager, one plugin at a time, and await what each returns.
+
+    A plugin that raises (calling it or awaiting its result) is logged as ``plugin_hook_failed`` with its
+    name, and the next plugin is still called. Plugins are called in pluggy's order, the most recently
+    loaded first.
+
+    Args:
+        plugins: the plugin manager (or its ``hook`` relay, for a manager built by the framework).
+        name: the hook's name.
+        logger: where failures are logged.
+        **kwargs: the hook's arguments.
+    """
+    await fire_callers(event_callers(plugins, name), name, logger, **kwargs)
+
+
+async def fire_callers(
+    callers: list[tuple[str, pluggy.HookCaller]],
+    name: str,
+    logger: structlog.typing.FilteringBoundLogger,
+    **kwargs: Any,
+) -> None:
+    """:func:`fire_event` with callers built beforehand by :func:`event_callers`."""
+    for plugin, call in callers:
         try:
-            args = {k: v for k, v in kwargs.items() if k in impl.argnames}
-            await await_me_maybe(impl.function(**args))
-        except Exception as exc:  # noqa: BLE001 - an event hook must never break the worker; logged below
-            logger.error("plugin_hook_failed", hook=name, plugin=impl.plugin_name, error=f"{type(exc).__name__}: {exc}")
+            results = call(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - an event hook must never break the worker; logged here
+            _failed(logger, name, plugin, exc)
+            continue
+        for result in results:
+            try:
+                await await_me_maybe(result)
+            except Exception as exc:  # noqa: BLE001 - as above
+                _failed(logger, name, plugin, exc)
+
+
+def _failed(logger: structlog.typing.FilteringBoundLogger, hook: str, plugin: str, exc: Exception) -> None:
+    logger.error("plugin_hook_failed", hook=hook, plugin=plugin, error=f"{type(exc).__name__}: {exc}")

@@ -11,7 +11,14 @@ empty means none) and ``settings.block_plugins`` / ``FRAMEWORK_BLOCK_PLUGINS`` (
 
 A plugin may declare hooks of its own for other plugins: its entry-point module sets
 ``framework_hookspecs`` to a module of ``@hookspec`` functions (for example
-``framework_email.hookspecs``); they are added before any plugin is registered.
+``framework_email.hookspecs``); they are added before any plugin is registered, so every
+implementation is checked against them. A plugin implementing another plugin's hook marks it
+``@hookimpl(optionalhook=True)``: without that plugin the spec is absent and ``check_pending()`` lets an
+optional implementation through (it is never called), where a plain one stops start-up as a misspelt
+hook would.
+
+Every hook is called through ``pm.hook``; where a contribution must be known by its plugin, once per
+plugin (see :mod:`framework.plugins.calls`).
 """
 
 from __future__ import annotations
@@ -24,17 +31,18 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from framework import hookspecs
 from framework.errors import FrameworkError, PluginError
+from framework.plugins.calls import contributions_by_plugin, plugin_callers, remember_manager
 
 if TYPE_CHECKING:
     from framework.registry import Registry
-    from framework.task import CronEntry
     from framework.settings import Settings
+    from framework.task import CronEntry
 
 __all__ = (
     "BUILTIN_DISTRIBUTIONS",
@@ -191,32 +199,14 @@ def get_plugin_manager(
     if os.environ.get("FRAMEWORK_TRACE_PLUGINS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
+    remember_manager(pm)
     return pm
-
-
-def _results_by_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call each implementation of a collect hook separately, so contributions know their plugin.
-
-    Built-ins come first, then third-party plugins, in registration order.
-    """
-    caller = getattr(pm.hook, hook_name)
-    out = []
-    for impl in caller.get_hookimpls():
-        args = {k: v for k, v in kwargs.items() if k in impl.argnames}
-        try:
-            result = impl.function(**args)
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
-            ) from exc
-        out.append((impl.plugin_name, result))
-    return out
 
 
 def collect_task_types(pm: pluggy.PluginManager, settings: Settings, registry: Registry) -> None:
     """Add every plugin's task types to ``registry``; a duplicate type names both plugins."""
-    for plugin, tasks in _results_by_plugin(pm, "register_task_types", settings=settings):
-        for task in tasks or []:
+    for plugin, tasks in contributions_by_plugin(pm, "register_task_types", settings=settings):
+        for task in tasks:
             registry.add(task, source=f"plugin {plugin!r}")
 
 
@@ -228,15 +218,14 @@ def check_plugin_configs(pm: pluggy.PluginManager, settings: Settings) -> list[t
         is ``None`` when its settings are fine, else what its check raised.
     """
     out: list[tuple[str, str | None]] = []
-    for impl in pm.hook.check_config.get_hookimpls():
-        args = {k: v for k, v in {"settings": settings, "plugin_manager": pm}.items() if k in impl.argnames}
+    for plugin, call in plugin_callers(pm, "check_config"):
         try:
-            impl.function(**args)
+            call(settings=settings, plugin_manager=pm)
         except Exception as exc:  # noqa: BLE001 - any failure is this plugin's problem to report
             problem = str(exc) if isinstance(exc, FrameworkError) else f"{type(exc).__name__}: {exc}"
-            out.append((impl.plugin_name, problem))
+            out.append((plugin, problem))
         else:
-            out.append((impl.plugin_name, None))
+            out.append((plugin, None))
     return out
 
 
@@ -245,9 +234,13 @@ def collect_cron_entries(pm: pluggy.PluginManager, settings: Settings) -> list[C
     from dataclasses import replace  # noqa: PLC0415
 
     entries: list[CronEntry] = []
-    for plugin, contributed in _results_by_plugin(pm, "register_cron_entries", settings=settings):
-        entries.extend(replace(e, source=e.source or plugin) for e in contributed or [])
+    for plugin, contributed in contributions_by_plugin(pm, "register_cron_entries", settings=settings):
+        entries.extend(replace(e, source=e.source or plugin) for e in contributed)
     return entries
+
+
+_results_by_plugin = contributions_by_plugin
+"""The name :func:`~framework.plugins.calls.contributions_by_plugin` had in this module."""
 
 
 def plugin_dirs(pm: pluggy.PluginManager, kind: str) -> list[tuple[str, Path]]:

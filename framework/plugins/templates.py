@@ -31,7 +31,7 @@ def template_search_path(settings: Settings, pm: pluggy.PluginManager | None) ->
         app_dirs.append(Path(settings.templates_dir).expanduser().resolve())
     plugin_folders: list[Path] = []
     if pm is not None:
-        for contributed in pm.hook.register_template_dirs(settings=settings):
+        for contributed in pm.hook.register_template_dirs(settings=settings, plugin_manager=pm):
             plugin_folders.extend(Path(p) for p in contributed or [])
         # later-registered (third-party) plugins first, so they override built-ins
         plugin_folders.extend(folder for _, folder in reversed(plugin_dirs(pm, "templates")))
@@ -50,5 +50,5 @@ def build_environment(settings: Settings, pm: pluggy.PluginManager | None) -> ji
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(default=True), enable_async=False)
     if pm is not None:
-        pm.hook.prepare_jinja2_environment(env=env, settings=settings)
+        pm.hook.prepare_jinja2_environment(env=env, settings=settings, plugin_manager=pm)
     return env

@@ -5,7 +5,8 @@ asynqmon share our queues. Every per-queue key carries the hash tag ``{<queue>}`
 queue live in one Redis Cluster slot and every Lua script touches one slot only.
 
 Keys for features asynq lacks live under a prefix of our own (``framework``), still hash-tagged by
-queue where they are per queue, and never change the meaning of an asynq key.
+queue where they are per queue, and never change the meaning of an asynq key. Plugins keep their keys
+themselves, built under that prefix with :meth:`Schema.ext_key` (``framework:<plugin>:...``).
 
 The namespace is configurable only so that tests can isolate themselves; production uses ``asynq``.
 Pure module: no I/O.
@@ -14,10 +15,12 @@ Pure module: no I/O.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
 __all__ = (
+    "CORE_SEGMENTS",
     "DEFAULT_EXT",
     "DEFAULT_NS",
     "QueueKeys",
@@ -28,6 +31,9 @@ __all__ = (
 
 DEFAULT_NS = "asynq"
 DEFAULT_EXT = "framework"
+CORE_SEGMENTS = frozenset({"alive", "cron", "death", "handoff", "inflight", "ratelimit", "token", "tokens", "wakeup"})
+"""The first segments of the framework's own ``<ext>:`` keys, which :meth:`Schema.ext_key` keeps from plugins."""
+_PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def unique_digest(payload: bytes | None) -> str:
@@ -161,7 +167,6 @@ class Schema:
         self.cron_entries = f"{ext}:cron:entries"  # HASH entry id -> our entry record
         self.cron_last = f"{ext}:cron:last"  # HASH entry id -> last fired tick (Unix s)
         self.alive = f"{ext}:alive"  # ZSET server id -> time of its last heartbeat (Unix s)
-        self.cleanup_results = f"{ext}:cleanup:last"  # HASH sweeper -> last result JSON
         self._queues: dict[str, QueueKeys] = {}
 
     def queue(self, name: str) -> QueueKeys:
@@ -199,10 +204,6 @@ class Schema:
         """Pub/Sub channel ``<ext>:handoff:<server id>``: tasks an enqueue handed straight to this idle worker."""
         return self.handoff_prefix + server_id
 
-    def admin_runs(self) -> str:
-        """LIST ``<ext>:admin:runs``: JSON records of the latest task runs, newest first (admin dashboard)."""
-        return f"{self.ext}:admin:runs"
-
     def token(self, purpose: str, digest: str) -> str:
         """STRING ``<ext>:token:<purpose>:<sha256>``: a one-time token record (expires)."""
         return f"{self.ext}:token:{purpose}:{digest}"
@@ -215,10 +216,24 @@ class Schema:
         """ZSET ``<ext>:ratelimit:<name>:<client>``: one client's recent events -> their time (Unix s; expires)."""
         return f"{self.ext}:ratelimit:{name}:{client}"
 
-    def cleanup_claim(self, sweeper: str, item: str) -> str:
-        """STRING ``<ext>:cleanup:claim:<sweeper>:<sha1(item)>``: a sweeper run's short claim on one item (expires)."""
-        digest = hashlib.sha1(item.encode("utf-8"), usedforsecurity=False).hexdigest()
-        return f"{self.ext}:cleanup:claim:{sweeper}:{digest}"
+    def ext_key(self, plugin: str, *parts: str) -> str:
+        """A key of plugin ``plugin``'s own: ``<ext>:<plugin>:<part>:<part>...``.
+
+        Plugins build every key they use with this, named after themselves, so their keys share the
+        namespace (one ``SCAN`` of ``<ns>:*`` or of ``<ext>:*`` finds them) and never meet the
+        framework's or another plugin's.
+
+        Args:
+            plugin: the plugin's name; not one of the framework's own key segments (``cron``, ``token``, ...).
+            *parts: the rest of the key, joined with ``:``.
+
+        Raises:
+            ValueError: ``plugin`` is not a name (letters, digits, ``_``, ``-``) or is one of the framework's
+                own segments.
+        """
+        if not _PLUGIN_NAME.fullmatch(plugin) or plugin in CORE_SEGMENTS:
+            raise ValueError(f"invalid plugin name {plugin!r} for a key: use the plugin's own name")
+        return ":".join((self.ext, plugin, *parts))
 
 
 @lru_cache(maxsize=4096)

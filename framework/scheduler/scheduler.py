@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     import pluggy
     from redis.asyncio import Redis
 
-    from framework.task import CronEntry
     from framework.settings import Settings
+    from framework.task import CronEntry
 
 __all__ = (
     "CLAIM_TTL_MIN",

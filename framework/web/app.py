@@ -29,6 +29,7 @@ from framework.client.client import Client
 from framework.clock import SystemClock
 from framework.errors import PluginError
 from framework.logging import configure_logging, get_logger
+from framework.plugins.calls import plugin_callers
 from framework.plugins.events import await_me_maybe
 from framework.plugins.manager import app_plugins, collect_task_types, get_plugin_manager, plugin_dirs
 from framework.plugins.templates import build_environment
@@ -65,14 +66,13 @@ async def start_services(settings: Settings, pm: pluggy.PluginManager | None, ro
     services.jinja = build_environment(settings, pm)
     services.extra["redis_url"] = url
     if pm is not None:
-        for impl in reversed(pm.hook.startup.get_hookimpls()):
+        for plugin, call in reversed(plugin_callers(pm, "startup")):  # pluggy's order: the app's first
             try:
-                await await_me_maybe(impl.function(services=services))
+                for result in call(services=services):
+                    await await_me_maybe(result)
             except Exception as exc:
                 await redis.aclose()
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in startup: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise PluginError(f"plugin {plugin!r} failed in startup: {type(exc).__name__}: {exc}") from exc
     return services
 
 
@@ -81,11 +81,12 @@ async def stop_services(services: Services) -> None:
     log = get_logger("framework.web.app")
     pm = services.plugin_manager
     if pm is not None:
-        for impl in pm.hook.shutdown.get_hookimpls():
+        for plugin, call in plugin_callers(pm, "shutdown"):  # the reverse of startup's order
             try:
-                await await_me_maybe(impl.function(services=services))
+                for result in call(services=services):
+                    await await_me_maybe(result)
             except Exception as exc:  # noqa: BLE001 - one plugin must not stop the others' shutdown
-                log.error("plugin_hook_failed", hook="shutdown", plugin=impl.plugin_name, error=str(exc))
+                log.error("plugin_hook_failed", hook="shutdown", plugin=plugin, error=str(exc))
     await services.redis.aclose()
 
 
@@ -172,7 +173,7 @@ class FrameworkPlugin(InitPlugin):
             routers.append(
                 create_static_files_router(path=f"/static/{name}", directories=[folder], name=f"static-{name}")
             )
-        for contributed in self.pm.hook.register_static_dirs(settings=self.settings):
+        for contributed in self.pm.hook.register_static_dirs(settings=self.settings, plugin_manager=self.pm):
             for url_path, folder in contributed or []:
                 routers.append(create_static_files_router(path=url_path, directories=[Path(folder)]))
         storage = self.settings.storage
@@ -185,12 +186,16 @@ class FrameworkPlugin(InitPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add routes, templates, dependencies and the lifespan to the app's config."""
         settings, pm = self.settings, self.pm
-        for contributed in pm.hook.register_routes(settings=settings):
+        for contributed in pm.hook.register_routes(settings=settings, plugin_manager=pm):
             app_config.route_handlers.extend(contributed or [])
         app_config.route_handlers.extend(self._static_routers())
         if not serves_path(app_config.route_handlers):
             app_config.route_handlers.append(favicon_route)  # the app's own /favicon.ico wins
-        schema_guards = [guard for found in pm.hook.register_schema_guards(settings=settings) for guard in found or []]
+        schema_guards = [
+            guard
+            for found in pm.hook.register_schema_guards(settings=settings, plugin_manager=pm)
+            for guard in found or []
+        ]
         if schema_guards and app_config.openapi_config is not None:
             app_config.openapi_config = _guarded_schema(app_config.openapi_config, schema_guards)
         env = build_environment(settings, pm)

@@ -28,10 +28,9 @@ import msgspec
 from framework.broker.broker import RedisBroker
 from framework.hookspecs import hookimpl
 from framework.registry import Registry
-from framework.task import CronEntry
 from framework.scheduler.scheduler import Scheduler
 from framework.settings import CronEntrySettings, Settings
-from framework.task import TaskDef
+from framework.task import CronEntry, TaskDef
 
 TICK = "test:tick"
 QUEUE = "cron"

@@ -27,17 +27,16 @@ from litestar.testing import AsyncTestClient
 from redis.exceptions import RedisError
 
 from framework.broker.broker import RedisBroker
-from framework.client.client import Client, Job
+from framework.client.client import Client, TaskCall
 from framework.clock import SystemClock
 from framework.errors import DuplicateTask, RedisUnavailable, TaskIdConflict
 from framework.hookspecs import hookimpl
 from framework.inspector import Inspector
 from framework.plugins.manager import get_plugin_manager
 from framework.protocol.keys import Schema
-from framework.task import CronEntry
 from framework.scheduler.scheduler import Scheduler
 from framework.settings import Settings
-from framework.task import TaskDef
+from framework.task import CronEntry, TaskDef
 from framework.transport.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
 from framework.web.app import create_app
 from framework.worker.worker import Worker
@@ -180,7 +179,7 @@ async def test_enqueue_process_retry_schedule_unique_and_cancel_across_the_clust
         await credis.script_flush()  # every primary answers NOSCRIPT: scripts are loaded again on all of them
         # one round trip for tasks of all three primaries
         results = await cclient.enqueue_many(
-            [Job(task, P(n=n, fail=1 if n % 4 == 0 else 0), {"queue": f"q{n % 3}"}) for n in range(30)]
+            [TaskCall(task, P(n=n, fail=1 if n % 4 == 0 else 0), {"queue": f"q{n % 3}"}) for n in range(30)]
         )
         assert not [r for r in results if isinstance(r, Exception)]
         for n, queue in enumerate(QUEUES):

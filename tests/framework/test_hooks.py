@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -18,12 +19,15 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.response import Template
 from litestar.testing import AsyncTestClient
+from structlog.testing import capture_logs
 
 from framework.errors import SkipRetry
 from framework.hookspecs import hookimpl
-from framework.plugins.manager import collect_cron_entries, get_plugin_manager
-from framework.task import CronEntry
-from framework.task import TaskDef
+from framework.logging import get_logger
+from framework.plugins.events import fire_event
+from framework.plugins.manager import check_plugin_configs, collect_cron_entries, collect_task_types, get_plugin_manager
+from framework.registry import Registry
+from framework.task import CronEntry, TaskDef
 from framework.web.app import create_app
 from framework.worker.worker import Worker
 
@@ -87,6 +91,29 @@ def test_hook_register_cron_entries(isolated: Any) -> None:
 
     entries = collect_cron_entries(pm_with(isolated, Plugin()), isolated)
     assert [(e.name, e.spec, e.source) for e in entries] == [("nightly", "@daily", "p0")]
+
+
+def test_assembly_hooks_get_the_plugin_manager_when_they_name_it(isolated: Any) -> None:
+    """A plugin asks the others for what they contribute, through the manager calling it (argument opt-in)."""
+
+    class Source:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [TaskDef("hooks:source", N, _noop)]
+
+    class Follower:
+        @hookimpl
+        def register_cron_entries(self, settings: Any, plugin_manager: Any) -> list[CronEntry]:
+            found = plugin_manager.hook.register_task_types(settings=settings, plugin_manager=plugin_manager)
+            names = [task.type for tasks in found for task in tasks]
+            return [CronEntry(name=f"{name}:nightly", spec="@daily", task=name) for name in names]
+
+    entries = collect_cron_entries(pm_with(isolated, Source(), Follower()), isolated)
+    assert [(e.name, e.source) for e in entries] == [("hooks:source:nightly", "p1")]
+
+
+async def _noop(ctx: Any, p: N) -> None:
+    return None
 
 
 async def test_hook_register_middleware(isolated: Any, client: Any) -> None:
@@ -453,7 +480,7 @@ def test_hook_register_aggregators(isolated: Any) -> None:
             return [marker]
 
     pm = pm_with(isolated, Plugin())
-    assert pm.hook.register_aggregators(settings=isolated) == [[marker]]
+    assert pm.hook.register_aggregators(settings=isolated, plugin_manager=pm) == [[marker]]
 
 
 async def _docs_pass(connection: Any, _: Any) -> None:
@@ -497,3 +524,155 @@ async def test_schema_guards_apply_to_an_apps_own_openapi_router(isolated: Any) 
     off = create_app(isolated, plugin_manager=pm_with(isolated, _SchemaGuard()), openapi_config=None)
     async with AsyncTestClient(off) as tc:
         assert (await tc.get("/schema/openapi.json")).status_code == 404
+
+
+class Wrapping:
+    """Wraps a hook of each phase (``wrapper=True``) and records every call it wrapped, with its results."""
+
+    def __init__(self) -> None:
+        self.wrapped: list[tuple[str, list[Any]]] = []
+
+    def _record(self, name: str) -> Any:
+        results = yield
+        self.wrapped.append((name, results))
+        return results
+
+    @hookimpl(wrapper=True)
+    def register_task_types(self, settings: Any) -> Any:
+        return (yield from self._record("register_task_types"))
+
+    @hookimpl(wrapper=True)
+    def check_config(self, settings: Any) -> Any:
+        return (yield from self._record("check_config"))
+
+    @hookimpl(wrapper=True)
+    def startup(self, services: Any) -> Any:
+        return (yield from self._record("startup"))
+
+    @hookimpl(wrapper=True)
+    def shutdown(self, services: Any) -> Any:
+        return (yield from self._record("shutdown"))
+
+    @hookimpl(wrapper=True)
+    def task_succeeded(self, ctx: Any) -> Any:
+        return (yield from self._record("task_succeeded"))
+
+
+async def test_wrappers_wrap_and_tracing_traces_every_hook_call(
+    isolated: Any, client: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hooks called one plugin at a time still go through the manager: wrapped and traced, each phase."""
+    done: list[str] = []
+
+    async def handle(ctx: Any, p: N) -> None:
+        done.append(ctx.id)
+
+    task = TaskDef("hooks:wrapped", N, handle)
+
+    class Plugin:
+        @hookimpl
+        def register_task_types(self, settings: Any) -> list[Any]:
+            return [task]
+
+        @hookimpl
+        def check_config(self, settings: Any) -> None:
+            return None
+
+        @hookimpl
+        async def startup(self, services: Any) -> None:
+            return None
+
+        @hookimpl
+        def shutdown(self, services: Any) -> None:
+            return None
+
+        @hookimpl
+        async def task_succeeded(self, ctx: Any) -> None:
+            done.append("event")
+
+    monkeypatch.setenv("FRAMEWORK_TRACE_PLUGINS", "1")
+    wrapping = Wrapping()
+    pm = pm_with(isolated, Plugin(), wrapping)
+    registry = Registry()
+    collect_task_types(pm, isolated, registry)  # assembly
+    assert registry.source("hooks:wrapped") == "plugin 'p0'"
+    assert check_plugin_configs(pm, isolated) == [("p0", None)]
+    async with AsyncTestClient(create_app(isolated, plugin_manager=pm)):  # lifecycle
+        pass
+    await client.enqueue(task, N())
+    await run_worker(isolated, pm, lambda: "event" in done)  # the task event, fired by the worker
+    wrapped = dict(wrapping.wrapped)
+    assert wrapped["register_task_types"] == [[task]]
+    assert wrapped["check_config"] == []
+    for name in ("startup", "task_succeeded"):  # async implementations: a wrapper sees what they return
+        assert len(wrapped[name]) == 1 and inspect.iscoroutine(wrapped[name][0]), name
+    assert wrapped["shutdown"] == []
+    trace = capsys.readouterr().err
+    for name in ("register_task_types", "check_config", "startup", "shutdown", "task_succeeded"):
+        assert f"{name} [hook]" in trace, name
+        assert f"finish {name} -->" in trace, name
+
+
+async def test_event_hooks_fail_one_plugin_at_a_time(isolated: Any) -> None:
+    """A plugin raising (when called or when awaited) is logged by name; the others still run."""
+    called: list[str] = []
+
+    class RaisesWhenCalled:
+        @hookimpl
+        def task_succeeded(self, ctx: Any) -> None:
+            raise RuntimeError("at once")
+
+    class RaisesWhenAwaited:
+        @hookimpl
+        async def task_succeeded(self, ctx: Any) -> None:
+            raise ValueError("later")
+
+    class Fine:
+        @hookimpl
+        async def task_succeeded(self, ctx: Any) -> None:
+            called.append("fine")
+
+    pm = get_plugin_manager(
+        isolated, extra=[("fine", Fine()), ("late", RaisesWhenAwaited()), ("now", RaisesWhenCalled())]
+    )
+    for plugins in (pm, pm.hook):  # the manager, or the relay of one the framework built
+        called.clear()
+        with capture_logs() as logs:
+            await fire_event(plugins, "task_succeeded", get_logger("test"), ctx=None)
+        assert called == ["fine"]
+        failures = [(e["plugin"], e["error"]) for e in logs if e["event"] == "plugin_hook_failed"]
+        assert failures == [("now", "RuntimeError: at once"), ("late", "ValueError: later")]
+
+
+async def test_event_hooks_through_the_relay_of_a_manager_built_elsewhere() -> None:
+    """Without the manager at hand the hook is called once; a failure names every implementing plugin."""
+    import pluggy
+
+    from framework import hookspecs
+
+    called: list[str] = []
+
+    class Fine:
+        @hookimpl
+        def task_succeeded(self, ctx: Any) -> None:
+            called.append("fine")
+
+    class Broken:
+        @hookimpl
+        def task_succeeded(self, ctx: Any) -> None:
+            raise RuntimeError("boom")
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(Broken(), name="broken")
+    pm.register(Fine(), name="fine")
+    with capture_logs() as logs:
+        await fire_event(pm.hook, "task_succeeded", get_logger("test"), ctx=None)
+    assert called == ["fine"]  # pluggy's order: the last registered first
+    [failure] = [e for e in logs if e["event"] == "plugin_hook_failed"]
+    assert failure["plugin"] == "fine, broken"
+    called.clear()
+    with capture_logs() as logs:
+        await fire_event(pm, "task_succeeded", get_logger("test"), ctx=None)  # the manager: one plugin at a time
+    assert called == ["fine"]
+    assert [e["plugin"] for e in logs if e["event"] == "plugin_hook_failed"] == ["broken"]

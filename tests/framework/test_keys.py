@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from framework.protocol.keys import DEFAULT_EXT, DEFAULT_NS, Schema, day_stamp, unique_digest
+from framework.protocol.keys import CORE_SEGMENTS, DEFAULT_EXT, DEFAULT_NS, Schema, day_stamp, unique_digest
 from framework.protocol.message import decode_message
 
 if TYPE_CHECKING:
@@ -69,7 +69,6 @@ ASYNQ_TABLE: list[tuple[Callable[[], str], str]] = [
     (lambda: S.cron_entries, "framework:cron:entries"),
     (lambda: S.cron_last, "framework:cron:last"),
     (lambda: S.alive, "framework:alive"),
-    (lambda: S.cleanup_results, "framework:cleanup:last"),
     (lambda: S.inflight("sid"), "framework:inflight:sid"),
     (lambda: S.token("admin", "abc"), "framework:token:admin:abc"),
     (lambda: S.queue("default").xprefix, "framework:{default}:"),
@@ -80,10 +79,13 @@ ASYNQ_TABLE: list[tuple[Callable[[], str], str]] = [
     (lambda: S.queue("default").group_prefix(), "asynq:{default}:g:"),
     (S.token_index, "framework:tokens:index"),
     (lambda: S.rate_limit("admin-auth", "::1"), "framework:ratelimit:admin-auth:::1"),
+    # plugins' keys, built by the plugins with ext_key: the values data was stored under before they moved
+    (lambda: S.ext_key("cleanup", "last"), "framework:cleanup:last"),
     (
-        lambda: S.cleanup_claim("sweeper", "item"),
+        lambda: S.ext_key("cleanup", "claim", "sweeper", hashlib.sha1(b"item", usedforsecurity=False).hexdigest()),
         "framework:cleanup:claim:sweeper:" + hashlib.sha1(b"item", usedforsecurity=False).hexdigest(),
     ),
+    (lambda: S.ext_key("admin", "runs"), "framework:admin:runs"),
 ]
 
 
@@ -109,6 +111,46 @@ def test_other_namespace_keeps_its_own_keys_apart() -> None:
     for key in (s.wakeup_channel, s.alive, s.queue("q").cron_claim("e", 1), s.token("p", "d")):
         assert key.startswith("t1:")
     assert Schema("t1", ext="custom").queue("q").xprefix == "custom:{q}:"
+
+
+def test_plugin_keys_live_under_the_plugins_name() -> None:
+    assert Schema("t1").ext_key("reports", "last", "x:y") == "t1:fw:reports:last:x:y"
+    assert S.ext_key("reports") == "framework:reports"
+    for bad in ("", "a:b", "{q}", "a b", *sorted(CORE_SEGMENTS)):
+        with pytest.raises(ValueError, match="invalid plugin name"):
+            S.ext_key(bad, "x")
+
+
+def test_plugins_cannot_take_a_key_the_framework_builds() -> None:
+    """Every key of the framework's own under ``<ext>:`` starts with a segment ``ext_key`` refuses."""
+    s = Schema()
+    qk = s.queue("q")
+    ours = [
+        s.wakeup_channel,
+        s.handoff_channel("sid"),
+        s.cron_entries,
+        s.cron_last,
+        s.alive,
+        s.inflight("sid"),
+        s.death("sid"),
+        s.token("p", "d"),
+        s.token_index(),
+        s.rate_limit("n", "c"),
+    ]
+    ext_keys = [k for k in ours if k.startswith(s.ext + ":")]
+    assert len(ext_keys) == len(ours)
+    assert {k.split(":")[1] for k in ext_keys} <= CORE_SEGMENTS
+    assert qk.xprefix.split(":")[1].startswith("{")  # per-queue keys are hash-tagged: no plugin name has braces
+    public = {name for name in vars(s) if not name.startswith("_")} | {
+        name for name, value in vars(Schema).items() if callable(value) and not name.startswith("_")
+    }
+    known = {
+        "ns", "ext", "all_queues", "servers", "workers", "schedulers", "cancel_channel", "wakeup_channel",
+        "handoff_prefix", "cron_entries", "cron_last", "alive", "queue", "server", "worker_set",
+        "scheduler_entries", "scheduler_history", "inflight", "death", "handoff_channel", "token", "token_index",
+        "rate_limit", "ext_key",
+    }  # fmt: skip
+    assert public == known, f"a key was added to or removed from the schema: list it in ours above: {public ^ known}"
 
 
 def test_queue_keys_are_cached_per_queue() -> None:

@@ -31,10 +31,9 @@ from framework.errors import ConfigError, PluginError
 from framework.hookspecs import hookimpl
 from framework.protocol.message import decode_enqueue_event, decode_message, decode_scheduler_entry
 from framework.registry import Registry
-from framework.task import CronEntry
 from framework.scheduler.scheduler import HISTORY_MAX, MISSED_AFTER, Scheduler, entry_id, load_entries
 from framework.settings import CronEntrySettings, Settings
-from framework.task import TaskDef
+from framework.task import CronEntry, TaskDef
 from tests.framework.scheduler_app import QUEUE, TICK, Tick, tick_task
 
 if TYPE_CHECKING:
@@ -211,7 +210,7 @@ def test_bad_plugin_entry_fails_naming_entry_and_plugin(
 
 
 def test_plugin_returning_something_else_fails(settings: Settings, reg: Registry) -> None:
-    with pytest.raises(PluginError, match=r"from plugin .myplugin.: is not a framework\.scheduler\.entry\.CronEntry"):
+    with pytest.raises(PluginError, match=r"from plugin .myplugin.: is not a framework\.task\.CronEntry"):
         load_entries(settings, plugin_manager({"name": "x"}), reg)
 
 

@@ -33,10 +33,9 @@ from framework.errors import RedisUnavailable, TaskIdConflict
 from framework.inspector import Inspector
 from framework.protocol.keys import Schema
 from framework.registry import Registry
-from framework.task import CronEntry
 from framework.scheduler.scheduler import Scheduler
 from framework.settings import Settings
-from framework.task import TaskDef
+from framework.task import CronEntry, TaskDef
 from framework.thirdparty import pool_connections
 from framework.transport.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
 from framework.transport.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup

@@ -28,8 +28,8 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from framework import Services
 from framework.inspector import Inspector, QueueInfo
-from framework.services import Services
 from framework_admin import actions, panels, queries
 from framework_admin.auth import current_actor, require_admin_role
 from framework_admin.runs import recent_runs

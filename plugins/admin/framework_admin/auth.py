@@ -16,6 +16,15 @@ in a short time and that address gets 429 for a while (see :mod:`framework_admin
 State-changing requests also pass :func:`require_admin_role`: read-only actors get 403, and every
 request not authenticated by a bearer token must carry the double-submit CSRF token (the
 ``framework_admin_csrf`` cookie, repeated in the ``_csrf`` form field or the ``X-CSRF-Token`` header).
+
+Why not Litestar's CSRF middleware (``litestar.config.csrf.CSRFConfig``, Litestar 2.25): as the app's
+``csrf_config`` it would guard the user's own endpoints too, and an app has only one. Mounted on the
+admin's routers it still runs before the guards, so it cannot exempt callers by who they are (a bearer
+token, or an app guard that records ``via="bearer"``) while still checking cookie-based hook actors;
+it reads the form field ``_csrf_token`` only, which breaks the ``_csrf`` field that plugin templates
+use; and it signs tokens with a secret every web process must share, which the admin may not have
+(production with only the ``admin_actor_from_request`` hook). What the middleware does better, cover
+every unsafe route by default, ``tests/plugins/admin/test_csrf.py`` checks by walking the route table.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.connection import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
-from framework.plugins.events import await_me_maybe
+from framework import await_me_maybe, plugin_callers
 from framework_admin.credentials import CREDENTIALS, Credentials, load_credentials
 from framework_admin.models import Actor
 from framework_admin.session import same_token, verify_session
@@ -36,7 +45,7 @@ if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
 
-    from framework.services import Services
+    from framework import Services
 
 __all__ = (
     "CSRF_COOKIE",
@@ -104,15 +113,18 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 async def _from_hooks(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor | None:
+    """Ask each plugin in pluggy's order (the app first) through the plugin manager; the first actor wins.
+
+    One plugin at a time, because an implementation may answer with an awaitable that resolves to ``None``.
+    """
     pm = services_of(connection).plugin_manager
-    caller = getattr(pm.hook, "admin_actor_from_request", None) if pm is not None else None
-    if caller is None:
+    if pm is None:
         return None
-    for impl in reversed(caller.get_hookimpls()):
-        actor = await await_me_maybe(impl.function(request=connection))
+    for plugin, call in reversed(plugin_callers(pm, "admin_actor_from_request")):
+        actor = await await_me_maybe(call(request=connection))
         if actor is not None:
             if not isinstance(actor, Actor):
-                raise TypeError(f"plugin {impl.plugin_name!r}: admin_actor_from_request must return an Actor or None")
+                raise TypeError(f"plugin {plugin!r}: admin_actor_from_request must return an Actor or None")
             return actor
     return None
 

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
     from framework.settings import Settings
 
-__all__ = ("MOUNT_OPT", "PLUGIN_NAME", "AdminConfig", "Mount", "load_admin_config")
+__all__ = ("MOUNT_OPT", "PLUGIN_NAME", "AdminConfig", "Mount", "load_admin_config", "load_config")
 
 PLUGIN_NAME = "admin"
-"""The plugin's entry-point name and the name of its settings section: ``[plugins.admin]``."""
+"""The plugin's entry-point name: its settings section ``[plugins.admin]`` and its Redis keys' prefix."""
 
 
 class AdminConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -91,11 +91,15 @@ class AdminConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             )
 
 
-def load_admin_config(settings: Settings, environ: Mapping[str, str] | None = None) -> AdminConfig:
+def load_config(settings: Settings, environ: Mapping[str, str] | None = None) -> AdminConfig:
     """Read ``[plugins.admin]`` from ``settings`` and overlay the metrics token from the environment.
 
+    Args:
+        settings: the app's settings.
+        environ: the environment to read (default ``os.environ``).
+
     Raises:
-        framework.errors.ConfigError: a value in the section is not allowed.
+        framework.errors.ConfigError: a value in the section is not allowed; the message names it.
     """
     env = os.environ if environ is None else environ
     config = settings.plugin_config(PLUGIN_NAME, AdminConfig)
@@ -103,6 +107,10 @@ def load_admin_config(settings: Settings, environ: Mapping[str, str] | None = No
     if token:
         config = msgspec.structs.replace(config, metrics_token=token)
     return config
+
+
+load_admin_config = load_config
+"""The same function under its first name."""
 
 
 MOUNT_OPT = "framework_admin"

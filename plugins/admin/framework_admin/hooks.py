@@ -14,7 +14,7 @@
 
 Templates live in ``templates/admin/`` and the script and styles in ``static/admin/`` (served at
 ``/static/admin/admin/``). ``framework_hookspecs`` adds :mod:`framework_admin.hookspecs`:
-``admin_menu_items`` and ``admin_actor_from_request``.
+``admin_menu_items``, ``register_admin_panels`` and ``admin_actor_from_request``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from framework.hookspecs import hookimpl
+from framework import hookimpl
 from framework.logging import get_logger
 from framework_admin import hookspecs
-from framework_admin.config import load_admin_config
+from framework_admin.config import load_config
 
 # The routes, the guard, the run recorder and the credentials are imported by the hooks that use them:
 # every ``framework`` command loads this module, and most never serve a page nor run a task.
@@ -35,10 +35,7 @@ from framework_admin.config import load_admin_config
 if TYPE_CHECKING:
     import jinja2
 
-    from framework.context import TaskContext
-    from framework.services import Services
-    from framework.settings import Settings
-    from framework.task import Middleware
+    from framework import Middleware, Services, Settings, TaskContext
 
 __all__ = (
     "check_config",
@@ -61,13 +58,13 @@ _WEB_ROLES = frozenset({"web", "run"})
 @hookimpl
 def check_config(settings: Settings) -> None:
     """Decode ``[plugins.admin]`` as start-up does (for ``framework doctor``)."""
-    load_admin_config(settings)
+    load_config(settings)
 
 
 @hookimpl
 def register_routes(settings: Settings) -> list[Any]:
     """The dashboard, the JSON API and the metrics endpoint, where ``[plugins.admin]`` says."""
-    config = load_admin_config(settings)
+    config = load_config(settings)
     if not config.mount:
         return []
     from framework_admin.routes import admin_routes  # noqa: PLC0415
@@ -78,7 +75,7 @@ def register_routes(settings: Settings) -> list[Any]:
 @hookimpl
 def register_schema_guards(settings: Settings) -> list[Any]:
     """The admin's guard in front of the OpenAPI schema, which lists the admin's API (``protect_schema``)."""
-    if not load_admin_config(settings).protect_schema:
+    if not load_config(settings).protect_schema:
         return []
     from framework_admin.auth import admin_guard  # noqa: PLC0415
 
@@ -88,7 +85,7 @@ def register_schema_guards(settings: Settings) -> list[Any]:
 @hookimpl
 def register_middleware(settings: Settings) -> list[Middleware]:
     """Record each run's outcome and duration for the dashboard's "recent runs"."""
-    if not load_admin_config(settings).record_runs:
+    if not load_config(settings).record_runs:
         return []
     from framework_admin.runs import record_runs_middleware  # noqa: PLC0415
 
@@ -183,7 +180,7 @@ def startup(services: Services) -> None:
     log = get_logger("framework_admin")
     creds = load_credentials(services.settings, generate=True)
     services.stash[CREDENTIALS] = creds
-    config = load_admin_config(services.settings)
+    config = load_config(services.settings)
     if creds.generated:
         log.warning(
             "admin_token",

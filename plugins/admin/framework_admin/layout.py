@@ -15,7 +15,7 @@ from litestar.response import Template
 from framework import StashKey
 from framework_admin import panels
 from framework_admin.auth import CSRF_COOKIE, current_actor, services_of
-from framework_admin.config import MOUNT_OPT, PLUGIN_NAME, AdminConfig, Mount, load_admin_config
+from framework_admin.config import MOUNT_OPT, PLUGIN_NAME, AdminConfig, Mount, load_config
 from framework_admin.models import MenuItem
 from framework_admin.session import new_csrf_token
 
@@ -45,7 +45,7 @@ def mount_of(request: Request[Any, Any, Any]) -> Mount:
     mount = request.route_handler.opt.get(MOUNT_OPT)
     if isinstance(mount, Mount):
         return mount
-    config = load_admin_config(services_of(request).settings)
+    config = load_config(services_of(request).settings)
     return Mount(path=config.path, api_path=config.api_path, config=config)
 
 

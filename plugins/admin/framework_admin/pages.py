@@ -15,8 +15,8 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Template
 
+from framework import Services
 from framework.inspector import Inspector
-from framework.services import Services
 from framework_admin import panels, queries
 from framework_admin.actions import find_task
 from framework_admin.layout import admin_template

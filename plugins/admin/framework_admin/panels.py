@@ -1,12 +1,12 @@
-"""Panels for other built-in plugins, shown only when they are loaded: the email outbox and cleanup results.
+"""Panels showing what other plugins offer (the ``register_admin_panels`` hook): the email outbox and cleanup results.
 
-Both are read through the other plugin's public functions, imported only when that plugin is loaded
-(the admin never depends on them).
+The admin never imports those plugins: they offer plain values through the hook, collected once per
+process (:func:`panel_sources`), and a panel is shown only when some plugin offers it.
 
-- **Email outbox**: when the ``email`` plugin is loaded with its ``outbox`` backend, the ``.eml`` files in
-  ``<data_dir>/<outbox_dir>/`` are listed and previewed (text as text; HTML in a sandboxed frame).
-- **Cleanup**: when the ``cleanup`` plugin is loaded, the last report of each sweeper, read with
-  ``framework_cleanup.sweepers.last_results`` (or straight from ``Schema.cleanup_results``).
+- **Email outbox** (``"outbox"``: a folder): its ``.eml`` files are listed and previewed (text as text;
+  HTML in a sandboxed frame). The ``email`` plugin offers it while its ``outbox`` backend is in use.
+- **Cleanup** (``"cleanup"``: ``async (services) -> list[dict]``): the last report of each sweeper,
+  offered by the ``cleanup`` plugin.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import importlib
 import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -23,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from framework import StashKey, await_me_maybe
+
 if TYPE_CHECKING:
-    from framework.services import Services
-    from framework.settings import Settings
+    from framework import Services
 
 __all__ = (
     "OutboxEmail",
@@ -35,7 +35,10 @@ __all__ = (
     "outbox_dir",
     "outbox_email",
     "outbox_list",
+    "panel_sources",
 )
+
+_PANELS: StashKey[dict[str, Any]] = StashKey("framework_admin.panels")
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.eml")
 _LIST_LIMIT = 50
@@ -81,26 +84,27 @@ class OutboxEmailDetail(msgspec.Struct, frozen=True, kw_only=True):
     attachments: list[str]
 
 
-def _loaded(services: Services, name: str) -> bool:
-    pm = services.plugin_manager
-    return pm is not None and pm.has_plugin(name)
+def panel_sources(services: Services) -> dict[str, Any]:
+    """Panel name -> what plugins offer it (``register_admin_panels``), asked once per process.
+
+    pluggy calls the most recently loaded plugin first, and the first offer of a panel wins.
+    """
+    sources = services.stash.get(_PANELS)
+    if sources is None:
+        sources = {}
+        pm = services.plugin_manager
+        hook = getattr(pm.hook, "register_admin_panels", None) if pm is not None else None
+        for offered in hook(settings=services.settings) if hook is not None else []:
+            for name, source in dict(offered or {}).items():
+                sources.setdefault(name, source)
+        services.stash[_PANELS] = sources
+    return sources
 
 
 def outbox_dir(services: Services) -> Path | None:
-    """The outbox folder when the email plugin is loaded and uses the outbox backend, else ``None``."""
-    if not _loaded(services, "email"):
-        return None
-    settings: Settings = services.settings
-    try:
-        config = importlib.import_module("framework_email.config").load_email_config(settings)
-        backend, folder = str(config.backend), str(config.outbox_dir)
-    except ImportError:
-        raw: dict[str, Any] = settings.plugins.get("email", {})
-        backend, folder = str(raw.get("backend", "outbox")), str(raw.get("outbox_dir", "outbox"))
-    if backend != "outbox":
-        return None
-    path = Path(folder)
-    return path if path.is_absolute() else settings.data_path / path
+    """The outbox folder a plugin offers (the email plugin, with its ``outbox`` backend), else ``None``."""
+    folder = panel_sources(services).get("outbox")
+    return Path(folder) if folder is not None else None
 
 
 def _parse(path: Path) -> tuple[EmailMessage, int, float]:
@@ -174,24 +178,14 @@ async def outbox_email(folder: Path, name: str) -> OutboxEmailDetail | None:
 
 
 def cleanup_enabled(services: Services) -> bool:
-    """Whether the cleanup plugin is loaded."""
-    return _loaded(services, "cleanup")
+    """Whether a plugin (the cleanup plugin) offers the cleanup panel."""
+    return callable(panel_sources(services).get("cleanup"))
 
 
 async def cleanup_results(services: Services) -> list[dict[str, Any]]:
-    """The last report of each cleanup sweeper, by name, as JSON-ready dicts."""
-    try:
-        last_results = importlib.import_module("framework_cleanup.sweepers").last_results
-    except ImportError:
-        raw: dict[Any, Any] = await services.redis.hgetall(services.schema.cleanup_results)
-        out = []
-        for field, value in sorted(raw.items()):
-            try:
-                report = msgspec.json.decode(value)
-            except msgspec.DecodeError:
-                continue
-            if isinstance(report, dict):
-                out.append({**report, "sweeper": report.get("sweeper", field.decode(errors="replace"))})
-        return out
-    results: dict[str, Any] = await last_results(services.redis, services.schema)
-    return [msgspec.to_builtins(report) for report in results.values()]
+    """The last report of each cleanup sweeper, as JSON-ready dicts (``[]`` when nobody offers the panel)."""
+    source = panel_sources(services).get("cleanup")
+    if not callable(source):
+        return []
+    reports = await await_me_maybe(source(services))
+    return [dict(report) for report in reports or []]

@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from framework.inspector import Inspector
 from framework_admin.api import API_HANDLERS
 from framework_admin.auth import AdminDisabled, AdminLoginRequired, admin_guard, metrics_guard
-from framework_admin.config import MOUNT_OPT, AdminConfig, Mount, load_admin_config
+from framework_admin.config import MOUNT_OPT, AdminConfig, Mount, load_config
 from framework_admin.forms import ACTION_HANDLERS, PUBLIC_HANDLERS, disabled_page, error_page, login_redirect
 from framework_admin.metrics import render_metrics
 from framework_admin.pages import PAGE_HANDLERS
@@ -67,7 +67,7 @@ _PAGE_ERRORS: dict[Any, Any] = {
 
 def _mount(path: str, api_path: str, settings: Settings | None, config: AdminConfig | None) -> Mount:
     if config is None:
-        config = load_admin_config(settings) if settings is not None else AdminConfig()
+        config = load_config(settings) if settings is not None else AdminConfig()
     return Mount(path=path.rstrip("/") or "/admin", api_path=api_path.rstrip("/") or "/api/admin", config=config)
 
 
@@ -87,7 +87,7 @@ def admin_pages(
     Returns:
         A router to return from your plugin's ``register_routes``.
     """
-    config = load_admin_config(settings)
+    config = load_config(settings)
     mount = _mount(config.path, config.api_path, settings, config)
     return Router(
         path=mount.path,

@@ -28,16 +28,14 @@ import msgspec
 from redis.exceptions import RedisError
 
 from framework import StashKey
+from framework_admin.config import PLUGIN_NAME
 from framework_admin.schemas import RunOut
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from framework.context import TaskContext
+    from framework import Run, Schema, Services, TaskContext
     from framework.inspector import Inspector
-    from framework.protocol.keys import Schema
-    from framework.services import Services
-    from framework.task import Run
 
 __all__ = (
     "MAX_RUNS",
@@ -55,8 +53,8 @@ _ERROR_CHARS = 500
 
 
 def runs_key(schema: Schema) -> str:
-    """The list of recorded runs (built by the core key schema)."""
-    return schema.admin_runs()
+    """LIST ``<ext>:admin:runs``: JSON records of the latest task runs, newest first."""
+    return schema.ext_key(PLUGIN_NAME, "runs")
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,7 +188,7 @@ async def record_failed_run(ctx: TaskContext, error: BaseException) -> None:
     started = _finish(ctx)
     if started is None:
         return
-    from framework.worker.processor import TaskCancelled  # noqa: PLC0415
+    from framework import TaskCancelled  # noqa: PLC0415
 
     status = "failed"
     if isinstance(error, TimeoutError):

@@ -15,8 +15,7 @@ import msgspec
 from framework.inspector import DailyStats, QueueInfo
 
 if TYPE_CHECKING:
-    from framework.inspector import ServerStatus, TaskDetails
-    from framework.protocol.message import SchedulerEnqueueEvent, SchedulerEntry, WorkerInfo
+    from framework.inspector import SchedulerEnqueueEvent, SchedulerEntry, ServerStatus, TaskDetails, WorkerInfo
 
 __all__ = (
     "ActionResult",

@@ -23,12 +23,12 @@ from litestar.exceptions import TooManyRequestsException
 from framework import StashKey
 from framework.logging import get_logger
 from framework.web.ratelimit import RateLimit, client_address, retry_after_seconds
-from framework_admin.config import load_admin_config
+from framework_admin.config import load_config
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
 
-    from framework.services import Services
+    from framework import Services
 
 __all__ = (
     "TooManyFailures",
@@ -55,7 +55,7 @@ def _limit(connection: ASGIConnection[Any, Any, Any, Any]) -> RateLimit:
     services: Services = connection.app.state.framework_services
     limit = services.stash.get(_LIMIT)
     if limit is None:
-        config = load_admin_config(services.settings)
+        config = load_config(services.settings)
         limit = RateLimit(
             services.redis,
             services.schema,

@@ -23,7 +23,7 @@ from framework_cleanup.sweepers import SweepReport, last_results, run_sweepers
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from framework.services import Services
+    from framework import Services
     from framework_cleanup.sweepers import Sweeper
 
 __all__ = ("cleanup", "format_bytes", "format_seconds")
@@ -54,7 +54,7 @@ def format_seconds(seconds: float) -> str:
 
 def _with_services(ctx: CliContext, work: Callable[[Services], Awaitable[_T]]) -> _T:
     """Run ``work`` with the app's services (Redis, storage, plugin start-up); logs go to stderr."""
-    from framework.web.app import start_services, stop_services  # noqa: PLC0415 - the web stack loads on use
+    from framework import start_services, stop_services  # noqa: PLC0415 - the web stack loads on use
 
     configure_logging(ctx.settings.log_level, ctx.settings.log_format)
 

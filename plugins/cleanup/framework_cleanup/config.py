@@ -22,9 +22,12 @@ import msgspec
 from framework.scheduler.cron import parse_duration
 
 if TYPE_CHECKING:
-    from framework.settings import Settings
+    from framework import Settings
 
-__all__ = ("CleanupConfig", "load_config", "outbox_path", "to_seconds")
+__all__ = ("PLUGIN_NAME", "CleanupConfig", "load_config", "outbox_path", "to_seconds")
+
+PLUGIN_NAME = "cleanup"
+"""The plugin's entry-point name: its settings section ``[plugins.cleanup]`` and its Redis keys' prefix."""
 
 
 def to_seconds(value: float | str) -> float:
@@ -117,7 +120,7 @@ def load_config(settings: Settings) -> CleanupConfig:
     Raises:
         framework.errors.ConfigError: a value is invalid; the message names it.
     """
-    return settings.plugin_config("cleanup", CleanupConfig)
+    return settings.plugin_config(PLUGIN_NAME, CleanupConfig)
 
 
 def outbox_path(settings: Settings, config: CleanupConfig) -> Path:

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from framework.storage import StorageError, StorageUnavailable
+from framework_cleanup.keys import claim_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import structlog
 
-    from framework.services import Services
+    from framework import Services
     from framework.storage import ObjectInfo
 
 __all__ = ("MAX_ERRORS", "SAMPLE_SIZE", "SweepContext", "SweepResult")
@@ -109,7 +110,7 @@ class SweepContext:
         if self.dry_run:
             yield True
             return
-        key = self.services.schema.cleanup_claim(self.sweeper, item)
+        key = claim_key(self.services.schema, self.sweeper, item)
         won = bool(await self.services.redis.set(key, b"1", nx=True, px=max(1, int(self.claim_ttl * 1000))))
         try:
             yield won

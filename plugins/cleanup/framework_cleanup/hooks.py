@@ -4,6 +4,9 @@
 - ``register_cron_entries``: one entry ``<sweeper>:cleanup`` per enabled sweeper, on its schedule.
 - ``register_sweepers``: the built-in sweepers (:mod:`framework_cleanup.builtin`).
 - ``register_commands``: ``framework cleanup run|ls`` (:mod:`framework_cleanup.cli`).
+- ``register_admin_panels``: the last report of each sweeper, for the admin's cleanup panel (a hook the
+  admin plugin declares; optional, so this plugin loads without the admin).
+- ``check_config``: decodes ``[plugins.cleanup]`` as start-up does.
 
 ``framework_hookspecs`` points the plugin manager at :mod:`framework_cleanup.hookspecs`, through which
 other plugins and apps add sweepers.
@@ -13,25 +16,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.hookspecs import hookimpl
+import msgspec
+
+from framework import CronEntry, hookimpl
 from framework.logging import get_logger
-from framework.task import CronEntry
 from framework_cleanup import hookspecs
 from framework_cleanup.builtin import builtin_sweepers
 from framework_cleanup.config import load_config
-from framework_cleanup.registry import collect_sweepers, plugin_manager_for
+from framework_cleanup.registry import collect_sweepers
+from framework_cleanup.sweepers import last_results
 from framework_cleanup.tasks import CleanupRun, cleanup_task
 
 if TYPE_CHECKING:
     import click
+    import pluggy
 
-    from framework.settings import Settings
-    from framework.task import TaskDef
+    from framework import Services, Settings, TaskDef
     from framework_cleanup.sweepers import Sweeper
 
 __all__ = (
     "check_config",
     "framework_hookspecs",
+    "register_admin_panels",
     "register_commands",
     "register_cron_entries",
     "register_sweepers",
@@ -55,23 +61,22 @@ def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
 
 
 @hookimpl
-def register_cron_entries(settings: Settings) -> list[CronEntry]:
-    """Contribute ``<sweeper>:cleanup`` for every enabled sweeper of every plugin."""
+def register_cron_entries(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[CronEntry]:
+    """Contribute ``<sweeper>:cleanup`` for every enabled sweeper of every plugin (asked through ``plugin_manager``)."""
     config = load_config(settings)
     if config.queue not in settings.queues:
         get_logger("framework_cleanup").warning(
             "cleanup_queue_not_served", queue=config.queue, queues=sorted(settings.queues)
         )
-    options = {"queue": config.queue, "max_retry": 1}
     return [
         CronEntry(
             name=f"{sweeper.name}:cleanup",
             spec=sweeper.schedule,
             task=cleanup_task,
             payload=CleanupRun(sweeper=sweeper.name),
-            options=dict(options),
+            options={"queue": config.queue, "max_retry": 1},
         )
-        for sweeper in collect_sweepers(plugin_manager_for(settings), settings)
+        for sweeper in collect_sweepers(plugin_manager, settings)
     ]
 
 
@@ -87,3 +92,14 @@ def register_commands(cli: click.Group) -> None:
     from framework_cleanup.cli import cleanup  # noqa: PLC0415 - click commands load only for the CLI
 
     cli.add_command(cleanup)
+
+
+async def _last_reports(services: Services) -> list[dict[str, Any]]:
+    """The last report of each sweeper, as JSON-ready dicts (the admin's cleanup panel)."""
+    return [msgspec.to_builtins(report) for report in (await last_results(services.redis, services.schema)).values()]
+
+
+@hookimpl(optionalhook=True)
+def register_admin_panels(settings: Settings) -> dict[str, Any]:
+    """Offer the admin the last report of each sweeper, read when its cleanup panel renders."""
+    return {"cleanup": _last_reports}

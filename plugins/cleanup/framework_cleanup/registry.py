@@ -1,8 +1,8 @@
 """Collects the sweepers every plugin contributes and applies ``[plugins.cleanup]`` to them.
 
-:func:`collect_sweepers` calls each ``register_sweepers`` implementation, checks what it returns (a
-:class:`~framework_cleanup.sweepers.Sweeper`, a valid schedule, a name no other plugin used), then
-applies the settings: ``schedules`` and ``grace`` overrides, and ``disabled``.
+:func:`collect_sweepers` calls ``register_sweepers`` through the plugin manager, once per plugin, checks
+what each returns (a :class:`~framework_cleanup.sweepers.Sweeper`, a valid schedule, a name no other
+plugin used), then applies the settings: ``schedules`` and ``grace`` overrides, and ``disabled``.
 """
 
 from __future__ import annotations
@@ -10,37 +10,30 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from framework import StashKey
-from framework.errors import ConfigError, PluginError
+from framework import ConfigError, PluginError, StashKey, contributions_by_plugin
 from framework.scheduler.cron import CronSpecError, parse_schedule
-from framework_cleanup.config import CleanupConfig, load_config
+from framework_cleanup.builtin import builtin_sweepers
+from framework_cleanup.config import PLUGIN_NAME, CleanupConfig, load_config
 from framework_cleanup.sweepers import Sweeper
 
 if TYPE_CHECKING:
     import pluggy
 
-    from framework.services import Services
-    from framework.settings import Settings
+    from framework import Services, Settings
 
-__all__ = ("collect_sweepers", "plugin_manager_for", "sweepers_for")
+__all__ = ("collect_sweepers", "sweepers_for")
 
 _SWEEPERS: StashKey[dict[str, Sweeper]] = StashKey("framework_cleanup.sweepers")
 
 
-def _contributions(pm: pluggy.PluginManager, settings: Settings) -> list[tuple[str, Any]]:
-    caller = getattr(pm.hook, "register_sweepers", None)
-    if caller is None:  # the cleanup plugin's specs are not loaded: nobody can contribute
-        return []
-    out: list[tuple[str, Any]] = []
-    for impl in caller.get_hookimpls():
-        try:
-            result = impl.function(**({"settings": settings} if "settings" in impl.argnames else {}))
-        except Exception as exc:  # any failure must name the plugin; re-raised
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} failed in register_sweepers: {type(exc).__name__}: {exc}"
-            ) from exc
-        out.extend((impl.plugin_name, item) for item in result or [])
-    return out
+def _contributions(pm: pluggy.PluginManager | None, settings: Settings, config: CleanupConfig) -> list[tuple[str, Any]]:
+    if pm is None:  # no plugins loaded: the plugin's own sweepers only
+        return [(PLUGIN_NAME, s) for s in builtin_sweepers(settings, config)]
+    return [
+        (plugin, item)
+        for plugin, items in contributions_by_plugin(pm, "register_sweepers", settings=settings)
+        for item in items
+    ]
 
 
 def _check_names(config: CleanupConfig, known: set[str]) -> None:
@@ -64,11 +57,13 @@ def _configured(sweeper: Sweeper, config: CleanupConfig) -> Sweeper:
     return dataclasses.replace(sweeper, schedule=schedule, grace=config.grace_for(sweeper.name, sweeper.grace))
 
 
-def collect_sweepers(pm: pluggy.PluginManager, settings: Settings, *, include_disabled: bool = False) -> list[Sweeper]:
+def collect_sweepers(
+    pm: pluggy.PluginManager | None, settings: Settings, *, include_disabled: bool = False
+) -> list[Sweeper]:
     """Every plugin's sweepers, in plugin order, with the settings applied.
 
     Args:
-        pm: the plugin manager.
+        pm: the plugin manager (``None``: no plugin is loaded, so only this plugin's own sweepers).
         settings: the app's settings (``[plugins.cleanup]``).
         include_disabled: keep the sweepers listed in ``disabled``.
 
@@ -79,7 +74,7 @@ def collect_sweepers(pm: pluggy.PluginManager, settings: Settings, *, include_di
     """
     config = load_config(settings)
     found: dict[str, Sweeper] = {}
-    for plugin, item in _contributions(pm, settings):
+    for plugin, item in _contributions(pm, settings, config):
         if not isinstance(item, Sweeper):
             raise PluginError(f"plugin {plugin!r} returned {item!r} from register_sweepers, not a Sweeper")
         if item.name in found:
@@ -92,22 +87,10 @@ def collect_sweepers(pm: pluggy.PluginManager, settings: Settings, *, include_di
     return [_configured(s, config) for s in found.values() if include_disabled or s.name not in config.disabled]
 
 
-def plugin_manager_for(settings: Settings) -> pluggy.PluginManager:
-    """A plugin manager built as the framework builds one: entry-point plugins, then the app's module.
-
-    Assembly hooks receive only the settings; this is how the cleanup plugin's
-    ``register_cron_entries`` finds the sweepers of every other plugin.
-    """
-    from framework.plugins.manager import app_plugins, get_plugin_manager  # noqa: PLC0415 - avoids an import cycle
-
-    return get_plugin_manager(settings, extra=app_plugins(settings))
-
-
 def sweepers_for(services: Services) -> dict[str, Sweeper]:
     """The enabled sweepers by name, collected once per process (``services.plugin_manager``)."""
     cached = services.stash.get(_SWEEPERS)
     if cached is None:
-        pm = services.plugin_manager or plugin_manager_for(services.settings)
-        cached = {s.name: s for s in collect_sweepers(pm, services.settings)}
+        cached = {s.name: s for s in collect_sweepers(services.plugin_manager, services.settings)}
         services.stash[_SWEEPERS] = cached
     return cached

@@ -3,7 +3,7 @@
 A :class:`Sweeper` is a name, a schedule, a grace period and ``async def sweep(ctx) -> SweepResult``.
 :func:`run_sweeper` gives it a :class:`SweepContext` (services, dry run, now, cutoff), turns whatever
 happens (including an exception) into a :class:`SweepReport`, logs it and keeps it in the Redis hash
-``Schema.cleanup_results`` for the dashboard (:func:`last_results`).
+:func:`~framework_cleanup.keys.results_key` for the dashboard (:func:`last_results`).
 
 Safety rules every sweep follows (the built-ins do; see :mod:`framework_cleanup.builtin`):
 
@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
 
-from framework.errors import FrameworkError
+from framework import FrameworkError
 from framework.logging import get_logger
 from framework_cleanup.context import MAX_ERRORS, SAMPLE_SIZE, SweepContext, SweepResult
+from framework_cleanup.keys import results_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,8 +38,7 @@ if TYPE_CHECKING:
     import structlog
     from redis.asyncio import Redis
 
-    from framework.protocol.keys import Schema
-    from framework.services import Services
+    from framework import Schema, Services
 
 __all__ = (
     "MAX_ERRORS",
@@ -143,7 +143,7 @@ async def run_sweeper(
 
     Returns:
         The report, also logged (``cleanup_swept`` or ``cleanup_sweeper_failed``) and stored in
-        ``Schema.cleanup_results`` under the sweeper's name.
+        :func:`~framework_cleanup.keys.results_key` under the sweeper's name.
     """
     log = (logger or get_logger("framework_cleanup")).bind(sweeper=sweeper.name, dry_run=dry_run)
     started = time.time() if now is None else now
@@ -170,7 +170,7 @@ async def run_sweeper(
         failed=failure is not None,
     )
     log.info("cleanup_swept", removed=report.removed, bytes=report.bytes, errors=len(report.errors))
-    await services.redis.hset(services.schema.cleanup_results, sweeper.name, _encode(report))
+    await services.redis.hset(results_key(services.schema), sweeper.name, _encode(report))
     return report
 
 
@@ -201,7 +201,7 @@ async def last_results(redis: Redis, schema: Schema) -> dict[str, SweepReport]:
         redis: the Redis client.
         schema: the key schema.
     """
-    raw = await redis.hgetall(schema.cleanup_results)
+    raw = await redis.hgetall(results_key(schema))
     out: dict[str, SweepReport] = {}
     for field, value in raw.items():
         name = field.decode() if isinstance(field, bytes) else str(field)

@@ -11,19 +11,18 @@ retried once (sweeps are idempotent) and then archived. Either way the report is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 import msgspec
 
+from framework import TaskDef
 from framework.errors import SkipRetry
-from framework.task import TaskDef
 from framework_cleanup.config import load_config
 from framework_cleanup.registry import sweepers_for
 from framework_cleanup.sweepers import SweepFailed, run_sweeper
 
 if TYPE_CHECKING:
-    from framework.client.client import Client, TaskInfo
-    from framework.context import TaskContext
+    from framework import Client, EnqueueOptions, TaskContext, TaskInfo
 
 __all__ = ("CLEANUP_RUN", "CleanupRun", "cleanup_task", "handle_cleanup_run", "run_cleanup")
 
@@ -74,7 +73,9 @@ cleanup_task: TaskDef[CleanupRun] = TaskDef(
 """The ``cleanup:run`` task definition: queue ``low``, 1 retry, 30 minutes."""
 
 
-async def run_cleanup(client: Client, sweeper: str, *, dry_run: bool = False, **options: Any) -> TaskInfo:
+async def run_cleanup(
+    client: Client, sweeper: str, *, dry_run: bool = False, **options: Unpack[EnqueueOptions]
+) -> TaskInfo:
     """Enqueue ``cleanup:run`` for ``sweeper``.
 
     Args:

@@ -19,6 +19,7 @@ Secrets and the sender come from the environment, which wins over the file when 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -28,10 +29,18 @@ if TYPE_CHECKING:
 
     from framework.settings import Settings
 
-__all__ = ("PLUGIN_NAME", "EmailConfig", "ResendConfig", "SmtpConfig", "load_email_config")
+__all__ = (
+    "PLUGIN_NAME",
+    "EmailConfig",
+    "ResendConfig",
+    "SmtpConfig",
+    "load_config",
+    "load_email_config",
+    "outbox_path",
+)
 
 PLUGIN_NAME = "email"
-"""The name of this plugin's settings section: ``[plugins.email]``."""
+"""The plugin's entry-point name and the name of its settings section: ``[plugins.email]``."""
 
 
 class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -97,7 +106,7 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     resend: ResendConfig = msgspec.field(default_factory=ResendConfig)
 
 
-def load_email_config(settings: Settings, environ: Mapping[str, str] | None = None) -> EmailConfig:
+def load_config(settings: Settings, environ: Mapping[str, str] | None = None) -> EmailConfig:
     """Read ``[plugins.email]`` from ``settings`` and overlay the environment's secrets.
 
     Args:
@@ -108,7 +117,9 @@ def load_email_config(settings: Settings, environ: Mapping[str, str] | None = No
         The plugin's configuration.
 
     Raises:
-        framework.errors.ConfigError: a value in the section does not fit :class:`EmailConfig`.
+        framework.errors.ConfigError: a value in the section does not fit :class:`EmailConfig`; the
+            message names it. The backend's name is checked when the service is built (plugins may add
+            backends), see :meth:`~framework_email.service.EmailService.from_settings`.
     """
     env = os.environ if environ is None else environ
     config = settings.plugin_config(PLUGIN_NAME, EmailConfig)
@@ -124,3 +135,12 @@ def load_email_config(settings: Settings, environ: Mapping[str, str] | None = No
         smtp=smtp,
         resend=resend,
     )
+
+
+load_email_config = load_config
+"""The same function under its first name."""
+
+
+def outbox_path(settings: Settings, config: EmailConfig) -> Path:
+    """The ``outbox`` backend's folder: ``config.outbox_dir``, relative paths inside the data directory."""
+    return settings.data_path / Path(config.outbox_dir)

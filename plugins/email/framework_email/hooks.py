@@ -5,6 +5,8 @@
   configuration error stops start-up instead of failing the first email.
 - ``shutdown``: releases the backend.
 - ``check_config``: builds the service the way ``startup`` does, for ``framework doctor``.
+- ``register_admin_panels``: the outbox folder, for the admin's outbox panel, while the ``outbox``
+  backend is in use (a hook the admin plugin declares; optional, so this plugin loads without the admin).
 
 Templates live in ``templates/email/``. ``framework_hookspecs`` points the plugin manager at
 :mod:`framework_email.hookspecs`, through which other plugins add delivery backends.
@@ -14,8 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.hookspecs import hookimpl
+from framework import hookimpl
 from framework_email import hookspecs
+from framework_email.config import load_config, outbox_path
 
 # The service (and its backends) and the task are imported by the hooks that use them: every
 # ``framework`` command loads this module, and most never send an email.
@@ -23,11 +26,16 @@ from framework_email import hookspecs
 if TYPE_CHECKING:
     import pluggy
 
-    from framework.services import Services
-    from framework.settings import Settings
-    from framework.task import TaskDef
+    from framework import Services, Settings, TaskDef
 
-__all__ = ("check_config", "framework_hookspecs", "register_task_types", "shutdown", "startup")
+__all__ = (
+    "check_config",
+    "framework_hookspecs",
+    "register_admin_panels",
+    "register_task_types",
+    "shutdown",
+    "startup",
+)
 
 framework_hookspecs = hookspecs
 """The hooks this plugin offers other plugins; the plugin manager adds them before registering plugins."""
@@ -75,3 +83,10 @@ async def shutdown(services: Services) -> None:
     service = services.stash.get(EMAIL_SERVICE)
     if service is not None:
         await service.aclose()
+
+
+@hookimpl(optionalhook=True)
+def register_admin_panels(settings: Settings) -> dict[str, Any]:
+    """Offer the admin the outbox folder while the ``outbox`` backend is the one in use."""
+    config = load_config(settings)
+    return {"outbox": outbox_path(settings, config)} if config.backend == "outbox" else {}

@@ -17,11 +17,11 @@ import structlog
 from framework import StashKey
 from framework.errors import ConfigError, PluginError
 from framework_email.backends import OutboxBackend, ResendBackend, SmtpBackend
-from framework_email.config import EmailConfig, load_email_config
+from framework_email.config import EmailConfig, load_config
 from framework_email.render import EmailRenderer
 
 if TYPE_CHECKING:
-    from framework.services import Services
+    from framework import Services
     from framework.settings import Settings
     from framework_email.backends import BackendFactory, EmailBackend
 
@@ -70,7 +70,7 @@ class EmailService:
             ConfigError: the section is invalid, the backend is unknown or lacks a setting.
             PluginError: two plugins contribute a backend of the same name.
         """
-        config = load_email_config(settings, environ)
+        config = load_config(settings, environ)
         factories = collect_backends(backends)
         factory = factories.get(config.backend)
         if factory is None:

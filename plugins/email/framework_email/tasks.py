@@ -12,13 +12,13 @@ From Python::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
 
+from framework import TaskDef
 from framework.errors import SkipRetry
-from framework.storage.base import InvalidKey, ObjectNotFound
-from framework.task import TaskDef
+from framework.storage import InvalidKey, ObjectNotFound
 from framework_email.backends.base import OutboundEmail
 from framework_email.message import AttachmentFile, build_message
 from framework_email.service import get_email_service
@@ -26,9 +26,7 @@ from framework_email.service import get_email_service
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from framework.client.client import Client, TaskInfo
-    from framework.context import TaskContext
-    from framework.services import Services
+    from framework import Client, EnqueueOptions, Services, TaskContext, TaskInfo
 
 __all__ = (
     "MAX_INLINE_ATTACHMENT_BYTES",
@@ -109,7 +107,7 @@ async def send_email(
     reply_to: str | Sequence[str] | None = None,
     tags: Mapping[str, str] | None = None,
     attachments: Sequence[Attachment] = (),
-    **options: Any,
+    **options: Unpack[EnqueueOptions],
 ) -> TaskInfo:
     """Enqueue an email: the worker renders ``template`` with ``data`` and delivers it.
 

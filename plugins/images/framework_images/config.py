@@ -20,7 +20,10 @@ import msgspec
 if TYPE_CHECKING:
     from framework.settings import Settings
 
-__all__ = ("MIB", "ImageFormat", "ImagesConfig", "load_config")
+__all__ = ("MIB", "PLUGIN_NAME", "ImageFormat", "ImagesConfig", "load_config")
+
+PLUGIN_NAME = "images"
+"""The plugin's entry-point name and the name of its settings section: ``[plugins.images]``."""
 
 MIB = 1024 * 1024
 
@@ -115,7 +118,10 @@ def _check_sizes(sizes: dict[str, int]) -> None:
 def load_config(settings: Settings) -> ImagesConfig:
     """Decode ``[plugins.images]`` from ``settings``.
 
+    Args:
+        settings: the app's settings.
+
     Raises:
         framework.errors.ConfigError: a value is invalid; the message names it.
     """
-    return settings.plugin_config("images", ImagesConfig)
+    return settings.plugin_config(PLUGIN_NAME, ImagesConfig)

@@ -1,18 +1,23 @@
-"""Everything the images plugin contributes to the framework: the entry point of ``framework-images``."""
+"""What the images plugin contributes to the framework: the entry point of ``framework-images``.
+
+- ``register_task_types``: the ``image:process`` task (:mod:`framework_images.tasks`). Its type keeps
+  the ``image:`` prefix Go producers (Grit's ``ImagePayload``) enqueue it with, not the plugin's name.
+- ``register_routes``: the uploads route (:mod:`framework_images.routes`).
+- ``check_config``: decodes ``[plugins.images]`` as start-up does.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.hookspecs import hookimpl
+from framework import hookimpl
 from framework_images.config import load_config
 
 # The routes and the task (and the image library behind them) are imported by the hooks that use them:
 # every ``framework`` command loads this module.
 
 if TYPE_CHECKING:
-    from framework.settings import Settings
-    from framework.task import TaskDef
+    from framework import Settings, TaskDef
 
 __all__ = ("check_config", "register_routes", "register_task_types")
 

@@ -48,9 +48,9 @@ from litestar.status_codes import (
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 )
 
+from framework import Services
 from framework.errors import RedisUnavailable
 from framework.logging import get_logger
-from framework.services import Services
 from framework.storage import Storage
 from framework.web.ratelimit import RateLimit, client_address, retry_after_seconds
 from framework_images.config import ImagesConfig

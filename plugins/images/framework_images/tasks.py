@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
 
-from framework import StashKey
+from framework import StashKey, TaskDef
 from framework.errors import SkipRetry
 from framework.storage import ObjectNotFound, validate_key
-from framework.task import TaskDef
 from framework_images.config import load_config
 from framework_images.processing import ImageError, SourceImage, Thumbnail, identify, make_thumbnails
 from framework_images.storage import (
@@ -41,9 +40,7 @@ from framework_images.storage import (
 )
 
 if TYPE_CHECKING:
-    from framework.client.client import Client, TaskInfo
-    from framework.context import TaskContext
-    from framework.services import Services
+    from framework import Client, EnqueueOptions, Services, TaskContext, TaskInfo
     from framework.storage import Storage
     from framework_images.config import ImagesConfig
 
@@ -203,7 +200,7 @@ process_image_task: TaskDef[ProcessImage] = TaskDef(
 
 
 async def process_image(
-    client: Client, upload_id: str | int, key: str, mime_type: str = "", **options: Any
+    client: Client, upload_id: str | int, key: str, mime_type: str = "", **options: Unpack[EnqueueOptions]
 ) -> TaskInfo:
     """Enqueue ``image:process`` for the original stored at ``key``.
 

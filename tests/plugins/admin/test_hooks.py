@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from framework_admin import hookspecs
@@ -23,7 +24,7 @@ from tests.plugins.admin.conftest import AUTH, admin_pm, login
 
 
 def test_admin_hookspecs_are_documented() -> None:
-    for name in ("admin_menu_items", "admin_actor_from_request"):
+    for name in ("admin_menu_items", "register_admin_panels", "admin_actor_from_request"):
         doc = getattr(hookspecs, name).__doc__ or ""
         assert "Args:" in doc and "Returns:" in doc and "Kind:" in doc and "Fires:" in doc
     assert "first result" in (hookspecs.admin_actor_from_request.__doc__ or "")
@@ -88,6 +89,41 @@ async def test_hook_admin_actor_from_request(admin_settings: Any) -> None:
         assert r.status_code in (200, 404)
         [line] = [e for e in logs if e["event"] == "admin_action"]
         assert line["actor"] == "alice" and line["via"] == "hook" and line["action"] == "pause"
+
+
+class WrapsAuth:
+    """Wraps the admin's request hook (``wrapper=True``): sees each plugin's answer, may replace it."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    @hookimpl(optionalhook=True, wrapper=True)
+    def admin_actor_from_request(self, request: Any) -> Any:
+        answer = yield
+        self.seen.append(answer)
+        if request.headers.get("x-wrapped"):
+            if inspect.iscoroutine(answer):
+                answer.close()  # replaced, never awaited
+            return Actor(name="wrapped", role="readonly", via="hook")
+        return answer
+
+
+async def test_a_wrapper_wraps_the_request_hook_and_tracing_traces_it(
+    admin_settings: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    monkeypatch.setenv("FRAMEWORK_TRACE_PLUGINS", "1")
+    wrapper = WrapsAuth()
+    settings = admin_settings.replace(env="production", admin_token=None, admin_readonly_token=None)
+    app = create_app(settings, plugin_manager=admin_pm(settings, ("sso", HeaderAuth()), ("wrap", wrapper)))
+    async with AsyncTestClient(app) as tc:
+        me = await tc.get("/api/admin/me", headers={"X-User": "alice"})
+        assert me.json()["name"] == "alice"
+        assert len(wrapper.seen) == 1 and inspect.iscoroutine(wrapper.seen[0])  # HeaderAuth answers async
+        wrapped = await tc.get("/api/admin/me", headers={"X-Wrapped": "1"})
+        assert wrapped.json() == {"name": "wrapped", "role": "readonly", "via": "hook", "can_act": False}
+    trace = capsys.readouterr().err
+    assert "admin_actor_from_request [hook]" in trace
+    assert "finish admin_actor_from_request -->" in trace
 
 
 async def staff_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -170,3 +170,9 @@ async def test_a_real_worker_records_timeouts_and_cancellations(admin_settings: 
         assert run["duration"] is not None
     assert 0.9 <= runs["timeout-stop"]["duration"] < 5
     assert 1.2 <= runs["timeout-run-on"]["duration"] < 5  # given up on after the grace, not when it ended
+
+
+def test_the_runs_key_keeps_the_value_it_had_in_the_core_schema() -> None:
+    """Runs recorded before the key moved into the plugin are still read."""
+    assert runs_key(Schema()) == "framework:admin:runs"
+    assert runs_key(Schema("t1")) == "t1:fw:admin:runs"

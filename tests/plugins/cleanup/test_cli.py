@@ -16,11 +16,11 @@ import pytest
 import structlog
 from click.testing import CliRunner, Result
 from framework_cleanup.cli import cleanup, format_bytes, format_seconds
-from framework_cleanup.registry import plugin_manager_for
 from framework_cleanup.sweepers import SweepContext, Sweeper, SweepResult
 
 from framework.cli import CliContext
 from framework.hookspecs import hookimpl
+from framework.plugins.manager import get_app_plugin_manager
 from framework.storage import LocalStorage
 from tests.fixtures.cli import run_framework
 
@@ -54,7 +54,7 @@ def invoke(app_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def run(*args: str, settings: Settings = app_settings) -> Result:
         ctx = CliContext()
-        ctx.__dict__.update(settings=settings, pm=plugin_manager_for(settings))  # the cached properties
+        ctx.__dict__.update(settings=settings, pm=get_app_plugin_manager(settings))  # the cached properties
         with structlog.testing.capture_logs():
             return CliRunner().invoke(cleanup, list(args), obj=ctx, catch_exceptions=False)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from framework_cleanup.context import MAX_ERRORS, SAMPLE_SIZE, SweepContext, SweepResult
+from framework_cleanup.keys import claim_key
 
 from framework.logging import get_logger
 from framework.storage import ObjectInfo, StorageError, StorageUnavailable
@@ -42,16 +43,16 @@ async def test_only_one_run_wins_a_claim(services: Services) -> None:
     async with a.exclusive("tmp/x") as won_a:
         async with b.exclusive("tmp/x") as won_b:
             assert (won_a, won_b) == (True, False)
-        key = services.schema.cleanup_claim("s", "tmp/x")
+        key = claim_key(services.schema, "s", "tmp/x")
         assert 0 < await services.redis.pttl(key) <= 60_000
     async with b.exclusive("tmp/x") as won_again:
         assert won_again
-    assert await services.redis.exists(services.schema.cleanup_claim("s", "tmp/x")) == 0
+    assert await services.redis.exists(claim_key(services.schema, "s", "tmp/x")) == 0
 
 
 async def test_claims_of_a_run_that_died_expire(services: Services) -> None:
     ctx = context(services, claim_ttl=2.0)
-    key = services.schema.cleanup_claim("s", "tmp/x")
+    key = claim_key(services.schema, "s", "tmp/x")
     await services.redis.set(key, b"1", px=int(ctx.claim_ttl * 1000))  # what a run that died left behind
     async with ctx.exclusive("tmp/x") as won:
         assert not won

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import pytest
 from framework_cleanup import hooks
-from framework_cleanup.registry import collect_sweepers, plugin_manager_for, sweepers_for
+from framework_cleanup.registry import collect_sweepers, sweepers_for
 from framework_cleanup.sweepers import SweepContext, Sweeper, SweepResult, run_sweeper
 from framework_cleanup.tasks import CLEANUP_RUN
 
 from framework.errors import ConfigError, PluginError
 from framework.hookspecs import hookimpl
-from framework.plugins.manager import collect_task_types, get_plugin_manager
+from framework.plugins.manager import collect_task_types, get_app_plugin_manager, get_plugin_manager
 from framework.registry import Registry
 from framework.scheduler.cron import parse_schedule
 from framework.scheduler.scheduler import Scheduler, load_entries
@@ -52,7 +52,7 @@ def with_cleanup(settings: Settings, **section: Any) -> Settings:
 
 
 def test_hook_register_sweepers(app_settings: Settings) -> None:
-    pm = plugin_manager_for(app_settings)
+    pm = get_app_plugin_manager(app_settings)
     sweepers = collect_sweepers(pm, app_settings)
     assert [s.name for s in sweepers] == [*BUILTIN, "reports"]
     reports = sweepers[-1]
@@ -63,18 +63,18 @@ def test_hook_register_sweepers(app_settings: Settings) -> None:
         "old reports",
     )
     assert {s.source for s in sweepers[:-1]} == {"cleanup"}
-    names = [e.name for e in hooks.register_cron_entries(app_settings)]
+    names = [e.name for e in hooks.register_cron_entries(app_settings, pm)]
     assert names == [f"{n}:cleanup" for n in [*BUILTIN, "reports"]]
 
 
 async def test_a_contributed_sweeper_runs(app_settings: Settings, services: Services) -> None:
-    sweeper = {s.name: s for s in collect_sweepers(plugin_manager_for(app_settings), app_settings)}["reports"]
+    sweeper = {s.name: s for s in collect_sweepers(get_app_plugin_manager(app_settings), app_settings)}["reports"]
     report = await run_sweeper(services, sweeper)
     assert (report.removed, report.bytes, report.items) == (1, 42, ["reports/old.csv"])
 
 
 def test_cron_entries_are_valid_for_the_scheduler(app_settings: Settings) -> None:
-    pm = plugin_manager_for(app_settings)
+    pm = get_app_plugin_manager(app_settings)
     registry = Registry()
     collect_task_types(pm, app_settings, registry)
 
@@ -100,7 +100,7 @@ def test_cron_entries_are_valid_for_the_scheduler(app_settings: Settings) -> Non
 
 
 async def test_the_scheduler_accepts_the_entries(app_settings: Settings, redis: Any) -> None:
-    scheduler = Scheduler(app_settings, plugin_manager=plugin_manager_for(app_settings), redis=redis)
+    scheduler = Scheduler(app_settings, plugin_manager=get_app_plugin_manager(app_settings), redis=redis)
     assert {e.name for e in scheduler.entries} >= {f"{n}:cleanup" for n in BUILTIN}
 
 
@@ -111,10 +111,10 @@ def test_schedules_grace_and_queue_come_from_settings(app_settings: Settings) ->
         grace={"tmp": "2h", "outbox": "3d"},
         queue="default",
     )
-    sweepers = {s.name: s for s in collect_sweepers(plugin_manager_for(settings), settings)}
+    sweepers = {s.name: s for s in collect_sweepers(get_app_plugin_manager(settings), settings)}
     assert (sweepers["tokens"].schedule, sweepers["reports"].schedule) == ("@every 10m", "0 5 * * *")
     assert (sweepers["tmp"].grace, sweepers["outbox"].grace, sweepers["uploads"].grace) == (7200, 3 * 86400, 3600)
-    entries = {e.name: e for e in hooks.register_cron_entries(settings)}
+    entries = {e.name: e for e in hooks.register_cron_entries(settings, get_app_plugin_manager(settings))}
     assert entries["tokens:cleanup"].spec == "@every 10m"
     assert entries["tokens:cleanup"].options == {"queue": "default", "max_retry": 1}
     parse_schedule(entries["reports:cleanup"].spec)
@@ -122,10 +122,10 @@ def test_schedules_grace_and_queue_come_from_settings(app_settings: Settings) ->
 
 def test_disabled_sweepers_get_no_entry(app_settings: Settings) -> None:
     settings = with_cleanup(app_settings, disabled=["outbox", "reports"])
-    pm = plugin_manager_for(settings)
+    pm = get_app_plugin_manager(settings)
     assert [s.name for s in collect_sweepers(pm, settings)] == ["tokens", "tmp", "uploads"]
     assert [s.name for s in collect_sweepers(pm, settings, include_disabled=True)] == [*BUILTIN, "reports"]
-    assert [e.name for e in hooks.register_cron_entries(settings)] == [
+    assert [e.name for e in hooks.register_cron_entries(settings, pm)] == [
         "tokens:cleanup",
         "tmp:cleanup",
         "uploads:cleanup",
@@ -137,13 +137,13 @@ def test_settings_naming_an_unknown_sweeper_fail(app_settings: Settings, setting
     value: Any = ["nope"] if setting == "disabled" else {"nope": "1h"}
     settings = with_cleanup(app_settings, **{setting: value})
     with pytest.raises(ConfigError, match=rf"\[plugins.cleanup\] {setting} names unknown sweeper\(s\) 'nope'"):
-        collect_sweepers(plugin_manager_for(settings), settings)
+        collect_sweepers(get_app_plugin_manager(settings), settings)
 
 
 def test_an_invalid_schedule_in_settings_fails(app_settings: Settings) -> None:
     settings = with_cleanup(app_settings, schedules={"tmp": "every day"})
     with pytest.raises(ConfigError, match=r"schedules\['tmp'\]"):
-        collect_sweepers(plugin_manager_for(settings), settings)
+        collect_sweepers(get_app_plugin_manager(settings), settings)
 
 
 class Plugin:
@@ -204,7 +204,7 @@ def test_without_the_cleanup_plugin_there_are_no_sweepers(settings: Settings) ->
 
 
 def test_sweepers_for_caches_per_process(app_settings: Settings, services: Services) -> None:
-    services.plugin_manager = plugin_manager_for(app_settings)
+    services.plugin_manager = get_app_plugin_manager(app_settings)
     first = sweepers_for(services)
     assert list(first) == [*BUILTIN, "reports"]  # the plugin manager's sweepers
     assert sweepers_for(services) is first

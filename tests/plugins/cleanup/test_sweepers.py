@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING
 
 import pytest
 import structlog
+from framework_cleanup.keys import claim_key, results_key
 from framework_cleanup.sweepers import (
     SweepContext,
     Sweeper,
@@ -16,6 +18,8 @@ from framework_cleanup.sweepers import (
     run_sweeper,
     run_sweepers,
 )
+
+from framework.protocol.keys import Schema
 
 if TYPE_CHECKING:
     from framework.services import Services
@@ -78,7 +82,7 @@ async def test_the_last_result_is_kept_for_the_dashboard(services: Services) -> 
     await run_sweeper(services, counting("tmp", 1), now=now - 100)
     report = await run_sweeper(services, counting("tmp", 3, size=5), now=now)
 
-    raw = await services.redis.hget(services.schema.cleanup_results, "tmp")
+    raw = await services.redis.hget(results_key(services.schema), "tmp")
     stored = json.loads(raw)
     assert {k: stored[k] for k in ("time", "removed", "bytes", "errors", "dry_run")} == {
         "time": now,
@@ -105,9 +109,23 @@ async def test_dry_runs_are_kept_flagged(services: Services) -> None:
     assert (await last_results(services.redis, services.schema))["x"].dry_run
 
 
+def test_the_keys_keep_the_values_they_had_in_the_core_schema() -> None:
+    """Reports and claims stored before the keys moved into this plugin are found under the same names."""
+    digest = hashlib.sha1(b"tmp/x", usedforsecurity=False).hexdigest()
+    assert results_key(Schema()) == "framework:cleanup:last"
+    assert claim_key(Schema(), "tmp", "tmp/x") == f"framework:cleanup:claim:tmp:{digest}"
+    assert results_key(Schema("t1")) == "t1:fw:cleanup:last"
+
+
+async def test_a_report_stored_under_the_old_key_is_read(services: Services) -> None:
+    report = {"sweeper": "tmp", "time": 1.0, "removed": 2}
+    await services.redis.hset(f"{services.schema.ext}:cleanup:last", "tmp", json.dumps(report))
+    assert (await last_results(services.redis, services.schema))["tmp"].removed == 2
+
+
 async def test_last_results_when_nothing_ran_or_a_value_is_unreadable(services: Services) -> None:
     assert await last_results(services.redis, services.schema) == {}
-    await services.redis.hset(services.schema.cleanup_results, "bad", b"{oops")
+    await services.redis.hset(results_key(services.schema), "bad", b"{oops")
     await run_sweeper(services, counting("good", 1))
     assert list(await last_results(services.redis, services.schema)) == ["good"]
 

@@ -7,7 +7,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from framework_cleanup.registry import plugin_manager_for
 from framework_cleanup.sweepers import SweepContext, Sweeper, SweepFailed, SweepResult, last_results
 from framework_cleanup.tasks import CleanupRun, cleanup_task, handle_cleanup_run, run_cleanup
 
@@ -15,6 +14,7 @@ from framework.context import TaskContext
 from framework.errors import SkipRetry
 from framework.hookspecs import hookimpl
 from framework.logging import get_logger
+from framework.plugins.manager import get_app_plugin_manager
 from framework.worker.worker import Worker
 
 if TYPE_CHECKING:
@@ -71,33 +71,33 @@ async def test_enqueue_helper_uses_the_low_queue(client: Client, services: Servi
 
 
 async def test_the_handler_runs_the_sweeper_and_keeps_the_report(app_settings: Settings, services: Services) -> None:
-    services.plugin_manager = plugin_manager_for(app_settings)
+    services.plugin_manager = get_app_plugin_manager(app_settings)
     await handle_cleanup_run(task_context(services), CleanupRun(sweeper="fine"))
     report = (await last_results(services.redis, services.schema))["fine"]
     assert (report.removed, report.bytes, report.dry_run) == (1, 3, False)
 
 
 async def test_the_handler_passes_dry_run(app_settings: Settings, services: Services) -> None:
-    services.plugin_manager = plugin_manager_for(app_settings)
+    services.plugin_manager = get_app_plugin_manager(app_settings)
     await handle_cleanup_run(task_context(services), CleanupRun(sweeper="fine", dry_run=True))
     assert (await last_results(services.redis, services.schema))["fine"].dry_run
 
 
 async def test_an_unknown_sweeper_is_not_retried(app_settings: Settings, services: Services) -> None:
-    services.plugin_manager = plugin_manager_for(app_settings)
+    services.plugin_manager = get_app_plugin_manager(app_settings)
     with pytest.raises(SkipRetry, match="unknown or disabled sweeper 'nope'"):
         await handle_cleanup_run(task_context(services), CleanupRun(sweeper="nope"))
 
 
 async def test_a_failing_sweeper_fails_the_task(app_settings: Settings, services: Services) -> None:
-    services.plugin_manager = plugin_manager_for(app_settings)
+    services.plugin_manager = get_app_plugin_manager(app_settings)
     with pytest.raises(SweepFailed, match="sweeper 'broken' failed: OSError: no space left"):
         await handle_cleanup_run(task_context(services), CleanupRun(sweeper="broken"))
     assert (await last_results(services.redis, services.schema))["broken"].failed
 
 
 async def test_a_worker_runs_cleanup_tasks(app_settings: Settings, client: Client, services: Services) -> None:
-    pm = plugin_manager_for(app_settings)
+    pm = get_app_plugin_manager(app_settings)
     await run_cleanup(client, "fine")
     await run_cleanup(client, "tokens")
     worker = Worker(app_settings, plugin_manager=pm)

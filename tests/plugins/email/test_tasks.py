@@ -471,7 +471,7 @@ async def test_with_the_frameworks_plugin_manager_and_shared_jinja(tmp_path: Pat
     )
     settings = _settings(tmp_path, {"backend": "memory"}, templates_dir=str(app), load_plugins=["email"])
     pm = get_plugin_manager(settings, extra=[("memory", plugin)])  # adds framework_email.hookspecs first
-    assert [send_email_task] in pm.hook.register_task_types(settings=settings)
+    assert [send_email_task] in pm.hook.register_task_types(settings=settings, plugin_manager=pm)
     services = Services(
         settings=settings,
         redis=None,  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from framework_email.backends.base import safe_token
+from framework_email.config import outbox_path
 
 if TYPE_CHECKING:
     from framework.settings import Settings
@@ -39,7 +40,7 @@ class OutboxBackend:
             config: the plugin's config.
             settings: the app's settings (for the data directory).
         """
-        return cls(settings.data_path / config.outbox_dir)
+        return cls(outbox_path(settings, config))
 
     async def send(self, email: OutboundEmail) -> str:
         """Write ``email`` to ``<directory>/<key>.eml``, replacing an earlier attempt's file.

@@ -1,7 +1,7 @@
 """structlog configuration, done once per process, and :func:`get_logger`.
 
 Log lines always go to standard error: standard output belongs to what a command prints (a table, or
-the JSON of ``--json``), so ``framework jobs stats --json | jq`` sees nothing but JSON.
+the JSON of ``--json``), so ``framework tasks stats --json | jq`` sees nothing but JSON.
 """
 
 from __future__ import annotations
@@ -56,6 +56,27 @@ def _stderr_logger_factory(*_args: Any) -> StderrLogger:
     return _STDERR_LOGGER
 
 
+def _load_structlog() -> None:
+    """Import structlog (unless it is already) without letting it import rich.
+
+    ``structlog.dev`` imports rich, when installed, for pretty tracebacks (``rich.traceback``, ``rich.pretty``
+    and attrs: about 40 ms of every command's start-up). The renderer configured here prints plain ones, so
+    rich is hidden while structlog loads; it stays importable for everything else (the command tables). A
+    structlog an application imported first is left as it is.
+    """
+    if "structlog" in sys.modules:
+        return
+    rich = sys.modules.get("rich")
+    sys.modules["rich"] = None  # type: ignore[assignment] # `import rich` fails, which structlog expects
+    try:
+        import structlog  # noqa: F401, PLC0415
+    finally:
+        if rich is None:
+            del sys.modules["rich"]
+        else:
+            sys.modules["rich"] = rich
+
+
 def configure_logging(level: str = "info", fmt: str = "console", *, force: bool = False) -> None:
     """Configure structlog once (later calls are ignored unless ``force``).
 
@@ -67,6 +88,7 @@ def configure_logging(level: str = "info", fmt: str = "console", *, force: bool 
     global _configured  # noqa: PLW0603 - configuration is process-wide by nature
     if _configured and not force:
         return
+    _load_structlog()
     import structlog  # noqa: PLC0415 - a command that only prints help never imports it (a fifth of its start-up)
 
     renderer: Any = (
@@ -98,6 +120,7 @@ def configure_default_logging(level: str = "info", fmt: str = "console") -> None
     settings' ``log_level`` (``info`` unless changed) to standard error, as the commands do; an
     application that configured structlog itself keeps its configuration.
     """
+    _load_structlog()
     import structlog  # noqa: PLC0415
 
     if _configured or structlog.is_configured():

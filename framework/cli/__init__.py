@@ -1,22 +1,23 @@
 """The ``framework`` command line: the root group, shared context, and plugin-contributed commands.
 
-Each sub-module adds its commands: ``run`` (run, web, worker, scheduler), ``jobs`` (inspect and steer
-queues), ``cron``, ``generate`` (new, generate job, generate plugin), ``plugins`` and ``doctor``.
-Plugins add theirs through the ``register_commands`` hook; :func:`examples` gives a command's help the
-examples every command ends with.
+The built-in commands load on demand (:class:`~framework.cli._lazy.LazyGroup`): ``run`` (run, web, worker,
+scheduler), ``tasks`` (inspect and steer the queues), ``cron``, ``generate`` (new, generate task, generate
+plugin), ``plugins`` and ``doctor``; ``--help`` lists them without importing any. ``jobs`` and ``generate job``,
+their old names, still work and are not listed. Plugins add commands through the ``register_commands`` hook,
+called only when the command line may need one (``--help``, or a command that is not built in).
+:func:`examples` gives a command's help the examples every command ends with.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import traceback
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from framework.cli._lazy import Lazy, LazyGroup
 from framework.errors import FrameworkError, RedisUnavailable
 
 if TYPE_CHECKING:
@@ -24,11 +25,41 @@ if TYPE_CHECKING:
 
     from framework.settings import Settings
 
-__all__ = ("CliContext", "StartupError", "cli", "examples", "main", "pass_cli")
+__all__ = ("ALIASES", "BUILTIN_COMMANDS", "CliContext", "StartupError", "cli", "examples", "main", "pass_cli")
 
-_SUBMODULES = ("run", "jobs", "cron", "generate", "plugins", "doctor")
-_PROCESS_COMMANDS = {"run": "run", "web": "run", "worker": "run", "scheduler": "run"}
-"""The long-running commands and their module: starting one loads no other built-in command."""
+BUILTIN_COMMANDS: dict[str, Lazy] = {
+    "run": Lazy(
+        "framework.cli.run",
+        "run",
+        "Serve the app with a worker and the scheduler in the same process (development default).",
+    ),
+    "web": Lazy("framework.cli.run", "web", "Serve the web app only."),
+    "worker": Lazy(
+        "framework.cli.run", "worker", "Run worker processes until SIGTERM/SIGINT (a second signal exits at once)."
+    ),
+    "scheduler": Lazy(
+        "framework.cli.run", "scheduler", "Run the cron scheduler alone (safe to run in any number of replicas)."
+    ),
+    "tasks": Lazy("framework.cli.tasks", "tasks", "Inspect and steer the task queues."),
+    "cron": Lazy("framework.cli.cron", "cron", "Cron entries (from settings and plugins)."),
+    "new": Lazy(
+        "framework.cli.generate",
+        "new",
+        "Create the project APP: package, settings, an example task and route, and tests that pass.",
+    ),
+    "generate": Lazy("framework.cli.generate", "generate", "Add a task to an app, or start a plugin distribution."),
+    "plugins": Lazy(
+        "framework.cli.plugins",
+        "plugins",
+        "List every loaded plugin: distribution, version, hooks and what it contributes.",
+    ),
+    "doctor": Lazy(
+        "framework.cli.doctor", "doctor", "Check settings, Redis, plugins and queued task types; say what to fix."
+    ),
+}
+"""The built-in commands: where each is defined, and the summary ``framework --help`` lists it by."""
+ALIASES = {"jobs": "tasks"}
+"""Old names of built-in commands, kept so that scripts written for them still work; never listed."""
 _ROOT_FLAGS = ("--debug",)
 _ROOT_VALUED = ("--config",)
 """The root group's options; :func:`main` accepts them anywhere on the command line."""
@@ -79,14 +110,17 @@ pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 def examples(*commands: str) -> str:
     """A command's help epilog listing example invocations, kept line by line (click's no-rewrap marker).
 
-    Every command's ``--help`` ends with at least one: ``@cli.command(epilog=examples("framework x --y"))``.
+    Every command's ``--help`` ends with at least one: ``@click.command(epilog=examples("framework x --y"))``.
     """
     return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
 
 
 @click.group(
+    cls=LazyGroup,
+    lazy=BUILTIN_COMMANDS,
+    aliases=ALIASES,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog=examples("framework run", "framework jobs stats", "framework --config prod.toml doctor"),
+    epilog=examples("framework run", "framework tasks stats", "framework --config prod.toml doctor"),
 )
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="Settings TOML file.")
 @click.option(
@@ -98,26 +132,11 @@ def examples(*commands: str) -> str:
 @click.version_option(package_name="framework")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
-    """framework: web app, background jobs, cron and a jobs dashboard.
+    """framework: web app, background jobs, cron and a task dashboard.
 
     --config and --debug are accepted before or after the command.
     """
     ctx.obj = CliContext(config, debug=debug)
-
-
-def _load_commands(command: str | None) -> None:
-    """Import the built-in command modules: all of them, or only that of a process command being started.
-
-    A worker (or web, scheduler) process then imports no dashboard, scaffold or inspector code, about
-    0.1 s of its start-up; ``--help`` and every other command see them all.
-    """
-    wanted = (_PROCESS_COMMANDS[command],) if command in _PROCESS_COMMANDS else _SUBMODULES
-    for name in wanted:
-        try:
-            importlib.import_module(f"framework.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"framework.cli.{name}":
-                raise
 
 
 def _load_plugin_commands(ctx: CliContext) -> FrameworkError | None:
@@ -150,7 +169,8 @@ def _configure_logging(ctx: CliContext) -> None:
         configure_logging(settings.log_level, settings.log_format)
 
 
-_HELP_WORDS = frozenset({"-h", "--help", "--version"})
+_HELP_FLAGS = frozenset({"-h", "--help"})
+_HELP_WORDS = _HELP_FLAGS | {"--version"}
 
 
 def _root_options(argv: list[str]) -> tuple[str | None, str | None]:
@@ -188,10 +208,27 @@ def _hoist_root_options(argv: list[str]) -> list[str]:
     return root + rest
 
 
+def _words(argv: list[str]) -> list[str]:
+    """``argv`` up to ``--`` (what follows is a command's own arguments)."""
+    return argv[: argv.index("--")] if "--" in argv else argv
+
+
 def _only_help(argv: list[str], command: str | None) -> bool:
     """Whether the command line only asks for help or the version (nothing runs, so nothing logs)."""
-    words = argv[: argv.index("--")] if "--" in argv else argv
-    return command is None or any(w in _HELP_WORDS for w in words)
+    return command is None or any(w in _HELP_WORDS for w in _words(argv))
+
+
+def _needs_plugin_commands(argv: list[str], command: str | None) -> bool:
+    """Whether the command line may need a plugin's command: the root group's help, or a command not built in.
+
+    A built-in command runs without the plugins' entry points being scanned for commands (the command
+    itself may still load plugins, for their task types say), and ``--version`` needs none.
+    """
+    words = _words(argv)
+    if command is None:
+        return "--version" not in words
+    before = words[: words.index(command)] if command in words else []
+    return any(w in _HELP_FLAGS for w in before) or not cli.builtin(command)
 
 
 def _debug(argv: list[str]) -> bool:
@@ -203,6 +240,8 @@ def _debug(argv: list[str]) -> bool:
 def _report(exc: FrameworkError, *, debug: bool) -> None:
     """Print ``exc`` as ``error: ...`` and, when known, ``fix: ...``; its traceback first with ``--debug``."""
     if debug:
+        import traceback  # noqa: PLC0415
+
         traceback.print_exception(exc)
     click.echo(f"error: {exc}", err=True)
     fix = exc.fix if isinstance(exc, StartupError) else _REDIS_FIX if isinstance(exc, RedisUnavailable) else None
@@ -223,8 +262,7 @@ def main(argv: list[str] | None = None) -> Any:
     ctx = CliContext(config, debug=debug)
     if not _only_help(args, command):  # help alone skips structlog's import (a fifth of the start-up)
         _configure_logging(ctx)
-    _load_commands(command)
-    plugin_error = _load_plugin_commands(ctx)
+    plugin_error = _load_plugin_commands(ctx) if _needs_plugin_commands(args, command) else None
     failure: FrameworkError | None = None
     try:
         return cli.main(args=args, prog_name="framework")

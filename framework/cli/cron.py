@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from framework.cli import CliContext, cli, examples, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 
 if TYPE_CHECKING:
     from framework.scheduler.scheduler import ResolvedEntry
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ("cron", "ls")
 
 
-@cli.group(epilog=examples("framework cron ls"))
+@click.group(epilog=examples("framework cron ls"))
 def cron() -> None:
     """Cron entries (from settings and plugins)."""
 

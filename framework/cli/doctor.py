@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 import msgspec
 
-from framework.cli import CliContext, cli, examples, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 from framework.errors import FrameworkError
 
 if TYPE_CHECKING:
@@ -199,12 +199,12 @@ async def _queued_types(redis: Redis, settings: Settings) -> Found:
 
 
 def _set_aside(places: list[tuple[tuple[str, str], list[str]]]) -> str:
-    """Commands that archive just these tasks (a few of them; the rest are listed by ``jobs ls``)."""
+    """Commands that archive just these tasks (a few of them; the rest are listed by ``tasks ls``)."""
     ids = [(queue, task_id) for (queue, _), task_ids in places for task_id in task_ids]
-    commands = ", ".join(f"`framework jobs archive {shlex.quote(q)} {shlex.quote(i)}`" for q, i in ids[:SHOWN_IDS])
+    commands = ", ".join(f"`framework tasks archive {shlex.quote(q)} {shlex.quote(i)}`" for q, i in ids[:SHOWN_IDS])
     if len(ids) > SHOWN_IDS:
         (queue, state), _ = places[0]
-        commands += f" and so on (`framework jobs ls {shlex.quote(queue)} {state}` lists them)"
+        commands += f" and so on (`framework tasks ls {shlex.quote(queue)} {state}` lists them)"
     return commands
 
 
@@ -221,7 +221,7 @@ def _check_types(found: Found, registry: Registry, settings: Settings) -> list[C
                 f"this app's workers serve {queues} and would retry, then archive, these tasks: register the type "
                 "(install or enable the plugin that defines it), serve the queue only from workers that handle it "
                 f"(e.g. Go), or set just these tasks aside: {_set_aside(served)} "
-                "(`framework jobs retry` brings one back)"
+                "(`framework tasks retry` brings one back)"
             )
             checks.append(Check(name="queued task types", status="fail", detail=detail, fix=fix))
         else:
@@ -258,7 +258,7 @@ async def _run_checks(ctx: CliContext) -> list[Check]:
     return checks
 
 
-@cli.command(epilog=examples("framework doctor", "framework --config prod.toml doctor --json"))
+@click.command(epilog=examples("framework doctor", "framework --config prod.toml doctor --json"))
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @pass_cli
 def doctor(ctx: CliContext, as_json: bool) -> None:

@@ -1,8 +1,8 @@
-"""``framework new`` and ``framework generate job|plugin``: start a project, add a job, start a plugin.
+"""``framework new`` and ``framework generate task|plugin``: start a project, add a task, start a plugin.
 
 The commands read the command line and the disk (which folder, which app); naming rules, rendering and
 the refusal to overwrite live in :mod:`framework.cli.scaffold`. Names are checked and cron specs parsed
-before anything is written.
+before anything is written. ``framework generate job``, the old name of ``generate task``, still works.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from framework.cli import cli, examples
+from framework.cli import examples
+from framework.cli._lazy import LazyGroup
 from framework.cli.scaffold import (
     BUILTIN_PLUGINS,
     FileToWrite,
@@ -28,12 +29,11 @@ from framework.cli.scaffold import (
     find_source,
     plan,
 )
-from framework.scheduler.cron import CronSpecError, parse_schedule
 
-__all__ = ("generate", "generate_job", "generate_plugin", "new")
+__all__ = ("generate", "generate_plugin", "generate_task", "new")
 
-EXAMPLE_JOB = "greet"
-PLUGIN_JOB = "hello"
+EXAMPLE_TASK = "greet"
+PLUGIN_TASK = "hello"
 _QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,50}")
 _DEFAULT_QUEUES = ("critical", "default", "low")
 _INSTALL = ("python3 -m venv .venv", ".venv/bin/python -m pip install -r requirements.txt -e '.[dev]'")
@@ -96,7 +96,7 @@ def _plugins(value: str) -> tuple[str, ...]:
     return chosen
 
 
-@cli.command(
+@click.command(
     epilog=examples(
         "framework new shop", "framework new shop --plugins email,cleanup", "framework new tiny --plugins ''"
     )
@@ -109,7 +109,7 @@ def _plugins(value: str) -> tuple[str, ...]:
     help="Built-in plugins the app depends on, comma-separated ('' for none).",
 )
 def new(app: str, plugins: str) -> None:
-    """Create the project APP: package, settings, an example job and route, and tests that pass.
+    """Create the project APP: package, settings, an example task and route, and tests that pass.
 
     APP is a folder to create (or an empty one); its name is the package name.
     """
@@ -121,7 +121,7 @@ def new(app: str, plugins: str) -> None:
         root=target,
         package=package,
         plugins=chosen,
-        job=Job(module=EXAMPLE_JOB, prefix=package),
+        job=Job(module=EXAMPLE_TASK, prefix=package),
         framework_version=_framework_version(),
         source=find_source(["framework", *(f"framework-{p}" for p in chosen)]),
     )
@@ -130,17 +130,21 @@ def new(app: str, plugins: str) -> None:
     _next(names, ".venv/bin/framework run")
 
 
-@cli.group(epilog=examples("framework generate job send_invoice", "framework generate plugin acme"))
+@click.group(
+    cls=LazyGroup,
+    aliases={"job": "task"},
+    epilog=examples("framework generate task send_invoice", "framework generate plugin acme"),
+)
 def generate() -> None:
-    """Add a job to an app, or start a plugin distribution."""
+    """Add a task to an app, or start a plugin distribution."""
 
 
 @generate.command(
-    "job",
+    "task",
     epilog=examples(
-        "framework generate job send_invoice",
-        "framework generate job nightly_report --queue low --max-retry 2 --cron '0 3 * * *' --tz Europe/Paris",
-        "framework generate job sync_user --unique 300 --timeout 30",
+        "framework generate task send_invoice",
+        "framework generate task nightly_report --queue low --max-retry 2 --cron '0 3 * * *' --tz Europe/Paris",
+        "framework generate task sync_user --unique 300 --timeout 30",
     ),
 )
 @click.argument("name")
@@ -158,7 +162,7 @@ def generate() -> None:
 )
 @click.option("--cron", default=None, metavar="SPEC", help="Also enqueue it on a schedule: '0 * * * *', '@daily'.")
 @click.option("--tz", default="UTC", show_default=True, help="The time zone the --cron spec is read in.")
-def generate_job(
+def generate_task(
     name: str,
     queue: str,
     max_retry: int | None,
@@ -167,7 +171,7 @@ def generate_job(
     cron: str | None,
     tz: str,
 ) -> None:
-    """Write the job NAME into the app around the current folder, with its test.
+    """Write the task NAME into the app around the current folder, with its test.
 
     The module <package>/jobs/NAME.py holds the five parts (type constant, payload, enqueue helper,
     handler, task definition); the app's hooks.py finds it without an edit.
@@ -176,6 +180,8 @@ def generate_job(
     if not _QUEUE.fullmatch(queue):
         raise click.BadParameter(f"{queue!r}: use up to 50 letters, digits, '_', '-' and '.'", param_hint="--queue")
     if cron is not None:
+        from framework.scheduler.cron import CronSpecError, parse_schedule  # noqa: PLC0415 - croniter: only for --cron
+
         try:
             cron = parse_schedule(cron, tz).spec
         except CronSpecError as exc:
@@ -186,8 +192,8 @@ def generate_job(
         app = find_app(Path.cwd())
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from exc
-    job = Job(module, app.package, queue, max_retry, timeout, unique, cron, tz)
-    _write(plan("job", Names(root=app.root, package=app.package, job=job)))
+    task = Job(module, app.package, queue, max_retry, timeout, unique, cron, tz)
+    _write(plan("job", Names(root=app.root, package=app.package, job=task)))
     if queue not in (app.queues or _DEFAULT_QUEUES):
         click.echo(
             f"note: queue {queue!r} is not in [queues] of {app.root / 'framework.toml'}: "
@@ -209,7 +215,7 @@ def generate_job(
     help="The folder to create (default: ./framework-NAME).",
 )
 def generate_plugin(name: str, directory: Path | None) -> None:
-    """Start the plugin distribution framework-NAME: entry point, hooks, one job, templates, tests.
+    """Start the plugin distribution framework-NAME: entry point, hooks, one task, templates, tests.
 
     Hyphens in NAME become underscores in the plugin's name (its entry point, settings section and
     template folder) and its package, framework_NAME. A leading framework- or framework_ is dropped:
@@ -224,7 +230,7 @@ def generate_plugin(name: str, directory: Path | None) -> None:
         root=target,
         package=package,
         plugin=plugin,
-        job=Job(module=PLUGIN_JOB, prefix=plugin),
+        job=Job(module=PLUGIN_TASK, prefix=plugin),
         framework_version=_framework_version(),
         source=find_source(["framework"]),
     )

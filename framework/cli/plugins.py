@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framework.cli import CliContext, cli, examples, pass_cli
+from framework.cli import CliContext, examples, pass_cli
 
 __all__ = ("plugins",)
 
@@ -59,7 +59,7 @@ def _route_labels(routes: list[Any]) -> list[str]:
     return summaries + labels
 
 
-@cli.command(epilog=examples("framework plugins", "framework plugins --json"))
+@click.command(epilog=examples("framework plugins", "framework plugins --json"))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_cli
 def plugins(ctx: CliContext, as_json: bool) -> None:

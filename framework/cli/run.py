@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from framework.cli import CliContext, StartupError, cli, examples, pass_cli
+from framework.cli import CliContext, StartupError, examples, pass_cli
 from framework.errors import ConfigError
 from framework.loop import run as run_loop
 from framework.settings import redact_url  # not framework.transport.connection: that loads redis
@@ -151,7 +151,7 @@ def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool,
         raise plugin.startup_error
 
 
-@cli.command(epilog=examples("framework run", "framework run --port 8080 --no-scheduler"))
+@click.command(epilog=examples("framework run", "framework run --port 8080 --no-scheduler"))
 @click.option("--host", default=None, help="Address to bind (default: settings host, 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Port to bind (default: settings port, 8000)."
@@ -165,7 +165,7 @@ def run(ctx: CliContext, host: str | None, port: int | None, no_worker: bool, no
     _serve(ctx, host, port, worker=not no_worker, scheduler=not no_scheduler, label="run: " + " + ".join(parts))
 
 
-@cli.command(epilog=examples("framework web", "framework web --host 0.0.0.0 --port 8000"))
+@click.command(epilog=examples("framework web", "framework web --host 0.0.0.0 --port 8000"))
 @click.option("--host", default=None, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to bind.")
 @pass_cli
@@ -202,7 +202,7 @@ def _worker_settings(settings: Settings, concurrency: int | None, queues: tuple[
     return settings.replace(**changes) if changes else settings
 
 
-@cli.command(
+@click.command(
     epilog=examples(
         "framework worker",
         "framework worker -p 4 -c 20",
@@ -285,7 +285,7 @@ def configure(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
-@cli.command(epilog=examples("framework scheduler", "framework --config prod.toml scheduler"))
+@click.command(epilog=examples("framework scheduler", "framework --config prod.toml scheduler"))
 @pass_cli
 def scheduler(ctx: CliContext) -> None:
     """Run the cron scheduler alone (safe to run in any number of replicas)."""

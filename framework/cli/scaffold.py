@@ -4,14 +4,14 @@
 :func:`apply` writes them and refuses to overwrite. The naming rules live here so every generated
 name is derived one way: kebab case for distributions (``framework-slack``, ``my-app``), snake case for
 modules and functions (``send_report``), Pascal case for payloads (``SendReport``), upper snake case for
-type constants (``SEND_REPORT``), and ``"<app>:<job>"`` for task types.
+type constants (``SEND_REPORT``), and ``"<app>:<task>"`` for task types.
 
 Templates are Jinja files (``*.jinja``; file and folder names are templates too) under ``app/``,
-``job/`` and ``plugin/``; ``_shared/`` holds partials that are only included. They live in the
-top-level ``scaffold/`` folder of the source tree, which the core wheel ships as the package data
-``framework/_scaffold`` (hatch ``force-include``). :func:`template_root` reads the packaged copy
-through :mod:`importlib.resources`; an editable install has no packaged copy (hatch adds the source
-tree to ``sys.path`` instead), so it falls back to ``scaffold/`` next to the ``framework`` package
+``job/`` (one task module and its test) and ``plugin/``; ``_shared/`` holds partials that are only
+included. They live in the top-level ``scaffold/`` folder of the source tree, which the core wheel ships
+as the package data ``framework/_scaffold`` (hatch ``force-include``). :func:`template_root` reads the
+packaged copy through :mod:`importlib.resources`; an editable install has no packaged copy (hatch adds the
+source tree to ``sys.path`` instead), so it falls back to ``scaffold/`` next to the ``framework`` package
 when that folder sits in a source tree (beside a ``pyproject.toml``).
 
 The framework distributions need not be on a package index, so a generated project's
@@ -70,7 +70,7 @@ BUILTIN_PLUGINS = ("email", "images", "cleanup", "admin")
 MAX_NAME_LENGTH = 30
 _SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 _TEMPLATE_SUFFIX = ".jinja"
-# Names the generated code itself uses: a job or app called like one of them would shadow it.
+# Names the generated code itself uses: a task or app called like one of them would shadow it.
 _TEMPLATE_NAMES = frozenset(
     {"annotations", "any", "client", "conftest", "cron_entry", "framework", "helpers", "hooks", "jobs", "msgspec"}
     | {"pytest", "redis", "registry", "schema", "services", "settings", "skip_retry", "task_context", "task_def"}
@@ -102,7 +102,7 @@ class FileToWrite:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """How one job is named and configured. Built by the CLI from ``generate job`` options.
+    """How one task is named and configured. Built by the CLI from ``generate task`` options.
 
     Attributes:
         module: snake-case module, enqueue-helper and handler stem (``send_report``).
@@ -141,7 +141,7 @@ class Job:
 
     @property
     def exports(self) -> list[str]:
-        """The job module's ``__all__``, sorted as ruff's RUF022 wants (constants, classes, the rest)."""
+        """The task module's ``__all__``, sorted as ruff's RUF022 wants (constants, classes, the rest)."""
         names = [self.constant, self.payload, f"handle_{self.module}", self.module, f"{self.module}_task"]
         if self.cron:
             names.append(f"{self.module}_cron")
@@ -280,7 +280,7 @@ class Names:
         package: the import package (``my_app``, ``framework_slack``).
         plugin: the plugin's name (entry point, settings section, template folder); "" for an app.
         plugins: the built-in plugins an app depends on.
-        job: the job a ``job`` plan writes (and the example job of ``app`` and ``plugin`` plans).
+        job: the task a ``job`` plan writes (and the example task of ``app`` and ``plugin`` plans).
         framework_version: the framework version the project asks for, at least.
         source: where pip finds the framework distributions (the generated ``requirements.txt``).
     """
@@ -320,12 +320,12 @@ def suggest_name(name: str, kind: Kind = "app") -> str:
 
     Args:
         name: what the user typed.
-        kind: ``app`` (a package), ``job`` (a module) or ``plugin``.
+        kind: ``app`` (a package), ``job`` (a task's module) or ``plugin``.
     """
     text = unicodedata.normalize("NFKD", name.strip()).encode("ascii", "ignore").decode()
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
     text = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
-    suffix = {"app": "app", "job": "job", "plugin": "plugin"}[kind]
+    suffix = {"app": "app", "job": "task", "plugin": "plugin"}[kind]
     if not text:
         return f"my_{suffix}"
     if text[0].isdigit():
@@ -339,12 +339,12 @@ def suggest_name(name: str, kind: Kind = "app") -> str:
 def check_name(name: str, kind: Kind) -> str:
     """Validate a name and return its snake-case form.
 
-    An app name must already be a valid, snake-case package name. Job and plugin names may use
+    An app name must already be a valid, snake-case package name. Task and plugin names may use
     hyphens for underscores (``send-report``).
 
     Args:
         name: what the user typed.
-        kind: ``app``, ``job`` or ``plugin``.
+        kind: ``app``, ``job`` (a task's name) or ``plugin``.
 
     Raises:
         ScaffoldError: the name is not valid; the message proposes one that is.
@@ -360,7 +360,7 @@ def check_name(name: str, kind: Kind) -> str:
     elif snake in _RESERVED[kind]:
         problem = "it would shadow a name Python, the framework or the generated code already uses"
     if problem:
-        what = {"app": "Python package name", "job": "job name", "plugin": "plugin name"}[kind]
+        what = {"app": "Python package name", "job": "task name", "plugin": "plugin name"}[kind]
         raise ScaffoldError(f"{name!r} is not a valid {what}: {problem}; try {suggest_name(name, kind)!r}")
     return snake
 
@@ -400,7 +400,7 @@ def find_app(start: Path) -> AppLocation:
     package = app.strip().split(".")[0]
     if not (config.parent / package / "jobs" / "__init__.py").is_file():
         raise ScaffoldError(
-            f"{config.parent / package / 'jobs'} is not a package: jobs go there, collected by {package}.hooks "
+            f"{config.parent / package / 'jobs'} is not a package: task modules go there, collected by {package}.hooks "
             "(an app made by `framework new` has both)"
         )
     queues = data.get("queues")
@@ -460,7 +460,7 @@ def plan(kind: Kind, names: Names) -> list[FileToWrite]:
     """Render the templates of ``kind`` for ``names``. Pure: nothing is written.
 
     Args:
-        kind: ``app`` (a project), ``job`` (a job module and its test) or ``plugin`` (a distribution).
+        kind: ``app`` (a project), ``job`` (a task module and its test) or ``plugin`` (a distribution).
         names: the project's names; ``job`` and ``plugin`` plans need ``names.job``.
 
     Returns:

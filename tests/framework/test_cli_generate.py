@@ -1,6 +1,6 @@
-"""``framework new`` and ``framework generate job|plugin`` end to end, and every refusal.
+"""``framework new`` and ``framework generate task|plugin`` end to end, and every refusal.
 
-One module-scoped project (an app with a job per ``generate job`` option, and a plugin) is written
+One module-scoped project (an app with a task per ``generate task`` option, and a plugin) is written
 through the command line, checked with ruff and mypy, installed into a throwaway venv layered over
 this one (so the shared venv is never modified), and its own test suite is run as a subprocess.
 """
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-import framework.cli.generate  # noqa: F401 - registers new and generate on the root group
 from framework.cli import cli
 from tests.framework.test_scaffold import ROOT, clean_env, overlay_venv
 
@@ -29,8 +28,8 @@ APP = "acme_shop"
 PLUGIN = "acme-notify"
 PLUGIN_NAME = "acme_notify"
 PLUGIN_DIST = "framework-acme-notify"
-# One job per option of `generate job`, and one with all of them.
-JOBS = {
+# One task per option of `generate task`, and one with all of them.
+TASKS = {
     "send_report": ["send-report", "--queue", "reports"],
     "retry_me": ["retry_me", "--max-retry", "5"],
     "quick": ["quick", "--timeout", "2.5"],
@@ -66,22 +65,28 @@ def tool(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 
 class Generated:
-    """The module's project: the app, its files right after ``new``, the job runs, and the plugin."""
+    """The module's project: the app, its files right after ``new``, the task runs, and the plugin.
+
+    ``tick`` is written through ``generate job``, the command's old name: it must write the same.
+    """
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self.new = ok(base, "new", APP)
         self.app = base / APP
         self.after_new = snapshot(self.app)
-        self.jobs = {module: ok(self.app, "generate", "job", *args) for module, args in JOBS.items()}
+        self.tasks = {
+            module: ok(self.app, "generate", "job" if module == "tick" else "task", *args)
+            for module, args in TASKS.items()
+        }
         self.plugin_run = ok(base, "generate", "plugin", PLUGIN)
         self.plugin = base / PLUGIN_DIST
         self.long = base / "long"
         self.long.mkdir()
         ok(self.long, "new", LONG, "--plugins", "")
-        ok(self.long / LONG, "generate", "job", LONG, "--queue", "q" * 50, "--max-retry", "3", "--timeout", "9.5")
+        ok(self.long / LONG, "generate", "task", LONG, "--queue", "q" * 50, "--max-retry", "3", "--timeout", "9.5")
         cron = ("--cron", "0 * * * *", "--tz", "Asia/Kolkata")
-        ok(self.long / LONG, "generate", "job", "y" * 30, "--unique", "5", *cron)
+        ok(self.long / LONG, "generate", "task", "y" * 30, "--unique", "5", *cron)
         ok(self.long, "generate", "plugin", "z" * 30)
 
 
@@ -141,15 +146,22 @@ def test_new_writes_a_project(generated: Generated) -> None:
     assert 'name = "acme-shop"' in pyproject
 
 
-def test_generate_job_adds_two_files_and_edits_none(generated: Generated) -> None:
+def test_generate_task_adds_two_files_and_edits_none(generated: Generated) -> None:
     now = snapshot(generated.app)
     assert {k: v for k, v in now.items() if k in generated.after_new} == generated.after_new
     added = set(now) - set(generated.after_new)
-    assert added == {f"{APP}/jobs/{m}.py" for m in JOBS} | {f"tests/test_job_{m}.py" for m in JOBS}
-    assert generated.jobs["send_report"].output.startswith(f"  created {APP}/jobs/send_report.py\n")
+    assert added == {f"{APP}/jobs/{m}.py" for m in TASKS} | {f"tests/test_job_{m}.py" for m in TASKS}
+    assert generated.tasks["send_report"].output.startswith(f"  created {APP}/jobs/send_report.py\n")
 
 
-def test_generate_job_renders_each_option(generated: Generated) -> None:
+def test_generate_job_is_a_hidden_alias_of_generate_task(tmp_path: Path) -> None:
+    listed = ok(tmp_path, "generate", "--help").output
+    assert "task " in listed.split("Commands:")[1]
+    assert "job" not in listed
+    assert "Write the task NAME into the app" in ok(tmp_path, "generate", "job", "--help").output
+
+
+def test_generate_task_renders_each_option(generated: Generated) -> None:
     def module(name: str) -> str:
         return (generated.app / APP / "jobs" / f"{name}.py").read_text()
 
@@ -167,8 +179,8 @@ def test_generate_job_renders_each_option(generated: Generated) -> None:
 
 
 def test_a_queue_missing_from_the_settings_gets_a_note(generated: Generated) -> None:
-    assert "note: queue 'reports' is not in [queues]" in generated.jobs["send_report"].output
-    assert "note:" not in generated.jobs["nightly"].output  # low is a default queue
+    assert "note: queue 'reports' is not in [queues]" in generated.tasks["send_report"].output
+    assert "note:" not in generated.tasks["nightly"].output  # low is a default queue
 
 
 def test_generate_plugin_writes_a_distribution(generated: Generated) -> None:
@@ -180,6 +192,7 @@ def test_generate_plugin_writes_a_distribution(generated: Generated) -> None:
         "pyproject.toml",
         "requirements.txt",
         f"{package}/__init__.py",
+        f"{package}/config.py",
         f"{package}/hooks.py",
         f"{package}/py.typed",
         f"{package}/tasks.py",
@@ -227,7 +240,7 @@ def passed(done: subprocess.CompletedProcess[str]) -> int:
 @pytest.mark.slow
 def test_the_apps_own_tests_pass(generated: Generated, venv: Path) -> None:
     done = tool(generated.app, str(venv), "-m", "pytest", "-q", "-p", "no:cacheprovider")
-    assert passed(done) >= 3 + 4 * (1 + len(JOBS))
+    assert passed(done) >= 3 + 4 * (1 + len(TASKS))
 
 
 @pytest.mark.slow
@@ -238,7 +251,7 @@ def test_the_framework_finds_the_app_through_its_settings(generated: Generated, 
     rows = {row["name"]: row for row in json.loads(done.stdout)}
     assert "demo" not in rows
     contributes = rows["app"]["contributes"]
-    assert sorted(contributes["task_types"]) == sorted(f"{APP}:{m}" for m in [*JOBS, "greet"])
+    assert sorted(contributes["task_types"]) == sorted(f"{APP}:{m}" for m in [*TASKS, "greet"])
     assert sorted(contributes["cron_entries"]) == [f"{APP}:nightly (@daily)", f"{APP}:tick (*/5 * * * *)"]
     assert "POST /greetings" in contributes["routes"]
 
@@ -331,28 +344,28 @@ def test_new_plugins_option(tmp_path: Path) -> None:
     assert '"framework-admin",\n    "framework-email",\n]' in (tmp_path / "two" / "pyproject.toml").read_text()
 
 
-def test_generate_job_needs_an_app(tmp_path: Path) -> None:
-    result = run(tmp_path, "generate", "job", "x")
+def test_generate_task_needs_an_app(tmp_path: Path) -> None:
+    result = run(tmp_path, "generate", "task", "x")
     assert result.exit_code == 1
     assert "no framework.toml in" in result.output
     (tmp_path / "framework.toml").write_text("concurrency = 4\n")
-    assert "has no `app` setting" in run(tmp_path, "generate", "job", "x").output
+    assert "has no `app` setting" in run(tmp_path, "generate", "task", "x").output
 
 
-def test_generate_job_works_below_the_app_root(app: Path) -> None:
-    ok(app / "shop" / "templates", "generate", "job", "deep")
+def test_generate_task_works_below_the_app_root(app: Path) -> None:
+    ok(app / "shop" / "templates", "generate", "task", "deep")
     assert (app / "shop" / "jobs" / "deep.py").is_file()
     assert (app / "tests" / "test_job_deep.py").is_file()
 
 
-def test_generate_job_refuses_to_overwrite(app: Path) -> None:
+def test_generate_task_refuses_to_overwrite(app: Path) -> None:
     before = snapshot(app)
-    result = run(app, "generate", "job", "greet", "--max-retry", "1")
+    result = run(app, "generate", "task", "greet", "--max-retry", "1")
     assert result.exit_code == 1
     assert "refusing to overwrite existing files" in result.output
     assert snapshot(app) == before
     (app / "tests" / "test_job_solo.py").write_text("# mine\n")
-    assert run(app, "generate", "job", "solo").exit_code == 1
+    assert run(app, "generate", "task", "solo").exit_code == 1
     assert not (app / "shop" / "jobs" / "solo.py").exists()  # nothing is written when one file exists
 
 
@@ -370,21 +383,21 @@ def test_generate_job_refuses_to_overwrite(app: Path) -> None:
         (["--unique", "0"], "0 is not in the range x>=1"),
     ],
 )
-def test_generate_job_validates_options_before_writing(app: Path, args: list[str], message: str) -> None:
+def test_generate_task_validates_options_before_writing(app: Path, args: list[str], message: str) -> None:
     before = snapshot(app)
-    result = run(app, "generate", "job", "report", *args)
+    result = run(app, "generate", "task", "report", *args)
     assert result.exit_code == 2
     assert message in result.output
     assert snapshot(app) == before
 
 
 @pytest.mark.parametrize(
-    ("name", "suggestion"), [("SendReport", "send_report"), ("list", "list_job"), ("2fa", "job_2fa")]
+    ("name", "suggestion"), [("SendReport", "send_report"), ("list", "list_task"), ("2fa", "task_2fa")]
 )
-def test_generate_job_refuses_invalid_names(app: Path, name: str, suggestion: str) -> None:
-    result = run(app, "generate", "job", name)
+def test_generate_task_refuses_invalid_names(app: Path, name: str, suggestion: str) -> None:
+    result = run(app, "generate", "task", name)
     assert result.exit_code == 2
-    assert f"{name!r} is not a valid job name" in result.output
+    assert f"{name!r} is not a valid task name" in result.output
     assert f"try {suggestion!r}" in result.output
 
 

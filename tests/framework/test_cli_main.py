@@ -9,17 +9,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import pytest
 
-from framework.cli import _load_commands, _root_options, cli
+from framework.cli import ALIASES, BUILTIN_COMMANDS, _needs_plugin_commands, _root_options, cli
+from framework.cli._lazy import Lazy, LazyGroup
 from framework.client.client import Client
 from framework.embedded.datadir import read_int
 from framework.embedded.launch import terminate_pid
 from framework.embedded.probe import pid_alive
 from framework.embedded.server import EmbeddedValkey
+from framework.errors import PluginError
 from framework.logging import StderrLogger
 from tests.fixtures.cli import run_framework
 
@@ -29,19 +31,30 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
-import json, sys
-from framework.cli import _load_commands, _root_options, cli
-_load_commands(_root_options(sys.argv[1:])[1])
-loaded = sorted(m for m in sys.modules if m.startswith(("framework.cli.", "framework.inspector")))
-print(json.dumps({"modules": loaded, "commands": sorted(cli.commands)}))
+import contextlib, io, json, sys
+from framework.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), contextlib.suppress(SystemExit):
+    main(sys.argv[1:])
+watched = ("framework.inspector", "framework.plugins.manager", "jinja2", "croniter", "rich")
+loaded = [m for m in watched if m in sys.modules]
+cli = sorted(m for m in sys.modules if m.startswith("framework.cli."))
+print(json.dumps({"modules": cli, "loaded": loaded, "output": out.getvalue()}))
 """
+_HEAVY = ("framework.inspector", "jinja2", "croniter", "rich")
+"""What ``--help`` and a worker never need: the inspector (redis, protobuf), the scaffold, cron parsing, tables."""
 
 
-def _load(*argv: str) -> dict[str, list[str]]:
+def _load(*argv: str) -> dict[str, Any]:
+    """Run ``framework ARGV`` in a fresh process: the ``framework.cli`` modules and packages it loaded, its output.
+
+    Only ``--help`` runs here, of a command or of the root group: a command is loaded exactly as when it runs.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _PROBE, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
     )
-    result: dict[str, list[str]] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
@@ -53,7 +66,7 @@ def _load(*argv: str) -> dict[str, list[str]]:
         (["--config=app.toml", "web"], "app.toml", "web"),
         (["-h"], None, None),
         ([], None, None),
-        (["jobs", "stats"], None, "jobs"),
+        (["tasks", "stats"], None, "tasks"),
         (["--config", "a.toml", "--config", "b.toml", "run"], "a.toml", "run"),
     ],
 )
@@ -65,33 +78,108 @@ def test_the_config_and_command_are_found_before_click_parses(
 
 def test_a_worker_process_loads_only_the_process_commands() -> None:
     """Starting a worker imports no dashboard, scaffold or inspector code (a tenth of a second of start-up)."""
-    loaded = _load("worker", "--processes", "2")
-    assert loaded["modules"] == ["framework.cli.run"]
-    assert loaded["commands"] == ["run", "scheduler", "web", "worker"]
+    loaded = _load("worker", "--processes", "2", "--help")
+    assert loaded["modules"] == ["framework.cli._lazy", "framework.cli.run"]
+    assert not set(_HEAVY) & set(loaded["loaded"]), loaded["loaded"]
 
 
-def test_help_and_other_commands_load_every_command() -> None:
-    for argv in ((), ("--help",), ("jobs", "stats")):
+def test_help_lists_every_command_and_loads_none() -> None:
+    """``framework --help`` lists the built-in commands by their summaries, and the plugins' commands."""
+    for argv in ((), ("--help",), ("-h", "tasks")):
         loaded = _load(*argv)
-        assert {"jobs", "cron", "new", "generate", "plugins", "doctor", "worker"} <= set(loaded["commands"]), argv
+        assert loaded["modules"] == ["framework.cli._lazy"], argv
+        # croniter may come with an installed plugin (cleanup's schedules); the rest only with a command
+        assert not {"framework.inspector", "jinja2", "rich"} & set(loaded["loaded"]), (argv, loaded["loaded"])
+        listed = [
+            line.split()[0]
+            for line in loaded["output"].split("Commands:")[1].split("Examples:")[0].splitlines()
+            if line.strip()
+        ]
+        assert set(BUILTIN_COMMANDS) | {"cleanup"} <= set(listed), listed  # cleanup: an entry-point plugin's
+        assert not set(ALIASES) & set(listed)
+
+
+def test_a_builtin_command_loads_its_own_module_and_no_plugin() -> None:
+    loaded = _load("tasks", "stats", "--help")
+    assert {m.rsplit(".", 1)[0] for m in loaded["modules"]} == {"framework.cli", "framework.cli.tasks"}
+    assert "framework.plugins.manager" not in loaded["loaded"]  # no entry-point scan for plugin commands
+    assert "jinja2" not in loaded["loaded"] and "croniter" not in loaded["loaded"]
+    assert "Usage: framework tasks stats" in loaded["output"]
+
+
+def test_the_old_group_name_is_a_hidden_alias() -> None:
+    loaded = _load("jobs", "stats", "--help")
+    assert "Usage: framework jobs stats" in loaded["output"]
+    assert "Counts, throughput today" in loaded["output"]
+    with click.Context(cli) as ctx:
+        assert cli.get_command(ctx, "jobs") is cli.get_command(ctx, "tasks")
+        assert "jobs" not in cli.list_commands(ctx)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COMMANDS))
+def test_each_summary_is_the_commands_own(name: str) -> None:
+    """The summary ``--help`` lists a command by before loading it is what the command itself would show."""
+    with click.Context(cli) as ctx:
+        command = cli.get_command(ctx, name)
+    assert command is not None
+    assert command.name == name
+    summary = click.Command(name, help=BUILTIN_COMMANDS[name].summary)
+    for limit in (30, 45, 70, 200):
+        assert summary.get_short_help_str(limit) == command.get_short_help_str(limit), limit
+
+
+@pytest.mark.parametrize(
+    ("argv", "needed"),
+    [
+        ([], True),
+        (["--help"], True),
+        (["--version"], False),
+        (["--config", "a.toml", "-h"], True),
+        (["-h", "tasks"], True),  # the root group's help
+        (["tasks", "stats"], False),
+        (["tasks", "--help"], False),
+        (["jobs", "ls", "default", "pending"], False),
+        (["--config", "a.toml", "worker"], False),
+        (["cleanup", "run"], True),  # not built in: a plugin's, or a typo
+        (["nope"], True),
+    ],
+)
+def test_plugins_are_scanned_for_commands_only_when_one_may_be_needed(argv: list[str], needed: bool) -> None:
+    assert _needs_plugin_commands(argv, _root_options(argv)[1]) is needed
+
+
+def test_a_plugin_cannot_take_a_builtin_name() -> None:
+    group = LazyGroup(lazy={"tasks": Lazy("framework.cli.tasks", "tasks", "Tasks.")}, aliases={"jobs": "tasks"})
+    for name in ("tasks", "jobs"):
+        with pytest.raises(PluginError, match=f"the command name {name!r} is taken by a built-in command"):
+            group.add_command(click.Command(name))
+    group.add_command(click.Command("greet"))
+    with click.Context(group) as ctx:
+        assert group.list_commands(ctx) == ["greet", "tasks"]
+
+
+def test_a_mistyped_command_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    done = _framework(tmp_path, "taks", "stats")
+    assert done.returncode == 2
+    assert "No such command 'taks'. Did you mean 'tasks'?" in done.stderr
 
 
 # Logs on stderr, only the command's output on stdout ---------------------------------------------
 
 
 def _json_commands() -> dict[str, click.Command]:
-    """Every built-in command with a ``--json`` option, by its path (``jobs stats``), from the click tree."""
-    _load_commands(None)
+    """Every built-in command with a ``--json`` option, by its path (``tasks stats``), from the click tree."""
     found: dict[str, click.Command] = {}
 
-    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+    def walk(command: click.Command | None, path: tuple[str, ...], ctx: click.Context) -> None:
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                walk(sub, (*path, name))
-        elif any(isinstance(p, click.Option) and "--json" in p.opts for p in command.params):
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), (*path, name), ctx)
+        elif command is not None and any(isinstance(p, click.Option) and "--json" in p.opts for p in command.params):
             found[" ".join(path)] = command
 
-    walk(cli, ())
+    with click.Context(cli) as ctx:
+        walk(cli, (), ctx)
     return dict(sorted(found.items()))
 
 
@@ -100,19 +188,19 @@ JSON_COMMANDS = _json_commands()
 # The arguments a command needs to succeed on the seeded data: pending task p1 and scheduled task s1 of
 # queue "default". A new --json command with required arguments fails below until it is listed here.
 JSON_ARGS: dict[str, tuple[str, ...]] = {
-    "jobs archive": ("default", "p1"),
-    "jobs archive-all": ("default", "pending", "--yes"),
-    "jobs cancel": ("p1",),
-    "jobs delete": ("default", "p1"),
-    "jobs delete-all": ("default", "pending", "--yes"),
-    "jobs delete-queue": ("default", "--force", "--yes"),
-    "jobs enqueue": ("demo:hello",),
-    "jobs ls": ("default", "pending"),
-    "jobs pause": ("default",),
-    "jobs retry": ("default", "s1"),
-    "jobs run-all": ("default", "scheduled"),
-    "jobs show": ("default", "p1"),
-    "jobs unpause": ("default",),
+    "tasks archive": ("default", "p1"),
+    "tasks archive-all": ("default", "pending", "--yes"),
+    "tasks cancel": ("p1",),
+    "tasks delete": ("default", "p1"),
+    "tasks delete-all": ("default", "pending", "--yes"),
+    "tasks delete-queue": ("default", "--force", "--yes"),
+    "tasks enqueue": ("demo:hello",),
+    "tasks ls": ("default", "pending"),
+    "tasks pause": ("default",),
+    "tasks retry": ("default", "s1"),
+    "tasks run-all": ("default", "scheduled"),
+    "tasks show": ("default", "p1"),
+    "tasks unpause": ("default",),
 }
 NO_REDIS = {"plugins"}
 """Commands that never connect to Redis, so never start or reuse the embedded Valkey."""
@@ -165,10 +253,10 @@ def _framework(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_json_commands_are_found() -> None:
-    assert {"jobs stats", "jobs ls", "cron ls", "plugins", "doctor"} <= set(JSON_COMMANDS)
+    assert {"tasks stats", "tasks ls", "cron ls", "plugins", "doctor"} <= set(JSON_COMMANDS)
 
 
-STARTING = ("jobs stats", "cron ls", "doctor")
+STARTING = ("tasks stats", "cron ls", "doctor")
 """Commands also run with no server up (they start the embedded one): every command reaches it the same way."""
 
 
@@ -219,7 +307,9 @@ sys.stderr.write("structlog" if "structlog" in sys.modules else "-")
 """
 
 
-@pytest.mark.parametrize("argv", [(), ("--help",), ("jobs", "--help"), ("worker", "-h"), ("--version",)])
+@pytest.mark.parametrize(
+    "argv", [(), ("--help",), ("tasks", "--help"), ("jobs", "--help"), ("worker", "-h"), ("--version",)]
+)
 def test_help_alone_configures_no_logging(argv: tuple[str, ...], tmp_path: Path) -> None:
     """Help prints without importing structlog (about a fifth of the CLI's start-up)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}

@@ -156,9 +156,9 @@ def test_a_settings_error_is_printed_once(env: dict[str, str], tmp_path: Path) -
     ("argv", "hoisted"),
     [
         (["worker", "--config", "a.toml"], ["--config", "a.toml", "worker"]),
-        (["jobs", "stats", "--config=a.toml", "--debug"], ["--config=a.toml", "--debug", "jobs", "stats"]),
+        (["tasks", "stats", "--config=a.toml", "--debug"], ["--config=a.toml", "--debug", "tasks", "stats"]),
         (["--debug", "run", "--port", "1"], ["--debug", "run", "--port", "1"]),
-        (["jobs", "enqueue", "t", "--", "--debug"], ["jobs", "enqueue", "t", "--", "--debug"]),
+        (["tasks", "enqueue", "t", "--", "--debug"], ["tasks", "enqueue", "t", "--", "--debug"]),
     ],
 )
 def test_root_options_move_before_the_command(argv: list[str], hoisted: list[str]) -> None:

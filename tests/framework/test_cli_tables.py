@@ -11,7 +11,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from framework.cli._tables import fit_table
-from framework.cli.jobs._common import table
+from framework.cli.tasks._common import table
 from framework.protocol.keys import day_stamp
 from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.golden import load_golden
@@ -37,7 +37,7 @@ STATS = (
     "memory",
     "paused",
 )
-"""The columns of ``framework jobs stats``, in order."""
+"""The columns of ``framework tasks stats``, in order."""
 
 
 def _headers(out: str, width: int) -> tuple[list[str], str]:
@@ -100,13 +100,13 @@ def test_long_tokens_fold_rather_than_vanish() -> None:
 
 
 @pytest.mark.parametrize("width", [80, 200])
-async def test_jobs_stats_fits_the_terminal(
+async def test_tasks_stats_fits_the_terminal(
     width: int, redis: Redis, redis_url: str, namespace: str, tmp_path: Path
 ) -> None:
     await load_golden(redis, namespace, day=day_stamp(int(time.time())))
     env = cli_env(redis_url, namespace, tmp_path / "data")
     env["COLUMNS"] = str(width)
-    done = run_framework(env, tmp_path, "jobs", "stats")
+    done = run_framework(env, tmp_path, "tasks", "stats")
     assert done.returncode == 0, done.stderr
     headers, after = _headers(done.stdout, width)
     assert headers[0] == "queue"

@@ -87,7 +87,7 @@ async def test_unhandled_types_in_served_queues(redis: Redis, redis_url: str, na
     assert "✗ queued task types: 'email:send' tasks wait in 'default' pending (2) (sampled)" in text.stdout
     assert "✗ queued task types: 'digest:weekly' tasks wait in 'default' scheduled (1)" in text.stdout
     assert "delete-all" not in text.stdout  # only the unhandled tasks are named, never a whole state
-    assert "set just these tasks aside: `framework jobs archive default golden-plain`" in text.stdout
+    assert "set just these tasks aside: `framework tasks archive default golden-plain`" in text.stdout
     assert "! queued task types: 'fail:retry' tasks wait in 't_retry' retry (1)" in text.stdout
     assert text.stdout.splitlines()[-1] == "some checks failed"
     assert data.returncode == 1

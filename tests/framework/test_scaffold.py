@@ -114,7 +114,7 @@ def test_invalid_app_names_are_refused_with_a_valid_suggestion(name: str, sugges
 @pytest.mark.parametrize(
     ("name", "snake"), [("send_report", "send_report"), ("send-report", "send_report"), ("v2-sync", "v2_sync")]
 )
-def test_job_names_accept_hyphens(name: str, snake: str) -> None:
+def test_task_names_accept_hyphens(name: str, snake: str) -> None:
     assert check_name(name, "job") == snake
 
 
@@ -122,17 +122,17 @@ def test_job_names_accept_hyphens(name: str, snake: str) -> None:
     ("name", "suggestion"),
     [
         ("SendReport", "send_report"),
-        ("list", "list_job"),  # a builtin: the enqueue helper would shadow it
-        ("json", "json_job"),  # a standard-library module: ruff A005
-        ("import", "import_job"),
-        ("9lives", "job_9lives"),
-        ("client", "client_job"),  # the helper's own parameter
-        ("task_def", "task_def_job"),  # its payload would be TaskDef
+        ("list", "list_task"),  # a builtin: the enqueue helper would shadow it
+        ("json", "json_task"),  # a standard-library module: ruff A005
+        ("import", "import_task"),
+        ("9lives", "task_9lives"),
+        ("client", "client_task"),  # the helper's own parameter
+        ("task_def", "task_def_task"),  # its payload would be TaskDef
         ("send report", "send_report"),
     ],
 )
-def test_invalid_job_names_are_refused_with_a_valid_suggestion(name: str, suggestion: str) -> None:
-    with pytest.raises(ScaffoldError, match=f"is not a valid job name: .*; try '{suggestion}'"):
+def test_invalid_task_names_are_refused_with_a_valid_suggestion(name: str, suggestion: str) -> None:
+    with pytest.raises(ScaffoldError, match=f"is not a valid task name: .*; try '{suggestion}'"):
         check_name(name, "job")
     assert check_name(suggestion, "job") == suggestion
 
@@ -154,7 +154,7 @@ def test_suggestions_are_always_valid() -> None:
             assert check_name(suggestion, kind) == suggestion, (raw, kind)
 
 
-def test_job_names_are_derived_consistently() -> None:
+def test_task_names_are_derived_consistently() -> None:
     job = Job("send_report", "shop")
     assert (job.type, job.payload, job.constant) == ("shop:send_report", "SendReport", "SEND_REPORT")
     assert Job("v2_sync", "shop").payload == "V2Sync"
@@ -271,6 +271,7 @@ def test_plugin_plan(tmp_path: Path) -> None:
         "pyproject.toml",
         "requirements.txt",
         "framework_acme_notify/__init__.py",
+        "framework_acme_notify/config.py",
         "framework_acme_notify/hooks.py",
         "framework_acme_notify/py.typed",
         "framework_acme_notify/tasks.py",
@@ -286,6 +287,11 @@ def test_plugin_plan(tmp_path: Path) -> None:
     assert 'HELLO = "acme_notify:hello"' in content["framework_acme_notify/tasks.py"]
     assert 'get_template("acme_notify/hello.txt")' in content["framework_acme_notify/tasks.py"]
     assert content["framework_acme_notify/templates/acme_notify/hello.txt"] == "Hello, {{ name }}!\n"
+    # the built-in plugins' shape: config.py with PLUGIN_NAME and load_config(settings), checked by check_config
+    config = content["framework_acme_notify/config.py"]
+    assert 'PLUGIN_NAME = "acme_notify"' in config
+    assert "def load_config(settings: Settings) -> AcmeNotifyConfig:" in config
+    assert "def check_config(settings: Settings) -> None:" in content["framework_acme_notify/hooks.py"]
 
 
 def requirement_lines(text: str) -> list[str]:

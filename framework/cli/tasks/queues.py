@@ -1,4 +1,4 @@
-"""``framework jobs stats|history|pause|unpause|delete-queue``: queue-level commands."""
+"""``framework tasks stats|history|pause|unpause|delete-queue``: queue-level commands."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framework.cli import CliContext, examples, pass_cli
-from framework.cli.jobs._common import (
+from framework.cli.tasks._common import (
     emit_json,
-    jobs,
     json_option,
     print_table,
     run_inspector,
     size_text,
     table,
+    tasks,
 )
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ __all__ = ("delete_queue", "history", "pause", "stats", "unpause")
 _COUNTS = ("pending", "active", "scheduled", "retry", "archived", "completed", "aggregating")
 
 
-@jobs.command(epilog=examples("framework jobs stats", "framework jobs stats --no-memory --json"))
+@tasks.command(epilog=examples("framework tasks stats", "framework tasks stats --no-memory --json"))
 @click.option("--no-memory", is_flag=True, help="Skip the (sampled) memory estimate.")
 @json_option
 @pass_cli
@@ -56,7 +56,7 @@ def stats(ctx: CliContext, no_memory: bool, as_json: bool) -> None:
     print_table(tbl)
 
 
-@jobs.command(epilog=examples("framework jobs history", "framework jobs history --days 30 -q default"))
+@tasks.command(epilog=examples("framework tasks history", "framework tasks history --days 30 -q default"))
 @click.option("--days", type=click.IntRange(1, 90), default=7, show_default=True, help="Days to show.")
 @click.option("--queue", "-q", "queues", multiple=True, help="Only this queue (repeatable; default: all).")
 @json_option
@@ -87,7 +87,7 @@ def _switch(ctx: CliContext, queue: str, as_json: bool, *, paused: bool) -> None
     click.echo(f"queue {queue!r} {word}" if changed else f"queue {queue!r} was already {word}")
 
 
-@jobs.command(epilog=examples("framework jobs pause low"))
+@tasks.command(epilog=examples("framework tasks pause low"))
 @click.argument("queue")
 @json_option
 @pass_cli
@@ -96,7 +96,7 @@ def pause(ctx: CliContext, queue: str, as_json: bool) -> None:
     _switch(ctx, queue, as_json, paused=True)
 
 
-@jobs.command(epilog=examples("framework jobs unpause low"))
+@tasks.command(epilog=examples("framework tasks unpause low"))
 @click.argument("queue")
 @json_option
 @pass_cli
@@ -105,8 +105,8 @@ def unpause(ctx: CliContext, queue: str, as_json: bool) -> None:
     _switch(ctx, queue, as_json, paused=False)
 
 
-@jobs.command(
-    "delete-queue", epilog=examples("framework jobs delete-queue old", "framework jobs delete-queue old --force")
+@tasks.command(
+    "delete-queue", epilog=examples("framework tasks delete-queue old", "framework tasks delete-queue old --force")
 )
 @click.argument("queue")
 @click.option("--force", is_flag=True, help="Delete its tasks too (never active ones).")

@@ -1,4 +1,4 @@
-"""``framework jobs ls|show|retry|archive|delete|cancel``: commands on tasks.
+"""``framework tasks ls|show|retry|archive|delete|cancel``: commands on tasks.
 
 ``show``, ``retry``, ``archive`` and ``delete`` take ``[QUEUE] TASK_ID``: without QUEUE, the queue that has
 the task is found (:func:`_find_task`).
@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 import click
 
 from framework.cli import CliContext, examples, pass_cli
-from framework.cli.jobs._common import (
+from framework.cli.tasks._common import (
     StateChoice,
     emit_json,
-    jobs,
     json_option,
     payload_text,
     print_table,
     run_inspector,
     run_redis,
     table,
+    tasks,
     when_text,
 )
 from framework.protocol.message import TaskState
@@ -47,12 +47,12 @@ def _info(t: TaskDetails) -> str:
     return t.error
 
 
-@jobs.command(
+@tasks.command(
     "ls",
     epilog=examples(
-        "framework jobs ls default pending",
-        "framework jobs ls default failed --size 50",
-        "framework jobs ls default aggregating --group daily --json",
+        "framework tasks ls default pending",
+        "framework tasks ls default failed --size 50",
+        "framework tasks ls default aggregating --group daily --json",
     ),
 )
 @click.argument("queue")
@@ -131,7 +131,7 @@ def _queue_and_id(queue_or_id: str, task_id: str | None) -> tuple[str | None, st
 async def _find_task(ins: Inspector, task_id: str) -> TaskDetails:
     """The task ``task_id`` of whichever queue has it; refused when none (exit 1) or several (exit 2) do.
 
-    The refusal names the running command: ``framework jobs <command> QUEUE TASK_ID`` is what to type.
+    The refusal names the running command: ``framework tasks <command> QUEUE TASK_ID`` is what to type.
     """
     from framework.errors import TaskNotFound  # noqa: PLC0415
 
@@ -148,15 +148,15 @@ async def _find_task(ins: Inspector, task_id: str) -> TaskDetails:
         command = click.get_current_context().info_name  # show, retry, archive or delete
         raise click.UsageError(
             f"queues {queues} each have a task {task_id!r}: name the queue, "
-            f"e.g. `framework jobs {command} {found[0].queue} {task_id}`"
+            f"e.g. `framework tasks {command} {found[0].queue} {task_id}`"
         )
     return found[0]
 
 
-@jobs.command(
+@tasks.command(
     epilog=examples(
-        "framework jobs show 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # searches every queue",
-        "framework jobs show default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+        "framework tasks show 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # searches every queue",
+        "framework tasks show default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
     )
 )
 @_task_argument
@@ -200,10 +200,10 @@ def _single(ctx: CliContext, queue_or_id: str, tid: str | None, as_json: bool, a
         click.echo(f"task {task_id} of queue {queue!r} {done}")
 
 
-@jobs.command(
+@tasks.command(
     epilog=examples(
-        "framework jobs retry 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
-        "framework jobs retry default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+        "framework tasks retry 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
+        "framework tasks retry default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
     )
 )
 @_task_argument
@@ -217,10 +217,10 @@ def retry(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool)
     _single(ctx, queue_or_id, task_id, as_json, "run", "is pending now")
 
 
-@jobs.command(
+@tasks.command(
     epilog=examples(
-        "framework jobs archive 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
-        "framework jobs archive default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+        "framework tasks archive 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
+        "framework tasks archive default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
     )
 )
 @_task_argument
@@ -234,10 +234,10 @@ def archive(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: boo
     _single(ctx, queue_or_id, task_id, as_json, "archive", "is archived")
 
 
-@jobs.command(
+@tasks.command(
     epilog=examples(
-        "framework jobs delete 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
-        "framework jobs delete default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
+        "framework tasks delete 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e   # finds the queue",
+        "framework tasks delete default 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e --json",
     )
 )
 @_task_argument
@@ -251,7 +251,7 @@ def delete(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool
     _single(ctx, queue_or_id, task_id, as_json, "delete", "is deleted")
 
 
-@jobs.command(epilog=examples("framework jobs cancel 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
+@tasks.command(epilog=examples("framework tasks cancel 9b2c6d1e-5f0a-4c3b-8e7d-2a1f0b9c8d7e"))
 @click.argument("task_id")
 @json_option
 @pass_cli

@@ -1,4 +1,4 @@
-"""The ``jobs`` group and what its commands share: Redis and inspector plumbing, output helpers."""
+"""The ``tasks`` group and what its commands share: Redis and inspector plumbing, output helpers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
-from framework.cli import CliContext, cli, examples
+from framework.cli import CliContext, examples
 from framework.errors import (
     DuplicateTask,
     InvalidOption,
@@ -31,7 +31,6 @@ __all__ = (
     "FAILED",
     "StateChoice",
     "emit_json",
-    "jobs",
     "json_option",
     "payload_text",
     "print_table",
@@ -39,6 +38,7 @@ __all__ = (
     "run_redis",
     "size_text",
     "table",
+    "tasks",
     "when_text",
 )
 
@@ -70,16 +70,16 @@ _LOOKUP_ERRORS = (QueueNotFound, TaskNotFound, DuplicateTask, TaskIdConflict)
 _USAGE_ERRORS = (InvalidOption, PayloadTypeError)
 
 
-@cli.group(
+@click.group(
     epilog=examples(
-        "framework jobs stats",
-        "framework jobs ls default pending",
-        "framework jobs ls default failed      # 'failed' is the dashboard's word for archived",
-        "framework jobs show TASK_ID",
+        "framework tasks stats",
+        "framework tasks ls default pending",
+        "framework tasks ls default failed      # 'failed' is the dashboard's word for archived",
+        "framework tasks show TASK_ID",
     )
 )
-def jobs() -> None:
-    """Inspect and steer job queues.
+def tasks() -> None:
+    """Inspect and steer the task queues.
 
     Queues: stats, history, pause, unpause, delete-queue. Tasks: enqueue, ls, show, retry, archive,
     delete, cancel. Every task of a state: run-all, archive-all, delete-all. Workers: servers.

@@ -1,8 +1,7 @@
-"""``framework jobs enqueue``: enqueue one task from the command line."""
+"""``framework tasks enqueue``: enqueue one task from the command line."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framework.cli import CliContext, examples, pass_cli
-from framework.cli.jobs._common import emit_json, jobs, json_option, run_redis, when_text
+from framework.cli.tasks._common import emit_json, json_option, run_redis, tasks, when_text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -84,6 +83,8 @@ def _check_type(task_type: str, registry: Registry, *, force: bool) -> None:
     if force:
         click.echo(f"warning: no loaded plugin handles task type {task_type!r}; the payload is not checked", err=True)
         return
+    import difflib  # noqa: PLC0415 - only to suggest a name
+
     known = sorted(t.type for t in registry)
     close = difflib.get_close_matches(task_type, known, n=3)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
@@ -106,11 +107,11 @@ def _payload(text: str | None, task_type: str, registry: Registry) -> Any:
     return parsed if task_type in registry else text.encode()
 
 
-@jobs.command(
+@tasks.command(
     epilog=examples(
-        """framework jobs enqueue demo:hello --payload '{"name": "Ann"}'""",
-        "framework jobs enqueue demo:hello --in 1h30m -q low",
-        """framework jobs enqueue go:report --force --payload '{"id": 7}'""",
+        """framework tasks enqueue demo:hello --payload '{"name": "Ann"}'""",
+        "framework tasks enqueue demo:hello --in 1h30m -q low",
+        """framework tasks enqueue go:report --force --payload '{"id": 7}'""",
     )
 )
 @click.argument("task_type")

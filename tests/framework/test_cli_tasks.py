@@ -1,4 +1,4 @@
-"""``framework jobs`` as a user runs it: subprocesses against the test Valkey, on Go's golden data."""
+"""``framework tasks`` as a user runs it: subprocesses against the test Valkey, on Go's golden data."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def failed(result: subprocess.CompletedProcess[str], code: int, *needles: str) -
 
 
 async def test_stats(cli: Cli, gold: None) -> None:
-    as_data, as_table = run_all(cli, ("jobs", "stats", "--json"), ("jobs", "stats"))
+    as_data, as_table = run_all(cli, ("tasks", "stats", "--json"), ("tasks", "stats"))
     stats = {q["queue"]: q for q in as_json(as_data)}
     assert sorted(stats) == sorted(golden()["keys"]["asynq:queues"]["items"])
     for queue, info in stats.items():
@@ -83,17 +83,17 @@ async def test_stats(cli: Cli, gold: None) -> None:
 
 
 async def test_empty_namespace(cli: Cli) -> None:
-    assert ok(cli("jobs", "stats")).strip() == "no queues"
+    assert ok(cli("tasks", "stats")).strip() == "no queues"
 
 
 async def test_ls_and_show(cli: Cli, gold: None) -> None:
     page, second, retry, shown, details = run_all(
         cli,
-        ("jobs", "ls", "default", "pending", "--json"),
-        ("jobs", "ls", "default", "pending", "--page", "2", "--size", "1"),
-        ("jobs", "ls", "t_retry", "retry"),
-        ("jobs", "show", "critical", "golden-options"),
-        ("jobs", "show", "critical", "golden-options", "--json"),
+        ("tasks", "ls", "default", "pending", "--json"),
+        ("tasks", "ls", "default", "pending", "--page", "2", "--size", "1"),
+        ("tasks", "ls", "t_retry", "retry"),
+        ("tasks", "show", "critical", "golden-options"),
+        ("tasks", "show", "critical", "golden-options", "--json"),
     )
     data = as_json(page)
     assert [t["id"] for t in data["tasks"]] == ["golden-plain", "golden-unique"]
@@ -113,9 +113,9 @@ async def test_ls_and_show(cli: Cli, gold: None) -> None:
 async def test_exit_codes(cli: Cli, gold: None) -> None:
     no_task, no_queue, bad_state = run_all(
         cli,
-        ("jobs", "show", "default", "nope"),
-        ("jobs", "retry", "nope", "golden-plain"),
-        ("jobs", "ls", "default", "bogus"),
+        ("tasks", "show", "default", "nope"),
+        ("tasks", "retry", "nope", "golden-plain"),
+        ("tasks", "ls", "default", "bogus"),
     )
     failed(no_task, 1, "queue 'default' has no task 'nope'")
     failed(no_queue, 1, "queue 'nope' does not exist")
@@ -129,10 +129,10 @@ async def test_single_task_actions(cli: Cli, gold: None, redis: Redis, schema: S
     [(active_id, _)] = await broker.dequeue("critical", 1)
     retried, archived, deleted, refused = run_all(
         cli,
-        ("jobs", "retry", "t_retry", "golden-retry"),
-        ("jobs", "archive", "default", "golden-plain", "--json"),
-        ("jobs", "delete", "default", "golden-unique"),
-        ("jobs", "delete", "critical", active_id),
+        ("tasks", "retry", "t_retry", "golden-retry"),
+        ("tasks", "archive", "default", "golden-plain", "--json"),
+        ("tasks", "delete", "default", "golden-unique"),
+        ("tasks", "delete", "critical", active_id),
     )
     assert "task golden-retry of queue 't_retry' is pending now" in ok(retried)
     assert await redis.lrange(schema.queue("t_retry").pending, 0, -1) == [b"golden-retry"]
@@ -146,32 +146,32 @@ async def test_single_task_actions(cli: Cli, gold: None, redis: Redis, schema: S
 
 async def test_bulk_actions(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
     default = schema.queue("default")
-    refused = cli("jobs", "delete-all", "default", "pending", stdin="n\n")
+    refused = cli("tasks", "delete-all", "default", "pending", stdin="n\n")
     failed(refused, 1, "Delete 2 pending task(s) of queue 'default'?", "Aborted")
     assert await redis.llen(default.pending) == 2
-    deleted = cli("jobs", "delete-all", "default", "pending", "--yes")
+    deleted = cli("tasks", "delete-all", "default", "pending", "--yes")
     assert "2 pending task(s) of queue 'default' deleted" in ok(deleted)
     assert "delete pending tasks of default" in deleted.stderr  # the progress bar, on stderr
     assert await redis.llen(default.pending) == 0
-    confirmed = cli("jobs", "archive-all", "default", "scheduled", "--json", stdin="y\n")
+    confirmed = cli("tasks", "archive-all", "default", "scheduled", "--json", stdin="y\n")
     assert "Archive 1 scheduled task(s) of queue 'default'?" in confirmed.stderr
     result = as_json(confirmed)
     assert result == {"queue": "default", "state": "scheduled", "action": "archive", "count": 1}
-    result = as_json(cli("jobs", "run-all", "default", "failed", "--json"))  # the dashboard's word for archived
+    result = as_json(cli("tasks", "run-all", "default", "failed", "--json"))  # the dashboard's word for archived
     assert (result["state"], result["count"]) == ("archived", 1)
     assert await redis.lrange(default.pending, 0, -1) == [b"golden-scheduled"]
 
 
 async def test_pause_unpause_and_cancel(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
-    assert ok(cli("jobs", "pause", "default")).strip() == "queue 'default' paused"
+    assert ok(cli("tasks", "pause", "default")).strip() == "queue 'default' paused"
     assert await redis.exists(schema.queue("default").paused)
-    assert as_json(cli("jobs", "pause", "default", "--json")) == {"queue": "default", "paused": True, "changed": False}
-    assert ok(cli("jobs", "unpause", "default")).strip() == "queue 'default' resumed"
+    assert as_json(cli("tasks", "pause", "default", "--json")) == {"queue": "default", "paused": True, "changed": False}
+    assert ok(cli("tasks", "unpause", "default")).strip() == "queue 'default' resumed"
     assert not await redis.exists(schema.queue("default").paused)
     async with redis.pubsub() as pubsub:
         await pubsub.subscribe(schema.cancel_channel)
         assert (await pubsub.get_message(timeout=2.0))["type"] == "subscribe"
-        assert as_json(cli("jobs", "cancel", "task-123", "--json")) == {"id": "task-123", "receivers": 1}
+        assert as_json(cli("tasks", "cancel", "task-123", "--json")) == {"id": "task-123", "receivers": 1}
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
         assert message is not None
         assert message["data"] == b"task-123"
@@ -194,9 +194,9 @@ async def test_servers_and_history(cli: Cli, gold: None, redis: Redis, schema: S
     await redis.set(key, info)
     table, data, history = run_all(
         cli,
-        ("jobs", "servers"),
-        ("jobs", "servers", "--json"),
-        ("jobs", "history", "--days", "2", "-q", "t_retry", "-q", "t_archive", "--json"),
+        ("tasks", "servers"),
+        ("tasks", "servers", "--json"),
+        ("tasks", "history", "--days", "2", "-q", "t_retry", "-q", "t_archive", "--json"),
     )
     for needle in ("go-host", "default=1", "0/8", "srv-1", "active"):
         assert needle in ok(table), needle
@@ -214,16 +214,16 @@ async def test_enqueue(cli: Cli, redis: Redis, schema: Schema) -> None:
     default = schema.queue("default")
     bad_payload, bad_in = run_all(
         cli,
-        ("jobs", "enqueue", "demo:hello", "--payload", '{"name": 5}'),
-        ("jobs", "enqueue", "x:y", "--force", "--in", "soon"),
+        ("tasks", "enqueue", "demo:hello", "--payload", '{"name": 5}'),
+        ("tasks", "enqueue", "x:y", "--force", "--in", "soon"),
     )
     failed(bad_payload, 2, "$.name")
     failed(bad_in, 2, "Go duration")
-    forced = ("jobs", "enqueue", "x:y", "--force")  # a type no loaded plugin registers
+    forced = ("tasks", "enqueue", "x:y", "--force")  # a type no loaded plugin registers
     info, later, at, first = run_all(
         cli,
-        ("jobs", "enqueue", "demo:hello", "--payload", '{"name": "Ann"}', "--json"),
-        ("jobs", "enqueue", "demo:hello", "--in", "1h30m", "--json"),
+        ("tasks", "enqueue", "demo:hello", "--payload", '{"name": "Ann"}', "--json"),
+        ("tasks", "enqueue", "demo:hello", "--in", "1h30m", "--json"),
         (*forced, "--at", "2100-01-01T00:00:00", "-q", "low", "--header", "k=v", "--timeout", "30s"),
         (*forced, "--payload", '{"a": 1}', "--unique", "1h", "--task-id", "u1", "--max-retry", "2"),
     )
@@ -243,7 +243,7 @@ async def test_enqueue(cli: Cli, redis: Redis, schema: Schema) -> None:
 
 
 async def test_enqueue_refuses_an_unknown_type(cli: Cli, redis: Redis, schema: Schema) -> None:
-    typo, unknown = run_all(cli, ("jobs", "enqueue", "demo:helo"), ("jobs", "enqueue", "x:y", "--payload", "{}"))
+    typo, unknown = run_all(cli, ("tasks", "enqueue", "demo:helo"), ("tasks", "enqueue", "x:y", "--payload", "{}"))
     failed(typo, 2, "no loaded plugin registers task type 'demo:helo'", "did you mean 'demo:hello'?", "--force")
     failed(unknown, 2, "Registered: demo:hello", "--force")
     assert "did you mean" not in unknown.stderr
@@ -254,14 +254,14 @@ async def test_failed_is_archived(cli: Cli, gold: None) -> None:
     queue = next(q for q in golden()["keys"]["asynq:queues"]["items"] if golden_ids(q, "archived"))
     failed_tasks, archived_tasks, help_text = run_all(
         cli,
-        ("jobs", "ls", queue, "failed", "--json"),
-        ("jobs", "ls", queue, "archived", "--json"),
-        ("jobs", "ls", "--help"),
+        ("tasks", "ls", queue, "failed", "--json"),
+        ("tasks", "ls", queue, "archived", "--json"),
+        ("tasks", "ls", "--help"),
     )
     assert as_json(failed_tasks) == as_json(archived_tasks)
     assert {t["id"] for t in as_json(failed_tasks)["tasks"]} == set(golden_ids(queue, "archived"))
     assert "archived (or failed, as the dashboard says)" in " ".join(ok(help_text).split())
-    refused = cli("jobs", "archive-all", queue, "failed")  # archiving archived tasks makes no sense
+    refused = cli("tasks", "archive-all", queue, "failed")  # archiving archived tasks makes no sense
     failed(refused, 2, "'failed' is not one of")
 
 
@@ -272,14 +272,14 @@ async def test_show_without_a_queue(cli: Cli, gold: None, redis: Redis, schema: 
         await broker.enqueue(queue, "twin", encode_message(msg))
     found, missing, ambiguous, chosen = run_all(
         cli,
-        ("jobs", "show", "golden-options", "--json"),
-        ("jobs", "show", "nope"),
-        ("jobs", "show", "twin"),
-        ("jobs", "show", "twin-b", "twin", "--json"),
+        ("tasks", "show", "golden-options", "--json"),
+        ("tasks", "show", "nope"),
+        ("tasks", "show", "twin"),
+        ("tasks", "show", "twin-b", "twin", "--json"),
     )
     assert (as_json(found)["queue"], as_json(found)["type"]) == ("critical", "report:generate")
     failed(missing, 1, "no queue has a task 'nope'")
-    failed(ambiguous, 2, "queues 'twin-a', 'twin-b' each have a task 'twin'", "framework jobs show twin-a twin")
+    failed(ambiguous, 2, "queues 'twin-a', 'twin-b' each have a task 'twin'", "framework tasks show twin-a twin")
     assert as_json(chosen)["queue"] == "twin-b"
 
 
@@ -291,11 +291,11 @@ async def test_task_actions_without_a_queue(cli: Cli, gold: None, redis: Redis, 
         await broker.enqueue(queue, "twin", encode_message(msg))
     retried, archived, deleted, *refusals = run_all(
         cli,
-        ("jobs", "retry", "golden-retry"),
-        ("jobs", "archive", "golden-plain", "--json"),
-        ("jobs", "delete", "golden-unique"),
-        *[("jobs", command, "nope") for command in ("retry", "archive", "delete")],
-        *[("jobs", command, "twin") for command in ("retry", "archive", "delete")],
+        ("tasks", "retry", "golden-retry"),
+        ("tasks", "archive", "golden-plain", "--json"),
+        ("tasks", "delete", "golden-unique"),
+        *[("tasks", command, "nope") for command in ("retry", "archive", "delete")],
+        *[("tasks", command, "twin") for command in ("retry", "archive", "delete")],
     )
     assert ok(retried).strip() == "task golden-retry of queue 't_retry' is pending now"
     assert await redis.lrange(schema.queue("t_retry").pending, 0, -1) == [b"golden-retry"]
@@ -306,11 +306,13 @@ async def test_task_actions_without_a_queue(cli: Cli, gold: None, redis: Redis, 
     for refused in refusals[:3]:
         failed(refused, 1, "no queue has a task 'nope'")
     for command, refused in zip(("retry", "archive", "delete"), refusals[3:], strict=True):
-        failed(refused, 2, "queues 'twin-a', 'twin-b' each have a task 'twin'", f"framework jobs {command} twin-a twin")
+        failed(
+            refused, 2, "queues 'twin-a', 'twin-b' each have a task 'twin'", f"framework tasks {command} twin-a twin"
+        )
     for queue in ("twin-a", "twin-b"):  # an ambiguous id touches no queue
         assert await redis.lrange(schema.queue(queue).pending, 0, -1) == [b"twin"]
-    assert "twin-b" in ok(cli("jobs", "delete", "twin-b", "twin"))
-    assert as_json(cli("jobs", "archive", "twin", "--json"))["queue"] == "twin-a"  # no longer ambiguous
+    assert "twin-b" in ok(cli("tasks", "delete", "twin-b", "twin"))
+    assert as_json(cli("tasks", "archive", "twin", "--json"))["queue"] == "twin-a"  # no longer ambiguous
 
 
 _HELP_OF_EVERY_COMMAND = """
@@ -324,18 +326,20 @@ def help_of(argv):
         main([*argv, "--help"])
     return out.getvalue()
 
-helps = {"": help_of([])}  # main() loads every command, the plugins' through their entry points
+helps = {"": help_of([])}  # main() adds the plugins' commands, through their entry points
 
-def walk(group, path):
-    for name, command in sorted(group.commands.items()):
+def walk(group, path, ctx):
+    for name in group.list_commands(ctx):
         helps[" ".join([*path, name])] = help_of([*path, name])
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
-            walk(command, [*path, name])
+            walk(command, [*path, name], ctx)
 
-walk(cli, [])
+with click.Context(cli) as ctx:
+    walk(cli, [], ctx)
 sys.stdout.write(json.dumps(helps))
 """
-"""Prints {command path: its --help} for every command of the ``framework`` command line, as main() loads it."""
+"""Prints {command path: its --help} for every command of the ``framework`` command line, as --help lists them."""
 
 
 def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
@@ -352,22 +356,33 @@ def test_every_command_has_help_with_an_example(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     helps: dict[str, str] = json.loads(done.stdout)
-    builtin = {"run", "web", "worker", "scheduler", "new", "generate job", "generate plugin", "jobs show", "cron ls"}
+    builtin = {"run", "web", "worker", "scheduler", "new", "generate task", "generate plugin", "tasks show", "cron ls"}
     assert builtin | {"cleanup run", "cleanup ls"} <= set(helps), sorted(helps)  # cleanup: an entry-point plugin
+    assert not {"jobs", "generate job"} & set(helps)  # the old names work but are not listed
     for path, text in helps.items():
         assert "Examples:\n    framework " in text, f"`framework {path} --help` shows no example"
-    group = " ".join(helps["jobs"].split())
+        assert "framework jobs" not in text and "generate job" not in text, path
+    group = " ".join(helps["tasks"].split())
     for name in ("ls", "run-all", "archive-all", "delete-all", "delete-queue", "show", "enqueue", "servers"):
         assert name in group.split("Commands:")[0], name  # the summary names the real commands
     assert "failed" in group
+
+
+async def test_the_old_group_name_runs_the_same_commands(cli: Cli, gold: None) -> None:
+    """``framework jobs``, the group's name before it was ``tasks``, still works for existing scripts."""
+    old, new, alias_help = run_all(cli, ("jobs", "stats", "--json"), ("tasks", "stats", "--json"), ("jobs", "--help"))
+    counts = ("queue", "pending", "scheduled", "retry", "archived", "completed")  # not the latency: it moves
+    assert [[q[c] for c in counts] for q in as_json(old)] == [[q[c] for c in counts] for q in as_json(new)]
+    assert "Inspect and steer the task queues." in ok(alias_help)
+    assert "task golden-retry of queue 't_retry' is pending now" in ok(cli("jobs", "retry", "golden-retry"))
 
 
 async def test_delete_queue(cli: Cli, redis: Redis, schema: Schema) -> None:
     msg = new_message(type="t", payload=b"", id="t1", queue="doomed", retry=1, timeout=60, deadline=0)
     broker = RedisBroker(redis, schema, SystemClock(), wakeup=False)
     await broker.enqueue("doomed", "t1", encode_message(msg))
-    failed(cli("jobs", "delete-queue", "doomed"), 1, "has tasks")
-    assert as_json(cli("jobs", "delete-queue", "doomed", "--force", "--yes", "--json")) == {
+    failed(cli("tasks", "delete-queue", "doomed"), 1, "has tasks")
+    assert as_json(cli("tasks", "delete-queue", "doomed", "--force", "--yes", "--json")) == {
         "queue": "doomed",
         "deleted": True,
         "tasks": 1,

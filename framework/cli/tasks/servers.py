@@ -1,25 +1,25 @@
-"""``framework jobs servers``: live worker processes (Go's and ours) and the tasks they run."""
+"""``framework tasks servers``: live worker processes (Go's and ours) and the tasks they run."""
 
 from __future__ import annotations
 
 import click
 
 from framework.cli import CliContext, examples, pass_cli
-from framework.cli.jobs._common import (
+from framework.cli.tasks._common import (
     emit_json,
-    jobs,
     json_option,
     payload_text,
     print_table,
     run_inspector,
     table,
+    tasks,
 )
-from framework.cli.jobs._common import when_text as _when
+from framework.cli.tasks._common import when_text as _when
 
 __all__ = ("servers",)
 
 
-@jobs.command(epilog=examples("framework jobs servers", "framework jobs servers --json"))
+@tasks.command(epilog=examples("framework tasks servers", "framework tasks servers --json"))
 @json_option
 @pass_cli
 def servers(ctx: CliContext, as_json: bool) -> None:

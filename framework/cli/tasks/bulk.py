@@ -1,4 +1,4 @@
-"""``framework jobs run-all|archive-all|delete-all``: act on every task of a state, with progress."""
+"""``framework tasks run-all|archive-all|delete-all``: act on every task of a state, with progress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from framework.cli import CliContext, examples, pass_cli
-from framework.cli.jobs._common import StateChoice, emit_json, jobs, json_option, run_inspector
+from framework.cli.tasks._common import StateChoice, emit_json, json_option, run_inspector, tasks
 
 if TYPE_CHECKING:
     from framework.inspector import Inspector, Progress
@@ -55,8 +55,8 @@ _group_option = click.option("--group", default=None, help="For aggregating task
 _yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
-@jobs.command(
-    "run-all", epilog=examples("framework jobs run-all default failed", "framework jobs run-all low scheduled")
+@tasks.command(
+    "run-all", epilog=examples("framework tasks run-all default failed", "framework tasks run-all low scheduled")
 )
 @click.argument("queue")
 @click.argument("state", type=StateChoice(_RUN), metavar="STATE")
@@ -71,9 +71,9 @@ def run_all(ctx: CliContext, queue: str, state: str, group: str | None, as_json:
     _bulk(ctx, "run", queue, state, group, yes=True, as_json=as_json)
 
 
-@jobs.command(
+@tasks.command(
     "archive-all",
-    epilog=examples("framework jobs archive-all default retry", "framework jobs archive-all low pending --yes"),
+    epilog=examples("framework tasks archive-all default retry", "framework tasks archive-all low pending --yes"),
 )
 @click.argument("queue")
 @click.argument("state", type=StateChoice(_ARCHIVE), metavar="STATE")
@@ -89,9 +89,9 @@ def archive_all(ctx: CliContext, queue: str, state: str, group: str | None, yes:
     _bulk(ctx, "archive", queue, state, group, yes=yes, as_json=as_json)
 
 
-@jobs.command(
+@tasks.command(
     "delete-all",
-    epilog=examples("framework jobs delete-all default failed", "framework jobs delete-all low completed --yes"),
+    epilog=examples("framework tasks delete-all default failed", "framework tasks delete-all low completed --yes"),
 )
 @click.argument("queue")
 @click.argument("state", type=StateChoice(_DELETE), metavar="STATE")

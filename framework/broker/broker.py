@@ -170,8 +170,8 @@ class RedisBroker:
         clock: where time comes from.
         wakeup: publish on the wake-up channel when a queue goes from empty to non-empty.
         fast: run the hot paths (enqueue, dequeue, done) on a lean auto-pipelining connection
-            (:mod:`framework.transport.lean.connection`) when ``redis`` talks to a single server over TCP or a Unix
-            socket.
+            (:mod:`framework.transport.lean.connection`) when ``redis`` talks to a single server over TCP
+            or a Unix socket.
 
     Attributes:
         enqueuing: the enqueue part (:class:`~framework.broker.enqueue.EnqueueSide`).

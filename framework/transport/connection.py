@@ -113,9 +113,9 @@ def open_redis(url: str, *, max_connections: int | None = None) -> Redis:
     Returns a :class:`~framework.transport.cluster.ClusterClient` (a ``redis.asyncio.RedisCluster``, with the same
     command methods) for ``redis+cluster://`` URLs and a Sentinel-managed client for ``redis+sentinel://``
     URLs. ``max_connections`` caps each pool (per node on a Cluster); a full pool raises, it does not wait.
-    A ``redis://`` or ``unix://`` URL gives a :class:`~framework.transport.lean.fastredis.FastRedis`: redis-py's
-    client, with
-    its ordinary commands on one auto-pipelining connection (the pool keeps blocking and stateful commands).
+    A ``redis://`` or ``unix://`` URL gives a :class:`~framework.transport.lean.fastredis.FastRedis`:
+    redis-py's client, with its ordinary commands on one auto-pipelining connection (the pool keeps
+    blocking and stateful commands).
     """
     if url.startswith(_CLUSTER):
         cluster: Redis = open_cluster(*_cluster_args(url), max_connections)  # type: ignore[assignment]

@@ -16,9 +16,8 @@ and runs :meth:`Worker.run <framework.worker.worker.Worker.run>`.
 * **Crashes.** A child that exits while the supervisor is not stopping (killed, out of memory, a
   handler that called ``os._exit``) is logged and started again after a back-off that grows from 1 s
   to 30 s while it keeps dying within 10 s of starting. Its tasks are recovered by the other workers
-  (see :mod:`framework.worker.background.recoverer`). After 20 quick deaths in a row of the same child slot the
-  supervisor
-  gives up, stops the rest and exits with status 1.
+  (see :mod:`framework.worker.background.recoverer`). After 20 quick deaths in a row of the same child
+  slot the supervisor gives up, stops the rest and exits with status 1.
 * **Signals.** Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the
   supervisor. The first SIGTERM/SIGINT is passed to every child as SIGTERM (each shuts down gracefully:
   requeue after ``shutdown_timeout``); a second one SIGKILLs them all and exits at once (status 130).

@@ -18,14 +18,13 @@ Cluster, Sentinel, custom connection classes, credential providers) it returns `
 using redis-py. The socket is closed by :meth:`RespClient.close`, or when the connection is garbage
 collected (after its event loop is closed), so an unclosed client leaks nothing and warns about nothing.
 
-A connection speaks RESP2 unless told ``protocol=3``: :class:`~framework.transport.lean.fastredis.FastRedis` runs
-redis-py's
-ordinary commands over one that speaks RESP3, as redis-py does, so redis-py's reply handling applies unchanged.
+A connection speaks RESP2 unless told ``protocol=3``: :class:`~framework.transport.lean.fastredis.FastRedis`
+runs redis-py's ordinary commands over one that speaks RESP3, as redis-py does, so redis-py's reply
+handling applies unchanged.
 
 The pipelined I/O is :mod:`framework.transport.lean.pipe`'s, the error mapping
-:mod:`framework.transport.lean.errors`'s, and
-:class:`RespClient` with the choice of clients that qualify :mod:`framework.transport.lean.client`'s; their names are
-importable from here as well.
+:mod:`framework.transport.lean.errors`'s, and :class:`~framework.transport.lean.client.RespClient` with the
+choice of clients that qualify :mod:`framework.transport.lean.client`'s.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ A task handler reaches Redis through ``ctx.services.redis``, a redis-py client. 
 microseconds of Python per command (pool checkout, retry wrapper, packing, one ``send`` each), which caps a
 process at about ten thousand commands a second; a handler doing one ``INCR`` is then what limits the worker.
 :class:`FastRedis` is a ``redis.asyncio.Redis`` whose :meth:`~FastRedis.execute_command` sends every command
-that may share a connection over one :class:`~framework.transport.lean.connection.RespConnection` per event loop: the
-commands of
-concurrent tasks go out in one write and hiredis parses the replies.
+that may share a connection over one :class:`~framework.transport.lean.connection.RespConnection` per event
+loop: the commands of concurrent tasks go out in one write and hiredis parses the replies.
 
 The results are redis-py's: the connection speaks the protocol redis-py would (RESP3 unless ``protocol=2``
 is given), hiredis parses the replies as redis-py's hiredis parser does, and they then go through redis-py's

@@ -5,9 +5,8 @@ iteration, so the concurrent commands of many tasks cost one ``send``; a command
 connection is written at once. Replies are parsed with ``hiredis.Reader`` and handed to their callers in
 order. A broken connection fails every command in flight with ``ConnectionError``.
 
-:class:`RespPipe` is the base of :class:`~framework.transport.lean.connection.RespConnection`, which connects, polls
-and runs
-the commands; everything here is also importable from :mod:`framework.transport.lean.connection`.
+:class:`RespPipe` is the base of :class:`~framework.transport.lean.connection.RespConnection`, which
+connects, polls and runs the commands.
 """
 
 from __future__ import annotations

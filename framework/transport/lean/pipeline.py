@@ -41,8 +41,8 @@ class FastPipeline(Pipeline):
     """A redis-py ``Pipeline`` whose ``execute`` uses the shared connection when it may; see the module docstring.
 
     Args:
-        resp_client: the shared connection's client of the :class:`~framework.transport.lean.fastredis.FastRedis` it
-        came from.
+        resp_client: the shared connection's client of the
+            :class:`~framework.transport.lean.fastredis.FastRedis` it came from.
         *args: redis-py's ``Pipeline`` arguments (pool, response callbacks, transaction, shard hint).
     """
 

@@ -27,12 +27,16 @@ if TYPE_CHECKING:
         PluginError,
         QueueNotFound,
         RedisUnavailable,
+        ResultTypeError,
         RetryAfter,
         RevokeTask,
         SkipRetry,
+        TaskCancelled,
+        TaskFailed,
         TaskIdConflict,
         TaskNotFound,
         UnknownTaskType,
+        WaitTimeout,
     )
     from framework.hookspecs import hookimpl
     from framework.inspector import Inspector
@@ -46,7 +50,6 @@ if TYPE_CHECKING:
     from framework.web.app import create_app, start_services, stop_services
     from framework.web.tokens import Tokens
     from framework.worker.background.aggregator import Aggregator
-    from framework.worker.execution import TaskCancelled
     from framework.worker.worker import Worker
 
     __version__: str  # the installed distribution's version, looked up on first use
@@ -69,6 +72,7 @@ __all__ = (
     "PluginError",
     "QueueNotFound",
     "RedisUnavailable",
+    "ResultTypeError",
     "RetryAfter",
     "RevokeTask",
     "Run",
@@ -83,11 +87,13 @@ __all__ = (
     "TaskCancelled",
     "TaskContext",
     "TaskDef",
+    "TaskFailed",
     "TaskIdConflict",
     "TaskInfo",
     "TaskNotFound",
     "Tokens",
     "UnknownTaskType",
+    "WaitTimeout",
     "Worker",
     "__version__",
     "await_me_maybe",
@@ -117,7 +123,6 @@ _LAZY = {
     "StashKey": "framework.services",
     "SyncClient": "framework.client.client",
     "TaskCall": "framework.client.client",
-    "TaskCancelled": "framework.worker.execution",
     "TaskContext": "framework.context",
     "TaskDef": "framework.task",
     "TaskInfo": "framework.client.client",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from framework.services import Stash
 
@@ -13,9 +14,12 @@ if TYPE_CHECKING:
 
     from framework.services import Services
 
-__all__ = ("TaskContext", "lazy_logger")
+__all__ = ("PROGRESS_MESSAGE_MAX", "ProgressSink", "TaskContext", "check_progress", "lazy_logger")
 
 T = TypeVar("T")
+
+PROGRESS_MESSAGE_MAX = 200
+"""Characters of a progress message that are kept; a longer one is cut to this length."""
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}
 _LEVELS.update({f"a{name}": level for name, level in list(_LEVELS.items())})
@@ -58,6 +62,36 @@ def lazy_logger(base: structlog.typing.FilteringBoundLogger, **fields: Any) -> s
     return cast("structlog.typing.FilteringBoundLogger", _LazyLogger(base, fields))
 
 
+class ProgressSink(Protocol):
+    """Where a running task's progress reports go (the worker's rate-limited writer); set by the framework."""
+
+    def report(self, fraction: float, message: str) -> Awaitable[None] | None:
+        """Take a checked report on the event loop's thread; returns the write to await, when one starts now."""
+
+    def report_threadsafe(self, fraction: float, message: str) -> None:
+        """Take a checked report from any thread (a sync handler's); never blocks."""
+
+
+def check_progress(fraction: float, message: str) -> tuple[float, str]:
+    """Check a progress report: ``fraction`` a finite number in 0..1, ``message`` a string (cut to 200 chars).
+
+    Returns:
+        The fraction as a float and the message, cut to :data:`PROGRESS_MESSAGE_MAX` characters.
+
+    Raises:
+        TypeError: ``fraction`` is not a number (``bool`` is refused too) or ``message`` is not a string.
+        ValueError: ``fraction`` is NaN or outside 0..1.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise TypeError(f"progress fraction must be a number from 0 to 1, not {type(fraction).__name__}")
+    value = float(fraction)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"progress fraction must be from 0 to 1 (0.4 is 40 %), got {fraction!r}")
+    if not isinstance(message, str):
+        raise TypeError(f"progress message must be a string, not {type(message).__name__}")
+    return value, message[:PROGRESS_MESSAGE_MAX]
+
+
 @dataclass(slots=True)
 class TaskContext:
     """The running task, as seen by its handler and the middleware.
@@ -87,6 +121,7 @@ class TaskContext:
     logger: structlog.typing.FilteringBoundLogger
     services: Services
     _write_result: Callable[[bytes], Awaitable[None]] | None = None
+    _progress: ProgressSink | None = None
     stash: Stash = field(default_factory=Stash)
 
     @property
@@ -103,3 +138,49 @@ class TaskContext:
         if self._write_result is None:
             raise RuntimeError("this task context has no result writer")
         await self._write_result(data)
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the task has got: ``await ctx.progress(0.4, "resizing")``.
+
+        The report is stored beside the task (``Inspector.progress``, the dashboard's task and servers pages,
+        ``framework tasks show``) and announced to subscribers (``Inspector.watch_progress``). Writes are
+        rate-limited to one per 0.2 s per task, so calling this in a tight loop is cheap: a report that comes
+        too soon is held and written when the interval is up, replaced by any later one. ``1.0`` is written
+        at once, and the last report is always written when the handler ends. Redis errors are logged, never
+        raised: progress is best effort. When the task ends, the record is kept for a minute, then expires.
+
+        A sync handler (a plain function, run in a thread) calls :meth:`report_progress` instead.
+
+        Args:
+            fraction: how much is done, from 0 to 1.
+            message: what the task is doing now; cut to 200 characters.
+
+        Raises:
+            TypeError: ``fraction`` is not a number or ``message`` is not a string.
+            ValueError: ``fraction`` is NaN or outside 0..1.
+            RuntimeError: the context has no progress writer (built outside a worker).
+        """
+        value, text = check_progress(fraction, message)
+        write = self._progress_sink().report(value, text)
+        if write is not None:
+            await write
+
+    def report_progress(self, fraction: float, message: str = "") -> None:
+        """:meth:`progress` for a sync handler: callable from its thread (or the loop's), never blocks.
+
+        Args:
+            fraction: how much is done, from 0 to 1.
+            message: what the task is doing now; cut to 200 characters.
+
+        Raises:
+            TypeError: ``fraction`` is not a number or ``message`` is not a string.
+            ValueError: ``fraction`` is NaN or outside 0..1.
+            RuntimeError: the context has no progress writer (built outside a worker).
+        """
+        value, text = check_progress(fraction, message)
+        self._progress_sink().report_threadsafe(value, text)
+
+    def _progress_sink(self) -> ProgressSink:
+        if self._progress is None:
+            raise RuntimeError("this task context has no progress writer")
+        return self._progress

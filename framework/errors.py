@@ -16,12 +16,16 @@ __all__ = (
     "PluginError",
     "QueueNotFound",
     "RedisUnavailable",
+    "ResultTypeError",
     "RetryAfter",
     "RevokeTask",
     "SkipRetry",
+    "TaskCancelled",
+    "TaskFailed",
     "TaskIdConflict",
     "TaskNotFound",
     "UnknownTaskType",
+    "WaitTimeout",
 )
 
 
@@ -95,3 +99,66 @@ class RetryAfter(FrameworkError):
     def __init__(self, delay: float, message: str = "") -> None:
         super().__init__(message or f"retry after {delay:g}s")
         self.delay = max(0.0, float(delay))
+
+
+class ResultTypeError(FrameworkError, TypeError):
+    """A handler returned a value that does not fit its task's result type; the task fails, nothing is stored.
+
+    The message names the task type, the expected type and the type returned.
+    """
+
+
+class TaskFailed(FrameworkError):
+    """The task a caller waited for ended without success: archived, or cancelled.
+
+    Raised by ``Client.wait`` and ``Client.apply``. A retry is not an outcome: a waiter sees the task's final one.
+
+    Args:
+        message: what happened, for people.
+        task_id: the task's id.
+        queue: its queue.
+        error: the error text stored on the task (``"<ExceptionType>: <message>"``, "" when none).
+        retried: how many times it was retried before this outcome.
+        archived: whether it is in the archive (it can be run again from there).
+
+    Attributes:
+        task_id, queue, error, retried, archived: as given.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        task_id: str = "",
+        queue: str = "",
+        error: str = "",
+        retried: int = 0,
+        archived: bool = False,
+    ) -> None:
+        super().__init__(message or error or "task failed")
+        self.task_id = task_id
+        self.queue = queue
+        self.error = error
+        self.retried = retried
+        self.archived = archived
+
+
+class TaskCancelled(TaskFailed):
+    """The task was cancelled.
+
+    In a worker, the error a handler stopped through the ``asynq:cancel`` channel ends with (a failure: it is
+    retried, unless the caller's ``Client.cancel`` asked, then it is archived). To a waiter, the outcome of a
+    task cancelled by ``Client.cancel`` (``archived`` tells whether it was running, hence archived, or deleted).
+    """
+
+
+class WaitTimeout(FrameworkError, TimeoutError):
+    """``Client.wait`` (or ``apply``) gave up: the task had no final outcome within the timeout.
+
+    The task itself is unaffected: it may still run and finish. ``task_id`` and ``queue`` name it.
+    """
+
+    def __init__(self, message: str, *, task_id: str = "", queue: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.queue = queue

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypedDict, TypeVar, U
 
 import msgspec
 
-from framework.errors import PayloadTypeError
+from framework.errors import PayloadTypeError, ResultTypeError
 
 if TYPE_CHECKING:
     from framework.client.client import Client, SyncClient, TaskInfo
@@ -38,8 +38,11 @@ __all__ = (
 
 P = TypeVar("P")
 
-Handler: TypeAlias = Callable[["TaskContext", P], "Awaitable[None] | None"]
-"""A handler: ``async def h(ctx, payload) -> None`` (runs on the loop) or a plain function (runs in a thread)."""
+Handler: TypeAlias = Callable[["TaskContext", P], Any]
+"""A handler: ``async def h(ctx, payload)`` (runs on the loop) or a plain function (runs in a thread).
+
+It returns None, or the task's result: a value of the task's ``result`` type (see :class:`TaskDef`).
+"""
 
 RetryDelay: TypeAlias = Callable[[int, BaseException], float]
 """A retry policy: (retries so far, the error) -> seconds to wait."""
@@ -118,6 +121,13 @@ class TaskDef(Generic[P]):
         unique: default uniqueness TTL in seconds (0 = not unique).
         retry_delay: this task type's retry policy; default is the worker's.
         description: one line shown by ``framework plugins`` and the dashboard.
+        result: the type of the value the handler returns (a ``msgspec.Struct``, or any type msgspec encodes:
+            ``int``, ``list[str]``, ``dict[str, float]``, ...). The value is stored as JSON in the task's
+            ``result`` field (asynq's, so Go services read it) when the task succeeds, and ``Client.wait``
+            decodes it into this type. A value that does not fit fails the task with
+            :class:`~framework.errors.ResultTypeError`. None (the default): a returned value that is not None
+            is stored as JSON when it can be encoded (otherwise it is dropped, with a warning), and waiters
+            get it decoded as plain JSON.
     """
 
     type: str
@@ -130,7 +140,9 @@ class TaskDef(Generic[P]):
     unique: float | None = None
     retry_delay: RetryDelay | None = None
     description: str = ""
+    result: Any = None
     _decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
+    _result_decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
     is_async: bool = field(init=False, repr=False)
     """Whether the handler is a coroutine function (it runs on the loop; a plain function runs in a thread)."""
 
@@ -144,6 +156,13 @@ class TaskDef(Generic[P]):
         # derived from the fields, not constructor arguments: set once here (the dataclass is frozen)
         object.__setattr__(self, "_decoder", None if self.payload is bytes else msgspec.json.Decoder(self.payload))
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.handler))
+        result_decoder = None
+        if self.result is not None:
+            try:
+                result_decoder = msgspec.json.Decoder(self.result)
+            except TypeError as exc:
+                raise TypeError(f"task {self.type!r}: result type {self.result!r} is not one msgspec encodes") from exc
+        object.__setattr__(self, "_result_decoder", result_decoder)
 
     def encode(self, payload: P) -> bytes:
         """Encode a payload to the bytes stored in the task message.
@@ -174,6 +193,41 @@ class TaskDef(Generic[P]):
                 f"payload of task {self.type!r} does not decode into {self.payload.__name__}: {exc}"
             ) from exc
 
+    def encode_result(self, value: Any) -> bytes:
+        """Encode a handler's return value to the JSON stored in the task's ``result`` field.
+
+        Raises:
+            ResultTypeError: the task has a result type and ``value`` does not fit it, or ``value`` is not
+                JSON-encodable; the message names the expected and actual type.
+        """
+        expected = self.result
+        if isinstance(expected, type) and issubclass(expected, msgspec.Struct) and not isinstance(value, expected):
+            raise ResultTypeError(f"task {self.type!r} must return {expected.__name__}, got {type(value).__name__}")
+        try:
+            data = _encoder.encode(value)
+            if self._result_decoder is not None and not (isinstance(expected, type) and isinstance(value, expected)):
+                self._result_decoder.decode(data)  # a value of another type fails here
+        except (TypeError, msgspec.EncodeError, msgspec.ValidationError) as exc:
+            wanted = _type_name(expected) if expected is not None else "a JSON-encodable value"
+            raise ResultTypeError(
+                f"task {self.type!r} must return {wanted}, got {type(value).__name__}: {exc}"
+            ) from exc
+        return data
+
+    def decode_result(self, data: bytes) -> Any:
+        """Decode a stored result: into the result type when the task has one, else as plain JSON.
+
+        Raises:
+            ResultTypeError: the bytes are not valid for the result type (or not JSON).
+        """
+        try:
+            if self._result_decoder is not None:
+                return self._result_decoder.decode(data)
+            return msgspec.json.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            wanted = _type_name(self.result) if self.result is not None else "JSON"
+            raise ResultTypeError(f"the result of task {self.type!r} does not decode into {wanted}: {exc}") from exc
+
     def convert(self, data: Any) -> P:
         """Build a payload from JSON-compatible data (CLI, cron settings), checked against the type.
 
@@ -198,6 +252,11 @@ class TaskDef(Generic[P]):
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue from code without an event loop; see :class:`framework.client.client.SyncClient`."""
         return client.enqueue(self, payload, **options)
+
+
+def _type_name(tp: Any) -> str:
+    """``SomeStruct`` for a class, the written form (``list[int]``) for other types."""
+    return tp.__name__ if isinstance(tp, type) else repr(tp)
 
 
 @dataclass(frozen=True, slots=True)

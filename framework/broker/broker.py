@@ -25,7 +25,7 @@ from framework.broker.maintenance import Maintenance
 from framework.broker.transitions import WorkerTransitions
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from redis.asyncio import Redis
 
@@ -65,10 +65,13 @@ class Broker(Protocol):
     async def pending_counts(self, queues: Sequence[str]) -> list[int]: ...  # noqa: D102
     async def withdraw(self, queues: Sequence[str], waiter: str) -> None: ...  # noqa: D102
     async def clear_suspect(self, queue: str, task_id: str) -> None: ...  # noqa: D102
-    async def done(self, queue: str, tasks: Sequence[tuple[str, str]], inflight: str = ...) -> list[int]: ...  # noqa: D102
+    async def done(  # noqa: D102
+        self, queue: str, tasks: Sequence[tuple[str, str] | tuple[str, str, bytes]], inflight: str = ...
+    ) -> list[int]: ...
     async def mark_complete(  # noqa: D102
-        self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str
+        self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes = ...
     ) -> int: ...
+    async def cancel_requested(self, queue: str, task_id: str) -> bool: ...  # noqa: D102
     async def requeue(self, queue: str, task_id: str, *, wake: bool = ...) -> int: ...  # noqa: D102
     async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int: ...  # noqa: D102
     async def archive(self, queue: str, task_id: str, data: bytes) -> int: ...  # noqa: D102
@@ -76,6 +79,9 @@ class Broker(Protocol):
         self, queue: str, task_id: str, data: bytes, *, now: int, wait: float, delays: tuple[int, int]
     ) -> int: ...
     async def write_result(self, queue: str, task_id: str, data: bytes) -> None: ...  # noqa: D102
+    async def write_progress(  # noqa: D102
+        self, queue: str, task_id: str, fields: Mapping[str, str | int | float], event: bytes, ttl: int
+    ) -> None: ...
 
     # -- the forwarder, the janitor
     async def next_due(self, queues: Sequence[str]) -> list[float | None]: ...  # noqa: D102
@@ -207,6 +213,7 @@ class RedisBroker:
     enqueue = _PartMethod("enqueuing", EnqueueSide.enqueue)
     enqueue_many = _PartMethod("enqueuing", EnqueueSide.enqueue_many)
     cron_enqueue = _PartMethod("enqueuing", EnqueueSide.cron_enqueue)
+    cancel = _PartMethod("enqueuing", EnqueueSide.cancel)
 
     # the worker's transitions
     dequeue = _PartMethod("transitions", WorkerTransitions.dequeue)
@@ -218,8 +225,10 @@ class RedisBroker:
     requeue = _PartMethod("transitions", WorkerTransitions.requeue)
     retry = _PartMethod("transitions", WorkerTransitions.retry)
     archive = _PartMethod("transitions", WorkerTransitions.archive)
+    cancel_requested = _PartMethod("transitions", WorkerTransitions.cancel_requested)
     defer = _PartMethod("transitions", WorkerTransitions.defer)
     write_result = _PartMethod("transitions", WorkerTransitions.write_result)
+    write_progress = _PartMethod("transitions", WorkerTransitions.write_progress)
 
     # maintenance
     next_due = _PartMethod("maintenance", Maintenance.next_due)

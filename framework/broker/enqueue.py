@@ -57,6 +57,25 @@ class EnqueueSide:
             await self.redis.sadd(self.schema.all_queues, *new)
             self._known_queues.update(new)
 
+    async def cancel(self, queue: str, task_id: str, keep: int = 3600) -> str:
+        """Cancel one task for its caller (``cancel.lua``): delete it before it runs, or ask its worker to stop.
+
+        Args:
+            queue: its queue.
+            task_id: its id.
+            keep: seconds the request for a running task is kept (its worker archives it rather than retry).
+
+        Returns:
+            ``"deleted"`` (its waiters are told ``cancelled``), ``"cancelling"`` (it is running: the id was
+            published on asynq's cancel channel), the state of a task that already finished (``"completed"``,
+            ``"archived"``), or ``""`` when there is no such task.
+        """
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.pending, qk.scheduled, qk.retry, qk.groups, qk.cancel_request(task_id)]
+        args: list[Any] = [task_id, qk.group_prefix(), qk.xprefix, self.schema.cancel_channel, keep]
+        reply = await self.pool.evalsha(SCRIPTS["cancel"], keys, args)
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
     # -- enqueue -----------------------------------------------------------------------------------
 
     def prepare_enqueue(

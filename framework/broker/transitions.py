@@ -14,7 +14,7 @@ from framework.protocol.keys import day_stamp
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from framework.broker.base import BrokerState
     from framework.protocol.keys import QueueKeys
@@ -124,12 +124,16 @@ class WorkerTransitions:
         lengths = _raise_first(await self.hot.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues]))
         return [int(n) for n in lengths]
 
-    async def done(self, queue: str, tasks: Sequence[tuple[str, str]], inflight: str = "") -> list[int]:
-        """Finish succeeded tasks (no retention).
+    async def done(
+        self, queue: str, tasks: Sequence[tuple[str, str] | tuple[str, str, bytes]], inflight: str = ""
+    ) -> list[int]:
+        """Finish succeeded tasks (no retention); the waited ones have their outcome announced.
 
         Args:
             queue: their queue.
-            tasks: (id, unique lock key or "") pairs.
+            tasks: (id, unique lock key or "") pairs, or (id, lock, result bytes) triples: a task someone waits
+                for (:meth:`~framework.protocol.keys.QueueKeys.waiting`) has ``done`` and its result (or the
+                record's ``result`` field) published to its waiters; the record is deleted either way.
             inflight: the acknowledging worker's in-flight set of ``queue``; the ids leave it in the same step.
 
         Returns:
@@ -137,21 +141,28 @@ class WorkerTransitions:
         """
         qk = self.schema.queue(queue)
         now = self.clock.now()
-        args: list[Any] = [qk.task_prefix, self._day_expireat(now), MINUTE_TTL]
-        for task_id, unique_key in tasks:
-            args += (task_id, unique_key)
+        args: list[Any] = [qk.task_prefix, self._day_expireat(now), MINUTE_TTL, qk.xprefix]
+        for task in tasks:
+            args += (task[0], task[1], task[2] if len(task) > 2 else b"")
         keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
         if inflight:
             keys.append(inflight)
         result: list[int] = await self.hot.evalsha(_DONE, keys, args)
         return result
 
-    async def mark_complete(self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str) -> int:
-        """Finish a succeeded task that has a retention: keep it as completed until ``expires_at``."""
+    async def mark_complete(
+        self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes = b""
+    ) -> int:
+        """Finish a succeeded task that has a retention: keep it as completed until ``expires_at``.
+
+        ``result`` (when not empty) is stored in the record's ``result`` field in the same step; the task's
+        waiters are told ``completed``.
+        """
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.completed, *self._stat_keys(qk, now, "processed")]
-        args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key]
+        args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key, result]
+        args.append(qk.xprefix)
         return int(await self.pool.evalsha(SCRIPTS["mark_complete"], keys, args))
 
     async def requeue(self, queue: str, task_id: str, *, wake: bool = False) -> int:
@@ -178,7 +189,7 @@ class WorkerTransitions:
         return int(await self.pool.evalsha(SCRIPTS["retry"], keys, args))
 
     async def archive(self, queue: str, task_id: str, data: bytes) -> int:
-        """Move a failed active task to the archive (kept 90 days, at most 10,000 per queue)."""
+        """Move a failed active task to the archive (kept 90 days, at most 10,000 per queue); tell its waiters."""
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.archived, *self._failure_keys(qk, now)]
@@ -191,8 +202,13 @@ class WorkerTransitions:
             qk.task_prefix,
             self._day_expireat(now),
             MINUTE_TTL,
+            qk.xprefix,
         ]
         return int(await self.pool.evalsha(SCRIPTS["archive"], keys, args))
+
+    async def cancel_requested(self, queue: str, task_id: str) -> bool:
+        """Whether the caller cancelled this running task (``Client.cancel``): then it is archived, not retried."""
+        return bool(await self.redis.exists(self.schema.queue(queue).cancel_request(task_id)))
 
     async def defer(
         self, queue: str, task_id: str, data: bytes, *, now: int, wait: float, delays: tuple[int, int]
@@ -222,6 +238,29 @@ class WorkerTransitions:
     async def write_result(self, queue: str, task_id: str, data: bytes) -> None:
         """Store a running task's result bytes (``HSET result``)."""
         await self.redis.hset(self.schema.queue(queue).task(task_id), "result", data)
+
+    async def write_progress(
+        self, queue: str, task_id: str, fields: Mapping[str, str | int | float], event: bytes, ttl: int
+    ) -> None:
+        """Store a running task's progress beside it and announce it (one pipelined round trip).
+
+        The record is our own hash (:meth:`~framework.protocol.keys.QueueKeys.progress`), never a field of
+        asynq's task hash, so Go's tools neither see nor trip on it; it expires ``ttl`` seconds after each
+        write, so it never outlives the task by much, even when its worker dies.
+
+        Args:
+            queue: the task's queue.
+            task_id: its id.
+            fields: the record's fields (fraction, message, updated_at, attempt, ended).
+            event: what is published on the task's progress channel (JSON).
+            ttl: seconds the record lives after this write.
+        """
+        qk = self.schema.queue(queue)
+        key = qk.progress(task_id)
+        flat = [part for item in fields.items() for part in item]
+        channel = qk.progress_channel(task_id)
+        commands = [("HSET", key, *flat), ("EXPIRE", key, max(1, ttl)), ("PUBLISH", channel, event)]
+        _raise_first(await self.hot.execute_many(commands))
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:

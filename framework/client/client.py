@@ -7,6 +7,7 @@ frameworks) by running a client on a private loop in a background thread.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 from framework.broker.broker import RedisBroker
 from framework.client.options import ResolvedOptions, resolve_options
 from framework.client.prepared import PlainEnqueue, eligible, new_task_id, new_task_ids
+from framework.client.waiting import Outcome, Waiters
 from framework.clock import Clock, SystemClock
 from framework.errors import (
     DuplicateTask,
@@ -25,10 +27,14 @@ from framework.errors import (
     PayloadTooLarge,
     PayloadTypeError,
     RedisUnavailable,
+    TaskCancelled,
+    TaskFailed,
     TaskIdConflict,
+    TaskNotFound,
+    WaitTimeout,
 )
 from framework.protocol.keys import Schema
-from framework.protocol.message import TaskState, encode_message, new_message
+from framework.protocol.message import TaskState, decode_message, encode_message, new_message
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
@@ -118,6 +124,8 @@ class Client:
         url: the Redis URL, only used to name the server in errors.
         wrap_broker: called with the broker the client builds, returns the one to use instead; tests wrap it
             to inject faults (:class:`framework.testing.FaultyBroker`).
+        poll_interval: seconds between the slow polls that see tasks finished by workers that announce
+            nothing (Go's), while someone waits (see :meth:`wait`); None: no poll, our workers' announcements only.
     """
 
     def __init__(
@@ -130,6 +138,7 @@ class Client:
         clock: Clock | None = None,
         url: str = "",
         wrap_broker: Callable[[RedisBroker], RedisBroker] | None = None,
+        poll_interval: float | None = 1.0,
     ) -> None:
         self.redis = redis
         self.schema = schema or Schema()
@@ -144,6 +153,8 @@ class Client:
         self._defaults: dict[TaskDef[Any], ResolvedOptions] = {}
         self._plain: dict[TaskDef[Any], PlainEnqueue | None] = {}
         self._url = redact_url(url) if url else _describe_connection(redis)
+        self.waiters = Waiters(redis, self.schema, poll_interval)
+        """The outcome channels this client listens to while someone waits (:mod:`framework.client.waiting`)."""
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Client:
@@ -165,7 +176,8 @@ class Client:
         return cls(open_redis(url), url=url, schema=Schema(settings.namespace), settings=settings, **kwargs)
 
     async def close(self) -> None:
-        """Close the connection pool (and the hot-path connection)."""
+        """Close the connection pool (and the hot-path connection); waiters still waiting get an error."""
+        await self.waiters.close()
         self.broker.close()
         await self.redis.aclose()
 
@@ -406,6 +418,161 @@ class Client:
                 out.append(exc)
         return out
 
+    # -- results ---------------------------------------------------------------------------------------
+
+    async def wait(
+        self,
+        task: TaskInfo | str,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,
+        taskdef: TaskDef[Any] | None = None,
+    ) -> Any:
+        """Wait for a task's final outcome and return its result.
+
+        The result is what the handler returned (stored as JSON in the task's ``result`` field), decoded
+        into the task's result type when the task type is known here (``taskdef``, or the client's registry
+        by the task's type), else as plain JSON (bytes that are not JSON come back as they are); None when
+        the task stored no result. A retry is not an outcome: the waiter sees the last attempt's.
+
+        What holds:
+
+        * A task our workers finish is announced by the script that writes its outcome: a waiter costs no
+          command while it waits. One finished by a worker that announces nothing (Go's) is seen by the
+          client's slow poll (``poll_interval``, 1 s by default; three commands a poll per queue, however many
+          wait), including one that vanished unannounced, which returns None (done without retention, or
+          deleted).
+        * A task with a retention can be waited for after the fact, while it is kept (completed or
+          archived). One without a retention can only be waited for by someone already waiting when it
+          finished (its record and result are deleted then): afterwards there is no such task.
+
+        Args:
+            task: the :class:`TaskInfo` an enqueue returned, or a task id.
+            queue: the task's queue, for a task id (a TaskInfo names its own).
+            timeout: seconds to wait at most (None: no limit).
+            taskdef: the task's definition, to decode its result (default: looked up in the registry).
+
+        Raises:
+            TaskFailed: the task was archived (retries exhausted, or a permanent failure); it carries the
+                task's error text, its retries and ``archived=True``.
+            TaskCancelled: the task was cancelled (:meth:`cancel`).
+            WaitTimeout: no final outcome within ``timeout`` (the task is unaffected).
+            TaskNotFound: there is no such task (or it finished without a retention before the wait began).
+            ResultTypeError: the stored result does not decode into the result type.
+        """
+        task_id, queue = (task.id, task.queue) if isinstance(task, TaskInfo) else (task, queue)
+        if taskdef is None and isinstance(task, TaskInfo) and self.registry is not None:
+            taskdef = self.registry.get(task.type)
+        watch = await self.waiters.watch(queue, task_id, timeout)
+        try:
+            if not await self.waiters.check(watch, missing_is_outcome=False) and not watch.future.done():
+                raise TaskNotFound(
+                    f"no task {task_id!r} in queue {queue!r} (a task without retention is gone once it finished)"
+                )
+            watch.ready = True
+            outcome = await self._outcome(watch.future, task_id, queue, timeout)
+        finally:
+            self.waiters.release(watch)
+        return self._result(outcome, task_id, queue, taskdef)
+
+    async def apply(
+        self,
+        task: TaskDef[Any] | str,
+        payload: Any = None,
+        *,
+        wait_timeout: float | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Any:
+        """Enqueue a task and wait for its result: :meth:`enqueue` then :meth:`wait`, without a race.
+
+        The waiter listens before the task is stored, so even a task without retention that finishes at
+        once is seen. Same arguments as :meth:`enqueue` (whose ``timeout`` is the handler's), results and
+        errors as :meth:`wait`; ``wait_timeout`` is :meth:`wait`'s ``timeout``, counted from the enqueue.
+        On timeout the task stays queued (cancel it with :meth:`cancel`).
+        """
+        task_id = options.get("task_id") or new_task_id()
+        queue = options.get("queue") or None
+        if queue is None:
+            taskdef = task if isinstance(task, TaskDef) else (self.registry.get(task) if self.registry else None)
+            queue = self._options(taskdef, {}, self.clock.now()).queue
+        options["task_id"] = task_id
+        watch = await self.waiters.watch(queue, task_id, wait_timeout)
+        try:
+            info = await self.enqueue(task, payload, **options)
+            watch.ready = True
+            outcome = await self._outcome(watch.future, task_id, info.queue, wait_timeout)
+        finally:
+            self.waiters.release(watch)
+        taskdef = task if isinstance(task, TaskDef) else (self.registry.get(task) if self.registry else None)
+        return self._result(outcome, task_id, info.queue, taskdef)
+
+    async def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
+        """Cancel a task for its caller.
+
+        One that has not run yet (pending, scheduled, retry, aggregating) is deleted, and its waiters get
+        :class:`~framework.errors.TaskCancelled`. A running one is asked to stop through asynq's cancel
+        channel (as ``Inspector.cancel``); our worker then archives it with a ``TaskCancelled`` error instead
+        of retrying it (a Go worker retries it, as asynq does), and its waiters get ``TaskCancelled``.
+
+        Args:
+            task: the :class:`TaskInfo` an enqueue returned, or a task id.
+            queue: the task's queue, for a task id.
+
+        Returns:
+            ``"deleted"``, ``"cancelling"`` (it was running), or the state of a task that had already
+            finished (``"completed"``, ``"archived"``: nothing was changed).
+
+        Raises:
+            TaskNotFound: there is no such task.
+        """
+        task_id, queue = (task.id, task.queue) if isinstance(task, TaskInfo) else (task, queue)
+        try:
+            answer = await self.broker.cancel(queue, task_id)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        if not answer:
+            raise TaskNotFound(f"no task {task_id!r} in queue {queue!r}")
+        return answer
+
+    @staticmethod
+    async def _outcome(future: asyncio.Future[Outcome], task_id: str, queue: str, timeout: float | None) -> Outcome:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except builtins.TimeoutError:  # the module's TimeoutError is redis-py's
+            raise WaitTimeout(
+                f"task {task_id!r} in queue {queue!r} had no final outcome within {timeout:g} s",
+                task_id=task_id,
+                queue=queue,
+            ) from None
+
+    def _result(self, outcome: Outcome, task_id: str, queue: str, taskdef: TaskDef[Any] | None) -> Any:
+        """The result an outcome carries, decoded; or the error it stands for."""
+        if outcome.kind == "cancelled":
+            raise TaskCancelled(f"task {task_id!r} was cancelled before it ran", task_id=task_id, queue=queue)
+        msg = decode_message(outcome.msg) if outcome.msg else None
+        if taskdef is None and msg is not None and self.registry is not None:
+            taskdef = self.registry.get(msg.type)
+        if outcome.kind == "archived":
+            error = msg.error_msg if msg is not None else ""
+            kind = TaskCancelled if error.startswith(f"{TaskCancelled.__name__}:") else TaskFailed
+            raise kind(
+                f"task {task_id!r} in queue {queue!r} was archived: {error}",
+                task_id=task_id,
+                queue=queue,
+                error=error,
+                retried=msg.retried if msg is not None else 0,
+                archived=True,
+            )
+        data = outcome.result
+        if data is None:
+            return None
+        if taskdef is not None:
+            return taskdef.decode_result(data)
+        try:
+            return msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return data  # raw bytes a handler stored with ctx.write_result
+
 
 def _describe_connection(redis: Redis) -> str:
     return describe_redis(redis)  # a single server, a Cluster (no connection_pool) or a Sentinel primary
@@ -440,6 +607,33 @@ class SyncClient:
     def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
         """Enqueue many tasks in one round trip; see :meth:`Client.enqueue_many`."""
         result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(tasks)))
+        return result
+
+    def wait(
+        self,
+        task: TaskInfo | str,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,
+        taskdef: TaskDef[Any] | None = None,
+    ) -> Any:
+        """Wait for a task's result; same arguments, guarantees and errors as :meth:`Client.wait`."""
+        return self._run(self._client.wait(task, queue=queue, timeout=timeout, taskdef=taskdef))
+
+    def apply(
+        self,
+        task: TaskDef[Any] | str,
+        payload: Any = None,
+        *,
+        wait_timeout: float | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Any:
+        """Enqueue a task and wait for its result; see :meth:`Client.apply`."""
+        return self._run(self._client.apply(task, payload, wait_timeout=wait_timeout, **options))
+
+    def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
+        """Cancel a task; see :meth:`Client.cancel`."""
+        result: str = self._run(self._client.cancel(task, queue=queue))
         return result
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from framework.inspector.core import Inspector
 from framework.inspector.details import TaskDetails
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
 from framework.inspector.memory import MEMORY_SAMPLE
+from framework.inspector.progress import TaskProgress
 from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
 from framework.inspector.servers import ServerStatus
 from framework.inspector.tasks import MAX_PAGE_SIZE, GroupInfo, TaskPage
@@ -42,6 +43,7 @@ __all__ = (
     "TaskDetails",
     "TaskNotFound",
     "TaskPage",
+    "TaskProgress",
     "TaskState",
     "WorkerInfo",
 )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from framework.clock import SystemClock
 from framework.inspector.actions import TaskActions
 from framework.inspector.namespace import Namespace
+from framework.inspector.progress import ProgressReads
 from framework.inspector.queues import QueueOps
 from framework.inspector.schedulers import SchedulerReads
 from framework.inspector.servers import ServerReads
@@ -24,13 +25,14 @@ from framework.protocol.keys import Schema
 from framework.transport.connection import open_redis, resolve_redis_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from redis.asyncio import Redis
 
     from framework.clock import Clock
     from framework.inspector.actions import Progress
     from framework.inspector.details import TaskDetails
+    from framework.inspector.progress import TaskProgress
     from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
     from framework.inspector.servers import ServerStatus
     from framework.inspector.tasks import GroupInfo, TaskPage
@@ -71,6 +73,7 @@ class Inspector:
         self._actions = TaskActions(ns)
         self._servers = ServerReads(ns)
         self._schedulers = SchedulerReads(ns)
+        self._progress = ProgressReads(ns)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -312,6 +315,40 @@ class Inspector:
             QueueNotEmpty: the queue has tasks (and not ``force``), or active tasks.
         """
         return await self._actions.delete_queue(queue, force=force, progress=progress)
+
+    # -- progress ----------------------------------------------------------------------------------
+
+    async def progress(self, queue: str, task_id: str) -> TaskProgress | None:
+        """The last progress report of a task (``ctx.progress``); None when it has reported none.
+
+        The record is kept while the task runs and for a minute after its handler ended, then expires.
+
+        Example:
+            >>> p = await inspector.progress("default", task_id)
+            >>> print(f"{p.percent}% {p.message}" if p else "no progress reported")
+        """
+        return await self._progress.progress(queue, task_id)
+
+    async def progress_many(self, tasks: Sequence[tuple[str, str]]) -> list[TaskProgress | None]:
+        """:meth:`progress` of several ``(queue, task id)`` pairs in one round trip, in order."""
+        return await self._progress.progress_many(tasks)
+
+    def watch_progress(self, queue: str, task_id: str, *, idle: float = 5.0) -> AsyncIterator[TaskProgress]:
+        """Follow a task's progress: the stored report, then each new one as it is written (Pub/Sub, no polling).
+
+        Ends when the task is completed, archived or gone (checked when an attempt ends, and after ``idle``
+        seconds without a report); a task waiting for a retry is followed into its next attempt.
+
+        Args:
+            queue: the task's queue.
+            task_id: its id.
+            idle: seconds without a report after which the task's state is checked.
+
+        Example:
+            >>> async for p in inspector.watch_progress("default", task_id):
+            ...     print(f"{p.percent:3d}% {p.message}")
+        """
+        return self._progress.watch_progress(queue, task_id, idle=idle)
 
     # -- servers and schedulers --------------------------------------------------------------------
 

@@ -138,6 +138,36 @@ class QueueKeys:
         """The prefix ``<ns>:{q}:g:`` of group and aggregation-set keys (scripts append the group name)."""
         return f"{self.prefix}g:"
 
+    def progress(self, task_id: str) -> str:
+        """HASH ``<ext>:{q}:progress:<id>``: a running task's last progress report (fraction, message, ...; expires)."""
+        return f"{self.xprefix}progress:{task_id}"
+
+    def progress_channel(self, task_id: str) -> str:
+        """Pub/Sub channel ``<ext>:{q}:progress:<id>:updates``: each progress write of the task, as JSON."""
+        return f"{self.xprefix}progress:{task_id}:updates"
+
+    def waiting(self, task_id: str) -> str:
+        """STRING ``<ext>:{q}:waiting:<id>``: someone waits for this task's outcome (expires with the longest wait).
+
+        The scripts that write a final outcome (``done``, ``mark_complete``, ``archive``) publish it on
+        :meth:`outcome_channel` only while this marker exists, and delete it then; a task nobody waits for
+        costs them one ``EXISTS`` (one for a whole batch of ``done``).
+        """
+        return f"{self.xprefix}waiting:{task_id}"
+
+    def outcome_channel(self, task_id: str) -> str:
+        """Pub/Sub channel ``<ext>:{q}:outcome:<id>``: the task's final outcome, announced to its waiters.
+
+        A message is the outcome's name: ``done`` (then, after a newline, the result bytes when there is a
+        result; the record is deleted), ``completed``, ``archived`` (read the record for the rest) or
+        ``cancelled`` (deleted before it ran).
+        """
+        return f"{self.xprefix}outcome:{task_id}"
+
+    def cancel_request(self, task_id: str) -> str:
+        """STRING ``<ext>:{q}:cancel:<id>``: the caller cancelled this running task (expires): archive, not retry."""
+        return f"{self.xprefix}cancel:{task_id}"
+
     def cron_claim(self, entry_id: str, tick: int) -> str:
         """STRING ``<ext>:{q}:cron:<entry id>:<tick>``: claim of one cron tick (exactly-once firing)."""
         return f"{self.xprefix}cron:{entry_id}:{tick}"

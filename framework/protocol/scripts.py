@@ -32,6 +32,7 @@ _NAMES = (
     "archive",
     "archive_all",
     "archive_task",
+    "cancel",
     "cron_enqueue",
     "defer",
     "delete_aggregation_set",

@@ -49,10 +49,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from framework.context import TaskContext, lazy_logger
-from framework.errors import PayloadTypeError
+from framework.errors import PayloadTypeError, ResultTypeError, TaskCancelled
 from framework.task import Middleware, Run
 from framework.worker.middleware import build_chain
 from framework.worker.outcomes import error_text
+from framework.worker.progress import ProgressReporter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -85,6 +86,12 @@ def _timed_out(inf: InFlight) -> bool:
     return inf.cancel_reason == "timeout"
 
 
+def _returns_none(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler`` is annotated to return None (so there is no result to keep)."""
+    annotations = getattr(handler, "__annotations__", None) or {}
+    return "return" in annotations and annotations["return"] in (None, "None")
+
+
 def deadline_of(msg: TaskMessage, now: float) -> float:
     """``min(now + timeout, deadline)``; 30 minutes when neither is set (as Go does)."""
     timeout, deadline = msg.timeout, msg.deadline
@@ -95,8 +102,17 @@ def deadline_of(msg: TaskMessage, now: float) -> float:
     return float(deadline)
 
 
-class TaskCancelled(Exception):
-    """The task was cancelled through the ``asynq:cancel`` channel (a failure: it is retried)."""
+def _ending_progress(chain: Run) -> Run:
+    """``chain``, then the end of the task's progress reports, however the handler ended (see :mod:`.progress`)."""
+
+    async def run(ctx: TaskContext, payload: Any) -> Any:
+        try:
+            return await chain(ctx, payload)
+        finally:
+            if isinstance(ctx._progress, ProgressReporter):
+                await ctx._progress.finish()
+
+    return run
 
 
 class TaskExecution:
@@ -160,14 +176,30 @@ class TaskExecution:
     def _chain(self, taskdef: TaskDef[Any]) -> Run:
         chain = self._chains.get(taskdef.type)
         if chain is None:
-            chain = self._chains[taskdef.type] = build_chain(self._invoker(taskdef), self._middleware)
+            chain = build_chain(self._invoker(taskdef), self._middleware)
+            chain = self._chains[taskdef.type] = _ending_progress(chain)
         return chain
 
     def _invoker(self, taskdef: TaskDef[Any]) -> Run:
-        if taskdef.is_async:
-            run: Run = taskdef.handler  # type: ignore[assignment] # an async handler is a Run as it is
-            return run
+        """The innermost run of ``taskdef``: calls the handler and keeps what it returns on the task in flight.
+
+        The value is kept here, below the middleware (which need not pass it on), for :meth:`_result_of`. An
+        async handler annotated ``-> None`` runs as it is, without a wrapping frame.
+        """
         handler: Callable[..., Any] = taskdef.handler
+        if taskdef.is_async:
+            if taskdef.result is None and _returns_none(handler):
+                run: Run = taskdef.handler  # an async handler is a Run as it is
+                return run
+
+            async def call(ctx: TaskContext, payload: Any) -> None:
+                value = await handler(ctx, payload)
+                if value is not None:
+                    inf = _RUNNING.get()
+                    if inf is not None:
+                        inf.result = value
+
+            return call
         threads = self.threads
 
         async def call_in_thread(ctx: TaskContext, payload: Any) -> None:
@@ -177,9 +209,33 @@ class TaskExecution:
                 inf.thread = future  # a thread that runs on past a cancellation keeps the slot (see _handler_done)
             result = await asyncio.wrap_future(future)
             if inspect.isawaitable(result):  # a plain function that returned a coroutine
-                await result
+                result = await result
+            if result is not None and inf is not None:
+                inf.result = result
 
         return call_in_thread
+
+    def _result_of(self, inf: InFlight, taskdef: TaskDef[Any]) -> ResultTypeError | None:
+        """Encode the value the handler returned into ``inf.result`` (JSON bytes), or say why it cannot be stored.
+
+        Returns:
+            The error that fails the task: the value does not fit the task's result type. A value a task
+            without a result type returned that is not JSON-encodable is dropped instead (logged,
+            ``task_result_dropped``): the handler did its work, and never promised a result.
+        """
+        value = inf.result
+        if value is None:
+            return None
+        try:
+            inf.result = taskdef.encode_result(value)
+        except ResultTypeError as exc:
+            inf.result = None
+            if taskdef.result is not None:
+                return exc
+            self.log.warning(
+                "task_result_dropped", task_id=inf.id, type=inf.msg.type, queue=inf.queue, error=error_text(exc)
+            )
+        return None
 
     def _context(self, inf: InFlight) -> TaskContext:
         msg, task_id = inf.msg, inf.id
@@ -194,6 +250,7 @@ class TaskExecution:
             logger=lazy_logger(self.log, task_id=task_id, type=msg.type, queue=inf.queue, retried=msg.retried),
             services=self.services,
             _write_result=partial(self._write_result, inf.queue, task_id),
+            _progress=ProgressReporter(inf, self.outcomes.broker, self.clock, self.log),
         )
 
     def _timeout_error(self, inf: InFlight) -> TimeoutError:
@@ -253,7 +310,11 @@ class TaskExecution:
                 await self.outcomes.fail(inf, exc, taskdef)
         else:
             if self._handler_done(inf):
-                await self.outcomes.succeed(inf, ctx)
+                wrong = self._result_of(inf, taskdef) if taskdef is not None else None
+                if wrong is not None:
+                    await self.outcomes.fail(inf, wrong, taskdef)
+                else:
+                    await self.outcomes.succeed(inf, ctx)
 
     async def _cancelled(self, inf: InFlight, taskdef: TaskDef[Any] | None, exc: asyncio.CancelledError) -> None:
         """The handler ended with a cancellation: write the outcome its reason calls for (or re-raise ``exc``)."""

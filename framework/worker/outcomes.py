@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from framework.errors import RetryAfter, UnknownTaskType
+from framework.errors import RetryAfter, TaskCancelled, UnknownTaskType
 from framework.plugins.events import event_callers, fire_callers, has_impls
 from framework.protocol.message import encode_message
 from framework.retry import Archive, Drop, decide
@@ -92,6 +92,7 @@ class InFlight:
             without it, and nothing it does later is written.
         thread: the future of a sync handler's thread, once submitted.
         extended: seconds the deadline was moved on for event-loop stalls other tasks caused.
+        result: what the handler returned (None: nothing), then its JSON bytes, stored with the success.
     """
 
     __slots__ = (
@@ -108,6 +109,7 @@ class InFlight:
         "msg",
         "off_record",
         "queue",
+        "result",
         "runner",
         "started",
         "thread",
@@ -134,6 +136,7 @@ class InFlight:
         self.abandoned = False
         self.thread: Future[Any] | None = None
         self.extended = 0.0
+        self.result: Any = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -218,7 +221,10 @@ class OutcomeWriter:
             data = encode_message(msg)
             expires = now + msg.retention
             unique = msg.unique_key
-            ok = await self._write(inf, lambda: self.broker.mark_complete(inf.queue, inf.id, data, expires, unique))
+            result = inf.result or b""
+            ok = await self._write(
+                inf, lambda: self.broker.mark_complete(inf.queue, inf.id, data, expires, unique, result)
+            )
         elif self._events["task_succeeded"]:
             written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._ack(inf, written)
@@ -267,7 +273,9 @@ class OutcomeWriter:
                 return
             inflight = self.inflight_keys.get(queue, "")
             try:
-                found = await self.broker.done(queue, [(i.id, i.msg.unique_key) for i, _ in live], inflight)
+                found = await self.broker.done(
+                    queue, [(i.id, i.msg.unique_key, i.result or b"") for i, _ in live], inflight
+                )
             except (RedisError, OSError) as exc:
                 self.health.failed("processor", exc, tasks=len(live), retry_in=backoff)
                 await asyncio.sleep(backoff)
@@ -316,6 +324,16 @@ class OutcomeWriter:
             if not found:
                 self.log.warning("task_not_active", task_id=inf.id, queue=inf.queue, note="finished elsewhere")
             return found
+
+    async def _cancelled_by_caller(self, inf: InFlight) -> bool:
+        """Whether ``Client.cancel`` asked for this cancellation (archived then), rather than ``asynq:cancel`` alone.
+
+        A Redis fault reads as no: the task is retried, as any cancellation through ``asynq:cancel`` is.
+        """
+        try:
+            return await self.broker.cancel_requested(inf.queue, inf.id)
+        except (RedisError, OSError):
+            return False
 
     async def requeue(self, inf: InFlight) -> None:
         """Put an unfinished task back at the head of its queue (shutdown), spending no retry."""
@@ -386,6 +404,9 @@ class OutcomeWriter:
     ) -> None:
         """The handler failed: retry, archive (``permanent`` or exhausted) or, for ``RevokeTask``, done."""
         msg = inf.msg
+        if isinstance(error, TaskCancelled) and not permanent and await self._cancelled_by_caller(inf):
+            permanent = True
+            error = TaskCancelled("task cancelled by its caller (Client.cancel)")
         outcome = Archive() if permanent else decide(msg.retried, msg.retry, error, 0.0)
         if isinstance(outcome, Drop):
             self.log.info("task_revoked", task_id=inf.id, queue=inf.queue, error=error_text(error))

@@ -388,3 +388,21 @@ async def test_delete_queue(cli: Cli, redis: Redis, schema: Schema) -> None:
         "tasks": 1,
     }
     assert not await redis.sismember(schema.all_queues, "doomed")
+
+
+async def test_show_prints_the_progress_a_task_reported(cli: Cli, gold: None, redis: Redis, schema: Schema) -> None:
+    broker = RedisBroker(redis, schema, SystemClock(), wakeup=False)
+    fields = {"fraction": "0.4", "message": "resizing", "updated_at": "4102444800.0", "attempt": 2, "ended": 0}
+    await broker.write_progress("critical", "golden-options", fields, b"{}", 60)
+    shown, details, plain = run_all(
+        cli,
+        ("tasks", "show", "critical", "golden-options"),
+        ("tasks", "show", "golden-options", "--json"),
+        ("tasks", "show", "default", "golden-plain", "--json"),
+    )
+    assert "40% resizing (attempt 2, 2100-01-01 00:00:00 UTC)" in ok(shown)
+    progress = as_json(details)["progress"]
+    assert [progress[k] for k in ("fraction", "message", "attempt", "ended")] == [0.4, "resizing", 2, False]
+    assert progress["updated_at"] == "2100-01-01T00:00:00Z"
+    assert as_json(details)["type"] == "report:generate"
+    assert as_json(plain)["progress"] is None

@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
 from framework.cli import CliContext, examples, pass_cli
 from framework.cli.tasks._common import (
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from framework.inspector import Inspector, TaskDetails
+    from framework.inspector import Inspector, TaskDetails, TaskProgress
 
 __all__ = ("archive", "cancel", "delete", "ls", "retry", "show")
 
@@ -169,14 +170,30 @@ def show(ctx: CliContext, queue_or_id: str, task_id: str | None, as_json: bool) 
     name the queue.
     """
     queue, tid = _queue_and_id(queue_or_id, task_id)
-    t = run_inspector(ctx, lambda ins: _find_task(ins, tid) if queue is None else ins.get_task(queue, tid))
+
+    async def read(ins: Inspector) -> tuple[TaskDetails, TaskProgress | None]:
+        t = await (_find_task(ins, tid) if queue is None else ins.get_task(queue, tid))
+        return t, await ins.progress(t.queue, t.id)
+
+    t, progress = run_inspector(ctx, read)
     if as_json:
-        emit_json(t)
+        emit_json({**msgspec.to_builtins(t), "progress": progress})
         return
     tbl = table(f"task {t.id}", "field", "value")
     for name, value in _rows(t):
         tbl.add_row(name, value)
+        if name == "state":
+            tbl.add_row("progress", _progress_text(progress))
     print_table(tbl)
+
+
+def _progress_text(p: TaskProgress | None) -> str:
+    """``40% resizing (attempt 1, 2026-01-01 12:00:00 UTC)``; ``-`` when the task reported no progress."""
+    if p is None:
+        return "-"
+    message = f" {p.message}" if p.message else ""
+    ended = ", ended" if p.ended else ""
+    return f"{p.percent}%{message} (attempt {p.attempt}{ended}, {when_text(p.updated_at)})"
 
 
 def _single(ctx: CliContext, queue_or_id: str, tid: str | None, as_json: bool, action: str, done: str) -> None:

@@ -13,6 +13,9 @@
 -- ARGV[6] task key prefix <ns>:{q}:t:
 -- ARGV[7] day counter EXPIREAT (Unix s)
 -- ARGV[8] minute counter TTL (s)
+-- ARGV[9] optional: the queue's prefix of the framework's own keys <ext>:{q}: ("" or absent = announce
+--         nothing); when the waiting marker <ext>:{q}:waiting:<id> exists, "archived" is published on
+--         <ext>:{q}:outcome:<id> and the marker deleted
 -- returns 1 archived, 0 not found
 if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
   return 0
@@ -36,4 +39,8 @@ end
 redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
 bump(KEYS[5], KEYS[6], KEYS[7], 1, ARGV[7], ARGV[8])
 bump(KEYS[8], KEYS[9], KEYS[10], 1, ARGV[7], ARGV[8])
+local prefix = ARGV[9] or ""
+if prefix ~= "" and redis.call("DEL", prefix .. "waiting:" .. ARGV[1]) == 1 then
+  redis.call("PUBLISH", prefix .. "outcome:" .. ARGV[1], "archived")
+end
 return 1

@@ -10,8 +10,14 @@
 -- ARGV[1] task key prefix <ns>:{q}:t:
 -- ARGV[2] day counter EXPIREAT (Unix s)
 -- ARGV[3] minute counter TTL (s)
--- ARGV[4], ARGV[5], ... pairs: task id, its unique lock key ("" = none)
+-- ARGV[4] the queue's prefix of the framework's own keys <ext>:{q}: ("" = announce nothing)
+-- ARGV[5], ARGV[6], ARGV[7], ... triples: task id, its unique lock key ("" = none), its result ("" = none:
+--         the record's result field, if any, is announced)
 -- returns, per task in order, 1 done or 0 not found (no longer active: another worker owns it now)
+--
+-- Announcing: a task found whose waiting marker <ext>:{q}:waiting:<id> exists has "done" published on
+-- <ext>:{q}:outcome:<id> (with "\n" and the result when there is one), and the marker deleted. One EXISTS
+-- over the batch's markers decides whether any is waited for, so a batch nobody waits for pays one command.
 --
 -- The same transition as asynq's done run once per task, in order: LREM active 0 id (every occurrence),
 -- and only for a task found there: ZREM lease, DEL its record, DEL its unique lock if it still holds
@@ -36,16 +42,18 @@ local REWRITE_PER_ID = 64
 local REWRITE_MAX = 10000
 local PUSH_CHUNK = 1000
 
-local n = (#ARGV - 3) / 2
+local n = (#ARGV - 4) / 3
 local out = {}
 local ids = {}
 local keys = {}
 local locks = {} -- unique lock key -> the found ids that name it
 local lock_keys = {}
+local results = {}
 local function found(i)
   local id = ARGV[i]
   out[#out + 1] = 1
   ids[#ids + 1] = id
+  results[#ids] = ARGV[i + 2]
   keys[#keys + 1] = ARGV[1] .. id
   local lock = ARGV[i + 1]
   if lock ~= "" then
@@ -70,7 +78,7 @@ end
 if len > 0 and len <= REWRITE_PER_ID * n and len <= REWRITE_MAX then
   -- batch[id]: nil not in the batch, 0 not in the list, 1 in the list, 2 reported found
   local batch = {}
-  for i = 4, #ARGV, 2 do
+  for i = 5, #ARGV, 3 do
     batch[ARGV[i]] = 0
   end
   local list = redis.call("LRANGE", KEYS[1], 0, -1)
@@ -84,7 +92,7 @@ if len > 0 and len <= REWRITE_PER_ID * n and len <= REWRITE_MAX then
       last = i
     end
   end
-  for i = 4, #ARGV, 2 do
+  for i = 5, #ARGV, 3 do
     if batch[ARGV[i]] == 1 then
       batch[ARGV[i]] = 2
       found(i)
@@ -124,11 +132,36 @@ if len > 0 and len <= REWRITE_PER_ID * n and len <= REWRITE_MAX then
     end
   end
 else
-  for i = 4, #ARGV, 2 do
+  for i = 5, #ARGV, 3 do
     if redis.call("LREM", KEYS[1], 0, ARGV[i]) == 0 then
       out[#out + 1] = 0
     else
       found(i)
+    end
+  end
+end
+if #ids > 0 and ARGV[4] ~= "" then
+  local markers = {}
+  for j, id in ipairs(ids) do
+    markers[j] = ARGV[4] .. "waiting:" .. id
+  end
+  local waited = 0
+  for c = 1, #markers, PUSH_CHUNK do
+    waited = waited + redis.call("EXISTS", unpack(markers, c, math.min(c + PUSH_CHUNK - 1, #markers)))
+  end
+  if waited > 0 then
+    for j, id in ipairs(ids) do
+      if redis.call("DEL", markers[j]) == 1 then
+        local result = results[j]
+        if result == "" then
+          result = redis.call("HGET", keys[j], "result")
+        end
+        local message = "done"
+        if result then
+          message = "done\n" .. result
+        end
+        redis.call("PUBLISH", ARGV[4] .. "outcome:" .. id, message)
+      end
     end
   end
 end
@@ -152,7 +185,7 @@ if #ids > 0 then
 end
 if KEYS[6] then
   local batch_ids = {}
-  for i = 4, #ARGV, 2 do
+  for i = 5, #ARGV, 3 do
     batch_ids[#batch_ids + 1] = ARGV[i]
   end
   for c = 1, #batch_ids, PUSH_CHUNK do

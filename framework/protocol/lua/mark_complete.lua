@@ -12,13 +12,25 @@
 -- ARGV[4] day counter EXPIREAT (Unix s)
 -- ARGV[5] minute counter TTL (s)
 -- ARGV[6] unique lock key ("" = none)
+-- ARGV[7] optional: the result, stored in the record's result field ("" or absent = leave the field as it is)
+-- ARGV[8] optional: the queue's prefix of the framework's own keys <ext>:{q}: ("" or absent = announce
+--         nothing); when the waiting marker <ext>:{q}:waiting:<id> exists, "completed" is published on
+--         <ext>:{q}:outcome:<id> and the marker deleted
 -- returns 1 completed, 0 not found
 if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
   return 0
 end
 redis.call("ZREM", KEYS[3], ARGV[1])
 redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
-redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "completed")
+if ARGV[7] and ARGV[7] ~= "" then
+  redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "completed", "result", ARGV[7])
+else
+  redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "completed")
+end
 bump(KEYS[5], KEYS[6], KEYS[7], 1, ARGV[4], ARGV[5])
 release_unique(ARGV[6], ARGV[1])
+local prefix = ARGV[8] or ""
+if prefix ~= "" and redis.call("DEL", prefix .. "waiting:" .. ARGV[1]) == 1 then
+  redis.call("PUBLISH", prefix .. "outcome:" .. ARGV[1], "completed")
+end
 return 1

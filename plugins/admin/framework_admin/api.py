@@ -44,7 +44,6 @@ from framework_admin.schemas import (
     TaskListOut,
     TaskOut,
     ThroughputOut,
-    task_out,
 )
 from framework_admin.urls import TaskIdQuery
 
@@ -101,7 +100,7 @@ async def jobs_clear_completed(
 @get("/task", tags=_TAGS)
 async def task_get(inspector: NamedDependency[Inspector], task_id: TaskIdQuery, queue: QueueFilter = None) -> TaskOut:
     """One task, by ``?id=`` (any id): payload, error, retries, times and result."""
-    return task_out(await actions.find_task(inspector, task_id, queue))
+    return await queries.task_view(inspector, await actions.find_task(inspector, task_id, queue))
 
 
 @post("/task/{action:str}", tags=_TAGS, guards=_W, status_code=200)
@@ -140,7 +139,7 @@ async def task_detail(
     inspector: NamedDependency[Inspector], task_id: FromPath[str], queue: QueueFilter = None
 ) -> TaskOut:
     """One task: payload, error, retries, times and result."""
-    return task_out(await actions.find_task(inspector, task_id, queue))
+    return await queries.task_view(inspector, await actions.find_task(inspector, task_id, queue))
 
 
 @post("/tasks/{task_id:str}/{action:str}", tags=_TAGS, guards=_W, status_code=200)

@@ -21,7 +21,6 @@ from framework_admin import panels, queries
 from framework_admin.actions import find_task
 from framework_admin.layout import admin_template
 from framework_admin.runs import recent_runs
-from framework_admin.schemas import task_out
 from framework_admin.urls import TaskIdQuery
 
 __all__ = ("PAGE_HANDLERS",)
@@ -82,7 +81,7 @@ async def task_page(
     queue: FromQuery[str | None] = None,
 ) -> Template:
     """One task (``?queue=&id=``, so any id works): payload, error, retries, times, result and its actions."""
-    task = task_out(await find_task(inspector, task_id, queue or None))
+    task = await queries.task_view(inspector, await find_task(inspector, task_id, queue or None))
     return await admin_template(request, "admin/task.html", {"task": task})
 
 
@@ -91,7 +90,7 @@ async def task_path_page(
     request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str], task_id: FromPath[str]
 ) -> Template:
     """:func:`task_page` at the older address, for ids that fit in a path segment."""
-    task = task_out(await find_task(inspector, task_id, queue))
+    task = await queries.task_view(inspector, await find_task(inspector, task_id, queue))
     return await admin_template(request, "admin/task.html", {"task": task})
 
 

@@ -30,7 +30,7 @@ from framework_admin.schemas import (
 
 if TYPE_CHECKING:
     from framework.inspector import Inspector, QueueInfo, TaskDetails
-    from framework_admin.schemas import ServerOut
+    from framework_admin.schemas import ServerOut, TaskOut
 
 __all__ = (
     "LISTABLE_STATES",
@@ -210,9 +210,20 @@ async def throughput(inspector: Inspector, hours: int = 1, queue: str | None = N
 
 
 async def servers(inspector: Inspector) -> list[ServerOut]:
-    """Live worker processes and the tasks each runs."""
+    """Live worker processes and the tasks each runs, with the progress each task reported."""
     now = datetime.now(UTC)
-    return [server_out(s, now) for s in await inspector.servers()]
+    out = [server_out(s, now) for s in await inspector.servers()]
+    running = [(t.queue, t.task_id) for sv in out for t in sv.tasks]
+    reports = iter(await inspector.progress_many(running))
+    return [
+        msgspec.structs.replace(sv, tasks=[msgspec.structs.replace(t, progress=next(reports)) for t in sv.tasks])
+        for sv in out
+    ]
+
+
+async def task_view(inspector: Inspector, task: TaskDetails) -> TaskOut:
+    """The API shape of ``task``, with its last progress report."""
+    return task_out(task, await inspector.progress(task.queue, task.id))
 
 
 async def cron_entries(inspector: Inspector, history: int = 10) -> list[CronEntryOut]:

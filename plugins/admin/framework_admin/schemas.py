@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.inspector import DailyStats, QueueInfo
+from framework.inspector import DailyStats, QueueInfo, TaskProgress
 
 if TYPE_CHECKING:
     from framework.inspector import SchedulerEnqueueEvent, SchedulerEntry, ServerStatus, TaskDetails, WorkerInfo
@@ -134,6 +134,7 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
         pending_since: when it last became pending.
         decode_error: why its stored message could not be decoded ("" when it could); the message's
             fields (type, payload, headers, retries, times) are then empty.
+        progress: its last progress report (``ctx.progress``): kept while it runs and a minute after.
     """
 
     id: str
@@ -158,10 +159,11 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
     group: str
     pending_since: datetime | None
     decode_error: str = ""
+    progress: TaskProgress | None = None
 
 
-def task_out(task: TaskDetails) -> TaskOut:
-    """The API shape of an inspector task."""
+def task_out(task: TaskDetails, progress: TaskProgress | None = None) -> TaskOut:
+    """The API shape of an inspector task (and its last progress report, when it made one)."""
     result, result_text, _ = decode_data(task.result)
     return TaskOut(
         id=task.id,
@@ -186,6 +188,7 @@ def task_out(task: TaskDetails) -> TaskOut:
         group=task.group,
         pending_since=task.pending_since,
         decode_error=task.decode_error,
+        progress=progress,
     )
 
 
@@ -242,6 +245,7 @@ class RunningTaskOut(msgspec.Struct, frozen=True, kw_only=True):
         started_at: when the run started.
         deadline: when it must end.
         elapsed: seconds since it started.
+        progress: its last progress report (``ctx.progress``), when it made one.
     """
 
     task_id: str
@@ -251,6 +255,7 @@ class RunningTaskOut(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None
     deadline: datetime | None
     elapsed: float | None
+    progress: TaskProgress | None = None
 
 
 class ServerOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -429,6 +429,29 @@
     });
   }
 
+  function percent(p) {
+    return Math.floor(p.fraction * 100) + "%";
+  }
+
+  function showProgress(p) {
+    var box = document.getElementById("task-progress");
+    if (!box) return;
+    box.hidden = !p;
+    if (!p) return;
+    document.getElementById("task-progress-bar").value = p.fraction;
+    document.getElementById("task-progress-percent").textContent = percent(p);
+    document.getElementById("task-progress-message").textContent = p.message;
+    document.getElementById("task-progress-meta").replaceChildren(
+      "attempt " + p.attempt + (p.ended ? " \u00b7 ended" : "") + " \u00b7 ", when(p.updated_at));
+  }
+
+  function progressCell(p) {
+    if (!p) return "\u2014";
+    return h("span", {"class": "progress", title: p.message}, [
+      h("progress", {max: "1", value: String(p.fraction)}), " " + percent(p) + (p.message ? " " + p.message : "")
+    ]);
+  }
+
   function refreshTask() {
     return getJSON("/task?id=" + q(D.task) + "&queue=" + q(D.queue)).then(function (task) {
       if (!changed("task", task)) return;
@@ -438,6 +461,7 @@
       if (retries) retries.textContent = task.retried + " of " + task.max_retry;
       var error = document.getElementById("task-error");
       if (error) error.textContent = task.error || "\u2014";
+      showProgress(task.progress);
       var acts = document.getElementById("task-actions");
       var gone = ADMIN + "/jobs/" + task.state + "?queue=" + q(task.queue);  // the task page is gone after Delete
       if (acts) acts.replaceChildren.apply(acts, [taskActions(task, here(), gone)].filter(Boolean));
@@ -468,12 +492,13 @@
         td("Task", [h("a", {href: taskUrl(w.queue, w.task_id)}, w.type), h("br"), h("code", {"class": "id"}, w.task_id)]),
         td("Queue", w.queue),
         td("Payload", snippet(w.payload_text, 100)),
+        td("Progress", progressCell(w.progress)),
         td("Running for", duration(w.elapsed)),
         td("Deadline", when(w.deadline))
       ]);
     });
     var tbody = h("tbody");
-    fill(tbody, rows, 5, "Idle.");
+    fill(tbody, rows, 6, "Idle.");
     return h("section", {"class": "card", "data-server": sv.server_id}, [
       h("div", {"class": "card-head"}, [
         h("h2", null, [sv.host + ":" + sv.pid + " ", badge(sv.status)]),
@@ -481,7 +506,7 @@
           " \u00b7 " + sv.active + "/" + sv.concurrency + " busy \u00b7 queues " + queues + (sv.strict_priority ? " (strict)" : "")])
       ]),
       h("div", {"class": "table-wrap"}, h("table", {"class": "rows"}, [
-        h("thead", null, h("tr", null, ["Task", "Queue", "Payload", "Running for", "Deadline"].map(function (t) {
+        h("thead", null, h("tr", null, ["Task", "Queue", "Payload", "Progress", "Running for", "Deadline"].map(function (t) {
           return h("th", null, t);
         }))),
         tbody

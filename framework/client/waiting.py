@@ -1,0 +1,293 @@
+"""Waiting for tasks' outcomes: one Pub/Sub connection and one slow poll per client, shared by every waiter.
+
+A waiter first subscribes to the task's outcome channel and sets its waiting marker
+(:meth:`~framework.protocol.keys.QueueKeys.outcome_channel`, :meth:`~framework.protocol.keys.QueueKeys.waiting`),
+then reads the task's state once, then waits. The scripts that write a final outcome (``done.lua``,
+``mark_complete.lua``, ``archive.lua``, ``cancel.lua``) publish it while the marker exists, so a waiter on a
+task our workers run costs no command while it waits. A task finished by a Go worker is announced by
+nobody: the slow poll (every ``poll_interval`` seconds) looks at all the tasks waited for with three
+commands per queue (``ZMSCORE`` of the completed and archived sets, one ``EXISTS`` of every record),
+whatever the number of waiters, and reads a record only when it finished.
+
+Not for a Redis Cluster (redis-py's asyncio Cluster client has no Pub/Sub).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from framework.errors import FrameworkError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+
+    from framework.protocol.keys import Schema
+
+__all__ = ("MARKER_SLACK", "Outcome", "Waiters")
+
+MARKER_SLACK = 60
+"""Seconds a waiting marker outlives its waiter's timeout (a waiter without a timeout keeps one for a day)."""
+_FOREVER = 24 * 3600
+_FINAL = frozenset({"completed", "archived"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a task ended, as a waiter learns it.
+
+    Attributes:
+        kind: ``done`` (succeeded, record deleted), ``completed`` (succeeded, kept), ``archived``, ``cancelled``
+            (deleted before it ran) or ``gone`` (its record vanished unannounced: done by a worker that
+            announces nothing, without retention, or deleted).
+        result: the result bytes, when there is one.
+        msg: the encoded TaskMessage, for ``completed`` and ``archived``.
+    """
+
+    kind: str
+    result: bytes | None = None
+    msg: bytes | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Watch:
+    queue: str
+    task_id: str
+    channel: str
+    future: asyncio.Future[Outcome]
+    users: int = 0
+    ready: bool = False
+    """The task exists (it was enqueued, or found): from then on a vanished record is an outcome."""
+    subscribed: asyncio.Future[None] | None = field(default=None)
+    sent: bool = False
+
+
+class Waiters:
+    """The outcome channels a client listens to, and the slow poll; see the module docstring.
+
+    Args:
+        redis: the client's asyncio Redis client.
+        schema: the key schema.
+        poll_interval: seconds between slow polls for tasks nobody announces (None: no poll).
+    """
+
+    def __init__(self, redis: Redis, schema: Schema, poll_interval: float | None = 1.0) -> None:
+        self.redis = redis
+        self.schema = schema
+        self.poll_interval = poll_interval
+        self._watches: dict[str, _Watch] = {}
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
+        self._requests: list[tuple[_Watch, str, int, asyncio.Future[None]]] = []
+        self._lock = asyncio.Lock()
+
+    # -- watching ------------------------------------------------------------------------------------
+
+    async def watch(self, queue: str, task_id: str, timeout: float | None) -> _Watch:
+        """Listen for ``task_id``'s outcome: subscribed (confirmed) and marked before this returns.
+
+        The subscriptions and markers asked for in one event-loop iteration are sent together (one
+        ``SUBSCRIBE`` of every new channel, one pipeline of markers), so many waiters starting at once cost
+        a few round trips and no extra connections.
+        """
+        qk = self.schema.queue(queue)
+        channel = qk.outcome_channel(task_id)
+        loop = asyncio.get_running_loop()
+        watch = self._watches.get(channel)
+        if watch is None:
+            watch = self._watches[channel] = _Watch(queue, task_id, channel, loop.create_future())
+            watch.subscribed = loop.create_future()
+        watch.users += 1
+        ttl = _FOREVER if timeout is None else int(timeout) + MARKER_SLACK
+        marked: asyncio.Future[None] = loop.create_future()
+        self._requests.append((watch, qk.waiting(task_id), ttl, marked))
+        if len(self._requests) == 1:
+            loop.call_soon(self._spawn, self._flush())
+        try:
+            await asyncio.shield(marked)
+            assert watch.subscribed is not None
+            await asyncio.shield(watch.subscribed)
+        except BaseException:
+            self.release(watch)
+            raise
+        self._start_poller()
+        return watch
+
+    async def _flush(self) -> None:
+        """Send the subscriptions and markers asked for so far (see :meth:`watch`)."""
+        requests, self._requests = self._requests, []
+        try:
+            async with self._lock:
+                channels = [w.channel for w, _, _, _ in requests if w.subscribed is not None and not w.sent]
+                for watch, _, _, _ in requests:
+                    watch.sent = True
+                if channels:
+                    await self._subscribe(list(dict.fromkeys(channels)))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for _, marker, ttl, _ in requests:
+                        pipe.set(marker, 1, ex=ttl, nx=True)
+                        pipe.expire(marker, ttl, gt=True)
+                    await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - handed to each waiter
+            for watch, _, _, marked in requests:
+                if not marked.done():
+                    marked.set_exception(exc)
+                if watch.subscribed is not None and not watch.subscribed.done():
+                    watch.subscribed.set_exception(exc)
+            return
+        for _, _, _, marked in requests:
+            if not marked.done():
+                marked.set_result(None)
+
+    def release(self, watch: _Watch) -> None:
+        """One waiter is done with ``watch``; the last one unsubscribes (the marker expires or a script takes it)."""
+        watch.users -= 1
+        if watch.users > 0 or self._watches.get(watch.channel) is not watch:
+            return
+        del self._watches[watch.channel]
+        if self._pubsub is not None and watch.subscribed is not None and watch.subscribed.done():
+            self._spawn(self._unsubscribe(watch.channel))
+
+    async def check(self, watch: _Watch, *, missing_is_outcome: bool) -> bool:
+        """Read the task's state once; settle ``watch`` when it is final. Returns whether the record exists.
+
+        ``missing_is_outcome``: a missing record settles it as ``gone`` (else the caller decides).
+        """
+        qk = self.schema.queue(watch.queue)
+        state, msg, result = await self.redis.hmget(qk.task(watch.task_id), ["state", "msg", "result"])
+        if state is None:
+            if missing_is_outcome:
+                _settle(watch, Outcome("gone"))
+            return False
+        kind = state.decode() if isinstance(state, bytes) else str(state)
+        if kind in _FINAL:
+            _settle(watch, Outcome(kind, result=_bytes(result), msg=_bytes(msg)))
+        return True
+
+    # -- Pub/Sub -------------------------------------------------------------------------------------
+
+    async def _subscribe(self, channels: list[str]) -> None:
+        if self._pubsub is None:
+            if not hasattr(self.redis, "pubsub"):
+                raise FrameworkError("waiting for a task needs Pub/Sub, which this Redis client lacks (Cluster)")
+            self._pubsub = self.redis.pubsub()
+        await self._pubsub.subscribe(*channels)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.ensure_future(self._read())
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if self._pubsub is not None and channel not in self._watches:
+                await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            watch = self._watches.get(channel)
+            if watch is None:
+                if message["type"] == "subscribe":  # its waiters left before the confirmation came
+                    self._spawn(self._unsubscribe(channel))
+                continue
+            if message["type"] == "subscribe":
+                if watch.subscribed is not None and not watch.subscribed.done():
+                    watch.subscribed.set_result(None)
+            elif message["type"] == "message":
+                self._announced(watch, message["data"])
+
+    def _announced(self, watch: _Watch, data: bytes) -> None:
+        kind, sep, result = data.partition(b"\n")
+        name = kind.decode()
+        if name == "done":
+            _settle(watch, Outcome("done", result=result if sep else None))
+        elif name == "cancelled":
+            _settle(watch, Outcome("cancelled"))
+        else:  # completed, archived: the rest is in the record
+            self._spawn(self._check_quietly(watch))
+
+    async def _check_quietly(self, watch: _Watch) -> None:
+        with contextlib.suppress(Exception):  # a fault here leaves it to the slow poll
+            await self.check(watch, missing_is_outcome=True)
+
+    # -- the slow poll -------------------------------------------------------------------------------
+
+    def _start_poller(self) -> None:
+        if self.poll_interval is not None and (self._poller is None or self._poller.done()):
+            self._poller = asyncio.ensure_future(self._poll(self.poll_interval))
+
+    async def _poll(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            watches = [w for w in self._watches.values() if w.ready and not w.future.done()]
+            if not watches:
+                if not self._watches:
+                    return
+                continue
+            with contextlib.suppress(Exception):  # a fault here only delays the fallback; the next poll retries
+                await self._poll_once(watches)
+
+    async def _poll_once(self, watches: list[_Watch]) -> None:
+        """Three commands per queue, whatever the number of watches; records are read only for finished tasks."""
+        by_queue: dict[str, list[_Watch]] = {}
+        for watch in watches:
+            by_queue.setdefault(watch.queue, []).append(watch)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, group in by_queue.items():
+                qk = self.schema.queue(queue)
+                ids = [w.task_id for w in group]
+                pipe.execute_command("ZMSCORE", qk.completed, *ids)
+                pipe.execute_command("ZMSCORE", qk.archived, *ids)
+                pipe.exists(*(qk.task(i) for i in ids))
+            replies = await pipe.execute()
+        suspects: list[_Watch] = []
+        for n, group in enumerate(by_queue.values()):
+            completed, archived, present = replies[3 * n : 3 * n + 3]
+            finished = [w for w, a, b in zip(group, completed, archived, strict=True) if a is not None or b is not None]
+            suspects += finished
+            if int(present) < len(group):  # some record vanished: find which
+                suspects += [w for w in group if w not in finished]
+        for watch in suspects:
+            await self.check(watch, missing_is_outcome=True)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def close(self) -> None:
+        """Stop listening; waiters still waiting see :class:`~framework.errors.FrameworkError`."""
+        for watch in list(self._watches.values()):
+            if not watch.future.done():
+                watch.future.set_exception(FrameworkError("the client was closed while waiting"))
+                watch.future.exception()  # retrieved: a waiter that is gone already must not be reported
+        self._watches.clear()
+        tasks = [t for t in (self._reader, self._poller, *self._checks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+
+
+def _bytes(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _settle(watch: _Watch, outcome: Outcome) -> None:
+    if not watch.future.done():
+        watch.future.set_result(outcome)

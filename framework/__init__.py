@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from framework.settings import Settings, load_settings
     from framework.task import CronEntry, CronOptions, EnqueueOptions, Middleware, Run, TaskDef
     from framework.web.app import create_app, start_services, stop_services
+    from framework.web.tasks import enqueue_and_wait, progress_events, task_status
     from framework.web.tokens import Tokens
     from framework.worker.background.aggregator import Aggregator
     from framework.worker.worker import Worker
@@ -99,11 +100,14 @@ __all__ = (
     "await_me_maybe",
     "contributions_by_plugin",
     "create_app",
+    "enqueue_and_wait",
     "hookimpl",
     "load_settings",
     "plugin_callers",
+    "progress_events",
     "start_services",
     "stop_services",
+    "task_status",
 )
 
 _LAZY = {
@@ -131,11 +135,14 @@ _LAZY = {
     "await_me_maybe": "framework.plugins.events",
     "contributions_by_plugin": "framework.plugins.calls",
     "create_app": "framework.web.app",
+    "enqueue_and_wait": "framework.web.tasks",
     "hookimpl": "framework.hookspecs",
     "load_settings": "framework.settings",
     "plugin_callers": "framework.plugins.calls",
+    "progress_events": "framework.web.tasks",
     "start_services": "framework.web.app",
     "stop_services": "framework.web.app",
+    "task_status": "framework.web.tasks",
 }
 """Where each public name lives; the exceptions are the names ``framework.errors`` exports."""
 

@@ -77,7 +77,7 @@ async def start_services(settings: Settings, pm: pluggy.PluginManager | None, ro
 
 
 async def stop_services(services: Services) -> None:
-    """Fire ``shutdown`` hooks (errors logged, never raised) and close Redis."""
+    """Fire ``shutdown`` hooks (errors logged, never raised), then close the client and Redis."""
     log = get_logger("framework.web.app")
     pm = services.plugin_manager
     if pm is not None:
@@ -87,7 +87,7 @@ async def stop_services(services: Services) -> None:
                     await await_me_maybe(result)
             except Exception as exc:  # noqa: BLE001 - one plugin must not stop the others' shutdown
                 log.error("plugin_hook_failed", hook="shutdown", plugin=plugin, error=str(exc))
-    await services.redis.aclose()
+    await services.client.close()  # its waiters' subscription, its hot-path connection, then Redis (shared)
 
 
 def _services(state: State) -> Services:

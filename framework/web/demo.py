@@ -2,7 +2,8 @@
 
 It is an ordinary plugin (hook implementations only), registered as ``demo`` when ``settings.app`` is
 unset, so ``framework run`` on a fresh install shows the whole path: a request enqueues ``demo:hello``,
-the worker in the same process runs it, and the page polls the task's state.
+the worker in the same process runs it, and the page follows its progress and
+gets the greeting over server-sent events (the patterns of :mod:`framework.web.tasks`).
 """
 
 from __future__ import annotations

@@ -1,21 +1,32 @@
-"""The demo's Litestar routes: the page, enqueue and poll endpoints (registered by :mod:`framework.web.demo`)."""
+"""The demo's Litestar routes: the page, and task routes built on :mod:`framework.web.tasks`.
+
+* ``POST /demo/tasks`` enqueues a greeting and answers at once; the page then follows the task on
+  ``GET /demo/tasks/{id}/events`` (server-sent events: progress, then the greeting).
+* ``POST /demo/greetings`` enqueues one and waits for it: ``200`` with the greeting, or ``202`` and the status URL.
+* ``GET /demo/tasks/{id}`` is that status URL.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from litestar import get, post
+from litestar import Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody
-from litestar.response import Template
+from litestar.response import ServerSentEvent, Template
 
 from framework.client.client import Client
-from framework.services import Services
+from framework.inspector import Inspector
 from framework.web.demo_task import Hello, hello_task
+from framework.web.tasks import enqueue_and_wait, progress_events, task_status
 
 __all__ = ("ROUTES",)
+
+STATUS_URL = "/demo/tasks/{id}"
+EVENTS_URL = "/demo/tasks/{id}/events"
+MAX_WAIT = 10.0
+"""Seconds ``POST /demo/greetings`` waits at most, whatever the request asks."""
 
 
 class EnqueueForm(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,6 +34,18 @@ class EnqueueForm(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str = "world"
     work_seconds: float = 0.5
+
+
+class GreetForm(msgspec.Struct, frozen=True, kw_only=True):
+    """Body of ``POST /demo/greetings``: a greeting, and how long to wait for it."""
+
+    name: str = "world"
+    work_seconds: float = 0.5
+    wait_seconds: float = 5.0
+
+
+def _hello(name: str, work_seconds: float) -> Hello:
+    return Hello(name=name[:100], work_seconds=max(0.0, min(work_seconds, 10.0)))
 
 
 @get("/", sync_to_thread=False)
@@ -33,22 +56,38 @@ def home() -> Template:
 
 @post("/demo/tasks", status_code=202)
 async def enqueue_demo(data: JSONBody[EnqueueForm], client: NamedDependency[Client]) -> dict[str, Any]:
-    """Enqueue a ``demo:hello`` task and answer at once with its id."""
-    info = await hello_task.enqueue(client, Hello(name=data.name[:100], work_seconds=data.work_seconds))
-    return {"id": info.id, "queue": info.queue, "state": str(info.state)}
+    """Enqueue a ``demo:hello`` task and answer at once with its id and where to follow it."""
+    info = await hello_task.enqueue(client, _hello(data.name, data.work_seconds))
+    return {
+        "id": info.id,
+        "queue": info.queue,
+        "state": str(info.state),
+        "status_url": STATUS_URL.format(id=info.id),
+        "events_url": EVENTS_URL.format(id=info.id),
+    }
+
+
+@post("/demo/greetings")
+async def greet(data: JSONBody[GreetForm], client: NamedDependency[Client]) -> Response[Any]:
+    """Enqueue a ``demo:hello`` task and answer with its greeting, or ``202`` if it is not ready in time."""
+    wait = max(0.0, min(data.wait_seconds, MAX_WAIT))
+    return await enqueue_and_wait(
+        client, hello_task, _hello(data.name, data.work_seconds), wait_timeout=wait, status_url=STATUS_URL
+    )
 
 
 @get("/demo/tasks/{task_id:str}")
-async def demo_task(task_id: FromPath[str], services: NamedDependency[Services]) -> dict[str, Any]:
-    """The state of a demo task, and its result once completed."""
-    qk = services.schema.queue(hello_task.queue)
-    state, result = await services.redis.hmget(qk.task(task_id), ["state", "result"])
-    if not isinstance(state, bytes):
-        raise NotFoundException(f"no demo task {task_id!r}")
-    out: dict[str, Any] = {"id": task_id, "state": state.decode()}
-    if result:
-        out["result"] = msgspec.json.decode(result)
-    return out
+async def demo_task(task_id: FromPath[str], client: NamedDependency[Client]) -> Response[Any]:
+    """A demo task's outcome: ``200`` with the greeting, ``202`` while it runs, ``404`` for no such task."""
+    return await task_status(client, task_id, queue=hello_task.queue, taskdef=hello_task, status_url=STATUS_URL)
+
+
+@get("/demo/tasks/{task_id:str}/events")
+async def demo_events(
+    task_id: FromPath[str], client: NamedDependency[Client], inspector: NamedDependency[Inspector]
+) -> ServerSentEvent:
+    """A demo task's progress as server-sent events, then its greeting (or its error)."""
+    return progress_events(client, task_id, queue=hello_task.queue, taskdef=hello_task, inspector=inspector)
 
 
 @get("/healthz", sync_to_thread=False)
@@ -57,4 +96,4 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-ROUTES = (home, enqueue_demo, demo_task, healthz)
+ROUTES = (home, enqueue_demo, greet, demo_task, demo_events, healthz)

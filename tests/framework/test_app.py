@@ -45,7 +45,12 @@ async def test_create_app_served_by_uvicorn_enqueues_and_runs_tasks(settings: An
             assert created.status_code == 202
             task_id = created.json()["id"]
             done = await _poll_state(http, task_id, "completed")
-            assert done == {"id": task_id, "state": "completed", "result": {"greeting": "Hello, <Ann>!", "attempt": 1}}
+            assert done == {
+                "id": task_id,
+                "queue": "default",
+                "state": "completed",
+                "result": {"greeting": "Hello, <Ann>!", "attempt": 1},
+            }
             missing = await http.get("/demo/tasks/nope")
             assert missing.status_code == 404
     finally:

@@ -19,10 +19,10 @@ from framework.cli._lazy import LazyGroup
 from framework.cli.scaffold import (
     BUILTIN_PLUGINS,
     FileToWrite,
-    Job,
     Kind,
     Names,
     ScaffoldError,
+    TaskSpec,
     apply,
     check_name,
     find_app,
@@ -121,12 +121,12 @@ def new(app: str, plugins: str) -> None:
         root=target,
         package=package,
         plugins=chosen,
-        job=Job(module=EXAMPLE_TASK, prefix=package),
+        task=TaskSpec(module=EXAMPLE_TASK, prefix=package),
         framework_version=_framework_version(),
         source=find_source(["framework", *(f"framework-{p}" for p in chosen)]),
     )
     click.echo(f"Creating {package} in {target}")
-    _write(sorted(plan("app", names) + plan("job", names), key=lambda f: f.path.as_posix()))
+    _write(sorted(plan("app", names) + plan("task", names), key=lambda f: f.path.as_posix()))
     _next(names, ".venv/bin/framework run")
 
 
@@ -173,10 +173,11 @@ def generate_task(
 ) -> None:
     """Write the task NAME into the app around the current folder, with its test.
 
-    The module <package>/jobs/NAME.py holds the five parts (type constant, payload, enqueue helper,
-    handler, task definition); the app's hooks.py finds it without an edit.
+    The module <package>/tasks/NAME.py holds the five parts (type constant, payload, enqueue helper,
+    handler, task definition); the app's hooks.py finds it without an edit. An app generated with a
+    <package>/jobs/ package instead gets it there, as its hooks.py expects.
     """
-    module = _name(name, "job", "NAME")
+    module = _name(name, "task", "NAME")
     if not _QUEUE.fullmatch(queue):
         raise click.BadParameter(f"{queue!r}: use up to 50 letters, digits, '_', '-' and '.'", param_hint="--queue")
     if cron is not None:
@@ -192,8 +193,8 @@ def generate_task(
         app = find_app(Path.cwd())
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from exc
-    task = Job(module, app.package, queue, max_retry, timeout, unique, cron, tz)
-    _write(plan("job", Names(root=app.root, package=app.package, job=task)))
+    task = TaskSpec(module, app.package, queue, max_retry, timeout, unique, cron, tz)
+    _write(plan("task", Names(root=app.root, package=app.package, task=task, tasks_package=app.tasks_package)))
     if queue not in (app.queues or _DEFAULT_QUEUES):
         click.echo(
             f"note: queue {queue!r} is not in [queues] of {app.root / 'framework.toml'}: "
@@ -230,7 +231,7 @@ def generate_plugin(name: str, directory: Path | None) -> None:
         root=target,
         package=package,
         plugin=plugin,
-        job=Job(module=PLUGIN_TASK, prefix=plugin),
+        task=TaskSpec(module=PLUGIN_TASK, prefix=plugin),
         framework_version=_framework_version(),
         source=find_source(["framework"]),
     )

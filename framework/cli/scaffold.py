@@ -7,7 +7,7 @@ modules and functions (``send_report``), Pascal case for payloads (``SendReport`
 type constants (``SEND_REPORT``), and ``"<app>:<task>"`` for task types.
 
 Templates are Jinja files (``*.jinja``; file and folder names are templates too) under ``app/``,
-``job/`` (one task module and its test) and ``plugin/``; ``_shared/`` holds partials that are only
+``task/`` (one task module and its test) and ``plugin/``; ``_shared/`` holds partials that are only
 included. They live in the top-level ``scaffold/`` folder of the source tree, which the core wheel ships
 as the package data ``framework/_scaffold`` (hatch ``force-include``). :func:`template_root` reads the
 packaged copy through :mod:`importlib.resources`; an editable install has no packaged copy (hatch adds the
@@ -19,6 +19,10 @@ The framework distributions need not be on a package index, so a generated proje
 here (PEP 610's ``direct_url.json``: a checkout, editable or not, a wheel or sdist file, a VCS
 URL, or nothing for an index) and :class:`Source` turns that into pip requirement lines. The
 generated ``pyproject.toml`` keeps plain names, so the project stays publishable.
+
+An app keeps its task modules in ``<package>/tasks/``. Apps generated before the generator said "task"
+have ``<package>/jobs/`` instead (their ``hooks.py`` collects that one): :func:`find_app` notices, and a
+task added to such an app goes into ``jobs/``, its test named ``test_job_<name>.py`` as before.
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ __all__ = (
     "BUILTIN_PLUGINS",
     "AppLocation",
     "FileToWrite",
-    "Job",
     "Kind",
     "Names",
     "ScaffoldError",
     "Source",
+    "TaskSpec",
     "apply",
     "check_name",
     "find_app",
@@ -62,10 +66,16 @@ __all__ = (
     "template_root",
 )
 
-Kind = Literal["app", "job", "plugin"]
+Kind = Literal["app", "task", "plugin", "job"]
+"""What to generate; ``job`` is the old name of ``task`` and means the same."""
 Origin = Literal["index", "checkout", "archive", "vcs"]
 BUILTIN_PLUGINS = ("email", "images", "cleanup", "admin")
 """The first-party plugins ``framework new --plugins`` chooses from (distributions ``framework-<name>``)."""
+
+TASKS_PACKAGE = "tasks"
+"""The package of an app's task modules, inside the app's package."""
+OLD_TASKS_PACKAGE = "jobs"
+"""Its name in apps generated before the generator said "task"."""
 
 MAX_NAME_LENGTH = 30
 _SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
@@ -74,11 +84,11 @@ _TEMPLATE_SUFFIX = ".jinja"
 _TEMPLATE_NAMES = frozenset(
     {"annotations", "any", "client", "conftest", "cron_entry", "framework", "helpers", "hooks", "jobs", "msgspec"}
     | {"pytest", "redis", "registry", "schema", "services", "settings", "skip_retry", "task_context", "task_def"}
-    | {"task_info", "tests", "typing", "worker"}
+    | {"task_info", "tasks", "tests", "typing", "worker"}
 )
 _RESERVED = {
     "app": frozenset(sys.stdlib_module_names) | _TEMPLATE_NAMES,
-    "job": frozenset(sys.stdlib_module_names) | frozenset(dir(builtins)) | _TEMPLATE_NAMES,
+    "task": frozenset(sys.stdlib_module_names) | frozenset(dir(builtins)) | _TEMPLATE_NAMES,
     "plugin": frozenset({*BUILTIN_PLUGINS, "app", "demo"}),
 }
 
@@ -101,7 +111,7 @@ class FileToWrite:
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class TaskSpec:
     """How one task is named and configured. Built by the CLI from ``generate task`` options.
 
     Attributes:
@@ -280,7 +290,9 @@ class Names:
         package: the import package (``my_app``, ``framework_slack``).
         plugin: the plugin's name (entry point, settings section, template folder); "" for an app.
         plugins: the built-in plugins an app depends on.
-        job: the task a ``job`` plan writes (and the example task of ``app`` and ``plugin`` plans).
+        task: the task a ``task`` plan writes (and the example task of ``app`` and ``plugin`` plans).
+        tasks_package: the app's package of task modules, inside ``package``: ``tasks``, or ``jobs`` in an
+            app generated before the rename (:func:`find_app` tells which).
         framework_version: the framework version the project asks for, at least.
         source: where pip finds the framework distributions (the generated ``requirements.txt``).
     """
@@ -289,7 +301,8 @@ class Names:
     package: str
     plugin: str = ""
     plugins: tuple[str, ...] = ()
-    job: Job | None = None
+    task: TaskSpec | None = None
+    tasks_package: str = TASKS_PACKAGE
     framework_version: str = "0.1.0"
     source: Source = Source()
 
@@ -303,11 +316,21 @@ class Names:
         """A human title (``My App``, ``Slack``)."""
         return (self.plugin or self.package).replace("_", " ").title()
 
+    @property
+    def test_prefix(self) -> str:
+        """How a task's test module is named before its name: ``test_task_`` (``test_job_`` beside ``jobs/``)."""
+        return "test_job_" if self.tasks_package == OLD_TASKS_PACKAGE else "test_task_"
+
     def context(self) -> dict[str, object]:
         """The template variables."""
         values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(distribution=self.distribution, title=self.title)
+        values.update(distribution=self.distribution, title=self.title, test_prefix=self.test_prefix)
         return values
+
+
+def _kind(kind: Kind) -> Kind:
+    """``kind`` with ``job``, the old name of ``task``, read as ``task``."""
+    return "task" if kind == "job" else kind
 
 
 def pascal(snake: str) -> str:
@@ -320,12 +343,13 @@ def suggest_name(name: str, kind: Kind = "app") -> str:
 
     Args:
         name: what the user typed.
-        kind: ``app`` (a package), ``job`` (a task's module) or ``plugin``.
+        kind: ``app`` (a package), ``task`` (a task's module; ``job`` says the same) or ``plugin``.
     """
+    kind = _kind(kind)
     text = unicodedata.normalize("NFKD", name.strip()).encode("ascii", "ignore").decode()
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
     text = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
-    suffix = {"app": "app", "job": "task", "plugin": "plugin"}[kind]
+    suffix = {"app": "app", "task": "task", "plugin": "plugin"}[kind]
     if not text:
         return f"my_{suffix}"
     if text[0].isdigit():
@@ -344,11 +368,12 @@ def check_name(name: str, kind: Kind) -> str:
 
     Args:
         name: what the user typed.
-        kind: ``app``, ``job`` (a task's name) or ``plugin``.
+        kind: ``app``, ``task`` (a task's name; ``job`` says the same) or ``plugin``.
 
     Raises:
         ScaffoldError: the name is not valid; the message proposes one that is.
     """
+    kind = _kind(kind)
     snake = name if kind == "app" else name.replace("-", "_")
     problem = ""
     if not _SNAKE.fullmatch(snake):
@@ -360,7 +385,7 @@ def check_name(name: str, kind: Kind) -> str:
     elif snake in _RESERVED[kind]:
         problem = "it would shadow a name Python, the framework or the generated code already uses"
     if problem:
-        what = {"app": "Python package name", "job": "task name", "plugin": "plugin name"}[kind]
+        what = {"app": "Python package name", "task": "task name", "plugin": "plugin name"}[kind]
         raise ScaffoldError(f"{name!r} is not a valid {what}: {problem}; try {suggest_name(name, kind)!r}")
     return snake
 
@@ -373,18 +398,24 @@ class AppLocation:
         root: the folder holding its ``framework.toml``.
         package: its import package (the first part of the ``app`` setting).
         queues: the queue names its ``framework.toml`` lists (None: the framework's defaults).
+        tasks_package: the package of its task modules, inside ``package``: ``tasks``, or ``jobs`` in an
+            app generated before the rename.
     """
 
     root: Path
     package: str
     queues: tuple[str, ...] | None
+    tasks_package: str = TASKS_PACKAGE
 
 
 def find_app(start: Path) -> AppLocation:
     """Find the app ``start`` is in: the nearest ``framework.toml`` in it or a parent, and its ``app`` setting.
 
+    Its task modules are in ``<package>/tasks/``, or in ``<package>/jobs/`` when there is no ``tasks``
+    package but a ``jobs`` one: an app generated before the rename, whose ``hooks.py`` collects ``jobs``.
+
     Raises:
-        ScaffoldError: no ``framework.toml``, no ``app`` setting, or no ``<package>/jobs/`` package.
+        ScaffoldError: no ``framework.toml``, no ``app`` setting, or no package for the task modules.
     """
     start = start.resolve()
     config = next((d / "framework.toml" for d in (start, *start.parents) if (d / "framework.toml").is_file()), None)
@@ -398,17 +429,19 @@ def find_app(start: Path) -> AppLocation:
     if not isinstance(app, str) or not app.strip():
         raise ScaffoldError(f'{config} has no `app` setting: set it to the app hook module, like app = "my_app.hooks"')
     package = app.strip().split(".")[0]
-    if not (config.parent / package / "jobs" / "__init__.py").is_file():
+    candidates = (TASKS_PACKAGE, OLD_TASKS_PACKAGE)  # tasks wins: jobs is only looked for in an old app
+    tasks_package = next((n for n in candidates if (config.parent / package / n / "__init__.py").is_file()), None)
+    if tasks_package is None:
         raise ScaffoldError(
-            f"{config.parent / package / 'jobs'} is not a package: task modules go there, collected by {package}.hooks "
-            "(an app made by `framework new` has both)"
+            f"{config.parent / package / TASKS_PACKAGE} is not a package: task modules go there, collected by "
+            f"{package}.hooks (an app made by `framework new` has both)"
         )
     queues = data.get("queues")
-    return AppLocation(config.parent, package, tuple(queues) if isinstance(queues, dict) else None)
+    return AppLocation(config.parent, package, tuple(queues) if isinstance(queues, dict) else None, tasks_package)
 
 
 def template_root() -> Traversable:
-    """The folder holding the ``app``, ``job`` and ``plugin`` templates.
+    """The folder holding the ``app``, ``task`` and ``plugin`` templates.
 
     Raises:
         ScaffoldError: neither the packaged templates nor a source checkout's ``scaffold/`` exist.
@@ -460,14 +493,16 @@ def plan(kind: Kind, names: Names) -> list[FileToWrite]:
     """Render the templates of ``kind`` for ``names``. Pure: nothing is written.
 
     Args:
-        kind: ``app`` (a project), ``job`` (a task module and its test) or ``plugin`` (a distribution).
-        names: the project's names; ``job`` and ``plugin`` plans need ``names.job``.
+        kind: ``app`` (a project), ``task`` (a task module and its test; ``job`` says the same) or
+            ``plugin`` (a distribution).
+        names: the project's names; ``task`` and ``plugin`` plans need ``names.task``.
 
     Returns:
         The files, sorted by path.
     """
-    if kind in ("job", "plugin") and names.job is None:
-        raise ScaffoldError(f"a {kind} plan needs names.job")
+    kind = _kind(kind)
+    if kind in ("task", "plugin") and names.task is None:
+        raise ScaffoldError(f"a {kind} plan needs names.task")
     root = template_root()
     env = _environment(root)
     context = names.context()

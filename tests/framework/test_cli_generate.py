@@ -123,15 +123,15 @@ def test_new_writes_a_project(generated: Generated) -> None:
         f"{APP}/__init__.py",
         f"{APP}/app.py",
         f"{APP}/hooks.py",
-        f"{APP}/jobs/__init__.py",
-        f"{APP}/jobs/greet.py",
+        f"{APP}/tasks/__init__.py",
+        f"{APP}/tasks/greet.py",
         f"{APP}/py.typed",
         f"{APP}/routes.py",
         f"{APP}/templates/{APP}/index.html",
         "tests/conftest.py",
         "tests/helpers.py",
         "tests/test_app.py",
-        "tests/test_job_greet.py",
+        "tests/test_task_greet.py",
     }
     out = generated.new.output
     assert f"created {APP}/{APP}/hooks.py" in out
@@ -150,8 +150,8 @@ def test_generate_task_adds_two_files_and_edits_none(generated: Generated) -> No
     now = snapshot(generated.app)
     assert {k: v for k, v in now.items() if k in generated.after_new} == generated.after_new
     added = set(now) - set(generated.after_new)
-    assert added == {f"{APP}/jobs/{m}.py" for m in TASKS} | {f"tests/test_job_{m}.py" for m in TASKS}
-    assert generated.tasks["send_report"].output.startswith(f"  created {APP}/jobs/send_report.py\n")
+    assert added == {f"{APP}/tasks/{m}.py" for m in TASKS} | {f"tests/test_task_{m}.py" for m in TASKS}
+    assert generated.tasks["send_report"].output.startswith(f"  created {APP}/tasks/send_report.py\n")
 
 
 def test_generate_job_is_a_hidden_alias_of_generate_task(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_generate_job_is_a_hidden_alias_of_generate_task(tmp_path: Path) -> None
 
 def test_generate_task_renders_each_option(generated: Generated) -> None:
     def module(name: str) -> str:
-        return (generated.app / APP / "jobs" / f"{name}.py").read_text()
+        return (generated.app / APP / "tasks" / f"{name}.py").read_text()
 
     assert f'SEND_REPORT = "{APP}:send_report"' in module("send_report")
     assert 'queue="reports",\n    description=' in module("send_report")
@@ -354,8 +354,8 @@ def test_generate_task_needs_an_app(tmp_path: Path) -> None:
 
 def test_generate_task_works_below_the_app_root(app: Path) -> None:
     ok(app / "shop" / "templates", "generate", "task", "deep")
-    assert (app / "shop" / "jobs" / "deep.py").is_file()
-    assert (app / "tests" / "test_job_deep.py").is_file()
+    assert (app / "shop" / "tasks" / "deep.py").is_file()
+    assert (app / "tests" / "test_task_deep.py").is_file()
 
 
 def test_generate_task_refuses_to_overwrite(app: Path) -> None:
@@ -364,9 +364,55 @@ def test_generate_task_refuses_to_overwrite(app: Path) -> None:
     assert result.exit_code == 1
     assert "refusing to overwrite existing files" in result.output
     assert snapshot(app) == before
-    (app / "tests" / "test_job_solo.py").write_text("# mine\n")
+    (app / "tests" / "test_task_solo.py").write_text("# mine\n")
     assert run(app, "generate", "task", "solo").exit_code == 1
-    assert not (app / "shop" / "jobs" / "solo.py").exists()  # nothing is written when one file exists
+    assert not (app / "shop" / "tasks" / "solo.py").exists()  # nothing is written when one file exists
+
+
+def make_old_layout(app: Path, package: str) -> None:
+    """Turn a new app into one generated before the rename: its tasks in ``jobs/``, their tests ``test_job_*``."""
+    (app / package / "tasks").rename(app / package / "jobs")
+    for test in (app / "tests").glob("test_task_*.py"):
+        test.rename(test.with_name(test.name.replace("test_task_", "test_job_")))
+    renames = {
+        f"{package}.tasks": f"{package}.jobs",
+        f"from {package} import tasks": f"from {package} import jobs",
+        "tasks.__": "jobs.__",
+        "task_modules": "job_modules",
+    }
+    for path in sorted(app.rglob("*.py")):
+        text = path.read_text()
+        for current, old in renames.items():
+            text = text.replace(current, old)
+        path.write_text(text)
+    code = "".join(snapshot(app).values())
+    assert f"{package}.tasks" not in code
+    assert "import tasks" not in code
+
+
+@pytest.mark.slow
+def test_generate_task_in_an_app_with_the_old_jobs_package(tmp_path: Path) -> None:
+    ok(tmp_path, "new", "shop", "--plugins", "")
+    app = tmp_path / "shop"
+    make_old_layout(app, "shop")
+    before = snapshot(app)
+    ok(app / "shop", "generate", "task", "report", "--cron", "@daily")
+    ok(app, "generate", "job", "ping", "--unique", "60")
+    now = snapshot(app)
+    assert {k: v for k, v in now.items() if k in before} == before
+    assert set(now) - set(before) == {
+        "shop/jobs/ping.py",
+        "shop/jobs/report.py",
+        "tests/test_job_ping.py",
+        "tests/test_job_report.py",
+    }
+    assert (
+        "from shop.jobs.report import REPORT, Report, report, report_cron, report_task\n"
+        in now["tests/test_job_report.py"]
+    )
+    # the app's own hooks.py collects the new modules from jobs/: their tests run them on a worker
+    done = tool(app, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert passed(done) >= 3 + 4 + 5 + 5
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,10 @@ import pytest
 
 from framework.cli.scaffold import (
     FileToWrite,
-    Job,
     Names,
     ScaffoldError,
     Source,
+    TaskSpec,
     apply,
     check_name,
     find_app,
@@ -74,7 +74,7 @@ def rel(files: list[FileToWrite], root: Path) -> set[str]:
 
 
 def app_names(root: Path, package: str = "shop") -> Names:
-    return Names(root=root, package=package, plugins=("email", "admin"), job=Job("greet", package))
+    return Names(root=root, package=package, plugins=("email", "admin"), task=TaskSpec("greet", package))
 
 
 # -- naming ---------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_invalid_app_names_are_refused_with_a_valid_suggestion(name: str, sugges
     ("name", "snake"), [("send_report", "send_report"), ("send-report", "send_report"), ("v2-sync", "v2_sync")]
 )
 def test_task_names_accept_hyphens(name: str, snake: str) -> None:
-    assert check_name(name, "job") == snake
+    assert check_name(name, "task") == snake
 
 
 @pytest.mark.parametrize(
@@ -133,8 +133,8 @@ def test_task_names_accept_hyphens(name: str, snake: str) -> None:
 )
 def test_invalid_task_names_are_refused_with_a_valid_suggestion(name: str, suggestion: str) -> None:
     with pytest.raises(ScaffoldError, match=f"is not a valid task name: .*; try '{suggestion}'"):
-        check_name(name, "job")
-    assert check_name(suggestion, "job") == suggestion
+        check_name(name, "task")
+    assert check_name(suggestion, "task") == suggestion
 
 
 def test_plugin_names() -> None:
@@ -149,16 +149,16 @@ def test_plugin_names() -> None:
 
 def test_suggestions_are_always_valid() -> None:
     for raw in ["", "---", "9", "def", "Send Report!", "ÉCOLE", "a" * 90, "9" * 50, "sys", "print", "x-y_Z"]:
-        for kind in ("app", "job", "plugin"):
+        for kind in ("app", "task", "job", "plugin"):
             suggestion = suggest_name(raw, kind)
             assert check_name(suggestion, kind) == suggestion, (raw, kind)
 
 
 def test_task_names_are_derived_consistently() -> None:
-    job = Job("send_report", "shop")
-    assert (job.type, job.payload, job.constant) == ("shop:send_report", "SendReport", "SEND_REPORT")
-    assert Job("v2_sync", "shop").payload == "V2Sync"
-    assert Job("archive", "shop", cron="@daily").exports == [
+    task = TaskSpec("send_report", "shop")
+    assert (task.type, task.payload, task.constant) == ("shop:send_report", "SendReport", "SEND_REPORT")
+    assert TaskSpec("v2_sync", "shop").payload == "V2Sync"
+    assert TaskSpec("archive", "shop", cron="@daily").exports == [
         "ARCHIVE",
         "Archive",
         "archive",
@@ -185,7 +185,7 @@ def test_app_plan_file_set(tmp_path: Path) -> None:
         "shop/__init__.py",
         "shop/app.py",
         "shop/hooks.py",
-        "shop/jobs/__init__.py",
+        "shop/tasks/__init__.py",
         "shop/py.typed",
         "shop/routes.py",
         "shop/templates/shop/index.html",
@@ -193,14 +193,19 @@ def test_app_plan_file_set(tmp_path: Path) -> None:
         "tests/helpers.py",
         "tests/test_app.py",
     }
-    assert rel(plan("job", names), names.root) == {"shop/jobs/greet.py", "tests/test_job_greet.py"}
+    assert rel(plan("task", names), names.root) == {"shop/tasks/greet.py", "tests/test_task_greet.py"}
+    # "job", the old name of the kind, plans the same; an app with the old jobs/ package gets its old names
+    assert plan("job", names) == plan("task", names)
+    old = replace(names, tasks_package="jobs")
+    assert rel(plan("task", old), names.root) == {"shop/jobs/greet.py", "tests/test_job_greet.py"}
+    assert "from shop.jobs.greet import GREET, Greet, greet, greet_task\n" in plan("task", old)[1].content
 
 
 def test_plans_are_pure(tmp_path: Path) -> None:
     names = app_names(tmp_path / "nowhere")
-    files = plan("app", names) + plan("job", names)
+    files = plan("app", names) + plan("task", names)
     assert not (tmp_path / "nowhere").exists()
-    assert plan("app", names) + plan("job", names) == files  # same input, same output
+    assert plan("app", names) + plan("task", names) == files  # same input, same output
     for f in files:
         if f.path.suffix == ".py":
             ast.parse(f.content, filename=str(f.path))
@@ -225,20 +230,24 @@ def test_app_plan_content(tmp_path: Path) -> None:
     )
     assert "Framework and its plugins install from your package index." in files["README.md"]
     assert requirement_lines(files["requirements.txt"]) == []
-    assert "pkgutil.iter_modules(jobs.__path__)" in files["shop/hooks.py"]
-    assert "from shop.jobs.greet import Greet, greet" in files["shop/routes.py"]
-    none = {f.path.name: f.content for f in plan("app", Names(root=tmp_path, package="shop", job=Job("greet", "shop")))}
+    assert "from shop import tasks\n" in files["shop/hooks.py"]
+    assert "pkgutil.iter_modules(tasks.__path__)" in files["shop/hooks.py"]
+    assert "from shop.tasks.greet import Greet, greet" in files["shop/routes.py"]
+    assert "from shop.tasks.greet import GREET, greet_task" in files["tests/test_app.py"]
+    assert "jobs" not in "".join(files.values())
+    bare = Names(root=tmp_path, package="shop", task=TaskSpec("greet", "shop"))
+    none = {f.path.name: f.content for f in plan("app", bare)}
     assert "framework-" not in none["pyproject.toml"]
     assert "[plugins.email]" not in none["framework.toml"]
 
 
-def job_module(tmp_path: Path, job: Job) -> str:
-    files = plan("job", Names(root=tmp_path, package="shop", job=job))
-    return next(f.content for f in files if f.path.name == f"{job.module}.py")
+def task_module(tmp_path: Path, task: TaskSpec) -> str:
+    files = plan("task", Names(root=tmp_path, package="shop", task=task))
+    return next(f.content for f in files if f.path.name == f"{task.module}.py")
 
 
-def test_job_plan_renders_each_option(tmp_path: Path) -> None:
-    plain = job_module(tmp_path, Job("send_report", "shop"))
+def test_task_plan_renders_each_option(tmp_path: Path) -> None:
+    plain = task_module(tmp_path, TaskSpec("send_report", "shop"))
     assert 'SEND_REPORT = "shop:send_report"' in plain
     assert "class SendReport(msgspec.Struct, frozen=True, kw_only=True):" in plain
     assert "async def send_report(client: Client, payload: SendReport, **options: Any) -> TaskInfo:" in plain
@@ -246,7 +255,9 @@ def test_job_plan_renders_each_option(tmp_path: Path) -> None:
     assert "raise SkipRetry(" in plain
     assert 'queue="default",\n    description=' in plain
     assert "CronEntry" not in plain
-    full = job_module(tmp_path, Job("send_report", "shop", "reports", 5, 2.5, 300, "*/5 * * * *", "Europe/Berlin"))
+    full = task_module(
+        tmp_path, TaskSpec("send_report", "shop", "reports", 5, 2.5, 300, "*/5 * * * *", "Europe/Berlin")
+    )
     assert 'queue="reports",\n    max_retry=5,\n    timeout=2.5,\n    unique=300,\n' in full
     assert "from framework import CronEntry, SkipRetry, TaskDef" in full
     assert 'send_report_cron = CronEntry(\n    name="shop:send_report",\n    spec="*/5 * * * *",' in full
@@ -254,16 +265,18 @@ def test_job_plan_renders_each_option(tmp_path: Path) -> None:
     assert "DuplicateTask" in full
 
 
-def test_job_test_plan_checks_the_options(tmp_path: Path) -> None:
-    files = plan("job", Names(root=tmp_path, package="shop", job=Job("sync", "shop", max_retry=0, unique=60)))
-    test = next(f.content for f in files if f.path.name == "test_job_sync.py")
+def test_task_test_plan_checks_the_options(tmp_path: Path) -> None:
+    files = plan("task", Names(root=tmp_path, package="shop", task=TaskSpec("sync", "shop", max_retry=0, unique=60)))
+    test = next(f.content for f in files if f.path.name == "test_task_sync.py")
     assert "assert sync_task.max_retry == 0\n    assert sync_task.timeout is None\n" in test
     assert "with pytest.raises(DuplicateTask):" in test
     assert "load_entries" not in test
 
 
 def test_plugin_plan(tmp_path: Path) -> None:
-    names = Names(root=tmp_path, package="framework_acme_notify", plugin="acme_notify", job=Job("hello", "acme_notify"))
+    names = Names(
+        root=tmp_path, package="framework_acme_notify", plugin="acme_notify", task=TaskSpec("hello", "acme_notify")
+    )
     files = plan("plugin", names)
     assert rel(files, tmp_path) == {
         ".gitignore",
@@ -305,8 +318,8 @@ def test_the_source_goes_into_requirements_and_the_readme(tmp_path: Path) -> Non
     assert requirement_lines(files["requirements.txt"]) == list(lines)
     assert "# framework-admin was not found beside framework" in files["requirements.txt"]
     assert "no package index serves: the framework checkout at /src/fw." in files["README.md"]
-    job = Job("hello", "x")
-    plugin = Names(root=tmp_path, package="framework_x", plugin="x", job=job, source=Source("vcs", "git+u", ("l",)))
+    task = TaskSpec("hello", "x")
+    plugin = Names(root=tmp_path, package="framework_x", plugin="x", task=task, source=Source("vcs", "git+u", ("l",)))
     files = {f.path.name: f.content for f in plan("plugin", plugin)}
     assert requirement_lines(files["requirements.txt"]) == ["l"]
     assert "pip where to find framework, which no package index serves: the repository git+u." in files["README.md"]
@@ -369,9 +382,9 @@ def test_find_source_from_a_repository_or_an_index() -> None:
         assert source == Source() and source.summary == "your package index"
 
 
-def test_job_and_plugin_plans_need_a_job(tmp_path: Path) -> None:
-    for kind in ("job", "plugin"):
-        with pytest.raises(ScaffoldError, match=r"needs names\.job"):
+def test_task_and_plugin_plans_need_a_task(tmp_path: Path) -> None:
+    for kind in ("task", "job", "plugin"):
+        with pytest.raises(ScaffoldError, match=r"needs names\.task"):
             plan(kind, Names(root=tmp_path, package="shop"))
 
 
@@ -395,9 +408,9 @@ def test_apply_writes_and_refuses_to_overwrite(tmp_path: Path) -> None:
 # -- finding the app ------------------------------------------------------------------------------
 
 
-def make_app(root: Path, toml: str = 'app = "shop.hooks"\n') -> Path:
-    (root / "shop" / "jobs").mkdir(parents=True)
-    (root / "shop" / "jobs" / "__init__.py").write_text("")
+def make_app(root: Path, toml: str = 'app = "shop.hooks"\n', tasks_package: str = "tasks") -> Path:
+    (root / "shop" / tasks_package).mkdir(parents=True)
+    (root / "shop" / tasks_package / "__init__.py").write_text("")
     (root / "framework.toml").write_text(toml)
     return root
 
@@ -408,8 +421,18 @@ def test_find_app_from_the_root_or_below(tmp_path: Path) -> None:
     for start in (tmp_path, tmp_path / "shop" / "deep"):
         found = find_app(start)
         assert (found.root, found.package, found.queues) == (tmp_path.resolve(), "shop", ("reports",))
+        assert found.tasks_package == "tasks"
     make_app(tmp_path / "other")
     assert find_app(tmp_path / "other").queues is None
+
+
+def test_find_app_tells_an_app_with_the_old_jobs_package(tmp_path: Path) -> None:
+    make_app(tmp_path, tasks_package="jobs")
+    assert find_app(tmp_path).tasks_package == "jobs"
+    (tmp_path / "shop" / "tasks").mkdir()  # a folder that is not a package does not count
+    assert find_app(tmp_path).tasks_package == "jobs"
+    (tmp_path / "shop" / "tasks" / "__init__.py").write_text("")
+    assert find_app(tmp_path).tasks_package == "tasks"
 
 
 @pytest.mark.parametrize(
@@ -418,7 +441,7 @@ def test_find_app_from_the_root_or_below(tmp_path: Path) -> None:
         (None, "no framework.toml in .* or its parents"),
         ("app = [", "is not valid TOML"),
         ('templates_dir = "x"\n', "has no `app` setting"),
-        ('app = "other.hooks"\n', r"other/jobs is not a package"),
+        ('app = "other.hooks"\n', r"other/tasks is not a package"),
     ],
 )
 def test_find_app_failures(tmp_path: Path, toml: str | None, message: str) -> None:
@@ -438,7 +461,7 @@ def test_find_app_failures(tmp_path: Path, toml: str | None, message: str) -> No
 def test_an_editable_install_reads_the_source_trees_templates() -> None:
     root = template_root()
     assert Path(str(root)) == ROOT / "scaffold"
-    assert {entry.name for entry in root.iterdir() if entry.is_dir()} == {"_shared", "app", "job", "plugin"}
+    assert {entry.name for entry in root.iterdir() if entry.is_dir()} == {"_shared", "app", "plugin", "task"}
 
 
 def test_packaged_templates_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -462,7 +485,7 @@ def test_the_core_wheel_ships_the_templates_and_new_works_from_it(tmp_path: Path
     expected = {p.relative_to(ROOT / "scaffold").as_posix() for p in (ROOT / "scaffold").rglob("*") if p.is_file()}
     assert shipped == expected
     assert "app/.env.example.jinja" in shipped
-    assert "job/{{package}}/jobs/{{job.module}}.py.jinja" in shipped
+    assert "task/{{package}}/{{tasks_package}}/{{task.module}}.py.jinja" in shipped
 
     # A venv that has the wheel's framework and sees this venv's dependencies, but not the source tree.
     python = overlay_venv(tmp_path / "venv", editables=False)
@@ -495,7 +518,7 @@ def test_the_core_wheel_ships_the_templates_and_new_works_from_it(tmp_path: Path
     )
     assert done.returncode == 0, done.stdout + done.stderr
     project = work / "from_wheel"
-    assert (project / "from_wheel" / "jobs" / "greet.py").is_file()
+    assert (project / "from_wheel" / "tasks" / "greet.py").is_file()
     assert 'app = "from_wheel.hooks"' in (project / "framework.toml").read_text()
     assert '"framework-email",\n]' in (project / "pyproject.toml").read_text()
     # framework came from the wheel; framework-email is installed editable in the venv underneath

@@ -439,9 +439,9 @@ class Client:
 
         * A task our workers finish is announced by the script that writes its outcome: a waiter costs no
           command while it waits. One finished by a worker that announces nothing (Go's) is seen by the
-          client's slow poll (``poll_interval``, 1 s by default; three commands a poll per queue, however many
-          wait), including one that vanished unannounced, which returns None (done without retention, or
-          deleted).
+          client's slow poll (``poll_interval`` after a waiter starts, 1 s by default, then backing off to 16
+          times that; three commands a poll per queue, however many wait), including one that vanished
+          unannounced, which returns None (done without retention, or deleted).
         * A task with a retention can be waited for after the fact, while it is kept (completed or
           archived). One without a retention can only be waited for by someone already waiting when it
           finished (its record and result are deleted then): afterwards there is no such task.

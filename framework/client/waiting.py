@@ -5,9 +5,11 @@ A waiter first subscribes to the task's outcome channel and sets its waiting mar
 then reads the task's state once, then waits. The scripts that write a final outcome (``done.lua``,
 ``mark_complete.lua``, ``archive.lua``, ``cancel.lua``) publish it while the marker exists, so a waiter on a
 task our workers run costs no command while it waits. A task finished by a Go worker is announced by
-nobody: the slow poll (every ``poll_interval`` seconds) looks at all the tasks waited for with three
-commands per queue (``ZMSCORE`` of the completed and archived sets, one ``EXISTS`` of every record),
-whatever the number of waiters, and reads a record only when it finished.
+nobody: the slow poll looks at all the tasks waited for with three commands per queue (``ZMSCORE`` of the
+completed and archived sets, one ``EXISTS`` of every record), whatever the number of waiters, and reads a
+record only when it finished. It runs ``poll_interval`` seconds after a waiter starts, then backs off
+(doubling, up to :data:`POLL_BACKOFF` times the interval) while no new waiter comes: a task a Go worker
+finishes is seen within seconds, and waiters that wait long cost a few commands a minute.
 
 Not for a Redis Cluster (redis-py's asyncio Cluster client has no Pub/Sub).
 """
@@ -27,7 +29,10 @@ if TYPE_CHECKING:
 
     from framework.protocol.keys import Schema
 
-__all__ = ("MARKER_SLACK", "Outcome", "Waiters")
+__all__ = ("MARKER_SLACK", "POLL_BACKOFF", "Outcome", "Waiters")
+
+POLL_BACKOFF = 16
+"""The slow poll's longest pause, in poll intervals (16 s by default), reached by doubling while no waiter starts."""
 
 MARKER_SLACK = 60
 """Seconds a waiting marker outlives its waiter's timeout (a waiter without a timeout keeps one for a day)."""
@@ -85,6 +90,9 @@ class Waiters:
         self._checks: set[asyncio.Task[None]] = set()
         self._requests: list[tuple[_Watch, str, int, asyncio.Future[None]]] = []
         self._lock = asyncio.Lock()
+        self._pause = poll_interval or 0.0
+        """The slow poll's current pause: ``poll_interval``, doubled after each poll while no waiter starts."""
+        self._wake: asyncio.Event | None = None
 
     # -- watching ------------------------------------------------------------------------------------
 
@@ -115,6 +123,8 @@ class Waiters:
         except BaseException:
             self.release(watch)
             raise
+        if self._wake is not None and self.poll_interval is not None and self._pause > self.poll_interval:
+            self._wake.set()  # the poll was backing off: look at this task poll_interval from now
         self._start_poller()
         return watch
 
@@ -226,8 +236,17 @@ class Waiters:
             self._poller = asyncio.ensure_future(self._poll(self.poll_interval))
 
     async def _poll(self, interval: float) -> None:
+        wake = self._wake = asyncio.Event()
+        self._pause = interval
         while True:
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(wake.wait(), self._pause)
+            except TimeoutError:
+                self._pause = min(self._pause * 2, interval * POLL_BACKOFF)
+            else:  # a waiter started while the poll was backing off: start over from the interval
+                wake.clear()
+                self._pause = interval
+                continue
             watches = [w for w in self._watches.values() if w.ready and not w.future.done()]
             if not watches:
                 if not self._watches:

@@ -166,7 +166,7 @@ class _Log:
     def record(self, name: str, args: dict[str, Any], answer: Any) -> None:
         queue = args["queue"]
         if name == "done":
-            for (task_id, _), n in zip(args["tasks"], answer, strict=True):
+            for (task_id, *_), n in zip(args["tasks"], answer, strict=True):
                 if n:
                     self._add(queue, task_id, Outcome.DONE, None)
             return

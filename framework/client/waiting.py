@@ -138,10 +138,17 @@ class Waiters:
                     watch.sent = True
                 if channels:
                     await self._subscribe(list(dict.fromkeys(channels)))
+                flags: dict[str, int] = {}
+                for watch, _, ttl, _ in requests:
+                    flag = self.schema.queue(watch.queue).waited()
+                    flags[flag] = max(ttl, flags.get(flag, 0))
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for _, marker, ttl, _ in requests:
                         pipe.set(marker, 1, ex=ttl, nx=True)
                         pipe.expire(marker, ttl, gt=True)
+                    for flag, ttl in flags.items():  # the queue's flag outlives each of its markers
+                        pipe.set(flag, 1, ex=ttl, nx=True)
+                        pipe.expire(flag, ttl, gt=True)
                     await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - handed to each waiter
             for watch, _, _, marked in requests:

@@ -155,6 +155,15 @@ class QueueKeys:
         """
         return f"{self.xprefix}waiting:{task_id}"
 
+    def waited(self) -> str:
+        """STRING ``<ext>:{q}:waited``: someone waits for a task of this queue (expires with the longest wait).
+
+        Set beside every :meth:`waiting` marker, with an expiry at least as late, so ``done.lua`` looks at the
+        markers of a batch only when the queue has a waiter at all: a batch nobody waits for costs one
+        ``EXISTS`` of this key.
+        """
+        return f"{self.xprefix}waited"
+
     def outcome_channel(self, task_id: str) -> str:
         """Pub/Sub channel ``<ext>:{q}:outcome:<id>``: the task's final outcome, announced to its waiters.
 

@@ -16,8 +16,9 @@
 -- returns, per task in order, 1 done or 0 not found (no longer active: another worker owns it now)
 --
 -- Announcing: a task found whose waiting marker <ext>:{q}:waiting:<id> exists has "done" published on
--- <ext>:{q}:outcome:<id> (with "\n" and the result when there is one), and the marker deleted. One EXISTS
--- over the batch's markers decides whether any is waited for, so a batch nobody waits for pays one command.
+-- <ext>:{q}:outcome:<id> (with "\n" and the result when there is one), and the marker deleted. The queue's
+-- flag <ext>:{q}:waited (set beside every marker, expiring no sooner) says whether anyone waits on the queue at
+-- all: a batch of a queue nobody waits on pays one EXISTS; otherwise one EXISTS over the batch's markers.
 --
 -- The same transition as asynq's done run once per task, in order: LREM active 0 id (every occurrence),
 -- and only for a task found there: ZREM lease, DEL its record, DEL its unique lock if it still holds
@@ -140,7 +141,7 @@ else
     end
   end
 end
-if #ids > 0 and ARGV[4] ~= "" then
+if #ids > 0 and ARGV[4] ~= "" and redis.call("EXISTS", ARGV[4] .. "waited") == 1 then
   local markers = {}
   for j, id in ipairs(ids) do
     markers[j] = ARGV[4] .. "waiting:" .. id

@@ -23,6 +23,17 @@ local function release_unique(unique_key, id)
   end
 end
 
+-- Takes task id out of aggregation group <prefix><group> (a ZSET), and the group out of the queue's groups SET
+-- when that empties it. Returns ZREM's count (1 when the task was in the group).
+local function leave_group(prefix, group, id, groups)
+  local gkey = prefix .. group
+  local removed = redis.call("ZREM", gkey, id)
+  if redis.call("ZCARD", gkey) == 0 then
+    redis.call("SREM", groups, group)
+  end
+  return removed
+end
+
 -- hand_off(keys, ka, args, aa, pending, task_key, id, msg): give a new task straight to an idle worker (framework's own path).
 -- keys[ka..ka+3]: waiters <ext>:{q}:waiters, paused, active, lease; args[aa..aa+4]: queue name, lease expiry
 -- (Unix s), in-flight key prefix <ext>:{q}:inflight:, handoff channel prefix <ext>:handoff:, in-flight TTL.

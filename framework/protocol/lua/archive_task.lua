@@ -31,12 +31,7 @@ local removed = 0
 if state == "pending" then
   removed = redis.call("LREM", KEYS[2], 0, id)
 elseif state == "aggregating" then
-  local group = fields[3] or ""
-  local gkey = ARGV[2] .. group
-  removed = redis.call("ZREM", gkey, id)
-  if redis.call("ZCARD", gkey) == 0 then
-    redis.call("SREM", KEYS[7], group)
-  end
+  removed = leave_group(ARGV[2], fields[3] or "", id, KEYS[7])
 else
   local sources = {scheduled = KEYS[3], retry = KEYS[4], completed = KEYS[6]}
   if sources[state] then

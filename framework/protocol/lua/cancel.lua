@@ -34,12 +34,7 @@ elseif state == "scheduled" then
 elseif state == "retry" then
   redis.call("ZREM", KEYS[4], id)
 elseif state == "aggregating" then
-  local group = fields[3] or ""
-  local gkey = ARGV[2] .. group
-  redis.call("ZREM", gkey, id)
-  if redis.call("ZCARD", gkey) == 0 then
-    redis.call("SREM", KEYS[5], group)
-  end
+  leave_group(ARGV[2], fields[3] or "", id, KEYS[5])
 else
   return state
 end

@@ -22,12 +22,7 @@ end
 if state == "pending" then
   redis.call("LREM", KEYS[2], 0, id)
 elseif state == "aggregating" then
-  local group = fields[3] or ""
-  local gkey = ARGV[2] .. group
-  redis.call("ZREM", gkey, id)
-  if redis.call("ZCARD", gkey) == 0 then
-    redis.call("SREM", KEYS[7], group)
-  end
+  leave_group(ARGV[2], fields[3] or "", id, KEYS[7])
 else
   local sources = {scheduled = KEYS[3], retry = KEYS[4], archived = KEYS[5], completed = KEYS[6]}
   if sources[state] then

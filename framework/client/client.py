@@ -194,7 +194,7 @@ class Client:
             return task.type, task, task.encode(payload)
         if not isinstance(task, str) or not task.strip():
             raise PayloadTypeError(f"a task must be a TaskDef or a non-blank type string, got {task!r}")
-        taskdef = self.registry.get(task) if self.registry is not None else None
+        taskdef = self._taskdef_of(task)
         if taskdef is not None:
             if not isinstance(payload, taskdef.payload):
                 payload = taskdef.convert(payload)
@@ -216,6 +216,16 @@ class Client:
                 f"the payload of a {task_type!r} task is {len(data):,} bytes, over the limit of {limit:,} bytes "
                 "(setting max_payload_size; 0 = no limit)"
             )
+
+    def _taskdef_of(self, task: TaskDef[Any] | str) -> TaskDef[Any] | None:
+        """``task`` itself, or the registered definition of a type string (None when the client knows none)."""
+        if isinstance(task, TaskDef):
+            return task
+        return self.registry.get(task) if self.registry is not None else None
+
+    def queue_of(self, task: TaskDef[Any] | str, queue: str | None = None) -> str:
+        """The queue an enqueue of ``task`` goes to: ``queue`` when given, else the task type's default."""
+        return queue or self._options(self._taskdef_of(task), {}, self.clock.now()).queue
 
     def _options(self, taskdef: TaskDef[Any] | None, options: Mapping[str, Any], now: float) -> ResolvedOptions:
         """Resolved options; a registered task type's defaults (no call-site options) are resolved once."""
@@ -491,10 +501,8 @@ class Client:
         On timeout the task stays queued (cancel it with :meth:`cancel`).
         """
         task_id = options.get("task_id") or new_task_id()
-        queue = options.get("queue") or None
-        if queue is None:
-            taskdef = task if isinstance(task, TaskDef) else (self.registry.get(task) if self.registry else None)
-            queue = self._options(taskdef, {}, self.clock.now()).queue
+        taskdef = self._taskdef_of(task)
+        queue = options.get("queue") or self._options(taskdef, {}, self.clock.now()).queue
         options["task_id"] = task_id
         watch = await self.waiters.watch(queue, task_id, wait_timeout)
         try:
@@ -503,7 +511,6 @@ class Client:
             outcome = await self._outcome(watch.future, task_id, info.queue, wait_timeout)
         finally:
             self.waiters.release(watch)
-        taskdef = task if isinstance(task, TaskDef) else (self.registry.get(task) if self.registry else None)
         return self._result(outcome, task_id, info.queue, taskdef)
 
     async def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:

@@ -92,8 +92,7 @@ async def enqueue_and_wait(
     """
     task_id = options.get("task_id") or new_task_id()
     options["task_id"] = task_id
-    taskdef = task if isinstance(task, TaskDef) else (client.registry.get(task) if client.registry else None)
-    queue = options.get("queue") or (taskdef.queue if taskdef is not None else "default")
+    queue = client.queue_of(task, options.get("queue"))
     try:
         result = await client.apply(task, payload, wait_timeout=wait_timeout, **options)
     except WaitTimeout:

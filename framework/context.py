@@ -122,6 +122,7 @@ class TaskContext:
     services: Services
     _write_result: Callable[[bytes], Awaitable[None]] | None = None
     _progress: ProgressSink | None = None
+    _new_progress: Callable[[], ProgressSink] | None = None
     stash: Stash = field(default_factory=Stash)
 
     @property
@@ -182,5 +183,9 @@ class TaskContext:
 
     def _progress_sink(self) -> ProgressSink:
         if self._progress is None:
-            raise RuntimeError("this task context has no progress writer")
+            # made on the first report, so a task that reports nothing costs nothing (the worker runs the
+            # handler's reports from one thread at a time: the loop's, or its sync handler's)
+            if self._new_progress is None:
+                raise RuntimeError("this task context has no progress writer")
+            self._progress = self._new_progress()
         return self._progress

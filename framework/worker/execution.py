@@ -109,7 +109,7 @@ def _ending_progress(chain: Run) -> Run:
         try:
             return await chain(ctx, payload)
         finally:
-            if isinstance(ctx._progress, ProgressReporter):
+            if isinstance(ctx._progress, ProgressReporter):  # None unless the handler reported
                 await ctx._progress.finish()
 
     return run
@@ -250,7 +250,9 @@ class TaskExecution:
             logger=lazy_logger(self.log, task_id=task_id, type=msg.type, queue=inf.queue, retried=msg.retried),
             services=self.services,
             _write_result=partial(self._write_result, inf.queue, task_id),
-            _progress=ProgressReporter(inf, self.outcomes.broker, self.clock, self.log),
+            _new_progress=partial(
+                ProgressReporter, inf, self.outcomes.broker, self.clock, self.log, loop=asyncio.get_running_loop()
+            ),
         )
 
     def _timeout_error(self, inf: InFlight) -> TimeoutError:

@@ -79,12 +79,13 @@ class ProgressReporter:
         clock: Clock,
         logger: structlog.typing.FilteringBoundLogger,
         interval: float = INTERVAL,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._inf = inf
         self._broker = broker
         self._clock = clock
         self._log = logger
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self.interval = interval
         self._latest: tuple[float, str] | None = None
         self._dirty = False

@@ -16,12 +16,14 @@ _compat.install()
 
 if TYPE_CHECKING:
     from framework.client.client import Client, Job, SyncClient, TaskCall, TaskInfo
+    from framework.client.workflows import WorkflowInfo
     from framework.context import TaskContext
     from framework.errors import (
         ConfigError,
         DuplicateTask,
         FrameworkError,
         InvalidOption,
+        InvalidWorkflow,
         PayloadTooLarge,
         PayloadTypeError,
         PluginError,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
         TaskNotFound,
         UnknownTaskType,
         WaitTimeout,
+        WorkflowFailed,
+        WorkflowNotFound,
     )
     from framework.hookspecs import hookimpl
     from framework.inspector import Inspector
@@ -46,12 +50,13 @@ if TYPE_CHECKING:
     from framework.scheduler.scheduler import Scheduler
     from framework.services import Services, StashKey
     from framework.settings import Settings, load_settings
-    from framework.task import CronEntry, CronOptions, EnqueueOptions, Middleware, Run, TaskDef
+    from framework.task import CronEntry, CronOptions, EnqueueOptions, Middleware, Run, Step, StepOptions, TaskDef
     from framework.web.app import create_app, start_services, stop_services
     from framework.web.tasks import enqueue_and_wait, progress_events, task_status
     from framework.web.tokens import Tokens
     from framework.worker.background.aggregator import Aggregator
     from framework.worker.worker import Worker
+    from framework.workflow import Workflow, chain, chord, group
 
     __version__: str  # the installed distribution's version, looked up on first use
 
@@ -66,6 +71,7 @@ __all__ = (
     "FrameworkError",
     "Inspector",
     "InvalidOption",
+    "InvalidWorkflow",
     "Job",
     "Middleware",
     "PayloadTooLarge",
@@ -83,6 +89,8 @@ __all__ = (
     "Settings",
     "SkipRetry",
     "StashKey",
+    "Step",
+    "StepOptions",
     "SyncClient",
     "TaskCall",
     "TaskCancelled",
@@ -96,11 +104,18 @@ __all__ = (
     "UnknownTaskType",
     "WaitTimeout",
     "Worker",
+    "Workflow",
+    "WorkflowFailed",
+    "WorkflowInfo",
+    "WorkflowNotFound",
     "__version__",
     "await_me_maybe",
+    "chain",
+    "chord",
     "contributions_by_plugin",
     "create_app",
     "enqueue_and_wait",
+    "group",
     "hookimpl",
     "load_settings",
     "plugin_callers",
@@ -125,6 +140,8 @@ _LAZY = {
     "Services": "framework.services",
     "Settings": "framework.settings",
     "StashKey": "framework.services",
+    "Step": "framework.task",
+    "StepOptions": "framework.task",
     "SyncClient": "framework.client.client",
     "TaskCall": "framework.client.client",
     "TaskContext": "framework.context",
@@ -132,10 +149,15 @@ _LAZY = {
     "TaskInfo": "framework.client.client",
     "Tokens": "framework.web.tokens",
     "Worker": "framework.worker.worker",
+    "Workflow": "framework.workflow",
+    "WorkflowInfo": "framework.client.workflows",
     "await_me_maybe": "framework.plugins.events",
+    "chain": "framework.workflow",
+    "chord": "framework.workflow",
     "contributions_by_plugin": "framework.plugins.calls",
     "create_app": "framework.web.app",
     "enqueue_and_wait": "framework.web.tasks",
+    "group": "framework.workflow",
     "hookimpl": "framework.hookspecs",
     "load_settings": "framework.settings",
     "plugin_callers": "framework.plugins.calls",

@@ -11,6 +11,7 @@ __all__ = (
     "DuplicateTask",
     "FrameworkError",
     "InvalidOption",
+    "InvalidWorkflow",
     "PayloadTooLarge",
     "PayloadTypeError",
     "PluginError",
@@ -26,6 +27,8 @@ __all__ = (
     "TaskNotFound",
     "UnknownTaskType",
     "WaitTimeout",
+    "WorkflowFailed",
+    "WorkflowNotFound",
 )
 
 
@@ -162,3 +165,31 @@ class WaitTimeout(FrameworkError, TimeoutError):
         super().__init__(message)
         self.task_id = task_id
         self.queue = queue
+
+
+class InvalidWorkflow(FrameworkError, ValueError):
+    """A workflow cannot be built as given; the message names the step and what is wrong.
+
+    A step's input does not take its dependencies' result types, two steps share a name, an option a step
+    cannot have, ... Raised when the workflow is built or started, before anything is stored.
+    """
+
+
+class WorkflowNotFound(FrameworkError, LookupError):
+    """No workflow with that id exists under that home queue (never started, or expired after its retention)."""
+
+
+class WorkflowFailed(FrameworkError):
+    """The workflow a caller waited for failed (a step was archived, or lost) or was cancelled.
+
+    Attributes:
+        workflow_id: its id.
+        status: ``failed`` or ``cancelled``.
+        error: the failing step and its error (``"step resize: ValueError: ..."``), when it failed.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str = "", status: str = "", error: str = "") -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error = error

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypedDict, TypeVar, Unpack
 
 import msgspec
 
@@ -30,9 +30,12 @@ __all__ = (
     "EnqueueOptions",
     "Handler",
     "Middleware",
+    "OnFailure",
     "PayloadDecodeError",
     "RetryDelay",
     "Run",
+    "Step",
+    "StepOptions",
     "TaskDef",
 )
 
@@ -104,6 +107,45 @@ class EnqueueOptions(CronOptions, total=False):
     unique: float | timedelta | None
     task_id: str | None
     group: str | None
+
+
+class StepOptions(CronOptions, total=False):
+    """The options of one workflow step (``taskdef.step(payload, **options)``).
+
+    Those of :class:`CronOptions`, a ``deadline`` and ``unique`` (see :class:`EnqueueOptions`). A step's task
+    id is its workflow's, and it runs when its dependencies are done, so ``task_id``, ``process_at``,
+    ``process_in`` and ``group`` are not options.
+    """
+
+    deadline: datetime | float | None
+    unique: float | timedelta | None
+
+
+OnFailure: TypeAlias = Literal["fail", "continue"]
+"""What a step archived after its retries does to its workflow: ``fail`` it (its dependants do not run), or
+``continue``: hand the failure on (its dependants run, getting ``None`` for its result)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Step(Generic[P]):
+    """One task of a workflow: a task type, its payload and options; built by :meth:`TaskDef.step`.
+
+    Attributes:
+        task: the task type.
+        payload: its payload.
+        name: its name in the workflow (default: the task type, numbered when it repeats).
+        input: the payload field that receives the result of the step it follows (a list of results when it
+            follows a group or several steps); checked against their result types when the workflow is built.
+        on_failure: overrides the workflow's failure policy for this step (None: the workflow's).
+        options: its :class:`StepOptions`.
+    """
+
+    task: TaskDef[P]
+    payload: P
+    name: str | None = None
+    input: str | None = None
+    on_failure: OnFailure | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -248,6 +290,19 @@ class TaskDef(Generic[P]):
     def enqueue(self, client: Client, payload: P, **options: Unpack[EnqueueOptions]) -> Coroutine[Any, Any, TaskInfo]:
         """Enqueue ``payload`` through ``client`` (await the result); see ``Client.enqueue``."""
         return client.enqueue(self, payload, **options)
+
+    def step(
+        self,
+        payload: P,
+        *,
+        name: str | None = None,
+        input: str | None = None,  # noqa: A002 - the word users read in the docs
+        on_failure: OnFailure | None = None,
+        **options: Unpack[StepOptions],
+    ) -> Step[P]:
+        """A workflow step running this task with ``payload``; see :class:`Step` and :mod:`framework.workflow`."""
+        self.encode(payload)  # a payload of the wrong type is refused here, not when the workflow starts
+        return Step(self, payload, name, input, on_failure, dict(options))
 
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue from code without an event loop; see :class:`framework.client.client.SyncClient`."""

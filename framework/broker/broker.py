@@ -23,6 +23,7 @@ from framework.broker.base import BrokerState
 from framework.broker.enqueue import EnqueueSide
 from framework.broker.maintenance import Maintenance
 from framework.broker.transitions import WorkerTransitions
+from framework.broker.workflows import StepTransitions, WorkflowOps
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from framework.broker.transitions import Taken
     from framework.clock import Clock
     from framework.protocol.keys import Schema
+    from framework.protocol.workflow import StepRef
 
 __all__ = ("Broker", "RedisBroker")
 
@@ -72,6 +74,17 @@ class Broker(Protocol):
         self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes = ...
     ) -> int: ...
     async def cancel_requested(self, queue: str, task_id: str) -> bool: ...  # noqa: D102
+    async def step_done(  # noqa: D102
+        self, step: StepRef, queue: str, task_id: str, unique_key: str, result: bytes, inflight: str = ...
+    ) -> int: ...
+    async def step_revoked(  # noqa: D102
+        self, step: StepRef, queue: str, task_id: str, unique_key: str, error: str, inflight: str = ...
+    ) -> int: ...
+    async def step_complete(  # noqa: D102
+        self, step: StepRef, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes
+    ) -> int: ...
+    async def step_archive(self, step: StepRef, queue: str, task_id: str, data: bytes, error: str) -> int: ...  # noqa: D102
+    async def step_inputs(self, step: StepRef) -> list[bytes | None]: ...  # noqa: D102
     async def requeue(self, queue: str, task_id: str, *, wake: bool = ...) -> int: ...  # noqa: D102
     async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int: ...  # noqa: D102
     async def archive(self, queue: str, task_id: str, data: bytes) -> int: ...  # noqa: D102
@@ -202,6 +215,8 @@ class RedisBroker:
         self.enqueuing = EnqueueSide(state)
         self.transitions = WorkerTransitions(state)
         self.maintenance = Maintenance(state)
+        self.workflows = WorkflowOps(state.pool, schema, clock, handoff=state.handoff, wakeup=state.channel)
+        self.steps = StepTransitions(self.transitions, self.workflows)
 
     def close(self) -> None:
         """Close the hot-path connection, if it is the broker's own (the redis-py client is the caller's)."""
@@ -229,6 +244,13 @@ class RedisBroker:
     defer = _PartMethod("transitions", WorkerTransitions.defer)
     write_result = _PartMethod("transitions", WorkerTransitions.write_result)
     write_progress = _PartMethod("transitions", WorkerTransitions.write_progress)
+
+    # workflow steps
+    step_done = _PartMethod("steps", StepTransitions.step_done)
+    step_revoked = _PartMethod("steps", StepTransitions.step_revoked)
+    step_complete = _PartMethod("steps", StepTransitions.step_complete)
+    step_archive = _PartMethod("steps", StepTransitions.step_archive)
+    step_inputs = _PartMethod("steps", StepTransitions.step_inputs)
 
     # maintenance
     next_due = _PartMethod("maintenance", Maintenance.next_due)

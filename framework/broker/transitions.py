@@ -139,6 +139,14 @@ class WorkerTransitions:
         Returns:
             Per task, 1 done or 0 not found (the task is no longer active here).
         """
+        keys, args = self.done_call(queue, tasks, inflight)
+        result: list[int] = await self.hot.evalsha(_DONE, keys, args)
+        return result
+
+    def done_call(
+        self, queue: str, tasks: Sequence[tuple[str, str] | tuple[str, str, bytes]], inflight: str = ""
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :meth:`done` (``done.lua``)."""
         qk = self.schema.queue(queue)
         now = self.clock.now()
         args: list[Any] = [qk.task_prefix, self._day_expireat(now), MINUTE_TTL, qk.xprefix]
@@ -147,8 +155,7 @@ class WorkerTransitions:
         keys = [qk.active, qk.lease, *self._stat_keys(qk, now, "processed")]
         if inflight:
             keys.append(inflight)
-        result: list[int] = await self.hot.evalsha(_DONE, keys, args)
-        return result
+        return keys, args
 
     async def mark_complete(
         self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes = b""
@@ -158,12 +165,19 @@ class WorkerTransitions:
         ``result`` (when not empty) is stored in the record's ``result`` field in the same step; the task's
         waiters are told ``completed``.
         """
+        keys, args = self.complete_call(queue, task_id, data, expires_at, unique_key, result)
+        return int(await self.pool.evalsha(SCRIPTS["mark_complete"], keys, args))
+
+    def complete_call(
+        self, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes = b""
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :meth:`mark_complete` (``mark_complete.lua``)."""
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.completed, *self._stat_keys(qk, now, "processed")]
         args: list[Any] = [task_id, data, expires_at, self._day_expireat(now), MINUTE_TTL, unique_key, result]
         args.append(qk.xprefix)
-        return int(await self.pool.evalsha(SCRIPTS["mark_complete"], keys, args))
+        return keys, args
 
     async def requeue(self, queue: str, task_id: str, *, wake: bool = False) -> int:
         """Put an unfinished active task back at the head of its queue (no retry spent).
@@ -190,6 +204,11 @@ class WorkerTransitions:
 
     async def archive(self, queue: str, task_id: str, data: bytes) -> int:
         """Move a failed active task to the archive (kept 90 days, at most 10,000 per queue); tell its waiters."""
+        keys, args = self.archive_call(queue, task_id, data)
+        return int(await self.pool.evalsha(SCRIPTS["archive"], keys, args))
+
+    def archive_call(self, queue: str, task_id: str, data: bytes) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :meth:`archive` (``archive.lua``)."""
         qk = self.schema.queue(queue)
         now = self.clock.now()
         keys = [qk.task(task_id), qk.active, qk.lease, qk.archived, *self._failure_keys(qk, now)]
@@ -204,7 +223,7 @@ class WorkerTransitions:
             MINUTE_TTL,
             qk.xprefix,
         ]
-        return int(await self.pool.evalsha(SCRIPTS["archive"], keys, args))
+        return keys, args
 
     async def cancel_requested(self, queue: str, task_id: str) -> bool:
         """Whether the caller cancelled this running task (``Client.cancel``): then it is archived, not retried."""

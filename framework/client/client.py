@@ -11,15 +11,17 @@ import builtins
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import msgspec
 from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
+from framework.client import workflows
 from framework.client.options import ResolvedOptions, resolve_options
 from framework.client.prepared import PlainEnqueue, eligible, new_task_id, new_task_ids
 from framework.client.waiting import Outcome, Waiters
+from framework.client.workflows import WorkflowInfo
 from framework.clock import Clock, SystemClock
 from framework.errors import (
     DuplicateTask,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
     from framework.registry import Registry
     from framework.settings import Settings
+    from framework.workflow import Workflow
 
 __all__ = ("Client", "Job", "SyncClient", "TaskCall", "TaskInfo")
 
@@ -107,6 +110,19 @@ class TaskCall:
 
 Job = TaskCall
 """Deprecated: the old name of :class:`TaskCall`, kept for one release (it will be removed in the next)."""
+
+
+class _Built(NamedTuple):
+    """One task's message as :meth:`Client._message` builds it."""
+
+    opts: ResolvedOptions
+    task_type: str
+    task_id: str
+    payload: bytes
+    message: bytes
+    unique_key: str
+    unique_ttl: int
+    now: float
 
 
 class Client:
@@ -239,9 +255,15 @@ class Client:
             opts = self._defaults[taskdef] = resolve_options(taskdef, options, self.settings, now)
         return opts
 
-    def _build(
-        self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any], task_id: str = ""
-    ) -> tuple[ResolvedOptions, Any, TaskInfo]:
+    def _message(
+        self,
+        task: TaskDef[Any] | str,
+        payload: Any,
+        options: Mapping[str, Any],
+        task_id: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> _Built:
+        """The message of one task, its resolved options and uniqueness lock (nothing is sent)."""
         task_type, taskdef, data = self._resolve(task, payload)
         self._check_size(task_type, data)
         now = self.clock.now()
@@ -262,19 +284,26 @@ class Client:
             unique_key=unique_key,
             retention=opts.retention,
             group_key=opts.group,
-            headers=opts.headers,
+            headers={**opts.headers, **headers} if headers else opts.headers,
         )
         unique_ttl = opts.unique_ttl
         if unique_ttl and opts.process_at is not None:
             # asynq holds the lock until the task could have run and then for the TTL
             unique_ttl = max(1, int(opts.process_at - now) + unique_ttl)
+        return _Built(opts, task_type, task_id, data, encode_message(msg), unique_key, unique_ttl, now)
+
+    def _build(
+        self, task: TaskDef[Any] | str, payload: Any, options: Mapping[str, Any], task_id: str = ""
+    ) -> tuple[ResolvedOptions, Any, TaskInfo]:
+        built = self._message(task, payload, options, task_id)
+        opts, task_type, task_id, data, now = built.opts, built.task_type, built.task_id, built.payload, built.now
         call = self.broker.prepare_enqueue(
             opts.queue,
             task_id,
-            encode_message(msg),
+            built.message,
             process_at=opts.process_at,
-            unique_key=unique_key,
-            unique_ttl=unique_ttl,
+            unique_key=built.unique_key,
+            unique_ttl=built.unique_ttl,
             group=opts.group,
         )
         if opts.process_at is not None:
@@ -513,6 +542,81 @@ class Client:
             self.waiters.release(watch)
         return self._result(outcome, task_id, info.queue, taskdef)
 
+    # -- workflows -------------------------------------------------------------------------------------
+
+    async def start_workflow(
+        self,
+        workflow: Workflow,
+        *,
+        workflow_id: str | None = None,
+        queue: str | None = None,
+        retention: float = workflows.RETENTION,
+        keep_failed: float = workflows.KEEP_FAILED,
+    ) -> WorkflowInfo:
+        """Start a workflow: checked, stored whole, its first steps released as tasks.
+
+        The workflow is a :func:`~framework.workflow.chain`, ``group``, ``chord`` or a
+        :class:`~framework.workflow.Workflow`.
+
+        Args:
+            workflow: the workflow.
+            workflow_id: its id (default: a new UUID4); each step's task id is ``<id>-<n>``.
+            queue: its home queue, where its records live (default: the first step's queue).
+            retention: seconds a succeeded workflow is kept (its steps' states and results).
+            keep_failed: seconds a failed or cancelled one is kept once none of its steps runs.
+
+        Raises:
+            InvalidWorkflow: the workflow does not check (see :meth:`~framework.workflow.Workflow.plan`), or
+                ``workflow_id`` is taken.
+            DuplicateTask: a first step is unique and its lock is held.
+            TaskIdConflict: a step's task id is taken.
+            RedisUnavailable: Redis cannot be reached.
+        """
+        return await workflows.start(
+            self, workflow, workflow_id=workflow_id, queue=queue, retention=retention, keep_failed=keep_failed
+        )
+
+    async def wait_workflow(
+        self, workflow: WorkflowInfo | str, *, queue: str = "default", timeout: float | None = None
+    ) -> Any:
+        """Wait for a workflow to end and return its result.
+
+        The result is its final step's result, or the list of the final steps' results when it ends in a
+        group (decoded into their tasks' result types when known: the workflow was started here, or the
+        task types are in this client's registry).
+
+        Raises:
+            WorkflowFailed: it failed (a step was archived or lost; ``.error`` names it) or was cancelled.
+            WorkflowNotFound: no such workflow under ``queue`` (its home queue).
+            WaitTimeout: it did not end within ``timeout`` seconds (it goes on).
+        """
+        return await workflows.wait(self, workflow, queue=queue, timeout=timeout)
+
+    async def run_workflow(self, workflow: Workflow, *, wait_timeout: float | None = None, **start: Any) -> Any:
+        """Start ``workflow`` and wait for its result (see :meth:`start_workflow` and :meth:`wait_workflow`)."""
+        info = await self.start_workflow(workflow, **start)
+        return await self.wait_workflow(info, timeout=wait_timeout)
+
+    async def cancel_workflow(self, workflow: WorkflowInfo | str, *, queue: str = "default") -> str:
+        """Cancel a workflow: steps not yet running are deleted, running ones asked to stop, waiting ones dropped.
+
+        Returns:
+            Its status before (``running``, ``failed``; ``succeeded`` or ``cancelled``: nothing changed).
+
+        Raises:
+            WorkflowNotFound: no such workflow under ``queue``.
+        """
+        status, _, _ = await workflows.cancel(self, workflow, queue=queue)
+        return status
+
+    async def retry_workflow(self, workflow: WorkflowInfo | str, *, queue: str = "default") -> int:
+        """Resume a failed or cancelled workflow: its failed, lost and cancelled steps run again.
+
+        Returns:
+            How many steps run again.
+        """
+        return await workflows.retry(self, workflow, queue=queue)
+
     async def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
         """Cancel a task for its caller.
 
@@ -637,6 +741,26 @@ class SyncClient:
     ) -> Any:
         """Enqueue a task and wait for its result; see :meth:`Client.apply`."""
         return self._run(self._client.apply(task, payload, wait_timeout=wait_timeout, **options))
+
+    def start_workflow(self, workflow: Workflow, **options: Any) -> WorkflowInfo:
+        """See :meth:`Client.start_workflow`."""
+        info: WorkflowInfo = self._run(self._client.start_workflow(workflow, **options))
+        return info
+
+    def wait_workflow(
+        self, workflow: WorkflowInfo | str, *, queue: str = "default", timeout: float | None = None
+    ) -> Any:
+        """See :meth:`Client.wait_workflow`."""
+        return self._run(self._client.wait_workflow(workflow, queue=queue, timeout=timeout))
+
+    def run_workflow(self, workflow: Workflow, *, wait_timeout: float | None = None, **start: Any) -> Any:
+        """See :meth:`Client.run_workflow`."""
+        return self._run(self._client.run_workflow(workflow, wait_timeout=wait_timeout, **start))
+
+    def cancel_workflow(self, workflow: WorkflowInfo | str, *, queue: str = "default") -> str:
+        """See :meth:`Client.cancel_workflow`."""
+        status: str = self._run(self._client.cancel_workflow(workflow, queue=queue))
+        return status
 
     def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
         """Cancel a task; see :meth:`Client.cancel`."""

@@ -25,6 +25,7 @@ __all__ = (
     "DEFAULT_NS",
     "QueueKeys",
     "Schema",
+    "WorkflowKeys",
     "day_stamp",
     "unique_digest",
 )
@@ -177,9 +178,50 @@ class QueueKeys:
         """STRING ``<ext>:{q}:cancel:<id>``: the caller cancelled this running task (expires): archive, not retry."""
         return f"{self.xprefix}cancel:{task_id}"
 
+    def workflows(self) -> str:
+        """ZSET ``<ext>:{q}:workflows``: id -> created (Unix s) of every workflow whose home queue this is."""
+        return f"{self.xprefix}workflows"
+
+    def workflows_running(self) -> str:
+        """ZSET ``<ext>:{q}:workflows:running``: id -> created of the workflows of this home queue not ended yet."""
+        return f"{self.xprefix}workflows:running"
+
+    def workflow(self, workflow_id: str) -> WorkflowKeys:
+        """The keys of workflow ``workflow_id``, whose home queue this is."""
+        return WorkflowKeys(self, workflow_id)
+
     def cron_claim(self, entry_id: str, tick: int) -> str:
         """STRING ``<ext>:{q}:cron:<entry id>:<tick>``: claim of one cron tick (exactly-once firing)."""
         return f"{self.xprefix}cron:{entry_id}:{tick}"
+
+
+class WorkflowKeys:
+    """The keys of one workflow, under its home queue's prefix (see ``framework/protocol/lua/_workflow.lua``).
+
+    Attributes:
+        id: the workflow id.
+        home: the home queue's keys.
+        meta: HASH ``<ext>:{home}:wf:<id>``: name, status, counters, retention, final steps, error.
+        state: HASH ``...:state``: step -> waiting, pending, succeeded, failed, lost or cancelled.
+        graph: HASH ``...:graph``: per step its dependencies, dependants, task, message, policy and error.
+        results: HASH ``...:results``: step -> result (JSON).
+        channel: Pub/Sub channel ``...:end``: each new status (failed, succeeded, cancelled).
+    """
+
+    __slots__ = ("channel", "graph", "home", "id", "meta", "results", "state")
+
+    def __init__(self, home: QueueKeys, workflow_id: str) -> None:
+        self.id = workflow_id
+        self.home = home
+        self.meta = base = f"{home.xprefix}wf:{workflow_id}"
+        self.state = base + ":state"
+        self.graph = base + ":graph"
+        self.results = base + ":results"
+        self.channel = base + ":end"
+
+    def script_keys(self) -> list[str]:
+        """meta, state, graph, results and the home queue's running index: the keys every ``wf_*`` script takes."""
+        return [self.meta, self.state, self.graph, self.results, self.home.workflows_running()]
 
 
 class Schema:

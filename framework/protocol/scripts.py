@@ -58,7 +58,21 @@ _NAMES = (
     "run_task",
     "schedule",
     "schedule_unique",
+    "wf_check",
+    "wf_inputs",
+    "wf_start",
 )
+
+_COMPOSED = {
+    "wf_done": ("wf_step", "done"),
+    "wf_complete": ("wf_step", "mark_complete"),
+    "wf_archive": ("wf_step", "archive"),
+    "wf_cancel": ("wf_cancel", "cancel"),
+    "wf_retry": ("wf_retry", "run_task"),
+}
+"""Workflow scripts built around a transition: name -> (outer script, transition). The transition's body runs
+unchanged as ``local function transition(KEYS, ARGV)`` (its own keys and arguments), so a workflow step is
+finished by exactly the code that finishes any task, and the workflow advanced in the same script."""
 
 
 class LuaScript:
@@ -83,10 +97,19 @@ class LuaScript:
 
 def _load() -> dict[str, LuaScript]:
     folder = resources.files("framework.protocol") / "lua"
-    prelude = (folder / "_lib.lua").read_text(encoding="utf-8")
-    return {
-        name: LuaScript(name, prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")) for name in _NAMES
+
+    def read(name: str) -> str:
+        return (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+    prelude = read("_lib")
+    workflow = prelude + "\n" + read("_workflow")
+    scripts = {
+        name: LuaScript(name, (workflow if name.startswith("wf_") else prelude) + "\n" + read(name)) for name in _NAMES
     }
+    for name, (outer, inner) in _COMPOSED.items():
+        transition = f"local function transition(KEYS, ARGV)\n{read(inner)}\nend\n"
+        scripts[name] = LuaScript(name, workflow + "\n" + transition + read(outer))
+    return scripts
 
 
 SCRIPTS: dict[str, LuaScript] = _load()

@@ -50,10 +50,12 @@ from typing import TYPE_CHECKING, Any
 
 from framework.context import TaskContext, lazy_logger
 from framework.errors import PayloadTypeError, ResultTypeError, TaskCancelled
+from framework.protocol.workflow import step_of
 from framework.task import Middleware, Run
 from framework.worker.middleware import build_chain
 from framework.worker.outcomes import error_text
 from framework.worker.progress import ProgressReporter
+from framework.worker.steps import fill_input
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -283,7 +285,7 @@ class TaskExecution:
                 await self.outcomes.unknown_type(inf, self.unknown_type_wait)
                 return
             try:
-                payload = taskdef.decode(inf.msg.payload)
+                payload = await self._payload(inf, taskdef)
             except PayloadTypeError as exc:
                 self._handler_done(inf)
                 self.log.error(
@@ -317,6 +319,14 @@ class TaskExecution:
                     await self.outcomes.fail(inf, wrong, taskdef)
                 else:
                     await self.outcomes.succeed(inf, ctx)
+
+    async def _payload(self, inf: InFlight, taskdef: TaskDef[Any]) -> Any:
+        """The task's payload, with a workflow step's input filled in (see :mod:`framework.worker.steps`)."""
+        payload = taskdef.decode(inf.msg.payload)
+        step = step_of(inf.msg.headers) if inf.msg.headers else None
+        if step is not None and step.input:
+            payload = await fill_input(self.outcomes.broker, step, payload)
+        return payload
 
     async def _cancelled(self, inf: InFlight, taskdef: TaskDef[Any] | None, exc: asyncio.CancelledError) -> None:
         """The handler ended with a cancellation: write the outcome its reason calls for (or re-raise ``exc``)."""

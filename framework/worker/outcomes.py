@@ -37,7 +37,9 @@ from redis.exceptions import RedisError
 from framework.errors import RetryAfter, TaskCancelled, UnknownTaskType
 from framework.plugins.events import event_callers, fire_callers, has_impls
 from framework.protocol.message import encode_message
+from framework.protocol.workflow import step_of
 from framework.retry import Archive, Drop, decide
+from framework.worker.steps import archive
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -213,6 +215,7 @@ class OutcomeWriter:
     async def succeed(self, inf: InFlight, ctx: TaskContext) -> None:
         """The handler returned: done (batched), or completed when the task has a retention."""
         msg = inf.msg
+        step = step_of(msg.headers) if msg.headers else None
         if msg.retention > 0:
             if self.lease_lost(inf):
                 return
@@ -222,9 +225,23 @@ class OutcomeWriter:
             expires = now + msg.retention
             unique = msg.unique_key
             result = inf.result or b""
+            if step is not None:
+                ok = await self._write(
+                    inf, lambda: self.broker.step_complete(step, inf.queue, inf.id, data, expires, unique, result)
+                )
+            else:
+                ok = await self._write(
+                    inf, lambda: self.broker.mark_complete(inf.queue, inf.id, data, expires, unique, result)
+                )
+        elif step is not None:
+            # a step is acknowledged on its own: its script also advances the workflow (not batched)
+            inflight = self.inflight_keys.get(inf.queue, "")
+            result = inf.result or b""
+            unique = msg.unique_key
             ok = await self._write(
-                inf, lambda: self.broker.mark_complete(inf.queue, inf.id, data, expires, unique, result)
+                inf, lambda: self.broker.step_done(step, inf.queue, inf.id, unique, result, inflight)
             )
+            inf.off_record = bool(inflight)
         elif self._events["task_succeeded"]:
             written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._ack(inf, written)
@@ -383,7 +400,7 @@ class OutcomeWriter:
         msg.error_msg = error_text(error)
         data = encode_message(msg)
         self.log.error("task_type_unknown", **fields, error=msg.error_msg, outcome="archived")
-        if await self._write(inf, lambda: self.broker.archive(inf.queue, inf.id, data)):
+        if await self._write(inf, lambda: archive(self.broker, inf.queue, inf.id, msg, data)):
             await self._fire("task_archived", inf.ctx, error)
 
     def _delay_for(self, inf: InFlight, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
@@ -410,14 +427,23 @@ class OutcomeWriter:
         outcome = Archive() if permanent else decide(msg.retried, msg.retry, error, 0.0)
         if isinstance(outcome, Drop):
             self.log.info("task_revoked", task_id=inf.id, queue=inf.queue, error=error_text(error))
-            self._ack(inf)
+            step = step_of(msg.headers) if msg.headers else None
+            if step is None:
+                self._ack(inf)
+                return
+            inflight = self.inflight_keys.get(inf.queue, "")
+            text = error_text(error)
+            await self._write(
+                inf, lambda: self.broker.step_revoked(step, inf.queue, inf.id, msg.unique_key, text, inflight)
+            )
+            inf.off_record = bool(inflight)
             return
         now = self.clock.now()
         msg.error_msg = error_text(error)
         msg.last_failed_at = int(now)
         if isinstance(outcome, Archive):
             data = encode_message(msg)
-            if await self._write(inf, lambda: self.broker.archive(inf.queue, inf.id, data)):
+            if await self._write(inf, lambda: archive(self.broker, inf.queue, inf.id, msg, data)):
                 await self._fire("task_archived", inf.ctx, error)
             return
         delay = self._delay_for(inf, taskdef, error)

@@ -17,7 +17,7 @@ from framework import _compat
 ROOT = Path(framework.__file__).resolve().parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("model", "storage"),  # the top-level modules (task model, settings, errors, ...) and the storage a handler gets
+    ("model", "storage", "workflow"),  # the task model (settings, errors, ...), storage, and workflow shapes
     ("embedded",),
     ("transport",),
     ("protocol",),

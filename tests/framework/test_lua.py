@@ -22,6 +22,7 @@ from framework.broker.base import LEASE_SECONDS
 from framework.broker.broker import RedisBroker
 from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, MINUTE_TTL
 from framework.clock import SimulatedClock
+from framework.protocol import scripts as scripts_module
 from framework.protocol.keys import day_stamp
 from framework.protocol.scripts import SCRIPTS
 
@@ -1161,7 +1162,9 @@ async def test_cron_enqueue_existing_task_is_not_overwritten(
 # --- the scripts themselves -------------------------------------------------------------------------------------
 
 LUA_DIR = Path(framework.__file__).parent / "protocol" / "lua"
-LUA_FILES = sorted(p for p in LUA_DIR.glob("*.lua") if p.name != "_lib.lua")
+LUA_FILES = sorted(p for p in LUA_DIR.glob("*.lua") if not p.name.startswith("_"))  # not the preludes
+COMPOSED = scripts_module._COMPOSED
+"""Workflow scripts built around a transition's body: name -> (outer file, transition file)."""
 
 
 def _header_and_body(path: Path) -> tuple[list[str], str]:
@@ -1189,14 +1192,18 @@ def test_script_has_a_header_naming_keys_argv_and_returns(path: Path) -> None:
 
 @pytest.mark.parametrize("path", LUA_FILES, ids=[p.stem for p in LUA_FILES])
 def test_script_is_loaded_and_used(path: Path) -> None:
-    assert path.stem in SCRIPTS, f"{path.name} is not loaded by framework.protocol.scripts"
-    users = [
-        py
+    names = [name for name, (outer, _) in COMPOSED.items() if outer == path.stem] or [path.stem]
+    code = [
+        py.read_text(encoding="utf-8")
         for py in Path(framework.__file__).parent.rglob("*.py")
-        if py.name != "scripts.py" and f'SCRIPTS["{path.stem}"]' in py.read_text(encoding="utf-8")
+        if py.name != "scripts.py"
     ]
-    assert users, f"{path.name} is loaded but no module runs it"
+    for name in names:
+        assert name in SCRIPTS, f"{name} ({path.name}) is not loaded by framework.protocol.scripts"
+        used = [text for text in code if f'SCRIPTS["{name}"]' in text or f'"{name}", step' in text]
+        assert used, f"{name} ({path.name}) is loaded but no module runs it"
 
 
 def test_every_loaded_script_has_a_file() -> None:
-    assert set(SCRIPTS) == {p.stem for p in LUA_FILES}
+    outers_only = {outer for outer, _ in COMPOSED.values()} - set(COMPOSED)
+    assert set(SCRIPTS) == {p.stem for p in LUA_FILES} - outers_only | set(COMPOSED)

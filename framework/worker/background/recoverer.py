@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from framework.broker.base import LEASE_SECONDS
 from framework.protocol.message import decode_message, encode_message
 from framework.retry import default_retry_delay
+from framework.worker.steps import archive
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -197,7 +198,7 @@ class Recoverer:
             "(killed, out of memory, or the handler crashed the process); archived"
         )
         msg.last_failed_at = int(self.broker.clock.now())
-        await self.broker.archive(queue, msg.id, encode_message(msg))
+        await archive(self.broker, queue, msg.id, msg, encode_message(msg))
         await self.broker.clear_suspect(queue, msg.id)
         self.log.error("task_poison_pill", task_id=msg.id, queue=queue, type=msg.type, error=msg.error_msg)
 
@@ -211,7 +212,7 @@ class Recoverer:
                 msg.error_msg = LEASE_EXPIRED_ERROR
                 msg.last_failed_at = int(now)
                 if msg.retried >= msg.retry:
-                    await self.broker.archive(queue, msg.id, encode_message(msg))
+                    await archive(self.broker, queue, msg.id, msg, encode_message(msg))
                 else:
                     delay = self.retry_delay(msg.retried, RuntimeError(LEASE_EXPIRED_ERROR))
                     msg.retried += 1

@@ -1,0 +1,231 @@
+"""Workflows in Redis: start, finish steps (advancing the workflow), read inputs, cancel, retry, find lost steps.
+
+Finishing a step advances its workflow in the step's own transition; a lost step is one a worker that knows
+no workflows ran.
+
+Every change is one Lua script (``wf_*.lua``; keys and states in ``_workflow.lua``). A step's success or
+failure runs the very transition any task's does (``done``, ``mark_complete``, ``archive``), composed with the
+workflow's advance in one script (:data:`framework.protocol.scripts._COMPOSED`), so a worker dying at any
+point either leaves the step active (recovered, run again) or finds the workflow advanced exactly once.
+
+Workflows need one Redis server (or Sentinel): a step's release writes keys of other queues than the home
+queue's, which a Redis Cluster refuses across slots.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.protocol.scripts import SCRIPTS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from framework.broker.transitions import WorkerTransitions
+    from framework.clock import Clock
+    from framework.protocol.keys import Schema, WorkflowKeys
+    from framework.protocol.workflow import StepRef
+    from framework.transport.commands import Commands
+
+__all__ = ("CANCEL_KEEP", "StepSpec", "StepTransitions", "WorkflowOps")
+
+CANCEL_KEEP = 3600
+"""Seconds a cancel request for a running step is kept (its worker archives it rather than retry)."""
+
+
+class StepSpec:
+    """One step as :meth:`WorkflowOps.start` stores it.
+
+    Args:
+        name: the step's name (unique in its workflow, no newline).
+        queue: the queue its task goes to.
+        task_id: its task id.
+        message: its encoded TaskMessage (with the workflow header).
+        deps: the names of the steps it depends on, in the order its input lists their results.
+        handed_on: its failure is handed on to its dependants instead of failing the workflow.
+        unique: (lock key, TTL s) for a unique step, or None.
+    """
+
+    __slots__ = ("deps", "handed_on", "message", "name", "queue", "task_id", "unique")
+
+    def __init__(
+        self,
+        name: str,
+        queue: str,
+        task_id: str,
+        message: bytes,
+        deps: Sequence[str],
+        *,
+        handed_on: bool = False,
+        unique: tuple[str, int] | None = None,
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.task_id = task_id
+        self.message = message
+        self.deps = list(deps)
+        self.handed_on = handed_on
+        self.unique = unique
+
+    def args(self) -> list[Any]:
+        """Its seven arguments of ``wf_start.lua``."""
+        unique = f"{self.unique[0]}\n{self.unique[1]}" if self.unique else ""
+        deps = "\n".join(self.deps)
+        return [self.name, self.queue, self.task_id, self.message, deps, "1" if self.handed_on else "", unique]
+
+
+class WorkflowOps:
+    """The workflow scripts, run on ``commands``.
+
+    Args:
+        commands: what the scripts run on (the broker's redis-py pool, or an inspector's).
+        schema: the key schema.
+        clock: where time comes from.
+        handoff: released steps may be handed straight to an idle worker (the lean connection's path).
+        wakeup: the wake-up channel published when a queue gets work ("" = none).
+    """
+
+    def __init__(self, commands: Commands, schema: Schema, clock: Clock, *, handoff: bool, wakeup: str) -> None:
+        self.commands = commands
+        self.schema = schema
+        self.clock = clock
+        self.handoff = handoff
+        self.wakeup = wakeup
+
+    def keys(self, home: str, workflow_id: str) -> WorkflowKeys:
+        """The keys of workflow ``workflow_id`` of home queue ``home``."""
+        return self.schema.queue(home).workflow(workflow_id)
+
+    def env(self, workflow_id: str) -> list[Any]:
+        """The nine environment arguments every ``wf_*`` script takes (see ``wf_env`` in ``_workflow.lua``)."""
+        now = self.clock.now()
+        return [
+            self.schema.ns,
+            self.schema.ext,
+            repr(now),
+            int(now * 1e9),
+            int(now) + LEASE_SECONDS,
+            INFLIGHT_TTL,
+            self.schema.handoff_prefix if self.handoff else "",
+            self.wakeup,
+            workflow_id,
+        ]
+
+    async def start(
+        self,
+        home: str,
+        workflow_id: str,
+        *,
+        name: str,
+        steps: Sequence[StepSpec],
+        outputs: Sequence[str],
+        grouped: bool,
+        retention: int,
+        kept: int,
+    ) -> Any:
+        """Store a new workflow and release its first steps (``wf_start.lua``); returns the script's reply."""
+        wk = self.keys(home, workflow_id)
+        args: list[Any] = self.env(workflow_id)
+        args += [name, repr(self.clock.now()), retention, kept, "\n".join(outputs), "1" if grouped else "", home]
+        args.append(len(steps))
+        for step in steps:
+            args += step.args()
+        keys = [*wk.script_keys(), wk.home.workflows()]
+        return await self.commands.evalsha(SCRIPTS["wf_start"], keys, args)
+
+    async def finish(
+        self, script: str, step: StepRef, call: tuple[list[str], list[Any]], outcome: str, value: bytes | str
+    ) -> Any:
+        """Run a step's transition composed with the workflow's advance (``wf_done``, ``wf_complete``, ``wf_archive``).
+
+        Args:
+            script: the composed script's name.
+            step: the step.
+            call: the transition's keys and arguments (as the broker builds them for the task alone).
+            outcome: ``"ok"`` or ``"failed"``.
+            value: the result (JSON bytes, ``b""`` = none) for ``"ok"``; the error text for ``"failed"``.
+
+        Returns:
+            What the transition returns.
+        """
+        keys, args = call
+        wk = self.keys(step.home, step.workflow)
+        full: list[Any] = [len(keys), len(args), *args, *self.env(step.workflow), step.step, outcome, value]
+        return await self.commands.evalsha(SCRIPTS[script], [*keys, *wk.script_keys()], full)
+
+    async def inputs(self, step: StepRef) -> list[bytes | None]:
+        """The results of ``step``'s dependencies, in order (None: a dependency without one)."""
+        wk = self.keys(step.home, step.workflow)
+        reply: list[bytes | None] = await self.commands.evalsha(
+            SCRIPTS["wf_inputs"], [wk.graph, wk.results], [step.step]
+        )
+        return reply
+
+    async def cancel(self, home: str, workflow_id: str) -> tuple[str, int, int]:
+        """Cancel a workflow (``wf_cancel.lua``): (status before, steps deleted, running steps asked to stop)."""
+        wk = self.keys(home, workflow_id)
+        args = [*self.env(workflow_id), self.schema.cancel_channel, CANCEL_KEEP]
+        status, deleted, stopping = await self.commands.evalsha(SCRIPTS["wf_cancel"], wk.script_keys(), args)
+        return _text(status), int(deleted), int(stopping)
+
+    async def retry(self, home: str, workflow_id: str) -> tuple[str, int]:
+        """Run a failed or cancelled workflow again (``wf_retry.lua``): (status before, steps run again)."""
+        wk = self.keys(home, workflow_id)
+        status, again = await self.commands.evalsha(SCRIPTS["wf_retry"], wk.script_keys(), self.env(workflow_id))
+        return _text(status), int(again)
+
+    async def check(self, home: str, workflow_id: str) -> list[str]:
+        """Fail the released steps whose task vanished without our outcome (``wf_check.lua``); their names."""
+        wk = self.keys(home, workflow_id)
+        lost = await self.commands.evalsha(SCRIPTS["wf_check"], wk.script_keys(), self.env(workflow_id))
+        return [_text(name) for name in lost]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class StepTransitions:
+    """The transitions of an active workflow step, each composed with its workflow's advance.
+
+    Args:
+        transitions: the broker's worker transitions (they build each transition's keys and arguments).
+        ops: the workflow scripts.
+    """
+
+    def __init__(self, transitions: WorkerTransitions, ops: WorkflowOps) -> None:
+        self.transitions = transitions
+        self.ops = ops
+
+    async def step_done(
+        self, step: StepRef, queue: str, task_id: str, unique_key: str, result: bytes, inflight: str = ""
+    ) -> int:
+        """A step without retention succeeded: ``done``, its result stored, its ready dependants released."""
+        call = self.transitions.done_call(queue, [(task_id, unique_key, result)], inflight)
+        reply = await self.ops.finish("wf_done", step, call, "ok", result)
+        return int(reply[0])
+
+    async def step_revoked(
+        self, step: StepRef, queue: str, task_id: str, unique_key: str, error: str, inflight: str = ""
+    ) -> int:
+        """A step's handler raised ``RevokeTask``: its task is done (as asynq does), the step failed."""
+        call = self.transitions.done_call(queue, [(task_id, unique_key, b"")], inflight)
+        reply = await self.ops.finish("wf_done", step, call, "failed", error)
+        return int(reply[0])
+
+    async def step_complete(
+        self, step: StepRef, queue: str, task_id: str, data: bytes, expires_at: int, unique_key: str, result: bytes
+    ) -> int:
+        """A step with a retention succeeded: ``mark_complete``, then as :meth:`step_done`."""
+        call = self.transitions.complete_call(queue, task_id, data, expires_at, unique_key, result)
+        return int(await self.ops.finish("wf_complete", step, call, "ok", result))
+
+    async def step_archive(self, step: StepRef, queue: str, task_id: str, data: bytes, error: str) -> int:
+        """A step failed for good: ``archive``, then its workflow's failure policy."""
+        call = self.transitions.archive_call(queue, task_id, data)
+        return int(await self.ops.finish("wf_archive", step, call, "failed", error))
+
+    async def step_inputs(self, step: StepRef) -> list[bytes | None]:
+        """The results of the step's dependencies, in order."""
+        return await self.ops.inputs(step)

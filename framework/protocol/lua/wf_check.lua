@@ -1,0 +1,30 @@
+-- wf_check: find a workflow's released steps whose task vanished without our outcome (a Go asynq worker ran
+-- it, which knows nothing of workflows, or it was deleted), and fail them as lost, naming why: the workflow
+-- then fails (or hands the failure on) instead of waiting for ever. A task found completed but still released
+-- was finished outside our scripts too (a Go worker with a retention) and is lost the same way.
+-- KEYS[1..5] the workflow's meta, state, graph, results and running index
+-- ARGV[1..9] the workflow's environment (see wf_env)
+-- returns the names of the steps found lost
+local W = wf_env(KEYS, 1, ARGV, 1)
+local states = redis.call("HGETALL", W.state)
+local lost = {}
+for i = 1, #states, 2 do
+  if states[i + 1] == "pending" then
+    local step = states[i]
+    local where = wf_lines(redis.call("HGET", W.graph, "t:" .. step))
+    local queue, id = where[1], where[2]
+    local qp = wf_prefixes(W, queue)
+    local state = redis.call("HGET", qp .. "t:" .. id, "state")
+    if not state or state == "completed" then
+      local how = "vanished"
+      if state then
+        how = "was completed"
+      end
+      lost[#lost + 1] = step
+      wf_failed(W, step, "StepLost: task " .. id .. " in queue " .. queue .. " " .. how
+        .. " without the framework's outcome (a worker that does not run workflows, such as Go asynq's, ran it,"
+        .. " or it was deleted); serve workflow steps' queues with framework workers only", "lost")
+    end
+  end
+end
+return lost

@@ -1,0 +1,62 @@
+-- wf_retry: run a failed or cancelled workflow again. Composed by scripts.py with run_task.lua's body as
+-- transition(KEYS, ARGV). Each step that failed without handing its failure on, was lost or was cancelled,
+-- and whose dependencies are all done, runs again: its archived task is made pending (as the inspector's
+-- "run" does), or, when its task is gone, it is released again from the stored message. Steps that wait go on
+-- waiting for their dependencies. The workflow is running again.
+-- KEYS[1..5] the workflow's meta, state, graph, results and running index
+-- ARGV[1..9] the workflow's environment (see wf_env)
+-- returns {status before, steps run again}; status "" when there is no such workflow
+local W = wf_env(KEYS, 1, ARGV, 1)
+local status = redis.call("HGET", W.meta, "status")
+if not status then
+  return { "", 0 }
+end
+if status == "succeeded" or (status == "running" and tonumber(redis.call("HGET", W.meta, "failed")) <= 0) then
+  return { status, 0 }
+end
+local states = redis.call("HGETALL", W.state)
+local again, failed = 0, 0
+wf_resume(W)
+for i = 1, #states, 2 do
+  local step, state = states[i], states[i + 1]
+  local blocked = state == "cancelled"
+    or ((state == "failed" or state == "lost") and redis.call("HGET", W.graph, "c:" .. step) ~= "1")
+  local ready = tonumber(redis.call("HGET", W.graph, "l:" .. step)) <= 0
+  if (blocked or state == "waiting") and ready then
+    local where = wf_lines(redis.call("HGET", W.graph, "t:" .. step))
+    local queue, id = where[1], where[2]
+    local qp = wf_prefixes(W, queue)
+    local code = transition(
+      { qp .. "t:" .. id, qp .. "pending", qp .. "scheduled", qp .. "retry", qp .. "archived", qp .. "completed",
+        qp .. "groups" },
+      { id, qp .. "g:", W.now_ns, W.wakeup, queue })
+    local err = nil
+    if code == 1 then
+      redis.call("HSET", W.state, step, "pending")
+      redis.call("HINCRBY", W.meta, "open", 1)
+    elseif code == 0 then
+      err = wf_release(W, step)
+    end
+    -- -1 active or -2 pending: its task runs already (it was run again from the archive meanwhile)
+    if code < 0 then
+      redis.call("HSET", W.state, step, "pending")
+      redis.call("HINCRBY", W.meta, "open", 1)
+    end
+    if err then
+      redis.call("HSET", W.graph, "e:" .. step, err)
+      redis.call("HSET", W.state, step, "failed")
+      failed = failed + 1
+    else
+      again = again + 1
+    end
+  elseif blocked then
+    failed = failed + (state == "cancelled" and 0 or 1)
+  end
+end
+redis.call("HSET", W.meta, "failed", failed)
+if failed > 0 then
+  redis.call("HSET", W.meta, "status", "failed")
+  redis.call("PUBLISH", W.channel, "failed")
+end
+wf_settle(W)
+return { status, again }

@@ -1,0 +1,193 @@
+"""Workflows end to end on a real Valkey with real workers: shapes, typed inputs, failure policy, resume, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from framework.client.client import Client
+from framework.errors import InvalidWorkflow, SkipRetry, WorkflowFailed
+from framework.protocol.keys import Schema
+from framework.task import TaskDef
+from framework.workflow import Workflow, chain, chord, group
+from tests.framework.worker_app import wait_until
+
+
+@pytest.fixture
+async def client(client: Client) -> AsyncIterator[Client]:
+    yield client
+    await client.waiters.close()
+
+
+class Num(msgspec.Struct, frozen=True, kw_only=True):
+    n: int = 0
+    prev: int | None = None
+
+
+class Many(msgspec.Struct, frozen=True, kw_only=True):
+    values: list[int] = []
+
+
+class MaybeMany(msgspec.Struct, frozen=True, kw_only=True):
+    values: list[int | None] = []
+
+
+class Text(msgspec.Struct, frozen=True, kw_only=True):
+    s: str | None = None
+
+
+async def add_one(ctx: Any, p: Num) -> int:
+    return (p.prev if p.prev is not None else p.n) + 1
+
+
+async def total(ctx: Any, p: Many) -> int:
+    return sum(p.values)
+
+
+async def total_known(ctx: Any, p: MaybeMany) -> int:
+    return sum(v for v in p.values if v is not None)
+
+
+async def fail(ctx: Any, p: Num) -> int:
+    if p.n >= 0:
+        raise SkipRetry(f"step {p.n} gave up")
+    return 0
+
+
+ADD = TaskDef("wf:add", Num, add_one, result=int)
+SUM = TaskDef("wf:sum", Many, total, result=int)
+SUM_KNOWN = TaskDef("wf:sum-known", MaybeMany, total_known, result=int)
+FAIL = TaskDef("wf:fail", Num, fail, result=int, max_retry=0)
+TEXT = TaskDef("wf:text", Text, lambda ctx, p: p.s)
+
+
+async def test_a_chain_passes_each_result_to_the_next_step(start: Any, client: Client) -> None:
+    await start(ADD)
+    wf = chain(ADD.step(Num(n=1)), *[ADD.step(Num(), input="prev") for _ in range(4)])
+    assert await client.run_workflow(wf, wait_timeout=15) == 6
+
+
+async def test_a_group_returns_the_list_and_a_chord_its_callback(start: Any, client: Client) -> None:
+    await start(ADD, SUM)
+    assert await client.run_workflow(group(*[ADD.step(Num(n=i)) for i in range(5)]), wait_timeout=15) == [1, 2, 3, 4, 5]
+    wf = chord([ADD.step(Num(n=i)) for i in range(10)], SUM.step(Many(), input="values"))
+    assert await client.run_workflow(wf, wait_timeout=15) == 55
+
+
+async def test_a_graph_step_waits_for_all_its_dependencies(start: Any, client: Client) -> None:
+    await start(ADD, SUM)
+    wf = Workflow("diamond")
+    a = wf.add(ADD.step(Num(n=1), name="a"))
+    b = wf.add(ADD.step(Num(), input="prev", name="b"), after=a)
+    c = wf.add(ADD.step(Num(), input="prev", name="c"), after=a)
+    wf.add(SUM.step(Many(), input="values", name="d"), after=[b, c])
+    info = await client.start_workflow(wf)
+    assert await client.wait_workflow(info, timeout=15) == 6
+    assert set(info.steps) == {"a", "b", "c", "d"}
+
+
+def test_a_mismatched_input_is_refused_when_the_workflow_is_built() -> None:
+    with pytest.raises(InvalidWorkflow, match=r"Text.s is str \| None, but step 'wf:add' returns int"):
+        chain(ADD.step(Num()), TEXT.step(Text(), input="s")).plan()
+    with pytest.raises(InvalidWorkflow, match="must be a list of their results"):
+        chord([ADD.step(Num()), ADD.step(Num())], ADD.step(Num(), input="prev")).plan()
+    with pytest.raises(InvalidWorkflow, match="declares no result type"):
+        chain(TEXT.step(Text()), TEXT.step(Text(), input="s")).plan()
+    with pytest.raises(InvalidWorkflow, match="its failure is handed on"):
+        chord([ADD.step(Num(), on_failure="continue")], SUM.step(Many(), input="values")).plan()
+    with pytest.raises(InvalidWorkflow, match="option 'process_in' is not for a step"):
+        ADD.step(Num(), process_in=5)  # type: ignore[call-arg]
+        chain(ADD.step(Num(), process_in=5)).plan()  # type: ignore[call-arg]
+
+
+async def test_a_failed_step_fails_the_workflow_and_its_dependants_never_run(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    await start(ADD, FAIL, SUM)
+    wf = chain(group(ADD.step(Num(n=1)), FAIL.step(Num(n=7))), SUM.step(Many(), input="values"))
+    info = await client.start_workflow(wf)
+    with pytest.raises(WorkflowFailed) as caught:
+        await client.wait_workflow(info, timeout=15)
+    assert caught.value.status == "failed"
+    assert "step wf:fail: SkipRetry: step 7 gave up" in caught.value.error
+    wk = schema.queue("default").workflow(info.id)
+    await wait_until(lambda: _state(redis, wk, "wf:add"), timeout=10)
+    states = {k.decode(): v.decode() for k, v in (await redis.hgetall(wk.state)).items()}
+    assert states == {"wf:add": "succeeded", "wf:fail": "failed", "wf:sum": "waiting"}
+    queue, task_id = info.steps["wf:sum"]
+    assert not await redis.exists(schema.queue(queue).task(task_id))
+
+
+async def test_continue_on_failure_hands_none_to_the_dependants(start: Any, client: Client) -> None:
+    await start(ADD, FAIL, SUM_KNOWN)
+    wf = chord(
+        [ADD.step(Num(n=1)), FAIL.step(Num(n=7), on_failure="continue"), ADD.step(Num(n=2))],
+        SUM_KNOWN.step(MaybeMany(), input="values"),
+    )
+    assert await client.run_workflow(wf, wait_timeout=15) == 5
+
+
+async def _state(redis: Any, wk: Any, step: str) -> bool:
+    return await redis.hget(wk.state, step) == b"succeeded"
+
+
+async def test_retrying_the_archived_step_resumes_the_workflow(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    attempts: list[int] = []
+
+    async def once(ctx: Any, p: Num) -> int:
+        attempts.append(p.n)
+        if len(attempts) == 1:
+            raise SkipRetry("first run fails")
+        return p.n * 10
+
+    flaky = TaskDef("wf:flaky", Num, once, result=int, max_retry=0)
+    await start(ADD, flaky)
+    info = await client.start_workflow(chain(flaky.step(Num(n=4)), ADD.step(Num(), input="prev")))
+    with pytest.raises(WorkflowFailed):
+        await client.wait_workflow(info, timeout=15)
+    # the archived step is run again from the archive, as the dashboard or Go's asynq CLI would
+    queue, task_id = info.steps["wf:flaky"]
+    from framework.inspector import Inspector
+
+    inspector = Inspector(redis, schema=schema)
+    await inspector.run_task(queue, task_id)
+    assert await client.wait_workflow(info, timeout=15) == 41
+
+
+async def test_cancel_deletes_pending_steps_and_drops_waiting_ones(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow(ctx: Any, p: Num) -> int:
+        await gate.wait()
+        return 1
+
+    blocker = TaskDef("wf:slow", Num, slow, result=int, max_retry=3)
+    await start(blocker, ADD)
+    info = await client.start_workflow(chain(blocker.step(Num()), ADD.step(Num(), input="prev")))
+    wk = schema.queue("default").workflow(info.id)
+    await wait_until(lambda: _active(redis, schema, info.steps["wf:slow"]))
+    assert await client.cancel_workflow(info) == "running"
+    with pytest.raises(WorkflowFailed) as caught:
+        await client.wait_workflow(info, timeout=15)
+    assert caught.value.status == "cancelled"
+    # the running step was asked to stop and archived; the waiting one never ran
+    await wait_until(lambda: _hget(redis, wk.state, "wf:slow", b"cancelled"), timeout=15)
+    queue, task_id = info.steps["wf:add"]
+    assert not await redis.exists(schema.queue(queue).task(task_id))
+    assert await redis.ttl(wk.meta) > 0  # ended: expires after its retention
+
+
+async def _active(redis: Any, schema: Schema, where: tuple[str, str]) -> bool:
+    return await redis.hget(schema.queue(where[0]).task(where[1]), "state") == b"active"
+
+
+async def _hget(redis: Any, key: str, field: str, value: bytes) -> bool:
+    return await redis.hget(key, field) == value

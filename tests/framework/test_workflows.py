@@ -191,3 +191,114 @@ async def _active(redis: Any, schema: Schema, where: tuple[str, str]) -> bool:
 
 async def _hget(redis: Any, key: str, field: str, value: bytes) -> bool:
     return await redis.hget(key, field) == value
+
+
+class Pair(msgspec.Struct, frozen=True, kw_only=True):
+    left: int
+    right: int
+
+
+async def pair(ctx: Any, p: Num) -> Pair:
+    return Pair(left=p.n, right=-p.n)
+
+
+PAIR = TaskDef("wf:pair", Num, pair, result=Pair)
+
+
+async def test_results_come_back_in_their_declared_types_and_succeeded_workflows_expire(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    await start(PAIR)
+    info = await client.start_workflow(group(PAIR.step(Num(n=1)), PAIR.step(Num(n=2))), retention=120)
+    assert await client.wait_workflow(info, timeout=15) == [Pair(left=1, right=-1), Pair(left=2, right=-2)]
+    wk = schema.queue("default").workflow(info.id)
+    assert 0 < await redis.ttl(wk.meta) <= 120
+    assert 0 < await redis.ttl(wk.results) <= 120
+    assert not await redis.zscore(schema.queue("default").workflows_running(), info.id)
+    # waited for by id alone, by a client that does not know the task types: plain JSON
+    assert await client.wait_workflow(info.id, timeout=5) == [{"left": 1, "right": -1}, {"left": 2, "right": -2}]
+
+
+async def test_a_chain_step_handed_a_failure_gets_none(start: Any, client: Client) -> None:
+    await start(ADD, FAIL)
+    wf = chain(FAIL.step(Num(n=3), on_failure="continue"), ADD.step(Num(n=40), input="prev"))
+    assert await client.run_workflow(wf, wait_timeout=15) == 41
+
+
+async def test_retry_workflow_resumes_after_a_failure_and_after_a_cancel(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    runs: list[str] = []
+
+    async def second_time(ctx: Any, p: Num) -> int:
+        runs.append("run")
+        if len(runs) == 1:
+            raise SkipRetry("not yet")
+        return 100
+
+    flaky = TaskDef("wf:second", Num, second_time, result=int, max_retry=0)
+    await start(ADD, flaky)
+    info = await client.start_workflow(chain(flaky.step(Num()), ADD.step(Num(), input="prev")))
+    with pytest.raises(WorkflowFailed):
+        await client.wait_workflow(info, timeout=15)
+    assert await client.retry_workflow(info) == 1
+    assert await client.wait_workflow(info, timeout=15) == 101
+    wk = schema.queue("default").workflow(info.id)
+    assert await redis.hget(wk.meta, "status") == b"succeeded"
+
+    gate = asyncio.Event()
+
+    async def held(ctx: Any, p: Num) -> int:
+        await gate.wait()
+        return 5
+
+    hold = TaskDef("wf:held", Num, held, result=int)
+    await start(hold)
+    info = await client.start_workflow(chain(ADD.step(Num(n=1)), hold.step(Num()), ADD.step(Num(), input="prev")))
+    await wait_until(lambda: _active(redis, schema, info.steps["wf:held"]))
+    await client.cancel_workflow(info)
+    gate.set()
+    wk = schema.queue("default").workflow(info.id)
+    await wait_until(lambda: _hget(redis, wk.state, "wf:held", b"cancelled"), timeout=15)
+    assert await redis.hget(wk.state, "wf:add-2") == b"waiting"
+    assert await client.retry_workflow(info) == 1
+    assert await client.wait_workflow(info, timeout=15) == 6
+
+
+async def test_a_unique_first_step_whose_lock_is_held_stores_nothing(
+    client: Client, redis: Any, schema: Schema
+) -> None:
+    from framework.errors import DuplicateTask
+
+    await client.enqueue(ADD, Num(n=9), unique=60)
+    wf = chain(ADD.step(Num(n=9), unique=60), ADD.step(Num(), input="prev"))
+    with pytest.raises(DuplicateTask, match="step 'wf:add'"):
+        await client.start_workflow(wf, workflow_id="wf-unique")
+    assert not await redis.exists(schema.queue("default").workflow("wf-unique").meta)
+    with pytest.raises(InvalidWorkflow, match="exists already"):
+        await client.start_workflow(chain(ADD.step(Num(n=1))), workflow_id="wf-twice")
+        await client.start_workflow(chain(ADD.step(Num(n=1))), workflow_id="wf-twice")
+
+
+async def test_a_step_whose_task_vanished_is_reported_lost_and_fails_the_workflow(
+    client: Client, redis: Any, schema: Schema
+) -> None:
+    from framework.errors import WorkflowNotFound
+    from framework.inspector import Inspector
+
+    info = await client.start_workflow(chain(ADD.step(Num(n=1)), ADD.step(Num(), input="prev")))
+    queue, task_id = info.steps["wf:add"]
+    await Inspector(redis, schema=schema).delete_task(queue, task_id)  # as `asynq task delete` would
+    assert await client.broker.workflows.check(info.queue, info.id) == ["wf:add"]
+    with pytest.raises(WorkflowFailed) as caught:
+        await client.wait_workflow(info, timeout=5)
+    assert "StepLost" in caught.value.error and "Go asynq" in caught.value.error
+    # archived by hand: a failure of the step, which running it again would resume
+    other = await client.start_workflow(chain(ADD.step(Num(n=2)), ADD.step(Num(), input="prev")))
+    queue, task_id = other.steps["wf:add"]
+    await Inspector(redis, schema=schema).archive_task(queue, task_id)
+    assert await client.broker.workflows.check(other.queue, other.id) == []
+    wk = schema.queue("default").workflow(other.id)
+    assert await redis.hget(wk.state, "wf:add") == b"failed"
+    with pytest.raises(WorkflowNotFound):
+        await client.wait_workflow("no-such-workflow", timeout=1)

@@ -1,10 +1,11 @@
 -- wf_check: find a workflow's released steps whose task vanished without our outcome (a Go asynq worker ran
 -- it, which knows nothing of workflows, or it was deleted), and fail them as lost, naming why: the workflow
 -- then fails (or hands the failure on) instead of waiting for ever. A task found completed but still released
--- was finished outside our scripts too (a Go worker with a retention) and is lost the same way.
+-- was finished outside our scripts too (a Go worker with a retention) and is lost the same way. A task
+-- archived by hand (the inspector's or Go's asynq CLI's archive) fails its step as any archive does.
 -- KEYS[1..5] the workflow's meta, state, graph, results and running index
 -- ARGV[1..9] the workflow's environment (see wf_env)
--- returns the names of the steps found lost
+-- returns the names of the steps found lost (not those found archived)
 local W = wf_env(KEYS, 1, ARGV, 1)
 local states = redis.call("HGETALL", W.state)
 local lost = {}
@@ -15,7 +16,11 @@ for i = 1, #states, 2 do
     local queue, id = where[1], where[2]
     local qp = wf_prefixes(W, queue)
     local state = redis.call("HGET", qp .. "t:" .. id, "state")
-    if not state or state == "completed" then
+    if state == "archived" then
+      -- archived by hand (the inspector, Go's asynq CLI): a failure like any other; running it again resumes
+      wf_failed(W, step, redis.call("HGET", W.graph, "e:" .. step)
+        or ("task " .. id .. " in queue " .. queue .. " was archived outside a worker"), "failed")
+    elseif not state or state == "completed" then
       local how = "vanished"
       if state then
         how = "was completed"

@@ -235,13 +235,14 @@ class OutcomeWriter:
                 )
         elif step is not None:
             # a step is acknowledged on its own: its script also advances the workflow (not batched)
-            inflight = self.inflight_keys.get(inf.queue, "")
             result = inf.result or b""
-            unique = msg.unique_key
             ok = await self._write(
-                inf, lambda: self.broker.step_done(step, inf.queue, inf.id, unique, result, inflight)
+                inf,
+                lambda: self._step_ack(
+                    inf,
+                    lambda inflight: self.broker.step_done(step, inf.queue, inf.id, msg.unique_key, result, inflight),
+                ),
             )
-            inf.off_record = bool(inflight)
         elif self._events["task_succeeded"]:
             written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._ack(inf, written)
@@ -308,6 +309,13 @@ class OutcomeWriter:
                 if future is not None:
                     future.set_result(bool(n))
             return
+
+    async def _step_ack(self, inf: InFlight, call: Callable[[str], Awaitable[int]]) -> int:
+        """Acknowledge a workflow step alone (its script also advances the workflow): done, out of the in-flight set."""
+        inflight = self.inflight_keys.get(inf.queue, "")
+        found = await call(inflight)
+        inf.off_record = bool(inflight)
+        return found
 
     async def _write(self, inf: InFlight, make_call: Callable[[], Awaitable[int]]) -> bool:
         """Run a broker write for ``inf``, retrying through Redis faults while its lease holds; then release it.
@@ -431,12 +439,14 @@ class OutcomeWriter:
             if step is None:
                 self._ack(inf)
                 return
-            inflight = self.inflight_keys.get(inf.queue, "")
             text = error_text(error)
             await self._write(
-                inf, lambda: self.broker.step_revoked(step, inf.queue, inf.id, msg.unique_key, text, inflight)
+                inf,
+                lambda: self._step_ack(
+                    inf,
+                    lambda inflight: self.broker.step_revoked(step, inf.queue, inf.id, msg.unique_key, text, inflight),
+                ),
             )
-            inf.off_record = bool(inflight)
             return
         now = self.clock.now()
         msg.error_msg = error_text(error)

@@ -302,3 +302,35 @@ async def test_a_step_whose_task_vanished_is_reported_lost_and_fails_the_workflo
     assert await redis.hget(wk.state, "wf:add") == b"failed"
     with pytest.raises(WorkflowNotFound):
         await client.wait_workflow("no-such-workflow", timeout=1)
+
+
+async def test_sync_client_runs_starts_and_cancels_workflows(start: Any, redis_url: str, schema: Schema) -> None:
+    from framework.client.client import SyncClient
+
+    await start(ADD, SUM)
+
+    def blocking() -> tuple[Any, Any, str]:
+        with SyncClient(redis_url, schema=schema) as sync:
+            ran = sync.run_workflow(chain(ADD.step(Num(n=1)), ADD.step(Num(), input="prev")), wait_timeout=15)
+            info = sync.start_workflow(
+                chord([ADD.step(Num(n=1)), ADD.step(Num(n=2))], SUM.step(Many(), input="values"))
+            )
+            waited = sync.wait_workflow(info, timeout=15)
+            return ran, waited, sync.cancel_workflow(info)
+
+    assert await asyncio.to_thread(blocking) == (3, 5, "succeeded")
+
+
+def test_step_names_are_unique_and_usable() -> None:
+    with pytest.raises(InvalidWorkflow, match="two steps are named 'x'"):
+        chain(ADD.step(Num(), name="x"), ADD.step(Num(), name="x")).plan()
+    with pytest.raises(InvalidWorkflow, match="line breaks"):
+        chain(ADD.step(Num(), name="a\nb")).plan()
+    with pytest.raises(InvalidWorkflow, match="at least one step"):
+        Workflow().plan()
+    plan = chain(ADD.step(Num(), name="wf:add-2"), ADD.step(Num()), ADD.step(Num())).plan()
+    assert [s.name for s in plan.steps] == ["wf:add-2", "wf:add", "wf:add-3"]
+    other = Workflow()
+    handle = other.add(ADD.step(Num()))
+    with pytest.raises(InvalidWorkflow, match="handles returned by this workflow"):
+        Workflow().add(ADD.step(Num()), after=handle)

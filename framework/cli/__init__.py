@@ -1,10 +1,11 @@
 """The ``framework`` command line: the root group, shared context, and plugin-contributed commands.
 
 The built-in commands load on demand (:class:`~framework.cli._lazy.LazyGroup`): ``run`` (run, web, worker,
-scheduler), ``tasks`` (inspect and steer the queues), ``cron``, ``generate`` (new, generate task, generate
-plugin), ``plugins`` and ``doctor``; ``--help`` lists them without importing any. ``jobs`` and ``generate job``,
-their old names, still work and are not listed. Plugins add commands through the ``register_commands`` hook,
-called only when the command line may need one (``--help``, or a command that is not built in).
+scheduler), ``tasks`` (inspect and steer the queues), ``workflows`` (list, show, cancel, retry), ``cron``,
+``generate`` (new, generate task, generate plugin), ``plugins`` and ``doctor``; ``--help`` lists them without
+importing any. ``jobs`` and ``generate job``, their old names, still work and are not listed. Plugins add
+commands through the ``register_commands`` hook, called only when the command line may need one (``--help``,
+or a command that is not built in).
 :func:`examples` gives a command's help the examples every command ends with.
 """
 
@@ -41,6 +42,7 @@ BUILTIN_COMMANDS: dict[str, Lazy] = {
         "framework.cli.run", "scheduler", "Run the cron scheduler alone (safe to run in any number of replicas)."
     ),
     "tasks": Lazy("framework.cli.tasks", "tasks", "Inspect and steer the task queues."),
+    "workflows": Lazy("framework.cli.workflows", "workflows", "Inspect, cancel and retry workflows."),
     "cron": Lazy("framework.cli.cron", "cron", "Cron entries (from settings and plugins)."),
     "new": Lazy(
         "framework.cli.generate",

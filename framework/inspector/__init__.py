@@ -3,15 +3,16 @@
 :class:`Inspector` (:mod:`~framework.inspector.core`) is the one entry point; it delegates to parts split by
 noun, each an object holding the :class:`~framework.inspector.namespace.Namespace` it reads:
 :mod:`~framework.inspector.queues`, :mod:`~framework.inspector.tasks`, :mod:`~framework.inspector.actions`,
-:mod:`~framework.inspector.servers` and :mod:`~framework.inspector.schedulers`.
+:mod:`~framework.inspector.servers`, :mod:`~framework.inspector.schedulers`, :mod:`~framework.inspector.progress`
+and :mod:`~framework.inspector.workflows`.
 
 May import: the top-level model modules, :mod:`framework.transport`, :mod:`framework.protocol`,
-:mod:`framework.broker` (its constants).
+:mod:`framework.broker` (its constants, and the workflow scripts' runner).
 """
 
 from __future__ import annotations
 
-from framework.errors import QueueNotFound, TaskNotFound
+from framework.errors import QueueNotFound, TaskNotFound, WorkflowNotFound
 from framework.inspector.actions import BATCH_SIZE, Progress
 from framework.inspector.core import Inspector
 from framework.inspector.details import TaskDetails
@@ -21,12 +22,23 @@ from framework.inspector.progress import TaskProgress
 from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
 from framework.inspector.servers import ServerStatus
 from framework.inspector.tasks import MAX_PAGE_SIZE, GroupInfo, TaskPage
+from framework.inspector.workflows import (
+    WORKFLOW_STATUSES,
+    WorkflowCancelled,
+    WorkflowDetail,
+    WorkflowRetried,
+    WorkflowStates,
+    WorkflowStep,
+    WorkflowSummary,
+)
+from framework.inspector.workflows import layers as workflow_layers
 from framework.protocol.message import SchedulerEnqueueEvent, SchedulerEntry, ServerInfo, TaskState, WorkerInfo
 
 __all__ = (
     "BATCH_SIZE",
     "MAX_PAGE_SIZE",
     "MEMORY_SAMPLE",
+    "WORKFLOW_STATUSES",
     "DailyStats",
     "GroupInfo",
     "Inspector",
@@ -46,4 +58,12 @@ __all__ = (
     "TaskProgress",
     "TaskState",
     "WorkerInfo",
+    "WorkflowCancelled",
+    "WorkflowDetail",
+    "WorkflowNotFound",
+    "WorkflowRetried",
+    "WorkflowStates",
+    "WorkflowStep",
+    "WorkflowSummary",
+    "workflow_layers",
 )

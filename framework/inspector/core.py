@@ -1,9 +1,10 @@
 """The :class:`Inspector`: admin queries and operations on queues, tasks, servers and schedulers.
 
-The inspector is a facade over five parts, each an object of its own holding the :class:`Namespace` it reads
+The inspector is a facade over seven parts, each an object of its own holding the :class:`Namespace` it reads
 (the Redis client, the key schema and the clock): :class:`~framework.inspector.queues.QueueOps`,
 :class:`~framework.inspector.tasks.TaskReads`, :class:`~framework.inspector.actions.TaskActions`,
-:class:`~framework.inspector.servers.ServerReads` and :class:`~framework.inspector.schedulers.SchedulerReads`.
+:class:`~framework.inspector.servers.ServerReads`, :class:`~framework.inspector.schedulers.SchedulerReads`,
+:class:`~framework.inspector.progress.ProgressReads` and :class:`~framework.inspector.workflows.WorkflowReads`.
 Every public method delegates to one of them.
 """
 
@@ -21,6 +22,7 @@ from framework.inspector.queues import QueueOps
 from framework.inspector.schedulers import SchedulerReads
 from framework.inspector.servers import ServerReads
 from framework.inspector.tasks import TaskReads
+from framework.inspector.workflows import WorkflowReads
 from framework.protocol.keys import Schema
 from framework.transport.connection import open_redis, resolve_redis_url
 
@@ -36,6 +38,13 @@ if TYPE_CHECKING:
     from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
     from framework.inspector.servers import ServerStatus
     from framework.inspector.tasks import GroupInfo, TaskPage
+    from framework.inspector.workflows import (
+        WorkflowCancelled,
+        WorkflowDetail,
+        WorkflowRetried,
+        WorkflowStates,
+        WorkflowSummary,
+    )
     from framework.protocol.message import SchedulerEnqueueEvent, SchedulerEntry, TaskState
     from framework.settings import Settings
 
@@ -74,6 +83,7 @@ class Inspector:
         self._servers = ServerReads(ns)
         self._schedulers = SchedulerReads(ns)
         self._progress = ProgressReads(ns)
+        self._workflows = WorkflowReads(ns)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -370,3 +380,66 @@ class Inspector:
             ValueError: a bad page or size.
         """
         return await self._schedulers.scheduler_history(entry_id, page=page, size=size)
+
+    # -- workflows ---------------------------------------------------------------------------------
+
+    async def workflows(
+        self, queue: str | None = None, status: str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> list[WorkflowSummary]:
+        """Workflows newest first, of one home queue (default: every queue), optionally of one status.
+
+        Workflows whose records expired are left out (and leave the index).
+
+        Args:
+            queue: only the workflows whose home queue this is.
+            status: only the workflows with this status (running, succeeded, failed, cancelled).
+            limit: at most this many (up to :data:`~framework.inspector.workflows.MAX_WORKFLOWS`).
+            offset: skip this many first.
+
+        Raises:
+            ValueError: an unknown status, or a bad limit or offset.
+
+        Example:
+            >>> for wf in await inspector.workflows(status="failed", limit=20):
+            ...     print(wf.id, wf.name, wf.error)
+        """
+        return await self._workflows.workflows(queue, status, limit=limit, offset=offset)
+
+    async def workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowDetail:
+        """One workflow: its steps (task, shown state, dependencies, error, result) and the edges between them.
+
+        Args:
+            workflow_id: its id.
+            queue: its home queue (default: found in the queues' indexes).
+
+        Raises:
+            WorkflowNotFound: no such workflow (never started, or expired).
+        """
+        return await self._workflows.workflow(workflow_id, queue)
+
+    async def workflow_states(self, workflow_id: str, queue: str | None = None) -> WorkflowStates:
+        """A workflow's status and each step's shown state only: what a page following it polls.
+
+        Raises:
+            WorkflowNotFound: no such workflow (never started, or expired).
+        """
+        return await self._workflows.workflow_states(workflow_id, queue)
+
+    async def cancel_workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowCancelled:
+        """Cancel a workflow: its released steps not running yet are deleted, running ones asked to stop.
+
+        Its waiting steps never start, unless it is retried. A succeeded or cancelled workflow is left as it is
+        (the result's ``status`` says which it was).
+
+        Raises:
+            WorkflowNotFound: no such workflow (never started, or expired).
+        """
+        return await self._workflows.cancel(workflow_id, queue)
+
+    async def retry_workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowRetried:
+        """Run a failed or cancelled workflow again: its failed and cancelled steps run again, it is running again.
+
+        Raises:
+            WorkflowNotFound: no such workflow (never started, or expired).
+        """
+        return await self._workflows.retry(workflow_id, queue)

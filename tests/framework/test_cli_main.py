@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
 import pytest
 
 from framework.cli import ALIASES, BUILTIN_COMMANDS, _needs_plugin_commands, _root_options, cli
@@ -23,6 +24,8 @@ from framework.embedded.probe import pid_alive
 from framework.embedded.server import EmbeddedValkey
 from framework.errors import PluginError
 from framework.logging import StderrLogger
+from framework.task import TaskDef
+from framework.workflow import chain
 from tests.fixtures.cli import run_framework
 
 if TYPE_CHECKING:
@@ -186,7 +189,8 @@ def _json_commands() -> dict[str, click.Command]:
 JSON_COMMANDS = _json_commands()
 
 # The arguments a command needs to succeed on the seeded data: pending task p1 and scheduled task s1 of
-# queue "default". A new --json command with required arguments fails below until it is listed here.
+# queue "default", and workflow w1 (running: no worker runs its steps). A new --json command with required
+# arguments fails below until it is listed here.
 JSON_ARGS: dict[str, tuple[str, ...]] = {
     "tasks archive": ("default", "p1"),
     "tasks archive-all": ("default", "pending", "--yes"),
@@ -201,6 +205,9 @@ JSON_ARGS: dict[str, tuple[str, ...]] = {
     "tasks run-all": ("default", "scheduled"),
     "tasks show": ("default", "p1"),
     "tasks unpause": ("default",),
+    "workflows cancel": ("w1",),
+    "workflows retry": ("w1",),
+    "workflows show": ("w1",),
 }
 NO_REDIS = {"plugins"}
 """Commands that never connect to Redis, so never start or reuse the embedded Valkey."""
@@ -222,11 +229,19 @@ def _app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+class _Name(msgspec.Struct, frozen=True):
+    name: str = ""
+
+
+_HELLO = TaskDef("demo:hello", _Name, lambda ctx, p: p.name, result=str)
+
+
 async def _seed(url: str) -> None:
     client = Client.from_url(url)
     try:
         await client.enqueue("demo:hello", {"name": "Ann"}, task_id="p1")
         await client.enqueue("demo:hello", {"name": "Bob"}, task_id="s1", process_in=3600)
+        await client.start_workflow(chain(_HELLO.step(_Name("Cy")), _HELLO.step(_Name("Di"))), workflow_id="w1")
     finally:
         await client.redis.aclose()
 
@@ -253,7 +268,9 @@ def _framework(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_json_commands_are_found() -> None:
-    assert {"tasks stats", "tasks ls", "cron ls", "plugins", "doctor"} <= set(JSON_COMMANDS)
+    assert {"tasks stats", "tasks ls", "cron ls", "plugins", "doctor", "workflows ls", "workflows show"} <= set(
+        JSON_COMMANDS
+    )
 
 
 STARTING = ("tasks stats", "cron ls", "doctor")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from litestar.exceptions import ClientException, NotFoundException
 
-from framework.errors import QueueNotFound, TaskNotFound
+from framework.errors import QueueNotFound, TaskNotFound, WorkflowNotFound
 from framework.inspector import InvalidTaskState, TaskState
 from framework.logging import get_logger
 from framework_admin.schemas import ActionResult
@@ -27,14 +27,17 @@ __all__ = (
     "BULK_ACTIONS",
     "QUEUE_ACTIONS",
     "TASK_ACTIONS",
+    "WORKFLOW_ACTIONS",
     "BulkAction",
     "Conflict",
     "QueueAction",
     "TaskAction",
+    "WorkflowAction",
     "bulk_action",
     "find_task",
     "queue_action",
     "task_action",
+    "workflow_action",
 )
 
 TaskAction = Literal["run", "archive", "delete", "cancel"]
@@ -43,6 +46,8 @@ BulkAction = Literal["run-all", "archive-all", "delete-all"]
 TASK_ACTIONS: tuple[TaskAction, ...] = ("run", "archive", "delete", "cancel")
 QUEUE_ACTIONS: tuple[QueueAction, ...] = ("pause", "unpause")
 BULK_ACTIONS: tuple[BulkAction, ...] = ("run-all", "archive-all", "delete-all")
+WorkflowAction = Literal["cancel", "retry"]
+WORKFLOW_ACTIONS: tuple[WorkflowAction, ...] = ("cancel", "retry")
 
 
 class Conflict(ClientException):
@@ -52,7 +57,7 @@ class Conflict(ClientException):
 
 
 def _http_error(exc: Exception) -> Exception:
-    if isinstance(exc, (TaskNotFound, QueueNotFound)):
+    if isinstance(exc, (TaskNotFound, QueueNotFound, WorkflowNotFound)):
         return NotFoundException(str(exc))
     if isinstance(exc, InvalidTaskState):
         return Conflict(str(exc))
@@ -165,3 +170,43 @@ async def queue_action(inspector: Inspector, actor: Actor, action: QueueAction, 
     word = "paused" if action == "pause" else "resumed"
     message = f"Queue {queue} {word}." if changed else f"Queue {queue} was already {word}."
     return ActionResult(action=action, queue=queue, count=int(changed), message=message)
+
+
+async def workflow_action(
+    inspector: Inspector, actor: Actor, action: WorkflowAction, workflow_id: str, queue: str | None = None
+) -> ActionResult:
+    """Cancel or retry a workflow, and audit it.
+
+    Cancelling a succeeded or cancelled workflow, or retrying one with nothing to retry, changes nothing and
+    says so.
+
+    Raises:
+        NotFoundException: no such workflow (never started, or expired).
+    """
+    target = {"workflow_id": workflow_id, "queue": queue or ""}
+    try:
+        if action == "cancel":
+            cancelled = await inspector.cancel_workflow(workflow_id, queue)
+            home, before, count = cancelled.queue, cancelled.status, cancelled.deleted + cancelled.stopping
+            changed = before not in ("succeeded", "cancelled")
+            message = (
+                f"Workflow {workflow_id} cancelled: {cancelled.deleted} step(s) dropped, "
+                f"{cancelled.stopping} running step(s) asked to stop."
+                if changed
+                else f"Workflow {workflow_id} was already {before}."
+            )
+        else:
+            retried = await inspector.retry_workflow(workflow_id, queue)
+            home, before, count = retried.queue, retried.status, retried.again
+            changed = before in ("failed", "cancelled")
+            message = (
+                f"Workflow {workflow_id} is running again: {count} step(s) run again."
+                if changed
+                else f"Workflow {workflow_id} is {before}: nothing to retry."
+            )
+    except WorkflowNotFound as exc:
+        _audit(actor, f"workflow-{action}", "refused", error=str(exc), **target)
+        raise _http_error(exc) from exc
+    target["queue"] = home
+    _audit(actor, f"workflow-{action}", "done" if changed else "unchanged", status=before, count=count, **target)
+    return ActionResult(action=action, queue=home, workflow_id=workflow_id, state=before, count=count, message=message)

@@ -43,8 +43,10 @@ from framework_admin.urls import TaskIdQuery, task_page_url
 __all__ = (
     "ACTION_HANDLERS",
     "PUBLIC_HANDLERS",
+    "back",
     "disabled_page",
     "error_page",
+    "form_fields",
     "login_redirect",
     "safe_next",
 )
@@ -95,7 +97,8 @@ def safe_next(value: Any, mount: Mount, default: str | None = None) -> str:
     return path + quote(text[cut:], safe=_URL_SAFE + "?#")
 
 
-async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+async def form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The text fields of a posted form (files are left out)."""
     form = await request.form()
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
@@ -112,7 +115,7 @@ async def login_submit(request: Request[Any, Any, Any]) -> Redirect | Template:
     if not creds.enabled:
         raise AdminDisabled("the admin is off: no admin credential is configured")
     await check_csrf(request)
-    form = await _form(request)
+    form = await form_fields(request)
     target = safe_next(form.get("next"), mount)
     client = client_address(request)
     wait = await failure_wait(request)
@@ -154,7 +157,8 @@ async def logout(request: Request[Any, Any, Any]) -> Redirect:
     return Redirect(f"{mount.path}/login", status_code=303, cookies=[cookie])
 
 
-def _back(request: Request[Any, Any, Any], mount: Mount, target: str, message: str, *, error: bool = False) -> Redirect:
+def back(request: Request[Any, Any, Any], mount: Mount, target: str, message: str, *, error: bool = False) -> Redirect:
+    """Go to ``target`` (303), showing ``message`` there once (as an error with ``error``)."""
     secure = secure_cookies(request, mount.config)
     return Redirect(target, status_code=303, cookies=[flash_cookie(mount, message, error=error, secure=secure)])
 
@@ -163,15 +167,15 @@ async def _task_action(
     request: Request[Any, Any, Any], inspector: Inspector, queue: str, task_id: str, action: str
 ) -> Redirect:
     mount = mount_of(request)
-    form = await _form(request)
+    form = await form_fields(request)
     target = safe_next(form.get("next"), mount, task_page_url(mount.path, queue, task_id))
     if action not in actions.TASK_ACTIONS:
-        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+        return back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
         result = await actions.task_action(inspector, await current_actor(request), action, task_id, queue or None)
     except HTTPException as exc:
-        return _back(request, mount, target, str(exc.detail), error=True)
-    return _back(request, mount, target, result.message)
+        return back(request, mount, target, str(exc.detail), error=True)
+    return back(request, mount, target, result.message)
 
 
 @post("/task/{action:str}", guards=_W, include_in_schema=False, status_code=303)
@@ -204,15 +208,15 @@ async def queue_form(
 ) -> Redirect:
     """Pause or unpause a queue, then go back."""
     mount = mount_of(request)
-    form = await _form(request)
+    form = await form_fields(request)
     target = safe_next(form.get("next"), mount, f"{mount.path}/queues/{quote(queue, safe='')}")
     if action not in actions.QUEUE_ACTIONS:
-        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+        return back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
         result = await actions.queue_action(inspector, await current_actor(request), action, queue)
     except HTTPException as exc:
-        return _back(request, mount, target, str(exc.detail), error=True)
-    return _back(request, mount, target, result.message)
+        return back(request, mount, target, str(exc.detail), error=True)
+    return back(request, mount, target, result.message)
 
 
 @post("/queues/{queue:str}/{task_state:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
@@ -225,16 +229,16 @@ async def bulk_form(
 ) -> Redirect:
     """Run, archive or delete every task of one state of a queue, then go back."""
     mount = mount_of(request)
-    form = await _form(request)
+    form = await form_fields(request)
     target = safe_next(form.get("next"), mount, f"{mount.path}/queues/{quote(queue, safe='')}")
     if action not in actions.BULK_ACTIONS:
-        return _back(request, mount, target, f"Unknown action {action!r}.", error=True)
+        return back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
         st = queries.parse_state(task_state).value
         result = await actions.bulk_action(inspector, await current_actor(request), action, queue, st)
     except HTTPException as exc:
-        return _back(request, mount, target, str(exc.detail), error=True)
-    return _back(request, mount, target, result.message)
+        return back(request, mount, target, str(exc.detail), error=True)
+    return back(request, mount, target, result.message)
 
 
 @get("/login", include_in_schema=False)

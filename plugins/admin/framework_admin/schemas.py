@@ -221,9 +221,11 @@ class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
         action: the action's name (``run``, ``archive``, ``delete``, ``cancel``, ``run_all``, ...).
         queue: the queue acted on.
         task_id: the task acted on ("" for queue-wide actions).
-        state: the state acted on, for bulk actions.
-        count: tasks changed (bulk actions), workers reached (cancel), or 1.
+        state: the state acted on, for bulk actions; a workflow's status before, for workflow actions.
+        count: tasks changed (bulk actions), workers reached (cancel), steps run again or stopped (workflows),
+            or 1.
         message: a sentence for people.
+        workflow_id: the workflow acted on ("" for task and queue actions).
     """
 
     action: str
@@ -232,6 +234,7 @@ class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
     state: str = ""
     count: int = 1
     message: str = ""
+    workflow_id: str = ""
 
 
 class RunningTaskOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -524,7 +524,56 @@
     });
   }
 
-  var pages = {overview: refreshOverview, jobs: refreshJobs, task: refreshTask, queue: refreshQueue, servers: refreshServers};
+  // -- workflow ----------------------------------------------------------------------------------
+
+  // Recolour the server-drawn graph: each box [data-node] takes its step's state, a collapsed column its
+  // counts; the steps table, the status, the counts and the Cancel/Retry buttons follow.
+  function refreshWorkflow() {
+    return getJSON("/workflow/live?id=" + q(D.workflow) + "&queue=" + q(D.queue)).then(function (live) {
+      if (!changed("workflow", live)) return;
+      var s = live.summary;
+      var status = document.getElementById("wf-status");
+      if (status && status.getAttribute("data-status") !== s.status) {
+        status.setAttribute("data-status", s.status);
+        status.replaceChildren(badge(s.status));
+      }
+      var done = document.getElementById("wf-done");
+      if (done) done.textContent = s.done + "/" + s.total;
+      var counts = document.getElementById("wf-counts");
+      if (counts) counts.textContent = Object.keys(live.counts).sort().map(function (k) { return live.counts[k] + " " + k; }).join(", ");
+      var error = document.getElementById("wf-error");
+      if (error) { error.textContent = s.error; error.hidden = !s.error; }
+      var finished = document.getElementById("wf-finished");
+      if (finished && s.finished) { finished.replaceChildren(when(s.finished)); }
+      Array.prototype.forEach.call(document.querySelectorAll("#wf-graph [data-node]"), function (node) {
+        var key = node.getAttribute("data-node");
+        var group = live.groups[key];
+        var state = group ? group.state : live.steps[key];
+        if (!state) return;
+        node.setAttribute("data-state", state);
+        var sub = node.querySelector('[data-field="sub"]');
+        if (sub) sub.textContent = group ? group.text : state;
+      });
+      Array.prototype.forEach.call(document.querySelectorAll("#wf-steps tr[data-step]"), function (row) {
+        var state = live.steps[row.getAttribute("data-step")];
+        var cell = row.querySelector('[data-field="state"]');
+        if (state && cell && cell.textContent !== state) cell.replaceChildren(badge(state));
+      });
+      Array.prototype.forEach.call(document.querySelectorAll("[data-wf-action]"), function (el) {
+        var action = el.getAttribute("data-wf-action");
+        var allowed = action === "cancel" ? (s.status === "running" || s.status === "failed")
+          : (s.status === "failed" || s.status === "cancelled");
+        el.hidden = !allowed;
+      });
+    });
+  }
+
+  var pages = {
+    overview: refreshOverview, jobs: refreshJobs, task: refreshTask, queue: refreshQueue, servers: refreshServers,
+    workflow: refreshWorkflow
+  };
+  // a workflow's page follows its steps at least every second
+  var EVERY = D.page === "workflow" && REFRESH > 0 ? Math.min(REFRESH, 1000) : REFRESH;
 
   // -- wiring ----------------------------------------------------------------------------------
 
@@ -574,7 +623,7 @@
   }
 
   function schedule() {
-    if (REFRESH > 0) window.setTimeout(tick, REFRESH);
+    if (EVERY > 0) window.setTimeout(tick, EVERY);
   }
 
   fixTimes(document);

@@ -145,6 +145,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             due; a retry this worker schedules is forwarded when it is due).
         janitor_interval: seconds between sweeps of expired completed tasks.
         recoverer_interval: seconds between looks for tasks of dead workers.
+        workflow_check_interval: seconds between checks of the running workflows whose home queue a worker
+            serves, for steps whose task vanished or was completed without the framework's outcome (deleted,
+            or run by a worker that does not run workflows, such as Go asynq's): such a step is failed as
+            lost, so its workflow ends (or hands the failure on) instead of waiting for ever. One worker per
+            queue checks each interval, at most 100 workflows per queue per check.
         dequeue_batch: tasks one dequeue call may take from a queue.
         max_payload_size: largest payload, in bytes, a client enqueues (0 = no limit); a larger one raises
             :class:`~framework.errors.PayloadTooLarge` and nothing is stored.
@@ -186,6 +191,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     forward_interval: float = 1.0
     janitor_interval: float = 8.0
     recoverer_interval: float = 5.0
+    workflow_check_interval: float = 30.0
     dequeue_batch: int = 64
     max_payload_size: int = MAX_PAYLOAD_SIZE
     unknown_type_wait: float = 3600.0
@@ -293,6 +299,7 @@ def _validate_intervals(s: Settings) -> None:
         "forward_interval",
         "janitor_interval",
         "recoverer_interval",
+        "workflow_check_interval",
     ):
         value = getattr(s, field_name)
         if value <= 0:

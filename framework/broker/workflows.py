@@ -14,6 +14,7 @@ queue's, which a Redis Cluster refuses across slots.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
@@ -28,7 +29,17 @@ if TYPE_CHECKING:
     from framework.protocol.workflow import StepRef
     from framework.transport.commands import Commands
 
-__all__ = ("CANCEL_KEEP", "StepSpec", "StepTransitions", "WorkflowOps")
+__all__ = (
+    "CANCEL_KEEP",
+    "CHECK_BATCH",
+    "CheckPass",
+    "LostStep",
+    "StepSpec",
+    "StepTransitions",
+    "WorkflowOps",
+    "check_running",
+    "claim_check",
+)
 
 CANCEL_KEEP = 3600
 """Seconds a cancel request for a running step is kept (its worker archives it rather than retry)."""
@@ -229,3 +240,107 @@ class StepTransitions:
     async def step_inputs(self, step: StepRef) -> list[bytes | None]:
         """The results of the step's dependencies, in order."""
         return await self.ops.inputs(step)
+
+
+# -- the checker's pass over a home queue's running workflows (see framework.worker.background.workflows) ----
+
+CHECK_BATCH = 100
+"""Running workflows one check looks at per home queue; the cursor takes the next ones on the next check."""
+CURSOR_TTL = 24 * 3600
+"""Seconds the check cursor of a home queue outlives the last check (then the next check starts at the top)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LostStep:
+    """A step :func:`check_running` failed as lost.
+
+    Attributes:
+        workflow: the workflow id.
+        step: the step's name.
+        queue: its task's queue.
+        task_id: its task id.
+    """
+
+    workflow: str
+    step: str
+    queue: str
+    task_id: str
+
+
+@dataclass(slots=True)
+class CheckPass:
+    """What one :func:`check_running` did for one home queue.
+
+    Attributes:
+        checked: workflows whose steps were checked.
+        dropped: ids dropped from the indexes because the workflow's records are gone.
+        lost: the steps failed as lost.
+    """
+
+    checked: int = 0
+    dropped: list[str] = field(default_factory=list)
+    lost: list[LostStep] = field(default_factory=list)
+
+
+async def _commands(ops: WorkflowOps, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run plain commands in one round trip; the first error reply is raised."""
+    replies = await ops.commands.execute_many(commands)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def claim_check(ops: WorkflowOps, home: str, seconds: float) -> bool:
+    """Claim the check of ``home``'s running workflows for ``seconds``; False when another worker holds it.
+
+    ``SET <ext>:{home}:workflows:checked 1 NX PX``: the first worker of an interval wins, the others skip it.
+    """
+    key = ops.schema.queue(home).workflows_checked()
+    (reply,) = await _commands(ops, [("SET", key, "1", "NX", "PX", max(1, int(seconds * 1000)))])
+    return reply is not None
+
+
+async def check_running(ops: WorkflowOps, home: str, *, limit: int = CHECK_BATCH) -> CheckPass:
+    """Check one page of ``home``'s running index for lost steps (``wf_check.lua`` per workflow).
+
+    The page starts at the stored cursor (a rank) and holds at most ``limit`` workflows; the cursor then
+    moves past it, back to the top after the last page. Entries whose workflow records are gone (deleted by
+    hand) leave both of the home queue's indexes. A workflow that ends while the pages are walked shifts the
+    ranks after it, so a few workflows may wait for the next round; none is missed for good.
+
+    Args:
+        ops: the workflow scripts.
+        home: the home queue.
+        limit: workflows per page.
+    """
+    qk = ops.schema.queue(home)
+    running, cursor_key = qk.workflows_running(), qk.workflows_cursor()
+    (raw,) = await _commands(ops, [("GET", cursor_key)])
+    start = int(raw or 0)
+    (page,) = await _commands(ops, [("ZRANGE", running, start, start + limit - 1)])
+    if not page and start > 0:
+        start = 0
+        (page,) = await _commands(ops, [("ZRANGE", running, 0, limit - 1)])
+    ids = [_text(member) for member in page]
+    result = CheckPass()
+    if ids:
+        exists = await _commands(ops, [("EXISTS", qk.workflow(wid).meta) for wid in ids])
+        result.dropped = [wid for wid, found in zip(ids, exists, strict=True) if not int(found)]
+        if result.dropped:
+            await _commands(ops, [("ZREM", running, *result.dropped), ("ZREM", qk.workflows(), *result.dropped)])
+        gone = set(result.dropped)
+        for wid in ids:
+            if wid in gone:
+                continue
+            result.checked += 1
+            lost = await ops.check(home, wid)
+            if lost:
+                graph = qk.workflow(wid).graph
+                where = await _commands(ops, [("HGET", graph, f"t:{step}") for step in lost])
+                for step, spec in zip(lost, where, strict=True):
+                    queue, _, task_id = _text(spec or b"").partition("\n")
+                    result.lost.append(LostStep(wid, step, queue, task_id))
+    following = 0 if len(ids) < limit else start + len(ids) - len(result.dropped)
+    await _commands(ops, [("SET", cursor_key, following, "EX", CURSOR_TTL)])
+    return result

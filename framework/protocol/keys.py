@@ -186,6 +186,22 @@ class QueueKeys:
         """ZSET ``<ext>:{q}:workflows:running``: id -> created of the workflows of this home queue not ended yet."""
         return f"{self.xprefix}workflows:running"
 
+    def workflows_checked(self) -> str:
+        """STRING ``<ext>:{q}:workflows:checked``: a worker's claim on this interval's check of the running index.
+
+        Set with NX and an expiry a little shorter than ``workflow_check_interval``, so one worker per interval
+        looks for the lost steps of this home queue's workflows.
+        """
+        return f"{self.xprefix}workflows:checked"
+
+    def workflows_cursor(self) -> str:
+        """STRING ``<ext>:{q}:workflows:cursor``: where the next check resumes in the running index (a rank; expires).
+
+        Each check reads a bounded page of :meth:`workflows_running` from here, so a large index is covered
+        over several intervals, whichever worker wins each one.
+        """
+        return f"{self.xprefix}workflows:cursor"
+
     def workflow(self, workflow_id: str) -> WorkflowKeys:
         """The keys of workflow ``workflow_id``, whose home queue this is."""
         return WorkflowKeys(self, workflow_id)

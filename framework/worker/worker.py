@@ -5,7 +5,8 @@ down gracefully. Components, in start order:
 
 1. the heartbeat (a thread: leases, liveness, asynq's server records), which beats once before anything
    else so the worker is on record before it takes a task;
-2. the forwarder, the recoverer, the janitor and, when aggregators are registered, the group aggregator;
+2. the forwarder, the recoverer, the janitor, the workflow checker and, when aggregators are registered, the
+   group aggregator;
 3. a listener on the wake-up channel (new work) and on ``asynq:cancel`` (cancel a running task);
 4. the processor's fetch loop;
 5. the event-loop watchdog (a thread, unless ``loop_block_threshold`` is 0; see :mod:`framework.worker.watchdog`).
@@ -62,6 +63,7 @@ from framework.worker.background.forwarder import Forwarder
 from framework.worker.background.janitor import Janitor
 from framework.worker.background.periodic import Periodic
 from framework.worker.background.recoverer import Recoverer, default_dead_after
+from framework.worker.background.workflows import WorkflowChecker
 from framework.worker.heartbeat import Heartbeat, ServerIdentity, sync_redis
 from framework.worker.middleware import logging_middleware
 from framework.worker.processor import Processor
@@ -247,6 +249,12 @@ class Worker:
             forwarding,
             Periodic(recoverer, s.recoverer_interval, self.health, self.clock),
             Periodic(Janitor(broker, s.queues, self.log), s.janitor_interval, self.health, self.clock),
+            Periodic(
+                WorkflowChecker(broker.workflows, s.queues, self.log, s.workflow_check_interval),
+                s.workflow_check_interval,
+                self.health,
+                self.clock,
+            ),
         ]
         if self.aggregators:
             aggregator = GroupAggregator(

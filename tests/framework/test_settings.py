@@ -251,6 +251,7 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         ({}, {"forward_interval": 0}, "setting forward_interval=0.0 is invalid"),
         ({}, {"janitor_interval": 0}, "setting janitor_interval=0.0 is invalid"),
         ({}, {"recoverer_interval": 0}, "setting recoverer_interval=0.0 is invalid"),
+        ({}, {"workflow_check_interval": 0}, "setting workflow_check_interval=0.0 is invalid"),
         ({}, {"dequeue_batch": 0}, "setting dequeue_batch=0 is invalid: must be an integer >= 1"),
         ({}, {"max_payload_size": -1}, "setting max_payload_size=-1 is invalid: must be a number of bytes >= 0"),
         ({}, {"unknown_type_wait": -1}, "setting unknown_type_wait=-1.0 is invalid: must be a number of seconds >= 0"),

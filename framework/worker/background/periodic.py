@@ -1,9 +1,9 @@
 """The loop the worker's periodic jobs share: do one pass, report Redis health, sleep, repeat.
 
-A job (the forwarder, recoverer, janitor, group aggregator) is an object with a :attr:`Job.component` name and a
-:meth:`Job.run_once` pass; it knows nothing of timing. :class:`Periodic` runs one job: a pass every
-``interval`` seconds (sooner when the pass asks for it, or when :meth:`Periodic.nudge` or
-:meth:`Periodic.due_at` says so), a Redis fault reported through the worker's
+A job (the forwarder, recoverer, janitor, workflow checker, group aggregator) is an object with a
+:attr:`Job.component` name and a :meth:`Job.run_once` pass; it knows nothing of timing. :class:`Periodic` runs
+one job: a pass every ``interval`` seconds (sooner when the pass asks for it, or when :meth:`Periodic.nudge`
+or :meth:`Periodic.due_at` says so), a Redis fault reported through the worker's
 :class:`~framework.transport.health.RedisHealth` and the pass tried again next time.
 """
 

@@ -9,6 +9,9 @@ uploads    ``0 2 * * *``    1 h      uploads whose record never reached ``done``
                                      ``abandoned_after`` (24 h), and the thumbnails and record of
                                      uploads whose original is gone
 outbox     ``0 3 * * *``    7 days   ``.eml`` files in the email outbox older than the grace period
+workflows  ``30 3 * * *``   1 h      index entries of expired workflows, and workflows abandoned
+                                     for ``workflows_abandoned_after`` (30 days; see
+                                     :mod:`framework_cleanup.workflows`)
 =========  ===============  =======  ==========================================================
 
 Uploads follow the images plugin's layout (``uploads/<id>/original.<ext>``, thumbnails next to it,
@@ -30,6 +33,7 @@ from framework.storage import InvalidKey, ObjectNotFound
 from framework.web.tokens import Tokens
 from framework_cleanup.config import outbox_path
 from framework_cleanup.sweepers import Sweeper, SweepFn
+from framework_cleanup.workflows import sweep_workflows
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,6 +71,13 @@ def builtin_sweepers(settings: Settings, config: CleanupConfig) -> list[Sweeper]
             sweep_outbox(outbox_path(settings, config)),
             grace=7 * DAY,
             description="old .eml files in the email outbox",
+        ),
+        Sweeper(
+            "workflows",
+            "30 3 * * *",
+            sweep_workflows(config.workflows_abandoned_seconds),
+            grace=HOUR,
+            description="index entries of expired workflows, and abandoned workflows",
         ),
     ]
 

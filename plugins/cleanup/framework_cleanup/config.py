@@ -7,6 +7,7 @@ Example (``framework.toml``)::
     grace = { tmp = "12h", outbox = "3d" }                          # sweeper name -> minimum age
     disabled = ["outbox"]
     abandoned_after = "48h"
+    workflows_abandoned_after = "14d"
 
 Durations are seconds (a number), Go durations (``"90m"``, ``"1h30m"``) or days (``"7d"``).
 """
@@ -66,6 +67,9 @@ class CleanupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             Default: the email plugin's ``outbox_dir`` (``outbox``).
         claim_ttl: how long a run's claim on one object lasts; two runs never both count an
             object, and an object claimed by a run that died is free again after this long.
+        workflows_abandoned_after: a workflow still running this long after it was created, with no step
+            live (pending, active, scheduled, retry, aggregating) and none archived within this time, is
+            abandoned: the ``workflows`` sweeper ends it (cancelled; its records then expire).
     """
 
     schedules: dict[str, str] = msgspec.field(default_factory=dict)
@@ -77,11 +81,16 @@ class CleanupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     uploads_prefix: str = "uploads/"
     outbox_dir: str | None = None
     claim_ttl: float | str = "1m"
+    workflows_abandoned_after: float | str = "30d"
 
     def __post_init__(self) -> None:
         for name, value in self.grace.items():
             _check_duration(f"grace[{name!r}]", value)
         _check_duration("abandoned_after", self.abandoned_after)
+        if _check_duration("workflows_abandoned_after", self.workflows_abandoned_after) < 60:
+            raise ValueError(
+                f"workflows_abandoned_after={self.workflows_abandoned_after!r} is invalid: it must be at least 1 minute"
+            )
         if _check_duration("claim_ttl", self.claim_ttl) < 1:
             raise ValueError(f"claim_ttl={self.claim_ttl!r} is invalid: it must be at least 1 second")
         if not self.queue.strip():
@@ -95,6 +104,11 @@ class CleanupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     def abandoned_seconds(self) -> float:
         """``abandoned_after`` in seconds."""
         return to_seconds(self.abandoned_after)
+
+    @property
+    def workflows_abandoned_seconds(self) -> float:
+        """``workflows_abandoned_after`` in seconds."""
+        return to_seconds(self.workflows_abandoned_after)
 
     @property
     def claim_seconds(self) -> float:

@@ -82,7 +82,7 @@ def register_cron_entries(settings: Settings, plugin_manager: pluggy.PluginManag
 
 @hookimpl
 def register_sweepers(settings: Settings) -> list[Sweeper]:
-    """Contribute the built-in sweepers: ``tokens``, ``tmp``, ``uploads`` and ``outbox``."""
+    """Contribute the built-in sweepers: ``tokens``, ``tmp``, ``uploads``, ``outbox`` and ``workflows``."""
     return builtin_sweepers(settings, load_config(settings))
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from framework.settings import Settings
 
-BUILTIN = ["tokens", "tmp", "uploads", "outbox"]
+BUILTIN = ["tokens", "tmp", "uploads", "outbox", "workflows"]
 
 
 async def sweep_broken(ctx: SweepContext) -> SweepResult:
@@ -146,7 +146,7 @@ def test_run_an_unknown_sweeper(invoke: Any) -> None:
     result = invoke("run", "nope")
     assert result.exit_code == 2
     assert "no enabled sweeper 'nope'" in result.output
-    assert "tokens, tmp, uploads, outbox, broken" in result.output
+    assert "tokens, tmp, uploads, outbox, workflows, broken" in result.output
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from framework.services import Services
     from framework.settings import Settings
 
-BUILTIN = ["tokens", "tmp", "uploads", "outbox"]
+BUILTIN = ["tokens", "tmp", "uploads", "outbox", "workflows"]
 
 
 async def sweep_reports(ctx: SweepContext) -> SweepResult:
@@ -87,6 +87,7 @@ def test_cron_entries_are_valid_for_the_scheduler(app_settings: Settings) -> Non
         "tmp:cleanup": "30 * * * *",
         "uploads:cleanup": "0 2 * * *",
         "outbox:cleanup": "0 3 * * *",
+        "workflows:cleanup": "30 3 * * *",
         "reports:cleanup": "@every 15m",
     }
     for name, entry in entries.items():
@@ -123,12 +124,13 @@ def test_schedules_grace_and_queue_come_from_settings(app_settings: Settings) ->
 def test_disabled_sweepers_get_no_entry(app_settings: Settings) -> None:
     settings = with_cleanup(app_settings, disabled=["outbox", "reports"])
     pm = get_app_plugin_manager(settings)
-    assert [s.name for s in collect_sweepers(pm, settings)] == ["tokens", "tmp", "uploads"]
+    assert [s.name for s in collect_sweepers(pm, settings)] == ["tokens", "tmp", "uploads", "workflows"]
     assert [s.name for s in collect_sweepers(pm, settings, include_disabled=True)] == [*BUILTIN, "reports"]
     assert [e.name for e in hooks.register_cron_entries(settings, pm)] == [
         "tokens:cleanup",
         "tmp:cleanup",
         "uploads:cleanup",
+        "workflows:cleanup",
     ]
 
 

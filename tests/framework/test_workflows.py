@@ -237,7 +237,14 @@ async def test_retry_workflow_resumes_after_a_failure_and_after_a_cancel(
         return 100
 
     flaky = TaskDef("wf:second", Num, second_time, result=int, max_retry=0)
-    await start(ADD, flaky)
+    gate = asyncio.Event()
+
+    async def held(ctx: Any, p: Num) -> int:
+        await gate.wait()
+        return 5
+
+    hold = TaskDef("wf:held", Num, held, result=int)
+    await start(ADD, flaky, hold)  # one worker knows every type (another would put wf:held back as unknown)
     info = await client.start_workflow(chain(flaky.step(Num()), ADD.step(Num(), input="prev")))
     with pytest.raises(WorkflowFailed):
         await client.wait_workflow(info, timeout=15)
@@ -246,14 +253,6 @@ async def test_retry_workflow_resumes_after_a_failure_and_after_a_cancel(
     wk = schema.queue("default").workflow(info.id)
     assert await redis.hget(wk.meta, "status") == b"succeeded"
 
-    gate = asyncio.Event()
-
-    async def held(ctx: Any, p: Num) -> int:
-        await gate.wait()
-        return 5
-
-    hold = TaskDef("wf:held", Num, held, result=int)
-    await start(hold)
     info = await client.start_workflow(chain(ADD.step(Num(n=1)), hold.step(Num()), ADD.step(Num(), input="prev")))
     await wait_until(lambda: _active(redis, schema, info.steps["wf:held"]))
     await client.cancel_workflow(info)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     )
     from framework.hookspecs import hookimpl
     from framework.inspector import Inspector
+    from framework.limits import Limit
     from framework.plugins.calls import contributions_by_plugin, plugin_callers
     from framework.plugins.events import await_me_maybe
     from framework.protocol.keys import Schema
@@ -73,6 +74,7 @@ __all__ = (
     "InvalidOption",
     "InvalidWorkflow",
     "Job",
+    "Limit",
     "Middleware",
     "PayloadTooLarge",
     "PayloadTypeError",
@@ -133,6 +135,7 @@ _LAZY = {
     "EnqueueOptions": "framework.task",
     "Inspector": "framework.inspector",
     "Job": "framework.client.client",  # deprecated: the old name of TaskCall
+    "Limit": "framework.limits",
     "Middleware": "framework.task",
     "Run": "framework.task",
     "Scheduler": "framework.scheduler.scheduler",

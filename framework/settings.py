@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from framework.errors import ConfigError
+from framework.limits.rules import check_setting
 
 __all__ = (
     "MAX_PAYLOAD_SIZE",
@@ -157,6 +158,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             put back for another worker (a Go worker, or one with other task types) before it is archived,
             counted from the first time it was put back (0 = archive it at once); see
             :meth:`~framework.worker.outcomes.OutcomeWriter.unknown_type`.
+        limits: task limits by name (``[limits.<name>]``: ``rate`` such as ``"100/s"``, ``burst``,
+            ``concurrency``, and ``overrides`` per key), replacing what the code declares (see
+            :mod:`framework.limits`).
         event_loop: the event loop of ``framework worker``/``scheduler``: ``auto`` (uvloop when installed),
             ``uvloop`` or ``asyncio``.
         cron: cron entries declared in settings.
@@ -195,6 +199,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dequeue_batch: int = 64
     max_payload_size: int = MAX_PAYLOAD_SIZE
     unknown_type_wait: float = 3600.0
+    limits: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     cron: list[CronEntrySettings] = msgspec.field(default_factory=list)
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
@@ -249,6 +254,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"setting concurrency={s.concurrency!r} is invalid: must be an integer >= 1")
     _validate_queues(s)
     _validate_intervals(s)
+    _validate_limits(s)
     if s.dequeue_batch < 1:
         raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
     if s.max_payload_size < 0:
@@ -269,6 +275,11 @@ def _validate(s: Settings) -> None:
 
 
 _URL_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "redis+cluster://", "redis+sentinel://")
+
+
+def _validate_limits(s: Settings) -> None:
+    for name, table in s.limits.items():
+        check_setting(name, table)
 
 
 def _validate_queues(s: Settings) -> None:

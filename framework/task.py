@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypedDict, TypeVar, Unpack
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypedDict, T
 import msgspec
 
 from framework.errors import PayloadTypeError, ResultTypeError
+from framework.limits import Limit
 
 if TYPE_CHECKING:
     from framework.client.client import Client, SyncClient, TaskInfo
@@ -170,6 +171,10 @@ class TaskDef(Generic[P]):
             :class:`~framework.errors.ResultTypeError`. None (the default): a returned value that is not None
             is stored as JSON when it can be encoded (otherwise it is dropped, with a warning), and waiters
             get it decoded as plain JSON.
+        limit: a :class:`~framework.limits.Limit` (or several) on this task type's tasks, shared by every worker:
+            a rate, a most-at-once count, optionally per key of the payload. A task that may not start yet
+            waits (scheduled, no retry spent) while the worker takes other work; see :mod:`framework.limits`.
+        limits: ``limit`` as a tuple (derived).
     """
 
     type: str
@@ -183,6 +188,8 @@ class TaskDef(Generic[P]):
     retry_delay: RetryDelay | None = None
     description: str = ""
     result: Any = None
+    limit: Limit | Sequence[Limit] | None = None
+    limits: tuple[Limit, ...] = field(init=False, repr=False)
     _decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
     _result_decoder: msgspec.json.Decoder[Any] | None = field(init=False, repr=False)
     is_async: bool = field(init=False, repr=False)
@@ -205,6 +212,10 @@ class TaskDef(Generic[P]):
             except TypeError as exc:
                 raise TypeError(f"task {self.type!r}: result type {self.result!r} is not one msgspec encodes") from exc
         object.__setattr__(self, "_result_decoder", result_decoder)
+        limits = () if self.limit is None else (self.limit,) if isinstance(self.limit, Limit) else tuple(self.limit)
+        if not all(isinstance(limit, Limit) for limit in limits):
+            raise TypeError(f"task {self.type!r}: limit= takes a framework.limits.Limit or a sequence of them")
+        object.__setattr__(self, "limits", limits)
 
     def encode(self, payload: P) -> bytes:
         """Encode a payload to the bytes stored in the task message.

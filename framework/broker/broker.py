@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 
 from framework.broker.base import BrokerState
 from framework.broker.enqueue import EnqueueSide
+from framework.broker.limits import LimitOps
 from framework.broker.maintenance import Maintenance
 from framework.broker.transitions import WorkerTransitions
 from framework.broker.workflows import StepTransitions, WorkflowOps
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+    from framework.broker.limits import Taken as LimitTaken
     from framework.broker.transitions import Taken
     from framework.clock import Clock
+    from framework.limits import Applied
     from framework.protocol.keys import Schema
     from framework.protocol.workflow import StepRef
 
@@ -85,6 +88,10 @@ class Broker(Protocol):
     ) -> int: ...
     async def step_archive(self, step: StepRef, queue: str, task_id: str, data: bytes, error: str) -> int: ...  # noqa: D102
     async def step_inputs(self, step: StepRef) -> list[bytes | None]: ...  # noqa: D102
+    async def limit_take(  # noqa: D102
+        self, queue: str, task_id: str, limits: Sequence[Applied], inflight_key: str = ...
+    ) -> LimitTaken: ...
+    async def limit_release(self, queue: str, task_id: str, limits: Sequence[Applied]) -> int: ...  # noqa: D102
     async def requeue(self, queue: str, task_id: str, *, wake: bool = ...) -> int: ...  # noqa: D102
     async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int: ...  # noqa: D102
     async def archive(self, queue: str, task_id: str, data: bytes) -> int: ...  # noqa: D102
@@ -217,6 +224,7 @@ class RedisBroker:
         self.maintenance = Maintenance(state)
         self.workflows = WorkflowOps(state.pool, schema, clock, handoff=state.handoff, wakeup=state.channel)
         self.steps = StepTransitions(self.transitions, self.workflows)
+        self.limits = LimitOps(state)
 
     def close(self) -> None:
         """Close the hot-path connection, if it is the broker's own (the redis-py client is the caller's)."""
@@ -251,6 +259,10 @@ class RedisBroker:
     step_complete = _PartMethod("steps", StepTransitions.step_complete)
     step_archive = _PartMethod("steps", StepTransitions.step_archive)
     step_inputs = _PartMethod("steps", StepTransitions.step_inputs)
+
+    # limits
+    limit_take = _PartMethod("limits", LimitOps.limit_take)
+    limit_release = _PartMethod("limits", LimitOps.limit_release)
 
     # maintenance
     next_due = _PartMethod("maintenance", Maintenance.next_due)

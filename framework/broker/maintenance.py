@@ -48,7 +48,8 @@ class Maintenance:
         """
         qk = self.schema.queue(queue)
         now = self.clock.now()
-        args: list[Any] = [int(now), qk.task_prefix, int(now * 1e9), qk.prefix + "g:", self._channel, queue]
+        # now to the millisecond: a task a limit put off is due at a fractional second (asynq's own are whole)
+        args: list[Any] = [f"{now:.3f}", qk.task_prefix, int(now * 1e9), qk.prefix + "g:", self._channel, queue]
         moved = 0
         earliest: float | None = None
         for source in (qk.scheduled, qk.retry):

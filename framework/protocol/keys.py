@@ -23,6 +23,7 @@ __all__ = (
     "CORE_SEGMENTS",
     "DEFAULT_EXT",
     "DEFAULT_NS",
+    "LimitKeys",
     "QueueKeys",
     "Schema",
     "WorkflowKeys",
@@ -32,7 +33,9 @@ __all__ = (
 
 DEFAULT_NS = "asynq"
 DEFAULT_EXT = "framework"
-CORE_SEGMENTS = frozenset({"alive", "cron", "death", "handoff", "inflight", "ratelimit", "token", "tokens", "wakeup"})
+CORE_SEGMENTS = frozenset(
+    {"alive", "cron", "death", "handoff", "inflight", "limit", "limits", "ratelimit", "token", "tokens", "wakeup"}
+)
 """The first segments of the framework's own ``<ext>:`` keys, which :meth:`Schema.ext_key` keeps from plugins."""
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -240,6 +243,39 @@ class WorkflowKeys:
         return [self.meta, self.state, self.graph, self.results, self.home.workflows_running()]
 
 
+class LimitKeys:
+    """The keys of one limit (and key within it), hash-tagged by the limit's name.
+
+    Attributes:
+        name: the limit's name.
+        key: the key within it ("" = the limit as a whole).
+        tat: STRING ``<ext>:limit:{<name>}[:<key>]:tat``: the rate's theoretical arrival time (Unix ms, GCRA).
+        slots: ZSET ``...:slots``: ``queue + newline + id`` of each task holding a slot -> a backstop expiry (Unix s).
+        parked: LIST ``...:parked``: ``queue + newline + id`` of tasks waiting for a slot, oldest first.
+        waiting: ZSET ``...:waiting``: ``queue + newline + id`` of tasks put off by it -> when they may start (ms).
+        stats: HASH ``<ext>:limit:{<name>}:stats``: started, delayed and parked counts (whole limit).
+        keys: SET ``<ext>:limit:{<name>}:keys``: the keys a keyed limit has seen.
+    """
+
+    __slots__ = ("key", "keys", "name", "parked", "slots", "stats", "tat", "waiting")
+
+    def __init__(self, ext: str, name: str, key: str = "") -> None:
+        self.name = name
+        self.key = key
+        root = f"{ext}:limit:{{{name}}}"
+        base = f"{root}:k:{key}" if key else root
+        self.tat = base + ":tat"
+        self.slots = base + ":slots"
+        self.parked = base + ":parked"
+        self.waiting = base + ":waiting"
+        self.stats = root + ":stats"
+        self.keys = root + ":keys"
+
+    def script_keys(self) -> list[str]:
+        """tat, slots, parked, waiting, stats and keys: the six keys ``limit_take.lua`` takes per limit."""
+        return [self.tat, self.slots, self.parked, self.waiting, self.stats, self.keys]
+
+
 class Schema:
     """Global keys and a cache of :class:`QueueKeys`, for one namespace.
 
@@ -308,6 +344,17 @@ class Schema:
     def token_index(self) -> str:
         """ZSET ``<ext>:tokens:index``: ``<purpose>:<sha256>`` of every live one-time token -> its expiry (Unix s)."""
         return f"{self.ext}:tokens:index"
+
+    def limit(self, name: str, key: str = "") -> LimitKeys:
+        """The keys of task limit ``name`` (and ``key`` within it); see :class:`LimitKeys`."""
+        return LimitKeys(self.ext, name, key)
+
+    def limits_index(self) -> str:
+        """HASH ``<ext>:limits``: limit name -> its declaration as JSON, as the workers last saw it.
+
+        Rate, burst, concurrency and whether it is keyed: what the dashboard and ``framework tasks stats`` list.
+        """
+        return f"{self.ext}:limits"
 
     def rate_limit(self, name: str, client: str) -> str:
         """ZSET ``<ext>:ratelimit:<name>:<client>``: one client's recent events -> their time (Unix s; expires)."""

@@ -45,6 +45,8 @@ _NAMES = (
     "enqueue_many",
     "enqueue_unique",
     "forward",
+    "limit_release",
+    "limit_take",
     "list_lease_expired",
     "mark_complete",
     "read_aggregation_set",

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from framework.services import Services
     from framework.task import TaskDef
     from framework.worker.ledger import Ledger
+    from framework.worker.limits import LimitGate
     from framework.worker.outcomes import InFlight, OutcomeWriter
     from framework.worker.threads import HandlerThreads
     from framework.worker.watchdog import LoopWatchdog
@@ -165,6 +166,8 @@ class TaskExecution:
         self.cancel_grace = cancel_grace
         self.unknown_type_wait = unknown_type_wait
         self.watchdog: LoopWatchdog | None = None
+        self.limits: LimitGate | None = None
+        """Asks the limits of a limited task type before its handler runs (set by the processor)."""
         self._write_result = write_result
         self._release = release
         self._inflight = ledger.inflight  # read here on the loop's thread only; the ledger changes it
@@ -298,9 +301,9 @@ class TaskExecution:
                 )
                 await self.outcomes.fail(inf, exc, taskdef, permanent=True)
                 return
-            remaining = self._time_left(inf)
-            if remaining <= 0:
-                raise self._timeout_error(inf)
+            remaining = await self._ready(inf, taskdef, payload)
+            if remaining is None:
+                return
             _RUNNING.set(inf)
             self._watch(inf, remaining)
             await self._chain(taskdef)(ctx, payload)
@@ -319,6 +322,20 @@ class TaskExecution:
                     await self.outcomes.fail(inf, wrong, taskdef)
                 else:
                     await self.outcomes.succeed(inf, ctx)
+
+    async def _ready(self, inf: InFlight, taskdef: TaskDef[Any], payload: Any) -> float | None:
+        """Seconds the handler may run, or None when a limit put the task off (it waits in Redis; its slot is free).
+
+        Raises:
+            TimeoutError: its deadline passed before it started.
+        """
+        if taskdef.limits and self.limits is not None and not await self.limits.admit(inf, taskdef, payload):
+            self._handler_done(inf)
+            return None
+        remaining = self._time_left(inf)
+        if remaining <= 0:
+            raise self._timeout_error(inf)
+        return remaining
 
     async def _payload(self, inf: InFlight, taskdef: TaskDef[Any]) -> Any:
         """The task's payload, with a workflow step's input filled in (see :mod:`framework.worker.steps`)."""

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from framework.broker.broker import Broker
     from framework.clock import Clock
     from framework.context import TaskContext
+    from framework.limits import Applied
     from framework.protocol.message import TaskMessage
     from framework.task import RetryDelay, TaskDef
     from framework.transport.health import RedisHealth
@@ -95,6 +96,7 @@ class InFlight:
         thread: the future of a sync handler's thread, once submitted.
         extended: seconds the deadline was moved on for event-loop stalls other tasks caused.
         result: what the handler returned (None: nothing), then its JSON bytes, stored with the success.
+        limits: the limits whose concurrency slots it holds (given back once its outcome is written).
     """
 
     __slots__ = (
@@ -108,6 +110,7 @@ class InFlight:
         "holds_slot",
         "id",
         "lease",
+        "limits",
         "msg",
         "off_record",
         "queue",
@@ -139,6 +142,7 @@ class InFlight:
         self.thread: Future[Any] | None = None
         self.extended = 0.0
         self.result: Any = None
+        self.limits: tuple[Applied, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:

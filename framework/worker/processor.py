@@ -53,6 +53,7 @@ from framework.transport.health import RedisHealth
 from framework.worker.execution import TaskCancelled, TaskExecution, deadline_of
 from framework.worker.lease import Lease
 from framework.worker.ledger import Ledger
+from framework.worker.limits import LimitGate
 from framework.worker.outcomes import InFlight, OutcomeWriter
 from framework.worker.queues import order_queues
 from framework.worker.threads import HandlerThreads
@@ -182,6 +183,9 @@ class Processor:
             unknown_type_wait=settings.unknown_type_wait,
         )
         self._execute = self.execution.execute
+        self.limits = self.execution.limits = LimitGate(
+            broker, logger, settings.limits, self._inflight_keys, self._release, on_due=self._due
+        )
 
     @property
     def running(self) -> int:
@@ -419,9 +423,16 @@ class Processor:
                 self._empty_until.clear()
                 return
 
+    def _due(self, when: float) -> None:
+        """A task put off by a limit may start at ``when``: the forwarder passes by then."""
+        if self.outcomes.on_retry is not None:
+            self.outcomes.on_retry(when)
+
     def _release(self, inf: InFlight) -> None:
         """Let ``inf`` go (see :meth:`Ledger.release <framework.worker.ledger.Ledger.release>`)."""
         self.ledger.release(inf)
+        if inf.limits:  # its outcome is written: the concurrency slots it held go back
+            self.outcomes.spawn(self.limits.give_back(inf))
         if self._suspect == inf.key:  # it ran alone and this worker lived: not the one that kills workers
             self._suspect = None
             self.outcomes.spawn(self._clear_suspect(inf.queue, inf.id))

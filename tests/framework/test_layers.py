@@ -17,7 +17,7 @@ from framework import _compat
 ROOT = Path(framework.__file__).resolve().parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("model", "storage", "workflow"),  # the task model (settings, errors, ...), storage, and workflow shapes
+    ("model", "storage", "workflow", "limits"),  # the task model (settings, errors, ...), storage, workflows, limits
     ("embedded",),
     ("transport",),
     ("protocol",),

@@ -1,0 +1,78 @@
+"""Limits in Redis: take a task's slots and rate tokens (or put it off), and free its slots when it ends.
+
+``limit_take.lua`` runs once per limited task a worker took, before its handler; calls issued in the same
+event-loop iteration share one round trip on the lean connection, so a batch costs one extra round trip.
+``limit_release.lua`` runs once its outcome is written. Limits need one Redis server (or Sentinel): a limit's
+keys and the queues' keys live in different slots of a Cluster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from framework.protocol.scripts import SCRIPTS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from framework.broker.base import BrokerState
+    from framework.limits import Applied
+
+__all__ = ("PARK_FALLBACK", "LimitOps", "Taken")
+
+PARK_FALLBACK = 30
+"""Seconds a task parked for a concurrency slot waits in the scheduled set before it is looked at anyway."""
+
+
+class Taken:
+    """What :meth:`LimitOps.take` answered for one task.
+
+    Attributes:
+        code: 0 may start; 1 put off by a rate (token reserved) until ``due``; 2 parked for a slot (until a slot
+            frees, or ``due`` at the latest); -1 no longer active here.
+        due: Unix s when it may start (codes 1 and 2).
+    """
+
+    __slots__ = ("code", "due")
+
+    def __init__(self, code: int, due: float = 0.0) -> None:
+        self.code = code
+        self.due = due
+
+
+class LimitOps:
+    """The limit scripts, on the broker's hot connection.
+
+    Args:
+        state: what the broker's parts share.
+    """
+
+    def __init__(self, state: BrokerState) -> None:
+        self.schema = state.schema
+        self.clock = state.clock
+        self.hot = state.hot
+        self._channel = state.channel
+
+    async def limit_take(self, queue: str, task_id: str, limits: Sequence[Applied], inflight_key: str = "") -> Taken:
+        """Take ``task_id``'s slots and tokens, or put it off without spending a retry (``limit_take.lua``)."""
+        qk = self.schema.queue(queue)
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.scheduled, inflight_key]
+        args: list[Any] = [task_id, queue, f"{self.clock.now() * 1000:.3f}", self.schema.ns, PARK_FALLBACK, len(limits)]
+        for applied in limits:
+            keys += self.schema.limit(applied.name, applied.key).script_keys()
+            interval = applied.rate.interval_ms if applied.rate is not None else 0
+            args += [f"{interval:.6f}", applied.burst, applied.concurrency, applied.key]
+        reply = await self.hot.evalsha(SCRIPTS["limit_take"], keys, args)
+        return Taken(int(reply[0]), float(reply[1]) / 1000 if len(reply) > 1 else 0.0)
+
+    async def limit_release(self, queue: str, task_id: str, limits: Sequence[Applied]) -> int:
+        """Free the slots ``task_id`` held and make one parked task per freed slot pending (``limit_release.lua``)."""
+        keys: list[str] = []
+        for applied in limits:
+            if applied.concurrency:
+                lk = self.schema.limit(applied.name, applied.key)
+                keys += (lk.slots, lk.parked)
+        if not keys:
+            return 0
+        args: list[Any] = [f"{queue}\n{task_id}", self.schema.ns, int(self.clock.now() * 1e9), self._channel]
+        return int(await self.hot.evalsha(SCRIPTS["limit_release"], keys, args))

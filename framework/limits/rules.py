@@ -1,0 +1,204 @@
+"""Limits: what a task type declares, and what applies to one task.
+
+A :class:`Limit` caps a task type (or several, sharing a ``name``) across every worker and host:
+
+* ``rate="100/s"`` (also ``/ms``, ``/min``, ``/h``, ``/d``) with ``burst`` tasks at once after a quiet spell
+  (default 1: evenly spaced). Kept as GCRA: one timestamp per limit (and key).
+* ``concurrency=5``: at most that many of its tasks run at once.
+* ``key=lambda payload: payload.customer_id``: the limit applies per key instead (each key its own count),
+  with ``overrides={"acme": Limit(rate="500/s")}`` for keys that get more (or less).
+
+Settings may set or change a limit by its name (``[limits.<name>]``: ``rate``, ``burst``, ``concurrency``,
+``overrides``), so operators tune limits without a deploy; :func:`applied_limits` merges them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from framework.errors import ConfigError
+
+__all__ = ("Applied", "Limit", "Rate", "applied_limits", "parse_rate")
+
+_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0}
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]+)\s*")
+_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate: ``count`` tasks per ``seconds``.
+
+    Attributes:
+        count: tasks allowed per period.
+        seconds: the period.
+    """
+
+    count: float
+    seconds: float
+
+    @property
+    def interval_ms(self) -> float:
+        """Milliseconds between two tasks at this rate."""
+        return 1000.0 * self.seconds / self.count
+
+    def __str__(self) -> str:
+        for unit in ("s", "min", "h", "d", "ms"):
+            if math.isclose(self.seconds, _UNITS[unit]):
+                return f"{self.count:g}/{unit}"
+        return f"{self.count:g}/{self.seconds:g}s"
+
+
+def parse_rate(text: str | Rate) -> Rate:
+    """``"100/s"``, ``"1000/min"``, ``"5/10s"``, ``"2.5/h"`` -> :class:`Rate`.
+
+    Raises:
+        ConfigError: the text is not a rate (the message shows the accepted forms).
+    """
+    if isinstance(text, Rate):
+        return text
+    found = _RATE.fullmatch(str(text).lower())
+    unit = _UNITS.get(found.group(3)) if found else None
+    if not found or unit is None:
+        raise ConfigError(f"rate {text!r}: write it as <count>/<unit>, e.g. '100/s', '1000/min', '5/10s', '2/h'")
+    count = float(found.group(1))
+    per = float(found.group(2)) if found.group(2) else 1.0
+    if count <= 0 or per <= 0:
+        raise ConfigError(f"rate {text!r}: the count and the period must be above zero")
+    return Rate(count, per * unit)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Limit:
+    """A limit on a task type's tasks, shared by every worker; see the module docstring.
+
+    Args:
+        rate: the most tasks started per period (``"100/s"``), or None.
+        burst: tasks that may start at once after a quiet spell (default 1: evenly spaced at the rate).
+        concurrency: the most tasks running at once, or None.
+        key: computes the key the limit applies to from the payload (each key counts alone), or None.
+        overrides: per key, a :class:`Limit` whose rate, burst and concurrency replace these for that key.
+        name: shared by task types that count against one limit (default: the task type).
+    """
+
+    rate: str | Rate | None = None
+    burst: int | None = None
+    concurrency: int | None = None
+    key: Callable[[Any], Any] | None = None
+    overrides: Mapping[str, Limit] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is None and self.concurrency is None:
+            raise ConfigError("a Limit needs a rate, a concurrency, or both")
+        if self.rate is not None:
+            object.__setattr__(self, "rate", parse_rate(self.rate))
+        if self.burst is not None and (not isinstance(self.burst, int) or self.burst < 1):
+            raise ConfigError(f"Limit burst must be a whole number of at least 1, got {self.burst!r}")
+        if self.concurrency is not None and (not isinstance(self.concurrency, int) or self.concurrency < 1):
+            raise ConfigError(f"Limit concurrency must be a whole number of at least 1, got {self.concurrency!r}")
+        if self.name is not None and not _NAME.fullmatch(self.name):
+            raise ConfigError(f"Limit name {self.name!r}: use letters, digits and . _ : -")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One limit as it applies to one task: the counter it takes from and its values.
+
+    Attributes:
+        name: the limit's name.
+        key: the key within it ("" = the limit as a whole).
+        rate: the rate, or None.
+        burst: the burst (at least 1).
+        concurrency: the most running at once (0 = no such cap).
+    """
+
+    name: str
+    key: str
+    rate: Rate | None
+    burst: int
+    concurrency: int
+
+
+def _merge(base: Limit, over: Mapping[str, Any] | Limit | None) -> tuple[Rate | None, int, int]:
+    rate = base.rate if isinstance(base.rate, Rate) or base.rate is None else parse_rate(base.rate)
+    burst, concurrency = base.burst or 1, base.concurrency or 0
+    if over is None:
+        return rate, burst, concurrency
+    if isinstance(over, Limit):
+        values: Mapping[str, Any] = {"rate": over.rate, "burst": over.burst, "concurrency": over.concurrency}
+    else:
+        values = over
+    if values.get("rate") is not None:
+        rate = parse_rate(values["rate"])
+    if values.get("burst") is not None:
+        burst = int(values["burst"])
+    if values.get("concurrency") is not None:
+        concurrency = int(values["concurrency"])
+    return rate, burst, concurrency
+
+
+_SETTING_KEYS = {"rate", "burst", "concurrency", "overrides"}
+
+
+def check_setting(name: str, table: Mapping[str, Any]) -> None:
+    """Check one ``[limits.<name>]`` table (and its ``overrides``); raise ConfigError naming what is wrong."""
+    where = f"setting limits.{name}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table (rate, burst, concurrency, overrides)")
+    unknown = set(table) - _SETTING_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_SETTING_KEYS)}")
+    tables = [(where, table)] + [(f"{where}.overrides.{k}", v) for k, v in dict(table.get("overrides") or {}).items()]
+    for label, values in tables:
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{label} must be a table (rate, burst, concurrency)")
+        try:
+            if values.get("rate") is not None:
+                parse_rate(values["rate"])
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {exc}") from exc
+        for key in ("burst", "concurrency"):
+            value = values.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{label}.{key}={value!r} is invalid: must be a whole number >= 1")
+
+
+def applied_limits(
+    limits: Sequence[Limit], task_type: str, payload: Any, settings: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Applied]:
+    """The limits that apply to a task of ``task_type`` with ``payload``.
+
+    Args:
+        limits: the task type's limits.
+        task_type: its type (the default limit name).
+        payload: the decoded payload (for a keyed limit).
+        settings: ``[limits.<name>]`` tables: ``rate``, ``burst``, ``concurrency`` and ``overrides`` (key ->
+            the same three), which replace the code's values.
+
+    Raises:
+        ConfigError: a setting is not a valid rate or count.
+    """
+    out = []
+    for limit in limits:
+        name = limit.name or task_type
+        table = (settings or {}).get(name)
+        rate, burst, concurrency = _merge(limit, table)
+        key = ""
+        if limit.key is not None:
+            key = str(limit.key(payload))
+            over: Mapping[str, Any] | Limit | None = limit.overrides.get(key)
+            configured = (table or {}).get("overrides", {}).get(key)
+            if over is not None or configured is not None:
+                keyed = Limit(rate=rate, burst=burst, concurrency=concurrency or None) if rate or concurrency else limit
+                rate, burst, concurrency = _merge(keyed, over)
+                if configured is not None:
+                    rate, burst, concurrency = _merge(
+                        Limit(rate=rate, burst=burst, concurrency=concurrency or None), configured
+                    )
+        out.append(Applied(name, key, rate, max(1, burst), concurrency))
+    return out

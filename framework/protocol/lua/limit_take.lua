@@ -1,0 +1,120 @@
+-- limit_take: a task just taken by a worker asks its limits to start: take a concurrency slot and a rate
+-- token for each, or wait without spending a retry. Limits are shared by every worker and host.
+-- KEYS[1] task hash  <ns>:{q}:t:<id>
+-- KEYS[2] active     <ns>:{q}:active
+-- KEYS[3] lease      <ns>:{q}:lease
+-- KEYS[4] scheduled  <ns>:{q}:scheduled
+-- KEYS[5] the worker's in-flight set of the queue <ext>:{q}:inflight:<server id> ("" = none)
+-- then per limit i (i = 0 .. n-1) six keys at 6 + 6i: its rate timestamp <ext>:limit:{name}[:k:key]:tat
+--   (STRING, ms), slots (ZSET "queue\nid" -> Unix s), parked (LIST of "queue\nid"), waiting (ZSET "queue\nid"
+--   -> due ms), the limit's counters <ext>:limit:{name}:stats (HASH started, delayed, parked) and the keys it
+--   has seen <ext>:limit:{name}:keys (SET; for a keyed limit)
+-- ARGV[1] task id
+-- ARGV[2] queue name
+-- ARGV[3] now, Unix ms
+-- ARGV[4] the asynq namespace (a slot's holder is alive while its task is leased: <ns>:{queue}:lease)
+-- ARGV[5] seconds a parked task waits in the scheduled set before it is looked at again anyway
+-- ARGV[6] n, the number of limits
+-- then per limit i four arguments at 7 + 4i: ms between two tasks at its rate (0 = no rate), burst (tasks
+--   that may start at once), concurrency (0 = no cap), the key within the limit ("" = none)
+-- returns {0} may start (its slots taken; a reserved token used); {1, due ms}: the rate allows it only then:
+-- the token is reserved for it, and it waits in the scheduled set until then (state scheduled, no retry
+-- spent); {2, due ms}: every slot of a concurrency limit is taken: it is parked (scheduled, and in the
+-- limit's parked list: the next slot freed makes it pending at once); {-1} it is no longer active here.
+--
+-- Rates are kept with GCRA: one timestamp (tat) per limit and key. A task may start at now when
+-- tat - now <= (burst - 1) * interval; starting moves tat to max(tat, now) + interval. One that may not is
+-- given the first moment it may (tat - (burst - 1) * interval) and tat moves as if it started then, so a
+-- throttled task is put off once, never again, and the rate holds across every worker exactly.
+-- A slot whose holder's task is no longer leased (its worker died, or it finished without releasing) is
+-- freed when the slots are all taken: a crash never leaks capacity for longer than a lease.
+local id, queue, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local member = queue .. "\n" .. id
+local n = tonumber(ARGV[6])
+if not redis.call("LPOS", KEYS[2], id) then
+  return { -1 }
+end
+
+local function leave_active(score)
+  redis.call("LREM", KEYS[2], 0, id)
+  redis.call("ZREM", KEYS[3], id)
+  redis.call("ZADD", KEYS[4], score, id)
+  redis.call("HSET", KEYS[1], "state", "scheduled")
+  if KEYS[5] ~= "" then
+    redis.call("SREM", KEYS[5], id)
+  end
+end
+
+-- concurrency: every capped limit needs a free slot (or holds one for this task already)
+for i = 0, n - 1 do
+  local cap = tonumber(ARGV[9 + 4 * i])
+  local slots = KEYS[7 + 6 * i]
+  if cap > 0 and not redis.call("ZSCORE", slots, member) and redis.call("ZCARD", slots) >= cap then
+    for _, holder in ipairs(redis.call("ZRANGE", slots, 0, -1)) do
+      local sep = string.find(holder, "\n", 1, true)
+      local lease = redis.call("ZSCORE", ARGV[4] .. ":{" .. string.sub(holder, 1, sep - 1) .. "}:lease",
+        string.sub(holder, sep + 1))
+      if not lease or tonumber(lease) * 1000 < now then
+        redis.call("ZREM", slots, holder)
+      end
+    end
+    if redis.call("ZCARD", slots) >= cap then
+      local again = now + tonumber(ARGV[5]) * 1000
+      leave_active(again / 1000)
+      redis.call("RPUSH", KEYS[8 + 6 * i], member)
+      redis.call("ZADD", KEYS[9 + 6 * i], again, member)
+      redis.call("HINCRBY", KEYS[10 + 6 * i], "parked", 1)
+      return { 2, tostring(again) }
+    end
+  end
+end
+
+-- rate: use the token reserved when the task was put off, or take one now, or reserve one for later
+local reserved = redis.call("HGET", KEYS[1], "fw_limit_at")
+if reserved and tonumber(reserved) <= now + 1 then
+  redis.call("HDEL", KEYS[1], "fw_limit_at")
+else
+  local due = now
+  local tats = {}
+  for i = 0, n - 1 do
+    local interval = tonumber(ARGV[7 + 4 * i])
+    if interval > 0 then
+      local tat = math.max(tonumber(redis.call("GET", KEYS[6 + 6 * i]) or now), now)
+      tats[i] = tat
+      local allowed_at = tat - (tonumber(ARGV[8 + 4 * i]) - 1) * interval
+      if allowed_at > due then
+        due = allowed_at
+      end
+    end
+  end
+  for i = 0, n - 1 do
+    local interval = tonumber(ARGV[7 + 4 * i])
+    if interval > 0 then
+      local tat = math.max(tats[i], due) + interval
+      redis.call("SET", KEYS[6 + 6 * i], string.format("%.3f", tat), "PX", math.ceil(tat - now) + 60000)
+    end
+  end
+  if due > now then
+    leave_active(due / 1000)
+    redis.call("HSET", KEYS[1], "fw_limit_at", string.format("%.3f", due))
+    for i = 0, n - 1 do
+      if tonumber(ARGV[7 + 4 * i]) > 0 then
+        redis.call("ZADD", KEYS[9 + 6 * i], due, member)
+        redis.call("HINCRBY", KEYS[10 + 6 * i], "delayed", 1)
+      end
+    end
+    return { 1, string.format("%.3f", due) }
+  end
+end
+for i = 0, n - 1 do
+  if tonumber(ARGV[9 + 4 * i]) > 0 then
+    redis.call("ZADD", KEYS[7 + 6 * i], now / 1000 + 86400, member)
+  end
+  redis.call("ZREM", KEYS[9 + 6 * i], member)
+  redis.call("ZREMRANGEBYSCORE", KEYS[9 + 6 * i], "-inf", now - 3600000) -- tasks deleted while they waited
+  redis.call("HINCRBY", KEYS[10 + 6 * i], "started", 1)
+  if ARGV[10 + 4 * i] ~= "" then
+    redis.call("SADD", KEYS[11 + 6 * i], ARGV[10 + 4 * i])
+  end
+end
+return { 0 }

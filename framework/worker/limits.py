@@ -1,0 +1,100 @@
+"""A worker's side of task limits: ask before a limited task's handler runs, give back when it ends.
+
+Before the handler of a task whose type declares limits (:mod:`framework.limits`) runs, ``limit_take.lua``
+takes a concurrency slot and a rate token for each limit that applies (per key of the payload where the
+limit is keyed). A task that may not start yet is put off in the same script: it waits in the scheduled set
+(asynq's state for it, so Go's tools show it as scheduled) until its reserved token is due, or until a slot
+frees (a parked task is made pending by the release of a slot), spending no retry and counting neither as
+processed nor as failed; the worker takes other work meanwhile. The slots a task took are given back
+(``limit_release.lua``) once its outcome is written, whatever it is; a worker that dies holding one loses
+it for no longer than the task's lease (the next take finds the holder no longer leased).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from framework.limits import applied_limits
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import structlog
+
+    from framework.broker.broker import Broker
+    from framework.task import TaskDef
+    from framework.worker.outcomes import InFlight
+
+__all__ = ("LimitGate",)
+
+_PUT_OFF = {1: "rate", 2: "concurrency"}
+
+
+class LimitGate:
+    """Takes and gives back what limited tasks need; one per processor.
+
+    Args:
+        broker: the broker.
+        logger: the worker's logger.
+        settings: ``[limits.<name>]`` tables that replace the code's values
+            (see :func:`~framework.limits.applied_limits`).
+        inflight_keys: queue -> this worker's in-flight set there (a task put off leaves it).
+        release: lets the processor forget a task put off (its slot is free).
+        on_due: told when a task put off may start (the forwarder passes by then).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        logger: structlog.typing.FilteringBoundLogger,
+        settings: Mapping[str, Mapping[str, Any]] | None,
+        inflight_keys: Mapping[str, str],
+        release: Callable[[InFlight], None],
+        on_due: Callable[[float], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.log = logger
+        self.settings = settings or {}
+        self.inflight_keys = inflight_keys
+        self.release = release
+        self.on_due = on_due
+
+    async def admit(self, inf: InFlight, taskdef: TaskDef[Any], payload: Any) -> bool:
+        """Whether ``inf`` may run now (its slots are then held); if not, it was put off and let go here.
+
+        Raises:
+            redis.exceptions.RedisError, OSError: Redis could not be asked (the task fails and is retried).
+        """
+        applied = applied_limits(taskdef.limits, taskdef.type, payload, self.settings)
+        inflight = self.inflight_keys.get(inf.queue, "")
+        taken = await self.broker.limit_take(inf.queue, inf.id, applied, inflight)
+        if taken.code == 0:
+            inf.limits = tuple(a for a in applied if a.concurrency)
+            return True
+        if taken.code > 0:
+            self.log.info(
+                "task_put_off",
+                task_id=inf.id,
+                type=taskdef.type,
+                queue=inf.queue,
+                limit=_PUT_OFF[taken.code],
+                limits=[f"{a.name}:{a.key}" if a.key else a.name for a in applied],
+                until=round(taken.due, 3),
+            )
+            if self.on_due is not None:
+                self.on_due(taken.due)
+        inf.off_record = bool(inflight)
+        self.release(inf)
+        return False
+
+    async def give_back(self, inf: InFlight) -> None:
+        """Free the slots ``inf`` held (its outcome is written); a Redis fault leaves them to lease expiry."""
+        limits, inf.limits = inf.limits, ()
+        try:
+            await self.broker.limit_release(inf.queue, inf.id, limits)
+        except (RedisError, OSError) as exc:
+            self.log.warning(
+                "limit_release_failed", task_id=inf.id, queue=inf.queue, error=str(exc), note="freed at lease expiry"
+            )

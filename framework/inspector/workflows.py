@@ -347,8 +347,10 @@ class WorkflowReads:
             replies = await pipe.execute()
         return {step: (text(r) or None) for step, r in zip(pending, replies, strict=True)}
 
-    async def workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowDetail:
-        """One workflow with its steps (live states, dependencies, errors, results) and edges.
+    async def _read_one(
+        self, workflow_id: str, queue: str | None, *, full: bool
+    ) -> tuple[str, WorkflowKeys, list[Any], dict[str, str], dict[Any, Any], dict[Any, Any]]:
+        """Home queue, keys, meta and step states of a workflow, with its graph and results when ``full``.
 
         Raises:
             WorkflowNotFound: no such workflow (never started, or expired).
@@ -358,13 +360,25 @@ class WorkflowReads:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hmget(wk.meta, list(_META))
             pipe.hgetall(wk.state)
-            pipe.hgetall(wk.graph)
-            pipe.hgetall(wk.results)
-            meta, raw_states, raw_graph, raw_results = await pipe.execute()
+            if full:
+                pipe.hgetall(wk.graph)
+                pipe.hgetall(wk.results)
+            replies = await pipe.execute()
+        meta = replies[0]
         if meta[1] is None:
             raise WorkflowNotFound(f"no workflow {workflow_id!r} in queue {home!r} (never started, or expired)")
+        states = {text(k): text(v) for k, v in replies[1].items()}
+        graph, results = (replies[2], replies[3]) if full else ({}, {})
+        return home, wk, meta, states, graph, results
+
+    async def workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowDetail:
+        """One workflow with its steps (live states, dependencies, errors, results) and edges.
+
+        Raises:
+            WorkflowNotFound: no such workflow (never started, or expired).
+        """
+        home, wk, meta, states, raw_graph, raw_results = await self._read_one(workflow_id, queue, full=True)
         summary = _summary(workflow_id, home, meta)
-        states = {text(k): text(v) for k, v in raw_states.items()}
         graph_bytes = {text(k): v for k, v in raw_graph.items()}
         graph = {k: text(v) for k, v in graph_bytes.items() if not k.startswith("m:")}
         results = {text(k): v for k, v in raw_results.items()}
@@ -404,16 +418,8 @@ class WorkflowReads:
         Raises:
             WorkflowNotFound: no such workflow (never started, or expired).
         """
-        home = await self.home(workflow_id, queue)
-        wk = self._schema.queue(home).workflow(workflow_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(wk.meta, list(_META))
-            pipe.hgetall(wk.state)
-            meta, raw_states = await pipe.execute()
-        if meta[1] is None:
-            raise WorkflowNotFound(f"no workflow {workflow_id!r} in queue {home!r} (never started, or expired)")
+        home, wk, meta, states, _, _ = await self._read_one(workflow_id, queue, full=False)
         summary = _summary(workflow_id, home, meta)
-        states = {text(k): text(v) for k, v in raw_states.items()}
         pending = [s for s, st in states.items() if st == "pending"]
         graph: dict[str, str] = {}
         if pending:

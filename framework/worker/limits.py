@@ -74,7 +74,7 @@ class LimitGate:
             inf.limits = tuple(a for a in applied if a.concurrency)
             return True
         if taken.code > 0:
-            self.log.info(
+            self.log.debug(  # counted in the limit's stats; a busy limit puts off many tasks a second
                 "task_put_off",
                 task_id=inf.id,
                 type=taskdef.type,

@@ -8,45 +8,18 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import pytest
 
 from framework.client.client import Client
-from framework.errors import SkipRetry, WorkflowFailed
-from framework.task import TaskDef
+from framework.errors import WorkflowFailed
 from framework.workflow import chain, chord
 from tests.fixtures.cli import cli_env, run_framework
+from tests.framework.workflow_tasks import ADD, FAIL, SUM, Many, Num
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-class Num(msgspec.Struct, frozen=True, kw_only=True):
-    n: int = 0
-    prev: int | None = None
-
-
-class Many(msgspec.Struct, frozen=True, kw_only=True):
-    values: list[int] = []
-
-
-async def add_one(ctx: Any, p: Num) -> int:
-    return (p.prev if p.prev is not None else p.n) + 1
-
-
-async def total(ctx: Any, p: Many) -> int:
-    return sum(p.values)
-
-
-async def give_up(ctx: Any, p: Num) -> int:
-    raise SkipRetry(f"step {p.n} gave up")
-
-
-ADD = TaskDef("cwf:add", Num, add_one, result=int)
-SUM = TaskDef("cwf:sum", Many, total, result=int)
-FAIL = TaskDef("cwf:fail", Num, give_up, result=int, max_retry=0)
 
 
 @pytest.fixture
@@ -94,12 +67,12 @@ async def test_ls_show_retry_and_cancel(cli: Cli, start: Any, client: Client) ->
     assert len(shown["edges"]) == 3
     text = ok(cli("workflows", "show", "bad"))
     assert "workflow bad" in text and ": failed, 0/2 steps done" in text
-    assert "cwf:fail [failed]" in text
-    assert "cwf:add [cancelled]" in text  # waiting, but it will not start unless retried
+    assert "wf:fail [failed]" in text
+    assert "wf:add [cancelled]" in text  # waiting, but it will not start unless retried
     assert "SkipRetry: step 7 gave up" in text
     graph = ok(cli("workflows", "show", "good", "-q", "default"))
     assert "3 steps" not in graph  # small layers are drawn step by step
-    assert "-> cwf:sum [succeeded]" in graph
+    assert "-> wf:sum [succeeded]" in graph
 
     retried = json.loads(ok(cli("workflows", "retry", "bad", "--json")))
     assert (retried["status"], retried["again"]) == ("failed", 1)

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
 
 from framework.client.client import Client
@@ -16,32 +15,7 @@ from framework.protocol.keys import Schema
 from framework.task import TaskDef
 from framework.workflow import Workflow, chain
 from tests.framework.worker_app import wait_until
-
-
-class Num(msgspec.Struct, frozen=True, kw_only=True):
-    n: int = 0
-    prev: int | None = None
-
-
-class Many(msgspec.Struct, frozen=True, kw_only=True):
-    values: list[int] = []
-
-
-async def add_one(ctx: Any, p: Num) -> int:
-    return (p.prev if p.prev is not None else p.n) + 1
-
-
-async def total(ctx: Any, p: Many) -> int:
-    return sum(p.values)
-
-
-async def give_up(ctx: Any, p: Num) -> int:
-    raise SkipRetry(f"step {p.n} gave up")
-
-
-ADD = TaskDef("iwf:add", Num, add_one, result=int)
-SUM = TaskDef("iwf:sum", Many, total, result=int)
-FAIL = TaskDef("iwf:fail", Num, give_up, result=int, max_retry=0)
+from tests.framework.workflow_tasks import ADD, SUM, Many, Num
 
 
 @pytest.fixture
@@ -86,9 +60,9 @@ async def test_a_running_workflow_shows_live_step_states_then_results(
     assert (detail.summary.name, detail.summary.status, detail.summary.total) == ("diamond", "running", 4)
     assert [(s.name, s.task_type, s.state) for s in detail.steps] == [
         ("a", "iwf:gated", "active"),
-        ("b", "iwf:add", "waiting"),
-        ("c", "iwf:add", "waiting"),
-        ("d", "iwf:sum", "waiting"),
+        ("b", "wf:add", "waiting"),
+        ("c", "wf:add", "waiting"),
+        ("d", "wf:sum", "waiting"),
     ]
     assert sorted(detail.edges) == [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")]
     assert detail.steps[3].deps == ["b", "c"]

@@ -15,21 +15,13 @@ from framework.protocol.keys import Schema
 from framework.task import TaskDef
 from framework.workflow import Workflow, chain, chord, group
 from tests.framework.worker_app import wait_until
+from tests.framework.workflow_tasks import ADD, FAIL, SUM, Many, Num
 
 
 @pytest.fixture
 async def client(client: Client) -> AsyncIterator[Client]:
     yield client
     await client.waiters.close()
-
-
-class Num(msgspec.Struct, frozen=True, kw_only=True):
-    n: int = 0
-    prev: int | None = None
-
-
-class Many(msgspec.Struct, frozen=True, kw_only=True):
-    values: list[int] = []
 
 
 class MaybeMany(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,28 +32,11 @@ class Text(msgspec.Struct, frozen=True, kw_only=True):
     s: str | None = None
 
 
-async def add_one(ctx: Any, p: Num) -> int:
-    return (p.prev if p.prev is not None else p.n) + 1
-
-
-async def total(ctx: Any, p: Many) -> int:
-    return sum(p.values)
-
-
 async def total_known(ctx: Any, p: MaybeMany) -> int:
     return sum(v for v in p.values if v is not None)
 
 
-async def fail(ctx: Any, p: Num) -> int:
-    if p.n >= 0:
-        raise SkipRetry(f"step {p.n} gave up")
-    return 0
-
-
-ADD = TaskDef("wf:add", Num, add_one, result=int)
-SUM = TaskDef("wf:sum", Many, total, result=int)
 SUM_KNOWN = TaskDef("wf:sum-known", MaybeMany, total_known, result=int)
-FAIL = TaskDef("wf:fail", Num, fail, result=int, max_retry=0)
 TEXT = TaskDef("wf:text", Text, lambda ctx, p: p.s)
 
 

@@ -125,6 +125,7 @@ class Broker(Protocol):
         *,
         count: bool = ...,
         alone: bool = ...,
+        server_id: str | None = ...,
     ) -> Any: ...
     async def drop_inflight(self, queue: str, server_id: str) -> None: ...  # noqa: D102
     async def forget_worker(self, server_id: str) -> None: ...  # noqa: D102

@@ -79,6 +79,7 @@ class Maintenance:
         *,
         count: bool = True,
         alone: bool = True,
+        server_id: str | None = None,
     ) -> Any:
         """Requeue a task of a dead worker; see ``recover.lua`` for the answers.
 
@@ -89,6 +90,8 @@ class Maintenance:
         """
         qk = self.schema.queue(queue)
         keys = [qk.task(task_id), qk.active, qk.lease, qk.pending, qk.suspects]
+        if server_id is not None:  # the dead worker's in-flight set: the id leaves it as the task is requeued
+            keys.append(qk.inflight(server_id))
         mode = 0 if not count else 1 if alone else 2
         args: list[Any] = [task_id, int(newest_dead_lease), max_recoveries, self._channel, queue, mode, SUSPECT_TTL]
         return await self.pool.evalsha(SCRIPTS["recover"], keys, args)

@@ -7,6 +7,11 @@
 -- KEYS[3] lease     <ns>:{q}:lease
 -- KEYS[4] pending   <ns>:{q}:pending
 -- KEYS[5] suspects  <ext>:{q}:suspects (framework's own key)
+-- KEYS[6] optional: the dead worker's in-flight set <ext>:{q}:inflight:<server id>; the id is taken out of it
+--         in the same step as the task is requeued, so that set cannot name the task once another worker
+--         has taken it (a recoverer pass cut short, say by the requeued task killing the recovering process,
+--         would otherwise leave it there, and a later pass would requeue the task's next death, uncharged,
+--         under this worker's name)
 -- ARGV[1] task id
 -- ARGV[2] newest lease expiry a dead owner can have left (Unix s); a later one means a live owner
 -- ARGV[3] most recoveries before the task counts as a poison pill
@@ -48,4 +53,7 @@ if redis.call("RPUSH", KEYS[4], ARGV[1]) == 1 and ARGV[4] ~= "" then
   redis.call("PUBLISH", ARGV[4], ARGV[5])
 end
 redis.call("HSET", KEYS[1], "state", "pending")
+if KEYS[6] then
+  redis.call("SREM", KEYS[6], ARGV[1])
+end
 return 1

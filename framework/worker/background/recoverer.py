@@ -149,7 +149,9 @@ class Recoverer:
 
         ``alone``: the worker died holding only this task, which is then charged with the death.
         """
-        result = await self.broker.recover(queue, task_id, newest_dead_lease, self.max_recoveries, alone=alone)
+        result = await self.broker.recover(
+            queue, task_id, newest_dead_lease, self.max_recoveries, alone=alone, server_id=sid
+        )
         if isinstance(result, list):
             await self._archive_poison(queue, result[1])
             return 2

@@ -3,10 +3,10 @@
 :class:`Inspector` (:mod:`~framework.inspector.core`) is the one entry point; it delegates to parts split by
 noun, each an object holding the :class:`~framework.inspector.namespace.Namespace` it reads:
 :mod:`~framework.inspector.queues`, :mod:`~framework.inspector.tasks`, :mod:`~framework.inspector.actions`,
-:mod:`~framework.inspector.servers`, :mod:`~framework.inspector.schedulers`, :mod:`~framework.inspector.progress`
-and :mod:`~framework.inspector.workflows`.
+:mod:`~framework.inspector.servers`, :mod:`~framework.inspector.schedulers`, :mod:`~framework.inspector.progress`,
+:mod:`~framework.inspector.workflows` and :mod:`~framework.inspector.limits`.
 
-May import: the top-level model modules, :mod:`framework.transport`, :mod:`framework.protocol`,
+May import: the top-level model modules, :mod:`framework.limits`, :mod:`framework.transport`, :mod:`framework.protocol`,
 :mod:`framework.broker` (its constants, and the workflow scripts' runner).
 """
 
@@ -17,6 +17,7 @@ from framework.inspector.actions import BATCH_SIZE, Progress
 from framework.inspector.core import Inspector
 from framework.inspector.details import TaskDetails
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
+from framework.inspector.limits import LimitDeclaration, LimitInfo, LimitKeyUse
 from framework.inspector.memory import MEMORY_SAMPLE
 from framework.inspector.progress import TaskProgress
 from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
@@ -43,6 +44,9 @@ __all__ = (
     "GroupInfo",
     "Inspector",
     "InvalidTaskState",
+    "LimitDeclaration",
+    "LimitInfo",
+    "LimitKeyUse",
     "MinuteStats",
     "Progress",
     "QueueInfo",

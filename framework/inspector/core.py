@@ -1,10 +1,11 @@
 """The :class:`Inspector`: admin queries and operations on queues, tasks, servers and schedulers.
 
-The inspector is a facade over seven parts, each an object of its own holding the :class:`Namespace` it reads
+The inspector is a facade over eight parts, each an object of its own holding the :class:`Namespace` it reads
 (the Redis client, the key schema and the clock): :class:`~framework.inspector.queues.QueueOps`,
 :class:`~framework.inspector.tasks.TaskReads`, :class:`~framework.inspector.actions.TaskActions`,
 :class:`~framework.inspector.servers.ServerReads`, :class:`~framework.inspector.schedulers.SchedulerReads`,
-:class:`~framework.inspector.progress.ProgressReads` and :class:`~framework.inspector.workflows.WorkflowReads`.
+:class:`~framework.inspector.progress.ProgressReads`, :class:`~framework.inspector.workflows.WorkflowReads` and
+:class:`~framework.inspector.limits.LimitReads`.
 Every public method delegates to one of them.
 """
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from framework.clock import SystemClock
 from framework.inspector.actions import TaskActions
+from framework.inspector.limits import BUSIEST_KEYS, LimitReads
 from framework.inspector.namespace import Namespace
 from framework.inspector.progress import ProgressReads
 from framework.inspector.queues import QueueOps
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from framework.clock import Clock
     from framework.inspector.actions import Progress
     from framework.inspector.details import TaskDetails
+    from framework.inspector.limits import LimitInfo
     from framework.inspector.progress import TaskProgress
     from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
     from framework.inspector.servers import ServerStatus
@@ -84,6 +87,7 @@ class Inspector:
         self._schedulers = SchedulerReads(ns)
         self._progress = ProgressReads(ns)
         self._workflows = WorkflowReads(ns)
+        self._limits = LimitReads(ns)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -443,3 +447,21 @@ class Inspector:
             WorkflowNotFound: no such workflow (never started, or expired).
         """
         return await self._workflows.retry(workflow_id, queue)
+
+    # -- limits ------------------------------------------------------------------------------------
+
+    async def limits(self, *, busiest: int = BUSIEST_KEYS) -> list[LimitInfo]:
+        """Every task limit the workers declared, by name: its values, slots in use, tasks waiting, counters.
+
+        A keyed limit sums its keys (up to :data:`~framework.inspector.limits.KEY_PAGE` of them) and lists its
+        ``busiest`` keys.
+
+        Example:
+            >>> for lim in await inspector.limits():
+            ...     print(lim.name, f"{lim.in_use}/{lim.concurrency or '-'}", lim.waiting)
+        """
+        return await self._limits.limits(busiest=busiest)
+
+    async def throttled(self) -> int:
+        """Tasks put off by a limit that have not started yet, over every limit."""
+        return await self._limits.throttled()

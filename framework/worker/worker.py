@@ -50,6 +50,7 @@ from framework.broker.broker import RedisBroker
 from framework.broker.liveness import Liveness
 from framework.client.client import Client
 from framework.clock import Clock, SystemClock
+from framework.inspector.limits import encode_declarations, limit_declarations
 from framework.logging import configure_default_logging, configure_logging, get_logger
 from framework.protocol.keys import Schema
 from framework.registry import Registry
@@ -200,13 +201,14 @@ class Worker:
         return self._services
 
     async def start(self) -> None:
-        """Connect, build the components and start them in the background."""
+        """Connect, list the task types' limits (``<ext>:limits``), build the components and start them."""
         services = await self._connect()
         s = self.settings
         broker = RedisBroker(services.redis, services.schema, self.clock)
         if self.wrap_broker is not None:
             broker = self.wrap_broker(broker)
         await broker.register_queues(s.queues)
+        await self._declare_limits(services)
         hook = self.pm.hook if self.pm is not None else None
         self.processor = Processor(
             broker,
@@ -281,6 +283,12 @@ class Worker:
             task_types=sorted(t.type for t in self.registry),
             dead_after=self.dead_after,
         )
+
+    async def _declare_limits(self, services: Services) -> None:
+        """List the limits this worker's task types declare in ``<ext>:limits`` (one HSET), for the dashboard."""
+        declared = limit_declarations(self.registry, self.settings.limits)
+        if declared:
+            await services.redis.hset(services.schema.limits_index(), mapping=encode_declarations(declared))
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"framework-{name}")

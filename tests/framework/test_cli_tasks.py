@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -12,14 +13,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
 
 from framework.broker.broker import RedisBroker
+from framework.client.client import Client
 from framework.clock import SystemClock
+from framework.inspector import Inspector
+from framework.limits import Limit
 from framework.protocol.keys import day_stamp
 from framework.protocol.message import decode_message, encode_message, encode_server_info, new_message
+from framework.task import TaskDef
 from tests.fixtures.cli import cli_env, run_framework
 from tests.framework.golden import golden, golden_ids, load_golden
+from tests.framework.worker_app import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -406,3 +413,50 @@ async def test_show_prints_the_progress_a_task_reported(cli: Cli, gold: None, re
     assert progress["updated_at"] == "2100-01-01T00:00:00Z"
     assert as_json(details)["type"] == "report:generate"
     assert as_json(plain)["progress"] is None
+
+
+class _Job(msgspec.Struct, frozen=True):
+    n: int = 0
+
+
+async def test_limits_and_the_stats_limits_table(cli: Cli, start: Any, client: Client) -> None:
+    assert "no limits" in ok(await asyncio.to_thread(cli, "tasks", "limits"))
+    gate = asyncio.Event()
+
+    async def gated(ctx: Any, p: _Job) -> None:
+        await gate.wait()
+
+    task = TaskDef("cli:one", _Job, gated, limit=Limit(concurrency=1, name="one"))
+    await start(task)
+    for n in range(3):
+        await client.enqueue(task, _Job(n))
+    inspector = Inspector(client.redis, client.schema)
+
+    async def held() -> bool:
+        [info] = await inspector.limits()
+        return (info.in_use, info.waiting) == (1, 2)
+
+    await wait_until(held)
+    data, shown, stats, stats_json = await asyncio.to_thread(
+        run_all,
+        cli,
+        ("tasks", "limits", "--json"),
+        ("tasks", "limits"),
+        ("tasks", "stats", "--no-memory"),
+        ("tasks", "stats", "--json"),
+    )
+    [one] = as_json(data)
+    assert {k: one[k] for k in ("name", "concurrency", "in_use", "waiting", "started", "parked")} == {
+        "name": "one",
+        "concurrency": 1,
+        "in_use": 1,
+        "waiting": 2,
+        "started": 1,
+        "parked": 2,
+    }
+    for table in (ok(shown), ok(stats)):
+        row = next(line for line in table.splitlines() if "│ one" in line)
+        assert [c.strip() for c in row.split("│")[1:9]] == ["one", "-", "1", "1/1", "2", "1", "0", "2"]
+    assert "Queues" in ok(stats)
+    assert isinstance(as_json(stats_json), list)  # the queues alone, as before
+    gate.set()

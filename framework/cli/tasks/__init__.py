@@ -7,12 +7,12 @@ group's old name, runs the same commands.
 
 The commands are split by what they act on: ``enqueue``, ``queues`` (stats, history, pause, unpause,
 delete-queue), ``items`` (ls, show, retry, archive, delete, cancel: tasks one at a time), ``bulk``
-(run-all, archive-all, delete-all) and ``servers``.
+(run-all, archive-all, delete-all), ``servers`` and ``limits``.
 """
 
 from __future__ import annotations
 
-from framework.cli.tasks import bulk, enqueue, items, queues, servers  # noqa: F401 - they add their commands
+from framework.cli.tasks import bulk, enqueue, items, limits, queues, servers  # noqa: F401 - they add their commands
 from framework.cli.tasks._common import tasks
 
 __all__ = ("tasks",)

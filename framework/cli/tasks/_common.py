@@ -83,6 +83,7 @@ def tasks() -> None:
 
     Queues: stats, history, pause, unpause, delete-queue. Tasks: enqueue, ls, show, retry, archive,
     delete, cancel. Every task of a state: run-all, archive-all, delete-all. Workers: servers.
+    Task limits: limits.
 
     A STATE argument also takes 'failed', the dashboard's name for archived tasks.
     """

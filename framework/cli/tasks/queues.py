@@ -16,9 +16,12 @@ from framework.cli.tasks._common import (
     table,
     tasks,
 )
+from framework.cli.tasks.limits import limits_table
 
 if TYPE_CHECKING:
-    from framework.inspector import DailyStats, Inspector, QueueInfo
+    from rich.table import Table
+
+    from framework.inspector import DailyStats, Inspector, LimitInfo, QueueInfo
 
 __all__ = ("delete_queue", "history", "pause", "stats", "unpause")
 
@@ -33,15 +36,26 @@ def stats(ctx: CliContext, no_memory: bool, as_json: bool) -> None:
     """Counts, throughput today, latency and memory of every queue.
 
     The archived column counts what the dashboard calls failed tasks (``ls QUEUE failed`` lists them);
-    "failed today" counts failed runs, retried or not.
+    "failed today" counts failed runs, retried or not. When task limits exist, a second table shows each
+    one's use and the tasks waiting on it (``framework tasks limits``; ``--json`` prints the queues alone).
     """
-    infos: list[QueueInfo] = run_inspector(ctx, lambda ins: ins.all_queue_info(memory=not no_memory))
+
+    async def go(ins: Inspector) -> tuple[list[QueueInfo], list[LimitInfo]]:
+        return await ins.all_queue_info(memory=not no_memory), await ins.limits(busiest=0)
+
+    infos, found = run_inspector(ctx, go)
     if as_json:
         emit_json(infos)
         return
     if not infos:
         click.echo("no queues")
-        return
+    else:
+        print_table(_queues_table(infos, no_memory))
+    if found:
+        print_table(limits_table(found))
+
+
+def _queues_table(infos: list[QueueInfo], no_memory: bool) -> Table:
     tbl = table("Queues", "queue", *_COUNTS, "processed today", "failed today", "latency", "memory", "paused")
     for q in infos:
         tbl.add_row(
@@ -53,7 +67,7 @@ def stats(ctx: CliContext, no_memory: bool, as_json: bool) -> None:
             "-" if no_memory else size_text(q.memory_usage),
             "paused" if q.paused else "no",
         )
-    print_table(tbl)
+    return tbl
 
 
 @tasks.command(epilog=examples("framework tasks history", "framework tasks history --days 30 -q default"))

@@ -83,6 +83,7 @@ def _menu(request: Request[Any, Any, Any], mount: Mount) -> list[dict[str, Any]]
             MenuItem(label="Tasks", href="jobs/pending", order=20),
             MenuItem(label="Failed", href="jobs/failed", order=30),
             MenuItem(label="Workflows", href="workflows", order=35),
+            MenuItem(label="Limits", href="limits", order=38),
             MenuItem(label="Servers", href="servers", order=40),
             MenuItem(label="Cron", href="cron", order=50),
         ]

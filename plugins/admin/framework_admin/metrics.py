@@ -1,7 +1,7 @@
 """The Prometheus endpoint: a custom ``prometheus_client`` collector over an inspector snapshot.
 
-Each scrape reads every queue once through the inspector (counts are O(1) per queue) and the live
-servers, then renders these metrics in the text exposition format:
+Each scrape reads every queue once through the inspector (counts are O(1) per queue), the live
+servers and the task limits, then renders these metrics in the text exposition format:
 
 =======================================  =======  ===================================================
 metric                                   type     labels / meaning
@@ -14,6 +14,11 @@ metric                                   type     labels / meaning
 ``framework_tasks_failed_total``         counter  ``queue``: tasks that failed
 ``framework_servers``                    gauge    live worker processes
 ``framework_worker_slots``               gauge    ``state`` = ``busy``/``total``: task slots of live servers
+``framework_limit_in_use``               gauge    ``limit``: slots held now (over its keys, when keyed)
+``framework_limit_waiting``              gauge    ``limit``: tasks it put off that have not started yet
+``framework_limit_started_total``        counter  ``limit``: tasks it let start
+``framework_limit_delayed_total``        counter  ``limit``: tasks its rate put off
+``framework_limit_parked_total``         counter  ``limit``: tasks that waited for one of its slots
 =======================================  =======  ===================================================
 """
 
@@ -27,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from framework.inspector import Inspector, QueueInfo, ServerStatus
+    from framework.inspector import Inspector, LimitInfo, QueueInfo, ServerStatus
 
 __all__ = ("QueueCollector", "render_metrics")
 
@@ -35,21 +40,27 @@ _STATES = ("pending", "active", "scheduled", "retry", "archived", "completed", "
 
 
 class QueueCollector:
-    """A Prometheus collector over one inspector snapshot (queues and servers).
+    """A Prometheus collector over one inspector snapshot (queues, servers and task limits).
 
     Args:
         queues: every queue's snapshot.
         servers: the live servers.
+        limits: the task limits' snapshot (none: no limit metrics).
     """
 
-    def __init__(self, queues: list[QueueInfo], servers: list[ServerStatus]) -> None:
+    def __init__(
+        self, queues: list[QueueInfo], servers: list[ServerStatus], limits: list[LimitInfo] | None = None
+    ) -> None:
         self.queues = queues
         self.servers = servers
+        self.limits = limits or []
 
     @classmethod
     async def read(cls, inspector: Inspector) -> QueueCollector:
         """Take a snapshot through ``inspector``."""
-        return cls(await inspector.all_queue_info(memory=False), await inspector.servers())
+        return cls(
+            await inspector.all_queue_info(memory=False), await inspector.servers(), await inspector.limits(busiest=0)
+        )
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metric families (called by the registry while rendering)."""
@@ -77,6 +88,25 @@ class QueueCollector:
         slots.add_metric(["busy"], sum(len(s.workers) for s in self.servers))
         slots.add_metric(["total"], sum(s.server.concurrency for s in self.servers))
         yield slots
+        yield from self._limit_metrics()
+
+    def _limit_metrics(self) -> Iterator[Metric]:
+        in_use = GaugeMetricFamily("framework_limit_in_use", "Slots of a task limit held now.", labels=["limit"])
+        waiting = GaugeMetricFamily(
+            "framework_limit_waiting", "Tasks a limit put off that have not started yet.", labels=["limit"]
+        )
+        started = CounterMetricFamily("framework_limit_started", "Tasks a limit let start.", labels=["limit"])
+        delayed = CounterMetricFamily("framework_limit_delayed", "Tasks a limit's rate put off.", labels=["limit"])
+        parked = CounterMetricFamily(
+            "framework_limit_parked", "Tasks that waited for one of a limit's slots.", labels=["limit"]
+        )
+        for lim in self.limits:
+            in_use.add_metric([lim.name], lim.in_use)
+            waiting.add_metric([lim.name], lim.waiting)
+            started.add_metric([lim.name], lim.started)
+            delayed.add_metric([lim.name], lim.delayed)
+            parked.add_metric([lim.name], lim.parked)
+        yield from (in_use, waiting, started, delayed, parked)
 
 
 async def render_metrics(inspector: Inspector) -> bytes:

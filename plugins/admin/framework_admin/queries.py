@@ -84,10 +84,17 @@ async def queue_names(inspector: Inspector, queue: str | None = None) -> list[st
 
 
 async def stats(inspector: Inspector) -> StatsOut:
-    """Every queue's snapshot and the sums over them."""
+    """Every queue's snapshot and the sums over them (and over the task limits: how many tasks they hold back)."""
     infos: list[QueueInfo] = await inspector.all_queue_info(memory=False)
+    limits = await inspector.limits(busiest=0)
     sums = {name: sum(getattr(i, name) for i in infos) for name in _SUMMED}
-    totals = Totals(queues=len(infos), paused=sum(i.paused for i in infos), **sums)
+    totals = Totals(
+        queues=len(infos),
+        paused=sum(i.paused for i in infos),
+        limits=len(limits),
+        throttled=sum(lim.waiting for lim in limits),
+        **sums,
+    )
     return StatsOut(totals=totals, queues=infos)
 
 

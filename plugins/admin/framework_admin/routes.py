@@ -29,6 +29,7 @@ from framework_admin.api import API_HANDLERS
 from framework_admin.auth import AdminDisabled, AdminLoginRequired, admin_guard, metrics_guard
 from framework_admin.config import MOUNT_OPT, AdminConfig, Mount, load_config
 from framework_admin.forms import ACTION_HANDLERS, PUBLIC_HANDLERS, disabled_page, error_page, login_redirect
+from framework_admin.limits import LIMIT_API_HANDLERS, LIMIT_PAGE_HANDLERS
 from framework_admin.metrics import render_metrics
 from framework_admin.pages import PAGE_HANDLERS
 from framework_admin.workflows import WORKFLOW_ACTION_HANDLERS, WORKFLOW_API_HANDLERS, WORKFLOW_PAGE_HANDLERS
@@ -145,7 +146,13 @@ def admin_routes(
         ),
         Router(
             path=mount.path,
-            route_handlers=[*PAGE_HANDLERS, *WORKFLOW_PAGE_HANDLERS, *ACTION_HANDLERS, *WORKFLOW_ACTION_HANDLERS],
+            route_handlers=[
+                *PAGE_HANDLERS,
+                *WORKFLOW_PAGE_HANDLERS,
+                *LIMIT_PAGE_HANDLERS,
+                *ACTION_HANDLERS,
+                *WORKFLOW_ACTION_HANDLERS,
+            ],
             guards=chosen,
             opt=opt,
             response_headers=_PAGE_HEADERS,
@@ -154,7 +161,7 @@ def admin_routes(
         ),
         Router(
             path=mount.api_path,
-            route_handlers=[*API_HANDLERS, *WORKFLOW_API_HANDLERS],
+            route_handlers=[*API_HANDLERS, *WORKFLOW_API_HANDLERS, *LIMIT_API_HANDLERS],
             guards=chosen,
             opt=opt,
             response_headers=_API_HEADERS,

@@ -56,6 +56,8 @@ class Totals(msgspec.Struct, frozen=True, kw_only=True):
         processed_total: tasks processed since the counters started.
         failed_total: tasks failed since the counters started.
         paused: queues that are paused.
+        limits: task limits the workers declared.
+        throttled: tasks a limit put off that have not started yet (a task waiting on two limits counts twice).
     """
 
     queues: int = 0
@@ -72,6 +74,8 @@ class Totals(msgspec.Struct, frozen=True, kw_only=True):
     processed_total: int = 0
     failed_total: int = 0
     paused: int = 0
+    limits: int = 0
+    throttled: int = 0
 
 
 class StatsOut(msgspec.Struct, frozen=True, kw_only=True):

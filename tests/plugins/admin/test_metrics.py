@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import msgspec
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from framework.limits import Limit
+from framework.task import TaskDef
 from framework.web.app import create_app
-from tests.plugins.admin.conftest import AUTH, RO_AUTH, admin_pm
+from tests.plugins.admin.conftest import AUTH, RO_AUTH, admin_pm, wait_for
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,3 +67,51 @@ async def test_metrics_only_deployment_and_no_metrics(admin_settings: Any) -> No
     app = create_app(off, plugin_manager=admin_pm(off))
     async with AsyncTestClient(app) as tc:
         assert (await tc.get("/metrics", headers=AUTH)).status_code == 404
+
+
+class _Call(msgspec.Struct, frozen=True):
+    n: int = 0
+
+
+async def test_metrics_expose_each_limit_in_use_waiting_and_counters(
+    admin_settings: Any, start: Any, client: Any
+) -> None:
+    gate = asyncio.Event()
+
+    async def gated(ctx: Any, p: _Call) -> None:
+        await gate.wait()
+
+    task = TaskDef("metrics:capped", _Call, gated, limit=Limit(concurrency=1, name="capped"))
+    await start(task)
+    for n in range(3):
+        await client.enqueue(task, _Call(n))
+    app = create_app(admin_settings, plugin_manager=admin_pm(admin_settings))
+    async with AsyncTestClient(app) as tc:
+
+        async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            r = await tc.get("/metrics", headers=AUTH)
+            assert r.status_code == 200
+            return samples(r.text)
+
+        async def held() -> bool:
+            m = await scrape()
+            return m.get(("framework_limit_in_use", (("limit", "capped"),))) == 1 and (
+                m.get(("framework_limit_waiting", (("limit", "capped"),))) == 2
+            )
+
+        await wait_for(held)
+        m = await scrape()
+        assert m[("framework_limit_started_total", (("limit", "capped"),))] == 1
+        assert m[("framework_limit_parked_total", (("limit", "capped"),))] == 2
+        assert m[("framework_limit_delayed_total", (("limit", "capped"),))] == 0
+        gate.set()
+
+        async def drained() -> bool:
+            m = await scrape()
+            return (
+                m[("framework_limit_in_use", (("limit", "capped"),))],
+                m[("framework_limit_waiting", (("limit", "capped"),))],
+                m[("framework_limit_started_total", (("limit", "capped"),))],
+            ) == (0, 0, 3)
+
+        await wait_for(drained)

@@ -18,17 +18,24 @@ if TYPE_CHECKING:
     from framework.broker.base import BrokerState
     from framework.limits import Applied
 
-__all__ = ("PARK_FALLBACK", "LimitOps", "Taken")
+__all__ = ("EARLY", "HOLD", "PARK_FALLBACK", "LimitOps", "Taken")
 
 PARK_FALLBACK = 30
 """Seconds a task parked for a concurrency slot waits in the scheduled set before it is looked at anyway."""
+HOLD = 2.0
+"""Seconds within which a task whose rate token is reserved waits in its worker (started on time) rather than
+in the scheduled set; one due later comes back from the scheduled set :data:`EARLY` s before its time, so a
+forwarder passing every second still brings it back in time to be held and started on time."""
+EARLY = 1.5
+"""Seconds before its reserved moment a task put off by a rate is due back from the scheduled set."""
 
 
 class Taken:
     """What :meth:`LimitOps.take` answered for one task.
 
     Attributes:
-        code: 0 may start; 1 put off by a rate (token reserved) until ``due``; 2 parked for a slot (until a slot
+        code: 0 may start; 3 its rate token is reserved for ``due``, which is near: it stays active, and its worker
+            asks again then; 1 the same, but far: put off to the scheduled set; 2 parked for a slot (until a slot
             frees, or ``due`` at the latest); -1 no longer active here.
         due: Unix s when it may start (codes 1 and 2).
     """
@@ -62,6 +69,7 @@ class LimitOps:
             keys += self.schema.limit(applied.name, applied.key).script_keys()
             interval = applied.rate.interval_ms if applied.rate is not None else 0
             args += [f"{interval:.6f}", applied.burst, applied.concurrency, applied.key]
+        args += [int(HOLD * 1000), int(EARLY * 1000)]
         reply = await self.hot.evalsha(SCRIPTS["limit_take"], keys, args)
         return Taken(int(reply[0]), float(reply[1]) / 1000 if len(reply) > 1 else 0.0)
 

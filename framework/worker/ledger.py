@@ -113,6 +113,17 @@ class Ledger:
             self._uncount(inf.queue)
             self._on_free()
 
+    def take_slot(self, inf: InFlight) -> None:
+        """``inf`` (which gave its slot back while it waited for a limit) runs now: it holds a slot again.
+
+        Taken at once, even when that makes one more running than ``concurrency`` for a moment: the fetch takes
+        nothing new until the count is back under it.
+        """
+        if not inf.holds_slot:
+            inf.holds_slot = True
+            self.running += 1
+            self.running_per_queue[inf.queue] += 1
+
     def keep_slot(self, inf: InFlight) -> None:
         """``inf``'s handler runs on past its outcome: its slot passes to :attr:`overrun` until it ends."""
         if inf.holds_slot:

@@ -12,10 +12,12 @@ it for no longer than the task's lease (the next take finds the holder no longer
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from framework.broker.limits import EARLY
 from framework.limits import applied_limits
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ("LimitGate",)
 
 _PUT_OFF = {1: "rate", 2: "concurrency"}
+_HELD = 3
 
 
 class LimitGate:
@@ -42,7 +45,9 @@ class LimitGate:
             (see :func:`~framework.limits.applied_limits`).
         inflight_keys: queue -> this worker's in-flight set there (a task put off leaves it).
         release: lets the processor forget a task put off (its slot is free).
-        on_due: told when a task put off may start (the forwarder passes by then).
+        free_slot: gives a held task's concurrency slot back while it waits.
+        take_slot: takes a slot again for a held task whose moment came.
+        on_due: told when a task put off is due back (the forwarder passes by then).
     """
 
     def __init__(
@@ -52,6 +57,8 @@ class LimitGate:
         settings: Mapping[str, Mapping[str, Any]] | None,
         inflight_keys: Mapping[str, str],
         release: Callable[[InFlight], None],
+        free_slot: Callable[[InFlight], None],
+        take_slot: Callable[[InFlight], None],
         on_due: Callable[[float], None] | None = None,
     ) -> None:
         self.broker = broker
@@ -59,10 +66,16 @@ class LimitGate:
         self.settings = settings or {}
         self.inflight_keys = inflight_keys
         self.release = release
+        self.free_slot = free_slot
+        self.take_slot = take_slot
         self.on_due = on_due
 
     async def admit(self, inf: InFlight, taskdef: TaskDef[Any], payload: Any) -> bool:
         """Whether ``inf`` may run now (its slots are then held); if not, it was put off and let go here.
+
+        A task whose rate token is reserved for a moment less than a second away is held here rather than put
+        off: it gives its concurrency slot back, sleeps until its moment, takes a slot again and asks again
+        (which uses the reserved token), so it starts on time.
 
         Raises:
             redis.exceptions.RedisError, OSError: Redis could not be asked (the task fails and is retried).
@@ -70,6 +83,11 @@ class LimitGate:
         applied = applied_limits(taskdef.limits, taskdef.type, payload, self.settings)
         inflight = self.inflight_keys.get(inf.queue, "")
         taken = await self.broker.limit_take(inf.queue, inf.id, applied, inflight)
+        while taken.code == _HELD:
+            self.free_slot(inf)
+            await asyncio.sleep(max(0.0, taken.due - self.broker.clock.now()))
+            self.take_slot(inf)
+            taken = await self.broker.limit_take(inf.queue, inf.id, applied, inflight)
         if taken.code == 0:
             inf.limits = tuple(a for a in applied if a.concurrency)
             return True
@@ -84,7 +102,7 @@ class LimitGate:
                 until=round(taken.due, 3),
             )
             if self.on_due is not None:
-                self.on_due(taken.due)
+                self.on_due(taken.due - EARLY if taken.code == 1 else taken.due)
         inf.off_record = bool(inflight)
         self.release(inf)
         return False

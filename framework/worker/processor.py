@@ -184,7 +184,14 @@ class Processor:
         )
         self._execute = self.execution.execute
         self.limits = self.execution.limits = LimitGate(
-            broker, logger, settings.limits, self._inflight_keys, self._release, on_due=self._due
+            broker,
+            logger,
+            settings.limits,
+            self._inflight_keys,
+            self._release,
+            self.ledger.free_slot,
+            self.ledger.take_slot,
+            on_due=self._due,
         )
 
     @property

@@ -4,6 +4,7 @@ and a slot held by a worker killed with SIGKILL given back."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import signal
 import time
@@ -48,7 +49,9 @@ async def test_three_processes_keep_a_rate_over_30_s_and_a_cap_of_5_at_once(
             stop_process(proc)
     first = starts[0]
     in_window = sum(1 for t in starts if t < first + 30)
-    print(f"rate 50/s over 30 s, three processes: {in_window} started")
+    # shown, not asserted: a start late for a busy machine lands in the next second (bench/limits.py reports it)
+    busiest = max(bisect.bisect_left(starts, t + 1.0) - i for i, t in enumerate(starts))
+    print(f"rate 50/s over 30 s, three processes: {in_window} started, at most {busiest} in a second")
     assert 1455 <= in_window <= 1545, in_window  # 50/s for 30 s, +/- 3 %
     seen = [int(v) for v in await redis.lrange(f"{ns}:test:live_seen", 0, -1)]
     assert max(seen) <= 5, max(seen)

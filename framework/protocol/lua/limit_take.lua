@@ -17,15 +17,21 @@
 -- ARGV[6] n, the number of limits
 -- then per limit i four arguments at 7 + 4i: ms between two tasks at its rate (0 = no rate), burst (tasks
 --   that may start at once), concurrency (0 = no cap), the key within the limit ("" = none)
--- returns {0} may start (its slots taken; a reserved token used); {1, due ms}: the rate allows it only then:
--- the token is reserved for it, and it waits in the scheduled set until then (state scheduled, no retry
--- spent); {2, due ms}: every slot of a concurrency limit is taken: it is parked (scheduled, and in the
--- limit's parked list: the next slot freed makes it pending at once); {-1} it is no longer active here.
+-- ARGV[7 + 4n] ms within which a task whose token is reserved waits in its worker rather than in Redis
+-- ARGV[8 + 4n] ms before its moment a task put off that far is due back from the scheduled set
+-- returns {0} may start (its slots taken; a reserved token used); {3, due ms}: the rate allows it only then,
+-- which is near (ARGV[7 + 4n]): the token is reserved for it and it stays active, for its worker to ask again
+-- at that moment; {1, due ms}: the same, but far: it waits in the scheduled set (state scheduled, no retry
+-- spent) until a little before its time, then is held by the worker that takes it; {2, due ms}: every slot
+-- of a concurrency limit is taken: it is parked (scheduled, and in the limit's parked list: the next slot
+-- freed makes it pending at once); {-1} it is no longer active here.
 --
 -- Rates are kept with GCRA: one timestamp (tat) per limit and key. A task may start at now when
 -- tat - now <= (burst - 1) * interval; starting moves tat to max(tat, now) + interval. One that may not is
 -- given the first moment it may (tat - (burst - 1) * interval) and tat moves as if it started then, so a
--- throttled task is put off once, never again, and the rate holds across every worker exactly.
+-- throttled task is put off once, never again, and the rate holds across every worker exactly. Its worker
+-- starts it at that moment (held in memory; from the scheduled set it comes back early to be held), so starts
+-- keep the rate's spacing instead of coming back in clumps with each pass of a forwarder.
 -- A slot whose holder's task is no longer leased (its worker died, or it finished without releasing) is
 -- freed when the slots are all taken: a crash never leaks capacity for longer than a lease.
 local id, queue, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -69,9 +75,20 @@ for i = 0, n - 1 do
   end
 end
 
--- rate: use the token reserved when the task was put off, or take one now, or reserve one for later
+-- rate: use the token reserved for this task, or take one now, or reserve one for later
+local hold, early = tonumber(ARGV[7 + 4 * n]), tonumber(ARGV[8 + 4 * n])
+local function wait_for(due)
+  if due - now <= hold then
+    return { 3, string.format("%.3f", due) } -- near: it stays active, its worker starts it on time
+  end
+  leave_active((due - early) / 1000) -- far: back early, then held until its time
+  return { 1, string.format("%.3f", due) }
+end
 local reserved = redis.call("HGET", KEYS[1], "fw_limit_at")
-if reserved and tonumber(reserved) <= now + 1 then
+if reserved then
+  if tonumber(reserved) > now + 1 then
+    return wait_for(tonumber(reserved))
+  end
   redis.call("HDEL", KEYS[1], "fw_limit_at")
 else
   local due = now
@@ -95,7 +112,6 @@ else
     end
   end
   if due > now then
-    leave_active(due / 1000)
     redis.call("HSET", KEYS[1], "fw_limit_at", string.format("%.3f", due))
     for i = 0, n - 1 do
       if tonumber(ARGV[7 + 4 * i]) > 0 then
@@ -103,7 +119,7 @@ else
         redis.call("HINCRBY", KEYS[10 + 6 * i], "delayed", 1)
       end
     end
-    return { 1, string.format("%.3f", due) }
+    return wait_for(due)
   end
 end
 for i = 0, n - 1 do

@@ -6,6 +6,8 @@ Example ``framework.toml``::
     backend = "smtp"                 # "outbox" (default), "smtp", "resend" or a plugin's backend
     mail_from = "Acme <hello@acme.test>"
     app_name = "Acme"
+    rate_limit = "5/3s"              # the provider's rate; default: the backend's ("5/3s" for resend)
+    concurrency_limit = 0            # the most emails sent at once; 0 = no cap
 
     [plugins.email.smtp]
     host = "127.0.0.1"
@@ -14,6 +16,9 @@ Example ``framework.toml``::
 
 Secrets and the sender come from the environment, which wins over the file when set: ``MAIL_FROM``,
 ``RESEND_API_KEY``, ``SMTP_USERNAME`` and ``SMTP_PASSWORD``.
+
+The provider's limits become a :class:`framework.Limit` on ``email:send`` (see :func:`provider_limit`), shared
+by every worker: the framework's ``[limits.email-provider]`` settings change it further (``burst``, say).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from framework import Limit
     from framework.settings import Settings
 
 __all__ = (
+    "DEFAULT_RATE_LIMITS",
     "PLUGIN_NAME",
     "EmailConfig",
     "ResendConfig",
@@ -37,10 +44,22 @@ __all__ = (
     "load_config",
     "load_email_config",
     "outbox_path",
+    "provider_limit",
 )
 
 PLUGIN_NAME = "email"
 """The plugin's entry-point name and the name of its settings section: ``[plugins.email]``."""
+
+DEFAULT_RATE_LIMITS: Mapping[str, str] = {"resend": "5/3s"}
+"""The rate each backend keeps to when ``rate_limit`` is not set. Other backends have none by default.
+
+Resend documents a default API rate of 2 requests a second per team (across all its keys). The limit
+counts task starts, and each request leaves a little after its task starts: up to 0.2 s for the first
+email of a worker process, under 0.05 s after that. At exactly 2/s, three requests then fall within one
+second now and then, and Resend answers 429. 5 per 3 s (1.67/s) keeps the requests at least 0.6 s apart
+at the start, which absorbs that. For a team with a higher limit, set ``rate_limit`` to about 85% of it."""
+
+_OFF = frozenset({"", "none", "off"})
 
 
 class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +111,13 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             ``templates_dir`` setting and the plugin's own templates; relative paths are read from the
             current directory. The app's templates folder needs no entry here.
         outbox_dir: folder of the ``outbox`` backend; relative paths are inside the data directory.
+        rate_limit: the most emails sent per period, across every worker (``"2/s"``, ``"100/min"``,
+            ``"5/10s"``); unset means the backend's default (:data:`DEFAULT_RATE_LIMITS`: ``"5/3s"`` for
+            ``resend``, just under its documented 2/s; none for the others), ``""`` or ``"none"`` means no rate limit.
+        concurrency_limit: the most emails being sent at once, across every worker (0 = no cap).
+        limit_name: the name of the limit on ``email:send``: ``[limits.<name>]`` settings change it, and a
+            task type of the app declaring a ``Limit`` of the same name shares it (other calls to the
+            same provider account).
         smtp: the ``smtp`` backend's server.
         resend: the ``resend`` backend's API.
     """
@@ -102,6 +128,9 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     app_url: str = ""
     template_dirs: list[str] = msgspec.field(default_factory=list)
     outbox_dir: str = "outbox"
+    rate_limit: str | None = None
+    concurrency_limit: int = 0
+    limit_name: str = "email-provider"
     smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
     resend: ResendConfig = msgspec.field(default_factory=ResendConfig)
 
@@ -135,6 +164,36 @@ def load_config(settings: Settings, environ: Mapping[str, str] | None = None) ->
         smtp=smtp,
         resend=resend,
     )
+
+
+def provider_limit(config: EmailConfig) -> Limit | None:
+    """The limit on ``email:send`` that ``config`` asks for: its rate and concurrency cap, or None for neither.
+
+    Raises:
+        framework.errors.ConfigError: ``rate_limit`` is not a rate, ``concurrency_limit`` is below 0 or
+            ``limit_name`` is not a limit name; the message names the setting.
+    """
+    from framework import Limit  # noqa: PLC0415 - only processes that register task types need it
+    from framework.errors import ConfigError  # noqa: PLC0415
+
+    text = DEFAULT_RATE_LIMITS.get(config.backend) if config.rate_limit is None else config.rate_limit
+    rate = None if text is None or text.strip().lower() in _OFF else text.strip()
+    if config.concurrency_limit < 0:
+        raise ConfigError(
+            f"setting plugins.email.concurrency_limit={config.concurrency_limit!r} is invalid: "
+            "must be a whole number >= 0 (0 = no cap)"
+        )
+    concurrency = config.concurrency_limit or None
+    if rate is None and concurrency is None:
+        return None
+    try:
+        checked = Limit(rate=rate) if rate is not None else None
+    except ConfigError as exc:
+        raise ConfigError(f"setting plugins.email.rate_limit={config.rate_limit!r} is invalid: {exc}") from exc
+    try:
+        return Limit(rate=checked.rate if checked else None, concurrency=concurrency, name=config.limit_name)
+    except ConfigError as exc:
+        raise ConfigError(f"setting plugins.email.limit_name={config.limit_name!r} is invalid: {exc}") from exc
 
 
 load_email_config = load_config

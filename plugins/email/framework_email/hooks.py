@@ -1,6 +1,7 @@
 """What the email plugin contributes to the framework: the entry point's target.
 
-- ``register_task_types``: the ``email:send`` task (:mod:`framework_email.tasks`).
+- ``register_task_types``: the ``email:send`` task (:mod:`framework_email.tasks`), with the provider's rate
+  and concurrency limit from ``[plugins.email]`` (``rate_limit``, ``concurrency_limit``).
 - ``startup``: builds the email service (config, renderer, backend) in processes that run tasks, so a
   configuration error stops start-up instead of failing the first email.
 - ``shutdown``: releases the backend.
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from framework import hookimpl
 from framework_email import hookspecs
-from framework_email.config import load_config, outbox_path
+from framework_email.config import load_config, outbox_path, provider_limit
 
 # The service (and its backends) and the task are imported by the hooks that use them: every
 # ``framework`` command loads this module, and most never send an email.
@@ -48,20 +49,22 @@ _TASK_ROLES = frozenset({"worker", "run"})
 def check_config(settings: Settings, plugin_manager: pluggy.PluginManager) -> None:
     """Build the service from ``[plugins.email]`` as ``startup`` does: the section, the backend and its settings.
 
-    Building connects to nothing; backends contributed by other plugins count.
+    Building connects to nothing; backends contributed by other plugins count. The provider's limit settings
+    are checked too.
     """
     from framework_email.service import EmailService  # noqa: PLC0415
 
     backends = plugin_manager.hook.register_email_backends(settings=settings)
-    EmailService.from_settings(settings, backends=backends)
+    service = EmailService.from_settings(settings, backends=backends)
+    provider_limit(service.config)
 
 
 @hookimpl
 def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
-    """Contribute the ``email:send`` task."""
-    from framework_email.tasks import send_email_task  # noqa: PLC0415
+    """Contribute the ``email:send`` task, limited as ``[plugins.email]`` says (a bad limit setting stops start-up)."""
+    from framework_email.tasks import send_email_task_for  # noqa: PLC0415
 
-    return [send_email_task]
+    return [send_email_task_for(load_config(settings))]
 
 
 @hookimpl

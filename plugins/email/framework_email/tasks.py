@@ -8,10 +8,14 @@ service using Grit's job client can hand its emails to this worker unchanged::
 From Python::
 
     await send_email(client, "ada@example.com", "Welcome", "welcome", {"name": "Ada"})
+
+Workers run the task type :func:`send_email_task_for` builds from the settings: :data:`send_email_task` with the
+provider's limit (``rate_limit``, ``concurrency_limit``) when the configuration asks for one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
@@ -20,6 +24,7 @@ from framework import TaskDef
 from framework.errors import SkipRetry
 from framework.storage import InvalidKey, ObjectNotFound
 from framework_email.backends.base import OutboundEmail
+from framework_email.config import provider_limit
 from framework_email.message import AttachmentFile, build_message
 from framework_email.service import get_email_service
 
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from framework import Client, EnqueueOptions, Services, TaskContext, TaskInfo
+    from framework_email.config import EmailConfig
 
 __all__ = (
     "MAX_INLINE_ATTACHMENT_BYTES",
@@ -36,6 +42,7 @@ __all__ = (
     "handle_send_email",
     "send_email",
     "send_email_task",
+    "send_email_task_for",
 )
 
 SEND_EMAIL = "email:send"
@@ -208,3 +215,17 @@ send_email_task: TaskDef[SendEmail] = TaskDef(
     description="Render an email template and deliver it (outbox, SMTP or Resend).",
 )
 """The task definition the plugin registers; enqueue with :func:`send_email` or ``send_email_task.enqueue``."""
+
+
+def send_email_task_for(config: EmailConfig) -> TaskDef[SendEmail]:
+    """The ``email:send`` task type a worker runs with ``config``: :data:`send_email_task` with the provider's limit.
+
+    Returns:
+        :data:`send_email_task` itself when the configuration asks for no limit, otherwise a copy whose
+        ``limit`` is :func:`~framework_email.config.provider_limit`'s.
+
+    Raises:
+        framework.errors.ConfigError: a limit setting is invalid; the message names it.
+    """
+    limit = provider_limit(config)
+    return send_email_task if limit is None else dataclasses.replace(send_email_task, limit=limit)

@@ -1,7 +1,8 @@
 """The enqueue client: builds task messages from task definitions and options, and stores them.
 
 :class:`Client` is async; :class:`SyncClient` serves code without an event loop (scripts, other
-frameworks) by running a client on a private loop in a background thread.
+frameworks) by running a client on a private loop in a background thread, except for the plain
+enqueue (a task type with its defaults), which it sends itself over a blocking socket of the calling thread.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from framework.protocol.message import TaskState, decode_message, encode_message
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
+from framework.transport.lean.blocking import ThreadConnections
 from framework.transport.lean.errors import ReplyError
 
 if TYPE_CHECKING:
@@ -49,12 +51,14 @@ if TYPE_CHECKING:
 
     from framework.registry import Registry
     from framework.settings import Settings
+    from framework.transport.lean.blocking import BlockingConnection
     from framework.workflow import Workflow
 
 __all__ = ("Client", "Job", "SyncClient", "TaskCall", "TaskInfo")
 
 _json = msgspec.json.Encoder()
 _DEFAULTS_CACHE = 1024
+_UNPREPARED: Any = object()  # not in the cache of prepared enqueues (None there: the task type has none)
 
 
 class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -364,7 +368,9 @@ class Client:
             RedisUnavailable: Redis cannot be reached.
         """
         if not options and isinstance(task, TaskDef):
-            plain = self._plain[task] if task in self._plain else self._prepare_plain(task)
+            plain = self._plain.get(task, _UNPREPARED)
+            if plain is _UNPREPARED:
+                plain = self._prepare_plain(task)
             if plain is not None:
                 return await self._enqueue_plain(plain, payload)
         opts, (script, keys, args), info = self._build(task, payload, options)
@@ -399,27 +405,47 @@ class Client:
         try:
             conn = plain.connection() or await plain.open()
             fut, idle = conn.send_raw(command)
-            opts = plain.opts
-            info = TaskInfo(
-                id=task_id,
-                queue=opts.queue,
-                type=plain.taskdef.type,
-                state=TaskState.PENDING,
-                next_process_at=now,
-                max_retry=opts.max_retry,
-                timeout=opts.timeout,
-                deadline=0,
-                retention=opts.retention,
-                group="",
-                headers={},
-                payload=data,
-            )
-            code = await conn.reply(fut, idle)
-            if isinstance(code, ReplyError):
+            info = self._plain_info(plain, task_id, data, now)
+            if idle and conn.spin:  # conn.reply(fut, idle), one coroutine fewer
+                await conn._poll_if_quiet(fut)
+            code = await fut
+            if type(code) is ReplyError:
                 code = await plain.after_error(conn, code, command)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         return self._check(code, info)
+
+    def _enqueue_blocking(self, plain: PlainEnqueue, payload: Any, conn: BlockingConnection) -> TaskInfo:
+        """:meth:`_enqueue_plain` from synchronous code: the same command over the calling thread's blocking socket."""
+        data = plain.taskdef.encode(payload)
+        if self.max_payload_size and len(data) > self.max_payload_size:
+            self._check_size(plain.taskdef.type, data)
+        now = self.clock.now()
+        task_id = new_task_id()
+        command = plain.command(task_id, data, now)
+        try:
+            code = plain.execute_blocking(conn, command)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        return self._check(code, self._plain_info(plain, task_id, data, now))
+
+    @staticmethod
+    def _plain_info(plain: PlainEnqueue, task_id: str, data: bytes, now: float) -> TaskInfo:
+        opts = plain.opts
+        return TaskInfo(
+            id=task_id,
+            queue=opts.queue,
+            type=plain.taskdef.type,
+            state=TaskState.PENDING,
+            next_process_at=now,
+            max_retry=opts.max_retry,
+            timeout=opts.timeout,
+            deadline=0,
+            retention=opts.retention,
+            group="",
+            headers={},
+            payload=data,
+        )
 
     async def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
         """Enqueue many tasks in one round trip.
@@ -692,6 +718,11 @@ def _describe_connection(redis: Redis) -> str:
 class SyncClient:
     """A blocking client for code without an event loop; runs a :class:`Client` on a private loop.
 
+    The plain enqueue (a :class:`TaskDef` with its default options, once its queue is registered) does not
+    go through that loop: the calling thread sends the prepared command itself over a blocking socket of
+    its own (one per thread, made on first use), which saves the hop to the loop's thread and back. Every
+    method may be called from several threads at once.
+
     Args:
         url: the Redis URL.
         **kwargs: passed to :class:`Client` (schema, settings, registry, clock).
@@ -702,6 +733,8 @@ class SyncClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name="framework-sync-client", daemon=True)
         self._thread.start()
         self._client: Client = self._run(self._make(url, kwargs))
+        fast = self._client.broker.fast
+        self._blocking = ThreadConnections(fast.address, **fast.options) if fast is not None else None
 
     @staticmethod
     async def _make(url: str, kwargs: dict[str, Any]) -> Client:
@@ -712,6 +745,13 @@ class SyncClient:
 
     def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
+        if not options and self._blocking is not None and isinstance(task, TaskDef):
+            client = self._client
+            plain = client._plain.get(task, _UNPREPARED)
+            if plain is _UNPREPARED:
+                plain = client._prepare_plain(task)
+            if plain is not None and plain.opts.queue in client.broker._known_queues:
+                return client._enqueue_blocking(plain, payload, self._blocking.get())
         result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
         return result
 
@@ -768,7 +808,9 @@ class SyncClient:
         return result
 
     def close(self) -> None:
-        """Close the connection pool and stop the background loop."""
+        """Close the connection pool and the threads' connections, and stop the background loop."""
+        if self._blocking is not None:
+            self._blocking.close()
         self._run(self._client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

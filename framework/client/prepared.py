@@ -12,6 +12,9 @@ but from pieces prepared once per task type:
 * the ``EVALSHA enqueue`` command, packed as RESP around the four values that change per task (task id,
   message, time, lease expiry).
 
+:class:`~framework.client.client.SyncClient` sends the same command from the calling thread over a blocking
+socket (:meth:`PlainEnqueue.execute_blocking`), without a hop to its event loop's thread.
+
 Task ids come from a per-process pool filled 64 at a time from one ``urandom`` read (emptied in a forked
 child, so parent and child never share ids).
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from framework.broker.broker import RedisBroker
     from framework.client.options import ResolvedOptions
     from framework.task import TaskDef
+    from framework.transport.lean.blocking import BlockingConnection
     from framework.transport.lean.connection import RespConnection
 
 __all__ = ("PlainEnqueue", "eligible", "new_task_id", "new_task_ids")
@@ -60,10 +64,12 @@ def new_task_ids(n: int) -> list[str]:
 
 
 def new_task_id() -> str:
-    """One new task id, from the process's pool."""
-    if not _pool:
-        _pool.extend(new_task_ids(_POOL_FILL))
-    return _pool.pop()
+    """One new task id, from the process's pool (safe from any thread: ``list.pop`` is atomic)."""
+    while True:
+        try:
+            return _pool.pop()
+        except IndexError:
+            _pool.extend(new_task_ids(_POOL_FILL))
 
 
 if hasattr(os, "register_at_fork"):
@@ -189,3 +195,17 @@ class PlainEnqueue:
         if isinstance(again, ReplyError):
             raise error_of(again)
         return again
+
+    @staticmethod
+    def execute_blocking(conn: BlockingConnection, command: bytes) -> Any:
+        """Send the command over a blocking connection; on NOSCRIPT, load the script and send it again."""
+        reply = conn.execute_raw(command)
+        if isinstance(reply, ReplyError):
+            exc = error_of(reply)
+            if not isinstance(exc, NoScriptError):
+                raise exc
+            conn.execute("SCRIPT", "LOAD", SCRIPT.source)
+            reply = conn.execute_raw(command)
+            if isinstance(reply, ReplyError):
+                raise error_of(reply)
+        return reply

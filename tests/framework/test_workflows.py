@@ -231,10 +231,11 @@ async def test_retry_workflow_resumes_after_a_failure_and_after_a_cancel(
     info = await client.start_workflow(chain(ADD.step(Num(n=1)), hold.step(Num()), ADD.step(Num(), input="prev")))
     await wait_until(lambda: _active(redis, schema, info.steps["wf:held"]))
     await client.cancel_workflow(info)
-    gate.set()
     wk = schema.queue("default").workflow(info.id)
+    # the held step is stopped by the cancel (its handler waits on the gate), then archived as cancelled
     await wait_until(lambda: _hget(redis, wk.state, "wf:held", b"cancelled"), timeout=15)
     assert await redis.hget(wk.state, "wf:add-2") == b"waiting"
+    gate.set()  # the step's next run returns at once
     assert await client.retry_workflow(info) == 1
     assert await client.wait_workflow(info, timeout=15) == 6
 

@@ -1,0 +1,196 @@
+"""A blocking RESP connection for synchronous callers: one command at a time, no event loop.
+
+:class:`~framework.client.client.SyncClient` runs its commonest call, the prepared plain enqueue, over one
+of these instead of handing it to its background event loop: a blocking ``send`` and ``recv`` on a socket
+of the calling thread's own, with the reply parsed by ``hiredis``. A hop to another thread and back costs
+more than the loopback round trip itself; a thread that sleeps in ``recv`` wakes when the reply arrives.
+
+Same server, credentials and database as the :class:`~framework.transport.lean.client.RespClient` it is made
+from, RESP2, no socket timeout once connected (as the event-loop connection). Error replies come back as
+:class:`~framework.transport.lean.errors.ReplyError`, as on that connection; a broken connection raises
+redis-py's ``ConnectionError`` and is closed, so the next command reconnects.
+
+Not thread-safe: a connection belongs to one thread (:class:`ThreadConnections` hands out one per thread).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import weakref
+from typing import Any
+
+import hiredis
+from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from framework.transport.lean.errors import ReplyError, error_of
+from framework.transport.lean.pipe import NOT_ENOUGH_DATA
+
+__all__ = ("BlockingConnection", "ThreadConnections")
+
+_READ_SIZE = 64 * 1024
+_OPTIONS = frozenset({"username", "password", "db", "connect_timeout"})
+
+
+class BlockingConnection:
+    """One blocking socket to one server; see the module docstring.
+
+    Args:
+        address: ``(host, port)`` or a Unix socket path.
+        username: ACL user name (None = default user).
+        password: password (None = no AUTH).
+        db: database number (SELECT when not 0).
+        connect_timeout: seconds to wait for the connection and the handshake.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int] | str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        db: int = 0,
+        connect_timeout: float | None = 5.0,
+    ) -> None:
+        self.address = address
+        self._username = username
+        self._password = password
+        self._db = db
+        self._connect_timeout = connect_timeout
+        self._sock: socket.socket | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=NOT_ENOUGH_DATA)
+        self._pid = os.getpid()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket is open now."""
+        return self._sock is not None
+
+    def _describe(self) -> str:
+        return self.address if isinstance(self.address, str) else f"{self.address[0]}:{self.address[1]}"
+
+    def open(self) -> None:
+        """Connect and authenticate unless connected."""
+        if self._sock is not None:
+            return
+        try:
+            if isinstance(self.address, str):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self._connect_timeout)
+                try:
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection(self.address, timeout=self._connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"timed out connecting to {self._describe()}") from exc
+        except OSError as exc:
+            raise ConnectionError(f"error connecting to {self._describe()}: {exc}") from exc
+        self._sock = sock
+        self._finalizer = weakref.finalize(self, sock.close)  # the thread that owned it ended
+        self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=NOT_ENOUGH_DATA)
+        handshake: list[tuple[Any, ...]] = []
+        if self._password is not None:
+            handshake.append(("AUTH", self._username, self._password) if self._username else ("AUTH", self._password))
+        if self._db:
+            handshake.append(("SELECT", self._db))
+        try:
+            for command in handshake:
+                reply = self.execute_raw(hiredis.pack_command(command))
+                if isinstance(reply, ReplyError):
+                    err = error_of(reply)
+                    raise err if isinstance(err, AuthenticationError) else ConnectionError(str(reply))
+        except BaseException:
+            self.close()
+            raise
+        sock.settimeout(None)
+
+    def execute(self, *args: Any) -> Any:
+        """Run one command; error replies raise redis-py's exceptions."""
+        reply = self.execute_raw(hiredis.pack_command(args))
+        if isinstance(reply, ReplyError):
+            raise error_of(reply)
+        return reply
+
+    def execute_raw(self, data: bytes) -> Any:
+        """Send one packed command and return its reply as hiredis parsed it (error replies as ``ReplyError``)."""
+        if self._sock is None:
+            self.open()
+        sock = self._sock
+        assert sock is not None
+        reader = self._reader
+        try:
+            sock.sendall(data)
+            reply = reader.gets()
+            while reply is NOT_ENOUGH_DATA:
+                chunk = sock.recv(_READ_SIZE)
+                if not chunk:
+                    raise ConnectionError(f"connection to {self._describe()} closed by the server")
+                reader.feed(chunk)
+                reply = reader.gets()
+        except ConnectionError:
+            self.close()
+            raise
+        except TimeoutError as exc:  # the handshake's
+            self.close()
+            raise RedisTimeoutError(f"timed out talking to {self._describe()}") from exc
+        except OSError as exc:
+            self.close()
+            raise ConnectionError(f"error talking to {self._describe()}: {exc}") from exc
+        except hiredis.ProtocolError as exc:
+            self.close()
+            raise ConnectionError(f"protocol error from {self._describe()}: {exc}") from exc
+        return reply
+
+    def close(self) -> None:
+        """Close the socket (the next command reconnects)."""
+        self._sock = None
+        finalizer, self._finalizer = self._finalizer, None
+        if finalizer is not None:
+            finalizer()  # closes the socket (in a forked child, its copy only: the parent's stays open)
+
+
+class ThreadConnections:
+    """One :class:`BlockingConnection` per thread (and per process: a forked child makes its own).
+
+    Args:
+        address: the server's address.
+        **options: :class:`BlockingConnection`'s options (others, such as the event-loop connection's, are left out).
+    """
+
+    def __init__(self, address: tuple[str, int] | str, **options: Any) -> None:
+        self.address = address
+        self._options = {k: v for k, v in options.items() if k in _OPTIONS}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: weakref.WeakSet[BlockingConnection] = weakref.WeakSet()  # a thread's goes with the thread
+        self.closed = False
+        self.made = 0
+        """How many connections were made (for tests and stats)."""
+
+    def get(self) -> BlockingConnection:
+        """The calling thread's connection (made on first use, not yet connected)."""
+        if self.closed:
+            raise ConnectionError("connection closed")
+        conn: BlockingConnection | None = getattr(self._local, "conn", None)
+        if conn is None or conn._pid != os.getpid():
+            conn = self._local.conn = BlockingConnection(self.address, **self._options)
+            with self._lock:
+                self._all.add(conn)
+                self.made += 1
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise ``ConnectionError``."""
+        self.closed = True
+        with self._lock:
+            conns = list(self._all)
+        for conn in conns:
+            conn.close()

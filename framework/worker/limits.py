@@ -73,7 +73,7 @@ class LimitGate:
     async def admit(self, inf: InFlight, taskdef: TaskDef[Any], payload: Any) -> bool:
         """Whether ``inf`` may run now (its slots are then held); if not, it was put off and let go here.
 
-        A task whose rate token is reserved for a moment less than a second away is held here rather than put
+        A task whose rate token is reserved for a moment less than 2 s away is held here rather than put
         off: it gives its concurrency slot back, sleeps until its moment, takes a slot again and asks again
         (which uses the reserved token), so it starts on time.
 

@@ -236,6 +236,7 @@ class RedisBroker:
     prepare_enqueue = _PartMethod("enqueuing", EnqueueSide.prepare_enqueue)
     enqueue = _PartMethod("enqueuing", EnqueueSide.enqueue)
     enqueue_many = _PartMethod("enqueuing", EnqueueSide.enqueue_many)
+    plain_batch = _PartMethod("enqueuing", EnqueueSide.plain_batch)
     cron_enqueue = _PartMethod("enqueuing", EnqueueSide.cron_enqueue)
     cancel = _PartMethod("enqueuing", EnqueueSide.cancel)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import hiredis
+
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
 from framework.protocol.scripts import SCRIPTS
 
@@ -200,6 +202,24 @@ class EnqueueSide:
             grouped[-1][2].extend((task_id, data))
             spans[-1] += 1
         return grouped, spans
+
+    def plain_batch(self, queue: str, tasks: Sequence[bytes], n: int) -> bytes:
+        """One ``enqueue_many.lua`` call storing ``n`` plain tasks into ``queue``, packed as RESP (no I/O).
+
+        The bytes are those :meth:`enqueue_many` sends for the same tasks (keys and head args from
+        :meth:`prepare_enqueue`, merged as :meth:`_run_merged` merges them), with the time taken now.
+
+        Args:
+            queue: the queue.
+            tasks: the tasks' (id, encoded ``TaskMessage``) argument pairs, each already a pair of RESP bulk
+                strings; joined as they are.
+            n: how many tasks ``tasks`` holds.
+        """
+        [(script, keys, args)], _ = self._group_plain_enqueues([self.prepare_enqueue(queue, "", b"")])
+        head = args[:-2]  # without the placeholder's id and message
+        packed: bytes = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *head))
+        words = 3 + len(keys) + len(head) + 2 * n
+        return b"*%d\r\n%b%b" % (words, packed[packed.index(b"\r\n") + 2 :], b"".join(tasks))
 
     async def cron_enqueue(
         self, queue: str, entry_id: str, tick: int, task_id: str, data: bytes, claim_ttl: int

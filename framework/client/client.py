@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import msgspec
-from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
+from redis.exceptions import ConnectionError, NoScriptError, TimeoutError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
 from framework.client import workflows
@@ -38,11 +38,12 @@ from framework.errors import (
 )
 from framework.protocol.keys import Schema
 from framework.protocol.message import TaskState, decode_message, encode_message, new_message
+from framework.protocol.scripts import SCRIPTS
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
 from framework.transport.lean.blocking import ThreadConnections
-from framework.transport.lean.errors import ReplyError
+from framework.transport.lean.errors import ReplyError, error_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from framework.registry import Registry
     from framework.settings import Settings
     from framework.transport.lean.blocking import BlockingConnection
+    from framework.transport.lean.connection import RespConnection
     from framework.workflow import Workflow
 
 __all__ = ("Client", "Job", "SyncClient", "TaskCall", "TaskInfo")
@@ -59,6 +61,15 @@ __all__ = ("Client", "Job", "SyncClient", "TaskCall", "TaskInfo")
 _json = msgspec.json.Encoder()
 _DEFAULTS_CACHE = 1024
 _UNPREPARED: Any = object()  # not in the cache of prepared enqueues (None there: the task type has none)
+_BULK_OPTIONS = frozenset({"queue", "max_retry", "timeout", "retention"})
+"""Call-site options a task of :meth:`Client.enqueue_many` may have and still take the bulk path."""
+BULK_BATCH = 256
+"""Most tasks one ``enqueue_many.lua`` call of the bulk path stores."""
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,7 +182,8 @@ class Client:
         self.max_payload_size = settings.max_payload_size if settings is not None else MAX_PAYLOAD_SIZE
         """Largest payload in bytes an enqueue accepts (0 = no limit)."""
         self._defaults: dict[TaskDef[Any], ResolvedOptions] = {}
-        self._plain: dict[TaskDef[Any], PlainEnqueue | None] = {}
+        self._plain: dict[Any, PlainEnqueue | None] = {}
+        """Prepared plain enqueues by task type, or by task type and call-site options (None: not plain)."""
         self._url = redact_url(url) if url else _describe_connection(redis)
         self.waiters = Waiters(redis, self.schema, poll_interval)
         """The outcome channels this client listens to while someone waits (:mod:`framework.client.waiting`)."""
@@ -464,6 +476,9 @@ class Client:
                 ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
         """
         calls = list(tasks)
+        plains = self._bulk_plan(calls)
+        if plains is not None:
+            return await self._enqueue_bulk(calls, plains)
         ids = new_task_ids(len(calls))
         built = [
             self._build(call.task, call.payload, call.options, task_id)
@@ -482,6 +497,160 @@ class Client:
             except (DuplicateTask, TaskIdConflict) as exc:
                 out.append(exc)
         return out
+
+    def _bulk_plan(self, calls: list[TaskCall]) -> list[PlainEnqueue] | None:
+        """Each call's prepared plain enqueue, or None when one of them needs the general path (or none is given).
+
+        A call qualifies with a :class:`TaskDef` and options among ``queue``, ``max_retry``, ``timeout`` and
+        ``retention`` that leave it a plain pending task (:func:`~framework.client.prepared.eligible`); the
+        options are resolved once per task type and set of options, not once per task.
+        """
+        if not calls or self.broker.fast is None or type(self.broker) is not RedisBroker:
+            return None
+        plains: list[PlainEnqueue] = []
+        cache = self._plain
+        last_task: Any = None
+        last: PlainEnqueue | None = None
+        for call in calls:
+            task, options = call.task, call.options
+            if not options:
+                if task is not last_task:
+                    last_task = task
+                    last = cache.get(task, _UNPREPARED)
+                    if last is _UNPREPARED:
+                        last = self._prepare_plain(task) if isinstance(task, TaskDef) else None
+                if last is None:
+                    return None
+                plains.append(last)
+                continue
+            last_task = None  # the next call without options looks its task up again
+            if not isinstance(task, TaskDef) or not options.keys() <= _BULK_OPTIONS:
+                return None
+            try:
+                key: Any = (task, *sorted(options.items()))
+                plain = cache.get(key, _UNPREPARED)
+            except TypeError:  # an unhashable value: the general path checks it
+                return None
+            if plain is _UNPREPARED:
+                plain = self._prepare_with_options(task, options, key)
+            if plain is None:
+                return None
+            plains.append(plain)
+        return plains
+
+    def _prepare_with_options(self, taskdef: TaskDef[Any], options: Mapping[str, Any], key: Any) -> PlainEnqueue | None:
+        """The fast path for ``taskdef`` with these call-site options (None: they need the general one)."""
+        opts = resolve_options(taskdef, options, self.settings, self.clock.now())  # a bad option raises here
+        plain = PlainEnqueue(self.broker, taskdef, opts) if eligible(opts) else None
+        if len(self._plain) >= _DEFAULTS_CACHE:
+            self._plain.clear()
+        self._plain[key] = plain
+        return plain
+
+    async def _enqueue_bulk(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[TaskInfo | FrameworkError]:
+        """:meth:`enqueue_many` of plain tasks: merged script calls written as they are built.
+
+        Every payload is encoded (and checked) before anything is sent. The tasks then go in runs of one
+        queue, at most :data:`BULK_BATCH` per ``enqueue_many.lua`` call (the bytes the general path sends
+        for them), each call written as soon as it is packed, so Redis stores one run while the next is
+        built; the replies are read at the end.
+        """
+        limit = self.max_payload_size
+        datas: list[bytes] = []
+        for call, plain in zip(calls, plains, strict=True):
+            data = plain.taskdef.encode(call.payload)
+            if limit and len(data) > limit:
+                self._check_size(plain.taskdef.type, data)
+            datas.append(data)
+        try:
+            conn = await self._bulk_connection({p.opts.queue for p in plains})
+            infos: list[TaskInfo] = []
+            sent = self._bulk_send(conn, plains, datas, infos)
+            codes = await self._bulk_replies(conn, sent)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        out: list[TaskInfo | FrameworkError] = []
+        for code, info in zip(codes, infos, strict=True):
+            if code == 1:
+                out.append(info)
+                continue
+            try:
+                out.append(self._check(code, info))
+            except (DuplicateTask, TaskIdConflict) as exc:
+                out.append(exc)
+        return out
+
+    async def _bulk_connection(self, queues: set[str]) -> RespConnection:
+        """The lean connection, open, with the queues registered and ``enqueue_many.lua`` loaded."""
+        broker = self.broker
+        assert broker.fast is not None
+        new = queues - broker._known_queues
+        if new:
+            await broker.register_queues(new)
+        conn = broker.fast.connection()
+        if not conn.connected:
+            await conn.open()
+        script = SCRIPTS["enqueue_many"]
+        if script.sha not in conn.scripts:
+            await conn.execute("SCRIPT", "LOAD", script.source)
+            conn.scripts.add(script.sha)
+        return conn
+
+    def _bulk_send(
+        self, conn: RespConnection, plains: list[PlainEnqueue], datas: list[bytes], infos: list[TaskInfo]
+    ) -> list[tuple[asyncio.Future[list[Any]], bytes]]:
+        """Write the merged calls, one run at a time; each task's TaskInfo is appended to ``infos``."""
+        n = len(plains)
+        ids = new_task_ids(n)
+        info_of = self._plain_info
+        plain_batch = self.broker.plain_batch
+        sent = []
+        start = 0
+        while start < n:
+            queue = plains[start].opts.queue
+            end = start
+            pieces = []
+            while end < n and end - start < BULK_BATCH and plains[end].opts.queue == queue:
+                pieces.append(plains[end].bulk_args(ids[end].encode(), datas[end]))
+                end += 1
+            now = self.clock.now()
+            command = plain_batch(queue, pieces, end - start)
+            sent.append((conn.send_now(command, 1), command))
+            # built while Redis stores the run
+            infos += [info_of(plains[k], ids[k], datas[k], now) for k in range(start, end)]
+            start = end
+        return sent
+
+    async def _bulk_replies(
+        self, conn: RespConnection, sent: list[tuple[asyncio.Future[list[Any]], bytes]]
+    ) -> list[Any]:
+        """Each task's code (1 stored, 0 task id taken), in order; an error reply raises."""
+        codes: list[Any] = []
+        try:
+            for fut, command in sent:
+                (reply,) = await fut
+                if type(reply) is ReplyError:
+                    reply = await self._bulk_error(conn, reply, command)
+                codes += reply
+        finally:
+            for fut, _ in sent:  # on an early exit, nobody else reads what the rest get
+                if not fut.done():
+                    fut.add_done_callback(_retrieve)
+                elif not fut.cancelled():
+                    fut.exception()
+        return codes
+
+    @staticmethod
+    async def _bulk_error(conn: RespConnection, reply: ReplyError, command: bytes) -> Any:
+        """An error reply to a merged call: NOSCRIPT (it did not run) loads the script and sends it again."""
+        exc = error_of(reply)
+        if not isinstance(exc, NoScriptError):
+            raise FrameworkError(f"enqueue failed: {exc}") from exc
+        await conn.execute("SCRIPT", "LOAD", SCRIPTS["enqueue_many"].source)
+        again = await conn.execute_raw(command)
+        if isinstance(again, ReplyError):
+            raise FrameworkError(f"enqueue failed: {error_of(again)}") from error_of(again)
+        return again
 
     # -- results ---------------------------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ class PlainEnqueue:
         opts: its resolved default options (:func:`eligible`).
     """
 
-    __slots__ = ("_broker", "_fast", "_format", "_handoff", "_msg_head", "_msg_tail", "opts", "taskdef")
+    __slots__ = ("_broker", "_fast", "_format", "_handoff", "_msg_fixed", "_msg_head", "_msg_tail", "opts", "taskdef")
 
     def __init__(self, broker: RedisBroker, taskdef: TaskDef[Any], opts: ResolvedOptions) -> None:
         assert broker.fast is not None
@@ -128,6 +128,7 @@ class PlainEnqueue:
                 retention=opts.retention,
             )
         )
+        self._msg_fixed = len(self._msg_head) + 3 + _ID_LEN + len(self._msg_tail)  # with a payload: + its size
         # The layout is the general path's own: prepare_enqueue's keys and args for a placeholder task, with
         # the values that change per task (enqueue.lua's KEYS[1], ARGV[1..3] and, with a handoff, ARGV[6])
         # left as slots of one bytes format, in that order: id, msg, id, now ns, lease expiry.
@@ -157,6 +158,24 @@ class PlainEnqueue:
             return b"%b\x1a$%b%b" % (self._msg_head, task_id, self._msg_tail)
         size = _varint(n) if n > 0x7F else _SMALL[n]
         return b"%b\x12%b%b\x1a$%b%b" % (self._msg_head, size, data, task_id, self._msg_tail)
+
+    def bulk_args(self, task_id: bytes, data: bytes) -> bytes:
+        """The task's id and message as the two RESP bulk strings ``enqueue_many.lua`` takes per task."""
+        n = len(data)
+        if not n:
+            msg = self.message(task_id, data)
+            return b"$36\r\n%b\r\n$%d\r\n%b\r\n" % (task_id, len(msg), msg)
+        size = _varint(n) if n > 0x7F else _SMALL[n]
+        length = self._msg_fixed + len(size) + n
+        return b"$36\r\n%b\r\n$%d\r\n%b\x12%b%b\x1a$%b%b\r\n" % (
+            task_id,
+            length,
+            self._msg_head,
+            size,
+            data,
+            task_id,
+            self._msg_tail,
+        )
 
     def command(self, task_id: str, data: bytes, now: float) -> bytes:
         """The packed ``EVALSHA`` of one task."""

@@ -111,6 +111,27 @@ class RespPipe:
         else:
             self._write(data)
 
+    def send_now(self, data: bytes, n: int) -> asyncio.Future[list[Any]]:
+        """Write ``n`` packed commands now, behind whatever is queued, rather than at the next loop iteration.
+
+        For a caller that writes a long run of commands in pieces and has work to do between them: the
+        server starts on the first piece while the next is built. The future gets the ``n`` replies as
+        hiredis parsed them (error replies as :class:`~framework.transport.lean.errors.ReplyError`).
+
+        Raises:
+            ConnectionError: the connection is not open.
+        """
+        loop = self._loop
+        if self._sock is None or loop is None:
+            raise ConnectionError(f"not connected to {self._describe()}")
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if self._wbuf:  # what others queued goes first: the order of writes is the order of replies
+            data = b"".join((*self._wbuf, data))
+            self._wbuf.clear()
+        self._write(data)
+        self._waiting.append(Batch(future, n))
+        return future
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._wbuf and self._sock is not None:

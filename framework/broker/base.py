@@ -39,8 +39,8 @@ class BrokerState:
         fast: the lean connection's client, or None (redis-py serves everything).
         hot: what the hot paths (enqueue, dequeue, done) run on: ``fast`` when there is one, else ``pool``.
         pool: redis-py's pool, as :class:`~framework.transport.commands.Commands`: the other scripts run there.
-        handoff: whether plain enqueues offer their task to an idle worker (single server; not Cluster or
-            Sentinel): the lean connection's subscriber is what hears the offer.
+        handoff: whether plain enqueues offer their task to an idle worker (a single server or a
+            Sentinel-managed primary; not Cluster): the lean connection's subscriber is what hears the offer.
     """
 
     __slots__ = ("channel", "clock", "fast", "handoff", "hot", "known_queues", "pool", "redis", "schema")

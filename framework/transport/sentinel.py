@@ -9,6 +9,10 @@ sentinels demote it, and those writes are then lost. So the pools here ask the s
 primary (idle ones at once, in-use ones when released). Closing a client also closes its connections to
 the sentinels.
 
+The hot paths (enqueue, dequeue, acknowledge, the worker's subscriber) do not use these pools: they run on the
+lean connection (:mod:`framework.transport.lean.sentinel`), which asks the same sentinel manager and follows
+the primary the same way.
+
 A client keeps the options it was opened with (:class:`SentinelSetup`), so that a blocking twin for the
 worker's heartbeat thread is built from those, never from what redis-py keeps in its pools (which holds
 asyncio-only objects, such as the retry policy, since redis-py 8.2).
@@ -30,7 +34,14 @@ from redis.sentinel import MasterNotFoundError as SyncMasterNotFoundError
 from redis.sentinel import Sentinel as SyncSentinel
 from redis.sentinel import SentinelConnectionPool as SyncSentinelConnectionPool
 
-__all__ = ("FOLLOW_EVERY", "SentinelSetup", "open_sentinel", "open_sync_sentinel", "sentinel_setup")
+__all__ = (
+    "FOLLOW_EVERY",
+    "SentinelSetup",
+    "open_sentinel",
+    "open_sync_sentinel",
+    "sentinel_setup",
+    "sync_sentinel_manager",
+)
 
 FOLLOW_EVERY = 1.0
 """Seconds between a Sentinel client's checks of which server the sentinels name as the primary."""
@@ -199,6 +210,14 @@ def open_sync_sentinel(
     )
     master.setup = SentinelSetup(list(hosts), service, dict(sentinel_kwargs), dict(server))
     return master
+
+
+def sync_sentinel_manager(setup: SentinelSetup) -> SyncSentinel:
+    """A blocking Sentinel manager for the sentinels of ``setup`` (safe for concurrent searches).
+
+    Only its ``discover_master`` is meant for use; close its ``sentinels`` when done.
+    """
+    return _SyncSentinel(list(setup.hosts), sentinel_kwargs=dict(setup.sentinel_kwargs), **setup.server)
 
 
 def sentinel_setup(redis: Any) -> SentinelSetup | None:

@@ -14,6 +14,7 @@ acknowledgement) can only make a task run again, never lose it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ import pytest
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry as SyncRetry
 
@@ -38,6 +40,11 @@ from framework.settings import Settings
 from framework.task import CronEntry, TaskDef
 from framework.thirdparty import pool_connections
 from framework.transport.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
+from framework.transport.lean.blocking import ThreadConnections
+from framework.transport.lean.client import fast_path_for
+from framework.transport.lean.connection import RespConnection
+from framework.transport.lean.sentinel import SentinelRespClient
+from framework.transport.lean.subscriber import Subscriber
 from framework.transport.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup
 from framework.worker.worker import Worker
 from tests.fixtures.cli import cli_env, run_framework
@@ -133,6 +140,10 @@ async def _failover_mid_run(
 ) -> tuple[Run, list[str], float, float]:
     run = Run(settings, redis)
     async with run.worker, run.scheduler:
+        assert run.worker.processor is not None
+        workers_fast = getattr(run.worker.processor.broker, "fast", None)
+        assert isinstance(workers_fast, SentinelRespClient)  # the lean path, for the worker and the client
+        assert isinstance(run.client.broker.fast, SentinelRespClient)
         ids = [
             (await run.client.enqueue(run.task, P(n=n, sleep=0.05), queue="ab"[n % 2], task_id=f"task-{n}")).id
             for n in range(BEFORE)
@@ -150,6 +161,10 @@ async def _failover_mid_run(
         inspector = Inspector(redis, Schema(settings.namespace))
         servers = await inspector.servers()
         assert [s.server.server_id for s in servers] == [run.worker.identity.server_id]  # the heartbeat is back
+        # the lean connections moved (a client's connects when used: the cron ticks used the worker's)
+        await run.client.enqueue(run.tick, P(), queue="b")
+        new_primary = ("127.0.0.1", info.replica_port)
+        assert workers_fast.connection().address == run.client.broker.fast.connection().address == new_primary
     assert info.current_primary() == info.replica_port
     return run, ids, accepted_in, recovered_in
 
@@ -308,3 +323,73 @@ async def test_the_blocking_twin_is_built_from_the_options_the_client_was_opened
         assert sentinel_setup(plain) is None
     finally:
         await plain.aclose()
+
+
+async def test_lean_connections_follow_the_sentinels_to_the_new_primary_within_seconds(
+    valkey_sentinel: SentinelInfo, sredis: Any, namespace: str
+) -> None:
+    # the event-loop connection, a subscriber and a blocking connection each leave the old primary, which
+    # after a plain SENTINEL FAILOVER still takes (and later loses) writes for about ten seconds
+    fast = fast_path_for(sredis)
+    assert isinstance(fast, SentinelRespClient)
+    key, channel = f"{namespace}:probe", f"{namespace}:channel"
+    heard: list[bytes] = []
+    blocking = ThreadConnections(fast.address, **fast.options)
+    sub = Subscriber(fast, lambda _, data: heard.append(data))
+    try:
+        await fast.execute("SET", key, "before")
+        await asyncio.to_thread(lambda: blocking.get().execute("SET", key, "before"))
+        await sub.subscribe([channel])
+        assert fast.connection().address == sub.address == ("127.0.0.1", valkey_sentinel.primary_port)
+        with _sync(valkey_sentinel.sentinel_ports[0]) as sentinel:
+            assert sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        await asyncio.to_thread(_wait_for_switch, valkey_sentinel)
+        switched = time.monotonic()
+
+        async def lean() -> None:
+            await fast.execute("SET", key, "after")
+
+        async def blocking_set() -> None:
+            await asyncio.to_thread(lambda: blocking.get().execute("SET", key, "blocking"))
+
+        with _sync(valkey_sentinel.replica_port) as new, _sync(valkey_sentinel.primary_port) as old:
+            for value, write in ((b"after", lean), (b"blocking", blocking_set)):
+                while new.get(key) != value:
+                    assert time.monotonic() - switched < 4, "still writing to the old primary"
+                    with contextlib.suppress(RedisConnectionError):  # what was in flight when it moved
+                        await write()
+                    await asyncio.sleep(0.1)
+            assert isinstance(await asyncio.wait_for(sub.wait_closed(), 4), RedisConnectionError)
+            assert old.execute_command("ROLE")[0] == b"master"  # not demoted yet: it would have taken the writes
+        again = Subscriber(fast, lambda _, data: heard.append(data))
+        try:
+            await again.subscribe([channel])
+            assert again.address == ("127.0.0.1", valkey_sentinel.replica_port)
+            await fast.execute("PUBLISH", channel, "hello")
+            await wait_until(lambda: _started([d.decode() for d in heard], 1))
+        finally:
+            again.close()
+    finally:
+        sub.close()
+        blocking.close()
+        fast.close()
+
+
+async def test_a_readonly_reply_on_a_sentinel_connection_is_a_lost_connection(valkey_sentinel: SentinelInfo) -> None:
+    # a server the sentinels named but that is a replica by now (demoted): as redis-py's Sentinel connections do,
+    # the command raises ConnectionError and the connection is dropped, to ask the sentinels again next time
+    class AtTheReplica:
+        service, every = "mymaster", 60.0
+
+        async def locate(self) -> tuple[str, int]:
+            return ("127.0.0.1", valkey_sentinel.replica_port)
+
+    conn = RespConnection(("", 0), follow=AtTheReplica())  # type: ignore[arg-type]
+    try:
+        assert await conn.execute("GET", "k") is None  # reads are fine
+        with pytest.raises(RedisConnectionError, match="replica"):
+            await conn.execute("SET", "k", "v")
+        await asyncio.sleep(0)
+        assert not conn.connected
+    finally:
+        conn.close()

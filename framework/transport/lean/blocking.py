@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
@@ -28,10 +29,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from framework.transport.lean.errors import ReplyError, error_of
 from framework.transport.lean.pipe import NOT_ENOUGH_DATA
 
+if TYPE_CHECKING:
+    from framework.transport.lean.sentinel import Follow
+
 __all__ = ("BlockingConnection", "ThreadConnections")
 
 _READ_SIZE = 64 * 1024
-_OPTIONS = frozenset({"username", "password", "db", "connect_timeout"})
+_OPTIONS = frozenset({"username", "password", "db", "connect_timeout", "follow"})
 
 
 class BlockingConnection:
@@ -43,6 +47,10 @@ class BlockingConnection:
         password: password (None = no AUTH).
         db: database number (SELECT when not 0).
         connect_timeout: seconds to wait for the connection and the handshake.
+        follow: where a Sentinel-managed primary is: asked when connecting (``address`` is then only a
+            placeholder), and again before a command once ``follow.every`` seconds passed since; when the
+            primary moved, or the server answers ``READONLY``, the connection is closed (the latter raising
+            ``ConnectionError``) and the next command connects to the new primary.
     """
 
     def __init__(
@@ -53,8 +61,11 @@ class BlockingConnection:
         password: str | None = None,
         db: int = 0,
         connect_timeout: float | None = 5.0,
+        follow: Follow | None = None,
     ) -> None:
         self.address = address
+        self._follow = follow
+        self._checked = 0.0
         self._username = username
         self._password = password
         self._db = db
@@ -76,6 +87,9 @@ class BlockingConnection:
         """Connect and authenticate unless connected."""
         if self._sock is not None:
             return
+        if self._follow is not None:
+            self.address = self._follow.locate_blocking()
+            self._checked = time.monotonic()
         try:
             if isinstance(self.address, str):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -121,8 +135,14 @@ class BlockingConnection:
 
     def execute_raw(self, data: bytes) -> Any:
         """Send one packed command and return its reply as hiredis parsed it (error replies as ``ReplyError``)."""
+        if self._follow is not None:
+            return self._execute_following(data)
         if self._sock is None:
             self.open()
+        return self._exchange(data)
+
+    def _exchange(self, data: bytes) -> Any:
+        """Send one packed command on the open socket and read its reply."""
         sock = self._sock
         assert sock is not None
         reader = self._reader
@@ -147,6 +167,26 @@ class BlockingConnection:
         except hiredis.ProtocolError as exc:
             self.close()
             raise ConnectionError(f"protocol error from {self._describe()}: {exc}") from exc
+        return reply
+
+    def _execute_following(self, data: bytes) -> Any:
+        """:meth:`execute_raw` on a connection that follows a Sentinel-managed primary."""
+        follow = self._follow
+        assert follow is not None
+        if self._sock is not None and time.monotonic() - self._checked >= follow.every:
+            self._checked = time.monotonic()
+            try:
+                moved = follow.locate_blocking() != self.address
+            except (ConnectionError, RedisTimeoutError, OSError):
+                moved = False  # the sentinels are away: keep the primary
+            if moved:
+                self.close()
+        if self._sock is None:
+            self.open()
+        reply = self._exchange(data)
+        if isinstance(reply, ReplyError) and str(reply).startswith("READONLY"):
+            self.close()
+            raise ConnectionError(f"{self._describe()} is a replica now: {reply}")
         return reply
 
     def close(self) -> None:

@@ -3,9 +3,10 @@
 A :class:`RespClient` hands out one :class:`~framework.transport.lean.connection.RespConnection` per event loop, and
 is the lean implementation of :class:`~framework.transport.commands.Commands` (scripts and batches of commands on
 that connection). It is derived from a redis-py client that talks to a single server over plain TCP or a Unix
-socket with RESP2 and no socket timeout; for anything else (TLS, Cluster, Sentinel, custom connection classes,
-credential providers) :func:`fast_path_for` returns ``None`` and callers keep using redis-py. Everything here is also
-importable from :mod:`framework.transport.lean.connection`.
+socket with RESP2 and no socket timeout, or to a Sentinel-managed primary the same way (whose connections
+follow the primary: :mod:`framework.transport.lean.sentinel`); for anything else (TLS, Cluster, custom
+connection classes, credential providers) :func:`fast_path_for` returns ``None`` and callers keep using
+redis-py. Everything here is also importable from :mod:`framework.transport.lean.connection`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ class RespClient:
 
     Args:
         address: ``(host, port)`` or a Unix socket path.
-        **options: ``username``, ``password``, ``db``, ``connect_timeout`` for
+        **options: ``username``, ``password``, ``db``, ``connect_timeout`` (and ``follow``) for
         :class:`~framework.transport.lean.connection.RespConnection`.
     """
 
@@ -127,8 +129,14 @@ def fast_path_for(redis: Redis | Any) -> RespClient | None:
     """A :class:`RespClient` to the server a redis-py asyncio client uses, or None when it does not qualify.
 
     Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2
-    (or the protocol left unset), no ``socket_timeout``, no credential provider. Anything else keeps to redis-py.
+    (or the protocol left unset), no ``socket_timeout``, no credential provider; or a Sentinel-managed client
+    of :func:`~framework.transport.sentinel.open_sentinel` with the same options for its data servers (a
+    :class:`~framework.transport.lean.sentinel.SentinelRespClient`). Anything else keeps to redis-py.
     """
+    if isinstance(getattr(redis, "connection_pool", None), SentinelConnectionPool):
+        from framework.transport.lean.sentinel import sentinel_fast_path  # noqa: PLC0415 - it imports this module
+
+        return sentinel_fast_path(redis)
     found = connection_options(redis)
     if found is None or found[2] not in (None, 2, "2"):
         return None

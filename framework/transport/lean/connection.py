@@ -13,10 +13,12 @@ connection per event loop carries every hot-path command:
   ``ConnectionError``; the next command reconnects.
 
 :func:`fast_path_for` derives a :class:`RespClient` from a redis-py client when that client talks to a
-single server over plain TCP or a Unix socket with RESP2 and no socket timeout; for anything else (TLS,
-Cluster, Sentinel, custom connection classes, credential providers) it returns ``None`` and callers keep
-using redis-py. The socket is closed by :meth:`RespClient.close`, or when the connection is garbage
-collected (after its event loop is closed), so an unclosed client leaks nothing and warns about nothing.
+single server over plain TCP or a Unix socket with RESP2 and no socket timeout, or with a Sentinel-managed
+primary (a connection given ``follow`` asks the sentinels where the primary is: see
+:mod:`framework.transport.lean.sentinel`); for anything else (TLS, Cluster, custom connection classes,
+credential providers) it returns ``None`` and callers keep using redis-py. The socket is closed by
+:meth:`RespClient.close`, or when the connection is garbage collected (after its event loop is closed), so an
+unclosed client leaks nothing and warns about nothing.
 
 A connection speaks RESP2 unless told ``protocol=3``: :class:`~framework.transport.lean.fastredis.FastRedis`
 runs redis-py's ordinary commands over one that speaks RESP3, as redis-py does, so redis-py's reply
@@ -39,11 +41,13 @@ import hiredis
 from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from framework.transport.lean.errors import ReplyError, error_of
+from framework.transport.lean.errors import DemotedReply, ReplyError, error_of
 from framework.transport.lean.pipe import NOT_ENOUGH_DATA, Batch, RespPipe
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from framework.transport.lean.sentinel import Follow
 
 __all__ = ("RespConnection",)
 
@@ -66,6 +70,8 @@ class RespConnection(RespPipe):
         protocol: 2 (RESP2), or 3 (RESP3, negotiated with HELLO: maps, doubles and booleans as such).
         client_name: CLIENT SETNAME when given.
         spin: poll the socket briefly for the reply of a command sent on an idle connection (:meth:`_spin`).
+        follow: where a Sentinel-managed primary is: asked when connecting (``address`` is then only a
+            placeholder) and every ``follow.every`` seconds after; see :mod:`framework.transport.lean.sentinel`.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class RespConnection(RespPipe):
         protocol: int = 2,
         client_name: str | None = None,
         spin: bool = True,
+        follow: Follow | None = None,
     ) -> None:
         super().__init__(address)
         self.protocol = protocol
@@ -96,6 +103,10 @@ class RespConnection(RespPipe):
         """Replies taken by polling (for tests and stats)."""
         self.scripts: set[str] = set()
         """SHA1s of the scripts loaded through this connection (cleared when it reconnects)."""
+        self._follow = follow
+        self._watch: asyncio.Task[None] | None = None
+        if follow is not None:
+            self._make_error = _demoting(self._make_error, weakref.ref(self))
 
     # -- connecting ------------------------------------------------------------------------------
 
@@ -120,7 +131,18 @@ class RespConnection(RespPipe):
             return
         await asyncio.shield(self._connecting)
 
+    async def _locate(self, follow: Follow) -> None:
+        """Take the primary's address from the sentinels (a connection that follows one)."""
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                self.address = await follow.locate()
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"timed out asking the sentinels for {follow.service!r}") from exc
+
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        follow = self._follow
+        if follow is not None:
+            await self._locate(follow)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 sock = await self._open_socket(loop)
@@ -134,6 +156,12 @@ class RespConnection(RespPipe):
         self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
         self._finalizer = weakref.finalize(self, sock.close)
         loop.add_reader(sock.fileno(), self._on_readable)
+        await self._handshake()
+        if follow is not None:
+            self._watch = loop.create_task(_watch(weakref.ref(self), follow, self.address))
+
+    async def _handshake(self) -> None:
+        """Authenticate, name the connection and select the database, as configured."""
         handshake: list[tuple[Any, ...]] = []
         if self.protocol == 3:
             auth = ("AUTH", self._username or "default", self._password) if self._password is not None else ()
@@ -154,6 +182,12 @@ class RespConnection(RespPipe):
             except BaseException:
                 self._fail(ConnectionError("handshake failed"))
                 raise
+
+    def _fail(self, exc: Exception) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None and self._loop is not None and not self._loop.is_closed():
+            watch.cancel()
+        super()._fail(exc)
 
     async def _open_socket(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         if isinstance(self.address, str):
@@ -284,3 +318,35 @@ class RespConnection(RespPipe):
         self._out(loop, data)
         self._waiting.append(Batch(future, n))
         return await future
+
+
+def _demoting(make: Callable[[str], ReplyError], ref: weakref.ref[RespConnection]) -> Callable[[str], ReplyError]:
+    """A ``replyError`` factory that, on ``READONLY``, makes a :class:`DemotedReply` and fails the connection next."""
+
+    def demoting(text: str) -> ReplyError:
+        reply = make(text)
+        conn = ref()
+        if conn is None or not text.startswith("READONLY"):
+            return reply
+        if conn._loop is not None:  # after the replies parsed so far are handed over
+            conn._loop.call_soon(conn._fail, ConnectionError(f"{conn._describe()} is a replica now"))
+        return DemotedReply(text)
+
+    return demoting
+
+
+async def _watch(ref: weakref.ref[RespConnection], follow: Follow, address: tuple[str, int] | str) -> None:
+    """Fail the connection once the sentinels name another primary than ``address`` (it reconnects to that one)."""
+    found = address
+    while found == address:
+        await asyncio.sleep(follow.every)
+        if ref() is None:
+            return
+        try:
+            found = await follow.locate()
+        except (ConnectionError, RedisTimeoutError, OSError):
+            continue  # the sentinels are away: keep the primary
+    conn = ref()  # only now: a reference held while sleeping would keep the connection alive
+    if conn is not None and conn._sock is not None:
+        conn._watch = None
+        conn._fail(ConnectionError(f"{follow.service!r} moved from {conn._describe()} to {found[0]}:{found[1]}"))

@@ -21,7 +21,7 @@ from redis.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("ReplyError", "counting_errors", "error_of")
+__all__ = ("DemotedReply", "ReplyError", "counting_errors", "error_of")
 
 _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
     ("NOSCRIPT", NoScriptError),
@@ -34,6 +34,14 @@ _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
 
 class ReplyError(Exception):
     """An error reply as hiredis hands it over; turned into redis-py's exception by :func:`error_of`."""
+
+
+class DemotedReply(ReplyError):
+    """A ``READONLY`` reply from the server a Sentinel-managed connection took for the primary: it is a replica now.
+
+    :func:`error_of` makes it a ``ConnectionError`` (the connection is failed right after), as redis-py's
+    Sentinel-managed connections do.
+    """
 
 
 def counting_errors(count: list[int]) -> Callable[[str], ReplyError]:
@@ -49,6 +57,8 @@ def counting_errors(count: list[int]) -> Callable[[str], ReplyError]:
 def error_of(reply: BaseException) -> Exception:
     """The redis-py exception for an error reply (``NOSCRIPT`` -> ``NoScriptError``, ...)."""
     text = str(reply)
+    if type(reply) is DemotedReply:
+        return ConnectionError(f"the primary is a replica now: {text}")
     for prefix, cls in _ERRORS:
         if text.startswith(prefix):
             return cls(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from framework.transport.commands import RedisCommands
-from framework.transport.lean.client import fast_path_for
+from framework.transport.lean.paths import fast_path_for
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
 from framework.errors import QueueNotFound, TaskNotFound
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
-from framework.inspector.namespace import as_state, text
+from framework.inspector.namespace import Part, as_state, text
 from framework.protocol.message import TaskState
 from framework.protocol.scripts import SCRIPTS
 from framework.transport.connection import is_cluster
 
 if TYPE_CHECKING:
-    from framework.inspector.namespace import Namespace
     from framework.protocol.keys import QueueKeys
 
 __all__ = ("BATCH_SIZE", "Progress", "TaskActions")
@@ -46,19 +45,10 @@ def _allowed(action: str, state: TaskState, allowed: frozenset[TaskState]) -> No
         raise InvalidTaskState(f"cannot {action} {state.value} tasks; {action} works on: {names}")
 
 
-class TaskActions:
-    """The changes :class:`~framework.inspector.core.Inspector` makes to tasks and queues.
+class TaskActions(Part):
+    """The changes :class:`~framework.inspector.core.Inspector` makes to tasks and queues."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_redis", "_schema")
-
-    def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+    __slots__ = ()
 
     def _single_error(self, code: int, queue: str, task_id: str, what: str) -> None:
         if code == 0:

@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.inspector.namespace import text
+from framework.inspector.namespace import Part, text
 from framework.limits import applied_limits
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from framework.inspector.namespace import Namespace
     from framework.task import TaskDef
 
 __all__ = (
@@ -172,19 +171,10 @@ def _int(value: Any) -> int:
         return 0
 
 
-class LimitReads:
-    """The limit reads of :class:`~framework.inspector.core.Inspector`.
+class LimitReads(Part):
+    """The limit reads of :class:`~framework.inspector.core.Inspector`."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_redis", "_schema")
-
-    def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+    __slots__ = ()
 
     async def limits(self, *, busiest: int = BUSIEST_KEYS) -> list[LimitInfo]:
         """Every declared limit, by name, with its current use, its waiting tasks and its counters.

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from framework.clock import Clock
     from framework.protocol.keys import QueueKeys, Schema
 
-__all__ = ("Namespace", "as_state", "from_unix", "text")
+__all__ = ("Namespace", "Part", "as_state", "from_unix", "text")
 
 
 class Namespace:
@@ -75,3 +75,18 @@ def as_state(state: TaskState | str) -> TaskState:
     except ValueError:
         allowed = ", ".join(s.value for s in TaskState)
         raise ValueError(f"unknown task state {state!r}; use one of: {allowed}") from None
+
+
+class Part:
+    """One part of the :class:`~framework.inspector.core.Inspector`, split by noun: what every part holds.
+
+    Args:
+        ns: the namespace it reads (shared with the inspector's other parts).
+    """
+
+    __slots__ = ("_ns", "_redis", "_schema")
+
+    def __init__(self, ns: Namespace) -> None:
+        self._ns = ns
+        self._redis = ns.redis
+        self._schema = ns.schema

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from framework.inspector.memory import estimate_memory
-from framework.inspector.namespace import text
+from framework.inspector.namespace import Part, text
 from framework.protocol.keys import day_stamp
 
 if TYPE_CHECKING:
-    from framework.inspector.namespace import Namespace
+    pass
 
 __all__ = ("DailyStats", "MinuteStats", "QueueInfo", "QueueOps")
 
@@ -106,19 +106,10 @@ def _int(value: Any) -> int:
     return int(value) if value else 0
 
 
-class QueueOps:
-    """The queue part of :class:`~framework.inspector.core.Inspector`: queue list, stats, history, pause switch.
+class QueueOps(Part):
+    """The queue part of :class:`~framework.inspector.core.Inspector`: queue list, stats, history, pause switch."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_redis", "_schema")
-
-    def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+    __slots__ = ()
 
     async def queues(self) -> list[str]:
         """Every queue name, sorted."""

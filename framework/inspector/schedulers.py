@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.inspector.namespace import text
+from framework.inspector.namespace import Part, text
 from framework.inspector.tasks import MAX_PAGE_SIZE
 from framework.protocol.message import (
     SchedulerEnqueueEvent,
@@ -19,24 +19,15 @@ from framework.protocol.message import (
 )
 
 if TYPE_CHECKING:
-    from framework.inspector.namespace import Namespace
+    pass
 
 __all__ = ("SchedulerReads",)
 
 
-class SchedulerReads:
-    """The scheduler reads of :class:`~framework.inspector.core.Inspector`: entries and their enqueue history.
+class SchedulerReads(Part):
+    """The scheduler reads of :class:`~framework.inspector.core.Inspector`: entries and their enqueue history."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_redis", "_schema")
-
-    def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+    __slots__ = ()
 
     async def scheduler_entries(self) -> list[SchedulerEntry]:
         """The entries of every live scheduler, by next enqueue time; undecodable entries are skipped."""

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.inspector.namespace import text
+from framework.inspector.namespace import Part, text
 from framework.protocol.message import ServerInfo, WorkerInfo, decode_server_info, decode_worker_info
 
 if TYPE_CHECKING:
-    from framework.inspector.namespace import Namespace
+    pass
 
 __all__ = ("ServerReads", "ServerStatus")
 
@@ -31,19 +31,10 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     workers: list[WorkerInfo]
 
 
-class ServerReads:
-    """The server reads of :class:`~framework.inspector.core.Inspector`: live servers and their running tasks.
+class ServerReads(Part):
+    """The server reads of :class:`~framework.inspector.core.Inspector`: live servers and their running tasks."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_redis", "_schema")
-
-    def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+    __slots__ = ()
 
     async def servers(self) -> list[ServerStatus]:
         """Every server whose heartbeat has not expired, by host, pid and id."""

@@ -16,12 +16,11 @@ import msgspec
 
 from framework.errors import TaskNotFound
 from framework.inspector.details import FIELDS, SCORED, TaskDetails, task_details
-from framework.inspector.namespace import as_state, text
+from framework.inspector.namespace import Part, as_state, text
 from framework.logging import get_logger
 from framework.protocol.message import TaskState
 
 if TYPE_CHECKING:
-    from framework.inspector.namespace import Namespace
     from framework.protocol.keys import QueueKeys
 
 __all__ = ("MAX_PAGE_SIZE", "GroupInfo", "TaskPage", "TaskReads")
@@ -89,19 +88,10 @@ def _check_page(page: int, size: int) -> None:
         raise ValueError(f"size={size!r} is invalid: must be between 1 and {MAX_PAGE_SIZE}")
 
 
-class TaskReads:
-    """The task reads of :class:`~framework.inspector.core.Inspector`: pages of one state, groups, and single tasks.
+class TaskReads(Part):
+    """The task reads of :class:`~framework.inspector.core.Inspector`: pages of one state, groups, and single tasks."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_redis", "_schema")
-
-    def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+    __slots__ = ()
 
     async def list_tasks(
         self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20, group: str | None = None

@@ -21,7 +21,7 @@ import msgspec
 
 from framework.broker.workflows import WorkflowOps
 from framework.errors import WorkflowNotFound
-from framework.inspector.namespace import from_unix, text
+from framework.inspector.namespace import Part, from_unix, text
 from framework.protocol.message import decode_message
 from framework.transport.commands import RedisCommands
 
@@ -241,19 +241,13 @@ def _lines(value: Any) -> list[str]:
     return [part for part in text(value).split("\n") if part]
 
 
-class WorkflowReads:
-    """The workflow reads and actions of :class:`~framework.inspector.core.Inspector`.
+class WorkflowReads(Part):
+    """The workflow reads and actions of :class:`~framework.inspector.core.Inspector`."""
 
-    Args:
-        ns: the namespace it reads (shared with the inspector's other parts).
-    """
-
-    __slots__ = ("_ns", "_ops", "_redis", "_schema")
+    __slots__ = ("_ops",)
 
     def __init__(self, ns: Namespace) -> None:
-        self._ns = ns
-        self._redis = ns.redis
-        self._schema = ns.schema
+        super().__init__(ns)
         self._ops = WorkflowOps(
             RedisCommands(ns.redis), ns.schema, ns.clock, handoff=False, wakeup=ns.schema.wakeup_channel
         )

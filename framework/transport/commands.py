@@ -10,7 +10,7 @@ round trip. Two classes implement it:
 * :class:`RedisCommands`, on a redis-py asyncio client (anything else: Cluster, Sentinel, TLS, ...).
 
 The caller picks one when it is built (the broker: the lean connection when
-:func:`~framework.transport.lean.client.fast_path_for` finds one, else redis-py) and then just calls it: nothing
+:func:`~framework.transport.lean.paths.fast_path_for` finds one, else redis-py) and then just calls it: nothing
 downstream asks which client it has. Script replies are raw (bytes, ints, lists).
 """
 

@@ -23,9 +23,10 @@ from framework.embedded.process import start_test_server
 from framework.protocol.message import encode_message, new_message
 from framework.protocol.scripts import SCRIPTS
 from framework.transport.connection import open_redis
-from framework.transport.lean.client import RespClient, fast_path_for
+from framework.transport.lean.client import RespClient
 from framework.transport.lean.connection import RespConnection
 from framework.transport.lean.fastredis import FastRedis
+from framework.transport.lean.paths import fast_path_for
 from tests.framework.worker_app import require_password
 
 

@@ -41,8 +41,8 @@ from framework.task import CronEntry, TaskDef
 from framework.thirdparty import pool_connections
 from framework.transport.connection import describe_redis, open_redis, open_sync_redis, sync_redis_like
 from framework.transport.lean.blocking import ThreadConnections
-from framework.transport.lean.client import fast_path_for
 from framework.transport.lean.connection import RespConnection
+from framework.transport.lean.paths import fast_path_for
 from framework.transport.lean.sentinel import SentinelRespClient
 from framework.transport.lean.subscriber import Subscriber
 from framework.transport.sentinel import open_sentinel, open_sync_sentinel, sentinel_setup

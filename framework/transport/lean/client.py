@@ -1,12 +1,13 @@
-"""The per-loop :class:`RespClient`, and which redis-py clients may use one (:func:`fast_path_for`).
+"""The per-loop :class:`RespClient`, and which redis-py clients may use one (see :mod:`framework.transport.lean.paths`).
 
 A :class:`RespClient` hands out one :class:`~framework.transport.lean.connection.RespConnection` per event loop, and
 is the lean implementation of :class:`~framework.transport.commands.Commands` (scripts and batches of commands on
 that connection). It is derived from a redis-py client that talks to a single server over plain TCP or a Unix
 socket with RESP2 and no socket timeout, or to a Sentinel-managed primary the same way (whose connections
 follow the primary: :mod:`framework.transport.lean.sentinel`); for anything else (TLS, Cluster, custom
-connection classes, credential providers) :func:`fast_path_for` returns ``None`` and callers keep using
-redis-py. Everything here is also importable from :mod:`framework.transport.lean.connection`.
+connection classes, credential providers) :func:`~framework.transport.lean.paths.fast_path_for` returns
+``None`` and callers keep using redis-py. Everything here is also importable from
+:mod:`framework.transport.lean.connection`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
-from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from framework.transport.commands import Arg, Key, Script, ScriptCall
     from framework.transport.lean.connection import RespConnection
 
-__all__ = ("RespClient", "connection_options", "fast_path_for")
+__all__ = ("RespClient", "connection_options")
 
 
 class RespClient:
@@ -123,24 +123,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def fast_path_for(redis: Redis | Any) -> RespClient | None:
-    """A :class:`RespClient` to the server a redis-py asyncio client uses, or None when it does not qualify.
-
-    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2
-    (or the protocol left unset), no ``socket_timeout``, no credential provider; or a Sentinel-managed client
-    of :func:`~framework.transport.sentinel.open_sentinel` with the same options for its data servers (a
-    :class:`~framework.transport.lean.sentinel.SentinelRespClient`). Anything else keeps to redis-py.
-    """
-    if isinstance(getattr(redis, "connection_pool", None), SentinelConnectionPool):
-        from framework.transport.lean.sentinel import sentinel_fast_path  # noqa: PLC0415 - it imports this module
-
-        return sentinel_fast_path(redis)
-    found = connection_options(redis)
-    if found is None or found[2] not in (None, 2, "2"):
-        return None
-    return RespClient(found[0], **found[1])
 
 
 def connection_options(redis: Redis | Any) -> tuple[tuple[str, int] | str, dict[str, Any], Any] | None:

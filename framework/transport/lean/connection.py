@@ -12,9 +12,9 @@ connection per event loop carries every hot-path command:
   callers handle them as they would redis-py's. A broken connection fails every command in flight with
   ``ConnectionError``; the next command reconnects.
 
-:func:`fast_path_for` derives a :class:`RespClient` from a redis-py client when that client talks to a
-single server over plain TCP or a Unix socket with RESP2 and no socket timeout, or with a Sentinel-managed
-primary (a connection given ``follow`` asks the sentinels where the primary is: see
+:func:`~framework.transport.lean.paths.fast_path_for` derives a :class:`RespClient` from a redis-py client when
+that client talks to a single server over plain TCP or a Unix socket with RESP2 and no socket timeout, or with a
+Sentinel-managed primary (a connection given ``follow`` asks the sentinels where the primary is: see
 :mod:`framework.transport.lean.sentinel`); for anything else (TLS, Cluster, custom connection classes,
 credential providers) it returns ``None`` and callers keep using redis-py. The socket is closed by
 :meth:`RespClient.close`, or when the connection is garbage collected (after its event loop is closed), so an

@@ -1,6 +1,6 @@
 """The lean client of a Sentinel-managed primary: the fast path, following the primary to its new server.
 
-:func:`~framework.transport.lean.client.fast_path_for` gives a client opened by
+:func:`~framework.transport.lean.paths.fast_path_for` gives a client opened by
 :func:`~framework.transport.sentinel.open_sentinel` a :class:`SentinelRespClient`. Its connections (the event
 loop's, the worker's subscriber, a synchronous client's blocking ones) carry a :class:`Follow`, which they ask
 for the primary's address when they connect, as redis-py's Sentinel-managed connections do. After that:
@@ -109,7 +109,7 @@ def sentinel_fast_path(redis: Any) -> SentinelRespClient | None:
     """The lean client for a client of :func:`~framework.transport.sentinel.open_sentinel`, or None.
 
     None for other Sentinel clients, and when the data servers' connections use TLS, RESP3, a socket
-    timeout or a credential provider (as :func:`~framework.transport.lean.client.fast_path_for`).
+    timeout or a credential provider (as :func:`~framework.transport.lean.paths.fast_path_for`).
     """
     setup = sentinel_setup(redis)
     pool = getattr(redis, "connection_pool", None)

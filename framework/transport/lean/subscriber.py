@@ -5,7 +5,7 @@ path from an enqueue to the handler of an idle worker that is a large share. :cl
 :class:`~framework.transport.lean.connection.RespConnection` in subscribe mode: each message is parsed by hiredis in the
 socket's read callback and handed to ``on_message(channel, data)`` there and then, synchronously.
 
-Used for what :func:`~framework.transport.lean.client.fast_path_for` accepts (a single server over TCP or a Unix
+Used for what :func:`~framework.transport.lean.paths.fast_path_for` accepts (a single server over TCP or a Unix
 socket, or a Sentinel-managed primary, whose subscriber is closed when the primary moves, so that its owner
 subscribes again on the new one); Cluster keeps redis-py's Pub/Sub.
 """

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -475,6 +474,8 @@ def load_settings(
     explicit = path or env.get("FRAMEWORK_CONFIG")
     toml_path = Path(explicit) if explicit else Path("framework.toml")
     if toml_path.is_file():
+        import tomllib  # noqa: PLC0415 - only when there is a file to read
+
         try:
             file_data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

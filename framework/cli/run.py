@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from framework.cli import CliContext, StartupError, examples, pass_cli
+from framework.cli import CliContext, StartupError, examples, pass_cli, startup_over
 from framework.errors import ConfigError
 from framework.loop import run as run_loop
 from framework.settings import redact_url  # not framework.transport.connection: that loads redis
@@ -227,6 +227,7 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
     if processes > 1:
         from framework.worker.supervisor import supervise  # noqa: PLC0415
 
+        startup_over()  # before the children fork: each runs with the collector on
         raise SystemExit(supervise(settings, processes, scheduler=scheduler))
     from framework.worker.worker import Worker  # noqa: PLC0415
 
@@ -268,6 +269,7 @@ async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
         for part in parts:
             await part.start()  # type: ignore[attr-defined]
             started.append(part)
+        startup_over()
         await stop.wait()
     finally:
         for part in reversed(started):

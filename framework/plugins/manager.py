@@ -24,7 +24,6 @@ plugin (see :mod:`framework.plugins.calls`).
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as md
 import os
 import sys
 import weakref
@@ -40,6 +39,8 @@ from framework.errors import FrameworkError, PluginError
 from framework.plugins.calls import contributions_by_plugin, plugin_callers, remember_manager
 
 if TYPE_CHECKING:
+    import importlib.metadata as md
+
     from framework.registry import Registry
     from framework.settings import Settings
     from framework.task import CronEntry
@@ -123,10 +124,16 @@ def _env_list(name: str) -> list[str] | None:
     return [p.strip() for p in raw.split(",") if p.strip()]
 
 
-def _wanted(name: str, settings: Settings | None) -> bool:
+def _allowed(settings: Settings | None) -> list[str] | None:
+    """The allow-list (``FRAMEWORK_LOAD_PLUGINS``, else ``settings.load_plugins``); None allows every plugin."""
     allow = _env_list("FRAMEWORK_LOAD_PLUGINS")
     if allow is None and settings is not None:
         allow = settings.load_plugins
+    return allow
+
+
+def _wanted(name: str, settings: Settings | None) -> bool:
+    allow = _allowed(settings)
     block = set(_env_list("FRAMEWORK_BLOCK_PLUGINS") or [])
     if settings is not None:
         block.update(settings.block_plugins)
@@ -136,6 +143,9 @@ def _wanted(name: str, settings: Settings | None) -> bool:
 
 
 def _entry_points() -> list[md.EntryPoint]:
+    """The ``framework`` entry points, built-in distributions first; importlib.metadata loads only here."""
+    import importlib.metadata as md  # noqa: PLC0415
+
     eps = list(md.entry_points(group=ENTRY_POINT_GROUP))
 
     def rank(ep: md.EntryPoint) -> tuple[int, int, str]:
@@ -169,7 +179,8 @@ def get_plugin_manager(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     loaded: list[tuple[str, ModuleType, md.EntryPoint]] = []
-    for ep in _entry_points():
+    # an empty allow-list loads no plugin: the installed distributions' metadata is not read at all
+    for ep in _entry_points() if _allowed(settings) != [] else []:
         if not _wanted(ep.name, settings):
             continue
         dist = ep.dist.name if ep.dist is not None else "?"

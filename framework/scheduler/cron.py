@@ -25,6 +25,9 @@ fixed-time jobs twice when clocks fall back. The rule follows Vixie cron and cro
   A repeated time fires at its first occurrence only. A skipped time fires at the moment the clocks
   jump (a 02:30 job in Europe/Berlin runs at 03:00 CEST on the spring-forward day); several skipped
   times, or a skipped time and the first time after the jump, fire only once.
+
+croniter is imported by the functions that use it, not with this module: :func:`parse_duration` needs
+none of it, and a plugin's settings module that calls it is imported by ``framework --help``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from framework.errors import FrameworkError
 
@@ -211,6 +212,8 @@ class Schedule:
 
     def _cron_next(self, t: float) -> float:
         start = _wall(t, self._zone) - _shift(t, self._zone) - _SECOND
+        from croniter import CroniterBadDateError, croniter  # noqa: PLC0415 - croniter loads with the first schedule
+
         matches = croniter(self._expr, start)
         best: float | None = None
         limit: datetime | None = None
@@ -229,6 +232,8 @@ class Schedule:
 
     def _cron_prev(self, t: float) -> float | None:
         start = _wall(t, self._zone) + _shift(t, self._zone) + _SECOND
+        from croniter import CroniterBadDateError, croniter  # noqa: PLC0415 - croniter loads with the first schedule
+
         matches = croniter(self._expr, start)
         best: float | None = None
         limit: datetime | None = None
@@ -281,6 +286,8 @@ def _check_fields(spec: str, fields: list[str]) -> bool:
         if any(_HASHED.fullmatch(part) for part in value.split(",")):
             raise CronSpecError(spec, f"{name} field {value!r}: hashed (H) and random (R) values are not supported")
     expr = " ".join(fields)
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter  # noqa: PLC0415 - croniter loads with the first schedule
+
     try:
         matches = croniter(expr, _EPOCH)
     except CroniterBadCronError as exc:
@@ -294,6 +301,8 @@ def _check_fields(spec: str, fields: list[str]) -> bool:
 
 def _field_problem(fields: list[str]) -> str | None:
     """Name the first field that croniter rejects on its own, with what that field allows."""
+    from croniter import CroniterBadCronError, croniter  # noqa: PLC0415 - croniter loads with the first schedule
+
     for index, ((name, allowed), value) in enumerate(zip(_FIELDS, fields, strict=True)):
         alone = " ".join(value if i == index else "*" for i in range(len(_FIELDS)))
         try:

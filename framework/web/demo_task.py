@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -45,6 +44,8 @@ class Greeting(msgspec.Struct, frozen=True, kw_only=True):
 
 async def handle_hello(ctx: TaskContext, payload: Hello) -> Greeting:
     """Pretend to work in a few steps, reporting progress after each, then return a greeting."""
+    import asyncio  # noqa: PLC0415 - here, not at import: ``framework --help`` loads this module, never runs it
+
     pause = max(0.0, min(payload.work_seconds, 10.0)) / len(STEPS)
     for done, step in enumerate(STEPS):
         await ctx.progress(done / len(STEPS), step)

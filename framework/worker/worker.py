@@ -50,7 +50,6 @@ from framework.broker.broker import RedisBroker
 from framework.broker.liveness import Liveness
 from framework.client.client import Client
 from framework.clock import Clock, SystemClock
-from framework.inspector.limits import encode_declarations, limit_declarations
 from framework.logging import configure_default_logging, configure_logging, get_logger
 from framework.protocol.keys import Schema
 from framework.registry import Registry
@@ -285,7 +284,14 @@ class Worker:
         )
 
     async def _declare_limits(self, services: Services) -> None:
-        """List the limits this worker's task types declare in ``<ext>:limits`` (one HSET), for the dashboard."""
+        """List the limits this worker's task types declare in ``<ext>:limits`` (one HSET), for the dashboard.
+
+        Without any, nothing is written and the inspector's code is not imported.
+        """
+        if not any(task.limits for task in self.registry):
+            return
+        from framework.inspector.limits import encode_declarations, limit_declarations  # noqa: PLC0415
+
         declared = limit_declarations(self.registry, self.settings.limits)
         if declared:
             await services.redis.hset(services.schema.limits_index(), mapping=encode_declarations(declared))

@@ -103,6 +103,20 @@ def test_allow_and_block_lists(site: Path, settings: Any, monkeypatch: pytest.Mo
     assert loaded(settings) == set()
 
 
+def test_an_empty_allow_list_reads_no_distribution(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No plugin may load, so the installed distributions' entry points are not even listed (start-up time)."""
+    import importlib.metadata
+
+    def unwanted(**_: Any) -> Any:
+        raise AssertionError("entry points scanned")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", unwanted)
+    monkeypatch.setenv("FRAMEWORK_LOAD_PLUGINS", "")
+    assert get_plugin_manager(settings).list_name_plugin() == []
+    monkeypatch.delenv("FRAMEWORK_LOAD_PLUGINS")
+    assert get_plugin_manager(settings.replace(load_plugins=[])).list_name_plugin() == []
+
+
 def test_a_plugin_that_fails_to_import_stops_startup_naming_it(site: Path, settings: Any) -> None:
     make_distribution(site, "framework-fwtest-broken", "fwtest_broken", "import no_such_module_anywhere\n")
     with pytest.raises(PluginError) as info:

@@ -345,7 +345,7 @@ class Worker:
                         await own.aclose()
 
     async def _listen_lean(self, services: Services, broker: RedisBroker) -> None:
-        """The same channels on a lean subscriber (single server), plus this worker's handoff channel.
+        """The same channels on a lean subscriber (single server or Sentinel primary), and this worker's handoff.
 
         While subscribed, the processor registers as a waiter when it finds its queues empty, and an
         enqueue then hands its task straight to it: one hop from the client to the handler's start.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework import hookimpl
+from framework import ConfigError, hookimpl
 from framework_email import hookspecs
 from framework_email.config import load_config, outbox_path, provider_limit
 
@@ -61,10 +61,18 @@ def check_config(settings: Settings, plugin_manager: pluggy.PluginManager) -> No
 
 @hookimpl
 def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
-    """Contribute the ``email:send`` task, limited as ``[plugins.email]`` says (a bad limit setting stops start-up)."""
-    from framework_email.tasks import send_email_task_for  # noqa: PLC0415
+    """Contribute the ``email:send`` task, limited as ``[plugins.email]`` says (a bad limit setting stops start-up).
 
-    return [send_email_task_for(load_config(settings))]
+    A section that does not decode at all is reported by ``check_config`` (``framework doctor``) and stops the
+    start-up of a process that sends email; the task type is still contributed, so the rest of the checks run.
+    """
+    from framework_email.tasks import send_email_task, send_email_task_for  # noqa: PLC0415
+
+    try:
+        config = load_config(settings)
+    except ConfigError:
+        return [send_email_task]
+    return [send_email_task_for(config)]
 
 
 @hookimpl

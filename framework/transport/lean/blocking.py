@@ -5,8 +5,9 @@ of these instead of handing it to its background event loop: a blocking ``send``
 of the calling thread's own, with the reply parsed by ``hiredis``. A hop to another thread and back costs
 more than the loopback round trip itself; a thread that sleeps in ``recv`` wakes when the reply arrives.
 
-Same server, credentials and database as the :class:`~framework.transport.lean.client.RespClient` it is made
-from, RESP2, no socket timeout once connected (as the event-loop connection). Error replies come back as
+Same server, credentials, database and TLS (the socket wrapped by ``ssl``, the handshake within the connect
+timeout) as the :class:`~framework.transport.lean.client.RespClient` it is made from, RESP2, no socket timeout
+once connected (as the event-loop connection). Error replies come back as
 :class:`~framework.transport.lean.errors.ReplyError`, as on that connection; a broken connection raises
 redis-py's ``ConnectionError`` and is closed, so the next command reconnects.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -31,11 +33,12 @@ from framework.transport.lean.pipe import NOT_ENOUGH_DATA
 
 if TYPE_CHECKING:
     from framework.transport.lean.sentinel import Follow
+    from framework.transport.lean.tls import TlsSetup
 
 __all__ = ("BlockingConnection", "ThreadConnections")
 
 _READ_SIZE = 64 * 1024
-_OPTIONS = frozenset({"username", "password", "db", "connect_timeout", "follow"})
+_OPTIONS = frozenset({"username", "password", "db", "connect_timeout", "follow", "tls"})
 
 
 class BlockingConnection:
@@ -51,6 +54,7 @@ class BlockingConnection:
             placeholder), and again before a command once ``follow.every`` seconds passed since; when the
             primary moved, or the server answers ``READONLY``, the connection is closed (the latter raising
             ``ConnectionError``) and the next command connects to the new primary.
+        tls: TLS to negotiate once connected; see :mod:`framework.transport.lean.tls`.
     """
 
     def __init__(
@@ -62,15 +66,17 @@ class BlockingConnection:
         db: int = 0,
         connect_timeout: float | None = 5.0,
         follow: Follow | None = None,
+        tls: TlsSetup | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self._follow = follow
         self._checked = 0.0
         self._username = username
         self._password = password
         self._db = db
         self._connect_timeout = connect_timeout
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = None  # an ssl.SSLSocket over TLS
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=NOT_ENOUGH_DATA)
         self._pid = os.getpid()
@@ -83,6 +89,28 @@ class BlockingConnection:
     def _describe(self) -> str:
         return self.address if isinstance(self.address, str) else f"{self.address[0]}:{self.address[1]}"
 
+    def _connect(self) -> socket.socket:
+        """A socket connected to the server (TLS negotiated when configured), with the connect timeout."""
+        if isinstance(self.address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self._connect_timeout)
+            try:
+                sock.connect(self.address)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        sock = socket.create_connection(self.address, timeout=self._connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def open(self) -> None:
         """Connect and authenticate unless connected."""
         if self._sock is not None:
@@ -91,20 +119,11 @@ class BlockingConnection:
             self.address = self._follow.locate_blocking()
             self._checked = time.monotonic()
         try:
-            if isinstance(self.address, str):
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self._connect_timeout)
-                try:
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
-            else:
-                sock = socket.create_connection(self.address, timeout=self._connect_timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock = self._connect()
         except TimeoutError as exc:
             raise RedisTimeoutError(f"timed out connecting to {self._describe()}") from exc
+        except ssl.SSLError as exc:
+            raise ConnectionError(f"TLS handshake with {self._describe()} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectionError(f"error connecting to {self._describe()}: {exc}") from exc
         self._sock = sock

@@ -2,11 +2,12 @@
 
 A :class:`RespClient` hands out one :class:`~framework.transport.lean.connection.RespConnection` per event loop, and
 is the lean implementation of :class:`~framework.transport.commands.Commands` (scripts and batches of commands on
-that connection). It is derived from a redis-py client that talks to a single server over plain TCP or a Unix
-socket with RESP2 and no socket timeout, or to a Sentinel-managed primary the same way (whose connections
-follow the primary: :mod:`framework.transport.lean.sentinel`); for anything else (TLS, Cluster, custom
-connection classes, credential providers) :func:`~framework.transport.lean.paths.fast_path_for` returns
-``None`` and callers keep using redis-py. Everything here is also importable from
+that connection). It is derived from a redis-py client that talks to a single server over plain TCP, TLS
+(``rediss://``: :mod:`framework.transport.lean.tls`) or a Unix socket with RESP2 and no socket timeout, or to
+a Sentinel-managed primary the same way (whose connections follow the primary:
+:mod:`framework.transport.lean.sentinel`); for anything else (Cluster, custom connection classes, credential
+providers) :func:`~framework.transport.lean.paths.fast_path_for` returns ``None`` and callers keep using
+redis-py. Everything here is also importable from
 :mod:`framework.transport.lean.connection`.
 """
 
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio.connection import Connection, ConnectionPool, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class RespClient:
 
     Args:
         address: ``(host, port)`` or a Unix socket path.
-        **options: ``username``, ``password``, ``db``, ``connect_timeout`` (and ``follow``) for
+        **options: ``username``, ``password``, ``db``, ``connect_timeout`` (and ``follow``, ``tls``) for
         :class:`~framework.transport.lean.connection.RespConnection`.
     """
 
@@ -125,11 +126,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def connection_options(redis: Redis | Any) -> tuple[tuple[str, int] | str, dict[str, Any], Any] | None:
+def connection_options(
+    redis: Redis | Any, *, tls: bool = False
+) -> tuple[tuple[str, int] | str, dict[str, Any], Any] | None:
     """(address, :class:`RespConnection` options, redis-py's ``protocol`` setting) of a client's server.
 
     None unless the client is redis-py's with a plain ``ConnectionPool`` of ``Connection`` (TCP) or
-    ``UnixDomainSocketConnection``, no ``socket_timeout`` and no credential provider.
+    ``UnixDomainSocketConnection`` (or, with ``tls``, ``SSLConnection``: the options then hold the
+    :class:`~framework.transport.lean.tls.TlsSetup` redis-py's options make), no ``socket_timeout`` and no
+    credential provider.
     """
     pool = getattr(redis, "connection_pool", None)
     if type(pool) is not ConnectionPool:
@@ -147,6 +152,13 @@ def connection_options(redis: Redis | Any) -> tuple[tuple[str, int] | str, dict[
         address: tuple[str, int] | str = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
     elif pool.connection_class is UnixDomainSocketConnection:
         address = kwargs["path"]
+    elif tls and pool.connection_class is SSLConnection:
+        from framework.transport.lean.tls import tls_setup  # noqa: PLC0415 - only for a rediss:// client
+
+        options["tls"] = tls_setup(kwargs)
+        if options["tls"] is None:
+            return None
+        address = (kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
     else:
         return None
     return address, options, kwargs.get("protocol")

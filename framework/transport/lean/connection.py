@@ -13,10 +13,11 @@ connection per event loop carries every hot-path command:
   ``ConnectionError``; the next command reconnects.
 
 :func:`~framework.transport.lean.paths.fast_path_for` derives a :class:`RespClient` from a redis-py client when
-that client talks to a single server over plain TCP or a Unix socket with RESP2 and no socket timeout, or with a
-Sentinel-managed primary (a connection given ``follow`` asks the sentinels where the primary is: see
-:mod:`framework.transport.lean.sentinel`); for anything else (TLS, Cluster, custom connection classes,
-credential providers) it returns ``None`` and callers keep using redis-py. The socket is closed by
+that client talks to a single server over plain TCP, TLS (a connection given ``tls`` negotiates a session
+after connecting and encrypts in memory: :mod:`framework.transport.lean.tls`) or a Unix socket with RESP2 and no
+socket timeout, or with a Sentinel-managed primary (a connection given ``follow`` asks the sentinels where the
+primary is: see :mod:`framework.transport.lean.sentinel`); for anything else (Cluster, custom connection
+classes, credential providers) it returns ``None`` and callers keep using redis-py. The socket is closed by
 :meth:`RespClient.close`, or when the connection is garbage collected (after its event loop is closed), so an
 unclosed client leaks nothing and warns about nothing.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -43,11 +45,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework.transport.lean.errors import DemotedReply, ReplyError, error_of
 from framework.transport.lean.pipe import NOT_ENOUGH_DATA, Batch, RespPipe
+from framework.transport.lean.tls import TlsChannel
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from framework.transport.lean.sentinel import Follow
+    from framework.transport.lean.tls import TlsSetup
 
 __all__ = ("RespConnection",)
 
@@ -72,6 +76,8 @@ class RespConnection(RespPipe):
         spin: poll the socket briefly for the reply of a command sent on an idle connection (:meth:`_spin`).
         follow: where a Sentinel-managed primary is: asked when connecting (``address`` is then only a
             placeholder) and every ``follow.every`` seconds after; see :mod:`framework.transport.lean.sentinel`.
+        tls: TLS to negotiate once connected (the handshake within ``connect_timeout``); see
+            :mod:`framework.transport.lean.tls`.
     """
 
     def __init__(
@@ -86,8 +92,10 @@ class RespConnection(RespPipe):
         client_name: str | None = None,
         spin: bool = True,
         follow: Follow | None = None,
+        tls: TlsSetup | None = None,
     ) -> None:
         super().__init__(address)
+        self._tls_setup = tls
         self.protocol = protocol
         self._client_name = client_name
         self._username = username
@@ -143,15 +151,22 @@ class RespConnection(RespPipe):
         follow = self._follow
         if follow is not None:
             await self._locate(follow)
+        channel: TlsChannel | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
                 sock = await self._open_socket(loop)
+                if self._tls_setup is not None:
+                    channel = await self._start_tls(loop, sock, self._tls_setup)
         except TimeoutError as exc:
             raise RedisTimeoutError(f"timed out connecting to {self._describe()}") from exc
+        except ssl.SSLError as exc:
+            raise ConnectionError(f"TLS handshake with {self._describe()} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectionError(f"error connecting to {self._describe()}: {exc}") from exc
         self._loop = loop
         self._sock = sock
+        if channel is not None:
+            self._use_tls(channel)
         self.scripts = set()  # the server may have been restarted: its script cache is gone
         self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
         self._finalizer = weakref.finalize(self, sock.close)
@@ -188,6 +203,17 @@ class RespConnection(RespPipe):
         if watch is not None and self._loop is not None and not self._loop.is_closed():
             watch.cancel()
         super()._fail(exc)
+
+    @staticmethod
+    async def _start_tls(loop: asyncio.AbstractEventLoop, sock: socket.socket, setup: TlsSetup) -> TlsChannel:
+        """Negotiate a TLS session on the connected ``sock`` (closed when that fails)."""
+        try:
+            channel = TlsChannel(setup)  # reads the CA and certificate files the first time
+            await channel.handshake(loop, sock)
+        except BaseException:
+            sock.close()
+            raise
+        return channel
 
     async def _open_socket(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
         if isinstance(self.address, str):

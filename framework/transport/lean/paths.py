@@ -1,8 +1,9 @@
 """Which lean client, if any, serves what a redis-py client serves: the choice the broker makes once.
 
-A single server over TCP or a Unix socket gets a :class:`~framework.transport.lean.client.RespClient`; a
+A single server over TCP, TLS or a Unix socket gets a :class:`~framework.transport.lean.client.RespClient`; a
 Sentinel-managed primary a :class:`~framework.transport.lean.sentinel.SentinelRespClient`, which follows
-failovers; anything else (TLS, Cluster, RESP3, timeouts, credential providers) keeps to redis-py.
+failovers; anything else (Cluster, a Sentinel-managed primary over TLS, RESP3, timeouts, credential
+providers) keeps to redis-py.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ __all__ = ("fast_path_for",)
 def fast_path_for(redis: Redis | Any) -> RespClient | None:
     """A :class:`RespClient` to the server a redis-py asyncio client uses, or None when it does not qualify.
 
-    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP) or ``UnixDomainSocketConnection``, RESP2
+    Qualifies: a plain ``ConnectionPool`` of ``Connection`` (TCP), ``SSLConnection`` (TLS, verified as
+    redis-py verifies: :mod:`framework.transport.lean.tls`) or ``UnixDomainSocketConnection``, RESP2
     (or the protocol left unset), no ``socket_timeout``, no credential provider; or a Sentinel-managed client
     of :func:`~framework.transport.sentinel.open_sentinel` with the same options for its data servers (a
     :class:`~framework.transport.lean.sentinel.SentinelRespClient`). Anything else keeps to redis-py.
     """
     if isinstance(getattr(redis, "connection_pool", None), SentinelConnectionPool):
         return sentinel_fast_path(redis)
-    found = connection_options(redis)
+    found = connection_options(redis, tls=True)
     if found is None or found[2] not in (None, 2, "2"):
         return None
     return RespClient(found[0], **found[1])

@@ -5,6 +5,10 @@ iteration, so the concurrent commands of many tasks cost one ``send``; a command
 connection is written at once. Replies are parsed with ``hiredis.Reader`` and handed to their callers in
 order. A broken connection fails every command in flight with ``ConnectionError``.
 
+Over TLS the same socket carries records: a connection that negotiated a session reads and writes through
+:meth:`RespPipe._receive_tls` and :meth:`RespPipe._write_tls`, bound in place of the plain ones when it
+connects (:meth:`RespPipe._use_tls`), so plain TCP's path has no step more.
+
 :class:`RespPipe` is the base of :class:`~framework.transport.lean.connection.RespConnection`, which
 connects, polls and runs the commands.
 """
@@ -12,6 +16,7 @@ connects, polls and runs the commands.
 from __future__ import annotations
 
 import collections
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import hiredis
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
     import asyncio
     import socket
     import weakref
+
+    from framework.transport.lean.tls import TlsChannel
 
 __all__ = ("NOT_ENOUGH_DATA", "Batch", "RespPipe")
 
@@ -63,6 +70,7 @@ class RespPipe:
         self._pending_out = b""
         self._flush_scheduled = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._tls: TlsChannel | None = None
         self.closed = False
 
     @property
@@ -190,6 +198,68 @@ class RespPipe:
         self._reader.feed(data)
         return True
 
+    def _use_tls(self, channel: TlsChannel) -> None:
+        """Read and write through ``channel`` from now on (until the connection fails)."""
+        self._tls = channel
+        self._receive = self._receive_tls  # type: ignore[method-assign]
+        self._write = self._write_tls  # type: ignore[method-assign]
+
+    def _drop_tls(self) -> None:
+        """Back to the plain read and write (the bound methods no longer tie the connection to itself)."""
+        self._tls = None
+        vars(self).pop("_receive", None)
+        vars(self).pop("_write", None)
+
+    def _write_tls(self, data: bytes) -> None:
+        """:meth:`_write` over TLS: the records that carry ``data`` go out as plain data would."""
+        tls = self._tls
+        if tls is None or self._sock is None:
+            return
+        try:
+            records = tls.encrypt(data)
+        except ssl.SSLError as exc:
+            self._loop.call_soon(self._fail, ConnectionError(f"TLS error writing to {self._describe()}: {exc}"))  # type: ignore[union-attr]
+            return
+        RespPipe._write(self, records)
+
+    def _receive_tls(self) -> bool:
+        """:meth:`_receive` over TLS: the plaintext of the records the socket has goes to the reader."""
+        data = self._recv_records()
+        tls = self._tls
+        if data is None or tls is None:
+            return False
+        try:
+            plain = tls.decrypt(data)
+        except ssl.SSLError as exc:
+            self._fail(ConnectionError(f"TLS error reading from {self._describe()}: {exc}"))
+            return False
+        if plain is None:
+            self._fail(ConnectionError(f"TLS session with {self._describe()} closed by the server"))
+            return False
+        records = tls.outgoing()
+        if records:
+            RespPipe._write(self, records)
+        if plain:  # else only records of the session itself (a session ticket, ...)
+            self._reader.feed(plain)
+        return bool(plain)
+
+    def _recv_records(self) -> bytes | None:
+        """What the socket has (TLS records), or None when nothing (or the connection failed)."""
+        sock = self._sock
+        if sock is None:
+            return None
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
+            return None
+        if not data:
+            self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
+            return None
+        return data
+
     def _on_readable(self) -> None:
         if self._receive():
             self._dispatch()
@@ -232,6 +302,8 @@ class RespPipe:
             sock.close()
         self._pending_out = b""
         self._wbuf.clear()
+        if self._tls is not None:
+            self._drop_tls()
         waiting, self._waiting = self._waiting, collections.deque()
         for item in waiting:
             fut = item.future if type(item) is Batch else item

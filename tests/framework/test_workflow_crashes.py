@@ -369,4 +369,6 @@ async def test_three_processes_run_a_10000_step_chord_and_its_callback_once_afte
             f" chord step {sent['chord']:.2f} ({lua['chord']:.2f}); sent by name, chord {dict(chord_census.sent)},"
             f" plain {dict(plain_census.sent)}"
         )
-    assert sent["chord"] - sent["plain"] <= 1.0, sent
+    # per step at most one more; the workflow as a whole adds a handful that do not grow with it (its start
+    # script, the waiter's reads, the workers' periodic checks while it runs): 50 in all is allowed for those
+    assert sent["chord"] - sent["plain"] <= 1.0 + 50 / WIDTH, sent

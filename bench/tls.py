@@ -22,54 +22,25 @@ Prints each round's figures, then the medians per way and their ratios to ``plai
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import redis as redis_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from framework.broker import base  # noqa: E402
-from framework.client.client import Client, TaskCall  # noqa: E402
+from bench.ways import parse_args, report, run_rounds  # noqa: E402
 from framework.embedded.launch import free_port, spawn  # noqa: E402
-from framework.protocol.keys import Schema  # noqa: E402
-from framework.settings import Settings  # noqa: E402
-from framework.task import TaskDef  # noqa: E402
-from framework.transport.connection import open_redis  # noqa: E402
-from framework.worker.worker import Worker  # noqa: E402
 from tests.fixtures.tls import make_certificates  # noqa: E402
 
 WAYS = ("plain", "tls", "tls-redispy")
-PHASES = ("bulk", "seq", "process")
-
-
-class Noop(msgspec.Struct, frozen=True):
-    """The benchmark's payload (empty)."""
-
-
-class Counter:
-    """Counts the tasks run, and wakes the waiter when ``target`` ran."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.target = 0
-        self.done = asyncio.Event()
-
-    async def run(self, ctx: Any, payload: Noop) -> None:
-        self.n += 1
-        if self.n >= self.target:
-            self.done.set()
 
 
 def start(folder: Path) -> tuple[Any, int, int, Path]:
@@ -95,82 +66,19 @@ def start(folder: Path) -> tuple[Any, int, int, Path]:
         time.sleep(0.05)
 
 
-async def one_way(way: str, url: str, args: argparse.Namespace, folder: Path, flush: Any) -> dict[str, float]:
-    """The three phases through one way of reaching the server."""
-    flush()
-    original = base.fast_path_for  # type: ignore[attr-defined]
-    if way == "tls-redispy":
-        base.fast_path_for = lambda redis: None  # type: ignore[attr-defined]
-    counter = Counter()
-    task = TaskDef("bench:noop", Noop, counter.run)
-    settings = Settings(
-        redis_url=url, namespace="bench", data_dir=str(folder / "data"), queues={"default": 1}, load_plugins=[]
-    )
-    client = Client(open_redis(url), schema=Schema("bench"), settings=settings, url=url)
-    out: dict[str, float] = {}
-    try:
-        assert (client.broker.fast is None) == (way == "tls-redispy"), way
-        await client.enqueue(task, Noop())  # registers the queue, loads the script: not timed
-        t0 = time.perf_counter()
-        for i in range(0, args.n, 1000):
-            await client.enqueue_many([TaskCall(task, Noop()) for _ in range(min(1000, args.n - i))])
-        out["bulk"] = args.n / (time.perf_counter() - t0)
-        counter.target = args.n + 1
-        worker = Worker(settings, tasks=[task])
-        t0 = time.perf_counter()
-        async with worker:
-            await asyncio.wait_for(counter.done.wait(), 300)
-            out["process"] = args.n / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for _ in range(args.seq):
-            await client.enqueue(task, Noop())
-        out["seq"] = args.seq / (time.perf_counter() - t0)
-    finally:
-        base.fast_path_for = original  # type: ignore[attr-defined]
-        await client.close()
-    return out
-
-
-async def bench(
-    args: argparse.Namespace, folder: Path, port: int, tls_port: int, ca: Path
-) -> list[dict[str, dict[str, float]]]:
-    tls = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={ca}"
-    urls = {"plain": f"redis://127.0.0.1:{port}", "tls": tls, "tls-redispy": tls}
-    direct = redis_sync.Redis(port=port)
-    rounds: list[dict[str, dict[str, float]]] = []
-    for r in range(args.rounds):
-        order = WAYS if r % 2 == 0 else WAYS[::-1]  # interleaved, the order alternating
-        figures: dict[str, dict[str, float]] = {}
-        for way in order:
-            figures[way] = await one_way(way, urls[way], args, folder, direct.flushall)
-            print(f"round {r + 1} {way:12}", "  ".join(f"{p} {figures[way][p]:9,.0f}/s" for p in PHASES), flush=True)
-        rounds.append(figures)
-    direct.close()
-    return rounds
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--seq", type=int, default=3000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", default="")
-    args = ap.parse_args()
+    args = parse_args(__doc__ or "")
     with tempfile.TemporaryDirectory() as tmp:
         proc, port, tls_port, ca = start(Path(tmp))
+        tls = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={ca}"
+        urls = {"plain": f"redis://127.0.0.1:{port}", "tls": tls, "tls-redispy": tls}
         try:
-            rounds = asyncio.run(bench(args, Path(tmp), port, tls_port, ca))
+            rounds = asyncio.run(run_rounds(args, Path(tmp), urls, port))
         finally:
             proc.terminate()
             with contextlib.suppress(Exception):
                 proc.wait(5)
-    medians = {w: {p: statistics.median(r[w][p] for r in rounds) for p in PHASES} for w in WAYS}
-    print("\nmedians (tasks/s) and ratio plain / way (1.0 = as fast as plain TCP):")
-    for way in WAYS:
-        cells = "  ".join(f"{p} {medians[way][p]:9,.0f} ({medians['plain'][p] / medians[way][p]:.2f}x)" for p in PHASES)
-        print(f"{way:12} {cells}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"rounds": rounds, "medians": medians}, indent=2))
+    report(rounds, WAYS, args.out)
 
 
 if __name__ == "__main__":

@@ -124,21 +124,28 @@ class Applied:
     concurrency: int
 
 
-def _merge(base: Limit, over: Mapping[str, Any] | Limit | None) -> tuple[Rate | None, int, int]:
-    rate = base.rate if isinstance(base.rate, Rate) or base.rate is None else parse_rate(base.rate)
-    burst, concurrency = base.burst or 1, base.concurrency or 0
+_Values = tuple[Rate | None, int, int]
+"""(rate, burst, concurrency) as they stand while declarations and settings are applied in turn."""
+
+
+def _declared(limit: Limit) -> _Values:
+    rate = limit.rate if isinstance(limit.rate, Rate) or limit.rate is None else parse_rate(limit.rate)
+    return rate, limit.burst or 1, limit.concurrency or 0
+
+
+def _replaced(values: _Values, over: Mapping[str, Any] | Limit | None) -> _Values:
+    """``values`` with what ``over`` (a settings table or an override Limit) gives in place of theirs."""
     if over is None:
-        return rate, burst, concurrency
+        return values
     if isinstance(over, Limit):
-        values: Mapping[str, Any] = {"rate": over.rate, "burst": over.burst, "concurrency": over.concurrency}
-    else:
-        values = over
-    if values.get("rate") is not None:
-        rate = parse_rate(values["rate"])
-    if values.get("burst") is not None:
-        burst = int(values["burst"])
-    if values.get("concurrency") is not None:
-        concurrency = int(values["concurrency"])
+        over = {"rate": over.rate, "burst": over.burst, "concurrency": over.concurrency}
+    rate, burst, concurrency = values
+    if over.get("rate") is not None:
+        rate = parse_rate(over["rate"])
+    if over.get("burst") is not None:
+        burst = int(over["burst"])
+    if over.get("concurrency") is not None:
+        concurrency = int(over["concurrency"])
     return rate, burst, concurrency
 
 
@@ -187,18 +194,12 @@ def applied_limits(
     for limit in limits:
         name = limit.name or task_type
         table = (settings or {}).get(name)
-        rate, burst, concurrency = _merge(limit, table)
+        values = _replaced(_declared(limit), table)
         key = ""
         if limit.key is not None:
             key = str(limit.key(payload))
-            over: Mapping[str, Any] | Limit | None = limit.overrides.get(key)
-            configured = (table or {}).get("overrides", {}).get(key)
-            if over is not None or configured is not None:
-                keyed = Limit(rate=rate, burst=burst, concurrency=concurrency or None) if rate or concurrency else limit
-                rate, burst, concurrency = _merge(keyed, over)
-                if configured is not None:
-                    rate, burst, concurrency = _merge(
-                        Limit(rate=rate, burst=burst, concurrency=concurrency or None), configured
-                    )
+            values = _replaced(values, limit.overrides.get(key))
+            values = _replaced(values, (table or {}).get("overrides", {}).get(key))
+        rate, burst, concurrency = values
         out.append(Applied(name, key, rate, max(1, burst), concurrency))
     return out

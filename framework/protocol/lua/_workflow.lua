@@ -45,6 +45,13 @@ local function wf_prefixes(W, queue)
   return W.ns .. ":{" .. queue .. "}:", W.ext .. ":{" .. queue .. "}:"
 end
 
+-- wf_task(W, step): the queue and id of the step's task, and that queue's asynq and own key prefixes
+local function wf_task(W, step)
+  local where = wf_lines(redis.call("HGET", W.graph, "t:" .. step))
+  local qp, xp = wf_prefixes(W, where[1])
+  return where[1], where[2], qp, xp
+end
+
 -- wf_release(W, step): the step may run: store its task as asynq's enqueue does (or hand it to an idle
 -- worker). Returns nil, or the error that keeps it from running (its unique lock is held, its id is taken).
 local function wf_release(W, step)

@@ -21,9 +21,7 @@ local deleted, stopping = 0, 0
 for i = 1, #states, 2 do
   local step = states[i]
   if states[i + 1] == "pending" then
-    local where = wf_lines(redis.call("HGET", W.graph, "t:" .. step))
-    local queue, id = where[1], where[2]
-    local qp, xp = wf_prefixes(W, queue)
+    local _, id, qp, xp = wf_task(W, step)
     local keys = { qp .. "t:" .. id, qp .. "pending", qp .. "scheduled", qp .. "retry", qp .. "groups",
       xp .. "cancel:" .. id }
     local reply = transition(keys, { id, qp .. "g:", xp, ARGV[10], ARGV[11] })

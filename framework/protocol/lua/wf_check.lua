@@ -12,9 +12,7 @@ local lost = {}
 for i = 1, #states, 2 do
   if states[i + 1] == "pending" then
     local step = states[i]
-    local where = wf_lines(redis.call("HGET", W.graph, "t:" .. step))
-    local queue, id = where[1], where[2]
-    local qp = wf_prefixes(W, queue)
+    local queue, id, qp = wf_task(W, step)
     local state = redis.call("HGET", qp .. "t:" .. id, "state")
     if state == "archived" then
       -- archived by hand (the inspector, Go's asynq CLI): a failure like any other; running it again resumes

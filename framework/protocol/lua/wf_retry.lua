@@ -23,22 +23,16 @@ for i = 1, #states, 2 do
     or ((state == "failed" or state == "lost") and redis.call("HGET", W.graph, "c:" .. step) ~= "1")
   local ready = tonumber(redis.call("HGET", W.graph, "l:" .. step)) <= 0
   if (blocked or state == "waiting") and ready then
-    local where = wf_lines(redis.call("HGET", W.graph, "t:" .. step))
-    local queue, id = where[1], where[2]
-    local qp = wf_prefixes(W, queue)
+    local queue, id, qp = wf_task(W, step)
     local code = transition(
       { qp .. "t:" .. id, qp .. "pending", qp .. "scheduled", qp .. "retry", qp .. "archived", qp .. "completed",
         qp .. "groups" },
       { id, qp .. "g:", W.now_ns, W.wakeup, queue })
     local err = nil
-    if code == 1 then
-      redis.call("HSET", W.state, step, "pending")
-      redis.call("HINCRBY", W.meta, "open", 1)
-    elseif code == 0 then
-      err = wf_release(W, step)
-    end
-    -- -1 active or -2 pending: its task runs already (it was run again from the archive meanwhile)
-    if code < 0 then
+    if code == 0 then
+      err = wf_release(W, step) -- its task is gone: released again from the stored message
+    else
+      -- 1 made pending now; -1 active or -2 pending: it runs already (run again from the archive meanwhile)
       redis.call("HSET", W.state, step, "pending")
       redis.call("HINCRBY", W.meta, "open", 1)
     end

@@ -182,21 +182,28 @@ class RespPipe:
 
     def _receive(self) -> bool:
         """Feed what the socket has to the reader; False when there was nothing (or the connection failed)."""
-        sock = self._sock
-        if sock is None:
-            return False
-        try:
-            data = sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
-            return False
-        if not data:
-            self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
+        data = self._recv()
+        if data is None:
             return False
         self._reader.feed(data)
         return True
+
+    def _recv(self) -> bytes | None:
+        """What the socket has (TLS records on a TLS connection), or None when nothing (or the connection failed)."""
+        sock = self._sock
+        if sock is None:
+            return None
+        try:
+            data = sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
+            return None
+        if not data:
+            self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
+            return None
+        return data
 
     def _use_tls(self, channel: TlsChannel) -> None:
         """Read and write through ``channel`` from now on (until the connection fails)."""
@@ -224,7 +231,7 @@ class RespPipe:
 
     def _receive_tls(self) -> bool:
         """:meth:`_receive` over TLS: the plaintext of the records the socket has goes to the reader."""
-        data = self._recv_records()
+        data = self._recv()
         tls = self._tls
         if data is None or tls is None:
             return False
@@ -242,23 +249,6 @@ class RespPipe:
         if plain:  # else only records of the session itself (a session ticket, ...)
             self._reader.feed(plain)
         return bool(plain)
-
-    def _recv_records(self) -> bytes | None:
-        """What the socket has (TLS records), or None when nothing (or the connection failed)."""
-        sock = self._sock
-        if sock is None:
-            return None
-        try:
-            data = sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as exc:
-            self._fail(ConnectionError(f"error reading from {self._describe()}: {exc}"))
-            return None
-        if not data:
-            self._fail(ConnectionError(f"connection to {self._describe()} closed by the server"))
-            return None
-        return data
 
     def _on_readable(self) -> None:
         if self._receive():

@@ -37,6 +37,7 @@ import redis as redis_sync
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import Bench as Harness  # noqa: E402
 from bench.harness import Server  # noqa: E402
 from bench.workflow_app import COUNT, DONE_KEY, HAND_KEY, LINK, MEMBER, Link, Member, Results  # noqa: E402
 from framework.client.client import Client, TaskCall  # noqa: E402
@@ -105,19 +106,6 @@ class Bench:
             time.sleep(0.05)
         return proc
 
-    @staticmethod
-    def stop_workers(p: subprocess.Popen[bytes]) -> None:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                p.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
     def client(self) -> Client:
         return Client(open_redis(self.url), settings=self.settings, url=self.url)
 
@@ -176,7 +164,7 @@ class Bench:
         finally:
             await client.waiters.close()
             await client.redis.aclose()
-            self.stop_workers(workers)
+            Harness.stop_worker(workers)
         return {f"p{processes}_{k}": v for k, v in out.items()}
 
     async def chain_phase(self, rep: int) -> dict[str, float]:
@@ -195,7 +183,7 @@ class Bench:
         finally:
             await client.waiters.close()
             await client.redis.aclose()
-            self.stop_workers(workers)
+            Harness.stop_worker(workers)
         hands = [float(v) for v in self.ctl.lrange(HAND_KEY, 0, -1)]
         assert len(hands) == links - 1, len(hands)
         return {
@@ -238,7 +226,7 @@ class Bench:
         finally:
             await client.waiters.close()
             await client.redis.aclose()
-            self.stop_workers(workers)
+            Harness.stop_worker(workers)
         return out
 
 

@@ -80,7 +80,7 @@ def main() -> None:
         sentinel = f"redis+sentinel://127.0.0.1:{sport}/m"
         urls = {"plain": f"redis://127.0.0.1:{port}", "sentinel": sentinel, "sentinel-redispy": sentinel}
         try:
-            rounds = asyncio.run(run_rounds(args, Path(tmp), urls, port))
+            rounds = asyncio.run(run_rounds(args, Path(tmp), urls, [port]))
         finally:
             for proc in procs:
                 proc.terminate()

@@ -73,7 +73,7 @@ def main() -> None:
         tls = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={ca}"
         urls = {"plain": f"redis://127.0.0.1:{port}", "tls": tls, "tls-redispy": tls}
         try:
-            rounds = asyncio.run(run_rounds(args, Path(tmp), urls, port))
+            rounds = asyncio.run(run_rounds(args, Path(tmp), urls, [port]))
         finally:
             proc.terminate()
             with contextlib.suppress(Exception):

@@ -86,7 +86,7 @@ async def one_way(
     client = Client(open_redis(url), schema=Schema("bench"), settings=settings, url=url)
     out: dict[str, float] = {}
     try:
-        assert (client.broker.fast is None) == redispy, way
+        assert (client.broker.lean is None) == redispy, way
         await client.enqueue(task, Noop())  # registers the queue, loads the script: not timed
         t0 = time.perf_counter()
         for i in range(0, args.n, 1000):
@@ -108,22 +108,30 @@ async def one_way(
     return out
 
 
-async def run_rounds(args: argparse.Namespace, folder: Path, urls: Mapping[str, str], plain_port: int) -> Rounds:
-    """Every way, round after round, the order alternating; the database flushed through ``plain_port``."""
+async def run_rounds(
+    args: argparse.Namespace, folder: Path, urls: Mapping[str, str], flush_ports: Sequence[int]
+) -> Rounds:
+    """Every way, round after round, the order alternating; every server in ``flush_ports`` flushed before each."""
     ways = list(urls)
     width = max(len(w) for w in ways) + 1
-    direct = redis_sync.Redis(port=plain_port)
+    direct = [redis_sync.Redis(port=port) for port in flush_ports]
+
+    def flush() -> None:
+        for server in direct:
+            server.flushall()
+
     rounds: Rounds = []
     for r in range(args.rounds):
         order = ways if r % 2 == 0 else ways[::-1]
         figures: dict[str, dict[str, float]] = {}
         for way in order:
-            figures[way] = await one_way(way, urls[way], args, folder, direct.flushall)
+            figures[way] = await one_way(way, urls[way], args, folder, flush)
             print(
                 f"round {r + 1} {way:{width}}", "  ".join(f"{p} {figures[way][p]:9,.0f}/s" for p in PHASES), flush=True
             )
         rounds.append(figures)
-    direct.close()
+    for server in direct:
+        server.close()
     return rounds
 
 

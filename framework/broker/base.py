@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from framework.protocol.keys import Schema
     from framework.transport.commands import Commands
     from framework.transport.lean.client import RespClient
+    from framework.transport.lean.cluster import ClusterRespClient
 
 __all__ = ("INFLIGHT_TTL", "LEASE_SECONDS", "BrokerState")
 
@@ -36,14 +37,17 @@ class BrokerState:
         clock: where time comes from.
         channel: the wake-up channel scripts publish on ("" when wake-ups are off).
         known_queues: queues this process registered (``SADD <ns>:queues``) already.
-        fast: the lean connection's client, or None (redis-py serves everything).
-        hot: what the hot paths (enqueue, dequeue, done) run on: ``fast`` when there is one, else ``pool``.
+        lean: the lean connections' client, or None (redis-py serves everything): one server's (a
+            :class:`~framework.transport.lean.client.RespClient`) or a Cluster's, routed by slot (a
+            :class:`~framework.transport.lean.cluster.ClusterRespClient`).
+        fast: ``lean`` when it is one server's (single or Sentinel-managed), else None.
+        hot: what the hot paths (enqueue, dequeue, done) run on: ``lean`` when there is one, else ``pool``.
         pool: redis-py's pool, as :class:`~framework.transport.commands.Commands`: the other scripts run there.
         handoff: whether plain enqueues offer their task to an idle worker (a single server or a
             Sentinel-managed primary; not Cluster): the lean connection's subscriber is what hears the offer.
     """
 
-    __slots__ = ("channel", "clock", "fast", "handoff", "hot", "known_queues", "pool", "redis", "schema")
+    __slots__ = ("channel", "clock", "fast", "handoff", "hot", "known_queues", "lean", "pool", "redis", "schema")
 
     def __init__(self, redis: Redis, schema: Schema, clock: Clock, *, wakeup: bool = True, fast: bool = True) -> None:
         self.redis = redis
@@ -51,9 +55,10 @@ class BrokerState:
         self.clock = clock
         self.channel = schema.wakeup_channel if wakeup else ""
         self.known_queues: set[str] = set()
-        self.fast: RespClient | None = fast_path_for(redis) if fast else None
+        self.lean: RespClient | ClusterRespClient | None = fast_path_for(redis) if fast else None
+        self.fast: RespClient | None = self.lean if self.lean is not None and self.lean.single else None  # type: ignore[assignment]
         self.pool: Commands = RedisCommands(redis)
-        self.hot: Commands = self.fast if self.fast is not None else self.pool
+        self.hot: Commands = self.lean if self.lean is not None else self.pool
         self.handoff = self.fast is not None
 
     def close(self) -> None:

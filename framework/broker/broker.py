@@ -196,18 +196,21 @@ class RedisBroker:
         schema: the key schema.
         clock: where time comes from.
         wakeup: publish on the wake-up channel when a queue goes from empty to non-empty.
-        fast: run the hot paths (enqueue, dequeue, done) on a lean auto-pipelining connection
-            (:mod:`framework.transport.lean.connection`) when ``redis`` talks to a single server over TCP
-            or a Unix socket.
+        fast: run the hot paths (enqueue, dequeue, done) on lean auto-pipelining connections
+            (:mod:`framework.transport.lean.connection`) when ``redis`` qualifies
+            (:func:`~framework.transport.lean.paths.fast_path_for`: a single server, a Sentinel-managed
+            primary or a Cluster).
 
     Attributes:
         enqueuing: the enqueue part (:class:`~framework.broker.enqueue.EnqueueSide`).
         transitions: the worker's transitions (:class:`~framework.broker.transitions.WorkerTransitions`).
         maintenance: the maintenance part (:class:`~framework.broker.maintenance.Maintenance`).
-        hot: what the hot paths run on (a :class:`~framework.transport.commands.Commands`: the lean connection's
-            :class:`~framework.transport.lean.client.RespClient`, or redis-py's pool).
-        fast: the lean connection's client, or None: what the handoff subscriber and the prepared enqueue
-            (:mod:`framework.client.prepared`) write on.
+        hot: what the hot paths run on (a :class:`~framework.transport.commands.Commands`: ``lean``, or
+            redis-py's pool).
+        lean: the lean connections' client, or None: what the prepared enqueue
+            (:mod:`framework.client.prepared`) writes on (a key's connection: :meth:`connection_for`).
+        fast: ``lean`` when it reaches one server (single or Sentinel-managed), else None: what the handoff
+            subscriber and :class:`~framework.client.client.SyncClient`'s blocking connections use.
         handoff: whether plain enqueues offer their task to an idle worker (with the lean connection only).
     """
 
@@ -217,6 +220,7 @@ class RedisBroker:
         self.schema = schema
         self.clock = clock
         self.hot = state.hot
+        self.lean = state.lean
         self.fast = state.fast
         self.handoff = state.handoff
         self._known_queues = state.known_queues

@@ -46,10 +46,10 @@ class EnqueueSide:
         self.handoff = state.handoff
         self._channel = state.channel
         self._known_queues = state.known_queues
-        # chosen once: runs of plain enqueues are merged on the lean connection; redis-py clients (Cluster,
-        # Sentinel, TLS...) run one script call per task, as they always did
+        # chosen once: runs of plain enqueues (one queue each, so one slot on a Cluster) are merged on the lean
+        # connections; redis-py clients run one script call per task, as they always did
         self._run_calls: Callable[[Sequence[_Call]], Awaitable[list[Any]]] = (
-            self._run_merged if state.fast is not None else self.hot.evalsha_many
+            self._run_merged if state.lean is not None else self.hot.evalsha_many
         )
 
     async def register_queues(self, queues: Iterable[str]) -> None:

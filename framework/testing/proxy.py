@@ -3,7 +3,7 @@
 :class:`BrokerProxy` forwards everything to the broker it wraps; each coroutine method call goes through
 :meth:`BrokerProxy.intercept`, which subclasses override (:class:`~framework.testing.faults.FaultyBroker`
 fails or delays calls, :func:`~framework.testing.draining.drain` records outcomes). It turns the lean
-connection's shortcuts off (``fast`` is None, ``handoff`` False), so the worker and the client reach Redis
+connection's shortcuts off (``lean`` and ``fast`` are None, ``handoff`` False), so the worker and the client reach Redis
 only through the broker's methods: the worker listens through redis-py and registers as no enqueue's
 waiter, and the client's prepared fast path stays unused.
 
@@ -41,7 +41,7 @@ class BrokerProxy(_Stand):
     """Forwards to ``inner``; every coroutine method call passes through :meth:`intercept`.
 
     Attributes are read from ``inner`` as they are now (its schema, clock, redis client, the queues it has
-    registered), except ``fast`` (None) and ``handoff`` (False): see the module docstring.
+    registered), except ``lean`` and ``fast`` (None) and ``handoff`` (False): see the module docstring.
 
     Args:
         inner: the broker to forward to (a :class:`RedisBroker`, or another proxy).
@@ -49,6 +49,7 @@ class BrokerProxy(_Stand):
 
     def __init__(self, inner: RedisBroker) -> None:
         self.inner = inner
+        self.lean = None
         self.fast = None
         self.handoff = False
 

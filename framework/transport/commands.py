@@ -6,8 +6,10 @@ because a NOSCRIPT call did not run), many script calls in one round trip, and m
 round trip. Two classes implement it:
 
 * :class:`~framework.transport.lean.client.RespClient`, the lean auto-pipelining connection (a single server
-  over TCP or a Unix socket, RESP2);
-* :class:`RedisCommands`, on a redis-py asyncio client (anything else: Cluster, Sentinel, TLS, ...).
+  over TCP, TLS or a Unix socket, or a Sentinel-managed primary; RESP2), and
+  :class:`~framework.transport.lean.cluster.ClusterRespClient`, one such connection per Cluster primary,
+  each command routed by its key's slot;
+* :class:`RedisCommands`, on a redis-py asyncio client (anything else: RESP3, credential providers, ...).
 
 The caller picks one when it is built (the broker: the lean connection when
 :func:`~framework.transport.lean.paths.fast_path_for` finds one, else redis-py) and then just calls it: nothing
@@ -21,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
 
-__all__ = ("Arg", "Commands", "Key", "RedisCommands", "Script", "ScriptCall", "run_script")
+__all__ = ("Arg", "Commands", "Key", "RedisCommands", "Script", "ScriptCall", "rerun_missing", "run_script")
 
 Key: TypeAlias = str | bytes
 Arg: TypeAlias = str | bytes | int | float
@@ -77,6 +79,19 @@ async def run_script(redis: Redis, script: Script, keys: Sequence[Key], args: Se
         return await redis.evalsha(script.sha, len(keys), *keys, *args)
 
 
+async def rerun_missing(results: list[Any], again: Callable[[list[int]], Awaitable[list[Any]]]) -> list[Any]:
+    """``results`` of a batch of script calls, with the calls answered NOSCRIPT run again by ``again``.
+
+    ``again`` gets the indexes of those calls (which did not run) and returns their new replies, in that
+    order, once it has loaded their scripts; every :meth:`Commands.evalsha_many` ends with this.
+    """
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for i, r in zip(missing, await again(missing), strict=True):
+            results[i] = r
+    return results
+
+
 def _queue_script(pipe: Pipeline, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> None:
     """Add an EVALSHA to a redis-py pipeline.
 
@@ -109,18 +124,18 @@ class RedisCommands:
             for script, keys, args in calls:
                 _queue_script(pipe, script, keys, args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
+
+        async def again(missing: list[int]) -> list[Any]:
             for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
                 await redis.script_load(script.source)
             async with redis.pipeline(transaction=False) as pipe:
                 for i in missing:
                     script, keys, args = calls[i]
                     _queue_script(pipe, script, keys, args)
-                again = await pipe.execute(raise_on_error=False)
-            for i, r in zip(missing, again, strict=True):
-                results[i] = r
-        return results
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+
+        return await rerun_missing(results, again)
 
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """See :meth:`Commands.execute_many`."""

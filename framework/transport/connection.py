@@ -11,7 +11,8 @@ Every Lua script touches the keys of one queue only, all under the queue's ``{ha
 on a single Cluster slot; work that spans queues is done queue by queue.
 
 Failover: a Cluster client refreshes its slot map on MOVED and connection errors, and reports a node
-going away as :class:`ConnectionError` (:mod:`framework.transport.cluster`); a Sentinel-managed client follows the
+going away as :class:`ConnectionError` (:mod:`framework.transport.cluster`; the hot paths' lean connections
+to the primaries do the same: :mod:`framework.transport.lean.cluster`); a Sentinel-managed client follows the
 primary to its new server within a second (:mod:`framework.transport.sentinel`). The worker's heartbeat thread uses a
 blocking client built the same way (:func:`open_sync_redis`).
 """

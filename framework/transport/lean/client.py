@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import NoScriptError
 
+from framework.transport.commands import rerun_missing
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -34,6 +36,9 @@ __all__ = ("RespClient", "connection_options")
 class RespClient:
     """Hands out one :class:`RespConnection` per event loop (the last loop used), opened lazily.
 
+    What a Cluster's :class:`~framework.transport.lean.cluster.ClusterRespClient` also offers (``single``,
+    :meth:`connection_for`, :meth:`ready`, :meth:`resend`) lets the prepared enqueue paths serve both.
+
     Args:
         address: ``(host, port)`` or a Unix socket path.
         **options: ``username``, ``password``, ``db``, ``connect_timeout`` (and ``follow``, ``tls``) for
@@ -45,10 +50,25 @@ class RespClient:
         self._options = options
         self._conn: RespConnection | None = None
 
+    single = True
+    """One server: the worker's handoff and :class:`~framework.client.client.SyncClient`'s blocking
+    connections (which need one address) may use it."""
+
     @property
     def options(self) -> dict[str, Any]:
         """The connection options (credentials, database, protocol, ...) every connection of this client uses."""
         return dict(self._options)
+
+    def connection_for(self, key: Key) -> RespConnection:
+        """The connection for a command on ``key``: :meth:`connection` (a Cluster picks the key's primary)."""
+        return self.connection()
+
+    async def ready(self) -> None:
+        """Nothing to prepare (a Cluster loads its slot map)."""
+
+    async def resend(self, key: Key, command: bytes, refused: Exception) -> Any:
+        """Only a Cluster redirects a command: ``refused`` is raised."""
+        raise refused
 
     def connection(self) -> RespConnection:
         """The connection for the running loop (a new one when the loop changed)."""
@@ -101,16 +121,15 @@ class RespClient:
         commands += [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
         results = (await conn.execute_many(commands))[len(load) :]
         conn.scripts.update(load)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
+
+        async def again(missing: list[int]) -> list[Any]:
             for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
                 await conn.execute("SCRIPT", "LOAD", script.source)
-            again = await conn.execute_many(
+            return await conn.execute_many(
                 [("EVALSHA", calls[i][0].sha, len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing]
             )
-            for i, r in zip(missing, again, strict=True):
-                results[i] = r
-        return results
+
+        return await rerun_missing(results, again)
 
     def close(self) -> None:
         """Close the connection (a later command opens a new one)."""

@@ -10,12 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
     ConnectionError,  # noqa: A004
+    MovedError,
     NoScriptError,
     ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +34,14 @@ _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
     ("NOAUTH", AuthenticationError),
     ("WRONGPASS", AuthenticationError),
 )
+_REDIRECTIONS: tuple[tuple[str, type[ResponseError]], ...] = (
+    ("MOVED ", MovedError),
+    ("ASK ", AskError),
+    ("TRYAGAIN ", TryAgainError),
+    ("CLUSTERDOWN ", ClusterDownError),
+)
+"""A Cluster's answers, given (as redis-py does) the text after the code: ``MOVED 3999 127.0.0.1:6381``
+becomes ``MovedError("3999 127.0.0.1:6381")``, whose ``slot_id`` and ``node_addr`` redis-py parses."""
 
 
 class ReplyError(Exception):
@@ -62,4 +74,7 @@ def error_of(reply: BaseException) -> Exception:
     for prefix, cls in _ERRORS:
         if text.startswith(prefix):
             return cls(text)
+    for prefix, redirection in _REDIRECTIONS:
+        if text.startswith(prefix):
+            return redirection(text[len(prefix) :])
     return ResponseError(text)

@@ -1,0 +1,371 @@
+"""The lean client of a Redis Cluster: one lean connection per primary, each command sent to its slot's primary.
+
+:func:`~framework.transport.lean.paths.fast_path_for` gives a Cluster client opened by
+:func:`~framework.transport.cluster.open_cluster` a :class:`ClusterRespClient` (RESP2, no TLS, no socket
+timeout, no credential provider; anything else keeps to redis-py). Every key the framework touches carries a
+queue's ``{hash tag}``, so each script call and each command has one slot, and the client sends it to the
+primary that serves that slot, on that primary's own
+:class:`~framework.transport.lean.client.RespClient` (one auto-pipelining connection per event loop).
+Batches (:meth:`ClusterRespClient.evalsha_many`, :meth:`ClusterRespClient.execute_many`) are split by
+primary and sent to all of them at once; the replies come back in the caller's order.
+
+The slot map comes from ``CLUSTER SLOTS``, asked of any primary it knows (the seed nodes first), when the
+first command needs it and again after the cluster answers a command with a redirection or a connection
+fails:
+
+* ``MOVED`` (the slot has another primary now): the map is loaded again and the command sent to the new
+  primary (the command did not run where it was refused);
+* ``ASK`` (the slot is being migrated): the command goes once to the node named, after ``ASKING``;
+* ``TRYAGAIN`` / ``CLUSTERDOWN`` (a migration or a failover in progress): sent again after a short pause,
+  then raised as ``ConnectionError``;
+* a connection that fails (a primary died): ``ConnectionError``, as on a single server, so the callers'
+  ordinary fault handling (log once, back off, retry) covers a failover; the next command loads the map
+  again and finds the replica that took over.
+
+Pub/Sub is not here: the worker's wake-ups on a Cluster listen through
+:func:`~framework.transport.cluster.open_listener`, and the handoff of a task to an idle worker (which
+needs the enqueue and the waiting worker on one server) is off on a Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from binascii import crc_hqx
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import AskError, ClusterDownError, ConnectionError, MovedError, TryAgainError  # noqa: A004
+
+from framework.transport.commands import rerun_missing
+from framework.transport.lean.client import RespClient
+from framework.transport.lean.errors import ReplyError, error_of
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from framework.transport.commands import Arg, Key, Script, ScriptCall
+    from framework.transport.lean.connection import RespConnection
+
+__all__ = ("ClusterRespClient", "cluster_fast_path", "slot_of")
+
+SLOTS = 16384
+REDIRECTS = 5
+"""How many redirections (MOVED, ASK, TRYAGAIN) one command follows before it fails."""
+PAUSE = 0.05
+"""Seconds to wait before sending again a command refused with TRYAGAIN or CLUSTERDOWN."""
+
+Address = tuple[str, int]
+_REDIRECTED = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+
+
+def _lost(address: Address, exc: BaseException) -> ConnectionError:
+    return ConnectionError(f"Redis Cluster node {address[0]}:{address[1]}: {exc}")
+
+
+def slot_of(key: str | bytes) -> int:
+    """The cluster slot of ``key``: CRC16 of its ``{hash tag}`` (or of the whole key), mod 16384."""
+    raw = key.encode() if isinstance(key, str) else key
+    start = raw.find(b"{")
+    if start > -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return crc_hqx(raw, 0) % SLOTS
+
+
+class ClusterRespClient:
+    """Lean connections to every primary of a Cluster, commands routed by slot; see the module docstring.
+
+    Implements :class:`~framework.transport.commands.Commands`. A batch is split by primary, and a batch's
+    commands to different primaries do not keep their order relative to each other (each primary's keep theirs).
+
+    Args:
+        seeds: ``(host, port)`` of nodes to ask for the slot map first.
+        **options: ``username``, ``password``, ``connect_timeout`` for each node's
+            :class:`~framework.transport.lean.connection.RespConnection`.
+    """
+
+    single = False
+    """Not one server: no handoff, no per-thread blocking connections (see :class:`RespClient`)."""
+
+    def __init__(self, seeds: Sequence[Address], **options: Any) -> None:
+        self.seeds: list[Address] = list(seeds)
+        self._options = options
+        self._owner: list[Address | None] = [None] * SLOTS
+        self._nodes: dict[Address, RespClient] = {}
+        self._mapped = False
+        self._loading: asyncio.Future[None] | None = None
+        self.reloads = 0
+        """Times the slot map was loaded (for tests and stats)."""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The connection options every node's connection uses."""
+        return dict(self._options)
+
+    @property
+    def primaries(self) -> list[Address]:
+        """The primaries of the current slot map (empty before it is loaded)."""
+        return list(self._nodes)
+
+    # -- the slot map -------------------------------------------------------------------------------
+
+    def node(self, key: Key) -> RespClient:
+        """The client of the primary serving ``key``'s slot (the first seed before the map is loaded)."""
+        owner = self._owner[slot_of(key)]
+        if owner is None:
+            owner = self.seeds[0]
+        return self._client(owner)
+
+    def _client(self, address: Address) -> RespClient:
+        client = self._nodes.get(address)
+        if client is None:
+            client = self._nodes[address] = RespClient(address, **self._options)
+        return client
+
+    def owner(self, key: Key) -> Address | None:
+        """The address of the primary serving ``key``, or None before the slot map is loaded (any thread)."""
+        return self._owner[slot_of(key)] if self._mapped else None
+
+    def connection_for(self, key: Key) -> RespConnection:
+        """The running loop's connection to the primary serving ``key`` (call :meth:`ready` first)."""
+        return self.node(key).connection()
+
+    async def ready(self) -> None:
+        """Load the slot map unless it is loaded."""
+        if not self._mapped:
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Load the slot map from the first node that answers (concurrent callers share one load)."""
+        loading = self._loading
+        if loading is not None and loading.get_loop() is asyncio.get_running_loop() and not loading.done():
+            await asyncio.shield(loading)
+            return
+        loading = self._loading = asyncio.get_running_loop().create_future()
+        try:
+            await self._load()
+        except BaseException as exc:
+            loading.set_exception(exc if isinstance(exc, Exception) else ConnectionError("slot map load interrupted"))
+            loading.exception()  # retrieved: the other waiters get it too
+            raise
+        loading.set_result(None)
+
+    async def _load(self) -> None:
+        known = [a for a in self._nodes if a not in self.seeds]
+        errors: list[str] = []
+        for address in [*self.seeds, *known]:
+            probe = RespClient(address, **self._options)
+            try:
+                slots = await probe.connection().execute("CLUSTER", "SLOTS")
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                errors.append(f"{address[0]}:{address[1]}: {exc}")
+                continue
+            finally:
+                probe.close()
+            if slots:
+                self._apply(slots, address)
+                return
+            errors.append(f"{address[0]}:{address[1]}: no slots assigned")
+        self._mapped = False
+        raise ConnectionError("no Redis Cluster node gave a slot map: " + "; ".join(errors))
+
+    def _apply(self, slots: list[Any], asked: Address) -> None:
+        owner: list[Address | None] = [None] * SLOTS
+        for entry in slots:
+            start, end, primary = int(entry[0]), int(entry[1]), entry[2]
+            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
+            address = (host if host and host != "?" else asked[0], int(primary[1]))
+            owner[start : end + 1] = [address] * (end - start + 1)
+        in_use = set(owner) - {None}
+        for address in [a for a in self._nodes if a not in in_use]:
+            self._nodes.pop(address).close()
+        self._owner = owner
+        self._mapped = True
+        self.reloads += 1
+
+    def forget(self) -> None:
+        """The slot map may be out of date (a node failed): the next command through :meth:`ready` loads it."""
+        self._mapped = False
+
+    # -- Commands -----------------------------------------------------------------------------------
+
+    async def evalsha(self, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
+        """Run a Lua script on its first key's primary (EVALSHA, loading it once on NOSCRIPT)."""
+        if not self._mapped:
+            await self.reload()
+        address = self._owner[slot_of(keys[0])] or self.seeds[0]
+        try:
+            return await self._client(address).evalsha(script, keys, args)
+        except _REDIRECTED:
+            pass  # the general path follows the redirection
+        except (ConnectionError, OSError) as exc:
+            self.forget()
+            raise _lost(address, exc) from exc
+        reply = (await self.evalsha_many([(script, keys, args)]))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def evalsha_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Script calls split by primary, sent to all at once; see :meth:`Commands.evalsha_many`."""
+        commands = [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
+        replies = await self._routed(commands, [k[0] for _, k, _ in calls])
+
+        async def again(indexes: list[int]) -> list[Any]:
+            # SCRIPT LOAD, then the call, on the primary each call goes to
+            pairs: list[tuple[Any, ...]] = []
+            keys: list[Key] = []
+            for i in indexes:
+                script, k, _ = calls[i]
+                pairs += [("SCRIPT", "LOAD", script.source), commands[i]]
+                keys += [k[0], k[0]]
+            return (await self._routed(pairs, keys))[1::2]
+
+        return await rerun_missing(replies, again)
+
+    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Plain commands, each sent to the primary of its first argument (its key or channel); see there."""
+        return await self._routed(commands, [c[1] for c in commands])
+
+    async def execute(self, *args: Any) -> Any:
+        """One command, sent to the primary of its first argument (its key)."""
+        reply = (await self._routed([args], [args[1]]))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _routed(self, commands: Sequence[tuple[Any, ...]], keys: Sequence[Key]) -> list[Any]:
+        """Send each command to its key's primary, following redirections; replies in order, errors in place."""
+        if not self._mapped:
+            await self.reload()
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        asking: dict[int, Address] = {}
+        for attempt in range(REDIRECTS + 1):
+            groups: dict[Address, list[int]] = {}
+            for i in todo:
+                target = asking.get(i) or self._owner[slot_of(keys[i])] or self.seeds[0]
+                groups.setdefault(target, []).append(i)
+            got = await self._send_all(groups, commands, asking)
+            todo, asking, reload, pause = [], {}, False, False
+            for i, reply in got:
+                replies[i] = reply
+                if type(reply) is MovedError:
+                    reload = True
+                elif type(reply) is AskError:
+                    asking[i] = reply.node_addr
+                elif isinstance(reply, (TryAgainError, ClusterDownError)):
+                    pause = True
+                else:
+                    continue
+                todo.append(i)
+            if not todo or attempt == REDIRECTS:
+                break
+            if pause:
+                await asyncio.sleep(PAUSE)
+            if reload or pause:
+                await self.reload()
+        for i in todo:
+            replies[i] = ConnectionError(f"Redis Cluster did not serve the command's slot: {replies[i]}")
+        return replies
+
+    async def _send_all(
+        self, groups: dict[Address, list[int]], commands: Sequence[tuple[Any, ...]], asking: dict[int, Address]
+    ) -> list[tuple[int, Any]]:
+        """Each group to its node, all at once; (command index, reply) pairs. A node that fails fails the lot."""
+        if len(groups) == 1:
+            [(address, indexes)] = groups.items()
+            try:
+                got = await self._send(address, commands, indexes, asking)
+            except (ConnectionError, OSError) as exc:
+                self.forget()
+                raise _lost(address, exc) from exc
+            return list(zip(indexes, got, strict=True))
+        results = await asyncio.gather(
+            *(self._send(address, commands, indexes, asking) for address, indexes in groups.items()),
+            return_exceptions=True,
+        )
+        out: list[tuple[int, Any]] = []
+        for (address, indexes), result in zip(groups.items(), results, strict=True):
+            if isinstance(result, (ConnectionError, OSError)):
+                self.forget()
+                raise _lost(address, result) from result
+            if isinstance(result, BaseException):
+                raise result
+            out += zip(indexes, result, strict=True)
+        return out
+
+    async def _send(
+        self, address: Address, commands: Sequence[tuple[Any, ...]], indexes: list[int], asking: dict[int, Address]
+    ) -> list[Any]:
+        conn = self._client(address).connection()
+        batch: list[tuple[Any, ...]] = []
+        for i in indexes:
+            if i in asking:
+                batch.append(("ASKING",))
+            batch.append(commands[i])
+        got = await conn.execute_many(batch)
+        if asking:  # drop the ASKING replies
+            out, k = [], 0
+            for i in indexes:
+                k += i in asking
+                out.append(got[k])
+                k += 1
+            return out
+        return got
+
+    async def resend(self, key: Key, command: bytes, refused: Exception) -> Any:
+        """Send a packed command again after a redirection ``refused`` it (the map reloaded first on MOVED).
+
+        For the prepared enqueue, which writes its packed command on :meth:`connection_for`'s connection:
+        returns the reply as hiredis parsed it (an error as a :class:`ReplyError`).
+        """
+        for _ in range(REDIRECTS):
+            if isinstance(refused, AskError) and type(refused) is not MovedError:
+                conn = self._client(refused.node_addr).connection()
+                reply = (await conn.execute_many_raw(b"*1\r\n$6\r\nASKING\r\n" + command, 2))[1]
+            else:
+                if isinstance(refused, (TryAgainError, ClusterDownError)):
+                    await asyncio.sleep(PAUSE)
+                await self.reload()
+                reply = await self.connection_for(key).execute_raw(command)
+            if not isinstance(reply, ReplyError):
+                return reply
+            exc = error_of(reply)
+            if not isinstance(exc, (AskError, TryAgainError, ClusterDownError)):
+                return reply
+            refused = exc
+        raise ConnectionError(f"Redis Cluster kept redirecting the command: {refused}")
+
+    def close(self) -> None:
+        """Close every node's connection (a later command opens new ones)."""
+        for client in self._nodes.values():
+            client.close()
+
+
+def cluster_fast_path(redis: Any) -> ClusterRespClient | None:
+    """The lean client for a Cluster client of :func:`~framework.transport.cluster.open_cluster`, or None.
+
+    None when its nodes' connections use TLS, RESP3 or a credential provider (as
+    :func:`~framework.transport.lean.paths.fast_path_for` for a single server). redis-py's Cluster client
+    gives its connections a socket timeout of its own (5 s) that a URL cannot set; the lean connections
+    have none, as on a single server: a node that dies fails its connections at once.
+    """
+    from redis.asyncio.connection import Connection  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = redis.get_connection_kwargs()
+    if (
+        kwargs.get("credential_provider") is not None
+        or kwargs.get("protocol") not in (None, 2, "2")
+        or kwargs.get("connection_class", Connection) is not Connection
+    ):
+        return None
+    seeds = [(str(n.host), int(n.port)) for n in redis.nodes_manager.startup_nodes.values()]
+    if not seeds:
+        return None
+    return ClusterRespClient(
+        seeds,
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        connect_timeout=kwargs.get("socket_connect_timeout") or 5.0,
+    )

@@ -12,10 +12,10 @@ import builtins
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, Unpack
 
 import msgspec
-from redis.exceptions import ConnectionError, NoScriptError, TimeoutError  # noqa: A004
+from redis.exceptions import AskError, ClusterDownError, ConnectionError, ResponseError, TimeoutError, TryAgainError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
 from framework.client import workflows
@@ -42,8 +42,9 @@ from framework.protocol.scripts import SCRIPTS
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
-from framework.transport.lean.blocking import ThreadConnections
-from framework.transport.lean.errors import ReplyError, error_of
+from framework.transport.lean.blocking import ClusterThreadConnections, ThreadConnections
+from framework.transport.lean.cluster import ClusterRespClient
+from framework.transport.lean.errors import ReplyError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -65,6 +66,13 @@ _BULK_OPTIONS = frozenset({"queue", "max_retry", "timeout", "retention"})
 """Call-site options a task of :meth:`Client.enqueue_many` may have and still take the bulk path."""
 BULK_BATCH = 256
 """Most tasks one ``enqueue_many.lua`` call of the bulk path stores."""
+_BulkCall: TypeAlias = "tuple[asyncio.Future[list[Any]], bytes, RespConnection, PlainEnqueue]"
+"""One merged call of the bulk path: its reply, its bytes, the connection it went on, a task type of it."""
+BULK_FIRST = 64
+"""Most tasks the first ``enqueue_many.lua`` call of a bulk enqueue stores (Redis waits for it)."""
+
+
+_NO_OPTIONS: Any = object()  # TaskCall without options: a new empty dict each
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -104,7 +112,7 @@ class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TaskCall:
     """One task for :meth:`Client.enqueue_many`: what one :meth:`Client.enqueue` call takes, held as a value.
 
@@ -122,6 +130,16 @@ class TaskCall:
     payload: Any = None
     options: EnqueueOptions = field(default_factory=EnqueueOptions)
 
+    def __init__(self, task: TaskDef[Any] | str, payload: Any = None, options: EnqueueOptions = _NO_OPTIONS) -> None:
+        # the generated __init__'s work, through the slots' own setters: callers build thousands of these
+        _set_task(self, task)
+        _set_payload(self, payload)
+        _set_options(self, {} if options is _NO_OPTIONS else options)
+
+
+_set_task = TaskCall.__dict__["task"].__set__
+_set_payload = TaskCall.__dict__["payload"].__set__
+_set_options = TaskCall.__dict__["options"].__set__
 
 Job = TaskCall
 """Deprecated: the old name of :class:`TaskCall`, kept for one release (it will be removed in the next)."""
@@ -397,7 +415,7 @@ class Client:
     def _prepare_plain(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
         """The fast path for ``taskdef`` without call-site options, or None when its defaults need the general one."""
         plain = None
-        if self.broker.fast is not None:
+        if self.broker.lean is not None:
             opts = self._options(taskdef, {}, self.clock.now())
             if eligible(opts):
                 plain = PlainEnqueue(self.broker, taskdef, opts)
@@ -505,7 +523,7 @@ class Client:
         ``retention`` that leave it a plain pending task (:func:`~framework.client.prepared.eligible`); the
         options are resolved once per task type and set of options, not once per task.
         """
-        if not calls or self.broker.fast is None or type(self.broker) is not RedisBroker:
+        if not calls or self.broker.lean is None or type(self.broker) is not RedisBroker:
             return None
         plains: list[PlainEnqueue] = []
         cache = self._plain
@@ -555,21 +573,18 @@ class Client:
         for them), each call written as soon as it is packed, so Redis stores one run while the next is
         built; the replies are read at the end.
         """
-        limit = self.max_payload_size
-        datas: list[bytes] = []
-        for call, plain in zip(calls, plains, strict=True):
-            data = plain.taskdef.encode(call.payload)
-            if limit and len(data) > limit:
-                self._check_size(plain.taskdef.type, data)
-            datas.append(data)
+        datas = self._bulk_encode(calls, plains)
         try:
-            conn = await self._bulk_connection({p.opts.queue for p in plains})
+            conns = await self._bulk_connections({p.opts.queue for p in plains})
             infos: list[TaskInfo] = []
-            sent = self._bulk_send(conn, plains, datas, infos)
-            codes = await self._bulk_replies(conn, sent)
+            sent = self._bulk_send(conns, plains, datas, infos)
+            codes = await self._bulk_replies(sent)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         out: list[TaskInfo | FrameworkError] = []
+        if len(codes) == len(infos) and codes.count(1) == len(codes):  # every task stored (the usual case)
+            out += infos
+            return out
         for code, info in zip(codes, infos, strict=True):
             if code == 1:
                 out.append(info)
@@ -580,77 +595,124 @@ class Client:
                 out.append(exc)
         return out
 
-    async def _bulk_connection(self, queues: set[str]) -> RespConnection:
-        """The lean connection, open, with the queues registered and ``enqueue_many.lua`` loaded."""
+    def _bulk_encode(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[bytes]:
+        """Each call's payload, encoded; the first bad one (wrong type, too large) raises, in call order."""
+        limit = self.max_payload_size
+        first = plains[0]
+        if plains.count(first) == len(plains):  # one task type: one loop without lookups
+            encode = first.taskdef.encode
+            try:
+                datas = [encode(call.payload) for call in calls]
+            except Exception:  # noqa: BLE001 - the loop below raises the first error, in order
+                datas = []
+            if datas and not (limit and max(map(len, datas)) > limit):
+                return datas
+        datas = []
+        for call, plain in zip(calls, plains, strict=True):
+            data = plain.taskdef.encode(call.payload)
+            if limit and len(data) > limit:
+                self._check_size(plain.taskdef.type, data)
+            datas.append(data)
+        return datas
+
+    async def _bulk_connections(self, queues: set[str]) -> dict[str, RespConnection]:
+        """Each queue's lean connection, open, with ``enqueue_many.lua`` loaded and the queues registered.
+
+        One server's connection serves every queue; on a Cluster each queue gets its primary's.
+        """
         broker = self.broker
-        assert broker.fast is not None
+        lean = broker.lean
+        assert lean is not None
         new = queues - broker._known_queues
         if new:
             await broker.register_queues(new)
-        conn = broker.fast.connection()
-        if not conn.connected:
-            await conn.open()
+        await lean.ready()
+        conns = {queue: lean.connection_for(self.schema.queue(queue).pending) for queue in queues}
         script = SCRIPTS["enqueue_many"]
-        if script.sha not in conn.scripts:
-            await conn.execute("SCRIPT", "LOAD", script.source)
-            conn.scripts.add(script.sha)
-        return conn
+        for conn in set(conns.values()):
+            if not conn.connected:
+                await conn.open()
+            if script.sha not in conn.scripts:
+                await conn.execute("SCRIPT", "LOAD", script.source)
+                conn.scripts.add(script.sha)
+        return conns
 
     def _bulk_send(
-        self, conn: RespConnection, plains: list[PlainEnqueue], datas: list[bytes], infos: list[TaskInfo]
-    ) -> list[tuple[asyncio.Future[list[Any]], bytes]]:
-        """Write the merged calls, one run at a time; each task's TaskInfo is appended to ``infos``."""
+        self, conns: dict[str, RespConnection], plains: list[PlainEnqueue], datas: list[bytes], infos: list[TaskInfo]
+    ) -> list[_BulkCall]:
+        """Write the merged calls, one run at a time; each task's TaskInfo is appended to ``infos``.
+
+        The first call holds at most :data:`BULK_FIRST` tasks, so Redis starts early; each later run's ids,
+        arguments and TaskInfos are made while Redis stores the run before it.
+        """
         n = len(plains)
-        ids = new_task_ids(n)
-        info_of = self._plain_info
         plain_batch = self.broker.plain_batch
         sent = []
         start = 0
+        size = BULK_FIRST
         while start < n:
-            queue = plains[start].opts.queue
-            end = start
-            pieces = []
-            while end < n and end - start < BULK_BATCH and plains[end].opts.queue == queue:
-                pieces.append(plains[end].bulk_args(ids[end].encode(), datas[end]))
-                end += 1
+            plain = plains[start]
+            queue = plain.opts.queue
+            end = min(n, start + size)
+            size = BULK_BATCH
+            chunk = plains[start:end]
+            if chunk.count(plain) == end - start:  # one task type and set of options (the usual case)
+                ids = new_task_ids(end - start)
+                run = datas[start:end]
+                pieces = [plain.bulk_many(ids, run)]
+            else:  # cut at the next queue
+                k = start + 1
+                while k < end and plains[k].opts.queue == queue:
+                    k += 1
+                end = k
+                ids = new_task_ids(end - start)
+                run = datas[start:end]
+                pieces = [p.bulk_args(i.encode(), d) for p, i, d in zip(plains[start:end], ids, run, strict=True)]
             now = self.clock.now()
             command = plain_batch(queue, pieces, end - start)
-            sent.append((conn.send_now(command, 1), command))
-            # built while Redis stores the run
-            infos += [info_of(plains[k], ids[k], datas[k], now) for k in range(start, end)]
+            conn = conns[queue]
+            sent.append((conn.send_now(command, 1), command, conn, plain))
+            infos += self._bulk_infos(plains[start:end], ids, run, now)  # built while Redis stores the run
             start = end
         return sent
 
-    async def _bulk_replies(
-        self, conn: RespConnection, sent: list[tuple[asyncio.Future[list[Any]], bytes]]
-    ) -> list[Any]:
+    def _bulk_infos(self, plains: list[PlainEnqueue], ids: list[str], datas: list[bytes], now: float) -> list[TaskInfo]:
+        """The TaskInfos of one run (what :meth:`_plain_info` builds): copies of one per task type and options."""
+        replace = msgspec.structs.replace
+        info_of = self._plain_info
+        first = plains[0]
+        if plains.count(first) == len(plains):
+            template = info_of(first, "", b"", now)
+            return [replace(template, id=i, payload=d, headers={}) for i, d in zip(ids, datas, strict=True)]
+        templates: dict[PlainEnqueue, TaskInfo] = {}
+        out = []
+        for plain, task_id, data in zip(plains, ids, datas, strict=True):
+            base = templates.get(plain)
+            if base is None:
+                base = templates[plain] = info_of(plain, "", b"", now)
+            out.append(replace(base, id=task_id, payload=data, headers={}))
+        return out
+
+    @staticmethod
+    async def _bulk_replies(sent: list[_BulkCall]) -> list[Any]:
         """Each task's code (1 stored, 0 task id taken), in order; an error reply raises."""
         codes: list[Any] = []
         try:
-            for fut, command in sent:
+            for fut, command, conn, plain in sent:
                 (reply,) = await fut
                 if type(reply) is ReplyError:
-                    reply = await self._bulk_error(conn, reply, command)
+                    try:  # NOSCRIPT or a Cluster's redirection: it did not run, and is sent again
+                        reply = await plain.after_error(conn, reply, command, SCRIPTS["enqueue_many"])
+                    except ResponseError as exc:
+                        raise FrameworkError(f"enqueue failed: {exc}") from exc
                 codes += reply
         finally:
-            for fut, _ in sent:  # on an early exit, nobody else reads what the rest get
+            for fut, *_ in sent:  # on an early exit, nobody else reads what the rest get
                 if not fut.done():
                     fut.add_done_callback(_retrieve)
                 elif not fut.cancelled():
                     fut.exception()
         return codes
-
-    @staticmethod
-    async def _bulk_error(conn: RespConnection, reply: ReplyError, command: bytes) -> Any:
-        """An error reply to a merged call: NOSCRIPT (it did not run) loads the script and sends it again."""
-        exc = error_of(reply)
-        if not isinstance(exc, NoScriptError):
-            raise FrameworkError(f"enqueue failed: {exc}") from exc
-        await conn.execute("SCRIPT", "LOAD", SCRIPTS["enqueue_many"].source)
-        again = await conn.execute_raw(command)
-        if isinstance(again, ReplyError):
-            raise FrameworkError(f"enqueue failed: {error_of(again)}") from error_of(again)
-        return again
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -889,8 +951,9 @@ class SyncClient:
 
     The plain enqueue (a :class:`TaskDef` with its default options, once its queue is registered) does not
     go through that loop: the calling thread sends the prepared command itself over a blocking socket of
-    its own (one per thread, made on first use), which saves the hop to the loop's thread and back. Every
-    method may be called from several threads at once.
+    its own (one per thread, made on first use; on a Cluster one per thread and primary, the primary found
+    in the loop's slot map), which saves the hop to the loop's thread and back. Every method may be called
+    from several threads at once.
 
     Args:
         url: the Redis URL.
@@ -902,8 +965,12 @@ class SyncClient:
         self._thread = threading.Thread(target=self._loop.run_forever, name="framework-sync-client", daemon=True)
         self._thread.start()
         self._client: Client = self._run(self._make(url, kwargs))
-        fast = self._client.broker.fast
-        self._blocking = ThreadConnections(fast.address, **fast.options) if fast is not None else None
+        lean = self._client.broker.lean
+        self._blocking: ThreadConnections | ClusterThreadConnections | None = None
+        if isinstance(lean, ClusterRespClient):
+            self._blocking = ClusterThreadConnections(lean)
+        elif lean is not None:
+            self._blocking = ThreadConnections(lean.address, **lean.options)
 
     @staticmethod
     async def _make(url: str, kwargs: dict[str, Any]) -> Client:
@@ -920,7 +987,15 @@ class SyncClient:
             if plain is _UNPREPARED:
                 plain = client._prepare_plain(task)
             if plain is not None and plain.opts.queue in client.broker._known_queues:
-                return client._enqueue_blocking(plain, payload, self._blocking.get())
+                conn = self._blocking.get_for(plain.route)
+                if conn is not None:
+                    try:
+                        return client._enqueue_blocking(plain, payload, conn)
+                    except (AskError, TryAgainError, ClusterDownError):
+                        self._blocking.forget()  # a Cluster redirected it (it did not run): through the loop
+                    except RedisUnavailable:
+                        self._blocking.forget()
+                        raise
         result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
         return result
 

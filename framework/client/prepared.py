@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
 
 from framework.broker.base import LEASE_SECONDS
 from framework.protocol.message import encode_message, new_message
@@ -40,6 +40,7 @@ SCRIPT = SCRIPTS["enqueue"]
 if TYPE_CHECKING:
     from framework.broker.broker import RedisBroker
     from framework.client.options import ResolvedOptions
+    from framework.protocol.scripts import LuaScript
     from framework.task import TaskDef
     from framework.transport.lean.blocking import BlockingConnection
     from framework.transport.lean.connection import RespConnection
@@ -100,17 +101,31 @@ class PlainEnqueue:
     """The prepared enqueue of one task type with its default options; see the module docstring.
 
     Args:
-        broker: the client's broker; its hot path must be a :class:`~framework.transport.lean.connection.RespClient`.
+        broker: the client's broker; it must have lean connections (``broker.lean``: one server's or a
+            Cluster's, whose connection for the queue's slot is the one written on).
         taskdef: the task type.
         opts: its resolved default options (:func:`eligible`).
     """
 
-    __slots__ = ("_broker", "_fast", "_format", "_handoff", "_msg_fixed", "_msg_head", "_msg_tail", "opts", "taskdef")
+    __slots__ = (
+        "_broker",
+        "_fast",
+        "_format",
+        "_handoff",
+        "_msg_fixed",
+        "_msg_head",
+        "_msg_tail",
+        "opts",
+        "route",
+        "taskdef",
+    )
 
     def __init__(self, broker: RedisBroker, taskdef: TaskDef[Any], opts: ResolvedOptions) -> None:
-        assert broker.fast is not None
+        assert broker.lean is not None
         self._broker = broker
-        self._fast = broker.fast
+        self._fast = broker.lean
+        self.route = broker.schema.queue(opts.queue).pending
+        """A key of the queue's slot (where a Cluster sends the command)."""
         self.taskdef = taskdef
         self.opts = opts
         self._msg_head = encode_message(
@@ -177,6 +192,21 @@ class PlainEnqueue:
             self._msg_tail,
         )
 
+    def bulk_many(self, ids: list[str], datas: list[bytes]) -> bytes:
+        """:meth:`bulk_args` of many tasks of this type, joined (``ids[k]`` is the id of ``datas[k]``)."""
+        head, tail, fixed, small = self._msg_head, self._msg_tail, self._msg_fixed, _SMALL
+        out = []
+        for task_id, data in zip(ids, datas, strict=True):
+            tid = task_id.encode()
+            n = len(data)
+            if not n or n > 0x7F:
+                out.append(self.bulk_args(tid, data))
+                continue
+            out.append(
+                b"$36\r\n%b\r\n$%d\r\n%b\x12%b%b\x1a$%b%b\r\n" % (tid, fixed + 1 + n, head, small[n], data, tid, tail)
+            )
+        return b"".join(out)
+
     def command(self, task_id: str, data: bytes, now: float) -> bytes:
         """The packed ``EVALSHA`` of one task."""
         tid = task_id.encode()
@@ -189,7 +219,7 @@ class PlainEnqueue:
 
     def connection(self) -> RespConnection | None:
         """The open connection to write on, or None when :meth:`open` must run first."""
-        conn = self._fast.connection()
+        conn = self._fast.connection_for(self.route)
         if conn.connected and self.opts.queue in self._broker._known_queues:
             return conn
         return None
@@ -199,21 +229,34 @@ class PlainEnqueue:
         broker = self._broker
         if self.opts.queue not in broker._known_queues:
             await broker.register_queues([self.opts.queue])
-        conn = self._fast.connection()
+        await self._fast.ready()
+        conn = self._fast.connection_for(self.route)
         await conn.open()
         return conn
 
-    @staticmethod
-    async def after_error(conn: RespConnection, reply: ReplyError, command: bytes) -> Any:
-        """An error reply: NOSCRIPT (the call did not run) loads the script and sends the call again; others raise."""
-        exc = error_of(reply)
-        if not isinstance(exc, NoScriptError):
-            raise exc
-        await conn.execute("SCRIPT", "LOAD", SCRIPT.source)
-        again = await conn.execute_raw(command)
-        if isinstance(again, ReplyError):
-            raise error_of(again)
-        return again
+    async def after_error(
+        self, conn: RespConnection, reply: ReplyError, command: bytes, script: LuaScript = SCRIPT
+    ) -> Any:
+        """An error reply to ``command``, which did not run: send it again where it can run, or raise.
+
+        NOSCRIPT loads ``script`` (what ``command`` runs) and sends it again; a Cluster's redirection sends it
+        where the cluster says (:meth:`~framework.transport.lean.cluster.ClusterRespClient.resend`); other
+        errors raise.
+        """
+        for _ in range(3):  # NOSCRIPT, a redirection, then NOSCRIPT on the new primary
+            exc = error_of(reply)
+            if isinstance(exc, NoScriptError):
+                await conn.execute("SCRIPT", "LOAD", script.source)
+                conn.scripts.add(script.sha)
+                reply = await conn.execute_raw(command)
+            elif isinstance(exc, (AskError, TryAgainError, ClusterDownError)):
+                reply = await self._fast.resend(self.route, command, exc)
+                conn = self._fast.connection_for(self.route)
+            else:
+                raise exc
+            if not isinstance(reply, ReplyError):
+                return reply
+        raise error_of(reply)
 
     @staticmethod
     def execute_blocking(conn: BlockingConnection, command: bytes) -> Any:

@@ -11,7 +11,8 @@ once connected (as the event-loop connection). Error replies come back as
 :class:`~framework.transport.lean.errors.ReplyError`, as on that connection; a broken connection raises
 redis-py's ``ConnectionError`` and is closed, so the next command reconnects.
 
-Not thread-safe: a connection belongs to one thread (:class:`ThreadConnections` hands out one per thread).
+Not thread-safe: a connection belongs to one thread (:class:`ThreadConnections` hands out one per thread;
+:class:`ClusterThreadConnections` one per thread and Cluster primary).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from framework.transport.lean.errors import ReplyError, error_of
 from framework.transport.lean.pipe import NOT_ENOUGH_DATA
 
 if TYPE_CHECKING:
+    from framework.transport.lean.cluster import ClusterRespClient
     from framework.transport.lean.sentinel import Follow
     from framework.transport.lean.tls import TlsSetup
 
-__all__ = ("BlockingConnection", "ThreadConnections")
+__all__ = ("BlockingConnection", "ClusterThreadConnections", "ThreadConnections")
 
 _READ_SIZE = 64 * 1024
 _OPTIONS = frozenset({"username", "password", "db", "connect_timeout", "follow", "tls"})
@@ -246,6 +248,13 @@ class ThreadConnections:
                 self.made += 1
         return conn
 
+    def get_for(self, key: str | bytes) -> BlockingConnection:
+        """The calling thread's connection for a command on ``key``: :meth:`get`."""
+        return self.get()
+
+    def forget(self) -> None:
+        """Nothing to forget: one server (a Cluster's connections forget their slot map)."""
+
     def close(self) -> None:
         """Close every thread's connection; later calls raise ``ConnectionError``."""
         self.closed = True
@@ -253,3 +262,45 @@ class ThreadConnections:
             conns = list(self._all)
         for conn in conns:
             conn.close()
+
+
+class ClusterThreadConnections:
+    """One :class:`BlockingConnection` per thread and Cluster primary, found by the event loop's slot map.
+
+    The map is the :class:`~framework.transport.lean.cluster.ClusterRespClient`'s, which its event loop loads
+    and reloads; :meth:`get_for` answers None until it is loaded (the caller then goes through the loop).
+    A caller whose command is redirected (MOVED, ASK: it did not run) calls :meth:`forget` and sends it
+    through the loop, which reloads the map.
+
+    Args:
+        cluster: the event loop's Cluster client.
+    """
+
+    def __init__(self, cluster: ClusterRespClient) -> None:
+        self._cluster = cluster
+        self._by_node: dict[tuple[str, int], ThreadConnections] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def get_for(self, key: str | bytes) -> BlockingConnection | None:
+        """The calling thread's connection to the primary serving ``key``, or None before the map is loaded."""
+        address = self._cluster.owner(key)
+        if address is None or self.closed:
+            return None
+        conns = self._by_node.get(address)
+        if conns is None:
+            with self._lock:
+                conns = self._by_node.setdefault(address, ThreadConnections(address, **self._cluster.options))
+        return conns.get()
+
+    def forget(self) -> None:
+        """The slot map may be out of date: the loop loads it again with its next command."""
+        self._cluster.forget()
+
+    def close(self) -> None:
+        """Close every thread's connection to every primary; later calls answer None."""
+        self.closed = True
+        with self._lock:
+            nodes = list(self._by_node.values())
+        for conns in nodes:
+            conns.close()

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from framework import hookimpl
-from framework.logging import get_logger
 from framework_admin import hookspecs
 from framework_admin.config import load_config
 
@@ -175,6 +174,7 @@ def startup(services: Services) -> None:
     """Load the admin's credentials in web processes; generate and log a development token if there is none."""
     if services.role not in _WEB_ROLES:
         return
+    from framework.logging import get_logger  # noqa: PLC0415
     from framework_admin.credentials import CREDENTIALS, load_credentials  # noqa: PLC0415
 
     log = get_logger("framework_admin")

@@ -6,25 +6,22 @@ Both commands connect to the app's Redis (and storage) as configured.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import msgspec
 
 from framework.cli import CliContext, examples, pass_cli
-from framework.logging import configure_logging
-from framework_cleanup.config import load_config
-from framework_cleanup.registry import collect_sweepers
-from framework_cleanup.sweepers import SweepReport, last_results, run_sweepers
+
+# What the commands run with (asyncio, msgspec, the sweepers and through them redis-py) is imported when one
+# runs: ``framework --help`` imports this module to list ``cleanup``.
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from framework import Services
-    from framework_cleanup.sweepers import Sweeper
+    from framework_cleanup.sweepers import Sweeper, SweepReport
 
 __all__ = ("cleanup", "format_bytes", "format_seconds")
 
@@ -54,7 +51,10 @@ def format_seconds(seconds: float) -> str:
 
 def _with_services(ctx: CliContext, work: Callable[[Services], Awaitable[_T]]) -> _T:
     """Run ``work`` with the app's services (Redis, storage, plugin start-up); logs go to stderr."""
+    import asyncio  # noqa: PLC0415
+
     from framework import start_services, stop_services  # noqa: PLC0415 - the web stack loads on use
+    from framework.logging import configure_logging  # noqa: PLC0415
 
     configure_logging(ctx.settings.log_level, ctx.settings.log_format)
 
@@ -110,6 +110,12 @@ def _print_report(report: SweepReport) -> None:
 @pass_cli
 def run_command(ctx: CliContext, sweeper: str | None, dry_run: bool, as_json: bool) -> None:
     """Run SWEEPER (default: every enabled sweeper) now, in this process."""
+    import msgspec  # noqa: PLC0415
+
+    from framework_cleanup.config import load_config  # noqa: PLC0415
+    from framework_cleanup.registry import collect_sweepers  # noqa: PLC0415
+    from framework_cleanup.sweepers import run_sweepers  # noqa: PLC0415
+
     chosen = _choose(collect_sweepers(ctx.pm, ctx.settings), sweeper)
     claim_ttl = load_config(ctx.settings).claim_seconds
 
@@ -143,6 +149,12 @@ def _last_run(report: SweepReport | None, now: float) -> str:
 @pass_cli
 def ls_command(ctx: CliContext, as_json: bool) -> None:
     """List every sweeper: schedule, grace period, source plugin and last result."""
+    import msgspec  # noqa: PLC0415
+
+    from framework_cleanup.config import load_config  # noqa: PLC0415
+    from framework_cleanup.registry import collect_sweepers  # noqa: PLC0415
+    from framework_cleanup.sweepers import last_results  # noqa: PLC0415
+
     sweepers = collect_sweepers(ctx.pm, ctx.settings, include_disabled=True)
     disabled = set(load_config(ctx.settings).disabled)
 

@@ -16,22 +16,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from framework import CronEntry, hookimpl
-from framework.logging import get_logger
+from framework import hookimpl
 from framework_cleanup import hookspecs
-from framework_cleanup.builtin import builtin_sweepers
-from framework_cleanup.config import load_config
-from framework_cleanup.registry import collect_sweepers
-from framework_cleanup.sweepers import last_results
-from framework_cleanup.tasks import CleanupRun, cleanup_task
+
+# The rest of the plugin is imported by the hooks that use it: every ``framework`` command loads this module
+# (``framework --help`` asks it for its commands), and the sweepers bring redis-py and asyncio.
 
 if TYPE_CHECKING:
     import click
     import pluggy
 
-    from framework import Services, Settings, TaskDef
+    from framework import CronEntry, Services, Settings, TaskDef
     from framework_cleanup.sweepers import Sweeper
 
 __all__ = (
@@ -51,18 +46,28 @@ framework_hookspecs = hookspecs
 @hookimpl
 def check_config(settings: Settings) -> None:
     """Decode ``[plugins.cleanup]`` as start-up does (for ``framework doctor``)."""
+    from framework_cleanup.config import load_config  # noqa: PLC0415
+
     load_config(settings)
 
 
 @hookimpl
 def register_task_types(settings: Settings) -> list[TaskDef[Any]]:
     """Contribute the ``cleanup:run`` task."""
+    from framework_cleanup.tasks import cleanup_task  # noqa: PLC0415
+
     return [cleanup_task]
 
 
 @hookimpl
 def register_cron_entries(settings: Settings, plugin_manager: pluggy.PluginManager) -> list[CronEntry]:
     """Contribute ``<sweeper>:cleanup`` for every enabled sweeper of every plugin (asked through ``plugin_manager``)."""
+    from framework import CronEntry  # noqa: PLC0415
+    from framework.logging import get_logger  # noqa: PLC0415
+    from framework_cleanup.config import load_config  # noqa: PLC0415
+    from framework_cleanup.registry import collect_sweepers  # noqa: PLC0415
+    from framework_cleanup.tasks import CleanupRun, cleanup_task  # noqa: PLC0415
+
     config = load_config(settings)
     if config.queue not in settings.queues:
         get_logger("framework_cleanup").warning(
@@ -83,6 +88,9 @@ def register_cron_entries(settings: Settings, plugin_manager: pluggy.PluginManag
 @hookimpl
 def register_sweepers(settings: Settings) -> list[Sweeper]:
     """Contribute the built-in sweepers: ``tokens``, ``tmp``, ``uploads``, ``outbox`` and ``workflows``."""
+    from framework_cleanup.builtin import builtin_sweepers  # noqa: PLC0415
+    from framework_cleanup.config import load_config  # noqa: PLC0415
+
     return builtin_sweepers(settings, load_config(settings))
 
 
@@ -96,6 +104,10 @@ def register_commands(cli: click.Group) -> None:
 
 async def _last_reports(services: Services) -> list[dict[str, Any]]:
     """The last report of each sweeper, as JSON-ready dicts (the admin's cleanup panel)."""
+    import msgspec  # noqa: PLC0415
+
+    from framework_cleanup.sweepers import last_results  # noqa: PLC0415
+
     return [msgspec.to_builtins(report) for report in (await last_results(services.redis, services.schema)).values()]
 
 

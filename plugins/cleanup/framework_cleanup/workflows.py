@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import WatchError
-
 from framework import WorkflowNotFound
 
 if TYPE_CHECKING:
@@ -99,6 +97,8 @@ async def _gone(redis: Redis, metas: dict[str, str]) -> list[str]:
 
 async def _remove_entries(redis: Redis, metas: dict[str, str], indexes: tuple[str, str]) -> list[str]:
     """ZREM from ``indexes`` the ids whose meta hash does not exist, unless one appears meanwhile (then: none)."""
+    from redis.exceptions import WatchError  # noqa: PLC0415 - redis-py loads with the sweep, not with the plugin
+
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(*metas.values())
         gone = [wid for wid, meta in metas.items() if not await pipe.exists(meta)]

@@ -14,6 +14,9 @@ exist, as they do in an installed framework):
   The figure is the difference: interpreter start, imports, settings, plugins, the Redis connection, the
   first dequeue. The worker serves the default queue with plugins off (``FRAMEWORK_LOAD_PLUGINS=""``),
   as :mod:`bench.harness` runs it; ``--plugins`` adds a row with every installed plugin loaded;
+* ``framework tasks stats`` and ``framework tasks ls default pending``: the same, with 1,000 tasks pending in
+  the default queue (the commands that read the queues: their Redis work is a millisecond or two, the rest is
+  start-up);
 * ``libraries alone``: ``python -c`` importing only the third-party modules a worker cannot start without
   (click, asyncio, structlog without rich, msgspec, pluggy, uvloop, hiredis, redis-py, the protobuf
   message classes), with the cyclic collector off as a worker starts: the floor under ``worker: first
@@ -23,9 +26,11 @@ exist, as they do in an installed framework):
   (N over spawn-to-done) against the steady rate (from the first finished task seen, as
   :mod:`bench.harness` computes it). 1.0 would mean start-up costs nothing.
 
-``--before DIR`` names a folder holding another ``framework`` package (a copy of the tree before a change):
-every figure is then also taken with it, interleaved run by run with the current tree, so both see the same
-machine load. Each process runs in a scratch folder (no ``framework.toml`` is read) against a private
+``--before DIR`` names a folder holding another ``framework`` package (a copy of the tree before a change,
+such as a ``git worktree``): every figure is then also taken with it, interleaved run by run with the current
+tree, so both see the same machine load. The built-in plugins' packages under ``DIR/plugins/*/`` are taken
+from it too (their installed distributions' entry points name modules, which the folder provides first).
+Each process runs in a scratch folder (no ``framework.toml`` is read) against a private
 ``redis-server`` (else the embedded Valkey) on a free loopback port.
 """
 
@@ -63,6 +68,9 @@ LIBRARIES = (
     "import framework.protocol.proto.asynq_pb2"
 )
 """The third-party imports a worker needs before its first task: its start-up floor."""
+QUEUED = 1000
+"""Tasks pending in the default queue while ``tasks stats`` and ``tasks ls`` run."""
+LS = ("tasks", "ls", "default", "pending")
 TARGETS = {"framework --help": 0.100, "worker: first task": 0.150, "wall / steady": 0.9}
 """Each figure's goal: seconds to stay under, or the ratio to stay above."""
 
@@ -92,6 +100,8 @@ class ColdStart:
         self.scratch = scratch
         self.ctl = redis_sync.Redis.from_url(url)
         self.settings = Settings(redis_url=url, log_level="warning")
+        self.filled = False
+        """Whether the default queue holds the tasks the ``tasks`` commands read (a worker run flushes it)."""
 
     def env(self, tree: Tree, *, worker: bool = False, plugins: bool = True) -> dict[str, str]:
         """A user's environment (no ``FRAMEWORK_*``), plus the worker's app, queue and plugins when ``worker``."""
@@ -129,6 +139,14 @@ class ColdStart:
             raise SystemExit(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
         return elapsed, after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
 
+    def queue_command(self, tree: Tree, args: list[str]) -> tuple[float, float]:
+        """:meth:`command` with ``QUEUED`` tasks pending in the default queue (queued again after a worker run)."""
+        if not self.filled:
+            self.ctl.flushall()
+            asyncio.run(self.enqueue(QUEUED))
+            self.filled = True
+        return self.command(tree, args)
+
     def spawn(self, tree: Tree, log: Path, *, plugins: bool = False) -> subprocess.Popen[bytes]:
         """``framework worker``, one process, on the default queue: plugins off unless ``plugins``."""
         cmd = [sys.executable, "-m", "framework", "worker", "--processes", "1"]
@@ -154,6 +172,7 @@ class ColdStart:
         """Seconds from spawning a worker to its handler starting the one queued task, and the worker's CPU
         seconds by then (``/proc``, in clock ticks: 10 ms steps)."""
         self.ctl.flushall()
+        self.filled = False
         asyncio.run(self.enqueue(1))
         log = self.scratch / f"first-{tree.label}.log"
         spawned = time.time()
@@ -173,6 +192,7 @@ class ColdStart:
     def ratio(self, tree: Tree, n: int) -> dict[str, float]:
         """Wall and steady rate of one worker process on ``n`` queued tasks, as :mod:`bench.harness` times them."""
         self.ctl.flushall()
+        self.filled = False
         asyncio.run(self.enqueue(n))
         log = self.scratch / f"ratio-{tree.label}.log"
         t0 = time.perf_counter()
@@ -212,6 +232,8 @@ def measure(args: argparse.Namespace, bench: ColdStart, trees: list[Tree]) -> di
         "import framework": lambda t: bench.command(t, ["-c", "import framework"]),
         "framework --help": lambda t: bench.command(t, ["-m", "framework", "--help"]),
         "framework --help, no plugins": lambda t: bench.command(t, ["-m", "framework", "--help"], plugins=False),
+        "framework tasks stats": lambda t: bench.queue_command(t, ["-m", "framework", "tasks", "stats"]),
+        "framework tasks ls": lambda t: bench.queue_command(t, ["-m", "framework", *LS]),
         "libraries alone": lambda t: bench.command(t, ["-c", LIBRARIES]),
         "worker: first task": bench.first_task,
     }
@@ -251,6 +273,8 @@ def main() -> None:
             shadow = scratch / "before"
             shadow.mkdir()
             (shadow / "framework").symlink_to((args.before / "framework").resolve())
+            for package in sorted(args.before.glob("plugins/*/framework_*/__init__.py")):
+                (shadow / package.parent.name).symlink_to(package.parent.resolve())
             trees.insert(0, Tree("before", os.pathsep.join((str(shadow), str(ROOT)))))
         server = Server(scratch)
         bench = ColdStart(server.url, scratch)

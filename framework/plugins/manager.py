@@ -39,8 +39,7 @@ from framework.errors import FrameworkError, PluginError
 from framework.plugins.calls import contributions_by_plugin, plugin_callers, remember_manager
 
 if TYPE_CHECKING:
-    import importlib.metadata as md
-
+    from framework.plugins.entry_points import DistributionLike, EntryPointLike
     from framework.registry import Registry
     from framework.settings import Settings
     from framework.task import CronEntry
@@ -62,7 +61,7 @@ __all__ = (
 ENTRY_POINT_GROUP = "framework"
 BUILTIN_DISTRIBUTIONS = ("framework-email", "framework-images", "framework-cleanup", "framework-admin")
 
-_DISTRIBUTIONS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, md.Distribution | None]] = (
+_DISTRIBUTIONS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, DistributionLike | None]] = (
     weakref.WeakKeyDictionary()
 )
 """Per plugin manager: the distribution of each plugin loaded from an entry point (by plugin name)."""
@@ -142,13 +141,17 @@ def _wanted(name: str, settings: Settings | None) -> bool:
     return allow is None or name in allow
 
 
-def _entry_points() -> list[md.EntryPoint]:
-    """The ``framework`` entry points, built-in distributions first; importlib.metadata loads only here."""
-    import importlib.metadata as md  # noqa: PLC0415
+def _entry_points() -> list[EntryPointLike]:
+    """The ``framework`` entry points, built-in distributions first.
 
-    eps = list(md.entry_points(group=ENTRY_POINT_GROUP))
+    Listed as ``importlib.metadata.entry_points(group="framework")`` lists them, without importing it where
+    the installed distributions are all in ``sys.path``'s directories (:mod:`framework.plugins.entry_points`).
+    """
+    from framework.plugins.entry_points import entry_points  # noqa: PLC0415
 
-    def rank(ep: md.EntryPoint) -> tuple[int, int, str]:
+    eps = entry_points(ENTRY_POINT_GROUP)
+
+    def rank(ep: EntryPointLike) -> tuple[int, int, str]:
         dist = ep.dist.name if ep.dist is not None else ""
         if dist in BUILTIN_DISTRIBUTIONS:
             return (0, BUILTIN_DISTRIBUTIONS.index(dist), ep.name)
@@ -178,7 +181,7 @@ def get_plugin_manager(
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    loaded: list[tuple[str, ModuleType, md.EntryPoint]] = []
+    loaded: list[tuple[str, ModuleType, EntryPointLike]] = []
     # an empty allow-list loads no plugin: the installed distributions' metadata is not read at all
     for ep in _entry_points() if _allowed(settings) != [] else []:
         if not _wanted(ep.name, settings):

@@ -117,6 +117,68 @@ def test_an_empty_allow_list_reads_no_distribution(settings: Any, monkeypatch: p
     assert get_plugin_manager(settings.replace(load_plugins=[])).list_name_plugin() == []
 
 
+def _listed(eps: Any) -> list[tuple[str, str, str, str]]:
+    return [(ep.name, ep.value, ep.dist.name, ep.dist.version) for ep in eps]
+
+
+@pytest.mark.parametrize("group", ["framework", "console_scripts", "pytest11"])
+def test_entry_points_are_listed_as_importlib_metadata_lists_them(site: Path, group: str) -> None:
+    """The lean listing (no ``importlib.metadata`` import) finds what ``importlib.metadata`` finds, in its order."""
+    import importlib.metadata
+
+    from framework.plugins import entry_points
+
+    make_distribution(site, "framework-fwtest-a", "fwtest_a", TASK_PLUGIN.format(type="a:task", delay=1))
+    (site / "framework_fwtest_a-1.2.3.dist-info" / "entry_points.txt").write_text(
+        "# a comment\n[console_scripts]\nfwtest-a = fwtest_a.hooks:main\n\n[framework]\n"
+        "fwtest_a = fwtest_a.hooks\n  fwtest_extra=fwtest_a.hooks:TASK.handler [x]  \n"
+    )
+    # a second copy of the same distribution, later on sys.path: importlib.metadata takes the first only
+    later = site.parent / "later"
+    make_distribution(later, "framework-fwtest-a", "fwtest_a", "")
+    sys.path.append(str(later))
+    try:
+        assert entry_points._lean_search_applies()
+        lean = entry_points.entry_points(group)
+        assert _listed(lean) == _listed(importlib.metadata.entry_points(group=group))
+    finally:
+        sys.path.remove(str(later))
+    if group == "framework":
+        extra = next(ep for ep in lean if ep.name == "fwtest_extra")
+        assert extra.load() is sys.modules["fwtest_a.hooks"].TASK.handler
+        assert ("fwtest_a", "fwtest_a.hooks", "framework-fwtest-a", "1.2.3") in _listed(lean)
+
+
+def test_entry_points_are_left_to_importlib_metadata_where_it_finds_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finder of distributions of its own, or a zip on ``sys.path``: ``importlib.metadata`` lists them."""
+    import importlib.metadata
+
+    from framework.plugins import entry_points
+
+    asked: list[str] = []
+
+    def listing(**params: Any) -> list[Any]:
+        asked.append(params["group"])
+        return []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", listing)
+
+    class Finder:
+        def find_spec(self, *_: Any) -> None:
+            return None
+
+        def find_distributions(self, *_: Any) -> list[Any]:
+            return []
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, Finder()])
+    assert entry_points.entry_points("framework") == []
+    monkeypatch.undo()
+    monkeypatch.setattr(importlib.metadata, "entry_points", listing)
+    monkeypatch.setattr(sys, "path", [*sys.path, __file__])  # a file: a zip, to importlib.metadata
+    assert entry_points.entry_points("framework") == []
+    assert asked == ["framework", "framework"]
+
+
 def test_a_plugin_that_fails_to_import_stops_startup_naming_it(site: Path, settings: Any) -> None:
     make_distribution(site, "framework-fwtest-broken", "fwtest_broken", "import no_such_module_anywhere\n")
     with pytest.raises(PluginError) as info:

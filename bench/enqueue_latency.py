@@ -11,6 +11,8 @@ every call waiting for its reply:
 * ``raw PING``: ``PING`` over a blocking socket (no library): the loopback round-trip floor;
 * ``raw EVALSHA``: the enqueue script over a blocking socket, its commands packed beforehand: the floor
   for an enqueue (the round trip and the script's own time);
+* the same two polling the socket for the reply instead of sleeping in ``recv`` (on a virtual machine whose
+  CPUs halt when idle, being woken costs more than the round trip: these are the floors there);
 * ``redis-py PING`` (synchronous) and ``redis-py evalsha`` (asyncio, the same script, keys and arguments
   as an enqueue, each task with its own id, prepared beforehand);
 * ``enqueue`` (awaited, in one coroutine) on asyncio's default loop and on uvloop;
@@ -39,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 KINDS = (
     ("raw_ping", "raw PING (blocking socket)"),
     ("raw_evalsha", "raw EVALSHA enqueue (blocking socket)"),
+    ("raw_ping_polled", "raw PING (polling the socket)"),
+    ("raw_evalsha_polled", "raw EVALSHA enqueue (polling the socket)"),
     ("redispy_ping", "redis-py PING (sync)"),
     ("redispy_evalsha", "redis-py evalsha enqueue (asyncio)"),
     ("enqueue_asyncio", "await enqueue (asyncio loop)"),
@@ -51,24 +55,28 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else 0.0
 
 
-def _read_replies(sock: socket.socket, n: int) -> None:
-    """Read until ``n`` complete one-line replies (``+PONG``, ``:1``) arrived."""
+def _read_replies(sock: socket.socket, n: int, *, poll: bool = False) -> None:
+    """Read until ``n`` complete one-line replies (``+PONG``, ``:1``) arrived; ``poll``: never sleep in ``recv``."""
     got = 0
     while got < n:
-        data = sock.recv(65536)
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT if poll else 0)
+        except BlockingIOError:
+            continue
         if not data:
             raise ConnectionError("server closed the connection")
         got += data.count(b"\r\n")
 
 
-def _raw(address: tuple[str, int], commands: list[bytes]) -> float:
+def _raw(address: tuple[str, int], commands: list[bytes], *, poll: bool = False) -> float:
+    """One command at a time over a plain socket: the thread sleeps in ``recv``, or (``poll``) spins on it."""
     sock = socket.create_connection(address)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         t = time.perf_counter()
         for command in commands:
             sock.sendall(command)
-            _read_replies(sock, 1)
+            _read_replies(sock, 1, poll=poll)
         return _rate(len(commands), time.perf_counter() - t)
     finally:
         sock.close()
@@ -102,11 +110,14 @@ def child(url: str, n: int) -> dict[str, float]:
     out: dict[str, float] = {}
 
     out["raw_ping"] = _raw(address, [b"*1\r\n$4\r\nPING\r\n"] * n)
+    out["raw_ping_polled"] = _raw(address, [b"*1\r\n$4\r\nPING\r\n"] * n, poll=True)
 
     script, calls = _prepared_calls(url, n)
     control.script_load(script.source)
     packed = [hiredis.pack_command(("EVALSHA", script.sha, len(k), *k, *a)) for k, a in calls]
     out["raw_evalsha"] = _raw(address, packed)
+    control.flushall()
+    out["raw_evalsha_polled"] = _raw(address, packed, poll=True)
     control.flushall()
 
     t = time.perf_counter()

@@ -489,12 +489,12 @@ async def test_a_reply_on_an_idle_connection_is_polled_for_and_slow_replies_turn
         await asyncio.gather(*(conn.execute("EVAL", slow, 0) for _ in range(10)))
         assert conn.spun <= spun + 1  # concurrent commands pipeline: the loop is busy, nothing else polls
         before = conn.spun
-        for _ in range(resp._SPIN_MISSES):  # replies that take longer than the window
+        for _ in range(resp.SPIN_MISSES):  # replies that take longer than the window
             assert await conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
-        assert conn._spin_off == resp._SPIN_PAUSE  # polling paused: a distant server costs nothing more
+        assert conn._spin_off == resp.SPIN_PAUSE  # polling paused: a distant server costs nothing more
         assert await conn.execute("GET", f"{namespace}:spin") is None
         assert conn.spun == before
-        assert conn._spin_off == resp._SPIN_PAUSE - 1
+        assert conn._spin_off == resp.SPIN_PAUSE - 1
     finally:
         conn.close()
     quiet = RespConnection(_address(redis_url), spin=False)
@@ -504,3 +504,31 @@ async def test_a_reply_on_an_idle_connection_is_polled_for_and_slow_replies_turn
         assert quiet.spun == 0
     finally:
         quiet.close()
+
+
+def test_a_blocking_connection_polls_for_its_reply_and_slow_replies_turn_polling_off(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framework.transport.lean import blocking
+
+    monkeypatch.setattr(blocking, "SPIN_SECONDS", 0.05)  # a window no reply misses on a loaded test machine
+    conn = blocking.BlockingConnection(_address(redis_url))
+    try:
+        assert conn.execute("PING") == b"PONG"
+        slow = "for i = 1, 300000 do end return 1"  # a few ms: polled for, not slept on
+        for _ in range(5):
+            assert conn.execute("EVAL", slow, 0) == 1
+        assert conn.spun >= 5
+        big = b"x" * 3_000_000  # a reply in many pieces: polled until whole
+        conn.execute("SET", f"{namespace}:big", big)
+        assert conn.execute("GET", f"{namespace}:big") == big
+        assert conn.execute("SET", f"{namespace}:big", "small", "GET") == big
+        before = conn.spun
+        for _ in range(blocking.SPIN_MISSES):  # replies that take longer than the window
+            assert conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
+        assert conn._spin_off == blocking.SPIN_PAUSE  # polling paused: a distant server costs nothing more
+        assert conn.execute("GET", f"{namespace}:big") == b"small"
+        assert conn.spun == before
+        assert conn._spin_off == blocking.SPIN_PAUSE - 1
+    finally:
+        conn.close()

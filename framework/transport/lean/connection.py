@@ -57,8 +57,8 @@ __all__ = ("RespConnection",)
 
 SPIN_SECONDS = 100e-6
 """How long a command sent on an idle connection polls for its reply before the event loop waits."""
-_SPIN_MISSES = 8
-_SPIN_PAUSE = 1000
+SPIN_MISSES = 8
+SPIN_PAUSE = 1000
 """After this many windows in a row ran out, this many commands go without polling."""
 
 
@@ -277,8 +277,8 @@ class RespConnection(RespPipe):
                 self._dispatch()
             elif self._sock is None or time.perf_counter() > deadline:
                 self._spin_misses += 1
-                if self._spin_misses >= _SPIN_MISSES:
-                    self._spin_misses, self._spin_off = 0, _SPIN_PAUSE
+                if self._spin_misses >= SPIN_MISSES:
+                    self._spin_misses, self._spin_off = 0, SPIN_PAUSE
                 return
         if self._sock is not None:  # answered (not failed) while polling
             self._spin_misses = 0

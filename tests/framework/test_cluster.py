@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -77,15 +76,6 @@ def csettings(valkey_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Se
         shutdown_timeout=1.0,
         load_plugins=[],
     )
-
-
-@pytest.fixture
-async def credis(valkey_cluster: ClusterInfo) -> AsyncIterator[Redis]:
-    redis = open_redis(valkey_cluster.url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 @pytest.fixture

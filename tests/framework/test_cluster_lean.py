@@ -26,7 +26,6 @@ from framework.protocol.keys import Schema
 from framework.protocol.scripts import LuaScript
 from framework.settings import Settings
 from framework.task import TaskDef
-from framework.transport.connection import open_redis
 from framework.transport.lean.blocking import ClusterThreadConnections
 from framework.transport.lean.cluster import ClusterRespClient, slot_of
 from framework.transport.lean.errors import ReplyError, error_of
@@ -42,15 +41,6 @@ ECHO = LuaScript("cluster_echo", "return {KEYS[1], ARGV[1], redis.call('CLUSTER'
 
 class P(msgspec.Struct, frozen=True):
     n: int = 0
-
-
-@pytest.fixture
-async def credis(valkey_cluster: ClusterInfo) -> AsyncIterator[Redis]:
-    redis = open_redis(valkey_cluster.url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
 
 
 @pytest.fixture

@@ -491,12 +491,20 @@ class Processor:
                     if inf.runner in cancelled and not inf.writing and not inf.runner.done():
                         self.execution.abandon(inf)
         self.outcomes.flush()
-        left = {
-            i.runner for i in self.inflight.values() if i.runner is not None and not i.runner.done() and not i.abandoned
-        }
-        left |= self.outcomes.background
-        if left:
-            await asyncio.wait(left, timeout=self.lease_ttl + 1)
+        # until nothing is left: a write that ends spawns more (a slot's release, a suspect cleared)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.lease_ttl + 1
+        while (
+            left := {
+                i.runner
+                for i in self.inflight.values()
+                if i.runner is not None and not i.runner.done() and not i.abandoned
+            }
+            | self.outcomes.background
+        ):
+            if loop.time() >= until:
+                break
+            await asyncio.wait(left, timeout=until - loop.time())
         self.execution.stop_timer()
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.broker.close()  # the hot-path connection (reopened should anything still use it)

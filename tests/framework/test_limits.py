@@ -81,6 +81,24 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def test_a_worker_stopped_right_after_its_tasks_ran_gives_every_slot_back(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    """The release of a slot starts when the outcome's write ends; a stop waits for it too."""
+    for round_ in range(5):
+        ran = asyncio.Event()
+
+        async def work(ctx: Any, p: Job) -> None:
+            ran.set()
+
+        task = TaskDef(f"lim:stop{round_}", Job, work, limit=Limit(concurrency=2, name=f"stop{round_}"))
+        worker = await start(task)
+        await client.enqueue(task, Job())
+        await ran.wait()
+        await worker.stop()  # the handler returned this moment: its outcome and release are in flight
+        assert await redis.zcard(schema.limit(f"stop{round_}").slots) == 0, round_
+
+
 async def test_a_rate_holds_over_a_window_and_other_types_are_not_held_up(start: Any, client: Client) -> None:
     starts: list[float] = []
     free: list[float] = []

@@ -45,7 +45,8 @@ def _transient(exc: BaseException) -> bool:
         while tb is not None:
             last, tb = tb, tb.tb_next
         return last is not None and "redis" in Path(last.tb_frame.f_code.co_filename).parts
-    return type(exc) is RedisClusterException and "cannot be connected" in str(exc)
+    # no node answers: RedisClusterException itself before redis-py 8.2, its RedisClusterUnreachableError since
+    return isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc)
 
 
 def _lost(exc: BaseException) -> ConnectionError:

@@ -22,10 +22,13 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseErr
 from framework.broker.broker import RedisBroker
 from framework.client.client import Client, SyncClient, TaskCall
 from framework.clock import SystemClock
+from framework.embedded.launch import free_port
+from framework.errors import RedisUnavailable
 from framework.protocol.keys import Schema
 from framework.protocol.scripts import LuaScript
 from framework.settings import Settings
 from framework.task import TaskDef
+from framework.transport.connection import open_redis
 from framework.transport.lean.blocking import ClusterThreadConnections
 from framework.transport.lean.cluster import ClusterRespClient, slot_of
 from framework.transport.lean.errors import ReplyError, error_of
@@ -239,3 +242,32 @@ def test_sync_clients_threads_write_to_each_queues_primary_and_a_redirect_goes_t
             assert direct.llen(schema.queue(q).pending) == 41 + 2 * (q == "q1"), q
             if q == "q1":
                 assert direct.exists(schema.queue(q).task(moved.id)) == 1
+
+
+@pytest.mark.parametrize("lean_path", [True, False], ids=["lean", "redis-py"])
+async def test_an_enqueue_to_a_cluster_that_cannot_be_reached_is_redis_unavailable_naming_the_url(
+    namespace: str, tmp_path: Any, lean_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not lean_path:
+        monkeypatch.setattr("framework.broker.base.fast_path_for", lambda redis: None)
+
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    settings = Settings(redis_url=url, namespace=namespace, data_dir=str(tmp_path), load_plugins=[])
+    redis = open_redis(url)
+    client = Client(redis, schema=Schema(namespace), settings=settings, url=url)
+    task = TaskDef("lean:down", P, lambda ctx, p: None)
+    try:
+        assert isinstance(client.broker.lean, ClusterRespClient) == lean_path
+        for attempt in range(2):  # the first call and a later one alike
+            with pytest.raises(RedisUnavailable) as err:
+                await client.enqueue(task, P(attempt))
+            assert "cannot reach Redis at redis+cluster://127.0.0.1:" in str(err.value)
+        with pytest.raises(RedisUnavailable):
+            await client.enqueue_many([TaskCall(task, P(n)) for n in range(3)])
+        lean = client.broker.lean
+        if isinstance(lean, ClusterRespClient):
+            with pytest.raises(redis_sync.ConnectionError, match="no Redis Cluster node gave a slot map"):
+                await lean.evalsha(ECHO, ["{q0}"], ["x"])
+    finally:
+        await client.close()
+        await redis.aclose()

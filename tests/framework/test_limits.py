@@ -88,7 +88,7 @@ async def test_a_worker_stopped_right_after_its_tasks_ran_gives_every_slot_back(
     for round_ in range(5):
         ran = asyncio.Event()
 
-        async def work(ctx: Any, p: Job) -> None:
+        async def work(ctx: Any, p: Job, ran: asyncio.Event = ran) -> None:
             ran.set()
 
         task = TaskDef(f"lim:stop{round_}", Job, work, limit=Limit(concurrency=2, name=f"stop{round_}"))

@@ -148,7 +148,8 @@ def _enqueues(url: str, n: int, control: Any) -> dict[str, float]:
     import uvloop
 
     from bench.noop_app import Noop, noop
-    from framework.client.client import Client, SyncClient
+    from framework.client.client import Client
+    from framework.client.sync import SyncClient
 
     out: dict[str, float] = {}
 

@@ -15,7 +15,8 @@ from framework import _compat
 _compat.install()
 
 if TYPE_CHECKING:
-    from framework.client.client import Client, Job, SyncClient, TaskCall, TaskInfo
+    from framework.client.client import Client, Job, TaskCall, TaskInfo
+    from framework.client.sync import SyncClient
     from framework.client.workflows import WorkflowInfo
     from framework.context import TaskContext
     from framework.errors import (
@@ -134,7 +135,7 @@ _LAZY = {
     "CronOptions": "framework.task",
     "EnqueueOptions": "framework.task",
     "Inspector": "framework.inspector",
-    "Job": "framework.client.client",  # deprecated: the old name of TaskCall
+    "Job": "framework.client.values",  # deprecated: the old name of TaskCall
     "Limit": "framework.limits",
     "Middleware": "framework.task",
     "Run": "framework.task",
@@ -145,11 +146,11 @@ _LAZY = {
     "StashKey": "framework.services",
     "Step": "framework.task",
     "StepOptions": "framework.task",
-    "SyncClient": "framework.client.client",
-    "TaskCall": "framework.client.client",
+    "SyncClient": "framework.client.sync",
+    "TaskCall": "framework.client.values",
     "TaskContext": "framework.context",
     "TaskDef": "framework.task",
-    "TaskInfo": "framework.client.client",
+    "TaskInfo": "framework.client.values",
     "Tokens": "framework.web.tokens",
     "Worker": "framework.worker.worker",
     "Workflow": "framework.workflow",

@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from importlib.abc import Loader
     from types import ModuleType
 
@@ -122,10 +122,17 @@ def install() -> None:
         sys.meta_path.insert(0, _MovedFinder())
 
 
-def lend_names(package: str, module: str) -> Callable[[str], Any]:
-    """A package's ``__getattr__`` that serves the public names of the old module it replaced."""
+def lend_names(package: str, module: str, moved: Mapping[str, str] | None = None) -> Callable[[str], Any]:
+    """A package's ``__getattr__`` that serves the public names of the old module it replaced.
+
+    ``module`` serves the names in its ``__all__``; ``moved`` names others that left it for another module
+    (name -> module), looked up only for those names (a module importing its package's siblings while it
+    loads must not import them back through here).
+    """
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - a module __getattr__
+        if moved and name in moved:
+            return getattr(importlib.import_module(moved[name]), name)
         target = importlib.import_module(module)
         if name.startswith("_") or name not in getattr(target, "__all__", ()):
             raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -22,7 +22,8 @@ from framework.errors import PayloadTypeError, ResultTypeError
 from framework.limits import Limit
 
 if TYPE_CHECKING:
-    from framework.client.client import Client, SyncClient, TaskInfo
+    from framework.client.client import Client, TaskInfo
+    from framework.client.sync import SyncClient
     from framework.context import TaskContext
 
 __all__ = (
@@ -316,7 +317,7 @@ class TaskDef(Generic[P]):
         return Step(self, payload, name, input, on_failure, dict(options))
 
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Unpack[EnqueueOptions]) -> TaskInfo:
-        """Enqueue from code without an event loop; see :class:`framework.client.client.SyncClient`."""
+        """Enqueue from code without an event loop; see :class:`framework.client.sync.SyncClient`."""
         return client.enqueue(self, payload, **options)
 
 

@@ -1,26 +1,26 @@
 """The enqueue client: builds task messages from task definitions and options, and stores them.
 
-:class:`Client` is async; :class:`SyncClient` serves code without an event loop (scripts, other
-frameworks) by running a client on a private loop in a background thread, except for the plain
-enqueue (a task type with its defaults), which it sends itself over a blocking socket of the calling thread.
+:class:`Client` is async. Beside it: its values (:mod:`framework.client.values`: :class:`TaskCall`,
+:class:`TaskInfo`), the bulk path of :meth:`Client.enqueue_many` (:mod:`framework.client.bulk`), and
+:class:`~framework.client.sync.SyncClient` for code without an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, Unpack
+from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import msgspec
-from redis.exceptions import AskError, ClusterDownError, ConnectionError, ResponseError, TimeoutError, TryAgainError  # noqa: A004
+from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
 from framework.client import workflows
+from framework.client.bulk import BulkEnqueue
 from framework.client.options import ResolvedOptions, resolve_options
-from framework.client.prepared import PlainEnqueue, eligible, new_task_id, new_task_ids
+from framework.client.prepared import PREPARED_CACHE, UNPREPARED, PlainEnqueue, eligible, new_task_id, new_task_ids
+from framework.client.values import Job, TaskCall, TaskInfo
 from framework.client.waiting import Outcome, Waiters
 from framework.client.workflows import WorkflowInfo
 from framework.clock import Clock, SystemClock
@@ -38,111 +38,25 @@ from framework.errors import (
 )
 from framework.protocol.keys import Schema
 from framework.protocol.message import TaskState, decode_message, encode_message, new_message
-from framework.protocol.scripts import SCRIPTS
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
-from framework.transport.lean.blocking import ClusterThreadConnections, ThreadConnections
-from framework.transport.lean.cluster import ClusterRespClient
 from framework.transport.lean.errors import ReplyError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable
 
     from redis.asyncio import Redis
 
     from framework.registry import Registry
     from framework.settings import Settings
     from framework.transport.lean.blocking import BlockingConnection
-    from framework.transport.lean.connection import RespConnection
     from framework.workflow import Workflow
 
-__all__ = ("Client", "Job", "SyncClient", "TaskCall", "TaskInfo")
+__all__ = ("Client", "Job", "TaskCall", "TaskInfo")
+
 
 _json = msgspec.json.Encoder()
-_DEFAULTS_CACHE = 1024
-_UNPREPARED: Any = object()  # not in the cache of prepared enqueues (None there: the task type has none)
-_BULK_OPTIONS = frozenset({"queue", "max_retry", "timeout", "retention"})
-"""Call-site options a task of :meth:`Client.enqueue_many` may have and still take the bulk path."""
-BULK_BATCH = 256
-"""Most tasks one ``enqueue_many.lua`` call of the bulk path stores."""
-_BulkCall: TypeAlias = "tuple[asyncio.Future[list[Any]], bytes, RespConnection, PlainEnqueue]"
-"""One merged call of the bulk path: its reply, its bytes, the connection it went on, a task type of it."""
-BULK_FIRST = 64
-"""Most tasks the first ``enqueue_many.lua`` call of a bulk enqueue stores (Redis waits for it)."""
-
-
-_NO_OPTIONS: Any = object()  # TaskCall without options: a new empty dict each
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
-class TaskInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """What the client stored. Returned by every enqueue.
-
-    Attributes:
-        id: the task id.
-        queue: its queue.
-        type: its task type.
-        state: pending, scheduled or aggregating.
-        next_process_at: Unix seconds when it becomes ready.
-        max_retry: retries allowed.
-        timeout: seconds the handler may run (0 = deadline only).
-        deadline: Unix seconds by which it must finish (0 = none).
-        retention: seconds a completed task is kept.
-        group: aggregation group ("" = none).
-        headers: its headers.
-        payload: the payload bytes as stored.
-    """
-
-    id: str
-    queue: str
-    type: str
-    state: TaskState
-    next_process_at: float
-    max_retry: int
-    timeout: int
-    deadline: int
-    retention: int
-    group: str
-    headers: dict[str, str]
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class TaskCall:
-    """One task for :meth:`Client.enqueue_many`: what one :meth:`Client.enqueue` call takes, held as a value.
-
-    Example::
-
-        await client.enqueue_many([TaskCall(send_email, SendEmail(to=to), {"queue": "low"}) for to in people])
-
-    Attributes:
-        task: a :class:`TaskDef` or a type string.
-        payload: the payload.
-        options: enqueue options, as for :meth:`Client.enqueue`.
-    """
-
-    task: TaskDef[Any] | str
-    payload: Any = None
-    options: EnqueueOptions = field(default_factory=EnqueueOptions)
-
-    def __init__(self, task: TaskDef[Any] | str, payload: Any = None, options: EnqueueOptions = _NO_OPTIONS) -> None:
-        # the generated __init__'s work, through the slots' own setters: callers build thousands of these
-        _set_task(self, task)
-        _set_payload(self, payload)
-        _set_options(self, {} if options is _NO_OPTIONS else options)
-
-
-_set_task = TaskCall.__dict__["task"].__set__
-_set_payload = TaskCall.__dict__["payload"].__set__
-_set_options = TaskCall.__dict__["options"].__set__
-
-Job = TaskCall
-"""Deprecated: the old name of :class:`TaskCall`, kept for one release (it will be removed in the next)."""
 
 
 class _Built(NamedTuple):
@@ -202,6 +116,7 @@ class Client:
         self._defaults: dict[TaskDef[Any], ResolvedOptions] = {}
         self._plain: dict[Any, PlainEnqueue | None] = {}
         """Prepared plain enqueues by task type, or by task type and call-site options (None: not plain)."""
+        self._bulk = BulkEnqueue(self)
         self._url = redact_url(url) if url else _describe_connection(redis)
         self.waiters = Waiters(redis, self.schema, poll_interval)
         """The outcome channels this client listens to while someone waits (:mod:`framework.client.waiting`)."""
@@ -283,7 +198,7 @@ class Client:
             return resolve_options(taskdef, options, self.settings, now)
         opts = self._defaults.get(taskdef)
         if opts is None:
-            if len(self._defaults) >= _DEFAULTS_CACHE:
+            if len(self._defaults) >= PREPARED_CACHE:
                 self._defaults.clear()
             # without call-site options nothing depends on ``now`` (no deadline, no process_at)
             opts = self._defaults[taskdef] = resolve_options(taskdef, options, self.settings, now)
@@ -398,8 +313,8 @@ class Client:
             RedisUnavailable: Redis cannot be reached.
         """
         if not options and isinstance(task, TaskDef):
-            plain = self._plain.get(task, _UNPREPARED)
-            if plain is _UNPREPARED:
+            plain = self._plain.get(task, UNPREPARED)
+            if plain is UNPREPARED:
                 plain = self._prepare_plain(task)
             if plain is not None:
                 return await self._enqueue_plain(plain, payload)
@@ -419,7 +334,7 @@ class Client:
             opts = self._options(taskdef, {}, self.clock.now())
             if eligible(opts):
                 plain = PlainEnqueue(self.broker, taskdef, opts)
-        if len(self._plain) >= _DEFAULTS_CACHE:
+        if len(self._plain) >= PREPARED_CACHE:
             self._plain.clear()
         self._plain[taskdef] = plain
         return plain
@@ -494,9 +409,9 @@ class Client:
                 ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
         """
         calls = list(tasks)
-        plains = self._bulk_plan(calls)
+        plains = self._bulk.plan(calls)
         if plains is not None:
-            return await self._enqueue_bulk(calls, plains)
+            return await self._bulk.run(calls, plains)
         ids = new_task_ids(len(calls))
         built = [
             self._build(call.task, call.payload, call.options, task_id)
@@ -515,204 +430,6 @@ class Client:
             except (DuplicateTask, TaskIdConflict) as exc:
                 out.append(exc)
         return out
-
-    def _bulk_plan(self, calls: list[TaskCall]) -> list[PlainEnqueue] | None:
-        """Each call's prepared plain enqueue, or None when one of them needs the general path (or none is given).
-
-        A call qualifies with a :class:`TaskDef` and options among ``queue``, ``max_retry``, ``timeout`` and
-        ``retention`` that leave it a plain pending task (:func:`~framework.client.prepared.eligible`); the
-        options are resolved once per task type and set of options, not once per task.
-        """
-        if not calls or self.broker.lean is None or type(self.broker) is not RedisBroker:
-            return None
-        plains: list[PlainEnqueue] = []
-        cache = self._plain
-        last_task: Any = None
-        last: PlainEnqueue | None = None
-        for call in calls:
-            task, options = call.task, call.options
-            if not options:
-                if task is not last_task:
-                    last_task = task
-                    last = cache.get(task, _UNPREPARED)
-                    if last is _UNPREPARED:
-                        last = self._prepare_plain(task) if isinstance(task, TaskDef) else None
-                if last is None:
-                    return None
-                plains.append(last)
-                continue
-            last_task = None  # the next call without options looks its task up again
-            if not isinstance(task, TaskDef) or not options.keys() <= _BULK_OPTIONS:
-                return None
-            try:
-                key: Any = (task, *sorted(options.items()))
-                plain = cache.get(key, _UNPREPARED)
-            except TypeError:  # an unhashable value: the general path checks it
-                return None
-            if plain is _UNPREPARED:
-                plain = self._prepare_with_options(task, options, key)
-            if plain is None:
-                return None
-            plains.append(plain)
-        return plains
-
-    def _prepare_with_options(self, taskdef: TaskDef[Any], options: Mapping[str, Any], key: Any) -> PlainEnqueue | None:
-        """The fast path for ``taskdef`` with these call-site options (None: they need the general one)."""
-        opts = resolve_options(taskdef, options, self.settings, self.clock.now())  # a bad option raises here
-        plain = PlainEnqueue(self.broker, taskdef, opts) if eligible(opts) else None
-        if len(self._plain) >= _DEFAULTS_CACHE:
-            self._plain.clear()
-        self._plain[key] = plain
-        return plain
-
-    async def _enqueue_bulk(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[TaskInfo | FrameworkError]:
-        """:meth:`enqueue_many` of plain tasks: merged script calls written as they are built.
-
-        Every payload is encoded (and checked) before anything is sent. The tasks then go in runs of one
-        queue, at most :data:`BULK_BATCH` per ``enqueue_many.lua`` call (the bytes the general path sends
-        for them), each call written as soon as it is packed, so Redis stores one run while the next is
-        built; the replies are read at the end.
-        """
-        datas = self._bulk_encode(calls, plains)
-        try:
-            conns = await self._bulk_connections({p.opts.queue for p in plains})
-            infos: list[TaskInfo] = []
-            sent = self._bulk_send(conns, plains, datas, infos)
-            codes = await self._bulk_replies(sent)
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
-        out: list[TaskInfo | FrameworkError] = []
-        if len(codes) == len(infos) and codes.count(1) == len(codes):  # every task stored (the usual case)
-            out += infos
-            return out
-        for code, info in zip(codes, infos, strict=True):
-            if code == 1:
-                out.append(info)
-                continue
-            try:
-                out.append(self._check(code, info))
-            except (DuplicateTask, TaskIdConflict) as exc:
-                out.append(exc)
-        return out
-
-    def _bulk_encode(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[bytes]:
-        """Each call's payload, encoded; the first bad one (wrong type, too large) raises, in call order."""
-        limit = self.max_payload_size
-        first = plains[0]
-        if plains.count(first) == len(plains):  # one task type: one loop without lookups
-            encode = first.taskdef.encode
-            try:
-                datas = [encode(call.payload) for call in calls]
-            except Exception:  # noqa: BLE001 - the loop below raises the first error, in order
-                datas = []
-            if datas and not (limit and max(map(len, datas)) > limit):
-                return datas
-        datas = []
-        for call, plain in zip(calls, plains, strict=True):
-            data = plain.taskdef.encode(call.payload)
-            if limit and len(data) > limit:
-                self._check_size(plain.taskdef.type, data)
-            datas.append(data)
-        return datas
-
-    async def _bulk_connections(self, queues: set[str]) -> dict[str, RespConnection]:
-        """Each queue's lean connection, open, with ``enqueue_many.lua`` loaded and the queues registered.
-
-        One server's connection serves every queue; on a Cluster each queue gets its primary's.
-        """
-        broker = self.broker
-        lean = broker.lean
-        assert lean is not None
-        new = queues - broker._known_queues
-        if new:
-            await broker.register_queues(new)
-        await lean.ready()
-        conns = {queue: lean.connection_for(self.schema.queue(queue).pending) for queue in queues}
-        script = SCRIPTS["enqueue_many"]
-        for conn in set(conns.values()):
-            if not conn.connected:
-                await conn.open()
-            if script.sha not in conn.scripts:
-                await conn.execute("SCRIPT", "LOAD", script.source)
-                conn.scripts.add(script.sha)
-        return conns
-
-    def _bulk_send(
-        self, conns: dict[str, RespConnection], plains: list[PlainEnqueue], datas: list[bytes], infos: list[TaskInfo]
-    ) -> list[_BulkCall]:
-        """Write the merged calls, one run at a time; each task's TaskInfo is appended to ``infos``.
-
-        The first call holds at most :data:`BULK_FIRST` tasks, so Redis starts early; each later run's ids,
-        arguments and TaskInfos are made while Redis stores the run before it.
-        """
-        n = len(plains)
-        plain_batch = self.broker.plain_batch
-        sent = []
-        start = 0
-        size = BULK_FIRST
-        while start < n:
-            plain = plains[start]
-            queue = plain.opts.queue
-            end = min(n, start + size)
-            size = BULK_BATCH
-            chunk = plains[start:end]
-            if chunk.count(plain) == end - start:  # one task type and set of options (the usual case)
-                ids = new_task_ids(end - start)
-                run = datas[start:end]
-                pieces = [plain.bulk_many(ids, run)]
-            else:  # cut at the next queue
-                k = start + 1
-                while k < end and plains[k].opts.queue == queue:
-                    k += 1
-                end = k
-                ids = new_task_ids(end - start)
-                run = datas[start:end]
-                pieces = [p.bulk_args(i.encode(), d) for p, i, d in zip(plains[start:end], ids, run, strict=True)]
-            now = self.clock.now()
-            command = plain_batch(queue, pieces, end - start)
-            conn = conns[queue]
-            sent.append((conn.send_now(command, 1), command, conn, plain))
-            infos += self._bulk_infos(plains[start:end], ids, run, now)  # built while Redis stores the run
-            start = end
-        return sent
-
-    def _bulk_infos(self, plains: list[PlainEnqueue], ids: list[str], datas: list[bytes], now: float) -> list[TaskInfo]:
-        """The TaskInfos of one run (what :meth:`_plain_info` builds): copies of one per task type and options."""
-        replace = msgspec.structs.replace
-        info_of = self._plain_info
-        first = plains[0]
-        if plains.count(first) == len(plains):
-            template = info_of(first, "", b"", now)
-            return [replace(template, id=i, payload=d, headers={}) for i, d in zip(ids, datas, strict=True)]
-        templates: dict[PlainEnqueue, TaskInfo] = {}
-        out = []
-        for plain, task_id, data in zip(plains, ids, datas, strict=True):
-            base = templates.get(plain)
-            if base is None:
-                base = templates[plain] = info_of(plain, "", b"", now)
-            out.append(replace(base, id=task_id, payload=data, headers={}))
-        return out
-
-    @staticmethod
-    async def _bulk_replies(sent: list[_BulkCall]) -> list[Any]:
-        """Each task's code (1 stored, 0 task id taken), in order; an error reply raises."""
-        codes: list[Any] = []
-        try:
-            for fut, command, conn, plain in sent:
-                (reply,) = await fut
-                if type(reply) is ReplyError:
-                    try:  # NOSCRIPT or a Cluster's redirection: it did not run, and is sent again
-                        reply = await plain.after_error(conn, reply, command, SCRIPTS["enqueue_many"])
-                    except ResponseError as exc:
-                        raise FrameworkError(f"enqueue failed: {exc}") from exc
-                codes += reply
-        finally:
-            for fut, *_ in sent:  # on an early exit, nobody else reads what the rest get
-                if not fut.done():
-                    fut.add_done_callback(_retrieve)
-                elif not fut.cancelled():
-                    fut.exception()
-        return codes
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -944,124 +661,3 @@ class Client:
 
 def _describe_connection(redis: Redis) -> str:
     return describe_redis(redis)  # a single server, a Cluster (no connection_pool) or a Sentinel primary
-
-
-class SyncClient:
-    """A blocking client for code without an event loop; runs a :class:`Client` on a private loop.
-
-    The plain enqueue (a :class:`TaskDef` with its default options, once its queue is registered) does not
-    go through that loop: the calling thread sends the prepared command itself over a blocking socket of
-    its own (one per thread, made on first use; on a Cluster one per thread and primary, the primary found
-    in the loop's slot map), which saves the hop to the loop's thread and back. Every method may be called
-    from several threads at once.
-
-    Args:
-        url: the Redis URL.
-        **kwargs: passed to :class:`Client` (schema, settings, registry, clock).
-    """
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="framework-sync-client", daemon=True)
-        self._thread.start()
-        self._client: Client = self._run(self._make(url, kwargs))
-        lean = self._client.broker.lean
-        self._blocking: ThreadConnections | ClusterThreadConnections | None = None
-        if isinstance(lean, ClusterRespClient):
-            self._blocking = ClusterThreadConnections(lean)
-        elif lean is not None:
-            self._blocking = ThreadConnections(lean.address, **lean.options)
-
-    @staticmethod
-    async def _make(url: str, kwargs: dict[str, Any]) -> Client:
-        return Client.from_url(url, **kwargs)
-
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Unpack[EnqueueOptions]) -> TaskInfo:
-        """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
-        if not options and self._blocking is not None and isinstance(task, TaskDef):
-            client = self._client
-            plain = client._plain.get(task, _UNPREPARED)
-            if plain is _UNPREPARED:
-                plain = client._prepare_plain(task)
-            if plain is not None and plain.opts.queue in client.broker._known_queues:
-                conn = self._blocking.get_for(plain.route)
-                if conn is not None:
-                    try:
-                        return client._enqueue_blocking(plain, payload, conn)
-                    except (AskError, TryAgainError, ClusterDownError):
-                        self._blocking.forget()  # a Cluster redirected it (it did not run): through the loop
-                    except RedisUnavailable:
-                        self._blocking.forget()
-                        raise
-        result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
-        return result
-
-    def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
-        """Enqueue many tasks in one round trip; see :meth:`Client.enqueue_many`."""
-        result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(tasks)))
-        return result
-
-    def wait(
-        self,
-        task: TaskInfo | str,
-        *,
-        queue: str = "default",
-        timeout: float | None = None,
-        taskdef: TaskDef[Any] | None = None,
-    ) -> Any:
-        """Wait for a task's result; same arguments, guarantees and errors as :meth:`Client.wait`."""
-        return self._run(self._client.wait(task, queue=queue, timeout=timeout, taskdef=taskdef))
-
-    def apply(
-        self,
-        task: TaskDef[Any] | str,
-        payload: Any = None,
-        *,
-        wait_timeout: float | None = None,
-        **options: Unpack[EnqueueOptions],
-    ) -> Any:
-        """Enqueue a task and wait for its result; see :meth:`Client.apply`."""
-        return self._run(self._client.apply(task, payload, wait_timeout=wait_timeout, **options))
-
-    def start_workflow(self, workflow: Workflow, **options: Any) -> WorkflowInfo:
-        """See :meth:`Client.start_workflow`."""
-        info: WorkflowInfo = self._run(self._client.start_workflow(workflow, **options))
-        return info
-
-    def wait_workflow(
-        self, workflow: WorkflowInfo | str, *, queue: str = "default", timeout: float | None = None
-    ) -> Any:
-        """See :meth:`Client.wait_workflow`."""
-        return self._run(self._client.wait_workflow(workflow, queue=queue, timeout=timeout))
-
-    def run_workflow(self, workflow: Workflow, *, wait_timeout: float | None = None, **start: Any) -> Any:
-        """See :meth:`Client.run_workflow`."""
-        return self._run(self._client.run_workflow(workflow, wait_timeout=wait_timeout, **start))
-
-    def cancel_workflow(self, workflow: WorkflowInfo | str, *, queue: str = "default") -> str:
-        """See :meth:`Client.cancel_workflow`."""
-        status: str = self._run(self._client.cancel_workflow(workflow, queue=queue))
-        return status
-
-    def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
-        """Cancel a task; see :meth:`Client.cancel`."""
-        result: str = self._run(self._client.cancel(task, queue=queue))
-        return result
-
-    def close(self) -> None:
-        """Close the connection pool and the threads' connections, and stop the background loop."""
-        if self._blocking is not None:
-            self._blocking.close()
-        self._run(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -36,6 +36,10 @@ from framework.protocol.scripts import SCRIPTS
 from framework.transport.lean.errors import ReplyError, error_of
 
 SCRIPT = SCRIPTS["enqueue"]
+UNPREPARED: Any = object()
+"""Not in a client's cache of prepared enqueues (None there: the task type has no fast path)."""
+PREPARED_CACHE = 1024
+"""Most entries a client's caches of prepared enqueues and resolved defaults hold (then they start over)."""
 
 if TYPE_CHECKING:
     from framework.broker.broker import RedisBroker

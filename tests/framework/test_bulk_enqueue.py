@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from framework.broker.broker import RedisBroker
-from framework.client import client as client_module
+from framework.client import bulk as bulk_module
 from framework.client.client import Client, TaskCall, TaskInfo
 from framework.client.options import resolve_options
 from framework.client.prepared import PlainEnqueue, new_task_ids
@@ -62,7 +62,7 @@ def test_batch_is_what_the_general_path_sends(redis_url: str, handoff: bool, nam
 
 
 async def test_bulk_stores_what_the_general_path_stores(client: Client, redis: Redis, schema: Schema) -> None:
-    n = client_module.BULK_BATCH * 2 + 7  # several merged calls
+    n = bulk_module.BULK_BATCH * 2 + 7  # several merged calls
     results = await client.enqueue_many([TaskCall(ITEM, Item(text=str(i))) for i in range(n)])
     assert client._plain[ITEM] is not None
     general = await ITEM.enqueue(client, Item(text="0"), task_id="explicit-id")

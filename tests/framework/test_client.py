@@ -20,7 +20,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
 
 import framework
-from framework.client.client import Client, Job, SyncClient, TaskCall, TaskInfo
+from framework.client.client import Client, Job, TaskCall, TaskInfo
+from framework.client.sync import SyncClient
 from framework.embedded.launch import free_port
 from framework.embedded.process import start_test_server
 from framework.errors import (

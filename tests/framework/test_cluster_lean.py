@@ -20,7 +20,8 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 
 from framework.broker.broker import RedisBroker
-from framework.client.client import Client, SyncClient, TaskCall
+from framework.client.client import Client, TaskCall
+from framework.client.sync import SyncClient
 from framework.clock import SystemClock
 from framework.embedded.launch import free_port
 from framework.errors import RedisUnavailable
@@ -199,7 +200,7 @@ async def test_the_clients_fast_paths_write_to_each_queues_primary_and_follow_mo
         await client.enqueue(tasks["q2"], P(9))
         # the bulk path too: runs of one queue on its primary's connection, a MOVED run sent again
         calls = [TaskCall(tasks[q], P(n)) for n in range(10) for q in ("q0", "q1", "q2")]
-        assert client._bulk_plan(calls) is not None
+        assert client._bulk.plan(calls) is not None
         lean._owner[slot_of(schema.queue("q1").pending)] = ("127.0.0.1", valkey_cluster.ports[2])
         results = await client.enqueue_many(calls)
         assert not [r for r in results if isinstance(r, Exception)]

@@ -13,7 +13,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
-from framework.client.client import SyncClient
+from framework.client.sync import SyncClient
 from framework.errors import RetryAfter, RevokeTask, SkipRetry
 from framework.protocol.message import decode_message, encode_message, new_message
 from framework.task import TaskDef

@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from framework.client.client import Client, SyncClient, TaskCall, TaskInfo
+from framework.client.client import Client, TaskCall, TaskInfo
+from framework.client.sync import SyncClient
 from framework.errors import RetryAfter, SkipRetry, TaskCancelled, TaskFailed, TaskNotFound, WaitTimeout
 from framework.protocol.keys import Schema
 from framework.protocol.message import decode_message, encode_message

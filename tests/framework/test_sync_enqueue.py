@@ -17,7 +17,8 @@ import redis as redis_sync
 from redis.exceptions import ResponseError
 
 from framework.client import client as client_module
-from framework.client.client import Client, SyncClient, TaskInfo
+from framework.client.client import Client, TaskInfo
+from framework.client.sync import SyncClient
 from framework.embedded.process import start_test_server
 from framework.errors import PayloadTooLarge, PayloadTypeError, RedisUnavailable, TaskIdConflict
 from framework.protocol.keys import Schema

@@ -19,7 +19,8 @@ import pytest
 import redis as redis_sync
 from redis.exceptions import ConnectionError  # noqa: A004
 
-from framework.client.client import Client, SyncClient, TaskCall, TaskInfo
+from framework.client.client import Client, TaskCall, TaskInfo
+from framework.client.sync import SyncClient
 from framework.protocol.keys import Schema
 from framework.settings import Settings
 from framework.task import TaskDef

@@ -280,7 +280,7 @@ async def test_a_step_whose_task_vanished_is_reported_lost_and_fails_the_workflo
 
 
 async def test_sync_client_runs_starts_and_cancels_workflows(start: Any, redis_url: str, schema: Schema) -> None:
-    from framework.client.client import SyncClient
+    from framework.client.sync import SyncClient
 
     await start(ADD, SUM)
 

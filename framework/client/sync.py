@@ -1,0 +1,152 @@
+"""A blocking client for code without an event loop: :class:`SyncClient`.
+
+It runs a :class:`~framework.client.client.Client` on a private event loop in a background thread, except
+for the plain enqueue (a task type with its defaults), which the calling thread sends itself over a
+blocking socket of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any, Unpack
+
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
+
+from framework.client.client import Client
+from framework.client.prepared import UNPREPARED
+from framework.errors import RedisUnavailable
+from framework.task import EnqueueOptions, TaskDef
+from framework.transport.lean.blocking import ClusterThreadConnections, ThreadConnections
+from framework.transport.lean.cluster import ClusterRespClient
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine, Iterable
+
+    from framework.client.values import TaskCall, TaskInfo
+    from framework.client.workflows import WorkflowInfo
+    from framework.errors import FrameworkError
+    from framework.workflow import Workflow
+
+__all__ = ("SyncClient",)
+
+
+class SyncClient:
+    """A blocking client for code without an event loop; runs a :class:`Client` on a private loop.
+
+    The plain enqueue (a :class:`TaskDef` with its default options, once its queue is registered) does not
+    go through that loop: the calling thread sends the prepared command itself over a blocking socket of
+    its own (one per thread, made on first use; on a Cluster one per thread and primary, the primary found
+    in the loop's slot map), which saves the hop to the loop's thread and back. Every method may be called
+    from several threads at once.
+
+    Args:
+        url: the Redis URL.
+        **kwargs: passed to :class:`Client` (schema, settings, registry, clock).
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="framework-sync-client", daemon=True)
+        self._thread.start()
+        self._client: Client = self._run(self._make(url, kwargs))
+        lean = self._client.broker.lean
+        self._blocking: ThreadConnections | ClusterThreadConnections | None = None
+        if isinstance(lean, ClusterRespClient):
+            self._blocking = ClusterThreadConnections(lean)
+        elif lean is not None:
+            self._blocking = ThreadConnections(lean.address, **lean.options)
+
+    @staticmethod
+    async def _make(url: str, kwargs: dict[str, Any]) -> Client:
+        return Client.from_url(url, **kwargs)
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Unpack[EnqueueOptions]) -> TaskInfo:
+        """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
+        if not options and self._blocking is not None and isinstance(task, TaskDef):
+            client = self._client
+            plain = client._plain.get(task, UNPREPARED)
+            if plain is UNPREPARED:
+                plain = client._prepare_plain(task)
+            if plain is not None and plain.opts.queue in client.broker._known_queues:
+                conn = self._blocking.get_for(plain.route)
+                if conn is not None:
+                    try:
+                        return client._enqueue_blocking(plain, payload, conn)
+                    except (AskError, TryAgainError, ClusterDownError):
+                        self._blocking.forget()  # a Cluster redirected it (it did not run): through the loop
+                    except RedisUnavailable:
+                        self._blocking.forget()
+                        raise
+        result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
+        return result
+
+    def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
+        """Enqueue many tasks in one round trip; see :meth:`Client.enqueue_many`."""
+        result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(tasks)))
+        return result
+
+    def wait(
+        self,
+        task: TaskInfo | str,
+        *,
+        queue: str = "default",
+        timeout: float | None = None,
+        taskdef: TaskDef[Any] | None = None,
+    ) -> Any:
+        """Wait for a task's result; same arguments, guarantees and errors as :meth:`Client.wait`."""
+        return self._run(self._client.wait(task, queue=queue, timeout=timeout, taskdef=taskdef))
+
+    def apply(
+        self,
+        task: TaskDef[Any] | str,
+        payload: Any = None,
+        *,
+        wait_timeout: float | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Any:
+        """Enqueue a task and wait for its result; see :meth:`Client.apply`."""
+        return self._run(self._client.apply(task, payload, wait_timeout=wait_timeout, **options))
+
+    def start_workflow(self, workflow: Workflow, **options: Any) -> WorkflowInfo:
+        """See :meth:`Client.start_workflow`."""
+        info: WorkflowInfo = self._run(self._client.start_workflow(workflow, **options))
+        return info
+
+    def wait_workflow(
+        self, workflow: WorkflowInfo | str, *, queue: str = "default", timeout: float | None = None
+    ) -> Any:
+        """See :meth:`Client.wait_workflow`."""
+        return self._run(self._client.wait_workflow(workflow, queue=queue, timeout=timeout))
+
+    def run_workflow(self, workflow: Workflow, *, wait_timeout: float | None = None, **start: Any) -> Any:
+        """See :meth:`Client.run_workflow`."""
+        return self._run(self._client.run_workflow(workflow, wait_timeout=wait_timeout, **start))
+
+    def cancel_workflow(self, workflow: WorkflowInfo | str, *, queue: str = "default") -> str:
+        """See :meth:`Client.cancel_workflow`."""
+        status: str = self._run(self._client.cancel_workflow(workflow, queue=queue))
+        return status
+
+    def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
+        """Cancel a task; see :meth:`Client.cancel`."""
+        result: str = self._run(self._client.cancel(task, queue=queue))
+        return result
+
+    def close(self) -> None:
+        """Close the connection pool and the threads' connections, and stop the background loop."""
+        if self._blocking is not None:
+            self._blocking.close()
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

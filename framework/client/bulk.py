@@ -67,10 +67,11 @@ class BulkEnqueue:
         ``retention`` that leave it a plain pending task (:func:`~framework.client.prepared.eligible`); the
         options are resolved once per task type and set of options, not once per task.
         """
-        if not calls or self._client.broker.lean is None or type(self._client.broker) is not RedisBroker:
+        client = self._client
+        if not calls or client.broker.lean is None or type(client.broker) is not RedisBroker:
             return None
         plains: list[PlainEnqueue] = []
-        cache = self._client._plain
+        cache = client._plain
         last_task: Any = None
         last: PlainEnqueue | None = None
         for call in calls:
@@ -80,7 +81,7 @@ class BulkEnqueue:
                     last_task = task
                     last = cache.get(task, UNPREPARED)
                     if last is UNPREPARED:
-                        last = self._client._prepare_plain(task) if isinstance(task, TaskDef) else None
+                        last = client._prepare_plain(task) if isinstance(task, TaskDef) else None
                 if last is None:
                     return None
                 plains.append(last)
@@ -102,13 +103,12 @@ class BulkEnqueue:
 
     def _prepare_with_options(self, taskdef: TaskDef[Any], options: Mapping[str, Any], key: Any) -> PlainEnqueue | None:
         """The fast path for ``taskdef`` with these call-site options (None: they need the general one)."""
-        opts = resolve_options(
-            taskdef, options, self._client.settings, self._client.clock.now()
-        )  # a bad option raises here
-        plain = PlainEnqueue(self._client.broker, taskdef, opts) if eligible(opts) else None
-        if len(self._client._plain) >= PREPARED_CACHE:
-            self._client._plain.clear()
-        self._client._plain[key] = plain
+        client = self._client
+        opts = resolve_options(taskdef, options, client.settings, client.clock.now())  # a bad option raises here
+        plain = PlainEnqueue(client.broker, taskdef, opts) if eligible(opts) else None
+        if len(client._plain) >= PREPARED_CACHE:
+            client._plain.clear()
+        client._plain[key] = plain
         return plain
 
     async def run(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[TaskInfo | FrameworkError]:

@@ -51,6 +51,31 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServe
         yield running
 
 
+def test_a_blocking_tls_connection_polls_for_its_reply_and_reads_big_ones_whole(
+    server: TlsServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framework.transport.lean import blocking
+
+    monkeypatch.setattr(blocking, "SPIN_SECONDS", 0.05)  # a window no reply misses on a loaded test machine
+    fast = fast_path_for(open_redis(server.url()))
+    assert fast is not None
+    conn = ThreadConnections(fast.address, **fast.options).get()
+    try:
+        slow = "for i = 1, 300000 do end return 1"  # a few ms: polled for, not slept on
+        for _ in range(5):
+            assert conn.execute("EVAL", slow, 0) == 1
+        assert conn.spun >= 5
+        big = b"y" * 2_000_000  # many TLS records: polled until whole, then read blocking if need be
+        conn.execute("SET", f"{namespace}:big", big)
+        assert conn.execute("GET", f"{namespace}:big") == big
+        for _ in range(blocking.SPIN_MISSES):  # replies that take longer than the window
+            assert conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
+        assert conn._spin_off == blocking.SPIN_PAUSE
+        assert conn.execute("DEL", f"{namespace}:big") == 1  # the socket is blocking again, and works
+    finally:
+        conn.close()
+
+
 def _direct(server: TlsServer) -> Any:
     """redis-py's own blocking client over TLS, to look at what the lean path stored."""
     return redis_sync.Redis.from_url(server.url(client_cert=True))

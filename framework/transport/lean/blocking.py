@@ -176,7 +176,7 @@ class BlockingConnection:
         try:
             sock.sendall(data)
             reply = reader.gets()
-            if reply is NOT_ENOUGH_DATA and self._tls is None:
+            if reply is NOT_ENOUGH_DATA:
                 reply = self._poll(sock, reader)
             while reply is NOT_ENOUGH_DATA:
                 chunk = sock.recv(_READ_SIZE)
@@ -204,31 +204,40 @@ class BlockingConnection:
         As the event-loop connection does (:meth:`RespConnection._spin`, the same window and the same rule
         for windows that keep running out): on a virtual machine whose CPUs halt when idle, a thread put to
         sleep waits longer to be woken than the round trip takes (measured on one: 14,000 PINGs a second
-        sleeping in ``recv``, 40,000-47,000 polling). Plain sockets only (a TLS socket is read blocking).
-        Returns the reply, or :data:`NOT_ENOUGH_DATA` when the window ran out.
+        sleeping in ``recv``, 40,000-47,000 polling). A plain socket is read with ``MSG_DONTWAIT``; a TLS
+        socket (which takes no flags) is made non-blocking for the window. Returns the reply, or
+        :data:`NOT_ENOUGH_DATA` when the window ran out.
         """
         if self._spin_off:
             self._spin_off -= 1
             return NOT_ENOUGH_DATA
-        deadline = time.perf_counter() + SPIN_SECONDS
-        while True:
-            try:
-                chunk = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if time.perf_counter() > deadline:
-                    self._spin_misses += 1
-                    if self._spin_misses >= SPIN_MISSES:
-                        self._spin_misses, self._spin_off = 0, SPIN_PAUSE
-                    return NOT_ENOUGH_DATA
-                continue
-            if not chunk:
-                raise ConnectionError(f"connection to {self._describe()} closed by the server")
-            reader.feed(chunk)
-            reply = reader.gets()
-            if reply is not NOT_ENOUGH_DATA:
-                self._spin_misses = 0
-                self.spun += 1
-                return reply
+        tls = self._tls is not None
+        flags = 0 if tls else socket.MSG_DONTWAIT
+        if tls:
+            sock.setblocking(False)
+        try:
+            deadline = time.perf_counter() + SPIN_SECONDS
+            while True:
+                try:
+                    chunk = sock.recv(_READ_SIZE, flags)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    if time.perf_counter() > deadline:
+                        self._spin_misses += 1
+                        if self._spin_misses >= SPIN_MISSES:
+                            self._spin_misses, self._spin_off = 0, SPIN_PAUSE
+                        return NOT_ENOUGH_DATA
+                    continue
+                if not chunk:
+                    raise ConnectionError(f"connection to {self._describe()} closed by the server")
+                reader.feed(chunk)
+                reply = reader.gets()
+                if reply is not NOT_ENOUGH_DATA:
+                    self._spin_misses = 0
+                    self.spun += 1
+                    return reply
+        finally:
+            if tls:
+                sock.setblocking(True)
 
     def _execute_following(self, data: bytes) -> Any:
         """:meth:`execute_raw` on a connection that follows a Sentinel-managed primary."""

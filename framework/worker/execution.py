@@ -25,17 +25,10 @@ at its deadline its coroutine is cancelled at once and its outcome written, but 
 keeps its slot and blocks a second copy in the same way until the function returns (``task_overrun`` then
 ``task_overrun_ended``).
 
-**Stalls.** An async handler that blocks the event loop delays everything, the deadline timer included.
-With the loop watchdog on (``loop_block_threshold``, see :mod:`framework.worker.watchdog`), a timer that fires
-later than that threshold means the loop was stalled: the tasks whose deadline passed meanwhile have it
-moved on by the stall's length (``task_deadline_extended``, warning), except the task the watchdog saw
-blocking the loop, which times out as usual. A task's deadline is moved on by at most its own time budget
-(``min(timeout, deadline)`` from its start) or 60 s, whichever is more, in total; past that a stall counts
-against it like time it used.
-
 :class:`TaskExecution` is a part the :class:`~framework.worker.processor.Processor` holds: it is given what it
 works with (the processor's :class:`~framework.worker.ledger.Ledger`, its outcome writer, the handlers) and owns
-the deadline timer; :class:`TaskCancelled` is importable from :mod:`framework.worker.processor` as well.
+the deadline timer (:class:`~framework.worker.deadlines.DeadlineTimer`, which also moves deadlines on after a
+stalled loop); :class:`TaskCancelled` is importable from :mod:`framework.worker.processor` as well.
 """
 
 from __future__ import annotations
@@ -43,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import math
 from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -52,6 +44,7 @@ from framework.context import TaskContext, lazy_logger
 from framework.errors import PayloadTypeError, ResultTypeError, TaskCancelled
 from framework.protocol.workflow import step_of
 from framework.task import Middleware, Run
+from framework.worker.deadlines import DeadlineTimer
 from framework.worker.middleware import build_chain
 from framework.worker.outcomes import error_text
 from framework.worker.progress import ProgressReporter
@@ -72,16 +65,11 @@ if TYPE_CHECKING:
     from framework.worker.limits import LimitGate
     from framework.worker.outcomes import InFlight, OutcomeWriter
     from framework.worker.threads import HandlerThreads
-    from framework.worker.watchdog import LoopWatchdog
 
 __all__ = ("TaskCancelled", "TaskExecution", "deadline_of")
 
 _RUNNING: ContextVar[InFlight | None] = ContextVar("framework_running_task", default=None)
 """The task a runner runs, set in the runner's own context (a sync handler's invoker records its thread there)."""
-_MIN_STALL_ALLOWANCE = 60.0
-"""Seconds of stalls caused by other tasks a task's deadline may always be moved on by (more for longer tasks)."""
-_STALL_SLACK = 0.5
-"""Seconds a task whose deadline was moved on after a stall has at least, to take up what it was waiting for."""
 
 
 def _timed_out(inf: InFlight) -> bool:
@@ -136,8 +124,6 @@ class TaskExecution:
         cancel_grace: seconds a cancelled handler gets to end before it is given up on.
         unknown_type_wait: seconds a task whose type has no handler here is put back before it is archived.
 
-    Attributes:
-        watchdog: the loop watchdog, when the worker runs one (it tells stalls from time a task used).
     """
 
     def __init__(
@@ -165,7 +151,6 @@ class TaskExecution:
         self.threads = threads
         self.cancel_grace = cancel_grace
         self.unknown_type_wait = unknown_type_wait
-        self.watchdog: LoopWatchdog | None = None
         self.limits: LimitGate | None = None
         """Asks the limits of a limited task type before its handler runs (set by the processor)."""
         self._write_result = write_result
@@ -173,8 +158,8 @@ class TaskExecution:
         self._inflight = ledger.inflight  # read here on the loop's thread only; the ledger changes it
         self._middleware = middleware
         self._chains: dict[str, Run] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._moved: list[tuple[InFlight, float]] = []
+        self.deadlines = DeadlineTimer(ledger.inflight, clock, logger, cancel_grace, self.abandon)
+        """The one timer for every running task's deadline (and the cancelled ones' grace)."""
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -305,7 +290,7 @@ class TaskExecution:
             if remaining is None:
                 return
             _RUNNING.set(inf)
-            self._watch(inf, remaining)
+            self.deadlines.watch(inf, remaining)
             await self._chain(taskdef)(ctx, payload)
             if _timed_out(inf):  # the handler swallowed the cancellation and returned
                 self._uncancel()
@@ -332,7 +317,7 @@ class TaskExecution:
         if taskdef.limits and self.limits is not None and not await self.limits.admit(inf, taskdef, payload):
             self._handler_done(inf)
             return None
-        remaining = self._time_left(inf)
+        remaining = self.deadlines.time_left(inf)
         if remaining <= 0:
             raise self._timeout_error(inf)
         return remaining
@@ -367,138 +352,6 @@ class TaskExecution:
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-
-    # -- timeouts: one timer for all running tasks, armed for the earliest deadline -----------------
-
-    def _watch(self, inf: InFlight, remaining: float) -> None:
-        loop = asyncio.get_running_loop()
-        inf.expires = when = loop.time() + remaining
-        self._arm(loop, when)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        """Make sure the timer fires by ``when`` (event-loop time)."""
-        if self._timer is None or when < self._timer.when():
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_at(when, self._on_timer)
-
-    def cancel(self, inf: InFlight, reason: str) -> None:
-        """Cancel ``inf``'s handler for ``reason``, and give up on it if it still runs ``cancel_grace`` s later."""
-        self.cancel_handler(inf, reason)
-        self._arm(asyncio.get_running_loop(), inf.give_up_at)
-
-    def stop_timer(self) -> None:
-        """Disarm the deadline timer (the processor has stopped)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def cancel_handler(self, inf: InFlight, reason: str) -> None:
-        """Cancel ``inf``'s handler for ``reason``; the caller gives up on it if it still runs ``cancel_grace`` s later.
-
-        (:meth:`cancel` arms the timer for that; :meth:`_on_timer` arms it itself.)
-        """
-        inf.cancel_reason = reason
-        inf.give_up_at = asyncio.get_running_loop().time() + self.cancel_grace
-        if inf.ctx is not None and inf.runner is not None:  # one that has not started sees the reason when it starts
-            inf.runner.cancel()
-
-    def _on_timer(self) -> None:
-        """Cancel the handlers past their deadline, give up on cancelled ones past their grace; arm the timer again.
-
-        When the timer fires late by more than the watchdog's threshold, the loop was stalled: deadlines that
-        passed meanwhile are moved on instead, for the tasks that did not cause the stall (see the module
-        docstring).
-        """
-        timer, self._timer = self._timer, None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        stall = self._stall(timer, now)
-        culprits = self.watchdog.culprits if stall and self.watchdog is not None else set()
-        moved: list[InFlight] = []
-        earliest = math.inf
-        for inf in list(self._inflight.values()):
-            runner = inf.runner
-            if inf.writing or runner is None or runner.done():
-                continue
-            if inf.cancel_reason:
-                if inf.give_up_at <= now:
-                    if stall and runner not in culprits and self._allow_stall(inf, stall):
-                        inf.give_up_at = max(inf.give_up_at + stall, now + _STALL_SLACK)
-                        inf.deadline += stall
-                        moved.append(inf)
-                    else:
-                        self.abandon(inf)
-                        continue
-                earliest = min(earliest, inf.give_up_at)
-                continue
-            if inf.expires <= now:
-                if stall and runner not in culprits and self._allow_stall(inf, stall):
-                    inf.expires = max(inf.expires + stall, now + _STALL_SLACK)
-                    inf.deadline += stall  # the heartbeat extends the lease up to the deadline (plus 30 s)
-                    moved.append(inf)
-                else:
-                    self.cancel_handler(inf, "timeout")
-                    earliest = min(earliest, inf.give_up_at)
-                    continue
-            earliest = min(earliest, inf.expires)
-        for inf in moved:
-            self._note_moved(inf, stall)
-        if earliest < math.inf:
-            self._arm(loop, earliest)
-
-    def _time_left(self, inf: InFlight) -> float:
-        """Seconds left before ``inf``'s deadline as its handler starts.
-
-        A task that had time left when it was taken, but whose deadline passed while it waited for a stalled
-        loop to start it, has its deadline moved on by the stall first (same cap as in :meth:`_on_timer`).
-        """
-        now = self.clock.now()
-        remaining = inf.deadline - now
-        watchdog = self.watchdog
-        if remaining > 0 or watchdog is None or inf.deadline <= inf.started:
-            return remaining
-        stall = min(now - inf.started, watchdog.stall_length())
-        if stall <= watchdog.threshold or not self._allow_stall(inf, stall):
-            return remaining
-        inf.deadline += stall
-        self._note_moved(inf, stall)
-        return max(inf.deadline - now, _STALL_SLACK)
-
-    def _note_moved(self, inf: InFlight, stall: float) -> None:
-        """Record a deadline moved on for a stall; one ``task_deadline_extended`` line per loop iteration."""
-        if not self._moved:
-            asyncio.get_running_loop().call_soon(self._log_moved)
-        self._moved.append((inf, stall))
-
-    def _log_moved(self) -> None:
-        moved, self._moved = self._moved, []
-        self.log.warning(
-            "task_deadline_extended",
-            tasks=[f"{inf.msg.type}:{inf.id}" for inf, _ in moved[:20]],
-            count=len(moved),
-            by=round(max(stall for _, stall in moved), 3),
-            note="the event loop was blocked by another task when their deadline passed: not charged to them",
-        )
-
-    def _stall(self, timer: asyncio.TimerHandle | None, now: float) -> float:
-        """Seconds the loop was stalled, when ``timer`` fired late by more than the watchdog's threshold (else 0)."""
-        watchdog = self.watchdog
-        if watchdog is None or timer is None:
-            return 0.0
-        late = now - timer.when()
-        if late <= watchdog.threshold:
-            return 0.0
-        return max(late, watchdog.stall_length())
-
-    @staticmethod
-    def _allow_stall(inf: InFlight, stall: float) -> bool:
-        """Whether ``inf`` may have ``stall`` more seconds (and count them); see the module docstring for the cap."""
-        budget = inf.deadline - inf.extended - inf.started
-        if inf.extended + stall > max(budget, _MIN_STALL_ALLOWANCE):
-            return False
-        inf.extended += stall
-        return True
 
     # -- handlers that do not stop -----------------------------------------------------------------
 

@@ -214,7 +214,7 @@ class Processor:
         for inf in list(self.inflight.values()):
             if inf.id == task_id and inf.runner is not None and not inf.writing and not inf.runner.done():
                 if not inf.cancel_reason:  # one already being cancelled keeps its reason
-                    self.execution.cancel(inf, "cancel")
+                    self.execution.deadlines.cancel(inf, "cancel")
                 return True
         return False
 
@@ -483,7 +483,7 @@ class Processor:
             for inf in list(self.inflight.values()):
                 if inf.runner in pending and not inf.writing:
                     if not inf.cancel_reason:
-                        self.execution.cancel_handler(inf, "shutdown")
+                        self.execution.deadlines.cancel_handler(inf, "shutdown")
                     cancelled.add(inf.runner)
             if cancelled:
                 await asyncio.wait(cancelled, timeout=self.cancel_grace)
@@ -505,6 +505,6 @@ class Processor:
             if loop.time() >= until:
                 break
             await asyncio.wait(left, timeout=until - loop.time())
-        self.execution.stop_timer()
+        self.execution.deadlines.stop()
         self.threads.shutdown(wait=False, cancel_futures=True)
         self.broker.close()  # the hot-path connection (reopened should anything still use it)

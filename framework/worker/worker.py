@@ -270,7 +270,7 @@ class Worker:
             self.watchdog = LoopWatchdog(
                 asyncio.get_running_loop(), s.loop_block_threshold, self.log, self.processor.execution.stall_report
             )
-            self.processor.execution.watchdog = self.watchdog
+            self.processor.execution.deadlines.watchdog = self.watchdog
             self.watchdog.start()
         self._started = True
         self.log.info(

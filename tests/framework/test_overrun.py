@@ -291,7 +291,7 @@ async def test_a_blocked_loop_is_reported_and_the_tasks_it_held_up_are_not_charg
 async def test_the_watchdog_is_off_with_a_zero_threshold(run: Any) -> None:
     worker = await run(loop_block_threshold=0)
     assert worker.watchdog is None
-    assert worker.processor.execution.watchdog is None
+    assert worker.processor.execution.deadlines.watchdog is None
 
 
 # -- real worker processes -----------------------------------------------------------------------------

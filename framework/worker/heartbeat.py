@@ -172,12 +172,14 @@ class Heartbeat:
     def beat(self) -> None:
         """One heartbeat (blocking): leases, liveness, in-flight sets, and now and then asynq's records."""
         now = self._clock.now()
-        held = self._ledger.snapshot()
-        by_queue = self._leases_to_extend(held, now)
         finished = self._ledger.take_finished()
+        held = self._ledger.snapshot()  # after: a task let go and already taken again is held, not trimmed
+        by_queue = self._leases_to_extend(held, now)
+        again = {inf.key for inf in held}
         done_by_queue: dict[str, list[str]] = defaultdict(list)
-        for queue, task_id in finished:
-            done_by_queue[queue].append(task_id)
+        for key in finished:
+            if key not in again:
+                done_by_queue[key[0]].append(key[1])
         write_info = now - self._last_info >= SERVER_INFO_EVERY
         try:
             self.records.beat(

@@ -160,6 +160,8 @@ class Processor:
         """A queue whose next task is a crash suspect: once this worker holds nothing, it takes that alone."""
         self.handed_off = 0
         """Tasks started through a handoff (for stats and tests)."""
+        self._dequeuing = 0
+        """Slots a dequeue in flight may fill: a handoff arriving meanwhile counts them as taken."""
         self.handoff_ready = False
         """Set by the worker while its subscriber listens on this worker's handoff channel: an empty dequeue
         then registers the worker as a waiter, and the next enqueue hands its task straight here."""
@@ -253,9 +255,14 @@ class Processor:
                 self._limited = True
                 continue
             waiter = self.server_id if self.handoff_ready else ""
-            taken = await self.broker.dequeue(
-                queue, min(n, batch), self._inflight_keys[queue], waiter, alone=not (self.inflight or self.overrun)
-            )
+            count = min(n, batch)
+            self._dequeuing += count
+            try:
+                taken = await self.broker.dequeue(
+                    queue, count, self._inflight_keys[queue], waiter, alone=not (self.inflight or self.overrun)
+                )
+            finally:
+                self._dequeuing -= count
             if taken.blocked:  # a crash suspect is next: finish what this worker holds, then take it alone
                 self._isolate = queue
                 self.log.info("suspect_waiting", queue=queue, note="finishing running tasks to run it alone")
@@ -277,7 +284,11 @@ class Processor:
         self._isolate = None
         if self.overrun:
             return 0
-        taken = await self.broker.dequeue(queue, 1, self._inflight_keys[queue], alone=True)
+        self._dequeuing += 1
+        try:
+            taken = await self.broker.dequeue(queue, 1, self._inflight_keys[queue], alone=True)
+        finally:
+            self._dequeuing -= 1
         if taken:
             self._start(queue, taken, suspect=taken.suspect)
         return len(taken)
@@ -291,9 +302,10 @@ class Processor:
 
         Started at once when a slot is free; otherwise (the worker got busy since it registered, or is
         stopping) it goes back to the head of its queue for any worker to take. Either way the fetch loop
-        wakes up, to register again or to take what else is pending.
+        wakes up, to register again or to take what else is pending. The slots a dequeue in flight may fill
+        count as taken: that dequeue's tasks start when it returns, whatever arrived meanwhile.
         """
-        free = self.concurrency - self.running
+        free = self.concurrency - self.running - self._dequeuing
         if (
             not self._stopping
             and not self._must_wait()

@@ -248,6 +248,49 @@ async def test_a_busy_worker_gives_a_handed_off_task_back_to_the_queue(
     await wait_until(both)
 
 
+async def test_a_handoff_during_a_dequeue_in_flight_does_not_overfill_the_workers_slots(
+    start: Any, client: Any, redis: Any, schema: Schema, settings: Any
+) -> None:
+    """The dequeue's tasks start when it returns; a handoff arriving meanwhile must count its slots as taken."""
+    running = most = 0
+    ran: list[int] = []
+
+    async def handle(ctx: Any, p: P) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        ran.append(p.n)
+        await asyncio.sleep(0.2)
+        running -= 1
+
+    task = TaskDef("h:race", P, handle)
+    worker = await start(task, settings=settings.replace(concurrency=1))
+    processor = worker.processor
+    assert processor is not None
+    await wait_until(lambda: _registered(redis, schema, worker))
+    real, entered, go = processor.broker.dequeue, asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:  # a dequeue that reaches Redis only once told to
+        entered.set()
+        await go.wait()
+        return await real(*args, **kwargs)
+
+    processor.broker.dequeue = held  # type: ignore[method-assign]
+    processor.wake("default")
+    await entered.wait()  # the fetch loop's dequeue of one task is in flight
+    await client.enqueue(task, P(n=0))  # handed to the registered worker while that dequeue is out
+    await client.enqueue(task, P(n=1))  # pending: the dequeue will take it
+    await asyncio.sleep(0.1)  # the handoff arrives
+    go.set()
+
+    async def both() -> bool:
+        return sorted(ran) == [0, 1]
+
+    await wait_until(both)
+    processor.broker.dequeue = real  # type: ignore[method-assign]
+    assert most == 1  # concurrency 1 held: the handed-off task went back to the queue
+
+
 async def test_a_sigkilled_idle_worker_loses_no_task(
     settings: Any, client: Any, redis: Any, schema: Schema, tmp_path: Path
 ) -> None:

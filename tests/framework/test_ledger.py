@@ -137,3 +137,31 @@ async def test_the_inflight_set_names_what_is_held_after_the_heartbeat_ran_besid
     assert all(score > CLOCK.now() for score in scores.values())  # every lease held is extended
     side.close()
     broker.close()
+
+
+async def test_a_task_given_back_and_taken_again_before_a_beat_keeps_its_inflight_entry(
+    redis: Any, schema: Any, settings: Any, services: Any
+) -> None:
+    """A handed-off task given back (its entry to trim) and dequeued again is the new run's entry: not trimmed."""
+    log = get_logger("test")
+    broker = RedisBroker(redis, schema, CLOCK)
+    ident = ServerIdentity("host", 1, "again-sid")
+    processor = Processor(
+        broker, services.registry, settings, services, [], None, CLOCK, log, server_id=ident.server_id
+    )
+    records = Liveness(sync_redis(settings.redis_url), schema, ident.server_id, ident.host, ident.pid)
+    heartbeat = Heartbeat(processor, ident, 60, log, records, RedisHealth(log))
+    qk = schema.queue("default")
+    ledger = processor.ledger
+    inf = _task("default", "again")
+    ledger.forget(inf.key)  # given back: its in-flight entry is to be trimmed
+    await redis.sadd(qk.inflight(ident.server_id), inf.id)  # dequeued again: dequeue.lua records it ...
+    ledger.hold("default", [inf])  # ... and the worker holds it
+    other = ("default", "gone")
+    ledger.forget(other)
+    await redis.sadd(qk.inflight(ident.server_id), other[1])
+    heartbeat.beat()
+    members = {m.decode() for m in await redis.smembers(qk.inflight(ident.server_id))}
+    assert members == {"again"}  # the running task's entry stays; the one let go is trimmed
+    heartbeat.close()
+    broker.close()

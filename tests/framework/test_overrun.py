@@ -94,6 +94,11 @@ async def test_a_handler_that_swallows_its_timeout_is_failed_after_the_grace_and
         with capture_logs() as logs:
             began = time.monotonic()
             deaf = await client.enqueue(task, N(n=0), timeout=1)
+
+            async def deaf_started() -> bool:
+                return started == [0]
+
+            await wait_until(deaf_started)  # then the next one waits for its slot
             later = await client.enqueue(task, N(n=1))
 
             async def retrying() -> bool:

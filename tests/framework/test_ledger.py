@@ -96,17 +96,23 @@ def test_every_task_let_go_is_taken_once_while_both_threads_run() -> None:
     assert ledger.snapshot() == ()
 
 
+def _beating(
+    redis: Any, schema: Any, settings: Any, services: Any, server_id: str, interval: float
+) -> tuple[RedisBroker, Processor, Heartbeat]:
+    """A processor (not started) and its heartbeat, writing to the test's Redis as ``server_id``."""
+    log = get_logger("test")
+    broker = RedisBroker(redis, schema, CLOCK)
+    ident = ServerIdentity("host", 1, server_id)
+    processor = Processor(broker, services.registry, settings, services, [], None, CLOCK, log, server_id=server_id)
+    records = Liveness(sync_redis(settings.redis_url), schema, server_id, ident.host, ident.pid)
+    return broker, processor, Heartbeat(processor, ident, interval, log, records, RedisHealth(log))
+
+
 async def test_the_inflight_set_names_what_is_held_after_the_heartbeat_ran_beside_the_loop(
     redis: Any, schema: Any, settings: Any, services: Any
 ) -> None:
-    log = get_logger("test")
-    broker = RedisBroker(redis, schema, CLOCK)
-    ident = ServerIdentity("host", 1, "hb-sid")
-    processor = Processor(
-        broker, services.registry, settings, services, [], None, CLOCK, log, server_id=ident.server_id
-    )
-    records = Liveness(sync_redis(settings.redis_url), schema, ident.server_id, ident.host, ident.pid)
-    heartbeat = Heartbeat(processor, ident, 0.001, log, records, RedisHealth(log))
+    broker, processor, heartbeat = _beating(redis, schema, settings, services, "hb-sid", 0.001)
+    ident = heartbeat.id
     side = sync_redis(settings.redis_url)  # what dequeue.lua does: record the id in the set, lease the task
     ledger = processor.ledger
     held: dict[tuple[str, str], InFlight] = {}
@@ -143,14 +149,8 @@ async def test_a_task_given_back_and_taken_again_before_a_beat_keeps_its_infligh
     redis: Any, schema: Any, settings: Any, services: Any
 ) -> None:
     """A handed-off task given back (its entry to trim) and dequeued again is the new run's entry: not trimmed."""
-    log = get_logger("test")
-    broker = RedisBroker(redis, schema, CLOCK)
-    ident = ServerIdentity("host", 1, "again-sid")
-    processor = Processor(
-        broker, services.registry, settings, services, [], None, CLOCK, log, server_id=ident.server_id
-    )
-    records = Liveness(sync_redis(settings.redis_url), schema, ident.server_id, ident.host, ident.pid)
-    heartbeat = Heartbeat(processor, ident, 60, log, records, RedisHealth(log))
+    broker, processor, heartbeat = _beating(redis, schema, settings, services, "again-sid", 60)
+    ident = heartbeat.id
     qk = schema.queue("default")
     ledger = processor.ledger
     inf = _task("default", "again")

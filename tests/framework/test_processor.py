@@ -444,10 +444,12 @@ async def test_timeout_of_a_sync_handler_counts_as_failure_and_keeps_the_slot_un
     """The thread of a timed-out sync handler runs on (Python cannot stop it): the task fails at once, but
     the thread holds its slot until it returns, so ``concurrency`` counts the threads really running."""
     release = threading.Event()
+    slow_started = threading.Event()
     quick_done = threading.Event()
 
     def handle(ctx: Any, p: N) -> None:
         if p.n == 0:
+            slow_started.set()
             release.wait(10)
         else:
             quick_done.set()
@@ -455,6 +457,11 @@ async def test_timeout_of_a_sync_handler_counts_as_failure_and_keeps_the_slot_un
     task = TaskDef("p:sync-slow", N, handle)
     await run(task, settings=settings.replace(concurrency=1))
     slow = await client.enqueue(task, N(n=0), timeout=1)
+
+    async def slow_running() -> bool:
+        return slow_started.is_set()
+
+    await wait_until(slow_running)  # then the next one waits for the only slot
     await client.enqueue(task, N(n=1))
 
     async def retrying() -> bool:

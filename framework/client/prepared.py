@@ -28,14 +28,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
+from redis.exceptions import NoScriptError
 
 from framework.broker.base import LEASE_SECONDS
 from framework.protocol.message import encode_message, new_message
 from framework.protocol.scripts import SCRIPTS
-from framework.transport.lean.errors import ReplyError, error_of
+from framework.transport.lean.errors import REDIRECTIONS, ReplyError, error_of
 
 SCRIPT = SCRIPTS["enqueue"]
+_BULK_TASK = b"$36\r\n%b\r\n$%d\r\n%b\x12%b%b\x1a$%b%b\r\n"
+"""A task's id and message (head, payload field, id field, tail) as ``enqueue_many.lua``'s two RESP arguments."""
 UNPREPARED: Any = object()
 """Not in a client's cache of prepared enqueues (None there: the task type has no fast path)."""
 PREPARED_CACHE = 1024
@@ -186,15 +188,7 @@ class PlainEnqueue:
             return b"$36\r\n%b\r\n$%d\r\n%b\r\n" % (task_id, len(msg), msg)
         size = _varint(n) if n > 0x7F else _SMALL[n]
         length = self._msg_fixed + len(size) + n
-        return b"$36\r\n%b\r\n$%d\r\n%b\x12%b%b\x1a$%b%b\r\n" % (
-            task_id,
-            length,
-            self._msg_head,
-            size,
-            data,
-            task_id,
-            self._msg_tail,
-        )
+        return _BULK_TASK % (task_id, length, self._msg_head, size, data, task_id, self._msg_tail)
 
     def bulk_many(self, ids: list[str], datas: list[bytes]) -> bytes:
         """:meth:`bulk_args` of many tasks of this type, joined (``ids[k]`` is the id of ``datas[k]``)."""
@@ -206,9 +200,7 @@ class PlainEnqueue:
             if not n or n > 0x7F:
                 out.append(self.bulk_args(tid, data))
                 continue
-            out.append(
-                b"$36\r\n%b\r\n$%d\r\n%b\x12%b%b\x1a$%b%b\r\n" % (tid, fixed + 1 + n, head, small[n], data, tid, tail)
-            )
+            out.append(_BULK_TASK % (tid, fixed + 1 + n, head, small[n], data, tid, tail))
         return b"".join(out)
 
     def command(self, task_id: str, data: bytes, now: float) -> bytes:
@@ -253,7 +245,7 @@ class PlainEnqueue:
                 await conn.execute("SCRIPT", "LOAD", script.source)
                 conn.scripts.add(script.sha)
                 reply = await conn.execute_raw(command)
-            elif isinstance(exc, (AskError, TryAgainError, ClusterDownError)):
+            elif isinstance(exc, REDIRECTIONS):
                 reply = await self._fast.resend(self.route, command, exc)
                 conn = self._fast.connection_for(self.route)
             else:

@@ -11,14 +11,13 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, Unpack
 
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
-
 from framework.client.client import Client
 from framework.client.prepared import UNPREPARED
 from framework.errors import RedisUnavailable
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.lean.blocking import ClusterThreadConnections, ThreadConnections
 from framework.transport.lean.cluster import ClusterRespClient
+from framework.transport.lean.errors import REDIRECTIONS
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterable
@@ -76,7 +75,7 @@ class SyncClient:
                 if conn is not None:
                     try:
                         return client._enqueue_blocking(plain, payload, conn)
-                    except (AskError, TryAgainError, ClusterDownError):
+                    except REDIRECTIONS:
                         self._blocking.forget()  # a Cluster redirected it (it did not run): through the loop
                     except RedisUnavailable:
                         self._blocking.forget()

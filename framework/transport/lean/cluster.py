@@ -33,11 +33,12 @@ import asyncio
 from binascii import crc_hqx
 from typing import TYPE_CHECKING, Any
 
+import hiredis
 from redis.exceptions import AskError, ClusterDownError, ConnectionError, MovedError, TryAgainError  # noqa: A004
 
 from framework.transport.commands import rerun_missing
 from framework.transport.lean.client import RespClient
-from framework.transport.lean.errors import ReplyError, error_of
+from framework.transport.lean.errors import REDIRECTIONS, ReplyError, error_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,11 +55,17 @@ PAUSE = 0.05
 """Seconds to wait before sending again a command refused with TRYAGAIN or CLUSTERDOWN."""
 
 Address = tuple[str, int]
-_REDIRECTED = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
 
-def _lost(address: Address, exc: BaseException) -> ConnectionError:
-    return ConnectionError(f"Redis Cluster node {address[0]}:{address[1]}: {exc}")
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+
+def _redirection(reply: Any) -> Exception | None:
+    """The Cluster's redirection (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) an error reply is, or None."""
+    if type(reply) is not ReplyError:
+        return None
+    refused = error_of(reply)
+    return refused if isinstance(refused, REDIRECTIONS) else None
 
 
 def slot_of(key: str | bytes) -> int:
@@ -109,12 +116,13 @@ class ClusterRespClient:
 
     # -- the slot map -------------------------------------------------------------------------------
 
+    def _address(self, key: Key) -> Address:
+        """The primary serving ``key``'s slot (the first seed before the map is loaded)."""
+        return self._owner[slot_of(key)] or self.seeds[0]
+
     def node(self, key: Key) -> RespClient:
         """The client of the primary serving ``key``'s slot (the first seed before the map is loaded)."""
-        owner = self._owner[slot_of(key)]
-        if owner is None:
-            owner = self.seeds[0]
-        return self._client(owner)
+        return self._client(self._address(key))
 
     def _client(self, address: Address) -> RespClient:
         client = self._nodes.get(address)
@@ -187,20 +195,24 @@ class ClusterRespClient:
         """The slot map may be out of date (a node failed): the next command through :meth:`ready` loads it."""
         self._mapped = False
 
+    def _lost(self, address: Address, exc: BaseException) -> ConnectionError:
+        """A node's connection failed: the map is forgotten, and the caller raises this."""
+        self.forget()
+        return ConnectionError(f"Redis Cluster node {address[0]}:{address[1]}: {exc}")
+
     # -- Commands -----------------------------------------------------------------------------------
 
     async def evalsha(self, script: Script, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
         """Run a Lua script on its first key's primary (EVALSHA, loading it once on NOSCRIPT)."""
         if not self._mapped:
             await self.reload()
-        address = self._owner[slot_of(keys[0])] or self.seeds[0]
+        address = self._address(keys[0])
         try:
             return await self._client(address).evalsha(script, keys, args)
-        except _REDIRECTED:
+        except REDIRECTIONS:
             pass  # the general path follows the redirection
         except (ConnectionError, OSError) as exc:
-            self.forget()
-            raise _lost(address, exc) from exc
+            raise self._lost(address, exc) from exc
         reply = (await self.evalsha_many([(script, keys, args)]))[0]
         if isinstance(reply, Exception):
             raise reply
@@ -209,7 +221,7 @@ class ClusterRespClient:
     async def evalsha_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Script calls split by primary, sent to all at once; see :meth:`Commands.evalsha_many`."""
         commands = [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
-        replies = await self._routed(commands, [k[0] for _, k, _ in calls])
+        replies = await self._commands(commands, [k[0] for _, k, _ in calls])
 
         async def again(indexes: list[int]) -> list[Any]:
             # SCRIPT LOAD, then the call, on the primary each call goes to
@@ -219,46 +231,75 @@ class ClusterRespClient:
                 script, k, _ = calls[i]
                 pairs += [("SCRIPT", "LOAD", script.source), commands[i]]
                 keys += [k[0], k[0]]
-            return (await self._routed(pairs, keys))[1::2]
+            return (await self._commands(pairs, keys))[1::2]
 
         return await rerun_missing(replies, again)
 
     async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Plain commands, each sent to the primary of its first argument (its key or channel); see there."""
-        return await self._routed(commands, [c[1] for c in commands])
+        return await self._commands(commands, [c[1] for c in commands])
 
     async def execute(self, *args: Any) -> Any:
         """One command, sent to the primary of its first argument (its key)."""
-        reply = (await self._routed([args], [args[1]]))[0]
+        reply = (await self._commands([args], [args[1]]))[0]
         if isinstance(reply, Exception):
             raise reply
         return reply
 
-    async def _routed(self, commands: Sequence[tuple[Any, ...]], keys: Sequence[Key]) -> list[Any]:
-        """Send each command to its key's primary, following redirections; replies in order, errors in place."""
+    async def resend(self, key: Key, command: bytes, refused: Exception) -> Any:
+        """Send a packed command again after a redirection ``refused`` it (the map reloaded first on MOVED).
+
+        For the prepared enqueue, which writes its packed command on :meth:`connection_for`'s connection:
+        returns the reply as hiredis parsed it (an error as a :class:`ReplyError`); raises ``ConnectionError``
+        when the cluster keeps redirecting it.
+        """
+        asking = {0: refused.node_addr} if type(refused) is AskError else {}
+        if not asking:
+            if isinstance(refused, (TryAgainError, ClusterDownError)):
+                await asyncio.sleep(PAUSE)
+            await self.reload()
+        reply = (await self._routed([command], [key], asking))[0]
+        if isinstance(reply, ConnectionError):
+            raise reply
+        return reply
+
+    async def _commands(self, commands: Sequence[tuple[Any, ...]], keys: Sequence[Key]) -> list[Any]:
+        """:meth:`_routed` for unpacked commands; error replies as redis-py exception instances."""
+        pack = hiredis.pack_command
+        replies = await self._routed([pack(command) for command in commands], keys)
+        return [error_of(r) if isinstance(r, ReplyError) else r for r in replies]
+
+    async def _routed(
+        self, packed: Sequence[bytes], keys: Sequence[Key], asking: dict[int, Address] | None = None
+    ) -> list[Any]:
+        """Send each packed command to its key's primary, following redirections; replies in order.
+
+        Error replies come back in place as :class:`ReplyError` (a command the cluster kept redirecting as
+        ``ConnectionError``). ``asking``: commands to send first to the node an ``ASK`` named.
+        """
         if not self._mapped:
             await self.reload()
-        replies: list[Any] = [None] * len(commands)
-        todo = list(range(len(commands)))
-        asking: dict[int, Address] = {}
+        replies: list[Any] = [None] * len(packed)
+        todo = list(range(len(packed)))
+        asking = asking or {}
         for attempt in range(REDIRECTS + 1):
             groups: dict[Address, list[int]] = {}
             for i in todo:
-                target = asking.get(i) or self._owner[slot_of(keys[i])] or self.seeds[0]
-                groups.setdefault(target, []).append(i)
-            got = await self._send_all(groups, commands, asking)
+                groups.setdefault(asking.get(i) or self._address(keys[i]), []).append(i)
+            got = await self._send_all(groups, packed, asking)
             todo, asking, reload, pause = [], {}, False, False
             for i, reply in got:
                 replies[i] = reply
-                if type(reply) is MovedError:
-                    reload = True
-                elif type(reply) is AskError:
-                    asking[i] = reply.node_addr
-                elif isinstance(reply, (TryAgainError, ClusterDownError)):
-                    pause = True
-                else:
+                refused = _redirection(reply)
+                if refused is None:
                     continue
                 todo.append(i)
+                if type(refused) is MovedError:
+                    reload = True
+                elif type(refused) is AskError:
+                    asking[i] = refused.node_addr
+                else:
+                    pause = True
             if not todo or attempt == REDIRECTS:
                 break
             if pause:
@@ -266,76 +307,47 @@ class ClusterRespClient:
             if reload or pause:
                 await self.reload()
         for i in todo:
-            replies[i] = ConnectionError(f"Redis Cluster did not serve the command's slot: {replies[i]}")
+            replies[i] = ConnectionError(f"Redis Cluster kept redirecting the command: {error_of(replies[i])}")
         return replies
 
     async def _send_all(
-        self, groups: dict[Address, list[int]], commands: Sequence[tuple[Any, ...]], asking: dict[int, Address]
+        self, groups: dict[Address, list[int]], packed: Sequence[bytes], asking: dict[int, Address]
     ) -> list[tuple[int, Any]]:
         """Each group to its node, all at once; (command index, reply) pairs. A node that fails fails the lot."""
-        if len(groups) == 1:
-            [(address, indexes)] = groups.items()
+        sends = [self._send(address, packed, indexes, asking) for address, indexes in groups.items()]
+        results: list[Any]
+        if len(sends) == 1:  # one node (the usual case) is awaited as it is: no task, no gather
             try:
-                got = await self._send(address, commands, indexes, asking)
+                results = [await sends[0]]
             except (ConnectionError, OSError) as exc:
-                self.forget()
-                raise _lost(address, exc) from exc
-            return list(zip(indexes, got, strict=True))
-        results = await asyncio.gather(
-            *(self._send(address, commands, indexes, asking) for address, indexes in groups.items()),
-            return_exceptions=True,
-        )
+                results = [exc]
+        else:
+            results = await asyncio.gather(*sends, return_exceptions=True)
         out: list[tuple[int, Any]] = []
         for (address, indexes), result in zip(groups.items(), results, strict=True):
             if isinstance(result, (ConnectionError, OSError)):
-                self.forget()
-                raise _lost(address, result) from result
+                raise self._lost(address, result) from result
             if isinstance(result, BaseException):
                 raise result
             out += zip(indexes, result, strict=True)
         return out
 
     async def _send(
-        self, address: Address, commands: Sequence[tuple[Any, ...]], indexes: list[int], asking: dict[int, Address]
+        self, address: Address, packed: Sequence[bytes], indexes: list[int], asking: dict[int, Address]
     ) -> list[Any]:
+        """The commands ``indexes`` of ``packed`` on ``address``'s connection, those in ``asking`` after ``ASKING``."""
         conn = self._client(address).connection()
-        batch: list[tuple[Any, ...]] = []
-        for i in indexes:
-            if i in asking:
-                batch.append(("ASKING",))
-            batch.append(commands[i])
-        got = await conn.execute_many(batch)
-        if asking:  # drop the ASKING replies
-            out, k = [], 0
-            for i in indexes:
-                k += i in asking
-                out.append(got[k])
-                k += 1
-            return out
-        return got
-
-    async def resend(self, key: Key, command: bytes, refused: Exception) -> Any:
-        """Send a packed command again after a redirection ``refused`` it (the map reloaded first on MOVED).
-
-        For the prepared enqueue, which writes its packed command on :meth:`connection_for`'s connection:
-        returns the reply as hiredis parsed it (an error as a :class:`ReplyError`).
-        """
-        for _ in range(REDIRECTS):
-            if isinstance(refused, AskError) and type(refused) is not MovedError:
-                conn = self._client(refused.node_addr).connection()
-                reply = (await conn.execute_many_raw(b"*1\r\n$6\r\nASKING\r\n" + command, 2))[1]
-            else:
-                if isinstance(refused, (TryAgainError, ClusterDownError)):
-                    await asyncio.sleep(PAUSE)
-                await self.reload()
-                reply = await self.connection_for(key).execute_raw(command)
-            if not isinstance(reply, ReplyError):
-                return reply
-            exc = error_of(reply)
-            if not isinstance(exc, (AskError, TryAgainError, ClusterDownError)):
-                return reply
-            refused = exc
-        raise ConnectionError(f"Redis Cluster kept redirecting the command: {refused}")
+        if not asking:
+            return await conn.execute_many_raw(b"".join([packed[i] for i in indexes]), len(indexes))
+        data = b"".join([_ASKING + packed[i] if i in asking else packed[i] for i in indexes])
+        asked = sum(1 for i in indexes if i in asking)
+        got = await conn.execute_many_raw(data, len(indexes) + asked)
+        out, k = [], 0
+        for i in indexes:  # drop the ASKING replies
+            k += i in asking
+            out.append(got[k])
+            k += 1
+        return out
 
     def close(self) -> None:
         """Close every node's connection (a later command opens new ones)."""

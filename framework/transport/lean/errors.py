@@ -25,7 +25,7 @@ from redis.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("DemotedReply", "ReplyError", "counting_errors", "error_of")
+__all__ = ("REDIRECTIONS", "DemotedReply", "ReplyError", "counting_errors", "error_of")
 
 _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
     ("NOSCRIPT", NoScriptError),
@@ -34,7 +34,7 @@ _ERRORS: tuple[tuple[str, type[ResponseError] | type[ConnectionError]], ...] = (
     ("NOAUTH", AuthenticationError),
     ("WRONGPASS", AuthenticationError),
 )
-_REDIRECTIONS: tuple[tuple[str, type[ResponseError]], ...] = (
+_CLUSTER_REPLIES: tuple[tuple[str, type[ResponseError]], ...] = (
     ("MOVED ", MovedError),
     ("ASK ", AskError),
     ("TRYAGAIN ", TryAgainError),
@@ -42,6 +42,8 @@ _REDIRECTIONS: tuple[tuple[str, type[ResponseError]], ...] = (
 )
 """A Cluster's answers, given (as redis-py does) the text after the code: ``MOVED 3999 127.0.0.1:6381``
 becomes ``MovedError("3999 127.0.0.1:6381")``, whose ``slot_id`` and ``node_addr`` redis-py parses."""
+REDIRECTIONS: tuple[type[ResponseError], ...] = (AskError, TryAgainError, ClusterDownError)
+"""A Cluster's refusals of a command, which did not run and may be sent again (``MovedError`` is an ``AskError``)."""
 
 
 class ReplyError(Exception):
@@ -74,7 +76,7 @@ def error_of(reply: BaseException) -> Exception:
     for prefix, cls in _ERRORS:
         if text.startswith(prefix):
             return cls(text)
-    for prefix, redirection in _REDIRECTIONS:
+    for prefix, redirection in _CLUSTER_REPLIES:
         if text.startswith(prefix):
             return redirection(text[len(prefix) :])
     return ResponseError(text)

@@ -491,10 +491,10 @@ async def test_a_reply_on_an_idle_connection_is_polled_for_and_slow_replies_turn
         before = conn.spun
         for _ in range(resp.SPIN_MISSES):  # replies that take longer than the window
             assert await conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
-        assert conn._spin_off == resp.SPIN_PAUSE  # polling paused: a distant server costs nothing more
+        assert conn._polling.off == resp.SPIN_PAUSE  # polling paused: a distant server costs nothing more
         assert await conn.execute("GET", f"{namespace}:spin") is None
         assert conn.spun == before
-        assert conn._spin_off == resp.SPIN_PAUSE - 1
+        assert conn._polling.off == resp.SPIN_PAUSE - 1
     finally:
         conn.close()
     quiet = RespConnection(_address(redis_url), spin=False)
@@ -510,6 +510,7 @@ def test_a_blocking_connection_polls_for_its_reply_and_slow_replies_turn_polling
     redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from framework.transport.lean import blocking
+    from framework.transport.lean import connection as lean_connection
 
     monkeypatch.setattr(blocking, "SPIN_SECONDS", 0.05)  # a window no reply misses on a loaded test machine
     conn = blocking.BlockingConnection(_address(redis_url))
@@ -524,11 +525,11 @@ def test_a_blocking_connection_polls_for_its_reply_and_slow_replies_turn_polling
         assert conn.execute("GET", f"{namespace}:big") == big
         assert conn.execute("SET", f"{namespace}:big", "small", "GET") == big
         before = conn.spun
-        for _ in range(blocking.SPIN_MISSES):  # replies that take longer than the window
+        for _ in range(lean_connection.SPIN_MISSES):  # replies that take longer than the window
             assert conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
-        assert conn._spin_off == blocking.SPIN_PAUSE  # polling paused: a distant server costs nothing more
+        assert conn._polling.off == lean_connection.SPIN_PAUSE  # polling paused: a distant server costs nothing more
         assert conn.execute("GET", f"{namespace}:big") == b"small"
         assert conn.spun == before
-        assert conn._spin_off == blocking.SPIN_PAUSE - 1
+        assert conn._polling.off == lean_connection.SPIN_PAUSE - 1
     finally:
         conn.close()

@@ -55,6 +55,7 @@ def test_a_blocking_tls_connection_polls_for_its_reply_and_reads_big_ones_whole(
     server: TlsServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from framework.transport.lean import blocking
+    from framework.transport.lean import connection as lean_connection
 
     monkeypatch.setattr(blocking, "SPIN_SECONDS", 0.05)  # a window no reply misses on a loaded test machine
     fast = fast_path_for(open_redis(server.url()))
@@ -68,9 +69,9 @@ def test_a_blocking_tls_connection_polls_for_its_reply_and_reads_big_ones_whole(
         big = b"y" * 2_000_000  # many TLS records: polled until whole, then read blocking if need be
         conn.execute("SET", f"{namespace}:big", big)
         assert conn.execute("GET", f"{namespace}:big") == big
-        for _ in range(blocking.SPIN_MISSES):  # replies that take longer than the window
+        for _ in range(lean_connection.SPIN_MISSES):  # replies that take longer than the window
             assert conn.execute("BLPOP", f"{namespace}:never", 0.1) is None
-        assert conn._spin_off == blocking.SPIN_PAUSE
+        assert conn._polling.off == lean_connection.SPIN_PAUSE
         assert conn.execute("DEL", f"{namespace}:big") == 1  # the socket is blocking again, and works
     finally:
         conn.close()

@@ -30,7 +30,7 @@ import hiredis
 from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from framework.transport.lean.connection import SPIN_MISSES, SPIN_PAUSE, SPIN_SECONDS
+from framework.transport.lean.connection import SPIN_SECONDS, Polling
 from framework.transport.lean.errors import ReplyError, error_of
 from framework.transport.lean.pipe import NOT_ENOUGH_DATA
 
@@ -84,10 +84,7 @@ class BlockingConnection:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=NOT_ENOUGH_DATA)
         self._pid = os.getpid()
-        self._spin_misses = 0
-        self._spin_off = 0
-        self.spun = 0
-        """Replies taken by polling (for tests and stats)."""
+        self._polling = Polling()
 
     @property
     def connected(self) -> bool:
@@ -208,8 +205,8 @@ class BlockingConnection:
         socket (which takes no flags) is made non-blocking for the window. Returns the reply, or
         :data:`NOT_ENOUGH_DATA` when the window ran out.
         """
-        if self._spin_off:
-            self._spin_off -= 1
+        polling = self._polling
+        if not polling.allowed():
             return NOT_ENOUGH_DATA
         tls = self._tls is not None
         flags = 0 if tls else socket.MSG_DONTWAIT
@@ -222,9 +219,7 @@ class BlockingConnection:
                     chunk = sock.recv(_READ_SIZE, flags)
                 except (BlockingIOError, ssl.SSLWantReadError):
                     if time.perf_counter() > deadline:
-                        self._spin_misses += 1
-                        if self._spin_misses >= SPIN_MISSES:
-                            self._spin_misses, self._spin_off = 0, SPIN_PAUSE
+                        polling.missed()
                         return NOT_ENOUGH_DATA
                     continue
                 if not chunk:
@@ -232,12 +227,16 @@ class BlockingConnection:
                 reader.feed(chunk)
                 reply = reader.gets()
                 if reply is not NOT_ENOUGH_DATA:
-                    self._spin_misses = 0
-                    self.spun += 1
+                    polling.hit()
                     return reply
         finally:
             if tls:
                 sock.setblocking(True)
+
+    @property
+    def spun(self) -> int:
+        """Replies taken by polling (for tests and stats)."""
+        return self._polling.spun
 
     def _execute_following(self, data: bytes) -> Any:
         """:meth:`execute_raw` on a connection that follows a Sentinel-managed primary."""

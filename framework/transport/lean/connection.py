@@ -62,6 +62,41 @@ SPIN_PAUSE = 1000
 """After this many windows in a row ran out, this many commands go without polling."""
 
 
+class Polling:
+    """When a connection polls for a reply, shared by the event-loop and the blocking connections.
+
+    Every command may poll, until :data:`SPIN_MISSES` windows in a row ran out (a distant server): then the
+    next :data:`SPIN_PAUSE` commands do not, and polling starts again.
+    """
+
+    __slots__ = ("misses", "off", "spun")
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.off = 0
+        """Commands left that go without polling."""
+        self.spun = 0
+        """Replies taken by polling (for tests and stats)."""
+
+    def allowed(self) -> bool:
+        """Whether this command may poll (a command that may not counts down the pause)."""
+        if self.off:
+            self.off -= 1
+            return False
+        return True
+
+    def missed(self) -> None:
+        """A window ran out before the reply came."""
+        self.misses += 1
+        if self.misses >= SPIN_MISSES:
+            self.misses, self.off = 0, SPIN_PAUSE
+
+    def hit(self) -> None:
+        """The reply came within the window."""
+        self.misses = 0
+        self.spun += 1
+
+
 class RespConnection(RespPipe):
     """One connection to one server, bound to the event loop that opened it.
 
@@ -105,10 +140,7 @@ class RespConnection(RespPipe):
         self._connecting: asyncio.Future[None] | None = None
         self.spin = spin
         """Poll briefly for the reply of a command sent on an idle connection (see :meth:`_spin`)."""
-        self._spin_misses = 0
-        self._spin_off = 0
-        self.spun = 0
-        """Replies taken by polling (for tests and stats)."""
+        self._polling = Polling()
         self.scripts: set[str] = set()
         """SHA1s of the scripts loaded through this connection (cleared when it reconnects)."""
         self._follow = follow
@@ -268,21 +300,23 @@ class RespConnection(RespPipe):
         with a sleep, 30 us when polling). A miss costs at most the window, during which the event loop
         runs nothing else; windows that keep running out (a distant server) turn polling off for a while.
         """
-        if self._spin_off:
-            self._spin_off -= 1
+        polling = self._polling
+        if not polling.allowed():
             return
         deadline = time.perf_counter() + SPIN_SECONDS
         while not fut.done():  # a reply may come in pieces: poll until it is whole
             if self._receive():
                 self._dispatch()
             elif self._sock is None or time.perf_counter() > deadline:
-                self._spin_misses += 1
-                if self._spin_misses >= SPIN_MISSES:
-                    self._spin_misses, self._spin_off = 0, SPIN_PAUSE
+                polling.missed()
                 return
         if self._sock is not None:  # answered (not failed) while polling
-            self._spin_misses = 0
-            self.spun += 1
+            polling.hit()
+
+    @property
+    def spun(self) -> int:
+        """Replies taken by polling (for tests and stats)."""
+        return self._polling.spun
 
     # -- commands ----------------------------------------------------------------------------------
 

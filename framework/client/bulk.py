@@ -22,7 +22,7 @@ from framework.broker.broker import RedisBroker
 from framework.client.options import resolve_options
 from framework.client.prepared import PREPARED_CACHE, UNPREPARED, PlainEnqueue, eligible, new_task_ids
 from framework.client.values import TaskCall, TaskInfo
-from framework.errors import DuplicateTask, FrameworkError, RedisUnavailable, TaskIdConflict
+from framework.errors import FrameworkError, RedisUnavailable
 from framework.protocol.scripts import SCRIPTS
 from framework.task import TaskDef
 from framework.transport.lean.errors import ReplyError
@@ -127,19 +127,7 @@ class BulkEnqueue:
             codes = await self._replies(sent)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._client._url}: {exc}") from exc
-        out: list[TaskInfo | FrameworkError] = []
-        if len(codes) == len(infos) and codes.count(1) == len(codes):  # every task stored (the usual case)
-            out += infos
-            return out
-        for code, info in zip(codes, infos, strict=True):
-            if code == 1:
-                out.append(info)
-                continue
-            try:
-                out.append(self._client._check(code, info))
-            except (DuplicateTask, TaskIdConflict) as exc:
-                out.append(exc)
-        return out
+        return self._client._checked_many(codes, infos)
 
     def _encode(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[bytes]:
         """Each call's payload, encoded; the first bad one (wrong type, too large) raises, in call order."""

@@ -423,8 +423,15 @@ class Client:
             codes = await self.broker.enqueue_many([b[1] for b in built], {b[0].queue for b in built})
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+        return self._checked_many(codes, [info for _, _, info in built])
+
+    def _checked_many(self, codes: list[Any], infos: list[TaskInfo]) -> list[TaskInfo | FrameworkError]:
+        """Each task's :class:`TaskInfo`, or its :class:`DuplicateTask`/:class:`TaskIdConflict`; other errors raise."""
         out: list[TaskInfo | FrameworkError] = []
-        for code, (_, _, info) in zip(codes, built, strict=True):
+        if len(codes) == len(infos) and codes.count(1) == len(codes):  # every task stored (the usual case)
+            out += infos
+            return out
+        for code, info in zip(codes, infos, strict=True):
             try:
                 out.append(self._check(code, info))
             except (DuplicateTask, TaskIdConflict) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from framework.transport.commands import RedisCommands
+from framework.transport.lean.client import RespClient
 from framework.transport.lean.paths import fast_path_for
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     from framework.clock import Clock
     from framework.protocol.keys import Schema
     from framework.transport.commands import Commands
-    from framework.transport.lean.client import RespClient
     from framework.transport.lean.cluster import ClusterRespClient
 
 __all__ = ("INFLIGHT_TTL", "LEASE_SECONDS", "BrokerState")
@@ -56,7 +56,7 @@ class BrokerState:
         self.channel = schema.wakeup_channel if wakeup else ""
         self.known_queues: set[str] = set()
         self.lean: RespClient | ClusterRespClient | None = fast_path_for(redis) if fast else None
-        self.fast: RespClient | None = self.lean if self.lean is not None and self.lean.single else None  # type: ignore[assignment]
+        self.fast = self.lean if isinstance(self.lean, RespClient) else None
         self.pool: Commands = RedisCommands(redis)
         self.hot: Commands = self.lean if self.lean is not None else self.pool
         self.handoff = self.fast is not None

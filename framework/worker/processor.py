@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     import structlog
 
     from framework.broker.broker import Broker
+    from framework.broker.transitions import Taken
     from framework.clock import Clock
     from framework.registry import Registry
     from framework.services import Services
@@ -255,14 +256,7 @@ class Processor:
                 self._limited = True
                 continue
             waiter = self.server_id if self.handoff_ready else ""
-            count = min(n, batch)
-            self._dequeuing += count
-            try:
-                taken = await self.broker.dequeue(
-                    queue, count, self._inflight_keys[queue], waiter, alone=not (self.inflight or self.overrun)
-                )
-            finally:
-                self._dequeuing -= count
+            taken = await self._dequeue(queue, min(n, batch), waiter, alone=not (self.inflight or self.overrun))
             if taken.blocked:  # a crash suspect is next: finish what this worker holds, then take it alone
                 self._isolate = queue
                 self.log.info("suspect_waiting", queue=queue, note="finishing running tasks to run it alone")
@@ -275,6 +269,14 @@ class Processor:
             empty[queue] = math.inf
         return 0
 
+    async def _dequeue(self, queue: str, count: int, waiter: str = "", *, alone: bool) -> Taken:
+        """The broker's dequeue; while it is in flight, the slots it may fill count as taken (:meth:`handoff`)."""
+        self._dequeuing += count
+        try:
+            return await self.broker.dequeue(queue, count, self._inflight_keys[queue], waiter, alone=alone)
+        finally:
+            self._dequeuing -= count
+
     async def _fetch_suspect(self, queue: str) -> int:
         """Take the crash suspect at the head of ``queue`` alone (this worker holds nothing now).
 
@@ -284,11 +286,7 @@ class Processor:
         self._isolate = None
         if self.overrun:
             return 0
-        self._dequeuing += 1
-        try:
-            taken = await self.broker.dequeue(queue, 1, self._inflight_keys[queue], alone=True)
-        finally:
-            self._dequeuing -= 1
+        taken = await self._dequeue(queue, 1, alone=True)
         if taken:
             self._start(queue, taken, suspect=taken.suspect)
         return len(taken)

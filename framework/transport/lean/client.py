@@ -36,8 +36,8 @@ __all__ = ("RespClient", "connection_options")
 class RespClient:
     """Hands out one :class:`RespConnection` per event loop (the last loop used), opened lazily.
 
-    What a Cluster's :class:`~framework.transport.lean.cluster.ClusterRespClient` also offers (``single``,
-    :meth:`connection_for`, :meth:`ready`, :meth:`resend`) lets the prepared enqueue paths serve both.
+    What a Cluster's :class:`~framework.transport.lean.cluster.ClusterRespClient` also offers
+    (:meth:`connection_for`, :meth:`ready`, :meth:`resend`) lets the prepared enqueue paths serve both.
 
     Args:
         address: ``(host, port)`` or a Unix socket path.
@@ -49,10 +49,6 @@ class RespClient:
         self.address = address
         self._options = options
         self._conn: RespConnection | None = None
-
-    single = True
-    """One server: the worker's handoff and :class:`~framework.client.client.SyncClient`'s blocking
-    connections (which need one address) may use it."""
 
     @property
     def options(self) -> dict[str, Any]:

@@ -91,9 +91,6 @@ class ClusterRespClient:
             :class:`~framework.transport.lean.connection.RespConnection`.
     """
 
-    single = False
-    """Not one server: no handoff, no per-thread blocking connections (see :class:`RespClient`)."""
-
     def __init__(self, seeds: Sequence[Address], **options: Any) -> None:
         self.seeds: list[Address] = list(seeds)
         self._options = options

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError  # noq
 
 from framework.broker.broker import RedisBroker
 from framework.client.options import resolve_options
-from framework.client.prepared import PREPARED_CACHE, UNPREPARED, PlainEnqueue, eligible, new_task_ids
+from framework.client.prepared import UNPREPARED, PlainEnqueue, eligible, new_task_ids
 from framework.client.values import TaskCall, TaskInfo
 from framework.errors import FrameworkError, RedisUnavailable
 from framework.protocol.scripts import SCRIPTS
@@ -79,9 +79,7 @@ class BulkEnqueue:
             if not options:
                 if task is not last_task:
                     last_task = task
-                    last = cache.get(task, UNPREPARED)
-                    if last is UNPREPARED:
-                        last = client._prepare_plain(task) if isinstance(task, TaskDef) else None
+                    last = client._plain_for(task) if isinstance(task, TaskDef) else None
                 if last is None:
                     return None
                 plains.append(last)
@@ -105,11 +103,7 @@ class BulkEnqueue:
         """The fast path for ``taskdef`` with these call-site options (None: they need the general one)."""
         client = self._client
         opts = resolve_options(taskdef, options, client.settings, client.clock.now())  # a bad option raises here
-        plain = PlainEnqueue(client.broker, taskdef, opts) if eligible(opts) else None
-        if len(client._plain) >= PREPARED_CACHE:
-            client._plain.clear()
-        client._plain[key] = plain
-        return plain
+        return client._keep_plain(key, PlainEnqueue(client.broker, taskdef, opts) if eligible(opts) else None)
 
     async def run(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[TaskInfo | FrameworkError]:
         """:meth:`enqueue_many` of plain tasks: merged script calls written as they are built.

@@ -313,9 +313,7 @@ class Client:
             RedisUnavailable: Redis cannot be reached.
         """
         if not options and isinstance(task, TaskDef):
-            plain = self._plain.get(task, UNPREPARED)
-            if plain is UNPREPARED:
-                plain = self._prepare_plain(task)
+            plain = self._plain_for(task)
             if plain is not None:
                 return await self._enqueue_plain(plain, payload)
         opts, (script, keys, args), info = self._build(task, payload, options)
@@ -327,6 +325,11 @@ class Client:
             raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
         return self._check(code, info)
 
+    def _plain_for(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
+        """The fast path for ``taskdef`` without call-site options (prepared once), or None when it has none."""
+        plain = self._plain.get(taskdef, UNPREPARED)
+        return self._prepare_plain(taskdef) if plain is UNPREPARED else plain
+
     def _prepare_plain(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
         """The fast path for ``taskdef`` without call-site options, or None when its defaults need the general one."""
         plain = None
@@ -334,9 +337,13 @@ class Client:
             opts = self._options(taskdef, {}, self.clock.now())
             if eligible(opts):
                 plain = PlainEnqueue(self.broker, taskdef, opts)
+        return self._keep_plain(taskdef, plain)
+
+    def _keep_plain(self, key: Any, plain: PlainEnqueue | None) -> PlainEnqueue | None:
+        """Cache ``plain`` under ``key`` (a task type, or a task type and call-site options); returns it."""
         if len(self._plain) >= PREPARED_CACHE:
             self._plain.clear()
-        self._plain[taskdef] = plain
+        self._plain[key] = plain
         return plain
 
     async def _enqueue_plain(self, plain: PlainEnqueue, payload: Any) -> TaskInfo:

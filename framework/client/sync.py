@@ -12,7 +12,6 @@ import threading
 from typing import TYPE_CHECKING, Any, Unpack
 
 from framework.client.client import Client
-from framework.client.prepared import UNPREPARED
 from framework.errors import RedisUnavailable
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.lean.blocking import ClusterThreadConnections, ThreadConnections
@@ -67,9 +66,7 @@ class SyncClient:
         """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
         if not options and self._blocking is not None and isinstance(task, TaskDef):
             client = self._client
-            plain = client._plain.get(task, UNPREPARED)
-            if plain is UNPREPARED:
-                plain = client._prepare_plain(task)
+            plain = client._plain_for(task)
             if plain is not None and plain.opts.queue in client.broker._known_queues:
                 conn = self._blocking.get_for(plain.route)
                 if conn is not None:

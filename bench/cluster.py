@@ -20,7 +20,6 @@ round's figures, then the medians per way and their ratios to ``plain``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ways import parse_args, report, run_rounds  # noqa: E402
+from bench.ways import parse_args, report, run_rounds, stop  # noqa: E402
 from framework.embedded.binary import find_server_binary  # noqa: E402
 from framework.embedded.launch import free_port, spawn  # noqa: E402
 from tests.fixtures.cluster import running_cluster  # noqa: E402
@@ -52,9 +51,7 @@ def main() -> None:
                 urls = {"plain": f"redis://127.0.0.1:{port}", "cluster": cluster.url, "cluster-redispy": cluster.url}
                 rounds = asyncio.run(run_rounds(args, folder, urls, [port, *cluster.ports]))
         finally:
-            single.terminate()
-            with contextlib.suppress(Exception):
-                single.wait(5)
+            stop([single])
     report(rounds, WAYS, args.out)
 
 

@@ -22,7 +22,6 @@ Prints each round's figures, then the medians per way and their ratios to ``plai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import redis as redis_sync
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ways import parse_args, report, run_rounds  # noqa: E402
+from bench.ways import parse_args, report, run_rounds, stop  # noqa: E402
 from framework.embedded.binary import find_server_binary  # noqa: E402
 from framework.embedded.launch import free_port, spawn  # noqa: E402
 
@@ -82,11 +81,7 @@ def main() -> None:
         try:
             rounds = asyncio.run(run_rounds(args, Path(tmp), urls, [port]))
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                with contextlib.suppress(Exception):
-                    proc.wait(5)
+            stop(procs)
     report(rounds, WAYS, args.out)
 
 

@@ -23,7 +23,6 @@ Prints each round's figures, then the medians per way and their ratios to ``plai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import redis as redis_sync
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ways import parse_args, report, run_rounds  # noqa: E402
+from bench.ways import parse_args, report, run_rounds, stop  # noqa: E402
 from framework.embedded.launch import free_port, spawn  # noqa: E402
 from tests.fixtures.tls import make_certificates  # noqa: E402
 
@@ -75,9 +74,7 @@ def main() -> None:
         try:
             rounds = asyncio.run(run_rounds(args, Path(tmp), urls, [port]))
         finally:
-            proc.terminate()
-            with contextlib.suppress(Exception):
-                proc.wait(5)
+            stop([proc])
     report(rounds, WAYS, args.out)
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -133,6 +135,15 @@ async def run_rounds(
     for server in direct:
         server.close()
     return rounds
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Stop the servers a benchmark started: SIGTERM to all, then wait for each (5 s at most)."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
 
 
 def report(rounds: Rounds, ways: Sequence[str], out: str) -> None:

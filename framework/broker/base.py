@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from framework.transport.commands import Commands
     from framework.transport.lean.cluster import ClusterRespClient
 
-__all__ = ("INFLIGHT_TTL", "LEASE_SECONDS", "BrokerState")
+__all__ = ("INFLIGHT_TTL", "LEASE_SECONDS", "BrokerPart", "BrokerState")
 
 LEASE_SECONDS = 30
 """asynq's fixed lease length; Go recoverers rely on it."""
@@ -64,3 +64,18 @@ class BrokerState:
     def close(self) -> None:
         """Close the hot-path connection, if it is ours (the redis-py client is the caller's to close)."""
         self.hot.close()
+
+
+class BrokerPart:
+    """The base of each part of the broker: the shared state's clients, schema, clock and channel, as attributes.
+
+    Copied once, so the hot paths read them off ``self``; a part adds what only it needs.
+    """
+
+    def __init__(self, state: BrokerState) -> None:
+        self.redis = state.redis
+        self.schema = state.schema
+        self.clock = state.clock
+        self.hot = state.hot
+        self.pool = state.pool
+        self._channel = state.channel

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerPart
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ ENQUEUE_BATCH = 64
 _Call = tuple[Any, list[str], list[Any]]
 
 
-class EnqueueSide:
+class EnqueueSide(BrokerPart):
     """Storing new tasks: what clients, the scheduler and the aggregator call.
 
     Args:
@@ -38,13 +38,8 @@ class EnqueueSide:
     """
 
     def __init__(self, state: BrokerState) -> None:
-        self.redis = state.redis
-        self.schema = state.schema
-        self.clock = state.clock
-        self.hot = state.hot
-        self.pool = state.pool
+        super().__init__(state)
         self.handoff = state.handoff
-        self._channel = state.channel
         self._known_queues = state.known_queues
         # chosen once: runs of plain enqueues (one queue each, so one slot on a Cluster) are merged on the lean
         # connections; redis-py clients run one script call per task, as they always did

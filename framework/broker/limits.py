@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from framework.broker.base import BrokerPart
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from framework.broker.base import BrokerState
     from framework.limits import Applied
 
 __all__ = ("EARLY", "HOLD", "PARK_FALLBACK", "LimitOps", "Taken")
@@ -47,18 +47,12 @@ class Taken:
         self.due = due
 
 
-class LimitOps:
+class LimitOps(BrokerPart):
     """The limit scripts, on the broker's hot connection.
 
     Args:
         state: what the broker's parts share.
     """
-
-    def __init__(self, state: BrokerState) -> None:
-        self.schema = state.schema
-        self.clock = state.clock
-        self.hot = state.hot
-        self._channel = state.channel
 
     async def limit_take(self, queue: str, task_id: str, limits: Sequence[Applied], inflight_key: str = "") -> Taken:
         """Take ``task_id``'s slots and tokens, or put it off without spending a retry (``limit_take.lua``)."""

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from framework.broker.base import LEASE_SECONDS
+from framework.broker.base import LEASE_SECONDS, BrokerPart
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from framework.broker.base import BrokerState
 
 __all__ = ("AGGREGATION_SET_TTL", "SUSPECT_TTL", "Maintenance")
 
@@ -24,19 +23,12 @@ SUSPECT_TTL = 24 * 3600
 """Seconds a queue's crash-suspect marks last after the last death (marks of deleted tasks fade with it)."""
 
 
-class Maintenance:
+class Maintenance(BrokerPart):
     """What the forwarder, recoverer, janitor and aggregator call.
 
     Args:
         state: what the broker's parts share.
     """
-
-    def __init__(self, state: BrokerState) -> None:
-        self.redis = state.redis
-        self.schema = state.schema
-        self.clock = state.clock
-        self.pool = state.pool
-        self._channel = state.channel
 
     # -- maintenance -------------------------------------------------------------------------------
 

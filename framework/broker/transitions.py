@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerPart
 from framework.protocol.keys import day_stamp
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from framework.broker.base import BrokerState
     from framework.protocol.keys import QueueKeys
 
 __all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions")
@@ -44,20 +43,12 @@ _DEQUEUE = SCRIPTS["dequeue"]
 _DONE = SCRIPTS["done"]
 
 
-class WorkerTransitions:
+class WorkerTransitions(BrokerPart):
     """What a worker's processor calls for the tasks it takes.
 
     Args:
         state: what the broker's parts share.
     """
-
-    def __init__(self, state: BrokerState) -> None:
-        self.redis = state.redis
-        self.schema = state.schema
-        self.clock = state.clock
-        self.hot = state.hot
-        self.pool = state.pool
-        self._channel = state.channel
 
     # -- helpers ---------------------------------------------------------------------------------
 

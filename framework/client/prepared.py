@@ -28,7 +28,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+import hiredis
+from redis.exceptions import AskError, NoScriptError
 
 from framework.broker.base import LEASE_SECONDS
 from framework.protocol.message import encode_message, new_message
@@ -235,19 +236,27 @@ class PlainEnqueue:
     ) -> Any:
         """An error reply to ``command``, which did not run: send it again where it can run, or raise.
 
-        NOSCRIPT loads ``script`` (what ``command`` runs) and sends it again; a Cluster's redirection sends it
-        where the cluster says (:meth:`~framework.transport.lean.cluster.ClusterRespClient.resend`); other
-        errors raise.
+        NOSCRIPT loads ``script`` (what ``command`` runs) where the command went and sends it again; a
+        Cluster's redirection sends it where the cluster says
+        (:meth:`~framework.transport.lean.cluster.ClusterRespClient.resend`); other errors raise. A NOSCRIPT
+        right after an ``ASK`` comes from the node the ASK named, not the slot's primary: the script is loaded
+        there, and the command sent there again, each after ``ASKING``.
         """
-        for _ in range(3):  # NOSCRIPT, a redirection, then NOSCRIPT on the new primary
+        asked: Exception | None = None
+        for _ in range(3):  # NOSCRIPT, a redirection, then NOSCRIPT on the new primary (or the ASK's node)
             exc = error_of(reply)
-            if isinstance(exc, NoScriptError):
+            if isinstance(exc, NoScriptError) and asked is not None:
+                load: tuple[Any, ...] = ("SCRIPT", "LOAD", script.source)
+                await self._fast.resend(self.route, hiredis.pack_command(load), asked)
+                reply = await self._fast.resend(self.route, command, asked)
+            elif isinstance(exc, NoScriptError):
                 await conn.execute("SCRIPT", "LOAD", script.source)
                 conn.scripts.add(script.sha)
                 reply = await conn.execute_raw(command)
             elif isinstance(exc, REDIRECTIONS):
                 reply = await self._fast.resend(self.route, command, exc)
                 conn = self._fast.connection_for(self.route)
+                asked = exc if type(exc) is AskError else None
             else:
                 raise exc
             if not isinstance(reply, ReplyError):

@@ -37,7 +37,8 @@ class RespClient:
     """Hands out one :class:`RespConnection` per event loop (the last loop used), opened lazily.
 
     What a Cluster's :class:`~framework.transport.lean.cluster.ClusterRespClient` also offers
-    (:meth:`connection_for`, :meth:`ready`, :meth:`resend`) lets the prepared enqueue paths serve both.
+    (:meth:`connection_for`, :meth:`ready`, :meth:`resend`, :meth:`forget`) lets the prepared enqueue paths
+    serve both.
 
     Args:
         address: ``(host, port)`` or a Unix socket path.
@@ -65,6 +66,9 @@ class RespClient:
     async def resend(self, key: Key, command: bytes, refused: Exception) -> Any:
         """Only a Cluster redirects a command: ``refused`` is raised."""
         raise refused
+
+    def forget(self) -> None:
+        """Nothing to forget (a Cluster forgets its slot map after a node failed)."""
 
     def connection(self) -> RespConnection:
         """The connection for the running loop (a new one when the loop changed)."""

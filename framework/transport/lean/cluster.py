@@ -18,9 +18,16 @@ fails:
 * ``ASK`` (the slot is being migrated): the command goes once to the node named, after ``ASKING``;
 * ``TRYAGAIN`` / ``CLUSTERDOWN`` (a migration or a failover in progress): sent again after a short pause,
   then raised as ``ConnectionError``;
-* a connection that fails (a primary died): ``ConnectionError``, as on a single server, so the callers'
-  ordinary fault handling (log once, back off, retry) covers a failover; the next command loads the map
-  again and finds the replica that took over.
+* ``NOSCRIPT`` from the node an ``ASK`` named: the script is loaded on that node and the call sent there
+  again (after ``ASKING``);
+* a connection that fails or a connect that times out (a primary died, or its host is down):
+  ``ConnectionError``, as on a single server, so the callers' ordinary fault handling (log once, back off,
+  retry) covers a failover; the next command loads the map again and finds the replica that took over.
+
+A node asked for the map that cannot be reached, or does not answer within the connect timeout, is
+passed over for the next one. Callers that need the map at the same time share one load, which runs in a
+task of its own: a caller cancelled while it waits (a timeout around its command) does not stop the load
+the others wait for.
 
 Pub/Sub is not here: the worker's wake-ups on a Cluster listen through
 :func:`~framework.transport.cluster.open_listener`, and the handoff of a task to an idle worker (which
@@ -34,7 +41,14 @@ from binascii import crc_hqx
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.exceptions import AskError, ClusterDownError, ConnectionError, MovedError, TryAgainError  # noqa: A004
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,  # noqa: A004
+    MovedError,
+    TryAgainError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework.transport.commands import rerun_missing
 from framework.transport.lean.client import RespClient
@@ -53,6 +67,12 @@ REDIRECTS = 5
 """How many redirections (MOVED, ASK, TRYAGAIN) one command follows before it fails."""
 PAUSE = 0.05
 """Seconds to wait before sending again a command refused with TRYAGAIN or CLUSTERDOWN."""
+PROBE_TIMEOUT = 5.0
+"""Seconds a node asked for the slot map has to answer, when the options set no ``connect_timeout``."""
+
+LOST = (ConnectionError, RedisTimeoutError, OSError)
+"""What a node that cannot be reached raises: a failed connection, or a connect that timed out (redis-py's
+``TimeoutError`` is not the builtin one, which is an ``OSError``)."""
 
 Address = tuple[str, int]
 
@@ -66,6 +86,12 @@ def _redirection(reply: Any) -> Exception | None:
         return None
     refused = error_of(reply)
     return refused if isinstance(refused, REDIRECTIONS) else None
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Mark a slot map load's failure as seen: every caller waiting on it may have been cancelled."""
+    if not task.cancelled():
+        task.exception()
 
 
 def slot_of(key: str | bytes) -> int:
@@ -97,7 +123,7 @@ class ClusterRespClient:
         self._owner: list[Address | None] = [None] * SLOTS
         self._nodes: dict[Address, RespClient] = {}
         self._mapped = False
-        self._loading: asyncio.Future[None] | None = None
+        self._loading: asyncio.Task[None] | None = None
         self.reloads = 0
         """Times the slot map was loaded (for tests and stats)."""
 
@@ -141,29 +167,40 @@ class ClusterRespClient:
             await self.reload()
 
     async def reload(self) -> None:
-        """Load the slot map from the first node that answers (concurrent callers share one load)."""
+        """Load the slot map from the first node that answers (concurrent callers share one load).
+
+        The load runs in a task of its own, shielded from each caller: a caller cancelled while it waits
+        leaves the load running for the others (it is bounded by the nodes' timeouts, and its map serves the
+        next command anyway).
+        """
+        loop = asyncio.get_running_loop()
         loading = self._loading
-        if loading is not None and loading.get_loop() is asyncio.get_running_loop() and not loading.done():
-            await asyncio.shield(loading)
-            return
-        loading = self._loading = asyncio.get_running_loop().create_future()
+        if loading is None or loading.done() or loading.get_loop() is not loop:
+            loading = self._loading = loop.create_task(self._load())
+            loading.add_done_callback(_retrieved)
         try:
-            await self._load()
-        except BaseException as exc:
-            loading.set_exception(exc if isinstance(exc, Exception) else ConnectionError("slot map load interrupted"))
-            loading.exception()  # retrieved: the other waiters get it too
+            await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if loading.cancelled() and current is not None and not current.cancelling():
+                # the load itself was cancelled (its loop shutting down), not this caller
+                raise ConnectionError("slot map load interrupted") from None
             raise
-        loading.set_result(None)
 
     async def _load(self) -> None:
         known = [a for a in self._nodes if a not in self.seeds]
         errors: list[str] = []
+        wait = self._options.get("connect_timeout") or PROBE_TIMEOUT
         for address in [*self.seeds, *known]:
             probe = RespClient(address, **self._options)
             try:
-                slots = await probe.connection().execute("CLUSTER", "SLOTS")
-            except (TimeoutError, ConnectionError, OSError) as exc:
-                errors.append(f"{address[0]}:{address[1]}: {exc}")
+                conn = probe.connection()
+                async with asyncio.timeout(wait):
+                    await conn.open()
+                async with asyncio.timeout(wait):  # a node that accepts but never answers is passed over
+                    slots = await conn.execute("CLUSTER", "SLOTS")
+            except LOST as exc:
+                errors.append(f"{address[0]}:{address[1]}: {str(exc) or f'no answer within {wait} s'}")
                 continue
             finally:
                 probe.close()
@@ -189,7 +226,11 @@ class ClusterRespClient:
         self.reloads += 1
 
     def forget(self) -> None:
-        """The slot map may be out of date (a node failed): the next command through :meth:`ready` loads it."""
+        """The slot map may be out of date (a node failed): the next :meth:`ready` or command loads it.
+
+        For callers that write on :meth:`connection_for`'s connection themselves (the prepared and bulk
+        enqueues), whose failed connection this client does not see. Cheap: nothing is closed or sent.
+        """
         self._mapped = False
 
     def _lost(self, address: Address, exc: BaseException) -> ConnectionError:
@@ -208,7 +249,7 @@ class ClusterRespClient:
             return await self._client(address).evalsha(script, keys, args)
         except REDIRECTIONS:
             pass  # the general path follows the redirection
-        except (ConnectionError, OSError) as exc:
+        except LOST as exc:
             raise self._lost(address, exc) from exc
         reply = (await self.evalsha_many([(script, keys, args)]))[0]
         if isinstance(reply, Exception):
@@ -218,17 +259,22 @@ class ClusterRespClient:
     async def evalsha_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Script calls split by primary, sent to all at once; see :meth:`Commands.evalsha_many`."""
         commands = [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in calls]
-        replies = await self._commands(commands, [k[0] for _, k, _ in calls])
+        asked: dict[int, Address] = {}
+        replies = await self._commands(commands, [k[0] for _, k, _ in calls], answered_after_ask=asked)
 
         async def again(indexes: list[int]) -> list[Any]:
-            # SCRIPT LOAD, then the call, on the primary each call goes to
+            # SCRIPT LOAD, then the call, on the node that answered NOSCRIPT: the node an ASK named (each
+            # after ASKING, which SCRIPT LOAD ignores) or the slot's primary
             pairs: list[tuple[Any, ...]] = []
             keys: list[Key] = []
+            asking: dict[int, Address] = {}
             for i in indexes:
                 script, k, _ = calls[i]
+                if i in asked:
+                    asking[len(pairs)] = asking[len(pairs) + 1] = asked[i]
                 pairs += [("SCRIPT", "LOAD", script.source), commands[i]]
                 keys += [k[0], k[0]]
-            return (await self._commands(pairs, keys))[1::2]
+            return (await self._commands(pairs, keys, asking))[1::2]
 
         return await rerun_missing(replies, again)
 
@@ -260,29 +306,44 @@ class ClusterRespClient:
             raise reply
         return reply
 
-    async def _commands(self, commands: Sequence[tuple[Any, ...]], keys: Sequence[Key]) -> list[Any]:
+    async def _commands(
+        self,
+        commands: Sequence[tuple[Any, ...]],
+        keys: Sequence[Key],
+        asking: dict[int, Address] | None = None,
+        answered_after_ask: dict[int, Address] | None = None,
+    ) -> list[Any]:
         """:meth:`_routed` for unpacked commands; error replies as redis-py exception instances."""
         pack = hiredis.pack_command
-        replies = await self._routed([pack(command) for command in commands], keys)
+        replies = await self._routed([pack(command) for command in commands], keys, asking, answered_after_ask)
         return [error_of(r) if isinstance(r, ReplyError) else r for r in replies]
 
     async def _routed(
-        self, packed: Sequence[bytes], keys: Sequence[Key], asking: dict[int, Address] | None = None
+        self,
+        packed: Sequence[bytes],
+        keys: Sequence[Key],
+        asking: dict[int, Address] | None = None,
+        answered_after_ask: dict[int, Address] | None = None,
     ) -> list[Any]:
         """Send each packed command to its key's primary, following redirections; replies in order.
 
         Error replies come back in place as :class:`ReplyError` (a command the cluster kept redirecting as
         ``ConnectionError``). ``asking``: commands to send first to the node an ``ASK`` named.
+        ``answered_after_ask``, when given, is filled with the commands whose reply came from the node an
+        ``ASK`` named, and that node (where a script that node lacks must be loaded).
         """
         if not self._mapped:
             await self.reload()
         replies: list[Any] = [None] * len(packed)
         todo = list(range(len(packed)))
         asking = asking or {}
+        asked = answered_after_ask if answered_after_ask is not None else {}
         for attempt in range(REDIRECTS + 1):
             groups: dict[Address, list[int]] = {}
             for i in todo:
                 groups.setdefault(asking.get(i) or self._address(keys[i]), []).append(i)
+                asked.pop(i, None)
+            asked.update(asking)
             got = await self._send_all(groups, packed, asking)
             todo, asking, reload, pause = [], {}, False, False
             for i, reply in got:
@@ -316,13 +377,13 @@ class ClusterRespClient:
         if len(sends) == 1:  # one node (the usual case) is awaited as it is: no task, no gather
             try:
                 results = [await sends[0]]
-            except (ConnectionError, OSError) as exc:
+            except LOST as exc:
                 results = [exc]
         else:
             results = await asyncio.gather(*sends, return_exceptions=True)
         out: list[tuple[int, Any]] = []
         for (address, indexes), result in zip(groups.items(), results, strict=True):
-            if isinstance(result, (ConnectionError, OSError)):
+            if isinstance(result, LOST):
                 raise self._lost(address, result) from result
             if isinstance(result, BaseException):
                 raise result

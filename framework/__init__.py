@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from framework.client.workflows import WorkflowInfo
     from framework.context import TaskContext
     from framework.errors import (
+        BatchInterrupted,
         ConfigError,
         DuplicateTask,
+        EnqueueFailed,
         FrameworkError,
         InvalidOption,
         InvalidWorkflow,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         TaskFailed,
         TaskIdConflict,
         TaskNotFound,
+        TaskUnconfirmed,
         UnknownTaskType,
         WaitTimeout,
         WorkflowFailed,
@@ -64,11 +67,13 @@ if TYPE_CHECKING:
 
 __all__ = (
     "Aggregator",
+    "BatchInterrupted",
     "Client",
     "ConfigError",
     "CronEntry",
     "CronOptions",
     "DuplicateTask",
+    "EnqueueFailed",
     "EnqueueOptions",
     "FrameworkError",
     "Inspector",
@@ -103,6 +108,7 @@ __all__ = (
     "TaskIdConflict",
     "TaskInfo",
     "TaskNotFound",
+    "TaskUnconfirmed",
     "Tokens",
     "UnknownTaskType",
     "WaitTimeout",

@@ -6,9 +6,13 @@ flow for handlers: :class:`SkipRetry` archives the task at once and :class:`Revo
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = (
+    "BatchInterrupted",
     "ConfigError",
     "DuplicateTask",
+    "EnqueueFailed",
     "FrameworkError",
     "InvalidOption",
     "InvalidWorkflow",
@@ -25,6 +29,7 @@ __all__ = (
     "TaskFailed",
     "TaskIdConflict",
     "TaskNotFound",
+    "TaskUnconfirmed",
     "UnknownTaskType",
     "WaitTimeout",
     "WorkflowFailed",
@@ -81,6 +86,48 @@ class UnknownTaskType(FrameworkError, LookupError):
 
 class RedisUnavailable(FrameworkError, ConnectionError):
     """Redis could not be reached. The message names the URL without its password."""
+
+
+class EnqueueFailed(FrameworkError):
+    """Redis answered a task's enqueue with an error (a key of the wrong type, a protocol error...): not stored.
+
+    The message names the task id and Redis's error.
+    """
+
+
+class TaskUnconfirmed(RedisUnavailable):
+    """The link to Redis dropped before a task's enqueue was answered: it may or may not be stored.
+
+    In :attr:`BatchInterrupted.results`, in the place of each such task.
+
+    Attributes:
+        info: what the task was sent as (its id, queue...), or None when it was never sent (not stored).
+            Sending it again with ``task_id=info.id`` is safe: if the first one was stored, the second is
+            refused with :class:`TaskIdConflict` while the first is still held.
+    """
+
+    def __init__(self, message: str, info: Any = None) -> None:
+        super().__init__(message)
+        self.info = info
+
+
+class BatchInterrupted(RedisUnavailable):
+    """``enqueue_many`` lost its link to Redis part-way: some tasks are stored, some are not, some are unknown.
+
+    Attributes:
+        results: one entry per task, in call order, as ``enqueue_many`` returns them: the :class:`TaskInfo` of a
+            stored task, the task's own error (:class:`DuplicateTask`, :class:`TaskIdConflict`,
+            :class:`EnqueueFailed`), or :class:`TaskUnconfirmed` for a task whose outcome is unknown.
+    """
+
+    def __init__(self, message: str, results: list[Any]) -> None:
+        super().__init__(message)
+        self.results = results
+
+    @property
+    def unconfirmed(self) -> list[TaskUnconfirmed]:
+        """The entries of :attr:`results` whose outcome is unknown, in call order."""
+        return [r for r in self.results if isinstance(r, TaskUnconfirmed)]
 
 
 class SkipRetry(FrameworkError):

@@ -12,6 +12,7 @@ On a Cluster each queue's calls go to its primary's lean connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -22,7 +23,7 @@ from framework.broker.broker import RedisBroker
 from framework.client.options import resolve_options
 from framework.client.prepared import UNPREPARED, PlainEnqueue, eligible, new_task_ids
 from framework.client.values import TaskCall, TaskInfo
-from framework.errors import FrameworkError, RedisUnavailable
+from framework.errors import FrameworkError
 from framework.protocol.scripts import SCRIPTS
 from framework.task import TaskDef
 from framework.transport.lean.errors import ReplyError
@@ -39,8 +40,8 @@ BULK_BATCH = 256
 """Most tasks one ``enqueue_many.lua`` call of the bulk path stores."""
 BULK_FIRST = 64
 """Most tasks the first ``enqueue_many.lua`` call of a bulk enqueue stores (Redis waits for it)."""
-_BulkCall: TypeAlias = "tuple[asyncio.Future[list[Any]], bytes, RespConnection, PlainEnqueue]"
-"""One merged call: its reply, its bytes, the connection it went on, a task type of it."""
+_BulkCall: TypeAlias = "tuple[asyncio.Future[list[Any]], bytes, RespConnection, PlainEnqueue, int]"
+"""One merged call: its reply, its bytes, the connection it went on, a task type of it, how many tasks it holds."""
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -88,7 +89,7 @@ class BulkEnqueue:
             if not isinstance(task, TaskDef) or not options.keys() <= BULK_OPTIONS:
                 return None
             try:
-                key: Any = (task, *sorted(options.items()))
+                key: Any = (task, *sorted((k, type(v), v) for k, v in options.items()))  # True == 1: types too
                 plain = cache.get(key, UNPREPARED)
             except TypeError:  # an unhashable value: the general path checks it
                 return None
@@ -112,16 +113,22 @@ class BulkEnqueue:
         queue, at most :data:`BULK_BATCH` per ``enqueue_many.lua`` call (the bytes the general path sends
         for them), each call written as soon as it is packed, so Redis stores one run while the next is
         built; the replies are read at the end.
+
+        A link lost part-way leaves the calls written before it unanswered and the rest unsent:
+        :meth:`~framework.client.client.Client._checked_many` reports them (:class:`BatchInterrupted`).
         """
         datas = self._encode(calls, plains)
+        client = self._client
         try:
             conns = await self._connections({p.opts.queue for p in plains})
-            infos: list[TaskInfo] = []
-            sent = self._send(conns, plains, datas, infos)
-            codes = await self._replies(sent)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._client._url}: {exc}") from exc
-        return self._client._checked_many(codes, infos)
+            raise client._unreachable(exc) from exc
+        infos: list[TaskInfo] = []
+        sent: list[_BulkCall] = []
+        with contextlib.suppress(ConnectionError, TimeoutError, OSError):  # the calls not written: never sent
+            self._send(conns, plains, datas, infos, sent)
+        codes = await self._replies(sent)
+        return client._checked_many(codes, infos, len(calls))
 
     def _encode(self, calls: list[TaskCall], plains: list[PlainEnqueue]) -> list[bytes]:
         """Each call's payload, encoded; the first bad one (wrong type, too large) raises, in call order."""
@@ -166,16 +173,20 @@ class BulkEnqueue:
         return conns
 
     def _send(
-        self, conns: dict[str, RespConnection], plains: list[PlainEnqueue], datas: list[bytes], infos: list[TaskInfo]
-    ) -> list[_BulkCall]:
-        """Write the merged calls, one run at a time; each task's TaskInfo is appended to ``infos``.
+        self,
+        conns: dict[str, RespConnection],
+        plains: list[PlainEnqueue],
+        datas: list[bytes],
+        infos: list[TaskInfo],
+        sent: list[_BulkCall],
+    ) -> None:
+        """Write the merged calls, one run at a time, each to ``sent``; each task's TaskInfo is appended to ``infos``.
 
         The first call holds at most :data:`BULK_FIRST` tasks, so Redis starts early; each later run's ids,
         arguments and TaskInfos are made while Redis stores the run before it.
         """
         n = len(plains)
         plain_batch = self._client.broker.plain_batch
-        sent = []
         start = 0
         size = BULK_FIRST
         while start < n:
@@ -199,10 +210,9 @@ class BulkEnqueue:
             now = self._client.clock.now()
             command = plain_batch(queue, pieces, end - start)
             conn = conns[queue]
-            sent.append((conn.send_now(command, 1), command, conn, plain))
+            sent.append((conn.send_now(command, 1), command, conn, plain, end - start))
             infos += self._infos(plains[start:end], ids, run, now)  # built while Redis stores the run
             start = end
-        return sent
 
     def _infos(self, plains: list[PlainEnqueue], ids: list[str], datas: list[bytes], now: float) -> list[TaskInfo]:
         """The TaskInfos of one run (what :meth:`_plain_info` builds): copies of one per task type and options."""
@@ -223,16 +233,20 @@ class BulkEnqueue:
 
     @staticmethod
     async def _replies(sent: list[_BulkCall]) -> list[Any]:
-        """Each task's code (1 stored, 0 task id taken), in order; an error reply raises."""
+        """Each task's code (1 stored, 0 task id taken), in order.
+
+        In the place of each task of a call Redis refused: its error; of a call never answered: the connection
+        error.
+        """
         codes: list[Any] = []
         try:
-            for fut, command, conn, plain in sent:
-                (reply,) = await fut
-                if type(reply) is ReplyError:
-                    try:  # NOSCRIPT or a Cluster's redirection: it did not run, and is sent again
+            for fut, command, conn, plain, size in sent:
+                try:
+                    (reply,) = await fut
+                    if type(reply) is ReplyError:  # NOSCRIPT or a Cluster's redirection: it did not run, sent again
                         reply = await plain.after_error(conn, reply, command, SCRIPTS["enqueue_many"])
-                    except ResponseError as exc:
-                        raise FrameworkError(f"enqueue failed: {exc}") from exc
+                except (ResponseError, ConnectionError, TimeoutError, OSError) as exc:
+                    reply = [exc] * size
                 codes += reply
         finally:
             for fut, *_ in sent:  # on an early exit, nobody else reads what the rest get

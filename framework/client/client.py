@@ -25,7 +25,9 @@ from framework.client.waiting import Outcome, Waiters
 from framework.client.workflows import WorkflowInfo
 from framework.clock import Clock, SystemClock
 from framework.errors import (
+    BatchInterrupted,
     DuplicateTask,
+    EnqueueFailed,
     FrameworkError,
     PayloadTooLarge,
     PayloadTypeError,
@@ -34,6 +36,7 @@ from framework.errors import (
     TaskFailed,
     TaskIdConflict,
     TaskNotFound,
+    TaskUnconfirmed,
     WaitTimeout,
 )
 from framework.protocol.keys import Schema
@@ -277,11 +280,18 @@ class Client:
         )
         return opts, call, info
 
+    def _unreachable(self, exc: BaseException) -> RedisUnavailable:
+        """The error for a lost link to Redis; a Cluster's slot map is forgotten (the node may be gone for good)."""
+        lean = self.broker.lean
+        if lean is not None:
+            lean.forget()
+        return RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}")
+
     def _check(self, code: Any, info: TaskInfo) -> TaskInfo:
         if isinstance(code, ConnectionError | TimeoutError | OSError):
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {code}") from code
+            raise self._unreachable(code) from code
         if isinstance(code, BaseException):
-            raise FrameworkError(f"enqueue of task {info.id!r} failed: {code}") from code
+            raise EnqueueFailed(f"enqueue of task {info.id!r} failed: {code}") from code
         if code == 1:
             return info
         if code == 0:
@@ -322,7 +332,7 @@ class Client:
                 await self.broker.register_queues([opts.queue])
             code = await self.broker.hot.evalsha(script, keys, args)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         return self._check(code, info)
 
     def _plain_for(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
@@ -364,7 +374,7 @@ class Client:
             if type(code) is ReplyError:
                 code = await plain.after_error(conn, code, command)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         return self._check(code, info)
 
     def _enqueue_blocking(self, plain: PlainEnqueue, payload: Any, conn: BlockingConnection) -> TaskInfo:
@@ -378,7 +388,7 @@ class Client:
         try:
             code = plain.execute_blocking(conn, command)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         return self._check(code, self._plain_info(plain, task_id, data, now))
 
     @staticmethod
@@ -403,17 +413,22 @@ class Client:
         """Enqueue many tasks in one round trip.
 
         Every task is validated before anything is sent; a bad payload or option raises at once and
-        stores nothing. Each stored task is atomic on its own; the result lists a :class:`TaskInfo` per
-        task, or the :class:`DuplicateTask`/:class:`TaskIdConflict` error for that task.
+        stores nothing. Each stored task is atomic on its own; the result lists, in call order, a
+        :class:`TaskInfo` per stored task, or that task's own error: :class:`DuplicateTask`,
+        :class:`TaskIdConflict`, or :class:`EnqueueFailed` when Redis answered its call with an error (a
+        queue key of the wrong type...; the tasks of other calls are stored all the same).
 
         Args:
             tasks: the tasks, one :class:`TaskCall` each.
 
         Raises:
             PayloadTypeError, PayloadTooLarge, InvalidOption: a task is invalid (nothing was sent).
-            RedisUnavailable: Redis cannot be reached. When the link drops mid-batch, the tasks Redis ran
-                are stored whole and the rest not at all; sending the batch again with the same
-                ``task_id`` options is safe (the stored ones come back as :class:`TaskIdConflict`).
+            RedisUnavailable: Redis cannot be reached (nothing was sent).
+            BatchInterrupted: the link dropped part-way (a :class:`RedisUnavailable`). Its ``results`` are
+                what this method would have returned, with a :class:`TaskUnconfirmed` in the place of each
+                task whose answer never came: stored whole or not at all, nobody knows which. Send those again
+                with ``task_id=unconfirmed.info.id`` (a stored one comes back as :class:`TaskIdConflict`), or
+                as they were when ``info`` is None (they were never sent).
         """
         calls = list(tasks)
         plains = self._bulk.plan(calls)
@@ -426,23 +441,43 @@ class Client:
         ]
         if not built:
             return []
+        infos = [info for _, _, info in built]
         try:
             codes = await self.broker.enqueue_many([b[1] for b in built], {b[0].queue for b in built})
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
-        return self._checked_many(codes, [info for _, _, info in built])
+        except (ConnectionError, TimeoutError, OSError) as exc:  # which calls ran is not known: none answered
+            codes = [exc] * len(built)
+        return self._checked_many(codes, infos, len(infos))
 
-    def _checked_many(self, codes: list[Any], infos: list[TaskInfo]) -> list[TaskInfo | FrameworkError]:
-        """Each task's :class:`TaskInfo`, or its :class:`DuplicateTask`/:class:`TaskIdConflict`; other errors raise."""
+    def _checked_many(self, codes: list[Any], infos: list[TaskInfo], total: int) -> list[TaskInfo | FrameworkError]:
+        """Each task's :class:`TaskInfo` or its own error, for ``total`` tasks of which ``infos`` were sent.
+
+        A code that is a connection error (no answer came) makes that task a :class:`TaskUnconfirmed`, a task
+        past ``infos`` (never sent) one without ``info``, and then :class:`BatchInterrupted` is raised with them
+        all, unless nothing was sent at all (plain :class:`RedisUnavailable`).
+        """
         out: list[TaskInfo | FrameworkError] = []
-        if len(codes) == len(infos) and codes.count(1) == len(codes):  # every task stored (the usual case)
+        if len(codes) == total and codes.count(1) == total:  # every task stored (the usual case)
             out += infos
             return out
+        lost: BaseException | None = None
         for code, info in zip(codes, infos, strict=True):
+            if isinstance(code, ConnectionError | TimeoutError | OSError):
+                lost = lost or code
+                out.append(TaskUnconfirmed(f"no answer for task {info.id!r}: it may or may not be stored", info))
+                continue
             try:
                 out.append(self._check(code, info))
-            except (DuplicateTask, TaskIdConflict) as exc:
+            except (DuplicateTask, TaskIdConflict, EnqueueFailed) as exc:
                 out.append(exc)
+        if len(out) < total:
+            lost = lost or ConnectionError("the link dropped before the rest were sent")
+            out += [TaskUnconfirmed("not sent: it is not stored") for _ in range(total - len(out))]
+        if lost is not None:
+            error = self._unreachable(lost)
+            if not infos:
+                raise error from lost
+            unknown = sum(1 for r in out if isinstance(r, TaskUnconfirmed))
+            raise BatchInterrupted(f"{error}; {unknown} of {total} tasks unconfirmed", out) from lost
         return out
 
     # -- results ---------------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ blocking socket of its own.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Unpack
 
 from framework.client.client import Client
 from framework.errors import RedisUnavailable
 from framework.task import EnqueueOptions, TaskDef
-from framework.transport.lean.blocking import ClusterThreadConnections, ThreadConnections
+from framework.transport.lean.blocking import ClusterThreadConnections, Forks, ThreadConnections
 from framework.transport.lean.cluster import ClusterRespClient
 from framework.transport.lean.errors import REDIRECTIONS
 
@@ -29,6 +30,23 @@ if TYPE_CHECKING:
 __all__ = ("SyncClient",)
 
 
+class _Rebuild:
+    """The lock a forked child's first calls take to rebuild a :class:`SyncClient` once, made again in each child.
+
+    A lock inherited through ``fork`` stays held if another thread of the parent held it then; the child's
+    own lock is made right after the fork, before any thread of the child can take it.
+    """
+
+    lock = threading.Lock()
+
+    @classmethod
+    def after_fork(cls) -> None:
+        cls.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_Rebuild.after_fork)
+
+
 class SyncClient:
     """A blocking client for code without an event loop; runs a :class:`Client` on a private loop.
 
@@ -38,22 +56,57 @@ class SyncClient:
     in the loop's slot map), which saves the hop to the loop's thread and back. Every method may be called
     from several threads at once.
 
+    A client made before a ``fork`` (a web server that preloads the app, then forks its workers) works in
+    the child too: the child has none of the parent's threads, so its first call makes it a loop thread, a
+    :class:`Client` and blocking connections of its own. The parent's connections are left alone (the
+    child's writes on them would interleave with the parent's); the loop's are kept unused.
+
     Args:
         url: the Redis URL.
         **kwargs: passed to :class:`Client` (schema, settings, registry, clock).
     """
 
     def __init__(self, url: str, **kwargs: Any) -> None:
+        self._url = url
+        self._kwargs = kwargs
+        self._inherited: tuple[Any, ...] = ()
+        self._start()
+
+    def _start(self) -> None:
+        """Start the loop's thread and make the client and the blocking connections, for this process."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="framework-sync-client", daemon=True)
         self._thread.start()
-        self._client: Client = self._run(self._make(url, kwargs))
+        self._client: Client = self._run(self._make(self._url, self._kwargs))
         lean = self._client.broker.lean
         self._blocking: ThreadConnections | ClusterThreadConnections | None = None
         if isinstance(lean, ClusterRespClient):
             self._blocking = ClusterThreadConnections(lean)
         elif lean is not None:
             self._blocking = ThreadConnections(lean.address, **lean.options)
+        self._forks = Forks.count  # last: another thread of this process that sees it sees the rest
+
+    @property
+    def _current(self) -> Client:
+        """The client, made again first in a forked child (whose first call finds the parent's)."""
+        if self._forks != Forks.count:
+            self._rebuild()
+        return self._client
+
+    def _rebuild(self) -> None:
+        """In a forked child: a loop thread, a client and blocking connections of its own.
+
+        The parent's loop and client are kept, unused: their sockets are the parent's too, and closing or
+        collecting them here could unregister them from the epoll instance the parent shares with this
+        process. The parent's blocking connections are let go: collecting them only closes this process's
+        copies of their sockets.
+        """
+        with _Rebuild.lock:
+            if self._forks == Forks.count:
+                return  # another thread of this child rebuilt it
+            self._inherited = (self._loop, self._thread, self._client, self._inherited)
+            self._blocking = None
+            self._start()
 
     @staticmethod
     async def _make(url: str, kwargs: dict[str, Any]) -> Client:
@@ -64,25 +117,27 @@ class SyncClient:
 
     def enqueue(self, task: TaskDef[Any] | str, payload: Any = None, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue one task; same arguments and errors as :meth:`Client.enqueue`."""
-        if not options and self._blocking is not None and isinstance(task, TaskDef):
-            client = self._client
+        client = self._current
+        blocking = self._blocking
+        if not options and blocking is not None and isinstance(task, TaskDef):
             plain = client._plain_for(task)
             if plain is not None and plain.opts.queue in client.broker._known_queues:
-                conn = self._blocking.get_for(plain.route)
+                conn = blocking.get_for(plain.route)
                 if conn is not None:
                     try:
                         return client._enqueue_blocking(plain, payload, conn)
                     except REDIRECTIONS:
-                        self._blocking.forget()  # a Cluster redirected it (it did not run): through the loop
+                        blocking.forget()  # a Cluster redirected it (it did not run): through the loop
                     except RedisUnavailable:
-                        self._blocking.forget()
+                        blocking.failed(conn)
+                        blocking.forget()
                         raise
-        result: TaskInfo = self._run(self._client.enqueue(task, payload, **options))
+        result: TaskInfo = self._run(client.enqueue(task, payload, **options))
         return result
 
     def enqueue_many(self, tasks: Iterable[TaskCall]) -> list[TaskInfo | FrameworkError]:
         """Enqueue many tasks in one round trip; see :meth:`Client.enqueue_many`."""
-        result: list[TaskInfo | FrameworkError] = self._run(self._client.enqueue_many(list(tasks)))
+        result: list[TaskInfo | FrameworkError] = self._run(self._current.enqueue_many(list(tasks)))
         return result
 
     def wait(
@@ -94,7 +149,7 @@ class SyncClient:
         taskdef: TaskDef[Any] | None = None,
     ) -> Any:
         """Wait for a task's result; same arguments, guarantees and errors as :meth:`Client.wait`."""
-        return self._run(self._client.wait(task, queue=queue, timeout=timeout, taskdef=taskdef))
+        return self._run(self._current.wait(task, queue=queue, timeout=timeout, taskdef=taskdef))
 
     def apply(
         self,
@@ -105,35 +160,41 @@ class SyncClient:
         **options: Unpack[EnqueueOptions],
     ) -> Any:
         """Enqueue a task and wait for its result; see :meth:`Client.apply`."""
-        return self._run(self._client.apply(task, payload, wait_timeout=wait_timeout, **options))
+        return self._run(self._current.apply(task, payload, wait_timeout=wait_timeout, **options))
 
     def start_workflow(self, workflow: Workflow, **options: Any) -> WorkflowInfo:
         """See :meth:`Client.start_workflow`."""
-        info: WorkflowInfo = self._run(self._client.start_workflow(workflow, **options))
+        info: WorkflowInfo = self._run(self._current.start_workflow(workflow, **options))
         return info
 
     def wait_workflow(
         self, workflow: WorkflowInfo | str, *, queue: str = "default", timeout: float | None = None
     ) -> Any:
         """See :meth:`Client.wait_workflow`."""
-        return self._run(self._client.wait_workflow(workflow, queue=queue, timeout=timeout))
+        return self._run(self._current.wait_workflow(workflow, queue=queue, timeout=timeout))
 
     def run_workflow(self, workflow: Workflow, *, wait_timeout: float | None = None, **start: Any) -> Any:
         """See :meth:`Client.run_workflow`."""
-        return self._run(self._client.run_workflow(workflow, wait_timeout=wait_timeout, **start))
+        return self._run(self._current.run_workflow(workflow, wait_timeout=wait_timeout, **start))
 
     def cancel_workflow(self, workflow: WorkflowInfo | str, *, queue: str = "default") -> str:
         """See :meth:`Client.cancel_workflow`."""
-        status: str = self._run(self._client.cancel_workflow(workflow, queue=queue))
+        status: str = self._run(self._current.cancel_workflow(workflow, queue=queue))
         return status
 
     def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
         """Cancel a task; see :meth:`Client.cancel`."""
-        result: str = self._run(self._client.cancel(task, queue=queue))
+        result: str = self._run(self._current.cancel(task, queue=queue))
         return result
 
     def close(self) -> None:
-        """Close the connection pool and the threads' connections, and stop the background loop."""
+        """Close the connection pool and the threads' connections, and stop the background loop.
+
+        In a forked child that never used this client, nothing of its own is open: the parent's are left alone.
+        """
+        if self._forks != Forks.count:
+            self._blocking = None
+            return
         if self._blocking is not None:
             self._blocking.close()
         self._run(self._client.close())

@@ -12,6 +12,13 @@ once connected (as the event-loop connection). Error replies come back as
 :class:`~framework.transport.lean.errors.ReplyError`, as on that connection; a broken connection raises
 redis-py's ``ConnectionError`` and is closed, so the next command reconnects.
 
+Nothing watches an idle socket, so a server that closed it (a restart, its idle ``timeout``, a proxy) is
+only found out when a command is sent; before sending, the socket is polled
+(:meth:`BlockingConnection._closed_by_server`), and one the server closed is replaced then, while nothing
+was sent and reconnecting cannot run a command twice. A command interrupted while it waits for its reply
+(``KeyboardInterrupt``, any exception a signal handler raises) closes the connection: the reply would
+otherwise be read as the next command's.
+
 Not thread-safe: a connection belongs to one thread (:class:`ThreadConnections` hands out one per thread;
 :class:`ClusterThreadConnections` one per thread and Cluster primary).
 """
@@ -19,6 +26,7 @@ Not thread-safe: a connection belongs to one thread (:class:`ThreadConnections` 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import threading
@@ -39,10 +47,29 @@ if TYPE_CHECKING:
     from framework.transport.lean.sentinel import Follow
     from framework.transport.lean.tls import TlsSetup
 
-__all__ = ("BlockingConnection", "ClusterThreadConnections", "ThreadConnections")
+__all__ = ("BlockingConnection", "ClusterThreadConnections", "Forks", "ThreadConnections")
 
 _READ_SIZE = 64 * 1024
 _OPTIONS = frozenset({"username", "password", "db", "connect_timeout", "follow", "tls"})
+
+
+class Forks:
+    """Which process this is along its line of forks: 0 in the first, one more in each forked child.
+
+    What a forked child must not share with its parent (a socket, a thread) remembers the count it was made
+    under and is made again when the count differs. Read on every call of the hot path, where
+    ``os.getpid()`` would be a system call.
+    """
+
+    count = 0
+
+    @classmethod
+    def forked(cls) -> None:
+        """Run in a forked child, by ``os.register_at_fork``, before any other of its code."""
+        cls.count += 1
+
+
+os.register_at_fork(after_in_child=Forks.forked)
 
 
 class BlockingConnection:
@@ -81,9 +108,10 @@ class BlockingConnection:
         self._db = db
         self._connect_timeout = connect_timeout
         self._sock: socket.socket | None = None  # an ssl.SSLSocket over TLS
+        self._idle = select.poll()  # the open socket's, for :meth:`_closed_by_server`
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=NOT_ENOUGH_DATA)
-        self._pid = os.getpid()
+        self._forks = Forks.count
         self._polling = Polling()
 
     @property
@@ -133,6 +161,8 @@ class BlockingConnection:
             raise ConnectionError(f"error connecting to {self._describe()}: {exc}") from exc
         self._sock = sock
         self._finalizer = weakref.finalize(self, sock.close)  # the thread that owned it ended
+        self._idle = select.poll()
+        self._idle.register(sock.fileno(), select.POLLIN)
         self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=NOT_ENOUGH_DATA)
         handshake: list[tuple[Any, ...]] = []
         if self._password is not None:
@@ -141,7 +171,7 @@ class BlockingConnection:
             handshake.append(("SELECT", self._db))
         try:
             for command in handshake:
-                reply = self.execute_raw(hiredis.pack_command(command))
+                reply = self._exchange(hiredis.pack_command(command))
                 if isinstance(reply, ReplyError):
                     err = error_of(reply)
                     raise err if isinstance(err, AuthenticationError) else ConnectionError(str(reply))
@@ -161,9 +191,24 @@ class BlockingConnection:
         """Send one packed command and return its reply as hiredis parsed it (error replies as ``ReplyError``)."""
         if self._follow is not None:
             return self._execute_following(data)
+        sock = self._sock
+        if sock is not None and self._closed_by_server(sock):
+            self.close()
         if self._sock is None:
             self.open()
         return self._exchange(data)
+
+    def _closed_by_server(self, sock: socket.socket) -> bool:
+        """Whether an idle socket can no longer carry a command: the server closed it, or sent what was not asked for.
+
+        One ``poll`` with no wait (half a microsecond; a non-blocking ``MSG_PEEK`` costs three times that, the
+        most of it in the exception an idle socket raises): an idle connection has nothing to read, so any
+        event (an EOF, a reset, a byte such as a TLS ``close_notify`` or a stray reply) means the socket is
+        not worth sending on. A TLS socket may hold decrypted bytes of its own (``pending``); those count too.
+        """
+        if self._tls is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        return bool(self._idle.poll(0))
 
     def _exchange(self, data: bytes) -> Any:
         """Send one packed command on the open socket and read its reply (polled for first: :meth:`_poll`)."""
@@ -193,6 +238,9 @@ class BlockingConnection:
         except hiredis.ProtocolError as exc:
             self.close()
             raise ConnectionError(f"protocol error from {self._describe()}: {exc}") from exc
+        except BaseException:
+            self.close()  # interrupted: its reply, still to come, must not be read as the next command's
+            raise
         return reply
 
     def _poll(self, sock: socket.socket, reader: Any) -> Any:
@@ -202,14 +250,16 @@ class BlockingConnection:
         for windows that keep running out): on a virtual machine whose CPUs halt when idle, a thread put to
         sleep waits longer to be woken than the round trip takes (measured on one: 14,000 PINGs a second
         sleeping in ``recv``, 40,000-47,000 polling). A plain socket is read with ``MSG_DONTWAIT``; a TLS
-        socket (which takes no flags) is made non-blocking for the window. Returns the reply, or
-        :data:`NOT_ENOUGH_DATA` when the window ran out.
+        socket (which takes no flags) is made non-blocking for the window, and its timeout is put back
+        after: the handshake's commands run under the connect timeout, which must still bound the wait
+        for their replies. Returns the reply, or :data:`NOT_ENOUGH_DATA` when the window ran out.
         """
         polling = self._polling
         if not polling.allowed():
             return NOT_ENOUGH_DATA
         tls = self._tls is not None
         flags = 0 if tls else socket.MSG_DONTWAIT
+        timeout = sock.gettimeout() if tls else None
         if tls:
             sock.setblocking(False)
         try:
@@ -231,7 +281,7 @@ class BlockingConnection:
                     return reply
         finally:
             if tls:
-                sock.setblocking(True)
+                sock.settimeout(timeout)
 
     @property
     def spun(self) -> int:
@@ -250,6 +300,9 @@ class BlockingConnection:
                 moved = False  # the sentinels are away: keep the primary
             if moved:
                 self.close()
+        sock = self._sock
+        if sock is not None and self._closed_by_server(sock):
+            self.close()
         if self._sock is None:
             self.open()
         reply = self._exchange(data)
@@ -289,7 +342,7 @@ class ThreadConnections:
         if self.closed:
             raise ConnectionError("connection closed")
         conn: BlockingConnection | None = getattr(self._local, "conn", None)
-        if conn is None or conn._pid != os.getpid():
+        if conn is None or conn._forks != Forks.count:
             conn = self._local.conn = BlockingConnection(self.address, **self._options)
             with self._lock:
                 self._all.add(conn)
@@ -302,6 +355,9 @@ class ThreadConnections:
 
     def forget(self) -> None:
         """Nothing to forget: one server (a Cluster's connections forget their slot map)."""
+
+    def failed(self, conn: BlockingConnection) -> None:
+        """Nothing to drop: ``conn`` closed itself, and the one server is still the one to reconnect to."""
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise ``ConnectionError``."""
@@ -319,6 +375,11 @@ class ClusterThreadConnections:
     and reloads; :meth:`get_for` answers None until it is loaded (the caller then goes through the loop).
     A caller whose command is redirected (MOVED, ASK: it did not run) calls :meth:`forget` and sends it
     through the loop, which reloads the map.
+
+    Primaries come and go (a failover replaces a dead one): a node's connections are dropped when one of
+    them fails (:meth:`failed`), so every thread's sockets to dead primaries do not pile up until
+    :meth:`close`. A dropped node's connections are closed as they are let go (a thread in the middle of a
+    command on one keeps it until the command ends), never under another thread's feet.
 
     Args:
         cluster: the event loop's Cluster client.
@@ -340,6 +401,17 @@ class ClusterThreadConnections:
             with self._lock:
                 conns = self._by_node.setdefault(address, ThreadConnections(address, **self._cluster.options))
         return conns.get()
+
+    def failed(self, conn: BlockingConnection) -> None:
+        """``conn``'s command failed (the connection broke or timed out): drop its node's connections.
+
+        The node may be gone for good (a failed primary is replaced by another); if it still serves its
+        slots, the next command on it connects again.
+        """
+        address = conn.address
+        if isinstance(address, tuple):
+            with self._lock:
+                self._by_node.pop(address, None)
 
     def forget(self) -> None:
         """The slot map may be out of date: the loop loads it again with its next command."""

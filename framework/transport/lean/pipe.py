@@ -236,11 +236,14 @@ class RespPipe:
         if data is None or tls is None:
             return False
         try:
-            plain = tls.decrypt(data)
+            plain, closed = tls.decrypt(data)
         except ssl.SSLError as exc:
             self._fail(ConnectionError(f"TLS error reading from {self._describe()}: {exc}"))
             return False
-        if plain is None:
+        if closed:  # the replies sent before the close go to their callers first, as over plain TCP
+            if plain:
+                self._reader.feed(plain)
+                self._dispatch()
             self._fail(ConnectionError(f"TLS session with {self._describe()} closed by the server"))
             return False
         records = tls.outgoing()

@@ -104,26 +104,30 @@ class TlsChannel:
         self._write(data)
         return self._outgoing.read()
 
-    def decrypt(self, data: bytes) -> bytes | None:
-        """The plaintext of the records in ``data`` (and those buffered before); None once the server closed it.
+    def decrypt(self, data: bytes) -> tuple[bytes, bool]:
+        """The plaintext of the records in ``data`` (and those buffered before), and whether the server closed.
 
-        A record that is not whole yet stays buffered for the next call. Raises ``ssl.SSLError`` on a bad
-        record or an alert from the server.
+        The closing is the server's ``close_notify``. A reply may share a read with the ``close_notify`` that
+        follows it (Redis answers ``QUIT`` so): its plaintext is returned with the closing, to be read before
+        the connection is failed. A record that is not whole yet stays buffered for the next call. Raises
+        ``ssl.SSLError`` on a bad record or an alert from the server.
         """
         incoming, read = self._incoming, self._read
         incoming.write(data)
         chunks: list[bytes] = []
+        closed = False
         while True:
             try:
                 chunk = read(_READ_SIZE)
             except ssl.SSLWantReadError:
                 break
             if not chunk:  # the server's close_notify
-                return None
+                closed = True
+                break
             chunks.append(chunk)
             if not incoming.pending and not self.ssl.pending():
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), closed
 
     def outgoing(self) -> bytes:
         """Records the session produced on its own (a reply to a key update, ...) and not yet sent."""

@@ -251,6 +251,9 @@ class Processor:
                 # queues found empty a moment ago go last: no round trip is spent on them while others have work
                 order = [q for q in order if empty.get(q, 0.0) <= now] + [q for q in order if empty.get(q, 0.0) > now]
         for queue in order:
+            free = min(free, self.concurrency - self.running)  # tasks handed off during a dequeue took slots
+            if free <= 0:
+                return 1  # they started: the fetch loop waits for a slot
             n = self._allowed(queue, free)
             if n <= 0:
                 self._limited = True
@@ -362,6 +365,13 @@ class Processor:
         lease_until = now + self.lease_ttl
         clock, inflight, overrun = self.clock, self.inflight, self.overrun
         held: list[InFlight] = []
+        if suspect and (self.inflight or self.overrun):
+            # a task handed off while the dequeue was in flight runs here: the suspect goes back to the head of
+            # its queue, and is taken alone once this worker has finished what it holds
+            for task_id, _ in taken:
+                self.outcomes.spawn(self._give_back(queue, task_id))
+            self._isolate = queue
+            return
         for task_id, data in taken:
             if (queue, task_id) in overrun or (queue, task_id) in inflight:
                 self._put_back_duplicate(queue, task_id, data)  # its previous run still runs here

@@ -40,7 +40,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework.transport.lean.errors import DemotedReply, ReplyError, error_of
@@ -404,8 +404,8 @@ async def _watch(ref: weakref.ref[RespConnection], follow: Follow, address: tupl
             return
         try:
             found = await follow.locate()
-        except (ConnectionError, RedisTimeoutError, OSError):
-            continue  # the sentinels are away: keep the primary
+        except (RedisError, OSError):  # away, or answering errors (a sentinel's ACL...): keep the primary, ask again
+            continue
     conn = ref()  # only now: a reference held while sleeping would keep the connection alive
     if conn is not None and conn._sock is not None:
         conn._watch = None

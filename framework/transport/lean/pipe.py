@@ -67,7 +67,7 @@ class RespPipe:
         self._reader = hiredis.Reader(replyError=self._make_error, notEnoughData=NOT_ENOUGH_DATA)
         self._waiting: collections.deque[asyncio.Future[Any] | Batch] = collections.deque()
         self._wbuf: list[bytes] = []
-        self._pending_out = b""
+        self._pending_out = bytearray()  # what the socket did not take yet; appended to, trimmed from the front
         self._flush_scheduled = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._tls: TlsChannel | None = None
@@ -162,7 +162,7 @@ class RespPipe:
             self._loop.call_soon(self._fail, ConnectionError(f"error writing to {self._describe()}: {exc}"))  # type: ignore[union-attr]
             return
         if sent < len(data):
-            self._pending_out = data[sent:]
+            self._pending_out += memoryview(data)[sent:]
             self._loop.add_writer(sock.fileno(), self._on_writable)  # type: ignore[union-attr]
 
     def _on_writable(self) -> None:
@@ -176,7 +176,7 @@ class RespPipe:
         except OSError as exc:
             self._fail(ConnectionError(f"error writing to {self._describe()}: {exc}"))
             return
-        self._pending_out = self._pending_out[sent:]
+        del self._pending_out[:sent]  # a bytearray drops its head without copying the rest: no quadratic cost
         if not self._pending_out:
             self._loop.remove_writer(sock.fileno())  # type: ignore[union-attr]
 
@@ -293,7 +293,7 @@ class RespPipe:
             self._finalizer = None
         elif sock is not None:
             sock.close()
-        self._pending_out = b""
+        self._pending_out.clear()
         self._wbuf.clear()
         if self._tls is not None:
             self._drop_tls()

@@ -7,8 +7,10 @@ adding a new name. An override can extend the original through the ``default:`` 
     {% extends "default:email/welcome.html" %}
 
 HTML is autoescaped; text is not. Variables are strict: a variable the template needs and the data lacks
-is an error, and so is a missing template. Both are permanent (:class:`EmailTemplateError` is a
-:class:`~framework.errors.SkipRetry`), because retrying cannot fix them.
+is an error, and so is a missing template, a broken one, or any exception raised while rendering (say
+``{{ total / count }}`` with a zero ``count``). All are permanent (:class:`EmailTemplateError` is a
+:class:`~framework.errors.SkipRetry`, and its message names the template), because a retry renders the same
+template with the same data.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ _BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
 
 class EmailTemplateError(SkipRetry):
-    """A template is missing, broken, or needs a variable the data lacks. Permanent: the task is archived."""
+    """A template is missing, broken, needs a variable the data lacks, or raised while rendering.
+
+    Permanent: the task is archived at once, since a retry renders the same template with the same data.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +112,8 @@ class EmailRenderer:
             The HTML and text bodies; a missing file of the two gives ``None`` for that body.
 
         Raises:
-            EmailTemplateError: neither file exists, a template is broken, or it needs a variable
-                that ``data`` lacks; the message names the template and the variable.
+            EmailTemplateError: neither file exists, a template is broken, it needs a variable that
+                ``data`` lacks, or rendering raised; the message names the template and what failed.
         """
         context = {**self.context, **data}
         html = await self._render_file(template, f"email/{template}.html", context)
@@ -140,5 +145,10 @@ class EmailRenderer:
             raise EmailTemplateError(
                 f"email template {template!r} ({name}) needs a variable the task's data lacks: {exc.message}"
             ) from exc
-        except (jinja2.TemplateError, TypeError, ValueError) as exc:
-            raise EmailTemplateError(f"email template {template!r} ({name}) failed to render: {exc}") from exc
+        except Exception as exc:
+            # Anything else a template raises while rendering (a division by a zero count, a filter given the
+            # wrong type, a global that fails) comes from the template and its data, which a retry sends
+            # unchanged: it is permanent too, and the message says which template failed and how.
+            raise EmailTemplateError(
+                f"email template {template!r} ({name}) failed to render: {type(exc).__name__}: {exc}"
+            ) from exc

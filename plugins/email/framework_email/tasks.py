@@ -19,26 +19,29 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
+from redis.exceptions import RedisError
 
 from framework import TaskDef
-from framework.errors import SkipRetry
+from framework.errors import FrameworkError, SkipRetry
 from framework.storage import InvalidKey, ObjectNotFound
-from framework_email.backends.base import OutboundEmail
-from framework_email.config import provider_limit
+from framework_email.backends.base import EmailDeliveryError, OutboundEmail, RecipientsRefused
+from framework_email.config import PLUGIN_NAME, provider_limit
 from framework_email.message import AttachmentFile, build_message
 from framework_email.service import get_email_service
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from framework import Client, EnqueueOptions, Services, TaskContext, TaskInfo
+    from framework import Client, EnqueueOptions, Schema, Services, TaskContext, TaskInfo
     from framework_email.config import EmailConfig
 
 __all__ = (
+    "DELIVERED_TTL",
     "MAX_INLINE_ATTACHMENT_BYTES",
     "SEND_EMAIL",
     "Attachment",
     "SendEmail",
+    "delivered_key",
     "handle_send_email",
     "send_email",
     "send_email_task",
@@ -47,6 +50,10 @@ __all__ = (
 
 SEND_EMAIL = "email:send"
 """The task type: a public, stable contract shared with Go services."""
+
+DELIVERED_TTL = 7 * 24 * 3600
+"""Seconds the record of who already has a partly refused email is kept: far longer than the task's
+retries take with the worker's backoff, so that every retry still finds it, and short enough to clean up."""
 
 MAX_INLINE_ATTACHMENT_BYTES = 256 * 1024
 """The largest attachment :func:`send_email` carries inside the payload; larger files go by storage key."""
@@ -166,7 +173,10 @@ async def handle_send_email(ctx: TaskContext, payload: SendEmail) -> None:
         SkipRetry: the template is missing or needs data the payload lacks, an address is invalid, an
             attachment's storage key does not exist, or the provider refused the email for good.
         RetryAfter: the provider asked to wait (rate limit).
-        EmailDeliveryError: a temporary delivery failure; retried with backoff.
+        EmailDeliveryError: a temporary delivery failure; retried with backoff. When the provider refused
+            some recipients for now and took the email for others, the ones who took it are recorded
+            (:func:`delivered_key`) and the retry sends the email only to the rest, with the same
+            ``Message-ID``.
     """
     service = get_email_service(ctx.services)
     bodies = await service.renderer.render(payload.template, {**(payload.data or {}), "subject": payload.subject})
@@ -182,13 +192,69 @@ async def handle_send_email(ctx: TaskContext, payload: SendEmail) -> None:
         reply_to=payload.reply_to or (),
         attachments=files,
     )
-    provider_id = await service.backend.send(OutboundEmail(message=message, key=ctx.id, tags=payload.tags))
+    delivered = await _delivered(ctx) if ctx.retried else frozenset[str]()
+    outbound = OutboundEmail(message=message, key=ctx.id, tags=payload.tags, delivered=delivered)
+    try:
+        provider_id = await service.backend.send(outbound)
+    except RecipientsRefused as exc:
+        await _record_delivered(ctx, exc.accepted)
+        raise _refusal_outcome(exc, delivered) from exc
     ctx.logger.info(
         "email_sent",
         template=payload.template,
         backend=service.config.backend,
         provider_id=provider_id,
     )
+
+
+def delivered_key(schema: Schema, queue: str, task_id: str) -> str:
+    """SET ``<ext>:email:delivered:<queue>:<task id>``: the recipients one email task already delivered to.
+
+    Written only when a provider refused some recipients and took the email for others; read on the task's
+    retries, which leave these recipients out; expires after :data:`DELIVERED_TTL`.
+    """
+    return schema.ext_key(PLUGIN_NAME, "delivered", queue, task_id)
+
+
+async def _delivered(ctx: TaskContext) -> frozenset[str]:
+    """The recipients an earlier attempt of this task delivered to (empty unless one was partly refused)."""
+    members = await ctx.services.redis.smembers(delivered_key(ctx.services.schema, ctx.queue, ctx.id))
+    return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+
+async def _record_delivered(ctx: TaskContext, accepted: Sequence[str]) -> None:
+    """Add ``accepted`` to the task's delivered set, so that its retries do not send them the email again.
+
+    A failure to record is logged, not raised: the refusal still decides the outcome, and the worst a lost
+    record causes is a second copy with the same ``Message-ID``, which receiving systems can drop.
+    """
+    if not accepted:
+        return
+    key = delivered_key(ctx.services.schema, ctx.queue, ctx.id)
+    try:
+        async with ctx.services.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, *accepted)
+            pipe.expire(key, DELIVERED_TTL)
+            await pipe.execute()
+    except RedisError as exc:
+        ctx.logger.warning("email_delivered_not_recorded", recipients=list(accepted), error=str(exc))
+
+
+def _refusal_outcome(exc: RecipientsRefused, delivered: frozenset[str]) -> FrameworkError:
+    """Retry while a refusal may pass (4xx); archive when every refusal left is permanent (5xx).
+
+    Either way the message names each refused recipient with the provider's reply, and who has the email.
+    """
+    have = ", ".join(sorted({*delivered, *exc.accepted})) or "nobody"
+    permanent = "; ".join(f"{address}: {reply}" for address, reply in exc.permanent.items())
+    if exc.temporary:
+        later = "; ".join(f"{address}: {reply}" for address, reply in exc.temporary.items())
+        also = f"; refused for good: {permanent}" if permanent else ""
+        return EmailDeliveryError(
+            f"email refused for now for {later}{also}; delivered to {have}; the retry sends it only to "
+            "the recipients who do not have it"
+        )
+    return SkipRetry(f"email refused for good for {permanent}; delivered to {have}")
 
 
 async def _load_attachment(services: Services, attachment: Attachment) -> AttachmentFile:

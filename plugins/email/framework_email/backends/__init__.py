@@ -5,7 +5,13 @@ Plugins add backends through the ``register_email_backends`` hook (see :mod:`fra
 
 from __future__ import annotations
 
-from framework_email.backends.base import BackendFactory, EmailBackend, EmailDeliveryError, OutboundEmail
+from framework_email.backends.base import (
+    BackendFactory,
+    EmailBackend,
+    EmailDeliveryError,
+    OutboundEmail,
+    RecipientsRefused,
+)
 from framework_email.backends.outbox import OutboxBackend
 from framework_email.backends.resend import ResendBackend
 from framework_email.backends.smtp import SmtpBackend
@@ -16,6 +22,7 @@ __all__ = (
     "EmailDeliveryError",
     "OutboundEmail",
     "OutboxBackend",
+    "RecipientsRefused",
     "ResendBackend",
     "SmtpBackend",
 )

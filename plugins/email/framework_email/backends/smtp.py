@@ -3,19 +3,26 @@
 Works with Mailhog-style catchers (``security = "none"``, no credentials: login is skipped). The
 ``Message-ID`` the handler derives from the task id travels with the message, so a receiving system can
 drop a copy that a retry sent after an ambiguous failure (a connection lost after the data was sent).
+
+An SMTP server answers each recipient on its own, so it may take an email for some and refuse it for
+others (a greylisting ``450`` for one address, an unknown user ``550`` for another). The backend reports
+that as :class:`~framework_email.backends.base.RecipientsRefused` rather than success: the handler retries
+the temporary refusals, sending only to the recipients who do not have the email yet.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
-import structlog
+from aiosmtplib.email import extract_recipients
 
 from framework.errors import ConfigError, FrameworkError, SkipRetry
-from framework_email.backends.base import EmailDeliveryError
+from framework_email.backends.base import EmailDeliveryError, RecipientsRefused
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from framework.settings import Settings
     from framework_email.backends.base import OutboundEmail
     from framework_email.config import EmailConfig, SmtpConfig
@@ -50,19 +57,31 @@ class SmtpBackend:
     async def send(self, email: OutboundEmail) -> str:
         """Send ``email``; ``Bcc`` recipients get it without seeing the header.
 
+        The envelope holds every ``To``, ``Cc`` and ``Bcc`` address except ``email.delivered``: on a retry
+        after a partial refusal, the recipients who took the email the first time do not get it again.
+
         Returns:
             The message's ``Message-ID``.
 
         Raises:
+            RecipientsRefused: the server took the email for some recipients and refused the others
+                (an SMTP server answers each ``RCPT`` on its own: greylisting, a full or unknown mailbox).
             SkipRetry: the server refused for good (5xx: bad address, bad credentials) or lacks a
                 feature the configuration needs (STARTTLS, AUTH).
             EmailDeliveryError: a temporary failure (4xx, connection refused or lost, timeout).
         """
         cfg = self.config
         login = bool(cfg.username)
+        message_id = str(email.message["Message-ID"])
+        recipients: list[str] | None = None
+        if email.delivered:
+            recipients = [a for a in extract_recipients(email.message) if a not in email.delivered]
+            if not recipients:
+                return message_id
         try:
             refused, _ = await aiosmtplib.send(
                 email.message,
+                recipients=recipients,
                 hostname=cfg.host,
                 port=self.port,
                 username=cfg.username if login else None,
@@ -72,15 +91,25 @@ class SmtpBackend:
                 validate_certs=cfg.validate_certs,
                 timeout=cfg.timeout,
             )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            if not email.delivered:
+                raise classify_smtp_error(exc) from exc
+            # Every recipient left was refused, but an earlier attempt delivered to the others: the
+            # handler's account names both, where "refused every recipient" would mislead.
+            raise _refused((), {r.recipient: r for r in exc.recipients}) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise classify_smtp_error(exc) from exc
         if refused:
-            structlog.get_logger().warning(
-                "email_recipients_refused",
-                message_id=str(email.message["Message-ID"]),
-                refused={address: f"{reply.code} {reply.message}" for address, reply in refused.items()},
-            )
-        return str(email.message["Message-ID"])
+            sent = recipients if recipients is not None else extract_recipients(email.message)
+            raise _refused([a for a in sent if a not in refused], refused)
+        return message_id
+
+
+def _refused(accepted: Iterable[str], refused: Mapping[str, Any]) -> RecipientsRefused:
+    """The partial refusal, sorted into temporary (4xx) and permanent (5xx) by each recipient's reply code."""
+    temporary = {a: f"{r.code} {r.message}" for a, r in refused.items() if r.code < 500}
+    permanent = {a: f"{r.code} {r.message}" for a, r in refused.items() if r.code >= 500}
+    return RecipientsRefused(accepted, temporary=temporary, permanent=permanent)
 
 
 def classify_smtp_error(exc: BaseException) -> FrameworkError:

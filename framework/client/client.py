@@ -612,6 +612,7 @@ class Client:
             WorkflowFailed: it failed (a step was archived or lost; ``.error`` names it) or was cancelled.
             WorkflowNotFound: no such workflow under ``queue`` (its home queue).
             WaitTimeout: it did not end within ``timeout`` seconds (it goes on).
+            RedisUnavailable: Redis cannot be reached (only a Redis or socket fault; never the above).
         """
         return await workflows.wait(self, workflow, queue=queue, timeout=timeout)
 

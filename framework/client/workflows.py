@@ -126,8 +126,10 @@ async def start(
             retention=max(1, int(retention)),
             kept=max(1, int(keep_failed)),
         )
+    except FrameworkError:
+        raise
     except (ConnectionError, TimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {client._url}: {exc}") from exc
+        raise _unreachable(client, exc) from exc
     if reply == 0:
         raise InvalidWorkflow(f"a workflow with id {wid!r} exists already in queue {home!r}")
     if isinstance(reply, list):
@@ -173,8 +175,10 @@ async def wait(
                     raise WaitTimeout(f"workflow {wid!r} did not end within {timeout:g} s", task_id=wid, queue=home)
                 wait_for = min(wait_for, left)
             await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_for)
+    except FrameworkError:
+        raise  # the wait's own outcomes; WaitTimeout is a builtin TimeoutError, hence an OSError
     except (ConnectionError, TimeoutError, OSError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {client._url}: {exc}") from exc
+        raise _unreachable(client, exc) from exc
     finally:
         await asyncio.shield(pubsub.aclose())
 
@@ -217,7 +221,12 @@ async def _output_tasks(client: Client, plan: Plan | None, graph: str, outputs: 
 async def cancel(client: Client, workflow: WorkflowInfo | str, *, queue: str = "default") -> tuple[str, int, int]:
     """Cancel a workflow; see :meth:`framework.client.client.Client.cancel_workflow`."""
     home, wid, _ = _where(workflow, queue)
-    status, deleted, stopping = await client.broker.workflows.cancel(home, wid)
+    try:
+        status, deleted, stopping = await client.broker.workflows.cancel(home, wid)
+    except FrameworkError:
+        raise
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        raise _unreachable(client, exc) from exc
     if not status:
         raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
     return status, deleted, stopping
@@ -226,10 +235,24 @@ async def cancel(client: Client, workflow: WorkflowInfo | str, *, queue: str = "
 async def retry(client: Client, workflow: WorkflowInfo | str, *, queue: str = "default") -> int:
     """Run a failed or cancelled workflow's failed steps again; returns how many run again."""
     home, wid, _ = _where(workflow, queue)
-    status, again = await client.broker.workflows.retry(home, wid)
+    try:
+        status, again = await client.broker.workflows.retry(home, wid)
+    except FrameworkError:
+        raise
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        raise _unreachable(client, exc) from exc
     if not status:
         raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
     return again
+
+
+def _unreachable(client: Client, exc: BaseException) -> RedisUnavailable:
+    """A Redis or socket fault, as the client reports it.
+
+    Callers let :class:`~framework.errors.FrameworkError` pass first: ``WaitTimeout`` derives from the
+    builtin ``TimeoutError`` (an ``OSError``), and ``RedisUnavailable`` is a ``ConnectionError`` already.
+    """
+    return RedisUnavailable(f"cannot reach Redis at {client._url}: {exc}")
 
 
 def _bytes(value: bytes | str) -> bytes:

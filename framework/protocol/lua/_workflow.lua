@@ -11,7 +11,8 @@
 --   <...>:graph    HASH per step s: l:s dependencies not finished yet, d:s its dependencies ("\n"-joined, in
 --                  order), n:s its dependants, t:s "queue\ntask id", m:s the encoded TaskMessage (kept, so a
 --                  lost step can be released again), c:s "1" when its failure is handed on, u:s "lock\nttl"
---                  of a unique step, e:s the error it failed with
+--                  of a unique step, e:s the error it failed with (cleared when it runs again or succeeds),
+--                  r:s "1" while a step retry_workflow resumed is still stopping for the cancel it undid
 --   <...>:results  HASH step -> its result (JSON)
 --   <...>:end      Pub/Sub channel: the new status each time it changes to failed, succeeded or cancelled
 --   <ext>:{home}:workflows:running  ZSET id -> created: the workflows not ended (the checker walks these)
@@ -83,6 +84,7 @@ local function wf_release(W, step)
     end
   end
   redis.call("HSET", W.state, step, "pending")
+  redis.call("HDEL", W.graph, "e:" .. step)
   redis.call("HINCRBY", W.meta, "open", 1)
   return nil
 end
@@ -113,18 +115,39 @@ local function wf_settle(W)
   end
 end
 
--- wf_resume(W): a failed or cancelled workflow runs again: its keys stop expiring, it is running again.
+-- wf_resume(W): a failed or cancelled workflow runs again: its keys stop expiring, it is running again, and
+-- it no longer shows the error it stopped with (a step that fails again sets its own).
 local function wf_resume(W)
   local m = redis.call("HMGET", W.meta, "status", "created")
   if m[1] == "running" then
     return
   end
   redis.call("HSET", W.meta, "status", "running")
-  redis.call("HDEL", W.meta, "finished")
+  redis.call("HDEL", W.meta, "finished", "error")
   for _, name in ipairs(KEEP) do
     redis.call("PERSIST", W[name])
   end
   redis.call("ZADD", W.running, m[2], W.id)
+end
+
+-- wf_rerun(W, step): the step's task was archived by its worker for a cancel of the workflow that
+-- retry_workflow undid while the step was still stopping (r:step). Its cancel request is dropped and, when the
+-- archive was that cancel's (the request was still stored, the task is archived), the task is made pending
+-- again as the inspector's "run" does: the resumed workflow goes on. Returns true when the step runs again.
+local function wf_rerun(W, step)
+  local queue, id, qp, xp = wf_task(W, step)
+  if redis.call("DEL", xp .. "cancel:" .. id) == 0 then
+    return false
+  end
+  local task_key = qp .. "t:" .. id
+  if redis.call("HGET", task_key, "state") ~= "archived" or redis.call("ZREM", qp .. "archived", id) == 0 then
+    return false
+  end
+  redis.call("HSET", task_key, "state", "pending", "pending_since", W.now_ns)
+  if redis.call("LPUSH", qp .. "pending", id) == 1 and W.wakeup ~= "" then
+    redis.call("PUBLISH", W.wakeup, queue)
+  end
+  return true
 end
 
 local wf_failed
@@ -148,6 +171,7 @@ local function wf_succeeded(W, step, result)
   end
   local handed_on = redis.call("HGET", W.graph, "c:" .. step) == "1"
   redis.call("HSET", W.state, step, "succeeded")
+  redis.call("HDEL", W.graph, "e:" .. step, "r:" .. step)
   if result ~= "" then
     redis.call("HSET", W.results, step, result)
   end
@@ -173,15 +197,19 @@ end
 -- wf_failed(W, step, error, kind): the step failed for good (kind "failed": archived, revoked, or it could not
 -- be released; "lost": its task vanished without our outcome). Handed on (c:step), it counts as done and its
 -- dependants run without its result; otherwise the workflow fails and its dependants wait (shown cancelled).
+-- A step resumed while it was stopping (r:step) that was archived for the cancel runs again instead (wf_rerun).
 wf_failed = function(W, step, err, kind)
   local was = redis.call("HGET", W.state, step)
   if not was or was == "succeeded" or was == "failed" or was == "lost" or was == "cancelled" then
     return
   end
+  local status = redis.call("HGET", W.meta, "status")
+  if redis.call("HDEL", W.graph, "r:" .. step) == 1 and status ~= "cancelled" and wf_rerun(W, step) then
+    return -- pending again, still open
+  end
   if was == "pending" then
     redis.call("HINCRBY", W.meta, "open", -1)
   end
-  local status = redis.call("HGET", W.meta, "status")
   if status == "cancelled" then
     redis.call("HSET", W.state, step, "cancelled")
     wf_settle(W)

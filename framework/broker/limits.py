@@ -55,7 +55,12 @@ class LimitOps(BrokerPart):
     """
 
     async def limit_take(self, queue: str, task_id: str, limits: Sequence[Applied], inflight_key: str = "") -> Taken:
-        """Take ``task_id``'s slots and tokens, or put it off without spending a retry (``limit_take.lua``)."""
+        """Take ``task_id``'s slots and tokens, or put it off without spending a retry (``limit_take.lua``).
+
+        "Now" is this worker's clock, not Redis' (as asynq schedules on its clients' clocks, and so tests can drive
+        time): rates assume the hosts' clocks agree; a skew of ``d`` s lets at most ``d`` x rate more tasks start in
+        a window than the rate allows.
+        """
         qk = self.schema.queue(queue)
         keys = [qk.task(task_id), qk.active, qk.lease, qk.scheduled, inflight_key]
         args: list[Any] = [task_id, queue, f"{self.clock.now() * 1000:.3f}", self.schema.ns, PARK_FALLBACK, len(limits)]

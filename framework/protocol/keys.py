@@ -250,6 +250,8 @@ class LimitKeys:
         name: the limit's name.
         key: the key within it ("" = the limit as a whole).
         tat: STRING ``<ext>:limit:{<name>}[:<key>]:tat``: the rate's theoretical arrival time (Unix ms, GCRA).
+            Beside it, ``...:tat:interval`` (STRING, ms): the interval it was counted at, so that a changed rate
+            rescales it (written by ``limit_take.lua``, same expiry).
         slots: ZSET ``...:slots``: ``queue + newline + id`` of each task holding a slot -> a backstop expiry (Unix s).
         parked: LIST ``...:parked``: ``queue + newline + id`` of tasks waiting for a slot, oldest first.
         waiting: ZSET ``...:waiting``: ``queue + newline + id`` of tasks put off by it -> when they may start (ms).

@@ -6,9 +6,10 @@
 -- KEYS[4] scheduled  <ns>:{q}:scheduled
 -- KEYS[5] the worker's in-flight set of the queue <ext>:{q}:inflight:<server id> ("" = none)
 -- then per limit i (i = 0 .. n-1) six keys at 6 + 6i: its rate timestamp <ext>:limit:{name}[:k:key]:tat
---   (STRING, ms), slots (ZSET "queue\nid" -> Unix s), parked (LIST of "queue\nid"), waiting (ZSET "queue\nid"
---   -> due ms), the limit's counters <ext>:limit:{name}:stats (HASH started, delayed, parked) and the keys it
---   has seen <ext>:limit:{name}:keys (SET; for a keyed limit)
+--   (STRING, ms; the interval it was counted at is kept beside it in "<that key>:interval", STRING ms, same
+--   hash tag, not passed), slots (ZSET "queue\nid" -> Unix s), parked (LIST of "queue\nid"), waiting (ZSET
+--   "queue\nid" -> due ms), the limit's counters <ext>:limit:{name}:stats (HASH started, delayed, parked) and
+--   the keys it has seen <ext>:limit:{name}:keys (SET; for a keyed limit)
 -- ARGV[1] task id
 -- ARGV[2] queue name
 -- ARGV[3] now, Unix ms
@@ -29,9 +30,12 @@
 -- Rates are kept with GCRA: one timestamp (tat) per limit and key. A task may start at now when
 -- tat - now <= (burst - 1) * interval; starting moves tat to max(tat, now) + interval. One that may not is
 -- given the first moment it may (tat - (burst - 1) * interval) and tat moves as if it started then, so a
--- throttled task is put off once, never again, and the rate holds across every worker exactly. Its worker
+-- throttled task is put off by a rate once, never again, and the rate holds across every worker exactly. Its worker
 -- starts it at that moment (held in memory; from the scheduled set it comes back early to be held), so starts
--- keep the rate's spacing instead of coming back in clumps with each pass of a forwarder.
+-- keep the rate's spacing instead of coming back in clumps with each pass of a forwarder. A task parked for a
+-- slot gives its reserved token up (it is not handed back: the rate runs one start under, never over).
+-- "now" is the calling worker's clock: rates assume the hosts' clocks agree (NTP); a skew of d ms lets at most
+-- d / interval more tasks start in a window than the rate allows (docs/limits.md).
 -- A slot whose holder's task is no longer leased (its worker died, or it finished without releasing) is
 -- freed when the slots are all taken: a crash never leaks capacity for longer than a lease.
 local id, queue, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -67,6 +71,9 @@ for i = 0, n - 1 do
     if redis.call("ZCARD", slots) >= cap then
       local again = now + tonumber(ARGV[5]) * 1000
       leave_active(again / 1000)
+      -- a rate token reserved for it is given up: by the time a slot frees, its moment is long past and the rate
+      -- has moved on; started on it then, it would start next to a task on a fresh token. Woken, it asks anew.
+      redis.call("HDEL", KEYS[1], "fw_limit_at")
       redis.call("RPUSH", KEYS[8 + 6 * i], member)
       redis.call("ZADD", KEYS[9 + 6 * i], again, member)
       redis.call("HINCRBY", KEYS[10 + 6 * i], "parked", 1)
@@ -84,6 +91,18 @@ local function wait_for(due)
   leave_active((due - early) / 1000) -- far: back early, then held until its time
   return { 1, string.format("%.3f", due) }
 end
+-- a limit's tat, read at the interval in force now: a tat written at another interval (the settings changed the
+-- rate) is rescaled, so the backlog it stands for is spaced at the new rate from now on (a rate raised applies to
+-- the next task, not once the old backlog's time has passed). The interval lives beside the tat (same hash tag)
+-- rather than in it, so a script that reads the tat as one number still does.
+local function read_tat(key, interval)
+  local tat = tonumber(redis.call("GET", key) or now)
+  local was = tonumber(redis.call("GET", key .. ":interval") or interval)
+  if tat > now and was > 0 and math.abs(was - interval) > interval * 1e-9 then
+    tat = now + (tat - now) * interval / was
+  end
+  return math.max(tat, now)
+end
 local reserved = redis.call("HGET", KEYS[1], "fw_limit_at")
 if reserved then
   if tonumber(reserved) > now + 1 then
@@ -96,7 +115,7 @@ else
   for i = 0, n - 1 do
     local interval = tonumber(ARGV[7 + 4 * i])
     if interval > 0 then
-      local tat = math.max(tonumber(redis.call("GET", KEYS[6 + 6 * i]) or now), now)
+      local tat = read_tat(KEYS[6 + 6 * i], interval)
       tats[i] = tat
       local allowed_at = tat - (tonumber(ARGV[8 + 4 * i]) - 1) * interval
       if allowed_at > due then
@@ -108,7 +127,9 @@ else
     local interval = tonumber(ARGV[7 + 4 * i])
     if interval > 0 then
       local tat = math.max(tats[i], due) + interval
-      redis.call("SET", KEYS[6 + 6 * i], string.format("%.3f", tat), "PX", math.ceil(tat - now) + 60000)
+      local ttl = math.ceil(tat - now) + 60000
+      redis.call("SET", KEYS[6 + 6 * i], string.format("%.3f", tat), "PX", ttl)
+      redis.call("SET", KEYS[6 + 6 * i] .. ":interval", string.format("%.6f", interval), "PX", ttl)
     end
   end
   if due > now then

@@ -217,12 +217,28 @@ class EnqueueSide(BrokerPart):
         return b"*%d\r\n%b%b" % (words, packed[packed.index(b"\r\n") + 2 :], b"".join(tasks))
 
     async def cron_enqueue(
-        self, queue: str, entry_id: str, tick: int, task_id: str, data: bytes, claim_ttl: int
+        self,
+        queue: str,
+        entry_id: str,
+        tick: int,
+        task_id: str,
+        data: bytes,
+        claim_ttl: int,
+        *,
+        unique_key: str = "",
+        unique_ttl: int = 0,
     ) -> int:
-        """Claim tick ``tick`` of a cron entry and enqueue its task atomically; 1 fired, 0 already claimed."""
+        """Claim tick ``tick`` of a cron entry and enqueue its task atomically.
+
+        Returns 1 fired, 0 already claimed, -1 claimed but not enqueued: ``unique_key`` (a unique task type's
+        lock, held ``unique_ttl`` seconds) is held by an earlier task.
+        """
         qk = self.schema.queue(queue)
         if queue not in self._known_queues:
             await self.register_queues([queue])
         keys = [qk.cron_claim(entry_id, tick), qk.task(task_id), qk.pending]
         args: list[Any] = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
+        if unique_ttl > 0:
+            keys.append(unique_key)
+            args.append(unique_ttl)
         return int(await self.pool.evalsha(SCRIPTS["cron_enqueue"], keys, args))

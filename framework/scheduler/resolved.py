@@ -76,8 +76,8 @@ class ResolvedEntry:
         """The deterministic id of the task of ``tick`` (integer Unix seconds)."""
         return f"cron:{self.id}:{tick}"
 
-    def message(self, task_id: str) -> bytes:
-        """The encoded ``TaskMessage`` of one tick."""
+    def message(self, task_id: str, unique_key: str = "") -> bytes:
+        """The encoded ``TaskMessage`` of one tick (``unique_key``: its lock, for a unique task type)."""
         o = self.options
         return encode_message(
             new_message(
@@ -90,6 +90,7 @@ class ResolvedEntry:
                 deadline=o.deadline,
                 retention=o.retention,
                 headers=o.headers,
+                unique_key=unique_key,
             )
         )
 

@@ -141,7 +141,23 @@ class Ticker:
         _, broker = await self._connect()
         n = math.floor(tick)
         task_id = e.task_id(n)
-        won = await broker.cron_enqueue(e.options.queue, e.id, n, task_id, e.message(task_id), e.claim_ttl(tick))
+        ttl = e.options.unique_ttl  # the task type's own uniqueness: a tick whose task is still held is skipped
+        lock = broker.schema.queue(e.options.queue).unique(e.task_type, e.payload) if ttl else ""
+        won = await broker.cron_enqueue(
+            e.options.queue,
+            e.id,
+            n,
+            task_id,
+            e.message(task_id, lock),
+            e.claim_ttl(tick),
+            unique_key=lock,
+            unique_ttl=ttl,
+        )
+        if won < 0:
+            self.log.warning(
+                "cron_tick_skipped", entry=e.name, tick=n, reason="the previous task still holds its unique lock"
+            )
+            return None
         if not won:
             self.log.debug("cron_tick_taken", entry=e.name, tick=n)
             return None

@@ -324,11 +324,25 @@ def supervise(settings: Settings, processes: int, *, factory: str | None = None,
     """
     configure_logging(settings.log_level, settings.log_format)
     factory = factory or _DEFAULT_FACTORY
-    _load_factory(factory)  # fail here, once, rather than in every child
+    build = _load_factory(factory)  # fail here, once, rather than in every child
+    if scheduler:
+        _check_cron(build(settings))
     supervisor = _Supervisor(settings, processes, factory, scheduler=scheduler)
     if supervisor.start == "fork":
         _preload(settings, factory, scheduler=scheduler)
     return supervisor.run()
+
+
+def _check_cron(worker: Worker) -> None:
+    """Load and check the cron entries as the first child's scheduler will, before any child starts.
+
+    A bad entry (a spec that does not parse, an unknown task type, a name used twice) raises its
+    ``ConfigError`` here, once, and the command ends; in the child it would kill that child at every restart
+    while the others serve, a crash loop instead of an error.
+    """
+    from framework.scheduler.loader import load_entries  # noqa: PLC0415
+
+    load_entries(worker.settings, worker.pm, worker.registry)
 
 
 def _preload(settings: Settings, factory: str, *, scheduler: bool) -> None:

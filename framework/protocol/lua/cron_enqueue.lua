@@ -3,20 +3,31 @@
 -- KEYS[1] claim     <ext>:{q}:cron:<entry id>:<tick>
 -- KEYS[2] task hash <ns>:{q}:t:<id>
 -- KEYS[3] pending   <ns>:{q}:pending
+-- KEYS[4] unique lock <ns>:{q}:unique:<type>:<md5(payload)> (only when ARGV[7] > 0)
 -- ARGV[1] claim TTL, seconds
 -- ARGV[2] encoded TaskMessage
 -- ARGV[3] task id (derived from the entry and the tick)
 -- ARGV[4] now, nanoseconds (pending_since)
 -- ARGV[5] wake-up channel ("" = do not publish)
 -- ARGV[6] queue name
--- returns 1 fired, 0 this tick was already claimed
+-- ARGV[7] uniqueness lock TTL, whole seconds (0 or absent: the task type is not unique)
+-- returns 1 fired, 0 this tick was already claimed, -1 claimed but not enqueued: the previous tick's task of
+-- this unique task type still holds its lock (as asynq's scheduler, whose enqueue answers ErrDuplicateTask)
 if not redis.call("SET", KEYS[1], ARGV[3], "NX", "EX", ARGV[1]) then
   return 0
 end
 if redis.call("EXISTS", KEYS[2]) == 1 then
   return 0
 end
-redis.call("HSET", KEYS[2], "msg", ARGV[2], "state", "pending", "pending_since", ARGV[4])
+local ttl = tonumber(ARGV[7] or "0")
+if ttl > 0 then
+  if not redis.call("SET", KEYS[4], ARGV[3], "NX", "EX", ttl) then
+    return -1
+  end
+  redis.call("HSET", KEYS[2], "msg", ARGV[2], "state", "pending", "pending_since", ARGV[4], "unique_key", KEYS[4])
+else
+  redis.call("HSET", KEYS[2], "msg", ARGV[2], "state", "pending", "pending_since", ARGV[4])
+end
 if redis.call("LPUSH", KEYS[3], ARGV[3]) == 1 and ARGV[5] ~= "" then
   redis.call("PUBLISH", ARGV[5], ARGV[6])
 end

@@ -1,0 +1,139 @@
+"""The cron scheduler where it meets the rest: a unique task type, a bad entry under several worker processes,
+and a replica that was paused while another kept firing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pytest
+
+from framework.clock import SimulatedClock
+from framework.registry import Registry
+from framework.scheduler.scheduler import Scheduler
+from framework.task import CronEntry, TaskDef
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from framework.protocol.keys import Schema
+    from framework.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = 1_700_000_040.0  # a multiple of 60
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    n: int = 0
+
+
+async def _handle(ctx: Any, payload: Job) -> None:
+    return None
+
+
+async def pending_ids(redis: Redis, schema: Schema, queue: str) -> list[str]:
+    return [raw.decode() for raw in await redis.lrange(schema.queue(queue).pending, 0, -1)]
+
+
+# --- a task type's default uniqueness ------------------------------------------------------------
+
+
+async def test_cron_honours_the_task_types_default_uniqueness(settings: Settings, redis: Redis, schema: Schema) -> None:
+    """A task type declared ``unique=...`` gets no duplicate from cron while the previous tick's task is pending:
+    the tick takes the type's uniqueness lock (the key Go's tools read), and a tick that finds it held is skipped.
+    """
+    task = TaskDef("cronfaults:unique", Job, _handle, queue="cronq", unique=3600)
+    clock = SimulatedClock(T0 + 5)
+    sched = Scheduler(
+        settings,
+        entries=[CronEntry("u", "@every 10s", task, Job(n=1))],
+        registry=Registry([task]),
+        redis=redis,
+        clock=clock,
+    )
+    assert sched.entries[0].options.unique_ttl == 3600  # resolved ...
+    await sched.fire_due()
+    clock.set(T0 + 10)
+    await sched.fire_due()
+    unique_key = schema.queue("cronq").unique("cronfaults:unique", b'{"n":1}')
+    assert await redis.exists(unique_key) == 1  # ... and the lock taken
+    clock.set(T0 + 20)
+    await sched.fire_due()
+    assert len(await pending_ids(redis, schema, "cronq")) == 1  # the second tick is a duplicate of a pending task
+
+
+# --- an invalid entry under `framework worker -p N --scheduler` ------------------------------------
+
+
+@pytest.mark.slow
+def test_worker_processes_with_a_bad_cron_entry_fail_at_start_not_crash_loop(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
+    """``framework worker -p 2 --scheduler`` with an invalid cron entry stops at once, naming the entry, rather
+    than restarting the child that runs the scheduler again and again while the other serves."""
+    config = tmp_path / "framework.toml"
+    config.write_text(
+        f'redis_url = "{redis_url}"\nnamespace = "{namespace}"\napp = "tests.framework.scheduler_app"\n'
+        f'load_plugins = []\ndata_dir = "{tmp_path / "data"}"\n\n'
+        '[[cron]]\nname = "broken"\nspec = "61 * * * *"\ntask = "test:tick"\n'
+    )
+    env = {**os.environ, "FRAMEWORK_APP": "tests.framework.scheduler_app", "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "framework", "--config", str(config), "worker", "-p", "2", "--scheduler"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            try:
+                code = proc.wait(timeout=12)
+            except subprocess.TimeoutExpired:
+                code = None
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    text = log.read_text(errors="replace")
+    deaths = text.count("worker_process_died")
+    assert "cron entry 'broken' from settings" in text
+    assert code not in (None, 0), f"still running after 12 s; {deaths} child deaths:\n{text[-3000:]}"
+    assert deaths <= 1, text[-3000:]
+
+
+# --- a paused replica resumes (coverage: passes) ----------------------------------------------------
+
+
+async def test_paused_replica_resuming_does_not_refire_what_another_fired(
+    settings: Settings, redis: Redis, schema: Schema
+) -> None:
+    """Replica A is paused across two ticks that replica B fires; on resuming (within and past the lateness
+    window, with ``run_missed``) A enqueues nothing again."""
+    task = TaskDef("cronfaults:tick", Job, _handle, queue="cronq2")
+    entries = [CronEntry("m", "@every 1m", task, run_missed=True), CronEntry("f", "@every 10s", task)]
+    clock_a, clock_b = SimulatedClock(T0 + 1), SimulatedClock(T0 + 1)
+    a, b = (
+        Scheduler(settings, entries=entries, registry=Registry([task]), redis=redis, clock=c)
+        for c in (clock_a, clock_b)
+    )
+    await a.fire_due()
+    await b.fire_due()
+    for t in range(2, 201):  # B runs on; A is paused from T0+1 to T0+200
+        clock_b.set(T0 + t)
+        await b.fire_due()
+    clock_a.set(T0 + 200)
+    assert await a.fire_due() == []  # 10 s ticks 150..200 already fired by B; the 1 m tick at 180 too
+    ids = await pending_ids(redis, schema, "cronq2")
+    assert len(ids) == len(set(ids)) == 3 + 20  # 60, 120, 180 and every 10 s from 10 to 200

@@ -259,24 +259,28 @@ class Processor:
                 self._limited = True
                 continue
             waiter = self.server_id if self.handoff_ready else ""
-            taken = await self._dequeue(queue, min(n, batch), waiter, alone=not (self.inflight or self.overrun))
+            taken, sent = await self._dequeue(queue, min(n, batch), waiter, alone=not (self.inflight or self.overrun))
             if taken.blocked:  # a crash suspect is next: finish what this worker holds, then take it alone
                 self._isolate = queue
                 self.log.info("suspect_waiting", queue=queue, note="finishing running tasks to run it alone")
                 return 0
             if taken:
-                self._start(queue, taken, suspect=taken.suspect)
+                self._start(queue, taken, suspect=taken.suspect, since=sent)
                 return len(taken)
             empty[queue] = asyncio.get_running_loop().time() + _EMPTY_RECHECK
         for queue in order:  # nothing anywhere: each queue goes last until a wake-up names it
             empty[queue] = math.inf
         return 0
 
-    async def _dequeue(self, queue: str, count: int, waiter: str = "", *, alone: bool) -> Taken:
-        """The broker's dequeue; while it is in flight, the slots it may fill count as taken (:meth:`handoff`)."""
+    async def _dequeue(self, queue: str, count: int, waiter: str = "", *, alone: bool) -> tuple[Taken, float]:
+        """The broker's dequeue, and when it was sent (the tasks' leases in Redis start no earlier).
+
+        While it is in flight, the slots it may fill count as taken (:meth:`handoff`).
+        """
         self._dequeuing += count
+        sent = self.clock.now()
         try:
-            return await self.broker.dequeue(queue, count, self._inflight_keys[queue], waiter, alone=alone)
+            return await self.broker.dequeue(queue, count, self._inflight_keys[queue], waiter, alone=alone), sent
         finally:
             self._dequeuing -= count
 
@@ -289,9 +293,9 @@ class Processor:
         self._isolate = None
         if self.overrun:
             return 0
-        taken = await self._dequeue(queue, 1, alone=True)
+        taken, sent = await self._dequeue(queue, 1, alone=True)
         if taken:
-            self._start(queue, taken, suspect=taken.suspect)
+            self._start(queue, taken, suspect=taken.suspect, since=sent)
         return len(taken)
 
     def _must_wait(self) -> bool:
@@ -360,9 +364,25 @@ class Processor:
             return False
         return True
 
-    def _start(self, queue: str, taken: list[tuple[str, bytes]], *, suspect: bool = False) -> None:
+    def _start(
+        self, queue: str, taken: list[tuple[str, bytes]], *, suspect: bool = False, since: float | None = None
+    ) -> None:
+        """Hold and run the tasks just taken; their leases count from ``since``, when the dequeue was sent.
+
+        The lease in Redis was set when the dequeue ran, and the recoverer relies on the worker's own lease
+        never outliving it: a worker paused between the dequeue and here (SIGSTOP, a VM or a long GC pause)
+        may have been judged dead and its tasks run elsewhere meanwhile. A task whose lease ran out so
+        is not run and nothing is written for it: the recoverer owns it.
+        """
         now = self.clock.now()
-        lease_until = now + self.lease_ttl
+        lease_until = (now if since is None else since) + self.lease_ttl
+        if lease_until <= now:
+            for task_id, _ in taken:
+                self.log.warning(
+                    "task_lease_lapsed", task_id=task_id, queue=queue, note="not run: the recoverer owns it"
+                )
+                self.ledger.forget((queue, task_id))
+            return
         clock, inflight, overrun = self.clock, self.inflight, self.overrun
         held: list[InFlight] = []
         if suspect and (self.inflight or self.overrun):

@@ -142,6 +142,7 @@ class Broker(Protocol):
     async def read_aggregation_set(  # noqa: D102
         self, queue: str, set_key: str
     ) -> tuple[list[tuple[str, bytes]], float | None]: ...
+    async def aggregation_set_deadline(self, queue: str, set_key: str) -> float | None: ...  # noqa: D102
     async def delete_aggregation_set(self, queue: str, set_key: str) -> int: ...  # noqa: D102
 
 
@@ -289,6 +290,7 @@ class RedisBroker:
     first_in_group = _PartMethod("maintenance", Maintenance.first_in_group)
     aggregation_check = _PartMethod("maintenance", Maintenance.aggregation_check)
     read_aggregation_set = _PartMethod("maintenance", Maintenance.read_aggregation_set)
+    aggregation_set_deadline = _PartMethod("maintenance", Maintenance.aggregation_set_deadline)
     delete_aggregation_set = _PartMethod("maintenance", Maintenance.delete_aggregation_set)
 
 

@@ -212,6 +212,11 @@ class Maintenance(BrokerPart):
         deadline = float(flat[0]) if int(flat[0]) >= 0 else None
         return [(flat[i].decode(), flat[i + 1]) for i in range(1, len(flat), 2)], deadline
 
+    async def aggregation_set_deadline(self, queue: str, set_key: str) -> float | None:
+        """An aggregation set's deadline (Unix s), or None once it is gone (aggregated, or reclaimed)."""
+        score = await self.redis.zscore(self.schema.queue(queue).aggregation_sets, set_key)
+        return None if score is None else float(score)
+
     async def delete_aggregation_set(self, queue: str, set_key: str) -> int:
         """Delete an aggregation set and its member tasks (after the aggregated task was enqueued)."""
         qk = self.schema.queue(queue)

@@ -182,6 +182,37 @@ async def test_a_failing_aggregate_is_retried_after_the_set_is_reclaimed(
     assert batches == [Batch(ns=[1], group="retry")]
 
 
+async def test_an_aggregate_that_outlives_its_sets_deadline_enqueues_nothing_and_the_group_is_aggregated_once(
+    setup: Any, client: Any, redis: Any, schema: Any
+) -> None:
+    """``aggregate`` (user code) runs past the staged set's deadline, and a recoverer puts the tasks back into
+    their group meanwhile: the late result is dropped, and the group is aggregated once, from the group."""
+    qk = schema.queue("default")
+    broker = RedisBroker(redis, schema, SystemClock())
+    calls = 0
+
+    async def slow(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # as if two minutes passed while it ran, and a recoverer reclaimed the set
+            set_key = (await redis.zrange(qk.aggregation_sets, 0, -1))[0]
+            await redis.zadd(qk.aggregation_sets, {set_key: int(time.time()) - 1})
+            assert await broker.reclaim_stale_aggregation_sets("default") == 1
+        return to_batch(group, tasks)
+
+    with capture_logs() as logs:
+        batches = await setup(Aggregator(group="late", grace_period=0.2, aggregate=slow))
+        await client.enqueue(ITEM, Item(n=7), group="late")
+
+        async def aggregated() -> bool:
+            return bool(batches) and calls >= 2
+
+        await wait_until(aggregated)
+        await asyncio.sleep(0.5)  # a second batch, if the late result had been enqueued, would have run by now
+    assert batches == [Batch(ns=[7], group="late")]
+    assert [e["event"] for e in logs if e["event"] == "group_aggregation_late"] == ["group_aggregation_late"]
+
+
 async def test_a_member_whose_message_does_not_decode_is_left_out_and_logged(
     setup: Any, client: Any, redis: Any, schema: Any
 ) -> None:

@@ -15,7 +15,8 @@ group name (or for the task type of the group's tasks) decides when and how the 
   it is enqueued to the group's queue with the set id as its task id (options may change both);
 * the staged tasks and the set are then deleted. If the worker dies first, or ``aggregate`` raises, the
   recoverer puts the set back into its group after the deadline and it is aggregated again
-  (at-least-once).
+  (at-least-once). An ``aggregate`` still running near the deadline has its result dropped
+  (``group_aggregation_late``): the tasks are aggregated again from their group, not twice.
 
 Go's asynq has one aggregate function per server; here each group or task type has its own, and Go
 services that enqueue grouped tasks are served alike (the keys are asynq's).
@@ -120,6 +121,11 @@ def collect_aggregators(pm: pluggy.PluginManager, settings: Settings) -> list[Ag
                 raise PluginError(f"plugin {plugin!r} contributed {item!r} to register_aggregators, not an Aggregator")
             out.append(item)
     return out
+
+
+DEADLINE_MARGIN = 10.0
+"""Seconds before a staged set's deadline after which its aggregated task is no longer enqueued here: the
+recoverer may reclaim the set from then on (clocks of different hosts included)."""
 
 
 def _normalize(result: Any) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]]:
@@ -261,6 +267,8 @@ class GroupAggregator:
         try:
             tasks = self._decodable(queue, group, members)
             task, payload, options = _normalize(await await_me_maybe(agg.aggregate(group, tasks)))
+            if not await self._still_ours(queue, group, set_key, len(members)):
+                return 0
             options = {"queue": queue, "task_id": set_id, **options}
             try:
                 info = await self.client.enqueue(task, payload, **options)
@@ -282,6 +290,25 @@ class GroupAggregator:
         await self.broker.delete_aggregation_set(queue, set_key)
         self.log.info("group_aggregated", queue=queue, group=group, tasks=len(members), task_id=task_id)
         return 1
+
+    async def _still_ours(self, queue: str, group: str, set_key: str, size: int) -> bool:
+        """Whether the staged set may still be aggregated here: not reclaimed, nor about to be.
+
+        ``aggregate`` is user code and may take long (or this worker may have been paused): once the set's
+        deadline has passed, a recoverer puts its tasks back into the group, where they are aggregated again
+        into another set with another id; enqueuing this one too would aggregate them twice.
+        """
+        deadline = await self.broker.aggregation_set_deadline(queue, set_key)
+        if deadline is not None and self.client.clock.now() < deadline - DEADLINE_MARGIN:
+            return True
+        self.log.warning(
+            "group_aggregation_late",
+            queue=queue,
+            group=group,
+            tasks=size,
+            note="the set's deadline passed while it was aggregated: its tasks go back to the group",
+        )
+        return False
 
     async def run_once(self) -> None:
         """Check every group once (:meth:`check_once`)."""

@@ -99,14 +99,14 @@ class TaskActions(Part):
             return [(qk.group(g), "zset", g) for g in names]
         return [(getattr(qk, state.value), "zset", "")]
 
-    async def _count(self, sources: list[tuple[str, str, str]]) -> int:
+    async def _counts(self, sources: list[tuple[str, str, str]]) -> list[int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, kind, _ in sources:
                 if kind == "list":
                     pipe.llen(key)
                 else:
                     pipe.zcard(key)
-            return sum(int(n) for n in await pipe.execute())
+            return [int(n) for n in await pipe.execute()]
 
     async def _bulk(
         self,
@@ -114,24 +114,34 @@ class TaskActions(Part):
         state: TaskState | str,
         group: str | None,
         allowed: tuple[str, frozenset[TaskState]],
-        call: Callable[[QueueKeys, str, str, str], Any],
+        call: Callable[[QueueKeys, str, str, str, int], Any],
         progress: Progress | None,
     ) -> int:
+        """Act on the tasks of ``state`` in batches: at most as many as were counted when it started.
+
+        The count is what the caller was shown (and confirmed); tasks that arrive meanwhile (pushed at a
+        pending list's other end, forwarded into a set) are not touched, and a steady producer cannot keep
+        the action going forever.
+        """
         st = as_state(state)
         _allowed(allowed[0], st, allowed[1])
         qk = await self._ns.queue_keys(queue)
         sources = await self._sources(qk, st, group)
-        total = await self._count(sources)
+        counts = await self._counts(sources)
+        total = sum(counts)
         done = 0
         if progress is not None:
             progress(0, total)
-        for key, kind, name in sources:
-            while True:
-                taken, changed = await call(qk, key, kind, name)
+        for (key, kind, name), counted in zip(sources, counts, strict=True):
+            left = counted
+            while left > 0:
+                limit = min(BATCH_SIZE, left)
+                taken, changed = await call(qk, key, kind, name, limit)
                 done += int(changed)
+                left -= int(taken)
                 if progress is not None:
                     progress(done, total)
-                if int(taken) < BATCH_SIZE:
+                if int(taken) < limit:
                     break
         return done
 
@@ -140,9 +150,9 @@ class TaskActions(Part):
     ) -> int:
         """Make every task of ``state`` (scheduled, retry, archived, completed, aggregating) pending now."""
 
-        async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
+        async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
             now_ns = int(self._ns.now() * 1e9)
-            args: list[Any] = [qk.task_prefix, BATCH_SIZE, name, now_ns, self._schema.wakeup_channel, queue]
+            args: list[Any] = [qk.task_prefix, limit, name, now_ns, self._schema.wakeup_channel, queue]
             return await SCRIPTS["run_all"](self._redis, [key, qk.pending, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("run", _RUNNABLE), call, progress)
@@ -152,9 +162,9 @@ class TaskActions(Part):
     ) -> int:
         """Archive every task of ``state`` (pending, scheduled, retry, completed, aggregating)."""
 
-        async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
+        async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
             now = int(self._ns.now())
-            args: list[Any] = [qk.task_prefix, BATCH_SIZE, kind, name, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE]
+            args: list[Any] = [qk.task_prefix, limit, kind, name, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE]
             return await SCRIPTS["archive_all"](self._redis, [key, qk.archived, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("archive", _ARCHIVABLE), call, progress)
@@ -164,8 +174,8 @@ class TaskActions(Part):
     ) -> int:
         """Delete every task of ``state`` (any but active) and release the uniqueness locks they hold."""
 
-        async def call(qk: QueueKeys, key: str, kind: str, name: str) -> Any:
-            args: list[Any] = [qk.task_prefix, BATCH_SIZE, kind, name]
+        async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
+            args: list[Any] = [qk.task_prefix, limit, kind, name]
             return await SCRIPTS["delete_all"](self._redis, [key, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("delete", _DELETABLE), call, progress)

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Unpack
+from urllib.parse import quote
 
 import msgspec
 from litestar import Response
@@ -305,5 +306,7 @@ async def _pending(client: Client, task_id: str, queue: str, status_url: str | N
     body: dict[str, Any] = {"id": task_id, "queue": queue, "state": _text(state) or "pending"}
     headers: dict[str, str] = {}
     if status_url is not None:
-        body["status_url"] = headers["Location"] = status_url.format(id=task_id, queue=queue)
+        # any string is a task id (an app's idempotency key: "order/42", "50% off"): escaped as one path segment
+        url = status_url.format(id=quote(task_id, safe=""), queue=quote(queue, safe=""))
+        body["status_url"] = headers["Location"] = url
     return Response(body, status_code=202, headers=headers)

@@ -106,11 +106,20 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-def client(redis: Redis, schema: Schema, settings: Settings, registry: Registry) -> Client:
-    """An enqueue client for this test's namespace."""
+async def client(redis: Redis, schema: Schema, settings: Settings, registry: Registry) -> AsyncIterator[Client]:
+    """An enqueue client for this test's namespace.
+
+    Its waiters' listener and its hot-path connection are closed after the test (a listener left running
+    would keep the event loop from closing); the Redis client is the ``redis`` fixture's.
+    """
     from framework.client.client import Client  # noqa: PLC0415
 
-    return Client(redis, schema=schema, settings=settings, registry=registry, url=settings.redis_url or "")
+    made = Client(redis, schema=schema, settings=settings, registry=registry, url=settings.redis_url or "")
+    try:
+        yield made
+    finally:
+        await made.waiters.close()
+        made.broker.close()
 
 
 @pytest.fixture

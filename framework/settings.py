@@ -16,6 +16,7 @@ setting, the value and what is allowed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -247,25 +248,54 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return msgspec.structs.replace(self, **changes)
 
 
+class _InvalidSetting(ConfigError):
+    """A value :func:`_validate` refuses; :func:`load_settings` re-raises it naming where the value came from.
+
+    Attributes:
+        setting: the top-level setting the value belongs to (its key in the sources).
+        label: how the message names the value (``queue_defaults['low'].timeout``).
+        value: the refused value.
+        rule: what is allowed.
+    """
+
+    def __init__(self, setting: str, label: str, value: object, rule: str) -> None:
+        self.setting = setting
+        self.label = label
+        self.value = value
+        self.rule = rule
+        super().__init__(f"setting {label}={value!r} is invalid: {rule}")
+
+    def with_source(self, where: str) -> ConfigError:
+        """The same refusal, saying which file, variable or argument the value came from."""
+        return ConfigError(f"{self} (from {where})")
+
+
+def _check_number(
+    setting: str, value: float, minimum: float, rule: str, *, above: bool = False, label: str | None = None
+) -> None:
+    """Refuse ``value`` unless it is finite and ``>= minimum`` (``> minimum`` when ``above``).
+
+    Written so NaN fails: every comparison with NaN is False, so ``value < minimum`` would let it through,
+    and ``asyncio.sleep(nan)`` returns at once, turning an interval into a busy loop. Infinity fails too: none
+    of these settings can mean "never", and an infinite number of seconds cannot go into a task message.
+    """
+    if not math.isfinite(value):
+        raise _InvalidSetting(setting, label or setting, value, f"{rule}; {value!r} is not a finite number")
+    if not (value > minimum if above else value >= minimum):
+        raise _InvalidSetting(setting, label or setting, value, rule)
+
+
 def _validate(s: Settings) -> None:
     """Check the rules msgspec types cannot express; raise ConfigError naming the setting."""
-    if s.concurrency < 1:
-        raise ConfigError(f"setting concurrency={s.concurrency!r} is invalid: must be an integer >= 1")
+    _check_number("concurrency", s.concurrency, 1, "must be an integer >= 1")
     _validate_queues(s)
     _validate_intervals(s)
     _validate_limits(s)
-    if s.dequeue_batch < 1:
-        raise ConfigError(f"setting dequeue_batch={s.dequeue_batch!r} is invalid: must be an integer >= 1")
-    if s.max_payload_size < 0:
-        raise ConfigError(
-            f"setting max_payload_size={s.max_payload_size!r} is invalid: must be a number of bytes >= 0 (0 = no limit)"
-        )
-    if s.unknown_type_wait < 0:
-        raise ConfigError(
-            f"setting unknown_type_wait={s.unknown_type_wait!r} is invalid: must be a number of seconds >= 0"
-        )
+    _check_number("dequeue_batch", s.dequeue_batch, 1, "must be an integer >= 1")
+    _check_number("max_payload_size", s.max_payload_size, 0, "must be a number of bytes >= 0 (0 = no limit)")
+    _check_number("unknown_type_wait", s.unknown_type_wait, 0, "must be a number of seconds >= 0")
     if not 0 <= s.port <= 65535:
-        raise ConfigError(f"setting port={s.port!r} is invalid: must be an integer from 0 to 65535")
+        raise _InvalidSetting("port", "port", s.port, "must be an integer from 0 to 65535")
     if s.redis_url is not None and not s.redis_url.startswith(_URL_SCHEMES):
         raise ConfigError(
             f"setting redis_url={redact_url(s.redis_url)!r} is invalid: use redis://, rediss://, unix://, "
@@ -311,31 +341,25 @@ def _validate_intervals(s: Settings) -> None:
         "recoverer_interval",
         "workflow_check_interval",
     ):
-        value = getattr(s, field_name)
-        if value <= 0:
-            raise ConfigError(f"setting {field_name}={value!r} is invalid: must be a number of seconds > 0")
-    if s.loop_block_threshold < 0:
-        raise ConfigError(
-            f"setting loop_block_threshold={s.loop_block_threshold!r} is invalid: must be seconds >= 0 (0 = off)"
-        )
+        _check_number(field_name, getattr(s, field_name), 0, "must be a number of seconds > 0", above=True)
+    _check_number("loop_block_threshold", s.loop_block_threshold, 0, "must be seconds >= 0 (0 = off)")
     if s.heartbeat_interval >= 15:
-        raise ConfigError(
-            f"setting heartbeat_interval={s.heartbeat_interval!r} is invalid: must be < 15 s so 30 s leases stay valid"
+        raise _InvalidSetting(
+            "heartbeat_interval", "heartbeat_interval", s.heartbeat_interval, "must be < 15 s so 30 s leases stay valid"
         )
 
 
 def _validate_queue_defaults(defaults: Mapping[str, TaskDefaults]) -> None:
     for name, d in defaults.items():
-        if d.max_retry is not None and d.max_retry < 0:
-            raise ConfigError(f"setting queue_defaults[{name!r}].max_retry={d.max_retry!r} is invalid: must be >= 0")
-        if d.timeout is not None and d.timeout <= 0:
-            raise ConfigError(
-                f"setting queue_defaults[{name!r}].timeout={d.timeout!r} is invalid: must be a number of seconds > 0"
-            )
-        if d.retention is not None and d.retention < 0:
-            raise ConfigError(
-                f"setting queue_defaults[{name!r}].retention={d.retention!r} is invalid: must be seconds >= 0"
-            )
+        label = f"queue_defaults[{name!r}]"
+        if d.max_retry is not None:
+            _check_number("queue_defaults", d.max_retry, 0, "must be >= 0", label=f"{label}.max_retry")
+        if d.timeout is not None:
+            rule = "must be a number of seconds > 0"
+            _check_number("queue_defaults", d.timeout, 0, rule, above=True, label=f"{label}.timeout")
+        if d.retention is not None:
+            rule = "must be seconds >= 0"
+            _check_number("queue_defaults", d.retention, 0, rule, label=f"{label}.retention")
 
 
 _SECRET_WORDS = ("password", "secret", "token", "api_key", "access_key")
@@ -453,6 +477,13 @@ def _describe_error(exc: msgspec.ValidationError, data: Mapping[str, Any], sourc
     return f"invalid settings: {text}"
 
 
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    """What is wrong with a settings file that is not UTF-8, in words (UTF-16 is what some editors save)."""
+    if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "is UTF-16 text, not UTF-8"
+    return f"is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset {exc.start})"
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -477,14 +508,21 @@ def load_settings(
         import tomllib  # noqa: PLC0415 - only when there is a file to read
 
         try:
-            file_data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            text = toml_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"settings file {toml_path} {_not_utf8(exc)}: TOML is UTF-8; save it as UTF-8") from exc
+        except OSError as exc:
+            raise ConfigError(f"settings file {toml_path} cannot be read: {exc.strerror or exc}") from exc
+        try:
+            file_data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"settings file {toml_path} is not valid TOML: {exc}") from exc
         data.update(file_data)
         sources.update(dict.fromkeys(file_data, str(toml_path)))
     elif explicit:
         where = "" if path else " (FRAMEWORK_CONFIG)"
-        raise ConfigError(f"settings file {toml_path}{where} does not exist")
+        problem = "is not a file" if toml_path.exists() else "does not exist"
+        raise ConfigError(f"settings file {toml_path}{where} {problem}")
     env_data = _from_env(env)
     data.update(env_data)
     sources.update({k: _ENV_PREFIX + k.upper() for k in env_data})
@@ -496,3 +534,7 @@ def load_settings(
         return msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_describe_error(exc, data, sources)) from exc
+    except _InvalidSetting as exc:
+        if exc.setting not in sources:
+            raise
+        raise exc.with_source(sources[exc.setting]) from exc

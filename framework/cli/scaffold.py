@@ -27,7 +27,9 @@ task added to such an app goes into ``jobs/``, its test named ``test_job_<name>.
 
 from __future__ import annotations
 
+import ast
 import builtins
+import functools
 import json
 import keyword
 import re
@@ -91,6 +93,10 @@ _RESERVED = {
     "task": frozenset(sys.stdlib_module_names) | frozenset(dir(builtins)) | _TEMPLATE_NAMES,
     "plugin": frozenset({*BUILTIN_PLUGINS, "app", "demo"}),
 }
+_PROBE = "probe_zq"
+"""The task name :func:`_template_identifiers` renders the task templates with; no template uses it."""
+_TEST_PREFIX = "test"
+"""pytest collects functions named ``test*`` and classes named ``Test*`` from the generated test module."""
 
 
 class ScaffoldError(FrameworkError, ValueError):
@@ -355,16 +361,106 @@ def suggest_name(name: str, kind: Kind = "app") -> str:
     if text[0].isdigit():
         text = f"{suffix}_{text}"
     text = text[:MAX_NAME_LENGTH].rstrip("_")
-    if keyword.iskeyword(text) or keyword.issoftkeyword(text) or text in _RESERVED[kind]:
-        text = f"{text}_{suffix}"
-    return text
+    short = text[: MAX_NAME_LENGTH - len(suffix) - 1].rstrip("_")
+    candidates = (text, f"{short}_{suffix}", f"{suffix}_{short}")
+    return next((c for c in candidates if not _problem(c, kind)), f"my_{suffix}")
+
+
+def _forms(snake: str) -> dict[str, str]:
+    """Each form of :data:`_PROBE` in identifiers (as typed, type constant, payload class) -> that of ``snake``."""
+    return {_PROBE: snake, _PROBE.upper(): snake.upper(), pascal(_PROBE): pascal(snake)}
+
+
+@functools.cache
+def _template_identifiers() -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
+    """What the task templates name, read from the templates themselves rather than kept by hand.
+
+    The task templates are rendered for :data:`_PROBE` with every option on (cron entry, uniqueness,
+    retries, timeout, time zone), and the Python files parsed. Every identifier they bind or use (imports,
+    functions, classes, parameters, fixtures, locals; not attributes, keyword arguments or payload fields,
+    which cannot shadow anything) is split in two: those built from the task's name and the rest.
+
+    Returns:
+        The identifiers the templates use whatever the task's name, and those built from it (with
+        :data:`_PROBE` standing for the name), each with what it is (an import, a parameter...).
+    """
+    task = TaskSpec(_PROBE, "probe_app", max_retry=1, timeout=1.0, unique=1, cron="@daily", tz="Europe/Paris")
+    names = Names(root=Path("probe"), package="probe_app", task=task)
+    fixed: dict[str, str] = {}
+    derived: dict[str, str] = {}
+    for file in plan("task", names):
+        if file.path.suffix != ".py":
+            continue
+        for identifier, role in _identifiers(ast.parse(file.content)):
+            if any(form in identifier for form in _forms(_PROBE)):
+                derived.setdefault(identifier, role)
+            else:
+                fixed.setdefault(identifier, role)
+    return fixed, tuple(sorted(derived.items()))
+
+
+def _identifiers(tree: ast.Module) -> Iterable[tuple[str, str]]:
+    """The names a module binds or reads, with what each is; a class body's fields are the class's, skipped."""
+    fields_of_classes = {
+        id(target)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        for statement in node.body
+        if isinstance(statement, ast.AnnAssign | ast.Assign)
+        for target in ast.walk(statement)
+        if isinstance(target, ast.Name) and isinstance(target.ctx, ast.Store)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node.name, "function"
+        elif isinstance(node, ast.ClassDef):
+            yield node.name, "class"
+        elif isinstance(node, ast.arg):
+            yield node.arg, "parameter"
+        elif isinstance(node, ast.alias):
+            yield (node.asname or node.name.split(".")[0]), "import"
+        elif isinstance(node, ast.Name) and id(node) not in fields_of_classes:
+            yield node.id, "variable" if isinstance(node.ctx, ast.Store) else "name"
+
+
+def _task_clash(snake: str) -> str:
+    """Why the task ``snake`` would generate broken code ("" when it would not).
+
+    Its generated module and test bind identifiers built from the name (the module's name, the enqueue
+    helper, ``handle_<name>``, ``<name>_task``, ``<name>_cron``, the type constant, the payload class). One
+    equal to a name the templates use shadows it (``info = await info(...)``, ``TYPE_CHECKING`` imported
+    twice), one equal to a builtin or keyword shadows it or does not compile (``class None``), two equal to
+    each other overwrite each other (the task ``a``: constant ``A`` and class ``A``), and a test module
+    importing ``test*`` names makes pytest collect the helper as a test.
+    """
+    if snake.startswith(_TEST_PREFIX):
+        return f"pytest would collect its enqueue helper {snake} from the generated test as a test"
+    fixed, derived = _template_identifiers()
+    derived_roles = dict(derived)
+    seen: dict[str, str] = {}
+    for pattern, role in derived:
+        identifier = pattern
+        for probe_form, form in _forms(snake).items():
+            identifier = identifier.replace(probe_form, form)
+        if keyword.iskeyword(identifier) or identifier in _RESERVED["task"]:
+            return f"the generated code would name a {role} {identifier}, a name Python already has"
+        if identifier in fixed:
+            return (
+                f"the generated code would name a {role} {identifier}, which clashes with the {fixed[identifier]} "
+                f"{identifier} of the generated task module or its test"
+            )
+        if seen.setdefault(identifier, pattern) != pattern:
+            return f"the generated code would name both a {role} and a {derived_roles[seen[identifier]]} {identifier}"
+    return ""
 
 
 def check_name(name: str, kind: Kind) -> str:
     """Validate a name and return its snake-case form.
 
     An app name must already be a valid, snake-case package name. Task and plugin names may use
-    hyphens for underscores (``send-report``).
+    hyphens for underscores (``send-report``). A task name is also refused when an identifier generated
+    from it (helper, handler, constant, payload class...) would clash with a name the task templates use,
+    with a builtin, or with another generated identifier: the generated app would fail its own tests.
 
     Args:
         name: what the user typed.
@@ -375,19 +471,24 @@ def check_name(name: str, kind: Kind) -> str:
     """
     kind = _kind(kind)
     snake = name if kind == "app" else name.replace("-", "_")
-    problem = ""
-    if not _SNAKE.fullmatch(snake):
-        problem = "use lowercase letters, digits and underscores, starting with a letter"
-    elif len(snake) > MAX_NAME_LENGTH:
-        problem = f"keep it to {MAX_NAME_LENGTH} characters"
-    elif keyword.iskeyword(snake) or keyword.issoftkeyword(snake):
-        problem = "it is a Python keyword"
-    elif snake in _RESERVED[kind]:
-        problem = "it would shadow a name Python, the framework or the generated code already uses"
+    problem = _problem(snake, kind)
     if problem:
         what = {"app": "Python package name", "task": "task name", "plugin": "plugin name"}[kind]
         raise ScaffoldError(f"{name!r} is not a valid {what}: {problem}; try {suggest_name(name, kind)!r}")
     return snake
+
+
+def _problem(snake: str, kind: Kind) -> str:
+    """Why ``snake`` is not a valid name of ``kind`` ("" when it is)."""
+    if not _SNAKE.fullmatch(snake):
+        return "use lowercase letters, digits and underscores, starting with a letter"
+    if len(snake) > MAX_NAME_LENGTH:
+        return f"keep it to {MAX_NAME_LENGTH} characters"
+    if keyword.iskeyword(snake) or keyword.issoftkeyword(snake):
+        return "it is a Python keyword"
+    if snake in _RESERVED[kind]:
+        return "it would shadow a name Python, the framework or the generated code already uses"
+    return _task_clash(snake) if kind == "task" else ""
 
 
 @dataclass(frozen=True, slots=True)

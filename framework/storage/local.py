@@ -10,7 +10,9 @@ Writes are atomic: a reader sees the old object or the new one, never a partial 
 first segment is ``.local-storage`` are reserved: listings skip that folder and the web app never
 serves it (:mod:`framework.web.storage_routes`). Because objects are files, one key cannot be both an
 object and the prefix of other objects (``a/b`` and ``a/b/c``); S3 allows that, this backend raises
-:class:`~framework.storage.base.InvalidKey`.
+:class:`~framework.storage.base.InvalidKey`. So does a key with a segment longer than a file name can be
+(255 bytes on common file systems), which S3 also allows: no retry could store it, so it must not look
+like an outage (:class:`~framework.storage.base.StorageUnavailable` is retried).
 URLs are ``<public_url>/<key>`` and do not expire.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import errno
 import mimetypes
 import os
 import tempfile
@@ -59,6 +62,8 @@ _decode_sidecar = msgspec.json.Decoder(_Sidecar).decode
 
 
 _INTERNAL = ".local-storage"
+_MAX_SEGMENT_BYTES = 255
+"""The longest file name (in bytes) of ext4, XFS, Btrfs, tmpfs, APFS and NTFS: the longest key segment."""
 
 
 def local_objects_dir(settings: Settings) -> Path:
@@ -145,6 +150,13 @@ class LocalStorage:
         except (ObjectNotFound, InvalidKey):
             raise
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                # The key, not the disk: a file system with shorter names than _check allows (eCryptfs), or a
+                # root folder so deep the whole path is too long. Permanent, so not StorageUnavailable.
+                what = f"object key {args[0]!r}" if args and isinstance(args[0], str) else "object key"
+                raise InvalidKey(
+                    f"invalid {what}: too long for the file system of local storage at {self.root} ({exc})"
+                ) from exc
             raise StorageUnavailable(f"local storage at {self.root} failed: {exc}") from exc
 
     def _paths(self, key: str) -> tuple[Path, Path]:
@@ -153,8 +165,16 @@ class LocalStorage:
     @staticmethod
     def _check(key: str) -> str:
         validate_key(key)
-        if key.split("/", 1)[0] == _INTERNAL:
+        segments = key.split("/")
+        if segments[0] == _INTERNAL:
             raise InvalidKey(f"invalid object key {key!r}: {_INTERNAL}/ is reserved by the local backend")
+        for segment in segments:
+            size = len(segment.encode("utf-8"))
+            if size > _MAX_SEGMENT_BYTES:
+                raise InvalidKey(
+                    f"invalid object key {key!r}: its segment {segment[:20]!r}... is {size} bytes; the local "
+                    f"backend stores segments as file names, at most {_MAX_SEGMENT_BYTES} bytes"
+                )
         return key
 
     def _put_sync(self, key: str, data: bytes, sidecar: _Sidecar) -> ObjectInfo:

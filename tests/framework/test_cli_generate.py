@@ -345,11 +345,11 @@ def test_new_plugins_option(tmp_path: Path) -> None:
 
 
 def test_generate_task_needs_an_app(tmp_path: Path) -> None:
-    result = run(tmp_path, "generate", "task", "x")
+    result = run(tmp_path, "generate", "task", "ping")
     assert result.exit_code == 1
     assert "no framework.toml in" in result.output
     (tmp_path / "framework.toml").write_text("concurrency = 4\n")
-    assert "has no `app` setting" in run(tmp_path, "generate", "task", "x").output
+    assert "has no `app` setting" in run(tmp_path, "generate", "task", "ping").output
 
 
 def test_generate_task_works_below_the_app_root(app: Path) -> None:

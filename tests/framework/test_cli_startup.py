@@ -146,7 +146,9 @@ def test_worker_rejects_counts_below_one(
 
 def test_a_settings_error_is_printed_once(env: dict[str, str], tmp_path: Path) -> None:
     done = run_framework({**env, "FRAMEWORK_CONCURRENCY": "0"}, tmp_path, "worker")
-    assert _short(done) == ["error: setting concurrency=0 is invalid: must be an integer >= 1"]
+    assert _short(done) == [
+        "error: setting concurrency=0 is invalid: must be an integer >= 1 (from FRAMEWORK_CONCURRENCY)"
+    ]
 
 
 # Root options anywhere ---------------------------------------------------------------------------

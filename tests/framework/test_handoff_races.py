@@ -24,8 +24,8 @@ async def test_a_handoff_during_a_queue_capped_dequeue_does_not_overfill_the_slo
 ) -> None:
     """concurrency=2; queue "a" (tried first) capped at 1 slot, so its dequeue reserves only 1 slot.
 
-    A handoff for "b" arriving while that dequeue is out sees 2-0-1 = 1 free slot and starts. "a" is empty;
-    the fetch then tries "b" with the ``free`` it computed before the handoff (2) and takes 2 more: 3 run.
+    A handoff for "b" arriving while that dequeue is out takes the other slot and starts. "a" is empty; the
+    fetch then asks "b" for what is free now (1, not the 2 free before the handoff): never more than 2 run.
     """
     release = asyncio.Event()
     running = most = 0

@@ -27,6 +27,9 @@ DEFAULT_MAX_RETRY = 25
 DEFAULT_TIMEOUT = 1800
 _MAX_INT32 = 2**31 - 1  # TaskMessage.retry is an int32
 _MAX_SECONDS = 2**62  # far beyond any real time, well inside TaskMessage's int64 fields
+_LAST_INSTANT = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last moment a task may be scheduled at or locked until. Later ones cannot be
+shown as dates (Python's datetime ends there), and a lock much later than that is refused by Redis."""
 
 _Seconds = float | int | timedelta
 _Instant = float | int | datetime
@@ -144,6 +147,9 @@ def _process_at(options: Mapping[str, Any], now: float) -> int | None:
         raise InvalidOption("options process_at and process_in cannot both be given")
     if process_in is not None:
         process_at = now + process_in
+    if process_at is not None and process_at > _LAST_INSTANT:
+        given = "process_in" if process_in is not None else "process_at"
+        raise InvalidOption(f"option {given}={options.get(given)!r} is invalid: the task would run after the year 9999")
     if process_at is not None and process_at > now:
         return math.ceil(process_at)
     return None
@@ -156,6 +162,17 @@ def _unique_ttl(unique: Any) -> int:
     ttl = _whole("unique", _seconds("unique", unique))
     if not ttl:
         raise InvalidOption(f"option unique={unique!r} is invalid: the uniqueness TTL must be at least 1 second")
+    return ttl
+
+
+def _lock_ttl(unique: Any, ready_at: float) -> int:
+    """:func:`_unique_ttl`, refused when the lock would be held past the year 9999.
+
+    The lock is held from now until the task is ready, plus the TTL; Redis refuses an expiry that far off.
+    """
+    ttl = _unique_ttl(unique)
+    if ttl and ready_at + ttl > _LAST_INSTANT:
+        raise InvalidOption(f"option unique={unique!r} is invalid: the lock would be held past the year 9999")
     return ttl
 
 
@@ -221,8 +238,8 @@ def resolve_options(
         max_retry=max_retry,
         timeout=timeout,
         deadline=deadline,
-        process_at=_process_at(options, now),
-        unique_ttl=_unique_ttl(unique),
+        process_at=(process_at := _process_at(options, now)),
+        unique_ttl=_lock_ttl(unique, process_at or now),
         retention=_whole("retention", retention) or 0,
         task_id=task_id,
         headers=_headers(options.get("headers")),

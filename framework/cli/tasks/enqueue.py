@@ -104,6 +104,8 @@ def _payload(text: str | None, task_type: str, registry: Registry) -> Any:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from exc
+    except RecursionError as exc:  # json's parser recurses once per level of nesting
+        raise click.BadParameter("not valid JSON: nested too deeply", param_hint="--payload") from exc
     return parsed if task_type in registry else text.encode()
 
 

@@ -142,7 +142,8 @@ class RetryAfter(FrameworkError):
     """Raised by a handler to retry the task after ``delay`` seconds (for example a provider's Retry-After).
 
     Args:
-        delay: seconds to wait before the next attempt; must not be negative.
+        delay: seconds to wait before the next attempt: a negative or NaN one is 0, and the worker waits at
+            most a year (an infinite delay too), so the task always gets a retry time.
         message: the error text recorded on the task.
     """
 

@@ -261,7 +261,7 @@ class TaskDef(Generic[P]):
             data = _encoder.encode(value)
             if self._result_decoder is not None and not (isinstance(expected, type) and isinstance(value, expected)):
                 self._result_decoder.decode(data)  # a value of another type fails here
-        except (TypeError, msgspec.EncodeError, msgspec.ValidationError) as exc:
+        except Exception as exc:  # any failure to encode (a cycle is a RecursionError) is the result's
             wanted = _type_name(expected) if expected is not None else "a JSON-encodable value"
             raise ResultTypeError(
                 f"task {self.type!r} must return {wanted}, got {type(value).__name__}: {exc}"

@@ -59,6 +59,18 @@ if TYPE_CHECKING:
 
 __all__ = ("UNKNOWN_TYPE_DELAYS", "InFlight", "OutcomeWriter", "error_text")
 
+MAX_RETRY_DELAY = 365 * 24 * 3600.0
+"""The longest wait before a retry: a larger, infinite or NaN delay (a ``RetryAfter`` or a retry policy's) is
+brought within [0, this], so the retry's time is always a real one and the task always gets its outcome."""
+
+
+def _bounded(delay: float) -> float:
+    """``delay`` within [0, :data:`MAX_RETRY_DELAY`]: NaN and negatives are 0, infinities and beyond the most."""
+    if delay > 0.0:
+        return min(delay, MAX_RETRY_DELAY)
+    return 0.0
+
+
 _MAX_BACKOFF = 5.0
 UNKNOWN_TYPE_DELAYS = (5, 300)
 """Shortest and longest delay (s) before a task whose type has no handler here is offered again; in between,
@@ -463,7 +475,7 @@ class OutcomeWriter:
         delay = self._delay_for(inf, taskdef, error)
         msg.retried += 1
         data = encode_message(msg)
-        retry_at = math.ceil(now + max(0.0, delay))
+        retry_at = math.ceil(now + _bounded(delay))
         if await self._write(inf, lambda: self.broker.retry(inf.queue, inf.id, data, retry_at, failure=True)):
             if self.on_retry is not None:
                 self.on_retry(retry_at)

@@ -409,7 +409,10 @@ class Worker:
         Returns within ``shutdown_timeout + cancel_grace`` plus a few seconds, even when handlers ignore
         their cancellation: those are left running (see :attr:`abandoned` and the module docstring).
         """
-        if self._stopping or not self._started:
+        if not self._started:
+            return
+        if self._stopping:  # a second call (a signal, then ``async with``'s exit) returns when the first is done
+            await self._stopped.wait()
             return
         self._stopping = True
         p = self.processor

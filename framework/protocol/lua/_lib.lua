@@ -34,7 +34,7 @@ local function leave_group(prefix, group, id, groups)
   return removed
 end
 
--- hand_off(keys, ka, args, aa, pending, task_key, id, msg): give a new task straight to an idle worker (framework's own path).
+-- hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_key): give a new task straight to an idle worker (framework's own path).
 -- keys[ka..ka+3]: waiters <ext>:{q}:waiters, paused, active, lease; args[aa..aa+4]: queue name, lease expiry
 -- (Unix s), in-flight key prefix <ext>:{q}:inflight:, handoff channel prefix <ext>:handoff:, in-flight TTL.
 -- Only when a worker waits, nothing is pending (FIFO holds) and the queue is not paused. The most recent
@@ -42,7 +42,7 @@ end
 -- as asynq's dequeue leaves it (state active, in the active list, leased) and recorded in that worker's
 -- in-flight set. A waiter nobody listens for any more (a dead or stopped worker) is dropped.
 -- Returns true when the task was handed off (the caller stores nothing more).
-local function hand_off(keys, ka, args, aa, pending, task_key, id, msg)
+local function hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_key)
   local waiters = keys[ka]
   if redis.call("LLEN", waiters) == 0 or redis.call("LLEN", pending) > 0 or redis.call("EXISTS", keys[ka + 1]) == 1 then
     return false
@@ -56,6 +56,9 @@ local function hand_off(keys, ka, args, aa, pending, task_key, id, msg)
     end
     if redis.call("PUBLISH", args[aa + 3] .. worker, note) > 0 then
       redis.call("HSET", task_key, "msg", msg, "state", "active")
+      if unique_key then -- the lock's key, as asynq's unique enqueue stores it (its delete releases the lock)
+        redis.call("HSET", task_key, "unique_key", unique_key)
+      end
       redis.call("LPUSH", keys[ka + 2], id)
       redis.call("ZADD", keys[ka + 3], args[aa + 1], id)
       local inflight = args[aa + 2] .. worker

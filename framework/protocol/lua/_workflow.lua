@@ -64,21 +64,26 @@ local function wf_release(W, step)
   if redis.call("EXISTS", task_key) == 1 then
     return "TaskIdConflict: a task with id " .. id .. " already exists in queue " .. queue
   end
+  local unique_key = nil
   if spec[3] then
     local lock = wf_lines(spec[3])
     if not redis.call("SET", lock[1], id, "NX", "EX", lock[2]) then
       return "DuplicateTask: a task with the same type and payload holds the unique lock in queue " .. queue
     end
+    unique_key = lock[1]
   end
   redis.call("SADD", W.ns .. ":queues", queue)
   local handed = false
   if W.handoff ~= "" then
     local hk = { xp .. "waiters", qp .. "paused", qp .. "active", qp .. "lease" }
     local ha = { queue, W.lease, xp .. "inflight:", W.handoff, W.ttl }
-    handed = hand_off(hk, 1, ha, 1, qp .. "pending", task_key, id, msg)
+    handed = hand_off(hk, 1, ha, 1, qp .. "pending", task_key, id, msg, unique_key)
   end
   if not handed then
     redis.call("HSET", task_key, "msg", msg, "state", "pending", "pending_since", W.now_ns)
+    if unique_key then -- as asynq's unique enqueue: its delete (and ours) releases the lock through this field
+      redis.call("HSET", task_key, "unique_key", unique_key)
+    end
     if redis.call("LPUSH", qp .. "pending", id) == 1 and W.wakeup ~= "" then
       redis.call("PUBLISH", W.wakeup, queue)
     end

@@ -48,7 +48,9 @@ end
 local function leave_active(score)
   redis.call("LREM", KEYS[2], 0, id)
   redis.call("ZREM", KEYS[3], id)
-  redis.call("ZADD", KEYS[4], score, id)
+  -- asynq's scheduled scores are whole Unix seconds (its inspector parses them as integers): rounded up, so
+  -- the task is never forwarded before it may start (the worker holds it until its exact time anyway)
+  redis.call("ZADD", KEYS[4], math.ceil(score), id)
   redis.call("HSET", KEYS[1], "state", "scheduled")
   if KEYS[5] ~= "" then
     redis.call("SREM", KEYS[5], id)

@@ -4,7 +4,21 @@ One asyncio task per task runs the middleware chain under the task's deadline, `
 deadline)``, enforced by one timer for all running tasks, armed for the earliest deadline (no timer per
 task). A handler that returns or fails frees its slot at once; the task stays in flight until its outcome
 is written by the :class:`~framework.worker.outcomes.OutcomeWriter`. Timeouts and cancellation (``asynq:cancel``)
-become failures, a cancellation at shutdown a requeue. Two outcomes are decided before the middleware chain
+become failures, a cancellation at shutdown a requeue. Once the worker has cancelled a handler, the reason it
+had (``inf.cancel_reason``) decides the outcome, whatever the handler does with its ``CancelledError``:
+re-raises it, swallows it and returns, or turns it into another exception (``except CancelledError: raise
+MyError``), as Go's asynq decides from the handler's context and not from what the handler returns. Anything
+else a handler raises is its failure (a retry, or the archive once its retries are spent): any
+``BaseException`` (``GeneratorExit``, a library's own subclass such as a test framework's ``Failed``,
+``SystemExit``, ``KeyboardInterrupt``), and a ``CancelledError`` it raises itself while nobody cancelled its
+runner (it awaited something another part cancelled). None of these may end the runner without an outcome:
+the task would stay in flight, its lease extended by the heartbeat, and its slot lost. A
+``KeyboardInterrupt`` is the handler's own, not a signal: a sync handler's runs in a thread, where no
+signal is delivered, and under :meth:`~framework.worker.worker.Worker.run` SIGINT is handled by the
+event loop's signal handler, which raises nothing in handler code. (A worker embedded in an application
+that leaves SIGINT to ``asyncio.run`` gets a ``KeyboardInterrupt`` from a second Ctrl-C wherever the loop
+is; one that lands in a handler fails that task, and the next ends the process.) Two outcomes are decided
+before the middleware chain
 runs, so each is logged here: a payload that does not decode into the task's payload type is archived
 (``task_payload_invalid``), and a task whose type has no handler here is put back for another worker
 (``task_type_unknown``, see :meth:`~framework.worker.outcomes.OutcomeWriter.unknown_type`).
@@ -72,9 +86,13 @@ _RUNNING: ContextVar[InFlight | None] = ContextVar("framework_running_task", def
 """The task a runner runs, set in the runner's own context (a sync handler's invoker records its thread there)."""
 
 
-def _timed_out(inf: InFlight) -> bool:
-    """Whether the processor cancelled ``inf``'s handler at its deadline (read after an await)."""
-    return inf.cancel_reason == "timeout"
+def _cancelled_from_outside() -> bool:
+    """Whether something other than the worker cancelled the running runner (an event loop's teardown, say).
+
+    A ``CancelledError`` nobody asked the runner for came from the handler itself: it is the handler's failure.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _returns_none(handler: Callable[..., Any]) -> bool:
@@ -292,14 +310,10 @@ class TaskExecution:
             _RUNNING.set(inf)
             self.deadlines.watch(inf, remaining)
             await self._chain(taskdef)(ctx, payload)
-            if _timed_out(inf):  # the handler swallowed the cancellation and returned
-                self._uncancel()
-                raise self._timeout_error(inf)
-        except asyncio.CancelledError as exc:
-            await self._cancelled(inf, taskdef, exc)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a handler exception becomes an outcome, never escapes
-            if self._handler_done(inf):
-                await self.outcomes.fail(inf, exc, taskdef)
+            if inf.cancel_reason:  # the handler swallowed its cancellation and returned: its reason decides
+                raise asyncio.CancelledError
+        except BaseException as exc:  # noqa: BLE001 - whatever a handler raises becomes an outcome, never escapes
+            await self._raised(inf, taskdef, exc)
         else:
             if self._handler_done(inf):
                 wrong = self._result_of(inf, taskdef) if taskdef is not None else None
@@ -330,8 +344,23 @@ class TaskExecution:
             payload = await fill_input(self.outcomes.broker, step, payload)
         return payload
 
-    async def _cancelled(self, inf: InFlight, taskdef: TaskDef[Any] | None, exc: asyncio.CancelledError) -> None:
-        """The handler ended with a cancellation: write the outcome its reason calls for (or re-raise ``exc``)."""
+    async def _raised(self, inf: InFlight, taskdef: TaskDef[Any] | None, exc: BaseException) -> None:
+        """The handler (or what runs before it) raised ``exc``: its failure, unless it was cancelled.
+
+        Once the worker cancelled it, the reason decides, even when the handler turned its ``CancelledError``
+        into another exception. A ``CancelledError`` while neither the worker nor anything else cancelled the
+        runner is the handler's own (it awaited something another part cancelled): a failure like any other.
+        """
+        if inf.cancel_reason or (isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside()):
+            await self._cancelled(inf, taskdef, exc)
+        elif self._handler_done(inf):
+            await self.outcomes.fail(inf, exc, taskdef)
+
+    async def _cancelled(self, inf: InFlight, taskdef: TaskDef[Any] | None, exc: BaseException) -> None:
+        """The handler was cancelled: write the outcome its reason calls for, however it ended (``exc``).
+
+        Without a reason (cancelled from outside the worker) the task is released and ``exc`` re-raised.
+        """
         if not self._handler_done(inf):
             return  # given up on earlier: its outcome is written already
         reason = inf.cancel_reason

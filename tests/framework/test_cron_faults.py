@@ -3,6 +3,7 @@ and a replica that was paused while another kept firing."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -65,6 +66,35 @@ async def test_cron_honours_the_task_types_default_uniqueness(settings: Settings
     clock.set(T0 + 20)
     await sched.fire_due()
     assert len(await pending_ids(redis, schema, "cronq")) == 1  # the second tick is a duplicate of a pending task
+
+
+# --- a restart across a tick ---------------------------------------------------------------------------
+
+
+async def test_a_scheduler_restarted_across_a_tick_fires_it_late_but_not_one_missed_for_longer(
+    settings: Settings, redis: Redis, schema: Schema
+) -> None:
+    """The only scheduler stops just before an hourly tick and starts again 5 s after it (a rolling deploy):
+    the tick is late, not missed, and fires. One that nobody fired for more than a minute stays missed."""
+    task = TaskDef("cronfaults:hourly", Job, _handle, queue="cronq3")
+    hour = math.ceil(T0 / 3600) * 3600
+
+    def scheduler(at: float) -> Scheduler:
+        return Scheduler(
+            settings,
+            entries=[CronEntry("h", "0 * * * *", task, Job(n=3))],
+            registry=Registry([task]),
+            redis=redis,
+            clock=SimulatedClock(at),
+        )
+
+    first = scheduler(hour - 10)
+    await first.fire_due()
+    first.clock.set(hour)  # type: ignore[attr-defined]
+    assert len(await first.fire_due()) == 1
+    assert len(await scheduler(hour + 3600 + 5).fire_due()) == 1  # restarted 5 s after the tick: fired late
+    assert await scheduler(hour + 7200 + 70).fire_due() == []  # 70 s after it: missed, as documented
+    assert len(await pending_ids(redis, schema, "cronq3")) == 2
 
 
 # --- an invalid entry under `framework worker -p N --scheduler` ------------------------------------

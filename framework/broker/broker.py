@@ -92,6 +92,7 @@ class Broker(Protocol):
         self, queue: str, task_id: str, limits: Sequence[Applied], inflight_key: str = ...
     ) -> LimitTaken: ...
     async def limit_release(self, queue: str, task_id: str, limits: Sequence[Applied]) -> int: ...  # noqa: D102
+    async def prune_limit_keys(self, name: str, cursor: str = "0", count: int = 500) -> tuple[str, int]: ...  # noqa: D102
     async def requeue(self, queue: str, task_id: str, *, wake: bool = ...) -> int: ...  # noqa: D102
     async def retry(self, queue: str, task_id: str, data: bytes, retry_at: int, *, failure: bool) -> int: ...  # noqa: D102
     async def archive(self, queue: str, task_id: str, data: bytes) -> int: ...  # noqa: D102
@@ -270,6 +271,7 @@ class RedisBroker:
     # limits
     limit_take = _PartMethod("limits", LimitOps.limit_take)
     limit_release = _PartMethod("limits", LimitOps.limit_release)
+    prune_limit_keys = _PartMethod("limits", LimitOps.prune_limit_keys)
 
     # maintenance
     next_due = _PartMethod("maintenance", Maintenance.next_due)

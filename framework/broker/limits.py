@@ -54,6 +54,17 @@ class LimitOps(BrokerPart):
         state: what the broker's parts share.
     """
 
+    async def prune_limit_keys(self, name: str, cursor: str = "0", count: int = 500) -> tuple[str, int]:
+        """One page of a keyed limit's seen keys walked: those holding nothing any more are dropped.
+
+        Returns the cursor to go on from ("0": walked through) and how many were dropped.
+        """
+        keys = self.schema.limit(name)
+        prefix = keys.keys[: -len(":keys")] + ":k:"
+        reply = await self.hot.evalsha(SCRIPTS["limit_prune_keys"], [keys.keys], [prefix, cursor, count])
+        nxt, dropped = reply
+        return (nxt.decode() if isinstance(nxt, bytes) else str(nxt)), int(dropped)
+
     async def limit_take(self, queue: str, task_id: str, limits: Sequence[Applied], inflight_key: str = "") -> Taken:
         """Take ``task_id``'s slots and tokens, or put it off without spending a retry (``limit_take.lua``).
 

@@ -45,6 +45,7 @@ _NAMES = (
     "enqueue_many",
     "enqueue_unique",
     "forward",
+    "limit_prune_keys",
     "limit_release",
     "limit_take",
     "list_lease_expired",

@@ -249,7 +249,12 @@ class Worker:
         self._components = [
             forwarding,
             Periodic(recoverer, s.recoverer_interval, self.health, self.clock),
-            Periodic(Janitor(broker, s.queues, self.log), s.janitor_interval, self.health, self.clock),
+            Periodic(
+                Janitor(broker, s.queues, self.log, _keyed_limits(self.registry)),
+                s.janitor_interval,
+                self.health,
+                self.clock,
+            ),
             Periodic(
                 WorkflowChecker(broker.workflows, s.queues, self.log, s.workflow_check_interval),
                 s.workflow_check_interval,
@@ -552,3 +557,8 @@ def _split_handoff(data: bytes) -> tuple[str, str, bytes]:
     colon = data.index(b":", end)
     start = colon + 1 + int(data[end:colon])
     return queue, data[colon + 1 : start].decode(), data[start:]
+
+
+def _keyed_limits(registry: Registry) -> list[str]:
+    """The names of the keyed limits this worker's task types declare (the janitor prunes their seen keys)."""
+    return sorted({limit.name or task.type for task in registry for limit in task.limits if limit.key is not None})

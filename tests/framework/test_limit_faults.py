@@ -127,3 +127,33 @@ async def test_hosts_whose_clocks_disagree_bend_a_rate_by_at_most_the_skew_times
     if abs(skew) < 1.0:
         assert started == 1
         assert min(dues) >= real + 1.0 - abs(skew) - 1e-6  # the next start is at most `skew` early
+
+
+async def test_a_keyed_limits_seen_keys_that_hold_nothing_are_pruned_and_the_others_kept(
+    redis: Redis, schema: Schema
+) -> None:
+    """The janitor's pass drops, a page at a time, the keys whose rate, slots, parked and waiting keys are all gone
+    (a user id that has not started a task for a while), and keeps every key that still holds something."""
+    from structlog import get_logger
+
+    from framework.worker.background.janitor import Janitor
+
+    name = "per-user"
+    seen = schema.limit(name).keys
+    gone = [f"user-{i}" for i in range(1200)]  # more than one page
+    live = {"tat": "user-a", "slots": "user-b", "parked": "user-c", "waiting": "user-d"}
+    await redis.sadd(seen, *gone, *live.values())
+    held = {kind: schema.limit(name, key) for kind, key in live.items()}
+    await redis.set(held["tat"].tat, 1, px=60_000)
+    await redis.zadd(held["slots"].slots, {"q\nid": 1})
+    await redis.rpush(held["parked"].parked, "q\nid")
+    await redis.zadd(held["waiting"].waiting, {"q\nid": 1})
+    broker = RedisBroker(redis, schema, SimulatedClock(time.time()))
+    janitor = Janitor(broker, [], get_logger(), keyed_limits=[name])
+    dropped = 0
+    for _ in range(20):  # each pass walks a page; a full walk returns the cursor to 0
+        dropped += await janitor.prune_limit_keys()
+        if janitor._cursors[name] == "0":
+            break
+    assert dropped == len(gone)
+    assert {m.decode() for m in await redis.smembers(seen)} == set(live.values())

@@ -7,9 +7,9 @@ claims the tick and enqueues its task in one step; only the scheduler that wins 
 to it late (event loop blocked, Redis briefly away), up to :data:`MISSED_AFTER` seconds late. Ticks that
 came due while no scheduler ran are skipped, except that an entry with ``run_missed`` runs its most recent
 missed tick once (``<ext>:cron:last`` records the last fired tick of each entry). An entry that has never
-fired has no missed ticks. A scheduler starting less than :data:`MISSED_AFTER` seconds after a tick of an
-entry that has fired before, and that nobody fired, fires it as late: a restart across a tick (the only
-replica's rolling deploy) does not lose it.
+fired has no missed ticks. When the one tick nobody fired is the entry's most recent, less than
+:data:`MISSED_AFTER` seconds before a scheduler starts, it is late, not missed, and fires: a restart across a
+tick (the only replica's rolling deploy) does not lose it; a longer downtime still skips.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class Ticker:
             latest = e.schedule.prev_at_or_before(now)
             if e.id not in last or latest is None or last[e.id] >= math.floor(latest):
                 continue  # never fired (nothing missed), or nothing missed since
-            if now - latest < MISSED_AFTER:  # a restart across the tick (a deploy): late, not missed
+            if now - latest < MISSED_AFTER and e.schedule.next_after(last[e.id]) >= math.floor(latest):
+                # only this tick came while no scheduler ran, under a minute ago (a restart across it): late
                 self.cursor[e.id] = math.nextafter(latest, -math.inf)
                 self.next[e.id] = latest
                 continue

@@ -664,7 +664,7 @@ class Client:
         try:
             answer = await self.broker.cancel(queue, task_id)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}") from exc
+            raise self._unreachable(exc) from exc
         if not answer:
             raise TaskNotFound(f"no task {task_id!r} in queue {queue!r}")
         return answer

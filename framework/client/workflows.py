@@ -13,8 +13,10 @@ the task types are known here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,6 @@ from framework.errors import (
     DuplicateTask,
     FrameworkError,
     InvalidWorkflow,
-    RedisUnavailable,
     TaskIdConflict,
     WaitTimeout,
     WorkflowFailed,
@@ -114,7 +115,7 @@ async def start(
             )
         )
         steps[planned.name] = (built.opts.queue, built.task_id)
-    try:
+    with _redis_faults(client):
         await client.broker.register_queues(sorted({q for q, _ in steps.values()} | {home}))
         reply = await client.broker.workflows.start(
             home,
@@ -126,10 +127,6 @@ async def start(
             retention=max(1, int(retention)),
             kept=max(1, int(keep_failed)),
         )
-    except FrameworkError:
-        raise
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise _unreachable(client, exc) from exc
     if reply == 0:
         raise InvalidWorkflow(f"a workflow with id {wid!r} exists already in queue {home!r}")
     if isinstance(reply, list):
@@ -156,29 +153,27 @@ async def wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     pubsub = client.redis.pubsub()
     try:
-        await pubsub.subscribe(wk.channel)
-        while True:
-            status, error = await client.redis.hmget(wk.meta, "status", "error")
-            status = _text(status) if status is not None else None
-            if status is None:
-                raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
-            if status == "succeeded":
-                return await result_of(client, home, wid, plan)
-            if status in ("failed", "cancelled"):
-                text = _text(error) if error else ""
-                detail = f": {text}" if status == "failed" and text else ""
-                raise WorkflowFailed(f"workflow {wid!r} {status}{detail}", workflow_id=wid, status=status, error=text)
-            wait_for = _RECHECK
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise WaitTimeout(f"workflow {wid!r} did not end within {timeout:g} s", task_id=wid, queue=home)
-                wait_for = min(wait_for, left)
-            await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_for)
-    except FrameworkError:
-        raise  # the wait's own outcomes; WaitTimeout is a builtin TimeoutError, hence an OSError
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise _unreachable(client, exc) from exc
+        with _redis_faults(client):  # WaitTimeout and the like pass: they are the wait's own outcomes
+            await pubsub.subscribe(wk.channel)
+            while True:
+                status, error = await client.redis.hmget(wk.meta, "status", "error")
+                status = _text(status) if status is not None else None
+                if status is None:
+                    raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
+                if status == "succeeded":
+                    return await result_of(client, home, wid, plan)
+                if status in ("failed", "cancelled"):
+                    text = _text(error) if error else ""
+                    detail = f": {text}" if status == "failed" and text else ""
+                    message = f"workflow {wid!r} {status}{detail}"
+                    raise WorkflowFailed(message, workflow_id=wid, status=status, error=text)
+                wait_for = _RECHECK
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise WaitTimeout(f"workflow {wid!r} did not end within {timeout:g} s", task_id=wid, queue=home)
+                    wait_for = min(wait_for, left)
+                await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_for)
     finally:
         await asyncio.shield(pubsub.aclose())
 
@@ -221,12 +216,8 @@ async def _output_tasks(client: Client, plan: Plan | None, graph: str, outputs: 
 async def cancel(client: Client, workflow: WorkflowInfo | str, *, queue: str = "default") -> tuple[str, int, int]:
     """Cancel a workflow; see :meth:`framework.client.client.Client.cancel_workflow`."""
     home, wid, _ = _where(workflow, queue)
-    try:
+    with _redis_faults(client):
         status, deleted, stopping = await client.broker.workflows.cancel(home, wid)
-    except FrameworkError:
-        raise
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise _unreachable(client, exc) from exc
     if not status:
         raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
     return status, deleted, stopping
@@ -235,24 +226,26 @@ async def cancel(client: Client, workflow: WorkflowInfo | str, *, queue: str = "
 async def retry(client: Client, workflow: WorkflowInfo | str, *, queue: str = "default") -> int:
     """Run a failed or cancelled workflow's failed steps again; returns how many run again."""
     home, wid, _ = _where(workflow, queue)
-    try:
+    with _redis_faults(client):
         status, again = await client.broker.workflows.retry(home, wid)
-    except FrameworkError:
-        raise
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise _unreachable(client, exc) from exc
     if not status:
         raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
     return again
 
 
-def _unreachable(client: Client, exc: BaseException) -> RedisUnavailable:
-    """A Redis or socket fault, as the client reports it.
+@contextlib.contextmanager
+def _redis_faults(client: Client) -> Iterator[None]:
+    """Report a Redis or socket fault in the block as the client does (:class:`RedisUnavailable`).
 
-    Callers let :class:`~framework.errors.FrameworkError` pass first: ``WaitTimeout`` derives from the
-    builtin ``TimeoutError`` (an ``OSError``), and ``RedisUnavailable`` is a ``ConnectionError`` already.
+    The framework's own errors pass first: ``WaitTimeout`` derives from the builtin ``TimeoutError`` (an
+    ``OSError``), and ``RedisUnavailable`` is a ``ConnectionError`` already.
     """
-    return RedisUnavailable(f"cannot reach Redis at {client._url}: {exc}")
+    try:
+        yield
+    except FrameworkError:
+        raise
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        raise client._unreachable(exc) from exc
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -8,7 +8,6 @@ blocking socket of its own.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -28,23 +27,6 @@ if TYPE_CHECKING:
     from framework.workflow import Workflow
 
 __all__ = ("SyncClient",)
-
-
-class _Rebuild:
-    """The lock a forked child's first calls take to rebuild a :class:`SyncClient` once, made again in each child.
-
-    A lock inherited through ``fork`` stays held if another thread of the parent held it then; the child's
-    own lock is made right after the fork, before any thread of the child can take it.
-    """
-
-    lock = threading.Lock()
-
-    @classmethod
-    def after_fork(cls) -> None:
-        cls.lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_Rebuild.after_fork)
 
 
 class SyncClient:
@@ -101,7 +83,7 @@ class SyncClient:
         process. The parent's blocking connections are let go: collecting them only closes this process's
         copies of their sockets.
         """
-        with _Rebuild.lock:
+        with Forks.lock:
             if self._forks == Forks.count:
                 return  # another thread of this child rebuilt it
             self._inherited = (self._loop, self._thread, self._client, self._inherited)
@@ -128,9 +110,8 @@ class SyncClient:
                         return client._enqueue_blocking(plain, payload, conn)
                     except REDIRECTIONS:
                         blocking.forget()  # a Cluster redirected it (it did not run): through the loop
-                    except RedisUnavailable:
+                    except RedisUnavailable:  # the client forgot a Cluster's slot map already
                         blocking.failed(conn)
-                        blocking.forget()
                         raise
         result: TaskInfo = self._run(client.enqueue(task, payload, **options))
         return result

@@ -59,14 +59,21 @@ class Forks:
     What a forked child must not share with its parent (a socket, a thread) remembers the count it was made
     under and is made again when the count differs. Read on every call of the hot path, where
     ``os.getpid()`` would be a system call.
+
+    Attributes:
+        count: forks along the line so far.
+        lock: for a child's threads to rebuild what it inherited once; made anew in each child, since a lock
+            inherited through ``fork`` stays held if another thread of the parent held it then.
     """
 
     count = 0
+    lock = threading.Lock()
 
     @classmethod
     def forked(cls) -> None:
         """Run in a forked child, by ``os.register_at_fork``, before any other of its code."""
         cls.count += 1
+        cls.lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=Forks.forked)
@@ -191,12 +198,16 @@ class BlockingConnection:
         """Send one packed command and return its reply as hiredis parsed it (error replies as ``ReplyError``)."""
         if self._follow is not None:
             return self._execute_following(data)
+        self._ready()
+        return self._exchange(data)
+
+    def _ready(self) -> None:
+        """Have an open socket to send on: one the server closed is replaced first (nothing was sent on it)."""
         sock = self._sock
         if sock is not None and self._closed_by_server(sock):
             self.close()
         if self._sock is None:
             self.open()
-        return self._exchange(data)
 
     def _closed_by_server(self, sock: socket.socket) -> bool:
         """Whether an idle socket can no longer carry a command: the server closed it, or sent what was not asked for.
@@ -300,11 +311,7 @@ class BlockingConnection:
                 moved = False  # the sentinels are away: keep the primary
             if moved:
                 self.close()
-        sock = self._sock
-        if sock is not None and self._closed_by_server(sock):
-            self.close()
-        if self._sock is None:
-            self.open()
+        self._ready()
         reply = self._exchange(data)
         if isinstance(reply, ReplyError) and str(reply).startswith("READONLY"):
             self.close()

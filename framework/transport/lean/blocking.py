@@ -35,7 +35,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import hiredis
-from redis.exceptions import AuthenticationError, ConnectionError  # noqa: A004
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError  # noqa: A004
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework.transport.lean.connection import SPIN_SECONDS, Polling
@@ -307,8 +307,8 @@ class BlockingConnection:
             self._checked = time.monotonic()
             try:
                 moved = follow.locate_blocking() != self.address
-            except (ConnectionError, RedisTimeoutError, OSError):
-                moved = False  # the sentinels are away: keep the primary
+            except (RedisError, OSError):  # away, or answering errors: keep the primary, as the event loop's watcher
+                moved = False
             if moved:
                 self.close()
         self._ready()

@@ -60,8 +60,7 @@ class LimitOps(BrokerPart):
         Returns the cursor to go on from ("0": walked through) and how many were dropped.
         """
         keys = self.schema.limit(name)
-        prefix = keys.keys[: -len(":keys")] + ":k:"
-        reply = await self.hot.evalsha(SCRIPTS["limit_prune_keys"], [keys.keys], [prefix, cursor, count])
+        reply = await self.hot.evalsha(SCRIPTS["limit_prune_keys"], [keys.keys], [keys.key_prefix, cursor, count])
         nxt, dropped = reply
         return (nxt.decode() if isinstance(nxt, bytes) else str(nxt)), int(dropped)
 

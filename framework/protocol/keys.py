@@ -257,15 +257,17 @@ class LimitKeys:
         waiting: ZSET ``...:waiting``: ``queue + newline + id`` of tasks put off by it -> when they may start (ms).
         stats: HASH ``<ext>:limit:{<name>}:stats``: started, delayed and parked counts (whole limit).
         keys: SET ``<ext>:limit:{<name>}:keys``: the keys a keyed limit has seen.
+        key_prefix: ``<ext>:limit:{<name>}:k:``, what each key's own names (tat, slots...) start with.
     """
 
-    __slots__ = ("key", "keys", "name", "parked", "slots", "stats", "tat", "waiting")
+    __slots__ = ("key", "key_prefix", "keys", "name", "parked", "slots", "stats", "tat", "waiting")
 
     def __init__(self, ext: str, name: str, key: str = "") -> None:
         self.name = name
         self.key = key
         root = f"{ext}:limit:{{{name}}}"
-        base = f"{root}:k:{key}" if key else root
+        self.key_prefix = f"{root}:k:"
+        base = self.key_prefix + key if key else root
         self.tat = base + ":tat"
         self.slots = base + ":slots"
         self.parked = base + ":parked"

@@ -251,18 +251,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 class _InvalidSetting(ConfigError):
     """A value :func:`_validate` refuses; :func:`load_settings` re-raises it naming where the value came from.
 
-    Attributes:
+    Args:
         setting: the top-level setting the value belongs to (its key in the sources).
         label: how the message names the value (``queue_defaults['low'].timeout``).
         value: the refused value.
         rule: what is allowed.
+
+    Attributes:
+        setting: as given.
     """
 
     def __init__(self, setting: str, label: str, value: object, rule: str) -> None:
         self.setting = setting
-        self.label = label
-        self.value = value
-        self.rule = rule
         super().__init__(f"setting {label}={value!r} is invalid: {rule}")
 
     def with_source(self, where: str) -> ConfigError:

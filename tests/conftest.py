@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.smtp",
     "tests.fixtures.resend_api",
+    "tests.fixtures.cli",
     "tests.fixtures.cluster",
     "tests.fixtures.workers",
 ]

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import subprocess
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fixtures.cli import cli_env, run_framework
+from tests.fixtures.cli import Cli
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from redis.asyncio import Redis
 
     from framework.protocol.keys import Schema
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
-    env = cli_env(redis_url, namespace, tmp_path / "data")
-    return functools.partial(run_framework, env, tmp_path)
 
 
 def _clean_failure(result: subprocess.CompletedProcess[str]) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +22,7 @@ from framework.limits import Limit
 from framework.protocol.keys import day_stamp
 from framework.protocol.message import decode_message, encode_message, encode_server_info, new_message
 from framework.task import TaskDef
-from tests.fixtures.cli import cli_env, run_framework
+from tests.fixtures.cli import Cli
 from tests.framework.golden import golden, golden_ids, load_golden
 from tests.framework.worker_app import wait_until
 
@@ -35,14 +33,7 @@ if TYPE_CHECKING:
 
     from framework.protocol.keys import Schema
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 TODAY = day_stamp(int(time.time()))
-
-
-@pytest.fixture
-def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
-    env = cli_env(redis_url, namespace, tmp_path / "data")
-    return functools.partial(run_framework, env, tmp_path)
 
 
 def run_all(cli: Cli, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,19 +12,11 @@ import pytest
 from framework.client.client import Client
 from framework.errors import WorkflowFailed
 from framework.workflow import chain, chord
-from tests.fixtures.cli import cli_env, run_framework
+from tests.fixtures.cli import Cli
 from tests.framework.workflow_tasks import ADD, FAIL, SUM, Many, Num
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
-    env = cli_env(redis_url, namespace, tmp_path / "data")
-    return functools.partial(run_framework, env, tmp_path)
+    pass
 
 
 @pytest.fixture

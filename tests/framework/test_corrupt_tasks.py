@@ -3,10 +3,8 @@ them as rows with the decode error, log it, and can still run, archive and delet
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,12 +15,10 @@ from framework.clock import SystemClock
 from framework.errors import TaskNotFound
 from framework.inspector import Inspector, InvalidTaskState, TaskState
 from framework.protocol.message import encode_message, new_message
-from tests.fixtures.cli import cli_env, run_framework
+from tests.fixtures.cli import Cli
 from tests.framework.corrupt import GROUP, KINDS, STATES, seed_corrupt
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from redis.asyncio import Redis
 
     from framework.protocol.keys import Schema
@@ -130,13 +126,6 @@ async def test_bulk_actions_handle_broken_tasks(inspector: Inspector, broken: di
 
 
 # -- framework jobs ------------------------------------------------------------------------------
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(redis_url: str, namespace: str, tmp_path: Path) -> Cli:
-    return functools.partial(run_framework, cli_env(redis_url, namespace, tmp_path / "data"), tmp_path)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -6,8 +6,9 @@ name       schedule         grace    removes
 tokens     ``@hourly``      1 min    index entries (and leftovers) of expired one-time tokens
 tmp        ``30 * * * *``   24 h     storage objects under ``tmp/`` older than the grace period
 uploads    ``0 2 * * *``    1 h      uploads whose record never reached ``done`` within
-                                     ``abandoned_after`` (24 h), and the thumbnails and record of
-                                     uploads whose original is gone
+                                     ``abandoned_after`` (24 h) and whose processing task is not
+                                     still queued, and the thumbnails and record of uploads whose
+                                     original is gone
 outbox     ``0 3 * * *``    7 days   ``.eml`` files in the email outbox older than the grace period
 workflows  ``30 3 * * *``   1 h      index entries of expired workflows, and workflows abandoned
                                      for ``workflows_abandoned_after`` (30 days; see
@@ -15,8 +16,11 @@ workflows  ``30 3 * * *``   1 h      index entries of expired workflows, and wor
 =========  ===============  =======  ==========================================================
 
 Uploads follow the images plugin's layout (``uploads/<id>/original.<ext>``, thumbnails next to it,
-``uploads/<id>/record.json`` with ``state`` and ``created``); the record is read as plain JSON, so this
-plugin does not need ``framework-images`` installed. An upload with any object younger than the grace
+``uploads/<id>/record.json`` with ``state``, ``created`` and the ``task_id`` and ``queue`` of its
+``image:process`` task); the record is read as plain JSON, so this plugin does not need
+``framework-images`` installed. An upload still ``processing`` whose task is pending, scheduled,
+retrying or running is kept however old (a backlog, workers down over a weekend): it is not abandoned,
+only waiting. An upload with any object younger than the grace
 period is left alone (it is being written), so is one whose record cannot be read (reported as an
 error), and an upload's record is removed last, so a run cut off halfway finds the rest next time.
 """
@@ -33,7 +37,7 @@ from framework.storage import InvalidKey, ObjectNotFound
 from framework.web.tokens import Tokens
 from framework_cleanup.config import outbox_path
 from framework_cleanup.sweepers import Sweeper, SweepFn
-from framework_cleanup.workflows import sweep_workflows
+from framework_cleanup.workflows import LIVE_STATES, sweep_workflows
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -127,6 +131,8 @@ class _Record(msgspec.Struct, kw_only=True):
     state: str = ""
     original: str = ""
     created: float = 0.0
+    task_id: str = ""
+    queue: str = ""
 
 
 _decode_record = msgspec.json.Decoder(_Record).decode
@@ -176,6 +182,9 @@ async def _sweep_upload(ctx: SweepContext, folder: str, objects: list[ObjectInfo
     has_original = await _has_original(ctx, folder, names, record)
     started = record.created if record is not None and record.created > 0 else min(i.modified for i in objects)
     abandoned = (record is None or record.state != "done") and started < ctx.now - abandoned_after
+    if abandoned and has_original and record is not None and await _task_live(ctx, record):
+        ctx.logger.debug("cleanup_upload_waiting", upload=folder, task_id=record.task_id, queue=record.queue)
+        return  # its processing task is still queued (a backlog, workers down): not abandoned
     if not abandoned and has_original:
         return
     why = "abandoned" if abandoned else "original gone"
@@ -196,6 +205,14 @@ async def _has_original(ctx: SweepContext, folder: str, names: dict[str, ObjectI
     except (ObjectNotFound, InvalidKey):
         return False
     return True
+
+
+async def _task_live(ctx: SweepContext, record: _Record) -> bool:
+    """Whether the record's processing task is still pending, scheduled, retrying or running."""
+    if record.state != "processing" or not record.task_id or not record.queue:
+        return False
+    state = await ctx.services.redis.hget(ctx.services.schema.queue(record.queue).task(record.task_id), "state")
+    return state is not None and state.decode("utf-8", "replace") in LIVE_STATES
 
 
 def _removal_order(info: ObjectInfo) -> tuple[int, str]:

@@ -64,7 +64,7 @@ from framework_images.storage import (
     read_record,
     write_record,
 )
-from framework_images.tasks import process_image
+from framework_images.tasks import process_image, process_image_task
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -241,6 +241,9 @@ def upload_router(config: ImagesConfig) -> Router:
         storage = services.storage
         now = time.time()
         await storage.put(key, content, content_type=mime)
+        # the task's id is the upload's and its queue the task type's, both known before it is queued: the
+        # record names the task from the start (the cleanup plugin keeps an upload whose task still waits)
+        queue = process_image_task.queue
         record = UploadRecord(
             id=upload_id,
             state="processing",
@@ -250,10 +253,14 @@ def upload_router(config: ImagesConfig) -> Router:
             filename=_filename(data.file),
             created=now,
             updated=now,
+            task_id=upload_id,
+            queue=queue,
         )
         await write_record(storage, record)
         try:
-            await process_image(services.client, upload_id, key, data.file.content_type or "")
+            await process_image(
+                services.client, upload_id, key, data.file.content_type or "", task_id=upload_id, queue=queue
+            )
         except RedisUnavailable as exc:
             await storage.delete(key)
             failed = msgspec.structs.replace(record, state="failed", error=f"could not queue processing: {exc}")

@@ -123,6 +123,10 @@ class UploadRecord(msgspec.Struct, frozen=True, kw_only=True):
         error: why processing failed.
         created: Unix time of the upload.
         updated: Unix time of the last change.
+        task_id: the id of the ``image:process`` task the upload route enqueued (empty for records
+            written otherwise); with ``queue``, what tells the cleanup plugin that the upload is
+            still waiting for its task rather than abandoned.
+        queue: that task's queue.
     """
 
     id: str
@@ -137,6 +141,8 @@ class UploadRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     created: float = msgspec.field(default_factory=time.time)
     updated: float = msgspec.field(default_factory=time.time)
+    task_id: str = ""
+    queue: str = ""
 
 
 _encode = msgspec.json.Encoder().encode

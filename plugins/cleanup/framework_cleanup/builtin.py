@@ -37,7 +37,7 @@ from framework.storage import InvalidKey, ObjectNotFound
 from framework.web.tokens import Tokens
 from framework_cleanup.config import outbox_path
 from framework_cleanup.sweepers import Sweeper, SweepFn
-from framework_cleanup.workflows import LIVE_STATES, sweep_workflows
+from framework_cleanup.workflows import LIVE_STATES, as_text, sweep_workflows
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -212,7 +212,7 @@ async def _task_live(ctx: SweepContext, record: _Record) -> bool:
     if record.state != "processing" or not record.task_id or not record.queue:
         return False
     state = await ctx.services.redis.hget(ctx.services.schema.queue(record.queue).task(record.task_id), "state")
-    return state is not None and state.decode("utf-8", "replace") in LIVE_STATES
+    return state is not None and as_text(state) in LIVE_STATES
 
 
 def _removal_order(info: ObjectInfo) -> tuple[int, str]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from framework_cleanup.sweepers import SweepContext, SweepFn, SweepResult
 
-__all__ = ("LIVE_STATES", "sweep_workflows")
+__all__ = ("LIVE_STATES", "as_text", "sweep_workflows")
 
 LIVE_STATES = frozenset({"pending", "active", "scheduled", "retry", "aggregating"})
 """Task states in which a step's task still runs or will run by itself."""
@@ -45,7 +45,7 @@ def sweep_workflows(abandoned_after: float) -> SweepFn:
 
     async def sweep(ctx: SweepContext) -> SweepResult:
         redis = ctx.services.redis
-        for home in sorted(_text(q) for q in await redis.smembers(ctx.services.schema.all_queues)):
+        for home in sorted(as_text(q) for q in await redis.smembers(ctx.services.schema.all_queues)):
             await _prune_index(ctx, home)
             await _end_abandoned(ctx, home, abandoned_after)
         return ctx.result
@@ -58,7 +58,7 @@ async def _pages(redis: Redis, key: str, before: float) -> AsyncIterator[list[st
     page: list[str] = []
     async for member, score in redis.zscan_iter(key, count=_BATCH):
         if score < before:
-            page.append(_text(member))
+            page.append(as_text(member))
             if len(page) >= _BATCH:
                 yield page
                 page = []
@@ -134,8 +134,8 @@ async def _end_abandoned(ctx: SweepContext, home: str, abandoned_after: float) -
                 "cleanup_workflow_abandoned",
                 home=home,
                 workflow=wid,
-                name=_text(meta.get(b"name", b"")),
-                status=_text(meta.get(b"status", b"")),
+                name=as_text(meta.get(b"name", b"")),
+                status=as_text(meta.get(b"status", b"")),
                 created=float(meta.get(b"created", 0)),
             )
 
@@ -144,20 +144,20 @@ async def _abandoned(ctx: SweepContext, state_key: str, graph_key: str, since: f
     """Whether no released step of the workflow has a live task, or one archived after ``since``."""
     redis, schema = ctx.services.redis, ctx.services.schema
     states = await redis.hgetall(state_key)
-    released = [_text(step) for step, state in states.items() if state == b"pending"]
+    released = [as_text(step) for step, state in states.items() if state == b"pending"]
     if not released:
         return True
     where = await redis.hmget(graph_key, [f"t:{step}" for step in released])
     async with redis.pipeline(transaction=False) as pipe:
         for spec in where:
-            queue, _, task_id = _text(spec or b"").partition("\n")
+            queue, _, task_id = as_text(spec or b"").partition("\n")
             qk = schema.queue(queue)
             pipe.hget(qk.task(task_id), "state")
             pipe.zscore(qk.archived, task_id)
         replies: list[Any] = await pipe.execute()
     for i in range(0, len(replies), 2):
         task_state, archived_at = replies[i], replies[i + 1]
-        if task_state is not None and _text(task_state) in LIVE_STATES:
+        if task_state is not None and as_text(task_state) in LIVE_STATES:
             return False
         if archived_at is not None and archived_at >= since:
             return False
@@ -183,5 +183,6 @@ async def _end(ctx: SweepContext, home: str, wid: str, meta: str, abandoned_afte
     return True
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the client may decode replies or not)."""
     return value.decode() if isinstance(value, bytes) else str(value)

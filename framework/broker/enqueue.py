@@ -230,6 +230,9 @@ class EnqueueSide(BrokerPart):
     ) -> int:
         """Claim tick ``tick`` of a cron entry and enqueue its task atomically.
 
+        The claim lives ``claim_ttl`` seconds from the tick or from now, whichever is later by Redis's clock, so a
+        scheduler whose clock runs ahead does not leave a claim that expires before the others reach the tick.
+
         Returns 1 fired, 0 already claimed, -1 claimed but not enqueued: ``unique_key`` (a unique task type's
         lock, held ``unique_ttl`` seconds) is held by an earlier task.
         """
@@ -237,8 +240,8 @@ class EnqueueSide(BrokerPart):
         if queue not in self._known_queues:
             await self.register_queues([queue])
         keys = [qk.cron_claim(entry_id, tick), qk.task(task_id), qk.pending]
-        args: list[Any] = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue]
         if unique_ttl > 0:
             keys.append(unique_key)
-            args.append(unique_ttl)
+        lock_ttl = max(unique_ttl, 0)
+        args: list[Any] = [claim_ttl, data, task_id, int(self.clock.now() * 1e9), self._channel, queue, lock_ttl, tick]
         return int(await self.pool.evalsha(SCRIPTS["cron_enqueue"], keys, args))

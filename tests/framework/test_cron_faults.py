@@ -167,3 +167,34 @@ async def test_paused_replica_resuming_does_not_refire_what_another_fired(
     assert await a.fire_due() == []  # 10 s ticks 150..200 already fired by B; the 1 m tick at 180 too
     ids = await pending_ids(redis, schema, "cronq2")
     assert len(ids) == len(set(ids)) == 3 + 20  # 60, 120, 180 and every 10 s from 10 to 200
+
+
+# --- a replica whose clock runs ahead ---------------------------------------------------------------------
+
+
+async def test_a_claim_made_by_a_clock_running_ahead_lasts_until_the_others_reach_the_tick(
+    settings: Settings, redis: Redis, schema: Schema
+) -> None:
+    """A replica whose clock is two hours ahead fires an hourly tick two hours before the others reach it. Its
+    claim must still be there when they do (else they fire the tick again): it lives its TTL from the tick, not
+    from the moment it was made. A claim made on time lives its TTL, as before."""
+    task = TaskDef("cronfaults:skew", Job, _handle, queue="cronq4")
+    real = (await redis.time())[0]
+    tick = (real // 3600 + 3) * 3600  # two to three hours from now by Redis's clock
+    entries = [CronEntry("h", "0 * * * *", task)]
+    clock = SimulatedClock(tick - 1)
+    ahead = Scheduler(settings, entries=entries, registry=Registry([task]), redis=redis, clock=clock)
+    await ahead.fire_due()
+    clock.set(tick + 1)
+    assert len(await ahead.fire_due()) == 1
+    claim = schema.queue("cronq4").cron_claim(ahead.entries[0].id, tick)
+    ttl = ahead.entries[0].claim_ttl(tick)  # two hours for an hourly entry
+    assert await redis.ttl(claim) >= (tick - real) + ttl - 5  # was ttl: gone before the others reach the tick
+
+    hour = math.ceil(T0 / 3600) * 3600  # a tick long past by Redis's clock: its claim lives its TTL from now
+    on_time = SimulatedClock(hour - 1)
+    past = Scheduler(settings, entries=entries, registry=Registry([task]), redis=redis, clock=on_time)
+    await past.fire_due()
+    on_time.set(hour + 1)
+    assert [f.tick for f in await past.fire_due()] == [hour]
+    assert ttl - 10 <= await redis.ttl(schema.queue("cronq4").cron_claim(past.entries[0].id, hour)) <= ttl

@@ -10,16 +10,26 @@
 -- ARGV[4] now, nanoseconds (pending_since)
 -- ARGV[5] wake-up channel ("" = do not publish)
 -- ARGV[6] queue name
--- ARGV[7] uniqueness lock TTL, whole seconds (0 or absent: the task type is not unique)
+-- ARGV[7] uniqueness lock TTL, whole seconds (0: the task type is not unique)
+-- ARGV[8] the tick, Unix seconds
 -- returns 1 fired, 0 this tick was already claimed, -1 claimed but not enqueued: the previous tick's task of
 -- this unique task type still holds its lock (as asynq's scheduler, whose enqueue answers ErrDuplicateTask)
-if not redis.call("SET", KEYS[1], ARGV[3], "NX", "EX", ARGV[1]) then
+--
+-- A claim lives its TTL from the later of now and the tick, by the server's clock: a scheduler whose clock
+-- runs ahead claims a tick before it is due, and its claim must outlive the moment the others reach that
+-- tick (by at most a week: a clock further off is broken, not skewed).
+local claim_ttl = tonumber(ARGV[1])
+local early = tonumber(ARGV[8]) - tonumber(redis.call("TIME")[1])
+if early > 0 then
+  claim_ttl = claim_ttl + math.min(early, 604800)
+end
+if not redis.call("SET", KEYS[1], ARGV[3], "NX", "EX", claim_ttl) then
   return 0
 end
 if redis.call("EXISTS", KEYS[2]) == 1 then
   return 0
 end
-local ttl = tonumber(ARGV[7] or "0")
+local ttl = tonumber(ARGV[7])
 if ttl > 0 then
   if not redis.call("SET", KEYS[4], ARGV[3], "NX", "EX", ttl) then
     return -1

@@ -19,6 +19,7 @@ from framework.inspector.details import TaskDetails
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
 from framework.inspector.limits import LimitDeclaration, LimitInfo, LimitKeyUse
 from framework.inspector.memory import MEMORY_SAMPLE
+from framework.inspector.namespace import MAX_JSON_DEPTH, json_value
 from framework.inspector.progress import TaskProgress
 from framework.inspector.queues import DailyStats, MinuteStats, QueueInfo
 from framework.inspector.servers import ServerStatus
@@ -37,6 +38,7 @@ from framework.protocol.message import SchedulerEnqueueEvent, SchedulerEntry, Se
 
 __all__ = (
     "BATCH_SIZE",
+    "MAX_JSON_DEPTH",
     "MAX_PAGE_SIZE",
     "MEMORY_SAMPLE",
     "WORKFLOW_STATUSES",
@@ -69,5 +71,6 @@ __all__ = (
     "WorkflowStates",
     "WorkflowStep",
     "WorkflowSummary",
+    "json_value",
     "workflow_layers",
 )

@@ -33,6 +33,7 @@ _S = TaskState
 _RUNNABLE = frozenset({_S.SCHEDULED, _S.RETRY, _S.ARCHIVED, _S.COMPLETED, _S.AGGREGATING})
 _ARCHIVABLE = frozenset({_S.PENDING, _S.SCHEDULED, _S.RETRY, _S.COMPLETED, _S.AGGREGATING})
 _DELETABLE = _RUNNABLE | {_S.PENDING}
+_STATE_NAMES = frozenset(s.value for s in TaskState)
 
 
 def _single_keys(qk: QueueKeys, task_id: str) -> list[str]:
@@ -50,8 +51,14 @@ class TaskActions(Part):
 
     __slots__ = ()
 
-    def _single_error(self, code: int, queue: str, task_id: str, what: str) -> None:
+    async def _single_error(self, code: int, qk: QueueKeys, queue: str, task_id: str, what: str) -> None:
         if code == 0:
+            state = await self._redis.hget(qk.task(task_id), "state")
+            if state is not None and text(state) not in _STATE_NAMES:
+                raise InvalidTaskState(
+                    f"task {task_id!r} has a record whose state {text(state)!r} is not a task state "
+                    "(written by another client?); it can only be deleted"
+                )
             raise TaskNotFound(f"queue {queue!r} has no task {task_id!r}")
         if code == -1:
             raise InvalidTaskState(f"task {task_id!r} is active; cancel it instead (a worker is running it)")
@@ -63,7 +70,7 @@ class TaskActions(Part):
         qk = await self._ns.queue_keys(queue)
         args: list[Any] = [task_id, qk.group_prefix(), int(self._ns.now() * 1e9), self._schema.wakeup_channel, queue]
         code = int(await SCRIPTS["run_task"](self._redis, _single_keys(qk, task_id), args))
-        self._single_error(code, queue, task_id, "pending")
+        await self._single_error(code, qk, queue, task_id, "pending")
 
     async def archive_task(self, queue: str, task_id: str) -> None:
         """Archive a non-active task now (it will not run unless run again)."""
@@ -71,13 +78,13 @@ class TaskActions(Part):
         now = int(self._ns.now())
         args: list[Any] = [task_id, qk.group_prefix(), now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, qk.task_prefix]
         code = int(await SCRIPTS["archive_task"](self._redis, _single_keys(qk, task_id), args))
-        self._single_error(code, queue, task_id, "archived")
+        await self._single_error(code, qk, queue, task_id, "archived")
 
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a non-active task and its record; its uniqueness lock is released if it holds it."""
         qk = await self._ns.queue_keys(queue)
         code = int(await SCRIPTS["delete_task"](self._redis, _single_keys(qk, task_id), [task_id, qk.group_prefix()]))
-        self._single_error(code, queue, task_id, "deleted")
+        await self._single_error(code, qk, queue, task_id, "deleted")
 
     async def cancel(self, task_id: str) -> int:
         """Ask every worker to cancel the active task ``task_id`` (``PUBLISH <ns>:cancel``)."""

@@ -8,17 +8,16 @@ run, archived or deleted. The worker archives such a message as it is, so it doe
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from framework.inspector.namespace import from_unix, text
+from framework.inspector.namespace import from_unix, json_value, text
 from framework.protocol.message import TaskMessage, TaskState, decode_message
 
-__all__ = ("FIELDS", "SCORED", "TaskDetails", "task_details")
+__all__ = ("FIELDS", "SCORED", "TaskDetails", "record_state", "task_details")
 
 FIELDS = ("msg", "state", "result", "group", "unique_key", "pending_since")
 """The task-record fields read for each task."""
@@ -92,15 +91,19 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True):
     pending_since: datetime | None
 
 
-def task_details(queue: str, task_id: str, fields: list[Any], score: float | None) -> TaskDetails:
+def task_details(
+    queue: str, task_id: str, fields: list[Any], score: float | None, *, held_in: TaskState | None = None
+) -> TaskDetails:
     """Build a :class:`TaskDetails` from the ``HMGET`` of :data:`FIELDS` and the task's zset score.
 
-    A message that cannot be read gives a row with ``decode_error`` set rather than an error.
+    A message that cannot be read gives a row with ``decode_error`` set rather than an error. A record
+    whose ``state`` field is not a task state (written by another client, or damaged) takes the state
+    of the collection it was found in, ``held_in``.
 
     Raises:
-        ValueError: ``state`` is not a task state.
+        ValueError: ``state`` is not a task state and ``held_in`` is None.
     """
-    state = TaskState(text(fields[1]))
+    state = record_state(fields[1], held_in)
     record = _Record(
         state=state,
         result=bytes(fields[2]) if fields[2] is not None else None,
@@ -113,6 +116,20 @@ def task_details(queue: str, task_id: str, fields: list[Any], score: float | Non
         return _decoded(queue, task_id, _message(bytes(fields[0] or b"")), record)
     except _BAD_VALUE as exc:
         return _undecodable(queue, task_id, record, str(exc))
+
+
+def record_state(value: Any, held_in: TaskState | None = None) -> TaskState:
+    """The task state a record's ``state`` field names, or ``held_in`` when it names none.
+
+    Raises:
+        ValueError: the field is not a task state and ``held_in`` is None.
+    """
+    try:
+        return TaskState(text(value))
+    except ValueError:
+        if held_in is None:
+            raise
+        return held_in
 
 
 def _message(data: bytes) -> TaskMessage:
@@ -131,11 +148,7 @@ def _message(data: bytes) -> TaskMessage:
 
 def _decoded(queue: str, task_id: str, msg: TaskMessage, record: _Record) -> TaskDetails:
     payload = bytes(msg.payload)
-    parsed: Any = None
-    is_json = False
-    if payload:
-        with contextlib.suppress(msgspec.DecodeError):
-            parsed, is_json = msgspec.json.decode(payload), True
+    parsed, is_json = json_value(payload) if payload else (None, False)
     return TaskDetails(
         id=task_id,
         queue=queue,

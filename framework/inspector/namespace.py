@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from framework.errors import QueueNotFound
 from framework.protocol.message import TaskState
 
@@ -14,7 +16,14 @@ if TYPE_CHECKING:
     from framework.clock import Clock
     from framework.protocol.keys import QueueKeys, Schema
 
-__all__ = ("Namespace", "Part", "as_state", "from_unix", "text")
+__all__ = ("MAX_JSON_DEPTH", "Namespace", "Part", "as_state", "from_unix", "json_value", "text")
+
+MAX_JSON_DEPTH = 100
+"""Stored JSON (a payload, a result) nested deeper than this is shown as text, not as a JSON value.
+
+Whatever shows or sends such a value (a page's template, the API's encoder) walks it recursively, and a
+document nested a thousand levels deep, which anyone may enqueue, would exhaust Python's stack there.
+"""
 
 
 class Namespace:
@@ -55,6 +64,32 @@ def text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
+
+
+def json_value(data: bytes) -> tuple[Any, bool]:
+    """``(value, True)`` when ``data`` is a JSON document, else ``(None, False)``.
+
+    A document nested deeper than :data:`MAX_JSON_DEPTH` counts as not JSON (it is shown as text).
+    """
+    try:
+        value = msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None, False
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH and not _nested_within(value, MAX_JSON_DEPTH):
+        return None, False
+    return value, True
+
+
+def _nested_within(value: Any, limit: int) -> bool:
+    """Whether no list or object in ``value`` lies more than ``limit`` levels deep (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (list, dict)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return True
 
 
 def from_unix(seconds: float | None) -> datetime | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from framework.inspector.namespace import Part, text
-from framework.inspector.tasks import MAX_PAGE_SIZE
+from framework.inspector.tasks import MAX_PAGE_SIZE, PAST_THE_END
 from framework.protocol.message import (
     SchedulerEnqueueEvent,
     SchedulerEntry,
@@ -52,7 +52,7 @@ class SchedulerReads(Part):
         """The enqueues of one scheduler entry, newest first, one page at a time."""
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
             raise ValueError(f"page={page!r}, size={size!r} is invalid: page >= 1, size 1..{MAX_PAGE_SIZE}")
-        start = (page - 1) * size
+        start = min((page - 1) * size, PAST_THE_END)
         key = self._schema.scheduler_history(entry_id)
         values: list[Any] = await self._redis.zrevrange(key, start, start + size - 1)
         events = []

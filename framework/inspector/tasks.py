@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from framework.errors import TaskNotFound
-from framework.inspector.details import FIELDS, SCORED, TaskDetails, task_details
+from framework.inspector.details import FIELDS, SCORED, TaskDetails, record_state, task_details
 from framework.inspector.namespace import Part, as_state, text
 from framework.logging import get_logger
 from framework.protocol.message import TaskState
@@ -23,12 +23,19 @@ from framework.protocol.message import TaskState
 if TYPE_CHECKING:
     from framework.protocol.keys import QueueKeys
 
-__all__ = ("MAX_PAGE_SIZE", "GroupInfo", "TaskPage", "TaskReads")
+__all__ = ("MAX_PAGE_SIZE", "PAST_THE_END", "GroupInfo", "TaskPage", "TaskReads")
 
 MAX_PAGE_SIZE = 1000
 """The largest page :meth:`Inspector.list_tasks <framework.inspector.core.Inspector.list_tasks>` returns."""
 
+PAST_THE_END = 2**32
+"""An offset past the end of any Redis list or sorted set (they hold fewer than 2**32 members).
+
+Pages further on are read from here: a page number so large that its offset would not fit in Redis's
+64-bit range arguments gives an empty page, as any page past the end does, rather than an error.
+"""
 _LISTS = (TaskState.PENDING, TaskState.ACTIVE)
+_STATE_NAMES = frozenset(s.value for s in TaskState)
 _LOGGED_IDS = 20
 """Task ids one ``task_message_undecodable`` warning names at most."""
 
@@ -81,6 +88,19 @@ def _warn_undecodable(queue: str, tasks: list[TaskDetails]) -> None:
         )
 
 
+def _warn_unknown_state(queue: str, records: list[tuple[str, Any]]) -> None:
+    """Log one warning for the records of one read whose state field is not a task state (none: no warning)."""
+    bad = [(task_id, text(value)) for task_id, value in records if text(value) not in _STATE_NAMES]
+    if bad:
+        get_logger("framework.inspector").warning(
+            "task_state_unknown",
+            queue=queue,
+            count=len(bad),
+            task_ids=[task_id for task_id, _ in bad[:_LOGGED_IDS]],
+            states=sorted({value for _, value in bad})[:_LOGGED_IDS],
+        )
+
+
 def _check_page(page: int, size: int) -> None:
     if page < 1:
         raise ValueError(f"page={page!r} is invalid: pages are numbered from 1")
@@ -100,7 +120,7 @@ class TaskReads(Part):
         st = as_state(state)
         _check_page(page, size)
         qk = await self._ns.queue_keys(queue)
-        start = (page - 1) * size
+        start = min((page - 1) * size, PAST_THE_END)
         if st in _LISTS:
             ids, total = await self._list_page(qk.pending if st is TaskState.PENDING else qk.active, start, size)
             scored: list[tuple[str, float | None]] = [(i, None) for i in ids]
@@ -108,7 +128,7 @@ class TaskReads(Part):
             scored, total = await self._group_page(qk, group, start, size)
         else:
             scored, total = await self._zset_page(getattr(qk, st.value), start, size)
-        tasks = await self._fetch(qk, queue, scored)
+        tasks = await self._fetch(qk, queue, scored, st)
         _warn_undecodable(queue, tasks)
         return TaskPage(queue=queue, state=st, group=group or "", page=page, size=size, total=total, tasks=tasks)
 
@@ -162,17 +182,22 @@ class TaskReads(Part):
             offset = 0
         return out, sum(sizes)
 
-    async def _fetch(self, qk: QueueKeys, queue: str, scored: list[tuple[str, float | None]]) -> list[TaskDetails]:
-        """The task records of ``scored`` ids; ids without a record are left out."""
+    async def _fetch(
+        self, qk: QueueKeys, queue: str, scored: list[tuple[str, float | None]], listed: TaskState
+    ) -> list[TaskDetails]:
+        """The task records of ``scored`` ids, read from the collection of ``listed`` tasks.
+
+        Ids without a record are left out; a record whose state field is not a task state shows as ``listed``.
+        """
         if not scored:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for task_id, _ in scored:
                 pipe.hmget(qk.task(task_id), FIELDS)
             rows = await pipe.execute()
-        return [
-            task_details(queue, i, f, s) for (i, s), f in zip(scored, rows, strict=True) if f[0] is not None and f[1]
-        ]
+        found = [(i, s, f) for (i, s), f in zip(scored, rows, strict=True) if f[0] is not None and f[1]]
+        _warn_unknown_state(queue, [(i, f[1]) for i, _, f in found])
+        return [task_details(queue, i, f, s, held_in=listed) for i, s, f in found]
 
     async def _groups(self, qk: QueueKeys) -> list[GroupInfo]:
         names = sorted(text(g) for g in await self._redis.smembers(qk.groups))
@@ -192,10 +217,35 @@ class TaskReads(Part):
         fields = await self._redis.hmget(qk.task(task_id), FIELDS)
         if fields[0] is None or not fields[1]:
             raise TaskNotFound(f"queue {queue!r} has no task {task_id!r}")
-        state = text(fields[1])
+        try:
+            state = record_state(fields[1])
+        except ValueError:
+            _warn_unknown_state(queue, [(task_id, fields[1])])
+            state = await self._holder(qk, queue, task_id, text(fields[3]))
         score = None
         if state in SCORED:
-            score = await self._redis.zscore(getattr(qk, state), task_id)
-        task = task_details(queue, task_id, list(fields), score)
+            score = await self._redis.zscore(getattr(qk, state.value), task_id)
+        task = task_details(queue, task_id, list(fields), score, held_in=state)
         _warn_undecodable(queue, [task])
         return task
+
+    async def _holder(self, qk: QueueKeys, queue: str, task_id: str, group: str) -> TaskState:
+        """The state of the collection holding ``task_id``, for a record whose state field names none.
+
+        Raises:
+            TaskNotFound: no collection of the queue holds it (the record is an orphan).
+        """
+        zsets = [s for s in TaskState if s not in _LISTS and s is not TaskState.AGGREGATING]
+        candidates = [*_LISTS, *zsets, *([TaskState.AGGREGATING] if group else [])]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpos(qk.pending, task_id)
+            pipe.lpos(qk.active, task_id)
+            for zset in zsets:
+                pipe.zscore(getattr(qk, zset.value), task_id)
+            if group:
+                pipe.zscore(qk.group(group), task_id)
+            found = await pipe.execute()
+        for candidate, hit in zip(candidates, found, strict=True):
+            if hit is not None:
+                return candidate
+        raise TaskNotFound(f"queue {queue!r} has no task {task_id!r} (its record is in no state's collection)")

@@ -13,7 +13,6 @@ Index entries whose workflow expired (its retention ran out) are skipped, and re
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ import msgspec
 
 from framework.broker.workflows import WorkflowOps
 from framework.errors import WorkflowNotFound
-from framework.inspector.namespace import Part, from_unix, text
+from framework.inspector.namespace import Part, from_unix, json_value, text
 from framework.protocol.message import decode_message
 from framework.transport.commands import RedisCommands
 
@@ -550,6 +549,7 @@ def _result(value: bytes | None) -> dict[str, Any]:
     body = text(value)
     out: dict[str, Any] = {"result_size": len(value), "result_text": body[:RESULT_PREVIEW]}
     if len(body) <= RESULT_PREVIEW:
-        with contextlib.suppress(msgspec.DecodeError):
-            out["result"] = msgspec.json.decode(value)
+        parsed, is_json = json_value(value)
+        if is_json:
+            out["result"] = parsed
     return out

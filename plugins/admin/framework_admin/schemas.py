@@ -6,13 +6,12 @@ errors and results are data: they are sent as JSON values or text and never inte
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.inspector import DailyStats, QueueInfo, TaskProgress
+from framework.inspector import DailyStats, QueueInfo, TaskProgress, json_value
 
 if TYPE_CHECKING:
     from framework.inspector import SchedulerEnqueueEvent, SchedulerEntry, ServerStatus, TaskDetails, WorkerInfo
@@ -106,9 +105,8 @@ def decode_data(data: bytes | None) -> tuple[Any, str, bool]:
     """Bytes as shown to people: (JSON value or None, text, whether it is JSON)."""
     if data is None:
         return None, "", False
-    with contextlib.suppress(msgspec.DecodeError):
-        return msgspec.json.decode(data), data.decode("utf-8", errors="replace"), True
-    return None, data.decode("utf-8", errors="replace"), False
+    value, is_json = json_value(data)
+    return value, data.decode("utf-8", errors="replace"), is_json
 
 
 class TaskOut(msgspec.Struct, frozen=True, kw_only=True):

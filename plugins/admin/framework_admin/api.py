@@ -14,6 +14,10 @@ throughput, recent runs, the email outbox and cleanup results. Every handler onl
 through the inspector (via :mod:`~framework_admin.queries` and :mod:`~framework_admin.actions`).
 Task ids are unique per queue: pass ``?queue=``; without it the id is looked up in every queue.
 
+One queue is addressed as ``/queue?queue=<queue>`` (``GET``) and ``/queue/<action>?queue=...``,
+``/queue/<state>/<action>?queue=...`` (``POST``), which works for every name; ``/queues/{queue}...`` works
+for names that fit in a path segment.
+
 One task is addressed as ``/task?id=<id>&queue=<queue>`` (``GET``, ``DELETE``) and
 ``/task/<action>?id=...`` (``POST``), which works for every id (see :mod:`framework_admin.urls`);
 ``/tasks/{id}`` and ``/jobs/{id}/retry`` work for ids that fit in a path segment.
@@ -45,7 +49,7 @@ from framework_admin.schemas import (
     TaskOut,
     ThroughputOut,
 )
-from framework_admin.urls import TaskIdQuery
+from framework_admin.urls import QueueQuery, TaskIdQuery
 
 __all__ = ("API_HANDLERS",)
 
@@ -171,6 +175,49 @@ async def queues_list(inspector: NamedDependency[Inspector]) -> list[QueueInfo]:
     return await inspector.all_queue_info(memory=False)
 
 
+@get("/queue", tags=_TAGS)
+async def queue_get(
+    inspector: NamedDependency[Inspector], queue: QueueQuery, days: FromQuery[int] = 7
+) -> QueueDetailOut:
+    """One queue, by ``?queue=`` (any name): its snapshot (with memory use) and processed/failed per day."""
+    return await queries.queue_detail(inspector, queue, days)
+
+
+@post("/queue/{action:str}", tags=_TAGS, guards=_W, status_code=200)
+async def queue_post(
+    request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], action: FromPath[str], queue: QueueQuery
+) -> ActionResult:
+    """``pause`` or ``unpause`` the queue ``?queue=`` (any name)."""
+    return await _queue_act(request, inspector, action, queue)
+
+
+@post("/queue/{task_state:str}/{action:str}", tags=_TAGS, guards=_W, status_code=200)
+async def queue_bulk_post(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    task_state: FromPath[str],
+    action: FromPath[str],
+    queue: QueueQuery,
+) -> ActionResult:
+    """``run-all``, ``archive-all`` or ``delete-all`` tasks of one state of the queue ``?queue=`` (any name)."""
+    return await _bulk_act(request, inspector, queue, task_state, action)
+
+
+async def _queue_act(request: Request[Any, Any, Any], inspector: Inspector, action: str, queue: str) -> ActionResult:
+    if action not in actions.QUEUE_ACTIONS:
+        raise NotFoundException(f"unknown queue action {action!r}; use pause or unpause")
+    return await actions.queue_action(inspector, await current_actor(request), action, queue)
+
+
+async def _bulk_act(
+    request: Request[Any, Any, Any], inspector: Inspector, queue: str, task_state: str, action: str
+) -> ActionResult:
+    if action not in actions.BULK_ACTIONS:
+        raise NotFoundException(f"unknown bulk action {action!r}; use run-all, archive-all or delete-all")
+    st = queries.parse_state(task_state).value
+    return await actions.bulk_action(inspector, await current_actor(request), action, queue, st)
+
+
 @get("/queues/{queue:str}", tags=_TAGS)
 async def queue_detail(
     inspector: NamedDependency[Inspector], queue: FromPath[str], days: FromQuery[int] = 7
@@ -184,9 +231,7 @@ async def queue_act(
     request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str], action: FromPath[str]
 ) -> ActionResult:
     """``pause`` or ``unpause`` a queue."""
-    if action not in actions.QUEUE_ACTIONS:
-        raise NotFoundException(f"unknown queue action {action!r}; use pause or unpause")
-    return await actions.queue_action(inspector, await current_actor(request), action, queue)
+    return await _queue_act(request, inspector, action, queue)
 
 
 @post("/queues/{queue:str}/{task_state:str}/{action:str}", tags=_TAGS, guards=_W, status_code=200)
@@ -198,10 +243,7 @@ async def queue_bulk(
     action: FromPath[str],
 ) -> ActionResult:
     """``run-all``, ``archive-all`` or ``delete-all`` tasks of one state of a queue (``failed`` = ``archived``)."""
-    if action not in actions.BULK_ACTIONS:
-        raise NotFoundException(f"unknown bulk action {action!r}; use run-all, archive-all or delete-all")
-    st = queries.parse_state(task_state).value
-    return await actions.bulk_action(inspector, await current_actor(request), action, queue, st)
+    return await _bulk_act(request, inspector, queue, task_state, action)
 
 
 @get("/servers", tags=_TAGS)
@@ -289,6 +331,9 @@ API_HANDLERS = (
     task_act,
     task_delete,
     queues_list,
+    queue_get,
+    queue_post,
+    queue_bulk_post,
     queue_detail,
     queue_act,
     queue_bulk,

@@ -11,7 +11,7 @@ import asyncio
 import re
 import time
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from litestar import Request, get, post
 from litestar.datastructures import Cookie
@@ -38,7 +38,7 @@ from framework_admin.config import Mount
 from framework_admin.layout import admin_template, flash_cookie, mount_of, render_admin, secure_cookies
 from framework_admin.session import sign_session
 from framework_admin.throttle import failure_wait, record_failure
-from framework_admin.urls import TaskIdQuery, task_page_url
+from framework_admin.urls import QueueQuery, TaskIdQuery, queue_page_url, task_page_url
 
 __all__ = (
     "ACTION_HANDLERS",
@@ -202,14 +202,10 @@ async def task_path_form(
     return await _task_action(request, inspector, queue, task_id, action)
 
 
-@post("/queues/{queue:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
-async def queue_form(
-    request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str], action: FromPath[str]
-) -> Redirect:
-    """Pause or unpause a queue, then go back."""
+async def _queue_action(request: Request[Any, Any, Any], inspector: Inspector, queue: str, action: str) -> Redirect:
     mount = mount_of(request)
     form = await form_fields(request)
-    target = safe_next(form.get("next"), mount, f"{mount.path}/queues/{quote(queue, safe='')}")
+    target = safe_next(form.get("next"), mount, queue_page_url(mount.path, queue))
     if action not in actions.QUEUE_ACTIONS:
         return back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
@@ -219,18 +215,12 @@ async def queue_form(
     return back(request, mount, target, result.message)
 
 
-@post("/queues/{queue:str}/{task_state:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
-async def bulk_form(
-    request: Request[Any, Any, Any],
-    inspector: NamedDependency[Inspector],
-    queue: FromPath[str],
-    task_state: FromPath[str],
-    action: FromPath[str],
+async def _bulk_action(
+    request: Request[Any, Any, Any], inspector: Inspector, queue: str, task_state: str, action: str
 ) -> Redirect:
-    """Run, archive or delete every task of one state of a queue, then go back."""
     mount = mount_of(request)
     form = await form_fields(request)
-    target = safe_next(form.get("next"), mount, f"{mount.path}/queues/{quote(queue, safe='')}")
+    target = safe_next(form.get("next"), mount, queue_page_url(mount.path, queue))
     if action not in actions.BULK_ACTIONS:
         return back(request, mount, target, f"Unknown action {action!r}.", error=True)
     try:
@@ -239,6 +229,46 @@ async def bulk_form(
     except HTTPException as exc:
         return back(request, mount, target, str(exc.detail), error=True)
     return back(request, mount, target, result.message)
+
+
+@post("/queue/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def queue_form(
+    request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], action: FromPath[str], queue: QueueQuery
+) -> Redirect:
+    """Pause or unpause a queue (``?queue=``, so any name works), then go back."""
+    return await _queue_action(request, inspector, queue, action)
+
+
+@post("/queue/{task_state:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def bulk_form(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    task_state: FromPath[str],
+    action: FromPath[str],
+    queue: QueueQuery,
+) -> Redirect:
+    """Run, archive or delete every task of one state of a queue (``?queue=``), then go back."""
+    return await _bulk_action(request, inspector, queue, task_state, action)
+
+
+@post("/queues/{queue:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def queue_path_form(
+    request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str], action: FromPath[str]
+) -> Redirect:
+    """:func:`queue_form` at the older address, for names that fit in a path segment."""
+    return await _queue_action(request, inspector, queue, action)
+
+
+@post("/queues/{queue:str}/{task_state:str}/{action:str}", guards=_W, include_in_schema=False, status_code=303)
+async def bulk_path_form(
+    request: Request[Any, Any, Any],
+    inspector: NamedDependency[Inspector],
+    queue: FromPath[str],
+    task_state: FromPath[str],
+    action: FromPath[str],
+) -> Redirect:
+    """:func:`bulk_form` at the older address, for names that fit in a path segment."""
+    return await _bulk_action(request, inspector, queue, task_state, action)
 
 
 @get("/login", include_in_schema=False)
@@ -251,9 +281,18 @@ async def login_page(request: Request[Any, Any, Any], next_path: FromQuery[str |
 
 
 def login_redirect(request: Request[Any, Any, Any], _: AdminLoginRequired) -> Redirect:
-    """Send someone who is not signed in to the sign-in form, coming back here afterwards."""
+    """Send someone who is not signed in to the sign-in form, coming back here afterwards.
+
+    A form posted once the session had expired comes back to the page the form was on (its ``Referer``,
+    when that is inside the admin), not to the form's own address, which only answers POST; the action
+    itself is not done.
+    """
     mount = mount_of(request)
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method in ("GET", "HEAD"):
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:
+        referer = urlsplit(request.headers.get("referer", ""))
+        here = referer.path + (f"?{referer.query}" if referer.query else "")
     return Redirect(f"{mount.path}/login", status_code=303, query_params={"next_path": safe_next(here, mount)})
 
 
@@ -278,5 +317,5 @@ def error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Template:
 
 PUBLIC_HANDLERS = (login_page, login_submit, logout)
 """Handlers reachable without signing in."""
-ACTION_HANDLERS = (task_form, task_path_form, queue_form, bulk_form)
+ACTION_HANDLERS = (task_form, task_path_form, queue_form, bulk_form, queue_path_form, bulk_path_form)
 """The form actions (behind the admin's guards and ``require_admin_role``)."""

@@ -21,7 +21,7 @@ from framework_admin import panels, queries
 from framework_admin.actions import find_task
 from framework_admin.layout import admin_template
 from framework_admin.runs import recent_runs
-from framework_admin.urls import TaskIdQuery
+from framework_admin.urls import QueueQuery, TaskIdQuery
 
 __all__ = ("PAGE_HANDLERS",)
 
@@ -64,11 +64,20 @@ async def jobs_page(
     return await admin_template(request, "admin/jobs.html", context)
 
 
-@get("/queues/{queue:str}", include_in_schema=False)
+@get("/queue", include_in_schema=False)
 async def queue_page(
+    request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: QueueQuery
+) -> Template:
+    """One queue (``?queue=``, so any name works): counts per state with the bulk actions, pause switch and history."""
+    detail = await queries.queue_detail(inspector, queue, 14)
+    return await admin_template(request, "admin/queue.html", {"detail": detail, "states": _STATES})
+
+
+@get("/queues/{queue:str}", include_in_schema=False)
+async def queue_path_page(
     request: Request[Any, Any, Any], inspector: NamedDependency[Inspector], queue: FromPath[str]
 ) -> Template:
-    """One queue: counts per state with the bulk actions, pause switch and daily history."""
+    """:func:`queue_page` at the older address, for names that fit in a path segment."""
     detail = await queries.queue_detail(inspector, queue, 14)
     return await admin_template(request, "admin/queue.html", {"detail": detail, "states": _STATES})
 
@@ -162,6 +171,7 @@ PAGE_HANDLERS = (
     overview,
     jobs_page,
     queue_page,
+    queue_path_page,
     task_page,
     task_path_page,
     servers_page,

@@ -32,6 +32,7 @@ from framework_admin.forms import ACTION_HANDLERS, PUBLIC_HANDLERS, disabled_pag
 from framework_admin.limits import LIMIT_API_HANDLERS, LIMIT_PAGE_HANDLERS
 from framework_admin.metrics import render_metrics
 from framework_admin.pages import PAGE_HANDLERS
+from framework_admin.unavailable import REDIS_ERRORS, redis_down_json, redis_down_page
 from framework_admin.workflows import WORKFLOW_ACTION_HANDLERS, WORKFLOW_API_HANDLERS, WORKFLOW_PAGE_HANDLERS
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ _PAGE_ERRORS: dict[Any, Any] = {
     AdminLoginRequired: login_redirect,
     AdminDisabled: disabled_page,
     HTTPException: error_page,
+    **dict.fromkeys(REDIS_ERRORS, redis_down_page),
 }
+_API_ERRORS: dict[Any, Any] = dict.fromkeys(REDIS_ERRORS, redis_down_json)
 
 
 def _mount(path: str, api_path: str, settings: Settings | None, config: AdminConfig | None) -> Mount:
@@ -165,10 +168,17 @@ def admin_routes(
             guards=chosen,
             opt=opt,
             response_headers=_API_HEADERS,
+            exception_handlers=_API_ERRORS,
         ),
     ]
     metrics = mount.config.metrics_path if metrics_path is None else metrics_path
     if metrics:
-        handler = get(metrics, guards=[metrics_guard] if guards is None else chosen, include_in_schema=False, opt=opt)
+        handler = get(
+            metrics,
+            guards=[metrics_guard] if guards is None else chosen,
+            include_in_schema=False,
+            opt=opt,
+            exception_handlers=_API_ERRORS,
+        )
         routes.append(handler(_metrics))
     return routes

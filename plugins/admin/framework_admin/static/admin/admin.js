@@ -56,6 +56,11 @@
 
   function q(value) { return encodeURIComponent(value); }
 
+  // A queue's page, or with an action its form action: the name travels as a query value (it may hold "/").
+  function queueUrl(name, action) {
+    return ADMIN + "/queue" + (action ? "/" + action : "") + "?queue=" + q(name);
+  }
+
   function truncate(text, n) {
     text = text || "";
     return text.length > n ? text.slice(0, n - 1) + "\u2026" : text;
@@ -239,13 +244,13 @@
     var foot = h("footer", null, h("span", {"class": "muted small"},
       "today " + info.processed_today + " processed \u00b7 " + info.failed_today + " failed"));
     if (CAN_ACT) {
-      var url = ADMIN + "/queues/" + q(name) + (info.paused ? "/unpause" : "/pause");
+      var url = queueUrl(name, info.paused ? "unpause" : "pause");
       foot.appendChild(info.paused ? actionForm(url, "Resume", here(), "", "small")
         : actionForm(url, "Pause", here(), "Pause queue " + name + "? Workers stop taking its tasks.", "small"));
     }
     return h("article", {"class": "qcard" + (info.paused ? " paused" : ""), "data-queue": name}, [
       h("header", null, [
-        h("a", {"class": "qname", href: ADMIN + "/queues/" + q(name)}, name),
+        h("a", {"class": "qname", href: queueUrl(name)}, name),
         info.paused ? h("span", {"class": "badge badge-paused"}, "paused") : null
       ]),
       h("p", {"class": "qsize"}, [
@@ -475,7 +480,7 @@
   }
 
   function refreshQueue() {
-    return getJSON("/queues/" + q(D.queue)).then(function (detail) {
+    return getJSON("/queue?queue=" + q(D.queue)).then(function (detail) {
       var info = detail.queue;
       Array.prototype.forEach.call(document.querySelectorAll("[data-field]"), function (el) {
         var key = el.getAttribute("data-field");

@@ -180,12 +180,21 @@ class Inspector:
     # -- tasks -------------------------------------------------------------------------------------
 
     async def list_tasks(
-        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20, group: str | None = None
+        self,
+        queue: str,
+        state: TaskState | str,
+        *,
+        page: int = 1,
+        size: int = 20,
+        group: str | None = None,
+        reverse: bool = False,
     ) -> TaskPage:
         """One page of the tasks of ``queue`` in ``state``, the next to be processed first.
 
         Pending and active tasks are in processing order (oldest first); scheduled and retry tasks by
         due time; archived by time archived; completed by expiry; aggregating by group, then time added.
+        ``reverse`` turns each order round (the latest archived first, for instance); groups stay in name
+        order.
 
         Args:
             queue: the queue name.
@@ -193,12 +202,13 @@ class Inspector:
             page: the page number, from 1.
             size: tasks per page (at most :data:`MAX_PAGE_SIZE`).
             group: for aggregating tasks, only this group.
+            reverse: the last first.
 
         Raises:
             QueueNotFound: the queue does not exist.
             ValueError: an unknown state, or a bad page or size.
         """
-        return await self._tasks.list_tasks(queue, state, page=page, size=size, group=group)
+        return await self._tasks.list_tasks(queue, state, page=page, size=size, group=group, reverse=reverse)
 
     async def count_tasks(self, queue: str, state: TaskState | str, *, group: str | None = None) -> int:
         """How many tasks of ``queue`` are in ``state`` (in ``group``, for aggregating), reading none of them.

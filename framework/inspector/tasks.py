@@ -114,20 +114,28 @@ class TaskReads(Part):
     __slots__ = ()
 
     async def list_tasks(
-        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20, group: str | None = None
+        self,
+        queue: str,
+        state: TaskState | str,
+        *,
+        page: int = 1,
+        size: int = 20,
+        group: str | None = None,
+        reverse: bool = False,
     ) -> TaskPage:
-        """One page of the tasks of ``queue`` in ``state``, the next to be processed first."""
+        """One page of the tasks of ``queue`` in ``state``, the next to be processed first (last, ``reverse``)."""
         st = as_state(state)
         _check_page(page, size)
         qk = await self._ns.queue_keys(queue)
         start = min((page - 1) * size, PAST_THE_END)
         if st in _LISTS:
-            ids, total = await self._list_page(qk.pending if st is TaskState.PENDING else qk.active, start, size)
+            key = qk.pending if st is TaskState.PENDING else qk.active
+            ids, total = await self._list_page(key, start, size, reverse)
             scored: list[tuple[str, float | None]] = [(i, None) for i in ids]
         elif st is TaskState.AGGREGATING:
-            scored, total = await self._group_page(qk, group, start, size)
+            scored, total = await self._group_page(qk, group, start, size, reverse)
         else:
-            scored, total = await self._zset_page(getattr(qk, st.value), start, size)
+            scored, total = await self._zset_page(getattr(qk, st.value), start, size, reverse)
         tasks = await self._fetch(qk, queue, scored, st)
         _warn_undecodable(queue, tasks)
         return TaskPage(queue=queue, state=st, group=group or "", page=page, size=size, total=total, tasks=tasks)
@@ -144,25 +152,30 @@ class TaskReads(Part):
             return sum(g.size for g in await self._groups(qk))
         return int(await self._redis.zcard(getattr(qk, st.value)))
 
-    async def _list_page(self, key: str, start: int, size: int) -> tuple[list[str], int]:
-        """A page of a list read from the right (the oldest end), with the list's length."""
+    async def _list_page(self, key: str, start: int, size: int, reverse: bool) -> tuple[list[str], int]:
+        """A page of a list read from the right (the oldest end; from the left, ``reverse``), with its length."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.llen(key)
-            pipe.lrange(key, -(start + size), -(start + 1))
+            if reverse:
+                pipe.lrange(key, start, start + size - 1)
+            else:
+                pipe.lrange(key, -(start + size), -(start + 1))
             total, ids = await pipe.execute()
-        return [text(i) for i in reversed(ids)], int(total)
+        return [text(i) for i in (ids if reverse else reversed(ids))], int(total)
 
-    async def _zset_page(self, key: str, start: int, size: int) -> tuple[list[tuple[str, float | None]], int]:
+    async def _zset_page(
+        self, key: str, start: int, size: int, reverse: bool
+    ) -> tuple[list[tuple[str, float | None]], int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
-            pipe.zrange(key, start, start + size - 1, withscores=True)
+            pipe.zrange(key, start, start + size - 1, desc=reverse, withscores=True)
             total, items = await pipe.execute()
         return [(text(i), float(s)) for i, s in items], int(total)
 
     async def _group_page(
-        self, qk: QueueKeys, group: str | None, start: int, size: int
+        self, qk: QueueKeys, group: str | None, start: int, size: int, reverse: bool
     ) -> tuple[list[tuple[str, float | None]], int]:
-        """A page across the groups in name order (or of one group)."""
+        """A page across the groups in name order (or of one group); each group's latest first, ``reverse``."""
         groups = [group] if group else [g.group for g in await self._groups(qk)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for g in groups:
@@ -177,7 +190,7 @@ class TaskReads(Part):
                 offset -= n
                 continue
             stop = offset + size - len(out) - 1
-            items: list[Any] = await self._redis.zrange(qk.group(g), offset, stop, withscores=True)
+            items: list[Any] = await self._redis.zrange(qk.group(g), offset, stop, desc=reverse, withscores=True)
             out += [(text(i), float(s)) for i, s in items]
             offset = 0
         return out, sum(sizes)

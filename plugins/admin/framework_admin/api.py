@@ -77,9 +77,12 @@ async def jobs_list(
     queue: FromQuery[str | None] = None,
     page: FromQuery[int] = 1,
     page_size: FromQuery[int] = 20,
+    newest: FromQuery[bool] = False,
 ) -> TaskListOut:
-    """A page of tasks in ``status`` (``failed`` = ``archived``), of one queue or every queue."""
-    return await queries.list_tasks(inspector, status, queue=queue, task_type=task_type, page=page, page_size=page_size)
+    """A page of tasks in ``status`` (``failed`` = ``archived``), of one queue or all (latest first: ``newest``)."""
+    return await queries.list_tasks(
+        inspector, status, queue=queue, task_type=task_type, page=page, page_size=page_size, newest=newest
+    )
 
 
 @post("/jobs/{task_id:str}/retry", tags=_TAGS, guards=_W, status_code=200)

@@ -38,7 +38,7 @@ async def overview(
         "stats": await queries.stats(inspector),
         "runs": await recent_runs(inspector, services, 15),
         "retry": await queries.list_tasks(inspector, "retry", page_size=10),
-        "archived": await queries.list_tasks(inspector, "archived", page_size=10),
+        "archived": await queries.list_tasks(inspector, "archived", page_size=10, newest=True),
         "servers": await queries.servers(inspector),
         "cron": await queries.cron_entries(inspector, history=0),
         "outbox": await panels.outbox_list(folder, 5) if folder is not None else None,

@@ -13,7 +13,7 @@ import msgspec
 from litestar.exceptions import ClientException, NotFoundException
 
 from framework.errors import QueueNotFound
-from framework.inspector import TaskState
+from framework.inspector import MAX_PAGE_SIZE, TaskState
 from framework_admin.schemas import (
     CronEntryOut,
     CronRunOut,
@@ -29,6 +29,8 @@ from framework_admin.schemas import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from framework.inspector import Inspector, QueueInfo, TaskDetails
     from framework_admin.schemas import ServerOut, TaskOut
 
@@ -128,20 +130,55 @@ async def _unfiltered(
     return sum(totals), out
 
 
+async def _latest(
+    inspector: Inspector, names: list[str], state: TaskState, page: int, size: int
+) -> tuple[int, list[TaskDetails]]:
+    """A page of the latest tasks across ``names``: each queue's latest ``page * size``, merged by time."""
+    reach = page * size
+    if reach > MAX_PAGE_SIZE:
+        raise ClientException(f"newest first reaches the latest {MAX_PAGE_SIZE} tasks; page * page_size is {reach}")
+    total, found = 0, []
+    for name in names:
+        got = await inspector.list_tasks(name, state, size=reach, reverse=True)
+        total += got.total
+        found += got.tasks
+    return total, _by_time(found, state)[reach - size : reach]
+
+
+_TIME_OF: dict[TaskState, Callable[[TaskDetails], datetime | None]] = {
+    TaskState.ARCHIVED: lambda t: t.last_failed_at,
+    TaskState.COMPLETED: lambda t: t.completed_at,
+    TaskState.SCHEDULED: lambda t: t.next_process_at,
+    TaskState.RETRY: lambda t: t.next_process_at,
+}
+"""The time a task shows for its state (the admin's "When"), by which the latest come first."""
+
+
+def _by_time(tasks: list[TaskDetails], state: TaskState) -> list[TaskDetails]:
+    """Latest first by the time each task shows for ``state``; pending, active and aggregating keep their order."""
+    time_of = _TIME_OF.get(state)
+    if time_of is None or len(tasks) < 2:
+        return tasks
+    epoch = datetime.fromtimestamp(0, UTC)
+    return sorted(tasks, key=lambda t: time_of(t) or epoch, reverse=True)
+
+
 async def _filtered(
-    inspector: Inspector, names: list[str], state: TaskState, task_type: str, page: int, size: int
+    inspector: Inspector, names: list[str], state: TaskState, task_type: str, page: int, size: int, newest: bool
 ) -> tuple[int, list[TaskDetails]]:
     matches: list[TaskDetails] = []
     scanned = 0
     for name in names:
         chunk_page = 1
         while scanned < SCAN_LIMIT:
-            got = await inspector.list_tasks(name, state, page=chunk_page, size=_SCAN_CHUNK)
+            got = await inspector.list_tasks(name, state, page=chunk_page, size=_SCAN_CHUNK, reverse=newest)
             scanned += len(got.tasks)
             matches += [t for t in got.tasks if t.type == task_type]
             if chunk_page * _SCAN_CHUNK >= got.total or not got.tasks:
                 break
             chunk_page += 1
+    if newest:
+        matches = _by_time(matches, state)
     start = (page - 1) * size
     return len(matches), matches[start : start + size]
 
@@ -154,8 +191,12 @@ async def list_tasks(
     task_type: str | None = None,
     page: int = 1,
     page_size: int = 20,
+    newest: bool = False,
 ) -> TaskListOut:
     """One page of the tasks in ``status``, of one queue or of every queue (in queue-name order).
+
+    ``newest`` lists the latest first instead (archived: the latest failures), merged across queues by
+    the time that orders the state (archived, due or expiry time; pending and active tasks queue by queue).
 
     Raises:
         ClientException: an unknown status or a bad page.
@@ -167,7 +208,9 @@ async def list_tasks(
     names = await queue_names(inspector, queue)
     try:
         if task_type:
-            total, tasks = await _filtered(inspector, names, state, task_type, page, page_size)
+            total, tasks = await _filtered(inspector, names, state, task_type, page, page_size, newest)
+        elif newest:
+            total, tasks = await _latest(inspector, names, state, page, page_size)
         else:
             total, tasks = await _unfiltered(inspector, names, state, page, page_size)
     except QueueNotFound as exc:  # removed while we read it

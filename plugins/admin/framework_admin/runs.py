@@ -231,8 +231,8 @@ async def _from_lists(inspector: Inspector, limit: int) -> list[RunOut]:
     """Finished runs as the queue alone knows them (no durations): completed and archived tasks."""
     out = []
     for queue in await inspector.queues():
-        done = await inspector.list_tasks(queue, "completed", size=limit)
-        failed = await inspector.list_tasks(queue, "archived", size=limit)
+        done = await inspector.list_tasks(queue, "completed", size=limit, reverse=True)
+        failed = await inspector.list_tasks(queue, "archived", size=limit, reverse=True)
         out += [
             RunOut(
                 id=t.id,

@@ -397,7 +397,7 @@
       getJSON("/throughput?hours=" + CHART_HOURS),
       getJSON("/runs?limit=15"),
       getJSON("/jobs/retry?page_size=10"),
-      getJSON("/jobs/archived?page_size=10"),
+      getJSON("/jobs/archived?page_size=10&newest=true"),
       getJSON("/servers"),
       getJSON("/cron?history=0")
     ]).then(function (r) {

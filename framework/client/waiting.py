@@ -181,7 +181,7 @@ class Waiters:
             if missing_is_outcome:
                 _settle(watch, Outcome("gone"))
             return False
-        kind = state.decode() if isinstance(state, bytes) else str(state)
+        kind = state.decode("utf-8", "replace") if isinstance(state, bytes) else str(state)
         if kind in _FINAL:
             _settle(watch, Outcome(kind, result=_bytes(result), msg=_bytes(msg)))
         return True

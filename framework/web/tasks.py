@@ -292,7 +292,7 @@ def _failure_body(exc: TaskFailed, expose_errors: bool) -> tuple[int, dict[str, 
 
 
 def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
 
 
 def _failure(exc: TaskFailed, expose_errors: bool) -> Response[Any]:

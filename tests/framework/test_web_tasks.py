@@ -24,6 +24,7 @@ from framework.errors import SkipRetry
 from framework.hookspecs import hookimpl
 from framework.plugins.manager import app_plugins, get_plugin_manager
 from framework.protocol.keys import Schema
+from framework.protocol.message import encode_message, new_message
 from framework.task import TaskDef
 from framework.transport.connection import open_redis
 from framework.web.app import create_app
@@ -242,3 +243,13 @@ async def test_the_demo_page_shows_progress_then_the_greeting_in_chromium(base: 
         finally:
             await browser.close()
     assert errors == []
+
+
+async def test_the_status_url_of_a_record_with_a_garbled_state_answers_202(base: str, redis: Any, schema: Any) -> None:
+    """A record another client wrote with a state that is not UTF-8 is reported as it is, not as a 500."""
+    msg = new_message(type="demo:hello", payload=b"{}", id="garbled", queue="default", retry=0, timeout=60, deadline=0)
+    await redis.hset(schema.queue("default").task("garbled"), mapping={"msg": encode_message(msg), "state": b"\xff"})
+    async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+        status = await http.get("/demo/tasks/garbled")
+    assert status.status_code == 202, status.text
+    assert status.json()["state"] == "\ufffd"

@@ -6,7 +6,11 @@ Layout of the folder (``settings.data_path / settings.storage.local_dir``)::
     .local-storage/meta/<key>    a JSON sidecar: content type and user metadata
     .local-storage/tmp/          files being written; each is moved into place with ``os.replace``
 
-Writes are atomic: a reader sees the old object or the new one, never a partial file. Keys whose
+Writes are atomic and durable: a reader sees the old object or the new one, never a partial file.
+The bytes are synced to disk before the rename and the folder after it, so a put that returned
+survives a crash or power loss. A put into a folder that a concurrent delete is pruning (its last
+object gone) recreates the folder. Temp files a killed process left behind are removed by the first
+put of the next ``LocalStorage`` once they are an hour old. Keys whose
 first segment is ``.local-storage`` are reserved: listings skip that folder and the web app never
 serves it (:mod:`framework.web.storage_routes`). Because objects are files, one key cannot be both an
 object and the prefix of other objects (``a/b`` and ``a/b/c``); S3 allows that, this backend raises
@@ -24,6 +28,7 @@ import errno
 import mimetypes
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -42,7 +47,7 @@ from framework.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from framework.settings import Settings
 
@@ -62,8 +67,25 @@ _decode_sidecar = msgspec.json.Decoder(_Sidecar).decode
 
 
 _INTERNAL = ".local-storage"
+_TMP_PREFIX = "put-"
+_STALE_TMP_SECONDS = 3600.0
+"""A temp file untouched this long belongs to a writer that died: no put takes that long."""
+_PLACE_ATTEMPTS = 20
+"""Tries to move a written file into place while concurrent deletes keep pruning its folder."""
 _MAX_SEGMENT_BYTES = 255
 """The longest file name (in bytes) of ext4, XFS, Btrfs, tmpfs, APFS and NTFS: the longest key segment."""
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Sync a folder's entries to disk, so a rename or a new entry in it survives a power loss."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:  # removed since: the object in it was deleted meanwhile
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def local_objects_dir(settings: Settings) -> Path:
@@ -85,6 +107,7 @@ class LocalStorage:
         self._meta_dir = root / _INTERNAL / "meta"
         self._tmp_dir = root / _INTERNAL / "tmp"
         self._public_url = public_url.rstrip("/")
+        self._swept = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalStorage:
@@ -181,16 +204,14 @@ class LocalStorage:
         path, meta_path = self._paths(key)
         for folder in (self.objects_dir, self._meta_dir, self._tmp_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._swept = True
+            self._remove_stale_tmp()
         if path.is_dir():
             raise InvalidKey(f"invalid object key {key!r}: it is also the prefix of other objects (local backend)")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise InvalidKey(f"invalid object key {key!r}: a prefix of it is an object (local backend)") from exc
-        self._write_atomic(meta_path, _encode_sidecar(sidecar))
-        self._write_atomic(path, data)
-        st = path.stat()
+        made = self._make_folders(key, path.parent)  # refuse a key under an object before writing its sidecar
+        self._write_atomic(key, meta_path, _encode_sidecar(sidecar))
+        st = self._write_atomic(key, path, data, made)
         return ObjectInfo(
             key=key,
             size=st.st_size,
@@ -199,16 +220,76 @@ class LocalStorage:
             metadata=dict(sidecar.metadata),
         )
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix="put-")
+    def _write_atomic(self, key: str, path: Path, data: bytes, made: Iterable[Path] = ()) -> os.stat_result:
+        """Write ``data`` to a temp file, sync it, move it to ``path`` and sync the folders that changed.
+
+        ``made`` are folders the caller created for ``path``: their parents are synced too.
+        """
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir, prefix=_TMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, path)
+                fh.flush()
+                os.fchmod(fh.fileno(), 0o644)
+                os.fsync(fh.fileno())
+                st = os.fstat(fh.fileno())
+            created = self._place(key, tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+        for folder in {path.parent, *(new.parent for new in (*made, *created))}:
+            _fsync_folder(folder)
+        return st
+
+    def _place(self, key: str, tmp_name: str, path: Path) -> builtins.list[Path]:
+        """Move the temp file to ``path``, making its folders; return the folders made.
+
+        A concurrent delete of the last object in a folder removes the folder, possibly between its
+        creation here and the rename; the folder is then made again.
+        """
+        created: builtins.list[Path] = []
+        attempts = 0
+        while True:
+            created += self._make_folders(key, path.parent)
+            try:
+                os.replace(tmp_name, path)
+            except IsADirectoryError as exc:
+                raise InvalidKey(
+                    f"invalid object key {key!r}: it is also the prefix of other objects (local backend)"
+                ) from exc
+            except FileNotFoundError:
+                attempts += 1
+                if attempts >= _PLACE_ATTEMPTS or not os.path.exists(tmp_name):
+                    raise
+                continue
+            return created
+
+    @staticmethod
+    def _make_folders(key: str, folder: Path) -> builtins.list[Path]:
+        """Make ``folder`` and its missing parents; return the ones made (their parents need a sync)."""
+        missing: builtins.list[Path] = []
+        current = folder
+        while not current.is_dir() and current != current.parent:
+            missing.append(current)
+            current = current.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise InvalidKey(f"invalid object key {key!r}: a prefix of it is an object (local backend)") from exc
+        return missing
+
+    def _remove_stale_tmp(self) -> None:
+        """Remove temp files whose writer died mid-put (a killed process, a power loss)."""
+        cutoff = time.time() - _STALE_TMP_SECONDS
+        with os.scandir(self._tmp_dir) as entries:
+            for entry in entries:
+                if not entry.name.startswith(_TMP_PREFIX):
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except FileNotFoundError:  # another process removed it first
+                    continue
 
     def _get_sync(self, key: str) -> bytes:
         path, _ = self._paths(key)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from framework_images.processing import MAX_SIDES
+
 if TYPE_CHECKING:
     from framework.settings import Settings
 
@@ -45,7 +47,8 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         sizes: thumbnail name -> width in pixels. The height follows the aspect ratio. An image
             narrower than a width is not enlarged: that thumbnail keeps the original width.
             Names are lower-case letters, digits, ``-`` and ``_`` (they are part of object keys);
-            ``original`` and ``record`` are taken.
+            ``original`` and ``record`` are taken. A width is at most what every format can hold
+            (16383 pixels for WebP, 65500 for JPEG).
         formats: output formats, each size is written in each; the first is the one the uploads
             route lists under ``thumbnails``.
         webp_quality: lossy WebP quality, 1-100.
@@ -56,7 +59,8 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             none resamples the full image.
         max_upload_bytes: the largest upload the route accepts (413 above).
         max_pixels: the largest image (width x height) the task decodes; above, it is archived as
-            a possible decompression bomb. Pillow's own limit (``Image.MAX_IMAGE_PIXELS``) applies too.
+            a possible decompression bomb. Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, about 89
+            million) applies too, also where Pillow would only warn.
         max_parallel: at most this many images are decoded at once per process (0 = one per CPU).
         path: URL path of the uploads route.
         upload_limit: uploads one client address may make per ``upload_window`` seconds; above it the
@@ -81,8 +85,9 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     def __post_init__(self) -> None:
         _check_sizes(self.sizes)
-        if not self.formats or len(set(self.formats)) != len(self.formats):
+        if not self.formats or len(set(self.formats)) != len(self.formats) or not set(self.formats) <= MAX_SIDES.keys():
             raise ValueError(f"formats={self.formats!r} is invalid: give one or more of 'webp', 'jpeg', once each")
+        _check_widths(self.sizes, self.formats)
         for name in ("webp_quality", "jpeg_quality"):
             if not 1 <= getattr(self, name) <= 100:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: use 1 to 100")
@@ -113,6 +118,16 @@ def _check_sizes(sizes: dict[str, int]) -> None:
             )
         if width < 1:
             raise ValueError(f"sizes[{name!r}]={width!r} is invalid: widths must be >= 1 pixel")
+
+
+def _check_widths(sizes: dict[str, int], formats: list[ImageFormat]) -> None:
+    for fmt in formats:
+        limit = MAX_SIDES[fmt]
+        for name, width in sizes.items():
+            if width > limit:
+                raise ValueError(
+                    f"sizes[{name!r}]={width!r} is invalid: {fmt} thumbnails are at most {limit} pixels wide"
+                )
 
 
 def load_config(settings: Settings) -> ImagesConfig:

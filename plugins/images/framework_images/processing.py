@@ -6,12 +6,17 @@
 - JPEGs are decoded at a reduced scale when the largest thumbnail allows it (``draft``), and each
   size is resized from the next larger one, with Pillow's ``reducing_gap`` two-step resize.
 - EXIF orientation is applied (the output is upright, its EXIF is gone); the aspect ratio is kept;
-  an image narrower than a size is not enlarged (that thumbnail keeps the original width).
+  an image narrower than a size is not enlarged (that thumbnail keeps the original width). No side
+  of a thumbnail exceeds what its formats can hold (:data:`MAX_SIDES`: 16383 pixels for WebP), so a
+  very tall image (a full-page screenshot) gets a narrower thumbnail than the size asks for.
 - EXIF (GPS, camera), XMP and comments are not written to thumbnails. An RGB ICC profile is kept,
   so wide-gamut photos keep their colours; CMYK is converted to sRGB (through its ICC profile
   when it has one).
-- Palette, grey, 16-bit and CMYK images become RGB; transparency becomes an alpha channel (WebP
-  keeps it; JPEG gets a white background). Animations give their first frame.
+- Palette, grey, 16-bit and CMYK images become RGB; transparency (an alpha channel, or a
+  transparent colour as in palette, grey and RGB PNGs) becomes an alpha channel (WebP keeps it;
+  JPEG gets a white background). Animations give their first frame.
+- Bytes Pillow cannot decode, whatever it raises (or warns, when warnings are errors), give an
+  :class:`ImageError` saying what is wrong, never another exception.
 
 Outputs are deterministic: the same input and options give the same bytes.
 """
@@ -24,7 +29,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageMath, UnidentifiedImageError
 
 from framework.errors import FrameworkError
 
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     from PIL import ImageFile
 
 __all__ = (
+    "MAX_SIDES",
     "OUTPUT_FORMATS",
     "ImageError",
     "ImageTooLarge",
@@ -111,6 +117,9 @@ OUTPUT_FORMATS: dict[str, tuple[str, str, str]] = {
 }
 """Output format -> (Pillow format, MIME type, extension)."""
 
+MAX_SIDES: dict[str, int] = {"webp": 16383, "jpeg": 65500}
+"""Output format -> the longest side, in pixels, its encoder can write (libwebp's and libjpeg's limits)."""
+
 # Pillow format -> (MIME type, extension); the inputs accepted, a list kept short on purpose.
 _INPUTS: dict[str, tuple[str, str]] = {
     "JPEG": ("image/jpeg", "jpg"),
@@ -136,7 +145,19 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+# What Pillow raises on damaged bytes, and its warnings when a warnings filter makes them errors.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+    Warning,
+)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
@@ -195,10 +216,13 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         raise _unreadable(data, exc) from exc
     except _DECODE_ERRORS as exc:
         raise _unreadable(data, exc) from exc
+    # Pillow only warns between its limit and twice that; a warning must not decide whether to decode.
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    limit = max_pixels if pillow_limit is None else min(max_pixels, pillow_limit)
     width, height = im.size
-    if width * height > max_pixels:
+    if width * height > limit:
         raise ImageTooLarge(
-            f"image too large: {width}x{height} is {width * height} pixels, above the limit of {max_pixels} "
+            f"image too large: {width}x{height} is {width * height} pixels, above the limit of {limit} "
             "(a possible decompression bomb)"
         )
     return im
@@ -207,7 +231,7 @@ def _open(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_ORIENTATION, 1)
-    except (*_DECODE_ERRORS, TypeError, KeyError):  # damaged EXIF: show the image as stored
+    except _DECODE_ERRORS:  # damaged EXIF: show the image as stored
         return 1
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
@@ -217,8 +241,8 @@ def identify(data: bytes, *, max_pixels: int = 50_000_000) -> SourceImage:
 
     Raises:
         NotAnImage: not an image in a supported format.
-        TruncatedImage: the header is damaged.
-        ImageTooLarge: more than ``max_pixels`` pixels.
+        TruncatedImage: the header is damaged, or a later frame's (counting frames reads them all).
+        ImageTooLarge: more than ``max_pixels`` pixels, or more than Pillow's ``Image.MAX_IMAGE_PIXELS``.
     """
     im = _open(data, max_pixels)
     fmt = im.format or ""
@@ -226,7 +250,10 @@ def identify(data: bytes, *, max_pixels: int = 50_000_000) -> SourceImage:
     width, height = im.size
     if _orientation(im) >= 5:
         width, height = height, width
-    frames = int(getattr(im, "n_frames", 1))
+    try:  # counting frames reads every frame's header: a damaged later frame shows here
+        frames = int(getattr(im, "n_frames", 1))
+    except _DECODE_ERRORS as exc:
+        raise TruncatedImage(f"truncated or corrupt {fmt} image: a frame after the first is damaged ({exc})") from exc
     return SourceImage(format=fmt, mime_type=mime, ext=ext, width=width, height=height, frames=frames)
 
 
@@ -247,14 +274,10 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bytes | None]:
     if mode == "CMYK":
         return _cmyk_to_rgb(im, icc), None
     keep_icc = icc if icc is not None and icc[16:20] == b"RGB " else None
-    if mode in ("RGB", "RGBA"):
+    if mode == "RGBA" or (mode == "RGB" and "transparency" not in im.info):
         return im, keep_icc
     if mode == "I" or mode.startswith("I;16"):
-        im = im.convert("I")
-        high = im.getextrema()[1]  # one band, so (min, max)
-        if isinstance(high, int | float) and high > 255:
-            im = im.point(lambda value: value * (1 / 256))
-        im = im.convert("L")
+        im = _deep_grey_to_l(im)
     elif mode == "F":
         im = im.convert("L")
     target = "RGBA" if im.mode in _ALPHA_MODES or "transparency" in im.info else "RGB"
@@ -262,6 +285,23 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bytes | None]:
         return im.convert(target), keep_icc
     except ValueError as exc:
         raise NotAnImage(f"not a supported image: colour mode {mode} cannot be converted to RGB") from exc
+
+
+def _deep_grey_to_l(im: Image.Image) -> Image.Image:
+    """16- or 32-bit grey to 8-bit ``L`` (``LA`` when a grey level is transparent, as in a PNG's tRNS)."""
+    deep = im.convert("I")
+    transparent = im.info.get("transparency")
+    high = deep.getextrema()[1]  # one band, so (min, max)
+    grey = deep.point(lambda value: value * (1 / 256)) if isinstance(high, int | float) and high > 255 else deep
+    grey = grey.convert("L")
+    grey.info.pop("transparency", None)  # a 16-bit level; the alpha channel below replaces it
+    if not isinstance(transparent, int):
+        return grey
+    alpha = ImageMath.lambda_eval(lambda args: (args["im"] != transparent) * 255, im=deep)
+    if not isinstance(alpha, Image.Image):
+        return grey
+    grey.putalpha(alpha.convert("L"))
+    return grey
 
 
 def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
@@ -276,12 +316,19 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     return im.convert("RGB")
 
 
-def _plan(sizes: Mapping[str, int], width: int, height: int) -> list[tuple[str, int, int]]:
-    """(name, width, height) of each thumbnail as displayed, largest first; never wider than the source."""
+def _plan(sizes: Mapping[str, int], width: int, height: int, max_side: int) -> list[tuple[str, int, int]]:
+    """(name, width, height) of each thumbnail as displayed, largest first.
+
+    Never wider than the source, and no side above ``max_side``: a thumbnail that would be taller is
+    made narrower, keeping the aspect ratio (down to 1 pixel wide).
+    """
     plan = []
     for name, wanted in sizes.items():
-        w = min(wanted, width)
-        plan.append((name, w, max(1, round(height * w / width))))
+        w = min(wanted, width, max_side)
+        h = max(1, round(height * w / width))
+        if h > max_side:
+            w, h = max(1, round(width * max_side / height)), max_side
+        plan.append((name, w, h))
     plan.sort(key=lambda item: (-item[1], item[0]))
     return plan
 
@@ -329,7 +376,7 @@ def make_thumbnails(
     Raises:
         NotAnImage: not an image in a supported format.
         TruncatedImage: cut short or corrupt.
-        ImageTooLarge: more than ``max_pixels`` pixels.
+        ImageTooLarge: more than ``max_pixels`` pixels, or more than Pillow's ``Image.MAX_IMAGE_PIXELS``.
     """
     unknown = [fmt for fmt in formats if fmt not in OUTPUT_FORMATS]
     if unknown or not sizes:
@@ -338,7 +385,7 @@ def make_thumbnails(
     orientation = _orientation(im)
     rotated = orientation >= 5
     width, height = (im.height, im.width) if rotated else im.size
-    plan = _plan(sizes, width, height)
+    plan = _plan(sizes, width, height, min(MAX_SIDES[fmt] for fmt in formats))
     if reducing_gap is not None:  # JPEG: decode at 1/2, 1/4 or 1/8 scale when the largest size allows
         big_w, big_h = plan[0][1], plan[0][2]
         if rotated:

@@ -9,7 +9,10 @@ Outcomes:
 - not an image, truncated or corrupt, too many pixels, the original missing, or a payload that
   cannot name objects: :class:`~framework.errors.SkipRetry` with a message saying which; the task
   is archived at once and the upload record says ``failed`` with that message. An original that is
-  not a usable image is deleted first, so a rejected file is never left downloadable.
+  not a usable image is then deleted, so a rejected file is not left downloadable. The record is
+  written before the delete: if the store fails in between, the retry finds the original again and
+  records the same reason, instead of a missing original. A run that finds the original gone and the
+  record already ``failed`` (the task delivered again after a rejection) keeps that reason.
 - the store unreachable or answering 5xx: :class:`~framework.storage.StorageUnavailable`
   propagates and the task is retried (twice by default).
 - otherwise every thumbnail is stored under :func:`~framework_images.storage.thumbnail_key` and
@@ -129,13 +132,27 @@ async def _fail(
 ) -> SkipRetry:
     """Mark the upload ``failed`` and return the error to raise.
 
-    With ``delete``, the original is deleted first, so a rejected file is not left downloadable.
+    With ``delete``, the original is deleted afterwards, so a rejected file is not left downloadable.
+    Deleting it before the record is written would lose the reason when the write fails: the retry
+    would find no original and record that instead.
     """
+    await _finish(storage, upload_id, key, state="failed", error=message, thumbnails=[])
     if delete:
         await storage.delete(key)
-    await _finish(storage, upload_id, key, state="failed", error=message, thumbnails=[])
     ctx.logger.warning("image_rejected", upload_id=upload_id, key=key, error=message, deleted=delete)
     return SkipRetry(message)
+
+
+async def _rejected_before(storage: Storage, upload_id: str, key: str) -> str | None:
+    """The reason an earlier run rejected (and deleted) this original, if the record says so.
+
+    A task delivered again after its run rejected the image (the worker died before archiving it)
+    finds the original gone; the record keeps the real reason instead of "cannot read the original".
+    """
+    previous = await _previous(storage, upload_id)
+    if previous is not None and previous.state == "failed" and previous.original == key and previous.error:
+        return previous.error
+    return None
 
 
 async def handle_process_image(ctx: TaskContext, payload: ProcessImage) -> None:
@@ -155,6 +172,9 @@ async def handle_process_image(ctx: TaskContext, payload: ProcessImage) -> None:
         validate_key(key)
         data = await storage.get(key)
     except (ValueError, ObjectNotFound) as exc:  # InvalidKey is a ValueError
+        rejected = await _rejected_before(storage, upload_id, key)
+        if rejected is not None:
+            raise SkipRetry(rejected) from exc
         raise await _fail(ctx, storage, upload_id, key, f"cannot read the original: {exc}") from exc
     state = _state(ctx.services)
     async with state.limit:

@@ -25,16 +25,12 @@ from framework_images.processing import (
 )
 from PIL import Image, ImageDraw
 
+from tests.plugins.images.test_processing import encode
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
-
-
-def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
 def decode(thumb: Thumbnail) -> Image.Image:

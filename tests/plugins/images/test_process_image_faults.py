@@ -8,51 +8,28 @@ temp files.
 from __future__ import annotations
 
 import io
-import time
 from typing import TYPE_CHECKING
 
 import pytest
-import structlog
 from framework_images.storage import UploadRecord, original_key, read_record, write_record
-from framework_images.tasks import PROCESS_IMAGE, ProcessImage, handle_process_image
+from framework_images.tasks import ProcessImage, handle_process_image
 from PIL import Image
 
-from framework.context import TaskContext
 from framework.errors import SkipRetry
-from framework.services import Services
 from framework.settings import Settings
 from framework.storage import LocalStorage, ObjectNotFound, StorageUnavailable
+from tests.plugins.images.test_processing import encode
+from tests.plugins.images.test_tasks import make_ctx as task_ctx
+from tests.plugins.images.test_tasks import make_services
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-
-def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
+    from framework.context import TaskContext
 
 
 def make_ctx(storage: LocalStorage, settings: Settings) -> TaskContext:
-    services = Services(
-        settings=settings,
-        redis=None,  # type: ignore[arg-type]
-        schema=None,  # type: ignore[arg-type]
-        client=None,  # type: ignore[arg-type]
-        registry=None,  # type: ignore[arg-type]
-    )
-    services._storage = storage
-    return TaskContext(
-        id="task-1",
-        type=PROCESS_IMAGE,
-        queue="default",
-        retried=0,
-        max_retry=2,
-        deadline=time.time() + 300,
-        headers={},
-        logger=structlog.get_logger("test"),
-        services=services,
-    )
+    return task_ctx(make_services(storage, settings))
 
 
 @pytest.fixture

@@ -74,7 +74,10 @@ async def _check_redis(settings: Settings) -> tuple[list[Check], Redis | None]:
     try:
         url = await asyncio.to_thread(resolve_redis_url, settings)
     except FrameworkError as exc:
-        return [Check(name="redis", status="fail", detail=str(exc), fix="set FRAMEWORK_REDIS_URL or REDIS_URL")], None
+        fix = "set FRAMEWORK_REDIS_URL or REDIS_URL"
+        if not settings.redis_url:  # the embedded Valkey did not start: its error says why
+            fix = "fix what the error names (setting data_dir, FRAMEWORK_DATA_DIR), or " + fix
+        return [Check(name="redis", status="fail", detail=str(exc), fix=fix)], None
     redis = open_redis(url)
     try:
         await check_connection(redis, url)

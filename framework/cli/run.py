@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
+import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ from framework.loop import run as run_loop
 from framework.settings import redact_url  # not framework.transport.connection: that loads redis
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import uvicorn
 
@@ -87,6 +89,38 @@ def _bind(host: str, port: int, command: str) -> socket.socket:
     return sock
 
 
+@contextlib.contextmanager
+def _embedded_valkey(settings: Settings) -> Iterator[None]:
+    """Without a ``redis_url``: start (or find) the data directory's Valkey and keep it up while the command runs.
+
+    Started here, before the app, so that this command owns it and stops it after the app has stopped; if
+    its process dies meanwhile (a crash, or it was another command's, which stopped), it is started again
+    on the same socket and the app's connections reconnect (:mod:`framework.embedded.keeper`).
+    """
+    if settings.redis_url:
+        yield
+        return
+    from framework.embedded.keeper import kept  # noqa: PLC0415 - only without an external Redis
+
+    with kept(settings.data_path / "valkey"):
+        yield
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Make SIGTERM end the server as SIGINT does: a ``KeyboardInterrupt`` once its graceful shutdown is over.
+
+    uvicorn re-raises the signal that stopped it; SIGTERM's default action would then end the process at
+    once, skipping every ``finally`` and exit handler (the embedded Valkey's orderly stop among them) and
+    reporting the graceful stop as status 143.
+    """
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _server(config: uvicorn.Config, stopping: Callable[[], str]) -> uvicorn.Server:
     """A uvicorn server whose first SIGTERM/SIGINT says what it waits for and whose second exits at once.
 
@@ -107,6 +141,23 @@ def _server(config: uvicorn.Config, stopping: Callable[[], str]) -> uvicorn.Serv
 
 def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool, scheduler: bool, label: str) -> None:
     """Serve the app; start-up faults (busy port, Redis, plugins) raise, to be reported in one or two lines."""
+    settings = ctx.settings
+    host = host or settings.host
+    port = settings.port if port is None else port
+    sock = _bind(host, port, label.partition(":")[0])
+    try:
+        with _sigterm_as_interrupt(), _embedded_valkey(settings):
+            startup_error = _serve_app(ctx, sock, host, port, worker=worker, scheduler=scheduler, label=label)
+    finally:
+        sock.close()
+    if startup_error is not None:  # raised here, not in the except clause: its own traceback and cause
+        raise startup_error
+
+
+def _serve_app(
+    ctx: CliContext, sock: socket.socket, host: str, port: int, *, worker: bool, scheduler: bool, label: str
+) -> BaseException | None:
+    """Build the app and serve it on ``sock`` until it stops; returns the lifespan's start-up failure, if any."""
     import logging  # noqa: PLC0415
 
     import uvicorn  # noqa: PLC0415
@@ -114,41 +165,33 @@ def _serve(ctx: CliContext, host: str | None, port: int | None, *, worker: bool,
     from framework.web.app import FrameworkPlugin, create_app  # noqa: PLC0415
 
     settings = ctx.settings
-    host = host or settings.host
-    port = settings.port if port is None else port
-    sock = _bind(host, port, label.partition(":")[0])
+    app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
+    plugin = app.plugins.get(FrameworkPlugin)
+    plugin.on_started = lambda: _banner(ctx, host, sock.getsockname()[1], label)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=settings.event_loop
+    )
+    server = _server(config, lambda: _stopping_message(settings, plugin.worker, "stopping: waiting for open requests"))
+    # the lifespan's failure is reported by main() (its traceback with --debug), not logged by uvicorn as
+    # Litestar's exception group
+    uvicorn_log = logging.getLogger("uvicorn.error")
+
+    def quiet(_record: logging.LogRecord) -> bool:
+        return plugin.startup_error is None
+
+    uvicorn_log.addFilter(quiet)
     try:
-        app = create_app(settings, plugin_manager=ctx.pm, run_worker=worker, run_scheduler=scheduler)
-        plugin = app.plugins.get(FrameworkPlugin)
-        plugin.on_started = lambda: _banner(ctx, host, sock.getsockname()[1], label)
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=settings.event_loop
-        )
-        server = _server(
-            config, lambda: _stopping_message(settings, plugin.worker, "stopping: waiting for open requests")
-        )
-        # the lifespan's failure is reported by main() (its traceback with --debug), not logged by uvicorn as
-        # Litestar's exception group
-        uvicorn_log = logging.getLogger("uvicorn.error")
-
-        def quiet(_record: logging.LogRecord) -> bool:
-            return plugin.startup_error is None
-
-        uvicorn_log.addFilter(quiet)
-        try:
-            server.run(sockets=[sock])
-        except SystemExit:
-            if plugin.startup_error is None:
-                raise
-        except KeyboardInterrupt:
-            # uvicorn re-raises the signal after its graceful shutdown has finished
-            click.echo("stopped", err=True)
-        finally:
-            uvicorn_log.removeFilter(quiet)
+        server.run(sockets=[sock])
+    except SystemExit:
+        if plugin.startup_error is None:
+            raise
+    except KeyboardInterrupt:
+        # uvicorn re-raises the signal (SIGINT, or SIGTERM, see _sigterm_as_interrupt) after its graceful shutdown
+        click.echo("stopped", err=True)
     finally:
-        sock.close()
-    if plugin.startup_error is not None:  # raised here, not in the except clause: its own traceback and cause
-        raise plugin.startup_error
+        uvicorn_log.removeFilter(quiet)
+    error: BaseException | None = plugin.startup_error
+    return error
 
 
 @click.command(epilog=examples("framework run", "framework run --port 8080 --no-scheduler"))
@@ -236,7 +279,8 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
         from framework.scheduler.scheduler import Scheduler  # noqa: PLC0415
 
         parts.append(Scheduler(settings, plugin_manager=ctx.pm))
-    run_loop(_run_parts(parts, lambda: _stopping_message(settings, parts[0])), settings.event_loop)
+    with _embedded_valkey(settings):
+        run_loop(_run_parts(parts, lambda: _stopping_message(settings, parts[0])), settings.event_loop)
 
 
 async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
@@ -296,4 +340,5 @@ def scheduler(ctx: CliContext) -> None:
     configure(ctx.settings)
     parts: list[object] = [Scheduler(ctx.settings, plugin_manager=ctx.pm)]
     stopping = _stopping_message(ctx.settings, None, "stopping the scheduler")
-    run_loop(_run_parts(parts, lambda: stopping), ctx.settings.event_loop)
+    with _embedded_valkey(ctx.settings):
+        run_loop(_run_parts(parts, lambda: stopping), ctx.settings.event_loop)

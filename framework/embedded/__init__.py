@@ -1,6 +1,7 @@
 """The embedded Valkey server: a real Redis-compatible server started for development and tests.
 
 * :mod:`~framework.embedded.server`: ``EmbeddedValkey`` (start, share, stop).
+* :mod:`~framework.embedded.keeper`: ``ValkeyKeeper`` and ``kept`` (restart it when it dies, for long-running commands).
 * :mod:`~framework.embedded.binary`, :mod:`~framework.embedded.launch`, :mod:`~framework.embedded.process`,
   :mod:`~framework.embedded.probe`, :mod:`~framework.embedded.datadir`, :mod:`~framework.embedded.errors`.
 

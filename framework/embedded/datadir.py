@@ -22,6 +22,7 @@ import fcntl
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -32,7 +33,6 @@ from framework.embedded.probe import is_server_of, pid_alive, serving_pid
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 __all__ = ("ValkeyDataDir", "flocked", "read_int", "write_atomic")
 
@@ -135,7 +135,8 @@ def flocked(path: Path, timeout: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise EmbeddedValkeyError(
-                        f"timed out after {timeout:g}s waiting for {path}: another process holds it"
+                        f"timed out after {timeout:g}s waiting for {path}: {_holder(fd)} holds it "
+                        "(it is starting or stopping the server, or hangs; stop it, or use another data_dir)"
                     ) from None
                 time.sleep(0.05)
         yield
@@ -156,3 +157,23 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def _holder(fd: int) -> str:
+    """Which process holds the ``flock`` on the file open at ``fd``, as best Linux's ``/proc/locks`` tells."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+            pid = int(fields[4])
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                command = ""
+            return f"process {pid}" + (f" ({command.strip()})" if command.strip() else "")
+    return "another process"

@@ -33,7 +33,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ("LOOPBACK", "PORT_ATTEMPTS", "free_port", "launch", "spawn", "stop_process", "terminate_pid")
+__all__ = (
+    "LOOPBACK",
+    "PORT_ATTEMPTS",
+    "free_port",
+    "launch",
+    "log_tail",
+    "spawn",
+    "stop_process",
+    "terminate_pid",
+)
 
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 5
@@ -76,7 +85,10 @@ def launch(
         *aof,
         *("--dir", str(directory), "--logfile", str(log_file), "--daemonize", "no"),
     ]
-    proc = spawn(args, directory, log_file)
+    try:
+        proc = spawn(args, directory, log_file)
+    except OSError as exc:
+        raise EmbeddedValkeyError(f"cannot run {binary} in {directory}: {exc.strerror or exc}") from exc
     _wait_ready(proc, url, log_file, offset, timeout)
     return proc
 
@@ -90,7 +102,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_file: Path, offset:
             continue
         if code is None:
             stop_process(proc, 1.0)
-        tail = _log_tail(log_file, offset)
+        tail = _log_tail(log_file, offset, _LOG_TAIL_LINES)
         if "already in use" in tail:
             raise AddressInUseError(f"{url}: address already in use")
         what = f"exited with code {code}" if code is not None else f"did not answer PING within {timeout:g}s"
@@ -197,11 +209,20 @@ def terminate_pid(pid: int, timeout: float) -> None:
     raise EmbeddedValkeyError(f"process {pid} did not exit after SIGKILL")
 
 
-def _log_tail(log_file: Path, offset: int) -> str:
+def log_tail(log_file: Path, lines: int) -> str:
+    """The last ``lines`` lines of a server's log file (what it said before it exited), for error messages."""
+    try:
+        size = log_file.stat().st_size
+    except OSError:
+        return "(no log)"
+    return _log_tail(log_file, max(0, size - 8192), lines)
+
+
+def _log_tail(log_file: Path, offset: int, lines: int) -> str:
     try:
         with log_file.open("rb") as log:
             log.seek(offset)
             text = log.read().decode(errors="replace")
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:]) or "(empty log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"

@@ -14,9 +14,12 @@ Ownership and lifetime:
   runs in its own session, so a Ctrl-C in the terminal reaches the app but not the server, and the
   app can still requeue work during its graceful shutdown. A clean exit of the owner stops it too.
 - Reusers do not keep the server alive: a cross-process reference count could not survive a SIGKILL
-  of the owner anyway. When the owner exits, a reuser's connections fail; its reconnect logic calls
-  :meth:`~EmbeddedValkey.ensure` again, which is cheap (a PING) while the server is up. The first
+  of the owner anyway. When the owner exits, a reuser's connections fail until :meth:`~EmbeddedValkey.ensure`
+  (cheap, a PING, while the server is up) or :meth:`~EmbeddedValkey.revive` is called again. The first
   caller after the owner's death restarts the server on the same AOF and becomes the new owner.
+- A long-running command keeps the server up (:class:`~framework.embedded.keeper.ValkeyKeeper`): when
+  the server's process exits (it crashed, or its owner, another command, stopped), it is started again
+  on the same socket (or port) and AOF, so connections made to the old one reconnect.
 - Crash leftovers are cleaned up under the lock. A pid file whose process is gone, or a socket or
   recorded port that does not answer for this directory, is stale and removed. A server of this
   directory that is alive but does not answer is terminated before a new one is started, so two
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import subprocess
 import threading
@@ -42,7 +46,7 @@ import structlog
 from framework.embedded.binary import find_server_binary
 from framework.embedded.datadir import ValkeyDataDir, flocked, read_int, write_atomic
 from framework.embedded.errors import AddressInUseError, EmbeddedValkeyError
-from framework.embedded.launch import LOOPBACK, PORT_ATTEMPTS, free_port, launch, stop_process
+from framework.embedded.launch import LOOPBACK, PORT_ATTEMPTS, free_port, launch, log_tail, stop_process
 from framework.embedded.probe import pid_alive, ping
 
 if TYPE_CHECKING:
@@ -84,6 +88,7 @@ class EmbeddedValkey:
         self._pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner_pid: int | None = None
+        self._port: int | None = None
 
         self._files = ValkeyDataDir(self.data_dir)
 
@@ -152,16 +157,53 @@ class EmbeddedValkey:
                 self._disown()  # forked from the owner: the server is the parent's, not ours
             if self._url is not None and self._alive():
                 return self._url
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with flocked(self.lock_file, self._lock_timeout):
-                found = self._files.discover(self._start_timeout)
-                if found is None:
-                    self._files.clear_stale(self._stop_timeout)
-                    found = self._start()
-                elif self._proc is not None and self._proc.pid != found[1]:
-                    self._disown()
-                self._url, self._pid = found
+            try:
+                self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                with flocked(self.lock_file, self._lock_timeout):
+                    found = self._files.discover(self._start_timeout)
+                    if found is None:
+                        self._files.clear_stale(self._stop_timeout)
+                        found = self._start()
+                    elif self._proc is not None and self._proc.pid != found[1]:
+                        self._disown()
+                    self._url, self._pid = found
+                    self._port = _port_of(self._url)
+            except OSError as exc:
+                raise EmbeddedValkeyError(
+                    f"embedded Valkey cannot use its data directory {self.data_dir}: {_why(exc, self.data_dir)}; "
+                    "make it a writable directory, set data_dir (FRAMEWORK_DATA_DIR) to one, "
+                    "or set REDIS_URL to an external Redis"
+                ) from exc
             return self._url
+
+    def revive(self) -> bool:
+        """Start the server again if its process has exited since :meth:`ensure`; a no-op while it runs.
+
+        Unlike :meth:`ensure`, this looks at the server's process, not at whether it answers: a server
+        that is alive but slow (a long command, an AOF rewrite) is left alone. Another process may have
+        restarted the server meanwhile; then this one reuses it.
+
+        Returns:
+            Whether the server had exited (and was started again, or found started by another process).
+
+        Raises:
+            EmbeddedValkeyError: the server did not start again (the message says why).
+        """
+        with self._mutex:
+            if self._url is None or self._pid is None or self._server_running():
+                return False
+            proc, pid = self._proc, self._pid
+            status = proc.poll() if proc is not None else None
+            _log.warning(
+                "embedded_valkey_died",
+                pid=pid,
+                status=status,
+                data_dir=str(self.data_dir),
+                log=log_tail(self.log_file, 5) if proc is not None else None,
+            )
+            url = self.ensure()
+            _log.info("embedded_valkey_restarted", url=url, pid=self._pid, owned=self.owned)
+            return True
 
     def stop(self) -> None:
         """Stop the server if this process owns it; otherwise only forget it (a reuser never stops it)."""
@@ -196,12 +238,13 @@ class EmbeddedValkey:
     def _alive(self) -> bool:
         if self._url is None or self._pid is None:
             return False
-        if self._proc is not None:
-            if self._proc.poll() is not None:
-                return False
-        elif not pid_alive(self._pid):
-            return False
-        return ping(self._url)
+        return self._server_running() and ping(self._url)
+
+    def _server_running(self) -> bool:
+        """Whether the server's process runs (ours: not exited; another's: its pid is alive)."""
+        if self._proc is not None and self._proc.pid == self._pid:
+            return self._proc.poll() is None
+        return self._pid is not None and pid_alive(self._pid)
 
     def _start(self) -> tuple[str, int]:
         binary = find_server_binary()
@@ -220,8 +263,9 @@ class EmbeddedValkey:
         return url, proc.pid
 
     def _start_tcp(self, binary: Path) -> tuple[str, subprocess.Popen[bytes]]:
-        for _ in range(PORT_ATTEMPTS):
-            port = free_port()
+        """Start on the port this instance last used, if any (clients of the old server reconnect), else a free one."""
+        previous = [self._port] if self._port is not None else []
+        for port in itertools.chain(previous, (free_port() for _ in range(PORT_ATTEMPTS))):
             url = f"redis://{LOOPBACK}:{port}"
             try:
                 listen = ["--port", str(port)]
@@ -241,3 +285,18 @@ class EmbeddedValkey:
     def _stop_at_exit(self) -> None:
         if self._owner_pid == os.getpid():
             self.stop()
+
+
+def _port_of(url: str) -> int | None:
+    """The TCP port of a ``redis://host:port`` URL; None for a unix socket."""
+    if not url.startswith("redis://"):
+        return None
+    return int(url.rpartition(":")[2])
+
+
+def _why(exc: OSError, data_dir: Path) -> str:
+    """What is wrong with ``data_dir``, from the error of creating or using it."""
+    if data_dir.exists() and not data_dir.is_dir():
+        return "it exists and is not a directory"
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename and str(exc.filename) != str(data_dir) else reason

@@ -20,13 +20,20 @@ and runs :meth:`Worker.run <framework.worker.worker.Worker.run>`.
   slot the supervisor gives up, stops the rest and exits with status 1.
 * **Signals.** Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the
   supervisor. The first SIGTERM/SIGINT is passed to every child as SIGTERM (each shuts down gracefully:
-  requeue after ``shutdown_timeout``); a second one SIGKILLs them all and exits at once (status 130).
+  requeue after ``shutdown_timeout``), including a child started while the signal arrived (during
+  start-up, or a restart), and no child starts after it; a second one SIGKILLs them all and exits at
+  once (status 130).
   A child that outlives ``shutdown_timeout + cancel_grace + 15`` s is killed (a child ends within
   ``shutdown_timeout + cancel_grace`` and a few seconds, even with handlers that ignore cancellation).
 * **Scheduler.** With ``scheduler=True`` the first child also runs the cron scheduler (any number of
   schedulers fire each tick once, so one per supervisor is enough; it restarts with its child).
 * **Supervisor death.** Children ask the kernel (Linux ``PR_SET_PDEATHSIG``) for a SIGTERM when the
   supervisor dies, so a SIGKILLed supervisor does not leave orphaned workers behind.
+* **Embedded Valkey.** Without a ``redis_url`` the supervisor starts (or finds) the data directory's
+  Valkey before the children and stops it after the last child has exited: a child's crash or restart
+  does not take its siblings' Redis away, and at shutdown every child can still write its outcomes and
+  requeue its tasks. If the server's process dies, the supervisor starts it again on the same socket
+  (:class:`~framework.embedded.keeper.ValkeyKeeper`); the children reconnect.
 
 Run it directly with ``python -m framework.worker.supervisor --processes N [--factory module:function]``
 (settings from ``framework.toml`` and the environment).
@@ -58,6 +65,8 @@ if TYPE_CHECKING:
 
     import pluggy
 
+    from framework.embedded.keeper import ValkeyKeeper
+    from framework.embedded.server import EmbeddedValkey
     from framework.worker.worker import Worker
 
 __all__ = ("default_factory", "main", "run_worker", "supervise")
@@ -202,6 +211,8 @@ class _Supervisor:
         self.log = get_logger("framework.worker.supervisor")
         self.signals = 0
         self.failed = False
+        self.valkey: EmbeddedValkey | None = None
+        self.keeper: ValkeyKeeper | None = None
 
     def _spawn(self, child: _Child) -> None:
         scheduler = self.scheduler and child.index == 0
@@ -237,6 +248,12 @@ class _Supervisor:
         return _Forked(pid)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        """First signal: only noted (the main loop passes it on); second: kill everything and exit at once.
+
+        The children get their SIGTERM from the main loop, not from here: a handler running between a
+        fork and the recording of its child would miss that child, which would then run until the
+        drain's deadline.
+        """
         self.signals += 1
         if self.signals == 1:
             self.log.info("supervisor_stopping", signal=signal.Signals(signum).name, processes=len(self.children))
@@ -247,7 +264,6 @@ class _Supervisor:
                 f"process{'' if running == 1 else 'es'} to finish their running tasks; "
                 "press Ctrl-C again to quit now\n".encode(),
             )
-            self._send(signal.SIGTERM)
         else:
             self.log.warning("supervisor_exit_now", signal=signal.Signals(signum).name)
             self._send(signal.SIGKILL)
@@ -290,25 +306,46 @@ class _Supervisor:
                 self.log.error("worker_process_kill", note="did not stop in time")
                 self._send(signal.SIGKILL)
                 break
+            self._keep_valkey()  # the children finishing their tasks still need it
             time.sleep(_POLL)
         for child in self.children:
             if child.proc is not None:
                 child.proc.wait()
 
+    def _start_valkey(self) -> None:
+        """Without a ``redis_url``: start (or find) the embedded Valkey, before the children and to outlive them."""
+        if self.settings.redis_url:
+            return
+        from framework.embedded.keeper import ValkeyKeeper  # noqa: PLC0415 - only without an external Redis
+        from framework.embedded.server import EmbeddedValkey  # noqa: PLC0415
+
+        self.valkey = EmbeddedValkey(self.settings.data_path / "valkey")
+        self.valkey.ensure()
+        self.keeper = ValkeyKeeper(self.valkey)
+
+    def _keep_valkey(self) -> None:
+        if self.keeper is not None:
+            self.keeper.check()
+
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
+            self._start_valkey()
             for child in self.children:
+                if self.signals:
+                    break
                 self._spawn(child)
             while not self.signals and not self.failed:
                 self._tick()
+                self._keep_valkey()
                 time.sleep(_POLL)
-            if self.failed and not self.signals:
-                self._send(signal.SIGTERM)
+            self._send(signal.SIGTERM)  # every child started so far, also one started as the signal came
             self._drain()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self.valkey is not None:
+                self.valkey.stop()  # after the children: they wrote their outcomes and requeued their tasks
         self.log.info("supervisor_stopped")
         return 1 if self.failed else 0
 

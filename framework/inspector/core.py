@@ -408,7 +408,7 @@ class Inspector:
             queue: only the workflows whose home queue this is.
             status: only the workflows with this status (running, succeeded, failed, cancelled).
             limit: at most this many (up to :data:`~framework.inspector.workflows.MAX_WORKFLOWS`).
-            offset: skip this many first.
+            offset: skip this many first (at most :data:`~framework.inspector.workflows.MAX_OFFSET`).
 
         Raises:
             ValueError: an unknown status, or a bad limit or offset.

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from framework.protocol.keys import WorkflowKeys
 
 __all__ = (
+    "MAX_OFFSET",
     "MAX_WORKFLOWS",
     "RESULT_PREVIEW",
     "WORKFLOW_STATUSES",
@@ -49,6 +50,9 @@ WORKFLOW_STATUSES = ("running", "succeeded", "failed", "cancelled")
 """The statuses a workflow has, and :meth:`WorkflowReads.workflows` filters by."""
 MAX_WORKFLOWS = 1000
 """The most workflows one :meth:`WorkflowReads.workflows` call returns."""
+MAX_OFFSET = 10_000
+"""How far into the newest workflows a listing reaches: the indexes are merged from the newest, so an
+offset costs reading that many workflows (a filter by queue or status narrows what is walked)."""
 RESULT_PREVIEW = 2000
 """Characters of a step's result that :class:`WorkflowStep` keeps (the whole result is decoded only when shorter)."""
 
@@ -271,8 +275,11 @@ class WorkflowReads(Part):
             raise ValueError(f"unknown workflow status {status!r}; use one of: {', '.join(WORKFLOW_STATUSES)}")
         if not 1 <= limit <= MAX_WORKFLOWS:
             raise ValueError(f"limit={limit!r} is invalid: must be between 1 and {MAX_WORKFLOWS}")
-        if offset < 0:
-            raise ValueError(f"offset={offset!r} is invalid: must be 0 or more")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise ValueError(
+                f"offset={offset!r} is invalid: must be 0 to {MAX_OFFSET} (listings reach the newest "
+                f"{MAX_OFFSET + MAX_WORKFLOWS:,} workflows; filter by queue or status for older ones)"
+            )
         names = await self._queues(queue)
         indexes = {
             name: self._schema.queue(name).workflows_running()

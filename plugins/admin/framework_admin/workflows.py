@@ -315,7 +315,10 @@ async def workflows_page(
     """Workflows newest first: running, succeeded, failed and cancelled, filtered by status and home queue."""
     chosen = status if status in WORKFLOW_STATUSES else None
     page = max(1, page)
-    found = await inspector.workflows(queue or None, chosen, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    try:
+        found = await inspector.workflows(queue or None, chosen, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    except ValueError as exc:  # a page past what a listing reaches
+        raise ClientException(str(exc)) from exc
     context = {
         "workflows": found[:PAGE_SIZE],
         "more": len(found) > PAGE_SIZE,

@@ -250,6 +250,13 @@ def _debug(argv: list[str]) -> bool:
     return "--debug" in argv or env in {"1", "true", "yes", "on"}
 
 
+def _redis_fix(exc: RedisUnavailable) -> str | None:
+    """What to do about Redis not answering; nothing more for the embedded server, whose errors say it."""
+    from framework.embedded.errors import EmbeddedValkeyError  # noqa: PLC0415 - only on this error
+
+    return None if isinstance(exc, EmbeddedValkeyError) else _REDIS_FIX
+
+
 def _report(exc: FrameworkError, *, debug: bool) -> None:
     """Print ``exc`` as ``error: ...`` and, when known, ``fix: ...``; its traceback first with ``--debug``."""
     if debug:
@@ -257,7 +264,7 @@ def _report(exc: FrameworkError, *, debug: bool) -> None:
 
         traceback.print_exception(exc)
     click.echo(f"error: {exc}", err=True)
-    fix = exc.fix if isinstance(exc, StartupError) else _REDIS_FIX if isinstance(exc, RedisUnavailable) else None
+    fix = exc.fix if isinstance(exc, StartupError) else _redis_fix(exc) if isinstance(exc, RedisUnavailable) else None
     if fix:
         click.echo(f"fix: {fix}", err=True)
 

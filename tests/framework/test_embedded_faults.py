@@ -240,6 +240,7 @@ def test_an_unusable_data_directory_is_one_error_naming_it(tmp_path: Path, comma
     assert "Traceback" not in out
     assert f"embedded Valkey cannot use its data directory {data_dir / 'valkey'}" in out
     assert "FRAMEWORK_DATA_DIR" in out
+    assert "start Redis at that address" not in out  # the fix for an unreachable external Redis does not apply
     assert _valkey_pids(tmp_path) == []
 
 

@@ -27,7 +27,7 @@ from litestar.template.config import TemplateConfig
 
 from framework.client.client import Client
 from framework.clock import SystemClock
-from framework.errors import PluginError
+from framework.errors import ConfigError, PluginError
 from framework.logging import configure_logging, get_logger
 from framework.plugins.calls import plugin_callers
 from framework.plugins.events import await_me_maybe
@@ -179,7 +179,13 @@ class FrameworkPlugin(InitPlugin):
         storage = self.settings.storage
         if storage.backend == "local" and storage.public_url.startswith("/"):
             store = LocalStorage.from_settings(self.settings)
-            store.objects_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                store.objects_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"local storage cannot use its folder {store.objects_dir}: {exc.strerror or exc}; make it a "
+                    "writable directory, or set data_dir (FRAMEWORK_DATA_DIR) or storage.local_dir to one"
+                ) from exc
             routers.append(storage_router(store, storage.public_url))
         return routers
 

@@ -274,3 +274,15 @@ def test_generated_tasks_named_like_former_template_locals_pass_ruff_and_their_o
         check=False,
     )
     assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
+
+
+def test_a_storage_folder_taken_by_a_file_is_one_error_naming_it(tmp_path: Path) -> None:
+    """The web app's local storage folder cannot be made: a ConfigError naming it (one line from the CLI)."""
+    from framework.web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / ".data"), load_plugins=[])
+    folder = settings.data_path / settings.storage.local_dir
+    folder.parent.mkdir(parents=True)
+    folder.write_text("a file where the storage folder goes\n")
+    with pytest.raises(ConfigError, match=f"local storage cannot use its folder {folder}"):
+        create_app(settings)

@@ -27,6 +27,15 @@ else
   local sources = {scheduled = KEYS[3], retry = KEYS[4], archived = KEYS[5], completed = KEYS[6]}
   if sources[state] then
     redis.call("ZREM", sources[state], id)
+  else
+    -- a state that names no state (another client's record, or damaged): wherever the id is, it goes
+    redis.call("LREM", KEYS[2], 0, id)
+    for _, key in ipairs({KEYS[3], KEYS[4], KEYS[5], KEYS[6]}) do
+      redis.call("ZREM", key, id)
+    end
+    if fields[3] and fields[3] ~= "" then
+      leave_group(ARGV[2], fields[3], id, KEYS[7])
+    end
   end
 end
 redis.call("DEL", KEYS[1])

@@ -122,6 +122,7 @@ async def test_a_record_whose_state_names_no_state_shows_where_it_is(api: Any, r
     assert r.status_code == 409 and "only active tasks" in r.json()["detail"]
     r = await api.delete(f"{API}/task", params={"id": "binary", "queue": QUEUE}, headers=AUTH)
     assert r.status_code == 200 and not await redis.exists(qk.task("binary"))
+    assert b"binary" not in await redis.lrange(qk.pending, 0, -1)  # its id left the pending list too
     assert (await api.get(f"{API}/jobs/pending", params={"queue": QUEUE}, headers=AUTH)).status_code == 200
 
 

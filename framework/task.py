@@ -221,16 +221,35 @@ class TaskDef(Generic[P]):
     def encode(self, payload: P) -> bytes:
         """Encode a payload to the bytes stored in the task message.
 
+        The bytes are checked against the payload type as a worker decodes them, so a payload no worker could
+        decode (a field holding a value of another type, a NaN float, which JSON carries as ``null``) is
+        refused here, before anything is stored, rather than archived by the worker.
+
         Raises:
-            PayloadTypeError: ``payload`` is not an instance of this task's payload type.
+            PayloadTypeError: ``payload`` is not an instance of this task's payload type, a field holds a value
+                JSON cannot carry (the message names the field), or the encoded payload does not decode into
+                the payload type (the message names the field's path).
         """
         if type(payload) is not self.payload and not isinstance(payload, self.payload):
             raise PayloadTypeError(
                 f"task {self.type!r} takes a {self.payload.__name__} payload, got {type(payload).__name__}"
             )
-        if self.payload is bytes:
+        if self._decoder is None:
             return bytes(payload)  # type: ignore[call-overload,no-any-return]
-        return _encoder.encode(payload)
+        try:
+            data = _encoder.encode(payload)
+        except Exception as exc:  # TypeError, UnicodeEncodeError (a lone surrogate), RecursionError (a cycle)
+            raise PayloadTypeError(
+                f"the payload of task {self.type!r} cannot be encoded as JSON{_bad_field(payload)}: {exc}"
+            ) from exc
+        try:
+            self._decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise PayloadTypeError(
+                f"the payload of task {self.type!r} would not decode into {self.payload.__name__} in a worker "
+                f"(a NaN or infinite float is sent as null): {exc}"
+            ) from exc
+        return data
 
     def decode(self, data: bytes) -> P:
         """Decode stored bytes into the payload type.
@@ -319,6 +338,16 @@ class TaskDef(Generic[P]):
     def enqueue_sync(self, client: SyncClient, payload: P, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Enqueue from code without an event loop; see :class:`framework.client.sync.SyncClient`."""
         return client.enqueue(self, payload, **options)
+
+
+def _bad_field(payload: Any) -> str:
+    """`` (field 'name')`` for the first field of a Struct payload that JSON cannot carry; empty when none is found."""
+    for name in getattr(payload, "__struct_fields__", ()):
+        try:
+            _encoder.encode(getattr(payload, name))
+        except Exception:  # noqa: BLE001 - any failure names the field; the caller raises the error itself
+            return f" (field {name!r})"
+    return ""
 
 
 def _type_name(tp: Any) -> str:

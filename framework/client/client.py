@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
@@ -29,6 +30,7 @@ from framework.errors import (
     DuplicateTask,
     EnqueueFailed,
     FrameworkError,
+    InvalidOption,
     PayloadTooLarge,
     PayloadTypeError,
     RedisUnavailable,
@@ -123,6 +125,8 @@ class Client:
         self._url = redact_url(url) if url else _describe_connection(redis)
         self.waiters = Waiters(redis, self.schema, poll_interval)
         """The outcome channels this client listens to while someone waits (:mod:`framework.client.waiting`)."""
+        self.closed = False
+        """:meth:`close` was called: every later call raises (a closed client would quietly open connections)."""
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Client:
@@ -144,7 +148,11 @@ class Client:
         return cls(open_redis(url), url=url, schema=Schema(settings.namespace), settings=settings, **kwargs)
 
     async def close(self) -> None:
-        """Close the connection pool (and the hot-path connection); waiters still waiting get an error."""
+        """Close the connection pool (and the hot-path connection); waiters still waiting get an error.
+
+        Closing twice does nothing more. Any later call raises :class:`~framework.errors.FrameworkError`.
+        """
+        self.closed = True
         await self.waiters.close()
         self.broker.close()
         await self.redis.aclose()
@@ -154,6 +162,11 @@ class Client:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def _check_open(self) -> None:
+        """Raise when the client was closed (before anything is built or sent)."""
+        if self.closed:
+            raise FrameworkError(f"this client of {self._url} was closed: make a new one")
 
     # -- building -----------------------------------------------------------------------------
 
@@ -173,7 +186,7 @@ class Client:
             return task, None, bytes(payload)
         try:
             return task, None, _json.encode(payload)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:  # ValueError: a lone surrogate
             raise PayloadTypeError(f"the payload of a {task!r} task cannot be encoded as JSON: {exc}") from exc
 
     def _check_size(self, task_type: str, data: bytes) -> None:
@@ -321,7 +334,10 @@ class Client:
             DuplicateTask: ``unique`` and the same task is already queued.
             TaskIdConflict: ``task_id`` is already used in the queue.
             RedisUnavailable: Redis cannot be reached.
+            FrameworkError: the client was closed.
         """
+        if self.closed:
+            self._check_open()
         if not options and isinstance(task, TaskDef):
             plain = self._plain_for(task)
             if plain is not None:
@@ -430,6 +446,7 @@ class Client:
                 with ``task_id=unconfirmed.info.id`` (a stored one comes back as :class:`TaskIdConflict`), or
                 as they were when ``info`` is None (they were never sent).
         """
+        self._check_open()
         calls = list(tasks)
         plains = self._bulk.plan(calls)
         if plains is not None:
@@ -511,7 +528,7 @@ class Client:
         Args:
             task: the :class:`TaskInfo` an enqueue returned, or a task id.
             queue: the task's queue, for a task id (a TaskInfo names its own).
-            timeout: seconds to wait at most (None: no limit).
+            timeout: seconds to wait at most (None or infinity: no limit).
             taskdef: the task's definition, to decode its result (default: looked up in the registry).
 
         Raises:
@@ -521,18 +538,21 @@ class Client:
             WaitTimeout: no final outcome within ``timeout`` (the task is unaffected).
             TaskNotFound: there is no such task (or it finished without a retention before the wait began).
             ResultTypeError: the stored result does not decode into the result type.
+            InvalidOption: ``timeout`` is negative, NaN or not a number (nothing is sent).
         """
+        self._check_open()
+        limit = _wait_limit("timeout", timeout)
         task_id, queue = (task.id, task.queue) if isinstance(task, TaskInfo) else (task, queue)
         if taskdef is None and isinstance(task, TaskInfo) and self.registry is not None:
             taskdef = self.registry.get(task.type)
-        watch = await self.waiters.watch(queue, task_id, timeout)
+        watch = await self.waiters.watch(queue, task_id, limit)
         try:
             if not await self.waiters.check(watch, missing_is_outcome=False) and not watch.future.done():
                 raise TaskNotFound(
                     f"no task {task_id!r} in queue {queue!r} (a task without retention is gone once it finished)"
                 )
             watch.ready = True
-            outcome = await self._outcome(watch.future, task_id, queue, timeout)
+            outcome = await self._outcome(watch.future, task_id, queue, limit)
         finally:
             self.waiters.release(watch)
         return self._result(outcome, task_id, queue, taskdef)
@@ -550,17 +570,20 @@ class Client:
         The waiter listens before the task is stored, so even a task without retention that finishes at
         once is seen. Same arguments as :meth:`enqueue` (whose ``timeout`` is the handler's), results and
         errors as :meth:`wait`; ``wait_timeout`` is :meth:`wait`'s ``timeout``, counted from the enqueue.
-        On timeout the task stays queued (cancel it with :meth:`cancel`).
+        On timeout the task stays queued (cancel it with :meth:`cancel`). The options and ``wait_timeout`` are
+        checked before anything is sent.
         """
-        task_id = options.get("task_id") or new_task_id()
+        self._check_open()
+        limit = _wait_limit("wait_timeout", wait_timeout)
         taskdef = self._taskdef_of(task)
-        queue = options.get("queue") or self._options(taskdef, {}, self.clock.now()).queue
+        opts = self._options(taskdef, options, self.clock.now())
+        task_id = opts.task_id or new_task_id()
         options["task_id"] = task_id
-        watch = await self.waiters.watch(queue, task_id, wait_timeout)
+        watch = await self.waiters.watch(opts.queue, task_id, limit)
         try:
             info = await self.enqueue(task, payload, **options)
             watch.ready = True
-            outcome = await self._outcome(watch.future, task_id, info.queue, wait_timeout)
+            outcome = await self._outcome(watch.future, task_id, info.queue, limit)
         finally:
             self.waiters.release(watch)
         return self._result(outcome, task_id, info.queue, taskdef)
@@ -589,12 +612,13 @@ class Client:
             keep_failed: seconds a failed or cancelled one is kept once none of its steps runs.
 
         Raises:
-            InvalidWorkflow: the workflow does not check (see :meth:`~framework.workflow.Workflow.plan`), or
-                ``workflow_id`` is taken.
+            InvalidWorkflow: the workflow does not check (see :meth:`~framework.workflow.Workflow.plan`),
+                ``workflow_id`` is taken, or ``retention``/``keep_failed`` is not seconds from 0 to 100 years.
             DuplicateTask: a first step is unique and its lock is held.
             TaskIdConflict: a step's task id is taken.
             RedisUnavailable: Redis cannot be reached.
         """
+        self._check_open()
         return await workflows.start(
             self, workflow, workflow_id=workflow_id, queue=queue, retention=retention, keep_failed=keep_failed
         )
@@ -614,7 +638,8 @@ class Client:
             WaitTimeout: it did not end within ``timeout`` seconds (it goes on).
             RedisUnavailable: Redis cannot be reached (only a Redis or socket fault; never the above).
         """
-        return await workflows.wait(self, workflow, queue=queue, timeout=timeout)
+        self._check_open()
+        return await workflows.wait(self, workflow, queue=queue, timeout=_wait_limit("timeout", timeout))
 
     async def run_workflow(self, workflow: Workflow, *, wait_timeout: float | None = None, **start: Any) -> Any:
         """Start ``workflow`` and wait for its result (see :meth:`start_workflow` and :meth:`wait_workflow`)."""
@@ -630,6 +655,7 @@ class Client:
         Raises:
             WorkflowNotFound: no such workflow under ``queue``.
         """
+        self._check_open()
         status, _, _ = await workflows.cancel(self, workflow, queue=queue)
         return status
 
@@ -639,6 +665,7 @@ class Client:
         Returns:
             How many steps run again.
         """
+        self._check_open()
         return await workflows.retry(self, workflow, queue=queue)
 
     async def cancel(self, task: TaskInfo | str, *, queue: str = "default") -> str:
@@ -660,6 +687,7 @@ class Client:
         Raises:
             TaskNotFound: there is no such task.
         """
+        self._check_open()
         task_id, queue = (task.id, task.queue) if isinstance(task, TaskInfo) else (task, queue)
         try:
             answer = await self.broker.cancel(queue, task_id)
@@ -707,6 +735,19 @@ class Client:
             return msgspec.json.decode(data)
         except msgspec.DecodeError:
             return data  # raw bytes a handler stored with ctx.write_result
+
+
+def _wait_limit(name: str, value: float | None) -> float | None:
+    """Seconds a wait may last, checked: None or infinity mean no limit.
+
+    Raises:
+        InvalidOption: ``value`` is not a number, is NaN or is negative.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value < 0:
+        raise InvalidOption(f"{name}={value!r} is invalid: expected seconds (a number from 0) or None for no limit")
+    return None if math.isinf(value) else float(value)
 
 
 def _describe_connection(redis: Redis) -> str:

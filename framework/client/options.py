@@ -155,6 +155,18 @@ def _process_at(options: Mapping[str, Any], now: float) -> int | None:
     return None
 
 
+def _ready_before(options: Mapping[str, Any], now: float, deadline: int) -> int | None:
+    """:func:`_process_at`, refused when the task would become ready at or after its deadline (it could never run)."""
+    process_at = _process_at(options, now)
+    if deadline and process_at is not None and deadline <= process_at:
+        given = "process_in" if options.get("process_in") is not None else "process_at"
+        raise InvalidOption(
+            f"option deadline={options.get('deadline')!r} is invalid: it is not after the time the task becomes "
+            f"ready ({given}={options.get(given)!r}), so the task could never run"
+        )
+    return process_at
+
+
 def _unique_ttl(unique: Any) -> int:
     """Whole seconds of the uniqueness lock (rounded up); None, False or 0 mean not unique."""
     if unique is None or unique is False or (type(unique) in (int, float) and unique == 0):
@@ -233,12 +245,13 @@ def resolve_options(
     group = options.get("group") or ""
     if not isinstance(group, str):
         raise InvalidOption(f"option group={group!r} is invalid: must be a string")
+    process_at = _ready_before(options, now, deadline)
     return ResolvedOptions(
         queue=queue,
         max_retry=max_retry,
         timeout=timeout,
         deadline=deadline,
-        process_at=(process_at := _process_at(options, now)),
+        process_at=process_at,
         unique_ttl=_lock_ttl(unique, process_at or now),
         retention=_whole("retention", retention) or 0,
         task_id=task_id,

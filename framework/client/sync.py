@@ -12,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Unpack
 
 from framework.client.client import Client
-from framework.errors import RedisUnavailable
+from framework.errors import FrameworkError, RedisUnavailable
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.lean.blocking import ClusterThreadConnections, Forks, ThreadConnections
 from framework.transport.lean.cluster import ClusterRespClient
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
     from framework.client.values import TaskCall, TaskInfo
     from framework.client.workflows import WorkflowInfo
-    from framework.errors import FrameworkError
     from framework.workflow import Workflow
 
 __all__ = ("SyncClient",)
@@ -52,6 +51,7 @@ class SyncClient:
         self._url = url
         self._kwargs = kwargs
         self._inherited: tuple[Any, ...] = ()
+        self._closed = False
         self._start()
 
     def _start(self) -> None:
@@ -70,7 +70,13 @@ class SyncClient:
 
     @property
     def _current(self) -> Client:
-        """The client, made again first in a forked child (whose first call finds the parent's)."""
+        """The client, made again first in a forked child (whose first call finds the parent's).
+
+        Raises:
+            FrameworkError: this client was closed.
+        """
+        if self._closed:
+            raise FrameworkError(f"this SyncClient of {self._client._url} was closed: make a new one")
         if self._forks != Forks.count:
             self._rebuild()
         return self._client
@@ -172,7 +178,11 @@ class SyncClient:
         """Close the connection pool and the threads' connections, and stop the background loop.
 
         In a forked child that never used this client, nothing of its own is open: the parent's are left alone.
+        Closing twice does nothing more; any later call raises :class:`~framework.errors.FrameworkError`.
         """
+        if self._closed:
+            return
+        self._closed = True
         if self._forks != Forks.count:
             self._blocking = None
             return

@@ -37,6 +37,8 @@ POLL_BACKOFF = 16
 MARKER_SLACK = 60
 """Seconds a waiting marker outlives its waiter's timeout (a waiter without a timeout keeps one for a day)."""
 _FOREVER = 24 * 3600
+_LONGEST = 365 * 24 * 3600
+"""The longest a marker is set for (a longer timeout would be refused by Redis; the slow poll covers the rest)."""
 _FINAL = frozenset({"completed", "archived"})
 
 
@@ -105,13 +107,13 @@ class Waiters:
         """
         qk = self.schema.queue(queue)
         channel = qk.outcome_channel(task_id)
+        ttl = _FOREVER if timeout is None else int(min(timeout, _LONGEST)) + MARKER_SLACK
         loop = asyncio.get_running_loop()
         watch = self._watches.get(channel)
         if watch is None:
             watch = self._watches[channel] = _Watch(queue, task_id, channel, loop.create_future())
             watch.subscribed = loop.create_future()
         watch.users += 1
-        ttl = _FOREVER if timeout is None else int(timeout) + MARKER_SLACK
         marked: asyncio.Future[None] = loop.create_future()
         self._requests.append((watch, qk.waiting(task_id), ttl, marked))
         if len(self._requests) == 1:

@@ -52,6 +52,8 @@ KEEP_FAILED = 7 * 24 * 3600
 _RECHECK = 5.0
 """Seconds between a waiter's status reads while no message comes (a missed message costs this, not a hang)."""
 _ID = re.compile(r"[^\s{}]+")
+_LONGEST_KEEP = 100 * 365 * 24 * 3600
+"""The longest a workflow may be kept, in seconds (far longer ones Redis refuses to expire after)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ async def start(
             "workflows need one Redis server or Sentinel: a step's release writes other queues' keys, which a "
             "Redis Cluster refuses across slots"
         )
+    for name, value in (("retention", retention), ("keep_failed", keep_failed)):
+        _check_keep(name, value)
     plan = workflow.plan()
     wid = workflow_id or new_task_id()
     if not _ID.fullmatch(wid):
@@ -136,6 +140,12 @@ async def start(
             raise DuplicateTask(f"step {name!r}: a task with the same type and payload holds the unique lock in {q!r}")
         raise TaskIdConflict(f"step {name!r}: a task with id {task_id!r} already exists in queue {q!r}")
     return WorkflowInfo(wid, home, plan.name, steps, plan)
+
+
+def _check_keep(name: str, value: Any) -> None:
+    """Refuse a keeping time that is not a number of seconds Redis can expire a key after."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _LONGEST_KEEP:
+        raise InvalidWorkflow(f"{name}={value!r} is invalid: expected seconds from 0 to {_LONGEST_KEEP}")
 
 
 def _where(workflow: WorkflowInfo | str, queue: str) -> tuple[str, str, Plan | None]:

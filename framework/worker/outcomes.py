@@ -38,7 +38,7 @@ from framework.errors import RetryAfter, TaskCancelled, UnknownTaskType
 from framework.plugins.events import event_callers, fire_callers, has_impls
 from framework.protocol.message import encode_message
 from framework.protocol.workflow import step_of
-from framework.retry import Archive, Drop, decide
+from framework.retry import Archive, Drop, decide, default_retry_delay
 from framework.worker.steps import archive
 
 if TYPE_CHECKING:
@@ -428,6 +428,21 @@ class OutcomeWriter:
             await self._fire("task_archived", inf.ctx, error)
 
     def _delay_for(self, inf: InFlight, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
+        """The delay :meth:`_chosen_delay` picks; the default policy's when that one raises or gives no number.
+
+        A broken policy must not keep the task from its retry: its outcome would never be written, and the
+        task would sit active until its lease ran out. The fault is logged (``retry_delay_failed``).
+        """
+        try:
+            return self._chosen_delay(inf, taskdef, error)
+        except Exception as exc:  # noqa: BLE001 - logged; the task is retried all the same
+            delay = default_retry_delay(inf.msg.retried, error)
+            self.log.error(
+                "retry_delay_failed", task_id=inf.id, queue=inf.queue, error=error_text(exc), retry_in=round(delay, 3)
+            )
+            return delay
+
+    def _chosen_delay(self, inf: InFlight, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
         """``RetryAfter``, then the ``retry_delay_for`` hook, then the task type's policy, then the worker's."""
         if isinstance(error, RetryAfter):
             return error.delay

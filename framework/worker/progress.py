@@ -40,6 +40,9 @@ INTERVAL = 0.2
 """Seconds between two progress writes of one task, at least (``1.0`` and the last report excepted)."""
 LINGER = 60
 """Seconds a task's progress record is kept after its handler ended."""
+_LONGEST = 365 * 24 * 3600
+"""The longest a running task's record is set to live for, renewed by each write (Redis refuses an expiry far off:
+a task with a timeout of centuries would leave a record that never expires)."""
 _encode = msgspec.json.Encoder().encode
 
 
@@ -112,7 +115,18 @@ class ProgressReporter:
         return asyncio.shield(self._start())
 
     def report_threadsafe(self, fraction: float, message: str) -> None:
-        """Take a checked report from any thread; it reaches :meth:`report` on the loop's thread, in order."""
+        """Take a checked report from any thread; it reaches :meth:`report` on the loop's thread, in order.
+
+        On the loop's own thread it is taken at once: a report scheduled for later would come after the end of
+        a handler that returns right after it, and be lost.
+        """
+        try:
+            here = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop runs in this thread
+            here = False
+        if here:
+            self.report(fraction, message)  # a write it starts is tracked (``finish`` waits for it)
+            return
         with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
             self._loop.call_soon_threadsafe(self.report, fraction, message)
 
@@ -167,11 +181,13 @@ class ProgressReporter:
         inf = self._inf
         now = self._clock.now()
         attempt = inf.msg.retried + 1
-        ttl = LINGER if ended else math.ceil(max(inf.deadline - now, 0.0)) + LINGER
+        ttl = LINGER if ended else math.ceil(min(max(inf.deadline - now, 0.0), _LONGEST)) + LINGER
+        # a lone surrogate cannot be sent as UTF-8: it is stored as "?" rather than failing the handler
+        message = message.encode("utf-8", "replace").decode("utf-8")
         fields: dict[str, str | int | float] = {"fraction": repr(fraction), "message": message}
         fields.update(updated_at=repr(now), attempt=attempt, ended=int(ended))
-        event = _encode({**fields, "fraction": fraction, "updated_at": now, "ended": ended})
         try:
+            event = _encode({**fields, "fraction": fraction, "updated_at": now, "ended": ended})
             await self._broker.write_progress(inf.queue, inf.id, fields, event, ttl)
         except Exception as exc:  # noqa: BLE001 - progress is best effort: logged, never raised into the handler
             self._log.warning("task_progress_not_written", task_id=inf.id, queue=inf.queue, error=str(exc))

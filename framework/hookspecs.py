@@ -90,7 +90,10 @@ def register_middleware(settings: Settings) -> list[Middleware]:  # type: ignore
     Returns:
         Middleware in the order this plugin wants them, outermost first. The chain is: built-in
         logging and counters (outermost), then plugins in load order (built-ins, then third-party,
-        each plugin's list in order), then the handler (innermost).
+        each plugin's list in order), then the handler (innermost). A middleware that is not
+        callable, or gives no run when called with the next one, stops the worker's start-up naming
+        it; a run that calls the next one without awaiting it fails the task (see
+        :mod:`framework.worker.middleware`).
 
     Kind: collect. Fires: once per worker process, when the worker is assembled.
     """
@@ -251,7 +254,7 @@ def shutdown(services: Services) -> Awaitable[None] | None:
     """
 
 
-# -- task events (exceptions are logged with the plugin name, never propagated) -------------------
+# -- task events (whatever they raise is logged with the plugin name, never propagated) -----------
 
 
 @hookspec

@@ -1,7 +1,16 @@
-"""Firing plugin hooks that may return awaitables, each plugin on its own, errors logged and never propagated."""
+"""Firing plugin hooks that may return awaitables, each plugin on its own, errors logged and never propagated.
+
+"Errors" means whatever an implementation raises, ``BaseException`` included: a plugin calling
+``sys.exit()``, raising ``KeyboardInterrupt`` or a library's own ``BaseException`` subclass, or a
+``CancelledError`` it got from something it awaited, is logged like any other failure. An event fires in
+the worker after a task's outcome is written, so anything escaping it would end the task's runner, or with
+``SystemExit`` and ``KeyboardInterrupt`` the event loop and every task running on it. Only a cancellation
+of the caller itself (the worker stopping) goes through.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -77,15 +86,21 @@ async def fire_callers(
     for plugin, call in callers:
         try:
             results = call(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - an event hook must never break the worker; logged here
+        except BaseException as exc:  # noqa: BLE001 - an event hook must never break the worker; logged here
             _failed(logger, name, plugin, exc)
             continue
         for result in results:
             try:
                 await await_me_maybe(result)
-            except Exception as exc:  # noqa: BLE001 - as above
+            except BaseException as exc:  # noqa: BLE001 - as above
                 _failed(logger, name, plugin, exc)
 
 
-def _failed(logger: structlog.typing.FilteringBoundLogger, hook: str, plugin: str, exc: Exception) -> None:
-    logger.error("plugin_hook_failed", hook=hook, plugin=plugin, error=f"{type(exc).__name__}: {exc}")
+def _failed(logger: structlog.typing.FilteringBoundLogger, hook: str, plugin: str, exc: BaseException) -> None:
+    """Log ``exc`` as ``plugin``'s failure in ``hook``; re-raise a cancellation of the caller itself."""
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:
+            raise exc
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    logger.error("plugin_hook_failed", hook=hook, plugin=plugin, error=text)

@@ -146,24 +146,82 @@ def _entry_points() -> list[EntryPointLike]:
 
     Listed as ``importlib.metadata.entry_points(group="framework")`` lists them, without importing it where
     the installed distributions are all in ``sys.path``'s directories (:mod:`framework.plugins.entry_points`).
+    A name two distributions declare is listed once per distribution: :func:`get_plugin_manager` refuses it.
     """
     from framework.plugins.entry_points import entry_points  # noqa: PLC0415
 
     eps = entry_points(ENTRY_POINT_GROUP)
 
     def rank(ep: EntryPointLike) -> tuple[int, int, str]:
-        dist = ep.dist.name if ep.dist is not None else ""
+        dist = _dist_name(ep)
         if dist in BUILTIN_DISTRIBUTIONS:
             return (0, BUILTIN_DISTRIBUTIONS.index(dist), ep.name)
         return (1, 0, dist + ":" + ep.name)
 
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     unique = []
     for ep in sorted(eps, key=rank):
-        if ep.name not in seen:
-            seen.add(ep.name)
+        if (ep.name, _dist_name(ep)) not in seen:
+            seen.add((ep.name, _dist_name(ep)))
             unique.append(ep)
     return unique
+
+
+def _dist_name(ep: EntryPointLike) -> str:
+    return ep.dist.name if ep.dist is not None else ""
+
+
+def _load(ep: EntryPointLike, taken: dict[str, EntryPointLike]) -> ModuleType:
+    """Import the plugin ``ep`` names, as one whose name no other distribution's plugin has.
+
+    Raises:
+        PluginError: its name is taken by a plugin of another distribution, or it fails to import (anything
+            it raises, ``SystemExit`` included); the message names the plugin and its distribution.
+    """
+    dist = _dist_name(ep) or "?"
+    other = taken.get(ep.name)
+    if other is not None:
+        raise PluginError(
+            f"two distributions declare a plugin named {ep.name!r}: {_dist_name(other) or '?'} ({other.value}) "
+            f"and {dist} ({ep.value}); uninstall one of them"
+        )
+    taken[ep.name] = ep
+    try:
+        module: ModuleType = ep.load()
+    except (Exception, SystemExit) as exc:
+        raise PluginError(
+            f"plugin {ep.name!r} from distribution {dist} failed to load ({ep.value}): {type(exc).__name__}: {exc}"
+        ) from exc
+    return module
+
+
+def _add_specs(pm: pluggy.PluginManager, name: str, plugin: object, where: str) -> None:
+    """Add the hooks ``plugin`` declares for other plugins (its ``framework_hookspecs`` module), if any.
+
+    Raises:
+        PluginError: the module declares no hook, or one that another module declares; names the plugin.
+    """
+    specs = getattr(plugin, "framework_hookspecs", None)
+    if specs is None:
+        return
+    try:
+        pm.add_hookspecs(specs)
+    except ValueError as exc:
+        raise PluginError(f"plugin {name!r}{where}: its framework_hookspecs cannot be added: {exc}") from exc
+
+
+def _register(pm: pluggy.PluginManager, name: str, plugin: object, where: str) -> None:
+    """Register ``plugin`` as ``name``.
+
+    Raises:
+        PluginError: a hook implementation does not fit its hook (an argument the hook does not have, a
+            wrapper that is not a generator), or the plugin is registered already (the same module under
+            another name, or the name taken); names the plugin.
+    """
+    try:
+        pm.register(plugin, name=name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise PluginError(f"plugin {name!r}{where} cannot be registered: {exc}") from exc
 
 
 def get_plugin_manager(
@@ -176,36 +234,28 @@ def get_plugin_manager(
         extra: (name, plugin object) pairs registered last (an app's own hook implementations).
 
     Raises:
-        PluginError: a plugin failed to import (names the distribution and the error) or implements a
-            hook that does not exist.
+        PluginError: a plugin failed to import (names the distribution and the error), two distributions
+            declare plugins of the same name, or a plugin implements a hook that does not exist or with
+            arguments the hook does not have.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     loaded: list[tuple[str, ModuleType, EntryPointLike]] = []
+    taken: dict[str, EntryPointLike] = {}
     # an empty allow-list loads no plugin: the installed distributions' metadata is not read at all
     for ep in _entry_points() if _allowed(settings) != [] else []:
         if not _wanted(ep.name, settings):
             continue
-        dist = ep.dist.name if ep.dist is not None else "?"
-        try:
-            module = ep.load()
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {ep.name!r} from distribution {dist} failed to load ({ep.value}): {type(exc).__name__}: {exc}"
-            ) from exc
+        module = _load(ep, taken)
         loaded.append((ep.name, module, ep))
-        specs = getattr(module, "framework_hookspecs", None)
-        if specs is not None:
-            pm.add_hookspecs(specs)
+        _add_specs(pm, ep.name, module, f" from distribution {_dist_name(ep) or '?'}")
     dists = _DISTRIBUTIONS.setdefault(pm, {})
     for name, module, ep in loaded:
-        pm.register(module, name=name)
+        _register(pm, name, module, f" from distribution {_dist_name(ep) or '?'}")
         dists[name] = ep.dist
     for name, plugin in extra or []:
-        specs = getattr(plugin, "framework_hookspecs", None)
-        if specs is not None:
-            pm.add_hookspecs(specs)
-        pm.register(plugin, name=name)
+        _add_specs(pm, name, plugin, "")
+        _register(pm, name, plugin, "")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

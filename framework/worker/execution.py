@@ -23,6 +23,13 @@ runs, so each is logged here: a payload that does not decode into the task's pay
 (``task_payload_invalid``), and a task whose type has no handler here is put back for another worker
 (``task_type_unknown``, see :meth:`~framework.worker.outcomes.OutcomeWriter.unknown_type`).
 
+**Middleware that drops the handler.** The chains are built when the worker starts, so a middleware that
+gives no run stops start-up (see :mod:`~framework.worker.middleware`). Where middleware other than the
+built-in one is installed, each call of the handler below them is recorded for the attempt: when the chain
+returns and no call was ever started (a middleware called the next run without awaiting it), the task
+fails, naming those middleware, instead of being marked done; a call that never started is closed, so the
+handler cannot run after the task's outcome is written.
+
 **Handlers that do not stop.** A handler past its deadline, or cancelled (``asynq:cancel``, shutdown), is
 cancelled and gets ``cancel_grace`` seconds (a setting, default 2 s) to end. One that ends in time has its
 outcome written as usual: a failure (timeout, cancellation) even when it swallowed the cancellation and
@@ -55,17 +62,17 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from framework.context import TaskContext, lazy_logger
-from framework.errors import PayloadTypeError, ResultTypeError, TaskCancelled
+from framework.errors import PayloadTypeError, PluginError, ResultTypeError, TaskCancelled
 from framework.protocol.workflow import step_of
 from framework.task import Middleware, Run
 from framework.worker.deadlines import DeadlineTimer
-from framework.worker.middleware import build_chain
+from framework.worker.middleware import build_chain, logging_middleware, middleware_name
 from framework.worker.outcomes import error_text
 from framework.worker.progress import ProgressReporter
 from framework.worker.steps import fill_input
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
     from concurrent.futures import Future
 
     import structlog
@@ -84,6 +91,9 @@ __all__ = ("TaskCancelled", "TaskExecution", "deadline_of")
 
 _RUNNING: ContextVar[InFlight | None] = ContextVar("framework_running_task", default=None)
 """The task a runner runs, set in the runner's own context (a sync handler's invoker records its thread there)."""
+
+_HANDLER_CALLS: ContextVar[list[Coroutine[Any, Any, None]] | None] = ContextVar("framework_handler_calls", default=None)
+"""The handler's coroutines the middleware made in this attempt, set in the runner's own context when checked."""
 
 
 def _cancelled_from_outside() -> bool:
@@ -109,6 +119,27 @@ def deadline_of(msg: TaskMessage, now: float) -> float:
     if timeout > 0:
         return min(now + timeout, float(deadline))
     return float(deadline)
+
+
+def _recorded(run: Run) -> Run:
+    """``run``, each call's coroutine recorded in :data:`_HANDLER_CALLS` (see :meth:`TaskExecution._run_chain`)."""
+
+    def recorded(ctx: TaskContext, payload: Any) -> Awaitable[None]:
+        coro = run(ctx, payload)
+        calls = _HANDLER_CALLS.get()
+        if calls is not None and inspect.iscoroutine(coro):
+            calls.append(coro)
+        return coro
+
+    return recorded
+
+
+def _never_started(calls: list[Coroutine[Any, Any, None]]) -> list[Coroutine[Any, Any, None]]:
+    """The recorded calls that never started; each is closed, so it cannot start later."""
+    unrun = [coro for coro in calls if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED]
+    for coro in unrun:
+        coro.close()
+    return unrun
 
 
 def _ending_progress(chain: Run) -> Run:
@@ -175,18 +206,45 @@ class TaskExecution:
         self._release = release
         self._inflight = ledger.inflight  # read here on the loop's thread only; the ledger changes it
         self._middleware = middleware
+        self._checked = [middleware_name(mw) for mw in middleware if mw is not logging_middleware]
+        """The middleware that may drop the handler's call (every one but the built-in), by name."""
         self._chains: dict[str, Run] = {}
         self.deadlines = DeadlineTimer(ledger.inflight, clock, logger, cancel_grace, self.abandon)
         """The one timer for every running task's deadline (and the cancelled ones' grace)."""
+        for taskdef in registry:  # a middleware that gives no run stops start-up, not every task
+            self._chain(taskdef)
 
     # -- running -----------------------------------------------------------------------------------
 
     def _chain(self, taskdef: TaskDef[Any]) -> Run:
         chain = self._chains.get(taskdef.type)
         if chain is None:
-            chain = build_chain(self._invoker(taskdef), self._middleware)
+            invoker = self._invoker(taskdef)
+            chain = build_chain(_recorded(invoker) if self._checked else invoker, self._middleware)
             chain = self._chains[taskdef.type] = _ending_progress(chain)
         return chain
+
+    async def _run_chain(self, taskdef: TaskDef[Any], ctx: TaskContext, payload: Any) -> None:
+        """Run ``taskdef``'s chain; fail when the middleware called the handler but never let it start.
+
+        Raises:
+            PluginError: every call of the handler was left unstarted (a missing ``await``).
+        """
+        chain = self._chain(taskdef)
+        if not self._checked:
+            await chain(ctx, payload)
+            return
+        calls: list[Coroutine[Any, Any, None]] = []
+        _HANDLER_CALLS.set(calls)
+        try:
+            await chain(ctx, payload)
+        finally:
+            unrun = _never_started(calls)
+        if unrun and len(unrun) == len(calls):
+            raise PluginError(
+                "a middleware called the handler without awaiting it, so the handler did not run; "
+                f"middleware: {', '.join(self._checked)}"
+            )
 
     def _invoker(self, taskdef: TaskDef[Any]) -> Run:
         """The innermost run of ``taskdef``: calls the handler and keeps what it returns on the task in flight.
@@ -309,7 +367,7 @@ class TaskExecution:
                 return
             _RUNNING.set(inf)
             self.deadlines.watch(inf, remaining)
-            await self._chain(taskdef)(ctx, payload)
+            await self._run_chain(taskdef, ctx, payload)
             if inf.cancel_reason:  # the handler swallowed its cancellation and returned: its reason decides
                 raise asyncio.CancelledError
         except BaseException as exc:  # noqa: BLE001 - whatever a handler raises becomes an outcome, never escapes

@@ -16,6 +16,21 @@ task type per worker, in this order (outermost first):
 The task's timeout covers the whole chain. Outcomes (done, retry, archive) are written after the chain
 returns or raises, so middleware sees every failure, including timeouts and cancellation.
 
+What a middleware does with the next run decides the outcome: returning without calling it ends the task
+as done (the handler is skipped, as in Go's asynq); swallowing its exception ends it as done too; raising
+fails it; calling it twice runs the handler twice (a middleware that retries in-process). Two mistakes are
+refused, because they would end a task as done when its handler never ran:
+
+* a middleware that does not give a run: not callable, failing when given the next run, or returning
+  something that cannot be called (``None``, or the coroutine of an ``async def`` middleware). The chain
+  is built when the worker starts, so the worker does not start; :class:`~framework.errors.PluginError`
+  names the middleware;
+* a run that calls the next one without awaiting it (``run(ctx, payload)`` without ``await``, or handed
+  to a task that has not started when the chain returns): the task fails, naming the middleware that may
+  have done it, and the handler's coroutine is closed, so it never runs after the outcome is written (see
+  :class:`~framework.worker.execution.TaskExecution`). A run that is a plain function must return what
+  the next run returns; one that returns something else fails the task, naming its middleware.
+
 The per-minute processed/failed counters (``<ext>:{q}:processed:m:<minute>``) are written by the
 state-transition scripts themselves, so they count every outcome exactly once, whatever middleware does.
 """
@@ -23,17 +38,19 @@ state-transition scripts themselves, so they count every outcome exactly once, w
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from framework.errors import PluginError
 from framework.task import Middleware, Run
 from framework.thirdparty import structlog_context_vars
 
 if TYPE_CHECKING:
     from framework.context import TaskContext
 
-__all__ = ("build_chain", "logging_middleware")
+__all__ = ("build_chain", "logging_middleware", "middleware_name")
 
 
 # structlog's own variables, set directly: four ``set`` calls cost a third of ``bind_contextvars`` and
@@ -76,9 +93,56 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
+def middleware_name(mw: object) -> str:
+    """``module.qualname`` of a middleware (its ``repr`` when it has neither), for error messages."""
+    qualname = getattr(mw, "__qualname__", None)
+    if qualname is None:
+        return repr(mw)
+    module = getattr(mw, "__module__", None)
+    return f"{module}.{qualname}" if module else qualname
+
+
 def build_chain(handler: Run, middleware: Sequence[Middleware]) -> Run:
-    """Wrap ``handler`` so that ``middleware[0]`` is outermost and the handler innermost."""
+    """Wrap ``handler`` so that ``middleware[0]`` is outermost and the handler innermost.
+
+    Raises:
+        PluginError: a middleware is not callable, raised when given the next run, or returned something
+            that cannot be called; the message names it.
+    """
     run = handler
     for mw in reversed(middleware):
-        run = mw(run)
+        name = middleware_name(mw)
+        if not callable(mw):
+            raise PluginError(f"middleware {name} is not callable: a middleware takes the next run and returns a run")
+        try:
+            made: Any = mw(run)
+        except Exception as exc:
+            raise PluginError(
+                f"middleware {name} failed when given the next run: {type(exc).__name__}: {exc} "
+                "(a middleware is called with the next run alone, and returns a run)"
+            ) from exc
+        if inspect.iscoroutine(made):
+            made.close()  # never awaited: an ``async def`` middleware
+            raise PluginError(
+                f"middleware {name} is an async function: a middleware is a plain function that takes the next "
+                "run and returns an ``async def`` run"
+            )
+        if not callable(made):
+            raise PluginError(f"middleware {name} returned {made!r} when given the next run, not a run")
+        run = made if inspect.iscoroutinefunction(made) else _awaiting(made, name)
     return run
+
+
+def _awaiting(run: Any, name: str) -> Run:
+    """``run`` (a plain function) as an ``async`` run: what it returns is awaited, and must be awaitable."""
+
+    async def awaited(ctx: TaskContext, payload: Any) -> None:
+        result = run(ctx, payload)
+        if not inspect.isawaitable(result):
+            raise PluginError(
+                f"the run of middleware {name} returned {result!r}, not an awaitable: a run is an ``async def`` "
+                "function, or a plain one that returns what the next run returns"
+            )
+        await result
+
+    return awaited

@@ -1,13 +1,63 @@
-"""Fitting rich tables to the terminal: wrap between words, drop columns rather than break a word."""
+r"""Printing rich tables of stored data: shown as it is, fitted to the terminal.
+
+What the tables show (payloads, errors, queue and cron names) comes from Redis and from whoever enqueued the
+task, so it is text, never markup: ``[/x]`` in a payload is printed, not parsed (an unbalanced tag would end
+the command with a traceback), ``:smile:`` stays as typed, and control characters (``ESC`` sequences that
+clear the screen or set the window title, a carriage return that overwrites a line, bidirectional
+overrides that reorder it) are printed as escapes such as ``\x1b`` instead of reaching the terminal.
+
+The width: tables wrap between words and drop columns rather than break a word (:func:`fit_table`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import RenderableType
+    from rich.style import StyleType
 
-__all__ = ("fit_table",)
+__all__ = ("PlainTable", "fit_table", "plain_console", "print_fitted", "terminal_text")
+
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows (every C0/C1 control but the newline, and the bidi controls)."""
+
+
+def terminal_text(text: str) -> str:
+    r"""``text`` with its control characters written as Python escapes (``\x1b``, ``\u202e``); newlines kept."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class PlainTable(Table):
+    """A rich table whose text cells are shown as they are: never read as markup, control characters escaped."""
+
+    def add_row(
+        self, *renderables: RenderableType | None, style: StyleType | None = None, end_section: bool = False
+    ) -> None:
+        """Add a row; each ``str`` cell becomes plain text (see :func:`terminal_text`)."""
+        cells = [Text(terminal_text(cell)) if isinstance(cell, str) else cell for cell in renderables]
+        super().add_row(*cells, style=style, end_section=end_section)
+
+
+def plain_console(**options: Any) -> Console:
+    """A console that reads no markup or emoji codes in the strings it prints (``options`` as for ``Console``)."""
+    return Console(markup=False, emoji=False, **options)
+
+
+def print_fitted(tbl: Table, console: Console) -> None:
+    """Print ``tbl`` on ``console``, fitted to its width (:func:`fit_table`), title and caption as plain text."""
+    fit_table(tbl, console.width)
+    for part in ("title", "caption"):
+        value = getattr(tbl, part)
+        if isinstance(value, str):
+            setattr(tbl, part, terminal_text(value))
+    console.print(tbl)
+
 
 _FOLDABLE = 20
 """Cell words longer than this (ids, payloads, paths) may be folded over lines; shorter words never are."""

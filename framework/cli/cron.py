@@ -25,7 +25,7 @@ def cron() -> None:
 
 
 async def _last_ticks(settings: Settings, ids: list[str]) -> dict[str, int]:
-    """The last fired tick of each entry, from ``<ext>:cron:last``."""
+    """The last fired tick of each entry, from ``<ext>:cron:last``; a value that is not a whole number is left out."""
     from framework.protocol.keys import Schema  # noqa: PLC0415
     from framework.transport.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
 
@@ -36,7 +36,7 @@ async def _last_ticks(settings: Settings, ids: list[str]) -> dict[str, int]:
         values = await redis.hmget(Schema(settings.namespace).cron_last, ids)
     finally:
         await redis.aclose()
-    return {i: int(v) for i, v in zip(ids, values, strict=True) if v is not None}
+    return {i: int(v) for i, v in zip(ids, values, strict=True) if v is not None and v.strip().isdigit()}
 
 
 def _when(t: float | None, tz: str) -> str | None:
@@ -67,6 +67,8 @@ def _entry_rows(entries: list[ResolvedEntry], last: dict[str, int], now: float) 
 @pass_cli
 def ls(ctx: CliContext, as_json: bool) -> None:
     """List every cron entry: source plugin, spec, time zone, last and next run."""
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
     from framework.clock import SystemClock  # noqa: PLC0415
     from framework.errors import RedisUnavailable  # noqa: PLC0415
     from framework.plugins.manager import collect_task_types  # noqa: PLC0415
@@ -81,7 +83,7 @@ def ls(ctx: CliContext, as_json: bool) -> None:
     if entries:
         try:
             last = asyncio.run(_last_ticks(settings, [e.id for e in entries]))
-        except RedisUnavailable as exc:
+        except (RedisUnavailable, RedisError, OSError) as exc:  # lost on the way, or a key of another type
             click.echo(f"warning: last runs unknown: {exc}", err=True)
     rows = _entry_rows(entries, last, SystemClock().now())
     if as_json:
@@ -91,13 +93,12 @@ def ls(ctx: CliContext, as_json: bool) -> None:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from framework.cli._tables import PlainTable, plain_console, print_fitted  # noqa: PLC0415
 
     if not rows:
         click.echo("No cron entries.")
         return
-    table = Table(title="Cron entries")
+    table = PlainTable(title="Cron entries")
     for column in ("Name", "Source", "Spec", "Time zone", "Task", "Queue", "Last run", "Next run"):
         table.add_column(column, overflow="fold")
     for r in rows:
@@ -111,13 +112,10 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             _short(r["last_run"], r["tz"]) or "never",
             _short(r["next_run"], r["tz"]) or "-",
         )
-    from framework.cli._tables import fit_table  # noqa: PLC0415
-
-    console = Console()
+    console = plain_console()
     if not console.is_terminal:
-        console = Console(width=max(console.width, 160))  # piped: keep each entry on one line
-    fit_table(table, console.width)
-    console.print(table)
+        console = plain_console(width=max(console.width, 160))  # piped: keep each entry on one line
+    print_fitted(table, console)
 
 
 def _short(iso: str | None, tz: str) -> str | None:

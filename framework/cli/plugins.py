@@ -85,10 +85,9 @@ def plugins(ctx: CliContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from framework.cli._tables import PlainTable, plain_console, print_fitted  # noqa: PLC0415
 
-    table = Table(title="Plugins")
+    table = PlainTable(title="Plugins")
     for col in ("name", "distribution", "version", "hooks", "contributes"):
         table.add_column(col)
     for row in rows:
@@ -96,8 +95,4 @@ def plugins(ctx: CliContext, as_json: bool) -> None:
         table.add_row(
             row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]), contributes
         )
-    from framework.cli._tables import fit_table  # noqa: PLC0415
-
-    console = Console()
-    fit_table(table, console.width)
-    console.print(table)
+    print_fitted(table, plain_console())

@@ -127,15 +127,19 @@ def show(ctx: CliContext, workflow_id: str, queue: str | None, as_json: bool) ->
     if as_json:
         emit_json(detail)
         return
+    from framework.cli._tables import terminal_text  # noqa: PLC0415
+
     wf = detail.summary
-    click.echo(f"workflow {wf.id} ({wf.name}) in queue {wf.queue}: {wf.status}, {wf.done}/{wf.total} steps done")
-    click.echo(f"created {when_text(wf.created)}, finished {when_text(wf.finished)}")
-    if wf.error:
-        click.echo(f"error: {wf.error}")
-    click.echo("")
-    for line in graph_text(detail):
-        click.echo(line)
-    click.echo("")
+    lines = [
+        f"workflow {wf.id} ({wf.name}) in queue {wf.queue}: {wf.status}, {wf.done}/{wf.total} steps done",
+        f"created {when_text(wf.created)}, finished {when_text(wf.finished)}",
+        *([f"error: {wf.error}"] if wf.error else []),
+        "",
+        *graph_text(detail),
+        "",
+    ]
+    for line in lines:
+        click.echo(terminal_text(line))  # names and errors are stored data: no escape sequence reaches the terminal
     tbl = table("Steps", "step", "task", "state", "after", "queue", "task id", "error")
     for step in detail.steps:
         tbl.add_row(

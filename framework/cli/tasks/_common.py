@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +23,6 @@ from framework.errors import (
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from rich.console import Console
     from rich.table import Table
 
     from framework.inspector import Inspector
@@ -90,15 +90,33 @@ def tasks() -> None:
 
 
 async def _with_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
-    from framework.transport.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
+    """Run ``fn`` on a checked connection; Redis lost or refusing a command on the way is a one-line error."""
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+    from redis.exceptions import RedisError  # noqa: PLC0415
+    from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
+
+    from framework.errors import RedisUnavailable  # noqa: PLC0415
+    from framework.transport.connection import (  # noqa: PLC0415
+        check_connection,
+        open_redis,
+        redact_url,
+        resolve_redis_url,
+    )
 
     url = await asyncio.to_thread(resolve_redis_url, ctx.settings)
     redis = open_redis(url)
     try:
         await check_connection(redis, url)
         return await fn(redis)
+    except RedisUnavailable:
+        raise
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"lost Redis at {redact_url(url)} during the command: {exc}") from exc
+    except RedisError as exc:
+        raise click.ClickException(f"Redis at {redact_url(url)} refused a command: {exc}") from exc
     finally:
-        await redis.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await redis.aclose()
 
 
 def run_redis(ctx: CliContext, fn: Callable[[Redis], Awaitable[T]]) -> T:
@@ -130,24 +148,24 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str, *columns: str) -> Table:
-    """A rich table with these columns (long cells wrap rather than being cut)."""
-    from rich.table import Table  # noqa: PLC0415
+    """A rich table with these columns (long cells wrap rather than being cut; cells are plain text, not markup)."""
+    from framework.cli._tables import PlainTable  # noqa: PLC0415
 
-    out = Table(title=title)
+    out = PlainTable(title=title)
     for column in columns:
         out.add_column(column, overflow="fold")
     return out
 
 
 def print_table(tbl: Table, *, err: bool = False) -> None:
-    """Print a rich table on stdout (or stderr), fitted to the terminal's width without breaking words."""
-    from rich.console import Console  # noqa: PLC0415
+    """Print a rich table on stdout (or stderr), fitted to the terminal's width without breaking words.
 
-    from framework.cli._tables import fit_table  # noqa: PLC0415
+    Its strings are printed as text: no markup is read, control characters are escaped (see
+    :mod:`framework.cli._tables`).
+    """
+    from framework.cli._tables import plain_console, print_fitted  # noqa: PLC0415
 
-    console: Console = Console(stderr=err)
-    fit_table(tbl, console.width)
-    console.print(tbl)
+    print_fitted(tbl, plain_console(stderr=err))
 
 
 def when_text(value: datetime | None) -> str:

@@ -19,6 +19,11 @@ Two ways to use it: count failures only (:meth:`hit` after a failure, :meth:`ret
 trying), or count every event (:meth:`take`, which records the event only when it is allowed, so a
 refused client does not push its own wait further out).
 
+Clients are counted by address, as a client can change it: an IPv6 address counts for its whole ``/64``
+network (the block one home or server gets, every address of which it may use), and an IPv4 address
+counts the same whether it comes as ``192.0.2.1`` or mapped into IPv6 (``::ffff:192.0.2.1``). Clients that
+are not IP addresses (``unknown``, a user id) are counted as given.
+
 If Redis cannot be reached the limit is not applied: the call logs ``rate_limit_unavailable`` and
 lets the request through, since a request that needs Redis fails on its own anyway, and one that
 does not (a sign-in) should not fail because the limiter is down.
@@ -26,6 +31,7 @@ does not (a sign-in) should not fail because the limiter is down.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -41,15 +47,33 @@ if TYPE_CHECKING:
 
     from framework.protocol.keys import Schema
 
-__all__ = ("RateLimit", "client_address", "retry_after_seconds")
+__all__ = ("RateLimit", "client_address", "limited_client", "retry_after_seconds")
 
 _MAX_CLIENT_CHARS = 128
+_IPV6_PREFIX = 64
+"""IPv6 clients are counted per network of this prefix length: one subscriber's or one server's block."""
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The address a request came from, as the ASGI server reports it (the usual client of a limit)."""
     client = connection.client
     return client.host if client is not None and client.host else "unknown"
+
+
+def limited_client(client: str) -> str:
+    """What a limit counts ``client`` as: an IPv6 address's ``/64`` network, an IPv4-mapped address's IPv4 form.
+
+    Any other string (an IPv4 address, ``unknown``, a user id) is counted as it is.
+    """
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address.packed, _IPV6_PREFIX), strict=False))
+    return str(address)
 
 
 def retry_after_seconds(wait: float) -> int:
@@ -84,7 +108,7 @@ class RateLimit:
         self.clock: Clock = clock or SystemClock()
 
     def _key(self, client: str) -> str:
-        return self.schema.rate_limit(self.name, (client or "unknown")[:_MAX_CLIENT_CHARS])
+        return self.schema.rate_limit(self.name, limited_client((client or "unknown")[:_MAX_CLIENT_CHARS]))
 
     async def retry_after(self, client: str) -> float:
         """Seconds until ``client`` is under the limit again; 0 when it is under it now."""

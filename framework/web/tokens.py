@@ -104,7 +104,12 @@ def _check_purpose(purpose: str) -> str:
 
 
 def _usable(token: object) -> bool:
-    return isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS
+    """Whether ``token`` could be one this module issued: not empty, not too long, ASCII (as URL-safe Base64 is).
+
+    Anything else is unknown without asking Redis, and without hashing it (a lone surrogate, which a JSON
+    body parsed by :func:`json.loads` can hold, cannot be encoded for hashing).
+    """
+    return isinstance(token, str) and 0 < len(token) <= MAX_TOKEN_CHARS and token.isascii()
 
 
 class Tokens:

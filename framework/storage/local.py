@@ -76,6 +76,15 @@ _MAX_SEGMENT_BYTES = 255
 """The longest file name (in bytes) of ext4, XFS, Btrfs, tmpfs, APFS and NTFS: the longest key segment."""
 
 
+def _reserved(segment: str) -> bool:
+    """Whether a key's first segment names the backend's own folder, in any case.
+
+    On a case-insensitive file system (macOS, Windows) ``.Local-Storage`` is that folder too, and its
+    sidecars must not be served.
+    """
+    return segment.casefold() == _INTERNAL
+
+
 def _fsync_folder(folder: Path) -> None:
     """Sync a folder's entries to disk, so a rename or a new entry in it survives a power loss."""
     try:
@@ -189,7 +198,7 @@ class LocalStorage:
     def _check(key: str) -> str:
         validate_key(key)
         segments = key.split("/")
-        if segments[0] == _INTERNAL:
+        if _reserved(segments[0]):
             raise InvalidKey(f"invalid object key {key!r}: {_INTERNAL}/ is reserved by the local backend")
         for segment in segments:
             size = len(segment.encode("utf-8"))
@@ -341,7 +350,7 @@ class LocalStorage:
             folder = folder.parent
 
     def _list_sync(self, prefix: str) -> builtins.list[ObjectInfo]:
-        if prefix.split("/", 1)[0] == _INTERNAL and "/" in prefix:
+        if _reserved(prefix.split("/", 1)[0]) and "/" in prefix:
             return []
         # Walk only the deepest folder the prefix names in full, then filter by the string prefix.
         start = self.objects_dir.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.objects_dir
@@ -349,7 +358,7 @@ class LocalStorage:
         for dirpath, dirnames, filenames in os.walk(start):
             base = Path(dirpath).relative_to(self.objects_dir).as_posix()
             if base == ".":
-                dirnames[:] = [name for name in dirnames if name != _INTERNAL]
+                dirnames[:] = [name for name in dirnames if not _reserved(name)]
             for name in filenames:
                 key = name if base == "." else f"{base}/{name}"
                 if not key.startswith(prefix):

@@ -306,13 +306,15 @@ async def test_local_layout_is_atomic_and_served_as_is(tmp_path: Path) -> None:
 async def test_local_internal_folder_is_reserved_and_not_listed(tmp_path: Path) -> None:
     store = LocalStorage(tmp_path)
     await store.put("a", b"1", metadata={"k": "v"})
-    for key in (".local-storage/meta/a", ".local-storage"):
+    # in any case: on a case-insensitive file system (macOS, Windows) these name the same folder
+    for key in (".local-storage/meta/a", ".local-storage", ".Local-Storage/meta/a", ".LOCAL-STORAGE/tmp/x"):
         with pytest.raises(InvalidKey, match="reserved"):
             await store.get(key)
         with pytest.raises(InvalidKey, match="reserved"):
             await store.put(key, b"x")
     assert [info.key async for info in store.list()] == ["a"]
     assert [info.key async for info in store.list(".local-storage/")] == []
+    assert [info.key async for info in store.list(".Local-Storage/")] == []
     assert [info.key async for info in store.list(".local")] == []
     await store.put(".local-storage2/x", b"ok")  # only the exact segment is reserved
     assert [info.key async for info in store.list(".")] == [".local-storage2/x"]

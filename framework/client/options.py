@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from framework.errors import InvalidOption
+from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions
 
 if TYPE_CHECKING:
@@ -188,14 +189,22 @@ def _lock_ttl(unique: Any, ready_at: float) -> int:
     return ttl
 
 
-def _headers(value: Any) -> dict[str, str]:
+def _headers(value: Any, limit: int) -> dict[str, str]:
+    """The headers, checked: strings only, and no more bytes in all than a payload may have (``limit``, 0 = any)."""
     raw = value or {}
     if not isinstance(raw, Mapping):
         raise InvalidOption(f"option headers={raw!r} is invalid: must be a mapping of strings to strings")
     headers = dict(raw)
+    size = 0
     for key, item in headers.items():
         if not isinstance(key, str) or not isinstance(item, str):
             raise InvalidOption(f"option headers has a non-string entry {key!r}: {item!r}")
+        size += len(key.encode("utf-8", "surrogatepass")) + len(item.encode("utf-8", "surrogatepass"))
+    if limit and size > limit:
+        raise InvalidOption(
+            f"option headers is invalid: {size} bytes in all, above the {limit} bytes a payload may have "
+            "(setting max_payload_size; 0 = no limit)"
+        )
     return headers
 
 
@@ -255,6 +264,6 @@ def resolve_options(
         unique_ttl=_lock_ttl(unique, process_at or now),
         retention=_whole("retention", retention) or 0,
         task_id=task_id,
-        headers=_headers(options.get("headers")),
+        headers=_headers(options.get("headers"), settings.max_payload_size if settings else MAX_PAYLOAD_SIZE),
         group=group,
     )

@@ -117,3 +117,17 @@ async def test_apply_checks_its_options_before_it_listens_or_stores(client: Clie
     assert not client.waiters._watches
     assert await queue_keys(redis, schema) == []
     assert await redis.keys(f"{schema.ext}:*") == []  # no waiting marker either
+
+
+async def test_headers_larger_than_a_payload_may_be_are_refused_before_anything_is_stored(
+    client: Client, redis: Any, schema: Schema
+) -> None:
+    """Headers travel in the message as the payload does: together they may not be larger than a payload."""
+    big = {"trace": "x" * (client.max_payload_size + 1)}
+    with pytest.raises(InvalidOption, match=r"headers is invalid: \d+ bytes in all, above the \d+ bytes"):
+        await client.enqueue(READING, Reading(), headers=big)
+    with pytest.raises(InvalidOption, match="headers is invalid"):
+        await client.enqueue_many([TaskCall(READING, Reading(), {"headers": big})])
+    assert await queue_keys(redis, schema) == []
+    info = await client.enqueue(READING, Reading(), headers={"trace": "x" * 1000})  # a fair size is kept
+    assert info.headers == {"trace": "x" * 1000}

@@ -199,7 +199,12 @@ def _headers(value: Any, limit: int) -> dict[str, str]:
     for key, item in headers.items():
         if not isinstance(key, str) or not isinstance(item, str):
             raise InvalidOption(f"option headers has a non-string entry {key!r}: {item!r}")
-        size += len(key.encode("utf-8", "surrogatepass")) + len(item.encode("utf-8", "surrogatepass"))
+        try:
+            size += len(key.encode()) + len(item.encode())
+        except UnicodeEncodeError as exc:  # a lone surrogate: the message cannot carry it
+            raise InvalidOption(
+                f"option headers has an entry that is not valid text {key!r}: {item!r} ({exc})"
+            ) from exc
     if limit and size > limit:
         raise InvalidOption(
             f"option headers is invalid: {size} bytes in all, above the {limit} bytes a payload may have "

@@ -128,6 +128,8 @@ async def test_headers_larger_than_a_payload_may_be_are_refused_before_anything_
         await client.enqueue(READING, Reading(), headers=big)
     with pytest.raises(InvalidOption, match="headers is invalid"):
         await client.enqueue_many([TaskCall(READING, Reading(), {"headers": big})])
+    with pytest.raises(InvalidOption, match="not valid text"):
+        await client.enqueue(READING, Reading(), headers={"file": "caf\udce9.txt"})  # a lone surrogate
     assert await queue_keys(redis, schema) == []
     info = await client.enqueue(READING, Reading(), headers={"trace": "x" * 1000})  # a fair size is kept
     assert info.headers == {"trace": "x" * 1000}

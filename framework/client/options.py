@@ -117,7 +117,17 @@ def _queue(task: TaskDef[Any] | None, options: Mapping[str, Any]) -> str:
         queue = task.queue if task else "default"
     if not isinstance(queue, str) or not queue.strip():
         raise InvalidOption(f"option queue={queue!r} is invalid: a queue name must be a non-blank string")
-    return queue
+    return _encodable("queue", queue)
+
+
+def _encodable(name: str, value: str) -> str:
+    """``value``, which Redis keys and the task message carry as UTF-8: a lone surrogate is refused, naming it."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidOption(f"option {name}={value!r} is invalid: it is not valid text ({exc})") from exc
+    return value
 
 
 def _max_retry(value: Any) -> int:
@@ -256,9 +266,12 @@ def resolve_options(
     task_id = options.get("task_id")
     if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
         raise InvalidOption(f"option task_id={task_id!r} is invalid: must be a non-blank string")
+    if task_id is not None:
+        _encodable("task_id", task_id)
     group = options.get("group") or ""
     if not isinstance(group, str):
         raise InvalidOption(f"option group={group!r} is invalid: must be a string")
+    _encodable("group", group)
     process_at = _ready_before(options, now, deadline)
     return ResolvedOptions(
         queue=queue,

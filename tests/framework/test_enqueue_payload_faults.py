@@ -133,3 +133,13 @@ async def test_headers_larger_than_a_payload_may_be_are_refused_before_anything_
     assert await queue_keys(redis, schema) == []
     info = await client.enqueue(READING, Reading(), headers={"trace": "x" * 1000})  # a fair size is kept
     assert info.headers == {"trace": "x" * 1000}
+
+
+@pytest.mark.parametrize("option", ["queue", "task_id", "group"])
+async def test_a_name_holding_a_lone_surrogate_is_refused_naming_the_option(
+    client: Client, redis: Any, schema: Schema, option: str
+) -> None:
+    """A name read from a file system (``os.listdir`` gives lone surrogates for undecodable bytes)."""
+    with pytest.raises(InvalidOption, match=f"option {option}=.* is not valid text"):
+        await client.enqueue(READING, Reading(), **{option: "caf\udce9"})
+    assert await redis.keys("*udce9*") == []

@@ -288,6 +288,9 @@ def _check_number(
 def _validate(s: Settings) -> None:
     """Check the rules msgspec types cannot express; raise ConfigError naming the setting."""
     _check_number("concurrency", s.concurrency, 1, "must be an integer >= 1")
+    if not s.namespace.strip() or any(c in s.namespace for c in "{}"):
+        # braces would make the namespace the hash tag of every key (one Cluster slot for all queues)
+        raise _InvalidSetting("namespace", "namespace", s.namespace, "must be a non-blank name without { or }")
     _validate_queues(s)
     _validate_intervals(s)
     _validate_limits(s)
@@ -441,6 +444,8 @@ def _parse_env_value(name: str, raw: str) -> Any:
             key, sep, value = part.partition("=")
             if not sep:
                 raise ConfigError(f"setting {name}={raw!r} is invalid: expected name=value pairs separated by commas")
+            if key.strip() in out:
+                raise ConfigError(f"setting {name}={raw!r} is invalid: it names {key.strip()!r} twice")
             out[key.strip()] = value.strip()
         return out
     if annotation.startswith("list"):

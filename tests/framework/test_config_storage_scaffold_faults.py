@@ -286,3 +286,17 @@ def test_a_storage_folder_taken_by_a_file_is_one_error_naming_it(tmp_path: Path)
     folder.write_text("a file where the storage folder goes\n")
     with pytest.raises(ConfigError, match=f"local storage cannot use its folder {folder}"):
         create_app(settings)
+
+
+def test_a_queue_named_twice_in_the_environment_is_refused() -> None:
+    with pytest.raises(ConfigError, match="names 'a' twice"):
+        load_settings(environ={"FRAMEWORK_QUEUES": "a=1,b=2,a=5"})
+
+
+@pytest.mark.parametrize("namespace", ["", "  ", "app{1}", "a}b"])
+def test_a_blank_namespace_or_one_with_braces_is_refused(namespace: str) -> None:
+    """Braces in the namespace would become the hash tag of every key: all queues in one Cluster slot."""
+    with pytest.raises(ConfigError, match=r"setting namespace=.* must be a non-blank name without \{ or \}"):
+        load_settings(environ={"FRAMEWORK_NAMESPACE": namespace})
+    with pytest.raises(ConfigError, match="namespace"):
+        Settings(namespace=namespace)

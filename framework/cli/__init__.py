@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framework.cli._lazy import Lazy, LazyGroup
-from framework.errors import FrameworkError, RedisUnavailable
+from framework.errors import FrameworkError, PluginError, RedisUnavailable
 
 if TYPE_CHECKING:
     import pluggy
@@ -152,16 +152,29 @@ def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
     ctx.obj = CliContext(config, debug=debug)
 
 
-def _load_plugin_commands(ctx: CliContext) -> FrameworkError | None:
-    """Let plugins add commands; a broken plugin must not hide the built-in commands.
+def _load_plugin_commands(ctx: CliContext) -> list[FrameworkError]:
+    """Let each plugin add its commands; a broken plugin must not hide the built-in commands or the others'.
 
-    Returns the error that kept them out: :func:`main` reports it once, after the command.
+    Returns the errors that kept commands out, each naming its plugin: :func:`main` reports each once, after
+    the command. A plugin whose ``register_commands`` raises keeps whatever it added before; a command whose
+    name a built-in command or an earlier plugin's command has is refused.
     """
     try:
-        ctx.pm.hook.register_commands(cli=cli)
+        pm = ctx.pm
     except FrameworkError as exc:
-        return exc
-    return None
+        return [exc]
+    from framework.plugins.calls import plugin_callers  # noqa: PLC0415 - with the plugin manager only
+
+    errors: list[FrameworkError] = []
+    for plugin, call in plugin_callers(pm, "register_commands"):
+        try:
+            with cli.adding_for(plugin):
+                call(cli=cli)
+        except FrameworkError as exc:
+            errors.append(exc)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported as one line naming the plugin
+            errors.append(PluginError(f"plugin {plugin!r} failed in register_commands: {type(exc).__name__}: {exc}"))
+    return errors
 
 
 def _configure_logging(ctx: CliContext) -> None:
@@ -315,7 +328,7 @@ def _main(args: list[str], config: str | None, command: str | None) -> Any:
     ctx = CliContext(config, debug=debug)
     if not _only_help(args, command):  # help alone skips structlog's import (a fifth of the start-up)
         _configure_logging(ctx)
-    plugin_error = _load_plugin_commands(ctx) if _needs_plugin_commands(args, command) else None
+    plugin_errors = _load_plugin_commands(ctx) if _needs_plugin_commands(args, command) else []
     failure: FrameworkError | None = None
     try:
         return cli.main(args=args, prog_name="framework")
@@ -324,5 +337,6 @@ def _main(args: list[str], config: str | None, command: str | None) -> Any:
         _report(exc, debug=debug)
         sys.exit(1)
     finally:
-        if plugin_error is not None and str(plugin_error) != str(failure):
-            click.echo(f"warning: plugin commands not loaded: {plugin_error}", err=True)
+        for error in plugin_errors:
+            if str(error) != str(failure):
+                click.echo(f"warning: plugin commands not loaded: {error}", err=True)

@@ -7,6 +7,7 @@ the scaffold, the inspector or the dashboard's code, and help prints without any
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -15,7 +16,7 @@ import click
 from framework.errors import PluginError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 __all__ = ("Lazy", "LazyGroup")
 
@@ -45,7 +46,8 @@ class LazyGroup(click.Group):
         kwargs: passed to :class:`click.Group`.
 
     Commands added with :meth:`add_command` (a plugin's) sit beside the lazy ones but may not take a name of
-    theirs: a built-in command always means the same thing, and runs without the plugins being loaded.
+    theirs: a built-in command always means the same thing, and runs without the plugins being loaded. Nor may
+    a plugin take a name another plugin's command has (see :meth:`adding_for`).
     """
 
     def __init__(
@@ -58,21 +60,47 @@ class LazyGroup(click.Group):
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
         self.aliases = dict(aliases or {})
+        self.added_by: dict[str, str | None] = {}
+        """The plugin that added each command added by :meth:`add_command` (None: outside :meth:`adding_for`)."""
+        self._adding: str | None = None
 
     def builtin(self, name: str) -> bool:
         """Whether ``name`` is one of the group's own commands or aliases (not one a plugin added)."""
         return name in self.lazy or name in self.aliases
 
+    @contextlib.contextmanager
+    def adding_for(self, plugin: str) -> Iterator[None]:
+        """Within the block, the commands added are ``plugin``'s: errors name it, and so do later clashes."""
+        before, self._adding = self._adding, plugin
+        try:
+            yield
+        finally:
+            self._adding = before
+
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        """Add ``cmd``; a name the group already uses for its own commands is refused.
+        """Add ``cmd``; a name the group already uses for its own commands, or for another plugin's, is refused.
+
+        The same plugin adding a command of the same name again replaces its own.
 
         Raises:
-            PluginError: ``name`` (or the command's name) is a built-in command or alias.
+            PluginError: ``name`` (or the command's name) is a built-in command or alias, or a command of
+                another plugin (or one added outside :meth:`adding_for`) has it; names both plugins.
         """
         name = name or cmd.name
+        by = self._adding
+        who = f"plugin {by!r}: " if by is not None else ""
         if name is not None and self.builtin(name):
-            raise PluginError(f"the command name {name!r} is taken by a built-in command: choose another one")
+            raise PluginError(f"{who}the command name {name!r} is taken by a built-in command: choose another one")
+        if name is not None and name in self.commands and self.added_by.get(name) != by:
+            other = self.added_by.get(name)
+            owner = f"plugin {other!r}" if other is not None else "the application"
+            raise PluginError(
+                f"{who}the command name {name!r} is taken by a command of {owner}; the first one is kept: "
+                "block one of the plugins (FRAMEWORK_BLOCK_PLUGINS) or rename one command"
+            )
         super().add_command(cmd, name)
+        if name is not None:
+            self.added_by[name] = by
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """The command ``cmd_name`` (or the one it is an alias of), its module imported at the first call."""

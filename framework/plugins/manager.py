@@ -294,12 +294,21 @@ def check_plugin_configs(pm: pluggy.PluginManager, settings: Settings) -> list[t
 
 
 def collect_cron_entries(pm: pluggy.PluginManager, settings: Settings) -> list[CronEntry]:
-    """Every plugin's cron entries, each marked with its source plugin."""
+    """Every plugin's cron entries, each marked with its source plugin.
+
+    Raises:
+        PluginError: a plugin's hook raised, or gave something that is not a list of ``CronEntry``; names it.
+    """
     from dataclasses import replace  # noqa: PLC0415
+
+    from framework.task import CronEntry  # noqa: PLC0415
 
     entries: list[CronEntry] = []
     for plugin, contributed in contributions_by_plugin(pm, "register_cron_entries", settings=settings):
-        entries.extend(replace(e, source=e.source or plugin) for e in contributed)
+        for e in contributed:
+            if not isinstance(e, CronEntry):
+                raise PluginError(f"plugin {plugin!r} contributed {e!r} to register_cron_entries, not a CronEntry")
+            entries.append(replace(e, source=e.source or plugin))
     return entries
 
 

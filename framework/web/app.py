@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from litestar import Litestar, Router
+from litestar import Controller, Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler, WebsocketListener
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins import InitPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -29,7 +30,7 @@ from framework.client.client import Client
 from framework.clock import SystemClock
 from framework.errors import ConfigError, PluginError
 from framework.logging import configure_logging, get_logger
-from framework.plugins.calls import plugin_callers
+from framework.plugins.calls import contributions_by_plugin, plugin_callers
 from framework.plugins.events import await_me_maybe
 from framework.plugins.manager import app_plugins, collect_task_types, get_plugin_manager, plugin_dirs
 from framework.plugins.templates import build_environment
@@ -54,26 +55,45 @@ async def start_services(settings: Settings, pm: pluggy.PluginManager | None, ro
 
     url = await asyncio.to_thread(resolve_redis_url, settings)
     redis = open_redis(url)
-    await check_connection(redis, url)
-    registry = Registry()
-    if pm is not None:
-        collect_task_types(pm, settings, registry)
-    schema = Schema(settings.namespace)
-    client = Client(redis, schema=schema, settings=settings, registry=registry, clock=SystemClock(), url=url)
-    services = Services(
-        settings=settings, redis=redis, schema=schema, client=client, registry=registry, role=role, plugin_manager=pm
-    )
-    services.jinja = build_environment(settings, pm)
-    services.extra["redis_url"] = url
-    if pm is not None:
-        for plugin, call in reversed(plugin_callers(pm, "startup")):  # pluggy's order: the app's first
-            try:
-                for result in call(services=services):
-                    await await_me_maybe(result)
-            except Exception as exc:
-                await redis.aclose()
-                raise PluginError(f"plugin {plugin!r} failed in startup: {type(exc).__name__}: {exc}") from exc
+    client: Client | None = None
+    try:
+        await check_connection(redis, url)
+        registry = Registry()
+        if pm is not None:
+            collect_task_types(pm, settings, registry)
+        schema = Schema(settings.namespace)
+        client = Client(redis, schema=schema, settings=settings, registry=registry, clock=SystemClock(), url=url)
+        services = Services(
+            settings=settings,
+            redis=redis,
+            schema=schema,
+            client=client,
+            registry=registry,
+            role=role,
+            plugin_manager=pm,
+        )
+        services.jinja = build_environment(settings, pm)
+        services.extra["redis_url"] = url
+        if pm is not None:
+            await _fire_startup(pm, services)
+    except BaseException:
+        await (client.close() if client is not None else redis.aclose())  # no connection is left open
+        raise
     return services
+
+
+async def _fire_startup(pm: pluggy.PluginManager, services: Services) -> None:
+    """Fire ``startup`` one plugin at a time, in pluggy's order (the app's first).
+
+    Raises:
+        PluginError: an implementation raised; names the plugin.
+    """
+    for plugin, call in reversed(plugin_callers(pm, "startup")):
+        try:
+            for result in call(services=services):
+                await await_me_maybe(result)
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin!r} failed in startup: {type(exc).__name__}: {exc}") from exc
 
 
 async def stop_services(services: Services) -> None:
@@ -133,6 +153,22 @@ def _guarded_schema(config: OpenAPIConfig, guards: list[Any]) -> OpenAPIConfig:
     return guarded
 
 
+def _check_route(plugin: str, route: Any) -> None:
+    """Refuse, naming ``plugin``, a route Litestar cannot mount (an undecorated function, say).
+
+    Raises:
+        PluginError: ``route`` is not a route handler, a controller or websocket listener class, or a router.
+    """
+    if isinstance(route, BaseRouteHandler | Router):
+        return
+    if isinstance(route, type) and issubclass(route, Controller | WebsocketListener):
+        return
+    raise PluginError(
+        f"plugin {plugin!r} contributed {route!r} to register_routes, which is not a route handler, controller or "
+        "router: decorate a function with a route decorator (get, post, ...)"
+    )
+
+
 class FrameworkPlugin(InitPlugin):
     """The Litestar plugin that mounts the framework and its plugins into an app.
 
@@ -173,9 +209,15 @@ class FrameworkPlugin(InitPlugin):
             routers.append(
                 create_static_files_router(path=f"/static/{name}", directories=[folder], name=f"static-{name}")
             )
-        for contributed in self.pm.hook.register_static_dirs(settings=self.settings, plugin_manager=self.pm):
-            for url_path, folder in contributed or []:
-                routers.append(create_static_files_router(path=url_path, directories=[Path(folder)]))
+        for plugin, contributed in reversed(
+            contributions_by_plugin(self.pm, "register_static_dirs", settings=self.settings)
+        ):
+            for pair in contributed:
+                if not (isinstance(pair, tuple | list) and len(pair) == 2 and isinstance(pair[0], str)):
+                    raise PluginError(
+                        f"plugin {plugin!r} contributed {pair!r} to register_static_dirs, not a (url_path, folder) pair"
+                    )
+                routers.append(create_static_files_router(path=pair[0], directories=[Path(pair[1])]))
         storage = self.settings.storage
         if storage.backend == "local" and storage.public_url.startswith("/"):
             store = LocalStorage.from_settings(self.settings)
@@ -190,18 +232,26 @@ class FrameworkPlugin(InitPlugin):
         return routers
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Add routes, templates, dependencies and the lifespan to the app's config."""
+        """Add routes, templates, dependencies and the lifespan to the app's config.
+
+        Raises:
+            PluginError: a plugin's ``register_routes``, ``register_static_dirs`` or ``register_schema_guards``
+                raised, or gave something that is not a list of what the hook asks for; names the plugin.
+        """
         settings, pm = self.settings, self.pm
-        for contributed in pm.hook.register_routes(settings=settings, plugin_manager=pm):
-            app_config.route_handlers.extend(contributed or [])
+        for plugin, routes in reversed(contributions_by_plugin(pm, "register_routes", settings=settings)):
+            for route in routes:
+                _check_route(plugin, route)
+            app_config.route_handlers.extend(routes)
         app_config.route_handlers.extend(self._static_routers())
         if not serves_path(app_config.route_handlers):
             app_config.route_handlers.append(favicon_route)  # the app's own /favicon.ico wins
-        schema_guards = [
-            guard
-            for found in pm.hook.register_schema_guards(settings=settings, plugin_manager=pm)
-            for guard in found or []
-        ]
+        schema_guards: list[Any] = []
+        for plugin, guards in reversed(contributions_by_plugin(pm, "register_schema_guards", settings=settings)):
+            for guard in guards:
+                if not callable(guard):
+                    raise PluginError(f"plugin {plugin!r} contributed {guard!r} to register_schema_guards, not a guard")
+            schema_guards.extend(guards)
         if schema_guards and app_config.openapi_config is not None:
             app_config.openapi_config = _guarded_schema(app_config.openapi_config, schema_guards)
         env = build_environment(settings, pm)

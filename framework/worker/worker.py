@@ -51,6 +51,7 @@ from framework.broker.liveness import Liveness
 from framework.client.client import Client
 from framework.clock import Clock, SystemClock
 from framework.logging import configure_default_logging, configure_logging, get_logger
+from framework.plugins.calls import contributions_by_plugin
 from framework.protocol.keys import Schema
 from framework.registry import Registry
 from framework.services import Services
@@ -162,10 +163,16 @@ class Worker:
         self._stopping = False
 
     def _middleware(self) -> list[Middleware]:
+        """The chain's middleware, outermost first: the built-in, the plugins' in load order, the app's.
+
+        Raises:
+            PluginError: a plugin's ``register_middleware`` raised or returned something that is not a list;
+                names the plugin.
+        """
         chain: list[Middleware] = [logging_middleware]
         if self.pm is not None:
-            for contributed in self.pm.hook.register_middleware(settings=self.settings)[::-1]:
-                chain.extend(contributed or [])
+            for _, contributed in contributions_by_plugin(self.pm, "register_middleware", settings=self.settings):
+                chain.extend(contributed)
         chain.extend(self._app_middleware)
         return chain
 
@@ -200,7 +207,23 @@ class Worker:
         return self._services
 
     async def start(self) -> None:
-        """Connect, list the task types' limits (``<ext>:limits``), build the components and start them."""
+        """Connect, list the task types' limits (``<ext>:limits``), build the components and start them.
+
+        Raises:
+            PluginError: a plugin's ``register_middleware`` failed (before anything is opened), or a middleware,
+                an aggregator or a plugin's contribution is unusable.
+            Exception: whatever else stops start-up part-way (Redis going away, a cancellation). Either way, what
+                the start opened is stopped and closed first: the components, the heartbeat and its records,
+                the watchdog and the worker's own Redis connections (a shared client is left open).
+        """
+        middleware = self._middleware()
+        try:
+            await self._start(middleware)
+        except BaseException:
+            await self._undo_start()
+            raise
+
+    async def _start(self, middleware: list[Middleware]) -> None:
         services = await self._connect()
         s = self.settings
         broker = RedisBroker(services.redis, services.schema, self.clock)
@@ -214,7 +237,7 @@ class Worker:
             self.registry,
             s,
             services,
-            self._middleware(),
+            middleware,
             hook,
             self.clock,
             self.log,
@@ -229,11 +252,7 @@ class Worker:
             sync_redis(self._url, services.redis), services.schema, ident.server_id, ident.host, ident.pid
         )
         self.heartbeat = Heartbeat(self.processor, ident, s.heartbeat_interval, self.log, records, self.health)
-        try:
-            await asyncio.to_thread(self.heartbeat.beat)
-        except BaseException:
-            self.heartbeat.close()
-            raise
+        await asyncio.to_thread(self.heartbeat.beat)
         self.heartbeat.start()
         forwarding = Periodic(Forwarder(broker, s.queues, self.log), s.forward_interval, self.health, self.clock)
         self.processor.outcomes.on_retry = forwarding.due_at
@@ -427,6 +446,12 @@ class Worker:
                 self.heartbeat.status = "stopped"
             await self._withdraw(p)
             await p.stop(self.settings.shutdown_timeout)
+        await self._close()
+        self._stopped.set()
+        self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0, abandoned=len(self.abandoned))
+
+    async def _close(self) -> None:
+        """Stop the components, the heartbeat (removing the worker's records) and the watchdog; close own Redis."""
         for c in self._components:
             c.stop()
         pending = set(self._tasks)
@@ -437,17 +462,33 @@ class Worker:
         if self.heartbeat is not None:
             hb = self.heartbeat
             await asyncio.to_thread(hb.stop)
-            try:
-                await asyncio.to_thread(hb.clear)
-            except (RedisError, OSError) as exc:
-                self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
+            if hb.beats:  # on record: a first beat that failed wrote nothing
+                try:
+                    await asyncio.to_thread(hb.clear)
+                except (RedisError, OSError) as exc:
+                    self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
             hb.close()
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
         if self.watchdog is not None:
             self.watchdog.stop()
-        self._stopped.set()
-        self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0, abandoned=len(self.abandoned))
+
+    async def _undo_start(self) -> None:
+        """After a start that failed part-way: stop and close what it opened, and log whatever that raised.
+
+        The worker is left as before :meth:`start` (its own Redis client is opened again by the next one).
+        """
+        self._stopping = True  # a component ending now does not call stop()
+        try:
+            await self._close()
+        except Exception as exc:  # noqa: BLE001 - the start's own error is the one raised
+            self.log.warning("worker_start_not_undone", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._stopping = False
+            self._components, self._tasks = [], []
+            self.processor = self.heartbeat = self.watchdog = None
+            if self._owns_redis:
+                self._redis = self._services = None
 
     @property
     def abandoned(self) -> list[str]:

@@ -8,7 +8,14 @@ later than that stay where they are; give the worker a ``retry_delay`` of 0 to s
 drain.
 
 The outcomes are read from the worker's own broker calls (its broker is wrapped, see
-:class:`~framework.testing.proxy.BrokerProxy`), so they are exactly what was written to Redis.
+:class:`~framework.testing.proxy.BrokerProxy`), so they are exactly what was written to Redis. A workflow
+step's outcome counts as a plain task's: a step that succeeded is done (or completed), one that failed for good
+archived.
+
+A drain that runs out of time raises :class:`DrainTimeout` naming the tasks still running (type, id, queue,
+for how long) and those that failed and are due to run again (with their last error); the handlers still
+running are then cancelled at once and their tasks put back, not waited for through the worker's
+``shutdown_timeout``.
 
 Example::
 
@@ -44,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ("DrainResult", "DrainTimeout", "Outcome", "TaskRun", "drain")
 
 _POLL = 0.02
+_TIMED_OUT_GRACE = 0.1
+"""Seconds the handlers still running when a drain times out get to finish before they are cancelled."""
 
 
 class Outcome(enum.StrEnum):
@@ -151,6 +160,19 @@ class DrainTimeout(TimeoutError):
         self.result = result
 
 
+_WRITTEN: dict[str, Outcome] = {
+    "step_done": Outcome.DONE,
+    "step_revoked": Outcome.DONE,
+    "mark_complete": Outcome.COMPLETED,
+    "step_complete": Outcome.COMPLETED,
+    "archive": Outcome.ARCHIVED,
+    "step_archive": Outcome.ARCHIVED,
+    "requeue": Outcome.REQUEUED,
+}
+"""The outcome each broker call that writes one task's outcome writes (a workflow step's as a plain task's);
+``retry`` writes a retry, or a deferral when ``failure`` is false."""
+
+
 @dataclasses.dataclass
 class _Log:
     """What the recording brokers of one drain share."""
@@ -176,12 +198,7 @@ class _Log:
             return
         if int(answer) == 0:  # the task was no longer active: nothing written
             return
-        outcome = {
-            "requeue": Outcome.REQUEUED,
-            "mark_complete": Outcome.COMPLETED,
-            "archive": Outcome.ARCHIVED,
-            "retry": Outcome.RETRIED if args.get("failure") else Outcome.DEFERRED,
-        }[name]
+        outcome = _WRITTEN.get(name) or (Outcome.RETRIED if args.get("failure") else Outcome.DEFERRED)
         self._add(queue, args["task_id"], outcome, args.get("data"))
 
     def _add(self, queue: str, task_id: str, outcome: Outcome, data: bytes | None) -> None:
@@ -194,7 +211,7 @@ class _Log:
         self.result.runs.append(TaskRun(task_id, queue, kind, outcome, error, retried))
 
 
-_RECORDED = frozenset({"done", "mark_complete", "retry", "archive", "requeue", "defer"})
+_RECORDED = frozenset({"done", "retry", "defer", *_WRITTEN})
 
 
 class _Recorder(BrokerProxy):
@@ -255,7 +272,8 @@ async def drain(
 
     Raises:
         ValueError: the worker was started already.
-        DrainTimeout: the queues were not drained in time (its ``result`` says what was done).
+        DrainTimeout: the queues were not drained in time; its message names the tasks still running and those
+            failing again and again, and its ``result`` says what was done.
         RuntimeError: the worker stopped on its own (a component crashed; its log says why).
     """
     if worker.processor is not None:
@@ -273,11 +291,30 @@ async def drain(
     stopped = asyncio.ensure_future(worker.wait())
     try:
         await _until_drained(worker, log, timeout, due_within, stopped)
+    except DrainTimeout:
+        if not stopped.done():
+            await _stop_at_once(worker)
+        raise
     finally:
         if not stopped.done():
             await worker.stop()
         await stopped
     return log.result
+
+
+async def _stop_at_once(worker: Worker) -> None:
+    """Stop ``worker`` giving its running handlers :data:`_TIMED_OUT_GRACE` seconds, not ``shutdown_timeout``.
+
+    The drain has failed already: waiting out the worker's shutdown timeout (8 s by default) for handlers
+    that did not finish in the drain's own time would only delay the report. They are cancelled and their
+    tasks put back, as at any shutdown.
+    """
+    patient = worker.settings
+    worker.settings = patient.replace(shutdown_timeout=min(patient.shutdown_timeout, _TIMED_OUT_GRACE))
+    try:
+        await worker.stop()
+    finally:
+        worker.settings = patient
 
 
 async def _until_drained(
@@ -293,8 +330,9 @@ async def _until_drained(
         if stopped.done():
             raise RuntimeError(f"the worker stopped while draining; so far: {log.result.runs}")
         before = _busy(processor, log)
-        pending = await real.pending_counts(queues)
+        # the sets first: a task forwarded between the two looks is then seen in one of them, never in neither
         due = await real.next_due(queues)
+        pending = await real.pending_counts(queues)
         horizon = worker.clock.now() + due_within
         runnable = sum(pending) + sum(1 for d in due if d is not None and d <= horizon)
         if runnable == 0 and before == _busy(processor, log) and not any(before[:3]):
@@ -303,10 +341,36 @@ async def _until_drained(
             counts = ", ".join(f"{q}: {n} pending" for q, n in zip(queues, pending, strict=True))
             message = (
                 f"the worker did not drain its queues in {timeout} s ({counts}; {runnable} runnable in all, "
-                f"{before[0]} in its hands); {log.result.processed} processed"
+                f"{before[0]} in its hands); {log.result.processed} processed{_unfinished(worker, processor, log)}"
             )
             raise DrainTimeout(message, log.result)
         await asyncio.sleep(_POLL)
+
+
+def _unfinished(worker: Worker, processor: Processor, log: _Log) -> str:
+    """What a timed-out drain left: the tasks still running, and those that failed and wait to run again."""
+    now = worker.clock.now()
+    running = [
+        f"{inf.msg.type} {inf.id!r} in {inf.queue!r} for {max(0.0, now - inf.started):.1f} s"
+        for inf in processor.inflight.values()
+    ]
+    last: dict[tuple[str, str], TaskRun] = {(r.queue, r.id): r for r in log.result.runs}
+    failing = [
+        f"{r.type} {r.id!r} in {r.queue!r} (retried {r.retried}; {r.error})"
+        for r in last.values()
+        if r.outcome is Outcome.RETRIED
+    ]
+    return "".join(
+        f"; {label}: {_listed(items)}"
+        for label, items in (("still running", running), ("failed, to run again", failing))
+        if items
+    )
+
+
+def _listed(items: list[str], most: int = 5) -> str:
+    """The first ``most`` of ``items``, and how many more there are."""
+    shown = ", ".join(items[:most])
+    return shown if len(items) <= most else f"{shown} and {len(items) - most} more"
 
 
 def _busy(processor: Processor, log: _Log) -> tuple[int, int, int, int]:

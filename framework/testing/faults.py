@@ -139,16 +139,19 @@ class Faults:
         self._set(method, _Rule(None, seconds, times, after))
 
     def clear(self, method: str | None = None) -> None:
-        """Let calls of ``method`` (default: every method) through again; the counters are kept."""
+        """Let calls of ``method`` (default: every method) through again; the counters are kept.
+
+        Raises:
+            ValueError: ``method`` is not a broker method (a misspelt name would leave its fault in place).
+        """
         if method is None:
             self._rules.clear()
         else:
+            _check_method(method)
             self._rules.pop(method, None)
 
     def _set(self, method: str, rule: _Rule) -> None:
-        known = _methods()
-        if method not in known:
-            raise ValueError(f"{method!r} is not a broker method; use one of: {', '.join(known)}")
+        _check_method(method)
         if (rule.times is not None and rule.times < 1) or rule.after < 0 or rule.delay < 0:
             raise ValueError(
                 f"times={rule.times!r}, after={rule.after!r}, delay={rule.delay!r}: times is at least 1 (or None), "
@@ -174,6 +177,13 @@ class Faults:
             await asyncio.sleep(rule.delay)
         if rule.error is not None:
             raise _error(rule.error, method, self.injected[method])
+
+
+def _check_method(method: str) -> None:
+    """Refuse a name that is not a broker method, listing those that are."""
+    known = _methods()
+    if method not in known:
+        raise ValueError(f"{method!r} is not a broker method; use one of: {', '.join(known)}")
 
 
 _KINDS: dict[type[BaseException], type[BaseException]] = {}

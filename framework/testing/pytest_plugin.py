@@ -7,6 +7,9 @@ Fixtures: ``valkey_server``, ``redis_url``, ``namespace``, ``schema``, ``setting
 ``client``, ``registry``, ``services``; and the helpers of :mod:`framework.testing` bound to them:
 ``seeder`` (a :class:`~framework.testing.seed.Seeder` on ``client``) and ``faults`` (an empty
 :class:`~framework.testing.faults.Faults` plan).
+
+A test may stop or kill ``valkey_server`` to see what happens when Redis goes away; if it leaves the server
+down (it failed before restarting it, say), the server is started again, with its data, before the next test.
 """
 
 from __future__ import annotations
@@ -55,6 +58,20 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyPr
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _valkey_server_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that uses the session Valkey, start it again if the test left it stopped or killed.
+
+    A test may take the server down to see what the app does when Redis goes away; one that fails before it
+    brings the server back would otherwise leave every later test of the session without Redis. Tests that
+    do not use it (pure ones, or a ``redis_url`` fixture of the app's own) do not start it.
+    """
+    server = request.getfixturevalue("valkey_server") if "valkey_server" in request.fixturenames else None
+    yield
+    if server is not None and not server.running:
+        server.start()
 
 
 @pytest.fixture(scope="session")

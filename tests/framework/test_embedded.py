@@ -23,6 +23,7 @@ from framework.embedded.errors import EmbeddedValkeyError
 from framework.embedded.launch import free_port
 from framework.embedded.process import ValkeyProcess, start_test_server
 from framework.embedded.server import EmbeddedValkey
+from tests.fixtures.processes import alive, valkey_pids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,36 +49,11 @@ if mode == "hold":
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except FileNotFoundError:
-        return False
-    return fields[0] not in {"Z", "X"}
-
-
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while alive(pid):
         assert time.monotonic() < deadline, f"process {pid} still alive after {timeout}s"
         time.sleep(0.02)
-
-
-def _valkey_pids(under: Path) -> list[int]:
-    """Live valkey-server processes whose working directory is ``under`` or below it."""
-    root = str(under.resolve())
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if "valkey" in comm and (cwd == root or cwd.startswith(root + "/")) and _alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _client(url: str) -> redis.Redis:
@@ -127,7 +103,7 @@ class _Processes:
             ev.stop()
         for server in self.servers:
             server.kill()
-        for pid in _valkey_pids(self.tmp_path):
+        for pid in valkey_pids(self.tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -167,7 +143,7 @@ def test_ensure_starts_a_unix_socket_server(procs: _Processes, tmp_path: Path) -
     assert ev.url == url
     assert ev.owned
     assert ev.pid is not None
-    assert _alive(ev.pid)
+    assert alive(ev.pid)
     assert (data_dir / "valkey.pid").read_text().strip() == str(ev.pid)
     assert not (data_dir / "valkey.port").exists()
     with _client(url) as client:
@@ -201,7 +177,7 @@ def test_ensure_again_is_cheap_and_idempotent(procs: _Processes, tmp_path: Path)
         assert ev.ensure() == url
     assert time.monotonic() - started < 1.0
     assert ev.pid == pid
-    assert _valkey_pids(tmp_path) == [pid]
+    assert valkey_pids(tmp_path) == [pid]
 
 
 def test_stop_stops_the_owned_server_and_removes_its_files(procs: _Processes, tmp_path: Path) -> None:
@@ -241,7 +217,7 @@ def test_second_process_reuses_the_running_server(procs: _Processes, tmp_path: P
     _release(child)
 
     assert result == {"url": url, "owned": False, "pid": ev.pid}
-    assert _valkey_pids(tmp_path) == [ev.pid]  # the reuser's exit does not stop the server
+    assert valkey_pids(tmp_path) == [ev.pid]  # the reuser's exit does not stop the server
     assert ev.owned
 
 
@@ -271,7 +247,7 @@ def test_concurrent_start_from_several_processes_starts_one_server(procs: _Proce
     assert sum(result["owned"] for result in results) == 1
     assert len({result["pid"] for result in results}) == 1
     assert len({result["url"] for result in results}) == 1
-    assert _valkey_pids(tmp_path) == [results[0]["pid"]]
+    assert valkey_pids(tmp_path) == [results[0]["pid"]]
     for child in children:
         _release(child)
     _wait_gone(results[0]["pid"])  # the owner stopped it on exit
@@ -329,7 +305,7 @@ def test_ensure_started_from_a_short_lived_thread_outlives_the_thread(procs: _Pr
 
     time.sleep(0.5)  # PDEATHSIG would have fired by now if it were tied to that thread
 
-    assert _alive(pid)
+    assert alive(pid)
     assert ev.ensure() == ev.url
     assert ev.pid == pid
 
@@ -369,7 +345,7 @@ def test_ensure_restarts_its_own_crashed_server(procs: _Processes, tmp_path: Pat
     assert ev.ensure() == url
     assert ev.owned
     assert ev.pid != old_pid
-    assert _valkey_pids(tmp_path) == [ev.pid]
+    assert valkey_pids(tmp_path) == [ev.pid]
 
 
 def test_stale_pid_and_socket_files_are_replaced(procs: _Processes, tmp_path: Path) -> None:

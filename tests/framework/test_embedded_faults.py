@@ -24,6 +24,7 @@ import framework
 from framework.embedded.errors import EmbeddedValkeyError
 from framework.embedded.launch import free_port
 from framework.embedded.server import EmbeddedValkey
+from tests.fixtures.processes import alive, valkey_pids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,31 +32,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(120)
 
 _ROOT = Path(framework.__file__).resolve().parents[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except FileNotFoundError:
-        return False
-    return fields[0] not in {"Z", "X"}
-
-
-def _valkey_pids(under: Path) -> list[int]:
-    """Live valkey-server processes whose working directory is ``under`` or below it."""
-    root = str(under.resolve())
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if "valkey" in comm and (cwd == root or cwd.startswith(root + "/")) and _alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _wait(check: Any, what: str, timeout: float = 20.0) -> Any:
@@ -146,7 +122,7 @@ def apps(tmp_path: Path) -> Iterator[list[_App]]:
         if app.proc.poll() is None:
             app.proc.kill()
         app.proc.wait()
-    for pid in _valkey_pids(tmp_path):
+    for pid in valkey_pids(tmp_path):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -172,7 +148,7 @@ def test_run_restarts_its_crashed_valkey_and_goes_on_serving(apps: list[_App], t
     assert _server_pid(data_dir) != crashed
     assert "embedded_valkey_died" in app.output()
     assert app.stop() == 0, app.output()
-    assert _valkey_pids(tmp_path) == []
+    assert valkey_pids(tmp_path) == []
 
 
 def test_second_run_in_the_same_directory_goes_on_when_the_first_stops(apps: list[_App], tmp_path: Path) -> None:
@@ -188,11 +164,11 @@ def test_second_run_in_the_same_directory_goes_on_when_the_first_stops(apps: lis
     shared = _server_pid(data_dir)
 
     assert first.stop() == 0, first.output()
-    assert not _alive(shared)  # the first one's server went with it
+    assert not alive(shared)  # the first one's server went with it
 
     second.run_a_task()
     assert second.stop() == 0, second.output()
-    assert _valkey_pids(tmp_path) == []
+    assert valkey_pids(tmp_path) == []
     assert not (data_dir / "valkey" / "valkey.pid").exists()
 
 
@@ -207,7 +183,7 @@ def test_sigterm_stops_run_and_its_valkey_cleanly(apps: list[_App], tmp_path: Pa
     assert app.stop(signal.SIGTERM) == 0, app.output()
 
     assert "embedded_valkey_stopped" in app.output()
-    assert not _alive(server)
+    assert not alive(server)
     assert not (data_dir / "valkey" / "valkey.pid").exists()
     assert (data_dir / "valkey" / "appendonlydir").is_dir()
 
@@ -241,7 +217,7 @@ def test_an_unusable_data_directory_is_one_error_naming_it(tmp_path: Path, comma
     assert f"embedded Valkey cannot use its data directory {data_dir / 'valkey'}" in out
     assert "FRAMEWORK_DATA_DIR" in out
     assert "start Redis at that address" not in out  # the fix for an unreachable external Redis does not apply
-    assert _valkey_pids(tmp_path) == []
+    assert valkey_pids(tmp_path) == []
 
 
 _HOLD_LOCK = """
@@ -271,7 +247,7 @@ def test_a_lock_held_too_long_names_the_process_holding_it(tmp_path: Path) -> No
             EmbeddedValkey(data_dir, lock_timeout=0.5).ensure()
 
         assert f"waiting for {data_dir / 'valkey.lock'}: process {holder.pid} (" in str(caught.value)
-        assert _valkey_pids(tmp_path) == []
+        assert valkey_pids(tmp_path) == []
     finally:
         holder.kill()
         holder.communicate()

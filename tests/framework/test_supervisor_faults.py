@@ -22,30 +22,14 @@ from framework.client.client import Client
 from framework.embedded.server import EmbeddedValkey
 from framework.protocol.keys import Schema
 from framework.settings import Settings
+from tests.fixtures.processes import alive, valkey_pids
+from tests.fixtures.processes import parent as parent_of
 from tests.framework.worker_app import JOB, ROOT, Job, env_for, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/PID/stat`` after the command name (state first), or None if it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in {"Z", "X"}
-
-
-def _parent(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[1]) if fields is not None else None
 
 
 def _worker_children(parent: int) -> set[int]:
@@ -59,25 +43,9 @@ def _worker_children(parent: int) -> set[int]:
             comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if "valkey" not in comm and _parent(pid) == parent and _alive(pid):
+        if "valkey" not in comm and parent_of(pid) == parent and alive(pid):
             found.add(pid)
     return found
-
-
-def _valkey_pids(under: Path) -> list[int]:
-    root = str(under.resolve())
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if "valkey" in comm and (cwd == root or cwd.startswith(root + "/")) and _alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
 
 
 def _wait(check: Any, what: str, timeout: float = 30.0) -> Any:
@@ -92,7 +60,7 @@ def _wait(check: Any, what: str, timeout: float = 30.0) -> Any:
 def embedded(tmp_path: Path) -> Iterator[Settings]:
     """Settings without a Redis URL (the embedded Valkey in ``tmp_path``); servers left there are killed after."""
     yield Settings(namespace=f"t{uuid.uuid4().hex[:12]}", data_dir=str(tmp_path / "data"), shutdown_timeout=8.0)
-    for pid in _valkey_pids(tmp_path):
+    for pid in valkey_pids(tmp_path):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -132,11 +100,11 @@ def test_worker_processes_crashing_leave_the_embedded_valkey_running(embedded: S
         for started, victim in enumerate(sorted(children), start=3):
             os.kill(victim, signal.SIGKILL)
             _wait(lambda started=started: _started_workers(log) >= started, f"a replacement\n{log.read_text()}")
-            assert _alive(server), f"the server went down with worker process {victim}\n{log.read_text()}"
+            assert alive(server), f"the server went down with worker process {victim}\n{log.read_text()}"
 
         assert _server_pid(embedded) == server
         assert stop_process(supervisor) == 0
-        assert not _alive(server)
+        assert not alive(server)
     finally:
         stop_process(supervisor)
     assert "embedded_valkey_stopped" in log.read_text()
@@ -159,7 +127,7 @@ async def test_every_worker_process_writes_its_outcome_before_the_embedded_valke
             runner = int(_wait(lambda: sync.hget(f"{ns}:test:pid", first.id), "the first task running"))
             # the child whose task ends first must not take the server of the other one away: make the
             # server's parent (if a child) finish first
-            owner_runs_first = _parent(_server_pid(settings)) == runner
+            owner_runs_first = parent_of(_server_pid(settings)) == runner
             second = await client.enqueue(JOB, Job(sleep=5.0 if owner_runs_first else 1.5))
             _wait(lambda: sync.hget(f"{ns}:test:pid", second.id), "the second task running")
         runners = {int(sync.hget(f"{ns}:test:pid", t.id) or 0) for t in (first, second)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -18,13 +17,6 @@ from framework.protocol.message import decode_message, encode_message
 from framework.protocol.scripts import SCRIPTS
 from framework.task import TaskDef
 from tests.framework.worker_app import wait_until
-
-
-@pytest.fixture
-async def client(client: Client) -> AsyncIterator[Client]:
-    """The plugin's client, its waiters closed after the test (their Pub/Sub connection and poll)."""
-    yield client
-    await client.waiters.close()
 
 
 class In(msgspec.Struct, frozen=True, kw_only=True):

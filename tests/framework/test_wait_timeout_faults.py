@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -19,13 +18,6 @@ from framework.client.sync import SyncClient
 from framework.errors import InvalidOption
 from framework.protocol.keys import Schema
 from framework.task import TaskDef
-
-
-@pytest.fixture
-async def client(client: Client) -> AsyncIterator[Client]:
-    """The plugin's client, its waiters closed after the test."""
-    yield client
-    await client.waiters.close()
 
 
 class N(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,7 +7,6 @@ argument, rather than a bare ``ValueError``/``OverflowError`` or a silent one se
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -18,13 +17,6 @@ from framework.errors import InvalidWorkflow
 from framework.protocol.keys import Schema
 from framework.task import TaskDef
 from framework.workflow import chain
-
-
-@pytest.fixture
-async def client(client: Client) -> AsyncIterator[Client]:
-    """The plugin's client, its waiters closed after the test."""
-    yield client
-    await client.waiters.close()
 
 
 class N(msgspec.Struct, frozen=True, kw_only=True):

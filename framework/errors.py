@@ -25,7 +25,9 @@ __all__ = (
     "RetryAfter",
     "RevokeTask",
     "SkipRetry",
+    "TaskAggregated",
     "TaskCancelled",
+    "TaskDeleted",
     "TaskFailed",
     "TaskIdConflict",
     "TaskNotFound",
@@ -201,6 +203,44 @@ class TaskCancelled(TaskFailed):
     retried, unless the caller's ``Client.cancel`` asked, then it is archived). To a waiter, the outcome of a
     task cancelled by ``Client.cancel`` (``archived`` tells whether it was running, hence archived, or deleted).
     """
+
+
+class TaskDeleted(TaskCancelled):
+    """The task a caller waited for was deleted before it ran: it will not run.
+
+    Raised by ``Client.wait`` and ``Client.apply`` when the inspector deletes the task (``delete_task``,
+    ``delete_all``: the dashboard or the CLI), or deletes it with its queue (``delete_queue(force=True)``). A
+    :class:`TaskCancelled`, not archived. A deletion by Go's tools announces nothing: it cannot be told from a Go
+    worker's success (see ``Client.wait``).
+
+    Attributes:
+        queue_removed: it was deleted because its queue was removed.
+    """
+
+    def __init__(self, message: str = "", *, task_id: str = "", queue: str = "", queue_removed: bool = False) -> None:
+        super().__init__(message or "task deleted", task_id=task_id, queue=queue)
+        self.queue_removed = queue_removed
+
+
+class TaskAggregated(TaskNotFound):
+    """The grouped task a caller waited for was merged into an aggregate task: it will not run by itself.
+
+    Raised by ``Client.wait`` and ``Client.apply``. Its outcome is the aggregate task's, which can be waited
+    for by :attr:`aggregate_id` (while it is kept: give the aggregate a retention). A :class:`TaskNotFound`:
+    the task no longer exists as one of its own.
+
+    Attributes:
+        task_id: the grouped task's id.
+        queue: its queue.
+        aggregate_id: the aggregate task's id (the aggregation set's id, which our aggregator gives the
+            aggregate task unless its ``aggregate`` function chose another id or queue).
+    """
+
+    def __init__(self, message: str, *, task_id: str = "", queue: str = "", aggregate_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.queue = queue
+        self.aggregate_id = aggregate_id
 
 
 class WaitTimeout(FrameworkError, TimeoutError):

@@ -221,7 +221,8 @@ class Maintenance(BrokerPart):
         """Delete an aggregation set and its member tasks (after the aggregated task was enqueued)."""
         qk = self.schema.queue(queue)
         keys = [set_key, qk.aggregation_sets]
-        return int(await self.pool.evalsha(SCRIPTS["delete_aggregation_set"], keys, [qk.task_prefix]))
+        args = [qk.task_prefix, qk.xprefix]  # the second: where its members' waiters are told (aggregated)
+        return int(await self.pool.evalsha(SCRIPTS["delete_aggregation_set"], keys, args))
 
     async def reclaim_stale_aggregation_sets(self, queue: str) -> int:
         """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets."""

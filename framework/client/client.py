@@ -34,7 +34,9 @@ from framework.errors import (
     PayloadTooLarge,
     PayloadTypeError,
     RedisUnavailable,
+    TaskAggregated,
     TaskCancelled,
+    TaskDeleted,
     TaskFailed,
     TaskIdConflict,
     TaskNotFound,
@@ -520,7 +522,13 @@ class Client:
           command while it waits. One finished by a worker that announces nothing (Go's) is seen by the
           client's slow poll (``poll_interval`` after a waiter starts, 1 s by default, then backing off to 16
           times that; three commands a poll per queue, however many wait), including one that vanished
-          unannounced, which returns None (done without retention, or deleted).
+          unannounced, which returns None: that is what a Go worker's success without retention leaves, and
+          what Go's tools leave when they delete a task or aggregate a group (they announce nothing, so the
+          two cannot be told apart).
+        * A task deleted before it ran by the inspector (the dashboard, the CLI: ``delete_task``, ``delete_all``,
+          ``delete_queue(force=True)``) raises :class:`~framework.errors.TaskDeleted`; a grouped task merged
+          into an aggregate task by our aggregator raises :class:`~framework.errors.TaskAggregated`, which
+          names the aggregate (wait for that one for the outcome).
         * A task with a retention can be waited for after the fact, while it is kept (completed or
           archived). One without a retention can only be waited for by someone already waiting when it
           finished (its record and result are deleted then): afterwards there is no such task.
@@ -535,8 +543,13 @@ class Client:
             TaskFailed: the task was archived (retries exhausted, or a permanent failure); it carries the
                 task's error text, its retries and ``archived=True``.
             TaskCancelled: the task was cancelled (:meth:`cancel`).
+            TaskDeleted: the task was deleted before it ran (a :class:`TaskCancelled`); ``queue_removed`` when
+                with its queue.
+            TaskAggregated: the grouped task was merged into the aggregate task ``aggregate_id`` (a
+                :class:`TaskNotFound`).
             WaitTimeout: no final outcome within ``timeout`` (the task is unaffected).
-            TaskNotFound: there is no such task (or it finished without a retention before the wait began).
+            TaskNotFound: there is no such task (or it finished without a retention, or was deleted, before the
+                wait began).
             ResultTypeError: the stored result does not decode into the result type.
             InvalidOption: ``timeout`` is negative, NaN or not a number (nothing is sent).
         """
@@ -712,6 +725,23 @@ class Client:
         """The result an outcome carries, decoded; or the error it stands for."""
         if outcome.kind == "cancelled":
             raise TaskCancelled(f"task {task_id!r} was cancelled before it ran", task_id=task_id, queue=queue)
+        if outcome.kind == "deleted":
+            removed = outcome.detail == "queue"
+            how = f"with its queue {queue!r} (a forced queue removal)" if removed else f"from queue {queue!r}"
+            raise TaskDeleted(
+                f"task {task_id!r} was deleted {how} before it ran: it will not run",
+                task_id=task_id,
+                queue=queue,
+                queue_removed=removed,
+            )
+        if outcome.kind == "aggregated":
+            raise TaskAggregated(
+                f"task {task_id!r} in queue {queue!r} was merged into aggregate task {outcome.detail!r}: it will not"
+                " run by itself; its outcome is the aggregate task's",
+                task_id=task_id,
+                queue=queue,
+                aggregate_id=outcome.detail,
+            )
         msg = decode_message(outcome.msg) if outcome.msg else None
         if taskdef is None and msg is not None and self.registry is not None:
             taskdef = self.registry.get(msg.type)

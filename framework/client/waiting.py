@@ -4,12 +4,21 @@ A waiter first subscribes to the task's outcome channel and sets its waiting mar
 (:meth:`~framework.protocol.keys.QueueKeys.outcome_channel`, :meth:`~framework.protocol.keys.QueueKeys.waiting`),
 then reads the task's state once, then waits. The scripts that write a final outcome (``done.lua``,
 ``mark_complete.lua``, ``archive.lua``, ``cancel.lua``) publish it while the marker exists, so a waiter on a
-task our workers run costs no command while it waits. A task finished by a Go worker is announced by
-nobody: the slow poll looks at all the tasks waited for with three commands per queue (``ZMSCORE`` of the
-completed and archived sets, one ``EXISTS`` of every record), whatever the number of waiters, and reads a
-record only when it finished. It runs ``poll_interval`` seconds after a waiter starts, then backs off
-(doubling, up to :data:`POLL_BACKOFF` times the interval) while no new waiter comes: a task a Go worker
-finishes is seen within seconds, and waiters that wait long cost a few commands a minute.
+task our workers run costs no command while it waits. So do the scripts that delete a task before it ran:
+the inspector's ``delete_task.lua`` and ``delete_all.lua`` (``deleted``; ``deleted`` and ``queue`` when the
+queue is being removed) and the aggregator's ``delete_aggregation_set.lua`` (``aggregated`` and the
+aggregate task's id), so such a task is never taken for a success.
+
+A task finished by a Go worker is announced by nobody: the slow poll looks at all the tasks waited for with
+three commands per queue (``ZMSCORE`` of the completed and archived sets, one ``EXISTS`` of every record),
+whatever the number of waiters, and reads a record only when it finished. It runs ``poll_interval`` seconds
+after a waiter starts, then backs off (doubling, up to :data:`POLL_BACKOFF` times the interval) while no new
+waiter comes: a task a Go worker finishes is seen within seconds, and waiters that wait long cost a few
+commands a minute. A record the poll finds gone is an outcome (``gone``) only once the listener has read
+every announcement published before (a ``PING`` on its connection, answered in order): an announced
+outcome always wins over the vanished record. ``gone`` is what a Go worker's success without retention
+leaves, and also what Go's tools leave when they delete a task or aggregate a group (they announce nothing):
+the two cannot be told apart, and ``gone`` is taken for a success without a result.
 
 Not for a Redis Cluster (redis-py's asyncio Cluster client has no Pub/Sub).
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +39,10 @@ if TYPE_CHECKING:
 
     from framework.protocol.keys import Schema
 
-__all__ = ("MARKER_SLACK", "POLL_BACKOFF", "Outcome", "Waiters")
+__all__ = ("DRAIN_TIMEOUT", "MARKER_SLACK", "POLL_BACKOFF", "Outcome", "Waiters")
+
+DRAIN_TIMEOUT = 10.0
+"""Seconds the slow poll waits for the listener to read what was published before it found a record gone."""
 
 POLL_BACKOFF = 16
 """The slow poll's longest pause, in poll intervals (16 s by default), reached by doubling while no waiter starts."""
@@ -40,6 +53,7 @@ _FOREVER = 24 * 3600
 _LONGEST = 365 * 24 * 3600
 """The longest a marker is set for (a longer timeout would be refused by Redis; the slow poll covers the rest)."""
 _FINAL = frozenset({"completed", "archived"})
+_TOKENS = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +62,19 @@ class Outcome:
 
     Attributes:
         kind: ``done`` (succeeded, record deleted), ``completed`` (succeeded, kept), ``archived``, ``cancelled``
-            (deleted before it ran) or ``gone`` (its record vanished unannounced: done by a worker that
-            announces nothing, without retention, or deleted).
+            (deleted by ``Client.cancel`` before it ran), ``deleted`` (deleted by the inspector before it ran),
+            ``aggregated`` (merged into an aggregate task) or ``gone`` (its record vanished unannounced: done
+            by a worker that announces nothing, without retention, or deleted or aggregated by Go's tools).
         result: the result bytes, when there is one.
         msg: the encoded TaskMessage, for ``completed`` and ``archived``.
+        detail: for ``deleted``, ``queue`` when it was deleted with its queue (else ""); for ``aggregated``,
+            the aggregate task's id.
     """
 
     kind: str
     result: bytes | None = None
     msg: bytes | None = None
+    detail: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -95,6 +113,8 @@ class Waiters:
         self._pause = poll_interval or 0.0
         """The slow poll's current pause: ``poll_interval``, doubled after each poll while no waiter starts."""
         self._wake: asyncio.Event | None = None
+        self._pongs: dict[str, asyncio.Future[None]] = {}
+        """The listener's pending ``PING`` tokens (:meth:`_drain`), resolved when their answers are read."""
 
     # -- watching ------------------------------------------------------------------------------------
 
@@ -211,6 +231,9 @@ class Waiters:
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
                 continue
+            if message["type"] == "pong":
+                self._ponged(message["data"])
+                continue
             channel = message["channel"]
             channel = channel.decode() if isinstance(channel, bytes) else channel
             watch = self._watches.get(channel)
@@ -229,10 +252,37 @@ class Waiters:
         name = kind.decode()
         if name == "done":
             _settle(watch, Outcome("done", result=result if sep else None))
-        elif name == "cancelled":
-            _settle(watch, Outcome("cancelled"))
+        elif name in ("cancelled", "deleted", "aggregated"):
+            _settle(watch, Outcome(name, detail=result.decode("utf-8", "replace")))
         else:  # completed, archived: the rest is in the record
             self._spawn(self._check_quietly(watch))
+
+    def _ponged(self, data: bytes | str | None) -> None:
+        token = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
+        future = self._pongs.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def _drain(self) -> None:
+        """Return once the listener has read every message published before this call.
+
+        Redis answers a ``PING`` on the Pub/Sub connection after the messages it already sent there, so a task's
+        announcement, published by the same script that deleted its record, is read before the answer.
+
+        Raises:
+            TimeoutError: no answer within :data:`DRAIN_TIMEOUT` seconds (the link is in trouble).
+        """
+        if self._pubsub is None or self._reader is None or self._reader.done():
+            return
+        token = f"drain-{next(_TOKENS)}"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs[token] = future
+        try:
+            async with self._lock:
+                await self._pubsub.ping(token)
+            await asyncio.wait_for(future, DRAIN_TIMEOUT)
+        finally:
+            self._pongs.pop(token, None)
 
     async def _check_quietly(self, watch: _Watch) -> None:
         with contextlib.suppress(Exception):  # a fault here leaves it to the slow poll
@@ -284,8 +334,11 @@ class Waiters:
             suspects += finished
             if int(present) < len(group):  # some record vanished: find which
                 suspects += [w for w in group if w not in finished]
-        for watch in suspects:
-            await self.check(watch, missing_is_outcome=True)
+        missing = [w for w in suspects if not await self.check(w, missing_is_outcome=False)]
+        if missing:
+            await self._drain()  # an announcement published before the record vanished settles it first
+            for watch in missing:
+                _settle(watch, Outcome("gone"))
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

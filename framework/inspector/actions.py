@@ -3,6 +3,8 @@
 Each change is a Lua script (``run_task``, ``archive_task``, ``delete_task``; ``run_all``,
 ``archive_all``, ``delete_all`` one batch at a time; ``remove_queue``), so it is atomic and never
 touches an active task: active tasks belong to their worker, and are stopped with :meth:`cancel`.
+The deleting scripts announce each deletion to the task's waiters (``Client.wait``, ``apply``), who get
+:class:`~framework.errors.TaskDeleted` instead of taking the vanished task for a success.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ _RUNNABLE = frozenset({_S.SCHEDULED, _S.RETRY, _S.ARCHIVED, _S.COMPLETED, _S.AGG
 _ARCHIVABLE = frozenset({_S.PENDING, _S.SCHEDULED, _S.RETRY, _S.COMPLETED, _S.AGGREGATING})
 _DELETABLE = _RUNNABLE | {_S.PENDING}
 _STATE_NAMES = frozenset(s.value for s in TaskState)
+_DELETED = "deleted"
+"""What a deleted task's waiters are told (on its outcome channel; :mod:`framework.client.waiting`)."""
+_QUEUE_REMOVED = "deleted\nqueue"
+"""What the waiters of a task deleted with its queue are told."""
 
 
 def _single_keys(qk: QueueKeys, task_id: str) -> list[str]:
@@ -81,9 +87,13 @@ class TaskActions(Part):
         await self._single_error(code, qk, queue, task_id, "archived")
 
     async def delete_task(self, queue: str, task_id: str) -> None:
-        """Delete a non-active task and its record; its uniqueness lock is released if it holds it."""
+        """Delete a non-active task and its record; its uniqueness lock is released if it holds it.
+
+        Its waiters (``Client.wait``, ``apply``) get :class:`~framework.errors.TaskDeleted`.
+        """
         qk = await self._ns.queue_keys(queue)
-        code = int(await SCRIPTS["delete_task"](self._redis, _single_keys(qk, task_id), [task_id, qk.group_prefix()]))
+        args = [task_id, qk.group_prefix(), qk.xprefix]
+        code = int(await SCRIPTS["delete_task"](self._redis, _single_keys(qk, task_id), args))
         await self._single_error(code, qk, queue, task_id, "deleted")
 
     async def cancel(self, task_id: str) -> int:
@@ -179,20 +189,33 @@ class TaskActions(Part):
     async def delete_all(
         self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
     ) -> int:
-        """Delete every task of ``state`` (any but active) and release the uniqueness locks they hold."""
+        """Delete every task of ``state`` (any but active) and release the uniqueness locks they hold.
+
+        Their waiters (``Client.wait``, ``apply``) get :class:`~framework.errors.TaskDeleted`.
+        """
+        return await self._delete_all(queue, state, group, progress, _DELETED)
+
+    async def _delete_all(
+        self, queue: str, state: TaskState | str, group: str | None, progress: Progress | None, announcement: str
+    ) -> int:
+        """:meth:`delete_all`, announcing ``announcement`` to the deleted tasks' waiters."""
 
         async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
-            args: list[Any] = [qk.task_prefix, limit, kind, name]
+            args: list[Any] = [qk.task_prefix, limit, kind, name, qk.xprefix, announcement]
             return await SCRIPTS["delete_all"](self._redis, [key, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("delete", _DELETABLE), call, progress)
 
     async def delete_queue(self, queue: str, *, force: bool = False, progress: Progress | None = None) -> None:
-        """Remove a queue: its keys and its name. Only an empty queue, unless ``force``."""
+        """Remove a queue: its keys and its name. Only an empty queue, unless ``force``.
+
+        With ``force``, the waiters of the tasks deleted get :class:`~framework.errors.TaskDeleted` with
+        ``queue_removed`` set.
+        """
         qk = await self._ns.queue_keys(queue)
         if force:
             for state in sorted(_DELETABLE):
-                await self.delete_all(queue, state, progress=progress)
+                await self._delete_all(queue, state, None, progress, _QUEUE_REMOVED)
         keys = [qk.pending, qk.active, qk.groups, qk.aggregation_sets, qk.scheduled, qk.retry, qk.archived]
         keys += [qk.completed, qk.lease, qk.paused, qk.processed, qk.failed]
         code = int(await SCRIPTS["remove_queue"](self._redis, keys, []))

@@ -8,7 +8,13 @@
 -- ARGV[2] N, the most ids to take
 -- ARGV[3] "list" or "zset": the type of KEYS[1]
 -- ARGV[4] group name when KEYS[1] is a group zset, else ""
+-- ARGV[5] optional: the queue's prefix of the framework's own keys <ext>:{q}: (absent or "" = announce nothing)
+-- ARGV[6] optional: what is announced (default "deleted"; "deleted\nqueue" when the queue is being removed)
 -- returns {ids taken from the source, task records deleted}
+--
+-- Announcing: each task whose waiting marker <ext>:{q}:waiting:<id> exists has ARGV[6] published on
+-- <ext>:{q}:outcome:<id>, and the marker deleted. The queue's flag <ext>:{q}:waited (set beside every marker,
+-- expiring no sooner) is looked at first: a batch of a queue nobody waits on pays one EXISTS.
 local n = tonumber(ARGV[2])
 local ids
 if ARGV[3] == "list" then
@@ -33,6 +39,15 @@ for _, id in ipairs(ids) do
     release_unique(unique_key, id)
   end
   deleted = deleted + redis.call("DEL", key)
+end
+local xprefix = ARGV[5] or ""
+if xprefix ~= "" and redis.call("EXISTS", xprefix .. "waited") == 1 then
+  local announcement = ARGV[6] or "deleted"
+  for _, id in ipairs(ids) do
+    if redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
+      redis.call("PUBLISH", xprefix .. "outcome:" .. id, announcement)
+    end
+  end
 end
 if ARGV[4] ~= "" and redis.call("ZCARD", KEYS[1]) == 0 then
   redis.call("SREM", KEYS[2], ARGV[4])

@@ -9,7 +9,12 @@
 -- KEYS[7] groups set <ns>:{q}:groups
 -- ARGV[1] task id
 -- ARGV[2] group key prefix <ns>:{q}:g:
+-- ARGV[3] optional: the queue's prefix of the framework's own keys <ext>:{q}: (absent or "" = announce nothing)
 -- returns 1 deleted, 0 not found, -1 the task is active
+--
+-- Announcing: when the task's waiting marker <ext>:{q}:waiting:<id> exists, "deleted" is published on
+-- <ext>:{q}:outcome:<id> and the marker deleted, so its waiters learn it will not run (Go's delete announces
+-- nothing; its waiters find the record gone).
 local id = ARGV[1]
 local fields = redis.call("HMGET", KEYS[1], "msg", "state", "group", "unique_key")
 local state = fields[2]
@@ -40,4 +45,8 @@ else
 end
 redis.call("DEL", KEYS[1])
 release_unique(fields[4] or "", id)
+local xprefix = ARGV[3] or ""
+if xprefix ~= "" and redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
+  redis.call("PUBLISH", xprefix .. "outcome:" .. id, "deleted")
+end
 return 1

@@ -153,9 +153,10 @@ class QueueKeys:
     def waiting(self, task_id: str) -> str:
         """STRING ``<ext>:{q}:waiting:<id>``: someone waits for this task's outcome (expires with the longest wait).
 
-        The scripts that write a final outcome (``done``, ``mark_complete``, ``archive``) publish it on
+        The scripts that write a final outcome (``done``, ``mark_complete``, ``archive``) or delete a task
+        before it ran (``cancel``, ``delete_task``, ``delete_all``, ``delete_aggregation_set``) publish it on
         :meth:`outcome_channel` only while this marker exists, and delete it then; a task nobody waits for
-        costs them one ``EXISTS`` (one for a whole batch of ``done``).
+        costs them one ``EXISTS`` (one for a whole batch of ``done`` or of a delete-all).
         """
         return f"{self.xprefix}waiting:{task_id}"
 
@@ -172,8 +173,10 @@ class QueueKeys:
         """Pub/Sub channel ``<ext>:{q}:outcome:<id>``: the task's final outcome, announced to its waiters.
 
         A message is the outcome's name: ``done`` (then, after a newline, the result bytes when there is a
-        result; the record is deleted), ``completed``, ``archived`` (read the record for the rest) or
-        ``cancelled`` (deleted before it ran).
+        result; the record is deleted), ``completed``, ``archived`` (read the record for the rest),
+        ``cancelled`` (deleted by its caller before it ran), ``deleted`` (by the inspector before it ran;
+        ``deleted``, newline, ``queue`` when its queue was removed) or ``aggregated``, newline, the id of
+        the aggregate task it was merged into.
         """
         return f"{self.xprefix}outcome:{task_id}"
 

@@ -12,15 +12,7 @@
 -- announces nothing: its members' waiters find their records gone.
 local ids = redis.call("ZRANGE", KEYS[1], 0, -1)
 local n = 0
-local xprefix = ARGV[2] or ""
-if #ids > 0 and xprefix ~= "" and redis.call("EXISTS", xprefix .. "waited") == 1 then
-  local announcement = "aggregated\n" .. string.match(KEYS[1], "([^:]*)$")
-  for _, id in ipairs(ids) do
-    if redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
-      redis.call("PUBLISH", xprefix .. "outcome:" .. id, announcement)
-    end
-  end
-end
+announce_removed(ARGV[2] or "", ids, "aggregated\n" .. string.match(KEYS[1], "([^:]*)$"))
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   local unique_key = redis.call("HGET", key, "unique_key")

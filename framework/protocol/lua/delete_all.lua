@@ -40,15 +40,7 @@ for _, id in ipairs(ids) do
   end
   deleted = deleted + redis.call("DEL", key)
 end
-local xprefix = ARGV[5] or ""
-if xprefix ~= "" and redis.call("EXISTS", xprefix .. "waited") == 1 then
-  local announcement = ARGV[6] or "deleted"
-  for _, id in ipairs(ids) do
-    if redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
-      redis.call("PUBLISH", xprefix .. "outcome:" .. id, announcement)
-    end
-  end
-end
+announce_removed(ARGV[5] or "", ids, ARGV[6] or "deleted")
 if ARGV[4] ~= "" and redis.call("ZCARD", KEYS[1]) == 0 then
   redis.call("SREM", KEYS[2], ARGV[4])
 end

@@ -29,13 +29,6 @@ if TYPE_CHECKING:
     from framework.protocol.keys import Schema
     from tests.fixtures.cli import Cli
 
-READS = (
-    ("tasks", "stats"),
-    ("tasks", "ls", "default", "pending", "--json"),
-    ("tasks", "show", "some-id"),
-    ("workflows", "ls"),
-)
-
 
 @pytest.fixture
 def own_valkey(tmp_path: Path) -> Iterator[ValkeyProcess]:
@@ -68,15 +61,11 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
         assert needle in result.stderr, (needle, result.stderr)
 
 
-@pytest.mark.parametrize("argv", READS)
-def test_a_stopped_redis_is_an_error_in_seconds_not_a_hang(
-    own_valkey: ValkeyProcess, own_cli: Cli, argv: tuple[str, ...]
-) -> None:
+def test_a_stopped_redis_is_a_one_line_error_not_a_hang(own_valkey: ValkeyProcess, own_cli: Cli) -> None:
+    """A server that accepts but never answers (SIGSTOP): the command's connect timeout ends it (the run's own
+    timeout would fail the test on a hang)."""
     os.kill(own_valkey.pid, signal.SIGSTOP)
-    began = time.monotonic()
-    result = own_cli(*argv)
-    assert time.monotonic() - began < 30
-    one_line_error(result, "cannot reach Redis at redis://127.0.0.1:")
+    one_line_error(own_cli("tasks", "stats"), "cannot reach Redis at redis://127.0.0.1:")
 
 
 def test_redis_going_away_in_the_middle_of_a_command_is_a_one_line_error(

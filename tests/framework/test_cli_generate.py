@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from framework.cli import cli
-from tests.framework.test_scaffold import ROOT, clean_env, overlay_venv
+from tests.fixtures.cli import clean_env
+from tests.framework.test_scaffold import ROOT, overlay_venv
 
 if TYPE_CHECKING:
     from pathlib import Path

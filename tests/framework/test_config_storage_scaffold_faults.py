@@ -27,7 +27,7 @@ from framework.errors import ConfigError
 from framework.settings import Settings, load_settings
 from framework.storage.base import InvalidKey, StorageUnavailable
 from framework.storage.local import LocalStorage
-from tests.framework.test_scaffold import clean_env
+from tests.fixtures.cli import clean_env
 
 # -- settings: non-finite numbers -----------------------------------------------------------------------
 

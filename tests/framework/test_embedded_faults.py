@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,7 +23,8 @@ import framework
 from framework.embedded.errors import EmbeddedValkeyError
 from framework.embedded.launch import free_port
 from framework.embedded.server import EmbeddedValkey
-from tests.fixtures.processes import alive, valkey_pids
+from tests.fixtures.cli import clean_env, run_framework
+from tests.fixtures.processes import alive, server_pid, valkey_pids, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -34,22 +34,13 @@ pytestmark = pytest.mark.timeout(120)
 _ROOT = Path(framework.__file__).resolve().parents[1]
 
 
-def _wait(check: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
-        time.sleep(0.05)
-    return result
-
-
 class _App:
     """One ``framework run`` process of the demo app, serving on a free port; output in ``log``."""
 
     def __init__(self, cwd: Path, data_dir: Path, log: Path) -> None:
         self.port = free_port()
         self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
-        env.update(FRAMEWORK_LOAD_PLUGINS="", FRAMEWORK_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+        env = clean_env(FRAMEWORK_LOAD_PLUGINS="", FRAMEWORK_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "framework", "run", "--port", str(self.port)],
@@ -74,7 +65,7 @@ class _App:
             except OSError:
                 return False
 
-        _wait(up, "framework run answering /healthz", 30)
+        wait_for(up, "framework run answering /healthz", 30)
 
     def try_enqueue(self) -> str | None:
         """Enqueue a demo task through the app; None when the app answers with an error."""
@@ -92,7 +83,7 @@ class _App:
 
     def run_a_task(self, timeout: float = 20.0) -> None:
         """Enqueue a task (retrying while the app fails) and wait until its worker has completed it."""
-        task_id = _wait(self.try_enqueue, f"an enqueue through the app\n{self.output()}", timeout)
+        task_id = wait_for(self.try_enqueue, f"an enqueue through the app\n{self.output()}", timeout)
 
         def completed() -> bool:
             try:
@@ -100,7 +91,7 @@ class _App:
             except OSError:
                 return False
 
-        _wait(completed, f"task {task_id} completed\n{self.output()}", timeout)
+        wait_for(completed, f"task {task_id} completed\n{self.output()}", timeout)
 
     def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
         self.proc.send_signal(sig)
@@ -127,8 +118,7 @@ def apps(tmp_path: Path) -> Iterator[list[_App]]:
 
 
 def _server_pid(data_dir: Path) -> int:
-    pid_file = data_dir / "valkey" / "valkey.pid"
-    return int(_wait(lambda: pid_file.exists() and pid_file.read_text().strip(), "the server's pid file"))
+    return server_pid(data_dir / "valkey", 20.0)
 
 
 @pytest.mark.parametrize("long_path", [False, True], ids=["unix-socket", "tcp-port"])
@@ -189,17 +179,8 @@ def test_sigterm_stops_run_and_its_valkey_cleanly(apps: list[_App], tmp_path: Pa
 
 
 def _cli(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
-    env.update(FRAMEWORK_LOAD_PLUGINS="", FRAMEWORK_DATA_DIR=str(data_dir), PYTHONPATH=str(_ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "framework", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = clean_env(FRAMEWORK_LOAD_PLUGINS="", FRAMEWORK_DATA_DIR=str(data_dir), PYTHONPATH=str(_ROOT))
+    return run_framework(env, tmp_path, *args)
 
 
 @pytest.mark.parametrize("command", ["worker", "scheduler", "doctor"])

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.framework.test_scaffold import ROOT, clean_env
+from tests.fixtures.cli import clean_env
+from tests.framework.test_scaffold import ROOT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

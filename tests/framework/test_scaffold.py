@@ -33,6 +33,7 @@ from framework.cli.scaffold import (
     suggest_name,
     template_root,
 )
+from tests.fixtures.cli import clean_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -59,14 +60,6 @@ def overlay_venv(path: Path, *, editables: bool = True) -> Path:
     line = f"import site; site.addsitedir({parent!r})" if editables else parent
     (Path(purelib) / "_overlay_parent.pth").write_text(line + "\n")
     return python
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without FRAMEWORK_* settings or REDIS_URL that would leak into a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_") and k != "REDIS_URL"}
-    env.pop("PYTEST_ADDOPTS", None)
-    env.update(extra)
-    return env
 
 
 def rel(files: list[FileToWrite], root: Path) -> set[str]:

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as redis_sync
@@ -22,7 +22,7 @@ from framework.client.client import Client
 from framework.embedded.server import EmbeddedValkey
 from framework.protocol.keys import Schema
 from framework.settings import Settings
-from tests.fixtures.processes import alive, valkey_pids
+from tests.fixtures.processes import alive, server_pid, valkey_pids, wait_for
 from tests.fixtures.processes import parent as parent_of
 from tests.framework.worker_app import JOB, ROOT, Job, env_for, stop_process
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = pytest.mark.timeout(120)
+
+_WAIT = 30.0
+"""Seconds each step of a test may take (workers starting, a task running)."""
 
 
 def _worker_children(parent: int) -> set[int]:
@@ -46,14 +49,6 @@ def _worker_children(parent: int) -> set[int]:
         if "valkey" not in comm and parent_of(pid) == parent and alive(pid):
             found.add(pid)
     return found
-
-
-def _wait(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
-        time.sleep(0.05)
-    return result
 
 
 @pytest.fixture
@@ -83,8 +78,7 @@ def _started_workers(log: Path) -> int:
 
 
 def _server_pid(settings: Settings) -> int:
-    pid_file = settings.data_path / "valkey" / "valkey.pid"
-    return int(_wait(lambda: pid_file.exists() and pid_file.read_text().strip(), "the server's pid file"))
+    return server_pid(settings.data_path / "valkey", _WAIT)
 
 
 def test_worker_processes_crashing_leave_the_embedded_valkey_running(embedded: Settings, tmp_path: Path) -> None:
@@ -92,14 +86,16 @@ def test_worker_processes_crashing_leave_the_embedded_valkey_running(embedded: S
     log = tmp_path / "supervisor.log"
     supervisor = _supervise(embedded, 2, log)
     try:
-        _wait(lambda: _started_workers(log) >= 2, f"two workers started\n{log.read_text()}")
+        wait_for(lambda: _started_workers(log) >= 2, f"two workers started\n{log.read_text()}", _WAIT)
         server = _server_pid(embedded)
         children = _worker_children(supervisor.pid)
         assert len(children) == 2
 
         for started, victim in enumerate(sorted(children), start=3):
             os.kill(victim, signal.SIGKILL)
-            _wait(lambda started=started: _started_workers(log) >= started, f"a replacement\n{log.read_text()}")
+            wait_for(
+                lambda started=started: _started_workers(log) >= started, f"a replacement\n{log.read_text()}", _WAIT
+            )
             assert alive(server), f"the server went down with worker process {victim}\n{log.read_text()}"
 
         assert _server_pid(embedded) == server
@@ -119,17 +115,17 @@ async def test_every_worker_process_writes_its_outcome_before_the_embedded_valke
     supervisor = _supervise(settings, 2, log)
     ns = settings.namespace
     try:
-        _wait(lambda: _started_workers(log) >= 2, f"two workers started\n{log.read_text()}")
+        wait_for(lambda: _started_workers(log) >= 2, f"two workers started\n{log.read_text()}", _WAIT)
         url = f"unix://{settings.data_path / 'valkey' / 'valkey.sock'}"
         sync = redis_sync.Redis.from_url(url, decode_responses=True)
         async with Client.from_url(url, schema=Schema(ns), settings=settings) as client:
             first = await client.enqueue(JOB, Job(sleep=3.0))
-            runner = int(_wait(lambda: sync.hget(f"{ns}:test:pid", first.id), "the first task running"))
+            runner = int(wait_for(lambda: sync.hget(f"{ns}:test:pid", first.id), "the first task running", _WAIT))
             # the child whose task ends first must not take the server of the other one away: make the
             # server's parent (if a child) finish first
             owner_runs_first = parent_of(_server_pid(settings)) == runner
             second = await client.enqueue(JOB, Job(sleep=5.0 if owner_runs_first else 1.5))
-            _wait(lambda: sync.hget(f"{ns}:test:pid", second.id), "the second task running")
+            wait_for(lambda: sync.hget(f"{ns}:test:pid", second.id), "the second task running", _WAIT)
         runners = {int(sync.hget(f"{ns}:test:pid", t.id) or 0) for t in (first, second)}
         sync.close()
         assert runners == _worker_children(supervisor.pid)  # one task in each child

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
 from framework.errors import QueueNotFound, TaskNotFound
 from framework.inspector.errors import InvalidTaskState, QueueNotEmpty
-from framework.inspector.namespace import Part, as_state, text
+from framework.inspector.namespace import Part, as_state, names_a_state, text
 from framework.protocol.message import TaskState
 from framework.protocol.scripts import SCRIPTS
 from framework.transport.connection import is_cluster
@@ -35,7 +35,6 @@ _S = TaskState
 _RUNNABLE = frozenset({_S.SCHEDULED, _S.RETRY, _S.ARCHIVED, _S.COMPLETED, _S.AGGREGATING})
 _ARCHIVABLE = frozenset({_S.PENDING, _S.SCHEDULED, _S.RETRY, _S.COMPLETED, _S.AGGREGATING})
 _DELETABLE = _RUNNABLE | {_S.PENDING}
-_STATE_NAMES = frozenset(s.value for s in TaskState)
 _DELETED = "deleted"
 """What a deleted task's waiters are told (on its outcome channel; :mod:`framework.client.waiting`)."""
 _QUEUE_REMOVED = "deleted\nqueue"
@@ -60,7 +59,7 @@ class TaskActions(Part):
     async def _single_error(self, code: int, qk: QueueKeys, queue: str, task_id: str, what: str) -> None:
         if code == 0:
             state = await self._redis.hget(qk.task(task_id), "state")
-            if state is not None and text(state) not in _STATE_NAMES:
+            if state is not None and not names_a_state(state):
                 raise InvalidTaskState(
                     f"task {task_id!r} has a record whose state {text(state)!r} is not a task state "
                     "(written by another client?); it can only be deleted"

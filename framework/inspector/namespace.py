@@ -16,7 +16,17 @@ if TYPE_CHECKING:
     from framework.clock import Clock
     from framework.protocol.keys import QueueKeys, Schema
 
-__all__ = ("MAX_JSON_DEPTH", "Namespace", "Part", "as_state", "from_unix", "json_value", "text")
+__all__ = (
+    "MAX_JSON_DEPTH",
+    "STATE_NAMES",
+    "Namespace",
+    "Part",
+    "as_state",
+    "from_unix",
+    "json_value",
+    "names_a_state",
+    "text",
+)
 
 MAX_JSON_DEPTH = 100
 """Stored JSON (a payload, a result) nested deeper than this is shown as text, not as a JSON value.
@@ -110,6 +120,15 @@ def as_state(state: TaskState | str) -> TaskState:
     except ValueError:
         allowed = ", ".join(s.value for s in TaskState)
         raise ValueError(f"unknown task state {state!r}; use one of: {allowed}") from None
+
+
+STATE_NAMES = frozenset(s.value for s in TaskState)
+"""The names a task record's ``state`` field may hold."""
+
+
+def names_a_state(value: Any) -> bool:
+    """Whether a record's ``state`` field (bytes or text) names a task state (another client may write others)."""
+    return text(value) in STATE_NAMES
 
 
 class Part:

@@ -16,7 +16,7 @@ import msgspec
 
 from framework.errors import TaskNotFound
 from framework.inspector.details import FIELDS, SCORED, TaskDetails, record_state, task_details
-from framework.inspector.namespace import Part, as_state, text
+from framework.inspector.namespace import Part, as_state, names_a_state, text
 from framework.logging import get_logger
 from framework.protocol.message import TaskState
 
@@ -35,7 +35,6 @@ Pages further on are read from here: a page number so large that its offset woul
 64-bit range arguments gives an empty page, as any page past the end does, rather than an error.
 """
 _LISTS = (TaskState.PENDING, TaskState.ACTIVE)
-_STATE_NAMES = frozenset(s.value for s in TaskState)
 _LOGGED_IDS = 20
 """Task ids one ``task_message_undecodable`` warning names at most."""
 
@@ -90,7 +89,7 @@ def _warn_undecodable(queue: str, tasks: list[TaskDetails]) -> None:
 
 def _warn_unknown_state(queue: str, records: list[tuple[str, Any]]) -> None:
     """Log one warning for the records of one read whose state field is not a task state (none: no warning)."""
-    bad = [(task_id, text(value)) for task_id, value in records if text(value) not in _STATE_NAMES]
+    bad = [(task_id, text(value)) for task_id, value in records if not names_a_state(value)]
     if bad:
         get_logger("framework.inspector").warning(
             "task_state_unknown",

@@ -69,16 +69,21 @@ local function hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_k
   end
 end
 
--- Tell the waiters of tasks removed before they ran: for each id of ids whose waiting marker
--- <ext>:{q}:waiting:<id> exists (xprefix = <ext>:{q}:), publish message on <ext>:{q}:outcome:<id> and
--- delete the marker. The queue's flag <ext>:{q}:waited is looked at first: nobody waits, one EXISTS.
+-- Tell a task's waiters its outcome: when its waiting marker <ext>:{q}:waiting:<id> exists (xprefix =
+-- <ext>:{q}:, "" = announce nothing), publish message on <ext>:{q}:outcome:<id> and delete the marker.
+local function announce(xprefix, id, message)
+  if xprefix ~= "" and redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
+    redis.call("PUBLISH", xprefix .. "outcome:" .. id, message)
+  end
+end
+
+-- The same for the tasks ids, removed before they ran. The queue's flag <ext>:{q}:waited is looked at
+-- first: nobody waits, one EXISTS.
 local function announce_removed(xprefix, ids, message)
   if xprefix == "" or #ids == 0 or redis.call("EXISTS", xprefix .. "waited") == 0 then
     return
   end
   for _, id in ipairs(ids) do
-    if redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
-      redis.call("PUBLISH", xprefix .. "outcome:" .. id, message)
-    end
+    announce(xprefix, id, message)
   end
 end

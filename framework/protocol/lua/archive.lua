@@ -39,8 +39,5 @@ end
 redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
 bump(KEYS[5], KEYS[6], KEYS[7], 1, ARGV[7], ARGV[8])
 bump(KEYS[8], KEYS[9], KEYS[10], 1, ARGV[7], ARGV[8])
-local prefix = ARGV[9] or ""
-if prefix ~= "" and redis.call("DEL", prefix .. "waiting:" .. ARGV[1]) == 1 then
-  redis.call("PUBLISH", prefix .. "outcome:" .. ARGV[1], "archived")
-end
+announce(ARGV[9] or "", ARGV[1], "archived")
 return 1

@@ -45,8 +45,5 @@ else
 end
 redis.call("DEL", KEYS[1])
 release_unique(fields[4] or "", id)
-local xprefix = ARGV[3] or ""
-if xprefix ~= "" and redis.call("DEL", xprefix .. "waiting:" .. id) == 1 then
-  redis.call("PUBLISH", xprefix .. "outcome:" .. id, "deleted")
-end
+announce(ARGV[3] or "", id, "deleted")
 return 1

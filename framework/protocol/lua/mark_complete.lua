@@ -29,8 +29,5 @@ else
 end
 bump(KEYS[5], KEYS[6], KEYS[7], 1, ARGV[4], ARGV[5])
 release_unique(ARGV[6], ARGV[1])
-local prefix = ARGV[8] or ""
-if prefix ~= "" and redis.call("DEL", prefix .. "waiting:" .. ARGV[1]) == 1 then
-  redis.call("PUBLISH", prefix .. "outcome:" .. ARGV[1], "completed")
-end
+announce(ARGV[8] or "", ARGV[1], "completed")
 return 1

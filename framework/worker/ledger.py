@@ -69,6 +69,10 @@ class Ledger:
         self._on_free = on_free
         self._record = record
 
+    def __contains__(self, key: object) -> bool:
+        """Whether the task ``key`` (queue, id) is held here: in flight, or a handler given up on that still runs."""
+        return key in self.inflight or key in self.overrun
+
     # -- the loop's side -----------------------------------------------------------------------------
 
     def hold(self, queue: str, tasks: Iterable[InFlight]) -> None:

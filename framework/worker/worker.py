@@ -264,6 +264,8 @@ class Worker:
             max_recoveries=self.max_recoveries,
             retry_delay=self._retry_delay,
             lost=self.processor.lost,
+            server_id=self.identity.server_id,
+            held=self.processor.ledger,
         )
         self._components = [
             forwarding,

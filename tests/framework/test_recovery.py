@@ -26,7 +26,16 @@ from framework.protocol.message import encode_message, new_message
 from framework.settings import Settings
 from framework.transport.connection import open_redis
 from framework.worker.background.recoverer import LEASE_EXPIRED_ERROR, Recoverer, default_dead_after
-from tests.framework.worker_app import JOB, Job, start_supervisor, start_worker, stop_process, task_record, wait_until
+from tests.framework.worker_app import (
+    JOB,
+    Job,
+    make_worker,
+    start_supervisor,
+    start_worker,
+    stop_process,
+    task_record,
+    wait_until,
+)
 
 FAST = {"heartbeat_interval": 0.5, "recoverer_interval": 0.5}
 
@@ -372,6 +381,40 @@ async def test_active_tasks_without_a_lease_are_repaired(recoverer: Any, redis: 
         assert await rec.recover_expired_leases() == 1
     record = await task_record(redis, schema, "default", "orphan")
     assert (record["state"], record["msg"].error_msg) == ("retry", LEASE_EXPIRED_ERROR)
+
+
+async def test_a_dequeue_whose_reply_never_came_runs_again_on_its_own_worker_without_a_retry(
+    settings: Any, client: Any, redis: Any, schema: Any
+) -> None:
+    """A dequeue that ran in Redis but whose reply never reached the worker (the link reset, a failover, a
+    timeout) leaves its task active, leased and on the worker's own in-flight set, while the worker holds
+    nothing. The worker is alive, so no dead-worker recovery comes; it used to wait for asynq's lease expiry
+    (60 s after the dequeue) and be retried as a failure. Its worker's recoverer gives it back as soon as its
+    lease is as stale as a dead worker's would be, spending no retry. (A hand-off whose message was lost leaves
+    the same state.)
+    """
+    s = settings.replace(**FAST)
+    worker = make_worker(s)
+    info = await client.enqueue(JOB, Job(), retention=60)
+    broker = RedisBroker(redis, schema, SystemClock())
+    qk = schema.queue(info.queue)
+    taken = await broker.dequeue(info.queue, 1, qk.inflight(worker.identity.server_id))
+    assert [task_id for task_id, _ in taken] == [info.id]  # it ran in Redis; its reply is lost here
+    with capture_logs() as logs:
+        async with worker:
+            dequeued_at = time.monotonic()
+
+            async def completed() -> bool:
+                return (await task_record(redis, schema, info.queue, info.id)).get("state") == "completed"
+
+            await wait_until(completed, timeout=25)
+            ran_in = time.monotonic() - dequeued_at
+    record = await task_record(redis, schema, info.queue, info.id)
+    assert (record["msg"].retried, record["msg"].error_msg) == (0, "")  # no retry spent, no failure recorded
+    assert await _runs(redis, s.namespace, info.id) == 1
+    assert ran_in < 20, ran_in  # after dead_after (6 s), not asynq's 60 s
+    assert any(e["event"] == "task_given_back" and e["task_id"] == info.id for e in logs)
+    assert not await redis.sismember(qk.inflight(worker.identity.server_id), info.id)
 
 
 async def test_a_valkey_restart_mid_run_loses_no_task(tmp_path: Path) -> None:

@@ -24,6 +24,13 @@ Paths, on the queues this worker serves:
   longer than the lease) is given back to the head of its queue by this worker's recoverer, spending no
   retry and not counted as a crash, as soon as its Redis lease is as stale as a dead worker's would be
   (``recover.lua``; when another worker has re-leased it meanwhile, nothing happens).
+* **Lost replies (ours).** A dequeue that ran in Redis but whose reply never reached this worker (the link
+  reset, a Sentinel failover, a timeout), or a hand-off whose message was lost, leaves a task active, leased
+  and on this worker's own in-flight set while the worker holds nothing of it; being alive, it is never
+  taken for dead. Each pass reads this worker's in-flight sets (one round trip) and gives back, to the head
+  of its queue, every task named there that it does not hold, once its lease is as stale as a dead worker's
+  would be (``recover.lua``; spending no retry, not counted as a crash). Without this the task would wait for
+  asynq's lease expiry (a minute) and be retried as a failure.
 * **Stale aggregation sets.** Sets staged longer than 2 minutes (their aggregator died) are put back into
   their group (asynq does this in its recoverer too).
 
@@ -45,7 +52,7 @@ from framework.retry import default_retry_delay
 from framework.worker.steps import archive
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Container, Iterable
 
     import structlog
 
@@ -77,6 +84,8 @@ class Recoverer:
         max_recoveries: recoveries after which a task is archived as a poison pill.
         retry_delay: the retry policy for expired leases.
         lost: this worker's processor's list of tasks whose lease lapsed (``Processor.lost``).
+        server_id: this worker's server id, whose in-flight sets are read for lost replies (None: not read).
+        held: the (queue, id) of every task this worker holds now (the processor's in-flight record).
     """
 
     component = "recoverer"
@@ -91,6 +100,8 @@ class Recoverer:
         max_recoveries: int = 3,
         retry_delay: RetryDelay | None = None,
         lost: list[tuple[str, str, float]] | None = None,
+        server_id: str | None = None,
+        held: Container[tuple[str, str]] = (),
     ) -> None:
         self.broker = broker
         self.queues = list(queues)
@@ -99,6 +110,8 @@ class Recoverer:
         self.max_recoveries = max_recoveries
         self.retry_delay = retry_delay or default_retry_delay
         self.lost = lost if lost is not None else []
+        self.server_id = server_id
+        self.held = held
         self._passes = 0
 
     async def recover_dead_workers(self) -> int:
@@ -193,6 +206,38 @@ class Recoverer:
             self.lost.extend(keep + pending)
         return given
 
+    async def reclaim_unheld(self) -> int:
+        """Give back tasks on this worker's own in-flight sets that it does not hold (lost replies); returns how many.
+
+        Only once a task's lease is as stale as a dead worker's: a task someone holds has its lease extended
+        (ours every beat, Go's every 5 s), and one whose reply is late has a fresh one. Ids of finished tasks
+        the heartbeat has not trimmed yet hold no lease and are left alone.
+        """
+        sid, held = self.server_id, self.held
+        if sid is None:
+            return 0
+        (named,) = await self.broker.inflight_of([sid], self.queues)
+        unheld = [(queue, task_id) for queue, ids in named.items() for task_id in ids if (queue, task_id) not in held]
+        if not unheld:
+            return 0
+        newest_dead_lease = math.floor(self.broker.clock.now() - self.dead_after) + LEASE_SECONDS - 1
+        given = 0
+        for queue, task_id in unheld:
+            if (queue, task_id) in held:  # taken again while an earlier give-back was awaited
+                continue
+            result = await self.broker.recover(
+                queue, task_id, newest_dead_lease, self.max_recoveries, count=False, server_id=sid
+            )
+            if result == 1:
+                given += 1
+                self.log.warning(
+                    "task_given_back",
+                    task_id=task_id,
+                    queue=queue,
+                    note="taken for this worker but never received (a lost reply); no retry spent",
+                )
+        return given
+
     async def _archive_poison(self, queue: str, data: bytes) -> None:
         msg = decode_message(data)
         msg.error_msg = (
@@ -242,8 +287,9 @@ class Recoverer:
         return total
 
     async def recover_once(self) -> None:
-        """One pass: lost leases and dead workers always; leases and stale sets every 6th pass, orphans every 12th."""
+        """One pass: lost leases and replies, dead workers; expired leases, stale sets every 6th; orphans every 12th."""
         await self.give_back_lost()
+        await self.reclaim_unheld()
         await self.recover_dead_workers()
         if self._passes % 6 == 0:
             await self.recover_expired_leases()

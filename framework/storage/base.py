@@ -5,6 +5,8 @@ plugins handle storage the same way whatever the backend:
 
 - :class:`InvalidKey` (also a ``ValueError``): the key breaks the rules of :func:`validate_key`.
 - :class:`ObjectNotFound` (also a ``LookupError``): no object under that key.
+- :class:`ObjectTooLarge` (also a ``ValueError``): the object is larger than the reader allowed
+  (``get(key, max_size=...)``); nothing of it was read into memory.
 - :class:`StorageUnavailable` (also a ``ConnectionError``): the store cannot be reached, timed out or
   answered with a server error (5xx). Retrying later may succeed, so a task handler lets it
   propagate and the task is retried.
@@ -30,6 +32,7 @@ __all__ = (
     "InvalidMetadata",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectTooLarge",
     "Storage",
     "StorageError",
     "StorageUnavailable",
@@ -62,6 +65,16 @@ class InvalidMetadata(StorageError, ValueError):
 
 class ObjectNotFound(StorageError, LookupError):
     """No object exists under the key."""
+
+
+class ObjectTooLarge(StorageError, ValueError):
+    """The object is larger than the ``max_size`` its reader allowed; the message names its size and the limit."""
+
+    def __init__(self, key: str, size: int, max_size: int) -> None:
+        super().__init__(f"object {key!r} is {size} bytes, more than the {max_size} bytes allowed")
+        self.key = key
+        self.size = size
+        self.max_size = max_size
 
 
 class StorageUnavailable(StorageError, ConnectionError):
@@ -118,8 +131,12 @@ class Storage(Protocol):
         """
         ...
 
-    async def get(self, key: str) -> bytes:
-        """Return the bytes of the object under ``key``; raises :class:`ObjectNotFound` if there is none."""
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        """Return the bytes of the object under ``key``; raises :class:`ObjectNotFound` if there is none.
+
+        With ``max_size``, an object larger than that many bytes raises :class:`ObjectTooLarge` instead,
+        without being read into memory (a reader guarding against whatever another producer stored).
+        """
         ...
 
     async def stat(self, key: str) -> ObjectInfo:

@@ -40,6 +40,7 @@ from framework.storage.base import (
     InvalidKey,
     ObjectInfo,
     ObjectNotFound,
+    ObjectTooLarge,
     StorageUnavailable,
     validate_key,
     validate_metadata,
@@ -141,10 +142,10 @@ class LocalStorage:
         sidecar = _Sidecar(content_type=content_type or DEFAULT_CONTENT_TYPE, metadata=validate_metadata(metadata))
         return await self._in_thread(self._put_sync, key, bytes(data), sidecar)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         """Return the object's bytes; see :meth:`framework.storage.Storage.get`."""
         self._check(key)
-        return await self._in_thread(self._get_sync, key)
+        return await self._in_thread(self._get_sync, key, max_size)
 
     async def stat(self, key: str) -> ObjectInfo:
         """Return the object's info; see :meth:`framework.storage.Storage.stat`."""
@@ -300,10 +301,16 @@ class LocalStorage:
                 except FileNotFoundError:  # another process removed it first
                     continue
 
-    def _get_sync(self, key: str) -> bytes:
+    def _get_sync(self, key: str, max_size: int | None = None) -> bytes:
         path, _ = self._paths(key)
         try:
-            return path.read_bytes()
+            with path.open("rb") as f:
+                if max_size is None:
+                    return f.read()
+                size = os.fstat(f.fileno()).st_size  # puts replace the file whole: this one does not grow
+                if size > max_size:
+                    raise ObjectTooLarge(key, size, max_size)
+                return f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
 

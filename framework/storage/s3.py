@@ -34,6 +34,7 @@ from framework.storage.base import (
     DEFAULT_CONTENT_TYPE,
     ObjectInfo,
     ObjectNotFound,
+    ObjectTooLarge,
     StorageError,
     StorageUnavailable,
     validate_key,
@@ -173,10 +174,10 @@ class S3Storage:
             etag=(getattr(result, "etag", None) or "").strip('"'),
         )
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         """Return the object's bytes; see :meth:`framework.storage.Storage.get`."""
         validate_key(key)
-        return await self._call("get", key, self._get_sync, key)
+        return await self._call("get", key, self._get_sync, key, max_size)
 
     async def stat(self, key: str) -> ObjectInfo:
         """Return the object's info; see :meth:`framework.storage.Storage.stat`."""
@@ -264,10 +265,18 @@ class S3Storage:
                 raise
         return put()
 
-    def _get_sync(self, key: str) -> bytes:
+    def _get_sync(self, key: str, max_size: int | None = None) -> bytes:
         response = self._client.get_object(self.bucket, key)
         try:
-            return bytes(response.read())
+            if max_size is None:
+                return bytes(response.read())
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > max_size:
+                raise ObjectTooLarge(key, int(length), max_size)
+            data = bytes(response.read(max_size + 1))  # a body longer than announced is refused all the same
+            if len(data) > max_size:
+                raise ObjectTooLarge(key, int(length) if length and length.isdigit() else len(data), max_size)
+            return data
         finally:
             response.close()
             response.release_conn()

@@ -23,6 +23,7 @@ from framework.storage import (
     InvalidMetadata,
     LocalStorage,
     ObjectNotFound,
+    ObjectTooLarge,
     Storage,
     StorageError,
     StorageUnavailable,
@@ -206,6 +207,19 @@ async def test_put_get_stat(storage: Storage) -> None:
     assert (stat.key, stat.size, stat.content_type) == ("docs/a.txt", 5, "text/plain")
     assert stat.metadata == {"origin": "test", "upload-id": "7"}
     assert before <= stat.modified <= time.time() + 5
+
+
+async def test_get_with_a_max_size_refuses_a_larger_object_naming_both_sizes(storage: Storage) -> None:
+    """A reader guarding its memory against what another producer stored: refused before the body is read."""
+    await storage.put("big/object.bin", b"x" * 1000)
+    assert await storage.get("big/object.bin", max_size=1000) == b"x" * 1000  # the limit itself is allowed
+    too_large = r"'big/object.bin' is 1000 bytes, more than the 999 bytes allowed"
+    with pytest.raises(ObjectTooLarge, match=too_large) as info:
+        await storage.get("big/object.bin", max_size=999)
+    assert (info.value.size, info.value.max_size) == (1000, 999)
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(ObjectNotFound):
+        await storage.get("big/missing.bin", max_size=10)
 
 
 async def test_put_replaces_and_defaults_the_content_type(storage: Storage) -> None:

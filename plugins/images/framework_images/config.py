@@ -57,7 +57,8 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         reducing_gap: Pillow's two-step resize factor (JPEG draft decoding and ``reduce`` first,
             then resampling); 2.0 is Pillow's default, bigger is closer to a plain resample, and
             none resamples the full image.
-        max_upload_bytes: the largest upload the route accepts (413 above).
+        max_upload_bytes: the largest upload the route accepts (413 above), and the largest original the
+            task reads: a larger one (stored by another producer) is archived unread, naming both sizes.
         max_pixels: the largest image (width x height) the task decodes; above, it is archived as
             a possible decompression bomb. Pillow's own limit (``Image.MAX_IMAGE_PIXELS``, about 89
             million) applies too, also where Pillow would only warn.

@@ -6,8 +6,9 @@ definition :data:`process_image_task`.
 
 Outcomes:
 
-- not an image, truncated or corrupt, too many pixels, the original missing, or a payload that
-  cannot name objects: :class:`~framework.errors.SkipRetry` with a message saying which; the task
+- not an image, truncated or corrupt, too many pixels, an original larger than ``max_upload_bytes``
+  (stored by another producer: it is not read into memory, nor deleted), the original missing, or a
+  payload that cannot name objects: :class:`~framework.errors.SkipRetry` with a message saying which; the task
   is archived at once and the upload record says ``failed`` with that message. An original that is
   not a usable image is then deleted, so a rejected file is not left downloadable. The record is
   written before the delete: if the store fails in between, the retry finds the original again and
@@ -30,7 +31,7 @@ import msgspec
 
 from framework import StashKey, TaskDef
 from framework.errors import SkipRetry
-from framework.storage import ObjectNotFound, validate_key
+from framework.storage import ObjectNotFound, ObjectTooLarge, validate_key
 from framework_images.config import load_config
 from framework_images.processing import ImageError, SourceImage, Thumbnail, identify, make_thumbnails
 from framework_images.storage import (
@@ -168,15 +169,18 @@ async def handle_process_image(ctx: TaskContext, payload: ProcessImage) -> None:
         raise SkipRetry(str(exc)) from exc
     storage = ctx.services.storage
     key = payload.key
+    state = _state(ctx.services)
     try:
         validate_key(key)
-        data = await storage.get(key)
+        data = await storage.get(key, max_size=state.config.max_upload_bytes)
+    except ObjectTooLarge as exc:
+        message = f"the original is {exc.size} bytes, more than max_upload_bytes={exc.max_size}"
+        raise await _fail(ctx, storage, upload_id, key, message) from exc
     except (ValueError, ObjectNotFound) as exc:  # InvalidKey is a ValueError
         rejected = await _rejected_before(storage, upload_id, key)
         if rejected is not None:
             raise SkipRetry(rejected) from exc
         raise await _fail(ctx, storage, upload_id, key, f"cannot read the original: {exc}") from exc
-    state = _state(ctx.services)
     async with state.limit:
         try:
             source, thumbnails = await asyncio.to_thread(_render, data, state.config)

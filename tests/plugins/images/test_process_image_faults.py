@@ -124,3 +124,20 @@ async def test_a_task_delivered_again_after_a_rejection_keeps_the_reason(
     record = await read_record(storage, "again")
     assert record is not None and record.state == "failed"
     assert record.error is not None and record.error.startswith("not an image"), record.error
+
+
+async def test_an_original_larger_than_the_upload_limit_is_archived_unread_and_kept(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
+    """Another producer (a Go service) stored an original far above ``max_upload_bytes``: the task does not read it
+    into memory, archives with both sizes named, and leaves the file alone (it is not known to be a bad image)."""
+    settings = Settings(data_dir=str(tmp_path), plugins={"images": {"max_upload_bytes": 4096}})
+    data = encode(Image.effect_noise((400, 300), 60).convert("RGB"), "PNG")
+    assert len(data) > 4096
+    key = await uploaded(storage, "huge", data, "png")
+    with pytest.raises(SkipRetry, match=rf"the original is {len(data)} bytes, more than max_upload_bytes=4096"):
+        await run(storage, settings, "huge", key)
+    record = await read_record(storage, "huge")
+    assert record is not None and record.state == "failed"
+    assert record.error is not None and "max_upload_bytes=4096" in record.error
+    assert await storage.get(key) == data  # kept

@@ -531,6 +531,18 @@ class TaskExecution:
             fields["running_count"] = len(running)
         return fields
 
+    def stuck_after(self, task: asyncio.Task[Any]) -> float | None:
+        """For the watchdog: until when the handler run by ``task`` may hold the event loop (Unix s), or None.
+
+        Its deadline plus ``cancel_grace``: were the loop free, the worker would have given the handler up by
+        then. None when ``task`` runs no handler of this worker. Called from the watchdog's thread (a copy of
+        the ledger; of the task only its deadline, which moves on only on the loop, and the loop is held).
+        """
+        for inf in self.ledger.snapshot():
+            if inf.runner is task:
+                return inf.deadline + self.cancel_grace
+        return None
+
     # -- slots -------------------------------------------------------------------------------------
 
     def _handler_done(self, inf: InFlight) -> bool:

@@ -18,6 +18,14 @@ worker, posts a callback to the loop (``call_soon_threadsafe``) every quarter of
 When the callback finally runs, ``event_loop_unblocked`` (warning) gives the stall's length. The cost is
 one thread waking a few times a second and one callback on the loop each time.
 
+**A loop that never comes back.** Given ``stuck_after`` and ``on_stuck``, the watchdog asks, while a stall
+lasts, until when the task holding the loop may hold it (for a handler: its deadline plus ``cancel_grace``,
+when the worker would give it up were the loop free). Past that, the loop is stuck for good as far as the
+worker can tell, and ``on_stuck`` is called once, from the watchdog's thread, with the stall's length and the
+task; the worker ends its process there (see :meth:`~framework.worker.worker.Worker.run`), so its tasks are
+recovered, and a handler that does it every time ends as a poison pill. A stall whose holder is not a handler
+(framework code, a plugin's hook) is only reported.
+
 The processor asks it about the latest stall (:meth:`LoopWatchdog.stall_length`, :attr:`LoopWatchdog.culprits`)
 when its deadline timer fires late, so tasks whose deadline passed while another task held the loop are
 not charged for it (see :mod:`framework.worker.execution`).
@@ -53,6 +61,10 @@ class LoopWatchdog:
         logger: where ``event_loop_blocked``/``event_loop_unblocked`` go.
         describe: called from the watchdog's thread with the task the loop is running (or None); returns
             the fields naming it and the other running handlers (it must tolerate running beside the loop).
+        stuck_after: called from the watchdog's thread during a stall with the task the loop is running; returns
+            the Unix time after which a loop still held by it is stuck for good, or None (never).
+        on_stuck: called once, from the watchdog's thread, with the stall's length and the task, when that time
+            has passed and the loop is still held.
     """
 
     def __init__(
@@ -61,6 +73,8 @@ class LoopWatchdog:
         threshold: float,
         logger: structlog.typing.FilteringBoundLogger,
         describe: Callable[[asyncio.Task[Any] | None], dict[str, Any]] | None = None,
+        stuck_after: Callable[[asyncio.Task[Any]], float | None] | None = None,
+        on_stuck: Callable[[float, asyncio.Task[Any]], None] | None = None,
     ) -> None:
         if threshold <= 0:
             raise ValueError(f"threshold={threshold} must be > 0")
@@ -69,6 +83,9 @@ class LoopWatchdog:
         self.interval = min(_MAX_INTERVAL, max(_MIN_INTERVAL, threshold / 4))
         self.log = logger
         self.describe = describe
+        self.stuck_after = stuck_after
+        self.on_stuck = on_stuck
+        self._stuck_reported = False
         self.culprits: set[asyncio.Task[Any]] = set()
         """Tasks seen running on the loop during the current stall, or the latest one (none: not a task)."""
         self.stalls = 0
@@ -131,6 +148,20 @@ class LoopWatchdog:
                 self._warned = True
                 self.stalls += 1
                 self._report(lag, task)
+            if self._warned and task is not None:
+                self._check_stuck(lag, task)
+
+    def _check_stuck(self, lag: float, task: asyncio.Task[Any]) -> None:
+        """Call ``on_stuck`` once the task holding the loop is past the time it may hold it."""
+        if self.stuck_after is None or self.on_stuck is None or self._stuck_reported:
+            return
+        try:
+            limit = self.stuck_after(task)
+        except Exception:  # noqa: BLE001 - the ledger read beside the loop failed: ask again next interval
+            return
+        if limit is not None and time.time() > limit:
+            self._stuck_reported = True
+            self.on_stuck(lag, task)
 
     def _report(self, lag: float, task: asyncio.Task[Any] | None) -> None:
         fields: dict[str, Any] = {}

@@ -83,6 +83,8 @@ __all__ = ("Worker",)
 
 EXIT_SECOND_SIGNAL = 130
 """Exit status after a second SIGTERM/SIGINT (no graceful shutdown)."""
+EXIT_LOOP_STUCK = 70
+"""Exit status when a handler held the event loop past its deadline and ``cancel_grace`` (EX_SOFTWARE)."""
 
 
 class Worker:
@@ -158,6 +160,7 @@ class Worker:
         self._url = services.extra.get("redis_url", "") if services is not None else ""
         self._components: list[Periodic] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._owns_process = False
         self._stopped = asyncio.Event()
         self._started = False
         self._stopping = False
@@ -293,8 +296,14 @@ class Worker:
         self._tasks.append(self._spawn(listen, "Listener"))
         self._tasks.append(self._spawn(self.processor.run(), "Processor"))
         if s.loop_block_threshold > 0:
+            execution = self.processor.execution
             self.watchdog = LoopWatchdog(
-                asyncio.get_running_loop(), s.loop_block_threshold, self.log, self.processor.execution.stall_report
+                asyncio.get_running_loop(),
+                s.loop_block_threshold,
+                self.log,
+                execution.stall_report,
+                stuck_after=execution.stuck_after if self._owns_process else None,
+                on_stuck=self._loop_stuck,
             )
             self.processor.execution.deadlines.watchdog = self.watchdog
             self.watchdog.start()
@@ -526,6 +535,29 @@ class Worker:
                 stream.flush()
         os._exit(0)
 
+    def _loop_stuck(self, blocked_for: float, task: asyncio.Task[Any]) -> None:
+        """The handler holding the event loop is past its deadline and ``cancel_grace``: end the process.
+
+        Called from the watchdog's thread, only for a worker that owns its process (:meth:`run`). Nothing on the
+        loop can run: not the deadline's cancellation, not a signal handler, not a graceful stop. The heartbeat
+        thread would keep the worker alive, and its tasks leased, for as long as the handler holds the loop. So
+        the process ends (status :data:`EXIT_LOOP_STUCK`); the recoverer of another worker brings its tasks back
+        after ``dead_after``, charging the handler's task with the death when it was the only one held, so one
+        that always does this is archived as a poison pill after ``max_recoveries`` deaths.
+        """
+        p = self.processor
+        fields = p.execution.stall_report(task) if p is not None else {}
+        self.log.error(
+            "event_loop_stuck",
+            blocked_for=round(blocked_for, 3),
+            **fields,
+            note="the handler holding the event loop is past its deadline and cancel_grace; ending the process",
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        os._exit(EXIT_LOOP_STUCK)
+
     async def _withdraw(self, p: Processor) -> None:
         """Stop being a waiter: after this no enqueue hands a task here (one already on its way is given back)."""
         if not p.handoff_ready:
@@ -566,6 +598,7 @@ class Worker:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        self._owns_process = True  # a handler that holds the loop for good ends the process (_loop_stuck)
         try:
             await self.start()
             if signals:  # a signal came while starting

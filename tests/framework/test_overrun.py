@@ -465,3 +465,36 @@ async def test_a_blocking_handler_is_reported_and_the_rest_of_its_batch_is_not_c
     assert "worker_app.py" in blocked[0]
     assert "event_loop_unblocked" in text
     assert "task_deadline_extended" in text
+
+
+async def test_a_worker_process_whose_handler_holds_the_loop_past_its_deadline_ends_and_the_task_runs_again(
+    settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path
+) -> None:
+    """A handler that blocks the event loop for good (``time.sleep`` of an hour): nothing on the loop runs, not
+    its cancellation, not SIGTERM's handler, while the heartbeat thread keeps the worker alive and its tasks
+    leased, so the worker was stuck for ever. Past the task's deadline and ``cancel_grace`` the process ends
+    (status 70, ``event_loop_stuck`` naming the task), and another worker recovers the task."""
+    s = settings.replace(cancel_grace=0.5, heartbeat_interval=0.5, recoverer_interval=0.5)
+    info = await client.enqueue(JOB, Job(block=3600, slow_runs=1), timeout=1)
+    log = tmp_path / "stuck.log"
+    stuck = start_worker(s, log, TEST_DEAD_AFTER=3)
+    survivor = None
+    try:
+        started = time.monotonic()
+        status = await asyncio.to_thread(stuck.wait, 30)
+        ended_in = time.monotonic() - started
+        survivor = start_worker(s, tmp_path / "survivor.log", TEST_DEAD_AFTER=3)
+
+        async def done() -> bool:
+            return await redis.llen(f"{s.namespace}:test:done") == 1
+
+        await wait_until(done, timeout=30)
+    finally:
+        stop_process(stuck)
+        if survivor is not None:
+            stop_process(survivor)
+    assert status == 70, log.read_text()[-2000:]
+    assert ended_in < 15, ended_in  # a 1 s timeout and 0.5 s of grace, after the worker's start
+    [line] = [line for line in log.read_text().splitlines() if "event_loop_stuck" in line]
+    assert info.id in line and "test:job" in line
+    assert await _hget(redis, s.namespace, "runs", info.id) == 2  # recovered, then run to the end

@@ -15,6 +15,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from framework.errors import QueueNotFound
 from framework.inspector import MAX_PAGE_SIZE, TaskState
 from framework_admin.schemas import (
+    LIST_PREVIEW_BYTES,
     CronEntryOut,
     CronRunOut,
     QueueDetailOut,
@@ -222,7 +223,7 @@ async def list_tasks(
         page=page,
         page_size=page_size,
         total=total,
-        tasks=[task_out(t) for t in tasks],
+        tasks=[task_out(t, preview=LIST_PREVIEW_BYTES) for t in tasks],
     )
 
 

@@ -101,6 +101,22 @@ class QueueDetailOut(msgspec.Struct, frozen=True, kw_only=True):
     history: list[DailyStats]
 
 
+LIST_PREVIEW_BYTES = 4096
+"""In task listings, payloads and results longer than this many bytes are cut short (``truncated``); one task's
+own view (``GET /tasks/{id}``) has them whole. A page of 100 tasks with 4 MiB payloads would otherwise be a
+response of about a gigabyte (each payload twice: as JSON and as text)."""
+
+
+def _preview(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """``data`` cut to at most ``limit`` bytes on a UTF-8 character boundary, and whether it was cut."""
+    if len(data) <= limit:
+        return data, False
+    end = limit
+    while end > 0 and data[end] & 0xC0 == 0x80:  # a continuation byte: the character starts before
+        end -= 1
+    return data[:end], True
+
+
 def decode_data(data: bytes | None) -> tuple[Any, str, bool]:
     """Bytes as shown to people: (JSON value or None, text, whether it is JSON)."""
     if data is None:
@@ -137,6 +153,9 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
         decode_error: why its stored message could not be decoded ("" when it could); the message's
             fields (type, payload, headers, retries, times) are then empty.
         progress: its last progress report (``ctx.progress``): kept while it runs and a minute after.
+        payload_size: the payload's length in bytes.
+        truncated: in a listing, the payload or the result is longer than :data:`LIST_PREVIEW_BYTES`: its text
+            is cut short there and its JSON value left out (None); the task's own view has them whole.
     """
 
     id: str
@@ -162,18 +181,29 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
     pending_since: datetime | None
     decode_error: str = ""
     progress: TaskProgress | None = None
+    payload_size: int = 0
+    truncated: bool = False
 
 
-def task_out(task: TaskDetails, progress: TaskProgress | None = None) -> TaskOut:
-    """The API shape of an inspector task (and its last progress report, when it made one)."""
-    result, result_text, _ = decode_data(task.result)
+def task_out(task: TaskDetails, progress: TaskProgress | None = None, *, preview: int | None = None) -> TaskOut:
+    """The API shape of an inspector task (and its last progress report, when it made one).
+
+    ``preview``: for listings, the most bytes of the payload and of the result given (see :data:`LIST_PREVIEW_BYTES`).
+    """
+    payload, payload_cut = (task.payload, False) if preview is None else _preview(task.payload, preview)
+    stored, result_cut = (
+        (task.result, False) if preview is None or task.result is None else _preview(task.result, preview)
+    )
+    result, result_text, _ = decode_data(stored)
+    if result_cut:
+        result = None  # the start of a JSON document is not its value
     return TaskOut(
         id=task.id,
         queue=task.queue,
         type=task.type,
         state=str(task.state),
-        payload=task.payload_json if task.payload_is_json else None,
-        payload_text=task.payload.decode("utf-8", errors="replace"),
+        payload=task.payload_json if task.payload_is_json and not payload_cut else None,
+        payload_text=payload.decode("utf-8", errors="replace"),
         payload_is_json=task.payload_is_json,
         headers=task.headers,
         error=task.error,
@@ -191,6 +221,8 @@ def task_out(task: TaskDetails, progress: TaskProgress | None = None) -> TaskOut
         pending_since=task.pending_since,
         decode_error=task.decode_error,
         progress=progress,
+        payload_size=len(task.payload),
+        truncated=payload_cut or result_cut,
     )
 
 

@@ -1,12 +1,15 @@
 """Task records another client could write, that the admin must show without failing: payloads and results nested
-a thousand levels deep, state fields that name no state, and page numbers far past the end (real Valkey)."""
+a thousand levels deep or megabytes long, state fields that name no state, and page numbers far past the end (real
+Valkey)."""
 
 from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
+from framework_admin.schemas import LIST_PREVIEW_BYTES
 from structlog.testing import capture_logs
 
 from framework.broker.broker import RedisBroker
@@ -35,6 +38,46 @@ async def _enqueue(redis: Redis, schema: Schema, task_id: str, payload: bytes, q
     assert await broker.enqueue(queue, task_id, encode_message(msg)) == 1
 
 
+# -- large payloads and results ---------------------------------------------------------------------
+
+
+async def test_listings_cut_large_payloads_and_results_short_and_the_task_view_has_them_whole(
+    api: Any, redis: Redis, schema: Schema
+) -> None:
+    """A page of 100 tasks with 4 MiB payloads was a response of about a gigabyte (each payload as JSON and text)."""
+    big = msgspec.json.encode({"text": "é" * 300_000})  # two bytes a character: cuts fall inside characters
+    await _enqueue(redis, schema, "big", big)
+    await redis.hset(schema.queue(QUEUE).task("big"), "result", big)
+    await _enqueue(redis, schema, "small", b'{"n": 1}')
+    await login(api)
+    listed = await api.get(f"{API}/jobs/pending", params={"queue": QUEUE}, headers=AUTH)
+    assert listed.status_code == 200, listed.text[:500]
+    assert len(listed.content) < 4 * LIST_PREVIEW_BYTES
+    rows = {t["id"]: t for t in listed.json()["tasks"]}
+    row = rows["big"]
+    assert (row["truncated"], row["payload"], row["payload_is_json"], row["payload_size"]) == (
+        True,
+        None,
+        True,
+        len(big),
+    )
+    assert 0 < len(row["payload_text"].encode()) <= LIST_PREVIEW_BYTES
+    assert big.decode().startswith(row["payload_text"])  # cut on a character boundary: no replacement character
+    assert row["result"] is None and big.decode().startswith(row["result_text"])
+    small = rows["small"]
+    assert (small["truncated"], small["payload"], small["payload_size"]) == (False, {"n": 1}, 8)
+    detail = await api.get(f"{API}/task", params={"id": "big", "queue": QUEUE}, headers=AUTH)
+    assert detail.status_code == 200
+    whole = detail.json()
+    assert (whole["truncated"], whole["payload"], whole["result_text"]) == (
+        False,
+        msgspec.json.decode(big),
+        big.decode(),
+    )
+    page = await api.get(f"{ADMIN}/jobs/pending", params={"queue": QUEUE})
+    assert page.status_code == 200 and "éééé" in page.text
+
+
 # -- deeply nested JSON --------------------------------------------------------------------------------
 
 
@@ -52,7 +95,8 @@ async def test_deeply_nested_payloads_and_results_show_as_text(
     assert listed.status_code == 200, listed.text[:500]
     rows = {t["id"]: t for t in listed.json()["tasks"]}
     assert (rows["deep"]["payload"], rows["deep"]["payload_is_json"]) == (None, False)
-    assert rows["deep"]["payload_text"] == deep.decode()
+    assert rows["deep"]["payload_text"] == deep.decode()[:LIST_PREVIEW_BYTES]  # listings cut long payloads short
+    assert rows["deep"]["truncated"] == (len(deep) > LIST_PREVIEW_BYTES)
     assert rows["fine"]["payload_is_json"] and rows["fine"]["payload"] is not None
     detail = await api.get(f"{API}/task", params={"id": "deep", "queue": QUEUE}, headers=AUTH)
     assert detail.status_code == 200, detail.text[:500]

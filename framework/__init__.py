@@ -53,12 +53,13 @@ if TYPE_CHECKING:
     from framework.limits import Limit
     from framework.plugins.calls import contributions_by_plugin, plugin_callers
     from framework.plugins.events import await_me_maybe
+    from framework.plugins.lifecycle import start_services, stop_services
     from framework.protocol.keys import Schema
     from framework.scheduler.scheduler import Scheduler
     from framework.services import Services, StashKey
     from framework.settings import Settings, load_settings
     from framework.task import CronEntry, CronOptions, EnqueueOptions, Middleware, Run, Step, StepOptions, TaskDef
-    from framework.web.app import create_app, start_services, stop_services
+    from framework.web.app import create_app
     from framework.web.tasks import enqueue_and_wait, progress_events, task_status
     from framework.web.tokens import Tokens
     from framework.worker.background.aggregator import Aggregator
@@ -176,8 +177,8 @@ _LAZY = {
     "load_settings": "framework.settings",
     "plugin_callers": "framework.plugins.calls",
     "progress_events": "framework.web.tasks",
-    "start_services": "framework.web.app",
-    "stop_services": "framework.web.app",
+    "start_services": "framework.plugins.lifecycle",
+    "stop_services": "framework.plugins.lifecycle",
     "task_status": "framework.web.tasks",
 }
 """Where each public name lives; the exceptions are the names ``framework.errors`` exports."""

@@ -124,7 +124,9 @@ def register_template_dirs(settings: Settings, plugin_manager: pluggy.PluginMana
 
     Returns:
         Folders to add to the template loader chain, after the app's own folder, so the app can
-        override any template (and extend the original through the ``default:`` prefix).
+        override any template (and extend the original through the ``default:`` prefix). Something that
+        is not a list of folder paths stops start-up naming the plugin; a folder that does not exist is
+        skipped with a ``plugin_folder_missing`` warning.
 
     Kind: collect. Fires: once, when the Jinja environment is built.
     """
@@ -139,7 +141,9 @@ def register_static_dirs(settings: Settings, plugin_manager: pluggy.PluginManage
         plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
     Returns:
-        ``(url_path, folder)`` pairs, served as static files by the web app.
+        ``(url_path, folder)`` pairs, served as static files by the web app. A pair whose folder is not
+        a folder path stops start-up naming the plugin; one that does not exist is skipped with a
+        ``plugin_folder_missing`` warning.
 
     Kind: collect. Fires: once, when ``create_app()`` builds the app.
     """
@@ -194,7 +198,8 @@ def prepare_jinja2_environment(
         settings: the app's settings.
         plugin_manager: the plugin manager calling the hook, to ask other plugins for their contributions.
 
-    Kind: mutate. Fires: once, after the environment is created and before any template renders.
+    Kind: mutate. Fires: once, after the environment is created and before any template renders. An
+    exception stops start-up, naming the plugin.
     """
 
 
@@ -238,7 +243,10 @@ def startup(services: Services) -> Awaitable[None] | None:
         services: the process's shared services; ``services.role`` says which process this is.
 
     Kind: fire (awaitable allowed). Fires: once per process, after Redis is connected and before the
-    first request or task. An exception stops start-up, naming the plugin.
+    first request or task, the app's first, then the plugins from the last loaded to the first. An
+    exception (or ``sys.exit``) stops start-up with a ``PluginError`` naming the plugin; before it is
+    raised, the plugins whose ``startup`` had completed get :func:`shutdown`, the last started first (the
+    failing plugin, and those not started yet, get none).
     """
 
 
@@ -249,8 +257,10 @@ def shutdown(services: Services) -> Awaitable[None] | None:
     Args:
         services: the process's shared services.
 
-    Kind: fire (awaitable allowed). Fires: once per process, after the last request or task;
-    exceptions are logged with the plugin's name and do not stop the other plugins' shutdown.
+    Kind: fire (awaitable allowed). Fires: once per process, after the last request or task, in the
+    reverse of :func:`startup`'s order (the app's last), and when start-up fails for the plugins that had
+    started. Whatever an implementation raises (``BaseException`` included) is logged with the plugin's
+    name and does not stop the other plugins' shutdown; Redis is closed after the last one.
     """
 
 

@@ -20,8 +20,10 @@ from framework.settings import redact_url  # not framework.transport.connection:
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    import pluggy
     import uvicorn
 
+    from framework.services import Services
     from framework.settings import Settings
 
 __all__ = ("run", "scheduler", "web", "worker")
@@ -274,13 +276,39 @@ def worker(ctx: CliContext, processes: int, concurrency: int | None, queues: tup
         raise SystemExit(supervise(settings, processes, scheduler=scheduler))
     from framework.worker.worker import Worker  # noqa: PLC0415
 
-    parts: list[object] = [Worker(settings, plugin_manager=ctx.pm)]
+    runner = Worker(settings, plugin_manager=ctx.pm)
+    runner.owns_process = True  # a handler that holds the event loop for good ends this process
+    parts: list[object] = [runner]
     if scheduler:
         from framework.scheduler.scheduler import Scheduler  # noqa: PLC0415
 
         parts.append(Scheduler(settings, plugin_manager=ctx.pm))
     with _embedded_valkey(settings):
         run_loop(_run_parts(parts, lambda: _stopping_message(settings, parts[0])), settings.event_loop)
+
+
+class _PluginLifecycle:
+    """The process's services and its plugins' ``startup``/``shutdown``, as the first part of :func:`_run_parts`.
+
+    For a process whose other parts do not fire the hooks themselves (``framework scheduler``; a worker that
+    builds its own services fires them in its start).
+    """
+
+    def __init__(self, settings: Settings, pm: pluggy.PluginManager | None, role: str) -> None:
+        self.settings, self.pm, self.role = settings, pm, role
+        self.services: Services | None = None
+
+    async def start(self) -> None:
+        from framework.plugins.lifecycle import start_services  # noqa: PLC0415
+
+        self.services = await start_services(self.settings, self.pm, self.role)
+
+    async def stop(self) -> None:
+        from framework.plugins.lifecycle import stop_services  # noqa: PLC0415
+
+        services, self.services = self.services, None
+        if services is not None:
+            await stop_services(services)
 
 
 async def _run_parts(parts: list[object], stopping: Callable[[], str]) -> None:
@@ -338,7 +366,10 @@ def scheduler(ctx: CliContext) -> None:
     from framework.scheduler.scheduler import Scheduler  # noqa: PLC0415
 
     configure(ctx.settings)
-    parts: list[object] = [Scheduler(ctx.settings, plugin_manager=ctx.pm)]
+    parts: list[object] = [
+        _PluginLifecycle(ctx.settings, ctx.pm, "scheduler"),
+        Scheduler(ctx.settings, plugin_manager=ctx.pm),
+    ]
     stopping = _stopping_message(ctx.settings, None, "stopping the scheduler")
     with _embedded_valkey(ctx.settings):
         run_loop(_run_parts(parts, lambda: stopping), ctx.settings.event_loop)

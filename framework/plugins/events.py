@@ -5,7 +5,8 @@
 ``CancelledError`` it got from something it awaited, is logged like any other failure. An event fires in
 the worker after a task's outcome is written, so anything escaping it would end the task's runner, or with
 ``SystemExit`` and ``KeyboardInterrupt`` the event loop and every task running on it. Only a cancellation
-of the caller itself (the worker stopping) goes through.
+of the caller itself (the worker stopping) goes through. ``shutdown`` hooks are fired the same way, so one
+plugin failing to shut down does not keep the others from releasing what they hold.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from framework.plugins.calls import manager_of, plugin_callers
+from framework.plugins.calls import error_text, manager_of, plugin_callers
 
 if TYPE_CHECKING:
     import structlog
@@ -102,5 +103,4 @@ def _failed(logger: structlog.typing.FilteringBoundLogger, hook: str, plugin: st
         task = asyncio.current_task()
         if task is not None and task.cancelling() > 0:
             raise exc
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    logger.error("plugin_hook_failed", hook=hook, plugin=plugin, error=text)
+    logger.error("plugin_hook_failed", hook=hook, plugin=plugin, error=error_text(exc))

@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from framework.plugins.calls import (
+    PLUGIN_FAILURES,
+    contributed_folder,
+    contributions_by_plugin,
+    plugin_callers,
+    plugin_failed,
+)
 from framework.plugins.manager import plugin_dirs
 
 if TYPE_CHECKING:
@@ -25,22 +32,36 @@ __all__ = ("build_environment", "template_search_path")
 
 
 def template_search_path(settings: Settings, pm: pluggy.PluginManager | None) -> tuple[list[Path], list[Path]]:
-    """Return (app folders, plugin and default folders) in lookup order."""
+    """Return (app folders, plugin and default folders) in lookup order.
+
+    Raises:
+        PluginError: a plugin's ``register_template_dirs`` raised, or gave something that is not a list of
+            folder paths; names the plugin (a folder that does not exist is skipped with a warning).
+    """
     app_dirs: list[Path] = []
     if settings.templates_dir:
         app_dirs.append(Path(settings.templates_dir).expanduser().resolve())
     plugin_folders: list[Path] = []
     if pm is not None:
-        for contributed in pm.hook.register_template_dirs(settings=settings, plugin_manager=pm):
-            plugin_folders.extend(Path(p) for p in contributed or [])
-        # later-registered (third-party) plugins first, so they override built-ins
+        hook = "register_template_dirs"
+        # contributed folders, then the plugins' own: in both, later-registered (third-party) plugins first, so
+        # they override built-ins
+        for plugin, folders in reversed(contributions_by_plugin(pm, hook, settings=settings)):
+            for value in folders:
+                folder = contributed_folder(plugin, hook, value)
+                if folder is not None:
+                    plugin_folders.append(folder)
         plugin_folders.extend(folder for _, folder in reversed(plugin_dirs(pm, "templates")))
     plugin_folders.append(Path(str(resources.files("framework.web") / "templates")))
     return app_dirs, plugin_folders
 
 
 def build_environment(settings: Settings, pm: pluggy.PluginManager | None) -> jinja2.Environment:
-    """Build the autoescaping Jinja environment and let plugins prepare it."""
+    """Build the autoescaping Jinja environment and let plugins prepare it.
+
+    Raises:
+        PluginError: a plugin's ``register_template_dirs`` or ``prepare_jinja2_environment`` failed; names the plugin.
+    """
     app_dirs, others = template_search_path(settings, pm)
     loader = jinja2.ChoiceLoader(
         [
@@ -50,5 +71,9 @@ def build_environment(settings: Settings, pm: pluggy.PluginManager | None) -> ji
     )
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(default=True), enable_async=False)
     if pm is not None:
-        pm.hook.prepare_jinja2_environment(env=env, settings=settings, plugin_manager=pm)
+        for plugin, call in reversed(plugin_callers(pm, "prepare_jinja2_environment")):  # pluggy's order
+            try:
+                call(env=env, settings=settings, plugin_manager=pm)
+            except PLUGIN_FAILURES as exc:
+                raise plugin_failed(plugin, "prepare_jinja2_environment", exc) from exc
     return env

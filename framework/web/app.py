@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Litestar, Router
@@ -27,19 +26,18 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from framework.client.client import Client
-from framework.clock import SystemClock
 from framework.errors import ConfigError, PluginError
-from framework.logging import configure_logging, get_logger
-from framework.plugins.calls import contributions_by_plugin, plugin_callers
-from framework.plugins.events import await_me_maybe
-from framework.plugins.manager import app_plugins, collect_task_types, get_plugin_manager, plugin_dirs
+from framework.logging import configure_logging
+from framework.plugins.calls import (
+    contributed_folder,
+    contributions_by_plugin,
+)
+from framework.plugins.lifecycle import start_services, stop_services
+from framework.plugins.manager import app_plugins, get_plugin_manager, plugin_dirs
 from framework.plugins.templates import build_environment
-from framework.protocol.keys import Schema
-from framework.registry import Registry
 from framework.services import Services
 from framework.settings import Settings, load_settings
 from framework.storage import LocalStorage
-from framework.transport.connection import check_connection, open_redis, resolve_redis_url
 from framework.web.favicon import favicon_route, serves_path
 from framework.web.storage_routes import storage_router
 
@@ -47,67 +45,6 @@ if TYPE_CHECKING:
     import pluggy
 
 __all__ = ("FrameworkPlugin", "app_plugins", "create_app", "start_services", "stop_services")
-
-
-async def start_services(settings: Settings, pm: pluggy.PluginManager | None, role: str) -> Services:
-    """Open Redis (embedded when no URL is set), build the shared services and fire ``startup`` hooks."""
-    import asyncio  # noqa: PLC0415
-
-    url = await asyncio.to_thread(resolve_redis_url, settings)
-    redis = open_redis(url)
-    client: Client | None = None
-    try:
-        await check_connection(redis, url)
-        registry = Registry()
-        if pm is not None:
-            collect_task_types(pm, settings, registry)
-        schema = Schema(settings.namespace)
-        client = Client(redis, schema=schema, settings=settings, registry=registry, clock=SystemClock(), url=url)
-        services = Services(
-            settings=settings,
-            redis=redis,
-            schema=schema,
-            client=client,
-            registry=registry,
-            role=role,
-            plugin_manager=pm,
-        )
-        services.jinja = build_environment(settings, pm)
-        services.extra["redis_url"] = url
-        if pm is not None:
-            await _fire_startup(pm, services)
-    except BaseException:
-        await (client.close() if client is not None else redis.aclose())  # no connection is left open
-        raise
-    return services
-
-
-async def _fire_startup(pm: pluggy.PluginManager, services: Services) -> None:
-    """Fire ``startup`` one plugin at a time, in pluggy's order (the app's first).
-
-    Raises:
-        PluginError: an implementation raised; names the plugin.
-    """
-    for plugin, call in reversed(plugin_callers(pm, "startup")):
-        try:
-            for result in call(services=services):
-                await await_me_maybe(result)
-        except Exception as exc:
-            raise PluginError(f"plugin {plugin!r} failed in startup: {type(exc).__name__}: {exc}") from exc
-
-
-async def stop_services(services: Services) -> None:
-    """Fire ``shutdown`` hooks (errors logged, never raised), then close the client and Redis."""
-    log = get_logger("framework.web.app")
-    pm = services.plugin_manager
-    if pm is not None:
-        for plugin, call in plugin_callers(pm, "shutdown"):  # the reverse of startup's order
-            try:
-                for result in call(services=services):
-                    await await_me_maybe(result)
-            except Exception as exc:  # noqa: BLE001 - one plugin must not stop the others' shutdown
-                log.error("plugin_hook_failed", hook="shutdown", plugin=plugin, error=str(exc))
-    await services.client.close()  # its waiters' subscription, its hot-path connection, then Redis (shared)
 
 
 def _services(state: State) -> Services:
@@ -217,7 +154,9 @@ class FrameworkPlugin(InitPlugin):
                     raise PluginError(
                         f"plugin {plugin!r} contributed {pair!r} to register_static_dirs, not a (url_path, folder) pair"
                     )
-                routers.append(create_static_files_router(path=pair[0], directories=[Path(pair[1])]))
+                given = contributed_folder(plugin, "register_static_dirs", pair[1])
+                if given is not None:
+                    routers.append(create_static_files_router(path=pair[0], directories=[given]))
         storage = self.settings.storage
         if storage.backend == "local" and storage.public_url.startswith("/"):
             store = LocalStorage.from_settings(self.settings)
@@ -235,8 +174,9 @@ class FrameworkPlugin(InitPlugin):
         """Add routes, templates, dependencies and the lifespan to the app's config.
 
         Raises:
-            PluginError: a plugin's ``register_routes``, ``register_static_dirs`` or ``register_schema_guards``
-                raised, or gave something that is not a list of what the hook asks for; names the plugin.
+            PluginError: a plugin's ``register_routes``, ``register_static_dirs``, ``register_schema_guards``,
+                ``register_template_dirs`` or ``prepare_jinja2_environment`` raised, or gave something that is
+                not a list of what the hook asks for (a file where a folder goes, say); names the plugin.
         """
         settings, pm = self.settings, self.pm
         for plugin, routes in reversed(contributions_by_plugin(pm, "register_routes", settings=settings)):

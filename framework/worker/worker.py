@@ -52,6 +52,7 @@ from framework.client.client import Client
 from framework.clock import Clock, SystemClock
 from framework.logging import configure_default_logging, configure_logging, get_logger
 from framework.plugins.calls import contributions_by_plugin
+from framework.plugins.lifecycle import fire_shutdown, fire_startup
 from framework.protocol.keys import Schema
 from framework.registry import Registry
 from framework.services import Services
@@ -160,7 +161,10 @@ class Worker:
         self._url = services.extra.get("redis_url", "") if services is not None else ""
         self._components: list[Periodic] = []
         self._tasks: list[asyncio.Task[Any]] = []
-        self._owns_process = False
+        self.owns_process = False
+        """The worker runs its own process (:meth:`run`, ``framework worker``): a handler that holds the event loop
+        past its deadline and ``cancel_grace`` then ends the process (:meth:`_loop_stuck`). Set before :meth:`start`."""
+        self._plugins_started = False
         self._stopped = asyncio.Event()
         self._started = False
         self._stopping = False
@@ -227,7 +231,11 @@ class Worker:
             raise
 
     async def _start(self, middleware: list[Middleware]) -> None:
+        built = self._services is None
         services = await self._connect()
+        if built and self.pm is not None:  # its own process's services: the plugins start with them
+            await fire_startup(self.pm, services)
+            self._plugins_started = True
         s = self.settings
         broker = RedisBroker(services.redis, services.schema, self.clock)
         if self.wrap_broker is not None:
@@ -302,7 +310,7 @@ class Worker:
                 s.loop_block_threshold,
                 self.log,
                 execution.stall_report,
-                stuck_after=execution.stuck_after if self._owns_process else None,
+                stuck_after=execution.stuck_after if self.owns_process else None,
                 on_stuck=self._loop_stuck,
             )
             self.processor.execution.deadlines.watchdog = self.watchdog
@@ -479,6 +487,9 @@ class Worker:
                 except (RedisError, OSError) as exc:
                     self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
             hb.close()
+        if self._plugins_started and self.pm is not None and self._services is not None:
+            self._plugins_started = False
+            await fire_shutdown(self.pm, self._services)  # after the last task, before Redis closes
         if self._owns_redis and self._redis is not None:
             await self._redis.aclose()
         if self.watchdog is not None:
@@ -598,7 +609,7 @@ class Worker:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        self._owns_process = True  # a handler that holds the loop for good ends the process (_loop_stuck)
+        self.owns_process = True  # a handler that holds the loop for good ends the process (_loop_stuck)
         try:
             await self.start()
             if signals:  # a signal came while starting

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -21,11 +22,13 @@ import msgspec
 import pytest
 from litestar import get
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from framework.cli._lazy import Lazy, LazyGroup
 from framework.errors import PluginError
 from framework.hookspecs import hookimpl
 from framework.plugins.manager import collect_cron_entries, get_plugin_manager
+from framework.plugins.templates import build_environment, template_search_path
 from framework.protocol.keys import Schema
 from framework.task import TaskDef
 from framework.testing.faults import Faults
@@ -266,25 +269,65 @@ def _boom() -> Any:
     raise ValueError("bad config")
 
 
+def _exits() -> Any:
+    sys.exit("no licence")
+
+
+_HERE = Path(__file__)
+"""A file: not a folder."""
+
+_MISSING = _HERE.parent / "no-such-folder"
+
+
 @pytest.mark.parametrize(
     ("hook", "result", "why"),
     [
         ("register_routes", _boom, "failed in register_routes: ValueError: bad config"),
+        ("register_routes", _exits, "failed in register_routes: SystemExit: no licence"),
         ("register_routes", lambda: _fine, "must return a list"),
         ("register_routes", lambda: [_fine, _undecorated], "not a route handler"),
         ("register_schema_guards", _boom, "failed in register_schema_guards: ValueError: bad config"),
         ("register_schema_guards", lambda: ["admin-only"], "not a guard"),
         ("register_static_dirs", _boom, "failed in register_static_dirs: ValueError: bad config"),
         ("register_static_dirs", lambda: ("/assets", Path(".")), "not a (url_path, folder) pair"),
+        (
+            "register_static_dirs",
+            lambda: [("/assets", None)],
+            "contributed None to register_static_dirs, not a folder path",
+        ),
+        (
+            "register_static_dirs",
+            lambda: [("/assets", _HERE)],
+            f"contributed {str(_HERE)!r} to register_static_dirs, which is not a folder",
+        ),
+        ("register_template_dirs", _boom, "failed in register_template_dirs: ValueError: bad config"),
+        ("register_template_dirs", lambda: "templates", "register_template_dirs must return a list"),
+        ("register_template_dirs", lambda: _HERE.parent, "register_template_dirs must return a list"),
+        ("register_template_dirs", lambda: [42], "contributed 42 to register_template_dirs, not a folder path"),
+        (
+            "register_template_dirs",
+            lambda: [_HERE],
+            f"contributed {str(_HERE)!r} to register_template_dirs, which is not a folder",
+        ),
+        ("prepare_jinja2_environment", _boom, "failed in prepare_jinja2_environment: ValueError: bad config"),
     ],
     ids=[
         "routes-raise",
+        "routes-exit",
         "routes-not-a-list",
         "routes-undecorated",
         "guards-raise",
         "guards-not-callable",
         "static-raise",
         "static-one-pair",
+        "static-folder-none",
+        "static-folder-a-file",
+        "templates-raise",
+        "templates-a-string",
+        "templates-one-path",
+        "templates-not-a-path",
+        "templates-a-file",
+        "jinja-raise",
     ],
 )
 def test_a_broken_web_hook_fails_building_the_app_naming_the_plugin(
@@ -297,6 +340,31 @@ def test_a_broken_web_hook_fails_building_the_app_naming_the_plugin(
     assert why in str(raised.value)
 
 
+def test_a_contributed_folder_that_does_not_exist_is_skipped_with_a_warning_naming_the_plugin(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    """An empty ``static`` or ``templates`` folder is not kept by git: a fresh checkout of a working plugin may lack
+    it. The app starts without it, and the log says which plugin named it."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "page.html").write_text("kept")
+    pm = _pm(
+        isolated,
+        fine=_app_plugin("register_routes", lambda: [_fine]),
+        shop=_app_plugin("register_static_dirs", lambda: [("/assets", _MISSING)]),
+        theme=_app_plugin("register_template_dirs", lambda: [str(_MISSING), kept]),
+    )
+    with capture_logs() as logs:
+        app = create_app(isolated, plugin_manager=pm)
+        _, search = template_search_path(isolated, pm)
+    assert "/fine" in {route.path for route in app.routes}
+    assert not any(route.path.startswith("/assets") for route in app.routes)
+    assert _MISSING not in search and kept in search
+    missing = [(e["plugin"], e["hook"]) for e in logs if e["event"] == "plugin_folder_missing"]
+    assert ("shop", "register_static_dirs") in missing and ("theme", "register_template_dirs") in missing
+    assert all(e["folder"] == str(_MISSING) for e in logs if e["event"] == "plugin_folder_missing")
+
+
 def test_web_hooks_returning_none_contribute_nothing(isolated: Settings) -> None:
     pm = _pm(
         isolated,
@@ -306,7 +374,12 @@ def test_web_hooks_returning_none_contribute_nothing(isolated: Settings) -> None
             (),
             {
                 name: staticmethod(hookimpl(_nothing()))
-                for name in ("register_routes", "register_schema_guards", "register_static_dirs")
+                for name in (
+                    "register_routes",
+                    "register_schema_guards",
+                    "register_static_dirs",
+                    "register_template_dirs",
+                )
             },
         )(),
     )
@@ -319,6 +392,23 @@ def _nothing() -> Callable[..., None]:
         return None
 
     return impl
+
+
+def test_template_folders_of_later_loaded_plugins_come_first(isolated: Settings, tmp_path: Path) -> None:
+    """The folders ``register_template_dirs`` gives, checked one plugin at a time, keep pluggy's order."""
+    folders = {}
+    for name in ("base", "theme"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "page.html").write_text(name)
+    pm = _pm(
+        isolated,
+        base=_app_plugin("register_template_dirs", lambda: [folders["base"]]),
+        theme=_app_plugin("register_template_dirs", lambda: [str(folders["theme"])]),
+    )
+    _, search = template_search_path(isolated, pm)
+    assert search[:2] == [folders["theme"], folders["base"]]
+    assert build_environment(isolated, pm).get_template("page.html").render() == "theme"
 
 
 # -- register_cron_entries ---------------------------------------------------------------------------

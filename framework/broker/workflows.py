@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS
+from framework.errors import WorkflowNotFound
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -166,11 +167,18 @@ class WorkflowOps:
         return await self.commands.evalsha(SCRIPTS[script], [*keys, *wk.script_keys()], full)
 
     async def inputs(self, step: StepRef) -> list[bytes | None]:
-        """The results of ``step``'s dependencies, in order (None: a dependency without one)."""
+        """The results of ``step``'s dependencies, in order (None: a dependency without one).
+
+        Raises:
+            WorkflowNotFound: the workflow is gone (its records expired or were deleted) or has no such step.
+        """
         wk = self.keys(step.home, step.workflow)
-        reply: list[bytes | None] = await self.commands.evalsha(
-            SCRIPTS["wf_inputs"], [wk.graph, wk.results], [step.step]
-        )
+        reply = await self.commands.evalsha(SCRIPTS["wf_inputs"], [wk.meta, wk.graph, wk.results], [step.step])
+        if not isinstance(reply, list):
+            raise WorkflowNotFound(
+                f"workflow {step.workflow!r} in queue {step.home!r} has no step {step.step!r} "
+                "(its records expired or were deleted)"
+            )
         return reply
 
     async def cancel(self, home: str, workflow_id: str) -> tuple[str, int, int]:

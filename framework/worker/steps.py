@@ -6,7 +6,10 @@ A step is an ordinary task whose message carries the workflow header
 (:data:`~framework.protocol.workflow.STEP_HEADER`). When the step takes an input, the results its
 dependencies left are read (one script, ``wf_inputs``) and decoded into the payload field it names, with
 that field's type, before the handler runs: the types were checked when the workflow was built, and a
-result that still does not fit fails the step for good with an error naming the field.
+result that still does not fit (or does not decode, or nests too deep to decode) fails the step for good with
+an error naming the field. So does a step whose workflow is gone (its records expired or were deleted, say
+before its archived task was run again): its dependencies' results cannot be told from missing ones, and the
+handler never runs on an input made up of ``None``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from framework.errors import PayloadTypeError
+from framework.errors import PayloadTypeError, WorkflowNotFound
 from framework.protocol.workflow import step_of
 
 if TYPE_CHECKING:
@@ -43,10 +46,16 @@ async def fill_input(broker: Broker, step: StepRef, payload: Any) -> Any:
     """``payload`` with the field ``step.input`` set to its dependencies' results.
 
     Raises:
-        StepInputError: the results do not fit the field's type.
+        StepInputError: the results do not fit the field's type, or the workflow is gone.
         redis.exceptions.RedisError, OSError: the results could not be read (the task is retried).
     """
-    values = await broker.step_inputs(step)
+    try:
+        values = await broker.step_inputs(step)
+    except WorkflowNotFound as exc:
+        raise StepInputError(
+            f"step {step.step!r}: its workflow {step.workflow!r} in queue {step.home!r} is gone (its records "
+            f"expired or were deleted), so there are no results for {type(payload).__name__}.{step.input}"
+        ) from exc
     if step.fan_in:
         raw = b"[" + b",".join(b"null" if v is None else v for v in values) + b"]"
     else:
@@ -54,7 +63,7 @@ async def fill_input(broker: Broker, step: StepRef, payload: Any) -> Any:
     try:
         payload_type: Any = type(payload)
         value = _decoder(payload_type, step.input).decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # a ValidationError is a DecodeError
         raise StepInputError(
             f"step {step.step!r}: its dependencies' results do not fit {type(payload).__name__}.{step.input}: {exc}"
         ) from exc

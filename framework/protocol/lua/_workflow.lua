@@ -53,6 +53,35 @@ local function wf_task(W, step)
   return where[1], where[2], qp, xp
 end
 
+local KEEP = { "meta", "state", "graph", "results" }
+
+-- wf_reopen(W): a workflow that ended (its keys expiring, out of the running index) has a step at work again
+-- without being resumed: one of its archived steps was run again, and succeeded (its result is stored, its
+-- dependants may be released) while another failed step still keeps the workflow failed. Its keys stop
+-- expiring and it is back in the running index, until wf_settle ends it again once none of its steps runs:
+-- the keeping time counts from then, every key of it expires together, and the checker watches what it
+-- released.
+local function wf_reopen(W)
+  if redis.call("HDEL", W.meta, "finished") == 0 then
+    return
+  end
+  for _, name in ipairs(KEEP) do
+    redis.call("PERSIST", W[name])
+  end
+  redis.call("ZADD", W.running, redis.call("HGET", W.meta, "created"), W.id)
+end
+
+-- wf_gone(W): true when the workflow's record has no status: it expired, or it was deleted by hand. What is
+-- left of it (a step's state, the graph, results) is deleted with it: a step finishing then changes nothing,
+-- neither releasing dependants of a workflow that is gone nor writing a record without a status.
+local function wf_gone(W)
+  if redis.call("HEXISTS", W.meta, "status") == 1 then
+    return false
+  end
+  redis.call("DEL", W.meta, W.state, W.graph, W.results)
+  return true
+end
+
 -- wf_release(W, step): the step may run: store its task as asynq's enqueue does (or hand it to an idle
 -- worker). Returns nil, or the error that keeps it from running (its unique lock is held, its id is taken).
 local function wf_release(W, step)
@@ -88,13 +117,12 @@ local function wf_release(W, step)
       redis.call("PUBLISH", W.wakeup, queue)
     end
   end
+  wf_reopen(W)
   redis.call("HSET", W.state, step, "pending")
   redis.call("HDEL", W.graph, "e:" .. step)
   redis.call("HINCRBY", W.meta, "open", 1)
   return nil
 end
-
-local KEEP = { "meta", "state", "graph", "results" }
 
 -- wf_settle(W): after a change, end the workflow when it can end: succeeded once every step is done;
 -- failed or cancelled once no step of it is still released. An ended workflow's keys expire (retention for
@@ -170,11 +198,15 @@ end
 
 -- wf_succeeded(W, step, result): the step's task succeeded (its transition ran in this script).
 local function wf_succeeded(W, step, result)
+  if wf_gone(W) then
+    return -- the workflow ended and expired, or was deleted
+  end
   local was = redis.call("HGET", W.state, step)
   if not was or was == "succeeded" then
-    return -- the workflow ended and expired, or this success was counted already
+    return -- not a step of this workflow, or this success was counted already
   end
   local handed_on = redis.call("HGET", W.graph, "c:" .. step) == "1"
+  wf_reopen(W) -- run again from the archive after the workflow ended: it ends again below, from now
   redis.call("HSET", W.state, step, "succeeded")
   redis.call("HDEL", W.graph, "e:" .. step, "r:" .. step)
   if result ~= "" then
@@ -185,6 +217,7 @@ local function wf_succeeded(W, step, result)
   elseif was == "failed" or was == "lost" or was == "cancelled" then
     -- run again from the archive (dashboard, CLI, inspector, Go's asynq CLI) and succeeded this time
     if handed_on and was ~= "cancelled" then
+      wf_settle(W)
       return -- its failure was handed on already: it counted as done, its dependants were released
     end
     if was ~= "cancelled" and redis.call("HINCRBY", W.meta, "failed", -1) <= 0 then
@@ -204,6 +237,9 @@ end
 -- dependants run without its result; otherwise the workflow fails and its dependants wait (shown cancelled).
 -- A step resumed while it was stopping (r:step) that was archived for the cancel runs again instead (wf_rerun).
 wf_failed = function(W, step, err, kind)
+  if wf_gone(W) then
+    return
+  end
   local was = redis.call("HGET", W.state, step)
   if not was or was == "succeeded" or was == "failed" or was == "lost" or was == "cancelled" then
     return

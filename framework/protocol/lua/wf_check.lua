@@ -7,6 +7,9 @@
 -- ARGV[1..9] the workflow's environment (see wf_env)
 -- returns the names of the steps found lost (not those found archived)
 local W = wf_env(KEYS, 1, ARGV, 1)
+if wf_gone(W) then
+  return {} -- its record expired or was deleted since the caller found it
+end
 local states = redis.call("HGETALL", W.state)
 local lost = {}
 for i = 1, #states, 2 do

@@ -81,7 +81,7 @@ class Maintenance(BrokerPart):
         neither charged nor a suspect.
         """
         qk = self.schema.queue(queue)
-        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending, qk.suspects]
+        keys = [qk.task(task_id), qk.active, qk.lease, qk.pending, qk.suspects, qk.cancel_request(task_id)]
         if server_id is not None:  # the dead worker's in-flight set: the id leaves it as the task is requeued
             keys.append(qk.inflight(server_id))
         mode = 0 if not count else 1 if alone else 2

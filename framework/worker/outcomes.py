@@ -57,11 +57,15 @@ if TYPE_CHECKING:
     from framework.transport.health import RedisHealth
     from framework.worker.lease import Lease
 
-__all__ = ("UNKNOWN_TYPE_DELAYS", "InFlight", "OutcomeWriter", "error_text")
+__all__ = ("CANCELLED_BY_CALLER", "UNKNOWN_TYPE_DELAYS", "InFlight", "OutcomeWriter", "error_text")
 
 MAX_RETRY_DELAY = 365 * 24 * 3600.0
 """The longest wait before a retry: a larger, infinite or NaN delay (a ``RetryAfter`` or a retry policy's) is
 brought within [0, this], so the retry's time is always a real one and the task always gets its outcome."""
+
+
+CANCELLED_BY_CALLER = "task cancelled by its caller (Client.cancel)"
+"""The ``TaskCancelled`` message a task cancelled through ``Client.cancel`` while it ran is archived with."""
 
 
 def _bounded(delay: float) -> float:
@@ -462,7 +466,7 @@ class OutcomeWriter:
         msg = inf.msg
         if isinstance(error, TaskCancelled) and not permanent and await self._cancelled_by_caller(inf):
             permanent = True
-            error = TaskCancelled("task cancelled by its caller (Client.cancel)")
+            error = TaskCancelled(CANCELLED_BY_CALLER)
         outcome = Archive() if permanent else decide(msg.retried, msg.retry, error, 0.0)
         if isinstance(outcome, Drop):
             self.log.info("task_revoked", task_id=inf.id, queue=inf.queue, error=error_text(error))

@@ -358,6 +358,38 @@ async def test_a_death_alone_is_charged_even_after_a_recoverer_pass_was_cut_shor
     assert "poison pill" in record["msg"].error_msg
 
 
+@pytest.mark.parametrize("path", ["dead worker", "lost reply", "lost lease"])
+async def test_a_running_task_its_caller_cancelled_is_archived_not_run_again_when_its_worker_is_gone(
+    recoverer: Any, redis: Any, schema: Any, client: Any, path: str
+) -> None:
+    """``Client.cancel`` of a running task answers "cancelling": the worker is to stop it and archive it. When that
+    worker died (or never received the task) before it could, the recovered task used to run again in full."""
+    rec, _ = recoverer
+    qk = schema.queue("default")
+    now = time.time()
+    await _seed_active(redis, schema, "t", now - 20 + LEASE_SECONDS)
+    assert await client.cancel("t", queue="default") == "cancelling"
+    if path == "dead worker":
+        await redis.zadd(schema.alive, {"dead-sid": now - 20})
+        await redis.sadd(qk.inflight("dead-sid"), "t")
+        run = rec.recover_dead_workers
+    elif path == "lost reply":
+        rec.server_id, rec.held = "own-sid", set()
+        await redis.sadd(qk.inflight("own-sid"), "t")
+        run = rec.reclaim_unheld
+    else:
+        rec.lost.append(("default", "t", now - 5))
+        run = rec.give_back_lost
+    with capture_logs() as logs:
+        await run()
+    record = await task_record(redis, schema, "default", "t")
+    assert record["state"] == "archived", record
+    assert record["msg"].error_msg == "TaskCancelled: task cancelled by its caller (Client.cancel)"
+    assert record["msg"].retried == 0
+    assert not await redis.lpos(qk.pending, "t")
+    assert any(e["event"] == "task_cancelled_recovered" for e in logs), logs
+
+
 async def test_expired_leases_are_retried_or_archived_as_asynq_does(recoverer: Any, redis: Any, schema: Any) -> None:
     rec, _ = recoverer
     now = time.time()

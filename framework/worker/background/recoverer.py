@@ -31,6 +31,9 @@ Paths, on the queues this worker serves:
   of its queue, every task named there that it does not hold, once its lease is as stale as a dead worker's
   would be (``recover.lua``; spending no retry, not counted as a crash). Without this the task would wait for
   asynq's lease expiry (a minute) and be retried as a failure.
+* **Cancelled by their caller.** A task ``Client.cancel`` asked to stop while it ran (its cancel request is
+  kept for a while) is archived as cancelled rather than requeued by every path above, as its worker would
+  have archived it: its caller was told it is being cancelled, so it does not run again.
 * **Stale aggregation sets.** Sets staged longer than 2 minutes (their aggregator died) are put back into
   their group (asynq does this in its recoverer too).
 
@@ -44,11 +47,13 @@ than Go's 5 s lease-extension period, so a task that a Go worker re-leased is ne
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from framework.broker.base import LEASE_SECONDS
+from framework.errors import TaskCancelled
 from framework.protocol.message import decode_message, encode_message
 from framework.retry import default_retry_delay
+from framework.worker.outcomes import CANCELLED_BY_CALLER, error_text
 from framework.worker.steps import archive
 
 if TYPE_CHECKING:
@@ -162,12 +167,7 @@ class Recoverer:
 
         ``alone``: the worker died holding only this task, which is then charged with the death.
         """
-        result = await self.broker.recover(
-            queue, task_id, newest_dead_lease, self.max_recoveries, alone=alone, server_id=sid
-        )
-        if isinstance(result, list):
-            await self._archive_poison(queue, result[1])
-            return 2
+        result = await self._recover(queue, task_id, newest_dead_lease, self.max_recoveries, alone=alone, server_id=sid)
         if result == 1:
             self.log.warning(
                 "task_recovered",
@@ -193,9 +193,7 @@ class Recoverer:
                 queue, task_id, lost_at = pending[0]
                 result = 0
                 if now >= lost_at + 1.0:
-                    result = await self.broker.recover(
-                        queue, task_id, newest_dead_lease, self.max_recoveries, count=False
-                    )
+                    result = await self._recover(queue, task_id, newest_dead_lease, self.max_recoveries, count=False)
                 if result == 1:
                     given += 1
                     self.log.info("task_given_back", task_id=task_id, queue=queue, note="lease lost; no retry spent")
@@ -225,7 +223,7 @@ class Recoverer:
         for queue, task_id in unheld:
             if (queue, task_id) in held:  # taken again while an earlier give-back was awaited
                 continue
-            result = await self.broker.recover(
+            result = await self._recover(
                 queue, task_id, newest_dead_lease, self.max_recoveries, count=False, server_id=sid
             )
             if result == 1:
@@ -237,6 +235,35 @@ class Recoverer:
                     note="taken for this worker but never received (a lost reply); no retry spent",
                 )
         return given
+
+    async def _recover(
+        self, queue: str, task_id: str, newest_dead_lease: float, max_recoveries: int, **how: Any
+    ) -> int:
+        """``broker.recover`` (same arguments), archiving what it hands back.
+
+        Returns 1 requeued, 0 nothing to do, -1 try later, 2 archived as a poison pill, 3 archived as cancelled.
+        """
+        result = await self.broker.recover(queue, task_id, newest_dead_lease, max_recoveries, **how)
+        if not isinstance(result, list):
+            return int(result)
+        kind, data = int(result[0]), result[1]
+        if kind == 3:
+            await self._archive_cancelled(queue, data)
+        else:
+            await self._archive_poison(queue, data)
+        return kind
+
+    async def _archive_cancelled(self, queue: str, data: bytes) -> None:
+        msg = decode_message(data)
+        msg.error_msg = error_text(TaskCancelled(CANCELLED_BY_CALLER))
+        msg.last_failed_at = int(self.broker.clock.now())
+        await archive(self.broker, queue, msg.id, msg, encode_message(msg))
+        self.log.warning(
+            "task_cancelled_recovered",
+            task_id=msg.id,
+            queue=queue,
+            note="its caller cancelled it while it ran and its worker is gone: archived, not run again",
+        )
 
     async def _archive_poison(self, queue: str, data: bytes) -> None:
         msg = decode_message(data)

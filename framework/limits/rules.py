@@ -27,6 +27,9 @@ __all__ = ("Applied", "Limit", "Rate", "applied_limits", "parse_rate")
 _UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(\d*(?:\.\d+)?)\s*([a-z]+)\s*")
 _NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+_SLOWEST = 1000 * 365 * 86400.0
+"""The longest interval between two tasks a rate may give, in seconds (1,000 years): well short of the rates whose
+timestamp's expiry is more than Redis takes, which would fail every task of the limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +39,25 @@ class Rate:
     Attributes:
         count: tasks allowed per period.
         seconds: the period.
+
+    Raises:
+        ConfigError: either is not a finite number above zero, or the interval is over 1,000 years.
     """
 
     count: float
     seconds: float
+
+    def __post_init__(self) -> None:
+        try:
+            valid = all(math.isfinite(v) and v > 0 for v in (self.count, self.seconds))
+            valid = valid and self.seconds / self.count <= _SLOWEST
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ConfigError(
+                f"{self!r}: the count and the period must be finite numbers above zero, at most 1,000 years between "
+                "two tasks"
+            )
 
     @property
     def interval_ms(self) -> float:
@@ -69,6 +87,8 @@ def parse_rate(text: str | Rate) -> Rate:
     per = float(found.group(2)) if found.group(2) else 1.0
     if count <= 0 or per <= 0:
         raise ConfigError(f"rate {text!r}: the count and the period must be above zero")
+    if per * unit / count > _SLOWEST:
+        raise ConfigError(f"rate {text!r}: at most 1,000 years between two tasks")
     return Rate(count, per * unit)
 
 

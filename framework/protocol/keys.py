@@ -255,7 +255,9 @@ class LimitKeys:
         tat: STRING ``<ext>:limit:{<name>}[:<key>]:tat``: the rate's theoretical arrival time (Unix ms, GCRA).
             Beside it, ``...:tat:interval`` (STRING, ms): the interval it was counted at, so that a changed rate
             rescales it (written by ``limit_take.lua``, same expiry).
-        slots: ZSET ``...:slots``: ``queue + newline + id`` of each task holding a slot -> a backstop expiry (Unix s).
+        slots: ZSET ``...:slots``: ``queue + newline + id`` of each task holding a slot -> a backstop expiry (Unix s);
+            a slot kept for a handler given up on that still runs: ``queue + newline + id + newline + token`` -> minus
+            the Unix s it is kept until (``limit_release.lua``).
         parked: LIST ``...:parked``: ``queue + newline + id`` of tasks waiting for a slot, oldest first.
         waiting: ZSET ``...:waiting``: ``queue + newline + id`` of tasks put off by it -> when they may start (ms).
         stats: HASH ``<ext>:limit:{<name>}:stats``: started, delayed and parked counts (whole limit).

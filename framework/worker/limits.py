@@ -8,24 +8,32 @@ frees (a parked task is made pending by the release of a slot), spending no retr
 processed nor as failed; the worker takes other work meanwhile. The slots a task took are given back
 (``limit_release.lua``) once its outcome is written, whatever it is; a worker that dies holding one loses
 it for no longer than the task's lease (the next take finds the holder no longer leased).
+
+A handler given up on (it ran on past its timeout or its cancellation, see :mod:`framework.worker.execution`)
+has its outcome written while it still runs, and may still be calling what the limit protects: its slots are
+kept for it until it really ends, under a holder of its own (a retry of the task taken meanwhile needs a slot of
+its own), for :data:`~framework.broker.limits.KEEP` seconds at a time, renewed while it runs. A worker that dies
+meanwhile loses them for no longer than that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from framework.broker.limits import EARLY
+from framework.broker.limits import EARLY, KEEP
 from framework.limits import applied_limits
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     import structlog
 
     from framework.broker.broker import Broker
+    from framework.limits import Applied
     from framework.task import TaskDef
     from framework.worker.outcomes import InFlight
 
@@ -69,6 +77,8 @@ class LimitGate:
         self.free_slot = free_slot
         self.take_slot = take_slot
         self.on_due = on_due
+        self._kept: set[asyncio.Task[None]] = set()
+        """Tasks keeping the slots of handlers given up on that still run, until they end."""
 
     async def admit(self, inf: InFlight, taskdef: TaskDef[Any], payload: Any) -> bool:
         """Whether ``inf`` may run now (its slots are then held); if not, it was put off and let go here.
@@ -108,11 +118,62 @@ class LimitGate:
         return False
 
     async def give_back(self, inf: InFlight) -> None:
-        """Free the slots ``inf`` held (its outcome is written); a Redis fault leaves them to lease expiry."""
+        """Free the slots ``inf`` held (its outcome is written); a Redis fault leaves them to lease expiry.
+
+        A handler given up on that still runs keeps them (see the module docstring): they pass to a holder of its
+        own here, and are freed once it ends (by a task of this gate's, which the worker's stop does not wait for).
+        """
         limits, inf.limits = inf.limits, ()
+        running = _runs_on(inf)
+        if running:
+            holder = f"{inf.queue}\n{inf.id}\n{secrets.token_hex(6)}"
+            await self._keep(inf, limits, holder)
+            kept = asyncio.ensure_future(self._keep_until_ended(inf, limits, holder, running))
+            self._kept.add(kept)
+            kept.add_done_callback(self._kept.discard)
+            return
+        await self._release(inf, limits)
+
+    async def _release(self, inf: InFlight, limits: Sequence[Applied], holder: str = "") -> None:
         try:
-            await self.broker.limit_release(inf.queue, inf.id, limits)
+            await self.broker.limit_release(inf.queue, inf.id, limits, holder=holder)
         except (RedisError, OSError) as exc:
             self.log.warning(
-                "limit_release_failed", task_id=inf.id, queue=inf.queue, error=str(exc), note="freed at lease expiry"
+                "limit_release_failed",
+                task_id=inf.id,
+                queue=inf.queue,
+                error=str(exc),
+                note="freed at lease expiry" if not holder else f"freed within {KEEP:g} s",
             )
+
+    async def _keep(self, inf: InFlight, limits: Sequence[Applied], holder: str) -> None:
+        """Keep ``inf``'s slots under ``holder`` for :data:`KEEP` s from now (a Redis fault: the next renewal)."""
+        until = self.broker.clock.now() + KEEP
+        try:
+            await self.broker.limit_release(inf.queue, inf.id, limits, holder=holder, keep_until=until)
+        except (RedisError, OSError) as exc:
+            self.log.warning("limit_keep_failed", task_id=inf.id, queue=inf.queue, error=str(exc))
+
+    async def _keep_until_ended(
+        self, inf: InFlight, limits: Sequence[Applied], holder: str, running: set[asyncio.Future[Any]]
+    ) -> None:
+        """Renew the slots kept for ``inf``'s handler every third of :data:`KEEP` until it ends, then free them."""
+        while running:
+            _done, running = await asyncio.wait(running, timeout=KEEP / 3)
+            if running:
+                await self._keep(inf, limits, holder)
+        await self._release(inf, limits, holder)
+
+
+def _runs_on(inf: InFlight) -> set[asyncio.Future[Any]]:
+    """What still runs of ``inf``'s handler once its outcome is written: nothing, unless the worker gave up on it.
+
+    An async handler given up on runs on in its runner; a sync handler's thread, which cannot be stopped, runs on
+    after its coroutine was cancelled (at its deadline, or given up on).
+    """
+    running: set[asyncio.Future[Any]] = set()
+    if inf.abandoned and inf.runner is not None and not inf.runner.done():
+        running.add(inf.runner)
+    if inf.thread is not None and not inf.thread.done():
+        running.add(asyncio.wrap_future(inf.thread))
+    return running

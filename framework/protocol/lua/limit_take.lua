@@ -7,9 +7,10 @@
 -- KEYS[5] the worker's in-flight set of the queue <ext>:{q}:inflight:<server id> ("" = none)
 -- then per limit i (i = 0 .. n-1) six keys at 6 + 6i: its rate timestamp <ext>:limit:{name}[:k:key]:tat
 --   (STRING, ms; the interval it was counted at is kept beside it in "<that key>:interval", STRING ms, same
---   hash tag, not passed), slots (ZSET "queue\nid" -> Unix s), parked (LIST of "queue\nid"), waiting (ZSET
---   "queue\nid" -> due ms), the limit's counters <ext>:limit:{name}:stats (HASH started, delayed, parked) and
---   the keys it has seen <ext>:limit:{name}:keys (SET; for a keyed limit)
+--   hash tag, not passed), slots (ZSET "queue\nid" -> Unix s; a slot kept for a handler given up on: see
+--   limit_release.lua), parked (LIST of "queue\nid"), waiting (ZSET "queue\nid" -> due ms), the limit's
+--   counters <ext>:limit:{name}:stats (HASH started, delayed, parked) and the keys it has seen
+--   <ext>:limit:{name}:keys (SET; for a keyed limit)
 -- ARGV[1] task id
 -- ARGV[2] queue name
 -- ARGV[3] now, Unix ms
@@ -20,6 +21,7 @@
 --   that may start at once), concurrency (0 = no cap), the key within the limit ("" = none)
 -- ARGV[7 + 4n] ms within which a task whose token is reserved waits in its worker rather than in Redis
 -- ARGV[8 + 4n] ms before its moment a task put off that far is due back from the scheduled set
+-- ARGV[9 + 4n] ms past its moment a reserved token is still used; a task that asks later asks for a new one
 -- returns {0} may start (its slots taken; a reserved token used); {3, due ms}: the rate allows it only then,
 -- which is near (ARGV[7 + 4n]): the token is reserved for it and it stays active, for its worker to ask again
 -- at that moment; {1, due ms}: the same, but far: it waits in the scheduled set (state scheduled, no retry
@@ -33,11 +35,13 @@
 -- throttled task is put off by a rate once, never again, and the rate holds across every worker exactly. Its worker
 -- starts it at that moment (held in memory; from the scheduled set it comes back early to be held), so starts
 -- keep the rate's spacing instead of coming back in clumps with each pass of a forwarder. A task parked for a
--- slot gives its reserved token up (it is not handed back: the rate runs one start under, never over).
+-- slot gives its reserved token up (it is not handed back: the rate runs one start under, never over), and so
+-- does a task that asks more than ARGV[9 + 4n] after its token's moment.
 -- "now" is the calling worker's clock: rates assume the hosts' clocks agree (NTP); a skew of d ms lets at most
 -- d / interval more tasks start in a window than the rate allows (docs/limits.md).
 -- A slot whose holder's task is no longer leased (its worker died, or it finished without releasing) is
--- freed when the slots are all taken: a crash never leaks capacity for longer than a lease.
+-- freed when the slots are all taken: a crash never leaks capacity for longer than a lease. A slot kept for a
+-- handler given up on (its score negative, see limit_release.lua) is freed once the time it was kept until passed.
 local id, queue, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local member = queue .. "\n" .. id
 local n = tonumber(ARGV[6])
@@ -62,11 +66,20 @@ for i = 0, n - 1 do
   local cap = tonumber(ARGV[9 + 4 * i])
   local slots = KEYS[7 + 6 * i]
   if cap > 0 and not redis.call("ZSCORE", slots, member) and redis.call("ZCARD", slots) >= cap then
-    for _, holder in ipairs(redis.call("ZRANGE", slots, 0, -1)) do
-      local sep = string.find(holder, "\n", 1, true)
-      local lease = redis.call("ZSCORE", ARGV[4] .. ":{" .. string.sub(holder, 1, sep - 1) .. "}:lease",
-        string.sub(holder, sep + 1))
-      if not lease or tonumber(lease) * 1000 < now then
+    local held = redis.call("ZRANGE", slots, 0, -1, "WITHSCORES")
+    for j = 1, #held, 2 do
+      local holder, score = held[j], tonumber(held[j + 1])
+      local alive
+      if score < 0 then
+        -- kept for a handler given up on that still runs (limit_release.lua): until -score, unless renewed
+        alive = -score * 1000 >= now
+      else
+        local sep = string.find(holder, "\n", 1, true)
+        local lease = sep and redis.call("ZSCORE", ARGV[4] .. ":{" .. string.sub(holder, 1, sep - 1) .. "}:lease",
+          string.sub(holder, sep + 1))
+        alive = lease and tonumber(lease) * 1000 >= now
+      end
+      if not alive then
         redis.call("ZREM", slots, holder)
       end
     end
@@ -105,13 +118,18 @@ local function read_tat(key, interval)
   end
   return math.max(tat, now)
 end
-local reserved = redis.call("HGET", KEYS[1], "fw_limit_at")
-if reserved then
-  if tonumber(reserved) > now + 1 then
-    return wait_for(tonumber(reserved))
-  end
+-- a token reserved for a moment long past is given up: its task comes back late (its worker died holding it and
+-- the recoverer put it back, or no worker was free to take it), and the rate has moved on since; started on it,
+-- it would start right next to a task on a fresh token. It asks anew, as a task parked for a slot does.
+local stored = redis.call("HGET", KEYS[1], "fw_limit_at")
+local reserved = stored and tonumber(stored)
+if reserved and reserved > now + 1 then
+  return wait_for(reserved)
+end
+if stored then
   redis.call("HDEL", KEYS[1], "fw_limit_at")
-else
+end
+if not reserved or reserved < now - tonumber(ARGV[9 + 4 * n]) then
   local due = now
   local tats = {}
   for i = 0, n - 1 do

@@ -50,6 +50,7 @@ from framework.broker.broker import RedisBroker
 from framework.broker.liveness import Liveness
 from framework.client.client import Client
 from framework.clock import Clock, SystemClock
+from framework.errors import ConfigError
 from framework.logging import configure_default_logging, configure_logging, get_logger
 from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.lifecycle import fire_shutdown, fire_startup
@@ -330,9 +331,21 @@ class Worker:
         """List the limits this worker's task types declare in ``<ext>:limits`` (one HSET), for the dashboard.
 
         Without any, nothing is written and the inspector's code is not imported.
+
+        Raises:
+            ConfigError: task types declare limits and Redis is a Cluster (limits need one server or Sentinel).
         """
-        if not any(task.limits for task in self.registry):
+        limited = sorted(task.type for task in self.registry if task.limits)
+        if not limited:
             return
+        from framework.transport.cluster import is_cluster  # noqa: PLC0415 - only for workers with limits
+
+        if is_cluster(services.redis):
+            raise ConfigError(
+                f"task types {', '.join(limited)} declare limits, which need one Redis server (or Sentinel): on a "
+                "Cluster a limit's keys and its queue's keys live in different slots, and every limited task would "
+                "fail with CROSSSLOT; remove the limits from these task types or run them against one server"
+            )
         from framework.inspector.limits import encode_declarations, limit_declarations  # noqa: PLC0415
 
         declared = limit_declarations(self.registry, self.settings.limits)

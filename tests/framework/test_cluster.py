@@ -28,9 +28,10 @@ from redis.exceptions import RedisError
 from framework.broker.broker import RedisBroker
 from framework.client.client import Client, TaskCall
 from framework.clock import SystemClock
-from framework.errors import DuplicateTask, RedisUnavailable, TaskIdConflict
+from framework.errors import ConfigError, DuplicateTask, RedisUnavailable, TaskIdConflict
 from framework.hookspecs import hookimpl
 from framework.inspector import Inspector
+from framework.limits import Limit
 from framework.plugins.manager import get_plugin_manager
 from framework.protocol.keys import Schema
 from framework.scheduler.scheduler import Scheduler
@@ -440,3 +441,19 @@ async def _enqueue_until_accepted(client: Client, task: TaskDef[P], n: int) -> s
             await asyncio.sleep(0.1)
         else:
             return f"t-{n}"
+
+
+async def test_a_worker_with_limited_task_types_refuses_to_start_on_a_cluster(csettings: Settings) -> None:
+    """Limits need one server: on a Cluster every limited task failed with CROSSSLOT and was archived in the end."""
+
+    async def work(ctx: Any, p: P) -> None:
+        pass
+
+    capped = TaskDef("cluster:capped", P, work, limit=Limit(concurrency=2))
+    free = TaskDef("cluster:free", P, work)
+    worker = Worker(csettings, tasks=[free, capped])
+    with pytest.raises(ConfigError, match=r"task types cluster:capped declare limits, which need one Redis server"):
+        await worker.start()
+    assert worker.processor is None  # nothing left running
+    async with Worker(csettings, tasks=[free]):  # without limits it starts
+        pass

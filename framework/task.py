@@ -278,7 +278,11 @@ class TaskDef(Generic[P]):
             raise ResultTypeError(f"task {self.type!r} must return {expected.__name__}, got {type(value).__name__}")
         try:
             data = _encoder.encode(value)
-            if self._result_decoder is not None and not (isinstance(expected, type) and isinstance(value, expected)):
+            if (
+                self._result_decoder is not None
+                and expected is not Any  # a class on 3.11+, but not one isinstance() takes
+                and not (isinstance(expected, type) and isinstance(value, expected))
+            ):
                 self._result_decoder.decode(data)  # a value of another type fails here
         except Exception as exc:  # any failure to encode (a cycle is a RecursionError) is the result's
             wanted = _type_name(expected) if expected is not None else "a JSON-encodable value"

@@ -46,6 +46,19 @@ async def test_a_typed_result_comes_back_decoded_and_is_stored_as_json(
     assert await redis.hget(schema.queue("default").task(info.id), "result") == b'{"doubled":10}'
 
 
+async def anything(ctx: Any, p: In) -> Any:
+    return {"n": p.n, "list": [p.n, "x"]} if p.n else [1, None]
+
+
+async def test_a_result_typed_any_is_stored_whatever_json_it_is(start: Any, client: Client) -> None:
+    """``result=Any`` declares a JSON result of any shape: every result used to fail with a ResultTypeError
+    (``isinstance(value, Any)`` raises), so such a task could never succeed."""
+    task = TaskDef("r:any", In, anything, result=Any)
+    await start(task)
+    assert await client.apply(task, In(n=3), wait_timeout=10) == {"n": 3, "list": [3, "x"]}
+    assert await client.apply(task, In(), wait_timeout=10) == [1, None]
+
+
 async def test_an_untyped_result_is_stored_when_json_encodable_and_dropped_otherwise(
     start: Any, client: Client
 ) -> None:

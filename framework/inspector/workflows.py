@@ -294,13 +294,16 @@ class WorkflowReads(Part):
             rows = await newest.batch()
             if not rows:
                 break
-            for summary in await self._read(rows):
-                if status is None or summary.status == status:
-                    found.append(summary)
+            summaries, gone = await self._read(rows)
+            newest.removed(gone)
+            found.extend(w for w in summaries if status is None or w.status == status)
         return found[offset:wanted]
 
-    async def _read(self, rows: list[tuple[float, str, str]]) -> list[WorkflowSummary]:
-        """The summaries of ``rows`` (created, queue, id) in one round trip; expired ones leave their indexes."""
+    async def _read(self, rows: list[tuple[float, str, str]]) -> tuple[list[WorkflowSummary], list[tuple[str, str]]]:
+        """The summaries of ``rows`` (created, queue, id) in one round trip, and the expired ones' (queue, id).
+
+        The expired ones leave their indexes.
+        """
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, queue, wid in rows:
                 pipe.hmget(self._schema.queue(queue).workflow(wid).meta, list(_META))
@@ -313,9 +316,10 @@ class WorkflowReads(Part):
                     pipe.zrem(qk.workflows(), wid)
                     pipe.zrem(qk.workflows_running(), wid)
                 await pipe.execute()
-        return [
+        summaries = [
             _summary(wid, queue, meta) for (_, queue, wid), meta in zip(rows, metas, strict=True) if meta[1] is not None
         ]
+        return summaries, gone
 
     async def home(self, workflow_id: str, queue: str | None = None) -> str:
         """The home queue of workflow ``workflow_id``: ``queue``, or whichever queue's index has it.
@@ -485,6 +489,11 @@ class _Newest:
             self.buffers[q] = rows
             if len(rows) < _BATCH:
                 self.done.add(q)
+
+    def removed(self, entries: list[tuple[str, str]]) -> None:
+        """``entries`` (queue, id), read already, left their indexes: the later entries moved up by as many ranks."""
+        for queue, _ in entries:
+            self.pos[queue] -= 1
 
     async def batch(self) -> list[tuple[float, str, str]]:
         """The next (at most) :data:`_BATCH` entries as (created, queue, id), newest first; [] at the end."""

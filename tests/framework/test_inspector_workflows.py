@@ -152,6 +152,25 @@ async def test_cancel_stops_a_workflow_and_an_unknown_one_is_not_found(
     gate.set()
 
 
+async def test_live_workflows_behind_a_batch_of_expired_index_entries_are_listed(
+    client: Client, inspector: Inspector, redis: Any, schema: Schema
+) -> None:
+    """Index entries are read by rank; removing the expired ones just read moved the later entries down, past the
+    next read's start: five live workflows behind 100 expired entries listed as none."""
+    qk = schema.queue("default")
+    live = []
+    for i in range(5):
+        wid = f"live-{i}"
+        await client.start_workflow(chain(ADD.step(Num(n=i)), ADD.step(Num(), input="prev")), workflow_id=wid)
+        await redis.zadd(qk.workflows(), {wid: 1_000 + i})
+        await redis.hset(qk.workflow(wid).meta, "created", 1_000 + i)
+        live.append(wid)
+    await redis.zadd(qk.workflows(), {f"expired-{i}": 2_000 + i for i in range(100)})  # newer, records gone
+    listed = await inspector.workflows(limit=10)
+    assert [w.id for w in listed] == list(reversed(live))
+    assert await redis.zcard(qk.workflows()) == 5  # the expired entries left the index
+
+
 async def test_the_list_is_newest_first_across_queues_paged_and_skips_expired_ones(
     client: Client, inspector: Inspector, redis: Any, schema: Schema
 ) -> None:

@@ -285,13 +285,14 @@ class TaskExecution:
         """Encode the value the handler returned into ``inf.result`` (JSON bytes), or say why it cannot be stored.
 
         Returns:
-            The error that fails the task: the value does not fit the task's result type. A value a task
+            The error that fails the task: the value does not fit the task's result type (None too, unless the
+            type allows it: a handler declared to return ``Out`` that returns nothing broke its promise). A value a task
             without a result type returned that is not JSON-encodable is dropped instead (logged,
             ``task_result_dropped``): the handler did its work, and never promised a result.
         """
         value = inf.result
-        if value is None:
-            return None
+        if value is None and taskdef.result is None:
+            return None  # nothing returned, nothing promised
         try:
             inf.result = taskdef.encode_result(value)
         except ResultTypeError as exc:

@@ -93,6 +93,24 @@ async def test_a_wrong_return_type_fails_the_task_and_stores_nothing(
     assert await redis.hget(schema.queue("default").task(caught.value.task_id), "result") is None
 
 
+async def test_returning_nothing_from_a_handler_with_a_result_type_fails_unless_the_type_allows_none(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    """A handler declared to return ``Out`` that returns nothing used to succeed with no result: the waiter got None,
+    and a workflow step taking it as input got None, as if a failure had been handed on."""
+
+    async def nothing(ctx: Any, p: In) -> Any:
+        return None
+
+    strict = TaskDef("r:none-strict", In, nothing, result=Out, max_retry=0)
+    optional = TaskDef("r:none-optional", In, nothing, result=Out | None, max_retry=0)
+    await start(strict, optional)
+    with pytest.raises(TaskFailed) as caught:
+        await client.apply(strict, In(), wait_timeout=10)
+    assert caught.value.error.startswith("ResultTypeError: task 'r:none-strict' must return Out, got NoneType")
+    assert await client.apply(optional, In(), wait_timeout=10) is None
+
+
 async def test_retries_are_not_outcomes_the_waiter_sees_the_final_one(start: Any, client: Client) -> None:
     async def flaky(ctx: Any, p: In) -> int:
         if ctx.retried == 0:

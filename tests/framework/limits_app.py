@@ -3,7 +3,7 @@
 ``python -m tests.framework.limits_app`` runs one worker (settings from ``FRAMEWORK_*``, see
 :func:`tests.framework.worker_app.env_for`). Each handler records in Redis under ``<namespace>:test:``:
 
-* ``starts`` LIST: Unix time of each start of a ``lim:rated`` task (limit ``api``: 50/s);
+* ``starts`` LIST: Unix time of each start of a ``lim:rated`` task (limit ``api``: 150/s);
 * ``live`` STRING: ``lim:capped`` tasks running now (limit ``slots``: 5 at once); ``live_seen`` LIST: the
   count each one saw as it started, so the most ever running is the list's maximum;
 * ``free`` STRING: ``lim:free`` tasks done (no limit);
@@ -67,7 +67,7 @@ async def single(ctx: Any, tick: Tick) -> None:
     await r.rpush(_key(ctx, "single"), ctx.id)
 
 
-RATED = TaskDef("lim:rated", Tick, rated, limit=Limit(rate="50/s", name="api"))
+RATED = TaskDef("lim:rated", Tick, rated, limit=Limit(rate="150/s", name="api"))
 CAPPED = TaskDef("lim:capped", Tick, capped, limit=Limit(concurrency=5, name="slots"))
 FREE = TaskDef("lim:free", Tick, free)
 SINGLE = TaskDef("lim:single", Tick, single, limit=Limit(concurrency=1, name="single"))

@@ -22,7 +22,7 @@ async def _alive(redis: Any, schema: Any) -> int:
     return int(await redis.zcard(schema.alive))
 
 
-async def test_three_processes_keep_a_rate_over_30_s_and_a_cap_of_5_at_once(
+async def test_three_processes_keep_a_rate_over_10_s_and_a_cap_of_5_at_once(
     settings: Any, client: Any, redis: Any, schema: Any, tmp_path: Path
 ) -> None:
     s = settings.replace(**FAST, concurrency=100)
@@ -38,7 +38,7 @@ async def test_three_processes_keep_a_rate_over_30_s_and_a_cap_of_5_at_once(
 
         async def window_over() -> bool:
             starts = await redis.lrange(f"{ns}:test:starts", 0, 0)
-            return bool(starts) and time.time() > float(starts[0]) + 31
+            return bool(starts) and time.time() > float(starts[0]) + 11
 
         await wait_until(window_over, timeout=60, interval=0.5)
         starts = sorted(float(t) for t in await redis.lrange(f"{ns}:test:starts", 0, -1))
@@ -48,11 +48,11 @@ async def test_three_processes_keep_a_rate_over_30_s_and_a_cap_of_5_at_once(
         for proc in procs:
             stop_process(proc)
     first = starts[0]
-    in_window = sum(1 for t in starts if t < first + 30)
+    in_window = sum(1 for t in starts if t < first + 10)
     # shown, not asserted: a start late for a busy machine lands in the next second (bench/limits.py reports it)
     busiest = max(bisect.bisect_left(starts, t + 1.0) - i for i, t in enumerate(starts))
-    print(f"rate 50/s over 30 s, three processes: {in_window} started, at most {busiest} in a second")
-    assert 1455 <= in_window <= 1545, in_window  # 50/s for 30 s, +/- 3 %
+    print(f"rate 150/s over 10 s, three processes: {in_window} started, at most {busiest} in a second")
+    assert 1455 <= in_window <= 1545, in_window  # 150/s for 10 s, +/- 3 %
     seen = [int(v) for v in await redis.lrange(f"{ns}:test:live_seen", 0, -1)]
     assert max(seen) <= 5, max(seen)
     assert await redis.get(schema.queue("default").failed) is None  # waiting for a limit is no failure

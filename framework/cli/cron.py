@@ -25,8 +25,9 @@ def cron() -> None:
 
 
 async def _last_ticks(settings: Settings, ids: list[str]) -> dict[str, int]:
-    """The last fired tick of each entry, from ``<ext>:cron:last``; a value that is not a whole number is left out."""
+    """The last fired tick of each entry, from ``<ext>:cron:last``; a value that is not a tick is left out."""
     from framework.protocol.keys import Schema  # noqa: PLC0415
+    from framework.scheduler.records import parse_tick  # noqa: PLC0415
     from framework.transport.connection import check_connection, open_redis, resolve_redis_url  # noqa: PLC0415
 
     url = await asyncio.to_thread(resolve_redis_url, settings)
@@ -36,7 +37,8 @@ async def _last_ticks(settings: Settings, ids: list[str]) -> dict[str, int]:
         values = await redis.hmget(Schema(settings.namespace).cron_last, ids)
     finally:
         await redis.aclose()
-    return {i: int(v) for i, v in zip(ids, values, strict=True) if v is not None and v.strip().isdigit()}
+    ticks = {i: parse_tick(v) for i, v in zip(ids, values, strict=True)}
+    return {i: tick for i, tick in ticks.items() if tick is not None}
 
 
 def _when(t: float | None, tz: str) -> str | None:

@@ -8,6 +8,10 @@ A schedule is a spec plus an IANA time zone (default ``UTC``). Three kinds of sp
 - the macros ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly``;
 - ``@every <duration>`` with a Go duration of at least one second (``30s``, ``1m30s``, ``1.5h``).
 
+The time zone is an IANA name such as ``Europe/Berlin``. ``localtime`` and ``posixrules``, which some systems
+install beside the zones as links to the host's own choice, are refused: replicas on hosts set to different
+zones would compute different ticks for the same entry.
+
 ``@every`` ticks are aligned to the Unix epoch: the ticks are the integer multiples of the interval,
 so every scheduler replica computes the same tick times whenever it started. This deliberately
 differs from Go's robfig/cron, which counts from scheduler start; exactly-once firing across
@@ -71,6 +75,8 @@ _HASHED = re.compile(r"[hr](\(\d+-\d+\))?(/\d+)?", re.IGNORECASE)
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
 _PROBES = tuple(6 * 3600 * k for k in range(-8, 9))
+_HOST_ZONES = frozenset({"localtime", "posixrules"})
+"""Files of the zoneinfo directory that link to a zone chosen per host, so replicas would disagree on the ticks."""
 
 
 class CronSpecError(FrameworkError, ValueError):
@@ -250,6 +256,8 @@ class Schedule:
 
 
 def _zone(spec: str, tz: str) -> ZoneInfo:
+    if isinstance(tz, str) and tz.rpartition("/")[2] in _HOST_ZONES:
+        raise CronSpecError(spec, f"time zone {tz!r} is whichever zone each host is set to; name the zone itself")
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError):

@@ -124,6 +124,8 @@ def _resolve(
         payload = _payload_bytes(taskdef, entry.payload)
     except PayloadTypeError as exc:
         raise fail(str(exc)) from None
+    except (TypeError, ValueError, RecursionError) as exc:  # a value JSON cannot carry, a lone surrogate, a cycle
+        raise fail(f"the payload cannot be encoded as JSON: {exc}") from None
     if not isinstance(entry.options or {}, Mapping):
         raise fail(f"options must be a mapping of enqueue options, got {entry.options!r}")
     options = dict(entry.options or {})

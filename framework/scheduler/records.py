@@ -5,6 +5,10 @@ protobufs to ``<ns>:schedulers:{<host>:<pid>:<uuid>}`` (TTL 20 s, ``<ns>:schedul
 the scheduler that enqueued a tick adds a ``SchedulerEnqueueEvent`` to ``<ns>:scheduler_history:<entry
 id>`` (at most 1000 kept). History and ``cron:last`` are written after the enqueue, so a scheduler killed
 in between leaves the task enqueued without its history event.
+
+Any client may write ``<ext>:cron:last``, so it is read with care: a value that is not a whole number of
+seconds within the years 1970 to 9998 (:func:`parse_tick`), or the key holding another type, reads as an entry
+that has not fired, and bad data there never stops a scheduler.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from framework.protocol.message import encode_enqueue_event, encode_scheduler_entry
 from framework.scheduler.resolved import CLAIM_TTL_MIN
@@ -24,11 +29,29 @@ if TYPE_CHECKING:
     from framework.protocol.keys import Schema
     from framework.scheduler.resolved import ResolvedEntry
 
-__all__ = ("ENTRIES_TTL", "HISTORY_MAX", "SchedulerRecords")
+__all__ = ("ENTRIES_TTL", "HISTORY_MAX", "SchedulerRecords", "parse_tick")
 
 HISTORY_MAX = 1000
 """Enqueue events kept per entry, as asynq keeps."""
 ENTRIES_TTL = 20
+_MAX_TICK = 253_370_764_800
+"""9999-01-01T00:00:00Z: a later tick cannot be shown as a date in every time zone."""
+
+
+def parse_tick(raw: bytes | str | None) -> int | None:
+    """A last fired tick as stored in ``<ext>:cron:last``, or ``None`` if ``raw`` is not one.
+
+    A tick is a whole number of Unix seconds, in ASCII digits, from 1970 up to (not including) the year 9999;
+    anything else (a float, text, a negative or huge number) was not written by a scheduler.
+    """
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    tick = int(text)
+    return tick if tick < _MAX_TICK else None
 
 
 class SchedulerRecords:
@@ -53,11 +76,21 @@ class SchedulerRecords:
             await pipe.execute()
 
     async def last_ticks(self, redis: Redis, ids: list[str]) -> dict[str, int]:
-        """The last fired tick of each entry of ``ids`` that has fired."""
+        """The last fired tick of each entry of ``ids`` that has fired.
+
+        A value that is not a tick (:func:`parse_tick`) is left out, and ``<ext>:cron:last`` holding another
+        type reads as no entry having fired: the scheduler goes on firing, and writing the key fails visibly.
+        """
         if not ids:
             return {}
-        values = await redis.hmget(self.schema.cron_last, ids)
-        return {i: int(v) for i, v in zip(ids, values, strict=True) if v is not None}
+        try:
+            values = await redis.hmget(self.schema.cron_last, ids)
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                return {}
+            raise
+        ticks = {i: parse_tick(v) for i, v in zip(ids, values, strict=True)}
+        return {i: tick for i, tick in ticks.items() if tick is not None}
 
     async def publish(
         self, redis: Redis, entries: Sequence[ResolvedEntry], next_ticks: Mapping[str, float], now: float

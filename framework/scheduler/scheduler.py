@@ -154,7 +154,11 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, fire what is due, publish the entries, and keep firing in the background."""
+        """Connect, fire what is due, publish the entries, and keep firing in the background.
+
+        Publishing the entries is for ``asynq cron ls`` only: if it fails (a key of another type, written by
+        something else) the scheduler starts all the same and the heartbeat tries again.
+        """
         if self._started:
             return
         self._started = True
@@ -163,7 +167,10 @@ class Scheduler:
             self.log.info("scheduler_idle", reason="no cron entries")
             return
         await self.fire_due()
-        await self.beat()
+        try:
+            await self.beat()
+        except (RedisError, OSError, FrameworkError) as exc:
+            self.log.warning("scheduler_heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
         self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._heartbeat())]
         self.log.info("scheduler_started", scheduler_id=self.scheduler_id, entries=[e.name for e in self.entries])
 

@@ -10,6 +10,12 @@ missed tick once (``<ext>:cron:last`` records the last fired tick of each entry)
 fired has no missed ticks. When the one tick nobody fired is the entry's most recent, less than
 :data:`MISSED_AFTER` seconds before a scheduler starts, it is late, not missed, and fires: a restart across a
 tick (the only replica's rolling deploy) does not lose it; a longer downtime still skips.
+
+**A clock stepped back.** When the clock reads earlier than the time up to which a scheduler has handled an
+entry's ticks, the entry's ticks are handled again from the new time on: those it reaches a second time are
+no-ops while their claims live (at least an hour past the tick, and a tick fired early by a clock that ran
+ahead is held until Redis's clock reaches it), and a tick skipped while the clock was ahead fires when its
+time comes. Keeping the old position instead would fire nothing until the clock caught up with it.
 """
 
 from __future__ import annotations
@@ -78,11 +84,22 @@ class Ticker:
         self.failed = False
         if not self.cursor:
             await self._begin(now)
+        back = max(self.cursor.values(), default=now) - now
+        if back > 0:
+            self._step_back(now, back)
         out: list[Enqueued] = []
         for entry in self.entries:
             if self.next[entry.id] <= now:
                 out.extend(await self._catch_up(entry, now))
         return out
+
+    def _step_back(self, now: float, back: float) -> None:
+        """The clock went back ``back`` seconds: an entry whose ticks were handled past ``now`` restarts there."""
+        self.log.warning("cron_clock_stepped_back", seconds=round(back, 3))
+        for e in self.entries:
+            if self.cursor[e.id] > now:
+                self.cursor[e.id] = now
+                self.next[e.id] = e.schedule.next_after(now)
 
     async def _begin(self, now: float) -> None:
         last = await self._last_ticks()
@@ -92,7 +109,7 @@ class Ticker:
             latest = e.schedule.prev_at_or_before(now)
             if e.id not in last or latest is None or last[e.id] >= math.floor(latest):
                 continue  # never fired (nothing missed), or nothing missed since
-            if now - latest < MISSED_AFTER and e.schedule.next_after(last[e.id]) >= math.floor(latest):
+            if now - latest < MISSED_AFTER and _following(e, last[e.id]) >= math.floor(latest):
                 # only this tick came while no scheduler ran, under a minute ago (a restart across it): late
                 self.cursor[e.id] = math.nextafter(latest, -math.inf)
                 self.next[e.id] = latest
@@ -184,3 +201,9 @@ class Ticker:
         """The last fired tick of each entry (all of this scheduler's by default) that has fired."""
         redis, _ = await self._connect()
         return await self.records.last_ticks(redis, [e.id for e in self.entries] if ids is None else ids)
+
+
+def _following(e: ResolvedEntry, last: int) -> float:
+    """The tick after the one recorded as ``last`` (its whole second: an ``@every`` tick may have a fraction)."""
+    tick = e.schedule.next_after(last)
+    return e.schedule.next_after(tick) if tick < last + 1 else tick

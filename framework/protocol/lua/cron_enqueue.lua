@@ -18,6 +18,14 @@
 -- A claim lives its TTL from the later of now and the tick, by the server's clock: a scheduler whose clock
 -- runs ahead claims a tick before it is due, and its claim must outlive the moment the others reach that
 -- tick (by at most a week: a clock further off is broken, not skewed).
+--
+-- Writes already made are not undone when a later command of a script fails, so a pending key of another type
+-- (written by something else) is refused before the claim: a claim whose task never reached the queue would
+-- make every retry of the tick a no-op.
+local pending_type = redis.call("TYPE", KEYS[3])["ok"]
+if pending_type ~= "list" and pending_type ~= "none" then
+  return redis.error_reply("WRONGTYPE " .. KEYS[3] .. " holds a " .. pending_type .. ", not a list; tick not claimed")
+end
 local claim_ttl = tonumber(ARGV[1])
 local early = tonumber(ARGV[8]) - tonumber(redis.call("TIME")[1])
 if early > 0 then

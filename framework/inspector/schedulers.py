@@ -30,7 +30,7 @@ class SchedulerReads(Part):
     __slots__ = ()
 
     async def scheduler_entries(self) -> list[SchedulerEntry]:
-        """The entries of every live scheduler, by next enqueue time; undecodable entries are skipped."""
+        """The entries of every live scheduler, by next enqueue time; undecodable entries (and keys) are skipped."""
         now = int(self._ns.now())
         members: list[Any] = await self._redis.zrangebyscore(self._schema.schedulers, now, "+inf")
         keys = [text(k) for k in members]
@@ -39,9 +39,9 @@ class SchedulerReads(Part):
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.lrange(key, 0, -1)
-            lists = await pipe.execute()
+            lists = await pipe.execute(raise_on_error=False)  # a key of another type (another client's) is skipped
         entries = []
-        for raw in (r for values in lists for r in values):
+        for raw in (r for values in lists if not isinstance(values, Exception) for r in values):
             try:
                 entries.append(decode_scheduler_entry(raw))
             except ValueError:

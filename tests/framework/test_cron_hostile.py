@@ -9,6 +9,7 @@ with a simulated clock against the session Valkey.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 
 from framework.clock import SimulatedClock
 from framework.errors import ConfigError
+from framework.inspector import Inspector
 from framework.protocol.message import decode_scheduler_entry
 from framework.registry import Registry
 from framework.scheduler.cron import CronSpecError, parse_schedule
@@ -117,6 +119,24 @@ async def test_start_survives_a_schedulers_key_of_another_type(
 
 
 # --- a pending list of another type ---------------------------------------------------------------------
+
+
+async def test_the_inspector_lists_the_entries_beside_a_scheduler_key_of_another_type(
+    settings: Settings, redis: Redis, schema: Schema
+) -> None:
+    """One key named in ``<ns>:schedulers`` holding a string (another client's) failed the whole listing (WRONGTYPE):
+    the dashboard's cron page and ``framework cron ls`` showed nothing."""
+    clock = SimulatedClock(time.time())  # the inspector lists the records live by the real clock
+    sched = scheduler(settings, redis, clock)
+    await sched.start()
+    try:
+        await redis.zadd(schema.schedulers, {"asynq:schedulers:{odd}": 4_000_000_000})
+        await redis.set("asynq:schedulers:{odd}", "not a list")
+        entries = await Inspector(redis, schema).scheduler_entries()
+        assert [e.spec for e in entries] == [e.spec for e in sched.entries]
+    finally:
+        await sched.stop()
+        await redis.delete("asynq:schedulers:{odd}")
 
 
 async def test_a_tick_refused_by_a_bad_pending_key_is_retried_not_lost(

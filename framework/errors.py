@@ -232,8 +232,8 @@ class TaskAggregated(TaskNotFound):
     Attributes:
         task_id: the grouped task's id.
         queue: its queue.
-        aggregate_id: the aggregate task's id (the aggregation set's id, which our aggregator gives the
-            aggregate task unless its ``aggregate`` function chose another id or queue).
+        aggregate_id: the aggregate task's id (the aggregation set's id unless the ``aggregate`` function chose
+            another); when that function sent it to another queue, :attr:`queue` is still the grouped task's.
     """
 
     def __init__(self, message: str, *, task_id: str = "", queue: str = "", aggregate_id: str = "") -> None:

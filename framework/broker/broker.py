@@ -138,7 +138,7 @@ class Broker(Protocol):
 
     # -- the aggregator
     async def groups(self, queue: str) -> list[str]: ...  # noqa: D102
-    async def first_in_group(self, queue: str, group: str) -> bytes | None: ...  # noqa: D102
+    async def oldest_in_group(self, queue: str, group: str, count: int) -> list[bytes]: ...  # noqa: D102
     async def aggregation_check(  # noqa: D102
         self, queue: str, group: str, set_id: str, *, max_size: int, max_delay: float, grace_period: float
     ) -> str | None: ...
@@ -146,7 +146,7 @@ class Broker(Protocol):
         self, queue: str, set_key: str
     ) -> tuple[list[tuple[str, bytes]], float | None]: ...
     async def aggregation_set_deadline(self, queue: str, set_key: str) -> float | None: ...  # noqa: D102
-    async def delete_aggregation_set(self, queue: str, set_key: str) -> int: ...  # noqa: D102
+    async def delete_aggregation_set(self, queue: str, set_key: str, aggregate_id: str = ...) -> int: ...  # noqa: D102
 
 
 class _PartMethod(Generic[P, R]):
@@ -291,7 +291,7 @@ class RedisBroker:
     repair_orphans = _PartMethod("maintenance", Maintenance.repair_orphans)
     reclaim_stale_aggregation_sets = _PartMethod("maintenance", Maintenance.reclaim_stale_aggregation_sets)
     groups = _PartMethod("maintenance", Maintenance.groups)
-    first_in_group = _PartMethod("maintenance", Maintenance.first_in_group)
+    oldest_in_group = _PartMethod("maintenance", Maintenance.oldest_in_group)
     aggregation_check = _PartMethod("maintenance", Maintenance.aggregation_check)
     read_aggregation_set = _PartMethod("maintenance", Maintenance.read_aggregation_set)
     aggregation_set_deadline = _PartMethod("maintenance", Maintenance.aggregation_set_deadline)

@@ -174,18 +174,29 @@ class Maintenance(BrokerPart):
     # -- aggregation -------------------------------------------------------------------------------
 
     async def groups(self, queue: str) -> list[str]:
-        """Names of the groups of ``queue`` that hold aggregating tasks."""
-        members = await self.redis.smembers(self.schema.queue(queue).groups)
-        return sorted(_text(g) for g in members)
+        """Names of the groups of ``queue`` that hold aggregating tasks.
 
-    async def first_in_group(self, queue: str, group: str) -> bytes | None:
-        """The encoded message of the oldest task of a group (to find the aggregator by task type)."""
+        A name that is not UTF-8 (Go may write any bytes) is decoded with ``surrogateescape``: it names no
+        key this side can write, which the caller tells by the name not encoding to UTF-8.
+        """
+        members = await self.redis.smembers(self.schema.queue(queue).groups)
+        return sorted(g.decode("utf-8", "surrogateescape") if isinstance(g, bytes) else str(g) for g in members)
+
+    async def oldest_in_group(self, queue: str, group: str, count: int) -> list[bytes]:
+        """The encoded messages of a group's ``count`` oldest tasks, oldest first; ids without a record are left out.
+
+        The aggregator reads them to find a group's task type (for aggregators by task type).
+        """
         qk = self.schema.queue(queue)
-        ids = await self.redis.zrange(qk.group(group), 0, 0)
+        ids = await self.redis.zrange(qk.group(group), 0, count - 1)
         if not ids:
-            return None
-        data = await self.redis.hget(qk.task(_text(ids[0])), "msg")
-        return data if isinstance(data, bytes) else None
+            return []
+        prefix = qk.task_prefix.encode()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:  # an id need not be UTF-8
+                pipe.hget(prefix + (task_id if isinstance(task_id, bytes) else str(task_id).encode()), "msg")
+            found = await pipe.execute()
+        return [data for data in found if isinstance(data, bytes)]
 
     async def aggregation_check(
         self, queue: str, group: str, set_id: str, *, max_size: int, max_delay: float, grace_period: float
@@ -204,31 +215,44 @@ class Maintenance(BrokerPart):
         return set_key if created else None
 
     async def read_aggregation_set(self, queue: str, set_key: str) -> tuple[list[tuple[str, bytes]], float | None]:
-        """The (id, encoded message) of each task staged in an aggregation set, and the set's deadline."""
+        """The (id, encoded message) of each task staged in an aggregation set, and the set's deadline.
+
+        Tasks whose record is gone, or is no longer an aggregating task, are left out. An id that is not UTF-8
+        comes with its undecodable bytes replaced (U+FFFD).
+        """
         qk = self.schema.queue(queue)
         flat = await self.pool.evalsha(
             SCRIPTS["read_aggregation_set"], [set_key, qk.aggregation_sets], [qk.task_prefix]
         )
         deadline = float(flat[0]) if int(flat[0]) >= 0 else None
-        return [(flat[i].decode(), flat[i + 1]) for i in range(1, len(flat), 2)], deadline
+        return [(flat[i].decode("utf-8", "replace"), flat[i + 1]) for i in range(1, len(flat), 2)], deadline
 
     async def aggregation_set_deadline(self, queue: str, set_key: str) -> float | None:
         """An aggregation set's deadline (Unix s), or None once it is gone (aggregated, or reclaimed)."""
         score = await self.redis.zscore(self.schema.queue(queue).aggregation_sets, set_key)
         return None if score is None else float(score)
 
-    async def delete_aggregation_set(self, queue: str, set_key: str) -> int:
-        """Delete an aggregation set and its member tasks (after the aggregated task was enqueued)."""
+    async def delete_aggregation_set(self, queue: str, set_key: str, aggregate_id: str = "") -> int:
+        """Delete an aggregation set and its member tasks (after the aggregated task was enqueued).
+
+        Members whose record is no longer an aggregating task are left alone. Their waiters are told the
+        tasks were merged into ``aggregate_id`` (default: the set id, the id our aggregator gives the
+        aggregate task). Returns how many task records were deleted.
+        """
         qk = self.schema.queue(queue)
         keys = [set_key, qk.aggregation_sets]
-        args = [qk.task_prefix, qk.xprefix]  # the second: where its members' waiters are told (aggregated)
+        args = [qk.task_prefix, qk.xprefix, aggregate_id]  # xprefix: where members' waiters are told
         return int(await self.pool.evalsha(SCRIPTS["delete_aggregation_set"], keys, args))
 
     async def reclaim_stale_aggregation_sets(self, queue: str) -> int:
-        """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets."""
+        """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets.
+
+        A stale set whose aggregate task was enqueued (a task whose id is the set id) is deleted instead,
+        as :meth:`delete_aggregation_set` does: its worker died between the two steps.
+        """
         qk = self.schema.queue(queue)
         keys = [qk.aggregation_sets, qk.groups]
-        args: list[Any] = [int(self.clock.now()), qk.group_prefix()]
+        args: list[Any] = [int(self.clock.now()), qk.group_prefix(), qk.task_prefix, qk.xprefix]
         return int(await self.pool.evalsha(SCRIPTS["reclaim_stale_aggregation_sets"], keys, args))
 
 

@@ -39,12 +39,16 @@ if max_size > 0 and max_size < size then
   take = max_size
 end
 local members = redis.call("ZRANGE", KEYS[1], 0, take - 1, "WITHSCORES")
+-- ZADD in chunks: unpack() takes a few thousand values at most, and a group may hold any number of tasks
 local scored = {}
 for i = 1, #members, 2 do
   scored[#scored + 1] = members[i + 1]
   scored[#scored + 1] = members[i]
+  if #scored == 1000 or i + 1 == #members then
+    redis.call("ZADD", KEYS[2], unpack(scored))
+    scored = {}
+  end
 end
-redis.call("ZADD", KEYS[2], unpack(scored))
 redis.call("ZREMRANGEBYRANK", KEYS[1], 0, take - 1)
 redis.call("ZADD", KEYS[3], ARGV[4], KEYS[2])
 if take == size then

@@ -12,11 +12,20 @@ group name (or for the task type of the group's tasks) decides when and how the 
 * the ready tasks (at most ``max_size``) are staged in an aggregation set with a 2-minute deadline;
 * ``aggregate(group, tasks)`` returns the aggregated task as ``(task, payload)`` or
   ``(task, payload, options)``, where ``task`` is a :class:`~framework.task.TaskDef` or a type string;
-  it is enqueued to the group's queue with the set id as its task id (options may change both);
-* the staged tasks and the set are then deleted. If the worker dies first, or ``aggregate`` raises, the
-  recoverer puts the set back into its group after the deadline and it is aggregated again
-  (at-least-once). An ``aggregate`` still running near the deadline has its result dropped
-  (``group_aggregation_late``): the tasks are aggregated again from their group, not twice.
+  it is enqueued to the group's queue with the set id as its task id (options may change both). An
+  ``async def`` aggregate runs on the event loop; a plain function runs in a thread (as a plain-function
+  handler does), so it may block. It is not called when no staged task decodes;
+* the staged tasks and the set are then deleted, and the waiters of those tasks are told the aggregate
+  task's id. If the worker dies first, or ``aggregate`` fails (it raises, returns something else, or
+  its aggregate task cannot be enqueued, an id it chose being taken included), the recoverer puts the set
+  back into its group after the deadline and it is aggregated again (at-least-once). A worker that died
+  after enqueuing the aggregate task under the set id leaves a set the recoverer deletes instead (its
+  tasks were merged); a delete that failed on a Redis fault is tried again on the next pass.
+* ``aggregate`` is given until shortly before the set's deadline (:data:`DEADLINE_MARGIN`): one that has
+  not returned by then is abandoned (``group_aggregation_timeout``; a plain function's thread runs on
+  until it returns, its result unused), and one that returns later than that has its result dropped
+  (``group_aggregation_late``): either way the tasks are aggregated again from their group, not twice,
+  and other groups are not held up for longer than that.
 
 Go's asynq has one aggregate function per server; here each group or task type has its own, and Go
 services that enqueue grouped tasks are served alike (the keys are asynq's).
@@ -24,7 +33,11 @@ services that enqueue grouped tasks are served alike (the keys are asynq's).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
+import math
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +50,7 @@ from framework.errors import PayloadTypeError, PluginError, TaskIdConflict
 from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.events import await_me_maybe
 from framework.protocol.message import decode_message
+from framework.worker.threads import HandlerThreads
 
 if TYPE_CHECKING:
     import pluggy
@@ -102,6 +116,16 @@ class Aggregator:
     def __post_init__(self) -> None:
         if (self.group is None) == (self.task_type is None):
             raise ValueError("an Aggregator needs exactly one of group= or task_type=")
+        for name in ("grace_period", "max_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+        try:
+            if isinstance(self.max_size, bool | float):
+                raise TypeError
+            object.__setattr__(self, "max_size", operator.index(self.max_size))
+        except TypeError:
+            raise ValueError(f"max_size must be a whole number of tasks, not {self.max_size!r}") from None
         if self.grace_period < 0 or self.max_delay < 0 or self.max_size < 0:
             raise ValueError("grace_period, max_delay and max_size must not be negative")
         if not callable(self.aggregate):
@@ -124,8 +148,13 @@ def collect_aggregators(pm: pluggy.PluginManager, settings: Settings) -> list[Ag
 
 
 DEADLINE_MARGIN = 10.0
-"""Seconds before a staged set's deadline after which its aggregated task is no longer enqueued here: the
-recoverer may reclaim the set from then on (clocks of different hosts included)."""
+"""Seconds before a staged set's deadline after which its aggregated task is no longer enqueued here, and by
+which ``aggregate`` must have returned: the recoverer may reclaim the set from then on (clocks of different
+hosts included)."""
+
+
+_TYPE_SCAN = 20
+"""How many of a group's oldest tasks are read to find its task type (for aggregators by task type)."""
 
 
 def _normalize(result: Any) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]]:
@@ -182,6 +211,10 @@ class GroupAggregator:
         graces = [a.grace_period for a in (*self.by_group.values(), *self.by_type.values())]
         self.interval = interval if interval is not None else max(0.1, min([1.0, *(g / 2 for g in graces)]))
         self._types: dict[tuple[str, str], str] = {}
+        self._threads = HandlerThreads("framework-aggregate", idle_timeout=10.0)
+        # sets whose aggregate task was enqueued but whose delete failed: (queue, set key) -> (group, size, id)
+        self._undeleted: dict[tuple[str, str], tuple[str, int, str]] = {}
+        self._warned: set[tuple[str, str, str]] = set()
 
     async def _aggregator_for(self, queue: str, group: str) -> Aggregator | None:
         agg = self.by_group.get(group)
@@ -189,13 +222,23 @@ class GroupAggregator:
             return agg
         task_type = self._types.get((queue, group))
         if task_type is None:
-            data = await self.broker.first_in_group(queue, group)
-            if data is None:
-                return None
-            try:
-                task_type = decode_message(data).type
-            except ValueError as exc:  # its first task is not a TaskMessage: only a group aggregator can tell
-                self.log.warning("group_message_invalid", queue=queue, group=group, error=str(exc))
+            # the type of the oldest task whose message decodes: one that does not is left out when the group
+            # is aggregated (and deleted with its set), so it must not keep the group from being aggregated
+            messages = await self.broker.oldest_in_group(queue, group, _TYPE_SCAN)
+            for data in messages:
+                with contextlib.suppress(ValueError):
+                    task_type = decode_message(data).type
+                    break
+            if task_type is None:
+                if not messages:  # emptied meanwhile (aggregated elsewhere), or only ids without a record
+                    return None
+                self._warn_once(
+                    "group_message_invalid",
+                    queue,
+                    group,
+                    note=f"none of its {_TYPE_SCAN} oldest tasks has a message that decodes: only a group "
+                    "aggregator can serve it",
+                )
                 return None
             if len(self._types) > 10_000:
                 self._types.clear()
@@ -203,10 +246,16 @@ class GroupAggregator:
         return self.by_type.get(task_type)
 
     async def check_once(self) -> int:
-        """Check every group of every queue once; returns how many aggregated tasks were enqueued."""
+        """Check every group of every queue once; returns how many aggregated tasks were enqueued.
+
+        Sets whose delete failed after their aggregate task was enqueued are deleted first.
+        """
+        await self._delete_undeleted()
         made = 0
         for queue in self.queues:
             for group in await self.broker.groups(queue):
+                if not self._valid_name(queue, group):
+                    continue
                 agg = await self._aggregator_for(queue, group)
                 if agg is None:
                     continue
@@ -224,6 +273,36 @@ class GroupAggregator:
                         break
                     made += await self._aggregate(queue, group, set_id, set_key, agg)
         return made
+
+    def _valid_name(self, queue: str, group: str) -> bool:
+        """Whether a group's name is UTF-8 (Go may write any bytes); one that is not is logged once, and skipped."""
+        try:
+            group.encode()
+        except UnicodeEncodeError:
+            self._warn_once(
+                "group_name_invalid",
+                queue,
+                group.encode("utf-8", "backslashreplace").decode(),
+                note="not UTF-8: its tasks are left in their group, for an aggregator that can name it",
+            )
+            return False
+        return True
+
+    def _warn_once(self, event: str, queue: str, group: str, note: str) -> None:
+        """Log a warning about a group that is skipped, once per worker (not on every pass)."""
+        if (event, queue, group) in self._warned:
+            return
+        if len(self._warned) > 10_000:
+            self._warned.clear()
+        self._warned.add((event, queue, group))
+        self.log.warning(event, queue=queue, group=group, note=note)
+
+    async def _delete_undeleted(self) -> None:
+        """Delete the sets whose aggregate task was enqueued but whose delete failed (a Redis fault raises)."""
+        for (queue, set_key), (group, size, aggregate_id) in list(self._undeleted.items()):
+            await self.broker.delete_aggregation_set(queue, set_key, aggregate_id)
+            del self._undeleted[(queue, set_key)]
+            self.log.info("group_aggregated", queue=queue, group=group, tasks=size, task_id=aggregate_id)
 
     def _grouped(self, queue: str, group: str, task_id: str, data: bytes) -> GroupedTask:
         msg = decode_message(data)
@@ -260,36 +339,102 @@ class GroupAggregator:
         return tasks
 
     async def _aggregate(self, queue: str, group: str, set_id: str, set_key: str, agg: Aggregator) -> int:
-        members, _deadline = await self.broker.read_aggregation_set(queue, set_key)
-        if not members:
+        members, deadline = await self.broker.read_aggregation_set(queue, set_key)
+        tasks = self._decodable(queue, group, members)
+        if not tasks:  # none left, or none decodes: nothing to aggregate (undecodable ones go with the set)
             await self.broker.delete_aggregation_set(queue, set_key)
             return 0
+        result = await self._aggregated(queue, group, len(members), deadline, agg, tasks)
+        if result is None or not await self._still_ours(queue, group, set_key, len(members)):
+            return 0
+        aggregate_id = await self._enqueue(queue, group, set_id, len(members), result)
+        if aggregate_id is None:
+            return 0
         try:
-            tasks = self._decodable(queue, group, members)
-            task, payload, options = _normalize(await await_me_maybe(agg.aggregate(group, tasks)))
-            if not await self._still_ours(queue, group, set_key, len(members)):
-                return 0
-            options = {"queue": queue, "task_id": set_id, **options}
-            try:
-                info = await self.client.enqueue(task, payload, **options)
-                task_id = info.id
-            except TaskIdConflict:
-                task_id = str(options["task_id"])  # enqueued by an earlier attempt
+            await self.broker.delete_aggregation_set(queue, set_key, aggregate_id)
+        except (RedisError, OSError):
+            self._undeleted[(queue, set_key)] = (group, len(members), aggregate_id)  # deleted on the next pass
+            raise
+        self.log.info("group_aggregated", queue=queue, group=group, tasks=len(members), task_id=aggregate_id)
+        return 1
+
+    async def _aggregated(
+        self, queue: str, group: str, size: int, deadline: float | None, agg: Aggregator, tasks: list[GroupedTask]
+    ) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]] | None:
+        """What ``aggregate`` returned, normalized; None (logged) when it failed, or did not return in time."""
+        budget = -1.0 if deadline is None else deadline - DEADLINE_MARGIN - self.client.clock.now()
+        if budget <= 0:
+            self._late(queue, group, size)
+            return None
+        timer = asyncio.timeout(budget)
+        try:
+            async with timer:
+                result = await self._call(agg, group, tasks)
+            return _normalize(result)
+        except Exception as exc:  # noqa: BLE001 - user code (OSError and RedisError included): logged, retried
+            if not timer.expired():
+                self._failed(queue, group, size, exc)
+                return None
+        self.log.error(
+            "group_aggregation_timeout",
+            queue=queue,
+            group=group,
+            tasks=size,
+            timeout=round(budget, 3),
+            note="aggregate did not return before the set's deadline: retried when the set is reclaimed",
+        )
+        return None
+
+    async def _enqueue(
+        self, queue: str, group: str, set_id: str, size: int, result: tuple[TaskDef[Any] | str, Any, dict[str, Any]]
+    ) -> str | None:
+        """Enqueue the aggregate task; its id, or None (logged) when what ``aggregate`` returned cannot be.
+
+        Raises:
+            RedisError, OSError: Redis could not be reached.
+        """
+        task, payload, options = result
+        options = {"queue": queue, "task_id": set_id, **options}
+        try:
+            info = await self.client.enqueue(task, payload, **options)
+        except TaskIdConflict as exc:
+            if options["task_id"] == set_id:
+                return set_id  # enqueued by an earlier attempt
+            self._failed(queue, group, size, exc)  # an id aggregate chose is taken: not by this set's aggregate
+            return None
         except (RedisError, OSError):
             raise
-        except Exception as exc:  # noqa: BLE001 - user code; logged, and the set is reclaimed and retried later
-            self.log.error(
-                "group_aggregation_failed",
-                queue=queue,
-                group=group,
-                tasks=len(members),
-                error=f"{type(exc).__name__}: {exc}",
-                note="retried when the set is reclaimed (2 min)",
-            )
-            return 0
-        await self.broker.delete_aggregation_set(queue, set_key)
-        self.log.info("group_aggregated", queue=queue, group=group, tasks=len(members), task_id=task_id)
-        return 1
+        except Exception as exc:  # noqa: BLE001 - what aggregate returned cannot be enqueued: logged, retried
+            self._failed(queue, group, size, exc)
+            return None
+        return info.id
+
+    async def _call(self, agg: Aggregator, group: str, tasks: list[GroupedTask]) -> Any:
+        """``agg.aggregate(group, tasks)``: an ``async def`` on the loop, a plain function in a thread."""
+        fn = agg.aggregate
+        if inspect.iscoroutinefunction(fn):
+            return await fn(group, tasks)
+        result = await asyncio.wrap_future(self._threads.submit(fn, group, tasks))
+        return await await_me_maybe(result)
+
+    def _failed(self, queue: str, group: str, size: int, exc: BaseException) -> None:
+        self.log.error(
+            "group_aggregation_failed",
+            queue=queue,
+            group=group,
+            tasks=size,
+            error=f"{type(exc).__name__}: {exc}",
+            note="retried when the set is reclaimed (2 min)",
+        )
+
+    def _late(self, queue: str, group: str, size: int) -> None:
+        self.log.warning(
+            "group_aggregation_late",
+            queue=queue,
+            group=group,
+            tasks=size,
+            note="the set's deadline passed while it was aggregated: its tasks go back to the group",
+        )
 
     async def _still_ours(self, queue: str, group: str, set_key: str, size: int) -> bool:
         """Whether the staged set may still be aggregated here: not reclaimed, nor about to be.
@@ -301,13 +446,7 @@ class GroupAggregator:
         deadline = await self.broker.aggregation_set_deadline(queue, set_key)
         if deadline is not None and self.client.clock.now() < deadline - DEADLINE_MARGIN:
             return True
-        self.log.warning(
-            "group_aggregation_late",
-            queue=queue,
-            group=group,
-            tasks=size,
-            note="the set's deadline passed while it was aggregated: its tasks go back to the group",
-        )
+        self._late(queue, group, size)
         return False
 
     async def run_once(self) -> None:

@@ -47,8 +47,10 @@ if TYPE_CHECKING:
 
     from framework.protocol.keys import Schema
 
-__all__ = ("RateLimit", "client_address", "limited_client", "retry_after_seconds")
+__all__ = ("MAX_WINDOW", "RateLimit", "client_address", "limited_client", "retry_after_seconds")
 
+MAX_WINDOW = 100 * 365 * 24 * 3600
+"""The longest window a limit may have, in seconds (a hundred years): Redis refuses an expiry much further off."""
 _MAX_CLIENT_CHARS = 128
 _IPV6_PREFIX = 64
 """IPv6 clients are counted per network of this prefix length: one subscriber's or one server's block."""
@@ -88,9 +90,13 @@ class RateLimit:
         redis: the Redis client.
         schema: the key schema of the app's namespace.
         name: what is limited (``admin-auth``, ``uploads``); part of the key.
-        limit: events allowed per window; 0 turns the limit off.
-        window: the window's length in seconds.
+        limit: events allowed per window (a whole number); 0 turns the limit off.
+        window: the window's length in seconds: more than 0, at most :data:`MAX_WINDOW`.
         clock: where time comes from (tests use a simulated clock).
+
+    Raises:
+        ValueError: ``limit`` is not a whole number from 0, or ``window`` is not a number of seconds in range
+            (NaN and infinity are not: Redis could not keep the events for them, and no limit would hold).
     """
 
     __slots__ = ("clock", "limit", "name", "redis", "schema", "window")
@@ -98,8 +104,13 @@ class RateLimit:
     def __init__(
         self, redis: Redis, schema: Schema, name: str, *, limit: int, window: float, clock: Clock | None = None
     ) -> None:
-        if limit < 0 or window <= 0:
-            raise ValueError(f"rate limit {name!r}: limit must be >= 0 and window > 0, not {limit!r} per {window!r}")
+        whole = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0
+        seconds = isinstance(window, int | float) and not isinstance(window, bool) and 0 < window <= MAX_WINDOW
+        if not (whole and seconds):
+            raise ValueError(
+                f"rate limit {name!r}: limit must be a whole number >= 0 and window seconds > 0 (at most "
+                f"{MAX_WINDOW}), not {limit!r} per {window!r}"
+            )
         self.redis = redis
         self.schema = schema
         self.name = name

@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     from framework.protocol.keys import Schema
     from framework.services import Services
 
-__all__ = ("MAX_TOKEN_CHARS", "IndexEntry", "TokenRecord", "Tokens", "token_digest")
+__all__ = ("MAX_TOKEN_CHARS", "MAX_TOKEN_TTL", "IndexEntry", "TokenRecord", "Tokens", "token_digest")
 
 MAX_TOKEN_CHARS = 512
 """Longer strings are refused without asking Redis: no token this module issues is that long."""
+MAX_TOKEN_TTL = 100 * 365 * 24 * 3600
+"""The longest a token may stay valid, in seconds (a hundred years): Redis refuses an expiry much further off."""
 
 _PURPOSE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ISSUE_ATTEMPTS = 3
@@ -139,7 +141,7 @@ class Tokens:
         Args:
             purpose: what the token is for; verify and consume must name the same purpose.
             subject: whom it is for (a user id, an email address).
-            ttl: seconds the token stays valid; more than 0.
+            ttl: seconds the token stays valid; more than 0, at most :data:`MAX_TOKEN_TTL`.
             data: extra JSON-encodable data returned with the record.
 
         Returns:
@@ -150,8 +152,8 @@ class Tokens:
             TypeError: ``data`` cannot be encoded as JSON.
         """
         _check_purpose(purpose)
-        if not (isinstance(ttl, int | float) and math.isfinite(ttl) and ttl > 0):
-            raise ValueError(f"invalid token ttl {ttl!r}: give a number of seconds > 0")
+        if not (isinstance(ttl, int | float) and math.isfinite(ttl) and 0 < ttl <= MAX_TOKEN_TTL):
+            raise ValueError(f"invalid token ttl {ttl!r}: give a number of seconds > 0, at most {MAX_TOKEN_TTL}")
         now = self.clock.now()
         record = TokenRecord(
             purpose=purpose, subject=str(subject), issued=now, expires=now + ttl, data=dict(data or {})

@@ -165,3 +165,38 @@ async def test_bad_paths_are_a_400_saying_why(
     status, body = await _raw_get(http, target)
     assert status == 400, (target, body)
     assert b"invalid object key" in body and problem.encode() in body, body
+
+
+async def test_a_copy_revalidated_with_the_objects_validators_is_a_304(
+    served: tuple[httpx.AsyncClient, LocalStorage],
+) -> None:
+    """The route sent ``ETag`` and ``Last-Modified`` but ignored them coming back: every revalidation was a 200."""
+    http, store = served
+    await store.put("pics/a.png", b"first", content_type="image/png")
+    first = await http.get("/storage/pics/a.png")
+    tag, date = first.headers["etag"], first.headers["last-modified"]
+    for validators in (
+        {"If-None-Match": tag},
+        {"If-None-Match": f'"other", W/{tag}'},
+        {"If-None-Match": "*"},
+        {"If-Modified-Since": date},
+    ):
+        for method in ("GET", "HEAD"):
+            answer = await http.request(method, "/storage/pics/a.png", headers=validators)
+            assert (answer.status_code, answer.content) == (304, b""), (method, validators)
+            assert (answer.headers["etag"], answer.headers["last-modified"]) == (tag, date)
+            _assert_safe_headers(answer)
+    for validators in (
+        {"If-None-Match": '"other"'},
+        {"If-None-Match": '"other"', "If-Modified-Since": date},  # If-None-Match decides when present
+        {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+        {"If-Modified-Since": "yesterday"},
+    ):
+        answer = await http.get("/storage/pics/a.png", headers=validators)
+        assert (answer.status_code, answer.content) == (200, b"first"), validators
+    await asyncio.sleep(0.01)
+    await store.put("pics/a.png", b"second", content_type="image/png")
+    again = await http.get("/storage/pics/a.png", headers={"If-None-Match": tag})
+    assert (again.status_code, again.content) == (200, b"second")  # a new object, a new tag
+    assert again.headers["etag"] != tag
+    assert (await http.get("/storage/pics/nope.png", headers={"If-None-Match": "*"})).status_code == 404

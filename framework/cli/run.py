@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import signal
 import socket
@@ -171,7 +172,16 @@ def _serve_app(
     plugin = app.plugins.get(FrameworkPlugin)
     plugin.on_started = lambda: _banner(ctx, host, sock.getsockname()[1], label)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, loop=settings.event_loop
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        loop=settings.event_loop,
+        # open requests (an event stream follows its task for up to ten minutes, a long poll for its wait) get
+        # shutdown_timeout seconds, then are closed: browsers reconnect to another replica
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_timeout)),
     )
     server = _server(config, lambda: _stopping_message(settings, plugin.worker, "stopping: waiting for open requests"))
     # the lifespan's failure is reported by main() (its traceback with --debug), not logged by uvicorn as

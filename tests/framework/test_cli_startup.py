@@ -6,6 +6,7 @@ Every test runs the real ``framework`` command as a subprocess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -282,3 +283,28 @@ def test_scheduler_and_web_say_what_stopping_waits_for(spawn: Any, env: dict[str
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, log.read_text()
         assert message in log.read_text()
+
+
+def test_web_stops_within_the_shutdown_timeout_with_a_progress_stream_open(spawn: Any, env: dict[str, str]) -> None:
+    """uvicorn waits for open requests before the app shuts down, and an event stream on a task nobody runs stays
+    open for its whole timeout (ten minutes): SIGTERM left the server up that long. Open requests now get
+    ``shutdown_timeout`` seconds."""
+    import httpx
+
+    port = free_port()
+    proc, log = spawn({**env, "FRAMEWORK_SHUTDOWN_TIMEOUT": "1"}, "web", "--port", str(port))
+    _wait_for(lambda: "App:" in log.read_text(), "the banner")
+    base = f"http://127.0.0.1:{port}"
+    accepted = httpx.post(f"{base}/demo/greetings", json={"wait_seconds": 0}, timeout=10)
+    assert accepted.status_code == 202, accepted.text  # enqueued; no worker runs here
+    task_id = accepted.json()["id"]
+    with httpx.stream("GET", f"{base}/demo/tasks/{task_id}/events", timeout=30) as stream:
+        assert stream.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        with contextlib.suppress(httpx.HTTPError):
+            for _ in stream.iter_raw():
+                pass
+        status = proc.wait(30)
+    assert status == 0, log.read_text()
+    assert time.monotonic() - stopped < 8, log.read_text()

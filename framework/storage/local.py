@@ -103,6 +103,14 @@ def local_objects_dir(settings: Settings) -> Path:
     return settings.data_path / settings.storage.local_dir
 
 
+def _file_in_the_way(folder: Path) -> bool:
+    """Whether ``folder`` or one of its parents exists as something other than a folder (an object's file)."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return not path.is_dir()
+    return False
+
+
 class LocalStorage:
     """Objects as files under ``root`` (see the module docstring for the layout).
 
@@ -282,10 +290,19 @@ class LocalStorage:
         while not current.is_dir() and current != current.parent:
             missing.append(current)
             current = current.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as exc:
-            raise InvalidKey(f"invalid object key {key!r}: a prefix of it is an object (local backend)") from exc
+        for attempt in range(_PLACE_ATTEMPTS):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                break
+            except (FileExistsError, NotADirectoryError, FileNotFoundError) as exc:
+                # a file where a folder goes, or a delete pruning a folder of the path while it was made (mkdir
+                # found it there, then it was gone): only the first is the key's fault
+                if _file_in_the_way(folder):
+                    raise InvalidKey(
+                        f"invalid object key {key!r}: a prefix of it is an object (local backend)"
+                    ) from exc
+                if attempt == _PLACE_ATTEMPTS - 1:
+                    raise
         return missing
 
     def _remove_stale_tmp(self) -> None:

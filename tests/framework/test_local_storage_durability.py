@@ -7,7 +7,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from framework.storage import LocalStorage
 
@@ -99,3 +99,29 @@ async def test_temp_files_of_a_crashed_writer_are_removed(tmp_path: Path) -> Non
     await restarted.put("b", b"2")
     assert _tmp_files(tmp_path) == ["put-writing-now"]
     assert await restarted.get("a") == b"1"
+
+
+async def test_a_folder_pruned_between_mkdir_and_its_check_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the test above meets about once in a few thousand puts, made certain: ``mkdir`` finds the folder
+    there (a concurrent put made it), and a concurrent delete prunes it before ``mkdir`` checks it is a folder.
+    The put read that as "a prefix of the key is an object" and failed with InvalidKey."""
+    store = LocalStorage(tmp_path)
+    await store.put("shared/keep", b"x")  # the parent exists
+    target = tmp_path / "shared" / "0"
+    real_mkdir = os.mkdir
+    raced: list[str] = []
+
+    def racing_mkdir(path: Any, mode: int = 0o777, **kwargs: Any) -> None:
+        if Path(path) == target and not raced:
+            raced.append(str(path))
+            real_mkdir(path, mode)  # another put made it...
+            os.rmdir(path)  # ...and a delete pruned it: this mkdir saw it there
+            raise FileExistsError(17, "File exists", str(path))
+        real_mkdir(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    await store.put("shared/0/obj", b"payload")
+    assert raced == [str(target)]
+    assert await store.get("shared/0/obj") == b"payload"

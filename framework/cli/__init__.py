@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framework.cli._lazy import Lazy, LazyGroup
-from framework.errors import FrameworkError, PluginError, RedisUnavailable
+from framework.errors import FrameworkError, RedisUnavailable
 
 if TYPE_CHECKING:
     import pluggy
@@ -163,7 +163,7 @@ def _load_plugin_commands(ctx: CliContext) -> list[FrameworkError]:
         pm = ctx.pm
     except FrameworkError as exc:
         return [exc]
-    from framework.plugins.calls import plugin_callers  # noqa: PLC0415 - with the plugin manager only
+    from framework.plugins.calls import PLUGIN_FAILURES, plugin_callers, plugin_failed  # noqa: PLC0415 - with the pm only
 
     errors: list[FrameworkError] = []
     for plugin, call in plugin_callers(pm, "register_commands"):
@@ -172,8 +172,8 @@ def _load_plugin_commands(ctx: CliContext) -> list[FrameworkError]:
                 call(cli=cli)
         except FrameworkError as exc:
             errors.append(exc)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported as one line naming the plugin
-            errors.append(PluginError(f"plugin {plugin!r} failed in register_commands: {type(exc).__name__}: {exc}"))
+        except PLUGIN_FAILURES as exc:  # reported as one line naming the plugin
+            errors.append(plugin_failed(plugin, "register_commands", exc))
     return errors
 
 

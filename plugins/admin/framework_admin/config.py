@@ -18,6 +18,7 @@ them too. Example ``framework.toml``::
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,10 @@ class AdminConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(f"setting plugins.admin.metrics_path={self.metrics_path!r} is invalid: start it with '/'")
         if not 1 <= self.chart_hours <= 24:
             raise ConfigError(f"setting plugins.admin.chart_hours={self.chart_hours!r} is invalid: use 1 to 24")
+        for name in ("refresh_seconds", "session_hours", "failed_auth_window"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ConfigError(f"setting plugins.admin.{name}={value!r} is invalid: it must be a finite number")
         if self.refresh_seconds < 0 or self.session_hours <= 0:
             raise ConfigError("settings plugins.admin.refresh_seconds and session_hours must be positive")
         if self.failed_auth_limit < 0 or self.failed_auth_window <= 0:

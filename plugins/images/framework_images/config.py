@@ -12,6 +12,7 @@ Example (``framework.toml``)::
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -94,15 +95,15 @@ class ImagesConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: use 1 to 100")
         if not 0 <= self.webp_method <= 6:
             raise ValueError(f"webp_method={self.webp_method!r} is invalid: use 0 to 6")
-        if self.reducing_gap is not None and self.reducing_gap <= 1.0:
-            raise ValueError(f"reducing_gap={self.reducing_gap!r} is invalid: use a number > 1.0, or none")
+        if self.reducing_gap is not None and not 1.0 < self.reducing_gap < math.inf:  # NaN is not in range either
+            raise ValueError(f"reducing_gap={self.reducing_gap!r} is invalid: use a finite number > 1.0, or none")
         for name in ("max_upload_bytes", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid: must be >= 1")
         if self.upload_limit < 0:
             raise ValueError(f"upload_limit={self.upload_limit!r} is invalid: must be >= 0 (0 = no limit)")
-        if self.upload_window <= 0:
-            raise ValueError(f"upload_window={self.upload_window!r} is invalid: must be > 0 seconds")
+        if not 0 < self.upload_window < math.inf:
+            raise ValueError(f"upload_window={self.upload_window!r} is invalid: must be a finite number > 0 of seconds")
         if self.max_parallel < 0:
             raise ValueError(f"max_parallel={self.max_parallel!r} is invalid: must be >= 0")
         if not self.path.startswith("/"):

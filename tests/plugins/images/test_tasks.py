@@ -364,6 +364,9 @@ def test_invalid_plugin_config_fails_loudly() -> None:
         {"sizes": {}},
         {"formats": ["gif"]},
         {"webp_quality": 0},
+        {"upload_window": float("inf")},  # a rate limit whose window never ends
+        {"upload_window": float("nan")},
+        {"reducing_gap": float("nan")},
     ]
     for section in sections:
         with pytest.raises(ConfigError, match=r"plugins\.images"):

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.cli",
     "tests.fixtures.cluster",
     "tests.fixtures.workers",
+    "tests.fixtures.aggregation",
 ]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -21,47 +19,10 @@ from framework.plugins.manager import get_plugin_manager
 from framework.task import TaskDef
 from framework.worker.background.aggregator import Aggregator, GroupedTask
 from framework.worker.worker import Worker
+from tests.fixtures.aggregation import ITEM, Batch, Item
 from tests.framework.worker_app import wait_until
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "asynq-golden.json"
-
-
-class Item(msgspec.Struct, frozen=True, kw_only=True):
-    n: int
-
-
-class Batch(msgspec.Struct, frozen=True, kw_only=True):
-    ns: list[int]
-    group: str = ""
-
-
-def never(ctx: Any, item: Item) -> None:
-    raise AssertionError("a grouped task must not run on its own")
-
-
-ITEM = TaskDef("agg:item", Item, never)
-
-
-@pytest.fixture
-async def setup(settings: Any) -> AsyncIterator[Any]:
-    """Start a worker whose aggregated ``agg:batch`` tasks are recorded in the returned list."""
-    workers: list[Worker] = []
-    batches: list[Batch] = []
-
-    async def handle(ctx: Any, batch: Batch) -> None:
-        batches.append(batch)
-
-    batch_task = TaskDef("agg:batch", Batch, handle)
-
-    async def start(*aggregators: Aggregator, **kwargs: Any) -> list[Batch]:
-        worker = Worker(settings, tasks=[ITEM, batch_task], aggregators=aggregators, **kwargs)
-        await worker.start()
-        workers.append(worker)
-        return batches
-
-    yield start
-    for worker in workers:
-        await worker.stop()
 
 
 def to_batch(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
@@ -73,8 +34,10 @@ async def group_empty(redis: Any, schema: Any, group: str) -> bool:
     return not await redis.exists(qk.group(group)) and not await redis.sismember(qk.groups, group)
 
 
-async def test_a_group_is_aggregated_after_its_grace_period(setup: Any, client: Any, redis: Any, schema: Any) -> None:
-    batches = await setup(Aggregator(group="g1", grace_period=0.5, aggregate=to_batch))
+async def test_a_group_is_aggregated_after_its_grace_period(
+    aggregating: Any, client: Any, redis: Any, schema: Any
+) -> None:
+    batches = await aggregating(Aggregator(group="g1", grace_period=0.5, aggregate=to_batch))
     infos = [await client.enqueue(ITEM, Item(n=i), group="g1") for i in range(3)]
     last = time.monotonic()
 
@@ -98,9 +61,9 @@ async def test_a_group_is_aggregated_after_its_grace_period(setup: Any, client: 
 
 
 async def test_max_size_aggregates_at_once_and_caps_each_batch(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
-    batches = await setup(Aggregator(task_type="agg:item", grace_period=60, max_size=3, aggregate=to_batch))
+    batches = await aggregating(Aggregator(task_type="agg:item", grace_period=60, max_size=3, aggregate=to_batch))
     for i in range(7):
         await client.enqueue(ITEM, Item(n=i), group="sized")
 
@@ -113,8 +76,8 @@ async def test_max_size_aggregates_at_once_and_caps_each_batch(
     assert await redis.zcard(schema.queue("default").group("sized")) == 1  # waits for more, or its grace
 
 
-async def test_max_delay_bounds_the_wait_of_a_busy_group(setup: Any, client: Any) -> None:
-    batches = await setup(Aggregator(group="busy", grace_period=60, max_delay=1, aggregate=to_batch))
+async def test_max_delay_bounds_the_wait_of_a_busy_group(aggregating: Any, client: Any) -> None:
+    batches = await aggregating(Aggregator(group="busy", grace_period=60, max_delay=1, aggregate=to_batch))
     first = time.monotonic()
     n = 0
     while not batches and time.monotonic() - first < 10:
@@ -126,12 +89,12 @@ async def test_max_delay_bounds_the_wait_of_a_busy_group(setup: Any, client: Any
     assert sorted(batches[0].ns) == list(range(len(batches[0].ns)))
 
 
-async def test_an_async_aggregate_may_set_options(setup: Any, client: Any, redis: Any, schema: Any) -> None:
+async def test_an_async_aggregate_may_set_options(aggregating: Any, client: Any, redis: Any, schema: Any) -> None:
     async def aggregate(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch, dict[str, Any]]:
         await asyncio.sleep(0)
         return "agg:batch", Batch(ns=[t.payload.n for t in tasks]), {"queue": "low", "retention": 600}
 
-    batches = await setup(Aggregator(group="opts", grace_period=0.2, aggregate=aggregate))
+    batches = await aggregating(Aggregator(group="opts", grace_period=0.2, aggregate=aggregate))
     await client.enqueue(ITEM, Item(n=9), group="opts")
 
     async def ran() -> bool:
@@ -147,7 +110,7 @@ async def test_an_async_aggregate_may_set_options(setup: Any, client: Any, redis
 
 
 async def test_a_failing_aggregate_is_retried_after_the_set_is_reclaimed(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     calls = 0
 
@@ -160,7 +123,7 @@ async def test_a_failing_aggregate_is_retried_after_the_set_is_reclaimed(
 
     qk = schema.queue("default")
     with capture_logs() as logs:
-        batches = await setup(Aggregator(group="retry", grace_period=0.2, aggregate=flaky))
+        batches = await aggregating(Aggregator(group="retry", grace_period=0.2, aggregate=flaky))
         await client.enqueue(ITEM, Item(n=1), group="retry")
 
         async def failed_once() -> bool:
@@ -184,7 +147,7 @@ async def test_a_failing_aggregate_is_retried_after_the_set_is_reclaimed(
 
 
 async def test_an_aggregate_that_outlives_its_sets_deadline_enqueues_nothing_and_the_group_is_aggregated_once(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     """``aggregate`` (user code) runs past the staged set's deadline, and a recoverer puts the tasks back into
     their group meanwhile: the late result is dropped, and the group is aggregated once, from the group."""
@@ -202,7 +165,7 @@ async def test_an_aggregate_that_outlives_its_sets_deadline_enqueues_nothing_and
         return to_batch(group, tasks)
 
     with capture_logs() as logs:
-        batches = await setup(Aggregator(group="late", grace_period=0.2, aggregate=slow))
+        batches = await aggregating(Aggregator(group="late", grace_period=0.2, aggregate=slow))
         await client.enqueue(ITEM, Item(n=7), group="late")
 
         async def aggregated() -> bool:
@@ -215,13 +178,13 @@ async def test_an_aggregate_that_outlives_its_sets_deadline_enqueues_nothing_and
 
 
 async def test_a_member_whose_message_does_not_decode_is_left_out_and_logged(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     qk = schema.queue("default")
     infos = [await client.enqueue(ITEM, Item(n=i), group="g9") for i in range(3)]
     await redis.hset(qk.task(infos[1].id), "msg", b"\xff\x00not a task message")
     with capture_logs() as logs:
-        batches = await setup(Aggregator(group="g9", grace_period=0.3, aggregate=to_batch))
+        batches = await aggregating(Aggregator(group="g9", grace_period=0.3, aggregate=to_batch))
         await wait_until(lambda: group_empty(redis, schema, "g9"), timeout=10)
         await wait_until(lambda: _async_true(bool(batches)), timeout=10)
     assert [sorted(b.ns) for b in batches] == [[0, 2]]  # members enqueued in the same instant come in id order
@@ -269,7 +232,7 @@ async def test_deleting_a_set_releases_the_unique_locks_its_members_hold(client:
     assert await redis.zcard(qk.aggregation_sets) == 0
 
 
-async def test_a_go_written_grouped_task_is_aggregated(setup: Any, redis: Any, schema: Any) -> None:
+async def test_a_go_written_grouped_task_is_aggregated(aggregating: Any, redis: Any, schema: Any) -> None:
     keys = json.loads(GOLDEN.read_text(encoding="utf-8"))["keys"]
     go_msg = bytes.fromhex(keys["asynq:{default}:t:golden-group"]["fields_hex"]["msg"])
     qk = schema.queue("default")
@@ -282,7 +245,7 @@ async def test_a_go_written_grouped_task_is_aggregated(setup: Any, redis: Any, s
         seen.extend(tasks)
         return "agg:batch", Batch(ns=[len(tasks)], group=group)
 
-    batches = await setup(Aggregator(group="g1", grace_period=1, aggregate=aggregate))
+    batches = await aggregating(Aggregator(group="g1", grace_period=1, aggregate=aggregate))
 
     async def aggregated() -> bool:
         return bool(batches)

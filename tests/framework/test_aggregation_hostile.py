@@ -10,10 +10,8 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
 import structlog
 from structlog.testing import capture_logs
@@ -25,52 +23,13 @@ from framework.errors import TaskAggregated
 from framework.inspector import Inspector
 from framework.protocol.message import encode_message, new_message
 from framework.registry import Registry
-from framework.task import TaskDef
 from framework.worker.background.aggregator import Aggregator, GroupAggregator, GroupedTask
-from framework.worker.worker import Worker
+from tests.fixtures.aggregation import ITEM, Batch, Item
 from tests.framework.worker_app import wait_until
 
 
-class Item(msgspec.Struct, frozen=True, kw_only=True):
-    n: int
-
-
-class Batch(msgspec.Struct, frozen=True, kw_only=True):
-    ns: list[int]
-    group: str = ""
-
-
-def never(ctx: Any, item: Item) -> None:
-    raise AssertionError("a grouped task must not run on its own")
-
-
-ITEM = TaskDef("hostile:item", Item, never)
-
-
 def to_batch(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
-    return "hostile:batch", Batch(ns=sorted(t.payload.n for t in tasks), group=group)
-
-
-@pytest.fixture
-async def setup(settings: Any) -> AsyncIterator[Any]:
-    """Start a worker whose aggregated ``hostile:batch`` tasks are recorded in the returned list."""
-    workers: list[Worker] = []
-    batches: list[Batch] = []
-
-    async def handle(ctx: Any, batch: Batch) -> None:
-        batches.append(batch)
-
-    batch_task = TaskDef("hostile:batch", Batch, handle)
-
-    async def start(*aggregators: Aggregator, **kwargs: Any) -> list[Batch]:
-        worker = Worker(settings, tasks=[ITEM, batch_task], aggregators=aggregators, **kwargs)
-        await worker.start()
-        workers.append(worker)
-        return batches
-
-    yield start
-    for worker in workers:
-        await worker.stop()
+    return "agg:batch", Batch(ns=sorted(t.payload.n for t in tasks), group=group)
 
 
 async def stage(redis: Any, schema: Any, group: str, ids: list[str], joined: int) -> None:
@@ -119,13 +78,13 @@ async def test_a_stale_set_whose_aggregate_was_enqueued_is_deleted_not_put_back(
     infos = [await client.enqueue(ITEM, Item(n=i), group="crash", unique=300) for i in range(2)]
     set_key = await broker.aggregation_check("default", "crash", "set-1", max_size=0, max_delay=0, grace_period=-2)
     assert set_key is not None
-    aggregate = await client.enqueue("hostile:batch", Batch(ns=[0, 1]), task_id="set-1")
+    aggregate = await client.enqueue("agg:batch", Batch(ns=[0, 1]), task_id="set-1")
     await redis.zadd(qk.aggregation_sets, {set_key: int(time.time()) - 1})
     assert await broker.reclaim_stale_aggregation_sets("default") == 1
     assert not await redis.exists(qk.group("crash"), set_key, *(qk.task(i.id) for i in infos))
     assert not await redis.sismember(qk.groups, "crash")
     assert await redis.zcard(qk.aggregation_sets) == 0
-    assert not await redis.exists(qk.unique("hostile:item", ITEM.encode(Item(n=0))))  # its locks are released
+    assert not await redis.exists(qk.unique("agg:item", ITEM.encode(Item(n=0))))  # its locks are released
     assert await redis.hget(qk.task(aggregate.id), "state") == b"pending"
 
 
@@ -152,7 +111,9 @@ async def test_a_staged_task_deleted_and_its_id_reused_is_neither_merged_nor_del
 # -- the aggregator -----------------------------------------------------------------------------------------------
 
 
-async def test_names_and_ids_that_are_not_utf8_do_not_stop_the_worker(setup: Any, redis: Any, schema: Any) -> None:
+async def test_names_and_ids_that_are_not_utf8_do_not_stop_the_worker(
+    aggregating: Any, redis: Any, schema: Any
+) -> None:
     """Go may write any bytes in a group name or a task id: decoding one failed outside any handler, which
     crashed the aggregator's loop and so stopped the worker."""
     qk = schema.queue("default")
@@ -167,7 +128,7 @@ async def test_names_and_ids_that_are_not_utf8_do_not_stop_the_worker(setup: Any
     await redis.zadd(qk.group("ok"), {odd_id: joined})
     await redis.sadd(qk.groups, "ok")
     with capture_logs() as logs:
-        batches = await setup(Aggregator(group="ok", grace_period=0.2, aggregate=to_batch))
+        batches = await aggregating(Aggregator(group="ok", grace_period=0.2, aggregate=to_batch))
         await wait_until(lambda: _true(bool(batches)), timeout=2.5)
     assert batches == [Batch(ns=[7], group="ok")]
     assert not events(logs, "worker_component_crashed")
@@ -179,7 +140,7 @@ async def _true(value: bool) -> bool:
 
 
 async def test_an_aggregate_that_raises_an_os_error_is_a_failed_aggregation_not_a_redis_outage(
-    setup: Any, client: Any
+    aggregating: Any, client: Any
 ) -> None:
     """``aggregate`` calling a service that refuses the connection raises an ``OSError``: that is the
     function's failure, logged as such, and the next group is aggregated in the same pass; it was taken for
@@ -191,7 +152,7 @@ async def test_an_aggregate_that_raises_an_os_error_is_a_failed_aggregation_not_
     await client.enqueue(ITEM, Item(n=1), group="a-refused")
     await client.enqueue(ITEM, Item(n=2), group="b-fine")
     with capture_logs() as logs:
-        batches = await setup(
+        batches = await aggregating(
             Aggregator(group="a-refused", grace_period=0.2, aggregate=refused),
             Aggregator(group="b-fine", grace_period=0.2, aggregate=to_batch),
         )
@@ -260,7 +221,7 @@ async def test_a_hung_aggregate_is_given_up_before_its_sets_deadline_and_the_nex
 
 
 async def test_a_plain_aggregate_runs_in_a_thread_not_on_the_event_loop(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     """A plain-function ``aggregate`` that blocks (I/O, a slow computation) blocked the worker's event loop."""
     threads: list[threading.Thread] = []
@@ -272,7 +233,7 @@ async def test_a_plain_aggregate_runs_in_a_thread_not_on_the_event_loop(
 
     info = await client.enqueue(ITEM, Item(n=1), group="slow")
     await redis.zadd(schema.queue("default").group("slow"), {info.id: int(time.time()) - 5})  # ready at once
-    batches = await setup(Aggregator(group="slow", grace_period=0, aggregate=slow))
+    batches = await aggregating(Aggregator(group="slow", grace_period=0, aggregate=slow))
     longest = 0.0
     deadline = time.monotonic() + 2.5
     while not batches and time.monotonic() < deadline:
@@ -285,7 +246,7 @@ async def test_a_plain_aggregate_runs_in_a_thread_not_on_the_event_loop(
 
 
 async def test_a_set_none_of_whose_tasks_decodes_is_deleted_without_calling_aggregate(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     """``aggregate`` was called with no tasks; one that reads ``tasks[0]`` then failed on every reclaim."""
     qk = schema.queue("default")
@@ -299,7 +260,7 @@ async def test_a_set_none_of_whose_tasks_decodes_is_deleted_without_calling_aggr
     for info in infos:
         await redis.hset(qk.task(info.id), "msg", b"\xff\x00not a task message")
     with capture_logs() as logs:
-        await setup(Aggregator(group="junk", grace_period=0.2, aggregate=record))
+        await aggregating(Aggregator(group="junk", grace_period=0.2, aggregate=record))
 
         async def gone() -> bool:
             return not await redis.exists(qk.group("junk"), *(qk.task(i.id) for i in infos))
@@ -315,7 +276,7 @@ async def _zero(value: Any) -> bool:
 
 
 async def test_an_aggregate_id_already_taken_keeps_the_groups_tasks(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     """``aggregate`` picks its own task id, and a task (an earlier batch, kept for its retention) holds it:
     the conflict was taken for an earlier attempt of this set, and the group's tasks were deleted unmerged."""
@@ -328,7 +289,7 @@ async def test_an_aggregate_id_already_taken_keeps_the_groups_tasks(
     earlier = await client.enqueue("hostile:other", Batch(ns=[0]), task_id="batch-daily", process_in=3600)
     infos = [await client.enqueue(ITEM, Item(n=i), group="daily") for i in range(2)]
     with capture_logs() as logs:
-        await setup(Aggregator(group="daily", grace_period=0.2, aggregate=daily))
+        await aggregating(Aggregator(group="daily", grace_period=0.2, aggregate=daily))
         await wait_until(lambda: _true(bool(events(logs, "group_aggregation_failed"))), timeout=2.5)
     assert "TaskIdConflict" in events(logs, "group_aggregation_failed")[0]["error"]
     assert not events(logs, "group_aggregated")
@@ -338,14 +299,14 @@ async def test_an_aggregate_id_already_taken_keeps_the_groups_tasks(
 
 
 async def test_a_set_delete_lost_after_the_enqueue_is_retried_so_the_group_is_merged_once(
-    setup: Any, client: Any, redis: Any, schema: Any, faults: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any, faults: Any
 ) -> None:
     """Redis went away after the aggregate was enqueued and before its set was deleted: the set stayed
     staged, was put back into the group after its deadline, and the group was merged a second time."""
     qk = schema.queue("default")
     faults.fail("delete_aggregation_set", times=1)
     await client.enqueue(ITEM, Item(n=5), group="blip")
-    batches = await setup(Aggregator(group="blip", grace_period=0.2, aggregate=to_batch), wrap_broker=faults.wrap)
+    batches = await aggregating(Aggregator(group="blip", grace_period=0.2, aggregate=to_batch), wrap_broker=faults.wrap)
     await wait_until(lambda: _true(bool(batches)), timeout=2.5)
     await wait_until(lambda: _zero(redis.zcard(qk.aggregation_sets)), timeout=2.5)
     assert faults.injected["delete_aggregation_set"] == 1
@@ -354,7 +315,7 @@ async def test_a_set_delete_lost_after_the_enqueue_is_retried_so_the_group_is_me
     assert batches == [Batch(ns=[5], group="blip")]
 
 
-async def test_waiters_are_told_the_aggregate_id_the_aggregate_function_chose(setup: Any, client: Any) -> None:
+async def test_waiters_are_told_the_aggregate_id_the_aggregate_function_chose(aggregating: Any, client: Any) -> None:
     """The announcement named the set id even when ``aggregate`` gave the aggregate task an id of its own:
     waiting on the named id then found no task."""
 
@@ -365,7 +326,7 @@ async def test_waiters_are_told_the_aggregate_id_the_aggregate_function_chose(se
     info = await client.enqueue(ITEM, Item(n=3), group="named")
     waiter = asyncio.ensure_future(client.wait(info, timeout=2.5))
     await wait_until(lambda: client.redis.exists(client.schema.queue("default").waiting(info.id)), timeout=1)
-    await setup(Aggregator(group="named", grace_period=0.2, aggregate=named))
+    await aggregating(Aggregator(group="named", grace_period=0.2, aggregate=named))
     with pytest.raises(TaskAggregated) as caught:
         await waiter
     assert caught.value.aggregate_id == "chosen-id"
@@ -383,7 +344,7 @@ def test_limits_that_are_nan_or_not_whole_are_refused() -> None:
 
 
 async def test_a_task_deleted_while_staged_does_not_come_back_with_its_set(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     """The inspector deletes a staged task, then its set is reclaimed: its id went back into the group
     without a record, as the group's oldest, and an aggregator by task type (which reads the type of the
@@ -399,13 +360,13 @@ async def test_a_task_deleted_while_staged_does_not_come_back_with_its_set(
     await redis.zadd(qk.aggregation_sets, {set_key: int(time.time()) - 1})
     assert await broker.reclaim_stale_aggregation_sets("default") == 1
     assert first.id.encode() not in await redis.zrange(qk.group("gap"), 0, -1)
-    batches = await setup(Aggregator(task_type=ITEM.type, grace_period=0, aggregate=to_batch))
+    batches = await aggregating(Aggregator(task_type=ITEM.type, grace_period=0, aggregate=to_batch))
     await wait_until(lambda: _true(bool(batches)), timeout=2.5)
     assert batches == [Batch(ns=[2], group="gap")]
 
 
 async def test_a_task_type_group_whose_oldest_message_is_corrupt_is_still_aggregated(
-    setup: Any, client: Any, redis: Any, schema: Any
+    aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
     """An aggregator by task type reads the type of the group's oldest task: when that message did not
     decode, the group was never aggregated (and a warning was logged on every pass)."""
@@ -415,7 +376,7 @@ async def test_a_task_type_group_whose_oldest_message_is_corrupt_is_still_aggreg
     await redis.hset(qk.task(bad.id), "msg", b"\xff\x00not a task message")
     await client.enqueue(ITEM, Item(n=2), group="rot")
     with capture_logs() as logs:
-        batches = await setup(Aggregator(task_type=ITEM.type, grace_period=0, aggregate=to_batch))
+        batches = await aggregating(Aggregator(task_type=ITEM.type, grace_period=0, aggregate=to_batch))
         await wait_until(lambda: _true(bool(batches)), timeout=2.5)
     assert batches == [Batch(ns=[2], group="rot")]
     assert [e["task_id"] for e in events(logs, "task_message_invalid")] == [bad.id]

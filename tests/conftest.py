@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.workers",
     "tests.fixtures.aggregation",
+    "tests.fixtures.limits",
 ]

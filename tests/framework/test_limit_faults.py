@@ -18,30 +18,8 @@ from framework.broker.broker import RedisBroker
 from framework.clock import SimulatedClock
 from framework.limits import Limit, applied_limits
 from framework.protocol.keys import Schema
-
-Q = "limits"
-
-
-def _msg(task_id: str) -> bytes:
-    return f"msg-{task_id}".encode()
-
-
-@pytest.fixture
-def clock() -> SimulatedClock:
-    return SimulatedClock(float(int(time.time())))
-
-
-@pytest.fixture
-def broker(redis: Redis, schema: Schema, clock: SimulatedClock) -> RedisBroker:
-    return RedisBroker(redis, schema, clock)
-
-
-async def _take_active(broker: RedisBroker, *ids: str) -> None:
-    """Enqueue ``ids`` and dequeue them (active and leased), as a worker would."""
-    for task_id in ids:
-        await broker.enqueue(Q, task_id, _msg(task_id))
-    taken = await broker.dequeue(Q, len(ids))
-    assert sorted(i for i, _ in taken) == sorted(ids)
+from tests.fixtures.limits import LIMIT_QUEUE as Q
+from tests.fixtures.limits import take_active
 
 
 async def test_a_task_parked_for_a_slot_gives_up_its_reserved_token(broker: RedisBroker, clock: SimulatedClock) -> None:
@@ -49,7 +27,7 @@ async def test_a_task_parked_for_a_slot_gives_up_its_reserved_token(broker: Redi
     not start on that token when a slot frees much later: by then another task took a fresh token, and two
     starts would come 10 ms apart under 1/s (burst 1). Woken, it asks for a token anew."""
     [lim] = applied_limits([Limit(rate="1/s", concurrency=2, name="stale")], "t", None)
-    await _take_active(broker, "a", "b", "c")
+    await take_active(broker, "a", "b", "c")
     assert (await broker.limit_take(Q, "a", [lim])).code == 0  # t=0: slot 1, token at 0
     assert (await broker.limit_take(Q, "b", [lim])).code == 3  # token reserved for t=1 s, held by its worker
     assert (await broker.limit_take(Q, "c", [lim])).code == 3  # token reserved for t=2 s
@@ -58,7 +36,7 @@ async def test_a_task_parked_for_a_slot_gives_up_its_reserved_token(broker: Redi
     clock.advance(1.0)
     assert (await broker.limit_take(Q, "c", [lim])).code == 2  # t=2: both slots taken: c parked
     clock.advance(5.0)  # t=7: a new task d is taken; a ends, its release wakes c (pending)
-    await _take_active(broker, "d")
+    await take_active(broker, "d")
     await broker.limit_release(Q, "a", [lim])
     starts = []
     if (await broker.limit_take(Q, "d", [lim])).code == 0:  # t=7: d takes a fresh token (rate idle since t=2)
@@ -84,17 +62,17 @@ async def test_a_rate_changed_in_the_settings_respaces_the_backlog_from_the_next
     for the minutes the old rate gave it. Lowering the rate again spaces what is left at the slower rate."""
     limit = Limit(rate="1/min", name="retune")
     ids = [f"r{n}" for n in range(5)]
-    await _take_active(broker, *ids)
+    await take_active(broker, *ids)
     [slow] = applied_limits([limit], "t", None)
     for task_id in ids:
         await broker.limit_take(Q, task_id, [slow])
     [fast] = applied_limits([limit], "t", None, {"retune": {"rate": "100/s"}})
-    await _take_active(broker, "new")
+    await take_active(broker, "new")
     taken = await broker.limit_take(Q, "new", [fast])
     assert taken.code == 3  # near: held by its worker
     assert taken.due - clock.now() == pytest.approx(0.05)
     # the backlog is now 6 tokens at 10 ms (60 ms); at 1/min again that is 6 min
-    await _take_active(broker, "later")
+    await take_active(broker, "later")
     taken = await broker.limit_take(Q, "later", [slow])
     assert taken.code == 1
     assert taken.due - clock.now() == pytest.approx(360.0)
@@ -113,7 +91,7 @@ async def test_hosts_whose_clocks_disagree_bend_a_rate_by_at_most_the_skew_times
     on_time = RedisBroker(redis, schema, SimulatedClock(real))
     [lim] = applied_limits([Limit(rate="1/s", name=f"skew{skew}")], "t", None)
     ids = [f"x{n}" for n in range(6)]
-    await _take_active(on_time, *ids)
+    await take_active(on_time, *ids)
     started = 0
     dues = []
     for n, task_id in enumerate(ids):  # the two hosts take in turn, the one off first, all at the same instant

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import time
 from typing import Any
 
 import msgspec
@@ -27,27 +26,9 @@ from framework.limits import Limit, Rate, applied_limits, parse_rate
 from framework.protocol.keys import Schema
 from framework.settings import Settings
 from framework.task import TaskDef
+from tests.fixtures.limits import LIMIT_QUEUE as Q
+from tests.fixtures.limits import take_active
 from tests.framework.worker_app import task_record, wait_until
-
-Q = "limits"
-
-
-@pytest.fixture
-def clock() -> SimulatedClock:
-    return SimulatedClock(float(int(time.time())))
-
-
-@pytest.fixture
-def broker(redis: Redis, schema: Schema, clock: SimulatedClock) -> RedisBroker:
-    return RedisBroker(redis, schema, clock)
-
-
-async def _take_active(broker: RedisBroker, *ids: str) -> None:
-    """Enqueue ``ids`` and dequeue them (active and leased), as a worker would."""
-    for task_id in ids:
-        await broker.enqueue(Q, task_id, f"msg-{task_id}".encode())
-    taken = await broker.dequeue(Q, len(ids))
-    assert sorted(i for i, _ in taken) == sorted(ids)
 
 
 async def test_a_task_recovered_from_a_dead_worker_does_not_start_on_the_token_reserved_before_it_died(
@@ -57,11 +38,11 @@ async def test_a_task_recovered_from_a_dead_worker_does_not_start_on_the_token_r
     lapses; meanwhile c starts at t=40 on a fresh token. Recovered and taken again, b must not start at once on
     its old token (two starts 10 ms apart at 1/s): that moment is long past, so it asks for a new one."""
     [lim] = applied_limits([Limit(rate="1/s", name="crash")], "t", None)
-    await _take_active(broker, "a", "b")
+    await take_active(broker, "a", "b")
     assert (await broker.limit_take(Q, "a", [lim])).code == 0  # t=0
     assert (await broker.limit_take(Q, "b", [lim])).code == 3  # reserved for t=1, held by a worker that dies
     clock.advance(40.0)  # its lease (30 s) lapsed
-    await _take_active(broker, "c")
+    await take_active(broker, "c")
     assert (await broker.limit_take(Q, "c", [lim])).code == 0  # t=40: the rate was idle, c starts
     assert await broker.recover(Q, "b", clock.now(), 10) == 1  # the recoverer puts b back
     clock.advance(0.01)
@@ -77,12 +58,12 @@ async def test_a_task_a_little_late_for_its_token_still_starts_on_it(
     """The other side of the test above: a task that comes back for its token less than 1 s late (its worker's
     loop was busy, a forwarder pass came late) starts on it, and the rate's next token is where it was."""
     [lim] = applied_limits([Limit(rate="1/s", name="late")], "t", None)
-    await _take_active(broker, "a", "b")
+    await take_active(broker, "a", "b")
     assert (await broker.limit_take(Q, "a", [lim])).code == 0  # t=0
     assert (await broker.limit_take(Q, "b", [lim])).code == 3  # reserved for t=1
     clock.advance(1.9)
     assert (await broker.limit_take(Q, "b", [lim])).code == 0  # t=1.9: 0.9 s late, on its token
-    await _take_active(broker, "c")
+    await take_active(broker, "c")
     taken = await broker.limit_take(Q, "c", [lim])
     assert (taken.code, taken.due - clock.now()) == (3, pytest.approx(0.1))  # the token for t=2
 
@@ -94,7 +75,7 @@ async def test_a_slot_kept_for_a_handler_given_up_on_holds_until_its_time_then_i
     for 30 s: b waits for the slot meanwhile, though a's task holds no lease. A renewal moves the time on; once the
     worker stops renewing (it died), the slot is freed at that time and b takes it."""
     [lim] = applied_limits([Limit(concurrency=1, name="kept")], "t", None)
-    await _take_active(broker, "a", "b")
+    await take_active(broker, "a", "b")
     assert (await broker.limit_take(Q, "a", [lim])).code == 0
     holder = f"{Q}\na\nrun1"
     await broker.limit_release(Q, "a", [lim], holder=holder, keep_until=clock.now() + 30)
@@ -104,7 +85,7 @@ async def test_a_slot_kept_for_a_handler_given_up_on_holds_until_its_time_then_i
     await broker.limit_release(Q, "a", [lim], holder=holder, keep_until=clock.now() + 30)  # renewed at t=20
     clock.advance(20.0)  # t=40: past the first time, not the renewed one
     assert (await broker.limit_take(Q, "b", [lim])).code == 2  # parked: the slot is still kept
-    await _take_active(broker, "c")
+    await take_active(broker, "c")
     clock.advance(11.0)  # t=51: the worker never renewed it again
     assert (await broker.limit_take(Q, "c", [lim])).code == 0
     assert await redis.zrange(schema.limit("kept").slots, 0, -1) == [f"{Q}\nc".encode()]
@@ -120,7 +101,7 @@ async def test_stray_entries_in_a_limits_keys_do_not_stop_its_tasks(
     keys = schema.limit("stray")
     await redis.zadd(keys.slots, {"no-separator": 1})
     await redis.rpush(keys.parked, "no-separator")
-    await _take_active(broker, "a")
+    await take_active(broker, "a")
     await redis.hset(schema.queue(Q).task("a"), "fw_limit_at", "soon")
     assert (await broker.limit_take(Q, "a", [lim])).code == 0
     assert await redis.zrange(keys.slots, 0, -1) == [f"{Q}\na".encode()]

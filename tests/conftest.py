@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.workers",
     "tests.fixtures.aggregation",
     "tests.fixtures.limits",
+    "tests.fixtures.plugins",
 ]

@@ -50,12 +50,6 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-def isolated(settings: Any) -> Any:
-    """Settings that load no entry-point plugins, so only the plugins under test are registered."""
-    return settings.replace(load_plugins=[])
-
-
 async def run_worker(settings: Any, pm: Any, until: Any) -> None:
     worker = Worker(settings, plugin_manager=pm)
     await worker.start()

@@ -36,10 +36,11 @@ from framework.web.app import create_app, start_services
 from framework.worker.background.aggregator import Aggregator
 from framework.worker.worker import Worker
 from tests.fixtures.cli import cli_env, run_framework
+from tests.fixtures.plugins import Opened
 from tests.framework.test_plugins import make_distribution
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     import pluggy
 
@@ -57,53 +58,8 @@ async def _handle(ctx: Any, m: M) -> None:
 TASK = TaskDef("contrib:job", M, _handle)
 
 
-@pytest.fixture
-def isolated(settings: Settings) -> Settings:
-    """Settings that load no entry-point plugins, so only the plugins under test are registered."""
-    return settings.replace(load_plugins=[])
-
-
 def _pm(settings: Settings, **plugins: object) -> pluggy.PluginManager:
     return get_plugin_manager(settings, extra=list(plugins.items()))
-
-
-class Opened:
-    """What this test opened on the session Valkey: the connections made after :meth:`mark`, and our tasks."""
-
-    def __init__(self, monitor: Redis) -> None:
-        self.monitor = monitor
-        self.since = 0
-
-    async def mark(self) -> None:
-        """Count only the connections made from now on."""
-        self.since = int(await self.monitor.client_id())
-
-    async def connections(self) -> list[str]:
-        """The connections made since :meth:`mark` that are still open (the monitor's own excluded)."""
-        found = await self.monitor.client_list()
-        return [f"id={c['id']} cmd={c['cmd']}" for c in found if int(c["id"]) > self.since]
-
-    async def settled(self) -> list[str]:
-        """The connections left once closing ones are gone (the server sees a close a moment later)."""
-        left = await self.connections()
-        for _ in range(40):
-            if not left:
-                break
-            await asyncio.sleep(0.05)
-            left = await self.connections()
-        return left
-
-
-@pytest.fixture
-async def opened(redis_url: str) -> AsyncIterator[Opened]:
-    """Counts the connections a test's worker or app leaves open on the session Valkey."""
-    monitor = Redis.from_url(redis_url, single_connection_client=True)
-    tracker = Opened(monitor)
-    await tracker.mark()
-    try:
-        yield tracker
-    finally:
-        await monitor.aclose()
 
 
 def _framework_tasks() -> list[str]:

@@ -29,12 +29,6 @@ class M(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @pytest.fixture
-def isolated(settings: Any) -> Any:
-    """Settings that load no entry-point plugins, so only the plugins under test are registered."""
-    return settings.replace(load_plugins=[])
-
-
-@pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder on ``sys.path`` where tests install distributions; their modules are forgotten afterwards."""
     folder = tmp_path / "site"

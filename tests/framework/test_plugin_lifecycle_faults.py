@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from framework.errors import PluginError
@@ -25,34 +24,16 @@ from framework.hookspecs import hookimpl
 from framework.plugins.manager import get_plugin_manager
 from framework.web.app import create_app, start_services, stop_services
 from tests.fixtures.cli import cli_env
-from tests.framework.test_plugin_contribution_faults import Opened
+from tests.fixtures.plugins import Opened
 from tests.framework.worker_app import stop_process
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
     from pathlib import Path
 
     import pluggy
 
     from framework.settings import Settings
-
-
-@pytest.fixture
-def isolated(settings: Settings) -> Settings:
-    """Settings that load no entry-point plugins, so only the plugins under test are registered."""
-    return settings.replace(load_plugins=[])
-
-
-@pytest.fixture
-async def opened(redis_url: str) -> AsyncIterator[Opened]:
-    """Counts the connections a test's services leave open on the session Valkey."""
-    monitor = Redis.from_url(redis_url, single_connection_client=True)
-    tracker = Opened(monitor)
-    await tracker.mark()
-    try:
-        yield tracker
-    finally:
-        await monitor.aclose()
 
 
 def _pm(settings: Settings, *plugins: tuple[str, object]) -> pluggy.PluginManager:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -33,7 +32,7 @@ from framework.task import TaskDef
 from framework.web.app import create_app
 from framework.web.ratelimit import RateLimit
 from framework.web.tokens import MAX_TOKEN_TTL, Tokens
-from tests.fixtures.web import serve
+from tests.fixtures.web import read_events, serve
 
 PARKED = "parked"
 """A queue no worker of these tests serves: its tasks stay pending."""
@@ -74,19 +73,6 @@ async def base(settings: Any) -> AsyncIterator[str]:
         yield url
 
 
-async def _read_events(response: httpx.Response, events: list[tuple[str, Any]]) -> None:
-    """Append a server-sent event stream's events to ``events`` as they come: (event, decoded data)."""
-    event, data = "message", ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            event = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data += line[len("data: ") :]
-        elif not line and data:
-            events.append((event, json.loads(data)))
-            event, data = "message", ""
-
-
 async def _until(condition: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -125,7 +111,7 @@ async def test_many_open_streams_share_one_connection_and_each_gets_progress(
 
         async def one(events: list[tuple[str, Any]]) -> None:
             async with http.stream("GET", f"/follow/default/{info.id}") as response:
-                await _read_events(response, events)
+                await read_events(response, events)
 
         readers = [asyncio.ensure_future(one(events)) for events in logs]
         try:
@@ -163,7 +149,7 @@ async def test_progress_goes_on_after_redis_cut_the_streams_connection(
         httpx.AsyncClient(base_url=base, timeout=20) as http,
         http.stream("GET", f"/follow/default/{info.id}") as response,
     ):
-        reader = asyncio.ensure_future(_read_events(response, events))
+        reader = asyncio.ensure_future(read_events(response, events))
         try:
             await _until(lambda: bool(_progress(events)))
             assert await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1  # as a restart does
@@ -198,7 +184,7 @@ async def test_reports_no_worker_writes_are_left_out_and_the_stream_goes_on(
         httpx.AsyncClient(base_url=base, timeout=20) as http,
         http.stream("GET", f"/follow/{PARKED}/{info.id}") as response,
     ):
-        reader = asyncio.ensure_future(_read_events(response, events))
+        reader = asyncio.ensure_future(read_events(response, events))
         try:
             deadline = time.monotonic() + 5
             while not await _subscriptions(redis, channel):
@@ -315,5 +301,5 @@ async def test_the_demo_routes_asked_about_a_task_of_another_type_answer_not_fou
         assert (answer.status_code, answer.json()) == (404, {"id": info.id, "queue": "default", "state": "not_found"})
         events: list[tuple[str, Any]] = []
         async with http.stream("GET", f"/demo/tasks/{info.id}/events") as response:
-            await asyncio.wait_for(_read_events(response, events), 10)
+            await asyncio.wait_for(read_events(response, events), 10)
     assert events == [("failure", {"id": info.id, "queue": "default", "state": "not_found", "error": "no such task"})]

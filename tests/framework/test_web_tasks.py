@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,7 +27,7 @@ from framework.protocol.message import encode_message, new_message
 from framework.task import TaskDef
 from framework.transport.connection import open_redis
 from framework.web.app import create_app
-from tests.fixtures.web import serve
+from tests.fixtures.web import read_events, serve
 
 
 class Boom(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,15 +91,7 @@ async def _events(http: httpx.AsyncClient, url: str) -> list[tuple[str, Any]]:
     async with http.stream("GET", url) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        event, data = "message", ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-            elif line.startswith("data: "):
-                data += line[len("data: ") :]
-            elif not line and data:
-                events.append((event, json.loads(data)))
-                event, data = "message", ""
+        await read_events(response, events)
     return events
 
 

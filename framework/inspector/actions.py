@@ -41,6 +41,16 @@ _QUEUE_REMOVED = "deleted\nqueue"
 """What the waiters of a task deleted with its queue are told."""
 
 
+_Key = str | bytes
+"""A key or a name as Redis stores it: group names read back from Redis are kept as their bytes."""
+_Source = tuple[_Key, str, _Key]
+"""(key, "list"/"zset", group name) of a collection a bulk action takes tasks from."""
+
+
+def _raw(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def _single_keys(qk: QueueKeys, task_id: str) -> list[str]:
     return [qk.task(task_id), qk.pending, qk.scheduled, qk.retry, qk.archived, qk.completed, qk.groups]
 
@@ -64,6 +74,11 @@ class TaskActions(Part):
                     f"task {task_id!r} has a record whose state {text(state)!r} is not a task state "
                     "(written by another client?); it can only be deleted"
                 )
+            if text(state) == TaskState.AGGREGATING.value:  # not in its group: staged in an aggregation set
+                raise InvalidTaskState(
+                    f"task {task_id!r} is being merged into an aggregate task (its group is being aggregated); "
+                    "if the aggregation fails, it is back in its group within minutes"
+                )
             raise TaskNotFound(f"queue {queue!r} has no task {task_id!r}")
         if code == -1:
             raise InvalidTaskState(f"task {task_id!r} is active; cancel it instead (a worker is running it)")
@@ -78,10 +93,15 @@ class TaskActions(Part):
         await self._single_error(code, qk, queue, task_id, "pending")
 
     async def archive_task(self, queue: str, task_id: str) -> None:
-        """Archive a non-active task now (it will not run unless run again)."""
+        """Archive a non-active task now (it will not run unless run again).
+
+        Its waiters (``Client.wait``, ``apply``) get :class:`~framework.errors.TaskFailed` with ``archived`` set, as
+        for a task a worker archived; :class:`~framework.errors.TaskDeleted` when the archive's caps dropped it.
+        """
         qk = await self._ns.queue_keys(queue)
         now = int(self._ns.now())
         args: list[Any] = [task_id, qk.group_prefix(), now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, qk.task_prefix]
+        args.append(qk.xprefix)
         code = int(await SCRIPTS["archive_task"](self._redis, _single_keys(qk, task_id), args))
         await self._single_error(code, qk, queue, task_id, "archived")
 
@@ -106,23 +126,40 @@ class TaskActions(Part):
 
     # -- bulk ---------------------------------------------------------------------------------------
 
-    async def _sources(self, qk: QueueKeys, state: TaskState, group: str | None) -> list[tuple[str, str, str]]:
-        """(key, "list"/"zset", group name) of each collection holding ``state`` tasks."""
+    async def _sources(self, qk: QueueKeys, state: TaskState, group: str | None) -> list[_Source]:
+        """(key, "list"/"zset", group name) of each collection holding ``state`` tasks.
+
+        Group names read from the queue's groups set are kept as the bytes stored (Go may write any), and so
+        are the group keys made of them: a name decoded for display would name another key.
+        """
         if state is TaskState.PENDING:
             return [(qk.pending, "list", "")]
         if state is TaskState.AGGREGATING:
-            names = [group] if group else sorted(text(g) for g in await self._redis.smembers(qk.groups))
-            return [(qk.group(g), "zset", g) for g in names]
+            if group:
+                return [(qk.group(group), "zset", group)]
+            prefix = qk.group_prefix().encode()
+            names = sorted(_raw(g) for g in await self._redis.smembers(qk.groups))
+            return [(prefix + g, "zset", g) for g in names]
         return [(getattr(qk, state.value), "zset", "")]
 
-    async def _counts(self, sources: list[tuple[str, str, str]]) -> list[int]:
+    async def _counts(self, sources: list[_Source]) -> list[tuple[int, _Key]]:
+        """(tasks, the id at the left end: the newest, as stored, or "") of each source; "" for a set.
+
+        A list's left end is read before its length: a task pushed in between is left out of both.
+        """
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, kind, _ in sources:
                 if kind == "list":
+                    pipe.lindex(key, 0)
                     pipe.llen(key)
                 else:
                     pipe.zcard(key)
-            return [int(n) for n in await pipe.execute()]
+            replies = iter(await pipe.execute())
+        out = []
+        for _, kind, _ in sources:
+            last = (next(replies) or "") if kind == "list" else ""
+            out.append((int(next(replies)), last))
+        return out
 
     async def _bulk(
         self,
@@ -130,29 +167,33 @@ class TaskActions(Part):
         state: TaskState | str,
         group: str | None,
         allowed: tuple[str, frozenset[TaskState]],
-        call: Callable[[QueueKeys, str, str, str, int], Any],
+        call: Callable[[QueueKeys, _Key, str, _Key, int, str, _Key], Any],
         progress: Progress | None,
     ) -> int:
         """Act on the tasks of ``state`` in batches: at most as many as were counted when it started.
 
         The count is what the caller was shown (and confirmed); tasks that arrive meanwhile (pushed at a
         pending list's other end, forwarded into a set) are not touched, and a steady producer cannot keep
-        the action going forever.
+        the action going forever. A pending list is also bounded by the id that was newest when it was
+        counted: workers take the oldest tasks meanwhile, and the action never reaches past that id to the
+        tasks enqueued after it. ``call`` gets (keys, source key, "list"/"zset", group name, most ids to
+        take, the state's name, that id or ""); the scripts leave alone a task whose record names another
+        state than its source's (a stale entry: the task is elsewhere, perhaps running), and drop the entry.
         """
         st = as_state(state)
         _allowed(allowed[0], st, allowed[1])
         qk = await self._ns.queue_keys(queue)
         sources = await self._sources(qk, st, group)
         counts = await self._counts(sources)
-        total = sum(counts)
+        total = sum(n for n, _ in counts)
         done = 0
         if progress is not None:
             progress(0, total)
-        for (key, kind, name), counted in zip(sources, counts, strict=True):
+        for (key, kind, name), (counted, last) in zip(sources, counts, strict=True):
             left = counted
             while left > 0:
                 limit = min(BATCH_SIZE, left)
-                taken, changed = await call(qk, key, kind, name, limit)
+                taken, changed = await call(qk, key, kind, name, limit, st.value, last)
                 done += int(changed)
                 left -= int(taken)
                 if progress is not None:
@@ -166,9 +207,9 @@ class TaskActions(Part):
     ) -> int:
         """Make every task of ``state`` (scheduled, retry, archived, completed, aggregating) pending now."""
 
-        async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
+        async def call(qk: QueueKeys, key: _Key, kind: str, name: _Key, limit: int, st: str, last: _Key) -> Any:
             now_ns = int(self._ns.now() * 1e9)
-            args: list[Any] = [qk.task_prefix, limit, name, now_ns, self._schema.wakeup_channel, queue]
+            args: list[Any] = [qk.task_prefix, limit, name, now_ns, self._schema.wakeup_channel, queue, st]
             return await SCRIPTS["run_all"](self._redis, [key, qk.pending, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("run", _RUNNABLE), call, progress)
@@ -176,11 +217,15 @@ class TaskActions(Part):
     async def archive_all(
         self, queue: str, state: TaskState | str, *, group: str | None = None, progress: Progress | None = None
     ) -> int:
-        """Archive every task of ``state`` (pending, scheduled, retry, completed, aggregating)."""
+        """Archive every task of ``state`` (pending, scheduled, retry, completed, aggregating).
 
-        async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
+        Their waiters are told as by :meth:`archive_task`.
+        """
+
+        async def call(qk: QueueKeys, key: _Key, kind: str, name: _Key, limit: int, st: str, last: _Key) -> Any:
             now = int(self._ns.now())
-            args: list[Any] = [qk.task_prefix, limit, kind, name, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE]
+            args: list[Any] = [qk.task_prefix, limit, kind, name, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, st]
+            args += [qk.xprefix, last]
             return await SCRIPTS["archive_all"](self._redis, [key, qk.archived, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("archive", _ARCHIVABLE), call, progress)
@@ -199,8 +244,8 @@ class TaskActions(Part):
     ) -> int:
         """:meth:`delete_all`, announcing ``announcement`` to the deleted tasks' waiters."""
 
-        async def call(qk: QueueKeys, key: str, kind: str, name: str, limit: int) -> Any:
-            args: list[Any] = [qk.task_prefix, limit, kind, name, qk.xprefix, announcement]
+        async def call(qk: QueueKeys, key: _Key, kind: str, name: _Key, limit: int, st: str, last: _Key) -> Any:
+            args: list[Any] = [qk.task_prefix, limit, kind, name, qk.xprefix, announcement, st, last]
             return await SCRIPTS["delete_all"](self._redis, [key, qk.groups], args)
 
         return await self._bulk(queue, state, group, ("delete", _DELETABLE), call, progress)

@@ -1,6 +1,7 @@
 -- archive_all: one batch of Inspector "archive all": archive up to N tasks of one state, then trim
 -- the archive to its caps (as every archive does). Pending tasks are taken oldest first.
--- Called again until it takes fewer than N ids. IDs without a task record are dropped.
+-- Called again until it takes fewer than N ids. IDs without a task record are dropped, and so are IDs whose
+-- record names another task state (a stale entry: the task is elsewhere, perhaps running).
 -- KEYS[1] source: pending list <ns>:{q}:pending, or zset <ns>:{q}:scheduled | retry | completed | g:<group>
 -- KEYS[2] archived   <ns>:{q}:archived
 -- KEYS[3] groups set <ns>:{q}:groups
@@ -11,11 +12,43 @@
 -- ARGV[5] now, Unix seconds
 -- ARGV[6] cutoff: archived before this are deleted (now - 90 days)
 -- ARGV[7] most archived tasks kept (10000)
+-- ARGV[8] optional: the state of the tasks of KEYS[1] (absent or "" = not checked)
+-- ARGV[9] optional: the queue's prefix of the framework's own keys <ext>:{q}: (absent or "" = announce nothing)
+-- ARGV[10] optional, for a list: the id that was at its left end (the newest) when the tasks were counted;
+--          the tasks left of it came after the count and are not taken, nor any once it left the list
+--          (absent or "" = no bound)
 -- returns {ids taken from the source, tasks archived}
+--
+-- Announcing: each task archived whose waiting marker <ext>:{q}:waiting:<id> exists has "archived" published
+-- on <ext>:{q}:outcome:<id>, as the worker's archive does, and the marker deleted; one the caps dropped at
+-- once (more were archived than the archive keeps) has "deleted" published instead: it will not run, and its
+-- record is gone. The queue's flag <ext>:{q}:waited is looked at first, as in delete_all.
+
+-- drop(prefix, id): delete the record of a task the caps remove from the archive, releasing the uniqueness
+-- lock it holds (it holds it while archived; with its record gone, the lock would only keep its task's
+-- duplicates out until it expires)
+local function drop(prefix, id)
+  local unique_key = redis.call("HGET", prefix .. id, "unique_key")
+  if unique_key then
+    release_unique(unique_key, id)
+  end
+  redis.call("DEL", prefix .. id)
+end
+
 local n = tonumber(ARGV[2])
 local ids
 if ARGV[3] == "list" then
   ids = redis.call("LRANGE", KEYS[1], -n, -1)
+  local last = ARGV[10] or ""
+  if last ~= "" and #ids > 0 then
+    local at = redis.call("LPOS", KEYS[1], last, "RANK", -1, "MAXLEN", n)
+    if at then -- the last one counted is among these: the ones left of it came after the count
+      local len = redis.call("LLEN", KEYS[1])
+      ids = {unpack(ids, #ids - (len - at) + 1)}
+    elseif #ids < n or redis.call("HGET", ARGV[1] .. last, "state") ~= "pending" then
+      ids = {} -- it left the list, taken from this end like every task counted before it
+    end
+  end
   if #ids > 0 then
     redis.call("LTRIM", KEYS[1], 0, -(#ids + 1))
   end
@@ -28,14 +61,23 @@ end
 if #ids == 0 then
   return {0, 0}
 end
-local moved = 0
+local want = ARGV[8] or ""
+local states = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, completed = 1, aggregating = 1}
+local archived = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  if redis.call("EXISTS", key) == 1 then
+  local state = redis.call("HGET", key, "state")
+  local here
+  if state then
+    here = want == "" or state == want or not states[state]
+  else
+    here = redis.call("EXISTS", key) == 1
+  end
+  if here then
     redis.call("HSET", key, "state", "archived")
     redis.call("HDEL", key, "pending_since")
     redis.call("ZADD", KEYS[2], ARGV[5], id)
-    moved = moved + 1
+    archived[#archived + 1] = id
   end
 end
 if ARGV[4] ~= "" and redis.call("ZCARD", KEYS[1]) == 0 then
@@ -43,16 +85,26 @@ if ARGV[4] ~= "" and redis.call("ZCARD", KEYS[1]) == 0 then
 end
 local old = redis.call("ZRANGE", KEYS[2], "-inf", ARGV[6], "BYSCORE")
 for _, id in ipairs(old) do
-  redis.call("DEL", ARGV[1] .. id)
+  drop(ARGV[1], id)
 end
 if #old > 0 then
   redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", ARGV[6])
 end
 local excess = redis.call("ZRANGE", KEYS[2], 0, -(tonumber(ARGV[7]) + 1))
 for _, id in ipairs(excess) do
-  redis.call("DEL", ARGV[1] .. id)
+  drop(ARGV[1], id)
 end
 if #excess > 0 then
   redis.call("ZREMRANGEBYRANK", KEYS[2], 0, -(tonumber(ARGV[7]) + 1))
 end
-return {#ids, moved}
+local xprefix = ARGV[9] or ""
+if xprefix ~= "" and #archived > 0 and redis.call("EXISTS", xprefix .. "waited") == 1 then
+  for _, id in ipairs(archived) do
+    if redis.call("EXISTS", ARGV[1] .. id) == 1 then
+      announce(xprefix, id, "archived")
+    else
+      announce(xprefix, id, "deleted")
+    end
+  end
+end
+return {#ids, #archived}

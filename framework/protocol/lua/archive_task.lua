@@ -14,7 +14,24 @@
 -- ARGV[4] cutoff: archived before this are deleted (now - 90 days)
 -- ARGV[5] most archived tasks kept (10000)
 -- ARGV[6] task key prefix <ns>:{q}:t:
+-- ARGV[7] optional: the queue's prefix of the framework's own keys <ext>:{q}: (absent or "" = announce nothing)
 -- returns 1 archived, 0 not found, -1 the task is active, -2 the task is already archived
+--
+-- Announcing: when the task's waiting marker <ext>:{q}:waiting:<id> exists, "archived" is published on
+-- <ext>:{q}:outcome:<id>, as the worker's archive does, and the marker deleted; "deleted" instead when the
+-- caps dropped the task at once (its record is gone).
+
+-- drop(prefix, id): delete the record of a task the caps remove from the archive, releasing the uniqueness
+-- lock it holds (it holds it while archived; with its record gone, the lock would only keep its task's
+-- duplicates out until it expires)
+local function drop(prefix, id)
+  local unique_key = redis.call("HGET", prefix .. id, "unique_key")
+  if unique_key then
+    release_unique(unique_key, id)
+  end
+  redis.call("DEL", prefix .. id)
+end
+
 local id = ARGV[1]
 local fields = redis.call("HMGET", KEYS[1], "msg", "state", "group")
 local state = fields[2]
@@ -46,16 +63,21 @@ redis.call("HSET", KEYS[1], "state", "archived")
 redis.call("HDEL", KEYS[1], "pending_since")
 local old = redis.call("ZRANGE", KEYS[5], "-inf", ARGV[4], "BYSCORE")
 for _, old_id in ipairs(old) do
-  redis.call("DEL", ARGV[6] .. old_id)
+  drop(ARGV[6], old_id)
 end
 if #old > 0 then
   redis.call("ZREMRANGEBYSCORE", KEYS[5], "-inf", ARGV[4])
 end
 local excess = redis.call("ZRANGE", KEYS[5], 0, -(tonumber(ARGV[5]) + 1))
 for _, old_id in ipairs(excess) do
-  redis.call("DEL", ARGV[6] .. old_id)
+  drop(ARGV[6], old_id)
 end
 if #excess > 0 then
   redis.call("ZREMRANGEBYRANK", KEYS[5], 0, -(tonumber(ARGV[5]) + 1))
+end
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  announce(ARGV[7] or "", id, "archived")
+else
+  announce(ARGV[7] or "", id, "deleted")
 end
 return 1

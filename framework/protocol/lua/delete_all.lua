@@ -1,6 +1,7 @@
 -- delete_all: one batch of Inspector "delete all": delete up to N tasks of one state and their
 -- records, releasing each uniqueness lock the task holds. Pending tasks are taken oldest first.
--- Called again until it takes fewer than N ids.
+-- Called again until it takes fewer than N ids. An id whose record names another task state is a stale entry
+-- (the task is elsewhere, perhaps running): the entry is dropped, the task left as it is.
 -- KEYS[1] source: pending list <ns>:{q}:pending, or zset <ns>:{q}:scheduled | retry | archived |
 --         completed | g:<group>
 -- KEYS[2] groups set <ns>:{q}:groups
@@ -10,6 +11,10 @@
 -- ARGV[4] group name when KEYS[1] is a group zset, else ""
 -- ARGV[5] optional: the queue's prefix of the framework's own keys <ext>:{q}: (absent or "" = announce nothing)
 -- ARGV[6] optional: what is announced (default "deleted"; "deleted\nqueue" when the queue is being removed)
+-- ARGV[7] optional: the state of the tasks of KEYS[1] (absent or "" = not checked)
+-- ARGV[8] optional, for a list: the id that was at its left end (the newest) when the tasks were counted;
+--         the tasks left of it came after the count and are not taken, nor any once it left the list
+--         (absent or "" = no bound)
 -- returns {ids taken from the source, task records deleted}
 --
 -- Announcing: each task whose waiting marker <ext>:{q}:waiting:<id> exists has ARGV[6] published on
@@ -19,6 +24,16 @@ local n = tonumber(ARGV[2])
 local ids
 if ARGV[3] == "list" then
   ids = redis.call("LRANGE", KEYS[1], -n, -1)
+  local last = ARGV[8] or ""
+  if last ~= "" and #ids > 0 then
+    local at = redis.call("LPOS", KEYS[1], last, "RANK", -1, "MAXLEN", n)
+    if at then -- the last one counted is among these: the ones left of it came after the count
+      local len = redis.call("LLEN", KEYS[1])
+      ids = {unpack(ids, #ids - (len - at) + 1)}
+    elseif #ids < n or redis.call("HGET", ARGV[1] .. last, "state") ~= "pending" then
+      ids = {} -- it left the list, taken from this end like every task counted before it
+    end
+  end
   if #ids > 0 then
     redis.call("LTRIM", KEYS[1], 0, -(#ids + 1))
   end
@@ -31,16 +46,23 @@ end
 if #ids == 0 then
   return {0, 0}
 end
+local want = ARGV[7] or ""
+local states = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, completed = 1, aggregating = 1}
 local deleted = 0
+local removed = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  local unique_key = redis.call("HGET", key, "unique_key")
-  if unique_key then
-    release_unique(unique_key, id)
+  local fields = redis.call("HMGET", key, "state", "unique_key")
+  local state = fields[1]
+  if not state or want == "" or state == want or not states[state] then
+    if fields[2] then
+      release_unique(fields[2], id)
+    end
+    deleted = deleted + redis.call("DEL", key)
+    removed[#removed + 1] = id
   end
-  deleted = deleted + redis.call("DEL", key)
 end
-announce_removed(ARGV[5] or "", ids, ARGV[6] or "deleted")
+announce_removed(ARGV[5] or "", removed, ARGV[6] or "deleted")
 if ARGV[4] ~= "" and redis.call("ZCARD", KEYS[1]) == 0 then
   redis.call("SREM", KEYS[2], ARGV[4])
 end

@@ -1,5 +1,6 @@
 -- run_all: one batch of Inspector "run all": make up to N tasks of one zset pending now.
--- Called again until it takes fewer than N ids. IDs without a task record are dropped, not moved.
+-- Called again until it takes fewer than N ids. IDs without a task record are dropped, not moved, and so
+-- are IDs whose record is in another state (a stale entry: the task is elsewhere, perhaps running).
 -- KEYS[1] source zset <ns>:{q}:scheduled | retry | archived | completed | g:<group>
 -- KEYS[2] pending     <ns>:{q}:pending
 -- KEYS[3] groups set  <ns>:{q}:groups
@@ -9,15 +10,25 @@
 -- ARGV[4] now, nanoseconds (pending_since)
 -- ARGV[5] wake-up channel ("" = do not publish)
 -- ARGV[6] queue name
+-- ARGV[7] optional: the state of the tasks of KEYS[1] (absent or "" = not checked)
 -- returns {ids taken from the source, tasks made pending}
 local ids = redis.call("ZRANGE", KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #ids == 0 then
   return {0, 0}
 end
+local want = ARGV[7] or ""
+local states = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, completed = 1, aggregating = 1}
 local moved = 0
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  if redis.call("EXISTS", key) == 1 then
+  local state = redis.call("HGET", key, "state")
+  local here
+  if state then
+    here = want == "" or state == want or not states[state]
+  else
+    here = redis.call("EXISTS", key) == 1
+  end
+  if here then
     redis.call("HSET", key, "state", "pending", "pending_since", ARGV[4])
     redis.call("LPUSH", KEYS[2], id)
     moved = moved + 1

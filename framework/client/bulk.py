@@ -23,7 +23,7 @@ from framework.broker.broker import RedisBroker
 from framework.client.options import resolve_options
 from framework.client.prepared import UNPREPARED, PlainEnqueue, eligible, new_task_ids
 from framework.client.values import TaskCall, TaskInfo
-from framework.errors import FrameworkError
+from framework.errors import EnqueueFailed, FrameworkError
 from framework.protocol.scripts import SCRIPTS
 from framework.task import TaskDef
 from framework.transport.lean.errors import ReplyError
@@ -42,6 +42,13 @@ BULK_FIRST = 64
 """Most tasks the first ``enqueue_many.lua`` call of a bulk enqueue stores (Redis waits for it)."""
 _BulkCall: TypeAlias = "tuple[asyncio.Future[list[Any]], bytes, RespConnection, PlainEnqueue, int]"
 """One merged call: its reply, its bytes, the connection it went on, a task type of it, how many tasks it holds."""
+
+
+def _refused(plain: PlainEnqueue, exc: ResponseError) -> EnqueueFailed:
+    """The error of a task of a batch Redis refused before any was sent: not stored (it has no id yet)."""
+    error = EnqueueFailed(f"enqueue of a {plain.taskdef.type!r} task failed, nothing was stored: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -123,6 +130,8 @@ class BulkEnqueue:
             conns = await self._connections({p.opts.queue for p in plains})
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise client._unreachable(exc) from exc
+        except ResponseError as exc:  # registering the queues was refused (out of memory...): nothing was sent
+            return [_refused(plain, exc) for plain in plains]
         infos: list[TaskInfo] = []
         sent: list[_BulkCall] = []
         with contextlib.suppress(ConnectionError, TimeoutError, OSError):  # the calls not written: never sent

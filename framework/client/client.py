@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import msgspec
-from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
 from framework.client import workflows
@@ -48,7 +48,7 @@ from framework.protocol.message import TaskState, decode_message, encode_message
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions, TaskDef
 from framework.transport.connection import describe_redis, open_redis, redact_url
-from framework.transport.lean.errors import ReplyError
+from framework.transport.lean.errors import REDIRECTIONS, ReplyError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -255,8 +255,8 @@ class Client:
         )
         unique_ttl = opts.unique_ttl
         if unique_ttl and opts.process_at is not None:
-            # asynq holds the lock until the task could have run and then for the TTL
-            unique_ttl = max(1, int(opts.process_at - now) + unique_ttl)
+            # asynq holds the lock until the task could have run and then for the TTL (rounded up: not less)
+            unique_ttl = math.ceil(opts.process_at - now) + unique_ttl
         return _Built(opts, task_type, task_id, data, encode_message(msg), unique_key, unique_ttl, now)
 
     def _build(
@@ -335,6 +335,7 @@ class Client:
             InvalidOption: an option is invalid, or unknown (its name is in the message).
             DuplicateTask: ``unique`` and the same task is already queued.
             TaskIdConflict: ``task_id`` is already used in the queue.
+            EnqueueFailed: Redis answered with an error (out of memory, a key of the wrong type...).
             RedisUnavailable: Redis cannot be reached.
             FrameworkError: the client was closed.
         """
@@ -351,6 +352,8 @@ class Client:
             code = await self.broker.hot.evalsha(script, keys, args)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unreachable(exc) from exc
+        except ResponseError as exc:  # Redis refused the call (out of memory...): EnqueueFailed
+            code = exc
         return self._check(code, info)
 
     def _plain_for(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
@@ -393,6 +396,8 @@ class Client:
                 code = await plain.after_error(conn, code, command)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unreachable(exc) from exc
+        except ResponseError as exc:  # Redis refused the call (out of memory...), or registering the queue
+            return self._check(exc, self._plain_info(plain, task_id, data, now))
         return self._check(code, info)
 
     def _enqueue_blocking(self, plain: PlainEnqueue, payload: Any, conn: BlockingConnection) -> TaskInfo:
@@ -407,6 +412,10 @@ class Client:
             code = plain.execute_blocking(conn, command)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unreachable(exc) from exc
+        except REDIRECTIONS:
+            raise  # a Cluster's refusal: the caller sends it through the loop
+        except ResponseError as exc:  # Redis refused the call (out of memory...): EnqueueFailed
+            code = exc
         return self._check(code, self._plain_info(plain, task_id, data, now))
 
     @staticmethod
@@ -434,7 +443,8 @@ class Client:
         stores nothing. Each stored task is atomic on its own; the result lists, in call order, a
         :class:`TaskInfo` per stored task, or that task's own error: :class:`DuplicateTask`,
         :class:`TaskIdConflict`, or :class:`EnqueueFailed` when Redis answered its call with an error (a
-        queue key of the wrong type...; the tasks of other calls are stored all the same).
+        queue key of the wrong type...; the tasks of other calls are stored all the same), or refused to
+        register the batch's queues (out of memory: then every task, none stored).
 
         Args:
             tasks: the tasks, one :class:`TaskCall` each.
@@ -464,6 +474,8 @@ class Client:
         try:
             codes = await self.broker.enqueue_many([b[1] for b in built], {b[0].queue for b in built})
         except (ConnectionError, TimeoutError, OSError) as exc:  # which calls ran is not known: none answered
+            codes = [exc] * len(built)
+        except ResponseError as exc:  # registering the queues was refused (out of memory...): nothing was sent
             codes = [exc] * len(built)
         return self._checked_many(codes, infos, len(infos))
 

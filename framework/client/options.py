@@ -29,8 +29,15 @@ DEFAULT_TIMEOUT = 1800
 _MAX_INT32 = 2**31 - 1  # TaskMessage.retry is an int32
 _MAX_SECONDS = 2**62  # far beyond any real time, well inside TaskMessage's int64 fields
 _LAST_INSTANT = 253_402_300_799
-"""9999-12-31T23:59:59Z: the last moment a task may be scheduled at or locked until. Later ones cannot be
-shown as dates (Python's datetime ends there), and a lock much later than that is refused by Redis."""
+"""9999-12-31T23:59:59Z: the last moment a task may be scheduled at, be due by or be locked until. Later ones
+cannot be shown as dates (Python's datetime ends there), and a lock much later than that is refused by Redis."""
+_LONGEST = (2**63 - 1) // 10**9
+"""The longest timeout or retention stored, in seconds (about 292 years): the longest ``time.Duration`` of Go.
+
+asynq turns both into a ``time.Duration`` (``seconds * time.Second``), which a longer one overflows: a Go
+worker then gives the task a deadline in the past (it fails at once, on every try), and asynq's tools show a
+wrong timeout or retention. A retention long enough also makes the completed set's score, ``now + retention``,
+one Redis writes in exponent notation, which asynq's inspector cannot parse."""
 
 _Seconds = float | int | timedelta
 _Instant = float | int | datetime
@@ -45,11 +52,11 @@ class ResolvedOptions(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         queue: queue name.
         max_retry: retries before archiving.
-        timeout: whole seconds the handler may run (0 = only the deadline applies).
+        timeout: whole seconds the handler may run (0 = only the deadline applies; at most :data:`_LONGEST`).
         deadline: Unix seconds by which the task must finish (0 = none).
         process_at: Unix seconds when the task becomes ready (None = now).
         unique_ttl: whole seconds of the uniqueness lock (0 = not unique).
-        retention: whole seconds to keep the completed task (0 = delete on success).
+        retention: whole seconds to keep the completed task (0 = delete on success; at most :data:`_LONGEST`).
         task_id: the task id (None = a new UUID4).
         headers: string headers carried with the task.
         group: aggregation group (empty = none).
@@ -102,6 +109,12 @@ def _whole(name: str, value: float | None) -> int | None:
     return math.ceil(value)
 
 
+def _duration(name: str, value: float | None) -> int | None:
+    """:func:`_whole`, at most :data:`_LONGEST` (a longer timeout or retention would mean the same: for ever)."""
+    whole = _whole(name, value)
+    return None if whole is None else min(whole, _LONGEST)
+
+
 def _pick(call: Any, *fallbacks: Any) -> Any:
     if call is not None:
         return call
@@ -141,13 +154,16 @@ def _timeout_deadline(timeout_value: Any, deadline_value: Any, now: float) -> tu
     """Whole-second timeout and Unix-second deadline; asynq's 1800 s timeout when neither is given."""
     timeout = _seconds("timeout", timeout_value)
     deadline = _instant("deadline", deadline_value)
-    if deadline is not None and deadline <= now:
+    # asynq stores the deadline in whole seconds, rounded down: what is stored must be in the future
+    if deadline is not None and math.floor(deadline) <= now:
         raise InvalidOption(f"option deadline={deadline_value!r} is invalid: it is in the past")
+    if deadline is not None and math.floor(deadline) > _LAST_INSTANT:
+        raise InvalidOption(f"option deadline={deadline_value!r} is invalid: it is after the year 9999")
     if timeout is None and deadline is None:
         timeout = DEFAULT_TIMEOUT
     if timeout == 0 and deadline is None:
         raise InvalidOption("option timeout=0 is invalid without a deadline: a task needs a timeout or a deadline")
-    return _whole("timeout", timeout) or 0, int(deadline) if deadline is not None else 0
+    return _duration("timeout", timeout) or 0, math.floor(deadline) if deadline is not None else 0
 
 
 def _process_at(options: Mapping[str, Any], now: float) -> int | None:
@@ -179,8 +195,8 @@ def _ready_before(options: Mapping[str, Any], now: float, deadline: int) -> int 
 
 
 def _unique_ttl(unique: Any) -> int:
-    """Whole seconds of the uniqueness lock (rounded up); None, False or 0 mean not unique."""
-    if unique is None or unique is False or (type(unique) in (int, float) and unique == 0):
+    """Whole seconds of the uniqueness lock (rounded up); None, False or 0 (a number or a timedelta) mean not unique."""
+    if unique is None or unique is False or (type(unique) in (int, float, timedelta) and not unique):
         return 0
     ttl = _whole("unique", _seconds("unique", unique))
     if not ttl:
@@ -271,6 +287,8 @@ def resolve_options(
     group = options.get("group") or ""
     if not isinstance(group, str):
         raise InvalidOption(f"option group={group!r} is invalid: must be a string")
+    if group and not group.strip():  # asynq refuses a blank group name; "" and None mean no group
+        raise InvalidOption(f"option group={group!r} is invalid: a group name must not be blank")
     _encodable("group", group)
     process_at = _ready_before(options, now, deadline)
     return ResolvedOptions(
@@ -280,7 +298,7 @@ def resolve_options(
         deadline=deadline,
         process_at=process_at,
         unique_ttl=_lock_ttl(unique, process_at or now),
-        retention=_whole("retention", retention) or 0,
+        retention=_duration("retention", retention) or 0,
         task_id=task_id,
         headers=_headers(options.get("headers"), settings.max_payload_size if settings else MAX_PAYLOAD_SIZE),
         group=group,

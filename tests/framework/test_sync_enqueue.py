@@ -20,7 +20,7 @@ from framework.client import client as client_module
 from framework.client.client import Client, TaskInfo
 from framework.client.sync import SyncClient
 from framework.embedded.process import start_test_server
-from framework.errors import PayloadTooLarge, PayloadTypeError, RedisUnavailable, TaskIdConflict
+from framework.errors import EnqueueFailed, PayloadTooLarge, PayloadTypeError, RedisUnavailable, TaskIdConflict
 from framework.protocol.keys import Schema
 from framework.protocol.message import decode_message
 from framework.settings import Settings
@@ -112,7 +112,7 @@ def test_errors_are_the_event_loop_paths(redis_url: str, namespace: str, monkeyp
         pending = schema.queue("default").pending
         conn.rename(pending, f"{pending}:aside")
         conn.set(pending, "not a list")
-        with pytest.raises(ResponseError) as sync_error:
+        with pytest.raises(EnqueueFailed) as sync_error:
             ITEM.enqueue_sync(client, Item())
         conn.delete(pending)
         conn.rename(f"{pending}:aside", pending)
@@ -125,10 +125,11 @@ def test_errors_are_the_event_loop_paths(redis_url: str, namespace: str, monkeyp
         r.set(pending, "not a list")
         client = Client(open_redis(redis_url), schema=schema)
         try:
-            with pytest.raises(ResponseError) as loop_error:
+            with pytest.raises(EnqueueFailed) as loop_error:
                 await ITEM.enqueue(client, Item())
-            assert type(loop_error.value) is type(sync_error.value)
-            assert str(loop_error.value) == str(sync_error.value)
+            assert type(loop_error.value.__cause__) is type(sync_error.value.__cause__)
+            assert isinstance(loop_error.value.__cause__, ResponseError)
+            assert str(loop_error.value.__cause__) == str(sync_error.value.__cause__)
         finally:
             await client.close()
             r.delete(pending)

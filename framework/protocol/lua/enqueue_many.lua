@@ -14,7 +14,8 @@
 -- ARGV[8] in-flight set TTL, seconds (used with KEYS[2])
 -- ARGV[9], ARGV[10], ... pairs: task id, encoded TaskMessage
 -- returns, per task in order, 1 enqueued (or handed off) or 0 when a task with this id already exists;
--- each task is stored exactly as enqueue.lua stores it, and the ids are pushed in order with one LPUSH.
+-- each task is stored exactly as enqueue.lua stores it, and the ids are pushed in order with one LPUSH;
+-- an error (the pending list is a key of another type) when no task was stored (their hashes are deleted).
 -- While workers wait and nothing is pending, the first tasks go one to each waiter (see hand_off in _lib.lua).
 local out = {}
 local ids = {}
@@ -33,7 +34,16 @@ for i = 9, #ARGV, 2 do
     out[#out + 1] = 1
   end
 end
-if #ids > 0 and redis.call("LPUSH", KEYS[1], unpack(ids)) == #ids and ARGV[3] ~= "" then
-  redis.call("PUBLISH", ARGV[3], ARGV[4])
+if #ids > 0 then
+  local pushed = redis.pcall("LPUSH", KEYS[1], unpack(ids))
+  if type(pushed) == "table" then -- refused: the tasks written above would be in no list
+    for _, id in ipairs(ids) do
+      redis.call("DEL", ARGV[1] .. id)
+    end
+    return pushed
+  end
+  if pushed == #ids and ARGV[3] ~= "" then
+    redis.call("PUBLISH", ARGV[3], ARGV[4])
+  end
 end
 return out

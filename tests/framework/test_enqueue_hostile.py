@@ -185,6 +185,25 @@ async def test_a_refused_enqueue_leaves_no_task_and_no_lock_behind(
     assert [i.id for i in again if isinstance(i, TaskInfo)] == ["m0", "m1", "m2"]
 
 
+@pytest.mark.parametrize("unique", [0, 600])
+async def test_a_refused_group_enqueue_leaves_no_task_and_no_lock_behind(
+    client: Client, redis: Redis, schema: Schema, unique: int
+) -> None:
+    """The same for a grouped task: the task hash and the group's entry were written before the groups set
+    Redis refused, so a task was left aggregating in a group no aggregator lists."""
+    qk = schema.queue("default")
+    await redis.set(qk.groups, "not a set")
+    with pytest.raises(EnqueueFailed):
+        await client.enqueue("hostile:raw", b"g", task_id="g1", group="daily", unique=unique)
+    assert await _task_keys(redis, schema) == []
+    assert not await redis.exists(qk.group("daily"))
+    assert [k async for k in redis.scan_iter(match=f"{schema.ns}:*:unique:*")] == []
+    await redis.delete(qk.groups)
+    info = await client.enqueue("hostile:raw", b"g", task_id="g1", group="daily", unique=unique)
+    assert info.id == "g1"
+    assert await redis.smembers(qk.groups) == {b"daily"}
+
+
 async def test_a_server_out_of_memory_fails_each_task_and_raises_no_redis_error(tmp_path: Path, schema: Schema) -> None:
     """Out of memory, Redis refuses registering the queue: each path reports :class:`EnqueueFailed`.
 

@@ -34,6 +34,24 @@ local function leave_group(prefix, group, id, groups)
   return removed
 end
 
+-- join_group(group, groups, now, id, name): add the task id to its group zset and the group's name to the
+-- queue's groups set, before its task hash is written; nil, or Redis's error when either key is of another
+-- type, with nothing left written (a script's writes are not undone when it fails).
+local function join_group(group, groups, now, id, name)
+  local added = redis.pcall("SADD", groups, name)
+  if type(added) == "table" then
+    return added
+  end
+  local joined = redis.pcall("ZADD", group, now, id)
+  if type(joined) == "table" then
+    if added == 1 then
+      redis.call("SREM", groups, name)
+    end
+    return joined
+  end
+  return nil
+end
+
 -- hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_key): give a new task straight to an idle worker (framework's own path).
 -- keys[ka..ka+3]: waiters <ext>:{q}:waiters, paused, active, lease; args[aa..aa+4]: queue name, lease expiry
 -- (Unix s), in-flight key prefix <ext>:{q}:inflight:, handoff channel prefix <ext>:handoff:, in-flight TTL.

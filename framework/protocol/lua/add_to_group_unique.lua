@@ -8,7 +8,8 @@
 -- ARGV[3] now, Unix seconds
 -- ARGV[4] group name
 -- ARGV[5] lock TTL, whole seconds
--- returns 1 added, 0 task id conflict, -1 duplicate
+-- returns 1 added, 0 task id conflict, -1 duplicate; an error (the group or groups key is of another type) when
+-- nothing was written and the lock is not taken
 if not redis.call("SET", KEYS[4], ARGV[2], "NX", "EX", ARGV[5]) then
   return -1
 end
@@ -16,7 +17,10 @@ if redis.call("EXISTS", KEYS[1]) == 1 then
   redis.call("DEL", KEYS[4])
   return 0
 end
+local refused = join_group(KEYS[2], KEYS[3], ARGV[3], ARGV[2], ARGV[4])
+if refused then
+  redis.call("DEL", KEYS[4])
+  return refused
+end
 redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "aggregating", "group", ARGV[4], "unique_key", KEYS[4])
-redis.call("ZADD", KEYS[2], ARGV[3], ARGV[2])
-redis.call("SADD", KEYS[3], ARGV[4])
 return 1

@@ -238,6 +238,26 @@ async def test_a_task_the_archive_caps_drop_releases_its_unique_lock(
     assert not await redis.exists(locks["u1"], locks["u2"])
 
 
+async def test_a_failed_task_the_worker_archives_past_the_cap_leaves_no_record_and_no_lock(
+    broker: RedisBroker, redis: Redis, schema: Schema, client: Client
+) -> None:
+    """The worker's own archive wrote the task's record after trimming the archive: a task the caps dropped at
+    once stayed as an archived record in no set (listed nowhere, never expiring), with its lock, and its waiter
+    was told "archived"."""
+    qk = schema.queue("q")
+    lock = qk.unique("test:w1", b"{}")
+    await _enqueue(broker, "q", "w1", unique_key=lock, unique_ttl=3600)
+    await redis.zadd(qk.archived, {f"x{i:05d}": NOW for i in range(ARCHIVE_MAX_SIZE)})
+    waiter = asyncio.ensure_future(client.wait("w1", queue="q", timeout=2))
+    await _marked(redis, schema, "q", "w1")
+    assert [t for t, _ in await broker.dequeue("q", 1)] == ["w1"]
+    assert await broker.archive("q", "w1", _msg("q", "w1")) == 1  # retries exhausted: dropped at once
+    assert not await redis.exists(qk.task("w1"))
+    assert not await redis.exists(lock)
+    with pytest.raises(TaskDeleted):
+        await waiter
+
+
 # -- names that are not UTF-8 ----------------------------------------------------------------------
 
 

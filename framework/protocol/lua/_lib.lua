@@ -52,6 +52,35 @@ local function join_group(group, groups, now, id, name)
   return nil
 end
 
+-- trim_archive(archived, cutoff, keep, task_prefix): keep the archive within its caps, as asynq does (tasks
+-- archived before the cutoff go, then all but the newest keep). A task it drops loses its record, and the
+-- uniqueness lock it holds (it holds it while archived; with its record gone the lock would only keep its
+-- duplicates out until it expired). Returns nothing: a caller that archived a task tells whether the caps
+-- dropped it at once by whether its record still exists.
+local function trim_archive(archived, cutoff, keep, task_prefix)
+  local function drop(id)
+    local unique_key = redis.call("HGET", task_prefix .. id, "unique_key")
+    if unique_key then
+      release_unique(unique_key, id)
+    end
+    redis.call("DEL", task_prefix .. id)
+  end
+  local old = redis.call("ZRANGE", archived, "-inf", cutoff, "BYSCORE")
+  for _, id in ipairs(old) do
+    drop(id)
+  end
+  if #old > 0 then
+    redis.call("ZREMRANGEBYSCORE", archived, "-inf", cutoff)
+  end
+  local excess = redis.call("ZRANGE", archived, 0, -(tonumber(keep) + 1))
+  for _, id in ipairs(excess) do
+    drop(id)
+  end
+  if #excess > 0 then
+    redis.call("ZREMRANGEBYRANK", archived, 0, -(tonumber(keep) + 1))
+  end
+end
+
 -- hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_key): give a new task straight to an idle worker (framework's own path).
 -- keys[ka..ka+3]: waiters <ext>:{q}:waiters, paused, active, lease; args[aa..aa+4]: queue name, lease expiry
 -- (Unix s), in-flight key prefix <ext>:{q}:inflight:, handoff channel prefix <ext>:handoff:, in-flight TTL.

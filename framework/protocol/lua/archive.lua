@@ -15,29 +15,21 @@
 -- ARGV[8] minute counter TTL (s)
 -- ARGV[9] optional: the queue's prefix of the framework's own keys <ext>:{q}: ("" or absent = announce
 --         nothing); when the waiting marker <ext>:{q}:waiting:<id> exists, "archived" is published on
---         <ext>:{q}:outcome:<id> and the marker deleted
+--         <ext>:{q}:outcome:<id> and the marker deleted ("deleted" when the caps dropped it at once: its record
+--         is gone, and the uniqueness lock it held released)
 -- returns 1 archived, 0 not found
 if redis.call("LREM", KEYS[2], 0, ARGV[1]) == 0 then
   return 0
 end
 redis.call("ZREM", KEYS[3], ARGV[1])
 redis.call("ZADD", KEYS[4], ARGV[3], ARGV[1])
-local old = redis.call("ZRANGE", KEYS[4], "-inf", ARGV[4], "BYSCORE")
-for _, id in ipairs(old) do
-  redis.call("DEL", ARGV[6] .. id)
-end
-if #old > 0 then
-  redis.call("ZREMRANGEBYSCORE", KEYS[4], "-inf", ARGV[4])
-end
-local excess = redis.call("ZRANGE", KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
-for _, id in ipairs(excess) do
-  redis.call("DEL", ARGV[6] .. id)
-end
-if #excess > 0 then
-  redis.call("ZREMRANGEBYRANK", KEYS[4], 0, -(tonumber(ARGV[5]) + 1))
-end
 redis.call("HSET", KEYS[1], "msg", ARGV[2], "state", "archived")
+trim_archive(KEYS[4], ARGV[4], ARGV[5], ARGV[6]) -- after the record is written: a task the caps drop at once leaves none
 bump(KEYS[5], KEYS[6], KEYS[7], 1, ARGV[7], ARGV[8])
 bump(KEYS[8], KEYS[9], KEYS[10], 1, ARGV[7], ARGV[8])
-announce(ARGV[9] or "", ARGV[1], "archived")
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  announce(ARGV[9] or "", ARGV[1], "archived")
+else
+  announce(ARGV[9] or "", ARGV[1], "deleted")
+end
 return 1

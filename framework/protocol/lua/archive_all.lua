@@ -24,17 +24,6 @@
 -- once (more were archived than the archive keeps) has "deleted" published instead: it will not run, and its
 -- record is gone. The queue's flag <ext>:{q}:waited is looked at first, as in delete_all.
 
--- drop(prefix, id): delete the record of a task the caps remove from the archive, releasing the uniqueness
--- lock it holds (it holds it while archived; with its record gone, the lock would only keep its task's
--- duplicates out until it expires)
-local function drop(prefix, id)
-  local unique_key = redis.call("HGET", prefix .. id, "unique_key")
-  if unique_key then
-    release_unique(unique_key, id)
-  end
-  redis.call("DEL", prefix .. id)
-end
-
 local n = tonumber(ARGV[2])
 local ids
 if ARGV[3] == "list" then
@@ -83,20 +72,7 @@ end
 if ARGV[4] ~= "" and redis.call("ZCARD", KEYS[1]) == 0 then
   redis.call("SREM", KEYS[3], ARGV[4])
 end
-local old = redis.call("ZRANGE", KEYS[2], "-inf", ARGV[6], "BYSCORE")
-for _, id in ipairs(old) do
-  drop(ARGV[1], id)
-end
-if #old > 0 then
-  redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", ARGV[6])
-end
-local excess = redis.call("ZRANGE", KEYS[2], 0, -(tonumber(ARGV[7]) + 1))
-for _, id in ipairs(excess) do
-  drop(ARGV[1], id)
-end
-if #excess > 0 then
-  redis.call("ZREMRANGEBYRANK", KEYS[2], 0, -(tonumber(ARGV[7]) + 1))
-end
+trim_archive(KEYS[2], ARGV[6], ARGV[7], ARGV[1])
 local xprefix = ARGV[9] or ""
 if xprefix ~= "" and #archived > 0 and redis.call("EXISTS", xprefix .. "waited") == 1 then
   for _, id in ipairs(archived) do

@@ -21,17 +21,6 @@
 -- <ext>:{q}:outcome:<id>, as the worker's archive does, and the marker deleted; "deleted" instead when the
 -- caps dropped the task at once (its record is gone).
 
--- drop(prefix, id): delete the record of a task the caps remove from the archive, releasing the uniqueness
--- lock it holds (it holds it while archived; with its record gone, the lock would only keep its task's
--- duplicates out until it expires)
-local function drop(prefix, id)
-  local unique_key = redis.call("HGET", prefix .. id, "unique_key")
-  if unique_key then
-    release_unique(unique_key, id)
-  end
-  redis.call("DEL", prefix .. id)
-end
-
 local id = ARGV[1]
 local fields = redis.call("HMGET", KEYS[1], "msg", "state", "group")
 local state = fields[2]
@@ -61,20 +50,7 @@ end
 redis.call("ZADD", KEYS[5], ARGV[3], id)
 redis.call("HSET", KEYS[1], "state", "archived")
 redis.call("HDEL", KEYS[1], "pending_since")
-local old = redis.call("ZRANGE", KEYS[5], "-inf", ARGV[4], "BYSCORE")
-for _, old_id in ipairs(old) do
-  drop(ARGV[6], old_id)
-end
-if #old > 0 then
-  redis.call("ZREMRANGEBYSCORE", KEYS[5], "-inf", ARGV[4])
-end
-local excess = redis.call("ZRANGE", KEYS[5], 0, -(tonumber(ARGV[5]) + 1))
-for _, old_id in ipairs(excess) do
-  drop(ARGV[6], old_id)
-end
-if #excess > 0 then
-  redis.call("ZREMRANGEBYRANK", KEYS[5], 0, -(tonumber(ARGV[5]) + 1))
-end
+trim_archive(KEYS[5], ARGV[4], ARGV[5], ARGV[6])
 if redis.call("EXISTS", KEYS[1]) == 1 then
   announce(ARGV[7] or "", id, "archived")
 else

@@ -23,6 +23,7 @@ by every worker: the framework's ``[limits.email-provider]`` settings change it 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +85,12 @@ class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     timeout: float = 30.0
     validate_certs: bool = True
 
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError(f"port={self.port!r} is invalid: use a TCP port from 1 to 65535")
+        if not 0 < self.timeout < math.inf:
+            raise ValueError(f"timeout={self.timeout!r} is invalid: use a number of seconds above 0")
+
 
 class ResendConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The Resend API (``[plugins.email.resend]``). Set by the user.
@@ -95,6 +102,10 @@ class ResendConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     api_key: str = ""
     api_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.api_url and not self.api_url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"api_url={self.api_url!r} is invalid: use an http:// or https:// URL")
 
 
 class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,7 +120,7 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         app_url: your product's address, linked from the templates' header.
         template_dirs: more folders searched for ``email/<name>.html|.txt``, before the app's
             ``templates_dir`` setting and the plugin's own templates; relative paths are read from the
-            current directory. The app's templates folder needs no entry here.
+            current directory, and each folder must exist. The app's templates folder needs no entry here.
         outbox_dir: folder of the ``outbox`` backend; relative paths are inside the data directory.
         rate_limit: the most emails sent per period, across every worker (``"2/s"``, ``"100/min"``,
             ``"5/10s"``); unset means the backend's default (:data:`DEFAULT_RATE_LIMITS`: ``"5/3s"`` for

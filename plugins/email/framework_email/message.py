@@ -1,15 +1,16 @@
 """Building the MIME message of an email: addresses checked, text and HTML alternatives, attachments.
 
-Bad input here (an address without a domain, a line break in a header, a malformed content type) is
-permanent, so it raises :class:`~framework.errors.SkipRetry` naming the field and the value.
+Bad input here (an address without a domain, a line break or control character in a header, a malformed
+content type) is permanent, so it raises :class:`~framework.errors.SkipRetry` naming the field and the value.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email import policy
+from email import errors, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -23,7 +24,13 @@ if TYPE_CHECKING:
 
     from framework_email.render import RenderedEmail
 
-__all__ = ("AttachmentFile", "build_message", "message_id_for", "parse_addresses")
+__all__ = ("AttachmentFile", "build_message", "message_id_for", "parse_addresses", "parse_sender")
+
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
+_CONTENT_TYPE = re.compile(rf"(?P<maintype>{_TOKEN})/{_TOKEN}[ \t]*(?:;[^\x00-\x1f\x7f]*)?")
+"""``type/subtype``, then optional parameters; no control characters anywhere."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+"""ASCII control characters but tab and line breaks (a header refuses line breaks itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,10 @@ class AttachmentFile:
 def parse_addresses(values: str | Sequence[str], field: str) -> tuple[Address, ...]:
     """Parse and check email addresses (``a@b.example`` or ``Name <a@b.example>``, commas allowed).
 
+    An internationalized domain is turned into its ASCII form (``xn--...``), which every server accepts.
+    Obsolete but unambiguous syntax is accepted (a period in an unquoted name: ``J. Smith <j@b.example>``);
+    the message quotes such a name.
+
     Args:
         values: one string or several.
         field: the header the addresses are for (``To``, ``Cc``, ...), named in errors.
@@ -58,10 +69,45 @@ def parse_addresses(values: str | Sequence[str], field: str) -> tuple[Address, .
             addresses = header.addresses
         except (ValueError, IndexError, TypeError) as exc:
             raise SkipRetry(f"invalid {field} address {value!r}: {exc}") from exc
-        if header.defects or not addresses or any(not a.username or not a.domain for a in addresses):
+        flaws = [d for d in header.defects if not isinstance(d, errors.ObsoleteHeaderDefect)]
+        if flaws or not addresses or any(not a.username or not a.domain for a in addresses):
             raise SkipRetry(f"invalid {field} address {value!r}")
-        parsed.extend(addresses)
+        parsed.extend(_ascii_domain(address, field, value) for address in addresses)
     return tuple(parsed)
+
+
+def parse_sender(value: str, field: str = "From") -> Address:
+    """Parse and check a sender: exactly one address (``a@b.example`` or ``Name <a@b.example>``).
+
+    Args:
+        value: the sender.
+        field: what the value is, named in errors.
+
+    Raises:
+        SkipRetry: ``value`` is not a valid address, or holds more than one.
+    """
+    addresses = parse_addresses(value, field)
+    if len(addresses) != 1:
+        raise SkipRetry(f"invalid {field} address {value!r}: one address is needed, not {len(addresses)}")
+    return addresses[0]
+
+
+def _ascii_domain(address: Address, field: str, value: str) -> Address:
+    """``address`` with an internationalized domain in its ASCII form (``bücher.example`` -> ``xn--bcher-kva.example``).
+
+    Every mail server and header reader takes the ASCII form; the Unicode one needs SMTPUTF8 on the path, and
+    in a header it cannot be encoded at all.
+
+    Raises:
+        SkipRetry: the domain is not a valid internationalized domain name.
+    """
+    if address.domain.isascii():
+        return address
+    try:
+        domain = address.domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise SkipRetry(f"invalid {field} address {value!r}: domain {address.domain!r} is not a valid name") from exc
+    return Address(display_name=address.display_name, username=address.username, domain=domain)
 
 
 def message_id_for(key: str, sender: Address) -> str:
@@ -96,7 +142,7 @@ def build_message(
     """Assemble the message: text and HTML as ``multipart/alternative``, then attachments (``multipart/mixed``).
 
     Args:
-        sender: the ``From`` address.
+        sender: the ``From`` address: exactly one.
         to: recipients.
         subject: the subject line.
         bodies: the rendered text and/or HTML.
@@ -110,10 +156,12 @@ def build_message(
         SkipRetry: an address, the subject or an attachment is invalid.
     """
     msg = EmailMessage()
-    from_address = parse_addresses(sender, "From")[0]
+    from_address = parse_sender(sender)
     recipients = parse_addresses(to, "To")
     if not recipients:
         raise SkipRetry("the email has no recipient: 'to' is empty")
+    if _CONTROL.search(subject):
+        raise SkipRetry(f"invalid Subject {subject!r}: it has a control character")
     try:
         msg["From"] = from_address
         msg["To"] = recipients
@@ -137,11 +185,20 @@ def build_message(
 
 
 def _attach(msg: EmailMessage, attachment: AttachmentFile) -> None:
-    """Add one attachment, its content type given or guessed from its name."""
+    """Add one attachment, its content type given or guessed from its name.
+
+    The type is ``type/subtype`` (parameters allowed: ``text/plain; charset=utf-8``) without control
+    characters; a ``multipart`` type is refused, since an attachment's bytes are never a set of MIME parts.
+    A ``message`` type (an ``.eml`` file) goes as ``application/octet-stream``: MIME forbids base64 in a
+    ``message`` part, so a reader would not get the file's bytes back; the name still tells what it is.
+    """
     content_type = attachment.content_type or mimetypes.guess_type(attachment.filename)[0] or "application/octet-stream"
-    maintype, slash, subtype = content_type.partition("/")
-    if not slash or not maintype or not subtype or "\n" in content_type:
+    match = _CONTENT_TYPE.fullmatch(content_type)
+    if match is None or match["maintype"].lower() == "multipart":
         raise SkipRetry(f"attachment {attachment.filename!r} has an invalid content type {content_type!r}")
+    maintype, subtype = match["maintype"], content_type[match.end("maintype") + 1 :]
+    if maintype.lower() == "message":
+        maintype, subtype = "application", "octet-stream"
     try:
         msg.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename)
     except ValueError as exc:

@@ -11,10 +11,14 @@ is an error, and so is a missing template, a broken one, or any exception raised
 ``{{ total / count }}`` with a zero ``count``). All are permanent (:class:`EmailTemplateError` is a
 :class:`~framework.errors.SkipRetry`, and its message names the template), because a retry renders the same
 template with the same data.
+
+A synchronous environment renders in a worker thread, so a template that runs long does not stall the
+process's other tasks, and the task's timeout still fires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,10 +141,14 @@ class EmailRenderer:
             raise EmailTemplateError(f"email template {template!r} ({name}) is broken: {exc.message}") from exc
         except jinja2.TemplateError as exc:
             raise EmailTemplateError(f"email template {template!r} ({name}) is broken: {exc}") from exc
+        except UnicodeDecodeError as exc:  # the loaders read UTF-8: a file saved in another encoding
+            raise EmailTemplateError(f"email template {template!r} ({name}) is broken: not UTF-8 text: {exc}") from exc
         try:
             if self.env.is_async:
                 return await compiled.render_async(context)
-            return compiled.render(context)
+            # In a thread: a template that runs long (a loop over a large count) leaves the process's other
+            # tasks running and lets the task's timeout fire; the thread itself goes on until the template ends.
+            return await asyncio.to_thread(compiled.render, context)
         except jinja2.UndefinedError as exc:
             raise EmailTemplateError(
                 f"email template {template!r} ({name}) needs a variable the task's data lacks: {exc.message}"

@@ -7,17 +7,20 @@ not run (a test, a script), so the ``email:send`` handler works either way.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
 import structlog
 
 from framework import StashKey
-from framework.errors import ConfigError, PluginError
+from framework.errors import ConfigError, PluginError, SkipRetry
 from framework_email.backends import OutboxBackend, ResendBackend, SmtpBackend
 from framework_email.config import EmailConfig, load_config
+from framework_email.message import parse_sender
 from framework_email.render import EmailRenderer
 
 if TYPE_CHECKING:
@@ -67,10 +70,13 @@ class EmailService:
             environ: the environment to read secrets from (default ``os.environ``).
 
         Raises:
-            ConfigError: the section is invalid, the backend is unknown or lacks a setting.
+            ConfigError: the section is invalid, the sender (``mail_from`` or ``MAIL_FROM``) is not one
+                valid address, a ``template_dirs`` folder does not exist, or the backend is unknown or lacks
+                a setting.
             PluginError: two plugins contribute a backend of the same name.
         """
         config = load_config(settings, environ)
+        _check_sender(config.mail_from, os.environ if environ is None else environ)
         factories = collect_backends(backends)
         factory = factories.get(config.backend)
         if factory is None:
@@ -80,6 +86,10 @@ class EmailService:
             )
         if config.backend == "outbox" and settings.env == "production":
             structlog.get_logger().warning("email_outbox_in_production", outbox_dir=config.outbox_dir)
+        missing = [d for d in config.template_dirs if not Path(d).is_dir()]
+        if missing:
+            names = ", ".join(map(repr, missing))
+            raise ConfigError(f"setting [plugins.email] template_dirs names folders that do not exist: {names}")
         app_dirs = [settings.templates_dir] if settings.templates_dir else []
         renderer = EmailRenderer(
             [*config.template_dirs, *app_dirs],
@@ -124,6 +134,21 @@ def get_email_service(services: Services) -> EmailService:
         service = EmailService.from_services(services)
         services.stash[EMAIL_SERVICE] = service
     return service
+
+
+def _check_sender(mail_from: str, environ: Mapping[str, str]) -> None:
+    """Refuse a configured sender that is not exactly one address, naming where it was set.
+
+    Raises:
+        ConfigError: ``mail_from`` (or ``MAIL_FROM``) is set and is not one valid address.
+    """
+    if not mail_from:
+        return
+    try:
+        parse_sender(mail_from)
+    except SkipRetry as exc:
+        where = "environment variable MAIL_FROM" if environ.get("MAIL_FROM") else "setting [plugins.email] mail_from"
+        raise ConfigError(f"{where}={mail_from!r} is invalid: {exc}; use 'Name <address>' or an address") from None
 
 
 def collect_backends(contributions: Iterable[Mapping[str, BackendFactory]]) -> dict[str, BackendFactory]:

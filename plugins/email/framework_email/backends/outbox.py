@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,8 +55,16 @@ class OutboxBackend:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader never sees half a file."""
+    """Write ``data`` to ``path`` so a reader never sees half a file.
+
+    Each write has its own temporary file (``.<key>.<random>.eml.tmp``), so two attempts at one email at
+    once (a task run again while its first run still writes) each replace the file with a whole one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.stem}.{secrets.token_hex(6)}{path.suffix}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -69,7 +69,8 @@ class ResendBackend:
         Raises:
             SkipRetry: Resend rejected the email or the key (4xx); the message is Resend's.
             RetryAfter: rate limited, with the wait Resend asked for.
-            EmailDeliveryError: a server error (5xx) or the API could not be reached.
+            EmailDeliveryError: a server error (5xx), the API could not be reached, or it answered without
+                an email id.
         """
         resend.api_key = self.api_key
         if self.api_url:
@@ -80,7 +81,12 @@ class ResendBackend:
             response = await resend.Emails.send_async(params, options)
         except resend.exceptions.ResendError as exc:
             raise classify_resend_error(exc) from exc
-        return str(response["id"])
+        email_id = response.get("id") if isinstance(response, dict) else None
+        if not isinstance(email_id, str) or not email_id:
+            # A success status without Resend's answer (a proxy's reply, a truncated body): whether the email
+            # went is unknown, and the retry's idempotency key makes Resend send it at most once.
+            raise EmailDeliveryError(f"Resend API answered without an email id: {str(response)[:200]!r}")
+        return email_id
 
 
 def resend_params(email: OutboundEmail) -> dict[str, Any]:

@@ -62,7 +62,7 @@ class CleanupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         abandoned_after: an upload whose record has not reached ``done`` this long after it was
             created is abandoned, and its files are removed.
         tmp_prefix: storage prefix of temporary uploads.
-        uploads_prefix: storage prefix of the images plugin's uploads.
+        uploads_prefix: storage prefix of the images plugin's uploads; neither prefix may hold the other.
         outbox_dir: folder of stale ``.eml`` files; relative paths are inside the data directory.
             Default: the email plugin's ``outbox_dir`` (``outbox``).
         claim_ttl: how long a run's claim on one object lasts; two runs never both count an
@@ -99,6 +99,12 @@ class CleanupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             prefix = getattr(self, name)
             if not prefix.endswith("/") or prefix.startswith("/") or "//" in prefix:
                 raise ValueError(f"{name}={prefix!r} is invalid: use a relative folder ending in '/', like 'tmp/'")
+        if self.tmp_prefix.startswith(self.uploads_prefix) or self.uploads_prefix.startswith(self.tmp_prefix):
+            raise ValueError(
+                f"tmp_prefix={self.tmp_prefix!r} and uploads_prefix={self.uploads_prefix!r} are invalid: "
+                "one folder holds the other, so the tmp sweeper would remove uploads after its grace period; "
+                "use two separate folders"
+            )
 
     @property
     def abandoned_seconds(self) -> float:

@@ -8,6 +8,7 @@ both count it) and counts it only if it was still there.
 from __future__ import annotations
 
 import contextlib
+import secrets
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -29,6 +30,10 @@ SAMPLE_SIZE = 20
 """Removed items a result keeps by name (the count and bytes cover all of them)."""
 MAX_ERRORS = 50
 """Error messages a result keeps."""
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+"""Delete the claim ``KEYS[1]`` if it still holds this run's token ``ARGV[1]``."""
 
 
 class SweepResult(msgspec.Struct, kw_only=True):
@@ -104,19 +109,21 @@ class SweepContext:
     async def exclusive(self, item: str) -> AsyncIterator[bool]:
         """Claim ``item`` for this run while the block runs; yields whether the claim was won.
 
-        Another run holding the claim makes this yield False: skip the item, that run counts it. In a
-        dry run nothing is written and the claim is always won.
+        Another run holding the claim makes this yield False: skip the item, that run counts it. The claim
+        is released when the block ends, unless it expired meanwhile (the block took longer than
+        ``claim_ttl``) and another run took it. In a dry run nothing is written and the claim is always won.
         """
         if self.dry_run:
             yield True
             return
         key = claim_key(self.services.schema, self.sweeper, item)
-        won = bool(await self.services.redis.set(key, b"1", nx=True, px=max(1, int(self.claim_ttl * 1000))))
+        token = secrets.token_hex(8).encode()
+        won = bool(await self.services.redis.set(key, token, nx=True, px=max(1, int(self.claim_ttl * 1000))))
         try:
             yield won
         finally:
-            if won:
-                await self.services.redis.delete(key)
+            if won:  # only while the claim is still ours: once it expired, another run may hold it
+                await self.services.redis.eval(_RELEASE, 1, key, token)
 
     async def remove_object(self, info: ObjectInfo) -> bool:
         """Delete one storage object and count it (dry run: only count it); return whether it was counted.

@@ -2,8 +2,8 @@
 
 A :class:`Sweeper` is a name, a schedule, a grace period and ``async def sweep(ctx) -> SweepResult``.
 :func:`run_sweeper` gives it a :class:`SweepContext` (services, dry run, now, cutoff), turns whatever
-happens (including an exception) into a :class:`SweepReport`, logs it and keeps it in the Redis hash
-:func:`~framework_cleanup.keys.results_key` for the dashboard (:func:`last_results`).
+happens (including an exception, or a cancellation halfway) into a :class:`SweepReport`, logs it and keeps
+it in the Redis hash :func:`~framework_cleanup.keys.results_key` for the dashboard (:func:`last_results`).
 
 Safety rules every sweep follows (the built-ins do; see :mod:`framework_cleanup.builtin`):
 
@@ -19,6 +19,7 @@ re-exported here, so a sweeper's author imports everything from this module.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -133,6 +134,9 @@ async def run_sweeper(
 ) -> SweepReport:
     """Run one sweeper, never raising what it raises: the report says ``failed`` and names it.
 
+    A run cancelled halfway (shutdown, the task's timeout) is reported as ``failed`` with what it removed
+    so far, then the cancellation goes on.
+
     Args:
         services: the process's services.
         sweeper: the sweeper to run.
@@ -144,6 +148,9 @@ async def run_sweeper(
     Returns:
         The report, also logged (``cleanup_swept`` or ``cleanup_sweeper_failed``) and stored in
         :func:`~framework_cleanup.keys.results_key` under the sweeper's name.
+
+    Raises:
+        asyncio.CancelledError: the run was cancelled; its report was stored first.
     """
     log = (logger or get_logger("framework_cleanup")).bind(sweeper=sweeper.name, dry_run=dry_run)
     started = time.time() if now is None else now
@@ -152,9 +159,14 @@ async def run_sweeper(
         services, sweeper.name, dry_run=dry_run, now=started, grace=sweeper.grace, logger=log, claim_ttl=claim_ttl
     )
     result, failure = ctx.result, None
+    cut_short: asyncio.CancelledError | None = None
     try:
         returned = await sweeper.sweep(ctx)
         result = returned if isinstance(returned, SweepResult) else ctx.result
+    except asyncio.CancelledError as exc:  # shutdown or the task's timeout: report what was done, then stop
+        cut_short = exc
+        failure = "CancelledError: the run was cut short (shutdown or timeout) before it finished"
+        log.warning("cleanup_sweeper_cut_short", removed=ctx.result.removed)
     except Exception as exc:  # one sweeper must not stop the others; logged and reported below
         failure = f"{type(exc).__name__}: {exc}"
         log.exception("cleanup_sweeper_failed", error=failure)
@@ -171,6 +183,8 @@ async def run_sweeper(
     )
     log.info("cleanup_swept", removed=report.removed, bytes=report.bytes, errors=len(report.errors))
     await services.redis.hset(results_key(services.schema), sweeper.name, _encode(report))
+    if cut_short is not None:
+        raise cut_short
     return report
 
 

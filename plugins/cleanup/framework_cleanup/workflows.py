@@ -96,7 +96,11 @@ async def _gone(redis: Redis, metas: dict[str, str]) -> list[str]:
 
 
 async def _remove_entries(redis: Redis, metas: dict[str, str], indexes: tuple[str, str]) -> list[str]:
-    """ZREM from ``indexes`` the ids whose meta hash does not exist, unless one appears meanwhile (then: none)."""
+    """ZREM from ``indexes`` the ids whose meta hash does not exist, unless one appears meanwhile (then: none).
+
+    Returns only the ids this call removed from at least one index: an id another run removed first is left
+    out, so that two runs at once count each entry once.
+    """
     from redis.exceptions import WatchError  # noqa: PLC0415 - redis-py loads with the sweep, not with the plugin
 
     async with redis.pipeline(transaction=True) as pipe:
@@ -105,13 +109,15 @@ async def _remove_entries(redis: Redis, metas: dict[str, str], indexes: tuple[st
         if not gone:
             return []  # leaving the block resets the pipeline, which unwatches
         pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-        for index in indexes:
-            pipe.zrem(index, *gone)
+        for wid in gone:
+            for index in indexes:
+                pipe.zrem(index, wid)
         try:
-            await pipe.execute()
+            removed: list[int] = await pipe.execute()
         except WatchError:  # a workflow was started under one of these ids: the next run sees the rest
             return []
-    return gone
+    width = len(indexes)
+    return [wid for i, wid in enumerate(gone) if any(removed[i * width : (i + 1) * width])]
 
 
 async def _end_abandoned(ctx: SweepContext, home: str, abandoned_after: float) -> None:
@@ -134,10 +140,23 @@ async def _end_abandoned(ctx: SweepContext, home: str, abandoned_after: float) -
                 "cleanup_workflow_abandoned",
                 home=home,
                 workflow=wid,
-                name=as_text(meta.get(b"name", b"")),
-                status=as_text(meta.get(b"status", b"")),
-                created=float(meta.get(b"created", 0)),
+                name=_shown(meta.get(b"name")),
+                status=_shown(meta.get(b"status")),
+                created=_created(meta.get(b"created")),
             )
+
+
+def _shown(value: bytes | str | None) -> str:
+    """A field of a workflow record, for the log: any bytes, even ones that are not UTF-8 text."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _created(value: bytes | str | None) -> float | str:
+    """A workflow record's creation time, for the log: the number, or the field as it is when it is not one."""
+    try:
+        return float(value or 0)
+    except ValueError:
+        return _shown(value)
 
 
 async def _abandoned(ctx: SweepContext, state_key: str, graph_key: str, since: float) -> bool:

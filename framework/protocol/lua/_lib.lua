@@ -81,6 +81,44 @@ local function trim_archive(archived, cutoff, keep, task_prefix)
   end
 end
 
+-- take_batch(source, kind, n, last, task_prefix): one batch of a bulk action: up to n ids taken off its source,
+-- the oldest first. kind "list" (a pending list): not past ``last``, the newest id counted when the user
+-- confirmed the action ("" = no bound; tasks enqueued after it are spared), and none once it left the list;
+-- otherwise a zset, lowest scores first. Returns the ids, which are no longer in the source.
+local function take_batch(source, kind, n, last, task_prefix)
+  local ids
+  if kind == "list" then
+    ids = redis.call("LRANGE", source, -n, -1)
+    if last ~= "" and #ids > 0 then
+      local at = redis.call("LPOS", source, last, "RANK", -1, "MAXLEN", n)
+      if at then -- the last one counted is among these: the ones left of it came after the count
+        local len = redis.call("LLEN", source)
+        ids = {unpack(ids, #ids - (len - at) + 1)}
+      elseif #ids < n or redis.call("HGET", task_prefix .. last, "state") ~= "pending" then
+        ids = {} -- it left the list, taken from this end like every task counted before it
+      end
+    end
+    if #ids > 0 then
+      redis.call("LTRIM", source, 0, -(#ids + 1))
+    end
+  else
+    ids = redis.call("ZRANGE", source, 0, n - 1)
+    if #ids > 0 then
+      redis.call("ZREM", source, unpack(ids))
+    end
+  end
+  return ids
+end
+
+local TASK_STATES = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, completed = 1, aggregating = 1}
+
+-- listed_here(state, want): whether a bulk action may act on a task taken off the source of the tasks in state
+-- ``want`` ("" = not checked) whose record says ``state``. A record in another of asynq's states is a stale
+-- entry: the task is elsewhere (perhaps running) and is left alone.
+local function listed_here(state, want)
+  return want == "" or state == want or not TASK_STATES[state]
+end
+
 -- hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_key): give a new task straight to an idle worker (framework's own path).
 -- keys[ka..ka+3]: waiters <ext>:{q}:waiters, paused, active, lease; args[aa..aa+4]: queue name, lease expiry
 -- (Unix s), in-flight key prefix <ext>:{q}:inflight:, handoff channel prefix <ext>:handoff:, in-flight TTL.

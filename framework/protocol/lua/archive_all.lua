@@ -25,40 +25,18 @@
 -- record is gone. The queue's flag <ext>:{q}:waited is looked at first, as in delete_all.
 
 local n = tonumber(ARGV[2])
-local ids
-if ARGV[3] == "list" then
-  ids = redis.call("LRANGE", KEYS[1], -n, -1)
-  local last = ARGV[10] or ""
-  if last ~= "" and #ids > 0 then
-    local at = redis.call("LPOS", KEYS[1], last, "RANK", -1, "MAXLEN", n)
-    if at then -- the last one counted is among these: the ones left of it came after the count
-      local len = redis.call("LLEN", KEYS[1])
-      ids = {unpack(ids, #ids - (len - at) + 1)}
-    elseif #ids < n or redis.call("HGET", ARGV[1] .. last, "state") ~= "pending" then
-      ids = {} -- it left the list, taken from this end like every task counted before it
-    end
-  end
-  if #ids > 0 then
-    redis.call("LTRIM", KEYS[1], 0, -(#ids + 1))
-  end
-else
-  ids = redis.call("ZRANGE", KEYS[1], 0, n - 1)
-  if #ids > 0 then
-    redis.call("ZREM", KEYS[1], unpack(ids))
-  end
-end
+local ids = take_batch(KEYS[1], ARGV[3], n, ARGV[10] or "", ARGV[1])
 if #ids == 0 then
   return {0, 0}
 end
 local want = ARGV[8] or ""
-local states = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, completed = 1, aggregating = 1}
 local archived = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   local state = redis.call("HGET", key, "state")
   local here
   if state then
-    here = want == "" or state == want or not states[state]
+    here = listed_here(state, want)
   else
     here = redis.call("EXISTS", key) == 1
   end

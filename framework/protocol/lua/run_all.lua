@@ -17,14 +17,13 @@ if #ids == 0 then
   return {0, 0}
 end
 local want = ARGV[7] or ""
-local states = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, completed = 1, aggregating = 1}
 local moved = 0
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   local state = redis.call("HGET", key, "state")
   local here
   if state then
-    here = want == "" or state == want or not states[state]
+    here = listed_here(state, want)
   else
     here = redis.call("EXISTS", key) == 1
   end

@@ -119,6 +119,16 @@ local function listed_here(state, want)
   return want == "" or state == want or not TASK_STATES[state]
 end
 
+-- bulk_target(key, want): listed_here for the task whose record is ``key``; a record without a state counts
+-- when it exists (an id without a record is only dropped from the source).
+local function bulk_target(key, want)
+  local state = redis.call("HGET", key, "state")
+  if state then
+    return listed_here(state, want)
+  end
+  return redis.call("EXISTS", key) == 1
+end
+
 -- hand_off(keys, ka, args, aa, pending, task_key, id, msg, unique_key): give a new task straight to an idle worker (framework's own path).
 -- keys[ka..ka+3]: waiters <ext>:{q}:waiters, paused, active, lease; args[aa..aa+4]: queue name, lease expiry
 -- (Unix s), in-flight key prefix <ext>:{q}:inflight:, handoff channel prefix <ext>:handoff:, in-flight TTL.

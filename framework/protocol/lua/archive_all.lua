@@ -33,14 +33,7 @@ local want = ARGV[8] or ""
 local archived = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  local state = redis.call("HGET", key, "state")
-  local here
-  if state then
-    here = listed_here(state, want)
-  else
-    here = redis.call("EXISTS", key) == 1
-  end
-  if here then
+  if bulk_target(key, want) then
     redis.call("HSET", key, "state", "archived")
     redis.call("HDEL", key, "pending_since")
     redis.call("ZADD", KEYS[2], ARGV[5], id)

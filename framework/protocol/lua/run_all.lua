@@ -20,14 +20,7 @@ local want = ARGV[7] or ""
 local moved = 0
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  local state = redis.call("HGET", key, "state")
-  local here
-  if state then
-    here = listed_here(state, want)
-  else
-    here = redis.call("EXISTS", key) == 1
-  end
-  if here then
+  if bulk_target(key, want) then
     redis.call("HSET", key, "state", "pending", "pending_since", ARGV[4])
     redis.call("LPUSH", KEYS[2], id)
     moved = moved + 1

@@ -77,12 +77,15 @@ class IndexEntry(msgspec.Struct, frozen=True, kw_only=True):
         digest: SHA-256 hex of the token (never the token itself).
         expires: Unix time the token expires (expired) at.
         key: the Redis key of its record.
+        stored: the member as stored, when it is not UTF-8 (no token of ours writes one, so it names no record;
+            the other fields then show it with its bytes escaped); None otherwise.
     """
 
     purpose: str
     digest: str
     expires: float
     key: str
+    stored: bytes | None = None
 
     @property
     def member(self) -> str:
@@ -212,11 +215,17 @@ class Tokens:
         out = []
         for row in rows:
             member, score = row[0], row[1]
-            text = member.decode() if isinstance(member, bytes) else str(member)
+            stored = None
+            if isinstance(member, bytes):
+                try:
+                    text = member.decode()
+                except UnicodeDecodeError:  # not one of ours: shown escaped, removed as stored (see discard)
+                    text, stored = member.decode("utf-8", "backslashreplace"), member
+            else:
+                text = str(member)
             purpose, _, digest = text.rpartition(":")
-            out.append(
-                IndexEntry(purpose=purpose, digest=digest, expires=float(score), key=self.schema.token(purpose, digest))
-            )
+            key = self.schema.token(purpose, digest)
+            out.append(IndexEntry(purpose=purpose, digest=digest, expires=float(score), key=key, stored=stored))
         return out
 
     async def discard(self, entry: IndexEntry) -> int | None:
@@ -226,6 +235,8 @@ class Tokens:
             The record bytes freed (0 when Redis had already expired it) if this call removed the
             entry, or None if another caller (a consume, a concurrent sweep) removed it first.
         """
+        if entry.stored is not None:  # a member that is not UTF-8 names no record of ours: only the entry goes
+            return 0 if await self.redis.zrem(self.schema.token_index(), entry.stored) else None
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.schema.token_index(), entry.member)
             pipe.strlen(entry.key)

@@ -182,6 +182,21 @@ async def test_tokens_removes_expired_tokens_only(services: Services) -> None:
     assert await services.redis.zcard(services.schema.token_index()) == 0
 
 
+async def test_tokens_removes_an_index_entry_that_is_not_utf8_and_goes_on(services: Services) -> None:
+    """A member no token of ours writes (not UTF-8): listing it raised UnicodeDecodeError, so the sweep failed
+    on every run and no expired token was removed again."""
+    tokens = Tokens.from_services(services)
+    short = await tokens.issue("verify-email", "a", ttl=10)
+    await services.redis.zadd(services.schema.token_index(), {b"verify-email:\xff\xfe": 1.0})
+    sweeper = builtin(services.settings, "tokens")
+
+    report = await run_sweeper(services, sweeper, now=time.time() + 100)
+
+    assert (report.removed, report.errors) == (2, [])
+    assert await tokens.verify("verify-email", short) is None
+    assert await services.redis.zcard(services.schema.token_index()) == 0
+
+
 async def test_tokens_respects_the_grace_period(services: Services) -> None:
     tokens = Tokens.from_services(services)
     await tokens.issue("verify-email", "a", ttl=10)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,8 +111,16 @@ def passed(output: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_generated_app_installs_into_its_own_venv_and_passes_its_tests(work: Path) -> None:
-    project, outputs = generate_and_install(work, "new", "shop", "--plugins", "email,admin")
+def test_a_generated_app_and_plugin_install_into_venvs_of_their_own_and_pass_their_tests(work: Path) -> None:
+    """Both at once (two users on two projects): each install is mostly waiting on pip, so the pair takes about as
+    long as one."""
+    (work / "app").mkdir()
+    (work / "plugin").mkdir()
+    with ThreadPoolExecutor(2) as pool:
+        app_run = pool.submit(generate_and_install, work / "app", "new", "shop", "--plugins", "email,admin")
+        plugin_run = pool.submit(generate_and_install, work / "plugin", "generate", "plugin", "acme-notify")
+        (project, outputs), (plugin, plugin_outputs) = app_run.result(), plugin_run.result()
+
     checkout = ROOT.as_uri()
     assert requirements(project) == [f"-e {checkout}", f"-e {checkout}/plugins/email", f"-e {checkout}/plugins/admin"]
     assert list(outputs)[:2] == [
@@ -123,17 +132,12 @@ def test_a_generated_app_installs_into_its_own_venv_and_passes_its_tests(work: P
     where = shell(
         ".venv/bin/python -c 'import framework_admin, sys; print(sys.prefix, framework_admin.__file__)'",
         project,
-        environment(work),
+        environment(work / "app"),
     )
     prefix, admin = where.stdout.split()
     assert Path(prefix) == project / ".venv"
     assert Path(admin).is_relative_to(ROOT / "plugins" / "admin")
 
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_a_generated_plugin_installs_into_its_own_venv_and_passes_its_tests(work: Path) -> None:
-    project, outputs = generate_and_install(work, "generate", "plugin", "acme-notify")
-    assert requirements(project) == [f"-e {ROOT.as_uri()}"]
-    assert passed(outputs[".venv/bin/python -m pytest"]) >= 9
-    assert "acme_notify" in outputs[".venv/bin/framework plugins"]
+    assert requirements(plugin) == [f"-e {ROOT.as_uri()}"]
+    assert passed(plugin_outputs[".venv/bin/python -m pytest"]) >= 9
+    assert "acme_notify" in plugin_outputs[".venv/bin/framework plugins"]

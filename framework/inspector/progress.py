@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from framework.inspector.namespace import Namespace
+    from framework.protocol.keys import Schema
 
-__all__ = ("FINAL_STATES", "ProgressReads", "TaskProgress")
+__all__ = ("FINAL_STATES", "ProgressReads", "TaskProgress", "progress_finished", "progress_from_event")
 
 FINAL_STATES = frozenset({"completed", "archived"})
 """Task states after which no progress comes (a task that is gone counts too)."""
@@ -66,19 +67,39 @@ def _from_fields(values: Sequence[Any]) -> TaskProgress | None:
     )
 
 
-def _from_event(data: bytes) -> TaskProgress | None:
-    """A :class:`TaskProgress` from a published event; None for anything that is not one."""
+class _Published(msgspec.Struct):
+    """A report as a worker publishes it on the task's progress channel (see :mod:`framework.worker.progress`)."""
+
+    fraction: float
+    message: str
+    updated_at: float
+    attempt: int
+    ended: bool
+
+
+_decode_published = msgspec.json.Decoder(_Published).decode
+
+
+def progress_from_event(data: bytes) -> TaskProgress | None:
+    """A :class:`TaskProgress` from a message published on a progress channel; None for anything that is not one."""
     try:
-        event = msgspec.json.decode(data)
-        return TaskProgress(
-            fraction=float(event["fraction"]),
-            message=str(event["message"]),
-            updated_at=from_unix(float(event["updated_at"])),
-            attempt=int(event["attempt"]),
-            ended=bool(event["ended"]),
-        )
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+        event = _decode_published(data)
+        updated_at = from_unix(event.updated_at)
+    except (msgspec.DecodeError, ValueError, OverflowError, OSError):  # a time no datetime holds too
         return None
+    return TaskProgress(
+        fraction=event.fraction,
+        message=event.message,
+        updated_at=updated_at,
+        attempt=event.attempt,
+        ended=event.ended,
+    )
+
+
+async def progress_finished(redis: Any, schema: Schema, queue: str, task_id: str) -> bool:
+    """Whether the task is gone or in a final state (no more progress can come)."""
+    state = await redis.hget(schema.queue(queue).task(task_id), "state")
+    return state is None or text(state) in FINAL_STATES
 
 
 class ProgressReads:
@@ -109,9 +130,7 @@ class ProgressReads:
         return [_from_fields(values) for values in replies]
 
     async def _finished(self, queue: str, task_id: str) -> bool:
-        """Whether the task is gone or in a final state (no more progress can come)."""
-        state = await self._redis.hget(self._ns.schema.queue(queue).task(task_id), "state")
-        return state is None or text(state) in FINAL_STATES
+        return await progress_finished(self._redis, self._ns.schema, queue, task_id)
 
     async def watch_progress(self, queue: str, task_id: str, *, idle: float = 5.0) -> AsyncIterator[TaskProgress]:
         """Yield a task's progress reports as they are written, starting with the stored one.
@@ -137,7 +156,7 @@ class ProgressReads:
                 return
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=idle)
-                report = _from_event(message["data"]) if message is not None else None
+                report = progress_from_event(message["data"]) if message is not None else None
                 if report is not None and report != last:
                     last = report
                     yield report

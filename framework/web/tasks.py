@@ -43,7 +43,8 @@ from framework.client.client import Client, TaskInfo
 from framework.client.prepared import new_task_id
 from framework.errors import InvalidOption, ResultTypeError, TaskCancelled, TaskFailed, TaskNotFound, WaitTimeout
 from framework.inspector import Inspector
-from framework.inspector.progress import FINAL_STATES
+from framework.inspector.namespace import text
+from framework.inspector.progress import FINAL_STATES, progress_finished, progress_from_event
 from framework.protocol.message import decode_message
 from framework.task import TaskDef
 
@@ -298,9 +299,7 @@ class _Follow:
             feed.leave(channel, reports)
 
     async def _finished(self) -> bool:
-        """Whether the task is gone or in a final state (no more progress can come)."""
-        state = await self.inspector.redis.hget(self.inspector.schema.queue(self.queue).task(self.task_id), "state")
-        return state is None or _text(state) in FINAL_STATES
+        return await progress_finished(self.inspector.redis, self.inspector.schema, self.queue, self.task_id)
 
     async def _outcome(self, waiter: asyncio.Future[Any]) -> ServerSentEventMessage:
         ids = {"id": self.task_id, "queue": self.queue}
@@ -504,7 +503,7 @@ class _ProgressFeed:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         """Hand a report to its channel's listeners, or count a subscription's answer."""
-        kind, channel = message["type"], _text(message.get("channel"))
+        kind, channel = message["type"], text(message.get("channel"))
         if kind == "message":
             for queue in self._listeners.get(channel, ()):
                 queue.put_nowait(bytes(message["data"]) if isinstance(message["data"], bytes) else b"")
@@ -558,19 +557,6 @@ class _Report(NamedTuple):
         }
 
 
-class _Published(msgspec.Struct):
-    """A report as a worker publishes it on the task's progress channel."""
-
-    fraction: float
-    message: str
-    updated_at: float
-    attempt: int
-    ended: bool
-
-
-_decode_published = msgspec.json.Decoder(_Published).decode
-
-
 def _checked(report: _Report) -> _Report | None:
     """``report``, or None when it is not one a worker writes (a fraction outside 0..1, a time that is no time)."""
     if not (0.0 <= report.fraction <= 1.0 and math.isfinite(report.updated)):
@@ -580,11 +566,7 @@ def _checked(report: _Report) -> _Report | None:
 
 def _published_report(data: bytes) -> _Report | None:
     """The report in a published message; None for anything that is not one."""
-    try:
-        event = _decode_published(data)
-    except (msgspec.DecodeError, ValueError):
-        return None
-    return _checked(_Report(event.attempt, event.updated_at, event.fraction, event.message, event.ended))
+    return _stored_report(progress_from_event(data))
 
 
 def _stored_report(progress: TaskProgress | None) -> _Report | None:
@@ -625,10 +607,6 @@ def _failure_body(exc: TaskFailed, expose_errors: bool) -> tuple[int, dict[str, 
     return FAILED_STATUS, {**body, "state": "failed", "error": error, "retried": exc.retried}
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
-
-
 def _failure(exc: TaskFailed, expose_errors: bool) -> Response[Any]:
     status, body = _failure_body(exc, expose_errors)
     return Response(body, status_code=status)
@@ -648,7 +626,7 @@ async def _of_another_type(client: Client, task_id: str, queue: str, taskdef: Ta
 async def _pending(client: Client, task_id: str, queue: str, status_url: str | None) -> Response[Any]:
     """``202 Accepted``: the task's current state and where to follow it."""
     state = await client.redis.hget(client.schema.queue(queue).task(task_id), "state")
-    body: dict[str, Any] = {"id": task_id, "queue": queue, "state": _text(state) or "pending"}
+    body: dict[str, Any] = {"id": task_id, "queue": queue, "state": text(state) or "pending"}
     headers: dict[str, str] = {}
     if status_url is not None:
         # any string is a task id (an app's idempotency key: "order/42", "50% off"): escaped as one path segment

@@ -182,3 +182,26 @@ local function announce_removed(xprefix, ids, message)
     announce(xprefix, id, message)
   end
 end
+
+-- delete_merged(set_key, task_prefix, xprefix, aggregate_id): delete the member tasks of an aggregation set whose
+-- aggregate task was enqueued, releasing the uniqueness locks they hold, and tell their waiters (see
+-- announce_removed) they were merged into ``aggregate_id``. A member whose record is no longer an aggregating
+-- task (deleted while staged, its id since taken by a new task) is left alone. Returns the records deleted.
+local function delete_merged(set_key, task_prefix, xprefix, aggregate_id)
+  local ids = {}
+  local unique_keys = {}
+  for _, id in ipairs(redis.call("ZRANGE", set_key, 0, -1)) do
+    local fields = redis.call("HMGET", task_prefix .. id, "state", "unique_key")
+    if not fields[1] or fields[1] == "aggregating" then
+      ids[#ids + 1] = id
+      unique_keys[#ids] = fields[2] or ""
+    end
+  end
+  announce_removed(xprefix, ids, "aggregated\n" .. aggregate_id)
+  local n = 0
+  for i, id in ipairs(ids) do
+    release_unique(unique_keys[i], id)
+    n = n + redis.call("DEL", task_prefix .. id)
+  end
+  return n
+end

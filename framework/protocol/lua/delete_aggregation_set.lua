@@ -15,21 +15,7 @@ local aggregate_id = ARGV[3] or ""
 if aggregate_id == "" then
   aggregate_id = string.match(KEYS[1], "([^:]*)$")
 end
-local ids = {}
-local unique_keys = {}
-for _, id in ipairs(redis.call("ZRANGE", KEYS[1], 0, -1)) do
-  local fields = redis.call("HMGET", ARGV[1] .. id, "state", "unique_key")
-  if not fields[1] or fields[1] == "aggregating" then
-    ids[#ids + 1] = id
-    unique_keys[#ids] = fields[2] or ""
-  end
-end
-announce_removed(ARGV[2] or "", ids, "aggregated\n" .. aggregate_id)
-local n = 0
-for i, id in ipairs(ids) do
-  release_unique(unique_keys[i], id)
-  n = n + redis.call("DEL", ARGV[1] .. id)
-end
+local n = delete_merged(KEYS[1], ARGV[1], ARGV[2] or "", aggregate_id)
 redis.call("DEL", KEYS[1])
 redis.call("ZREM", KEYS[2], KEYS[1])
 return n

@@ -20,20 +20,7 @@ for _, set_key in ipairs(stale) do
   local group_key = string.sub(set_key, 1, cut - 1)
   local set_id = string.sub(set_key, cut + 1)
   if task_prefix ~= "" and set_id ~= "" and redis.call("EXISTS", task_prefix .. set_id) == 1 then
-    local ids = {}
-    local unique_keys = {}
-    for _, id in ipairs(redis.call("ZRANGE", set_key, 0, -1)) do
-      local fields = redis.call("HMGET", task_prefix .. id, "state", "unique_key")
-      if not fields[1] or fields[1] == "aggregating" then
-        ids[#ids + 1] = id
-        unique_keys[#ids] = fields[2] or ""
-      end
-    end
-    announce_removed(ARGV[4] or "", ids, "aggregated\n" .. set_id)
-    for i, id in ipairs(ids) do
-      release_unique(unique_keys[i], id)
-      redis.call("DEL", task_prefix .. id)
-    end
+    delete_merged(set_key, task_prefix, ARGV[4] or "", set_id)
   else
     -- ZADD in chunks: unpack() takes a few thousand values at most, and a set may hold any number of tasks
     local members = redis.call("ZRANGE", set_key, 0, -1, "WITHSCORES")

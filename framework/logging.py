@@ -6,6 +6,7 @@ the JSON of ``--json``), so ``framework tasks stats --json | jq`` sees nothing b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import structlog
 
-__all__ = ("StderrLogger", "configure_default_logging", "configure_logging", "get_logger")
+__all__ = ("StderrLogger", "configure_default_logging", "configure_logging", "flush_streams", "get_logger")
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _configured = False
@@ -154,3 +155,13 @@ class _LazyLogger:
 def get_logger(name: str = "framework") -> structlog.typing.FilteringBoundLogger:
     """Return a structlog logger bound to ``logger=name`` (built at its first use)."""
     return cast("structlog.typing.FilteringBoundLogger", _LazyLogger(name))
+
+
+def flush_streams() -> None:
+    """Write out what ``sys.stdout`` and ``sys.stderr`` hold in their buffers, whatever state they are in.
+
+    Before ``os._exit`` (which skips it) and before a fork (so nothing buffered is written twice).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or no console at all
+            stream.flush()

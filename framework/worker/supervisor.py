@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from framework.logging import configure_logging, get_logger
+from framework.logging import configure_logging, flush_streams, get_logger
 from framework.loop import loop_factory
 from framework.loop import run as run_loop
 from framework.settings import Settings, load_settings
@@ -232,9 +232,7 @@ class _Supervisor:
     def _fork(self, scheduler: bool) -> _Process:
         """Fork a child that runs one worker and exits; it never returns here."""
         parent = os.getpid()
-        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        flush_streams()  # nothing buffered is written twice
         blocked = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)  # no signal reaches the child with our handlers
         try:
@@ -416,9 +414,7 @@ def _forked_child(
     except BaseException:  # noqa: BLE001 - reported, then the child exits (the supervisor restarts it)
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        flush_streams()
         os._exit(code)
 
 

@@ -39,7 +39,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +50,7 @@ from framework.broker.liveness import Liveness
 from framework.client.client import Client
 from framework.clock import Clock, SystemClock
 from framework.errors import ConfigError
-from framework.logging import configure_default_logging, configure_logging, get_logger
+from framework.logging import configure_default_logging, configure_logging, flush_streams, get_logger
 from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.lifecycle import fire_shutdown, fire_startup
 from framework.protocol.keys import Schema
@@ -554,9 +553,7 @@ class Worker:
             handlers=abandoned,
             note="they ignore cancellation; their tasks were given back; exiting without waiting for them",
         )
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                stream.flush()
+        flush_streams()
         os._exit(0)
 
     def _loop_stuck(self, blocked_for: float, task: asyncio.Task[Any]) -> None:
@@ -577,9 +574,7 @@ class Worker:
             **fields,
             note="the handler holding the event loop is past its deadline and cancel_grace; ending the process",
         )
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                stream.flush()
+        flush_streams()
         os._exit(EXIT_LOOP_STUCK)
 
     async def _withdraw(self, p: Processor) -> None:

@@ -6,11 +6,10 @@
 -- returns the number of entries taken from KEYS[1]
 -- An entry whose record names another task state is stale (the task is elsewhere, perhaps running): the entry
 -- goes, the record stays.
-local states = {pending = 1, active = 1, scheduled = 1, retry = 1, archived = 1, aggregating = 1}
 local ids = redis.call("ZRANGE", KEYS[1], "-inf", ARGV[1], "BYSCORE", "LIMIT", 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   local state = redis.call("HGET", ARGV[2] .. id, "state")
-  if not (state and states[state]) then
+  if not state or listed_here(state, "completed") then
     redis.call("DEL", ARGV[2] .. id)
   end
 end

@@ -127,8 +127,7 @@ class Recoverer:
         if not dead:
             return 0
         held_by = await broker.inflight_of([sid for sid, _ in dead], self.queues)
-        # a lease set (int seconds) at or before now - dead_after: never one a live worker still holds
-        newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
+        newest_dead_lease = self._newest_dead_lease(now)
         moved = 0
         for (sid, last_seen), held in zip(dead, held_by, strict=True):
             settled = True
@@ -146,6 +145,13 @@ class Recoverer:
             if settled and last_seen < now - FORGET_DEAD_AFTER:
                 await broker.forget_worker(sid)
         return moved
+
+    def _newest_dead_lease(self, now: float) -> int:
+        """The newest lease expiry (Unix s) a dead owner (or one that lost its lease) can have left.
+
+        A lease set (whole seconds, now + 30 s) at or before ``now - dead_after``: never one a live worker holds.
+        """
+        return math.floor(now - self.dead_after) + LEASE_SECONDS - 1
 
     async def _died_alone(self, sid: str, held: list[tuple[str, str]]) -> bool:
         """Whether the dead worker ``sid`` held one task when it died (so that task is charged with it).
@@ -184,7 +190,7 @@ class Recoverer:
         if not self.lost:
             return 0
         now = self.broker.clock.now()
-        newest_dead_lease = math.floor(now - self.dead_after) + LEASE_SECONDS - 1
+        newest_dead_lease = self._newest_dead_lease(now)
         keep: list[tuple[str, str, float]] = []
         given = 0
         pending, self.lost[:] = list(self.lost), []
@@ -218,7 +224,7 @@ class Recoverer:
         unheld = [(queue, task_id) for queue, ids in named.items() for task_id in ids if (queue, task_id) not in held]
         if not unheld:
             return 0
-        newest_dead_lease = math.floor(self.broker.clock.now() - self.dead_after) + LEASE_SECONDS - 1
+        newest_dead_lease = self._newest_dead_lease(self.broker.clock.now())
         given = 0
         for queue, task_id in unheld:
             if (queue, task_id) in held:  # taken again while an earlier give-back was awaited

@@ -8,6 +8,7 @@ Example ``framework.toml``::
     app_name = "Acme"
     rate_limit = "5/3s"              # the provider's rate; default: the backend's ("5/3s" for resend)
     concurrency_limit = 0            # the most emails sent at once; 0 = no cap
+    max_attachment_bytes = 26214400  # one email's attachments together (25 MiB); more is refused
 
     [plugins.email.smtp]
     host = "127.0.0.1"
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from framework.settings import Settings
 
 __all__ = (
+    "DEFAULT_MAX_ATTACHMENT_BYTES",
     "DEFAULT_RATE_LIMITS",
     "PLUGIN_NAME",
     "EmailConfig",
@@ -59,6 +61,14 @@ counts task starts, and each request leaves a little after its task starts: up t
 email of a worker process, under 0.05 s after that. At exactly 2/s, three requests then fall within one
 second now and then, and Resend answers 429. 5 per 3 s (1.67/s) keeps the requests at least 0.6 s apart
 at the start, which absorbs that. For a team with a higher limit, set ``rate_limit`` to about 85% of it."""
+
+DEFAULT_MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+"""The default of ``max_attachment_bytes``: 25 MiB of files in one email, inline and stored together.
+
+Providers cap a whole message, after base64 has made the files about a third larger: Gmail and Yahoo take
+25 MB, Outlook.com 20 MB, Resend 40 MB (about 30 MB of files). 25 MiB of files is at or above what common
+SMTP providers take, so the cap refuses nothing they would have sent, and under Resend's limit; it bounds
+what one email makes the worker hold in memory (the files, then the encoded message)."""
 
 _OFF = frozenset({"", "none", "off"})
 
@@ -129,6 +139,10 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         limit_name: the name of the limit on ``email:send``: ``[limits.<name>]`` settings change it, and a
             task type of the app declaring a ``Limit`` of the same name shares it (other calls to the
             same provider account).
+        max_attachment_bytes: the most bytes of files one email may carry, its inline and stored
+            attachments together (default :data:`DEFAULT_MAX_ATTACHMENT_BYTES`, 25 MiB). A stored object
+            over what is left is refused before it is read; an email over the cap is archived at once,
+            naming the file, its size and the cap. Raise it for a relay that takes larger messages.
         smtp: the ``smtp`` backend's server.
         resend: the ``resend`` backend's API.
     """
@@ -142,8 +156,15 @@ class EmailConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     rate_limit: str | None = None
     concurrency_limit: int = 0
     limit_name: str = "email-provider"
+    max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES
     smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
     resend: ResendConfig = msgspec.field(default_factory=ResendConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_attachment_bytes < 1:
+            raise ValueError(
+                f"max_attachment_bytes={self.max_attachment_bytes!r} is invalid: use a number of bytes above 0"
+            )
 
 
 def load_config(settings: Settings, environ: Mapping[str, str] | None = None) -> EmailConfig:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from framework import TaskDef
 from framework.errors import FrameworkError, SkipRetry
-from framework.storage import InvalidKey, ObjectNotFound
+from framework.storage import InvalidKey, ObjectNotFound, ObjectTooLarge
 from framework_email.backends.base import EmailDeliveryError, OutboundEmail, RecipientsRefused
 from framework_email.config import PLUGIN_NAME, provider_limit
 from framework_email.message import AttachmentFile, build_message
@@ -93,7 +93,8 @@ class SendEmail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         bcc: blind copy recipients.
         reply_to: where replies go.
         tags: name/value pairs for the provider's analytics (Resend tags).
-        attachments: files to attach.
+        attachments: files to attach; together at most the worker's ``max_attachment_bytes`` setting
+            (25 MiB by default), or the email is archived unsent.
     """
 
     to: str | list[str]
@@ -171,7 +172,8 @@ async def handle_send_email(ctx: TaskContext, payload: SendEmail) -> None:
 
     Raises:
         SkipRetry: the template is missing or needs data the payload lacks, an address is invalid, an
-            attachment's storage key does not exist, or the provider refused the email for good.
+            attachment's storage key does not exist, the attachments are larger than the configured
+            ``max_attachment_bytes``, or the provider refused the email for good.
         RetryAfter: the provider asked to wait (rate limit).
         EmailDeliveryError: a temporary delivery failure; retried with backoff. When the provider refused
             some recipients for now and took the email for others, the ones who took it are recorded
@@ -180,7 +182,7 @@ async def handle_send_email(ctx: TaskContext, payload: SendEmail) -> None:
     """
     service = get_email_service(ctx.services)
     bodies = await service.renderer.render(payload.template, {**(payload.data or {}), "subject": payload.subject})
-    files = [await _load_attachment(ctx.services, attachment) for attachment in payload.attachments]
+    files = await _load_attachments(ctx.services, payload.attachments, service.config.max_attachment_bytes)
     message = build_message(
         sender=payload.sender or service.config.mail_from or "noreply@localhost",
         to=payload.to,
@@ -257,18 +259,55 @@ def _refusal_outcome(exc: RecipientsRefused, delivered: frozenset[str]) -> Frame
     return SkipRetry(f"email refused for good for {permanent}; delivered to {have}")
 
 
-async def _load_attachment(services: Services, attachment: Attachment) -> AttachmentFile:
-    """The attachment's bytes: inline, or read from storage (a missing or invalid key is permanent)."""
-    if attachment.content is not None:
-        return AttachmentFile(attachment.filename, attachment.content, attachment.content_type)
+async def _load_attachments(services: Services, attachments: Sequence[Attachment], cap: int) -> list[AttachmentFile]:
+    """The attachments' bytes, in order: inline, or read from storage; at most ``cap`` bytes in all.
+
+    The inline bytes are counted first; each stored object is then read with what is left of ``cap`` as its
+    ``max_size``, so that an object over it is refused before it is read into memory.
+
+    Raises:
+        SkipRetry: the attachments are larger than ``cap`` (the message names the file, its size and the
+            cap), or a storage key is invalid or does not exist. A retry would meet the same files.
+    """
+    inline = sum(len(a.content) for a in attachments if a.content is not None)
+    if inline > cap:
+        names = ", ".join(repr(a.filename) for a in attachments if a.content is not None)
+        raise SkipRetry(
+            f"the inline attachments ({names}) are {inline} bytes, more than the {cap} bytes setting "
+            "plugins.email.max_attachment_bytes allows for one email's attachments"
+        )
+    left = cap - inline
+    files: list[AttachmentFile] = []
+    for attachment in attachments:
+        if attachment.content is not None:
+            files.append(AttachmentFile(attachment.filename, attachment.content, attachment.content_type))
+            continue
+        data = await _read_attachment(services, attachment, left, cap)
+        left -= len(data)
+        files.append(AttachmentFile(attachment.filename, data, attachment.content_type))
+    return files
+
+
+async def _read_attachment(services: Services, attachment: Attachment, max_size: int, cap: int) -> bytes:
+    """A stored attachment's bytes, refused unread when larger than ``max_size`` (what is left of ``cap``).
+
+    Raises:
+        SkipRetry: the key is invalid, does not exist, or names an object larger than ``max_size``.
+    """
     key = attachment.key or ""
     try:
-        data = await services.storage.get(key)
+        return await services.storage.get(key, max_size=max_size)
     except ObjectNotFound as exc:
         raise SkipRetry(f"attachment {attachment.filename!r}: storage key {key!r} does not exist") from exc
+    except ObjectTooLarge as exc:
+        room = f"the {cap}" if max_size == cap else f"the {max_size} bytes left of the {cap}"
+        others = "" if max_size == cap else f" (the email's other files take {cap - max_size})"
+        raise SkipRetry(
+            f"attachment {attachment.filename!r}: storage key {key!r} is {exc.size} bytes, more than {room} "
+            f"bytes setting plugins.email.max_attachment_bytes allows for one email's attachments{others}"
+        ) from exc
     except InvalidKey as exc:
         raise SkipRetry(f"attachment {attachment.filename!r}: {exc}") from exc
-    return AttachmentFile(attachment.filename, data, attachment.content_type)
 
 
 send_email_task: TaskDef[SendEmail] = TaskDef(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
+import ssl
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 import pytest
 import resend
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import Envelope
 from framework_email.backends import EmailDeliveryError, OutboundEmail, OutboxBackend, ResendBackend, SmtpBackend
 from framework_email.backends.base import safe_token
 from framework_email.backends.resend import classify_resend_error, retry_after_seconds
@@ -25,13 +29,16 @@ from framework.errors import ConfigError, RetryAfter, SkipRetry
 from framework.settings import Settings
 from tests.fixtures.resend_api import ScriptedResponse
 from tests.fixtures.smtp import free_port
+from tests.fixtures.tls import make_certificates
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from email.message import EmailMessage
     from pathlib import Path
 
     from tests.fixtures.resend_api import ResendApi
     from tests.fixtures.smtp import SmtpInbox
+    from tests.fixtures.tls import Certificates
 
 PDF = b"%PDF-1.4 fake \x00\x01\x02 bytes"
 
@@ -152,6 +159,77 @@ async def test_smtp_login_against_a_server_without_auth_is_permanent(smtp_inbox:
 async def test_smtp_starttls_against_a_plain_server_is_permanent(smtp_inbox: SmtpInbox) -> None:
     with pytest.raises(SkipRetry, match="does not support"):
         await _smtp(smtp_inbox, security="starttls").send(_outbound())
+
+
+class _Keep:
+    """An aiosmtpd handler that keeps each message it accepts."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes | None] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:  # noqa: N802
+        self.received.append(envelope.original_content)
+        return "250 OK"
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("smtp-tls"))
+
+
+@contextlib.contextmanager
+def _tls_smtp(certs: Certificates, security: str) -> Iterator[tuple[_Keep, int]]:
+    """An SMTP server with a certificate from the test CA: TLS from the first byte, or STARTTLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    tls: dict[str, object] = {"ssl_context": context} if security == "tls" else {"tls_context": context}
+    handler = _Keep()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **tls)  # type: ignore[arg-type]
+    controller.start()
+    try:
+        yield handler, controller.port
+    finally:
+        controller.stop()
+
+
+async def test_smtp_tls_against_a_plain_server_is_permanent_naming_the_settings(smtp_inbox: SmtpInbox) -> None:
+    with pytest.raises(SkipRetry) as raised:
+        await _smtp(smtp_inbox, security="tls").send(_outbound())
+    text = str(raised.value)
+    assert text.startswith("SMTP TLS handshake failed: [SSL: WRONG_VERSION_NUMBER]")
+    assert f"(security='tls', port={smtp_inbox.port}, validate_certs=True)" in text
+    assert smtp_inbox.messages() == []
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+async def test_smtp_server_certificate_the_settings_do_not_trust_is_permanent(
+    certificates: Certificates, security: str
+) -> None:
+    with _tls_smtp(certificates, security) as (handler, port):
+        config = SmtpConfig(host="127.0.0.1", port=port, security=security, timeout=5)  # type: ignore[arg-type]
+        with pytest.raises(SkipRetry) as raised:
+            await SmtpBackend(config).send(_outbound("untrusted"))
+        text = str(raised.value)
+        assert "CERTIFICATE_VERIFY_FAILED" in text
+        assert f"(security={security!r}, port={port}, validate_certs=True)" in text
+        assert handler.received == []
+
+        # The same server takes the email once the settings stop checking its certificate.
+        trusting = SmtpConfig(host="127.0.0.1", port=port, security=security, timeout=5, validate_certs=False)  # type: ignore[arg-type]
+        assert await SmtpBackend(trusting).send(_outbound("trusting")) == "<trusting@acme.test>"
+        assert len(handler.received) == 1
+
+
+def _cut_mid_handshake() -> aiosmtplib.SMTPConnectError:
+    error = aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 465: EOF occurred")
+    error.__cause__ = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    return error
+
+
+def test_smtp_connection_cut_mid_handshake_stays_temporary() -> None:
+    assert type(classify_smtp_error(_cut_mid_handshake())) is EmailDeliveryError
+    assert type(classify_smtp_error(ssl.SSLEOFError(8, "EOF occurred"))) is EmailDeliveryError
+    assert type(classify_smtp_error(ssl.SSLError(1, "[SSL] handshake failure"))) is SkipRetry
 
 
 def test_smtp_needs_a_sender() -> None:

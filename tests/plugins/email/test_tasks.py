@@ -34,6 +34,7 @@ from framework.plugins.manager import get_plugin_manager
 from framework.plugins.templates import build_environment
 from framework.services import Services
 from framework.settings import Settings
+from framework.storage import open_storage
 from framework.storage.local import LocalStorage
 from framework.task import PayloadDecodeError
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from framework_email.backends import OutboundEmail
 
     from tests.fixtures.resend_api import ResendApi
+    from tests.fixtures.s3 import S3Server
     from tests.fixtures.smtp import SmtpInbox
 
 PDF = b"%PDF-1.4 \x00\xff attachment"
@@ -307,6 +309,95 @@ async def test_permanent_problems_archive_at_once(tmp_path: Path, payload: SendE
     with pytest.raises(SkipRetry, match=message.replace("(", r"\(").replace(")", r"\)")):
         await send_email_task.handler(_ctx(services), payload)  # type: ignore[misc]
     assert not (tmp_path / "data" / "outbox").exists()
+
+
+# -- the attachments' size cap ---------------------------------------------------------------------
+
+
+def _attaching(*attachments: Attachment) -> SendEmail:
+    return msgspec.structs.replace(WELCOME, attachments=list(attachments))
+
+
+async def test_a_stored_attachment_over_the_default_cap_is_archived_naming_key_size_and_cap(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "storage")
+    await storage.put("exports/huge.zip", bytes(25 * 1024 * 1024 + 1))
+    services = _services(tmp_path, storage=storage)
+    with pytest.raises(SkipRetry) as raised:
+        await send_email_task.handler(
+            _ctx(services), _attaching(Attachment(filename="huge.zip", key="exports/huge.zip"))
+        )  # type: ignore[misc]
+    assert str(raised.value) == (
+        "attachment 'huge.zip': storage key 'exports/huge.zip' is 26214401 bytes, more than the 26214400 bytes "
+        "setting plugins.email.max_attachment_bytes allows for one email's attachments"
+    )
+    assert not (tmp_path / "data" / "outbox").exists()
+
+
+async def test_the_cap_counts_inline_and_stored_files_of_one_email_together(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "storage")
+    await storage.put("files/fits.bin", bytes(40))
+    await storage.put("files/one-too-many.bin", bytes(41))
+    services = _services(tmp_path, {"max_attachment_bytes": 64}, storage=storage)
+    inline = Attachment(filename="note.txt", content=b"x" * 24)
+
+    exact = _attaching(inline, Attachment(filename="fits.bin", key="files/fits.bin"))
+    await send_email_task.handler(_ctx(services, "exact"), exact)  # type: ignore[misc]
+    written = _read(tmp_path / "data" / "outbox" / "exact.eml")
+    assert [len(part.get_payload(decode=True)) for part in written.iter_attachments()] == [24, 40]
+
+    over = _attaching(inline, Attachment(filename="more.bin", key="files/one-too-many.bin"))
+    with pytest.raises(SkipRetry) as raised:
+        await send_email_task.handler(_ctx(services, "over"), over)  # type: ignore[misc]
+    assert str(raised.value) == (
+        "attachment 'more.bin': storage key 'files/one-too-many.bin' is 41 bytes, more than the 40 bytes left of "
+        "the 64 bytes setting plugins.email.max_attachment_bytes allows for one email's attachments "
+        "(the email's other files take 24)"
+    )
+    assert not (tmp_path / "data" / "outbox" / "over.eml").exists()
+
+
+async def test_inline_attachments_over_the_cap_are_archived_before_storage_is_read(tmp_path: Path) -> None:
+    services = _services(tmp_path, {"max_attachment_bytes": 64}, storage=LocalStorage(tmp_path / "storage"))
+    payload = _attaching(
+        Attachment(filename="a.txt", content=b"a" * 40),
+        Attachment(filename="gone.pdf", key="uploads/gone.pdf"),  # never looked up: the inline bytes decide
+        Attachment(filename="b.txt", content=b"b" * 40),
+    )
+    with pytest.raises(SkipRetry) as raised:
+        await send_email_task.handler(_ctx(services), payload)  # type: ignore[misc]
+    assert str(raised.value) == (
+        "the inline attachments ('a.txt', 'b.txt') are 80 bytes, more than the 64 bytes setting "
+        "plugins.email.max_attachment_bytes allows for one email's attachments"
+    )
+
+
+async def test_a_stored_attachment_over_the_cap_on_s3_is_archived(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    s3_server.client().make_bucket(s3_bucket)
+    storage = open_storage(s3_server.settings(s3_bucket))
+    try:
+        await storage.put("reports/small.csv", b"a,b\n" * 10)
+        await storage.put("reports/big.csv", bytes(4096))
+        services = _services(tmp_path, {"max_attachment_bytes": 1024}, storage=storage)
+        await send_email_task.handler(
+            _ctx(services, "small"), _attaching(Attachment(filename="s.csv", key="reports/small.csv"))
+        )  # type: ignore[misc]
+        [part] = _read(tmp_path / "data" / "outbox" / "small.eml").iter_attachments()
+        assert part.get_payload(decode=True) == b"a,b\n" * 10
+        with pytest.raises(SkipRetry, match=r"storage key 'reports/big\.csv' is 4096 bytes, more than the 1024 bytes"):
+            await send_email_task.handler(
+                _ctx(services, "big"), _attaching(Attachment(filename="b.csv", key="reports/big.csv"))
+            )  # type: ignore[misc]
+    finally:
+        await storage.close()
+    assert not (tmp_path / "data" / "outbox" / "big.eml").exists()
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_a_cap_below_one_byte_is_a_config_error(tmp_path: Path, cap: int) -> None:
+    with pytest.raises(ConfigError, match=rf"max_attachment_bytes={cap} is invalid"):
+        load_email_config(_settings(tmp_path, {"max_attachment_bytes": cap}))
 
 
 async def test_handler_over_smtp(tmp_path: Path, smtp_inbox: SmtpInbox) -> None:

@@ -8,10 +8,15 @@ An SMTP server answers each recipient on its own, so it may take an email for so
 others (a greylisting ``450`` for one address, an unknown user ``550`` for another). The backend reports
 that as :class:`~framework_email.backends.base.RecipientsRefused` rather than success: the handler retries
 the temporary refusals, sending only to the recipients who do not have the email yet.
+
+A TLS handshake that fails on the certificate or the protocol (``security = "tls"`` against a plain port, a
+server certificate ``validate_certs`` refuses) fails the same way on every retry, so the task is archived at
+once with the settings named; a server that drops the connection mid-handshake is retried.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import aiosmtplib
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ("SmtpBackend", "classify_smtp_error")
 
 _DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+_CUT_OFF = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+"""TLS errors of a connection the server or the network closed mid-handshake: another attempt may pass."""
 
 
 class SmtpBackend:
@@ -66,8 +73,9 @@ class SmtpBackend:
         Raises:
             RecipientsRefused: the server took the email for some recipients and refused the others
                 (an SMTP server answers each ``RCPT`` on its own: greylisting, a full or unknown mailbox).
-            SkipRetry: the server refused for good (5xx: bad address, bad credentials) or lacks a
-                feature the configuration needs (STARTTLS, AUTH).
+            SkipRetry: the server refused for good (5xx: bad address, bad credentials), lacks a
+                feature the configuration needs (STARTTLS, AUTH), or the TLS handshake failed on the
+                certificate or the protocol (the message names ``security``, the port and ``validate_certs``).
             EmailDeliveryError: a temporary failure (4xx, connection refused or lost, timeout).
         """
         cfg = self.config
@@ -98,7 +106,8 @@ class SmtpBackend:
             # handler's account names both, where "refused every recipient" would mislead.
             raise _refused((), {r.recipient: r for r in exc.recipients}) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise classify_smtp_error(exc) from exc
+            settings = f"security={cfg.security!r}, port={self.port}, validate_certs={cfg.validate_certs!r}"
+            raise classify_smtp_error(exc, settings=settings) from exc
         if refused:
             sent = recipients if recipients is not None else extract_recipients(email.message)
             raise _refused([a for a in sent if a not in refused], refused)
@@ -112,17 +121,39 @@ def _refused(accepted: Iterable[str], refused: Mapping[str, Any]) -> RecipientsR
     return RecipientsRefused(accepted, temporary=temporary, permanent=permanent)
 
 
-def classify_smtp_error(exc: BaseException) -> FrameworkError:
+def _tls_handshake_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error that ended the handshake, when retrying cannot fix it; None for any other failure.
+
+    aiosmtplib raises the handshake's error itself for STARTTLS, and as the cause of
+    ``SMTPConnectError`` for ``tls``. A connection cut mid-handshake (:data:`_CUT_OFF`) is left to the retry.
+    """
+    cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPConnectError) else exc
+    if isinstance(cause, ssl.SSLError) and not isinstance(cause, _CUT_OFF):
+        return cause
+    return None
+
+
+def classify_smtp_error(exc: BaseException, *, settings: str = "") -> FrameworkError:
     """Turn an SMTP failure into the task outcome it calls for.
 
     Args:
         exc: what aiosmtplib (or the socket) raised.
+        settings: the TLS settings in use (``security=..., port=..., validate_certs=...``), named in the
+            message of a failed TLS handshake.
 
     Returns:
         :class:`~framework.errors.SkipRetry` for permanent refusals (5xx replies, every recipient refused
-        for good, a server feature the settings need: AUTH, STARTTLS, SMTPUTF8), otherwise
-        :class:`EmailDeliveryError` (4xx replies, connection and timeout errors).
+        for good, a server feature the settings need: AUTH, STARTTLS, SMTPUTF8) and for a TLS handshake
+        that failed on the certificate or the protocol, otherwise :class:`EmailDeliveryError` (4xx replies,
+        connection and timeout errors, a connection cut mid-handshake).
     """
+    tls = _tls_handshake_error(exc)
+    if tls is not None:
+        used = f" ({settings})" if settings else ""
+        return SkipRetry(
+            f"SMTP TLS handshake failed: {tls}; the same settings fail the same way on a retry: check "
+            f"[plugins.email.smtp] security, port and validate_certs{used} against the server and its certificate"
+        )
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
         if exc.recipients and all(r.code >= 500 for r in exc.recipients):

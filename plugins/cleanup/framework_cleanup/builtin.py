@@ -21,25 +21,29 @@ Uploads follow the images plugin's layout (``uploads/<id>/original.<ext>``, thum
 ``framework-images`` installed. An upload still ``processing`` whose task is pending, scheduled,
 retrying or running is kept however old (a backlog, workers down over a weekend): it is not abandoned,
 only waiting. An upload with any object younger than the grace
-period is left alone (it is being written), so is one whose record cannot be read (reported as an
-error), and an upload's record is removed last, so a run cut off halfway finds the rest next time.
+period is left alone (it is being written), so is one whose record cannot be read (logged as
+``cleanup_upload_record_unreadable`` and reported as an error): not JSON, not a record, refused by the
+store, or larger than 64 KiB, which is refused unread. An upload's record is removed last, so a run cut
+off halfway finds the rest next time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
-from framework.storage import InvalidKey, ObjectNotFound
+from framework.storage import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from framework.web.tokens import Tokens
 from framework_cleanup.config import outbox_path
 from framework_cleanup.sweepers import Sweeper, SweepFn
 from framework_cleanup.workflows import LIVE_STATES, as_text, sweep_workflows
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from framework.settings import Settings
@@ -50,11 +54,20 @@ if TYPE_CHECKING:
 
 __all__ = ("builtin_sweepers", "sweep_outbox", "sweep_tmp", "sweep_tokens", "sweep_uploads")
 
+_T = TypeVar("_T")
+
 HOUR = 3600.0
 DAY = 24 * HOUR
 _TOKEN_BATCH = 500
 _RECORD = "record.json"
+_MAX_RECORD_BYTES = 64 * 1024
+"""The largest upload record read. The images plugin writes well under 1 KiB (a state, a few keys, a thumbnail
+entry per size and format, a file name, an error message), so this leaves room for far more thumbnails than
+anyone configures; a larger ``record.json`` is another producer's or a hostile one, and reading it whole would
+let one object fill the sweep's memory. It is refused unread and its upload left alone, never removed."""
 _OUTBOX_SUFFIXES = (".eml", ".eml.tmp")
+_OUTBOX_BATCH = 256
+"""Outbox files looked at per trip to a worker thread."""
 
 
 def builtin_sweepers(settings: Settings, config: CleanupConfig) -> list[Sweeper]:
@@ -161,8 +174,15 @@ def sweep_uploads(prefix: str, abandoned_after: float) -> SweepFn:
 
 
 async def _read_record(ctx: SweepContext, key: str) -> _Record | None:
+    """The upload record at ``key``, or None when it is gone.
+
+    Raises:
+        ObjectTooLarge: it is larger than :data:`_MAX_RECORD_BYTES` (nothing of it was read).
+        msgspec.DecodeError: it is not JSON, or not an upload record.
+        StorageError: the store refused the key or the read (:class:`StorageUnavailable`: it is down).
+    """
     try:
-        return _decode_record(await ctx.services.storage.get(key))
+        return _decode_record(await ctx.services.storage.get(key, max_size=_MAX_RECORD_BYTES))
     except ObjectNotFound:
         return None
 
@@ -174,10 +194,14 @@ async def _sweep_upload(ctx: SweepContext, folder: str, objects: list[ObjectInfo
     names = {info.key[len(folder) :]: info for info in objects}
     record = None
     if _RECORD in names:
+        key = folder + _RECORD
         try:
-            record = await _read_record(ctx, folder + _RECORD)
-        except msgspec.DecodeError as exc:
-            ctx.result.error(f"{folder}{_RECORD}: unreadable upload record, upload left alone ({exc})")
+            record = await _read_record(ctx, key)
+        except StorageUnavailable:
+            raise  # the store is down: the sweep ends, and the next run tries again
+        except (msgspec.DecodeError, StorageError) as exc:  # too large, not a record, a key or read refused
+            ctx.logger.warning("cleanup_upload_record_unreadable", key=key, error=str(exc))
+            ctx.result.error(f"{key}: unreadable upload record, upload left alone ({exc})")
             return
     has_original = await _has_original(ctx, folder, names, record)
     started = record.created if record is not None and record.created > 0 else min(i.modified for i in objects)
@@ -222,34 +246,49 @@ def _removal_order(info: ObjectInfo) -> tuple[int, str]:
 
 
 def sweep_outbox(directory: Path) -> SweepFn:
-    """A sweep removing ``.eml`` files (and abandoned ``.eml.tmp`` files) in ``directory`` older than the cutoff."""
+    """A sweep removing ``.eml`` files (and abandoned ``.eml.tmp`` files) in ``directory`` older than the cutoff.
+
+    The folder is read as the sweep goes, :data:`_OUTBOX_BATCH` files at a time, never listed whole first:
+    an outbox can hold millions of files.
+    """
 
     async def sweep(ctx: SweepContext) -> SweepResult:
-        stale = await asyncio.to_thread(_stale_files, directory, ctx.cutoff)
-        for path, size in stale:
-            if ctx.dry_run or await asyncio.to_thread(_unlink, path):
-                ctx.result.add(str(path), size)
-        return ctx.result
+        stale = _stale_files(directory, ctx.cutoff)
+        while True:
+            batch = await asyncio.to_thread(_take, stale, _OUTBOX_BATCH)
+            for path, size in batch:
+                if ctx.dry_run or await asyncio.to_thread(_unlink, path):
+                    ctx.result.add(str(path), size)
+            if len(batch) < _OUTBOX_BATCH:
+                return ctx.result
 
     return sweep
 
 
-def _stale_files(directory: Path, cutoff: float) -> list[tuple[Path, int]]:
+def _take(it: Iterator[_T], n: int) -> list[_T]:
+    return list(itertools.islice(it, n))
+
+
+def _stale_files(directory: Path, cutoff: float) -> Iterator[tuple[Path, int]]:
+    """The mail files in ``directory`` last modified before ``cutoff``, with their sizes, in the folder's order.
+
+    Each file is looked at when it is reached, so one removed by then is left out. The folder stays open
+    between batches; it is closed when the walk ends, or when a sweep that stopped early lets it go.
+    """
     try:
-        entries = list(os.scandir(directory))
+        entries = os.scandir(directory)
     except FileNotFoundError:
-        return []
-    found = []
-    for entry in sorted(entries, key=lambda e: e.name):
-        if not entry.name.endswith(_OUTBOX_SUFFIXES):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:  # removed meanwhile
-            continue
-        if entry.is_file(follow_symlinks=False) and st.st_mtime < cutoff:
-            found.append((directory / entry.name, st.st_size))
-    return found
+        return
+    with entries:
+        for entry in entries:
+            if not entry.name.endswith(_OUTBOX_SUFFIXES):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            if entry.is_file(follow_symlinks=False) and st.st_mtime < cutoff:
+                yield directory / entry.name, st.st_size
 
 
 def _unlink(path: Path) -> bool:

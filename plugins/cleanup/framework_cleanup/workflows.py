@@ -18,6 +18,12 @@ otherwise), but two things are left behind:
 
 Nothing created within the grace period is touched. Both parts are dry-run aware, and each abandoned
 workflow is claimed while it is ended, so two runs at once count it once.
+
+No workflow of ours has an id or a home queue name that is not UTF-8 text, but another client may write
+one into an index (Go may write any bytes). Such a name is read with ``surrogateescape`` and its keys and
+members are given back to Redis as stored, so its index entries are pruned like any other; reports and logs
+show it with its bytes escaped. One whose records exist and that looks abandoned is left alone, reported as
+an error: the client cannot address it to end it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ def sweep_workflows(abandoned_after: float) -> SweepFn:
     async def sweep(ctx: SweepContext) -> SweepResult:
         redis = ctx.services.redis
         for home in sorted(as_text(q) for q in await redis.smembers(ctx.services.schema.all_queues)):
+            # a queue name that is not UTF-8 (Go may write any bytes) is read escaped and swept like the others
             await _prune_index(ctx, home)
             await _end_abandoned(ctx, home, abandoned_after)
         return ctx.result
@@ -56,7 +63,7 @@ def sweep_workflows(abandoned_after: float) -> SweepFn:
 async def _pages(redis: Redis, key: str, before: float) -> AsyncIterator[list[str]]:
     """The ids in ZSET ``key`` scored (created) before ``before``, a page at a time."""
     page: list[str] = []
-    async for member, score in redis.zscan_iter(key, count=_BATCH):
+    async for member, score in redis.zscan_iter(_raw(key), count=_BATCH):
         if score < before:
             page.append(as_text(member))
             if len(page) >= _BATCH:
@@ -80,17 +87,17 @@ async def _prune_index(ctx: SweepContext, home: str) -> None:
                 gone = await _remove_entries(redis, metas, indexes)
             for wid in gone:
                 # once per workflow: a run removes an id from both indexes at once; a dry run removes none
-                if index == indexes[0] or not ctx.dry_run or await redis.zscore(indexes[0], wid) is None:
-                    ctx.result.add(metas[wid])
+                if index == indexes[0] or not ctx.dry_run or await redis.zscore(_raw(indexes[0]), _raw(wid)) is None:
+                    ctx.result.add(_escaped(metas[wid]))
             pruned += len(gone)
     if pruned:
-        ctx.logger.info("cleanup_workflow_index_pruned", home=home, entries=pruned)
+        ctx.logger.info("cleanup_workflow_index_pruned", home=_escaped(home), entries=pruned)
 
 
 async def _gone(redis: Redis, metas: dict[str, str]) -> list[str]:
     async with redis.pipeline(transaction=False) as pipe:
         for meta in metas.values():
-            pipe.exists(meta)
+            pipe.exists(_raw(meta))
         found = await pipe.execute()
     return [wid for wid, n in zip(metas, found, strict=True) if not n]
 
@@ -104,14 +111,14 @@ async def _remove_entries(redis: Redis, metas: dict[str, str], indexes: tuple[st
     from redis.exceptions import WatchError  # noqa: PLC0415 - redis-py loads with the sweep, not with the plugin
 
     async with redis.pipeline(transaction=True) as pipe:
-        await pipe.watch(*metas.values())
-        gone = [wid for wid, meta in metas.items() if not await pipe.exists(meta)]
+        await pipe.watch(*(_raw(meta) for meta in metas.values()))
+        gone = [wid for wid, meta in metas.items() if not await pipe.exists(_raw(meta))]
         if not gone:
             return []  # leaving the block resets the pipeline, which unwatches
         pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         for wid in gone:
             for index in indexes:
-                pipe.zrem(index, wid)
+                pipe.zrem(_raw(index), _raw(wid))
         try:
             removed: list[int] = await pipe.execute()
         except WatchError:  # a workflow was started under one of these ids: the next run sees the rest
@@ -127,8 +134,11 @@ async def _end_abandoned(ctx: SweepContext, home: str, abandoned_after: float) -
     async for page in _pages(redis, qk.workflows_running(), min(ctx.cutoff, since)):
         for wid in page:
             wk = qk.workflow(wid)
-            meta = await redis.hgetall(wk.meta)
+            meta = await redis.hgetall(_raw(wk.meta))
             if not meta or not await _abandoned(ctx, wk.state, wk.graph, since):
+                continue
+            if not (_is_text(wid) and _is_text(home)):
+                _not_ended(ctx, home, wid)
                 continue
             async with ctx.exclusive(wk.meta) as won:
                 if not won:
@@ -144,6 +154,16 @@ async def _end_abandoned(ctx: SweepContext, home: str, abandoned_after: float) -
                 status=_shown(meta.get(b"status")),
                 created=_created(meta.get(b"created")),
             )
+
+
+def _not_ended(ctx: SweepContext, home: str, wid: str) -> None:
+    """Report an abandoned workflow whose id or home queue is not UTF-8: the client cannot name it to end it."""
+    workflow, queue = _escaped(wid), _escaped(home)
+    ctx.logger.warning("cleanup_workflow_not_ended", home=queue, workflow=workflow, reason="not UTF-8")
+    ctx.result.error(
+        f"workflow '{workflow}' of queue '{queue}' looks abandoned but is left alone: its id or queue name is "
+        "not UTF-8 text (another client wrote it), so the client cannot end it"
+    )
 
 
 def _shown(value: bytes | str | None) -> str:
@@ -162,17 +182,17 @@ def _created(value: bytes | str | None) -> float | str:
 async def _abandoned(ctx: SweepContext, state_key: str, graph_key: str, since: float) -> bool:
     """Whether no released step of the workflow has a live task, or one archived after ``since``."""
     redis, schema = ctx.services.redis, ctx.services.schema
-    states = await redis.hgetall(state_key)
+    states = await redis.hgetall(_raw(state_key))
     released = [as_text(step) for step, state in states.items() if state == b"pending"]
     if not released:
         return True
-    where = await redis.hmget(graph_key, [f"t:{step}" for step in released])
+    where = await redis.hmget(_raw(graph_key), [_raw(f"t:{step}") for step in released])
     async with redis.pipeline(transaction=False) as pipe:
         for spec in where:
             queue, _, task_id = as_text(spec or b"").partition("\n")
             qk = schema.queue(queue)
-            pipe.hget(qk.task(task_id), "state")
-            pipe.zscore(qk.archived, task_id)
+            pipe.hget(_raw(qk.task(task_id)), "state")
+            pipe.zscore(_raw(qk.archived), _raw(task_id))
         replies: list[Any] = await pipe.execute()
     for i in range(0, len(replies), 2):
         task_state, archived_at = replies[i], replies[i + 1]
@@ -203,5 +223,28 @@ async def _end(ctx: SweepContext, home: str, wid: str, meta: str, abandoned_afte
 
 
 def as_text(value: bytes | str) -> str:
-    """A Redis reply as text (the client may decode replies or not)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A Redis reply as text (the client may decode replies or not).
+
+    Bytes that are not UTF-8 (another client's) are decoded with ``surrogateescape``, so that :func:`_raw` gives
+    back what was stored.
+    """
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _is_text(name: str) -> bool:
+    """Whether ``name`` is UTF-8 text, not bytes :func:`as_text` escaped."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _raw(name: str) -> str | bytes:
+    """A key or member built from :func:`as_text` output as Redis stores it: the text, or its bytes when not UTF-8."""
+    return name if _is_text(name) else name.encode("utf-8", "surrogateescape")
+
+
+def _escaped(name: str) -> str:
+    r"""A name for a report or a log: bytes that are not UTF-8 written as ``\xff``."""
+    return name if _is_text(name) else name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

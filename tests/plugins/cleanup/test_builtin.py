@@ -11,8 +11,11 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
+from framework_cleanup.builtin import _OUTBOX_BATCH, _stale_files
 from framework_cleanup.sweepers import SweepReport, run_sweeper
+from structlog.testing import capture_logs
 
 from framework.clock import SimulatedClock
 from framework.storage import StorageUnavailable
@@ -125,14 +128,49 @@ async def test_uploads_without_record(local_store: Store) -> None:
 async def test_uploads_with_an_unreadable_record_are_left_alone(store: Store) -> None:
     await store.put("uploads/bad1/original.jpg")
     await store.put("uploads/bad1/record.json", b"{not json")
+    await store.put("uploads/bad2/original.jpg")
+    await store.put("uploads/bad2/record.json", b'{"state": "\xff\xfe"}')  # not UTF-8
     await store.split()
 
-    report = await sweep(store, "uploads")
+    with capture_logs() as logs:
+        report = await sweep(store, "uploads")
 
-    assert report.removed == 0
-    assert len(report.errors) == 1
+    assert (report.removed, report.failed) == (0, False)
+    assert len(report.errors) == 2
     assert "uploads/bad1/record.json" in report.errors[0]
-    assert await store.keys() == {"uploads/bad1/original.jpg", "uploads/bad1/record.json"}
+    assert "uploads/bad2/record.json" in report.errors[1]
+    unreadable = [e["key"] for e in logs if e["event"] == "cleanup_upload_record_unreadable"]
+    assert unreadable == ["uploads/bad1/record.json", "uploads/bad2/record.json"]
+    assert await store.keys() == {
+        "uploads/bad1/original.jpg",
+        "uploads/bad1/record.json",
+        "uploads/bad2/original.jpg",
+        "uploads/bad2/record.json",
+    }
+
+
+async def test_uploads_with_a_record_over_64_kib_are_left_alone_unread(store: Store) -> None:
+    """A record.json far larger than any upload record (another producer's, or a hostile one) was read whole
+    into memory, and taken for a record; it is refused unread, its upload left alone and the sweep goes on."""
+    long_ago = time.time() - 3 * DAY
+    big = {"state": "processing", "created": long_ago, "original": "uploads/big1/original.jpg", "pad": "x" * 65536}
+    await store.put("uploads/big1/original.jpg")
+    await store.put("uploads/big1/record.json", msgspec.json.encode(big))
+    await store.put("uploads/gone1/original.jpg")
+    await store.put_record("gone1", "processing", long_ago)
+    await store.split()
+
+    with capture_logs() as logs:
+        report = await sweep(store, "uploads")
+
+    assert (report.failed, report.removed) == (False, 2)
+    assert sorted(report.items) == ["uploads/gone1/original.jpg", "uploads/gone1/record.json"]
+    assert len(report.errors) == 1
+    assert "uploads/big1/record.json" in report.errors[0]
+    assert "more than the 65536 bytes allowed" in report.errors[0]
+    unreadable = [e for e in logs if e["event"] == "cleanup_upload_record_unreadable"]
+    assert [(e["key"], e["log_level"]) for e in unreadable] == [("uploads/big1/record.json", "warning")]
+    assert await store.keys() == {"uploads/big1/original.jpg", "uploads/big1/record.json"}
 
 
 async def test_uploads_whose_record_names_an_original_elsewhere(store: Store) -> None:
@@ -265,6 +303,34 @@ async def test_outbox_follows_the_email_plugins_folder(services: Services, setti
 async def test_outbox_without_a_folder_removes_nothing(services: Services, settings: Settings) -> None:
     report = await run_sweeper(services, builtin(settings, "outbox"))
     assert (report.removed, report.errors, report.failed) == (0, [], False)
+
+
+def test_outbox_files_are_looked_at_when_the_sweep_reaches_them(tmp_path: Path) -> None:
+    """The outbox was listed whole, every file looked at, before the first was removed (an outbox can hold
+    millions). Now each file is looked at when it is reached, so one removed meanwhile is left out."""
+    for i in range(5):
+        write(tmp_path / f"m{i}.eml", b"mail", 8 * DAY)
+
+    stale = iter(_stale_files(tmp_path, time.time() - DAY))
+    first, size = next(stale)
+    for path in tmp_path.iterdir():
+        if path != first:
+            path.unlink()  # removed by another run while this one is at its first file
+
+    assert (first.suffix, size) == (".eml", 4)
+    assert list(stale) == []
+
+
+async def test_outbox_removes_more_files_than_one_batch(services: Services, settings: Settings) -> None:
+    folder = settings.data_path / "outbox"
+    for i in range(2 * _OUTBOX_BATCH + 1):
+        write(folder / f"m{i:04d}.eml", b"mail", 8 * DAY)
+    write(folder / "young.eml", b"y", 1 * DAY)
+
+    report = await run_sweeper(services, builtin(settings, "outbox"))
+
+    assert (report.removed, report.bytes, report.errors) == (2 * _OUTBOX_BATCH + 1, 4 * (2 * _OUTBOX_BATCH + 1), [])
+    assert [p.name for p in folder.iterdir()] == ["young.eml"]
 
 
 # -- dry run, concurrency, cut-off ----------------------------------------------------------------

@@ -143,3 +143,61 @@ async def test_a_failed_workflow_left_running_by_an_archived_step_is_ended(
     assert await indexed(redis, schema, info.id) == (True, False)
     assert (await redis.hget(wk.meta, "error") or b"").startswith(b"step a: StepLost")  # its own error is kept
     assert await redis.ttl(wk.meta) > 0
+
+
+async def test_index_entries_that_are_not_utf8_are_pruned_with_the_others(
+    services: Services, client: Client, redis: Redis, schema: Schema
+) -> None:
+    """Ids (and queue names) another client wrote that are not UTF-8 text failed the sweep on every run, so no
+    expired entry was pruned again; they are pruned as stored, and the others with them."""
+    expired = await start(client)
+    await drop_records(redis, schema, expired)
+    home = schema.queue("default")
+    created = time.time() - DAY
+    await redis.zadd(home.workflows(), {b"gone-\xff\xfe": created})
+    await redis.zadd(home.workflows_running(), {b"gone-\xff\xfe": created})
+    odd = schema.queue(b"odd-\xff".decode("utf-8", "surrogateescape"))  # a queue name Go may write
+    await redis.sadd(schema.all_queues, b"odd-\xff")
+    await redis.zadd(odd.workflows().encode("utf-8", "surrogateescape"), {b"other": created})
+
+    dry = await sweep(services, time.time() + 2 * 3600, dry_run=True)
+    assert (dry.failed, dry.errors, dry.removed) == (False, [], 3)
+    assert await redis.zcard(home.workflows()) == 2
+
+    report = await sweep(services, time.time() + 2 * 3600)
+
+    assert (report.failed, report.errors, report.removed) == (False, [], 3)
+    assert set(report.items) == {
+        home.workflow(expired.id).meta,
+        home.workflow("gone-\\xff\\xfe").meta,
+        schema.queue("odd-\\xff").workflow("other").meta,
+    }
+    assert await redis.zcard(home.workflows()) == 0
+    assert await redis.zcard(home.workflows_running()) == 0
+    assert await redis.zcard(odd.workflows().encode("utf-8", "surrogateescape")) == 0
+
+
+async def test_an_abandoned_workflow_whose_id_is_not_utf8_is_reported_and_the_others_are_ended(
+    services: Services, client: Client, redis: Redis, schema: Schema
+) -> None:
+    """The client cannot name such a workflow to end it: it is left alone and reported, and the others are ended."""
+    abandoned = await start(client)
+    await Inspector(redis, schema=schema).archive_task(*abandoned.steps["a"])
+    home = schema.queue("default")
+    odd = home.workflow(b"odd-\xff".decode("utf-8", "surrogateescape"))
+    await redis.hset(odd.meta.encode("utf-8", "surrogateescape"), mapping={"status": "running", "created": 1.0})
+    await redis.hset(odd.state.encode("utf-8", "surrogateescape"), b"step-\xfe", b"pending")  # its step names too
+    await redis.hset(odd.graph.encode("utf-8", "surrogateescape"), b"t:step-\xfe", b"go\ngone-task-\xfe")
+    await redis.zadd(home.workflows(), {b"odd-\xff": time.time() - 40 * DAY})
+    await redis.zadd(home.workflows_running(), {b"odd-\xff": time.time() - 40 * DAY})
+
+    with capture_logs() as logs:
+        report = await sweep(services, time.time() + 31 * DAY)
+
+    assert (report.failed, report.removed, report.items) == (False, 1, [home.workflow(abandoned.id).meta])
+    assert len(report.errors) == 1
+    assert "workflow 'odd-\\xff' of queue 'default' looks abandoned but is left alone" in report.errors[0]
+    not_ended = [(e["workflow"], e["home"]) for e in logs if e["event"] == "cleanup_workflow_not_ended"]
+    assert not_ended == [("odd-\\xff", "default")]
+    assert await redis.hget(home.workflow(abandoned.id).meta, "status") == b"cancelled"
+    assert await redis.zscore(home.workflows_running(), b"odd-\xff") is not None

@@ -14,6 +14,9 @@ Handlers and routes reach the process's store as ``services.storage``::
     info = await services.storage.put("uploads/1/original.jpg", data, content_type="image/jpeg")
     async for obj in services.storage.list("uploads/1/"):
         ...
+    async with await services.storage.open("videos/1.mp4", start=1024) as stream:  # chunk by chunk
+        async for chunk in stream:
+            ...
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from framework.storage.base import (
     InvalidMetadata,
     ObjectInfo,
     ObjectNotFound,
+    ObjectStream,
     ObjectTooLarge,
     Storage,
     StorageError,
@@ -49,6 +53,7 @@ __all__ = (
     "LocalStorage",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectStream",
     "ObjectTooLarge",
     "Storage",
     "StorageError",

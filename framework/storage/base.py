@@ -11,12 +11,17 @@ plugins handle storage the same way whatever the backend:
   answered with a server error (5xx). Retrying later may succeed, so a task handler lets it
   propagate and the task is retried.
 - :class:`StorageError`: anything else the store refused (access denied, a bad configuration).
+
+:meth:`Storage.open` reads an object (or a byte range of it) a chunk at a time, as an
+:class:`ObjectStream`, so serving a large object never holds it whole in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import TYPE_CHECKING, Protocol
+import threading
+from typing import TYPE_CHECKING, Protocol, Self
 
 import msgspec
 
@@ -24,18 +29,22 @@ from framework.errors import FrameworkError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
+    from types import TracebackType
 
 __all__ = (
+    "CHUNK_SIZE",
     "DEFAULT_CONTENT_TYPE",
     "MAX_KEY_BYTES",
     "InvalidKey",
     "InvalidMetadata",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectStream",
     "ObjectTooLarge",
     "Storage",
     "StorageError",
     "StorageUnavailable",
+    "check_range",
     "validate_key",
     "validate_metadata",
     "validate_prefix",
@@ -44,6 +53,8 @@ __all__ = (
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_KEY_BYTES = 1024
 """The longest key S3 accepts, in UTF-8 bytes; every backend applies the same limit."""
+CHUNK_SIZE = 256 * 1024
+"""The most bytes an :class:`ObjectStream` reads at once."""
 
 _MAX_METADATA_BYTES = 2048
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -103,6 +114,112 @@ class ObjectInfo(msgspec.Struct, frozen=True, kw_only=True):
     etag: str = ""
 
 
+class ObjectStream:
+    """The bytes of one object, or of a range of it, read a chunk at a time: what :meth:`Storage.open` returns.
+
+    It is an async iterator of non-empty ``bytes`` chunks (at most :data:`CHUNK_SIZE` each) that ends
+    after ``length`` bytes. Each read runs in a worker thread. Close it when done, with ``async with``
+    or :meth:`aclose`, also when not reading it to the end: that releases the open file or the S3
+    connection. It closes itself once all ``length`` bytes are read or a read fails. Closing never
+    waits: a read still running in its thread (its reader was cancelled) closes the source when it
+    ends.
+
+    A body that ends early (the connection to the store broke) raises :class:`StorageUnavailable`, as
+    a failed read does.
+
+    Attributes:
+        info: the object being read, as it was when opened: its ``size`` is the whole object's, and
+            ``content_type``, ``modified`` and ``metadata`` are set (``etag`` on S3). A put after the
+            open does not change what the stream yields.
+        start: the offset of the first byte yielded.
+        length: how many bytes it yields in all.
+    """
+
+    def __init__(
+        self,
+        info: ObjectInfo,
+        *,
+        start: int,
+        length: int,
+        read: Callable[[int], bytes],
+        release: Callable[[], None],
+    ) -> None:
+        """Wrap an open source: ``read(n)`` returns up to ``n`` bytes (blocking), ``release()`` frees the source."""
+        self.info = info
+        self.start = start
+        self.length = length
+        self._read = read
+        self._release = release
+        self._remaining = length
+        self._lock = threading.Lock()  # held by a read and by the release: never both at once
+        self._closing = False
+        self._released = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the source (file, connection) has been released."""
+        return self._released
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._remaining <= 0 or self._closing:
+            self._close()
+            raise StopAsyncIteration
+        try:
+            chunk = await asyncio.to_thread(self._read_locked, min(CHUNK_SIZE, self._remaining))
+        except BaseException:  # a failed read, or a reader cancelled while the thread may still be reading
+            self._close()
+            raise
+        if not chunk:
+            self._close()
+            done = self.length - self._remaining
+            raise StorageUnavailable(f"object {self.info.key!r} ended after {done} of the {self.length} bytes expected")
+        self._remaining -= len(chunk)
+        if self._remaining <= 0:
+            self._close()
+        return chunk
+
+    async def aclose(self) -> None:
+        """Release the source; reading afterwards ends the iteration. Closing twice is harmless."""
+        self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close()
+
+    def _read_locked(self, size: int) -> bytes:
+        """Read in a worker thread; release the source afterwards if it was closed meanwhile."""
+        with self._lock:
+            data = b"" if self._released else self._read(size)
+        if self._closing:  # closed while reading: the closer could not take the lock, so release here
+            self._release_once()
+        return data
+
+    def _release_once(self) -> None:
+        with self._lock:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
+
+    def _close(self) -> None:
+        """Release now unless a read holds the source; that read then releases it when it returns."""
+        self._closing = True  # set before trying the lock: a read that still holds it sees this when done
+        if self._lock.acquire(blocking=False):
+            try:
+                self._release_held()
+            finally:
+                self._lock.release()
+
+
 class Storage(Protocol):
     """An object store: bytes under ``/``-separated keys, whatever the backend.
 
@@ -136,6 +253,32 @@ class Storage(Protocol):
 
         With ``max_size``, an object larger than that many bytes raises :class:`ObjectTooLarge` instead,
         without being read into memory (a reader guarding against whatever another producer stored).
+        """
+        ...
+
+    async def open(self, key: str, *, start: int = 0, length: int | None = None) -> ObjectStream:
+        """Open the object under ``key`` to read it a chunk at a time, from byte ``start`` on.
+
+        Nothing but the first response (S3) or the file handle (local) is taken until the stream is
+        read, and the object is never held in memory whole. Close the stream when done (see
+        :class:`ObjectStream`)::
+
+            async with await storage.open("videos/1.mp4", start=1024, length=4096) as stream:
+                async for chunk in stream:
+                    ...
+
+        Args:
+            key: the object key.
+            start: the offset of the first byte to read. At or beyond the end, the stream is empty.
+            length: how many bytes to read at most; none reads to the end.
+
+        Returns:
+            The stream; its ``info`` describes the object as opened and its ``length`` is the number
+            of bytes it yields (``length``, or fewer when the object ends first).
+
+        Raises:
+            ObjectNotFound: there is no object under ``key``.
+            ValueError: ``start`` or ``length`` is negative.
         """
         ...
 
@@ -174,6 +317,19 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
         ...
+
+
+def check_range(start: int, length: int | None) -> None:
+    """Check the byte range given to :meth:`Storage.open`.
+
+    Raises:
+        ValueError: ``start`` or ``length`` is negative or not an integer.
+    """
+    for name, value in (("start", start), ("length", length)):
+        if value is None and name == "length":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name}={value!r} is invalid: byte offsets and lengths are integers from 0")
 
 
 def _segment_problem(key: str) -> str | None:

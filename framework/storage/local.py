@@ -18,6 +18,10 @@ object and the prefix of other objects (``a/b`` and ``a/b/c``); S3 allows that, 
 (255 bytes on common file systems), which S3 also allows: no retry could store it, so it must not look
 like an outage (:class:`~framework.storage.base.StorageUnavailable` is retried).
 URLs are ``<public_url>/<key>`` and do not expire.
+
+A listing walks the folder as it is consumed, a page of objects at a time in a worker thread: it holds the
+entries of the folders on its current path only, and a caller that stops early never reads the rest. A file
+whose name is not UTF-8 is no object (no key names it) and is not listed.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import errno
+import itertools
 import mimetypes
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -40,15 +46,17 @@ from framework.storage.base import (
     InvalidKey,
     ObjectInfo,
     ObjectNotFound,
+    ObjectStream,
     ObjectTooLarge,
     StorageUnavailable,
+    check_range,
     validate_key,
     validate_metadata,
     validate_prefix,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
     from framework.settings import Settings
 
@@ -75,6 +83,8 @@ _PLACE_ATTEMPTS = 20
 """Tries to move a written file into place while concurrent deletes keep pruning its folder."""
 _MAX_SEGMENT_BYTES = 255
 """The longest file name (in bytes) of ext4, XFS, Btrfs, tmpfs, APFS and NTFS: the longest key segment."""
+_LIST_PAGE = 256
+"""Objects a listing reads per trip to a worker thread (one ``stat`` each)."""
 
 
 def _reserved(segment: str) -> bool:
@@ -101,6 +111,10 @@ def _fsync_folder(folder: Path) -> None:
 def local_objects_dir(settings: Settings) -> Path:
     """The folder the web app serves at ``settings.storage.public_url`` for the local backend."""
     return settings.data_path / settings.storage.local_dir
+
+
+def _take(it: Iterator[_T], n: int) -> builtins.list[_T]:
+    return builtins.list(itertools.islice(it, n))
 
 
 def _file_in_the_way(folder: Path) -> bool:
@@ -155,6 +169,16 @@ class LocalStorage:
         self._check(key)
         return await self._in_thread(self._get_sync, key, max_size)
 
+    async def open(self, key: str, *, start: int = 0, length: int | None = None) -> ObjectStream:
+        """Open the object's file to read it in chunks; see :meth:`framework.storage.Storage.open`.
+
+        The stream reads the file it opened, so a put meanwhile (which replaces the file) does not
+        change what it yields.
+        """
+        self._check(key)
+        check_range(start, length)
+        return await self._in_thread(self._open_sync, key, start, length)
+
     async def stat(self, key: str) -> ObjectInfo:
         """Return the object's info; see :meth:`framework.storage.Storage.stat`."""
         self._check(key)
@@ -166,10 +190,18 @@ class LocalStorage:
         return await self._in_thread(self._delete_sync, key)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Iterate over objects under ``prefix`` in key order; see :meth:`framework.storage.Storage.list`."""
+        """Iterate over objects under ``prefix`` in key order as the folder is walked.
+
+        See :meth:`framework.storage.Storage.list`.
+        """
         validate_prefix(prefix)
-        for info in await self._in_thread(self._list_sync, prefix):
-            yield info
+        walk = self._walk(prefix)  # holds no open folder between pages: nothing to close when the caller stops
+        while True:
+            page = await self._in_thread(_take, walk, _LIST_PAGE)
+            for info in page:
+                yield info
+            if len(page) < _LIST_PAGE:
+                return
 
     async def url(self, key: str, *, expires: float = 3600) -> str:
         """Return ``<public_url>/<key>`` (percent-encoded); ``expires`` is ignored."""
@@ -331,14 +363,46 @@ class LocalStorage:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
 
+    def _open_sync(self, key: str, start: int, length: int | None) -> ObjectStream:
+        path, _ = self._paths(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO put there must not block
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
+        file = os.fdopen(fd, "rb", buffering=0)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ObjectNotFound(f"no object {key!r} in {self!r}")
+            info = self._info(key, st)
+            start = min(start, st.st_size)
+            count = st.st_size - start if length is None else min(length, st.st_size - start)
+            file.seek(start)
+        except BaseException:
+            file.close()
+            raise
+
+        def read(size: int) -> bytes:
+            try:
+                return file.read(size) or b""
+            except OSError as exc:
+                raise StorageUnavailable(f"reading object {key!r} in {self!r} failed: {exc}") from exc
+
+        return ObjectStream(info, start=start, length=count, read=read, release=file.close)
+
     def _stat_sync(self, key: str) -> ObjectInfo:
-        path, meta_path = self._paths(key)
+        path, _ = self._paths(key)
         try:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
         if not path.is_file():
             raise ObjectNotFound(f"no object {key!r} in {self!r}")
+        return self._info(key, st)
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        """The info of the object under ``key`` whose file has the status ``st``: its sidecar's type and metadata."""
+        _, meta_path = self._paths(key)
         try:
             sidecar = _decode_sidecar(meta_path.read_bytes())
         except (FileNotFoundError, NotADirectoryError, msgspec.DecodeError):
@@ -373,27 +437,58 @@ class LocalStorage:
                 return
             folder = folder.parent
 
-    def _list_sync(self, prefix: str) -> builtins.list[ObjectInfo]:
+    def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The objects under ``prefix`` in key order, each folder read when the walk gets to it.
+
+        Only the deepest folder the prefix names in full is walked, and below it only the folders whose keys
+        can start with the prefix. A folder's entries are sorted as their keys sort (a folder ``a`` as
+        ``a/``, so ``a-b`` comes before ``a/b`` and ``a0`` after it), which gives the whole walk key order.
+        """
         if _reserved(prefix.split("/", 1)[0]) and "/" in prefix:
-            return []
-        # Walk only the deepest folder the prefix names in full, then filter by the string prefix.
-        start = self.objects_dir.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.objects_dir
-        found: builtins.list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(start):
-            base = Path(dirpath).relative_to(self.objects_dir).as_posix()
-            if base == ".":
-                dirnames[:] = [name for name in dirnames if not _reserved(name)]
-            for name in filenames:
-                key = name if base == "." else f"{base}/{name}"
-                if not key.startswith(prefix):
-                    continue
-                try:
-                    st = os.stat(os.path.join(dirpath, name))
-                except FileNotFoundError:  # deleted while listing
-                    continue
-                found.append(ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime))
-        found.sort(key=lambda info: info.key.encode("utf-8"))
-        return found
+            return
+        top = prefix.rpartition("/")[0]
+        pending: builtins.list[tuple[str, Iterator[tuple[str, os.DirEntry[str]]]]] = [(top, self._entries(top))]
+        while pending:
+            folder, entries = pending[-1]
+            for name, entry in entries:
+                key = f"{folder}/{name}" if folder else name
+                if name.endswith("/"):
+                    if key.startswith(prefix) or prefix.startswith(key):
+                        pending.append((key[:-1], self._entries(key[:-1])))
+                        break  # walk it, then go on with this folder's next entries
+                elif key.startswith(prefix):
+                    try:
+                        st = entry.stat()
+                    except (FileNotFoundError, NotADirectoryError):  # deleted while listing
+                        continue
+                    yield ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
+            else:
+                pending.pop()
+
+    def _entries(self, folder: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """The objects and folders in ``folder`` (a key prefix without its ``/``), in key order; folders end in ``/``.
+
+        Folders linked to (symlinks) are left out, as is the backend's own folder at the top.
+        """
+        path = self.objects_dir / folder if folder else self.objects_dir
+        found: builtins.list[tuple[bytes, str, os.DirEntry[str]]] = []
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    try:
+                        raw = entry.name.encode()
+                    except UnicodeEncodeError:  # not UTF-8: no key names it
+                        continue
+                    if entry.is_dir():
+                        if entry.is_symlink() or (not folder and _reserved(entry.name)):
+                            continue
+                        found.append((raw + b"/", entry.name + "/", entry))
+                    else:
+                        found.append((raw, entry.name, entry))
+        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile, or the prefix names an object
+            return iter(())
+        found.sort(key=lambda item: item[0])
+        return ((name, entry) for _, name, entry in found)
 
     def _check_sync(self) -> None:
         self.objects_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import itertools
 import os
 import time
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -34,9 +35,11 @@ from framework.storage.base import (
     DEFAULT_CONTENT_TYPE,
     ObjectInfo,
     ObjectNotFound,
+    ObjectStream,
     ObjectTooLarge,
     StorageError,
     StorageUnavailable,
+    check_range,
     validate_key,
     validate_metadata,
     validate_prefix,
@@ -179,6 +182,16 @@ class S3Storage:
         validate_key(key)
         return await self._call("get", key, self._get_sync, key, max_size)
 
+    async def open(self, key: str, *, start: int = 0, length: int | None = None) -> ObjectStream:
+        """Send the GET (a ``Range`` one for part of the object) and stream its body; see :meth:`Storage.open`.
+
+        The body is read from the connection a chunk at a time, in worker threads; closing the stream
+        closes the response and hands the connection back to the pool.
+        """
+        validate_key(key)
+        check_range(start, length)
+        return await self._call("open", key, self._open_sync, key, start, length)
+
     async def stat(self, key: str) -> ObjectInfo:
         """Return the object's info; see :meth:`framework.storage.Storage.stat`."""
         validate_key(key)
@@ -281,6 +294,48 @@ class S3Storage:
             response.close()
             response.release_conn()
 
+    def _open_sync(self, key: str, start: int, length: int | None) -> ObjectStream:
+        if length == 0:  # minio would send no Range at all, and S3 has no empty range to ask for
+            return self._empty_stream(key, start)
+        try:
+            response = self._client.get_object(self.bucket, key, offset=start, length=length or 0)
+        except S3Error as exc:
+            if exc.code != "InvalidRange":
+                raise
+            return self._empty_stream(key, start)  # start at or beyond the end (or an empty object)
+        try:
+            headers = response.headers
+            count = int(headers.get("Content-Length", "0"))
+            content_range = headers.get("Content-Range")
+            if content_range:  # "bytes <first>-<last>/<size>"
+                size = int(content_range.rsplit("/", 1)[1])
+            elif start:
+                raise StorageError(f"S3 open of {key!r} at {self.endpoint} failed: the server ignored the Range")
+            else:
+                size = count
+            info = _info_from_headers(key, size, headers)
+        except BaseException:
+            response.close()
+            response.release_conn()
+            raise
+
+        def read(amount: int) -> bytes:
+            try:
+                return bytes(response.read(amount, decode_content=False))  # the bytes as stored, as S3 counts them
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise StorageUnavailable(f"S3 read of {key!r} at {self.endpoint} failed: {exc}") from exc
+
+        def release() -> None:
+            response.close()  # closes the connection unless the body was read whole (then it is pooled already)
+            response.release_conn()
+
+        return ObjectStream(info, start=start, length=count, read=read, release=release)
+
+    def _empty_stream(self, key: str, start: int) -> ObjectStream:
+        obj = self._client.stat_object(self.bucket, key)
+        info = _info_from_headers(key, obj.size or 0, obj.metadata or {})
+        return ObjectStream(info, start=min(start, info.size), length=0, read=lambda _: b"", release=lambda: None)
+
     async def _call(self, op: str, key: str | None, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
@@ -299,3 +354,23 @@ class S3Storage:
         if status >= 500 or code in _TRANSIENT:
             return StorageUnavailable(f"S3 {op} of {key!r} {where} failed: {code}: {exc.message}")
         return StorageError(f"S3 {op} of {key!r} {where} failed: {code}: {exc.message}")
+
+
+def _info_from_headers(key: str, size: int, headers: Mapping[str, str]) -> ObjectInfo:
+    """An object's info from the headers of a GET or HEAD of it (``size`` is the whole object's)."""
+    try:
+        modified = parsedate_to_datetime(headers.get("Last-Modified", "")).timestamp()
+    except (TypeError, ValueError, IndexError):
+        modified = 0.0
+    return ObjectInfo(
+        key=key,
+        size=size,
+        content_type=headers.get("Content-Type") or DEFAULT_CONTENT_TYPE,
+        modified=modified,
+        metadata={
+            name.lower()[len(_META_PREFIX) :]: value
+            for name, value in headers.items()
+            if name.lower().startswith(_META_PREFIX)
+        },
+        etag=headers.get("ETag", "").replace('"', ""),
+    )

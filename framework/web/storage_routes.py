@@ -19,28 +19,60 @@ object does.
 Every object carries an ``ETag`` and a ``Last-Modified`` date. A request whose ``If-None-Match`` names
 that tag (or ``*``), or, without ``If-None-Match``, whose ``If-Modified-Since`` is not before that date,
 answers ``304 Not Modified`` without the bytes, so a browser revalidating its copy does not download it
-again. ``Range`` is not supported: the whole object is sent.
+again.
 
-S3 buckets are not served here: their presigned URLs point at the S3 server itself.
+The bytes are streamed from the store a chunk at a time (:meth:`~framework.storage.Storage.open`), never
+held whole in memory; a client that goes away mid-download has the file or S3 connection released.
+Answers say ``Accept-Ranges: bytes``, and a ``GET`` may ask for one byte range (video seeking, resumed
+downloads), checked after the ``304`` conditions:
+
+- ``Range: bytes=<first>-<last>``, ``bytes=<first>-`` or ``bytes=-<suffix length>`` answers
+  ``206 Partial Content`` with ``Content-Range: bytes <first>-<last>/<size>`` and only those bytes (a
+  ``<last>`` past the end stops at the end; a suffix longer than the object is the whole object);
+- a range starting at or beyond the end (or any range of an empty object, or ``bytes=-0``) answers
+  ``416 Range Not Satisfiable`` with ``Content-Range: bytes */<size>``;
+- a ``Range`` that is malformed, is not in bytes, or asks for several ranges is ignored and the whole
+  object is sent with ``200``: RFC 9110 (section 14.2) lets a server ignore ``Range``, and one full
+  answer serves a client better than a multipart one;
+- with ``If-Range``, the range is served only while the validator it carries still matches: the
+  current ``ETag`` (strong comparison: a weak tag never matches) or exactly the ``Last-Modified``
+  date, once that is a second old (two versions written within one second share it). Otherwise the
+  object may have changed since the client's partial copy and the whole of it is sent with ``200``.
+
+``HEAD`` answers as a ``GET`` without ``Range`` would (a server ignores ``Range`` on ``HEAD``), with the
+object's ``Content-Length``.
+
+The app mounts this route for the local backend only: S3 buckets are downloaded from their presigned
+URLs, which point at the S3 server itself. The router itself serves any :class:`~framework.storage.Storage`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
-from litestar import Request, Router, get, head
-from litestar.exceptions import ClientException, NotFoundException
+from litestar import Request, Router, route
+from litestar.enums import HttpMethod
+from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.response.base import ASGIResponse
-from litestar.response.file import ASGIFileResponse
-from litestar.status_codes import HTTP_200_OK, HTTP_304_NOT_MODIFIED
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_206_PARTIAL_CONTENT,
+    HTTP_304_NOT_MODIFIED,
+    HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from framework.storage import DEFAULT_CONTENT_TYPE, InvalidKey, ObjectNotFound, validate_key
 
 if TYPE_CHECKING:
-    from framework.storage import LocalStorage, ObjectInfo
+    from litestar.types import Receive, Scope, Send
+
+    from framework.storage import ObjectInfo, ObjectStream, Storage
 
 __all__ = ("INLINE_TYPES", "STORAGE_CSP", "storage_router")
 
@@ -65,6 +97,10 @@ STORAGE_CSP = "default-src 'none'; sandbox"
 _ESSENCE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
 _HEADER_TEXT = re.compile(r"[\x20-\x7e]{1,255}")
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": STORAGE_CSP}
+_RANGE_SPEC = re.compile(r"[ \t]*(?:(\d{1,30})-(\d{0,30})|-(\d{1,30}))[ \t]*")
+"""One byte range: ``<first>-<last>``, ``<first>-`` or ``-<suffix length>`` (longer numbers are malformed)."""
+_OPEN_ATTEMPTS = 3
+"""Tries to open the object that was stat'ed, while puts keep replacing it in between."""
 
 
 def _media_type(stored: str) -> tuple[str, bool]:
@@ -82,11 +118,21 @@ def _media_type(stored: str) -> tuple[str, bool]:
 def _validators(info: ObjectInfo) -> tuple[str, dict[str, str]]:
     """The object's entity tag (its size and modification time, which every put changes) and every answer's headers.
 
-    The headers are the safety ones and the validators, ``ETag`` and ``Last-Modified``, which a ``304``
-    carries too.
+    The store's own entity tag (S3) is part of the tag when there is one, so two puts of the same size
+    within a second differ too. The headers are the safety ones and the validators, ``ETag`` and
+    ``Last-Modified``, which a ``304`` carries too.
     """
-    tag = f"{info.size:x}-{info.modified!r}"
+    tag = f"{info.size:x}-{info.modified!r}" + (f"-{info.etag}" if info.etag else "")
     return tag, {**_HEADERS, "ETag": f'"{tag}"', "Last-Modified": formatdate(info.modified, usegmt=True)}
+
+
+def _http_date(value: str) -> float | None:
+    """The Unix time of an HTTP date; none for a value that is not one (a date without a zone is not)."""
+    try:
+        date = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None if date.tzinfo is None else date.timestamp()
 
 
 def _not_modified(request: Request[Any, Any, Any], tag: str, modified: float) -> bool:
@@ -101,15 +147,59 @@ def _not_modified(request: Request[Any, Any, Any], tag: str, modified: float) ->
         quoted = f'"{tag}"'
         return any(part.strip() in ("*", quoted, "W/" + quoted) for part in match.split(","))
     since = request.headers.get("if-modified-since")
-    if since is None:
-        return False
-    try:
-        date = parsedate_to_datetime(since)
-    except (TypeError, ValueError, IndexError):
-        return False
-    if date.tzinfo is None:  # a date without a zone is not an HTTP-date
-        return False
-    return int(modified) <= date.timestamp()
+    date = None if since is None else _http_date(since)
+    return date is not None and int(modified) <= date
+
+
+def _if_range_holds(request: Request[Any, Any, Any], tag: str, modified: float) -> bool:
+    """Whether a ``Range`` may be served: there is no ``If-Range``, or its validator is still the current one.
+
+    An entity tag must be the current tag, compared strongly (a weak ``W/`` tag never matches); a date
+    must be exactly the ``Last-Modified`` date, and that date must be a strong validator: at least a
+    second old, since two versions written within one second share it (RFC 9110, section 8.8.2.2).
+    Anything else means the client's partial copy may be of another version of the object.
+    """
+    value = request.headers.get("if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return value == f'"{tag}"'
+    date = _http_date(value)
+    return date is not None and date == int(modified) and modified <= time.time() - 1
+
+
+def _requested_range(value: str, size: int) -> range | None:
+    """The bytes one ``Range`` header asks for, of an object of ``size`` bytes.
+
+    Returns none when the header is to be ignored (the whole object is sent): not a ``bytes`` range,
+    several ranges, or malformed (including ``<last>`` before ``<first>``). Returns an empty range
+    when it cannot be satisfied: it starts at or beyond the end, or is the suffix ``-0``.
+    """
+    unit, equals, ranges = value.strip().partition("=")
+    if not equals or unit.lower() != "bytes" or "," in ranges:
+        return None
+    spec = _RANGE_SPEC.fullmatch(ranges)
+    if spec is None:
+        return None
+    first, last, suffix = spec.groups()
+    if suffix is not None:
+        wanted = int(suffix)
+        return range(max(size - wanted, 0), size) if wanted else range(0)
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    return range(start, min(int(last) + 1, size) if last else size)
+
+
+def _disposition(key: str, inline: bool) -> str:
+    """The ``Content-Disposition`` of the object under ``key``: its last segment as the file name."""
+    kind = "inline" if inline else "attachment"
+    filename = key.rsplit("/", 1)[-1]
+    quoted = quote(filename)
+    if quoted == filename:
+        return f'{kind}; filename="{filename}"'
+    return f"{kind}; filename*=utf-8''{quoted}"
 
 
 def _requested_key(request: Request[Any, Any, Any], prefix: str) -> str:
@@ -126,11 +216,98 @@ def _requested_key(request: Request[Any, Any, Any], prefix: str) -> str:
     return path[len(prefix) + 1 :] if path.startswith(prefix + "/") else ""
 
 
-def storage_router(store: LocalStorage, path: str) -> Router:
+class _ObjectResponse(ASGIStreamingResponse):
+    """Streams an opened object and closes it however the answer ends: sent, failed or the client gone."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: ObjectStream, **kwargs: Any) -> None:
+        super().__init__(iterator=stream, **kwargs)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.stream.aclose()  # never waits: a read still running releases the source when done
+
+
+def _object_headers(key: str, info: ObjectInfo, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The media type and headers of an answer carrying the object's bytes (``200``, ``206``, and ``HEAD``)."""
+    media_type, inline = _media_type(info.content_type)
+    return media_type, {
+        **headers,
+        "Content-Type": media_type,  # as stored: no charset added, and on HEAD too
+        "Content-Disposition": _disposition(key, inline),
+        "Accept-Ranges": "bytes",
+    }
+
+
+def _range_to_send(request: Request[Any, Any, Any], info: ObjectInfo, tag: str) -> range | None:
+    """The one range of the object a GET asks for and may have (see :func:`_requested_range`); none for all of it."""
+    wanted = request.headers.get("range")
+    if wanted is None or not _if_range_holds(request, tag, info.modified):
+        return None
+    return _requested_range(wanted, info.size)
+
+
+def _same_object(opened: ObjectInfo, info: ObjectInfo) -> bool:
+    return (opened.size, opened.modified, opened.etag) == (info.size, info.modified, info.etag)
+
+
+async def _found(store: Storage, prefix: str, request: Request[Any, Any, Any]) -> tuple[str, ObjectInfo]:
+    """The key the request names and its object's info; 400 for a key that is not one, 404 for no object."""
+    key = _requested_key(request, prefix)
+    if not key:
+        raise NotFoundException(detail="no object here")
+    try:
+        validate_key(key)
+    except InvalidKey as exc:
+        raise ClientException(detail=str(exc)) from exc
+    try:
+        return key, await store.stat(key)
+    except (ObjectNotFound, InvalidKey) as exc:  # InvalidKey here: the backend's reserved folder
+        raise NotFoundException(detail=f"no object {key!r}") from exc
+
+
+async def _answer(store: Storage, prefix: str, request: Request[Any, Any, Any], *, is_head: bool) -> ASGIResponse:
+    """The answer to a GET or HEAD: 304, 416, or the object (whole, 200, or one range of it, 206)."""
+    key = ""
+    for _ in range(_OPEN_ATTEMPTS):
+        key, info = await _found(store, prefix, request)
+        tag, headers = _validators(info)
+        if _not_modified(request, tag, info.modified):  # no Content-Length: a server would wait for the bytes
+            return ASGIResponse(status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+        media_type, headers = _object_headers(key, info, headers)
+        part = None if is_head else _range_to_send(request, info, tag)
+        if part is not None and not part:
+            return ASGIResponse(
+                status_code=HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+                headers={**_HEADERS, "Content-Range": f"bytes */{info.size}", "Accept-Ranges": "bytes"},
+                media_type="text/plain",
+            )
+        if part is not None:
+            headers["Content-Range"] = f"bytes {part.start}-{part.stop - 1}/{info.size}"
+        start, length = (part.start, len(part)) if part is not None else (0, info.size)
+        headers["Content-Length"] = str(length)
+        status = HTTP_200_OK if part is None else HTTP_206_PARTIAL_CONTENT
+        if is_head:
+            return ASGIResponse(status_code=status, headers=headers, media_type=media_type, is_head_response=True)
+        try:
+            stream = await store.open(key, start=start, length=length)
+        except (ObjectNotFound, InvalidKey) as exc:  # deleted since the stat
+            raise NotFoundException(detail=f"no object {key!r}") from exc
+        if _same_object(stream.info, info) and stream.length == length:
+            return _ObjectResponse(stream, status_code=status, headers=headers, media_type=media_type)
+        await stream.aclose()  # replaced since the stat: its size, dates and ranges are the new object's
+    raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=f"object {key!r} keeps changing; try again")
+
+
+def storage_router(store: Storage, path: str) -> Router:
     """Build the route serving ``store``'s objects at ``path`` (``GET`` and ``HEAD``).
 
     Args:
-        store: the local backend whose folder is served.
+        store: the store whose objects are served (the app mounts it for the local backend).
         path: the URL prefix (``settings.storage.public_url``).
 
     Returns:
@@ -138,49 +315,10 @@ def storage_router(store: LocalStorage, path: str) -> Router:
     """
     prefix = "/" + path.strip("/")
 
-    async def found(request: Request[Any, Any, Any]) -> tuple[str, ObjectInfo]:
-        """The key the request names and its object's info; 400 for a key that is not one, 404 for no object."""
-        key = _requested_key(request, prefix)
-        if not key:
-            raise NotFoundException(detail="no object here")
-        try:
-            validate_key(key)
-        except InvalidKey as exc:
-            raise ClientException(detail=str(exc)) from exc
-        try:
-            return key, await store.stat(key)
-        except (ObjectNotFound, InvalidKey) as exc:  # InvalidKey here: the backend's reserved folder
-            raise NotFoundException(detail=f"no object {key!r}") from exc
+    # One handler for both methods: Litestar wants a HEAD-only handler to return no response at all.
+    @route("/{key:path}", http_method=[HttpMethod.GET, HttpMethod.HEAD], name="storage", include_in_schema=False)
+    async def serve_object(request: Request[Any, Any, Any]) -> ASGIResponse:
+        """Download one stored object or one byte range of it (``GET``), or its headers (``HEAD``)."""
+        return await _answer(store, prefix, request, is_head=request.method == HttpMethod.HEAD)
 
-    def file(key: str, info: ObjectInfo, headers: dict[str, str], *, is_head: bool, status: int) -> ASGIFileResponse:
-        media_type, inline = _media_type(info.content_type)
-        if status != HTTP_304_NOT_MODIFIED:
-            headers = {**headers, "Content-Type": media_type}  # as stored: no charset added, and on HEAD too
-        return ASGIFileResponse(
-            file_path=store.objects_dir / key,
-            filename=key.rsplit("/", 1)[-1],
-            media_type=media_type,
-            content_disposition_type="inline" if inline else "attachment",
-            headers=headers,
-            status_code=status,
-            is_head_response=is_head,
-        )
-
-    @get("/{key:path}", name="storage", include_in_schema=False)
-    async def get_object(request: Request[Any, Any, Any]) -> ASGIResponse:
-        """Download one stored object."""
-        key, info = await found(request)
-        tag, headers = _validators(info)
-        if _not_modified(request, tag, info.modified):  # no Content-Length: a server would wait for that many bytes
-            return ASGIResponse(status_code=HTTP_304_NOT_MODIFIED, headers=headers)
-        return file(key, info, headers, is_head=False, status=HTTP_200_OK)
-
-    @head("/{key:path}", name="storage/head", include_in_schema=False)
-    async def head_object(request: Request[Any, Any, Any]) -> ASGIFileResponse:
-        """The headers of one stored object."""
-        key, info = await found(request)
-        tag, headers = _validators(info)
-        status = HTTP_304_NOT_MODIFIED if _not_modified(request, tag, info.modified) else HTTP_200_OK
-        return file(key, info, headers, is_head=True, status=status)
-
-    return Router(path=prefix, route_handlers=[get_object, head_object])
+    return Router(path=prefix, route_handlers=[serve_object])

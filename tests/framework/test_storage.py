@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
 import threading
 import time
@@ -23,6 +25,7 @@ from framework.storage import (
     InvalidMetadata,
     LocalStorage,
     ObjectNotFound,
+    ObjectStream,
     ObjectTooLarge,
     Storage,
     StorageError,
@@ -33,6 +36,8 @@ from framework.storage import (
     validate_metadata,
     validate_prefix,
 )
+from framework.storage.base import CHUNK_SIZE
+from framework.storage.local import _LIST_PAGE
 from framework.storage.s3 import S3Storage
 
 if TYPE_CHECKING:
@@ -222,6 +227,69 @@ async def test_get_with_a_max_size_refuses_a_larger_object_naming_both_sizes(sto
         await storage.get("big/missing.bin", max_size=10)
 
 
+async def _read_all(stream: ObjectStream) -> bytes:
+    async with stream:
+        return b"".join([chunk async for chunk in stream])
+
+
+async def test_open_streams_an_object_or_a_range_of_it_in_chunks(storage: Storage) -> None:
+    payload = random.Random(7).randbytes(CHUNK_SIZE * 3 + 1234)
+    await storage.put("media/clip.mp4", payload, content_type="video/mp4", metadata={"owner": "7"})
+    stream = await storage.open("media/clip.mp4")
+    assert (stream.start, stream.length, stream.info.size) == (0, len(payload), len(payload))
+    assert (stream.info.content_type, stream.info.metadata) == ("video/mp4", {"owner": "7"})
+    assert stream.info.modified == (await storage.stat("media/clip.mp4")).modified
+    chunks = [chunk async for chunk in stream]
+    assert b"".join(chunks) == payload
+    assert len(chunks) > 1 and all(0 < len(chunk) <= CHUNK_SIZE for chunk in chunks)  # never the object at once
+    assert stream.closed  # read to the end: the file or connection is released without a close
+    for start, length in ((0, 1), (5, 10), (CHUNK_SIZE - 3, CHUNK_SIZE + 7), (len(payload) - 9, None), (100, 10**9)):
+        stream = await storage.open("media/clip.mp4", start=start, length=length)
+        end = len(payload) if length is None else start + length
+        assert (stream.start, stream.length) == (start, len(payload[start:end]))
+        assert await _read_all(stream) == payload[start:end], (start, length)
+
+
+async def test_open_past_the_end_or_for_nothing_is_an_empty_stream(storage: Storage) -> None:
+    await storage.put("s/ten", b"0123456789")
+    await storage.put("s/empty", b"")
+    for key, start, length in (("s/ten", 10, None), ("s/ten", 50, 5), ("s/ten", 3, 0), ("s/empty", 0, None)):
+        stream = await storage.open(key, start=start, length=length)
+        assert stream.length == 0 and stream.info.size == (10 if key == "s/ten" else 0)
+        assert await _read_all(stream) == b""
+    with pytest.raises(ObjectNotFound, match="s/missing"):
+        await storage.open("s/missing")
+    with pytest.raises(ObjectNotFound):
+        await storage.open("s/missing", start=3, length=0)
+    for start, length in ((-1, None), (0, -1)):
+        with pytest.raises(ValueError, match="byte offsets"):
+            await storage.open("s/ten", start=start, length=length)
+
+
+async def test_a_stream_closed_before_its_end_releases_its_source(storage: Storage) -> None:
+    await storage.put("s/big", b"x" * (CHUNK_SIZE * 4))
+    stream = await storage.open("s/big")
+    assert len(await anext(stream)) > 0
+    assert not stream.closed
+    await stream.aclose()
+    assert stream.closed
+    assert [chunk async for chunk in stream] == []  # nothing more after a close
+    await stream.aclose()  # twice is harmless
+    async with await storage.open("s/big", start=1) as stream:
+        assert await anext(stream) == b"x" * CHUNK_SIZE
+    assert stream.closed
+    assert await storage.get("s/big") == b"x" * (CHUNK_SIZE * 4)  # the store works on
+
+
+async def test_local_open_reads_the_object_it_opened_while_a_put_replaces_it(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    await store.put("v", b"a" * (CHUNK_SIZE * 2))
+    stream = await store.open("v")
+    first = await anext(stream)
+    await store.put("v", b"b" * 10)
+    assert first + await _read_all(stream) == b"a" * (CHUNK_SIZE * 2)
+
+
 async def test_put_replaces_and_defaults_the_content_type(storage: Storage) -> None:
     await storage.put("k", b"one", content_type="text/plain", metadata={"a": "1"})
     await storage.put("k", b"second")
@@ -332,6 +400,59 @@ async def test_local_internal_folder_is_reserved_and_not_listed(tmp_path: Path) 
     assert [info.key async for info in store.list(".local")] == []
     await store.put(".local-storage2/x", b"ok")  # only the exact segment is reserved
     assert [info.key async for info in store.list(".")] == [".local-storage2/x"]
+
+
+async def test_local_list_sorts_a_folder_as_its_keys_sort(tmp_path: Path) -> None:
+    """Key order as S3 has it (UTF-8 bytes): ``a-b`` before ``a/b`` and ``a0`` after it, for '-' < '/' < '0'."""
+    store = LocalStorage(tmp_path)
+    keys = ["x/a0", "x/a/b", "x/a-b", "x/a.c", "x/a/b-c", "x/\u00e9", "x/z", "x/a/a/deep"]
+    for key in keys:
+        await store.put(key, b"")
+
+    assert [info.key async for info in store.list("x/")] == [
+        "x/a-b",
+        "x/a.c",
+        "x/a/a/deep",
+        "x/a/b",
+        "x/a/b-c",
+        "x/a0",
+        "x/z",
+        "x/\u00e9",
+    ]
+    assert [info.key async for info in store.list("x/a/b")] == ["x/a/b", "x/a/b-c"]
+    assert [info.key async for info in store.list("x/a/")] == ["x/a/a/deep", "x/a/b", "x/a/b-c"]
+
+
+async def test_local_list_reads_a_folder_when_the_caller_gets_there(tmp_path: Path) -> None:
+    """The listing walked the whole tree before it gave its first object. Now it reads each folder when it
+    gets there, a page at a time: a caller that stops early never reads the rest, and an object stored
+    meanwhile in a folder not reached yet is listed."""
+    store = LocalStorage(tmp_path)
+    (tmp_path / "a").mkdir()
+    for n in range(2 * _LIST_PAGE):  # two pages before the listing gets to folder b
+        (tmp_path / "a" / f"{n:04d}").write_bytes(b"x")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "early").write_bytes(b"x")
+
+    listing = store.list()
+    first = await anext(listing)
+    (tmp_path / "b" / "late").write_bytes(b"x")
+    rest = [info.key async for info in listing]
+
+    assert first.key == "a/0000"
+    assert len(rest) == 2 * _LIST_PAGE + 1
+    assert rest[-2:] == ["b/early", "b/late"]
+
+
+async def test_local_list_leaves_out_files_that_no_key_names(tmp_path: Path) -> None:
+    """A file whose name is not UTF-8 (copied in by hand) made every listing raise UnicodeEncodeError."""
+    store = LocalStorage(tmp_path)
+    await store.put("tmp/a", b"1")
+    await store.put("tmp/c", b"2")
+    with open(os.path.join(os.fsencode(tmp_path), b"tmp", b"b-\xff"), "wb") as fh:
+        fh.write(b"3")
+
+    assert [info.key async for info in store.list()] == ["tmp/a", "tmp/c"]
 
 
 async def test_local_delete_prunes_empty_folders(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The ``/storage`` route over real HTTP (uvicorn): safe headers for user content, hidden sidecars, 400 for bad paths.
+"""The ``/storage`` route over real HTTP (uvicorn): safe headers for user content, hidden sidecars, 400 for bad paths,
+and objects streamed whole or in byte ranges from the local and the S3 backend (SeaweedFS).
 
 Browser-level proof that stored HTML and SVG cannot run script on the app's origin is in
 ``tests/plugins/admin/test_storage_browser.py``.
@@ -7,16 +8,26 @@ Browser-level proof that stored HTML and SVG cannot run script on the app's orig
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import socket
+import struct
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import pytest
+from litestar import Litestar
 
-from framework.storage import LocalStorage, local_objects_dir
+from framework.storage import LocalStorage, ObjectStream, Storage, local_objects_dir
+from framework.storage.s3 import S3Storage
 from framework.web.app import create_app
-from framework.web.storage_routes import INLINE_TYPES, STORAGE_CSP
+from framework.web.storage_routes import INLINE_TYPES, STORAGE_CSP, storage_router
 from tests.fixtures.web import serve
+
+if TYPE_CHECKING:
+    from tests.fixtures.s3 import S3Server
 
 HTML = b"<script>alert(document.domain)</script>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>'
@@ -200,3 +211,290 @@ async def test_a_copy_revalidated_with_the_objects_validators_is_a_304(
     assert (again.status_code, again.content) == (200, b"second")  # a new object, a new tag
     assert again.headers["etag"] != tag
     assert (await http.get("/storage/pics/nope.png", headers={"If-None-Match": "*"})).status_code == 404
+
+
+# -- streaming and byte ranges, on both backends --------------------------------------------------
+
+
+class _Tracked:
+    """A store that keeps every stream it opens, to check that each one is closed."""
+
+    def __init__(self, store: Storage) -> None:
+        self.store = store
+        self.streams: list[ObjectStream] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def open(self, key: str, *, start: int = 0, length: int | None = None) -> ObjectStream:
+        stream = await self.store.open(key, start=start, length=length)
+        self.streams.append(stream)
+        return stream
+
+
+@pytest.fixture(params=["local", "s3"])
+async def ranged(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, _Tracked]]:
+    """The route over one backend, served by uvicorn, and that backend (tracking the streams it opens)."""
+    store: Storage
+    if request.param == "local":
+        store = LocalStorage(tmp_path / "store")
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        store = S3Storage(
+            endpoint=server.endpoint,
+            bucket=request.getfixturevalue("s3_bucket"),
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            region=server.region,
+            secure=False,
+        )
+    tracked = _Tracked(store)
+    app = Litestar(route_handlers=[storage_router(cast("Storage", tracked), "/storage")])
+    async with serve(app) as base, httpx.AsyncClient(base_url=base) as http:
+        yield http, tracked
+    await store.close()
+
+
+async def _all_closed(store: _Tracked) -> None:
+    """Wait until every stream the store opened is closed (the server notices a client gone when it next writes)."""
+    for _ in range(500):
+        if all(stream.closed for stream in store.streams):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{sum(not s.closed for s in store.streams)} of {len(store.streams)} streams left open")
+
+
+DIGITS = b"0123456789abcdefghij"  # 20 bytes
+
+
+@pytest.mark.parametrize(
+    ("asked", "first", "last"),
+    [
+        ("bytes=0-0", 0, 0),
+        ("bytes=2-5", 2, 5),
+        ("bytes=5-", 5, 19),
+        ("bytes=0-", 0, 19),
+        ("bytes=-4", 16, 19),
+        ("bytes=-1", 19, 19),
+        ("bytes=-20", 0, 19),
+        ("bytes=-1000", 0, 19),  # a suffix longer than the object is all of it
+        ("bytes=15-1000", 15, 19),  # a last byte past the end stops at the end
+        ("bytes=19-19", 19, 19),
+        ("BYTES=3-4", 3, 4),  # the unit is case-insensitive
+    ],
+)
+async def test_one_range_is_a_206_with_only_those_bytes(
+    ranged: tuple[httpx.AsyncClient, _Tracked], asked: str, first: int, last: int
+) -> None:
+    http, store = ranged
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    whole = await http.get("/storage/media/clip.mp4")
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": asked})
+    assert answer.status_code == 206, answer.text
+    assert answer.content == DIGITS[first : last + 1]
+    assert answer.headers["content-range"] == f"bytes {first}-{last}/20"
+    assert answer.headers["content-length"] == str(last + 1 - first)
+    assert answer.headers["accept-ranges"] == "bytes"
+    for name in ("content-type", "content-disposition", "etag", "last-modified"):
+        assert answer.headers[name] == whole.headers[name], name
+    _assert_safe_headers(answer)
+    await _all_closed(store)
+
+
+@pytest.mark.parametrize("asked", ["bytes=20-", "bytes=20-25", "bytes=1000-2000", "bytes=-0"])
+async def test_a_range_that_cannot_be_satisfied_is_a_416_naming_the_size(
+    ranged: tuple[httpx.AsyncClient, _Tracked], asked: str
+) -> None:
+    http, store = ranged
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": asked})
+    assert answer.status_code == 416
+    assert answer.headers["content-range"] == "bytes */20"
+    assert DIGITS not in answer.content
+    _assert_safe_headers(answer)
+
+
+async def test_any_range_of_an_empty_object_is_a_416(ranged: tuple[httpx.AsyncClient, _Tracked]) -> None:
+    http, store = ranged
+    await store.put("empty.txt", b"", content_type="text/plain")
+    for asked in ("bytes=0-", "bytes=-5", "bytes=0-0"):
+        answer = await http.get("/storage/empty.txt", headers={"Range": asked})
+        assert (answer.status_code, answer.headers["content-range"]) == (416, "bytes */0"), asked
+    whole = await http.get("/storage/empty.txt")
+    assert (whole.status_code, whole.content, whole.headers["content-length"]) == (200, b"", "0")
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        "bytes=abc",
+        "bytes=5-2",  # last before first
+        "bytes=--1",
+        "bytes=1-2-3",
+        "bytes=",
+        "bytes=-",
+        "bytes 0-4",
+        "bytes=0-4,",
+        "bytes=0-1,5-6",  # several ranges: all of it rather than a multipart answer
+        "bytes=0-1, 3-",
+        "items=0-4",  # not a byte range
+        "=0-4",
+        "bytes=0x1-4",
+        "bytes=" + "1" * 40 + "-",
+    ],
+)
+async def test_a_malformed_or_multiple_range_is_ignored_and_the_whole_object_sent(
+    ranged: tuple[httpx.AsyncClient, _Tracked], asked: str
+) -> None:
+    http, store = ranged
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": asked})
+    assert (answer.status_code, answer.content) == (200, DIGITS), asked
+    assert "content-range" not in answer.headers
+    assert (answer.headers["content-length"], answer.headers["accept-ranges"]) == ("20", "bytes")
+    _assert_safe_headers(answer)
+
+
+async def test_if_range_serves_the_range_only_while_its_validator_is_current(
+    ranged: tuple[httpx.AsyncClient, _Tracked],
+) -> None:
+    http, store = ranged
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    first = await http.get("/storage/media/clip.mp4")
+    tag, date = first.headers["etag"], first.headers["last-modified"]
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=2-3", "If-Range": tag})
+    assert (answer.status_code, answer.content) == (206, b"23")
+    for validator in ('"other"', f"W/{tag}", "Thu, 01 Jan 1970 00:00:00 GMT", "not a date", tag.strip('"')):
+        answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=2-3", "If-Range": validator})
+        assert (answer.status_code, answer.content) == (200, DIGITS), validator
+        assert "content-range" not in answer.headers
+    await asyncio.sleep(1.1)  # a date is a strong validator once it is a second old
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=2-3", "If-Range": date})
+    assert (answer.status_code, answer.content) == (206, b"23")
+    await store.put("media/clip.mp4", DIGITS[::-1], content_type="video/mp4")  # same size, a later second
+    for validator in (tag, date):  # the client's partial copy is of the old object: it gets the new one whole
+        answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=2-3", "If-Range": validator})
+        assert (answer.status_code, answer.content) == (200, DIGITS[::-1]), validator
+    answer = await http.get("/storage/media/clip.mp4", headers={"If-Range": tag})  # If-Range alone: no range
+    assert (answer.status_code, answer.content) == (200, DIGITS[::-1])
+
+
+async def test_revalidation_and_head_together_with_ranges(ranged: tuple[httpx.AsyncClient, _Tracked]) -> None:
+    http, store = ranged
+    await store.put("pics/a.png", DIGITS, content_type="image/png")
+    first = await http.get("/storage/pics/a.png")
+    assert (first.headers["accept-ranges"], first.headers["content-length"]) == ("bytes", "20")
+    tag, date = first.headers["etag"], first.headers["last-modified"]
+    for validators in ({"If-None-Match": tag}, {"If-Modified-Since": date}):
+        for method in ("GET", "HEAD"):  # a current copy is a 304 before any range is looked at
+            answer = await http.request(method, "/storage/pics/a.png", headers={**validators, "Range": "bytes=0-1"})
+            assert (answer.status_code, answer.content) == (304, b""), (method, validators)
+            assert answer.headers["etag"] == tag
+            _assert_safe_headers(answer)
+    for headers in ({}, {"Range": "bytes=0-1"}, {"Range": "bytes=50-"}):  # HEAD ignores Range
+        head = await http.head("/storage/pics/a.png", headers=headers)
+        assert (head.status_code, head.content) == (200, b""), headers
+        assert "content-range" not in head.headers
+        for name in ("content-type", "content-disposition", "content-length", "accept-ranges", "etag"):
+            assert head.headers[name] == first.headers[name], name
+        _assert_safe_headers(head)
+    assert store.streams and all(stream.closed for stream in store.streams)  # HEAD and 304 open nothing
+    assert len(store.streams) == 1
+    missing = await http.get("/storage/pics/none.png", headers={"Range": "bytes=0-1"})
+    assert missing.status_code == 404
+
+
+async def test_a_large_object_is_streamed_whole_and_in_ranges(ranged: tuple[httpx.AsyncClient, _Tracked]) -> None:
+    http, store = ranged
+    payload = random.Random(3).randbytes(5 * 1024 * 1024 + 123)
+    await store.put("videos/big.mp4", payload, content_type="video/mp4")
+    async with http.stream("GET", "/storage/videos/big.mp4") as answer:
+        assert answer.status_code == 200 and answer.headers["content-length"] == str(len(payload))
+        assert "chunked" not in answer.headers.get("transfer-encoding", "")
+        pieces = [piece async for piece in answer.aiter_raw()]
+    assert b"".join(pieces) == payload
+    for first, last in ((0, 999_999), (262_143, 3_000_000), (len(payload) - 70_000, len(payload) - 1)):
+        answer = await http.get("/storage/videos/big.mp4", headers={"Range": f"bytes={first}-{last}"})
+        assert answer.status_code == 206
+        assert answer.headers["content-range"] == f"bytes {first}-{last}/{len(payload)}"
+        assert answer.content == payload[first : last + 1]
+    answer = await http.get("/storage/videos/big.mp4", headers={"Range": "bytes=-100000"})
+    assert answer.content == payload[-100_000:]
+    await _all_closed(store)
+
+
+async def _read_part_and_hang_up(http: httpx.AsyncClient, target: str, headers: str = "") -> bytes:
+    """Send a GET over a raw socket, read the head and the first bytes of the body, then reset the connection."""
+    url = http.base_url
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: {url.host}\r\n{headers}\r\n".encode("latin-1"))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(64 * 1024)
+    finally:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, not a clean close
+        writer.close()
+    return head
+
+
+async def test_a_client_hanging_up_mid_download_releases_the_object(
+    ranged: tuple[httpx.AsyncClient, _Tracked],
+) -> None:
+    """Each abandoned download closes its file or S3 response; later downloads, whole or in ranges, still work."""
+    http, store = ranged
+    payload = random.Random(5).randbytes(8 * 1024 * 1024)
+    await store.put("videos/big.mp4", payload, content_type="video/mp4")
+    for attempt in range(20):  # more than the S3 client's pool holds
+        extra = "Range: bytes=1000-\r\n" if attempt % 2 else ""
+        head = await _read_part_and_hang_up(http, "/storage/videos/big.mp4", extra)
+        assert head.startswith(b"HTTP/1.1 206" if extra else b"HTTP/1.1 200"), head
+    await _all_closed(store)
+    assert len(store.streams) == 20
+    if isinstance(store.store, LocalStorage) and Path("/proc/self/fd").is_dir():
+        target = str(store.store.objects_dir / "videos" / "big.mp4")
+        assert not [fd for fd in Path("/proc/self/fd").iterdir() if _points_to(fd, target)]
+    whole = await http.get("/storage/videos/big.mp4")
+    assert (whole.status_code, whole.content == payload) == (200, True)
+    part = await http.get("/storage/videos/big.mp4", headers={"Range": "bytes=4000000-4000009"})
+    assert (part.status_code, part.content) == (206, payload[4_000_000:4_000_010])
+    await _all_closed(store)
+
+
+def _points_to(fd: Path, target: str) -> bool:
+    try:
+        return os.readlink(fd) == target
+    except OSError:  # closed meanwhile
+        return False
+
+
+async def test_an_object_replaced_between_its_stat_and_its_open_is_served_as_the_new_one(
+    ranged: tuple[httpx.AsyncClient, _Tracked],
+) -> None:
+    """Headers and bytes always describe one version: a put landing after the stat makes the route look again."""
+    http, store = ranged
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    real_open = store.open
+    replaced: list[object] = []
+
+    async def open_after_a_put(key: str, *, start: int = 0, length: int | None = None) -> ObjectStream:
+        if not replaced:
+            replaced.append(await store.store.put(key, b"new!" * 3, content_type="video/webm"))
+        return await real_open(key, start=start, length=length)
+
+    store.open = open_after_a_put  # type: ignore[method-assign]
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=2-"})
+    assert (answer.status_code, answer.content) == (206, b"w!new!new!")
+    assert (answer.headers["content-range"], answer.headers["content-type"]) == ("bytes 2-11/12", "video/webm")
+    assert len(store.streams) == 2
+    await _all_closed(store)  # the stream of the stat'ed-but-replaced version was closed too
+
+
+async def test_the_apps_local_storage_route_serves_ranges(served: tuple[httpx.AsyncClient, LocalStorage]) -> None:
+    http, store = served
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=-3"})
+    assert (answer.status_code, answer.content, answer.headers["content-range"]) == (206, b"hij", "bytes 17-19/20")
+    assert answer.headers["accept-ranges"] == "bytes"
+    _assert_safe_headers(answer)

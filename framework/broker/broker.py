@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from framework.broker.limits import Taken as LimitTaken
+    from framework.broker.maintenance import FailedAggregation
     from framework.broker.transitions import Taken
     from framework.clock import Clock
     from framework.limits import Applied
@@ -147,6 +148,9 @@ class Broker(Protocol):
     ) -> tuple[list[tuple[str, bytes]], float | None]: ...
     async def aggregation_set_deadline(self, queue: str, set_key: str) -> float | None: ...  # noqa: D102
     async def delete_aggregation_set(self, queue: str, set_key: str, aggregate_id: str = ...) -> int: ...  # noqa: D102
+    async def aggregation_failed(  # noqa: D102
+        self, queue: str, set_key: str, max_attempts: int, messages: Sequence[tuple[bytes, bytes]] = ...
+    ) -> FailedAggregation: ...
 
 
 class _PartMethod(Generic[P, R]):
@@ -296,6 +300,7 @@ class RedisBroker:
     read_aggregation_set = _PartMethod("maintenance", Maintenance.read_aggregation_set)
     aggregation_set_deadline = _PartMethod("maintenance", Maintenance.aggregation_set_deadline)
     delete_aggregation_set = _PartMethod("maintenance", Maintenance.delete_aggregation_set)
+    aggregation_failed = _PartMethod("maintenance", Maintenance.aggregation_failed)
 
 
 def now_seconds() -> int:

@@ -6,21 +6,46 @@ expired completed tasks, and staging, reading and reclaiming the aggregation set
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from framework.broker.base import LEASE_SECONDS, BrokerPart
+from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-__all__ = ("AGGREGATION_SET_TTL", "SUSPECT_TTL", "Maintenance")
+__all__ = ("AGGREGATION_SET_TTL", "SUSPECT_TTL", "FailedAggregation", "Maintenance")
 
 AGGREGATION_SET_TTL = 120
 """Seconds an aggregation set may stay staged before it is put back in its group (asynq: 2 min)."""
 SUSPECT_TTL = 24 * 3600
 """Seconds a queue's crash-suspect marks last after the last death (marks of deleted tasks fade with it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAggregation:
+    """What :meth:`Maintenance.aggregation_failed` did with a failed attempt to aggregate a staged set.
+
+    Attributes:
+        counted: the attempt was counted on the set's tasks; False when nothing was done, because the set is gone
+            (reclaimed, deleted, or its aggregate task enqueued) or because ``due`` tasks need their messages.
+        due: when not counted, the tasks that reach the most attempts with this one and whose archive message
+            was not given: (raw id, attempts, current encoded message) each; call again with their messages.
+        attempts: the most attempts a task of the set has now (when counted).
+        archived: tasks archived, having reached the most attempts.
+        deleted: tasks deleted instead (their message was given as ``b""``: it does not decode).
+        left: tasks left staged, below the most attempts.
+    """
+
+    counted: bool
+    due: list[tuple[bytes, int, bytes]] = field(default_factory=list)
+    attempts: int = 0
+    archived: int = 0
+    deleted: int = 0
+    left: int = 0
 
 
 class Maintenance(BrokerPart):
@@ -243,6 +268,33 @@ class Maintenance(BrokerPart):
         keys = [set_key, qk.aggregation_sets]
         args = [qk.task_prefix, qk.xprefix, aggregate_id]  # xprefix: where members' waiters are told
         return int(await self.pool.evalsha(SCRIPTS["delete_aggregation_set"], keys, args))
+
+    async def aggregation_failed(
+        self, queue: str, set_key: str, max_attempts: int, messages: Sequence[tuple[bytes, bytes]] = ()
+    ) -> FailedAggregation:
+        """Count a failed attempt to aggregate a staged set on its tasks; archive those at ``max_attempts``.
+
+        One script (``aggregation_failed.lua``): a task that reaches ``max_attempts`` is archived with the message
+        given for it in ``messages`` ((raw id, encoded message) pairs; ``b""`` deletes it), kept 90 days, at most
+        10,000 per queue, and its waiters told; the set is deleted once no task is left in it. When such a task
+        has no message given, nothing is written and the answer names it (``due``), with its current message.
+        A set that is gone (reclaimed meanwhile, deleted, or whose aggregate task was enqueued) is left alone.
+        """
+        qk = self.schema.queue(queue)
+        now = int(self.clock.now())
+        keys = [set_key, qk.aggregation_sets, qk.archived]
+        args: list[Any] = [qk.task_prefix, max_attempts, now, now - ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, qk.xprefix]
+        for task_id, data in messages:
+            args += [task_id, data]
+        reply = await self.pool.evalsha(SCRIPTS["aggregation_failed"], keys, args)
+        kind = int(reply[0])
+        if kind == 0:
+            return FailedAggregation(counted=False)
+        if kind == 1:
+            due = [(bytes(reply[i]), int(reply[i + 1]), bytes(reply[i + 2])) for i in range(1, len(reply), 3)]
+            return FailedAggregation(counted=False, due=due)
+        attempts, archived, deleted, left = (int(v) for v in reply[1:5])
+        return FailedAggregation(counted=True, attempts=attempts, archived=archived, deleted=deleted, left=left)
 
     async def reclaim_stale_aggregation_sets(self, queue: str) -> int:
         """Put the tasks of aggregation sets past their deadline back into their groups; returns the sets.

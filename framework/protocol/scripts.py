@@ -29,6 +29,7 @@ _NAMES = (
     "add_to_group",
     "add_to_group_unique",
     "aggregation_check",
+    "aggregation_failed",
     "archive",
     "archive_all",
     "archive_task",

@@ -7,25 +7,30 @@ Each test names a guarantee of :mod:`framework.worker.background.aggregator`: a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 import structlog
+from redis.exceptions import RedisError
 from structlog.testing import capture_logs
 
 from framework.broker.broker import RedisBroker
 from framework.client.client import Client
 from framework.clock import SystemClock
-from framework.errors import TaskAggregated
+from framework.errors import TaskAggregated, TaskFailed
 from framework.inspector import Inspector
 from framework.protocol.message import encode_message, new_message
 from framework.registry import Registry
 from framework.worker.background.aggregator import Aggregator, GroupAggregator, GroupedTask
+from framework.worker.background.recoverer import Recoverer
 from tests.fixtures.aggregation import ITEM, Batch, Item
-from tests.framework.worker_app import wait_until
+from tests.framework.worker_app import task_record, wait_until
 
 
 def to_batch(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
@@ -381,3 +386,315 @@ async def test_a_task_type_group_whose_oldest_message_is_corrupt_is_still_aggreg
     assert batches == [Batch(ns=[2], group="rot")]
     assert [e["task_id"] for e in events(logs, "task_message_invalid")] == [bad.id]
     assert not await redis.exists(qk.task(bad.id))
+
+
+# -- bounded attempts ---------------------------------------------------------------------------------------------
+
+POISON = 13
+"""An item ``aggregate`` fails on whenever it is in the batch."""
+
+
+@contextlib.asynccontextmanager
+async def driven(
+    redis: Any, schema: Any, settings: Any, *aggregators: Aggregator, clock: Any = None, wrap_broker: Any = None
+) -> AsyncIterator[tuple[GroupAggregator, RedisBroker]]:
+    """An aggregator to run pass by pass (``check_once``), and a broker on the wall clock to stage and reclaim with.
+
+    ``wrap_broker`` wraps the aggregator's broker and its client's (not the one returned)."""
+    registry = Registry([ITEM])
+    client = Client(redis, schema=schema, settings=settings, registry=registry, clock=clock, wrap_broker=wrap_broker)
+    broker = RedisBroker(redis, schema, SystemClock())
+    own = wrap_broker(RedisBroker(redis, schema, SystemClock())) if wrap_broker is not None else broker
+    try:
+        yield GroupAggregator(own, client, registry, aggregators, ["default"], structlog.get_logger()), broker
+    finally:
+        await client.waiters.close()
+        client.broker.close()
+
+
+async def make_ready(redis: Any, schema: Any, group: str) -> None:
+    """Date every task of a group 5 s back, so a grace period of 0 finds it ready."""
+    key = schema.queue("default").group(group)
+    members = await redis.zrange(key, 0, -1)
+    if members:
+        await redis.zadd(key, dict.fromkeys(members, int(time.time()) - 5))
+
+
+async def reclaim_now(redis: Any, schema: Any, broker: RedisBroker) -> int:
+    """As if every staged set's 2 minutes had passed, then the recoverer's pass over them; returns the sets."""
+    qk = schema.queue("default")
+    for set_key in await redis.zrange(qk.aggregation_sets, 0, -1):
+        await redis.zadd(qk.aggregation_sets, {set_key: int(time.time()) - 1})
+    return await Recoverer(broker, ["default"], structlog.get_logger()).reclaim_aggregation_sets()
+
+
+async def attempts_of(redis: Any, schema: Any, task_id: str) -> tuple[bytes | None, bytes | None]:
+    """A task's state and the failed aggregation attempts counted on it."""
+    state, attempts = await redis.hmget(schema.queue("default").task(task_id), "state", "fw_agg_attempts")
+    return state, attempts
+
+
+def fails_on_poison(how: str) -> Any:
+    """An ``aggregate`` that fails ``how`` on every batch holding the poison item, and merges any other."""
+
+    def aggregate(group: str, tasks: list[GroupedTask]) -> Any:
+        if not any(t.payload.n == POISON for t in tasks):
+            return to_batch(group, tasks)
+        if how == "raises":
+            raise ValueError("item 13 is poison")
+        if how == "returns junk":
+            return None
+        return "agg:batch", Batch(ns=[]), {"no_such_option": True}  # the enqueue refuses it
+
+    return aggregate
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [
+        ("raises", "ValueError: item 13 is poison"),
+        ("returns junk", "TypeError: aggregate must return (task, payload) or (task, payload, options), got None"),
+        ("cannot be enqueued", "InvalidOption: unknown enqueue option(s): no_such_option"),
+    ],
+)
+async def test_a_batch_aggregate_always_fails_on_is_archived_after_max_attempts_and_the_group_goes_on(
+    redis: Any, schema: Any, settings: Any, client: Any, how: str, error: str
+) -> None:
+    """Each failure left the set to its 2-minute deadline, the recoverer put its tasks back into the group,
+    they were staged again with the group's newest tasks, and failed again: forever, the group blocked."""
+    qk = schema.queue("default")
+    poison = await client.enqueue(ITEM, Item(n=POISON), group="poisoned")
+    other = await client.enqueue(ITEM, Item(n=2), group="poisoned")
+    waiter = asyncio.ensure_future(client.wait(poison, timeout=10))
+    await wait_until(lambda: redis.exists(qk.waiting(poison.id)), timeout=2)
+    agg = Aggregator(group="poisoned", grace_period=0, max_attempts=3, aggregate=fails_on_poison(how))
+    async with driven(redis, schema, settings, agg) as (aggregator, broker):
+        with capture_logs() as logs:
+            for attempt in (1, 2):
+                await make_ready(redis, schema, "poisoned")
+                assert await aggregator.check_once() == 0
+                for info in (poison, other):
+                    assert await attempts_of(redis, schema, info.id) == (b"aggregating", str(attempt).encode())
+                assert await reclaim_now(redis, schema, broker) == 1
+            await make_ready(redis, schema, "poisoned")
+            assert await aggregator.check_once() == 0
+        failed = events(logs, "group_aggregation_failed")
+        assert [e["attempt"] for e in failed] == [1, 2, 3]
+        last = failed[-1]["error"]
+        assert last.startswith(error)
+        gave_up = events(logs, "group_aggregation_gave_up")
+        assert [(e["log_level"], e["queue"], e["group"], e["tasks"], e["attempts"], e["error"]) for e in gave_up] == [
+            ("error", "default", "poisoned", 2, 3, last)
+        ]
+        # archived at once, with the set: not left for the reclaim
+        assert await redis.zcard(qk.aggregation_sets) == 0
+        assert not await redis.exists(qk.group("poisoned"))
+        assert sorted(await redis.zrange(qk.archived, 0, -1)) == sorted([poison.id.encode(), other.id.encode()])
+        for info in (poison, other):
+            record = await task_record(redis, schema, "default", info.id)
+            assert record["state"] == "archived"
+            assert record["msg"].error_msg == (
+                f"aggregation of group 'poisoned' gave up after 3 failed attempts; the last: {last}"
+            )
+            assert abs(record["msg"].last_failed_at - time.time()) < 5
+        with pytest.raises(TaskFailed) as caught:
+            await waiter
+        assert caught.value.archived
+        assert "gave up after 3 failed attempts" in caught.value.error
+
+        # the group is not blocked: its next tasks are aggregated
+        await client.enqueue(ITEM, Item(n=5), group="poisoned")
+        await make_ready(redis, schema, "poisoned")
+        assert await aggregator.check_once() == 1
+        assert [await _payload_of(redis, schema, task_id) for task_id in await redis.lrange(qk.pending, 0, -1)] == [
+            Batch(ns=[5], group="poisoned")
+        ]
+
+
+async def _payload_of(redis: Any, schema: Any, task_id: bytes) -> Batch:
+    record = await task_record(redis, schema, "default", task_id.decode())
+    return msgspec.json.decode(record["msg"].payload, type=Batch)
+
+
+async def test_an_aggregate_that_fails_twice_then_works_aggregates_every_task_once(
+    redis: Any, schema: Any, settings: Any, client: Any
+) -> None:
+    """Counting attempts must not cost the tasks of a passing failure: below ``max_attempts`` the set goes back
+    into its group and is aggregated again, with the tasks that joined meanwhile."""
+    qk = schema.queue("default")
+    calls = 0
+
+    def flaky(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise ConnectionRefusedError("downstream restarting")
+        return to_batch(group, tasks)
+
+    infos = [await client.enqueue(ITEM, Item(n=1), group="flaky")]
+    agg = Aggregator(group="flaky", grace_period=0, max_attempts=3, aggregate=flaky)
+    async with driven(redis, schema, settings, agg) as (aggregator, broker):
+        with capture_logs() as logs:
+            for n in (2, 3):
+                await make_ready(redis, schema, "flaky")
+                assert await aggregator.check_once() == 0
+                assert await reclaim_now(redis, schema, broker) == 1
+                infos.append(await client.enqueue(ITEM, Item(n=n), group="flaky"))  # joins before the next attempt
+            await make_ready(redis, schema, "flaky")
+            assert await aggregator.check_once() == 1
+    assert calls == 3
+    assert not events(logs, "group_aggregation_gave_up")
+    assert [e["attempt"] for e in events(logs, "group_aggregation_failed")] == [1, 2]
+    pending = await redis.lrange(qk.pending, 0, -1)
+    assert [await _payload_of(redis, schema, task_id) for task_id in pending] == [Batch(ns=[1, 2, 3], group="flaky")]
+    assert await redis.zcard(qk.archived) == 0
+    assert not await redis.exists(*(qk.task(i.id) for i in infos))
+    assert await redis.zcard(qk.aggregation_sets) == 0
+
+
+async def test_an_aggregate_that_does_not_return_in_time_is_a_counted_attempt(
+    redis: Any, schema: Any, settings: Any, client: Any
+) -> None:
+    """A hung ``aggregate`` is abandoned before the set's deadline; the set came back for good all the same.
+
+    The aggregator's clock runs 108.5 s ahead of the one that staged the set, so ``aggregate`` has at most
+    1.5 s before its set's deadline (2 min, less a 10 s margin)."""
+    started = 0
+
+    async def hang(group: str, tasks: list[GroupedTask]) -> Any:
+        nonlocal started
+        started += 1
+        await asyncio.Event().wait()
+
+    info = await client.enqueue(ITEM, Item(n=1), group="hung")
+    agg = Aggregator(group="hung", grace_period=0, max_attempts=2, aggregate=hang)
+    async with driven(redis, schema, settings, agg, clock=AheadClock(108.5)) as (aggregator, broker):
+        with capture_logs() as logs:
+            await make_ready(redis, schema, "hung")
+            assert await asyncio.wait_for(aggregator.check_once(), 2.5) == 0
+            assert await attempts_of(redis, schema, info.id) == (b"aggregating", b"1")
+            assert await reclaim_now(redis, schema, broker) == 1
+            await make_ready(redis, schema, "hung")
+            assert await asyncio.wait_for(aggregator.check_once(), 2.5) == 0
+    assert started == 2
+    assert [e["attempt"] for e in events(logs, "group_aggregation_timeout")] == [1, 2]
+    record = await task_record(redis, schema, "default", info.id)
+    assert record["state"] == "archived"
+    assert record["msg"].error_msg.startswith(
+        "aggregation of group 'hung' gave up after 2 failed attempts; the last: TimeoutError: aggregate did not "
+        "return within "
+    )
+    assert await redis.zcard(schema.queue("default").aggregation_sets) == 0
+
+
+async def test_a_redis_fault_while_the_aggregate_task_is_enqueued_is_not_a_counted_attempt(
+    redis: Any, schema: Any, settings: Any, client: Any, faults: Any
+) -> None:
+    """Redis going away is the infrastructure's failure, not the batch's: counting it would archive tasks
+    whose ``aggregate`` works, after an outage of a few minutes."""
+    qk = schema.queue("default")
+    info = await client.enqueue(ITEM, Item(n=4), group="outage")
+    agg = Aggregator(group="outage", grace_period=0, max_attempts=1, aggregate=to_batch)
+    async with driven(redis, schema, settings, agg, wrap_broker=faults.wrap) as (aggregator, broker):
+        faults.fail("enqueue", times=1)
+        await make_ready(redis, schema, "outage")
+        with pytest.raises(ConnectionError):  # the worker's periodic runner reports it as Redis unavailable
+            await aggregator.check_once()
+        assert faults.injected["enqueue"] == 1
+        assert await attempts_of(redis, schema, info.id) == (b"aggregating", None)
+        assert await redis.zcard(qk.aggregation_sets) == 1
+        assert await redis.zcard(qk.archived) == 0
+        assert await reclaim_now(redis, schema, broker) == 1
+        await make_ready(redis, schema, "outage")
+        assert await aggregator.check_once() == 1
+    pending = await redis.lrange(qk.pending, 0, -1)
+    assert [await _payload_of(redis, schema, task_id) for task_id in pending] == [Batch(ns=[4], group="outage")]
+
+
+async def test_a_failed_attempt_that_redis_fails_to_count_is_logged_and_retried_uncounted(
+    redis: Any, schema: Any, settings: Any, client: Any, faults: Any
+) -> None:
+    """Counting is a Redis call like any other: when it fails, the failure is still logged, the pass reports
+    Redis unavailable, and the set goes back into its group at its deadline as before."""
+    qk = schema.queue("default")
+    info = await client.enqueue(ITEM, Item(n=POISON), group="uncounted")
+    agg = Aggregator(group="uncounted", grace_period=0, max_attempts=1, aggregate=fails_on_poison("raises"))
+    async with driven(redis, schema, settings, agg, wrap_broker=faults.wrap) as (aggregator, broker):
+        faults.fail("aggregation_failed", times=1)
+        await make_ready(redis, schema, "uncounted")
+        with capture_logs() as logs, pytest.raises(RedisError):
+            await aggregator.check_once()
+        assert [(e["error"], e["note"]) for e in events(logs, "group_aggregation_failed")] == [
+            ("ValueError: item 13 is poison", "retried when the set is reclaimed (2 min); Redis failed: not counted")
+        ]
+        assert await attempts_of(redis, schema, info.id) == (b"aggregating", None)
+        assert await reclaim_now(redis, schema, broker) == 1
+        await make_ready(redis, schema, "uncounted")
+        assert await aggregator.check_once() == 0  # counted this time: at max_attempts=1, archived
+    assert await attempts_of(redis, schema, info.id) == (b"archived", b"1")
+    assert await redis.zcard(qk.aggregation_sets) == 0
+
+
+async def test_a_failed_attempt_on_a_set_already_reclaimed_is_not_counted(redis: Any, schema: Any, client: Any) -> None:
+    """Another worker's recoverer put the set back into its group (and another aggregation may have staged its
+    tasks since): counting or archiving them now would act on tasks this attempt no longer holds."""
+    broker = RedisBroker(redis, schema, SystemClock())
+    qk = schema.queue("default")
+    info = await client.enqueue(ITEM, Item(n=1), group="raced")
+    set_key = await broker.aggregation_check("default", "raced", "set-1", max_size=0, max_delay=0, grace_period=-2)
+    assert set_key is not None
+    assert await reclaim_now(redis, schema, broker) == 1
+    outcome = await broker.aggregation_failed("default", set_key, 1)
+    assert not outcome.counted
+    assert not outcome.due
+    assert await attempts_of(redis, schema, info.id) == (b"aggregating", None)
+    assert await redis.zrange(qk.group("raced"), 0, -1) == [info.id.encode()]
+    assert await redis.zcard(qk.archived) == 0
+
+
+async def test_giving_up_archives_only_the_tasks_at_max_attempts_and_keeps_the_rest_staged(
+    redis: Any, schema: Any, client: Any
+) -> None:
+    """A task that joined the group after the poison batch has had fewer attempts: it stays staged, goes back
+    into its group at the set's deadline, and gets its own attempts. A member whose message does not decode is
+    deleted (as aggregating the set would delete it), releasing its uniqueness lock."""
+    broker = RedisBroker(redis, schema, SystemClock())
+    qk = schema.queue("default")
+    old = await client.enqueue(ITEM, Item(n=1), group="mixed")
+    junk = await client.enqueue(ITEM, Item(n=2), group="mixed", unique=300)
+    new = await client.enqueue(ITEM, Item(n=3), group="mixed")
+    await redis.hset(qk.task(junk.id), "msg", b"\xff\x00not a task message")
+    for task_id in (old.id, junk.id):
+        await redis.hset(qk.task(task_id), "fw_agg_attempts", 2)
+    set_key = await broker.aggregation_check("default", "mixed", "set-1", max_size=0, max_delay=0, grace_period=-2)
+    assert set_key is not None
+    outcome = await broker.aggregation_failed("default", set_key, 3)  # no messages given: nothing written
+    assert not outcome.counted
+    assert sorted((task_id, n) for task_id, n, _ in outcome.due) == sorted(
+        [(old.id.encode(), 3), (junk.id.encode(), 3)]
+    )
+    assert await attempts_of(redis, schema, new.id) == (b"aggregating", None)
+    archived_msg = b"archived message of " + old.id.encode()
+    outcome = await broker.aggregation_failed(
+        "default", set_key, 3, [(old.id.encode(), archived_msg), (junk.id.encode(), b"")]
+    )
+    assert (outcome.counted, outcome.attempts, outcome.archived, outcome.deleted, outcome.left) == (True, 3, 1, 1, 1)
+    assert await redis.hmget(qk.task(old.id), "state", "msg", "fw_agg_attempts") == [b"archived", archived_msg, b"3"]
+    assert await redis.zrange(qk.archived, 0, -1) == [old.id.encode()]
+    assert not await redis.exists(qk.task(junk.id), qk.unique("agg:item", ITEM.encode(Item(n=2))))
+    assert await attempts_of(redis, schema, new.id) == (b"aggregating", b"1")
+    assert await redis.zrange(set_key, 0, -1) == [new.id.encode()]
+    assert await reclaim_now(redis, schema, broker) == 1
+    assert await redis.zrange(qk.group("mixed"), 0, -1) == [new.id.encode()]
+
+
+def test_max_attempts_must_be_a_whole_number_of_at_least_one() -> None:
+    """0 attempts would archive a group's tasks before ``aggregate`` ever ran on them."""
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"max_attempts must be at least 1, not {bad}"):
+            Aggregator(group="g", max_attempts=bad, aggregate=to_batch)
+    for odd in (2.5, True, "3"):
+        with pytest.raises(ValueError, match="max_attempts must be a whole number of attempts"):
+            Aggregator(group="g", max_attempts=odd, aggregate=to_batch)  # type: ignore[arg-type]
+    assert Aggregator(group="g", aggregate=to_batch).max_attempts == 5
+    assert Aggregator(group="g", max_attempts=1, aggregate=to_batch).max_attempts == 1

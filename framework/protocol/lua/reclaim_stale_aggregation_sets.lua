@@ -1,5 +1,7 @@
 -- reclaim_stale_aggregation_sets: put the tasks of aggregation sets past their deadline (the aggregating
 -- worker died or its aggregate function failed) back into their group, so a later check aggregates them.
+-- A task put back keeps the failed attempts counted on it (fw_agg_attempts): aggregation_failed.lua archives
+-- it once they reach its aggregator's max_attempts.
 -- Given the task key prefix, ids without a task record (deleted while staged) or whose record is no longer
 -- an aggregating task (its id since taken by a new task) are dropped, not put back.
 -- A set whose aggregate task was enqueued (a task record whose id is the set id: our aggregator gives the

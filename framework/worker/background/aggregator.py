@@ -26,6 +26,20 @@ group name (or for the task type of the group's tasks) decides when and how the 
   until it returns, its result unused), and one that returns later than that has its result dropped
   (``group_aggregation_late``): either way the tasks are aggregated again from their group, not twice,
   and other groups are not held up for longer than that.
+* a failed attempt (``group_aggregation_failed`` or ``group_aggregation_timeout``) is counted on each task
+  staged in the set (``fw_agg_attempts`` in its record, ours; asynq ignores it), and the count stays with
+  the task when its set goes back into the group. One that brings tasks to the aggregator's
+  ``max_attempts`` (default 5) archives them at once, in the script that counts it
+  (``aggregation_failed.lua``): state archived, in the queue's archive, their ``error_msg`` naming the
+  group, the attempts and the last error, their waiters told they were archived, and the set deleted once
+  none of its tasks is left (``group_aggregation_gave_up``). Without that, a batch ``aggregate`` always
+  fails on came back every 2 minutes, with the group's newest tasks, for good. Tasks of the set with fewer
+  attempts (they joined the group later) stay staged and go back into the group at the deadline, as after
+  any failed attempt; so does the whole set below ``max_attempts``, and a passing failure costs no task.
+  Not counted: a result dropped for being late (``aggregate`` returned in time, the deadline came near
+  before it was enqueued); Redis faults of the aggregator's own calls (reading the set, enqueuing the
+  aggregate task, counting), and Redis refusing the aggregate task; an attempt whose set was reclaimed
+  meanwhile (its tasks are aggregated again from their group).
 
 Go's asynq has one aggregate function per server; here each group or task type has its own, and Go
 services that enqueue grouped tasks are served alike (the keys are asynq's).
@@ -46,10 +60,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import msgspec
 from redis.exceptions import RedisError
 
-from framework.errors import PayloadTypeError, PluginError, TaskIdConflict
+from framework.errors import EnqueueFailed, PayloadTypeError, PluginError, TaskIdConflict
 from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.events import await_me_maybe
-from framework.protocol.message import decode_message
+from framework.protocol.message import decode_message, encode_message
 from framework.worker.threads import HandlerThreads
 
 if TYPE_CHECKING:
@@ -57,6 +71,7 @@ if TYPE_CHECKING:
     import structlog
 
     from framework.broker.broker import Broker
+    from framework.broker.maintenance import FailedAggregation
     from framework.client.client import Client
     from framework.registry import Registry
     from framework.settings import Settings
@@ -104,6 +119,15 @@ class Aggregator:
         max_delay: seconds after which a group is aggregated however busy it is (0 = no limit).
         max_size: tasks at which a group is aggregated at once; also the most tasks per aggregation
             (0 = no limit).
+        max_attempts: failed attempts to aggregate a task after which it is archived (at least 1; default 5).
+            An attempt fails when ``aggregate`` raises, returns what is not ``(task, payload[, options])`` or
+            cannot be enqueued, or does not return before its set's deadline; it is counted on every task
+            staged in the set. One that brings tasks to ``max_attempts`` archives them at once, with an error
+            naming the group, the attempts and the last error, so a batch ``aggregate`` always fails on does
+            not come back for good; below it, the set goes back into its group after its 2-minute deadline
+            and is aggregated again, so that a passing failure (a service down for a while) costs no task.
+            Redis failing the aggregator (unreachable, or refusing the aggregate task) is not the batch's
+            failure and is not counted.
     """
 
     aggregate: AggregateFn
@@ -112,6 +136,7 @@ class Aggregator:
     grace_period: float = 60.0
     max_delay: float = 0.0
     max_size: int = 0
+    max_attempts: int = 5
 
     def __post_init__(self) -> None:
         if (self.group is None) == (self.task_type is None):
@@ -128,6 +153,14 @@ class Aggregator:
             raise ValueError(f"max_size must be a whole number of tasks, not {self.max_size!r}") from None
         if self.grace_period < 0 or self.max_delay < 0 or self.max_size < 0:
             raise ValueError("grace_period, max_delay and max_size must not be negative")
+        try:
+            if isinstance(self.max_attempts, bool | float):
+                raise TypeError
+            object.__setattr__(self, "max_attempts", operator.index(self.max_attempts))
+        except TypeError:
+            raise ValueError(f"max_attempts must be a whole number of attempts, not {self.max_attempts!r}") from None
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if not callable(self.aggregate):
             raise TypeError("Aggregator.aggregate must be callable")
 
@@ -155,6 +188,28 @@ hosts included)."""
 
 _TYPE_SCAN = 20
 """How many of a group's oldest tasks are read to find its task type (for aggregators by task type)."""
+
+
+class _AttemptFailed(Exception):
+    """An attempt to aggregate a staged set failed: logged, and counted toward ``max_attempts`` when ``counts``.
+
+    Args:
+        event: the event it is logged as.
+        error: the error, ``"<ExceptionType>: <message>"``.
+        counts: whether it counts toward ``max_attempts`` (not when Redis refused the aggregate task).
+        fields: more fields of the event.
+    """
+
+    def __init__(self, event: str, error: str, *, counts: bool = True, **fields: Any) -> None:
+        super().__init__(error)
+        self.event = event
+        self.error = error
+        self.counts = counts
+        self.fields = fields
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _normalize(result: Any) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]]:
@@ -344,11 +399,13 @@ class GroupAggregator:
         if not tasks:  # none left, or none decodes: nothing to aggregate (undecodable ones go with the set)
             await self.broker.delete_aggregation_set(queue, set_key)
             return 0
-        result = await self._aggregated(queue, group, len(members), deadline, agg, tasks)
-        if result is None or not await self._still_ours(queue, group, set_key, len(members)):
-            return 0
-        aggregate_id = await self._enqueue(queue, group, set_id, len(members), result)
-        if aggregate_id is None:
+        try:
+            result = await self._aggregated(queue, group, len(members), deadline, agg, tasks)
+            if result is None or not await self._still_ours(queue, group, set_key, len(members)):
+                return 0
+            aggregate_id = await self._enqueue(queue, group, set_id, result)
+        except _AttemptFailed as failure:
+            await self._attempt_failed(queue, group, set_key, len(members), agg, failure)
             return 0
         try:
             await self.broker.delete_aggregation_set(queue, set_key, aggregate_id)
@@ -361,7 +418,11 @@ class GroupAggregator:
     async def _aggregated(
         self, queue: str, group: str, size: int, deadline: float | None, agg: Aggregator, tasks: list[GroupedTask]
     ) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]] | None:
-        """What ``aggregate`` returned, normalized; None (logged) when it failed, or did not return in time."""
+        """What ``aggregate`` returned, normalized; None (logged) when the set's deadline is too near to call it.
+
+        Raises:
+            _AttemptFailed: ``aggregate`` raised, returned something else, or did not return in time.
+        """
         budget = -1.0 if deadline is None else deadline - DEADLINE_MARGIN - self.client.clock.now()
         if budget <= 0:
             self._late(queue, group, size)
@@ -371,27 +432,24 @@ class GroupAggregator:
             async with timer:
                 result = await self._call(agg, group, tasks)
             return _normalize(result)
-        except Exception as exc:  # noqa: BLE001 - user code (OSError and RedisError included): logged, retried
+        except Exception as exc:  # user code (OSError and RedisError included): counted, retried
             if not timer.expired():
-                self._failed(queue, group, size, exc)
-                return None
-        self.log.error(
+                raise _AttemptFailed("group_aggregation_failed", _error_text(exc)) from exc
+        raise _AttemptFailed(
             "group_aggregation_timeout",
-            queue=queue,
-            group=group,
-            tasks=size,
+            f"TimeoutError: aggregate did not return within {budget:.1f} s, before its set's deadline",
             timeout=round(budget, 3),
-            note="aggregate did not return before the set's deadline: retried when the set is reclaimed",
         )
-        return None
 
     async def _enqueue(
-        self, queue: str, group: str, set_id: str, size: int, result: tuple[TaskDef[Any] | str, Any, dict[str, Any]]
-    ) -> str | None:
-        """Enqueue the aggregate task; its id, or None (logged) when what ``aggregate`` returned cannot be.
+        self, queue: str, group: str, set_id: str, result: tuple[TaskDef[Any] | str, Any, dict[str, Any]]
+    ) -> str:
+        """Enqueue the aggregate task; its id.
 
         Raises:
-            RedisError, OSError: Redis could not be reached.
+            _AttemptFailed: what ``aggregate`` returned cannot be enqueued (an id it chose being taken included),
+                or Redis refused it (not counted).
+            RedisError, OSError: Redis could not be reached (not the batch's failure: not counted).
         """
         task, payload, options = result
         options = {"queue": queue, "task_id": set_id, **options}
@@ -400,14 +458,95 @@ class GroupAggregator:
         except TaskIdConflict as exc:
             if options["task_id"] == set_id:
                 return set_id  # enqueued by an earlier attempt
-            self._failed(queue, group, size, exc)  # an id aggregate chose is taken: not by this set's aggregate
-            return None
+            # an id aggregate chose is taken: not by this set's aggregate
+            raise _AttemptFailed("group_aggregation_failed", _error_text(exc)) from exc
         except (RedisError, OSError):
             raise
-        except Exception as exc:  # noqa: BLE001 - what aggregate returned cannot be enqueued: logged, retried
-            self._failed(queue, group, size, exc)
-            return None
+        except EnqueueFailed as exc:  # Redis answered with an error (out of memory, a read-only replica...)
+            raise _AttemptFailed("group_aggregation_failed", _error_text(exc), counts=False) from exc
+        except Exception as exc:  # what aggregate returned cannot be enqueued: counted, retried
+            raise _AttemptFailed("group_aggregation_failed", _error_text(exc)) from exc
         return info.id
+
+    async def _attempt_failed(
+        self, queue: str, group: str, set_key: str, size: int, agg: Aggregator, failure: _AttemptFailed
+    ) -> None:
+        """Count a failed attempt on the set's tasks (archiving those at ``max_attempts``), and log it.
+
+        Raises:
+            RedisError, OSError: Redis could not be reached (the failure is logged first; the set is reclaimed
+                after its deadline and the attempt is not counted).
+        """
+        fields: dict[str, Any] = {"queue": queue, "group": group, "tasks": size, **failure.fields}
+        fields["error"] = failure.error
+        fields["max_attempts"] = agg.max_attempts
+        if not failure.counts:
+            self.log.error(
+                failure.event, **fields, note="retried when the set is reclaimed (2 min); Redis refused it: not counted"
+            )
+            return
+        try:
+            counted = await self._count_failure(queue, group, set_key, agg.max_attempts, failure.error)
+        except (RedisError, OSError):
+            self.log.error(
+                failure.event, **fields, note="retried when the set is reclaimed (2 min); Redis failed: not counted"
+            )
+            raise
+        if not counted.counted:
+            self.log.error(
+                failure.event,
+                **fields,
+                note="the set was reclaimed meanwhile: its tasks are aggregated again from their group; not counted",
+            )
+            return
+        given_up = counted.archived + counted.deleted
+        retried = "retried when the set is reclaimed (2 min)"
+        note = f"{retried}; its tasks are archived at {agg.max_attempts} failed attempts"
+        if given_up:
+            rest = f"; its other tasks are {retried}" if counted.left else ""
+            note = f"gave up: see group_aggregation_gave_up{rest}"
+        self.log.error(failure.event, **fields, attempt=counted.attempts, note=note)
+        if given_up:
+            self.log.error(
+                "group_aggregation_gave_up",
+                queue=queue,
+                group=group,
+                tasks=given_up,
+                attempts=counted.attempts,
+                error=failure.error,
+                staged=counted.left,
+                note="its tasks are archived (any whose message does not decode deleted); the group's other tasks "
+                "are aggregated without them",
+            )
+
+    async def _count_failure(
+        self, queue: str, group: str, set_key: str, max_attempts: int, error: str
+    ) -> FailedAggregation:
+        """``aggregation_failed.lua``, given the archive message of each task it archives.
+
+        The script names the tasks that reach ``max_attempts`` (and writes nothing) when their messages were not
+        given; they are built from the messages it returns, and the script called again. The set is this
+        worker's alone until it is reclaimed (then the script does nothing), so a second call normally counts.
+        """
+        messages: dict[bytes, bytes] = {}
+        outcome = await self.broker.aggregation_failed(queue, set_key, max_attempts)
+        for _ in range(2):
+            if outcome.counted or not outcome.due:
+                break
+            for task_id, attempts, data in outcome.due:
+                messages[task_id] = self._archive_message(group, attempts, error, data)
+            outcome = await self.broker.aggregation_failed(queue, set_key, max_attempts, list(messages.items()))
+        return outcome
+
+    def _archive_message(self, group: str, attempts: int, error: str, data: bytes) -> bytes:
+        """A task's message as archived when its group's aggregation gave up; ``b""`` when it does not decode."""
+        try:
+            msg = decode_message(data)
+        except ValueError:
+            return b""
+        msg.error_msg = f"aggregation of group {group!r} gave up after {attempts} failed attempts; the last: {error}"
+        msg.last_failed_at = int(self.broker.clock.now())
+        return encode_message(msg)
 
     async def _call(self, agg: Aggregator, group: str, tasks: list[GroupedTask]) -> Any:
         """``agg.aggregate(group, tasks)``: an ``async def`` on the loop, a plain function in a thread."""
@@ -416,16 +555,6 @@ class GroupAggregator:
             return await fn(group, tasks)
         result = await asyncio.wrap_future(self._threads.submit(fn, group, tasks))
         return await await_me_maybe(result)
-
-    def _failed(self, queue: str, group: str, size: int, exc: BaseException) -> None:
-        self.log.error(
-            "group_aggregation_failed",
-            queue=queue,
-            group=group,
-            tasks=size,
-            error=f"{type(exc).__name__}: {exc}",
-            note="retried when the set is reclaimed (2 min)",
-        )
 
     def _late(self, queue: str, group: str, size: int) -> None:
         self.log.warning(

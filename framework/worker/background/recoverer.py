@@ -34,8 +34,10 @@ Paths, on the queues this worker serves:
 * **Cancelled by their caller.** A task ``Client.cancel`` asked to stop while it ran (its cancel request is
   kept for a while) is archived as cancelled rather than requeued by every path above, as its worker would
   have archived it: its caller was told it is being cancelled, so it does not run again.
-* **Stale aggregation sets.** Sets staged longer than 2 minutes (their aggregator died) are put back into
-  their group (asynq does this in its recoverer too).
+* **Stale aggregation sets.** Sets staged longer than 2 minutes (their aggregator died, or its aggregate
+  function failed) are put back into their group (asynq does this in its recoverer too). Their tasks keep
+  the failed attempts counted on them, so a batch that always fails is archived by the aggregator after its
+  ``max_attempts`` (see :mod:`framework.worker.background.aggregator`) rather than put back for good.
 
 Why it is safe: the fast path requeues a task only when its Redis lease was last set at least
 ``dead_after`` seconds ago, and a worker's in-memory leases last ``dead_after - 1`` seconds from their

@@ -221,14 +221,18 @@ def _wait_for(check: Any, what: str, timeout: float = 30) -> None:
 
 
 async def _running_task(redis_url: str, redis: Any, schema: Schema, proc: subprocess.Popen[bytes]) -> None:
-    """Enqueue a ten-second demo task and wait until a worker runs it."""
+    """Enqueue a ten-second demo task and wait until a worker runs it.
+
+    Its first progress report is the sign: the task is on the active list as soon as Redis hands it out,
+    a moment before the worker holds it (and counts it as running).
+    """
     client = Client.from_url(redis_url, schema=schema)
     try:
-        await client.enqueue("demo:hello", {"name": "slow", "work_seconds": 10})
+        info = await client.enqueue("demo:hello", {"name": "slow", "work_seconds": 10})
     finally:
         await client.redis.aclose()
     deadline = time.monotonic() + 30
-    while not await redis.llen(schema.queue("default").active):
+    while not await redis.exists(schema.queue("default").progress(info.id)):
         assert proc.poll() is None, "the command exited"
         assert time.monotonic() < deadline, "the task did not start"
         await asyncio.sleep(0.05)

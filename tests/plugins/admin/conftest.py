@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, BrowserType, Page, Playwright, sync_playwright
 
 from framework.errors import RetryAfter
 from framework.hookspecs import hookimpl
@@ -205,14 +205,63 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium", "args": CHROMIUM_ARGS}
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run browser tests last in the session.
+# pytest-playwright keeps Playwright (and its browser) for the whole session. Its sync API runs its event loop
+# on the main thread, and that loop stays the thread's running loop until Playwright stops, so no async test
+# can run after the first browser test. Here Playwright lives for one test module: a module's browser tests
+# run after its other tests (see ``pytest_collection_modifyitems``), and Playwright stops when the module ends,
+# so the next module's async tests run, in a serial session and in each process of a parallel one.
 
-    pytest-playwright's sync API starts its event loop on the main thread in a session-scoped fixture
-    and keeps it until the session ends; pytest-asyncio cannot run an async test after that. Moving
-    every test that uses the ``page`` fixture to the end keeps both kinds in one run.
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Playwright for one test module."""
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    """The browser type the tests run (Chromium)."""
+    browser_type: BrowserType = getattr(playwright, browser_name)
+    return browser_type
+
+
+@pytest.fixture(scope="module")
+def launch_browser(browser_type_launch_args: dict[str, Any], browser_type: BrowserType) -> Callable[..., Browser]:
+    """Launches a browser with the launch arguments above (and a test's own)."""
+
+    def launch(**kwargs: Any) -> Browser:
+        return browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+    return launch
+
+
+@pytest.fixture(scope="module")
+def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
+    """One browser for a test module's browser tests."""
+    browser = launch_browser()
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    """New pages' options: the defaults."""
+    return {}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest regroups items by their parametrized fixtures
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run each module's browser tests after its other tests, keeping each module's tests together.
+
+    While Playwright runs (module-scoped above) its loop is the main thread's running loop and pytest-asyncio
+    cannot run an async test; it stops when the module's last test is done. Modules stay whole, in their
+    order, so a module-scoped fixture is set up once and a parallel run can hand out whole files.
     """
-    browser = [item for item in items if "page" in getattr(item, "fixturenames", ())]
-    if browser:
-        chosen = set(browser)
-        items[:] = [item for item in items if item not in chosen] + browser
+    browser = {item for item in items if "page" in getattr(item, "fixturenames", ())}
+    if not browser:
+        return
+    modules: dict[Any, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.module if isinstance(item, pytest.Function) else item.parent, []).append(item)
+    items[:] = [item for group in modules.values() for item in sorted(group, key=lambda item: item in browser)]

@@ -631,7 +631,7 @@ async def test_a_failed_attempt_that_redis_fails_to_count_is_logged_and_retried_
         assert await reclaim_now(redis, schema, broker) == 1
         await make_ready(redis, schema, "uncounted")
         assert await aggregator.check_once() == 0  # counted this time: at max_attempts=1, archived
-    assert await attempts_of(redis, schema, info.id) == (b"archived", b"1")
+    assert await attempts_of(redis, schema, info.id) == (b"archived", None)
     assert await redis.zcard(qk.aggregation_sets) == 0
 
 
@@ -679,7 +679,7 @@ async def test_giving_up_archives_only_the_tasks_at_max_attempts_and_keeps_the_r
         "default", set_key, 3, [(old.id.encode(), archived_msg), (junk.id.encode(), b"")]
     )
     assert (outcome.counted, outcome.attempts, outcome.archived, outcome.deleted, outcome.left) == (True, 3, 1, 1, 1)
-    assert await redis.hmget(qk.task(old.id), "state", "msg", "fw_agg_attempts") == [b"archived", archived_msg, b"3"]
+    assert await redis.hmget(qk.task(old.id), "state", "msg", "fw_agg_attempts") == [b"archived", archived_msg, None]
     assert await redis.zrange(qk.archived, 0, -1) == [old.id.encode()]
     assert not await redis.exists(qk.task(junk.id), qk.unique("agg:item", ITEM.encode(Item(n=2))))
     assert await attempts_of(redis, schema, new.id) == (b"aggregating", b"1")
@@ -698,3 +698,42 @@ def test_max_attempts_must_be_a_whole_number_of_at_least_one() -> None:
             Aggregator(group="g", max_attempts=odd, aggregate=to_batch)  # type: ignore[arg-type]
     assert Aggregator(group="g", aggregate=to_batch).max_attempts == 5
     assert Aggregator(group="g", max_attempts=1, aggregate=to_batch).max_attempts == 1
+
+
+@pytest.mark.parametrize("archived_by", ["giving up", "the inspector"])
+async def test_a_task_run_again_from_the_archive_gets_its_full_attempts_when_it_is_grouped_again(
+    redis: Any, schema: Any, settings: Any, client: Any, archived_by: str
+) -> None:
+    """Run from the archive (the dashboard, ``asynq task run``), a grouped task is taken by a worker without a
+    handler for its type, put back, and forwarded into its group again, to be aggregated once the cause is
+    fixed. It kept the attempts counted before it was archived: the next failure, a passing one, archived it
+    again at once (or with fewer attempts than ``max_attempts``)."""
+    qk = schema.queue("default")
+    info = await client.enqueue(ITEM, Item(n=POISON), group="rerun")
+    agg = Aggregator(group="rerun", grace_period=0, max_attempts=2, aggregate=fails_on_poison("raises"))
+    async with driven(redis, schema, settings, agg) as (aggregator, broker):
+        await make_ready(redis, schema, "rerun")
+        assert await aggregator.check_once() == 0
+        assert await reclaim_now(redis, schema, broker) == 1
+        if archived_by == "giving up":
+            await make_ready(redis, schema, "rerun")
+            assert await aggregator.check_once() == 0
+        else:
+            assert await attempts_of(redis, schema, info.id) == (b"aggregating", b"1")
+            await Inspector(redis, schema).archive_task("default", info.id)
+        assert (await task_record(redis, schema, "default", info.id))["state"] == "archived"
+
+        await Inspector(redis, schema).run_task("default", info.id)
+        taken = await broker.dequeue("default", 1)
+        assert [task_id for task_id, _ in taken] == [info.id]
+        now = int(time.time()) - 60  # deferred a minute ago: due again now
+        assert await broker.defer("default", info.id, taken[0][1], now=now, wait=3600, delays=(5, 300)) > 0
+        assert (await broker.forward("default"))[0] == 1
+        assert await redis.zrange(qk.group("rerun"), 0, -1) == [info.id.encode()]
+
+        await make_ready(redis, schema, "rerun")
+        with capture_logs() as logs:
+            assert await aggregator.check_once() == 0
+    assert [e["attempt"] for e in events(logs, "group_aggregation_failed")] == [1]
+    assert not events(logs, "group_aggregation_gave_up")
+    assert await attempts_of(redis, schema, info.id) == (b"aggregating", b"1")

@@ -5,7 +5,9 @@
 -- reclaim_stale_aggregation_sets.lua puts the task back into its group with them, and they go on counting in the
 -- next set it is staged in. A task that reached the most attempts leaves the set in this step: it is archived
 -- (state archived, in the archive at now, the archive trimmed to its caps as every archive is) with the message
--- given for it (the caller's, its error_msg and last_failed_at set), or deleted when the message given is "" (the
+-- given for it (the caller's, its error_msg and last_failed_at set, which name the attempts) and its count
+-- cleared: run again from the archive (by any client), it may come back into its group through a retry, and
+-- then has its full attempts again, as a task new to the group. Or it is deleted when the message given is "" (the
 -- caller cannot decode its message: aggregating the set would have deleted it too), releasing the uniqueness lock
 -- it holds. Once none of its tasks is left the set is deleted; otherwise the others stay staged, and go back into
 -- their group at the set's deadline as after any failed attempt.
@@ -83,7 +85,8 @@ for _, task in ipairs(staged) do
       redis.call("DEL", key)
       deleted[#deleted + 1] = id
     else
-      redis.call("HSET", key, "msg", given[id], "state", "archived", "fw_agg_attempts", n)
+      redis.call("HSET", key, "msg", given[id], "state", "archived")
+      redis.call("HDEL", key, "fw_agg_attempts")
       redis.call("ZADD", KEYS[3], ARGV[3], id)
       archived[#archived + 1] = id
     end

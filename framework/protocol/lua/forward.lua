@@ -10,6 +10,8 @@
 -- ARGV[6] queue name
 -- returns {ids taken (at most 100), score of the earliest task left or -1}
 -- An id without a task record is dropped from the source rather than given a record without a msg.
+-- A task back into its group has left any aggregation it failed in (it ran since, or was archived and run again):
+-- the failed attempts counted on it then (fw_agg_attempts, see aggregation_failed.lua) are cleared.
 local ids = redis.call("ZRANGE", KEYS[1], "-inf", ARGV[1], "BYSCORE", "LIMIT", 0, 100)
 local to_pending = 0
 for _, id in ipairs(ids) do
@@ -21,6 +23,7 @@ for _, id in ipairs(ids) do
     redis.call("ZADD", ARGV[4] .. group, ARGV[1], id)
     redis.call("SADD", KEYS[3], group)
     redis.call("HSET", key, "state", "aggregating")
+    redis.call("HDEL", key, "fw_agg_attempts")
   else
     redis.call("LPUSH", KEYS[2], id)
     redis.call("HSET", key, "state", "pending", "pending_since", ARGV[3])

@@ -36,6 +36,9 @@ group name (or for the task type of the group's tasks) decides when and how the 
   fails on came back every 2 minutes, with the group's newest tasks, for good. Tasks of the set with fewer
   attempts (they joined the group later) stay staged and go back into the group at the deadline, as after
   any failed attempt; so does the whole set below ``max_attempts``, and a passing failure costs no task.
+  An archived task's count is cleared (its ``error_msg`` names it), and so is that of a task a retry brings
+  back into its group: run again from the archive, a task has its full ``max_attempts`` when it is grouped
+  again.
   Not counted: a result dropped for being late (``aggregate`` returned in time, the deadline came near
   before it was enqueued); Redis faults of the aggregator's own calls (reading the set, enqueuing the
   aggregate task, counting), and Redis refusing the aggregate task; an attempt whose set was reclaimed

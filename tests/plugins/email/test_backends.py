@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import email
@@ -220,6 +221,79 @@ async def test_smtp_server_certificate_the_settings_do_not_trust_is_permanent(
         assert len(handler.received) == 1
 
 
+class _DamagingLink:
+    """A TCP relay to a TLS server that flips one bit of the server's first encrypted record on the first
+    connection only, as a faulty middlebox or link would: the client's decryption of it fails."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.connections = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, damage: bool) -> None:
+        pending = b""
+        try:
+            while data := await reader.read(65536):
+                if not damage:
+                    writer.write(data)
+                    continue
+                pending += data
+                out = b""
+                while damage and len(pending) >= 5 and len(pending) >= 5 + int.from_bytes(pending[3:5], "big"):
+                    end = 5 + int.from_bytes(pending[3:5], "big")
+                    record, pending = pending[:end], pending[end:]
+                    if record[0] == 23:  # application data: in TLS 1.3, the handshake after ServerHello
+                        record = record[:-1] + bytes([record[-1] ^ 1])
+                        damage = False
+                    out += record
+                if not damage:
+                    out, pending = out + pending, b""
+                writer.write(out)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        first = self.connections == 1
+        await asyncio.gather(
+            self.relay(client_reader, server_writer, damage=False),
+            self.relay(server_reader, client_writer, damage=first),
+        )
+
+    def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(self.serve(reader, writer))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def test_smtp_tls_record_damaged_on_the_way_stays_temporary(certificates: Certificates) -> None:
+    """A record damaged between the server and the worker fails the handshake with ``bad record mac``: the
+    next attempt meets an undamaged link and passes, so the email must be retried, not archived."""
+    with _tls_smtp(certificates, "tls") as (handler, port):
+        link = _DamagingLink(port)
+        relay = await asyncio.start_server(link.accept, "127.0.0.1", 0)
+        relay_port = relay.sockets[0].getsockname()[1]
+        config = SmtpConfig(host="127.0.0.1", port=relay_port, security="tls", timeout=5, validate_certs=False)  # type: ignore[arg-type]
+        try:
+            with pytest.raises(EmailDeliveryError) as raised:
+                await SmtpBackend(config).send(_outbound("damaged"))
+            assert "DECRYPTION_FAILED_OR_BAD_RECORD_MAC" in str(raised.value.__cause__)
+            assert handler.received == []
+
+            assert await SmtpBackend(config).send(_outbound("damaged")) == "<damaged@acme.test>"
+            assert len(handler.received) == 1
+        finally:
+            relay.close()
+            for task in list(link.tasks):
+                task.cancel()
+            await asyncio.gather(*link.tasks, return_exceptions=True)
+            await relay.wait_closed()
+
+
 def _cut_mid_handshake() -> aiosmtplib.SMTPConnectError:
     error = aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 465: EOF occurred")
     error.__cause__ = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
@@ -230,6 +304,9 @@ def test_smtp_connection_cut_mid_handshake_stays_temporary() -> None:
     assert type(classify_smtp_error(_cut_mid_handshake())) is EmailDeliveryError
     assert type(classify_smtp_error(ssl.SSLEOFError(8, "EOF occurred"))) is EmailDeliveryError
     assert type(classify_smtp_error(ssl.SSLError(1, "[SSL] handshake failure"))) is SkipRetry
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert internal error")
+    alert.reason = "TLSV1_ALERT_INTERNAL_ERROR"  # the server failed on its side
+    assert type(classify_smtp_error(alert)) is EmailDeliveryError
 
 
 def test_smtp_needs_a_sender() -> None:

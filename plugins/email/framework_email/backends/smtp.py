@@ -11,7 +11,8 @@ the temporary refusals, sending only to the recipients who do not have the email
 
 A TLS handshake that fails on the certificate or the protocol (``security = "tls"`` against a plain port, a
 server certificate ``validate_certs`` refuses) fails the same way on every retry, so the task is archived at
-once with the settings named; a server that drops the connection mid-handshake is retried.
+once with the settings named; a server that drops the connection mid-handshake, a record damaged on the way
+(``bad record mac``) or a server failing on its side (``internal error`` alert) is retried.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ __all__ = ("SmtpBackend", "classify_smtp_error")
 _DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
 _CUT_OFF = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 """TLS errors of a connection the server or the network closed mid-handshake: another attempt may pass."""
+_PASSING = frozenset(
+    {
+        "DECRYPTION_FAILED_OR_BAD_RECORD_MAC",  # a record damaged on the way here (a middlebox, a flaky link)
+        "SSLV3_ALERT_BAD_RECORD_MAC",  # the server got one of ours damaged
+        "TLSV1_ALERT_DECRYPTION_FAILED",
+        "TLSV1_ALERT_INTERNAL_ERROR",  # the server failed on its side (out of memory, entropy, a backend)
+    }
+)
+"""Reasons (``SSLError.reason``) a TLS handshake fails for that are not the settings' nor the certificate's:
+another attempt may pass."""
 
 
 class SmtpBackend:
@@ -125,10 +136,15 @@ def _tls_handshake_error(exc: BaseException) -> ssl.SSLError | None:
     """The TLS error that ended the handshake, when retrying cannot fix it; None for any other failure.
 
     aiosmtplib raises the handshake's error itself for STARTTLS, and as the cause of
-    ``SMTPConnectError`` for ``tls``. A connection cut mid-handshake (:data:`_CUT_OFF`) is left to the retry.
+    ``SMTPConnectError`` for ``tls``. A connection cut mid-handshake (:data:`_CUT_OFF`) and a record damaged
+    on the way or a server failing on its side (:data:`_PASSING`) are left to the retry.
     """
     cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPConnectError) else exc
-    if isinstance(cause, ssl.SSLError) and not isinstance(cause, _CUT_OFF):
+    if (
+        isinstance(cause, ssl.SSLError)
+        and not isinstance(cause, _CUT_OFF)
+        and getattr(cause, "reason", None) not in _PASSING
+    ):
         return cause
     return None
 

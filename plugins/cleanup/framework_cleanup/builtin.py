@@ -43,7 +43,7 @@ from framework_cleanup.sweepers import Sweeper, SweepFn
 from framework_cleanup.workflows import LIVE_STATES, as_text, sweep_workflows
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
     from pathlib import Path
 
     from framework.settings import Settings
@@ -254,13 +254,25 @@ def sweep_outbox(directory: Path) -> SweepFn:
 
     async def sweep(ctx: SweepContext) -> SweepResult:
         stale = _stale_files(directory, ctx.cutoff)
-        while True:
-            batch = await asyncio.to_thread(_take, stale, _OUTBOX_BATCH)
-            for path, size in batch:
-                if ctx.dry_run or await asyncio.to_thread(_unlink, path):
-                    ctx.result.add(str(path), size)
-            if len(batch) < _OUTBOX_BATCH:
-                return ctx.result
+        taking: asyncio.Future[list[tuple[Path, int]]] | None = None
+        try:
+            while True:
+                # shielded: a sweep cancelled meanwhile waits below for the thread that walks the folder
+                taking = asyncio.ensure_future(asyncio.to_thread(_take, stale, _OUTBOX_BATCH))
+                batch = await asyncio.shield(taking)
+                for path, size in batch:
+                    if ctx.dry_run or await asyncio.to_thread(_unlink, path):
+                        ctx.result.add(str(path), size)
+                if len(batch) < _OUTBOX_BATCH:
+                    return ctx.result
+        finally:
+            # the folder is closed when the sweep ends however it ends (a cancelled one's traceback would keep
+            # it open as long as the exception is kept), once no thread reads it any more
+            if taking is not None and not taking.done():
+                await asyncio.wait([taking])
+                if not taking.cancelled():
+                    taking.exception()  # the sweep's outcome is its own error: this one is only retrieved
+            stale.close()
 
     return sweep
 
@@ -269,11 +281,12 @@ def _take(it: Iterator[_T], n: int) -> list[_T]:
     return list(itertools.islice(it, n))
 
 
-def _stale_files(directory: Path, cutoff: float) -> Iterator[tuple[Path, int]]:
+def _stale_files(directory: Path, cutoff: float) -> Generator[tuple[Path, int]]:
     """The mail files in ``directory`` last modified before ``cutoff``, with their sizes, in the folder's order.
 
     Each file is looked at when it is reached, so one removed by then is left out. The folder stays open
-    between batches; it is closed when the walk ends, or when a sweep that stopped early lets it go.
+    between batches; it is closed when the walk ends, or when the sweep closes the generator (it does when
+    it ends early: cancelled, or failed).
     """
     try:
         entries = os.scandir(directory)

@@ -7,6 +7,7 @@ remove and count each item once, and a run cut off halfway finishes when run aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from structlog.testing import capture_logs
 from framework.clock import SimulatedClock
 from framework.storage import StorageUnavailable
 from framework.web.tokens import Tokens
+from tests.framework.worker_app import wait_until
 from tests.plugins.cleanup.conftest import Store, builtin
 
 if TYPE_CHECKING:
@@ -331,6 +333,36 @@ async def test_outbox_removes_more_files_than_one_batch(services: Services, sett
 
     assert (report.removed, report.bytes, report.errors) == (2 * _OUTBOX_BATCH + 1, 4 * (2 * _OUTBOX_BATCH + 1), [])
     assert [p.name for p in folder.iterdir()] == ["young.eml"]
+
+
+def _handles_on(folder: Path) -> int:
+    """How many of this process's file descriptors are open on ``folder``."""
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found += os.readlink(f"/proc/self/fd/{fd}") == str(folder)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see open file descriptors")
+async def test_an_outbox_sweep_cut_short_closes_the_folder(services: Services, settings: Settings) -> None:
+    """The folder stays open between batches; a run cancelled halfway (shutdown, the task's timeout) left it
+    open for as long as its cancellation was kept (the task keeps it), not closed when the run ended."""
+    folder = settings.data_path / "outbox"
+    for i in range(16 * _OUTBOX_BATCH):
+        write(folder / f"m{i:04d}.eml", b"mail", 8 * DAY)
+
+    async def started() -> bool:
+        return len(os.listdir(folder)) < 16 * _OUTBOX_BATCH - 10
+
+    run = asyncio.ensure_future(run_sweeper(services, builtin(settings, "outbox")))
+    await wait_until(started, timeout=10)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    assert len(os.listdir(folder)) > 0  # cut short
+    assert _handles_on(folder) == 0
 
 
 # -- dry run, concurrency, cut-off ----------------------------------------------------------------

@@ -760,8 +760,9 @@ class Client:
         if outcome.kind == "archived":
             error = msg.error_msg if msg is not None else ""
             kind = TaskCancelled if error.startswith(f"{TaskCancelled.__name__}:") else TaskFailed
+            why = error if msg is not None else "its record was deleted before its error could be read"
             raise kind(
-                f"task {task_id!r} in queue {queue!r} was archived: {error}",
+                f"task {task_id!r} in queue {queue!r} was archived: {why}",
                 task_id=task_id,
                 queue=queue,
                 error=error,

@@ -192,16 +192,18 @@ class Waiters:
         if self._pubsub is not None and watch.subscribed is not None and watch.subscribed.done():
             self._spawn(self._unsubscribe(watch.channel))
 
-    async def check(self, watch: _Watch, *, missing_is_outcome: bool) -> bool:
+    async def check(self, watch: _Watch, *, missing_is_outcome: bool, announced: str = "") -> bool:
         """Read the task's state once; settle ``watch`` when it is final. Returns whether the record exists.
 
-        ``missing_is_outcome``: a missing record settles it as ``gone`` (else the caller decides).
+        ``missing_is_outcome``: a missing record settles it as ``gone`` (else the caller decides), or as
+        ``archived`` (with no message) when that was ``announced``: an archived task whose record was deleted
+        (or trimmed from the archive) before it was read failed all the same.
         """
         qk = self.schema.queue(watch.queue)
         state, msg, result = await self.redis.hmget(qk.task(watch.task_id), ["state", "msg", "result"])
         if state is None:
             if missing_is_outcome:
-                _settle(watch, Outcome("gone"))
+                _settle(watch, Outcome("archived" if announced == "archived" else "gone"))
             return False
         kind = state.decode("utf-8", "replace") if isinstance(state, bytes) else str(state)
         if kind in _FINAL:
@@ -255,7 +257,7 @@ class Waiters:
         elif name in ("cancelled", "deleted", "aggregated"):
             _settle(watch, Outcome(name, detail=result.decode("utf-8", "replace")))
         else:  # completed, archived: the rest is in the record
-            self._spawn(self._check_quietly(watch))
+            self._spawn(self._check_quietly(watch, name))
 
     def _ponged(self, data: bytes | str | None) -> None:
         token = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
@@ -284,9 +286,9 @@ class Waiters:
         finally:
             self._pongs.pop(token, None)
 
-    async def _check_quietly(self, watch: _Watch) -> None:
+    async def _check_quietly(self, watch: _Watch, announced: str) -> None:
         with contextlib.suppress(Exception):  # a fault here leaves it to the slow poll
-            await self.check(watch, missing_is_outcome=True)
+            await self.check(watch, missing_is_outcome=True, announced=announced)
 
     # -- the slow poll -------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pytest
 from framework.broker.broker import RedisBroker
 from framework.client.client import Client, TaskInfo
 from framework.clock import SystemClock
-from framework.errors import TaskAggregated, TaskCancelled, TaskDeleted, TaskNotFound
+from framework.errors import TaskAggregated, TaskCancelled, TaskDeleted, TaskFailed, TaskNotFound
 from framework.inspector import Inspector
 from framework.protocol.keys import Schema
 from framework.task import TaskDef
@@ -236,3 +236,22 @@ async def test_deleting_an_aggregation_set_tells_only_its_waited_members(redis: 
         assert not await redis.exists(qk.waiting("a"))
     finally:
         await redis.delete(*keys)
+
+
+async def test_a_task_archived_then_deleted_before_its_waiter_looks_is_still_a_failure(
+    redis: Any, schema: Schema, unpolled: Client, inspector: Inspector
+) -> None:
+    """The "archived" announcement sends the waiter to the record for the error; deleted by then (by a person, or the
+    archive's caps), the record is gone, which read as a success without a result: it is the failure announced."""
+    noisy = await unpolled.enqueue(ITEM, Item(), process_in=3600)
+    info = await unpolled.enqueue(ITEM, Item(), process_in=3600)
+    waiters = [await waiting(unpolled, noisy), await waiting(unpolled, info)]
+    qk = schema.queue("default")
+    backlog = "for i = 1, tonumber(ARGV[2]) do redis.call('PUBLISH', ARGV[1], 'done') end"
+    await redis.eval(backlog, 0, qk.outcome_channel(noisy.id), 50_000)  # the listener has much to read first
+    await inspector.archive_task("default", info.id)  # announced behind that backlog
+    await inspector.delete_task("default", info.id)  # gone before the listener gets to the announcement
+    assert await waiters[0] is None
+    with pytest.raises(TaskFailed, match="was archived: its record was deleted before its error could be read") as e:
+        await waiters[1]
+    assert e.value.archived

@@ -108,10 +108,12 @@ class TaskActions(Part):
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a non-active task and its record; its uniqueness lock is released if it holds it.
 
-        Its waiters (``Client.wait``, ``apply``) get :class:`~framework.errors.TaskDeleted`.
+        Its waiters (``Client.wait``, ``apply``) get :class:`~framework.errors.TaskDeleted`. A grouped task being
+        merged into an aggregate task (staged in an aggregation set) is refused with InvalidTaskState, as archiving
+        it is: its payload may be in the aggregate already.
         """
         qk = await self._ns.queue_keys(queue)
-        args = [task_id, qk.group_prefix(), qk.xprefix]
+        args = [task_id, qk.group_prefix(), qk.xprefix, qk.aggregation_sets]
         code = int(await SCRIPTS["delete_task"](self._redis, _single_keys(qk, task_id), args))
         await self._single_error(code, qk, queue, task_id, "deleted")
 

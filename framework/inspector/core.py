@@ -264,7 +264,8 @@ class Inspector:
         Raises:
             QueueNotFound: the queue does not exist.
             TaskNotFound: the queue has no such task.
-            InvalidTaskState: the task is active.
+            InvalidTaskState: the task is active, or being merged into an aggregate task (staged in an
+                aggregation set: its payload may be in the aggregate already).
         """
         return await self._actions.delete_task(queue, task_id)
 

@@ -96,15 +96,16 @@ async def test_a_stale_set_whose_aggregate_was_enqueued_is_deleted_not_put_back(
 async def test_a_staged_task_deleted_and_its_id_reused_is_neither_merged_nor_deleted(
     client: Any, redis: Any, schema: Any
 ) -> None:
-    """The inspector deletes a staged task, and a new task takes its id: the set's id now names a task of
-    another state, which the aggregator must neither hand to ``aggregate`` nor delete with the set."""
+    """Another client deletes a staged task's record (the inspector refuses to), and a new task takes its id: the
+    set's id now names a task of another state, which the aggregator must neither hand to ``aggregate`` nor delete
+    with the set."""
     broker = RedisBroker(redis, schema, SystemClock())
     qk = schema.queue("default")
     kept = await client.enqueue(ITEM, Item(n=1), group="reuse")
     await client.enqueue(ITEM, Item(n=2), group="reuse", task_id="fixed-id")
     set_key = await broker.aggregation_check("default", "reuse", "set-1", max_size=0, max_delay=0, grace_period=-2)
     assert set_key is not None
-    await Inspector(redis, schema).delete_task("default", "fixed-id")
+    await redis.delete(qk.task("fixed-id"))
     await client.enqueue(ITEM, Item(n=3), task_id="fixed-id")  # pending, not grouped
     members, _ = await broker.read_aggregation_set("default", set_key)
     assert [m[0] for m in members] == [kept.id]
@@ -351,9 +352,9 @@ def test_limits_that_are_nan_or_not_whole_are_refused() -> None:
 async def test_a_task_deleted_while_staged_does_not_come_back_with_its_set(
     aggregating: Any, client: Any, redis: Any, schema: Any
 ) -> None:
-    """The inspector deletes a staged task, then its set is reclaimed: its id went back into the group
-    without a record, as the group's oldest, and an aggregator by task type (which reads the type of the
-    oldest task) skipped the group for good."""
+    """Another client deletes a staged task's record (the inspector refuses to), then its set is reclaimed: its
+    id went back into the group without a record, as the group's oldest, and an aggregator by task type (which
+    reads the type of the oldest task) skipped the group for good."""
     broker = RedisBroker(redis, schema, SystemClock())
     qk = schema.queue("default")
     first = await client.enqueue(ITEM, Item(n=1), group="gap")
@@ -361,7 +362,7 @@ async def test_a_task_deleted_while_staged_does_not_come_back_with_its_set(
     await client.enqueue(ITEM, Item(n=2), group="gap")
     set_key = await broker.aggregation_check("default", "gap", "set-1", max_size=0, max_delay=0, grace_period=-2)
     assert set_key is not None
-    await Inspector(redis, schema).delete_task("default", first.id)
+    await redis.delete(qk.task(first.id))
     await redis.zadd(qk.aggregation_sets, {set_key: int(time.time()) - 1})
     assert await broker.reclaim_stale_aggregation_sets("default") == 1
     assert first.id.encode() not in await redis.zrange(qk.group("gap"), 0, -1)

@@ -206,17 +206,24 @@ async def test_bulk_pending_spares_tasks_enqueued_after_the_count(
 # -- a task being merged into an aggregate task ---------------------------------------------------
 
 
-async def test_run_or_archive_of_a_task_being_aggregated_says_so(
+async def test_run_archive_or_delete_of_a_task_being_aggregated_says_so(
     inspector: Inspector, broker: RedisBroker, redis: Redis, schema: Schema
 ) -> None:
-    """A task staged for its group's aggregate is not in its group any more: it was reported as not existing."""
+    """A task staged for its group's aggregate is not in its group any more: it was reported as not existing.
+
+    Deleting it deleted its record while the aggregator may have read its payload already: its waiter was told it
+    would not run, and it ran in the aggregate. It is refused, as running and archiving it are.
+    """
     for task_id in ("g1", "g2"):
         await _enqueue(broker, "q", task_id, group="g")
     assert await broker.aggregation_check("q", "g", "set1", max_size=2, max_delay=0, grace_period=0) is not None
-    for action in (inspector.run_task, inspector.archive_task):
+    for action in (inspector.run_task, inspector.archive_task, inspector.delete_task):
         with pytest.raises(InvalidTaskState, match="being merged into an aggregate task"):
             await action("q", "g1")
     assert await redis.hget(schema.queue("q").task("g1"), "state") == b"aggregating"
+    await _enqueue(broker, "q", "g3", group="g")  # a task of the group not staged yet is deleted as before
+    await inspector.delete_task("q", "g3")
+    assert not await redis.exists(schema.queue("q").task("g3"))
 
 
 # -- uniqueness locks --------------------------------------------------------------------------------

@@ -10,11 +10,30 @@
 -- ARGV[1] task id
 -- ARGV[2] group key prefix <ns>:{q}:g:
 -- ARGV[3] optional: the queue's prefix of the framework's own keys <ext>:{q}: (absent or "" = announce nothing)
--- returns 1 deleted, 0 not found, -1 the task is active
+-- ARGV[4] optional: the aggregation sets <ns>:{q}:aggregation_sets (absent or "" = do not look for staged tasks)
+-- returns 1 deleted, 0 not found or staged, -1 the task is active
+--
+-- A grouped task staged in an aggregation set (state aggregating, no longer in its group) is being merged into
+-- an aggregate task: the aggregator may have read its payload already, so deleting its record would not keep
+-- it from running in the aggregate. It is left alone (0; the caller tells it from "not found" by its state), as
+-- archive_task.lua leaves it; if the aggregation fails the task is back in its group within minutes.
 --
 -- Announcing: when the task's waiting marker <ext>:{q}:waiting:<id> exists, "deleted" is published on
 -- <ext>:{q}:outcome:<id> and the marker deleted, so its waiters learn it will not run (Go's delete announces
 -- nothing; its waiters find the record gone).
+-- staged(sets, prefix, id): whether an aggregation set of the group (a key of sets starting with prefix) holds id
+local function staged(sets, prefix, id)
+  if sets == "" then
+    return false
+  end
+  for _, set in ipairs(redis.call("ZRANGE", sets, 0, -1)) do
+    if string.sub(set, 1, #prefix) == prefix and redis.call("ZSCORE", set, id) then
+      return true
+    end
+  end
+  return false
+end
+
 local id = ARGV[1]
 local fields = redis.call("HMGET", KEYS[1], "msg", "state", "group", "unique_key")
 local state = fields[2]
@@ -27,7 +46,10 @@ end
 if state == "pending" then
   redis.call("LREM", KEYS[2], 0, id)
 elseif state == "aggregating" then
-  leave_group(ARGV[2], fields[3] or "", id, KEYS[7])
+  local group = fields[3] or ""
+  if leave_group(ARGV[2], group, id, KEYS[7]) == 0 and staged(ARGV[4] or "", ARGV[2] .. group .. ":", id) then
+    return 0
+  end
 else
   local sources = {scheduled = KEYS[3], retry = KEYS[4], archived = KEYS[5], completed = KEYS[6]}
   if sources[state] then

@@ -8,9 +8,11 @@ A schedule is a spec plus an IANA time zone (default ``UTC``). Three kinds of sp
 - the macros ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly``;
 - ``@every <duration>`` with a Go duration of at least one second (``30s``, ``1m30s``, ``1.5h``).
 
-The time zone is an IANA name such as ``Europe/Berlin``. ``localtime`` and ``posixrules``, which some systems
+The time zone is an IANA name such as ``Europe/Berlin``, given beside the spec (a robfig/cron ``CRON_TZ=`` or
+``TZ=`` prefix in the spec is refused, saying so). ``localtime`` and ``posixrules``, which some systems
 install beside the zones as links to the host's own choice, are refused: replicas on hosts set to different
-zones would compute different ticks for the same entry.
+zones would compute different ticks for the same entry. So are the ``right/`` zones some systems install:
+they count leap seconds, which Unix time does not, so their clock changes come seconds late.
 
 ``@every`` ticks are aligned to the Unix epoch: the ticks are the integer multiples of the interval,
 so every scheduler replica computes the same tick times whenever it started. This deliberately
@@ -29,6 +31,12 @@ fixed-time jobs twice when clocks fall back. The rule follows Vixie cron and cro
   A repeated time fires at its first occurrence only. A skipped time fires at the moment the clocks
   jump (a 02:30 job in Europe/Berlin runs at 03:00 CEST on the spring-forward day); several skipped
   times, or a skipped time and the first time after the jump, fire only once.
+
+This deliberately differs from Go's robfig/cron (asynq's), which skips a fixed-time job whose time the
+clocks jump over that day and runs one whose time repeats twice.
+
+Zone rules come from the host's zone files, or the ``tzdata`` package where there are none: replicas whose
+versions disagree about a zone's clock changes compute different ticks for it, so give them the same one.
 
 croniter is imported by the functions that use it, not with this module: :func:`parse_duration` needs
 none of it, and a plugin's settings module that calls it is imported by ``framework --help``.
@@ -77,6 +85,7 @@ _SECOND = timedelta(seconds=1)
 _PROBES = tuple(6 * 3600 * k for k in range(-8, 9))
 _HOST_ZONES = frozenset({"localtime", "posixrules"})
 """Files of the zoneinfo directory that link to a zone chosen per host, so replicas would disagree on the ticks."""
+_GO_TZ_PREFIX = re.compile(r"(CRON_TZ|TZ)=", re.IGNORECASE)
 
 
 class CronSpecError(FrameworkError, ValueError):
@@ -258,9 +267,11 @@ class Schedule:
 def _zone(spec: str, tz: str) -> ZoneInfo:
     if isinstance(tz, str) and tz.rpartition("/")[2] in _HOST_ZONES:
         raise CronSpecError(spec, f"time zone {tz!r} is whichever zone each host is set to; name the zone itself")
+    if isinstance(tz, str) and tz.startswith("right/"):
+        raise CronSpecError(spec, f"time zone {tz!r} counts leap seconds, which Unix time does not; use {tz[6:]!r}")
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):  # OSError: a folder of zones, an overlong name
         raise CronSpecError(spec, f"unknown time zone {tz!r}") from None
 
 
@@ -287,6 +298,8 @@ def _macro(spec: str, parts: list[str]) -> tuple[list[str], int]:
 
 def _check_fields(spec: str, fields: list[str]) -> bool:
     """Validate five cron fields; return whether the hour field covers every hour."""
+    if prefix := _GO_TZ_PREFIX.match(fields[0]):
+        raise CronSpecError(spec, f"give the time zone as the entry's tz, not a {prefix.group()!r} prefix")
     if len(fields) != len(_FIELDS):
         names = " ".join(name for name, _ in _FIELDS)
         raise CronSpecError(spec, f"expected 5 fields ({names}), got {len(fields)}")

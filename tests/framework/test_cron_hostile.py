@@ -2,8 +2,9 @@
 
 Values in ``<ext>:cron:last`` that no scheduler wrote, keys of another type where the scheduler writes, a clock
 that jumps forward and back, a restart across a tick of a fractional ``@every`` interval, a payload that cannot
-be encoded, a host-dependent time zone, and ``framework cron ls`` on such data. Each test drives the scheduler
-with a simulated clock against the session Valkey.
+be encoded, time zones that are host-dependent, a folder of zones or leap-second zones, a Go ``CRON_TZ=`` prefix,
+and ``framework cron ls`` on such data. Each test drives the scheduler with a simulated clock against the session
+Valkey.
 """
 
 from __future__ import annotations
@@ -239,6 +240,38 @@ def test_a_time_zone_that_depends_on_the_host_is_refused(tz: str) -> None:
     with pytest.raises(CronSpecError, match=f"time zone '{tz}' is whichever zone each host is set to"):
         parse_schedule("0 3 * * *", tz)
     assert parse_schedule("0 3 * * *", "Europe/Berlin").tz == "Europe/Berlin"
+
+
+@pytest.mark.parametrize("tz", ["America", "Europe", "Etc", "US", "Europe/" + "x" * 300])
+def test_a_time_zone_that_names_a_folder_or_is_too_long_is_refused_naming_the_entry(
+    settings: Settings, tz: str
+) -> None:
+    """``tz = "America"`` (a folder of zones, not a zone) or an overlong name raised a bare IsADirectoryError or
+    OSError from the zone database: the scheduler and ``framework cron ls`` stopped with a traceback that named
+    neither the entry nor where it came from."""
+    with pytest.raises(CronSpecError, match=f"unknown time zone '{tz}'"):
+        parse_schedule("0 3 * * *", tz)
+    with pytest.raises(ConfigError, match=f"cron entry 'report' from app: .*unknown time zone '{tz}'"):
+        Scheduler(settings, entries=[CronEntry("report", "0 3 * * *", raw, b"", tz)], registry=Registry([raw]))
+
+
+@pytest.mark.parametrize("tz", ["right/Europe/Berlin", "right/UTC", "right/America/New_York"])
+def test_a_leap_second_zone_is_refused(tz: str) -> None:
+    """``right/...`` zones, installed beside the others on some hosts, count leap seconds, which Unix time does
+    not: their clock changes came 27 s late (a 02:30 job in right/Europe/Berlin fired at 03:00:27 on the
+    spring-forward day) and an hourly job fired at a 03:00+02:00 that never exists on the fall-back day. Hosts
+    without these files refused the entry while the others ran it."""
+    with pytest.raises(CronSpecError, match="counts leap seconds, which Unix time does not"):
+        parse_schedule("30 2 * * *", tz)
+
+
+@pytest.mark.parametrize("prefix", ["CRON_TZ=Europe/Berlin", "TZ=America/New_York", "cron_tz=UTC"])
+def test_a_go_time_zone_prefix_says_where_the_time_zone_goes(prefix: str) -> None:
+    """A spec copied from Go (robfig/cron's ``CRON_TZ=`` prefix, which ``asynq cron ls`` shows) was refused as
+    "expected 5 fields, got 6", which does not say that the zone goes in the entry's ``tz``."""
+    name = prefix.partition("=")[0]
+    with pytest.raises(CronSpecError, match=f"give the time zone as the entry's tz, not a '{name}=' prefix"):
+        parse_schedule(f"{prefix} 0 3 * * *")
 
 
 # --- framework cron ls ------------------------------------------------------------------------------------

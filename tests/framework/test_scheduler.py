@@ -328,6 +328,46 @@ async def test_dst_transitions_fire_the_right_ticks(
     )  # one per real hour
 
 
+@pytest.mark.parametrize(
+    ("spec", "before", "tick"),
+    [
+        ("30 2 * * *", "2024-03-30T02:30:00+01:00", "2024-03-31T03:00:00+02:00"),  # 02:30 skipped: runs at 03:00
+        ("0 * * * *", "2024-10-27T02:00:00+02:00", "2024-10-27T02:00:00+01:00"),  # the second pass of 02:00
+    ],
+    ids=["spring-forward", "fall-back"],
+)
+async def test_a_restart_exactly_at_a_dst_tick_fires_it_once_whatever_the_hosts_zone(
+    settings: Settings,
+    redis: Redis,
+    schema: Schema,
+    reg: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    before: str,
+    tick: str,
+) -> None:
+    """The only scheduler fires the tick before, stops a second before the next, and two replicas start exactly
+    at it, one on a host set to another zone: the tick fires once, at the instant the entry's zone gives."""
+    s = settings.replace(cron=[cron("dst", spec, tz="Europe/Berlin")])
+    clock = SimulatedClock(ts(before) - 1)
+    first = make(s, redis, clock, reg)
+    await first.fire_due()
+    clock.set(ts(before))
+    assert [f.tick for f in await first.fire_due()] == [ts(before)]
+    clock.set(ts(tick) - 1)
+    assert await first.fire_due() == []
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        fired = await make(s, redis, SimulatedClock(ts(tick)), reg).fire_due()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert [f.tick for f in fired] == [ts(tick)]
+    assert await make(s, redis, SimulatedClock(ts(tick)), reg).fire_due() == []
+    assert await pending_ticks(redis, schema) == [int(ts(before)), int(ts(tick))]
+
+
 async def test_sub_second_intervals_get_distinct_whole_second_ticks(
     settings: Settings, redis: Redis, schema: Schema, reg: Registry
 ) -> None:

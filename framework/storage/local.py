@@ -21,7 +21,8 @@ URLs are ``<public_url>/<key>`` and do not expire.
 
 A listing walks the folder as it is consumed, a page of objects at a time in a worker thread: it holds the
 entries of the folders on its current path only, and a caller that stops early never reads the rest. A file
-whose name is not UTF-8 is no object (no key names it) and is not listed.
+whose name is not UTF-8, or whose key would be longer than a key can be, is no object (no key names it) and
+is not listed, nor is a symlink loop: the key of one names no object.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import msgspec
 
 from framework.storage.base import (
     DEFAULT_CONTENT_TYPE,
+    MAX_KEY_BYTES,
     InvalidKey,
     ObjectInfo,
     ObjectNotFound,
@@ -115,6 +117,11 @@ def local_objects_dir(settings: Settings) -> Path:
 
 def _take(it: Iterator[_T], n: int) -> builtins.list[_T]:
     return builtins.list(itertools.islice(it, n))
+
+
+def _leads_nowhere(exc: OSError) -> bool:
+    """Whether ``exc`` says a path names no file: missing, a file and a folder mixed up, or a symlink loop."""
+    return exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
 
 
 def _file_in_the_way(folder: Path) -> bool:
@@ -367,7 +374,9 @@ class LocalStorage:
         path, _ = self._paths(key)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO put there must not block
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        except OSError as exc:
+            if not _leads_nowhere(exc):
+                raise
             raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
         file = os.fdopen(fd, "rb", buffering=0)
         try:
@@ -394,9 +403,11 @@ class LocalStorage:
         path, _ = self._paths(key)
         try:
             st = path.stat()
-        except (FileNotFoundError, NotADirectoryError) as exc:
+        except OSError as exc:
+            if not _leads_nowhere(exc):
+                raise
             raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(f"no object {key!r} in {self!r}")
         return self._info(key, st)
 
@@ -459,7 +470,9 @@ class LocalStorage:
                 elif key.startswith(prefix):
                     try:
                         st = entry.stat()
-                    except (FileNotFoundError, NotADirectoryError):  # deleted while listing
+                    except OSError as exc:  # deleted while listing, or a symlink loop
+                        if not _leads_nowhere(exc):
+                            raise
                         continue
                     yield ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
             else:
@@ -468,9 +481,12 @@ class LocalStorage:
     def _entries(self, folder: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         """The objects and folders in ``folder`` (a key prefix without its ``/``), in key order; folders end in ``/``.
 
-        Folders linked to (symlinks) are left out, as is the backend's own folder at the top.
+        Folders linked to (symlinks) are left out, as is the backend's own folder at the top. So are names no
+        key can have: not UTF-8, or making a key longer than :data:`~framework.storage.base.MAX_KEY_BYTES`
+        (a folder too deep for any key below it is not read at all).
         """
         path = self.objects_dir / folder if folder else self.objects_dir
+        room = MAX_KEY_BYTES - (len(folder.encode()) + 1 if folder else 0)  # bytes left for a name in here
         found: builtins.list[tuple[bytes, str, os.DirEntry[str]]] = []
         try:
             with os.scandir(path) as it:
@@ -479,13 +495,19 @@ class LocalStorage:
                         raw = entry.name.encode()
                     except UnicodeEncodeError:  # not UTF-8: no key names it
                         continue
-                    if entry.is_dir():
-                        if entry.is_symlink() or (not folder and _reserved(entry.name)):
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:  # a symlink loop: no folder, and no file either (its stat fails too)
+                        is_dir = False
+                    if is_dir:
+                        if entry.is_symlink() or (not folder and _reserved(entry.name)) or len(raw) + 2 > room:
                             continue
                         found.append((raw + b"/", entry.name + "/", entry))
-                    else:
+                    elif len(raw) <= room:
                         found.append((raw, entry.name, entry))
-        except (FileNotFoundError, NotADirectoryError):  # gone meanwhile, or the prefix names an object
+        except OSError as exc:  # gone meanwhile, the prefix names an object, or a symlink loop
+            if not _leads_nowhere(exc):
+                raise
             return iter(())
         found.sort(key=lambda item: item[0])
         return ((name, entry) for _, name, entry in found)

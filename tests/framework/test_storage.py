@@ -36,7 +36,7 @@ from framework.storage import (
     validate_metadata,
     validate_prefix,
 )
-from framework.storage.base import CHUNK_SIZE
+from framework.storage.base import CHUNK_SIZE, MAX_KEY_BYTES
 from framework.storage.local import _LIST_PAGE
 from framework.storage.s3 import S3Storage
 
@@ -453,6 +453,59 @@ async def test_local_list_leaves_out_files_that_no_key_names(tmp_path: Path) -> 
         fh.write(b"3")
 
     assert [info.key async for info in store.list()] == ["tmp/a", "tmp/c"]
+
+
+async def test_local_symlink_loops_are_no_objects(tmp_path: Path) -> None:
+    """A symlink that leads back to itself (made by hand) made every listing of its folder fail with
+    StorageUnavailable, which a retry never cures, and its key fail the same way instead of naming no object."""
+    store = LocalStorage(tmp_path)
+    await store.put("a/x", b"1")
+    await store.put("b/y", b"2")
+    os.symlink("loop", tmp_path / "a" / "loop")  # a file-or-folder link to itself
+    os.symlink("twin", tmp_path / "b" / "ring")
+    os.symlink("ring", tmp_path / "b" / "twin")
+
+    assert [info.key async for info in store.list()] == ["a/x", "b/y"]
+    assert [info.key async for info in store.list("a/x")] == ["a/x"]
+    assert [info.key async for info in store.list("a/loop/")] == []
+    for key in ("a/loop", "b/ring", "a/loop/deeper"):
+        with pytest.raises(ObjectNotFound, match=key):
+            await store.stat(key)
+        with pytest.raises(ObjectNotFound, match=key):
+            await store.open(key)
+
+
+def _make_deep_tree(top: Path, levels: int, segment: str) -> None:
+    """Folders ``levels`` deep under ``top``, each named ``segment``, with a file ``f`` in each (relative steps:
+    the whole path may be longer than the system accepts)."""
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(levels):
+            os.mkdir(segment, dir_fd=fd)
+            os.close(os.open("f", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+            inner = os.open(segment, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+async def test_local_list_stops_where_no_key_reaches(tmp_path: Path) -> None:
+    """A folder tree deeper than any key (copied in by hand) listed keys longer than MAX_KEY_BYTES, which no other
+    call accepts, then made every listing over it raise InvalidKey once its path was too long for the system."""
+    store = LocalStorage(tmp_path)
+    await store.put("a/first", b"1")
+    await store.put("z", b"2")
+    _make_deep_tree(tmp_path / "a", 100, "d" * 50)  # 5,100 bytes deep: past PATH_MAX (4,096 bytes)
+
+    keys = [info.key async for info in store.list()]
+    deep = [key for key in keys if key.startswith("a/d")]
+    assert keys[-3:] == ["a/f", "a/first", "z"]
+    assert deep and all(len(key.encode()) <= MAX_KEY_BYTES for key in deep)
+    assert len(deep) == (MAX_KEY_BYTES - len("a/f")) // len("d" * 50 + "/")  # every f a key can name
+    for key in deep[-1:]:
+        assert (await store.stat(key)).size == 0  # what it lists, the other calls accept
+    assert [info.key async for info in store.list("a/dd")] == deep
 
 
 async def test_local_delete_prunes_empty_folders(tmp_path: Path) -> None:

@@ -150,6 +150,19 @@ async def test_metadata_sidecars_are_never_served(served: tuple[httpx.AsyncClien
     assert (await http.get("/storage/userfiles")).status_code == 404  # a folder is not an object
 
 
+async def test_a_symlink_loop_is_a_404_naming_no_server_path(served: tuple[httpx.AsyncClient, LocalStorage]) -> None:
+    """A link leading back to itself in the folder (made by hand) answered 500: the store took it for an outage."""
+    http, store = served
+    await store.put("media/ok.txt", b"fine", content_type="text/plain")
+    os.symlink("loop", store.objects_dir / "media" / "loop")
+    for method in ("GET", "HEAD"):
+        for path in ("/storage/media/loop", "/storage/media/loop/inside"):
+            answer = await http.request(method, path, headers={"Range": "bytes=0-1"})
+            assert answer.status_code == 404, (method, path)
+            assert str(store.objects_dir).encode() not in answer.content
+    assert (await http.get("/storage/media/ok.txt")).content == b"fine"
+
+
 @pytest.mark.parametrize(
     ("target", "problem"),
     [

@@ -148,24 +148,24 @@ class Aggregator:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
                 raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-        try:
-            if isinstance(self.max_size, bool | float):
-                raise TypeError
-            object.__setattr__(self, "max_size", operator.index(self.max_size))
-        except TypeError:
-            raise ValueError(f"max_size must be a whole number of tasks, not {self.max_size!r}") from None
+        self._whole("max_size", "tasks")
         if self.grace_period < 0 or self.max_delay < 0 or self.max_size < 0:
             raise ValueError("grace_period, max_delay and max_size must not be negative")
-        try:
-            if isinstance(self.max_attempts, bool | float):
-                raise TypeError
-            object.__setattr__(self, "max_attempts", operator.index(self.max_attempts))
-        except TypeError:
-            raise ValueError(f"max_attempts must be a whole number of attempts, not {self.max_attempts!r}") from None
+        self._whole("max_attempts", "attempts")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if not callable(self.aggregate):
             raise TypeError("Aggregator.aggregate must be callable")
+
+    def _whole(self, name: str, unit: str) -> None:
+        """Store the field ``name`` as an ``int``: what ``operator.index`` takes; a bool or a float is refused."""
+        value = getattr(self, name)
+        try:
+            if isinstance(value, bool | float):
+                raise TypeError
+            object.__setattr__(self, name, operator.index(value))
+        except TypeError:
+            raise ValueError(f"{name} must be a whole number of {unit}, not {value!r}") from None
 
 
 def collect_aggregators(pm: pluggy.PluginManager, settings: Settings) -> list[Aggregator]:

@@ -10,8 +10,10 @@
   of a thumbnail exceeds what its formats can hold (:data:`MAX_SIDES`: 16383 pixels for WebP), so a
   very tall image (a full-page screenshot) gets a narrower thumbnail than the size asks for.
 - EXIF (GPS, camera), XMP and comments are not written to thumbnails. An RGB ICC profile is kept,
-  so wide-gamut photos keep their colours; CMYK is converted to sRGB (through its ICC profile
-  when it has one).
+  so wide-gamut photos keep their colours, when it is a valid profile of at most
+  :data:`MAX_ICC_BYTES`: a larger one is applied (the pixels are converted to sRGB) rather than
+  copied into every thumbnail, and one that is not a valid profile is dropped. CMYK is converted to
+  sRGB (through its ICC profile when it has one).
 - Palette, grey, 16-bit and CMYK images become RGB; transparency (an alpha channel, or a
   transparent colour as in palette, grey and RGB PNGs) becomes an alpha channel (WebP keeps it;
   JPEG gets a white background). Animations give their first frame.
@@ -39,7 +41,9 @@ if TYPE_CHECKING:
     from PIL import ImageFile
 
 __all__ = (
+    "MAX_ICC_BYTES",
     "MAX_SIDES",
+    "MAX_TIFF_PAGES",
     "OUTPUT_FORMATS",
     "ImageError",
     "ImageTooLarge",
@@ -78,7 +82,8 @@ class SourceImage(msgspec.Struct, frozen=True, kw_only=True):
         ext: the usual file extension, without the dot.
         width: width as displayed, after EXIF orientation.
         height: height as displayed.
-        frames: number of frames (more than 1 for animations).
+        frames: number of frames (more than 1 for animations); a TIFF's pages are counted up to
+            :data:`MAX_TIFF_PAGES`.
     """
 
     format: str
@@ -120,6 +125,13 @@ OUTPUT_FORMATS: dict[str, tuple[str, str, str]] = {
 MAX_SIDES: dict[str, int] = {"webp": 16383, "jpeg": 65500}
 """Output format -> the longest side, in pixels, its encoder can write (libwebp's and libjpeg's limits)."""
 
+MAX_ICC_BYTES = 64 * 1024
+"""The largest ICC profile copied into thumbnails (sRGB's is about 3 KB, Display P3's under 1 KB)."""
+
+MAX_TIFF_PAGES = 1000
+"""The TIFF pages :func:`identify` reads and counts: Pillow checks each page against every one before
+it, so reading all the pages of a file made of thousands of tiny ones takes minutes."""
+
 # Pillow format -> (MIME type, extension); the inputs accepted, a list kept short on purpose.
 _INPUTS: dict[str, tuple[str, str]] = {
     "JPEG": ("image/jpeg", "jpg"),
@@ -145,9 +157,11 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# What Pillow raises on damaged bytes, and its warnings when a warnings filter makes them errors.
+# What Pillow raises on damaged bytes (RuntimeError: the AVIF decoder), and its warnings when a
+# warnings filter makes them errors.
 _DECODE_ERRORS = (
     OSError,
+    RuntimeError,
     SyntaxError,
     ValueError,
     EOFError,
@@ -248,13 +262,27 @@ def identify(data: bytes, *, max_pixels: int = 50_000_000) -> SourceImage:
     fmt = im.format or ""
     mime, ext = _INPUTS.get(fmt, ("application/octet-stream", "bin"))
     width, height = im.size
-    if _orientation(im) >= 5:
+    if _orientation(im) >= 5 and fmt != "TIFF":  # Pillow gives a TIFF's displayed size already
         width, height = height, width
     try:  # counting frames reads every frame's header: a damaged later frame shows here
-        frames = int(getattr(im, "n_frames", 1))
+        frames = _count_frames(im)
     except _DECODE_ERRORS as exc:
         raise TruncatedImage(f"truncated or corrupt {fmt} image: a frame after the first is damaged ({exc})") from exc
     return SourceImage(format=fmt, mime_type=mime, ext=ext, width=width, height=height, frames=frames)
+
+
+def _count_frames(im: ImageFile.ImageFile) -> int:
+    """The number of frames; a TIFF's pages are read one by one, up to :data:`MAX_TIFF_PAGES`."""
+    if im.format != "TIFF":
+        return int(getattr(im, "n_frames", 1))
+    pages = 1
+    while pages < MAX_TIFF_PAGES:
+        try:
+            im.seek(pages)
+        except EOFError:  # no more pages
+            break
+        pages += 1
+    return pages
 
 
 def _load(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
@@ -267,6 +295,13 @@ def _load(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
     return _open(data, max_pixels)
 
 
+def _decode(im: ImageFile.ImageFile) -> None:
+    try:
+        im.load()
+    except _DECODE_ERRORS as exc:
+        raise TruncatedImage(f"truncated or corrupt {im.format} image: {exc}") from exc
+
+
 def _to_rgb(im: Image.Image) -> tuple[Image.Image, bytes | None]:
     """Convert to RGB or RGBA; return the image and the ICC profile to write with it (RGB profiles only)."""
     icc: bytes | None = im.info.get("icc_profile") or None
@@ -275,16 +310,42 @@ def _to_rgb(im: Image.Image) -> tuple[Image.Image, bytes | None]:
         return _cmyk_to_rgb(im, icc), None
     keep_icc = icc if icc is not None and icc[16:20] == b"RGB " else None
     if mode == "RGBA" or (mode == "RGB" and "transparency" not in im.info):
-        return im, keep_icc
+        return _rgb_profile(im, keep_icc)
     if mode == "I" or mode.startswith("I;16"):
         im = _deep_grey_to_l(im)
     elif mode == "F":
         im = im.convert("L")
     target = "RGBA" if im.mode in _ALPHA_MODES or "transparency" in im.info else "RGB"
     try:
-        return im.convert(target), keep_icc
+        converted = im.convert(target)
     except ValueError as exc:
         raise NotAnImage(f"not a supported image: colour mode {mode} cannot be converted to RGB") from exc
+    return _rgb_profile(converted, keep_icc)
+
+
+def _rgb_profile(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """An RGB(A) image and the profile to write with it: at most :data:`MAX_ICC_BYTES` and valid, or none.
+
+    A larger valid profile is applied instead (the pixels converted to sRGB); bytes that are no valid
+    profile are dropped, the pixels taken as sRGB.
+    """
+    if icc is None:
+        return im, None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im, None
+    if len(icc) <= MAX_ICC_BYTES:
+        return im, icc
+    try:
+        converted = ImageCms.profileToProfile(im.convert("RGB"), profile, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im, None
+    if converted is None:
+        return im, None
+    if im.mode == "RGBA":
+        converted.putalpha(im.getchannel("A"))
+    return converted, None
 
 
 def _deep_grey_to_l(im: Image.Image) -> Image.Image:
@@ -382,6 +443,12 @@ def make_thumbnails(
     if unknown or not sizes:
         raise ValueError(f"formats {unknown!r} are unknown or no sizes are given")
     im = _load(data, max_pixels)
+    if im.format not in ("JPEG", "MPO"):
+        # Only JPEG is decoded at a reduced scale (draft, below), so the others are decoded now, before
+        # their orientation is read: loading a TIFF applies its orientation (and drops the tag), and
+        # reading a PNG's EXIF decodes it, where a failure must not pass for damaged EXIF (a second
+        # load would then give the pixels decoded so far without an error).
+        _decode(im)
     orientation = _orientation(im)
     rotated = orientation >= 5
     width, height = (im.height, im.width) if rotated else im.size
@@ -391,10 +458,7 @@ def make_thumbnails(
         if rotated:
             big_w, big_h = big_h, big_w
         im.draft(None, (math.ceil(big_w * reducing_gap), math.ceil(big_h * reducing_gap)))
-    try:
-        im.load()
-    except _DECODE_ERRORS as exc:
-        raise TruncatedImage(f"truncated or corrupt {im.format} image: {exc}") from exc
+    _decode(im)
     source, icc = _to_rgb(im)
     source.info = {}  # EXIF, XMP, comments: none of it reaches the thumbnails
     options = {"webp_quality": webp_quality, "webp_method": webp_method, "jpeg_quality": jpeg_quality}

@@ -1,8 +1,8 @@
 """The uploads route: ``POST <path>`` takes an image, ``GET <path>/{upload_id}`` tells how it is going.
 
-``POST`` takes ``multipart/form-data`` with the file in the field ``file``. It refuses bodies above
-``max_upload_bytes`` (413, saying the limit), stores the original, writes the upload record,
-enqueues ``image:process`` and answers 202 at once::
+``POST`` takes ``multipart/form-data`` with the file in the field ``file``, sent as a file (with a
+file name; else 400). It refuses bodies above ``max_upload_bytes`` (413, saying the limit), stores the
+original, writes the upload record, enqueues ``image:process`` and answers 202 at once::
 
     {"id": "9f0c...", "state": "processing", "url": "/uploads/9f0c...", "original": "<download URL>"}
 
@@ -44,6 +44,7 @@ from litestar.exceptions import (
 from litestar.params import Body, FromPath
 from litestar.status_codes import (
     HTTP_202_ACCEPTED,
+    HTTP_400_BAD_REQUEST,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 )
@@ -161,6 +162,12 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+def _binary_form_field(_: Request[Any, Any, Any], __: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    """400 for a form part without a file name holding binary: Litestar decodes such a part as text."""
+    detail = "the form is invalid: send the image in the field 'file' as a file, with a file name"
+    return Response({"status_code": HTTP_400_BAD_REQUEST, "detail": detail}, status_code=HTTP_400_BAD_REQUEST)
+
+
 def _filename(upload: UploadFile) -> str:
     name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     return name[:255]
@@ -220,6 +227,7 @@ def upload_router(config: ImagesConfig) -> Router:
         status_code=HTTP_202_ACCEPTED,
         request_max_body_size=limit + _MULTIPART_SLACK,
         guards=[throttle],
+        exception_handlers={UnicodeDecodeError: _binary_form_field},
         name="framework_images:create",
     )
     async def create_upload(

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from framework.errors import PluginError
 from framework.task import Middleware, Run
 from framework.thirdparty import structlog_context_vars
+from framework.worker.outcomes import error_text
 
 if TYPE_CHECKING:
     from framework.context import TaskContext
@@ -75,7 +76,7 @@ def logging_middleware(run: Run) -> Run:
                 attempt=ctx.attempt,
                 duration_ms=_ms(start),
                 outcome="failed",
-                error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                error=error_text(exc),
             )
             raise
         else:

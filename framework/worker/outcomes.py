@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from framework.transport.health import RedisHealth
     from framework.worker.lease import Lease
 
-__all__ = ("CANCELLED_BY_CALLER", "UNKNOWN_TYPE_DELAYS", "InFlight", "OutcomeWriter", "error_text")
+__all__ = ("CANCELLED_BY_CALLER", "ERROR_TEXT_MAX", "UNKNOWN_TYPE_DELAYS", "InFlight", "OutcomeWriter", "error_text")
 
 MAX_RETRY_DELAY = 365 * 24 * 3600.0
 """The longest wait before a retry: a larger, infinite or NaN delay (a ``RetryAfter`` or a retry policy's) is
@@ -81,10 +81,28 @@ UNKNOWN_TYPE_DELAYS = (5, 300)
 the delay is the time since it was first put back, so it roughly doubles each time."""
 
 
+ERROR_TEXT_MAX = 8192
+"""Characters of an error's text that are kept (stored on the task, logged); a longer one is cut, saying so."""
+
+
 def error_text(error: BaseException) -> str:
-    """The error stored on a failed task: ``"<ExceptionType>: <message>"`` (just the type without a message)."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """The error stored on a failed task: ``"<ExceptionType>: <message>"`` (just the type without a message).
+
+    A message longer than :data:`ERROR_TEXT_MAX` characters is cut (a handler's error could be larger than Redis
+    stores: the failure could then never be written), and one whose ``str()`` raises is replaced by a note.
+    """
+    try:
+        text = str(error)
+    except Exception as exc:  # noqa: BLE001 - the failure is written all the same, with what can be said
+        try:
+            reason = f"{type(exc).__name__}: {exc}"
+        except Exception:  # noqa: BLE001
+            reason = type(exc).__name__
+        text = f"<the error's text could not be read: {reason}>"
+    full = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if len(full) > ERROR_TEXT_MAX:
+        return f"{full[:ERROR_TEXT_MAX]}... (cut: {len(full):,} characters)"
+    return full
 
 
 class InFlight:

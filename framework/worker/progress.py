@@ -4,12 +4,12 @@
 report to the task's reporter. The reporter writes at most one report per ``interval`` (0.2 s) per task: a
 report that comes sooner is held, replaced by any later one, and written when the interval is up, so a tight
 loop of reports costs a handful of writes and the last value is never lost. A report of ``1.0`` is written
-at once. When the handler ends (returns, fails, times out), :meth:`ProgressReporter.finish` writes the last
-report once more, marked ``ended``, with a short time to live (:data:`LINGER`): a page or caller that looks
-just after the end still sees where the task got to, and the record then expires on its own. It is not
-deleted with the task's outcome because that would add a key to asynq's own transition scripts, and an
-expiry covers a worker that dies as well: while the task runs, each write sets the record to expire a
-minute after the task's deadline.
+at once, unless the last write was of ``1.0`` already (a loop of them is held back like any other). When the
+handler ends (returns, fails, times out), :meth:`ProgressReporter.finish` writes the last report once more,
+marked ``ended``, with a short time to live (:data:`LINGER`): a page or caller that looks just after the end
+still sees where the task got to, and the record then expires on its own. It is not deleted with the task's
+outcome because that would add a key to asynq's own transition scripts, and an expiry covers a worker that
+dies as well: while the task runs, each write sets the record to expire a minute after the task's deadline.
 
 Writes go through the broker (:meth:`~framework.broker.transitions.WorkerTransitions.write_progress`); a
 failed write is logged (``task_progress_not_written``) and never reaches the handler: progress is best effort.
@@ -64,6 +64,7 @@ class ProgressReporter:
         "_clock",
         "_dirty",
         "_ended",
+        "_full",
         "_inf",
         "_last",
         "_latest",
@@ -94,6 +95,8 @@ class ProgressReporter:
         self._dirty = False
         self._ended = False
         self._urgent = False
+        self._full = False
+        """The last write started was of 1.0: another 1.0 waits for the interval."""
         self._last = -math.inf
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -104,11 +107,12 @@ class ProgressReporter:
             return None
         self._latest = (fraction, message)
         self._dirty = True
+        at_once = fraction >= 1.0 and not self._full
         if self._task is not None:  # a write is under way: this report follows it
-            self._urgent = self._urgent or fraction >= 1.0
+            self._urgent = self._urgent or at_once
             return None
         due = self._last + self.interval
-        if fraction < 1.0 and self._loop.time() < due:
+        if not at_once and self._loop.time() < due:
             if self._timer is None:
                 self._timer = self._loop.call_at(due, self._on_timer)
             return None
@@ -158,6 +162,7 @@ class ProgressReporter:
         assert self._latest is not None
         fraction, message = self._latest
         self._dirty = False
+        self._full = fraction >= 1.0
         self._last = self._loop.time()
         task = self._task = self._loop.create_task(self._store(fraction, message, ended=False))
         task.add_done_callback(self._written)

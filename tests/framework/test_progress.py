@@ -152,6 +152,46 @@ async def test_a_report_of_one_is_written_at_once(start: Any, client: Any, redis
         await _close(pubsub)
 
 
+async def test_reports_of_one_after_the_first_are_rate_limited_too(
+    start: Any, client: Any, redis: Any, schema: Any, inspector: Inspector
+) -> None:
+    """Each report of ``1.0`` used to be written at once: a loop of them (finishing steps, from a coroutine or a
+    sync handler's thread) wrote to Redis and published on every call."""
+    took: list[float] = []
+
+    async def handle(ctx: TaskContext, p: P) -> None:
+        t0 = time.monotonic()
+        for i in range(1000):
+            await ctx.progress(1.0, f"finishing {i}")
+        took.append(time.monotonic() - t0)
+
+    def handle_sync(ctx: TaskContext, p: P) -> None:
+        t0 = time.monotonic()
+        for i in range(1000):
+            ctx.report_progress(1.0, f"finishing {i}")
+        took.append(time.monotonic() - t0)
+
+    tasks = TaskDef("progress:ones", P, handle), TaskDef("progress:ones-sync", P, handle_sync)
+    await start(*tasks)
+    pubsub, writes = await _writes(redis, schema)
+    try:
+        for task in tasks:
+            writes.clear()
+            info = await client.enqueue(task, P())
+
+            async def ended(task_id: str = info.id) -> bool:
+                return any(w["ended"] for w in writes) and await _state(redis, schema, task_id) is None
+
+            await wait_until(ended)
+            assert len(writes) <= took[-1] / INTERVAL + 3, (task.type, len(writes), took[-1])
+            assert writes[0]["message"] == "finishing 0"  # the first one at once
+            assert (writes[-1]["message"], writes[-1]["ended"]) == ("finishing 999", True)
+            stored = await inspector.progress("default", info.id)
+            assert stored is not None and (stored.fraction, stored.message) == (1.0, "finishing 999")
+    finally:
+        await _close(pubsub)
+
+
 async def test_a_sync_handler_reports_progress_from_its_thread(
     start: Any, client: Any, redis: Any, schema: Any, inspector: Inspector
 ) -> None:
@@ -243,6 +283,8 @@ def test_check_progress() -> None:
         check_progress(40, "percent is not a fraction")
     with pytest.raises(ValueError, match="from 0 to 1"):
         check_progress(math.inf, "")
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        check_progress(10**400, "an int too large for a float")
     with pytest.raises(TypeError, match="must be a number"):
         check_progress(None, "")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="message must be a string"):

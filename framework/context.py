@@ -84,7 +84,10 @@ def check_progress(fraction: float, message: str) -> tuple[float, str]:
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
         raise TypeError(f"progress fraction must be a number from 0 to 1, not {type(fraction).__name__}")
-    value = float(fraction)
+    try:
+        value = float(fraction)
+    except OverflowError:  # an int too large for a float is outside 0..1 too
+        value = math.inf
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"progress fraction must be from 0 to 1 (0.4 is 40 %), got {fraction!r}")
     if not isinstance(message, str):
@@ -133,8 +136,14 @@ class TaskContext:
     async def write_result(self, data: bytes) -> None:
         """Store ``data`` as the task's result (kept when the task has a retention).
 
+        A value the handler returns replaces them (when it returns one).
+
         Args:
             data: raw bytes; the inspector shows them decoded as JSON when they are JSON.
+
+        Raises:
+            TypeError: ``data`` is not bytes (``bytearray`` and ``memoryview`` are taken too).
+            ResultTooLarge: ``data`` is larger than the ``max_result_size`` setting allows; nothing is stored.
         """
         if self._write_result is None:
             raise RuntimeError("this task context has no result writer")
@@ -147,8 +156,9 @@ class TaskContext:
         ``framework tasks show``) and announced to subscribers (``Inspector.watch_progress``). Writes are
         rate-limited to one per 0.2 s per task, so calling this in a tight loop is cheap: a report that comes
         too soon is held and written when the interval is up, replaced by any later one. ``1.0`` is written
-        at once, and the last report is always written when the handler ends. Redis errors are logged, never
-        raised: progress is best effort. When the task ends, the record is kept for a minute, then expires.
+        at once (the first of a run of them), and the last report is always written when the handler ends.
+        Redis errors are logged, never raised: progress is best effort. When the task ends, the record is kept
+        for a minute, then expires.
 
         A sync handler (a plain function, run in a thread) calls :meth:`report_progress` instead.
 

@@ -21,6 +21,7 @@ __all__ = (
     "PluginError",
     "QueueNotFound",
     "RedisUnavailable",
+    "ResultTooLarge",
     "ResultTypeError",
     "RetryAfter",
     "RevokeTask",
@@ -152,6 +153,14 @@ class RetryAfter(FrameworkError):
     def __init__(self, delay: float, message: str = "") -> None:
         super().__init__(message or f"retry after {delay:g}s")
         self.delay = max(0.0, float(delay))
+
+
+class ResultTooLarge(FrameworkError, ValueError):
+    """A task's result is larger than the ``max_result_size`` setting allows; nothing was stored.
+
+    Raised by ``ctx.write_result``; a handler that returns such a value has its task archived with it. The
+    message names the task type, the result's size and the limit.
+    """
 
 
 class ResultTypeError(FrameworkError, TypeError):

@@ -30,6 +30,7 @@ from framework.limits.rules import check_setting
 
 __all__ = (
     "MAX_PAYLOAD_SIZE",
+    "MAX_RESULT_SIZE",
     "CronEntrySettings",
     "QueueLimit",
     "Settings",
@@ -45,6 +46,12 @@ _ENV_PREFIX = "FRAMEWORK_"
 
 MAX_PAYLOAD_SIZE = 4 * 1024 * 1024
 """The default of ``max_payload_size`` (4 MiB), also the limit of a client built without settings."""
+
+MAX_RESULT_SIZE = 64 * 1024 * 1024
+"""The default of ``max_result_size`` (64 MiB)."""
+
+_REDIS_STRING_MAX = 512 * 1024 * 1024
+"""The largest string Redis stores (its ``proto-max-bulk-len`` default): a larger result could never be written."""
 
 
 class QueueLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -154,6 +161,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         dequeue_batch: tasks one dequeue call may take from a queue.
         max_payload_size: largest payload, in bytes, a client enqueues (0 = no limit); a larger one raises
             :class:`~framework.errors.PayloadTooLarge` and nothing is stored.
+        max_result_size: largest result, in bytes, a worker stores (1 to 512 MiB, Redis's largest string): a
+            handler that returns a larger one (encoded) has its task archived with
+            :class:`~framework.errors.ResultTooLarge`, and ``ctx.write_result`` raises it for larger bytes. Keep
+            it below the server's ``proto-max-bulk-len`` when that is lowered: a result Redis refuses is taken
+            for a Redis fault, and the outcome write retried.
         unknown_type_wait: seconds a task whose type the worker that took it has no handler for keeps being
             put back for another worker (a Go worker, or one with other task types) before it is archived,
             counted from the first time it was put back (0 = archive it at once); see
@@ -198,6 +210,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workflow_check_interval: float = 30.0
     dequeue_batch: int = 64
     max_payload_size: int = MAX_PAYLOAD_SIZE
+    max_result_size: int = MAX_RESULT_SIZE
     unknown_type_wait: float = 3600.0
     limits: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
@@ -296,6 +309,14 @@ def _validate(s: Settings) -> None:
     _validate_limits(s)
     _check_number("dequeue_batch", s.dequeue_batch, 1, "must be an integer >= 1")
     _check_number("max_payload_size", s.max_payload_size, 0, "must be a number of bytes >= 0 (0 = no limit)")
+    _check_number("max_result_size", s.max_result_size, 1, "must be a number of bytes >= 1")
+    if s.max_result_size > _REDIS_STRING_MAX:
+        raise _InvalidSetting(
+            "max_result_size",
+            "max_result_size",
+            s.max_result_size,
+            "must be at most 536870912 (512 MiB, Redis's limit)",
+        )
     _check_number("unknown_type_wait", s.unknown_type_wait, 0, "must be a number of seconds >= 0")
     if not 0 <= s.port <= 65535:
         raise _InvalidSetting("port", "port", s.port, "must be an integer from 0 to 65535")

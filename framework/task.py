@@ -276,18 +276,21 @@ class TaskDef(Generic[P]):
         expected = self.result
         if isinstance(expected, type) and issubclass(expected, msgspec.Struct) and not isinstance(value, expected):
             raise ResultTypeError(f"task {self.type!r} must return {expected.__name__}, got {type(value).__name__}")
+        # Any is a class on 3.11+, but not one isinstance() takes
+        of_type = expected is not Any and isinstance(expected, type) and isinstance(value, expected)
         try:
             data = _encoder.encode(value)
             if (
                 self._result_decoder is not None
-                and expected is not Any  # a class on 3.11+, but not one isinstance() takes
-                and not (isinstance(expected, type) and isinstance(value, expected))
+                and expected is not Any
+                and (not of_type or b"null" in data)  # NaN and infinity are sent as null, which may not decode
             ):
                 self._result_decoder.decode(data)  # a value of another type fails here
         except Exception as exc:  # any failure to encode (a cycle is a RecursionError) is the result's
             wanted = _type_name(expected) if expected is not None else "a JSON-encodable value"
+            hint = " (a NaN or infinite float is sent as null)" if of_type else ""
             raise ResultTypeError(
-                f"task {self.type!r} must return {wanted}, got {type(value).__name__}: {exc}"
+                f"task {self.type!r} must return {wanted}, got {type(value).__name__}{hint}: {exc}"
             ) from exc
         return data
 

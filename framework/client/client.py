@@ -772,9 +772,9 @@ class Client:
         data = outcome.result
         if data is None:
             return None
-        if taskdef is not None:
+        if taskdef is not None and taskdef.result is not None:
             return taskdef.decode_result(data)
-        try:
+        try:  # no result type: plain JSON, as when the task type is not known here
             return msgspec.json.decode(data)
         except msgspec.DecodeError:
             return data  # raw bytes a handler stored with ctx.write_result

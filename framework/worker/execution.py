@@ -62,8 +62,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from framework.context import TaskContext, lazy_logger
-from framework.errors import PayloadTypeError, PluginError, ResultTypeError, TaskCancelled
+from framework.errors import PayloadTypeError, PluginError, ResultTooLarge, ResultTypeError, TaskCancelled
 from framework.protocol.workflow import step_of
+from framework.settings import MAX_RESULT_SIZE
 from framework.task import Middleware, Run
 from framework.worker.deadlines import DeadlineTimer
 from framework.worker.middleware import build_chain, logging_middleware, middleware_name
@@ -172,6 +173,8 @@ class TaskExecution:
             suspect's mark).
         cancel_grace: seconds a cancelled handler gets to end before it is given up on.
         unknown_type_wait: seconds a task whose type has no handler here is put back before it is archived.
+        max_result_size: the largest result, in bytes, a task may store (returned or written); a larger one is
+            :class:`~framework.errors.ResultTooLarge`.
 
     """
 
@@ -190,6 +193,7 @@ class TaskExecution:
         release: Callable[[InFlight], None],
         cancel_grace: float,
         unknown_type_wait: float,
+        max_result_size: int = MAX_RESULT_SIZE,
     ) -> None:
         self.ledger = ledger
         self.outcomes = outcomes
@@ -203,6 +207,7 @@ class TaskExecution:
         self.limits: LimitGate | None = None
         """Asks the limits of a limited task type before its handler runs (set by the processor)."""
         self._write_result = write_result
+        self.max_result_size = max_result_size
         self._release = release
         self._inflight = ledger.inflight  # read here on the loop's thread only; the ledger changes it
         self._middleware = middleware
@@ -281,20 +286,21 @@ class TaskExecution:
 
         return call_in_thread
 
-    def _result_of(self, inf: InFlight, taskdef: TaskDef[Any]) -> ResultTypeError | None:
+    def _result_of(self, inf: InFlight, taskdef: TaskDef[Any]) -> ResultTypeError | ResultTooLarge | None:
         """Encode the value the handler returned into ``inf.result`` (JSON bytes), or say why it cannot be stored.
 
         Returns:
             The error that fails the task: the value does not fit the task's result type (None too, unless the
-            type allows it: a handler declared to return ``Out`` that returns nothing broke its promise). A value a task
-            without a result type returned that is not JSON-encodable is dropped instead (logged,
-            ``task_result_dropped``): the handler did its work, and never promised a result.
+            type allows it: a handler declared to return ``Out`` that returns nothing broke its promise), or it
+            is larger than ``max_result_size`` once encoded (Redis could not store it, with or without a result
+            type). A value a task without a result type returned that is not JSON-encodable is dropped instead
+            (logged, ``task_result_dropped``): the handler did its work, and never promised a result.
         """
         value = inf.result
         if value is None and taskdef.result is None:
             return None  # nothing returned, nothing promised
         try:
-            inf.result = taskdef.encode_result(value)
+            data = taskdef.encode_result(value)
         except ResultTypeError as exc:
             inf.result = None
             if taskdef.result is not None:
@@ -302,7 +308,31 @@ class TaskExecution:
             self.log.warning(
                 "task_result_dropped", task_id=inf.id, type=inf.msg.type, queue=inf.queue, error=error_text(exc)
             )
+            return None
+        inf.result = data
+        try:
+            self._check_result_size(inf.msg.type, data, "returned")
+        except ResultTooLarge as exc:
+            inf.result = None
+            return exc
         return None
+
+    def _check_result_size(self, task_type: str, data: bytes, how: str) -> None:
+        """Refuse a result over ``max_result_size`` (:class:`~framework.errors.ResultTooLarge`)."""
+        limit = self.max_result_size
+        if len(data) > limit:
+            raise ResultTooLarge(
+                f"the result task {task_type!r} {how} is {len(data):,} bytes, over the limit of {limit:,} bytes "
+                "(setting max_result_size)"
+            )
+
+    async def _store_result(self, inf: InFlight, data: bytes) -> None:
+        """``ctx.write_result``: check the bytes, then store them on the running task."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"ctx.write_result takes bytes, not {type(data).__name__}")
+        data = bytes(data)
+        self._check_result_size(inf.msg.type, data, "wrote")
+        await self._write_result(inf.queue, inf.id, data)
 
     def _context(self, inf: InFlight) -> TaskContext:
         msg, task_id = inf.msg, inf.id
@@ -316,7 +346,7 @@ class TaskExecution:
             headers=dict(msg.headers) if msg.headers else {},
             logger=lazy_logger(self.log, task_id=task_id, type=msg.type, queue=inf.queue, retried=msg.retried),
             services=self.services,
-            _write_result=partial(self._write_result, inf.queue, task_id),
+            _write_result=partial(self._store_result, inf),
             _new_progress=partial(
                 ProgressReporter, inf, self.outcomes.broker, self.clock, self.log, loop=asyncio.get_running_loop()
             ),
@@ -377,7 +407,8 @@ class TaskExecution:
             if self._handler_done(inf):
                 wrong = self._result_of(inf, taskdef) if taskdef is not None else None
                 if wrong is not None:
-                    await self.outcomes.fail(inf, wrong, taskdef)
+                    # a result too large for Redis would be as large on a retry: archived at once
+                    await self.outcomes.fail(inf, wrong, taskdef, permanent=isinstance(wrong, ResultTooLarge))
                 else:
                     await self.outcomes.succeed(inf, ctx)
 

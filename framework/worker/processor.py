@@ -184,6 +184,7 @@ class Processor:
             release=self._release,
             cancel_grace=self.cancel_grace,
             unknown_type_wait=settings.unknown_type_wait,
+            max_result_size=settings.max_result_size,
         )
         self._execute = self.execution.execute
         self.limits = self.execution.limits = LimitGate(

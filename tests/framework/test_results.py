@@ -11,7 +11,15 @@ import pytest
 
 from framework.client.client import Client, TaskCall, TaskInfo
 from framework.client.sync import SyncClient
-from framework.errors import RetryAfter, SkipRetry, TaskCancelled, TaskFailed, TaskNotFound, WaitTimeout
+from framework.errors import (
+    ResultTypeError,
+    RetryAfter,
+    SkipRetry,
+    TaskCancelled,
+    TaskFailed,
+    TaskNotFound,
+    WaitTimeout,
+)
 from framework.protocol.keys import Schema
 from framework.protocol.message import decode_message, encode_message
 from framework.protocol.scripts import SCRIPTS
@@ -91,6 +99,31 @@ async def test_a_wrong_return_type_fails_the_task_and_stores_nothing(
     assert caught.value.archived
     assert caught.value.error.startswith("ResultTypeError: task 'r:wrong' must return Out, got dict")
     assert await redis.hget(schema.queue("default").task(caught.value.task_id), "result") is None
+
+
+class Score(msgspec.Struct, frozen=True, kw_only=True):
+    value: float
+
+
+async def test_a_nan_in_a_result_of_the_right_type_fails_the_task_not_its_waiter(
+    start: Any, client: Client, redis: Any, schema: Schema
+) -> None:
+    """JSON carries NaN and infinity as ``null``: a result of the declared type holding one was stored, the task
+    succeeded, and every waiter then failed to decode it."""
+
+    async def scored(ctx: Any, p: In) -> Any:
+        return float("nan") if p.n else Score(value=float("inf"))
+
+    plain = TaskDef("r:nan", In, scored, result=float, max_retry=0)
+    struct = TaskDef("r:nan-struct", In, scored, result=Score, max_retry=0)
+    await start(plain, struct)
+    for task, n, wanted in ((plain, 1, "float"), (struct, 0, "Score")):
+        with pytest.raises(TaskFailed) as caught:
+            await client.apply(task, In(n=n), wait_timeout=10)
+        assert caught.value.error.startswith(f"ResultTypeError: task {task.type!r} must return {wanted}, got "), (
+            caught.value.error
+        )
+        assert await redis.hget(schema.queue("default").task(caught.value.task_id), "result") is None
 
 
 async def test_returning_nothing_from_a_handler_with_a_result_type_fails_unless_the_type_allows_none(
@@ -184,6 +217,33 @@ async def test_a_task_finished_without_an_announcement_is_seen_by_the_slow_poll(
     await asyncio.sleep(0.2)
     await redis.delete(client.schema.queue("default").task(info.id))
     assert await waiter is None
+
+
+async def test_raw_bytes_come_back_as_they_are_when_the_waiter_knows_the_task_has_no_result_type(
+    start: Any, client: Client, redis: Any
+) -> None:
+    """A waiter that passed (or had registered) a task definition without a result type got a ResultTypeError for
+    the raw bytes a handler wrote with ``ctx.write_result`` or a Go worker stored, which one that knew nothing of
+    the task type got back as they are."""
+
+    async def raw(ctx: Any, p: In) -> None:
+        await ctx.write_result(b"\x89PNG\r\n")
+
+    untyped = TaskDef("r:raw", In, raw)
+    await start(untyped)
+    assert await client.apply(untyped, In(), wait_timeout=10) == b"\x89PNG\r\n"
+    assert await client.apply("r:raw", In(), wait_timeout=10) == b"\x89PNG\r\n"
+
+    go_raw = TaskDef("r:go-raw", In, raw, retention=60)  # run by a Go worker here, which writes the bytes
+    info = await client.enqueue(go_raw, In(), queue="go")
+    waiter = asyncio.ensure_future(client.wait(info, timeout=10, taskdef=go_raw))
+    await go_complete(client, redis, "go", b"\x00\xffraw")
+    assert await waiter == b"\x00\xffraw"
+    # a result type the bytes do not fit is an error naming it
+    info = await client.enqueue(RETAINED, In(), queue="go")
+    await go_complete(client, redis, "go", b"\x00\xffraw")
+    with pytest.raises(ResultTypeError, match="the result of task 'r:retained' does not decode into Out"):
+        await client.wait(info, timeout=10, taskdef=RETAINED)
 
 
 async def test_cancel_a_pending_task_deletes_it_and_tells_its_waiter(client: Client, redis: Any) -> None:

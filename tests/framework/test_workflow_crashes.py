@@ -199,7 +199,11 @@ async def test_a_step_that_kills_every_worker_is_archived_and_fails_its_workflow
     wk = client.schema.queue(info.queue).workflow(info.id)
     states = {k.decode(): v.decode() for k, v in (await redis.hgetall(wk.state)).items()}
     assert states == {"a": "failed", "b": "waiting"}
-    assert "task_poison_pill" in procs.logs()
+
+    async def logged() -> bool:  # the recoverer logs it just after the archive the workflow learnt from
+        return "task_poison_pill" in procs.logs()
+
+    await wait_until(logged, timeout=10)
 
 
 ROUNDS = 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = (
+    "ERROR_TEXT_MAX",
     "BatchInterrupted",
     "ConfigError",
     "DuplicateTask",
@@ -37,6 +38,7 @@ __all__ = (
     "WaitTimeout",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "error_text",
 )
 
 
@@ -290,3 +292,27 @@ class WorkflowFailed(FrameworkError):
         self.workflow_id = workflow_id
         self.status = status
         self.error = error
+
+
+ERROR_TEXT_MAX = 8192
+"""Characters of an error's text that are kept (stored on the task, logged); a longer one is cut, saying so."""
+
+
+def error_text(error: BaseException) -> str:
+    """The error stored on a failed task: ``"<ExceptionType>: <message>"`` (just the type without a message).
+
+    A message longer than :data:`ERROR_TEXT_MAX` characters is cut (a handler's error could be larger than Redis
+    stores: the failure could then never be written), and one whose ``str()`` raises is replaced by a note.
+    """
+    try:
+        text = str(error)
+    except Exception as exc:  # noqa: BLE001 - the failure is written all the same, with what can be said
+        try:
+            reason = f"{type(exc).__name__}: {exc}"
+        except Exception:  # noqa: BLE001
+            reason = type(exc).__name__
+        text = f"<the error's text could not be read: {reason}>"
+    full = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if len(full) > ERROR_TEXT_MAX:
+        return f"{full[:ERROR_TEXT_MAX]}... (cut: {len(full):,} characters)"
+    return full

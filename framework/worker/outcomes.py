@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from framework.errors import RetryAfter, TaskCancelled, UnknownTaskType
+from framework.errors import ERROR_TEXT_MAX, RetryAfter, TaskCancelled, UnknownTaskType, error_text
 from framework.plugins.events import event_callers, fire_callers, has_impls
 from framework.protocol.message import encode_message
 from framework.protocol.workflow import step_of
@@ -79,30 +79,6 @@ _MAX_BACKOFF = 5.0
 UNKNOWN_TYPE_DELAYS = (5, 300)
 """Shortest and longest delay (s) before a task whose type has no handler here is offered again; in between,
 the delay is the time since it was first put back, so it roughly doubles each time."""
-
-
-ERROR_TEXT_MAX = 8192
-"""Characters of an error's text that are kept (stored on the task, logged); a longer one is cut, saying so."""
-
-
-def error_text(error: BaseException) -> str:
-    """The error stored on a failed task: ``"<ExceptionType>: <message>"`` (just the type without a message).
-
-    A message longer than :data:`ERROR_TEXT_MAX` characters is cut (a handler's error could be larger than Redis
-    stores: the failure could then never be written), and one whose ``str()`` raises is replaced by a note.
-    """
-    try:
-        text = str(error)
-    except Exception as exc:  # noqa: BLE001 - the failure is written all the same, with what can be said
-        try:
-            reason = f"{type(exc).__name__}: {exc}"
-        except Exception:  # noqa: BLE001
-            reason = type(exc).__name__
-        text = f"<the error's text could not be read: {reason}>"
-    full = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    if len(full) > ERROR_TEXT_MAX:
-        return f"{full[:ERROR_TEXT_MAX]}... (cut: {len(full):,} characters)"
-    return full
 
 
 class InFlight:

@@ -4,6 +4,8 @@
   the ``image:`` prefix Go producers (Grit's ``ImagePayload``) enqueue it with, not the plugin's name.
 - ``register_routes``: the uploads route (:mod:`framework_images.routes`).
 - ``check_config``: decodes ``[plugins.images]`` as start-up does.
+- ``task_archived``: an archived ``image:process`` task whose upload record still says ``processing``
+  marks it ``failed`` with the task's error (:mod:`framework_images.archived`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from framework_images.config import load_config
 # every ``framework`` command loads this module.
 
 if TYPE_CHECKING:
-    from framework import Settings, TaskDef
+    from framework import Settings, TaskContext, TaskDef
 
-__all__ = ("check_config", "register_routes", "register_task_types")
+__all__ = ("check_config", "register_routes", "register_task_types", "task_archived")
+
+_PROCESS_IMAGE = "image:process"  # framework_images.tasks.PROCESS_IMAGE, without importing the image library
 
 
 @hookimpl
@@ -43,3 +47,13 @@ def register_routes(settings: Settings) -> list[Any]:
     from framework_images.routes import upload_router  # noqa: PLC0415
 
     return [upload_router(load_config(settings))]
+
+
+@hookimpl
+async def task_archived(ctx: TaskContext, error: BaseException) -> None:
+    """Mark the upload of an archived ``image:process`` task ``failed``, unless its record already says how it ended."""
+    if ctx.type != _PROCESS_IMAGE:
+        return
+    from framework_images.archived import record_archived  # noqa: PLC0415
+
+    await record_archived(ctx, error)

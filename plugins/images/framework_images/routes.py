@@ -15,6 +15,11 @@ deleted, so ``original`` is empty). The type of the file is read from its bytes;
 claims is only passed along for logging. A file whose first bytes are no known image type is refused
 at once (415) and never stored.
 
+An upload still ``processing`` whose task was archived (by anything: the dashboard, asynq's CLI, the
+recoverer) or deleted is answered ``failed`` with the task's error, and its record is written so
+(:func:`framework_images.archived.reconcile`); its original is then kept but not offered (``original``
+is empty, as for every failed upload).
+
 Uploads are open to anyone, so by default each client address may make ``upload_limit`` of them per
 ``upload_window`` seconds (429 with ``Retry-After`` above, checked before the body is read); the
 count is kept in Redis and shared by every web process. ``upload_limit = 0`` removes the limit.
@@ -54,6 +59,7 @@ from framework.errors import RedisUnavailable
 from framework.logging import get_logger
 from framework.storage import Storage
 from framework.web.ratelimit import RateLimit, client_address, retry_after_seconds
+from framework_images.archived import reconcile
 from framework_images.config import ImagesConfig
 from framework_images.processing import sniff
 from framework_images.storage import (
@@ -288,6 +294,7 @@ def upload_router(config: ImagesConfig) -> Router:
         record = await read_record(services.storage, upload_id)
         if record is None:
             raise NotFoundException(detail=f"no upload {upload_id!r}")
+        record = await reconcile(services, record)  # its task archived or deleted: failed, not processing
         return await _status(services.storage, record, primary)
 
     return Router(path=config.path, route_handlers=[create_upload, get_upload], tags=["uploads"])

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+    from framework import Client
     from framework.protocol.keys import Schema
     from tests.fixtures.s3 import S3Server
 
@@ -104,15 +105,21 @@ def assert_upright_quadrants(data: bytes) -> Image.Image:
 
 @dataclass
 class RecordingClient:
-    """Stands in for framework.client.client.Client: records enqueues, or fails like Redis being down."""
+    """Stands in for framework.client.client.Client: records enqueues, or fails like Redis being down.
+
+    With ``forward``, a real client, each enqueue is also made for real (the route reads its task's state).
+    """
 
     calls: list[tuple[Any, Any, dict[str, Any]]] = field(default_factory=list)
     fail: bool = False
+    forward: Any = None
 
     async def enqueue(self, task: Any, payload: Any = None, **options: Any) -> Any:
         if self.fail:
             raise RedisUnavailable("cannot reach Redis at redis://127.0.0.1:1: connection refused")
         self.calls.append((task, payload, options))
+        if self.forward is not None:
+            return await self.forward.enqueue(task, payload, **options)
         return msgspec.structs.replace  # any object; the route does not use the result
 
 
@@ -513,12 +520,13 @@ def upload_app(services: Services) -> Litestar:
 
 @pytest.fixture
 async def web(
-    storage: LocalStorage, tmp_path: Path, redis: Redis, schema: Schema
+    storage: LocalStorage, tmp_path: Path, redis: Redis, schema: Schema, client: Client
 ) -> AsyncIterator[tuple[AsyncTestClient[Litestar], Services]]:
     settings = Settings(data_dir=str(tmp_path), plugins={"images": {"max_upload_bytes": 300_000}})
-    services = make_services(storage, settings, redis=redis, schema=schema)
-    async with AsyncTestClient(upload_app(services)) as client:
-        yield client, services
+    recording = RecordingClient(forward=client)  # the tasks are queued for real (no worker runs them)
+    services = make_services(storage, settings, recording, redis=redis, schema=schema)
+    async with AsyncTestClient(upload_app(services)) as http:
+        yield http, services
 
 
 async def test_upload_then_process_then_status(web: tuple[AsyncTestClient[Litestar], Services]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = (
-    "ERROR_TEXT_MAX",
     "BatchInterrupted",
     "ConfigError",
     "DuplicateTask",
@@ -38,7 +37,6 @@ __all__ = (
     "WaitTimeout",
     "WorkflowFailed",
     "WorkflowNotFound",
-    "error_text",
 )
 
 
@@ -293,6 +291,9 @@ class WorkflowFailed(FrameworkError):
         self.status = status
         self.error = error
 
+
+# Not in __all__ (the exceptions, which the ``framework`` facade exports): the worker's and plugins' formatting of
+# an error as stored on a failed task.
 
 ERROR_TEXT_MAX = 8192
 """Characters of an error's text that are kept (stored on the task, logged); a longer one is cut, saying so."""

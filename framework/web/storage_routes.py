@@ -42,6 +42,21 @@ downloads), checked after the ``304`` conditions:
 ``HEAD`` answers as a ``GET`` without ``Range`` would (a server ignores ``Range`` on ``HEAD``), with the
 object's ``Content-Length``.
 
+When the store fails, the answer says so without naming its internals (paths, endpoints, buckets), which go
+to the log instead (``storage_route_unavailable``, ``storage_route_failed``):
+
+- :class:`~framework.storage.StorageUnavailable` (a disk I/O error, S3 unreachable, cutting the
+  connection or answering 5xx: a retry may succeed) answers ``503 Service Unavailable`` with ``Retry-After`` (see
+  :data:`RETRY_AFTER_SECONDS`), as does an object replaced on every try while it is being opened;
+- any other :class:`~framework.storage.StorageError` (the store refused for good: access denied, a bad
+  configuration) answers ``500 Internal Server Error``: retrying does not help, and it is this server's
+  setup that is wrong, not an answer from a gateway the client could route around (``502``), and the
+  local backend has no upstream at all.
+
+Once the bytes have started (the status and headers are sent), a failure (a body cut short) can no longer
+change the status: the connection is closed early, and the client sees a body shorter than its
+``Content-Length``.
+
 The app mounts this route for the local backend only: S3 buckets are downloaded from their presigned
 URLs, which point at the S3 server itself. The router itself serves any :class:`~framework.storage.Storage`.
 """
@@ -54,7 +69,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from litestar import Request, Router, route
+from litestar import Request, Response, Router, route
 from litestar.enums import HttpMethod
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.response.base import ASGIResponse
@@ -64,17 +79,26 @@ from litestar.status_codes import (
     HTTP_206_PARTIAL_CONTENT,
     HTTP_304_NOT_MODIFIED,
     HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+    HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
-from framework.storage import DEFAULT_CONTENT_TYPE, InvalidKey, ObjectNotFound, validate_key
+from framework.logging import get_logger
+from framework.storage import (
+    DEFAULT_CONTENT_TYPE,
+    InvalidKey,
+    ObjectNotFound,
+    StorageError,
+    StorageUnavailable,
+    validate_key,
+)
 
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
     from framework.storage import ObjectInfo, ObjectStream, Storage
 
-__all__ = ("INLINE_TYPES", "STORAGE_CSP", "storage_router")
+__all__ = ("INLINE_TYPES", "RETRY_AFTER_SECONDS", "STORAGE_CSP", "storage_router")
 
 INLINE_TYPES = frozenset(
     {
@@ -101,6 +125,10 @@ _RANGE_SPEC = re.compile(r"[ \t]*(?:(\d{1,30})-(\d{0,30})|-(\d{1,30}))[ \t]*")
 """One byte range: ``<first>-<last>``, ``<first>-`` or ``-<suffix length>`` (longer numbers are malformed)."""
 _OPEN_ATTEMPTS = 3
 """Tries to open the object that was stat'ed, while puts keep replacing it in between."""
+RETRY_AFTER_SECONDS = 10
+"""``Retry-After`` of a ``503``: long enough for the S3 client's own retries and a restarting store, short enough
+that a browser or proxy retrying once does not give up on a blip."""
+_log = get_logger("framework.web.storage_routes")
 
 
 def _media_type(stored: str) -> tuple[str, bool]:
@@ -300,7 +328,28 @@ async def _answer(store: Storage, prefix: str, request: Request[Any, Any, Any], 
         if _same_object(stream.info, info) and stream.length == length:
             return _ObjectResponse(stream, status_code=status, headers=headers, media_type=media_type)
         await stream.aclose()  # replaced since the stat: its size, dates and ranges are the new object's
-    raise HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=f"object {key!r} keeps changing; try again")
+    raise HTTPException(
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        detail=f"object {key!r} keeps changing; try again",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _store_failed(request: Request[Any, Any, Any], exc: StorageError) -> Response[dict[str, Any]]:
+    """``503`` with ``Retry-After`` for a store that may work again soon, ``500`` for one that refused for good.
+
+    The body is a fixed sentence: the error's own text names server paths, endpoints and buckets, so it
+    only goes to the log.
+    """
+    if isinstance(exc, StorageUnavailable):
+        _log.warning("storage_route_unavailable", path=request.url.path, error=str(exc))
+        status, detail = HTTP_503_SERVICE_UNAVAILABLE, "storage is unavailable for now; try again later"
+        headers = {**_HEADERS, "Retry-After": str(RETRY_AFTER_SECONDS)}
+    else:
+        _log.error("storage_route_failed", path=request.url.path, error=str(exc), error_type=type(exc).__name__)
+        status, detail = HTTP_500_INTERNAL_SERVER_ERROR, "storage refused to serve this object"
+        headers = dict(_HEADERS)
+    return Response({"status_code": status, "detail": detail}, status_code=status, headers=headers)
 
 
 def storage_router(store: Storage, path: str) -> Router:
@@ -321,4 +370,4 @@ def storage_router(store: Storage, path: str) -> Router:
         """Download one stored object or one byte range of it (``GET``), or its headers (``HEAD``)."""
         return await _answer(store, prefix, request, is_head=request.method == HttpMethod.HEAD)
 
-    return Router(path=prefix, route_handlers=[serve_object])
+    return Router(path=prefix, route_handlers=[serve_object], exception_handlers={StorageError: _store_failed})

@@ -23,7 +23,7 @@ from litestar import Litestar
 from framework.storage import LocalStorage, ObjectStream, Storage, local_objects_dir
 from framework.storage.s3 import S3Storage
 from framework.web.app import create_app
-from framework.web.storage_routes import INLINE_TYPES, STORAGE_CSP, storage_router
+from framework.web.storage_routes import INLINE_TYPES, RETRY_AFTER_SECONDS, STORAGE_CSP, storage_router
 from tests.fixtures.web import serve
 
 if TYPE_CHECKING:
@@ -511,3 +511,146 @@ async def test_the_apps_local_storage_route_serves_ranges(served: tuple[httpx.As
     assert (answer.status_code, answer.content, answer.headers["content-range"]) == (206, b"hij", "bytes 17-19/20")
     assert answer.headers["accept-ranges"] == "bytes"
     _assert_safe_headers(answer)
+
+
+# -- a store that fails ----------------------------------------------------------------------------------
+
+
+def _assert_says_nothing_of(answer: httpx.Response, *internals: str) -> None:
+    """The answer's body and headers name none of the server's internals (paths, endpoints, buckets)."""
+    shown = answer.content.decode("utf-8", errors="replace") + str(answer.headers)
+    for internal in internals:
+        assert internal not in shown, internal
+    assert "Traceback" not in shown and "Errno" not in shown
+
+
+def _assert_retry_later(answer: httpx.Response, method: str = "GET") -> None:
+    assert answer.status_code == 503, (answer.status_code, answer.text[:300])
+    assert answer.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+    _assert_safe_headers(answer)
+    if method == "GET":
+        assert answer.json() == {"status_code": 503, "detail": "storage is unavailable for now; try again later"}
+
+
+async def test_a_local_store_failing_is_a_503_to_retry_naming_no_server_path(
+    served: tuple[httpx.AsyncClient, LocalStorage],
+) -> None:
+    """A folder where an object's content-type record should be: reading it fails with an I/O error (was 500)."""
+    http, store = served
+    await store.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    sidecar = store.objects_dir / ".local-storage" / "meta" / "media" / "clip.mp4"
+    sidecar.unlink()
+    sidecar.mkdir()
+    for method in ("GET", "HEAD"):
+        for headers in ({}, {"Range": "bytes=2-5"}):
+            answer = await http.request(method, "/storage/media/clip.mp4", headers=headers)
+            _assert_retry_later(answer, method)
+            _assert_says_nothing_of(answer, str(store.objects_dir), ".local-storage")
+    sidecar.rmdir()  # the fault goes away: the same request now succeeds
+    answer = await http.get("/storage/media/clip.mp4")
+    assert (answer.status_code, answer.content) == (200, DIGITS)
+
+
+class _CuttingProxy:
+    """A TCP proxy in front of the S3 server that forwards connections, or cuts them as soon as they come."""
+
+    def __init__(self, upstream: str) -> None:
+        host, _, port = upstream.rpartition(":")
+        self.upstream = (host, int(port))
+        self.cut: tuple[bytes, ...] = ()  # request methods whose connections are cut (b"" cuts all)
+        self.endpoint = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _CuttingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.endpoint = f"127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(
+            self._pipe(reader, up_writer, writer, check=True), self._pipe(up_reader, writer, up_writer)
+        )
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        other: asyncio.StreamWriter,
+        *,
+        check: bool = False,
+    ) -> None:
+        """Copy ``reader`` to ``writer``; a request (from the client) of a method being cut closes both ends."""
+        try:
+            while data := await reader.read(65536):
+                if check and any(data.startswith(method) for method in self.cut):
+                    break  # the connection closes without an answer
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+            other.close()
+
+
+def _s3_store(server: S3Server, bucket: str, endpoint: str, secret_key: str | None = None) -> S3Storage:
+    return S3Storage(
+        endpoint=endpoint,
+        bucket=bucket,
+        access_key=server.access_key,
+        secret_key=server.secret_key if secret_key is None else secret_key,
+        region=server.region,
+        secure=False,
+    )
+
+
+async def test_an_s3_store_cut_off_is_a_503_to_retry_naming_no_endpoint(s3_server: S3Server, s3_bucket: str) -> None:
+    """The connection to S3 closes with no answer, on every request or on the download only (was 500)."""
+    direct = _s3_store(s3_server, s3_bucket, s3_server.endpoint)
+    await direct.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    async with _CuttingProxy(s3_server.endpoint) as proxy:
+        store = _s3_store(s3_server, s3_bucket, proxy.endpoint)
+        app = Litestar(route_handlers=[storage_router(store, "/storage")])
+        async with serve(app) as base, httpx.AsyncClient(base_url=base) as http:
+            assert (await http.get("/storage/media/clip.mp4")).content == DIGITS  # through the proxy
+            for cut in ((b"",), (b"GET",)):  # everything, or the GET of the bytes after a HEAD that worked
+                proxy.cut = cut
+                for method in ("GET", "HEAD") if cut == (b"",) else ("GET",):
+                    answer = await http.request(method, "/storage/media/clip.mp4", headers={"Range": "bytes=2-5"})
+                    _assert_retry_later(answer, method)
+                    _assert_says_nothing_of(answer, proxy.endpoint, s3_server.endpoint, s3_bucket)
+            proxy.cut = ()  # S3 is back: the same request succeeds
+            answer = await http.get("/storage/media/clip.mp4", headers={"Range": "bytes=2-5"})
+            assert (answer.status_code, answer.content) == (206, b"2345")
+        await store.close()
+    await direct.close()
+
+
+async def test_an_s3_store_refusing_for_good_is_a_500_naming_no_endpoint(s3_server: S3Server, s3_bucket: str) -> None:
+    """Wrong credentials: no retry helps, so no 503 and no Retry-After; the answer says nothing of the store."""
+    direct = _s3_store(s3_server, s3_bucket, s3_server.endpoint)
+    await direct.put("media/clip.mp4", DIGITS, content_type="video/mp4")
+    store = _s3_store(s3_server, s3_bucket, s3_server.endpoint, secret_key="not-the-secret-key")
+    app = Litestar(route_handlers=[storage_router(store, "/storage")])
+    async with serve(app) as base, httpx.AsyncClient(base_url=base) as http:
+        for method in ("GET", "HEAD"):
+            answer = await http.request(method, "/storage/media/clip.mp4")
+            assert answer.status_code == 500, (answer.status_code, answer.text[:300])
+            assert "retry-after" not in answer.headers
+            _assert_safe_headers(answer)
+            _assert_says_nothing_of(answer, s3_server.endpoint, s3_bucket, s3_server.access_key)
+            if method == "GET":
+                assert answer.json() == {"status_code": 500, "detail": "storage refused to serve this object"}
+    await store.close()
+    await direct.close()

@@ -6,14 +6,15 @@ values (menu, who is signed in, the CSRF token, a flash message).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from litestar import Request, Response, get
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.response import Template
+from litestar.response import Stream, Template
 
 from framework import Services
 from framework.inspector import Inspector
@@ -23,7 +24,14 @@ from framework_admin.layout import admin_template
 from framework_admin.runs import recent_runs
 from framework_admin.urls import QueueQuery, TaskIdQuery
 
-__all__ = ("PAGE_HANDLERS",)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ("DOWNLOAD_CHUNK", "PAGE_HANDLERS")
+
+DOWNLOAD_CHUNK = 64 * 1024
+"""Bytes written at a time when a task's payload or result is downloaded."""
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 _STATES = ("pending", "active", "scheduled", "retry", "archived", "completed", "aggregating")
 
@@ -103,6 +111,54 @@ async def task_path_page(
     return await admin_template(request, "admin/task.html", {"task": task})
 
 
+def _chunks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), DOWNLOAD_CHUNK):
+        yield bytes(view[start : start + DOWNLOAD_CHUNK])
+
+
+def _download_name(queue: str, task_id: str, part: str, is_json: bool) -> str:
+    """``<queue>-<id>-<part>.json`` (or ``.bin``), every character but letters, digits and ``._-`` made ``_``."""
+    stem = _UNSAFE_IN_NAME.sub("_", f"{queue}-{task_id}")[:120].strip("._") or "task"
+    return f"{stem}-{part}.{'json' if is_json else 'bin'}"
+
+
+async def _download(
+    inspector: Inspector, task_id: str, queue: str | None, part: Literal["payload", "result"]
+) -> Stream:
+    """The whole payload or result of a task, as stored, as a download (404 for a task without a result).
+
+    Always ``application/octet-stream`` and ``Content-Disposition: attachment`` (with ``nosniff`` from the
+    router): the bytes are whatever a client stored, and a browser must save them, never render them.
+    """
+    task = await find_task(inspector, task_id, queue or None)
+    if part == "payload":
+        data, is_json = task.payload, task.payload_is_json
+    elif task.result is None:
+        raise NotFoundException(f"task {task.id!r} has no result")
+    else:
+        data, is_json = task.result, False  # not decoded to name the file: it may be 64 MiB
+    name = _download_name(task.queue, task.id, part, is_json)
+    headers = {"Content-Length": str(len(data)), "Content-Disposition": f'attachment; filename="{name}"'}
+    return Stream(_chunks(data), media_type="application/octet-stream", headers=headers)
+
+
+@get("/task/payload", include_in_schema=False)
+async def task_payload_download(
+    inspector: NamedDependency[Inspector], task_id: TaskIdQuery, queue: FromQuery[str | None] = None
+) -> Stream:
+    """One task's whole payload (``?queue=&id=``), as stored, as a download: the page shows at most 1 MiB of it."""
+    return await _download(inspector, task_id, queue, "payload")
+
+
+@get("/task/result", include_in_schema=False)
+async def task_result_download(
+    inspector: NamedDependency[Inspector], task_id: TaskIdQuery, queue: FromQuery[str | None] = None
+) -> Stream:
+    """One task's whole result (``?queue=&id=``), as stored, as a download: the page shows at most 1 MiB of it."""
+    return await _download(inspector, task_id, queue, "result")
+
+
 @get("/servers", include_in_schema=False)
 async def servers_page(request: Request[Any, Any, Any], inspector: NamedDependency[Inspector]) -> Template:
     """Live worker processes and the tasks they run."""
@@ -174,6 +230,8 @@ PAGE_HANDLERS = (
     queue_path_page,
     task_page,
     task_path_page,
+    task_payload_download,
+    task_result_download,
     servers_page,
     cron_page,
     outbox_page,

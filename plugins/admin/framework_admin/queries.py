@@ -16,6 +16,7 @@ from framework.errors import QueueNotFound
 from framework.inspector import MAX_PAGE_SIZE, TaskState
 from framework_admin.schemas import (
     LIST_PREVIEW_BYTES,
+    TASK_PREVIEW_BYTES,
     CronEntryOut,
     CronRunOut,
     QueueDetailOut,
@@ -273,8 +274,8 @@ async def servers(inspector: Inspector) -> list[ServerOut]:
 
 
 async def task_view(inspector: Inspector, task: TaskDetails) -> TaskOut:
-    """The API shape of ``task``, with its last progress report."""
-    return task_out(task, await inspector.progress(task.queue, task.id))
+    """The API shape of ``task`` and its last progress report, payload and result cut at :data:`TASK_PREVIEW_BYTES`."""
+    return task_out(task, await inspector.progress(task.queue, task.id), preview=TASK_PREVIEW_BYTES)
 
 
 async def cron_entries(inspector: Inspector, history: int = 10) -> list[CronEntryOut]:

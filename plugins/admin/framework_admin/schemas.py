@@ -102,9 +102,21 @@ class QueueDetailOut(msgspec.Struct, frozen=True, kw_only=True):
 
 
 LIST_PREVIEW_BYTES = 4096
-"""In task listings, payloads and results longer than this many bytes are cut short (``truncated``); one task's
-own view (``GET /tasks/{id}``) has them whole. A page of 100 tasks with 4 MiB payloads would otherwise be a
-response of about a gigabyte (each payload twice: as JSON and as text)."""
+"""In task listings, payloads and results longer than this many bytes are cut short (``truncated``). A page of
+100 tasks with 4 MiB payloads would otherwise be a response of about a gigabyte (each payload twice: as JSON and
+as text)."""
+
+TASK_PREVIEW_BYTES = 1024 * 1024
+"""One task's own view (its page, ``GET /task?id=``) cuts a payload or a result longer than this many bytes short
+(``payload_truncated``, ``result_truncated``, with ``payload_size`` and ``result_size`` its whole length); the whole
+value is a download from the dashboard (``<admin>/task/payload?queue=&id=``, ``<admin>/task/result?queue=&id=``,
+with the same access as the task's page: a read-only token or session may download it).
+
+A result may be 64 MiB (``max_result_size``), a payload as large as ``max_payload_size`` allows (or anything a
+Go client stored), and the page shows each HTML-escaped and pretty-printed, the API as JSON and as text, and the
+page fetches the API again every few seconds: a whole value made responses of hundreds of MiB that hung the
+browser. One MiB is far more than anyone reads on a page, keeps every payload of the usual sizes whole (JSON
+of a few hundred KiB included), and keeps the page a few MiB at worst, which browsers render at once."""
 
 
 def _preview(data: bytes, limit: int) -> tuple[bytes, bool]:
@@ -154,8 +166,12 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
             fields (type, payload, headers, retries, times) are then empty.
         progress: its last progress report (``ctx.progress``): kept while it runs and a minute after.
         payload_size: the payload's length in bytes.
-        truncated: in a listing, the payload or the result is longer than :data:`LIST_PREVIEW_BYTES`: its text
-            is cut short there and its JSON value left out (None); the task's own view has them whole.
+        truncated: the payload or the result is cut short: longer than :data:`LIST_PREVIEW_BYTES` in a listing,
+            than :data:`TASK_PREVIEW_BYTES` in the task's own view. Its text is cut on a character boundary and
+            its JSON value left out (None); the whole value is a download.
+        result_size: the result's length in bytes (0 when there is none).
+        payload_truncated: the payload is cut short (``payload_text`` is its start, ``payload`` is None).
+        result_truncated: the result is cut short (``result_text`` is its start, ``result`` is None).
     """
 
     id: str
@@ -183,12 +199,16 @@ class TaskOut(msgspec.Struct, frozen=True, kw_only=True):
     progress: TaskProgress | None = None
     payload_size: int = 0
     truncated: bool = False
+    result_size: int = 0
+    payload_truncated: bool = False
+    result_truncated: bool = False
 
 
 def task_out(task: TaskDetails, progress: TaskProgress | None = None, *, preview: int | None = None) -> TaskOut:
     """The API shape of an inspector task (and its last progress report, when it made one).
 
-    ``preview``: for listings, the most bytes of the payload and of the result given (see :data:`LIST_PREVIEW_BYTES`).
+    ``preview``: the most bytes of the payload and of the result given (:data:`LIST_PREVIEW_BYTES` for listings,
+    :data:`TASK_PREVIEW_BYTES` for one task's view); None gives them whole.
     """
     payload, payload_cut = (task.payload, False) if preview is None else _preview(task.payload, preview)
     stored, result_cut = (
@@ -223,6 +243,9 @@ def task_out(task: TaskDetails, progress: TaskProgress | None = None, *, preview
         progress=progress,
         payload_size=len(task.payload),
         truncated=payload_cut or result_cut,
+        result_size=0 if task.result is None else len(task.result),
+        payload_truncated=payload_cut,
+        result_truncated=result_cut,
     )
 
 

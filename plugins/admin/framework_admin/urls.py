@@ -4,9 +4,11 @@ Task ids (and queue names) may be any non-blank string, so they cannot be path s
 server decodes ``%2F`` the segment splits in two, and browsers and HTTP clients drop ``.`` and ``..``
 segments before sending a request, percent-encoded ones (``%2E%2E``) included. Query values have
 neither problem once every reserved character is percent-encoded, so a task's page is
-``<admin>/task?queue=<queue>&id=<id>``, its form actions ``<admin>/task/<action>?queue=...&id=...``
-and its API address ``<api>/task?id=<id>&queue=<queue>``. The older path addresses
-(``<admin>/tasks/<queue>/<id>``, ``<api>/tasks/<id>``) still answer, for ids that fit in a path.
+``<admin>/task?queue=<queue>&id=<id>``, its form actions ``<admin>/task/<action>?queue=...&id=...``,
+the downloads of its whole payload and result ``<admin>/task/payload?queue=...&id=...`` and
+``<admin>/task/result?queue=...&id=...``, and its API address ``<api>/task?id=<id>&queue=<queue>``. The
+older path addresses (``<admin>/tasks/<queue>/<id>``, ``<api>/tasks/<id>``) still answer, for ids that fit in
+a path.
 
 Queues are addressed the same way: a queue's page is ``<admin>/queue?queue=<queue>``, its forms post to
 ``<admin>/queue/<action>?queue=...`` (pause, unpause) and ``<admin>/queue/<state>/<action>?queue=...``

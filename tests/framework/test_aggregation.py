@@ -45,7 +45,7 @@ async def test_a_group_is_aggregated_after_its_grace_period(
         return len(batches) == 1
 
     await wait_until(aggregated)
-    assert 0.5 <= time.monotonic() - last < 2.5  # at least the grace period (join times are whole seconds)
+    assert 0.5 <= time.monotonic() - last < 10  # at least the grace period (join times are whole seconds)
     # tasks that joined in the same second come in id order: the scores are whole seconds, as in asynq
     assert [sorted(b.ns) for b in batches] == [[0, 1, 2]]
     assert batches[0].group == "g1"
@@ -55,7 +55,7 @@ async def test_a_group_is_aggregated_after_its_grace_period(
         # the aggregated task is enqueued before its members are deleted, and may run first (as in asynq)
         return not await redis.exists(*(qk.task(info.id) for info in infos))
 
-    await wait_until(members_deleted, timeout=5)
+    await wait_until(members_deleted, timeout=30)
     assert await group_empty(redis, schema, "g1")
     assert await redis.zcard(qk.aggregation_sets) == 0
 
@@ -70,7 +70,7 @@ async def test_max_size_aggregates_at_once_and_caps_each_batch(
     async def two() -> bool:
         return len(batches) == 2
 
-    await wait_until(two, timeout=5)
+    await wait_until(two, timeout=30)  # not the 60 s grace period
     assert [len(b.ns) for b in batches] == [3, 3]
     assert len(set(batches[0].ns + batches[1].ns)) == 6
     assert await redis.zcard(schema.queue("default").group("sized")) == 1  # waits for more, or its grace
@@ -80,12 +80,12 @@ async def test_max_delay_bounds_the_wait_of_a_busy_group(aggregating: Any, clien
     batches = await aggregating(Aggregator(group="busy", grace_period=60, max_delay=1, aggregate=to_batch))
     first = time.monotonic()
     n = 0
-    while not batches and time.monotonic() - first < 10:
+    while not batches and time.monotonic() - first < 30:
         await client.enqueue(ITEM, Item(n=n), group="busy")  # never quiet for the grace period
         n += 1
         await asyncio.sleep(0.2)
     assert batches
-    assert 0.9 <= time.monotonic() - first < 4
+    assert 0.9 <= time.monotonic() - first < 20  # not the 60 s grace period
     assert sorted(batches[0].ns) == list(range(len(batches[0].ns)))
 
 

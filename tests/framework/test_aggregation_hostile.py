@@ -135,7 +135,7 @@ async def test_names_and_ids_that_are_not_utf8_do_not_stop_the_worker(
     await redis.sadd(qk.groups, "ok")
     with capture_logs() as logs:
         batches = await aggregating(Aggregator(group="ok", grace_period=0.2, aggregate=to_batch))
-        await wait_until(lambda: _true(bool(batches)), timeout=2.5)
+        await wait_until(lambda: _true(bool(batches)), timeout=30)
     assert batches == [Batch(ns=[7], group="ok")]
     assert not events(logs, "worker_component_crashed")
     assert len(events(logs, "group_name_invalid")) == 1
@@ -162,7 +162,7 @@ async def test_an_aggregate_that_raises_an_os_error_is_a_failed_aggregation_not_
             Aggregator(group="a-refused", grace_period=0.2, aggregate=refused),
             Aggregator(group="b-fine", grace_period=0.2, aggregate=to_batch),
         )
-        await wait_until(lambda: _true(bool(batches)), timeout=2.5)
+        await wait_until(lambda: _true(bool(batches)), timeout=30)
     assert batches == [Batch(ns=[2], group="b-fine")]
     failed = events(logs, "group_aggregation_failed")
     assert [e["error"] for e in failed] == ["ConnectionRefusedError: downstream refused"]
@@ -234,21 +234,21 @@ async def test_a_plain_aggregate_runs_in_a_thread_not_on_the_event_loop(
 
     def slow(group: str, tasks: list[GroupedTask]) -> tuple[str, Batch]:
         threads.append(threading.current_thread())
-        time.sleep(1.2)
+        time.sleep(3)
         return to_batch(group, tasks)
 
     info = await client.enqueue(ITEM, Item(n=1), group="slow")
     await redis.zadd(schema.queue("default").group("slow"), {info.id: int(time.time()) - 5})  # ready at once
     batches = await aggregating(Aggregator(group="slow", grace_period=0, aggregate=slow))
     longest = 0.0
-    deadline = time.monotonic() + 2.5
+    deadline = time.monotonic() + 30
     while not batches and time.monotonic() < deadline:
         before = time.monotonic()
         await asyncio.sleep(0.02)
         longest = max(longest, time.monotonic() - before)
     assert batches == [Batch(ns=[1], group="slow")]
     assert threads and threads[0] is not threading.main_thread()
-    assert longest < 0.6  # the loop turned while aggregate slept 1.2 s
+    assert longest < 2  # the loop turned while aggregate slept 3 s
 
 
 async def test_a_set_none_of_whose_tasks_decodes_is_deleted_without_calling_aggregate(
@@ -271,8 +271,8 @@ async def test_a_set_none_of_whose_tasks_decodes_is_deleted_without_calling_aggr
         async def gone() -> bool:
             return not await redis.exists(qk.group("junk"), *(qk.task(i.id) for i in infos))
 
-        await wait_until(gone, timeout=2.5)
-        await wait_until(lambda: _zero(redis.zcard(qk.aggregation_sets)), timeout=2.5)
+        await wait_until(gone, timeout=30)
+        await wait_until(lambda: _zero(redis.zcard(qk.aggregation_sets)), timeout=30)
     assert calls == []
     assert sorted(e["task_id"] for e in events(logs, "task_message_invalid")) == sorted(i.id for i in infos)
 
@@ -296,7 +296,7 @@ async def test_an_aggregate_id_already_taken_keeps_the_groups_tasks(
     infos = [await client.enqueue(ITEM, Item(n=i), group="daily") for i in range(2)]
     with capture_logs() as logs:
         await aggregating(Aggregator(group="daily", grace_period=0.2, aggregate=daily))
-        await wait_until(lambda: _true(bool(events(logs, "group_aggregation_failed"))), timeout=2.5)
+        await wait_until(lambda: _true(bool(events(logs, "group_aggregation_failed"))), timeout=30)
     assert "TaskIdConflict" in events(logs, "group_aggregation_failed")[0]["error"]
     assert not events(logs, "group_aggregated")
     assert all([await redis.hget(qk.task(i.id), "state") == b"aggregating" for i in infos])
@@ -313,8 +313,8 @@ async def test_a_set_delete_lost_after_the_enqueue_is_retried_so_the_group_is_me
     faults.fail("delete_aggregation_set", times=1)
     await client.enqueue(ITEM, Item(n=5), group="blip")
     batches = await aggregating(Aggregator(group="blip", grace_period=0.2, aggregate=to_batch), wrap_broker=faults.wrap)
-    await wait_until(lambda: _true(bool(batches)), timeout=2.5)
-    await wait_until(lambda: _zero(redis.zcard(qk.aggregation_sets)), timeout=2.5)
+    await wait_until(lambda: _true(bool(batches)), timeout=30)
+    await wait_until(lambda: _zero(redis.zcard(qk.aggregation_sets)), timeout=30)
     assert faults.injected["delete_aggregation_set"] == 1
     broker = RedisBroker(redis, schema, SystemClock())
     assert await broker.reclaim_stale_aggregation_sets("default") == 0
@@ -330,8 +330,8 @@ async def test_waiters_are_told_the_aggregate_id_the_aggregate_function_chose(ag
         return task, payload, {"task_id": "chosen-id", "retention": 60}
 
     info = await client.enqueue(ITEM, Item(n=3), group="named")
-    waiter = asyncio.ensure_future(client.wait(info, timeout=2.5))
-    await wait_until(lambda: client.redis.exists(client.schema.queue("default").waiting(info.id)), timeout=1)
+    waiter = asyncio.ensure_future(client.wait(info, timeout=30))
+    await wait_until(lambda: client.redis.exists(client.schema.queue("default").waiting(info.id)), timeout=30)
     await aggregating(Aggregator(group="named", grace_period=0.2, aggregate=named))
     with pytest.raises(TaskAggregated) as caught:
         await waiter
@@ -367,7 +367,7 @@ async def test_a_task_deleted_while_staged_does_not_come_back_with_its_set(
     assert await broker.reclaim_stale_aggregation_sets("default") == 1
     assert first.id.encode() not in await redis.zrange(qk.group("gap"), 0, -1)
     batches = await aggregating(Aggregator(task_type=ITEM.type, grace_period=0, aggregate=to_batch))
-    await wait_until(lambda: _true(bool(batches)), timeout=2.5)
+    await wait_until(lambda: _true(bool(batches)), timeout=30)
     assert batches == [Batch(ns=[2], group="gap")]
 
 
@@ -383,7 +383,7 @@ async def test_a_task_type_group_whose_oldest_message_is_corrupt_is_still_aggreg
     await client.enqueue(ITEM, Item(n=2), group="rot")
     with capture_logs() as logs:
         batches = await aggregating(Aggregator(task_type=ITEM.type, grace_period=0, aggregate=to_batch))
-        await wait_until(lambda: _true(bool(batches)), timeout=2.5)
+        await wait_until(lambda: _true(bool(batches)), timeout=30)
     assert batches == [Batch(ns=[2], group="rot")]
     assert [e["task_id"] for e in events(logs, "task_message_invalid")] == [bad.id]
     assert not await redis.exists(qk.task(bad.id))
@@ -467,7 +467,7 @@ async def test_a_batch_aggregate_always_fails_on_is_archived_after_max_attempts_
     poison = await client.enqueue(ITEM, Item(n=POISON), group="poisoned")
     other = await client.enqueue(ITEM, Item(n=2), group="poisoned")
     waiter = asyncio.ensure_future(client.wait(poison, timeout=10))
-    await wait_until(lambda: redis.exists(qk.waiting(poison.id)), timeout=2)
+    await wait_until(lambda: redis.exists(qk.waiting(poison.id)), timeout=30)
     agg = Aggregator(group="poisoned", grace_period=0, max_attempts=3, aggregate=fails_on_poison(how))
     async with driven(redis, schema, settings, agg) as (aggregator, broker):
         with capture_logs() as logs:

@@ -56,7 +56,7 @@ async def test_a_hanging_handler_is_named_and_the_drain_ends_at_its_timeout(
 
     message = str(caught.value)
     assert re.search(rf"still running: test:hang '{stuck.id}' in 'default' for 1\.\d s", message), message
-    assert took < 4, f"the drain took {took:.1f} s after a 1 s timeout"
+    assert took < 8, f"the drain took {took:.1f} s after a 1 s timeout"  # not on for the 8 s shutdown timeout
     assert [(r.id, r.outcome) for r in caught.value.result.runs] == [(stuck.id, Outcome.REQUEUED)]
     assert (await seeder.get("default", stuck.id)).state is TaskState.PENDING  # given back, as at any shutdown
 

@@ -175,7 +175,7 @@ def test_ensure_again_is_cheap_and_idempotent(procs: _Processes, tmp_path: Path)
     started = time.monotonic()
     for _ in range(20):
         assert ev.ensure() == url
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5  # no start-up wait in any of them
     assert ev.pid == pid
     assert valkey_pids(tmp_path) == [pid]
 

@@ -93,28 +93,29 @@ async def test_acknowledged_tasks_leave_the_inflight_set_without_waiting_for_a_h
 
 async def test_sync_handlers_run_in_threads_in_parallel(run: Any, client: Any, settings: Any) -> None:
     threads: list[str] = []
-    done = asyncio.Event()
+    together: list[str] = []
+    barrier = threading.Barrier(4)  # passed only when all four handlers block in it at once
     main = threading.current_thread().name
 
     def handle(ctx: Any, p: N) -> None:
         threads.append(threading.current_thread().name)
-        time.sleep(0.4)
+        barrier.wait(timeout=20)
+        together.append(threading.current_thread().name)
 
     task = TaskDef("p:sync", N, handle)
     await run(task, settings=settings.replace(concurrency=4))
-    start = time.monotonic()
     for i in range(4):
         await client.enqueue(task, N(n=i))
 
     async def all_ran() -> bool:
-        if len(threads) == 4:
-            done.set()
-        return len(threads) == 4
+        return len(together) == 4
 
-    await wait_until(all_ran)
+    try:
+        await wait_until(all_ran, timeout=30)  # one after the other, the first would give up on the others
+    finally:
+        barrier.abort()  # no thread left blocked if it failed
     assert main not in threads
     assert len(set(threads)) == 4
-    assert time.monotonic() - start < 1.5  # four 0.4 s sleeps at once, not one after the other
 
 
 async def test_concurrency_caps_running_handlers(run: Any, client: Any, settings: Any, redis: Any, schema: Any) -> None:
@@ -293,8 +294,8 @@ async def test_unknown_task_type_is_put_back_without_spending_a_retry(
     with capture_logs() as logs:
         info = await client.enqueue("p:nobody", b"{}", max_retry=3)
 
-        async def deferred() -> bool:
-            return await state_of(redis, schema, info) == "retry"
+        async def deferred() -> bool:  # the log line comes just after the state: wait for both
+            return await state_of(redis, schema, info) == "retry" and bool(_unknown_type_logs(logs))
 
         await wait_until(deferred)
     record = await task_record(redis, schema, "default", info.id)
@@ -366,8 +367,9 @@ async def test_unknown_task_type_is_archived_once_no_worker_took_it_for_the_wait
     with capture_logs() as logs:
         info = await client.enqueue("p:nobody", b"{}")
 
-        async def archived() -> bool:
-            return await state_of(redis, schema, info) == "archived"
+        async def archived() -> bool:  # the log line comes just after the state: wait for both
+            last = _unknown_type_logs(logs)[-1:]
+            return await state_of(redis, schema, info) == "archived" and [e["outcome"] for e in last] == ["archived"]
 
         await wait_until(archived)
     record = await task_record(redis, schema, "default", info.id)
@@ -401,8 +403,8 @@ async def test_unknown_task_type_with_no_wait_is_archived_at_once(
     with capture_logs() as logs:
         info = await client.enqueue("p:nobody", b"{}")
 
-        async def archived() -> bool:
-            return await state_of(redis, schema, info) == "archived"
+        async def archived() -> bool:  # the log line comes just after the state: wait for both
+            return await state_of(redis, schema, info) == "archived" and bool(_unknown_type_logs(logs))
 
         await wait_until(archived)
     error = "UnknownTaskType: no worker registers task type 'p:nobody'"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -318,12 +317,11 @@ async def test_fast_redis_coalesces_concurrent_commands_and_keeps_blocking_ones_
         assert sorted(results) == list(range(1, 101))
         assert len(writes) == 2  # the first at once (idle connection), the other 99 together
 
-        blocked = asyncio.ensure_future(fast.blpop([f"{namespace}:list"], timeout=5))
+        blocked = asyncio.ensure_future(fast.blpop([f"{namespace}:list"], timeout=60))
         await asyncio.sleep(0.05)
         writes.clear()
-        start = time.monotonic()
         await asyncio.gather(*(fast.incr(f"{namespace}:c") for _ in range(50)))
-        assert time.monotonic() - start < 1.0 and not blocked.done()
+        assert not blocked.done()  # the increments did not wait behind it (for its timeout)
         assert writes  # on the shared connection, while BLPOP waits on a pooled one
         await fast.rpush(f"{namespace}:list", "x")
         assert await blocked == (f"{namespace}:list".encode(), b"x")

@@ -169,7 +169,7 @@ async def test_a_timeout_raises_wait_timeout_and_leaves_the_task(client: Client)
     started = time.monotonic()
     with pytest.raises(WaitTimeout) as caught:
         await client.wait(info, timeout=0.3)
-    assert 0.25 < time.monotonic() - started < 2
+    assert 0.25 < time.monotonic() - started < 10  # at its timeout, not the test's
     assert caught.value.task_id == info.id
     assert isinstance(caught.value, TimeoutError)
     with pytest.raises(WaitTimeout):
@@ -209,7 +209,7 @@ async def test_a_task_finished_without_an_announcement_is_seen_by_the_slow_poll(
     await go_complete(client, redis, "default", b'{"doubled":7}')
     started = time.monotonic()
     assert await waiter == Out(doubled=7)
-    assert time.monotonic() - started < 2.5  # one poll a second
+    assert time.monotonic() - started < 8  # the first poll saw it (the backed-off ones are seconds apart)
 
     # a record that vanishes unannounced (done without retention elsewhere): no result
     info = await client.enqueue(TYPED, In())

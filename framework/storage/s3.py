@@ -48,6 +48,8 @@ from framework.storage.base import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
+    from minio.datatypes import Object
+
     from framework.settings import Settings
 
 __all__ = ("S3Storage",)
@@ -195,21 +197,7 @@ class S3Storage:
     async def stat(self, key: str) -> ObjectInfo:
         """Return the object's info; see :meth:`framework.storage.Storage.stat`."""
         validate_key(key)
-        obj = await self._call("stat", key, self._client.stat_object, self.bucket, key)
-        headers = obj.metadata or {}
-        metadata = {
-            name.lower()[len(_META_PREFIX) :]: value
-            for name, value in headers.items()
-            if name.lower().startswith(_META_PREFIX)
-        }
-        return ObjectInfo(
-            key=key,
-            size=obj.size or 0,
-            content_type=obj.content_type or DEFAULT_CONTENT_TYPE,
-            modified=obj.last_modified.timestamp() if obj.last_modified else 0.0,
-            metadata=metadata,
-            etag=obj.etag or "",
-        )
+        return _info_of(key, await self._call("stat", key, self._client.stat_object, self.bucket, key))
 
     async def delete(self, key: str) -> bool:
         """Delete the object; see :meth:`framework.storage.Storage.delete` (a HEAD tells whether it existed)."""
@@ -332,8 +320,7 @@ class S3Storage:
         return ObjectStream(info, start=start, length=count, read=read, release=release)
 
     def _empty_stream(self, key: str, start: int) -> ObjectStream:
-        obj = self._client.stat_object(self.bucket, key)
-        info = _info_from_headers(key, obj.size or 0, obj.metadata or {})
+        info = _info_of(key, self._client.stat_object(self.bucket, key))
         return ObjectStream(info, start=min(start, info.size), length=0, read=lambda _: b"", release=lambda: None)
 
     async def _call(self, op: str, key: str | None, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -356,6 +343,27 @@ class S3Storage:
         return StorageError(f"S3 {op} of {key!r} {where} failed: {code}: {exc.message}")
 
 
+def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """The user metadata among an object's headers: ``x-amz-meta-<name>`` as ``<name>`` (lower case)."""
+    return {
+        name.lower()[len(_META_PREFIX) :]: value
+        for name, value in headers.items()
+        if name.lower().startswith(_META_PREFIX)
+    }
+
+
+def _info_of(key: str, obj: Object) -> ObjectInfo:
+    """An object's info from minio's ``stat_object`` answer (a HEAD)."""
+    return ObjectInfo(
+        key=key,
+        size=obj.size or 0,
+        content_type=obj.content_type or DEFAULT_CONTENT_TYPE,
+        modified=obj.last_modified.timestamp() if obj.last_modified else 0.0,
+        metadata=_user_metadata(obj.metadata or {}),
+        etag=obj.etag or "",
+    )
+
+
 def _info_from_headers(key: str, size: int, headers: Mapping[str, str]) -> ObjectInfo:
     """An object's info from the headers of a GET or HEAD of it (``size`` is the whole object's)."""
     try:
@@ -367,10 +375,6 @@ def _info_from_headers(key: str, size: int, headers: Mapping[str, str]) -> Objec
         size=size,
         content_type=headers.get("Content-Type") or DEFAULT_CONTENT_TYPE,
         modified=modified,
-        metadata={
-            name.lower()[len(_META_PREFIX) :]: value
-            for name, value in headers.items()
-            if name.lower().startswith(_META_PREFIX)
-        },
+        metadata=_user_metadata(headers),
         etag=headers.get("ETag", "").replace('"', ""),
     )

@@ -41,17 +41,18 @@ out = io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), contextlib.suppress(SystemExit):
     main(sys.argv[1:])
 watched = ("framework.inspector", "framework.plugins.manager", "jinja2", "croniter", "rich", "redis", "asyncio",
-    "importlib.metadata", "structlog")
+    "importlib.metadata", "structlog", "PIL", "minio", "resend")
 loaded = [m for m in watched if m in sys.modules]
 cli = sorted(m for m in sys.modules if m.startswith("framework.cli."))
 print(json.dumps({"modules": cli, "loaded": loaded, "output": out.getvalue()}))
 """
 _HEAVY = ("framework.inspector", "jinja2", "croniter", "rich")
 """What ``--help`` and a worker never need: the inspector (redis, protobuf), the scaffold, cron parsing, tables."""
-_NOT_FOR_HELP = ("redis", "asyncio", "importlib.metadata", "structlog")
+_NOT_FOR_HELP = ("redis", "asyncio", "importlib.metadata", "structlog", "PIL", "minio", "resend")
 """What ``framework --help`` never imports, even with every installed plugin loaded: a plugin's module that adds
-commands imports what they run with when one runs (redis-py and asyncio were 110 ms of help), and the entry
-points are listed without ``importlib.metadata`` (30-50 ms to import)."""
+commands imports what they run with when one runs (redis-py and asyncio were 110 ms of help, Pillow, read by the
+images plugin's settings for one constant, 37 ms), and the entry points are listed without ``importlib.metadata``
+(30-50 ms to import)."""
 
 
 def _load(*argv: str) -> dict[str, Any]:

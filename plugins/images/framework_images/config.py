@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from framework_images.processing import MAX_SIDES
-
 if TYPE_CHECKING:
     from framework.settings import Settings
 
-__all__ = ("MIB", "PLUGIN_NAME", "ImageFormat", "ImagesConfig", "load_config")
+__all__ = ("MAX_SIDES", "MIB", "PLUGIN_NAME", "ImageFormat", "ImagesConfig", "load_config")
 
 PLUGIN_NAME = "images"
 """The plugin's entry-point name and the name of its settings section: ``[plugins.images]``."""
@@ -32,6 +30,12 @@ MIB = 1024 * 1024
 
 ImageFormat = Literal["webp", "jpeg"]
 """An output format of thumbnails."""
+
+MAX_SIDES: dict[str, int] = {"webp": 16383, "jpeg": 65500}
+"""Output format -> the longest side, in pixels, its encoder can write (libwebp's and libjpeg's limits).
+
+Here rather than in :mod:`framework_images.processing` so that reading the settings (``framework --help`` does,
+to list the plugin's commands) does not import Pillow."""
 
 _SIZE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _RESERVED_NAMES = frozenset({"original", "record"})

@@ -34,6 +34,7 @@ import msgspec
 from PIL import ExifTags, Image, ImageCms, ImageMath, UnidentifiedImageError
 
 from framework.errors import FrameworkError
+from framework_images.config import MAX_SIDES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -121,9 +122,6 @@ OUTPUT_FORMATS: dict[str, tuple[str, str, str]] = {
     "jpeg": ("JPEG", "image/jpeg", "jpg"),
 }
 """Output format -> (Pillow format, MIME type, extension)."""
-
-MAX_SIDES: dict[str, int] = {"webp": 16383, "jpeg": 65500}
-"""Output format -> the longest side, in pixels, its encoder can write (libwebp's and libjpeg's limits)."""
 
 MAX_ICC_BYTES = 64 * 1024
 """The largest ICC profile copied into thumbnails (sRGB's is about 3 KB, Display P3's under 1 KB)."""

@@ -20,7 +20,7 @@ import msgspec
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError  # noqa: A004
 
 from framework.broker.broker import RedisBroker
-from framework.client.options import resolve_options
+from framework.client.options import refusal, resolve_options
 from framework.client.prepared import UNPREPARED, PlainEnqueue, eligible, new_task_ids
 from framework.client.values import TaskCall, TaskInfo
 from framework.errors import EnqueueFailed, FrameworkError
@@ -46,7 +46,9 @@ _BulkCall: TypeAlias = "tuple[asyncio.Future[list[Any]], bytes, RespConnection, 
 
 def _refused(plain: PlainEnqueue, exc: ResponseError) -> EnqueueFailed:
     """The error of a task of a batch Redis refused before any was sent: not stored (it has no id yet)."""
-    error = EnqueueFailed(f"enqueue of a {plain.taskdef.type!r} task failed, nothing was stored: {exc}")
+    error = EnqueueFailed(
+        f"enqueue of a {plain.taskdef.type!r} task failed, nothing was stored: {refusal(exc, plain.opts.queue)}"
+    )
     error.__cause__ = exc
     return error
 

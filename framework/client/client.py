@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError  # noq
 from framework.broker.broker import RedisBroker
 from framework.client import workflows
 from framework.client.bulk import BulkEnqueue
-from framework.client.options import ResolvedOptions, resolve_options
+from framework.client.options import ResolvedOptions, refusal, resolve_options
 from framework.client.prepared import PREPARED_CACHE, UNPREPARED, PlainEnqueue, eligible, new_task_id, new_task_ids
 from framework.client.values import Job, TaskCall, TaskInfo
 from framework.client.waiting import Outcome, Waiters
@@ -306,7 +306,7 @@ class Client:
         if isinstance(code, ConnectionError | TimeoutError | OSError):
             raise self._unreachable(code) from code
         if isinstance(code, BaseException):
-            raise EnqueueFailed(f"enqueue of task {info.id!r} failed: {code}") from code
+            raise EnqueueFailed(f"enqueue of task {info.id!r} failed: {refusal(code, info.queue)}") from code
         if code == 1:
             return info
         if code == 0:

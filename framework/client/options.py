@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from framework.errors import InvalidOption
+from framework.protocol.keys import cluster_slot_problem
 from framework.settings import MAX_PAYLOAD_SIZE
 from framework.task import EnqueueOptions
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from framework.settings import Settings
     from framework.task import TaskDef
 
-__all__ = ("DEFAULT_MAX_RETRY", "DEFAULT_TIMEOUT", "ResolvedOptions", "resolve_options")
+__all__ = ("DEFAULT_MAX_RETRY", "DEFAULT_TIMEOUT", "ResolvedOptions", "refusal", "resolve_options")
 
 DEFAULT_MAX_RETRY = 25
 DEFAULT_TIMEOUT = 1800
@@ -303,3 +304,17 @@ def resolve_options(
         headers=_headers(options.get("headers"), settings.max_payload_size if settings else MAX_PAYLOAD_SIZE),
         group=group,
     )
+
+
+def refusal(error: BaseException, queue: str) -> str:
+    """Redis's refusal of an enqueue into ``queue``, as an error message tells it (a Cluster's slot refusal explained).
+
+    A Cluster answers ``CROSSSLOT`` for a script whose declared keys span slots, and ``... non local key ...`` for
+    one that reaches a key of another slot from Lua.
+    """
+    text = str(error)
+    if "CROSSSLOT" in text or "non local key" in text:
+        problem = cluster_slot_problem(queue)
+        if problem is not None:
+            return f"{text}: {problem}"
+    return text

@@ -27,6 +27,7 @@ __all__ = (
     "QueueKeys",
     "Schema",
     "WorkflowKeys",
+    "cluster_slot_problem",
     "day_stamp",
     "unique_digest",
 )
@@ -38,6 +39,23 @@ CORE_SEGMENTS = frozenset(
 )
 """The first segments of the framework's own ``<ext>:`` keys, which :meth:`Schema.ext_key` keeps from plugins."""
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def cluster_slot_problem(queue: str) -> str | None:
+    """Why the keys of ``queue`` would not share one Redis Cluster slot, or None when they do.
+
+    A key's hash tag runs from its first ``{`` to the first ``}`` after it, so the tag of ``asynq:{<queue>}:...``
+    is the queue name up to its first ``}``: every key of a queue shares it, unless the name starts with ``}``.
+    Then the tag is empty, Redis hashes each key whole, and every script on the queue fails with CROSSSLOT
+    (Go asynq's keys have the same shape). On one server or Sentinel such a name works.
+    """
+    if not queue.startswith("}"):
+        return None
+    return (
+        f"queue {queue!r} cannot be used on a Redis Cluster: a name starting with '}}' leaves its keys' hash tag "
+        "empty, so Redis hashes each key whole and a queue's keys land in different slots (CROSSSLOT); "
+        "use a queue name that does not start with '}'"
+    )
 
 
 def unique_digest(payload: bytes | None) -> str:

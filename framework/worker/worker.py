@@ -53,10 +53,11 @@ from framework.errors import ConfigError
 from framework.logging import configure_default_logging, configure_logging, flush_streams, get_logger
 from framework.plugins.calls import contributions_by_plugin
 from framework.plugins.lifecycle import fire_shutdown, fire_startup
-from framework.protocol.keys import Schema
+from framework.protocol.keys import Schema, cluster_slot_problem
 from framework.registry import Registry
 from framework.services import Services
 from framework.task import Middleware
+from framework.transport.cluster import is_cluster
 from framework.transport.connection import check_connection, open_listener, open_redis, resolve_redis_url
 from framework.transport.health import RedisHealth
 from framework.transport.lean.subscriber import Subscriber
@@ -240,6 +241,11 @@ class Worker:
         broker = RedisBroker(services.redis, services.schema, self.clock)
         if self.wrap_broker is not None:
             broker = self.wrap_broker(broker)
+        if is_cluster(services.redis):
+            for queue in s.queues:
+                problem = cluster_slot_problem(queue)
+                if problem is not None:
+                    raise ConfigError(f"setting queues: {problem}")
         await broker.register_queues(s.queues)
         await self._declare_limits(services)
         hook = self.pm.hook if self.pm is not None else None
@@ -337,8 +343,6 @@ class Worker:
         limited = sorted(task.type for task in self.registry if task.limits)
         if not limited:
             return
-        from framework.transport.cluster import is_cluster  # noqa: PLC0415 - only for workers with limits
-
         if is_cluster(services.redis):
             raise ConfigError(
                 f"task types {', '.join(limited)} declare limits, which need one Redis server (or Sentinel): on a "

@@ -79,6 +79,9 @@ _MAX_BACKOFF = 5.0
 UNKNOWN_TYPE_DELAYS = (5, 300)
 """Shortest and longest delay (s) before a task whose type has no handler here is offered again; in between,
 the delay is the time since it was first put back, so it roughly doubles each time."""
+UNKNOWN_TYPE_LOG_INTERVAL = 10.0
+"""Seconds between two ``task_type_unknown`` deferral lines of one task type in one queue (per process); the
+deferrals in between are counted in the next line's ``also_deferred``."""
 
 
 class InFlight:
@@ -205,6 +208,8 @@ class OutcomeWriter:
         self._delay_hook = has_impls(hook, "retry_delay_for")
         self._callers = {name: event_callers(hook, name) for name, on in self._events.items() if on and hook}
         """Each event's per-plugin callers, built once (the plugins of a running worker do not change)."""
+        self._unknown_lines: dict[tuple[str, str], list[float]] = {}
+        """(type, queue) -> [time of its last deferral line, deferrals since, not logged one by one]."""
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background, tracked until it ends (the processor waits for these on stop)."""
@@ -386,7 +391,10 @@ class OutcomeWriter:
         new code may enqueue a type that old workers do not know yet. So the task is not failed: it goes to
         the retry set (shown as *retry* by asynq's tools, with the reason as its error) without spending a
         retry or counting as processed or failed, as asynq does with an error that is not a failure, and it
-        is logged (``task_type_unknown``, warning, ``outcome="deferred"``) each time. The delay starts at 5 s
+        is logged (``task_type_unknown``, warning, ``outcome="deferred"``): the first deferral of a type in a queue
+        at once, then at most one line per :data:`UNKNOWN_TYPE_LOG_INTERVAL` seconds, whose ``also_deferred``
+        counts the deferrals since the previous line (a backlog of 20,000 such tasks, say during a rolling
+        deploy, made 20,000 lines each time it came round). The delay starts at 5 s
         and grows with the time since the task was first put back, up to 5 minutes
         (:data:`UNKNOWN_TYPE_DELAYS`). Once ``wait`` seconds have passed since then (the worker's
         ``unknown_type_wait``; 0 = at once), the worker that takes it archives it with the error
@@ -411,9 +419,7 @@ class OutcomeWriter:
         if due >= 0:
             self.release(inf)
             if due > 0:
-                self.log.warning(
-                    "task_type_unknown", **fields, error=msg.error_msg, outcome="deferred", retry_in=due - now
-                )
+                self._log_deferral(fields, msg.error_msg, due - now)
                 if self.on_retry is not None:
                     self.on_retry(due)
             return
@@ -424,6 +430,18 @@ class OutcomeWriter:
         self.log.error("task_type_unknown", **fields, error=msg.error_msg, outcome="archived")
         if await self._write(inf, lambda: archive(self.broker, inf.queue, inf.id, msg, data)):
             await self._fire("task_archived", inf.ctx, error)
+
+    def _log_deferral(self, fields: dict[str, str], error: str, retry_in: int) -> None:
+        """Log a deferral of a task of unknown type, or count it for the next line (see :meth:`unknown_type`)."""
+        now = time.monotonic()
+        key = (fields["type"], fields["queue"])
+        seen = self._unknown_lines.get(key)
+        if seen is not None and now - seen[0] < UNKNOWN_TYPE_LOG_INTERVAL:
+            seen[1] += 1
+            return
+        extra = {"also_deferred": int(seen[1])} if seen is not None and seen[1] else {}
+        self._unknown_lines[key] = [now, 0]
+        self.log.warning("task_type_unknown", **fields, error=error, outcome="deferred", retry_in=retry_in, **extra)
 
     def _delay_for(self, inf: InFlight, taskdef: TaskDef[Any] | None, error: BaseException) -> float:
         """The delay :meth:`_chosen_delay` picks; the default policy's when that one raises or gives no number.

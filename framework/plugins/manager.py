@@ -108,7 +108,21 @@ def app_plugins(settings: Settings | None = None) -> list[tuple[str, object]]:
         module = importlib.import_module(path)
     except ImportError as exc:
         raise PluginError(f"the app module {path!r} (setting app) cannot be imported: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # its own code failed: name it, and where, as a plugin's failure is
+        raise PluginError(
+            f"the app module {path!r} (setting app) failed while importing: {type(exc).__name__}: {exc}{_where(exc)}"
+        ) from exc
     return [(name, module)]
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at FILE:LINE)``: where ``exc`` was raised, when its text does not say (a SyntaxError's does)."""
+    if isinstance(exc, SyntaxError) or exc.__traceback__ is None:
+        return ""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
 
 
 def get_app_plugin_manager(settings: Settings) -> pluggy.PluginManager:

@@ -331,3 +331,28 @@ def test_an_app_module_that_cannot_be_registered_leaves_the_built_in_commands_us
     assert "Traceback" not in result.stderr
     assert "plugin 'app' cannot be registered" in result.stderr
     assert "reason" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('raise RuntimeError("no database url")', "RuntimeError: no database url (at "),
+        ('import sys\nsys.exit("missing licence key")', "SystemExit: missing licence key (at "),
+        ("x = (", "SyntaxError: '(' was never closed"),
+    ],
+)
+def test_an_app_module_whose_own_code_fails_stops_the_worker_naming_it_without_a_traceback(
+    redis_url: str, namespace: str, tmp_path: Path, body: str, error: str
+) -> None:
+    """Only an app module that could not be found was named; one whose code raised printed a raw traceback."""
+    (tmp_path / "fwfault_broken.py").write_text(body + "\n")
+    env = cli_env(redis_url, namespace, tmp_path / "data")
+    env["FRAMEWORK_APP"] = "fwfault_broken"
+    result = run_framework(env, tmp_path, "worker")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"error: the app module 'fwfault_broken' (setting app) failed while importing: {error}" in result.stderr
+    assert "fwfault_broken.py" in result.stderr  # where: the file (and line) of the user's code
+    debug = run_framework(env, tmp_path, "--debug", "worker")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr  # the whole story on request

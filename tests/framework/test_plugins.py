@@ -250,25 +250,31 @@ def test_a_throwaway_plugin_wheel_installed_with_pip_is_picked_up(tmp_path: Path
             """
         )
     )
+    # installed into a folder of its own, on the listing process's path only: installed into the environment
+    # the suite runs in, it was a plugin of every test process running meanwhile (its retry_delay_for answered
+    # their workers' retries)
+    target = tmp_path / "installed"
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", str(src)], check=True, timeout=180)
-    try:
-        env = {**os.environ, "FRAMEWORK_REDIS_URL": settings.redis_url}
-        listed = subprocess.run(
-            [sys.executable, "-m", "framework", "plugins", "--json"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert listed.returncode == 0, listed.stderr
-        rows = {row["name"]: row for row in json.loads(listed.stdout)}
-        assert rows["fwwheel"]["distribution"] == "framework-fwwheel"
-        assert rows["fwwheel"]["version"] == "0.0.1"
-        assert rows["fwwheel"]["contributes"]["task_types"] == ["wheel:task"]
-    finally:
-        subprocess.run([*pip, "uninstall", "-y", "framework-fwwheel"], check=True, timeout=120)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-build-isolation", "--target", str(target), str(src)],
+        check=True,
+        timeout=180,
+    )
+    env = {**os.environ, "FRAMEWORK_REDIS_URL": settings.redis_url}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH", "")]))
+    listed = subprocess.run(
+        [sys.executable, "-m", "framework", "plugins", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["fwwheel"]["distribution"] == "framework-fwwheel"
+    assert rows["fwwheel"]["version"] == "0.0.1"
+    assert rows["fwwheel"]["contributes"]["task_types"] == ["wheel:task"]
 
 
 CONFIG_PLUGIN = """

@@ -1,6 +1,6 @@
 """The cron scheduler: fires each entry once per tick however many replicas run.
 
-* :mod:`~framework.scheduler.scheduler`: ``Scheduler``, the loop and leadership.
+* :mod:`~framework.scheduler.scheduler`: ``Scheduler``, the firing loop (no leader: each tick is claimed once).
 * :mod:`~framework.scheduler.cron`: cron expressions and next fire times (pure).
 * :mod:`~framework.scheduler.loader`: entries from settings
   and plugins; :mod:`~framework.scheduler.resolved`: an entry bound to its task.

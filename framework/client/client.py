@@ -124,6 +124,9 @@ class Client:
         self._plain: dict[Any, PlainEnqueue | None] = {}
         """Prepared plain enqueues by task type, or by task type and call-site options (None: not plain)."""
         self._bulk = BulkEnqueue(self)
+        self._result_types: dict[str, TaskDef[Any]] = {}
+        """Task types this client enqueued through a definition with a result type: how :meth:`wait` decodes
+        their results when no ``taskdef`` is given and the registry does not know the type."""
         self._url = redact_url(url) if url else _describe_connection(redis)
         self.waiters = Waiters(redis, self.schema, poll_interval)
         """The outcome channels this client listens to while someone waits (:mod:`framework.client.waiting`)."""
@@ -174,6 +177,8 @@ class Client:
 
     def _resolve(self, task: TaskDef[Any] | str, payload: Any) -> tuple[str, TaskDef[Any] | None, bytes]:
         if isinstance(task, TaskDef):
+            if task.result is not None:
+                self._remember(task)
             return task.type, task, task.encode(payload)
         if not isinstance(task, str) or not task.strip():
             raise PayloadTypeError(f"a task must be a TaskDef or a non-blank type string, got {task!r}")
@@ -190,6 +195,19 @@ class Client:
             return task, None, _json.encode(payload)
         except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:  # ValueError: a lone surrogate
             raise PayloadTypeError(f"the payload of a {task!r} task cannot be encoded as JSON: {exc}") from exc
+
+    def _remember(self, taskdef: TaskDef[Any]) -> None:
+        """Keep ``taskdef`` as the definition of its type's results (at most ``PREPARED_CACHE`` types)."""
+        known = self._result_types
+        if known.get(taskdef.type) is not taskdef:
+            if len(known) >= PREPARED_CACHE:
+                known.clear()
+            known[taskdef.type] = taskdef
+
+    def _result_taskdef(self, task_type: str) -> TaskDef[Any] | None:
+        """The definition that decodes results of ``task_type``: the registry's, else one this client enqueued."""
+        taskdef = self.registry.get(task_type) if self.registry is not None else None
+        return taskdef if taskdef is not None else self._result_types.get(task_type)
 
     def _check_size(self, task_type: str, data: bytes) -> None:
         """Refuse a payload over the limit (:class:`~framework.errors.PayloadTooLarge`)."""
@@ -364,6 +382,8 @@ class Client:
     def _prepare_plain(self, taskdef: TaskDef[Any]) -> PlainEnqueue | None:
         """The fast path for ``taskdef`` without call-site options, or None when its defaults need the general one."""
         plain = None
+        if taskdef.result is not None:
+            self._remember(taskdef)
         if self.broker.lean is not None:
             opts = self._options(taskdef, {}, self.clock.now())
             if eligible(opts):
@@ -524,9 +544,10 @@ class Client:
         """Wait for a task's final outcome and return its result.
 
         The result is what the handler returned (stored as JSON in the task's ``result`` field), decoded
-        into the task's result type when the task type is known here (``taskdef``, or the client's registry
-        by the task's type), else as plain JSON (bytes that are not JSON come back as they are); None when
-        the task stored no result. A retry is not an outcome: the waiter sees the last attempt's.
+        into the task's result type when the task type is known here (``taskdef``, the client's registry by
+        the task's type, or a definition with a result type this client enqueued the type with), else as plain
+        JSON (bytes that are not JSON come back as they are); None when the task stored no result. A retry is
+        not an outcome: the waiter sees the last attempt's.
 
         What holds:
 
@@ -549,7 +570,8 @@ class Client:
             task: the :class:`TaskInfo` an enqueue returned, or a task id.
             queue: the task's queue, for a task id (a TaskInfo names its own).
             timeout: seconds to wait at most (None or infinity: no limit).
-            taskdef: the task's definition, to decode its result (default: looked up in the registry).
+            taskdef: the task's definition, to decode its result (default: looked up in the registry, then among
+                the definitions this client enqueued with).
 
         Raises:
             TaskFailed: the task was archived (retries exhausted, or a permanent failure); it carries the
@@ -568,8 +590,8 @@ class Client:
         self._check_open()
         limit = _wait_limit("timeout", timeout)
         task_id, queue = (task.id, task.queue) if isinstance(task, TaskInfo) else (task, queue)
-        if taskdef is None and isinstance(task, TaskInfo) and self.registry is not None:
-            taskdef = self.registry.get(task.type)
+        if taskdef is None and isinstance(task, TaskInfo):
+            taskdef = self._result_taskdef(task.type)
         watch = await self.waiters.watch(queue, task_id, limit)
         try:
             if not await self.waiters.check(watch, missing_is_outcome=False) and not watch.future.done():
@@ -755,8 +777,8 @@ class Client:
                 aggregate_id=outcome.detail,
             )
         msg = decode_message(outcome.msg) if outcome.msg else None
-        if taskdef is None and msg is not None and self.registry is not None:
-            taskdef = self.registry.get(msg.type)
+        if taskdef is None and msg is not None:
+            taskdef = self._result_taskdef(msg.type)
         if outcome.kind == "archived":
             error = msg.error_msg if msg is not None else ""
             kind = TaskCancelled if error.startswith(f"{TaskCancelled.__name__}:") else TaskFailed

@@ -54,6 +54,30 @@ async def test_a_typed_result_comes_back_decoded_and_is_stored_as_json(
     assert await redis.hget(schema.queue("default").task(info.id), "result") == b'{"doubled":10}'
 
 
+async def test_a_client_decodes_the_results_of_the_task_types_it_enqueued_without_being_told_the_type(
+    start: Any, redis_url: str, schema: Schema
+) -> None:
+    """A client without a registry (``Client.from_url``/``from_settings``) gave back the plain JSON of a result
+    whose type it had just enqueued with, so ``wait(info)`` needed ``taskdef=`` repeated."""
+    await start(TYPED, RETAINED)
+    async with Client.from_url(redis_url, schema=schema) as client, Client.from_url(redis_url, schema=schema) as other:
+        fast = await client.enqueue(RETAINED, In(n=1))  # the prepared path
+        general = await client.enqueue(RETAINED, In(n=2), max_retry=1)  # the general path
+        [bulk] = await client.enqueue_many([TaskCall(RETAINED, In(n=3))])
+        assert isinstance(bulk, TaskInfo)
+        assert await client.wait(fast, timeout=10) == Out(doubled=2)
+        assert await client.wait(general, timeout=10) == Out(doubled=4)
+        assert await client.wait(bulk.id, queue=bulk.queue, timeout=10) == Out(doubled=6)  # by id: the stored type
+        assert await other.wait(fast, timeout=10) == {"doubled": 2}  # never enqueued the type: plain JSON
+
+    def blocking() -> Any:
+        with SyncClient(redis_url, schema=schema) as sync:
+            info = sync.enqueue(RETAINED, In(n=4))
+            return sync.wait(info, timeout=10)
+
+    assert await asyncio.to_thread(blocking) == Out(doubled=8)
+
+
 async def anything(ctx: Any, p: In) -> Any:
     return {"n": p.n, "list": [p.n, "x"]} if p.n else [1, None]
 
@@ -176,13 +200,15 @@ async def test_a_timeout_raises_wait_timeout_and_leaves_the_task(client: Client)
         await client.apply(TYPED, In(), wait_timeout=0.2)
 
 
-async def test_waiting_after_the_fact_needs_a_retention(start: Any, client: Client) -> None:
+async def test_waiting_after_the_fact_needs_a_retention(start: Any, client: Client, redis_url: str) -> None:
     await start(TYPED, RETAINED)
     kept = await client.enqueue(RETAINED, In(n=1))
     gone = await client.enqueue(TYPED, In(n=1))
     await asyncio.sleep(1.0)  # both finished long ago
     assert await client.wait(kept, timeout=5, taskdef=RETAINED) == Out(doubled=2)
-    assert await client.wait(kept.id, queue="default", timeout=5) == {"doubled": 2}  # no TaskDef: plain JSON
+    assert await client.wait(kept.id, queue="default", timeout=5) == Out(doubled=2)  # the type it enqueued with
+    async with Client.from_url(redis_url, schema=client.schema) as stranger:  # knows no definition of the type
+        assert await stranger.wait(kept.id, queue="default", timeout=5) == {"doubled": 2}  # plain JSON
     with pytest.raises(TaskNotFound):
         await client.wait(gone, timeout=5)
 

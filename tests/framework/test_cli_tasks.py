@@ -451,3 +451,33 @@ async def test_limits_and_the_stats_limits_table(cli: Cli, start: Any, client: C
     assert "Queues" in ok(stats)
     assert isinstance(as_json(stats_json), list)  # the queues alone, as before
     gate.set()
+
+
+class _Customer(msgspec.Struct, frozen=True):
+    customer: str = ""
+
+
+async def test_a_keyed_limits_row_counts_its_keys_in_words_that_agree(cli: Cli, start: Any, client: Client) -> None:
+    """One key in use read "(1 keys)"."""
+    gate = asyncio.Event()
+
+    async def gated(ctx: Any, p: _Customer) -> None:
+        await gate.wait()
+
+    task = TaskDef("cli:keyed", _Customer, gated, limit=Limit(concurrency=1, key=lambda p: p.customer, name="cust"))
+    await start(task)
+    inspector = Inspector(client.redis, client.schema)
+
+    async def keys_in_use(n: int) -> bool:
+        [info] = await inspector.limits()
+        return info.keys == n
+
+    try:
+        await client.enqueue(task, _Customer("acme"))
+        await wait_until(lambda: keys_in_use(1))
+        assert "cust (1 key)" in ok(await asyncio.to_thread(cli, "tasks", "limits"))
+        await client.enqueue(task, _Customer("globex"))
+        await wait_until(lambda: keys_in_use(2))
+        assert "cust (2 keys)" in ok(await asyncio.to_thread(cli, "tasks", "limits"))
+    finally:
+        gate.set()

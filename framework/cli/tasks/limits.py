@@ -27,7 +27,7 @@ def limits_table(infos: Sequence[LimitInfo]) -> Table:
         cap = str(info.concurrency or "-") + (" per key" if info.keyed and info.concurrency else "")
         in_use = f"{info.in_use}/{info.concurrency}" if info.concurrency and not info.keyed else str(info.in_use)
         tbl.add_row(
-            info.name + (f" ({info.keys} keys)" if info.keyed else ""),
+            info.name + (f" ({info.keys} key{'' if info.keys == 1 else 's'})" if info.keyed else ""),
             rate,
             cap,
             in_use,

@@ -115,6 +115,9 @@ class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         region: S3 region.
         secure: use TLS to reach the endpoint.
         public_url: base URL under which the local backend's files are served.
+        connect_timeout: S3: seconds to wait for a connection to the endpoint.
+        read_timeout: S3: seconds to wait for the server's next bytes (an answer, or more of a body being
+            read). A call that waits longer fails with ``StorageUnavailable``.
     """
 
     backend: Literal["local", "s3"] = "local"
@@ -126,6 +129,8 @@ class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     region: str | None = None
     secure: bool = True
     public_url: str = "/storage"
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -318,6 +323,9 @@ def _validate(s: Settings) -> None:
             "must be at most 536870912 (512 MiB, Redis's limit)",
         )
     _check_number("unknown_type_wait", s.unknown_type_wait, 0, "must be a number of seconds >= 0")
+    for timeout in ("connect_timeout", "read_timeout"):
+        value, label = getattr(s.storage, timeout), f"storage.{timeout}"
+        _check_number("storage", value, 0, "must be a number of seconds > 0", above=True, label=label)
     if not 0 <= s.port <= 65535:
         raise _InvalidSetting("port", "port", s.port, "must be an integer from 0 to 65535")
     if s.redis_url is not None and not s.redis_url.startswith(_URL_SCHEMES):

@@ -23,6 +23,13 @@ A listing walks the folder as it is consumed, a page of objects at a time in a w
 entries of the folders on its current path only, and a caller that stops early never reads the rest. A file
 whose name is not UTF-8, or whose key would be longer than a key can be, is no object (no key names it) and
 is not listed, nor is a symlink loop: the key of one names no object.
+
+Every call agrees on what is an object: a regular file, reached through links or not. A key whose path leads
+nowhere (missing, a symlink loop, a broken link, a file where a folder should be) or names something else (a
+folder, a FIFO) has no object: ``get``, ``open`` and ``stat`` raise
+:class:`~framework.storage.base.ObjectNotFound` (never block on a FIFO, never report an outage) and ``delete``
+returns false, leaving that path alone. A ``put`` replaces a link at the key itself; a key below such a link
+(``loop/x``) raises :class:`~framework.storage.base.InvalidKey`, as a key below an object does.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import os
 import stat
 import tempfile
 import time
+from io import FileIO
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -125,9 +133,13 @@ def _leads_nowhere(exc: OSError) -> bool:
 
 
 def _file_in_the_way(folder: Path) -> bool:
-    """Whether ``folder`` or one of its parents exists as something other than a folder (an object's file)."""
+    """Whether ``folder`` or one of its parents exists as something other than a folder.
+
+    That is an object's file, or a link leading nowhere (a symlink loop, a broken link): no retry makes a folder
+    there, so the key cannot be stored.
+    """
     for path in (folder, *folder.parents):
-        if path.exists():
+        if os.path.lexists(path):
             return not path.is_dir()
     return False
 
@@ -338,7 +350,8 @@ class LocalStorage:
                 # found it there, then it was gone): only the first is the key's fault
                 if _file_in_the_way(folder):
                     raise InvalidKey(
-                        f"invalid object key {key!r}: a prefix of it is an object (local backend)"
+                        f"invalid object key {key!r}: a prefix of it is an object, or a link that leads nowhere "
+                        "(local backend)"
                     ) from exc
                 if attempt == _PLACE_ATTEMPTS - 1:
                     raise
@@ -358,19 +371,23 @@ class LocalStorage:
                     continue
 
     def _get_sync(self, key: str, max_size: int | None = None) -> bytes:
-        path, _ = self._paths(key)
-        try:
-            with path.open("rb") as f:
-                if max_size is None:
-                    return f.read()
-                size = os.fstat(f.fileno()).st_size  # puts replace the file whole: this one does not grow
-                if size > max_size:
-                    raise ObjectTooLarge(key, size, max_size)
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-            raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
+        file, st = self._open_file(key)
+        with file:
+            if max_size is None:
+                return file.read()
+            if st.st_size > max_size:  # puts replace the file whole: this one does not grow
+                raise ObjectTooLarge(key, st.st_size, max_size)
+            data = file.read(max_size + 1)  # a file grown by hand since is refused all the same
+            if len(data) > max_size:
+                raise ObjectTooLarge(key, len(data), max_size)
+            return data
 
-    def _open_sync(self, key: str, start: int, length: int | None) -> ObjectStream:
+    def _open_file(self, key: str) -> tuple[FileIO, os.stat_result]:
+        """Open the object's file for reading; :class:`ObjectNotFound` when the key's path names no regular file.
+
+        A path that leads nowhere (missing, a symlink loop, a file where a folder should be) and anything but a
+        regular file (a folder, a FIFO, a device) is no object, as :meth:`_stat_sync` and :meth:`_walk` say too.
+        """
         path, _ = self._paths(key)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO put there must not block
@@ -378,11 +395,18 @@ class LocalStorage:
             if not _leads_nowhere(exc):
                 raise
             raise ObjectNotFound(f"no object {key!r} in {self!r}") from exc
-        file = os.fdopen(fd, "rb", buffering=0)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode):  # checked before FileIO, which refuses a folder's fd (EISDIR)
                 raise ObjectNotFound(f"no object {key!r} in {self!r}")
+            return FileIO(fd, "rb"), st
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open_sync(self, key: str, start: int, length: int | None) -> ObjectStream:
+        file, st = self._open_file(key)
+        try:
             info = self._info(key, st)
             start = min(start, st.st_size)
             count = st.st_size - start if length is None else min(length, st.st_size - start)
@@ -430,8 +454,12 @@ class LocalStorage:
     def _delete_sync(self, key: str) -> bool:
         path, meta_path = self._paths(key)
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a folder, a FIFO: no object, and not ours to remove
+                return False
             path.unlink()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        except OSError as exc:  # missing, or a symlink loop: no object, as stat says (the link stays, as a put
+            if not _leads_nowhere(exc):  # over it replaces it)
+                raise
             return False
         meta_path.unlink(missing_ok=True)
         self._prune(path.parent, self.objects_dir)
@@ -473,6 +501,8 @@ class LocalStorage:
                     except OSError as exc:  # deleted while listing, or a symlink loop
                         if not _leads_nowhere(exc):
                             raise
+                        continue
+                    if not stat.S_ISREG(st.st_mode):  # a FIFO, a socket, a device: no object, as stat says
                         continue
                     yield ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
             else:

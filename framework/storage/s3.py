@@ -3,8 +3,15 @@
 ``minio`` is an optional dependency of the core (``pip install "framework[s3]"``); this module is
 imported only when ``storage.backend = "s3"``. The client is synchronous, so every call runs in a
 worker thread. Its HTTP pool retries a failed request twice (connection errors and 5xx) with a short
-backoff and gives up after a 5 s connect / 60 s read timeout; longer outages surface as
-:class:`~framework.storage.base.StorageUnavailable` and are the task queue's to retry.
+backoff; longer outages surface as :class:`~framework.storage.base.StorageUnavailable` and are the task
+queue's to retry.
+
+A stalled server never holds a call for ever: a connection not made within ``storage.connect_timeout``
+(5 s by default), or an answer, or the next bytes of a body being read, not received within
+``storage.read_timeout`` (60 s) fails the call, or the :class:`~framework.storage.base.ObjectStream`'s read,
+with ``StorageUnavailable`` naming the endpoint, the operation and the timeout. A timeout is not retried at
+once (a stalled server would hold the call three times as long): the read timeout bounds each wait, not a
+whole transfer, so a large download that keeps moving is never cut.
 
 The bucket is created on first use only when a write finds it missing (``NoSuchBucket``): a
 development convenience that costs nothing when the bucket exists and never needs the
@@ -21,7 +28,7 @@ import os
 import time
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 from urllib.parse import urlsplit
 
 import certifi
@@ -29,6 +36,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import check_bucket_name
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 
 from framework.errors import ConfigError
 from framework.storage.base import (
@@ -47,8 +55,11 @@ from framework.storage.base import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+    from types import TracebackType
 
     from minio.datatypes import Object
+    from urllib3.connectionpool import ConnectionPool
+    from urllib3.response import BaseHTTPResponse
 
     from framework.settings import Settings
 
@@ -70,6 +81,36 @@ def _take(it: Iterator[_T], n: int) -> builtins.list[_T]:
     return builtins.list(itertools.islice(it, n))
 
 
+def _timeout(exc: BaseException) -> ReadTimeoutError | ConnectTimeoutError | None:
+    """The timeout ``exc`` is (or that made urllib3 give up), if it is one; a refused connection is none."""
+    reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+    if isinstance(reason, ReadTimeoutError):
+        return reason
+    if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
+        return reason  # urllib3's NewConnectionError (refused, no route, DNS) subclasses ConnectTimeoutError
+    return None
+
+
+class _Retry(urllib3.Retry):
+    """urllib3's retries (connection errors, 5xx answers), except that a timeout is raised at once.
+
+    A server that accepts and then says nothing would otherwise hold a call for every retry's timeout in turn.
+    """
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if error is not None and _timeout(error) is not None:
+            raise error.with_traceback(_stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 class S3Storage:
     """Objects in one bucket of an S3-compatible server.
 
@@ -83,8 +124,8 @@ class S3Storage:
         secure: use TLS.
         create_bucket: create the bucket when a write finds it missing.
         connect_timeout: seconds to wait for a connection.
-        read_timeout: seconds to wait for a response.
-        retries: retries of one request on connection errors and 5xx answers.
+        read_timeout: seconds to wait for an answer, and for each next part of a body being read.
+        retries: retries of one request on connection errors and 5xx answers (never after a timeout).
     """
 
     def __init__(
@@ -116,12 +157,13 @@ class S3Storage:
         self.bucket = bucket
         self._region = region
         self._create_bucket = create_bucket
+        self._timeouts = {"connect": connect_timeout, "read": read_timeout}
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             maxsize=16,
             cert_reqs="CERT_REQUIRED",
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-            retries=urllib3.Retry(total=retries, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+            retries=_Retry(total=retries, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         )
         self._client = Minio(
             endpoint,
@@ -150,6 +192,8 @@ class S3Storage:
             session_token=env.get("AWS_SESSION_TOKEN"),
             region=s.region or env.get("AWS_REGION") or None,
             secure=s.secure,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
         )
 
     def __repr__(self) -> str:
@@ -201,8 +245,9 @@ class S3Storage:
 
     async def delete(self, key: str) -> bool:
         """Delete the object; see :meth:`framework.storage.Storage.delete` (a HEAD tells whether it existed)."""
+        validate_key(key)
         try:
-            await self.stat(key)
+            await self._call("delete", key, self._client.stat_object, self.bucket, key)
         except ObjectNotFound:
             return False
         await self._call("delete", key, self._client.remove_object, self.bucket, key)
@@ -311,7 +356,7 @@ class S3Storage:
             try:
                 return bytes(response.read(amount, decode_content=False))  # the bytes as stored, as S3 counts them
             except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise StorageUnavailable(f"S3 read of {key!r} at {self.endpoint} failed: {exc}") from exc
+                raise self._unavailable("read", key, exc) from exc
 
         def release() -> None:
             response.close()  # closes the connection unless the body was read whole (then it is pooled already)
@@ -329,7 +374,19 @@ class S3Storage:
         except S3Error as exc:
             raise self._translate(op, key, exc) from exc
         except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"S3 {op} of {key!r} at {self.endpoint} failed: {exc}") from exc
+            raise self._unavailable(op, key, exc) from exc
+
+    def _unavailable(self, op: str, key: str | None, exc: BaseException) -> StorageUnavailable:
+        """The error of a call that could not reach the server, timed out, or lost its connection."""
+        timeout = _timeout(exc)
+        if timeout is None:
+            return StorageUnavailable(f"S3 {op} of {key!r} at {self.endpoint} failed: {exc}")
+        kind = "read" if isinstance(timeout, ReadTimeoutError) else "connect"
+        what = "the server sent nothing for" if kind == "read" else "no connection within"
+        return StorageUnavailable(
+            f"S3 {op} of {key!r} at {self.endpoint} timed out: {what} {self._timeouts[kind]:g} s "
+            f"(setting storage.{kind}_timeout)"
+        )
 
     def _translate(self, op: str, key: str | None, exc: S3Error) -> StorageError:
         code = exc.code or ""

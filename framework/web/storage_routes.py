@@ -22,7 +22,16 @@ answers ``304 Not Modified`` without the bytes, so a browser revalidating its co
 again.
 
 The bytes are streamed from the store a chunk at a time (:meth:`~framework.storage.Storage.open`), never
-held whole in memory; a client that goes away mid-download has the file or S3 connection released.
+held whole in memory; a client that goes away mid-download has the file or S3 connection released. So does
+a client that keeps its connection open but stops reading: once it has taken nothing for ``send_timeout``
+seconds (:data:`SEND_TIMEOUT_SECONDS` by default, see :func:`storage_router`), the download is given up
+(``storage_route_client_stalled`` in the log) and the connection closed, the body cut short.
+
+A plain ``GET`` (no ``Range``, ``If-None-Match`` or ``If-Modified-Since``) opens the object and takes its
+headers from what it opened: one look at the store. Any other request looks first (``stat``), so that a
+``HEAD``, a ``304`` or a ``416`` opens nothing; a ``GET`` then opens the version it looked at, and looks
+again if a put replaced it in between, so headers and bytes always come from one version of the object.
+
 Answers say ``Accept-Ranges: bytes``, and a ``GET`` may ask for one byte range (video seeking, resumed
 downloads), checked after the ``304`` conditions:
 
@@ -63,6 +72,7 @@ URLs, which point at the S3 server itself. The router itself serves any :class:`
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from email.utils import formatdate, parsedate_to_datetime
@@ -94,11 +104,11 @@ from framework.storage import (
 )
 
 if TYPE_CHECKING:
-    from litestar.types import Receive, Scope, Send
+    from litestar.types import Message, Receive, Scope, Send
 
     from framework.storage import ObjectInfo, ObjectStream, Storage
 
-__all__ = ("INLINE_TYPES", "RETRY_AFTER_SECONDS", "STORAGE_CSP", "storage_router")
+__all__ = ("INLINE_TYPES", "RETRY_AFTER_SECONDS", "SEND_TIMEOUT_SECONDS", "STORAGE_CSP", "storage_router")
 
 INLINE_TYPES = frozenset(
     {
@@ -128,6 +138,11 @@ _OPEN_ATTEMPTS = 3
 RETRY_AFTER_SECONDS = 10
 """``Retry-After`` of a ``503``: long enough for the S3 client's own retries and a restarting store, short enough
 that a browser or proxy retrying once does not give up on a blip."""
+SEND_TIMEOUT_SECONDS = 60.0
+"""How long a download waits for its client to take the next chunk (the default of ``storage_router``'s
+``send_timeout``): longer than any pause of a live client, short enough that a client that stopped reading but
+keeps its connection open does not hold the object's file or S3 connection for long. A chunk is up to 256 KiB
+(:data:`~framework.storage.base.CHUNK_SIZE`), so a client slower than about 4 KiB/s is given up too."""
 _log = get_logger("framework.web.storage_routes")
 
 
@@ -244,18 +259,38 @@ def _requested_key(request: Request[Any, Any, Any], prefix: str) -> str:
     return path[len(prefix) + 1 :] if path.startswith(prefix + "/") else ""
 
 
+class _ClientStalled(Exception):
+    """The client took none of the answer for ``send_timeout`` seconds."""
+
+
 class _ObjectResponse(ASGIStreamingResponse):
-    """Streams an opened object and closes it however the answer ends: sent, failed or the client gone."""
+    """Streams an opened object and closes it however the answer ends: sent, failed, the client gone or stalled.
 
-    __slots__ = ("stream",)
+    The ASGI server has no send timeout: a client that keeps its connection open and reads nothing blocks a
+    ``send`` for as long as it likes (once the socket buffers are full), holding the open file or S3 connection.
+    So each ``send`` that takes longer than ``send_timeout`` ends the answer early: the stream is closed, and the
+    app returns with the answer incomplete, for the server to close the connection.
+    """
 
-    def __init__(self, stream: ObjectStream, **kwargs: Any) -> None:
+    __slots__ = ("send_timeout", "stream")
+
+    def __init__(self, stream: ObjectStream, *, send_timeout: float, **kwargs: Any) -> None:
         super().__init__(iterator=stream, **kwargs)
         self.stream = stream
+        self.send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_or_give_up(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
+            except TimeoutError as exc:
+                raise _ClientStalled from exc
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_or_give_up)
+        except* _ClientStalled:
+            _log.info("storage_route_client_stalled", key=self.stream.info.key, seconds=self.send_timeout)
         finally:
             await self.stream.aclose()  # never waits: a read still running releases the source when done
 
@@ -283,26 +318,55 @@ def _same_object(opened: ObjectInfo, info: ObjectInfo) -> bool:
     return (opened.size, opened.modified, opened.etag) == (info.size, info.modified, info.etag)
 
 
-async def _found(store: Storage, prefix: str, request: Request[Any, Any, Any]) -> tuple[str, ObjectInfo]:
-    """The key the request names and its object's info; 400 for a key that is not one, 404 for no object."""
+def _key_of(request: Request[Any, Any, Any], prefix: str) -> str:
+    """The key the request names; 400 for a key that is not one, 404 for no key at all."""
     key = _requested_key(request, prefix)
     if not key:
         raise NotFoundException(detail="no object here")
     try:
-        validate_key(key)
+        return validate_key(key)
     except InvalidKey as exc:
         raise ClientException(detail=str(exc)) from exc
+
+
+async def _stat(store: Storage, key: str) -> ObjectInfo:
     try:
-        return key, await store.stat(key)
+        return await store.stat(key)
     except (ObjectNotFound, InvalidKey) as exc:  # InvalidKey here: the backend's reserved folder
         raise NotFoundException(detail=f"no object {key!r}") from exc
 
 
-async def _answer(store: Storage, prefix: str, request: Request[Any, Any, Any], *, is_head: bool) -> ASGIResponse:
-    """The answer to a GET or HEAD: 304, 416, or the object (whole, 200, or one range of it, 206)."""
-    key = ""
+async def _open(store: Storage, key: str, start: int = 0, length: int | None = None) -> ObjectStream:
+    try:
+        return await store.open(key, start=start, length=length)
+    except (ObjectNotFound, InvalidKey) as exc:  # InvalidKey here: the backend's reserved folder
+        raise NotFoundException(detail=f"no object {key!r}") from exc
+
+
+def _decided_by_the_object(request: Request[Any, Any, Any]) -> bool:
+    """Whether what to answer depends on the object's info (a ``304``, a range, a ``416``), not only its bytes."""
+    return any(name in request.headers for name in ("range", "if-none-match", "if-modified-since"))
+
+
+async def _answer(
+    store: Storage, prefix: str, request: Request[Any, Any, Any], *, is_head: bool, send_timeout: float
+) -> ASGIResponse:
+    """The answer to a GET or HEAD: 304, 416, or the object (whole, 200, or one range of it, 206).
+
+    A plain GET opens the object and takes the headers from what it opened: one look at the store. A HEAD
+    looks (``stat``) only, and a GET whose answer depends on the object's info looks first, so that a ``304``
+    or ``416`` opens nothing, then opens the version it looked at (or looks again if a put replaced it).
+    """
+    key = _key_of(request, prefix)
+    if not is_head and not _decided_by_the_object(request):
+        stream = await _open(store, key)
+        media_type, headers = _object_headers(key, stream.info, _validators(stream.info)[1])
+        headers["Content-Length"] = str(stream.length)
+        return _ObjectResponse(
+            stream, send_timeout=send_timeout, status_code=HTTP_200_OK, headers=headers, media_type=media_type
+        )
     for _ in range(_OPEN_ATTEMPTS):
-        key, info = await _found(store, prefix, request)
+        info = await _stat(store, key)
         tag, headers = _validators(info)
         if _not_modified(request, tag, info.modified):  # no Content-Length: a server would wait for the bytes
             return ASGIResponse(status_code=HTTP_304_NOT_MODIFIED, headers=headers)
@@ -321,12 +385,11 @@ async def _answer(store: Storage, prefix: str, request: Request[Any, Any, Any], 
         status = HTTP_200_OK if part is None else HTTP_206_PARTIAL_CONTENT
         if is_head:
             return ASGIResponse(status_code=status, headers=headers, media_type=media_type, is_head_response=True)
-        try:
-            stream = await store.open(key, start=start, length=length)
-        except (ObjectNotFound, InvalidKey) as exc:  # deleted since the stat
-            raise NotFoundException(detail=f"no object {key!r}") from exc
+        stream = await _open(store, key, start, length)  # 404: deleted since the stat
         if _same_object(stream.info, info) and stream.length == length:
-            return _ObjectResponse(stream, status_code=status, headers=headers, media_type=media_type)
+            return _ObjectResponse(
+                stream, send_timeout=send_timeout, status_code=status, headers=headers, media_type=media_type
+            )
         await stream.aclose()  # replaced since the stat: its size, dates and ranges are the new object's
     raise HTTPException(
         status_code=HTTP_503_SERVICE_UNAVAILABLE,
@@ -352,12 +415,14 @@ def _store_failed(request: Request[Any, Any, Any], exc: StorageError) -> Respons
     return Response({"status_code": status, "detail": detail}, status_code=status, headers=headers)
 
 
-def storage_router(store: Storage, path: str) -> Router:
+def storage_router(store: Storage, path: str, *, send_timeout: float = SEND_TIMEOUT_SECONDS) -> Router:
     """Build the route serving ``store``'s objects at ``path`` (``GET`` and ``HEAD``).
 
     Args:
         store: the store whose objects are served (the app mounts it for the local backend).
         path: the URL prefix (``settings.storage.public_url``).
+        send_timeout: seconds a download waits for its client to take the next chunk before it gives up,
+            closing the object and the connection.
 
     Returns:
         A router to add to the app.
@@ -368,6 +433,7 @@ def storage_router(store: Storage, path: str) -> Router:
     @route("/{key:path}", http_method=[HttpMethod.GET, HttpMethod.HEAD], name="storage", include_in_schema=False)
     async def serve_object(request: Request[Any, Any, Any]) -> ASGIResponse:
         """Download one stored object or one byte range of it (``GET``), or its headers (``HEAD``)."""
-        return await _answer(store, prefix, request, is_head=request.method == HttpMethod.HEAD)
+        is_head = request.method == HttpMethod.HEAD
+        return await _answer(store, prefix, request, is_head=is_head, send_timeout=send_timeout)
 
     return Router(path=prefix, route_handlers=[serve_object], exception_handlers={StorageError: _store_failed})

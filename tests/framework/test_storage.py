@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import socket
@@ -475,6 +476,39 @@ async def test_local_symlink_loops_are_no_objects(tmp_path: Path) -> None:
             await store.open(key)
 
 
+async def test_local_paths_that_name_no_object_are_no_object_for_every_call(tmp_path: Path) -> None:
+    """``get`` took a symlink loop for an outage (StorageUnavailable, which a retry never cures) and blocked its
+    thread for ever on a FIFO; ``delete`` removed such a link and said there had been an object; a ``put`` below
+    one gave up as an outage after its retries. ``stat``, ``open`` and ``list`` already said: no object."""
+    store = LocalStorage(tmp_path)
+    await store.put("a/x", b"1")
+    os.symlink("loop", tmp_path / "a" / "loop")
+    os.symlink("twin", tmp_path / "a" / "ring")
+    os.symlink("ring", tmp_path / "a" / "twin")
+    os.symlink("nothing-here", tmp_path / "a" / "broken")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    os.mkdir(tmp_path / "a" / "folder")
+    odd = sorted(os.listdir(tmp_path / "a"))
+    for key in ("a/loop", "a/ring", "a/broken", "a/fifo", "a/folder", "a/loop/deeper", "a/broken/deeper"):
+        for call in (store.get, functools.partial(store.get, max_size=1), store.stat, store.open):
+            with pytest.raises(ObjectNotFound, match=key):
+                await asyncio.wait_for(call(key), 10)
+        assert await store.delete(key) is False
+    assert sorted(os.listdir(tmp_path / "a")) == odd  # delete leaves what is no object alone
+    assert [info.key async for info in store.list()] == ["a/x"]
+    for key in ("a/loop/deeper", "a/broken/deeper", "a/fifo/deeper"):  # no retry could make a folder there
+        with pytest.raises(InvalidKey, match="a prefix of it is an object, or a link that leads nowhere"):
+            await store.put(key, b"2")
+    for key in ("a/loop", "a/ring", "a/broken", "a/fifo"):  # a put at the key replaces what was there
+        await store.put(key, key.encode(), content_type="text/plain")
+        assert await store.get(key) == key.encode()
+        assert (await store.stat(key)).content_type == "text/plain"
+        assert await store.delete(key) is True
+        with pytest.raises(ObjectNotFound):
+            await store.get(key)
+    assert await store.get("a/x", max_size=1) == b"1"
+
+
 def _make_deep_tree(top: Path, levels: int, segment: str) -> None:
     """Folders ``levels`` deep under ``top``, each named ``segment``, with a file ``f`` in each (relative steps:
     the whole path may be longer than the system accepts)."""
@@ -646,6 +680,145 @@ async def test_s3_unreachable_server_is_unavailable_quickly(s3_bucket: str) -> N
         [info async for info in store.list()]
     assert time.monotonic() - started < 10
     await store.close()
+
+
+class _StalledS3:
+    """A TCP server on a free loopback port that accepts connections and then stalls: it answers nothing, or
+    (with ``answer``) sends the head of an answer and the first bytes of its body, and nothing more."""
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.endpoint = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            self._open.append(conn)
+            if self.answer:
+                conn.settimeout(5)
+                conn.recv(65536)  # the request (its head, at least)
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in (*self._open, self._listener):
+            sock.close()
+
+
+@pytest.fixture
+def stalled_s3() -> Iterator[_StalledS3]:
+    server = _StalledS3()
+    yield server
+    server.close()
+
+
+_HEAD_THEN_STALL = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\nETag: "e"\r\n'
+    b"Last-Modified: Mon, 07 Dec 2026 10:00:00 GMT\r\n\r\n" + b"x" * 10
+)
+
+
+def _stalled_store(endpoint: str, *, connect_timeout: float = 5.0, read_timeout: float = 60.0) -> S3Storage:
+    return S3Storage(
+        endpoint=endpoint,
+        bucket="some-bucket",
+        secure=False,
+        region="us-east-1",
+        access_key="k",
+        secret_key="s",
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+
+
+async def test_s3_a_server_that_never_answers_times_out_each_call_once(stalled_s3: _StalledS3) -> None:
+    """The pool's default 60 s read timeout could not be changed from the settings, and urllib3 retried a timed-out
+    request twice, so a call to a stalled server took three read timeouts. Now one, named in the error."""
+    settings = Settings(
+        storage=StorageSettings(
+            backend="s3",
+            endpoint=stalled_s3.endpoint,
+            bucket="some-bucket",
+            region="us-east-1",
+            secure=False,
+            access_key="k",
+            secret_key="s",
+            read_timeout=0.4,
+        )
+    )
+    store = open_storage(settings)
+    calls = {
+        "get": lambda: store.get("a/b"),
+        "stat": lambda: store.stat("a/b"),
+        "put": lambda: store.put("a/b", b"x"),
+        "open": lambda: store.open("a/b", start=3),
+        "delete": lambda: store.delete("a/b"),
+        "check": store.check,
+    }
+    for op, call in calls.items():
+        pattern = rf"S3 {op} of .* at {stalled_s3.endpoint} timed out: the server sent nothing for 0\.4 s \(setting "
+        with pytest.raises(StorageUnavailable, match=pattern + r"storage\.read_timeout\)"):
+            await asyncio.wait_for(call(), 30)
+    with pytest.raises(StorageUnavailable, match=rf"S3 list of '' at {stalled_s3.endpoint} timed out"):
+        await asyncio.wait_for(anext(aiter(store.list())), 30)
+    assert stalled_s3.accepted == len(calls) + 1  # one request each: a timeout is not retried
+    await store.close()
+
+
+async def test_s3_a_body_that_stops_coming_times_out_the_read(stalled_s3: _StalledS3) -> None:
+    stalled_s3.answer = _HEAD_THEN_STALL
+    store = _stalled_store(stalled_s3.endpoint, read_timeout=0.4)
+    with pytest.raises(StorageUnavailable, match=rf"S3 get of 'a/b' at {stalled_s3.endpoint} timed out"):
+        await asyncio.wait_for(store.get("a/b"), 30)
+    stream = await asyncio.wait_for(store.open("a/b"), 30)  # the head came: the object is open
+    assert (stream.length, stream.info.etag) == (1000, "e")
+    with pytest.raises(StorageUnavailable, match=r"S3 read of 'a/b' at .* timed out: the server sent nothing for 0\.4"):
+        await asyncio.wait_for(_read_all(stream), 30)
+    assert stream.closed  # the connection is released, not left to the stalled server
+    assert stalled_s3.accepted == 2
+    await store.close()
+
+
+async def test_s3_a_connection_never_made_times_out() -> None:
+    """A listener whose backlog is full: the kernel drops the SYNs, so the connection is never made."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        fillers = [socket.socket() for _ in range(4)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(listener.getsockname())
+            store = _stalled_store(f"127.0.0.1:{listener.getsockname()[1]}", connect_timeout=0.3)
+            pattern = (
+                r"S3 stat of 'a' at .* timed out: no connection within 0\.3 s \(setting storage\.connect_timeout\)"
+            )
+            with pytest.raises(StorageUnavailable, match=pattern):
+                await asyncio.wait_for(store.stat("a"), 30)
+            await store.close()
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_s3_timeouts_are_settings() -> None:
+    assert (StorageSettings().connect_timeout, StorageSettings().read_timeout) == (5.0, 60.0)
+    with pytest.raises(
+        ConfigError, match=r"setting storage\.read_timeout=0 is invalid: must be a number of seconds > 0"
+    ):
+        Settings(storage=StorageSettings(read_timeout=0))
+    with pytest.raises(ConfigError, match=r"storage\.connect_timeout=inf is invalid"):
+        Settings(storage=StorageSettings(connect_timeout=float("inf")))
 
 
 class _Always5xx(BaseHTTPRequestHandler):

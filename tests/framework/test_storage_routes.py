@@ -20,7 +20,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from framework.storage import LocalStorage, ObjectStream, Storage, local_objects_dir
+from framework.storage import LocalStorage, ObjectInfo, ObjectStream, Storage, local_objects_dir
 from framework.storage.s3 import S3Storage
 from framework.web.app import create_app
 from framework.web.storage_routes import INLINE_TYPES, RETRY_AFTER_SECONDS, STORAGE_CSP, storage_router
@@ -235,9 +235,14 @@ class _Tracked:
     def __init__(self, store: Storage) -> None:
         self.store = store
         self.streams: list[ObjectStream] = []
+        self.stats = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        self.stats += 1
+        return await self.store.stat(key)
 
     async def open(self, key: str, *, start: int = 0, length: int | None = None) -> ObjectStream:
         stream = await self.store.open(key, start=start, length=length)
@@ -472,6 +477,63 @@ async def test_a_client_hanging_up_mid_download_releases_the_object(
     assert (whole.status_code, whole.content == payload) == (200, True)
     part = await http.get("/storage/videos/big.mp4", headers={"Range": "bytes=4000000-4000009"})
     assert (part.status_code, part.content) == (206, payload[4_000_000:4_000_010])
+    await _all_closed(store)
+
+
+async def test_a_client_that_stops_reading_is_given_up_and_the_object_released(
+    ranged: tuple[httpx.AsyncClient, _Tracked],
+) -> None:
+    """A client that asked for a large object and never read it, keeping its connection open, held the file (or
+    the S3 connection) for as long as it liked: the server's send waited for it for ever."""
+    _, store = ranged
+    payload = random.Random(7).randbytes(16 * 1024 * 1024)  # more than the socket buffers on both ends hold
+    await store.put("videos/big.mp4", payload, content_type="video/mp4")
+    app = Litestar(route_handlers=[storage_router(cast("Storage", store), "/storage", send_timeout=0.5)])
+    loop = asyncio.get_running_loop()
+    async with serve(app) as base:
+        url = httpx.URL(base)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's sends block
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (url.host, url.port))
+            request = f"GET /storage/videos/big.mp4 HTTP/1.1\r\nHost: {url.host}\r\n\r\n"
+            await loop.sock_sendall(sock, request.encode("latin-1"))
+            while not store.streams:  # the download started ...
+                await asyncio.sleep(0.02)
+            await _all_closed(store)  # ... and was given up while the client still holds its connection
+            if isinstance(store.store, LocalStorage):
+                target = str(store.store.objects_dir / "videos" / "big.mp4")
+                assert not [fd for fd in Path("/proc/self/fd").iterdir() if _points_to(fd, target)]
+            received = bytearray()
+            async with asyncio.timeout(60):  # the server closes the connection once the client takes what was sent
+                while data := await loop.sock_recv(sock, 1024 * 1024):
+                    received += data
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and f"content-length: {len(payload)}".encode() in head.lower()
+    assert 0 < len(body) < len(payload) and payload.startswith(body)  # cut short: the client can tell
+    assert len(store.streams) == 1
+
+
+async def test_a_plain_download_looks_at_the_store_once(ranged: tuple[httpx.AsyncClient, _Tracked]) -> None:
+    """A GET stat'ed the object, then opened it (two stats and two sidecar reads locally, a HEAD then a GET on
+    S3). Without a Range or validators it now only opens it, and takes its headers from what it opened."""
+    http, store = ranged
+    await store.put("pics/a.png", DIGITS, content_type="image/png", metadata={"owner": "ann"})
+    head = await http.head("/storage/pics/a.png")  # HEAD stats only
+    assert (store.stats, len(store.streams)) == (1, 0)
+    whole = await http.get("/storage/pics/a.png")
+    assert (whole.status_code, whole.content) == (200, DIGITS)
+    assert (store.stats, len(store.streams)) == (1, 1)
+    for name in ("content-type", "content-disposition", "content-length", "accept-ranges", "etag", "last-modified"):
+        assert whole.headers[name] == head.headers[name], name
+    _assert_safe_headers(whole)
+    part = await http.get("/storage/pics/a.png", headers={"Range": "bytes=1-2"})  # a range: stat, then open
+    assert (part.status_code, part.content, part.headers["etag"]) == (206, b"12", whole.headers["etag"])
+    assert (store.stats, len(store.streams)) == (2, 2)
+    await store.put("empty", b"", content_type="text/plain")
+    empty = await http.get("/storage/empty")
+    assert (empty.status_code, empty.content, empty.headers["content-length"]) == (200, b"", "0")
+    assert (await http.get("/storage/pics/none.png")).status_code == 404
     await _all_closed(store)
 
 

@@ -18,7 +18,7 @@ import structlog
 
 from framework import StashKey
 from framework.errors import ConfigError, PluginError, SkipRetry
-from framework_email.backends import OutboxBackend, ResendBackend, SmtpBackend
+from framework_email.backends import OutboxBackend
 from framework_email.config import EmailConfig, load_config
 from framework_email.message import parse_sender
 from framework_email.render import EmailRenderer
@@ -30,12 +30,22 @@ if TYPE_CHECKING:
 
 __all__ = ("BUILTIN_BACKENDS", "EMAIL_SERVICE", "EmailService", "collect_backends", "get_email_service")
 
-BUILTIN_BACKENDS: Mapping[str, BackendFactory] = {
-    "outbox": OutboxBackend.from_config,
-    "smtp": SmtpBackend.from_config,
-    "resend": ResendBackend.from_config,
-}
-"""The backends this plugin ships, by the name ``[plugins.email] backend`` selects them with."""
+
+def _smtp(config: EmailConfig, settings: Settings) -> EmailBackend:
+    from framework_email.backends.smtp import SmtpBackend  # noqa: PLC0415 - aiosmtplib only for this backend
+
+    return SmtpBackend.from_config(config, settings)
+
+
+def _resend(config: EmailConfig, settings: Settings) -> EmailBackend:
+    from framework_email.backends.resend import ResendBackend  # noqa: PLC0415 - resend (120 ms) only for this backend
+
+    return ResendBackend.from_config(config, settings)
+
+
+BUILTIN_BACKENDS: Mapping[str, BackendFactory] = {"outbox": OutboxBackend.from_config, "smtp": _smtp, "resend": _resend}
+"""The backends this plugin ships, by the name ``[plugins.email] backend`` selects them with; each one's library is
+imported when it is built, so a worker imports only the one it is configured with."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from PIL import ExifTags, Image, ImageCms, ImageMath, UnidentifiedImageError
 
-from framework.errors import FrameworkError
 from framework_images.config import MAX_SIDES
+from framework_images.errors import ImageError, ImageTooLarge, NotAnImage, TruncatedImage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -56,22 +56,6 @@ __all__ = (
     "make_thumbnails",
     "sniff",
 )
-
-
-class ImageError(FrameworkError, ValueError):
-    """The bytes cannot be made into thumbnails; permanent, the message says why."""
-
-
-class NotAnImage(ImageError):
-    """The bytes are not an image in a supported format."""
-
-
-class TruncatedImage(ImageError):
-    """The bytes start like an image but are cut short or corrupt."""
-
-
-class ImageTooLarge(ImageError):
-    """The image has more pixels than allowed (a possible decompression bomb)."""
 
 
 class SourceImage(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,7 +33,7 @@ from framework import StashKey, TaskDef
 from framework.errors import SkipRetry
 from framework.storage import ObjectNotFound, ObjectTooLarge, validate_key
 from framework_images.config import load_config
-from framework_images.processing import ImageError, SourceImage, Thumbnail, identify, make_thumbnails
+from framework_images.errors import ImageError
 from framework_images.storage import (
     ThumbnailFile,
     UploadRecord,
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from framework import Client, EnqueueOptions, Services, TaskContext, TaskInfo
     from framework.storage import Storage
     from framework_images.config import ImagesConfig
+    from framework_images.processing import SourceImage, Thumbnail
 
 __all__ = ("PROCESS_IMAGE", "ProcessImage", "handle_process_image", "process_image", "process_image_task")
 
@@ -94,7 +95,9 @@ def _state(services: Services) -> _State:
 
 
 def _render(data: bytes, config: ImagesConfig) -> tuple[SourceImage, list[Thumbnail]]:
-    """The Pillow work, run in a thread."""
+    """The Pillow work, run in a thread (Pillow is imported with the first image, not with the worker)."""
+    from framework_images.processing import identify, make_thumbnails  # noqa: PLC0415
+
     source = identify(data, max_pixels=config.max_pixels)
     thumbnails = make_thumbnails(
         data,

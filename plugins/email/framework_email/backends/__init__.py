@@ -5,6 +5,9 @@ Plugins add backends through the ``register_email_backends`` hook (see :mod:`fra
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from framework_email.backends.base import (
     BackendFactory,
     EmailBackend,
@@ -13,8 +16,10 @@ from framework_email.backends.base import (
     RecipientsRefused,
 )
 from framework_email.backends.outbox import OutboxBackend
-from framework_email.backends.resend import ResendBackend
-from framework_email.backends.smtp import SmtpBackend
+
+if TYPE_CHECKING:
+    from framework_email.backends.resend import ResendBackend
+    from framework_email.backends.smtp import SmtpBackend
 
 __all__ = (
     "BackendFactory",
@@ -26,3 +31,14 @@ __all__ = (
     "ResendBackend",
     "SmtpBackend",
 )
+
+_LAZY = {"ResendBackend": "framework_email.backends.resend", "SmtpBackend": "framework_email.backends.smtp"}
+"""Backends whose libraries load when they are first named: ``resend`` (with requests and httpx) was 120 ms of
+the start-up of every worker, most of which deliver through another backend."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

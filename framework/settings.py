@@ -181,6 +181,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         event_loop: the event loop of ``framework worker``/``scheduler``: ``auto`` (uvloop when installed),
             ``uvloop`` or ``asyncio``.
         cron: cron entries declared in settings.
+        cron_forget_after: seconds after the last time any scheduler ran an entry that its records go (its
+            ``<ext>:cron:entries`` record, last fired tick and ``<ns>:scheduler_history:<id>``): every running
+            scheduler removes them, so an entry taken out of the settings, or one whose name, spec, time zone or
+            task type changed (a new id), does not leave them for ever. More than 20 s (two scheduler
+            heartbeats); keep it longer than any scheduler stays down, whose ``run_missed`` entries would
+            otherwise have forgotten their last tick.
         plugins: per-plugin sections, decoded by :meth:`plugin_config`.
         load_plugins: only these plugins load (names); none means all.
         block_plugins: these plugins never load.
@@ -220,6 +226,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     limits: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     cron: list[CronEntrySettings] = msgspec.field(default_factory=list)
+    cron_forget_after: float = 30 * 24 * 3600.0
     plugins: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     load_plugins: list[str] | None = None
     block_plugins: list[str] = msgspec.field(default_factory=list)
@@ -375,6 +382,13 @@ def _validate_intervals(s: Settings) -> None:
     ):
         _check_number(field_name, getattr(s, field_name), 0, "must be a number of seconds > 0", above=True)
     _check_number("loop_block_threshold", s.loop_block_threshold, 0, "must be seconds >= 0 (0 = off)")
+    _check_number(
+        "cron_forget_after",
+        s.cron_forget_after,
+        20,
+        "must be a number of seconds > 20 (two scheduler heartbeats, or running entries would be forgotten)",
+        above=True,
+    )
     if s.heartbeat_interval >= 15:
         raise _InvalidSetting(
             "heartbeat_interval", "heartbeat_interval", s.heartbeat_interval, "must be < 15 s so 30 s leases stay valid"

@@ -63,12 +63,13 @@ class LimitOps(BrokerPart):
     """
 
     async def prune_limit_keys(self, name: str, cursor: str = "0", count: int = 500) -> tuple[str, int]:
-        """One page of a keyed limit's seen keys walked: those holding nothing any more are dropped.
+        """One page of a keyed limit's seen keys walked: dead slot holders dropped, then keys holding nothing.
 
         Returns the cursor to go on from ("0": walked through) and how many were dropped.
         """
         keys = self.schema.limit(name)
-        reply = await self.hot.evalsha(SCRIPTS["limit_prune_keys"], [keys.keys], [keys.key_prefix, cursor, count])
+        args: list[Any] = [keys.key_prefix, cursor, count, self.schema.ns, f"{self.clock.now() * 1000:.3f}"]
+        reply = await self.hot.evalsha(SCRIPTS["limit_prune_keys"], [keys.keys], args)
         nxt, dropped = reply
         return (nxt.decode() if isinstance(nxt, bytes) else str(nxt)), int(dropped)
 

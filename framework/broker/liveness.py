@@ -8,7 +8,9 @@ thread, so a worker whose event loop is busy still beats. Each call is one pipel
   holds extended to now + 30 s (``ZADD XX``, as asynq's heartbeat does: a lease lost meanwhile is never
   re-added) and its in-flight set of each such queue kept for :data:`~framework.broker.base.INFLIGHT_TTL`; the
   ids of finished tasks taken out of its in-flight sets (``dequeue.lua`` adds them); and, when given, asynq's
-  ``servers``/``workers`` records (:class:`ServerRecords`), so ``asynq server ls`` and asynqmon show the worker.
+  ``servers``/``workers`` records (:class:`ServerRecords`), so ``asynq server ls`` and asynqmon show the worker;
+  with them, the members of asynq's ``servers``/``workers`` ZSETs that expired as long ago as a record lives
+  are removed: a process killed without a clean stop leaves its member, which asynq never removes.
 * :meth:`Liveness.clear`: those records removed at a clean shutdown.
 """
 
@@ -93,6 +95,11 @@ class Liveness:
                 expires = int(now) + records.ttl
                 pipe.zadd(schema.servers, {self._server_key: expires})
                 pipe.zadd(schema.workers, {self._workers_key: expires})
+                # members of processes gone without a clean stop (SIGKILL, a lost host): asynq lists only the
+                # members not expired yet and never removes the others; one expired as long as it lived is dead
+                stale = int(now) - records.ttl
+                pipe.zremrangebyscore(schema.servers, "-inf", stale)
+                pipe.zremrangebyscore(schema.workers, "-inf", stale)
                 pipe.set(self._server_key, records.info, ex=records.ttl)
                 pipe.delete(self._workers_key)
                 if records.workers:

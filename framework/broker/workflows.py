@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = (
     "CANCEL_KEEP",
     "CHECK_BATCH",
+    "PRUNE_BATCH",
     "CheckPass",
     "LostStep",
     "StepSpec",
@@ -40,6 +41,7 @@ __all__ = (
     "WorkflowOps",
     "check_running",
     "claim_check",
+    "prune_index",
 )
 
 CANCEL_KEEP = 3600
@@ -256,6 +258,8 @@ CHECK_BATCH = 100
 """Running workflows one check looks at per home queue; the cursor takes the next ones on the next check."""
 CURSOR_TTL = 24 * 3600
 """Seconds the check cursor of a home queue outlives the last check (then the next check starts at the top)."""
+PRUNE_BATCH = 1000
+"""Entries of a home queue's index of workflows one check looks at for workflows whose records are gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,3 +356,32 @@ async def check_running(ops: WorkflowOps, home: str, *, limit: int = CHECK_BATCH
     following = 0 if len(ids) < limit else start + len(ids) - len(result.dropped)
     await _commands(ops, [("SET", cursor_key, following, "EX", CURSOR_TTL)])
     return result
+
+
+async def prune_index(ops: WorkflowOps, home: str, *, limit: int = PRUNE_BATCH) -> list[str]:
+    """Drop from ``home``'s index of workflows a page of entries whose workflow records are gone; returns their ids.
+
+    A workflow's records expire once it ended (after its ``retention`` or ``keep_failed``), but its entry in
+    ``<ext>:{home}:workflows`` would stay for ever: the index would grow with every workflow ever started. The
+    page starts at the stored cursor (a rank, :meth:`~framework.protocol.keys.QueueKeys.workflows_pruned`) and
+    holds at most ``limit`` entries, oldest first; the cursor then moves past it, back to the top after the
+    last page. The entries dropped leave the running index too, as in :func:`check_running`.
+    """
+    qk = ops.schema.queue(home)
+    index, cursor_key = qk.workflows(), qk.workflows_pruned()
+    (raw,) = await _commands(ops, [("GET", cursor_key)])
+    start = int(raw or 0)
+    (page,) = await _commands(ops, [("ZRANGE", index, start, start + limit - 1)])
+    if not page and start > 0:
+        start = 0
+        (page,) = await _commands(ops, [("ZRANGE", index, 0, limit - 1)])
+    ids = [_text(member) for member in page]
+    dropped: list[str] = []
+    if ids:
+        exists = await _commands(ops, [("EXISTS", qk.workflow(wid).meta) for wid in ids])
+        dropped = [wid for wid, found in zip(ids, exists, strict=True) if not int(found)]
+        if dropped:
+            await _commands(ops, [("ZREM", index, *dropped), ("ZREM", qk.workflows_running(), *dropped)])
+    following = 0 if len(ids) < limit else start + len(ids) - len(dropped)
+    await _commands(ops, [("SET", cursor_key, following, "EX", CURSOR_TTL)])
+    return dropped

@@ -241,6 +241,37 @@ class TaskActions(Part):
         """
         return await self._delete_all(queue, state, group, progress, _DELETED)
 
+    async def _forget_workflows(self, qk: QueueKeys) -> None:
+        """Drop the entries of expired workflows from a removed queue's workflow indexes, and its check keys.
+
+        Nothing else would: the workflow checkers look at the queues workers serve, and the cleanup plugin's
+        sweeper at the queues in ``<ns>:queues``. The entries of workflows whose records are still there (a
+        workflow whose steps run in other queues) stay, so it can still be listed and waited for.
+        """
+        for index in (qk.workflows(), qk.workflows_running()):
+            page: list[bytes] = []
+            async for member, _ in self._redis.zscan_iter(index, count=500):
+                page.append(_raw(member))
+                if len(page) >= 500:
+                    await self._drop_expired(qk, index, page)
+                    page = []
+            if page:
+                await self._drop_expired(qk, index, page)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in (qk.workflows_checked(), qk.workflows_cursor(), qk.workflows_pruned()):
+                pipe.delete(key)  # one key per DEL: redis-py's Cluster pipeline refuses more
+            await pipe.execute()
+
+    async def _drop_expired(self, qk: QueueKeys, index: str, ids: list[bytes]) -> None:
+        """Remove from ``index`` those of ``ids`` whose workflow records are gone."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.exists(_raw(qk.xprefix) + b"wf:" + wid)
+            found = await pipe.execute()
+        gone = [wid for wid, n in zip(ids, found, strict=True) if not n]
+        if gone:
+            await self._redis.zrem(index, *gone)
+
     async def _delete_all(
         self, queue: str, state: TaskState | str, group: str | None, progress: Progress | None, announcement: str
     ) -> int:
@@ -256,7 +287,8 @@ class TaskActions(Part):
         """Remove a queue: its keys and its name. Only an empty queue, unless ``force``.
 
         With ``force``, the waiters of the tasks deleted get :class:`~framework.errors.TaskDeleted` with
-        ``queue_removed`` set.
+        ``queue_removed`` set. The queue's indexes of the workflows whose home it was lose the entries of
+        workflows whose records are gone (see :meth:`_forget_workflows`).
         """
         qk = await self._ns.queue_keys(queue)
         if force:
@@ -270,5 +302,6 @@ class TaskActions(Part):
         if code == -1:
             hint = "" if force else "; use force to delete its tasks too"
             raise QueueNotEmpty(f"queue {queue!r} has tasks{hint}")
+        await self._forget_workflows(qk)
         if not await self._redis.srem(self._schema.all_queues, queue):
             raise QueueNotFound(f"queue {queue!r} does not exist (namespace {self._schema.ns!r})")

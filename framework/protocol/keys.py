@@ -226,6 +226,15 @@ class QueueKeys:
         """
         return f"{self.xprefix}workflows:cursor"
 
+    def workflows_pruned(self) -> str:
+        """STRING ``<ext>:{q}:workflows:pruned``: where the next prune of :meth:`workflows` resumes (a rank; expires).
+
+        The workflow checker reads a page of the index from here each interval and drops the entries whose
+        workflow records are gone (expired after the workflow ended), so the index does not keep every workflow
+        ever started.
+        """
+        return f"{self.xprefix}workflows:pruned"
+
     def workflow(self, workflow_id: str) -> WorkflowKeys:
         """The keys of workflow ``workflow_id``, whose home queue this is."""
         return WorkflowKeys(self, workflow_id)

@@ -6,6 +6,12 @@ the scheduler that enqueued a tick adds a ``SchedulerEnqueueEvent`` to ``<ns>:sc
 id>`` (at most 1000 kept). History and ``cron:last`` are written after the enqueue, so a scheduler killed
 in between leaves the task enqueued without its history event.
 
+**Forgetting** (ours): an entry taken out of the settings or the plugins, or one that changed (its id is a hash
+of its name, spec, time zone and task type), would leave its ``<ext>:cron:entries`` record, its
+``<ext>:cron:last`` tick and its history behind for good. Each heartbeat, a scheduler removes those three
+for every entry that no scheduler has published for ``cron_forget_after`` seconds (``seen_at``) and that
+has not fired for as long (:meth:`SchedulerRecords.forget`).
+
 Any client may write ``<ext>:cron:last``, so it is read with care: a value that is not a whole number of
 seconds within the years 1970 to 9998 (:func:`parse_tick`), or the key holding another type, reads as an entry
 that has not fired, and bad data there never stops a scheduler.
@@ -13,6 +19,7 @@ that has not fired, and bad data there never stops a scheduler.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -22,18 +29,20 @@ from framework.protocol.message import encode_enqueue_event, encode_scheduler_en
 from framework.scheduler.resolved import CLAIM_TTL_MIN
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from redis.asyncio import Redis
 
     from framework.protocol.keys import Schema
     from framework.scheduler.resolved import ResolvedEntry
 
-__all__ = ("ENTRIES_TTL", "HISTORY_MAX", "SchedulerRecords", "parse_tick")
+__all__ = ("ENTRIES_TTL", "FORGET_AFTER", "HISTORY_MAX", "SchedulerRecords", "parse_tick")
 
 HISTORY_MAX = 1000
 """Enqueue events kept per entry, as asynq keeps."""
 ENTRIES_TTL = 20
+FORGET_AFTER = 30 * 24 * 3600.0
+"""Default seconds after which the records of an entry no scheduler runs are removed (``cron_forget_after``)."""
 _MAX_TICK = 253_370_764_800
 """9999-01-01T00:00:00Z: a later tick cannot be shown as a date in every time zone."""
 
@@ -60,11 +69,13 @@ class SchedulerRecords:
     Args:
         schema: the key names of the namespace.
         key: this scheduler's ``SchedulerEntry`` list (``<ns>:schedulers:{<host>:<pid>:<uuid>}``).
+        forget_after: seconds after which the records of an entry nobody publishes or fires are removed.
     """
 
-    def __init__(self, schema: Schema, key: str) -> None:
+    def __init__(self, schema: Schema, key: str, forget_after: float = FORGET_AFTER) -> None:
         self.schema = schema
         self.key = key
+        self.forget_after = forget_after
 
     async def record(self, redis: Redis, e: ResolvedEntry, tick: int, task_id: str, now: float) -> None:
         """Write the enqueue event to asynq's history (capped at 1000) and the entry's last fired tick."""
@@ -126,6 +137,44 @@ class SchedulerRecords:
                 pipe.expire(self.key, ENTRIES_TTL)
                 pipe.hset(self.schema.cron_entries, mapping=ours)
             await pipe.execute()
+        await self.forget(redis, {e.id for e in entries}, now)
+
+    async def forget(self, redis: Redis, running: Collection[str], now: float) -> list[str]:
+        """Remove the records of the entries no scheduler has published or fired for ``forget_after`` seconds.
+
+        An entry's ``<ext>:cron:entries`` record (whose ``seen_at`` every scheduler running it renews each
+        heartbeat), its last fired tick and its ``<ns>:scheduler_history:<id>`` go together. Entries in
+        ``running`` (this scheduler's) and records that do not read as ours (no ``seen_at``) are kept.
+
+        Returns:
+            The ids of the entries forgotten.
+        """
+        try:
+            records: dict[bytes | str, bytes | str] = await redis.hgetall(self.schema.cron_entries)
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                return []
+            raise
+        cutoff = now - self.forget_after
+        unseen = [field for field, raw in records.items() if _text(field) not in running and _seen_at(raw) < cutoff]
+        if not unseen:
+            return []
+        try:
+            fired = await redis.hmget(self.schema.cron_last, unseen)
+        except ResponseError as exc:  # another type there: no tick to keep an entry by
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            fired = [None] * len(unseen)
+        stale = [field for field, tick in zip(unseen, fired, strict=True) if (parse_tick(tick) or 0) < cutoff]
+        if not stale:
+            return []
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(self.schema.cron_entries, *stale)
+            pipe.hdel(self.schema.cron_last, *stale)
+            for field in stale:  # one key per DEL: each history key is in its own Cluster slot
+                pipe.delete(self.schema.scheduler_history(_text(field)))
+            await pipe.execute()
+        return [_text(field) for field in stale]
 
     async def withdraw(self, redis: Redis) -> None:
         """Remove this scheduler's ``SchedulerEntry`` records (the history and last ticks stay)."""
@@ -133,6 +182,20 @@ class SchedulerRecords:
             pipe.zrem(self.schema.schedulers, self.key)
             pipe.delete(self.key)
             await pipe.execute()
+
+
+def _text(raw: bytes | str) -> str:
+    """A hash field as text (bytes that are not UTF-8, which no scheduler of ours writes, are replaced)."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _seen_at(raw: bytes | str) -> float:
+    """The ``seen_at`` of an entry record (:func:`describe`); infinity when it is not one of ours."""
+    try:
+        seen = msgspec.json.decode(raw).get("seen_at")
+    except (msgspec.DecodeError, AttributeError):
+        return math.inf
+    return float(seen) if isinstance(seen, int | float) and not isinstance(seen, bool) else math.inf
 
 
 def describe(e: ResolvedEntry, now: float) -> dict[str, Any]:

@@ -110,7 +110,7 @@ class Scheduler:
         self._redis = redis
         self._owns_redis = redis is None
         self._broker: RedisBroker | None = None
-        self._records = SchedulerRecords(self.schema, self.key)
+        self._records = SchedulerRecords(self.schema, self.key, settings.cron_forget_after)
         self._ticker = Ticker(self.entries, self._records, self._connect, self.clock, self.log)
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()

@@ -17,7 +17,9 @@ The record carries the *subject* (whom the token is for, such as a user id) and 
 :meth:`Tokens.consume` is atomic (``GETDEL``): of two requests with the same link, exactly one gets the
 record. Redis drops a record when its TTL runs out; the index ZSET :meth:`Schema.token_index
 <framework.protocol.keys.Schema.token_index>` (``<purpose>:<sha256>`` -> expiry) lets the ``tokens`` cleanup
-sweeper trim the index with :meth:`Tokens.expired` and :meth:`Tokens.discard`.
+sweeper trim the index with :meth:`Tokens.expired` and :meth:`Tokens.discard`. Each issue also drops the
+entries of tokens that expired more than :data:`INDEX_GRACE` ago, so an app without that sweeper does not keep
+an entry for every token never used.
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ if TYPE_CHECKING:
     from framework.protocol.keys import Schema
     from framework.services import Services
 
-__all__ = ("MAX_TOKEN_CHARS", "MAX_TOKEN_TTL", "IndexEntry", "TokenRecord", "Tokens", "token_digest")
+__all__ = ("INDEX_GRACE", "MAX_TOKEN_CHARS", "MAX_TOKEN_TTL", "IndexEntry", "TokenRecord", "Tokens", "token_digest")
 
 MAX_TOKEN_CHARS = 512
 """Longer strings are refused without asking Redis: no token this module issues is that long."""
 MAX_TOKEN_TTL = 100 * 365 * 24 * 3600
 """The longest a token may stay valid, in seconds (a hundred years): Redis refuses an expiry much further off."""
+
+INDEX_GRACE = 3600.0
+"""Seconds past its expiry a token's index entry is kept for the cleanup sweeper; an issue then drops it."""
 
 _PURPOSE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ISSUE_ATTEMPTS = 3
@@ -170,7 +175,12 @@ class Tokens:
             token = secrets.token_urlsafe(32)
             digest = token_digest(token)
             if await self.redis.set(self.schema.token(purpose, digest), body, px=millis, nx=True):
-                await self.redis.zadd(self.schema.token_index(), {f"{purpose}:{digest}": record.expires})
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self.schema.token_index(), {f"{purpose}:{digest}": record.expires})
+                    # the entries of tokens long expired: the index must not grow with every token never used
+                    # where no cleanup sweeper runs (their records are gone with their TTL)
+                    pipe.zremrangebyscore(self.schema.token_index(), "-inf", f"({now - INDEX_GRACE!r}")
+                    await pipe.execute()
                 return token
         raise RuntimeError("could not store a new token: every random token collided")  # pragma: no cover
 

@@ -124,6 +124,7 @@ async def test_a_keyed_limits_seen_keys_that_hold_nothing_are_pruned_and_the_oth
     held = {kind: schema.limit(name, key) for kind, key in live.items()}
     await redis.set(held["tat"].tat, 1, px=60_000)
     await redis.zadd(held["slots"].slots, {"q\nid": 1})
+    await redis.zadd(schema.queue("q").lease, {"id": int(time.time()) + 30})  # a live holder: its task is leased
     await redis.rpush(held["parked"].parked, "q\nid")
     await redis.zadd(held["waiting"].waiting, {"q\nid": 1})
     broker = RedisBroker(redis, schema, SimulatedClock(time.time()))

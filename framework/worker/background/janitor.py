@@ -56,7 +56,9 @@ class Janitor:
         """Walk one page of each keyed limit's seen keys, dropping those that hold nothing; returns how many.
 
         A keyed limit (per user, per tenant) records every key it has seen, for the dashboard's reads; without
-        this the set grows with every value a key ever took. A page per pass keeps each pass short.
+        this the set grows with every value a key ever took. The dead holders of each key's slots go first (a
+        task archived as a poison pill keeps its slot otherwise, until the key's slots are all taken again), so
+        a key such a task used does not stay for ever. A page per pass keeps each pass short.
         """
         dropped = 0
         for name in self.keyed_limits:

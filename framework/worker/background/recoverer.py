@@ -31,6 +31,10 @@ Paths, on the queues this worker serves:
   of its queue, every task named there that it does not hold, once its lease is as stale as a dead worker's
   would be (``recover.lua``; spending no retry, not counted as a crash). Without this the task would wait for
   asynq's lease expiry (a minute) and be retried as a failure.
+* **Dead waiters (ours).** A dead worker's id leaves the waiters lists (``<ext>:{q}:waiters``) of the queues
+  this worker serves. An idle worker killed with SIGKILL leaves it there, and only an enqueue that finds
+  nothing pending pops it: a queue fed by Go clients or by the forwarder alone (which hand nothing off) would
+  keep the id of every worker killed while idle, the list's TTL renewed by each live worker's idle dequeue.
 * **Cancelled by their caller.** A task ``Client.cancel`` asked to stop while it ran (its cancel request is
   kept for a while) is archived as cancelled rather than requeued by every path above, as its worker would
   have archived it: its caller was told it is being cancelled, so it does not run again.
@@ -128,6 +132,9 @@ class Recoverer:
         dead = await broker.dead_workers(now - self.dead_after)
         if not dead:
             return 0
+        for sid, _ in dead:
+            # an idle worker killed with SIGKILL leaves its id in the waiters lists (see the module docstring)
+            await broker.withdraw(self.queues, sid)
         held_by = await broker.inflight_of([sid for sid, _ in dead], self.queues)
         newest_dead_lease = self._newest_dead_lease(now)
         moved = 0

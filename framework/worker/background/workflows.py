@@ -8,13 +8,17 @@ workflow. Nothing would then ever finish the step, and the workflow would wait f
 ``wf_check.lua`` on each: a step whose task is gone, or completed, is failed as lost with an error saying
 why, and its workflow fails (or hands the failure on, under ``on_failure="continue"``). Each lost step is
 logged as ``workflow_step_lost``.
+
+The same check walks a page of the queue's index of every workflow (``<ext>:{home}:workflows``) and drops the
+entries whose records have expired (:func:`~framework.broker.workflows.prune_index`): without it the index
+would keep an entry for every workflow ever started.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from framework.broker.workflows import CHECK_BATCH, check_running, claim_check
+from framework.broker.workflows import CHECK_BATCH, check_running, claim_check, prune_index
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -77,6 +81,9 @@ class WorkflowChecker:
                 )
             if result.dropped:
                 self.log.info("workflow_index_pruned", home=queue, workflows=result.dropped)
+            pruned = await prune_index(self.ops, queue)
+            if pruned:
+                self.log.info("workflow_index_pruned", home=queue, workflows=pruned)
             lost += len(result.lost)
         return lost
 

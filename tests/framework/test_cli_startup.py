@@ -282,6 +282,11 @@ async def test_run_second_sigint_exits_at_once(
 
 def test_scheduler_and_web_say_what_stopping_waits_for(spawn: Any, env: dict[str, str]) -> None:
     port = free_port()
+
+    def scheduler_started(log: Path) -> bool:  # it has no banner: its start is logged (idle: the demo has no cron)
+        text = log.read_text()
+        return "scheduler_idle" in text or "scheduler_started" in text
+
     for args, message in (
         (("scheduler",), "stopping the scheduler; press Ctrl-C again to quit now"),
         (("web", "--port", str(port)), "stopping: waiting for open requests; press Ctrl-C again to quit now"),
@@ -290,7 +295,7 @@ def test_scheduler_and_web_say_what_stopping_waits_for(spawn: Any, env: dict[str
         if args[0] == "web":
             _wait_for(lambda log=log: "App:" in log.read_text(), "the banner")
         else:
-            time.sleep(2)  # started: it has no banner
+            _wait_for(lambda log=log: scheduler_started(log), "the scheduler's start")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, log.read_text()
         assert message in log.read_text()
@@ -318,4 +323,5 @@ def test_web_stops_within_the_shutdown_timeout_with_a_progress_stream_open(spawn
                 pass
         status = proc.wait(30)
     assert status == 0, log.read_text()
-    assert time.monotonic() - stopped < 8, log.read_text()
+    # the 1 s shutdown timeout (and room for a loaded machine), not the stream's ten minutes
+    assert time.monotonic() - stopped < 1 + 10, log.read_text()

@@ -60,11 +60,13 @@ async def test_a_handler_that_swallows_the_cancel_channel_and_returns_is_failed_
     await asyncio.wait_for(started.wait(), 10)
     assert worker.processor.cancel(info.id)
 
-    async def settled() -> bool:
-        return ("default", info.id) not in worker.processor.inflight
+    async def settled() -> bool:  # an outcome is written: a retry, or (wrongly) a done that deleted it
+        if ("default", info.id) in worker.processor.inflight:
+            return False
+        return await _state(redis, schema, info.id) != "active"
 
-    await wait_until(settled)
-    await asyncio.sleep(0.3)  # the batched done (if any) is written
+    await wait_until(settled, timeout=30)
+    await asyncio.sleep(0.3)  # and a batched done, if there were one too, would be written by now
     record = await task_record(redis, schema, "default", info.id)
     assert record.get("state") == "retry", f"cancelled task was written as {record.get('state') or 'done (deleted)'}"
     assert record["msg"].error_msg == "TaskCancelled: task cancelled through the asynq:cancel channel"
@@ -343,12 +345,12 @@ async def test_a_cancelled_error_raised_by_the_handler_itself_is_a_failure_not_a
     worker = await run(task)
     info = await client.enqueue(task, N())
 
-    async def released() -> bool:
-        return await _state(redis, schema, info.id) not in ("", "pending") and (
+    async def released() -> bool:  # an outcome is written, a moment after it leaves the in-flight set
+        return await _state(redis, schema, info.id) not in ("", "pending", "active") and (
             ("default", info.id) not in worker.processor.inflight
         )
 
-    await wait_until(released)
-    await asyncio.sleep(0.5)
+    await wait_until(released, timeout=30)
+    await asyncio.sleep(0.5)  # nothing else is written later
     record = await task_record(redis, schema, "default", info.id)
     assert (record["state"], record["msg"].retried) == ("retry", 1)

@@ -278,9 +278,14 @@ async def test_a_handoff_during_a_dequeue_in_flight_does_not_overfill_the_worker
     processor.broker.dequeue = held  # type: ignore[method-assign]
     processor.wake("default")
     await entered.wait()  # the fetch loop's dequeue of one task is in flight
-    await client.enqueue(task, P(n=0))  # handed to the registered worker while that dequeue is out
+    first = await client.enqueue(task, P(n=0))  # handed to the registered worker while that dequeue is out
     await client.enqueue(task, P(n=1))  # pending: the dequeue will take it
-    await asyncio.sleep(0.1)  # the handoff arrives
+    qk = schema.queue("default")
+
+    async def handoff_taken() -> bool:  # the worker got it: started it (too many) or gave it back to the queue
+        return processor.handed_off > 0 or first.id.encode() in await redis.lrange(qk.pending, 0, -1)
+
+    await wait_until(handoff_taken, timeout=30)
     go.set()
 
     async def both() -> bool:

@@ -104,8 +104,10 @@ async def test_a_handler_that_swallows_its_timeout_is_failed_after_the_grace_and
             async def retrying() -> bool:
                 return (await task_record(redis, schema, "default", deaf.id)).get("state") == "retry"
 
-            await wait_until(retrying)
-            assert 1.4 < time.monotonic() - began < 4  # timeout + grace
+            await wait_until(retrying, timeout=30)
+            # failed once its 1 s timeout and 0.5 s of grace were over, not before (a tenth of leeway); the
+            # handler itself never ends until released: the upper bound only leaves room for a loaded machine
+            assert 1 + 0.5 - 0.1 < time.monotonic() - began < 1 + 0.5 + 10
             msg = (await task_record(redis, schema, "default", deaf.id))["msg"]
             assert (msg.retried, msg.error_msg) == (1, "TimeoutError: task timed out after 1s")
             assert ("default", deaf.id) in p.overrun
@@ -161,10 +163,12 @@ async def test_a_retry_taken_while_its_previous_run_still_runs_is_put_back_witho
         with capture_logs() as logs:
             info = await client.enqueue(task, N(), timeout=1)
 
-            async def deferred() -> bool:
-                return bool(_events(logs, "task_deferred"))
+            async def deferred() -> bool:  # logged just before it is put back: wait for both
+                if not _events(logs, "task_deferred"):
+                    return False
+                return (await task_record(redis, schema, "default", info.id)).get("state") == "retry"
 
-            await wait_until(deferred)
+            await wait_until(deferred, timeout=30)
             record = await task_record(redis, schema, "default", info.id)
             assert (record["state"], record["msg"].retried) == ("retry", 1)  # the put-back spent nothing
             assert runs == 1
@@ -233,7 +237,9 @@ async def test_stop_returns_within_the_grace_when_a_handler_ignores_the_shutdown
         began = time.monotonic()
         with capture_logs() as logs:
             await worker.stop()
-        assert time.monotonic() - began < 3
+        # the handler never ends on its own: stop() gave up on it after shutdown_timeout + cancel_grace
+        # (1 s here); the margin is for a loaded machine
+        assert time.monotonic() - began < 0.5 + 0.5 + 10
         assert worker.abandoned == [f"o:stay:{info.id}"]
         record = await task_record(redis, schema, "default", info.id)
         assert (record["state"], record["msg"].retried, record["msg"].error_msg) == ("pending", 0, "")
@@ -370,7 +376,8 @@ async def test_sigterm_ends_a_worker_process_whose_handler_ignores_cancellation_
     finally:
         stop_process(proc)
     assert status == 0
-    assert took < 1.0 + 2.0 + 3.0, took  # shutdown_timeout + cancel_grace + a little
+    # shutdown_timeout + cancel_grace, and room for a loaded machine: not the 120 s the handler runs on
+    assert took < 1.0 + 2.0 + 10.0, took
     record = await task_record(redis, schema, "default", info.id)
     assert (record["state"], record["msg"].retried, record["msg"].error_msg) == ("pending", 0, "")
     qk = schema.queue("default")
@@ -413,7 +420,8 @@ async def test_sigterm_ends_the_framework_worker_command_and_a_supervised_child_
             status = await asyncio.to_thread(proc.wait, 30)
             took = time.monotonic() - stopped_at
             assert status == 0, name
-            assert took < 0.5 + 0.5 + 4.0, (name, took)
+            # shutdown_timeout + cancel_grace, and room for a loaded machine: not the 120 s the handler runs on
+            assert took < 0.5 + 0.5 + 10.0, (name, took)
             record = await task_record(redis, schema, "default", info.id)
             assert (record["state"], record["msg"].retried) == ("pending", 0), name
             await redis.delete(schema.queue("default").pending)  # not for the next worker
@@ -480,6 +488,11 @@ async def test_a_worker_process_whose_handler_holds_the_loop_past_its_deadline_e
     stuck = start_worker(s, log, TEST_DEAD_AFTER=3)
     survivor = None
     try:
+
+        async def running() -> bool:  # recorded just before the handler blocks the loop
+            return await _hget(redis, s.namespace, "runs", info.id) == 1
+
+        await wait_until(running, timeout=30)
         started = time.monotonic()
         status = await asyncio.to_thread(stuck.wait, 30)
         ended_in = time.monotonic() - started
@@ -494,7 +507,8 @@ async def test_a_worker_process_whose_handler_holds_the_loop_past_its_deadline_e
         if survivor is not None:
             stop_process(survivor)
     assert status == 70, log.read_text()[-2000:]
-    assert ended_in < 15, ended_in  # a 1 s timeout and 0.5 s of grace, after the worker's start
+    # its 1 s timeout and 0.5 s of grace after the handler began, and room for a loaded machine: not for ever
+    assert ended_in < 1 + 0.5 + 10, ended_in
     [line] = [line for line in log.read_text().splitlines() if "event_loop_stuck" in line]
     assert info.id in line and "test:job" in line
     assert await _hget(redis, s.namespace, "runs", info.id) == 2  # recovered, then run to the end

@@ -38,7 +38,8 @@ async def test_sigterm_requeues_a_running_task_at_the_head_without_spending_a_re
         proc.send_signal(signal.SIGTERM)
         status = await asyncio.to_thread(proc.wait, 20)
         assert status == 0
-        assert time.monotonic() - stopped_at < 8
+        # within shutdown_timeout + cancel_grace (with room for a loaded machine), not after the 60 s task
+        assert time.monotonic() - stopped_at < s.shutdown_timeout + s.cancel_grace + 10
     finally:
         stop_process(proc)
     qk = schema.queue("default")
@@ -90,7 +91,8 @@ async def test_a_stuck_sync_handler_does_not_hold_up_the_exit(
         stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
-        assert time.monotonic() - stopped_at < 8
+        # within shutdown_timeout + cancel_grace (with room for a loaded machine), not after the 60 s thread
+        assert time.monotonic() - stopped_at < s.shutdown_timeout + s.cancel_grace + 10
     finally:
         stop_process(proc)
     record = await task_record(redis, schema, "default", info.id)

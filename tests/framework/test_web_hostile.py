@@ -26,6 +26,7 @@ from framework.client.client import Client
 from framework.context import TaskContext
 from framework.errors import InvalidOption
 from framework.hookspecs import hookimpl
+from framework.inspector import Inspector
 from framework.plugins.manager import app_plugins, get_plugin_manager
 from framework.protocol.keys import Schema
 from framework.task import TaskDef
@@ -33,6 +34,7 @@ from framework.web.app import create_app
 from framework.web.ratelimit import RateLimit
 from framework.web.tokens import MAX_TOKEN_TTL, Tokens
 from tests.fixtures.web import read_events, serve
+from tests.framework.worker_app import wait_until
 
 PARKED = "parked"
 """A queue no worker of these tests serves: its tasks stay pending."""
@@ -221,7 +223,14 @@ async def test_a_page_that_reads_slowly_gets_the_newest_report_not_a_backlog(sta
     try:
         first = await asyncio.wait_for(chunks.__anext__(), 5)
         assert b"step 1" in first
-        await asyncio.sleep(1.5)  # the page does not read while the task reports four more times
+        inspector = Inspector(client.redis, client.schema)
+
+        async def reported() -> bool:  # the page does not read while the task reports four more times
+            stored = await inspector.progress("default", info.id)
+            return stored is not None and stored.message == "step 5"
+
+        await wait_until(reported, timeout=30)
+        await asyncio.sleep(0.5)  # and the stream, in this process, has the last one a few loop turns later
         assert b"step 5" in await asyncio.wait_for(chunks.__anext__(), 5)
         gate.set()
         rest = [chunk async for chunk in chunks]

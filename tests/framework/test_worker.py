@@ -126,10 +126,11 @@ async def test_an_idle_worker_costs_next_to_no_redis_traffic_or_cpu(tmp_path: Pa
         try:
             await asyncio.sleep(1.5)
             await redis.config_resetstat()
-            cpu = time.process_time()
+            cpu, began = time.process_time(), time.monotonic()
             await asyncio.sleep(4.0)
             cpu = time.process_time() - cpu
             stats = await redis.info("commandstats")
+            window = time.monotonic() - began  # four seconds, or more on a loaded machine
         finally:
             await worker.stop()
             await redis.aclose()
@@ -138,11 +139,11 @@ async def test_an_idle_worker_costs_next_to_no_redis_traffic_or_cpu(tmp_path: Pa
     calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
     calls.pop("config|resetstat", None)
     calls.pop("info", None)
-    per_second = sum(calls.values()) / 4.0
+    per_second = sum(calls.values()) / window
     # three queues: a pending check and a due-time check per second, a heartbeat every 2 s, the rest rarer
-    print(f"idle: {per_second:.1f} commands/s, cpu {cpu / 4.0:.3f} s/s, {calls}")
+    print(f"idle: {per_second:.1f} commands/s, cpu {cpu / window:.3f} s/s, {calls}")
     assert per_second < 15, calls
-    assert cpu < 0.4, cpu
+    assert cpu / window < 0.1, (cpu, window)
 
 
 async def test_heartbeat_writes_asynq_server_and_worker_records(

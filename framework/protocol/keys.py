@@ -361,10 +361,6 @@ class Schema:
         """ZSET ``<ns>:scheduler_history:<entry id>``: SchedulerEnqueueEvent protobufs by time."""
         return f"{self.ns}:scheduler_history:{entry_id}"
 
-    def inflight(self, server_id: str) -> str:
-        """HASH ``<ext>:inflight:<server id>``: task id -> queue, the tasks one worker process runs."""
-        return f"{self.ext}:inflight:{server_id}"
-
     def death(self, server_id: str) -> str:
         """STRING ``<ext>:death:<server id>``: how many tasks a dead worker held, as first seen by a recoverer."""
         return f"{self.ext}:death:{server_id}"

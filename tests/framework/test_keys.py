@@ -69,7 +69,6 @@ ASYNQ_TABLE: list[tuple[Callable[[], str], str]] = [
     (lambda: S.cron_entries, "framework:cron:entries"),
     (lambda: S.cron_last, "framework:cron:last"),
     (lambda: S.alive, "framework:alive"),
-    (lambda: S.inflight("sid"), "framework:inflight:sid"),
     (lambda: S.token("admin", "abc"), "framework:token:admin:abc"),
     (lambda: S.queue("default").xprefix, "framework:{default}:"),
     (lambda: S.queue("default").minute_stats("processed", 29_922_055), "framework:{default}:processed:m:29922055"),
@@ -106,7 +105,7 @@ def test_other_namespace_keeps_its_own_keys_apart() -> None:
     assert s.queue("q").pending == "t1:{q}:pending"
     assert s.queue("q").minute_stats("processed", 1) == "t1:fw:{q}:processed:m:1"
     assert s.wakeup_channel == "t1:fw:wakeup"
-    assert s.inflight("sid") == "t1:fw:inflight:sid"
+    assert s.queue("q").inflight("sid") == "t1:fw:{q}:inflight:sid"
     # every key of the namespace, ours included, is under "<ns>:" so one SCAN finds them all
     for key in (s.wakeup_channel, s.alive, s.queue("q").cron_claim("e", 1), s.token("p", "d")):
         assert key.startswith("t1:")
@@ -131,7 +130,6 @@ def test_plugins_cannot_take_a_key_the_framework_builds() -> None:
         s.cron_entries,
         s.cron_last,
         s.alive,
-        s.inflight("sid"),
         s.death("sid"),
         s.token("p", "d"),
         s.token_index(),
@@ -149,7 +147,7 @@ def test_plugins_cannot_take_a_key_the_framework_builds() -> None:
     known = {
         "ns", "ext", "all_queues", "servers", "workers", "schedulers", "cancel_channel", "wakeup_channel",
         "handoff_prefix", "cron_entries", "cron_last", "alive", "queue", "server", "worker_set",
-        "scheduler_entries", "scheduler_history", "inflight", "death", "handoff_channel", "token", "token_index",
+        "scheduler_entries", "scheduler_history", "death", "handoff_channel", "token", "token_index",
         "rate_limit", "ext_key", "limit", "limits_index",
     }  # fmt: skip
     assert public == known, f"a key was added to or removed from the schema: list it in ours above: {public ^ known}"

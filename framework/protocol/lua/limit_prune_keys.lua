@@ -1,10 +1,11 @@
 -- limit_prune_keys: drop from a keyed limit's set of seen keys those whose keys hold nothing any more, a page
 -- at a time (the set otherwise grows with every value a key ever took: a user id). A key that starts a task
 -- again is added back by limit_take.lua. Limits need one server (or Sentinel): the per-key names are built here.
--- First each key's slots lose their dead holders, by limit_take.lua's rule: a task no longer leased (its worker
--- died, and it was archived as a poison pill or deleted rather than run again), or a slot kept for a handler
--- given up on past its time. limit_take.lua drops them only when the key's slots are all taken, so a key that
--- never fills them again would keep a dead holder, and so its slots and its place in the set, for ever.
+-- First each key's slots lose their dead holders (drop_dead_holders, the rule limit_take.lua applies): a task no
+-- longer leased (its worker died, and it was archived as a poison pill or deleted rather than run again), or a
+-- slot kept for a handler given up on past its time. limit_take.lua drops them only when the key's slots are all
+-- taken, so a key that never fills them again would keep a dead holder, and so its slots and its place in the
+-- set, for ever.
 -- KEYS[1] the limit's seen keys   <ext>:limit:{name}:keys (SET)
 -- ARGV[1] the per-key prefix      <ext>:limit:{name}:k:   (its tat, slots, parked and waiting follow the key)
 -- ARGV[2] SSCAN cursor ("0" to start)
@@ -18,22 +19,7 @@ local dropped = 0
 for _, key in ipairs(page[2]) do
   local base = ARGV[1] .. key
   local slots = base .. ":slots"
-  local held = redis.call("ZRANGE", slots, 0, -1, "WITHSCORES")
-  for j = 1, #held, 2 do
-    local holder, score = held[j], tonumber(held[j + 1])
-    local alive
-    if score < 0 then
-      alive = -score * 1000 >= now
-    else
-      local sep = string.find(holder, "\n", 1, true)
-      local lease = sep and redis.call("ZSCORE", ARGV[4] .. ":{" .. string.sub(holder, 1, sep - 1) .. "}:lease",
-        string.sub(holder, sep + 1))
-      alive = lease and tonumber(lease) * 1000 >= now
-    end
-    if not alive then
-      redis.call("ZREM", slots, holder)
-    end
-  end
+  drop_dead_holders(slots, ARGV[4], now)
   if redis.call("EXISTS", base .. ":tat", slots, base .. ":parked", base .. ":waiting") == 0 then
     dropped = dropped + redis.call("SREM", KEYS[1], key)
   end

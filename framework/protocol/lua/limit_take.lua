@@ -66,23 +66,7 @@ for i = 0, n - 1 do
   local cap = tonumber(ARGV[9 + 4 * i])
   local slots = KEYS[7 + 6 * i]
   if cap > 0 and not redis.call("ZSCORE", slots, member) and redis.call("ZCARD", slots) >= cap then
-    local held = redis.call("ZRANGE", slots, 0, -1, "WITHSCORES")
-    for j = 1, #held, 2 do
-      local holder, score = held[j], tonumber(held[j + 1])
-      local alive
-      if score < 0 then
-        -- kept for a handler given up on that still runs (limit_release.lua): until -score, unless renewed
-        alive = -score * 1000 >= now
-      else
-        local sep = string.find(holder, "\n", 1, true)
-        local lease = sep and redis.call("ZSCORE", ARGV[4] .. ":{" .. string.sub(holder, 1, sep - 1) .. "}:lease",
-          string.sub(holder, sep + 1))
-        alive = lease and tonumber(lease) * 1000 >= now
-      end
-      if not alive then
-        redis.call("ZREM", slots, holder)
-      end
-    end
+    drop_dead_holders(slots, ARGV[4], now)
     if redis.call("ZCARD", slots) >= cap then
       local again = now + tonumber(ARGV[5]) * 1000
       leave_active(again / 1000)

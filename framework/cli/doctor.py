@@ -88,7 +88,7 @@ async def _check_redis(settings: Settings) -> tuple[list[Check], Redis | None]:
         return [Check(name="redis", status="fail", detail=str(exc), fix=fix)], None
     label, version = _version(info)
     where = redact_url(url) if settings.redis_url else f"embedded Valkey in {settings.data_path / 'valkey'}"
-    checks = [Check(name="redis", status="ok", detail=f"{label} at {where}")]
+    checks = [Check(name="redis", status="ok", detail=f"{label} at {where}"), await _check_eviction(redis)]
     if version < MIN_REDIS:
         checks.append(
             Check(
@@ -99,6 +99,21 @@ async def _check_redis(settings: Settings) -> tuple[list[Check], Redis | None]:
             )
         )
     return checks, redis
+
+
+async def _check_eviction(redis: Redis) -> Check:
+    """Whether the server may drop the queues' keys when it is full (its ``maxmemory-policy``)."""
+    from redis.exceptions import RedisError  # noqa: PLC0415 - redis loads only for the checks
+
+    from framework.transport.health import EVICTION_FIX, eviction_risk  # noqa: PLC0415
+
+    try:
+        risk = await eviction_risk(redis)
+    except RedisError as exc:  # INFO refused (a managed service's ACL): say so, it is the user's to check
+        return Check(name="redis eviction", status="warn", detail=f"cannot read INFO memory: {exc}", fix=EVICTION_FIX)
+    if risk is None:
+        return Check(name="redis eviction", status="ok", detail="no key is evicted (noeviction, or no maxmemory)")
+    return Check(name="redis eviction", status="warn", detail=risk, fix=EVICTION_FIX)
 
 
 def _check_plugins(ctx: CliContext) -> tuple[list[Check], Registry | None]:

@@ -19,19 +19,52 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import AskError, ClusterDownError, ReadOnlyError, ResponseError, TryAgainError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import structlog
 
-__all__ = ("REFUSALS_QUIET", "RedisHealth", "is_refusal")
+__all__ = ("EVICTION_FIX", "REFUSALS_QUIET", "RedisHealth", "eviction_risk", "is_refusal")
 
 REFUSALS_QUIET = 60.0
 """Seconds without a refusal after which the server counts as accepting again (``redis_refusals_stopped``)."""
 _FAILOVER = (ReadOnlyError, AskError, TryAgainError, ClusterDownError)
 """Error replies that mean a failover or a Cluster's moving slots, not a server refusing the work."""
+
+
+EVICTION_FIX = (
+    "set maxmemory-policy noeviction: a full Redis then refuses writes (the workers log redis_refusing and carry "
+    "on once there is room) instead of dropping keys"
+)
+"""What to do about :func:`eviction_risk`."""
+
+
+async def eviction_risk(redis: Any) -> str | None:
+    """What the server's eviction policy puts at risk, or None when it evicts nothing.
+
+    A server with ``maxmemory`` set and any ``maxmemory-policy`` but ``noeviction`` drops keys when it is full:
+    ``allkeys-*`` any key, a queued task's hash and list entries included (the task is lost, with no error
+    anywhere); ``volatile-*`` the keys with a time to live, which here are uniqueness locks, cron tick claims and
+    in-flight records (a unique task or a cron tick can then run twice). Read from ``INFO memory`` (allowed where
+    ``CONFIG`` is not, as on managed services); on a Cluster, the node the client asks.
+    """
+    info: Mapping[str, Any] = await redis.info("memory")
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    maxmemory = int(info.get("maxmemory", 0) or 0)
+    if policy == "noeviction" or maxmemory <= 0:
+        return None
+    if policy.startswith("allkeys"):
+        risk = "any key when it is full, a queued task's included: tasks can be lost without an error"
+    else:
+        risk = (
+            "keys with a time to live when it is full: uniqueness locks, cron tick claims and in-flight records, "
+            "so a unique task or a cron tick can run twice"
+        )
+    return f"Redis evicts {risk} (maxmemory {maxmemory} bytes, maxmemory-policy {policy})"
 
 
 def is_refusal(exc: BaseException) -> bool:

@@ -59,7 +59,7 @@ from framework.services import Services
 from framework.task import Middleware
 from framework.transport.cluster import is_cluster
 from framework.transport.connection import check_connection, open_listener, open_redis, resolve_redis_url
-from framework.transport.health import RedisHealth
+from framework.transport.health import EVICTION_FIX, RedisHealth, eviction_risk
 from framework.transport.lean.subscriber import Subscriber
 from framework.worker.background.aggregator import Aggregator, GroupAggregator, collect_aggregators
 from framework.worker.background.forwarder import Forwarder
@@ -247,6 +247,7 @@ class Worker:
                 if problem is not None:
                     raise ConfigError(f"setting queues: {problem}")
         await broker.register_queues(s.queues)
+        await self._warn_of_eviction(services)
         await self._declare_limits(services)
         hook = self.pm.hook if self.pm is not None else None
         self.processor = Processor(
@@ -331,6 +332,21 @@ class Worker:
             task_types=sorted(t.type for t in self.registry),
             dead_after=self.dead_after,
         )
+
+    async def _warn_of_eviction(self, services: Services) -> None:
+        """Log ``redis_may_evict`` (warning) when the server may drop the queues' keys once full.
+
+        Nothing stops: the policy is the operator's, and a server that is never full evicts nothing; but a task
+        evicted is lost without an error anywhere, so the start says so (``framework doctor`` too). A server
+        that refuses ``INFO`` is not checked.
+        """
+        try:
+            risk = await eviction_risk(services.redis)
+        except (RedisError, OSError) as exc:
+            self.log.debug("redis_eviction_unknown", error=f"{type(exc).__name__}: {exc}")
+            return
+        if risk is not None:
+            self.log.warning("redis_may_evict", detail=risk, fix=EVICTION_FIX)
 
     async def _declare_limits(self, services: Services) -> None:
         """List the limits this worker's task types declare in ``<ext>:limits`` (one HSET), for the dashboard.

@@ -65,7 +65,10 @@ class DeadlineTimer:
         self.cancel_grace = cancel_grace
         self._abandon = abandon
         self.watchdog: LoopWatchdog | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = math.inf
+        """Event-loop time the timer is armed for. Kept here: for a time less than a millisecond away, uvloop's
+        ``call_at`` returns a plain ``Handle`` (run at the next iteration), which has no ``when()``."""
         self._moved: list[tuple[InFlight, float]] = []
 
     def watch(self, inf: InFlight, remaining: float) -> None:
@@ -76,9 +79,10 @@ class DeadlineTimer:
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         """Make sure the timer fires by ``when`` (event-loop time)."""
-        if self._timer is None or when < self._timer.when():
+        if self._timer is None or when < self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
+            self._timer_at = when
             self._timer = loop.call_at(when, self._on_timer)
 
     def cancel(self, inf: InFlight, reason: str) -> None:
@@ -112,7 +116,7 @@ class DeadlineTimer:
         timer, self._timer = self._timer, None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        stall = self._stall(timer, now)
+        stall = self._stall(self._timer_at if timer is not None else None, now)
         culprits = self.watchdog.culprits if stall and self.watchdog is not None else set()
         moved: list[InFlight] = []
         earliest = math.inf
@@ -180,12 +184,12 @@ class DeadlineTimer:
             note="the event loop was blocked by another task when their deadline passed: not charged to them",
         )
 
-    def _stall(self, timer: asyncio.TimerHandle | None, now: float) -> float:
-        """Seconds the loop was stalled, when ``timer`` fired late by more than the watchdog's threshold (else 0)."""
+    def _stall(self, armed_for: float | None, now: float) -> float:
+        """Seconds the loop was stalled: the timer armed for ``armed_for`` fired late past the watchdog's threshold."""
         watchdog = self.watchdog
-        if watchdog is None or timer is None:
+        if watchdog is None or armed_for is None:
             return 0.0
-        late = now - timer.when()
+        late = now - armed_for
         if late <= watchdog.threshold:
             return 0.0
         return max(late, watchdog.stall_length())

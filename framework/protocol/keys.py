@@ -39,6 +39,10 @@ CORE_SEGMENTS = frozenset(
 )
 """The first segments of the framework's own ``<ext>:`` keys, which :meth:`Schema.ext_key` keeps from plugins."""
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+QUEUE_KEYS_CACHE = 4096
+"""Most queues whose :class:`QueueKeys` a :class:`Schema` keeps. Queue names may come from outside (a status
+route with the queue in its URL, a caller's options): past this many the cache starts over, so a process that
+is asked about ever new names does not keep the keys of every name it was ever asked about."""
 
 
 def cluster_slot_problem(queue: str) -> str | None:
@@ -313,7 +317,7 @@ class LimitKeys:
 
 
 class Schema:
-    """Global keys and a cache of :class:`QueueKeys`, for one namespace.
+    """Global keys and a cache of :class:`QueueKeys` (at most :data:`QUEUE_KEYS_CACHE`), for one namespace.
 
     Args:
         ns: the asynq namespace; ``asynq`` for anything shared with Go.
@@ -342,6 +346,8 @@ class Schema:
         """Return the (cached) keys of queue ``name``."""
         qk = self._queues.get(name)
         if qk is None:
+            if len(self._queues) >= QUEUE_KEYS_CACHE:
+                self._queues.clear()
             qk = self._queues[name] = QueueKeys(self.ns, self.ext, name)
         return qk
 

@@ -82,6 +82,11 @@ the delay is the time since it was first put back, so it roughly doubles each ti
 UNKNOWN_TYPE_LOG_INTERVAL = 10.0
 """Seconds between two ``task_type_unknown`` deferral lines of one task type in one queue (per process); the
 deferrals in between are counted in the next line's ``also_deferred``."""
+UNKNOWN_TYPE_LINES_MAX = 256
+"""Most (type, queue) pairs whose last ``task_type_unknown`` line a worker remembers. Types come from whoever
+enqueues (a type per tenant or per report, a deploy that renames many): past this many, the memory starts over,
+so a long-running worker does not keep one entry for every unknown type it ever met. A pair forgotten so gets
+its next line at once, and the deferrals it had counted since its last line are not reported."""
 
 
 class InFlight:
@@ -209,7 +214,8 @@ class OutcomeWriter:
         self._callers = {name: event_callers(hook, name) for name, on in self._events.items() if on and hook}
         """Each event's per-plugin callers, built once (the plugins of a running worker do not change)."""
         self._unknown_lines: dict[tuple[str, str], list[float]] = {}
-        """(type, queue) -> [time of its last deferral line, deferrals since, not logged one by one]."""
+        """(type, queue) -> [time of its last deferral line, deferrals since, not logged one by one]; at most
+        :data:`UNKNOWN_TYPE_LINES_MAX` pairs."""
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background, tracked until it ends (the processor waits for these on stop)."""
@@ -440,6 +446,8 @@ class OutcomeWriter:
             seen[1] += 1
             return
         extra = {"also_deferred": int(seen[1])} if seen is not None and seen[1] else {}
+        if seen is None and len(self._unknown_lines) >= UNKNOWN_TYPE_LINES_MAX:
+            self._unknown_lines.clear()
         self._unknown_lines[key] = [now, 0]
         self.log.warning("task_type_unknown", **fields, error=error, outcome="deferred", retry_in=retry_in, **extra)
 

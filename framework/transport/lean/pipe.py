@@ -110,7 +110,17 @@ class RespPipe:
         return fut
 
     def _out(self, loop: asyncio.AbstractEventLoop, data: bytes) -> None:
-        """Write ``data`` now on a quiet connection, else after what is queued (one write per loop iteration)."""
+        """Write ``data`` now on a quiet connection, else after what is queued (one write per loop iteration).
+
+        Raises:
+            ConnectionError: the connection is not open. It broke between the caller's connect and now (the
+                server closed it as it was made, while the caller waited for another's connect to finish):
+                nothing was sent, so nothing may wait for a reply. A caller queued for a reply that never comes
+                would wait for ever, and take the next connection's first reply, every later caller then getting
+                the reply of the one before.
+        """
+        if self._sock is None:
+            raise ConnectionError(f"not connected to {self._describe()}")
         if self._waiting or self._pending_out:
             self._wbuf.append(data)
             if not self._flush_scheduled:

@@ -2,7 +2,8 @@
 
 Each script is run with EVALSHA; when Redis answers NOSCRIPT (a restarted or failed-over server) the
 script is loaded and the call repeated, which is safe because a NOSCRIPT call did not run. The shared
-prelude ``_lib.lua`` is prepended to every script. A missing file fails at import.
+prelude ``_lib.lua`` is prepended to every script, and ``_workflow.lua`` to the ``wf_*`` scripts, ``_limits.lua``
+to the ``limit_*`` ones (so no other script carries helpers it does not use). A missing file fails at import.
 
 The broker runs them through its :class:`~framework.transport.commands.Commands` (the lean connection or
 redis-py, chosen once); calling a :class:`LuaScript` runs it on a redis-py client (admin operations, tests).
@@ -107,9 +108,12 @@ def _load() -> dict[str, LuaScript]:
 
     prelude = read("_lib")
     workflow = prelude + "\n" + read("_workflow")
-    scripts = {
-        name: LuaScript(name, (workflow if name.startswith("wf_") else prelude) + "\n" + read(name)) for name in _NAMES
-    }
+    limits = prelude + "\n" + read("_limits")
+
+    def head(name: str) -> str:
+        return workflow if name.startswith("wf_") else limits if name.startswith("limit_") else prelude
+
+    scripts = {name: LuaScript(name, head(name) + "\n" + read(name)) for name in _NAMES}
     for name, (outer, inner) in _COMPOSED.items():
         transition = f"local function transition(KEYS, ARGV)\n{read(inner)}\nend\n"
         scripts[name] = LuaScript(name, workflow + "\n" + transition + read(outer))

@@ -756,7 +756,7 @@ async def test_connection_cut_mid_batch(redis_url: str, redis: Redis, schema: Sc
     client = Client(Redis.from_url(f"redis://127.0.0.1:{proxy.port}"), schema=schema)
     try:
         await client.enqueue("x:y", b"", task_id="warm")  # connected, queue known, script loaded
-        await client.enqueue_many([TaskCall("x:y", b"", {"task_id": "warm-batch"})])  # the batch's script too
+        await client.enqueue_many([TaskCall("x:y", b"", {"task_id": "warm-batch", "queue": "warm"})])  # its script too
         ids = [f"cut-{i}" for i in range(200)]
         proxy.budget = 20_000  # about a third of the batch, ending inside a command
         with pytest.raises(RedisUnavailable):

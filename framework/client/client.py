@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import msgspec
@@ -320,6 +321,22 @@ class Client:
             lean.forget()
         return RedisUnavailable(f"cannot reach Redis at {self._url}: {exc}")
 
+    @contextlib.contextmanager
+    def _redis_faults(self) -> Iterator[None]:
+        """Report a Redis or socket fault in the block as the enqueue does (:class:`RedisUnavailable`).
+
+        A waiter's commands go through redis-py, whose timeout (5 s) ends a command Redis holds longer (a
+        ``CLIENT PAUSE``, a slow command) with redis-py's own ``TimeoutError``, which callers would take for
+        neither a lost link nor a :class:`WaitTimeout`. The framework's own errors pass unchanged (``WaitTimeout``
+        and ``RedisUnavailable`` are ``OSError`` subclasses).
+        """
+        try:
+            yield
+        except FrameworkError:
+            raise
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise self._unreachable(exc) from exc
+
     def _check(self, code: Any, info: TaskInfo) -> TaskInfo:
         if isinstance(code, ConnectionError | TimeoutError | OSError):
             raise self._unreachable(code) from code
@@ -586,20 +603,39 @@ class Client:
                 wait began).
             ResultTypeError: the stored result does not decode into the result type.
             InvalidOption: ``timeout`` is negative, NaN or not a number (nothing is sent).
+            RedisUnavailable: Redis cannot be reached, or held the waiter's first commands (its subscription,
+                marker and first read) for more than redis-py's 5 s timeout (a long ``CLIENT PAUSE`` or slow
+                command); the task is unaffected.
         """
         self._check_open()
         limit = _wait_limit("timeout", timeout)
         task_id, queue = (task.id, task.queue) if isinstance(task, TaskInfo) else (task, queue)
         if taskdef is None and isinstance(task, TaskInfo):
             taskdef = self._result_taskdef(task.type)
-        watch = await self.waiters.watch(queue, task_id, limit)
+        # the timeout counts from here: a Redis that holds the waiter's first commands (a CLIENT PAUSE, a slow
+        # command) takes from it rather than adding to it
+        loop = asyncio.get_running_loop()
+        until = None if limit is None else loop.time() + limit
         try:
-            if not await self.waiters.check(watch, missing_is_outcome=False) and not watch.future.done():
+            async with asyncio.timeout_at(until):
+                with self._redis_faults():
+                    watch = await self.waiters.watch(queue, task_id, limit)
+        except builtins.TimeoutError:
+            raise _wait_timeout(task_id, queue, limit) from None
+        try:
+            try:
+                async with asyncio.timeout_at(until):
+                    with self._redis_faults():
+                        found = await self.waiters.check(watch, missing_is_outcome=False)
+            except builtins.TimeoutError:
+                raise _wait_timeout(task_id, queue, limit) from None
+            if not found and not watch.future.done():
                 raise TaskNotFound(
                     f"no task {task_id!r} in queue {queue!r} (a task without retention is gone once it finished)"
                 )
             watch.ready = True
-            outcome = await self._outcome(watch.future, task_id, queue, limit)
+            left = None if until is None else max(0.0, until - loop.time())
+            outcome = await self._outcome(watch.future, task_id, queue, left, limit)
         finally:
             self.waiters.release(watch)
         return self._result(outcome, task_id, queue, taskdef)
@@ -626,7 +662,8 @@ class Client:
         opts = self._options(taskdef, options, self.clock.now())
         task_id = opts.task_id or new_task_id()
         options["task_id"] = task_id
-        watch = await self.waiters.watch(opts.queue, task_id, limit)
+        with self._redis_faults():
+            watch = await self.waiters.watch(opts.queue, task_id, limit)
         try:
             info = await self.enqueue(task, payload, **options)
             watch.ready = True
@@ -745,15 +782,14 @@ class Client:
         return answer
 
     @staticmethod
-    async def _outcome(future: asyncio.Future[Outcome], task_id: str, queue: str, timeout: float | None) -> Outcome:
+    async def _outcome(
+        future: asyncio.Future[Outcome], task_id: str, queue: str, timeout: float | None, limit: float | None = None
+    ) -> Outcome:
+        """The outcome, within ``timeout`` seconds (what is left of the caller's ``limit``, which the error names)."""
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except builtins.TimeoutError:  # the module's TimeoutError is redis-py's
-            raise WaitTimeout(
-                f"task {task_id!r} in queue {queue!r} had no final outcome within {timeout:g} s",
-                task_id=task_id,
-                queue=queue,
-            ) from None
+            raise _wait_timeout(task_id, queue, timeout if limit is None else limit) from None
 
     def _result(self, outcome: Outcome, task_id: str, queue: str, taskdef: TaskDef[Any] | None) -> Any:
         """The result an outcome carries, decoded; or the error it stands for."""
@@ -800,6 +836,13 @@ class Client:
             return msgspec.json.decode(data)
         except msgspec.DecodeError:
             return data  # raw bytes a handler stored with ctx.write_result
+
+
+def _wait_timeout(task_id: str, queue: str, limit: float | None) -> WaitTimeout:
+    """The error of a wait that saw no final outcome within ``limit`` seconds."""
+    return WaitTimeout(
+        f"task {task_id!r} in queue {queue!r} had no final outcome within {limit:g} s", task_id=task_id, queue=queue
+    )
 
 
 def _wait_limit(name: str, value: float | None) -> float | None:

@@ -178,6 +178,7 @@ class Waiters:
                     marked.set_exception(exc)
                 if watch.subscribed is not None and not watch.subscribed.done():
                     watch.subscribed.set_exception(exc)
+                    watch.subscribed.exception()  # retrieved: the waiter raises ``marked``'s; asyncio would log it
             return
         for _, _, _, marked in requests:
             if not marked.done():

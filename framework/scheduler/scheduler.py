@@ -65,6 +65,10 @@ __all__ = (
 HEARTBEAT_INTERVAL = 10.0
 _MAX_SLEEP = 10.0
 _RETRY_DELAY = 1.0
+_STOP_WAIT = 5.0
+"""Seconds a stopping scheduler waits for its tick in progress, then for its records' removal: a Redis that holds
+commands (a ``CLIENT PAUSE``, a slow command) does not hold the exit for longer. A tick is claimed and enqueued in
+one script, so a tick left in flight is enqueued whole or not at all; the records expire by themselves."""
 
 
 class Scheduler:
@@ -209,14 +213,15 @@ class Scheduler:
         self._stopping = True
         self._stop.set()
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+            _, pending = await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._redis is not None:
             if self._tasks:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._records.withdraw(self._redis)
+                with contextlib.suppress(RedisError, OSError):  # OSError: asyncio's TimeoutError too
+                    async with asyncio.timeout(_STOP_WAIT):
+                        await self._records.withdraw(self._redis)
             if self._owns_redis:
                 await self._redis.aclose()
         self._stopped.set()

@@ -153,7 +153,8 @@ class Heartbeat:
         try:
             self.beat()
         except (RedisError, RedisClusterException, OSError) as exc:  # a Cluster node away: RedisClusterException
-            self.health.failed("heartbeat", exc)
+            if not self._stop.is_set():  # else the stopping worker closed the client under a beat Redis held
+                self.health.failed("heartbeat", exc)
             return False
         except Exception as exc:
             self.log.exception("heartbeat_error", error=f"{type(exc).__name__}: {exc}")
@@ -228,11 +229,14 @@ class Heartbeat:
         }
         return ServerRecords(info, workers, max(_SERVER_TTL, int(2 * self.interval) + 1))
 
-    def stop(self) -> None:
-        """Stop beating and wait for the thread (blocking; at most one beat's time)."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop beating and wait for the thread (blocking; at most one beat's time, and at most ``timeout`` s).
+
+        A beat still in flight after ``timeout`` (Redis stalled) may write once more after this returns.
+        """
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
 
     def clear(self) -> None:
         """Remove this worker's records (clean shutdown; blocking).

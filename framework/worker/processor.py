@@ -40,6 +40,7 @@ the only state the heartbeat and watchdog threads see (through copies; see :mod:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from typing import TYPE_CHECKING
@@ -416,6 +417,14 @@ class Processor:
                 self.log.warning("suspect_running_alone", task_id=inf.id, queue=queue, type=inf.msg.type)
             inf.runner = create_task(execute(inf))
 
+    @property
+    def fetch_unsettled(self) -> bool:
+        """Whether a dequeue is still waiting for Redis's answer (after :meth:`stop`: Redis stalled meanwhile).
+
+        Such a dequeue may still take tasks for this worker when Redis answers it.
+        """
+        return self._fetch_started and not self._fetch_done.is_set()
+
     async def run(self) -> None:
         """Fetch and start tasks until :meth:`stop` is called."""
         self._fetch_started = True
@@ -511,15 +520,24 @@ class Processor:
         (:attr:`overrun`; :meth:`~framework.worker.worker.Worker.exit_if_abandoned` ends the process over it).
         Outcome writes in progress get until their lease lapses. So this returns within ``timeout +
         cancel_grace`` plus the time the last writes take, whatever the handlers do.
+
+        A dequeue in flight is waited for (it starts its tasks first), but only within ``timeout``: one that
+        Redis holds (a ``CLIENT PAUSE``, a slow command) may land after this returns, and its tasks then
+        belong to a worker that is gone (:attr:`fetch_unsettled`; the worker keeps its liveness records so
+        that the recoverers of the others bring them back).
         """
         self._stopping = True
         self._wakeup.set()
         self._slot_free.set()
-        if self._fetch_started:
-            await self._fetch_done.wait()  # a dequeue in flight starts its tasks first
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        if self._fetch_started and not self._fetch_done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._fetch_done.wait()  # a dequeue in flight starts its tasks first
         runners = {i.runner for i in self.inflight.values() if i.runner is not None and not i.abandoned}
         if runners:
-            _done, pending = await asyncio.wait(runners, timeout=timeout)
+            _done, pending = await asyncio.wait(runners, timeout=max(0.0, until - loop.time()))
             cancelled: set[asyncio.Task[None]] = set()
             for inf in list(self.inflight.values()):
                 if inf.runner in pending and not inf.writing:
@@ -533,7 +551,6 @@ class Processor:
                         self.execution.abandon(inf)
         self.outcomes.flush()
         # until nothing is left: a write that ends spawns more (a slot's release, a suspect cleared)
-        loop = asyncio.get_running_loop()
         until = loop.time() + self.lease_ttl + 1
         while (
             left := {

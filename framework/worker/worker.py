@@ -169,6 +169,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._started = False
         self._stopping = False
+        self._stalled = False  # a shutdown write got no answer from Redis within shutdown_timeout
 
     def _middleware(self) -> list[Middleware]:
         """The chain's middleware, outermost first: the built-in, the plugins' in load order, the app's.
@@ -491,12 +492,17 @@ class Worker:
             return
         self._stopping = True
         p = self.processor
-        self.log.info("worker_stopping", running=len(p.inflight) if p else 0, timeout=self.settings.shutdown_timeout)
+        timeout = self.settings.shutdown_timeout
+        self.log.info("worker_stopping", running=len(p.inflight) if p else 0, timeout=timeout)
         if p is not None:
             if self.heartbeat is not None:
                 self.heartbeat.status = "stopped"
-            await self._withdraw(p)
-            await p.stop(self.settings.shutdown_timeout)
+            # the shutdown timeout counts from here: a Redis that does not answer (a CLIENT PAUSE, a slow
+            # command) while the worker withdraws takes from it instead of adding to it
+            loop = asyncio.get_running_loop()
+            until = loop.time() + timeout
+            await self._withdraw(p, timeout)
+            await p.stop(max(0.0, until - loop.time()))
         await self._close()
         self._stopped.set()
         self.log.info("worker_stopped", unfinished=len(p.inflight) if p else 0, abandoned=len(self.abandoned))
@@ -512,12 +518,23 @@ class Worker:
             _, pending = await asyncio.wait(pending, timeout=1.0)
         if self.heartbeat is not None:
             hb = self.heartbeat
-            await asyncio.to_thread(hb.stop)
-            if hb.beats:  # on record: a first beat that failed wrote nothing
-                try:
-                    await asyncio.to_thread(hb.clear)
-                except (RedisError, OSError) as exc:
-                    self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
+            if self._stalled or (self.processor is not None and self.processor.fetch_unsettled):
+                # Redis held a shutdown write past the shutdown timeout: waiting for a beat in flight and for
+                # the records' removal would hold the exit for as long as it stalls. The records stay, so
+                # the others' recoverers bring back whatever this worker still held, as for a killed worker.
+                hb.stop(timeout=0.0)
+                self.log.warning(
+                    "worker_records_not_cleared",
+                    error="Redis did not answer within shutdown_timeout",
+                    note="other workers recover what this worker held once its heartbeat is silent for dead_after",
+                )
+            else:
+                await asyncio.to_thread(hb.stop)
+                if hb.beats:  # on record: a first beat that failed wrote nothing
+                    try:
+                        await asyncio.to_thread(hb.clear)
+                    except (RedisError, OSError) as exc:
+                        self.log.warning("worker_records_not_cleared", error=f"{type(exc).__name__}: {exc}")
             hb.close()
         if self._plugins_started and self.pm is not None and self._services is not None:
             self._plugins_started = False
@@ -597,13 +614,21 @@ class Worker:
         flush_streams()
         os._exit(EXIT_LOOP_STUCK)
 
-    async def _withdraw(self, p: Processor) -> None:
-        """Stop being a waiter: after this no enqueue hands a task here (one already on its way is given back)."""
+    async def _withdraw(self, p: Processor, timeout: float) -> None:
+        """Stop being a waiter: after this no enqueue hands a task here (one already on its way is given back).
+
+        Given up after ``timeout`` seconds without an answer (Redis paused or busy): a stale registration is
+        dropped by the next enqueue, and a task handed here meanwhile is recovered as a dead worker's.
+        """
         if not p.handoff_ready:
             return
         p.handoff_ready = False
         try:
-            await p.broker.withdraw(list(p.weights), self.identity.server_id)
+            async with asyncio.timeout(timeout):
+                await p.broker.withdraw(list(p.weights), self.identity.server_id)
+        except TimeoutError:  # before OSError, its base class
+            self._stalled = True
+            self.log.warning("worker_withdraw_failed", error=f"Redis did not answer within {timeout:g} s")
         except (RedisError, OSError) as exc:  # a stale registration is dropped by the next enqueue
             self.log.warning("worker_withdraw_failed", error=f"{type(exc).__name__}: {exc}")
 

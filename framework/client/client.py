@@ -613,18 +613,20 @@ class Client:
         if taskdef is None and isinstance(task, TaskInfo):
             taskdef = self._result_taskdef(task.type)
         # the timeout counts from here: a Redis that holds the waiter's first commands (a CLIENT PAUSE, a slow
-        # command) takes from it rather than adding to it
+        # command) takes from it rather than adding to it, but a wait always gets its look at the task (up to
+        # _FIRST_LOOK seconds: timeout=0 asks whether it has finished already)
         loop = asyncio.get_running_loop()
         until = None if limit is None else loop.time() + limit
+        look_until = None if until is None else max(until, loop.time() + _FIRST_LOOK)
         try:
-            async with asyncio.timeout_at(until):
+            async with asyncio.timeout_at(look_until):
                 with self._redis_faults():
                     watch = await self.waiters.watch(queue, task_id, limit)
         except builtins.TimeoutError:
             raise _wait_timeout(task_id, queue, limit) from None
         try:
             try:
-                async with asyncio.timeout_at(until):
+                async with asyncio.timeout_at(look_until):
                     with self._redis_faults():
                         found = await self.waiters.check(watch, missing_is_outcome=False)
             except builtins.TimeoutError:
@@ -836,6 +838,11 @@ class Client:
             return msgspec.json.decode(data)
         except msgspec.DecodeError:
             return data  # raw bytes a handler stored with ctx.write_result
+
+
+_FIRST_LOOK = 1.0
+"""Seconds a wait may spend on its first look at the task (subscribing, its marker, reading the record), however
+short its timeout: ``timeout=0`` asks whether the task has finished already, which takes a round trip."""
 
 
 def _wait_timeout(task_id: str, queue: str, limit: float | None) -> WaitTimeout:

@@ -212,6 +212,7 @@ async def test_waiting_after_the_fact_needs_a_retention(start: Any, client: Clie
 
     await wait_until(finished, timeout=30)
     assert await client.wait(kept, timeout=5, taskdef=RETAINED) == Out(doubled=2)
+    assert await client.wait(kept, timeout=0) == Out(doubled=2)  # no wait at all: the look at the task is made
     assert await client.wait(kept.id, queue="default", timeout=5) == Out(doubled=2)  # the type it enqueued with
     async with Client.from_url(redis_url, schema=client.schema) as stranger:  # knows no definition of the type
         assert await stranger.wait(kept.id, queue="default", timeout=5) == {"doubled": 2}  # plain JSON

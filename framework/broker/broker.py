@@ -27,7 +27,7 @@ from framework.broker.transitions import WorkerTransitions
 from framework.broker.workflows import StepTransitions, WorkflowOps
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from redis.asyncio import Redis
 
@@ -69,6 +69,10 @@ class Broker(Protocol):
         self, queue: str, count: int, inflight_key: str = ..., waiter: str = ..., *, alone: bool = ...
     ) -> Taken: ...
     async def pending_counts(self, queues: Sequence[str]) -> list[int]: ...  # noqa: D102
+    def pending_check_key(self, queues: Iterable[str]) -> str: ...  # noqa: D102
+    async def check_pending(  # noqa: D102
+        self, queues: Sequence[str], claim: str, ttl: float, holder: str
+    ) -> list[int] | None: ...
     async def withdraw(self, queues: Sequence[str], waiter: str) -> None: ...  # noqa: D102
     async def clear_suspect(self, queue: str, task_id: str) -> None: ...  # noqa: D102
     async def done(  # noqa: D102
@@ -109,6 +113,8 @@ class Broker(Protocol):
 
     # -- the forwarder, the janitor
     async def next_due(self, queues: Sequence[str]) -> list[float | None]: ...  # noqa: D102
+    def forward_claim_key(self, queues: Iterable[str]) -> str: ...  # noqa: D102
+    async def claim(self, key: str, ttl: float, holder: str = ...) -> bool: ...  # noqa: D102
     async def forward(self, queue: str) -> tuple[int, float | None]: ...  # noqa: D102
     async def delete_expired_completed(self, queue: str, batch: int = ...) -> int: ...  # noqa: D102
 
@@ -255,6 +261,8 @@ class RedisBroker:
     # the worker's transitions
     dequeue = _PartMethod("transitions", WorkerTransitions.dequeue)
     pending_counts = _PartMethod("transitions", WorkerTransitions.pending_counts)
+    pending_check_key = _PartMethod("transitions", WorkerTransitions.pending_check_key)
+    check_pending = _PartMethod("transitions", WorkerTransitions.check_pending)
     withdraw = _PartMethod("transitions", WorkerTransitions.withdraw)
     clear_suspect = _PartMethod("transitions", WorkerTransitions.clear_suspect)
     done = _PartMethod("transitions", WorkerTransitions.done)
@@ -281,6 +289,8 @@ class RedisBroker:
 
     # maintenance
     next_due = _PartMethod("maintenance", Maintenance.next_due)
+    forward_claim_key = _PartMethod("maintenance", Maintenance.forward_claim_key)
+    claim = _PartMethod("maintenance", Maintenance.claim)
     forward = _PartMethod("maintenance", Maintenance.forward)
     delete_expired_completed = _PartMethod("maintenance", Maintenance.delete_expired_completed)
     dead_workers = _PartMethod("maintenance", Maintenance.dead_workers)

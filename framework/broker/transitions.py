@@ -7,6 +7,7 @@ and writing results. (Leases are extended by the worker's heartbeat thread: :mod
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerPart
@@ -14,11 +15,11 @@ from framework.protocol.keys import day_stamp
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from framework.protocol.keys import QueueKeys
 
-__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions")
+__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions", "queue_set_digest")
 
 ARCHIVE_MAX_SIZE = 10_000
 ARCHIVE_MAX_AGE = 90 * 24 * 3600
@@ -114,6 +115,32 @@ class WorkerTransitions(BrokerPart):
         """``LLEN`` of each queue's pending list, in one round trip (an idle worker's cheap check)."""
         lengths = _raise_first(await self.hot.execute_many([("LLEN", self.schema.queue(q).pending) for q in queues]))
         return [int(n) for n in lengths]
+
+    def pending_check_key(self, queues: Iterable[str]) -> str:
+        """The claim on the idle check of exactly ``queues`` (framework's own key; see :meth:`check_pending`)."""
+        return f"{self.schema.ext}:pending-check:{queue_set_digest(queues)}"
+
+    async def check_pending(self, queues: Sequence[str], claim: str, ttl: float, holder: str) -> list[int] | None:
+        """The idle check of ``queues``, made once per ``ttl`` seconds by one of the idle workers serving them.
+
+        An idle worker looks at the pending lists for tasks that came without a wake-up (Go clients publish
+        none). One look serves every worker with the same queues: the first to claim ``claim``
+        (:meth:`pending_check_key`, ``SET NX`` for ``ttl`` s) makes it, and publishes a wake-up for each queue
+        it finds tasks in, so every idle worker serving it looks there at once. Without the claim, each idle
+        worker would send one ``LLEN`` per queue each time: queues times workers.
+
+        Returns:
+            ``LLEN`` of each queue's pending list (as :meth:`pending_counts`), or None when another worker
+            holds the claim (it looks, and wakes this one should it find anything).
+        """
+        if not await self.redis.set(claim, holder or "1", nx=True, px=max(1, int(ttl * 1000))):
+            return None
+        counts = await self.pending_counts(queues)
+        if self._channel:
+            for queue, count in zip(queues, counts, strict=True):
+                if count:
+                    await self.redis.publish(self._channel, queue)
+        return counts
 
     async def done(
         self, queue: str, tasks: Sequence[tuple[str, str] | tuple[str, str, bytes]], inflight: str = ""
@@ -271,6 +298,11 @@ class WorkerTransitions(BrokerPart):
         channel = qk.progress_channel(task_id)
         commands = [("HSET", key, *flat), ("EXPIRE", key, max(1, ttl)), ("PUBLISH", channel, event)]
         _raise_first(await self.hot.execute_many(commands))
+
+
+def queue_set_digest(queues: Iterable[str]) -> str:
+    """A short name for a set of queues: workers serving the same queues share the claims keyed by it."""
+    return hashlib.sha1("\n".join(sorted(queues)).encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:

@@ -9,7 +9,15 @@ in daemon threads (:mod:`framework.worker.threads`) so a blocking handler does n
   in the same step. A queue found empty goes to the end of the order for 50 ms (or until a wake-up names
   it), so a busy worker spends no round trips on empty queues. An idle worker sleeps until the wake-up
   channel says a queue got work (our clients and the forwarder publish), checking the pending lists with
-  one cheap ``LLEN`` round trip a second for tasks enqueued by Go clients, which do not publish.
+  one cheap ``LLEN`` round trip a second for tasks enqueued by Go clients, which do not publish. That check is
+  made for all the idle workers serving the same queues by the first to claim it, which publishes a wake-up
+  for each queue it finds tasks in (:meth:`~framework.broker.transitions.WorkerTransitions.check_pending`):
+  a fleet of idle workers sends one ``LLEN`` per queue a second, not one per queue and worker.
+* **Known empty.** A pass that found every queue empty leaves them *known empty*: the worker waits there (its
+  dequeue registered it as a waiter), and any later task reaches it as a hand-off or a wake-up naming the
+  queue, or shows in the ``LLEN`` check (Go clients). Fetches skip such queues until one of those names
+  them, so the fetch after a task ends dequeues only the queues named since, not every queue served: with
+  hundreds of queues, one task costs a few round trips, not one per queue.
 * **Running.** One asyncio task per task runs the middleware chain under the task's deadline,
   ``min(now + timeout, deadline)``, enforced by one timer for all running tasks, armed for the earliest
   deadline (no timer per task). A deadline already past at dequeue fails the task without running it.
@@ -73,10 +81,13 @@ if TYPE_CHECKING:
     from framework.settings import Settings
     from framework.task import Middleware, RetryDelay
 
-__all__ = ("DUPLICATE_DELAY", "IDLE_CHECK", "Processor", "TaskCancelled")
+__all__ = ("CHECK_CLAIM", "DUPLICATE_DELAY", "IDLE_CHECK", "Processor", "TaskCancelled")
 
 IDLE_CHECK = 1.0
 """Seconds between an idle worker's pending-list checks (for tasks of Go clients, which publish no wake-up)."""
+CHECK_CLAIM = 0.9 * IDLE_CHECK
+"""Seconds one idle worker's pending check stands for every worker serving the same queues (it claims the check
+for that long): a little under :data:`IDLE_CHECK`, so a worker alone has its own claim lapsed by its next check."""
 _MAX_BACKOFF = 5.0
 _EMPTY_RECHECK = 0.05
 """Seconds a queue found empty goes to the end of the fetch order (unless a wake-up comes first)."""
@@ -154,8 +165,15 @@ class Processor:
         self._stopping = False
         self._fetch_done = asyncio.Event()
         self._fetch_started = False
-        self._limited = False
+        self._limited = self._woken_all = False
         self._empty_until: dict[str, float] = {}
+        self._known_empty: set[str] = set()
+        """Queues a pass found empty along with every other, and no wake-up named since: fetches skip them."""
+        self._woken: set[str] = set()
+        """Queues a wake-up named since the current pass began (a reply may arrive after the wake-up it raced)."""
+        # the key of the claim on the pending check of this worker's queues (made at its first check), and the
+        # event-loop time of the next check a busy worker makes for its known-empty queues
+        self._check_claim, self._next_check = "", 0.0
         self._suspect: tuple[str, str] | None = None
         """(queue, id) of the crash suspect running alone here: nothing else is taken until it is released."""
         self._isolate: str | None = None
@@ -210,8 +228,12 @@ class Processor:
         """New work may be pending: in ``queue`` (wake-up channel), or anywhere (reconnection)."""
         if queue is None:
             self._empty_until.clear()
+            self._known_empty.clear()
+            self._woken_all = True
         else:
             self._empty_until.pop(queue, None)
+            self._known_empty.discard(queue)
+            self._woken.add(queue)
         self._wakeup.set()
 
     def cancel(self, task_id: str) -> bool:
@@ -245,13 +267,18 @@ class Processor:
             return await self._fetch_suspect(self._isolate)
         batch = self.settings.dequeue_batch
         self._limited = False
+        self._woken, self._woken_all = set(), False
         order = order_queues(self.weights, self.settings.strict_priority, self.rng)
+        known_empty = self._known_empty
+        if known_empty:  # nothing came there since this worker found them empty: no round trip for them
+            order = [q for q in order if q not in known_empty]
         empty = self._empty_until
         if empty:
             now = asyncio.get_running_loop().time()
             if len(order) > 1:
                 # queues found empty a moment ago go last: no round trip is spent on them while others have work
                 order = [q for q in order if empty.get(q, 0.0) <= now] + [q for q in order if empty.get(q, 0.0) > now]
+        found_empty: list[str] = []
         for queue in order:
             free = min(free, self.concurrency - self.running)  # tasks handed off during a dequeue took slots
             if free <= 0:
@@ -270,8 +297,10 @@ class Processor:
                 self._start(queue, taken, suspect=taken.suspect, since=sent)
                 return len(taken)
             empty[queue] = asyncio.get_running_loop().time() + _EMPTY_RECHECK
-        for queue in order:  # nothing anywhere: each queue goes last until a wake-up names it
-            empty[queue] = math.inf
+            found_empty.append(queue)
+        if not self._woken_all:  # nothing anywhere: each queue found empty is skipped until a wake-up names it
+            woken = self._woken
+            known_empty.update(q for q in found_empty if q not in woken)
         return 0
 
     async def _dequeue(self, queue: str, count: int, waiter: str = "", *, alone: bool) -> tuple[Taken, float]:
@@ -453,8 +482,13 @@ class Processor:
             backoff = 0.1
             if got == 0 and self._isolate is None:
                 await self._idle()
-            else:
-                await asyncio.sleep(0)  # the tasks just taken start before the next dequeue is sent
+                continue
+            if self._known_empty and asyncio.get_running_loop().time() >= self._next_check:
+                # busy with some queues: the others found empty get the same once-a-second check an idle worker
+                # makes, or tasks a Go client put there (no wake-up) would wait until this worker ran out of work
+                with contextlib.suppress(RedisError, OSError):  # the next fetch reports it
+                    await self._check_pending()
+            await asyncio.sleep(0)  # the tasks just taken start before the next dequeue is sent
 
     async def _wait_wakeup(self, seconds: float) -> bool:
         """Wait for a wake-up for at most ``seconds``; returns whether one came."""
@@ -468,17 +502,38 @@ class Processor:
         return True
 
     async def _idle(self) -> None:
-        """Sleep until a wake-up, or until the once-a-second ``LLEN`` check finds pending work."""
+        """Sleep until a wake-up, or until the once-a-second ``LLEN`` check finds pending work.
+
+        The check is claimed: when another idle worker serving the same queues made it a moment ago, this one
+        sends nothing more (that worker publishes a wake-up for each queue where it finds tasks).
+        """
         while not self._stopping and not await self._wait_wakeup(IDLE_CHECK):
             if self._limited:
                 return  # tasks may be waiting for a limited queue's slot: look again
             try:
-                counts = await self.broker.pending_counts(list(self.weights))
+                if await self._check_pending():
+                    return
             except (RedisError, OSError):
                 return  # the fetch reports it and backs off
-            if any(counts):
-                self._empty_until.clear()
-                return
+
+    async def _check_pending(self) -> bool:
+        """The claimed ``LLEN`` check (see :meth:`_idle`); whether it found tasks here (those queues are open again).
+
+        False too when another worker holds the claim: it looks this time, and wakes this one should it find
+        anything.
+        """
+        broker = self.broker
+        self._next_check = asyncio.get_running_loop().time() + IDLE_CHECK
+        if not self._check_claim:
+            self._check_claim = broker.pending_check_key(self.weights)
+        counts = await broker.check_pending(list(self.weights), self._check_claim, CHECK_CLAIM, self.server_id)
+        if not counts or not any(counts):
+            return False
+        for queue, count in zip(self.weights, counts, strict=True):  # only those queues are looked at again
+            if count:
+                self._empty_until.pop(queue, None)
+                self._known_empty.discard(queue)
+        return True
 
     def _due(self, when: float) -> None:
         """A task put off by a limit may start at ``when``: the forwarder passes by then."""

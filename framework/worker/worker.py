@@ -273,8 +273,14 @@ class Worker:
         self.heartbeat = Heartbeat(self.processor, ident, s.heartbeat_interval, self.log, records, self.health)
         await asyncio.to_thread(self.heartbeat.beat)
         self.heartbeat.start()
-        forwarding = Periodic(Forwarder(broker, s.queues, self.log), s.forward_interval, self.health, self.clock)
-        self.processor.outcomes.on_retry = forwarding.due_at
+        forwarder = Forwarder(broker, s.queues, self.log, s.forward_interval)
+        forwarding = Periodic(forwarder, s.forward_interval, self.health, self.clock)
+
+        def on_retry(when: float) -> None:  # the pass at a retry's due time is this worker's to claim
+            forwarder.note_due(when)
+            forwarding.due_at(when)
+
+        self.processor.outcomes.on_retry = on_retry
         recoverer = Recoverer(
             broker,
             s.queues,

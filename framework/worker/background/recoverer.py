@@ -35,6 +35,8 @@ Paths, on the queues this worker serves:
   this worker serves. An idle worker killed with SIGKILL leaves it there, and only an enqueue that finds
   nothing pending pops it: a queue fed by Go clients or by the forwarder alone (which hand nothing off) would
   keep the id of every worker killed while idle, the list's TTL renewed by each live worker's idle dequeue.
+  Once a dead worker's tasks on these queues are all settled, it is not looked at again (each look is a
+  command per queue for its waiters and one for its in-flight sets) until it is forgotten.
 * **Cancelled by their caller.** A task ``Client.cancel`` asked to stop while it ran (its cancel request is
   kept for a while) is archived as cancelled rather than requeued by every path above, as its worker would
   have archived it: its caller was told it is being cancelled, so it does not run again.
@@ -124,12 +126,22 @@ class Recoverer:
         self.server_id = server_id
         self.held = held
         self._passes = 0
+        self._settled: set[tuple[str, float]] = set()
+        """(server id, last beat) of dead workers whose tasks on these queues this recoverer has all settled."""
 
     async def recover_dead_workers(self) -> int:
         """Requeue (or archive as poison pills) the tasks of workers whose heartbeat stopped; returns how many."""
         broker = self.broker
         now = broker.clock.now()
         dead = await broker.dead_workers(now - self.dead_after)
+        # a dead worker settled here already (the same last beat: not one that came back and died again) has
+        # nothing more on these queues: it left their waiters, and no task can reach its in-flight sets since
+        # (a hand-off reaches only a waiter). It is not looked at again, each look being a command per queue.
+        self._settled &= set(dead)
+        for sid, last_seen in [d for d in dead if d in self._settled and d[1] < now - FORGET_DEAD_AFTER]:
+            await broker.forget_worker(sid)
+            self._settled.discard((sid, last_seen))
+        dead = [d for d in dead if d not in self._settled]
         if not dead:
             return 0
         for sid, _ in dead:
@@ -153,6 +165,8 @@ class Recoverer:
                 settled &= queue_settled
             if settled and last_seen < now - FORGET_DEAD_AFTER:
                 await broker.forget_worker(sid)
+            elif settled:
+                self._settled.add((sid, last_seen))
         return moved
 
     def _newest_dead_lease(self, now: float) -> int:

@@ -325,7 +325,8 @@ class Client:
     def _redis_faults(self) -> Iterator[None]:
         """Report a Redis or socket fault in the block as the enqueue does (:class:`RedisUnavailable`).
 
-        A waiter's commands go through redis-py, whose timeout (5 s) ends a command Redis holds longer (a
+        Used by waits and by the workflow calls (:mod:`framework.client.workflows`). A waiter's commands go through
+        redis-py, whose timeout (5 s) ends a command Redis holds longer (a
         ``CLIENT PAUSE``, a slow command) with redis-py's own ``TimeoutError``, which callers would take for
         neither a lost link nor a :class:`WaitTimeout`. The framework's own errors pass unchanged (``WaitTimeout``
         and ``RedisUnavailable`` are ``OSError`` subclasses).

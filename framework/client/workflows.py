@@ -13,15 +13,12 @@ the task types are known here).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004
 
 from framework.broker.workflows import StepSpec
 from framework.client.prepared import new_task_id
@@ -119,7 +116,7 @@ async def start(
             )
         )
         steps[planned.name] = (built.opts.queue, built.task_id)
-    with _redis_faults(client):
+    with client._redis_faults():
         await client.broker.register_queues(sorted({q for q, _ in steps.values()} | {home}))
         reply = await client.broker.workflows.start(
             home,
@@ -163,7 +160,7 @@ async def wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     pubsub = client.redis.pubsub()
     try:
-        with _redis_faults(client):  # WaitTimeout and the like pass: they are the wait's own outcomes
+        with client._redis_faults():  # WaitTimeout and the like pass: they are the wait's own outcomes
             await pubsub.subscribe(wk.channel)
             while True:
                 status, error = await client.redis.hmget(wk.meta, "status", "error")
@@ -226,7 +223,7 @@ async def _output_tasks(client: Client, plan: Plan | None, graph: str, outputs: 
 async def cancel(client: Client, workflow: WorkflowInfo | str, *, queue: str = "default") -> tuple[str, int, int]:
     """Cancel a workflow; see :meth:`framework.client.client.Client.cancel_workflow`."""
     home, wid, _ = _where(workflow, queue)
-    with _redis_faults(client):
+    with client._redis_faults():
         status, deleted, stopping = await client.broker.workflows.cancel(home, wid)
     if not status:
         raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
@@ -236,26 +233,11 @@ async def cancel(client: Client, workflow: WorkflowInfo | str, *, queue: str = "
 async def retry(client: Client, workflow: WorkflowInfo | str, *, queue: str = "default") -> int:
     """Run a failed or cancelled workflow's failed steps again; returns how many run again."""
     home, wid, _ = _where(workflow, queue)
-    with _redis_faults(client):
+    with client._redis_faults():
         status, again = await client.broker.workflows.retry(home, wid)
     if not status:
         raise WorkflowNotFound(f"no workflow {wid!r} in queue {home!r} (never started, or expired)")
     return again
-
-
-@contextlib.contextmanager
-def _redis_faults(client: Client) -> Iterator[None]:
-    """Report a Redis or socket fault in the block as the client does (:class:`RedisUnavailable`).
-
-    The framework's own errors pass first: ``WaitTimeout`` derives from the builtin ``TimeoutError`` (an
-    ``OSError``), and ``RedisUnavailable`` is a ``ConnectionError`` already.
-    """
-    try:
-        yield
-    except FrameworkError:
-        raise
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        raise client._unreachable(exc) from exc
 
 
 def _bytes(value: bytes | str) -> bytes:

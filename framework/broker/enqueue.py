@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerPart
+from framework.errors import InvalidOption
+from framework.protocol.keys import cluster_slot_problem
 from framework.protocol.scripts import SCRIPTS
+from framework.transport.cluster import is_cluster
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,6 +44,7 @@ class EnqueueSide(BrokerPart):
         super().__init__(state)
         self.handoff = state.handoff
         self._known_queues = state.known_queues
+        self._cluster = is_cluster(state.redis)
         # chosen once: runs of plain enqueues (one queue each, so one slot on a Cluster) are merged on the lean
         # connections; redis-py clients run one script call per task, as they always did
         self._run_calls: Callable[[Sequence[_Call]], Awaitable[list[Any]]] = (
@@ -48,9 +52,21 @@ class EnqueueSide(BrokerPart):
         )
 
     async def register_queues(self, queues: Iterable[str]) -> None:
-        """``SADD <ns>:queues`` for queues not yet registered by this process (Go caches the same way)."""
+        """``SADD <ns>:queues`` for queues not yet registered by this process (Go caches the same way).
+
+        Raises:
+            InvalidOption: on a Cluster, a queue whose keys would not share one slot (a name starting with
+                ``}``): every enqueue registers its queue first, so nothing of the task is sent. Its scripts would
+                fail with CROSSSLOT, or, reaching a key of another slot from Lua, after a first write (a task's
+                record stored without its place in the queue).
+        """
         new = [q for q in queues if q not in self._known_queues]
         if new:
+            if self._cluster:
+                for queue in new:
+                    problem = cluster_slot_problem(queue)
+                    if problem is not None:
+                        raise InvalidOption(f"option queue={queue!r} is invalid: {problem}")
             await self.redis.sadd(self.schema.all_queues, *new)
             self._known_queues.update(new)
 

@@ -79,3 +79,11 @@ class BrokerPart:
         self.hot = state.hot
         self.pool = state.pool
         self._channel = state.channel
+
+    async def claim(self, key: str, ttl: float, holder: str = "1") -> bool:
+        """Claim ``key`` for ``ttl`` seconds (``SET NX PX``); False when someone holds it already.
+
+        What the workers serving the same queues share a periodic look with: the first to claim it looks for
+        all of them, the others skip theirs.
+        """
+        return bool(await self.redis.set(key, holder, nx=True, px=max(1, int(ttl * 1000))))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from framework.broker.base import LEASE_SECONDS, BrokerPart
-from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE, queue_set_digest
+from framework.broker.transitions import ARCHIVE_MAX_AGE, ARCHIVE_MAX_SIZE
 from framework.protocol.scripts import SCRIPTS
 
 if TYPE_CHECKING:
@@ -81,15 +81,7 @@ class Maintenance(BrokerPart):
 
     def forward_claim_key(self, queues: Iterable[str]) -> str:
         """The claim on a forwarder pass over exactly ``queues`` (framework's own key; see :meth:`claim`)."""
-        return f"{self.schema.ext}:forward-pass:{queue_set_digest(queues)}"
-
-    async def claim(self, key: str, ttl: float, holder: str = "1") -> bool:
-        """Claim ``key`` for ``ttl`` seconds (``SET NX PX``); False when someone holds it already.
-
-        What the workers serving the same queues share a periodic look with: the first to claim it looks for
-        all of them, the others skip theirs.
-        """
-        return bool(await self.redis.set(key, holder, nx=True, px=max(1, int(ttl * 1000))))
+        return self.schema.queue_set_claim("forward-pass", queues)
 
     async def list_lease_expired(self, queue: str, cutoff: float, limit: int = 100) -> list[bytes]:
         """Messages of tasks in ``queue`` whose lease ended before ``cutoff``."""

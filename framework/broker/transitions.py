@@ -7,7 +7,6 @@ and writing results. (Leases are extended by the worker's heartbeat thread: :mod
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from framework.broker.base import INFLIGHT_TTL, LEASE_SECONDS, BrokerPart
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
     from framework.protocol.keys import QueueKeys
 
-__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions", "queue_set_digest")
+__all__ = ("ARCHIVE_MAX_AGE", "ARCHIVE_MAX_SIZE", "MINUTE_TTL", "Taken", "WorkerTransitions")
 
 ARCHIVE_MAX_SIZE = 10_000
 ARCHIVE_MAX_AGE = 90 * 24 * 3600
@@ -118,7 +117,7 @@ class WorkerTransitions(BrokerPart):
 
     def pending_check_key(self, queues: Iterable[str]) -> str:
         """The claim on the idle check of exactly ``queues`` (framework's own key; see :meth:`check_pending`)."""
-        return f"{self.schema.ext}:pending-check:{queue_set_digest(queues)}"
+        return self.schema.queue_set_claim("pending-check", queues)
 
     async def check_pending(self, queues: Sequence[str], claim: str, ttl: float, holder: str) -> list[int] | None:
         """The idle check of ``queues``, made once per ``ttl`` seconds by one of the idle workers serving them.
@@ -133,7 +132,7 @@ class WorkerTransitions(BrokerPart):
             ``LLEN`` of each queue's pending list (as :meth:`pending_counts`), or None when another worker
             holds the claim (it looks, and wakes this one should it find anything).
         """
-        if not await self.redis.set(claim, holder or "1", nx=True, px=max(1, int(ttl * 1000))):
+        if not await self.claim(claim, ttl, holder or "1"):
             return None
         counts = await self.pending_counts(queues)
         if self._channel:
@@ -298,11 +297,6 @@ class WorkerTransitions(BrokerPart):
         channel = qk.progress_channel(task_id)
         commands = [("HSET", key, *flat), ("EXPIRE", key, max(1, ttl)), ("PUBLISH", channel, event)]
         _raise_first(await self.hot.execute_many(commands))
-
-
-def queue_set_digest(queues: Iterable[str]) -> str:
-    """A short name for a set of queues: workers serving the same queues share the claims keyed by it."""
-    return hashlib.sha1("\n".join(sorted(queues)).encode(), usedforsecurity=False).hexdigest()[:16]
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:

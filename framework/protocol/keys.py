@@ -18,6 +18,10 @@ import hashlib
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = (
     "CORE_SEGMENTS",
@@ -35,7 +39,21 @@ __all__ = (
 DEFAULT_NS = "asynq"
 DEFAULT_EXT = "framework"
 CORE_SEGMENTS = frozenset(
-    {"alive", "cron", "death", "handoff", "inflight", "limit", "limits", "ratelimit", "token", "tokens", "wakeup"}
+    {
+        "alive",
+        "cron",
+        "death",
+        "forward-pass",
+        "handoff",
+        "inflight",
+        "limit",
+        "limits",
+        "pending-check",
+        "ratelimit",
+        "token",
+        "tokens",
+        "wakeup",
+    }
 )
 """The first segments of the framework's own ``<ext>:`` keys, which :meth:`Schema.ext_key` keeps from plugins."""
 _PLUGIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -366,6 +384,15 @@ class Schema:
     def scheduler_history(self, entry_id: str) -> str:
         """ZSET ``<ns>:scheduler_history:<entry id>``: SchedulerEnqueueEvent protobufs by time."""
         return f"{self.ns}:scheduler_history:{entry_id}"
+
+    def queue_set_claim(self, purpose: str, queues: Iterable[str]) -> str:
+        """STRING ``<ext>:<purpose>:<digest of the queue names>``: a claim (``SET NX PX``) on a periodic look.
+
+        The workers serving exactly the same queues share it: the first to claim it looks for all of them
+        (``pending-check``: the idle check of the pending lists; ``forward-pass``: the forwarder's pass).
+        """
+        digest = hashlib.sha1("\n".join(sorted(queues)).encode(), usedforsecurity=False).hexdigest()[:16]
+        return f"{self.ext}:{purpose}:{digest}"
 
     def death(self, server_id: str) -> str:
         """STRING ``<ext>:death:<server id>``: how many tasks a dead worker held, as first seen by a recoverer."""

@@ -136,6 +136,8 @@ def test_plugins_cannot_take_a_key_the_framework_builds() -> None:
         s.rate_limit("n", "c"),
         *s.limit("n", "k").script_keys(),
         s.limits_index(),
+        s.queue_set_claim("pending-check", ["q"]),
+        s.queue_set_claim("forward-pass", ["q"]),
     ]
     ext_keys = [k for k in ours if k.startswith(s.ext + ":")]
     assert len(ext_keys) == len(ours)
@@ -148,7 +150,7 @@ def test_plugins_cannot_take_a_key_the_framework_builds() -> None:
         "ns", "ext", "all_queues", "servers", "workers", "schedulers", "cancel_channel", "wakeup_channel",
         "handoff_prefix", "cron_entries", "cron_last", "alive", "queue", "server", "worker_set",
         "scheduler_entries", "scheduler_history", "death", "handoff_channel", "token", "token_index",
-        "rate_limit", "ext_key", "limit", "limits_index",
+        "rate_limit", "ext_key", "limit", "limits_index", "queue_set_claim",
     }  # fmt: skip
     assert public == known, f"a key was added to or removed from the schema: list it in ours above: {public ^ known}"
 
